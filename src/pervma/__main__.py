@@ -1,0 +1,5 @@
+"""``python -m pervma``."""
+
+from pervma.cli import main
+
+raise SystemExit(main())

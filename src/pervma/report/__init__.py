@@ -1,0 +1,1 @@
+"""pervma.report."""
