@@ -1,1 +1,54 @@
-"""pervma.sched."""
+"""The scheduler interface: model threads, primitive operations, drivers.
+
+Model threads are coroutines; every primitive ``await``\\ s a step that yields
+an :class:`Op` before it takes effect.  Drivers (``run_direct``,
+``run_schedule``, the checker, the timed simulator) decide when each thread
+takes its next step.  This package imports nothing else of pervma.
+"""
+
+from pervma.sched.ops import (
+    Op,
+    OpKind,
+    acquire,
+    block,
+    read,
+    release,
+    rmw,
+    step,
+    work,
+    write,
+)
+from pervma.sched.runner import Executor, ScheduleError, run_direct, run_schedule
+from pervma.sched.task import (
+    Task,
+    Violation,
+    current,
+    has_current,
+    preempt_disable,
+    preempt_enable,
+    violation,
+)
+
+__all__ = [
+    "Executor",
+    "Op",
+    "OpKind",
+    "ScheduleError",
+    "Task",
+    "Violation",
+    "acquire",
+    "block",
+    "current",
+    "has_current",
+    "preempt_disable",
+    "preempt_enable",
+    "read",
+    "release",
+    "rmw",
+    "run_direct",
+    "run_schedule",
+    "step",
+    "violation",
+    "work",
+    "write",
+]

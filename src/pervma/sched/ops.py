@@ -1,0 +1,112 @@
+"""Primitive operations: what a model thread yields to its driver.
+
+Every shared-memory step of the model is an ``await`` of one of these
+awaitables.  The awaitable yields an :class:`Op` describing the step it is
+*about* to take; the driver resumes the coroutine when it chooses, and only then
+does the step take effect (the code between two ``await`` points runs
+atomically with the step that precedes it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+
+class OpKind(enum.IntEnum):
+    """What a step does to its shared location (dependency for DPOR)."""
+
+    READ = 0
+    WRITE = 1
+    RMW = 2  # read-modify-write (atomics)
+    ACQUIRE = 3  # lock acquire (may be a blocking step)
+    RELEASE = 4  # lock release
+    BLOCK = 5  # wait until ``enabled()`` holds (rcuwait, grace period, I/O)
+    LOCAL = 6  # a timed step that touches nothing shared (work, for the simulator)
+
+    @property
+    def writes(self) -> bool:
+        return self in (OpKind.WRITE, OpKind.RMW, OpKind.ACQUIRE, OpKind.RELEASE)
+
+
+Location = Hashable
+
+
+@dataclass(slots=True)
+class Op:
+    """One primitive step.
+
+    ``loc`` names the shared location (``("vm_refcnt", slot)``), ``None`` for a
+    purely local step.  ``enabled`` is evaluated by the driver for blocking
+    steps: a thread whose pending op is not enabled is not runnable.
+    ``work`` names a cost for the timed simulator (``"clear_page"``,
+    ``"trap"``...) and ``sleeps`` marks steps at which a non-preemptible kernel
+    may switch (a real sleep: I/O, a blocked lock).
+    """
+
+    kind: OpKind
+    loc: Location | None
+    label: str
+    enabled: Callable[[], bool] | None = None
+    work: str | None = None
+    sleeps: bool = False
+
+    def is_enabled(self) -> bool:
+        return self.enabled is None or self.enabled()
+
+    def dependent(self, other: Op) -> bool:
+        """Two ops conflict when they touch the same location and one writes.
+
+        BLOCK ops read their location (the waited-for condition)."""
+        if self.loc is None or other.loc is None or self.loc != other.loc:
+            return False
+        return self.kind.writes or other.kind.writes
+
+
+class _Step:
+    """Awaitable yielding one op; ``await step(op)`` returns when the driver resumes."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+
+    def __await__(self) -> Generator[Op, Any, None]:
+        yield self.op
+
+
+def step(op: Op) -> _Step:
+    return _Step(op)
+
+
+def read(loc: Location, label: str) -> _Step:
+    return _Step(Op(OpKind.READ, loc, label))
+
+
+def write(loc: Location, label: str) -> _Step:
+    return _Step(Op(OpKind.WRITE, loc, label))
+
+
+def rmw(loc: Location, label: str) -> _Step:
+    return _Step(Op(OpKind.RMW, loc, label))
+
+
+def acquire(loc: Location, label: str, enabled: Callable[[], bool] | None = None,
+            sleeps: bool = True) -> _Step:
+    return _Step(Op(OpKind.ACQUIRE, loc, label, enabled, None, sleeps))
+
+
+def release(loc: Location, label: str) -> _Step:
+    return _Step(Op(OpKind.RELEASE, loc, label))
+
+
+def block(loc: Location | None, label: str, enabled: Callable[[], bool],
+          work: str | None = None) -> _Step:
+    return _Step(Op(OpKind.BLOCK, loc, label, enabled, work, True))
+
+
+def work(name: str, label: str | None = None) -> _Step:
+    """A step of local work: no shared location, a cost for the simulator."""
+    return _Step(Op(OpKind.LOCAL, None, label or name, None, name))

@@ -1,0 +1,84 @@
+"""Model threads and the per-thread state drivers are allowed to see."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from pervma.sched.ops import Op
+
+
+class Violation(BaseException):  # noqa: N818 - it is raised, not handled, by model code
+    """A broken rule found by model code (assertion, use-after-free, deadlock...).
+
+    A ``BaseException`` so that no ``except Exception`` in model code can
+    swallow it.  ``kind`` is a short tag (``"KASAN: use-after-free"``), ``message``
+    the headline.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(eq=False)
+class Task:
+    """A model thread as drivers see it.
+
+    ``preempt_count`` > 0 marks a non-preemptible region (spinlock, RCU read
+    section on PREEMPT=n, irq-off): one-CPU drivers do not switch away there.
+    ``model`` is the model's own per-thread state (its task_struct), opaque
+    to drivers.
+    """
+
+    tid: int
+    name: str
+    coro: Coroutine[Any, Any, Any]
+    pending: Op | None = None
+    done: bool = False
+    result: Any = None
+    preempt_count: int = 0
+    steps: int = 0
+    model: Any = None
+    cpu: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def preemptible(self) -> bool:
+        return self.preempt_count == 0
+
+    def runnable(self) -> bool:
+        return not self.done and (self.pending is None or self.pending.is_enabled())
+
+
+_current: list[Task] = []
+
+
+def current() -> Task:
+    """The model thread the driver is running now (like the kernel's ``current``)."""
+    if not _current:
+        raise RuntimeError("model code called outside a driver")
+    return _current[-1]
+
+
+def has_current() -> bool:
+    return bool(_current)
+
+
+def violation(kind: str, message: str) -> None:
+    """The one primitive through which model code reports a broken rule."""
+    raise Violation(kind, message)
+
+
+def preempt_disable() -> None:
+    """Enter a non-preemptible region (plain call: it touches nothing shared)."""
+    current().preempt_count += 1
+
+
+def preempt_enable() -> None:
+    t = current()
+    if t.preempt_count <= 0:
+        violation("BUG", f"preempt_count underflow in {t.name}")
+    t.preempt_count -= 1
