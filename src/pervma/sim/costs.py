@@ -1,0 +1,271 @@
+"""The cost model: what one model step costs on a simulated CPU.
+
+Shared locations live on cache lines.  A line is either owned exclusively by
+one CPU (after a write or atomic) or shared by a set of CPUs (after reads).
+Touching a line this CPU already holds costs an L1 hit (read) or a local
+atomic (write/RMW/lock op); otherwise the line is transferred from its last
+writer, at the same-socket or cross-socket cost.  A line can be in flight to
+only one CPU at a time, so exclusive transfers serialise: a line written on
+every step has a ceiling of one transfer per ``line_transfer_ns`` (this is
+what flattens pft-threads and what a shared mmap_lock count costs).
+
+Which line a location lives on (:meth:`CostModel.line_key`):
+
+* ``("vm_refcnt", slot)``: its own line under SMP (the cache-line-aligned
+  refcount of 6.15+); under SMP=n it shares the VMA's first line
+  ``("vma", slot)``, as does ``("vm_lock_seq", slot)``.
+* ``("pte", mm, page)``: eight 8-byte PTEs per line.
+* ``("ptl", mm, ...)``: one line per lock as named by the model.
+* ``("rcu",)``: per-CPU (preemptible RCU keeps a per-task nesting count).
+* ``("lru",)``, ``("zone",)``: per-CPU lines (the per-CPU page lists and LRU
+  batches); every ``pcp_batch``-th use on a CPU refills from the zone under a
+  machine-wide lock, a fluid server of ``zone_lock_hold_ns`` per refill.
+* anything else: the location itself.
+
+Work (``op.work``) costs the machine's value for that name, scaled on SMT
+siblings that share a busy core; unknown names cost ``default_work_ns``.
+``clear_page``/``copy_page`` also queue on a machine-wide memory-bandwidth
+fluid server, and ``tlb_flush`` (loc ``("tlb", mm)``) sends IPIs to every
+other CPU in the mm's cpumask (the CPUs that have touched that mm), charging
+the sender ``ipi_send_base_ns + ipi_send_per_cpu_ns * k`` and each receiver
+``ipi_receive_ns`` on its next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from pervma.sched import Op, OpKind
+from pervma.sim.machine import Machine
+
+_LOCAL = OpKind.LOCAL
+_READ = OpKind.READ
+_BLOCK = OpKind.BLOCK
+_PERCPU = ("rcu", "lru", "zone")
+_MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
+PAGE_BYTES = 4096
+
+
+class Line:
+    """One cache line: last writer, sharer bitmask, busy-until time."""
+
+    __slots__ = ("free_at", "owner", "sharers", "transfers")
+
+    def __init__(self) -> None:
+        self.owner = -1  # CPU holding it exclusively, -1 when shared or never touched
+        self.sharers = 0  # bitmask of CPUs holding a copy
+        self.free_at = 0.0  # an exclusive transfer is in flight until then
+        self.transfers = 0
+
+
+class _Fluid:
+    """A machine-wide resource served at a fixed rate; out-of-order arrivals
+    (merged local steps run slightly ahead) do not inflate it."""
+
+    __slots__ = ("backlog", "busy", "last")
+
+    def __init__(self) -> None:
+        self.backlog = 0.0
+        self.last = 0.0
+        self.busy = 0.0
+
+    def serve(self, t: float, service: float) -> float:
+        """Time from ``t`` until this request is done (queueing + service)."""
+        if t > self.last:
+            self.backlog = max(0.0, self.backlog - (t - self.last))
+            self.last = t
+        self.backlog += service
+        self.busy += service
+        return self.backlog
+
+
+class CostModel:
+    """Per-step costs on one machine (see module docstring)."""
+
+    def __init__(self, machine: Machine, smp: bool, cpu_scale: list[float] | None = None) -> None:
+        m = machine
+        self.m = m
+        self.smp = smp
+        self.ncpu = m.cpus
+        self.socket = [m.socket_of(c) for c in range(m.cpus)]
+        self.scale = cpu_scale or [1.0] * m.cpus
+        self.work = m.work_costs()
+        self.default_work = m.default_work_ns
+        self.hit = m.line_hit_ns
+        self.atomic = m.atomic_local_ns
+        self.xfer_same = m.line_transfer_ns
+        self.xfer_cross = m.line_transfer_cross_ns
+        self.lines: dict[Hashable, Line | None] = {}
+        self.cpumask: dict[Hashable, int] = {}
+        self.debt = [0.0] * m.cpus  # IPI handling owed by each CPU
+        self.pcp_count = [0] * m.cpus
+        self.mem = _Fluid()
+        self.zone = _Fluid()
+        self.page_service = PAGE_BYTES / m.mem_bandwidth_gbps  # ns per 4 KiB
+        # accounting (ns)
+        self.xfer_ns = 0.0
+        self.line_wait_ns = 0.0
+        self.tlb_ns = 0.0
+        self.ipi_count = 0
+        self.shootdowns = 0
+        self.mem_wait_ns = 0.0
+        self.zone_wait_ns = 0.0
+
+    # -- lines ----------------------------------------------------------
+    def line_key(self, loc: Hashable) -> Hashable | None:
+        """The cache line of a location; None for per-CPU data."""
+        if not isinstance(loc, tuple) or not loc:
+            return loc
+        kind = loc[0]
+        if kind in _PERCPU:
+            return None
+        if kind == "vm_refcnt":
+            return loc if self.smp else ("vma", *loc[1:])
+        if kind == "vm_lock_seq":
+            return ("vma", *loc[1:])
+        if kind == "pte" and len(loc) >= 3 and isinstance(loc[2], int):
+            return ("pte", loc[1], loc[2] >> 3)
+        return loc
+
+    def _line(self, loc: Hashable) -> Line | None:
+        lines = self.lines
+        if loc in lines:
+            return lines[loc]
+        key = self.line_key(loc)
+        line = None
+        if key is not None:
+            # locations mapping to the same line share one Line object
+            alias = ("__line__", key)
+            line = lines.get(alias)
+            if line is None:
+                line = Line()
+                lines[alias] = line
+        lines[loc] = line
+        return line
+
+    def _xfer(self, src: int, dst: int) -> float:
+        if src < 0 or self.socket[src] == self.socket[dst]:
+            return self.xfer_same
+        return self.xfer_cross
+
+    def _register(self, loc: Hashable, cpu: int) -> None:
+        if isinstance(loc, tuple) and len(loc) >= 2 and loc[0] in _MM_LOCS:
+            mm = loc[1]
+            self.cpumask[mm] = self.cpumask.get(mm, 0) | (1 << cpu)
+
+    def touch(self, loc: Hashable, write: bool, cpu: int, t: float) -> float:
+        """Cost of one access to ``loc`` by ``cpu`` at time ``t``."""
+        line = self._line(loc)
+        if line is None:
+            kind = loc[0] if isinstance(loc, tuple) else None
+            if write and kind in ("lru", "zone"):
+                self.pcp_count[cpu] += 1
+                if self.pcp_count[cpu] >= self.m.pcp_batch:
+                    self.pcp_count[cpu] = 0
+                    hold = self.m.zone_lock_hold_ns
+                    done = self.zone.serve(t, hold)
+                    self.zone_wait_ns += done - hold
+                    return self.atomic + done
+            return self.atomic if write else self.hit
+        bit = 1 << cpu
+        if write:
+            if line.owner == cpu:
+                return self.atomic
+            if line.owner < 0 and line.sharers == 0:
+                self._register(loc, cpu)
+                line.owner, line.sharers = cpu, bit
+                return self.atomic
+            src = line.owner if line.owner >= 0 else _any(line.sharers, cpu)
+            if src < 0:  # only this CPU shares it: upgrade in place
+                line.owner, line.sharers = cpu, bit
+                return self.atomic
+            self._register(loc, cpu)
+            start = line.free_at if line.free_at > t else t
+            x = self._xfer(src, cpu)
+            line.owner, line.sharers = cpu, bit
+            line.free_at = start + x
+            line.transfers += 1
+            wait = start - t
+            self.xfer_ns += x
+            self.line_wait_ns += wait
+            return wait + x + self.atomic
+        if line.owner == cpu or line.sharers & bit:
+            return self.hit
+        self._register(loc, cpu)
+        if line.owner < 0 and line.sharers == 0:
+            line.sharers = bit
+            return self.hit
+        src = line.owner if line.owner >= 0 else _any(line.sharers, cpu)
+        start = line.free_at if line.free_at > t else t
+        x = self._xfer(src, cpu)
+        line.owner = -1
+        line.sharers |= bit
+        line.transfers += 1
+        self.xfer_ns += x
+        self.line_wait_ns += start - t
+        return start - t + x
+
+    # -- whole steps ----------------------------------------------------
+    def charge(self, op: Op, cpu: int, t: float) -> float:
+        """Cost of a step that does not sleep (shared access + named work)."""
+        kind = op.kind
+        cost = 0.0
+        if op.loc is not None and kind is not _LOCAL:
+            cost = self.touch(op.loc, kind is not _READ and kind is not _BLOCK, cpu, t)
+            also = getattr(op, "also", None)
+            if also is not None:
+                cost += self.touch(also, kind is not _READ and kind is not _BLOCK, cpu, t + cost)
+        if op.work is not None:
+            cost += self.work_cost(op, cpu, t + cost)
+        debt = self.debt[cpu]
+        if debt:
+            self.debt[cpu] = 0.0
+            cost += debt
+        return cost
+
+    def work_cost(self, op: Op, cpu: int, t: float) -> float:
+        name = op.work
+        base = self.work.get(name, self.default_work) * self.scale[cpu]  # type: ignore[arg-type]
+        if name == "clear_page" or name == "copy_page":
+            service = self.page_service * (2.0 if name == "copy_page" else 1.0)
+            done = self.mem.serve(t, service)
+            if done > base:
+                self.mem_wait_ns += done - base
+                return done
+            return base
+        if name == "tlb_flush":
+            return self.shootdown(op.loc, cpu)
+        return base
+
+    def shootdown(self, loc: Hashable, cpu: int) -> float:
+        """flush_tlb_mm_range(): flush locally, IPI every other CPU of the mm."""
+        self.shootdowns += 1
+        cost = self.m.tlb_flush_local_ns
+        mm = loc[1] if isinstance(loc, tuple) and len(loc) >= 2 else None
+        mask = self.cpumask.get(mm, 0) & ~(1 << cpu) if mm is not None else 0
+        if mask:
+            k = 0
+            recv = self.m.ipi_receive_ns
+            c = 0
+            while mask:
+                if mask & 1:
+                    self.debt[c] += recv
+                    k += 1
+                mask >>= 1
+                c += 1
+            self.ipi_count += k
+            cost += self.m.ipi_send_base_ns + self.m.ipi_send_per_cpu_ns * k
+        self.tlb_ns += cost
+        return cost
+
+    def transfer_ns(self) -> float:
+        """Latency of handing a line (or a lock) to a spinning waiter."""
+        return self.xfer_same
+
+
+def _any(mask: int, not_cpu: int) -> int:
+    """Some CPU in ``mask`` other than ``not_cpu`` (-1 if none)."""
+    mask &= ~(1 << not_cpu)
+    if not mask:
+        return -1
+    return (mask & -mask).bit_length() - 1

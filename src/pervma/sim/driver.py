@@ -1,0 +1,409 @@
+"""The timed driver: model threads on simulated CPUs under a virtual clock.
+
+The core is a heap of ``(time, cpu)`` events, one per CPU that has a runnable
+task.  Popping a CPU runs its task's pending step: the step's cost comes from
+the :class:`~pervma.sim.costs.CostModel` at that moment, the step takes effect
+(``Executor.step``), and the CPU's next event is pushed at ``time + cost``.
+
+Merged steps: after a step, the task's following steps that touch nothing
+shared (``OpKind.LOCAL``, no ``enabled`` condition, not sleeping: trap, page
+clearing, zap, user work...) are run at once and their costs added, so only
+steps on shared locations go through the heap.  This is exact for the model
+(local steps cannot be observed by other CPUs); only the machine-wide
+bandwidth server sees those requests up to one merged run early.  Merging is
+off on a CPU with queued tasks, so time slices end at the right step.
+
+Blocking: a step whose ``enabled()`` is false parks the task on its location.
+After any writing step on a location, tasks parked there are re-checked; those
+now enabled resume after a wake-up latency: a line transfer if they were
+spinning (a spinlock, or an rwsem waiter within ``rwsem_spin_ns`` of
+optimistic spinning on an otherwise idle CPU), else ``wakeup_ns``.  Waits on
+locations nobody writes through a step (``("rcu",)`` grace periods) are swept
+every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
+for ``io_ns``.
+
+One CPU (``SMP=n``) or more tasks than CPUs: each CPU time-slices its queue.
+A task is preempted at the end of its slice only where it may be:
+``preempt_count == 0`` with PREEMPT, or (PREEMPT=n) at a user-mode boundary
+(``user``/``trap`` work) or when it sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from pervma.sched import Executor, Op, OpKind, Violation
+from pervma.sched.task import _current  # the driver protocol's "current task" stack
+from pervma.sim.costs import CostModel
+from pervma.sim.machine import Machine
+
+_LOCAL = OpKind.LOCAL
+_SWEEP_EVERY = 8
+_USER_WORK = ("user", "trap", "syscall")
+_WRITES = frozenset(k for k in OpKind if k.writes)
+
+
+@dataclass(slots=True)
+class TraceEvent:
+    """One executed step for a Perfetto trace: start, duration (ns), CPU, task, label."""
+
+    t: float
+    dur: float
+    cpu: int
+    tid: int
+    label: str
+
+
+@dataclass(slots=True)
+class DriverStats:
+    """Where time went, accumulated by the driver (ns unless a count)."""
+
+    waits: dict[str, float] = field(default_factory=dict)
+    wait_counts: dict[str, int] = field(default_factory=dict)
+    steps: int = 0
+    switches: int = 0
+
+    def copy(self) -> DriverStats:
+        return DriverStats(dict(self.waits), dict(self.wait_counts), self.steps, self.switches)
+
+
+def wait_category(op: Op) -> str:
+    """A short name for what a blocked step waits on."""
+    loc = op.loc
+    kind = loc[0] if isinstance(loc, tuple) and loc else str(loc)
+    if op.work == "io":
+        return "io"
+    if kind == "mmap_lock":
+        return "mmap_lock_write" if "write" in op.label else "mmap_lock_read"
+    if kind in ("vm_refcnt", "vm_lock_seq", "vma", "vm_lock"):
+        return "vma_lock"
+    return str(kind)
+
+
+class TimedDriver:
+    """Runs an :class:`Executor`'s tasks on a machine's CPUs (module docstring).
+
+    ``placement[tid]`` is the CPU of each task.  ``now`` is the virtual time at
+    which the model code currently running executes (the end of its step), so
+    workload bodies can time their own operations.
+    """
+
+    def __init__(self, ex: Executor, machine: Machine, costs: CostModel, placement: list[int],
+                 *, preempt: bool = True, trace_window: tuple[float, float] | None = None) -> None:
+        self.ex = ex
+        self.m = machine
+        self.costs = costs
+        self.preempt = preempt
+        self.tasks = ex.tasks
+        n = machine.cpus
+        self.task_cpu = list(placement)
+        self.cpu_task = [-1] * n
+        self.rq: list[deque[int]] = [deque() for _ in range(n)]
+        self.slice_end = [0.0] * n
+        self.parked = [False] * n  # the CPU's task is blocked but keeps the CPU
+        self.ncpu = n
+        self.spin_ok = costs.smp and n > 1
+        self.heap: list[tuple[float, int]] = []
+        self.now = 0.0
+        self.waiters: dict[Hashable, list[int]] = {}
+        self.sweep: set[Hashable] = set()
+        self.block_start = [0.0] * len(self.tasks)
+        self.stats = DriverStats()
+        self._cat: dict[str, str] = {}
+        self.trace_window = trace_window
+        self.trace: list[TraceEvent] = []
+        self.finished_at: dict[int, float] = {}
+        for tid, task in enumerate(self.tasks):
+            if task.done:
+                continue
+            c = self.task_cpu[tid]
+            task.cpu = c
+            if self.cpu_task[c] < 0:
+                self.cpu_task[c] = tid
+                self.slice_end[c] = machine.timeslice_ns
+                self.heap.append((0.0, c))
+            else:
+                self.rq[c].append(tid)
+        heapq.heapify(self.heap)
+        self._check_violation()
+
+    # -- the loop -------------------------------------------------------
+    def run(self, until: float) -> float:
+        """Advance until virtual time ``until`` (ns) or until every task is
+        done; returns the virtual time reached.  A model violation or a
+        deadlock raises :class:`pervma.sched.Violation`."""
+        heap = self.heap
+        tasks = self.tasks
+        cpu_task = self.cpu_task
+        rq = self.rq
+        ex = self.ex
+        charge = self.costs.charge
+        work = self.costs.work
+        default_work = self.costs.default_work
+        scale = self.costs.scale
+        waiters = self.waiters
+        tracing = self.trace_window is not None
+        steps = 0
+        while True:
+            if not heap:
+                if not self._sweep_all(self.now):
+                    self.stats.steps += steps
+                    self._no_runnable()
+                    return self.now
+                continue
+            t, c = heap[0]
+            if t >= until:
+                self.now = until
+                self.stats.steps += steps
+                return until
+            if c >= self.ncpu:  # an I/O completion timer
+                heapq.heappop(heap)
+                self._timer(c - self.ncpu, t)
+                continue
+            tid = cpu_task[c]
+            task = tasks[tid]
+            op = task.pending
+            if op is None:  # finished (cannot normally happen: handled below)
+                heapq.heappop(heap)
+                self._next_on_cpu(c, t)
+                continue
+            if rq[c] and t >= self.slice_end[c] and self._may_preempt(task, op):
+                heapq.heappop(heap)
+                rq[c].append(tid)
+                self.stats.switches += 1
+                self._next_on_cpu(c, t)
+                continue
+            enabled = op.enabled
+            if enabled is not None and not enabled():
+                heapq.heappop(heap)
+                self._block(tid, c, t, op)
+                continue
+            if op.sleeps and op.kind is _LOCAL:
+                heapq.heappop(heap)
+                self._sleep(tid, c, t, op)
+                continue
+            cost = charge(op, c, t)
+            t0 = t
+            t += cost
+            self.now = t
+            # Executor.step(tid), inlined: the task takes its step
+            task.steps += 1
+            send = task.coro.send
+            _current.append(task)
+            try:
+                task.pending = send(None)
+                steps += 1
+                if tracing:
+                    self._trace(t0, cost, c, tid, op.label)
+                if op.kind in _WRITES:
+                    loc = op.loc
+                    if loc in waiters:
+                        self._wake(loc, t)
+                if self.sweep and steps % _SWEEP_EVERY == 0:
+                    self._sweep(t)
+                if not rq[c]:
+                    # merge the following local steps into this timed step
+                    while True:
+                        op = task.pending
+                        if op.kind is not _LOCAL or op.enabled is not None or op.sleeps:
+                            break
+                        w = op.work
+                        if w == "clear_page" or w == "copy_page" or w == "tlb_flush":
+                            dt = charge(op, c, t)
+                        else:
+                            dt = work.get(w, default_work) * scale[c] if w is not None else 0.0
+                        if tracing:
+                            self._trace(t, dt, c, tid, op.label)
+                        t += dt
+                        self.now = t
+                        task.steps += 1
+                        task.pending = send(None)
+                        steps += 1
+            except StopIteration as stop:
+                task.done, task.pending, task.result = True, None, stop.value
+            except Violation as v:
+                task.done, task.pending = True, None
+                if ex.violation is None:
+                    ex.violation = v
+                self._check_violation()
+            finally:
+                _current.pop()
+            if task.done:
+                heapq.heappop(heap)
+                self.finished_at[tid] = t
+                self._next_on_cpu(c, t)
+                continue
+            heapq.heapreplace(heap, (t, c))
+
+    # -- helpers --------------------------------------------------------
+    def _may_preempt(self, task: object, op: Op) -> bool:
+        if getattr(task, "preempt_count", 0) > 0:
+            return False
+        if self.preempt:
+            return True
+        return op.kind is _LOCAL and op.work in _USER_WORK
+
+    def _next_on_cpu(self, c: int, t: float) -> None:
+        """CPU ``c`` gave up its task (done, asleep, preempted): run the next."""
+        q = self.rq[c]
+        self.parked[c] = False
+        while q:
+            tid = q.popleft()
+            task = self.tasks[tid]
+            if task.done:
+                continue
+            self.cpu_task[c] = tid
+            self.slice_end[c] = t + self.m.timeslice_ns
+            heapq.heappush(self.heap, (t + self.m.context_switch_ns, c))
+            return
+        self.cpu_task[c] = -1
+
+    def _category(self, op: Op) -> str:
+        cat = self._cat.get(op.label)
+        if cat is None:
+            cat = wait_category(op)
+            self._cat[op.label] = cat
+        return cat
+
+    def _block(self, tid: int, c: int, t: float, op: Op) -> None:
+        loc = op.loc
+        self.block_start[tid] = t
+        self.waiters.setdefault(loc, []).append(tid)
+        if loc is None or (isinstance(loc, tuple) and loc and loc[0] == "rcu"):
+            self.sweep.add(loc)
+        if op.sleeps and (self.rq[c] or not self.spin_ok):
+            # really sleeps: the CPU runs something else
+            self.stats.switches += 1
+            self._next_on_cpu(c, t)
+        else:
+            # spinning (a spinlock), or an rwsem waiter spinning on an idle CPU
+            self.parked[c] = True
+
+    def _sleep(self, tid: int, c: int, t: float, op: Op) -> None:
+        """A sleeping local step (I/O): off the CPU for its duration."""
+        dur = self.costs.work.get(op.work, self.costs.default_work)  # type: ignore[arg-type]
+        self.now = t + dur
+        self.ex.step(tid)
+        self._check_violation()
+        cat = self._category(op)
+        self.stats.waits[cat] = self.stats.waits.get(cat, 0.0) + dur
+        self.stats.wait_counts[cat] = self.stats.wait_counts.get(cat, 0) + 1
+        self.stats.switches += 1
+        if self.tasks[tid].done:
+            self.finished_at[tid] = t + dur
+        else:
+            heapq.heappush(self.heap, (t + dur, self.ncpu + tid))
+        self._next_on_cpu(c, t)
+
+    def _timer(self, tid: int, t: float) -> None:
+        """A task's I/O completed: make it runnable on its CPU."""
+        self._enqueue(tid, self.task_cpu[tid], t + self.m.wakeup_ns)
+
+    def _enqueue(self, tid: int, c: int, t: float) -> None:
+        """Task ``tid`` becomes runnable at ``t`` on CPU ``c``."""
+        cur = self.cpu_task[c]
+        if cur >= 0 and self.parked[c]:
+            op = self.tasks[cur].pending
+            if op is not None and op.sleeps:
+                # the CPU's task was only spinning before sleeping: it sleeps now
+                self.parked[c] = False
+                cur = -1
+        if cur < 0:
+            self.cpu_task[c] = tid
+            self.slice_end[c] = t + self.m.timeslice_ns
+            heapq.heappush(self.heap, (t, c))
+        else:
+            self.rq[c].append(tid)
+
+    def _wake(self, loc: Hashable, t: float) -> None:
+        lst = self.waiters[loc]
+        keep: list[int] = []
+        tasks = self.tasks
+        for tid in lst:
+            task = tasks[tid]
+            op = task.pending
+            if op is not None and not op.is_enabled():
+                keep.append(tid)
+                continue
+            self._resume(tid, t, op)
+        if keep:
+            self.waiters[loc] = keep
+        else:
+            self.waiters.pop(loc, None)
+            self.sweep.discard(loc)
+
+    def _resume(self, tid: int, t: float, op: Op | None) -> None:
+        c = self.task_cpu[tid]
+        waited = t - self.block_start[tid]
+        if self.cpu_task[c] == tid and self.parked[c]:
+            self.parked[c] = False
+            spinning = op is None or not op.sleeps or waited <= self.m.rwsem_spin_ns
+            lat = self.costs.transfer_ns() if spinning else self.m.wakeup_ns
+            heapq.heappush(self.heap, (t + lat, c))
+        else:
+            lat = self.m.wakeup_ns
+            self._enqueue(tid, c, t + lat)
+        if op is not None:
+            cat = self._category(op)
+            self.stats.waits[cat] = self.stats.waits.get(cat, 0.0) + waited + lat
+            self.stats.wait_counts[cat] = self.stats.wait_counts.get(cat, 0) + 1
+
+    def _sweep(self, t: float) -> None:
+        for loc in list(self.sweep):
+            if loc in self.waiters:
+                self._wake(loc, t)
+            else:
+                self.sweep.discard(loc)
+
+    def _sweep_all(self, t: float) -> bool:
+        """Nothing is runnable: re-check every parked task.  True if one woke."""
+        before = len(self.heap)
+        for loc in list(self.waiters):
+            self._wake(loc, t)
+        return len(self.heap) > before
+
+    def _no_runnable(self) -> None:
+        stuck = [t for t in self.tasks if not t.done]
+        if stuck:
+            what = ", ".join(f"{t.name} waits in {t.pending.label if t.pending else '?'}"
+                             for t in stuck[:4])
+            self.ex.close()
+            raise Violation("deadlock", f"every task is blocked: {what}")
+
+    def _check_violation(self) -> None:
+        v = self.ex.violation
+        if v is not None:
+            self.ex.close()
+            raise v
+
+    def _trace(self, t: float, dur: float, c: int, tid: int, label: str) -> None:
+        lo, hi = self.trace_window  # type: ignore[misc]
+        if lo <= t <= hi:
+            self.trace.append(TraceEvent(t, dur, c, tid, label))
+
+    def close(self) -> None:
+        self.ex.close()
+
+
+def make_driver(bodies: list, names: list[str], models: list, machine: Machine, smp: bool,
+                preempt: bool, placement: list[int] | None = None,
+                trace_window: tuple[float, float] | None = None,
+                costs_factory: Callable[..., CostModel] = CostModel) -> TimedDriver:
+    """Build an Executor and a driver; ``placement`` defaults to the machine's
+    (one CPU under SMP=n)."""
+    n = len(bodies)
+    if placement is None:
+        placement = machine.placement(n) if smp else [0] * n
+    scale = [1.0] * machine.cpus
+    if smp and machine.threads_per_core > 1:
+        used = set(placement)
+        for c in used:
+            sib = (c + machine.cores) % machine.cpus if c < machine.cores else c - machine.cores
+            if sib in used:
+                scale[c] = machine.smt_work_factor
+    costs = costs_factory(machine, smp, scale)
+    ex = Executor(bodies, names=names, models=models, record=False)
+    return TimedDriver(ex, machine, costs, placement, preempt=preempt, trace_window=trace_window)
