@@ -256,8 +256,9 @@ class TimedDriver:
             if task.done:
                 continue
             self.cpu_task[c] = tid
+            t += self.m.context_switch_ns
             self.slice_end[c] = t + self.m.timeslice_ns
-            heapq.heappush(self.heap, (t + self.m.context_switch_ns, c))
+            heapq.heappush(self.heap, (t, c))
             return
         self.cpu_task[c] = -1
 

@@ -1,0 +1,160 @@
+"""The timed driver and cost model, on toy model threads."""
+
+from __future__ import annotations
+
+import pytest
+
+from pervma.sched import Violation, acquire, block, work
+from pervma.sim.costs import CostModel
+
+from .toy import Lock, driver, io_op, machine, toy_fault
+
+
+def _fault_rate(n: int, shared: bool, **m: float) -> float:
+    counts = [0] * n
+
+    async def body(i: int) -> None:
+        page = i << 20
+        while True:
+            page += 1
+            await toy_fault(("vm_refcnt", 0 if shared else i), page)
+            counts[i] += 1
+
+    d = driver([body(i) for i in range(n)], machine(**m))
+    d.run(2e6)
+    return sum(counts) / 2e-3
+
+
+def test_private_lines_scale_linearly() -> None:
+    one = _fault_rate(1, False, mem_bandwidth_gbps=1e6)
+    eight = _fault_rate(8, False, mem_bandwidth_gbps=1e6)
+    assert eight == pytest.approx(8 * one, rel=0.02)
+
+
+def test_shared_refcount_line_has_a_transfer_ceiling() -> None:
+    # two exclusive transfers per fault on one line: at most 1 / (2 * transfer) faults/s
+    rate = _fault_rate(16, True, mem_bandwidth_gbps=1e6, line_transfer_ns=200.0)
+    ceiling = 1e9 / (2 * 200.0)
+    assert rate <= ceiling * 1.02
+    assert rate >= ceiling * 0.8
+
+
+def test_memory_bandwidth_is_a_machine_wide_ceiling() -> None:
+    rate = _fault_rate(16, False, mem_bandwidth_gbps=4.096)  # 1 us per page
+    assert rate == pytest.approx(1e6, rel=0.05)
+
+
+def test_blocked_task_waits_for_the_holder_and_pays_wakeup() -> None:
+    m = machine(io_ns=50_000.0, wakeup_ns=7_000.0, rwsem_spin_ns=0.0)
+    lock = Lock(("mmap_lock", 0))
+    got: dict[str, float] = {}
+    d = None
+
+    async def holder() -> None:
+        await lock.lock(0)
+        await io_op()  # holds the lock across a sleeping step
+        await lock.unlock()
+        got["released"] = d.now  # type: ignore[union-attr]
+
+    async def waiter() -> None:
+        await work("user", "start later")
+        await lock.lock(1)
+        got["acquired"] = d.now  # type: ignore[union-attr]
+        await lock.unlock()
+
+    d = driver([holder(), waiter()], m)
+    d.run(1e9)
+    assert got["acquired"] - got["released"] >= 7_000.0
+    assert got["acquired"] >= 50_000.0
+    assert d.stats.waits["mmap_lock_read"] > 50_000.0  # label has no "write": read side
+
+
+def test_one_cpu_time_slices_between_tasks() -> None:
+    m = machine(timeslice_ns=10_000.0)
+    counts = [0, 0]
+
+    async def spin(i: int) -> None:
+        while True:
+            await work("user")
+            await work("trap")
+            counts[i] += 1
+
+    d = driver([spin(0), spin(1)], m, smp=False)
+    d.run(1e6)
+    assert min(counts) > 0.4 * max(counts)
+    assert d.stats.switches > 50
+
+
+def test_nopreempt_switches_only_at_user_boundaries() -> None:
+    m = machine(timeslice_ns=1_000.0)
+    order: list[int] = []
+
+    async def kernel_loop(i: int) -> None:
+        for _ in range(3):
+            await work("user")
+            for _ in range(20):
+                await work("page_alloc")  # long kernel section, no user boundary
+            order.append(i)
+
+    d = driver([kernel_loop(0), kernel_loop(1)], m, smp=False, preempt=False)
+    d.run(1e9)
+    assert sorted(order) == [0, 0, 0, 1, 1, 1]
+
+
+def test_tlb_shootdown_sends_ipis_to_other_cpus_of_the_mm() -> None:
+    m = machine()
+    c = CostModel(m, True)
+    for cpu in range(4):
+        c.touch(("mmap_lock", 7), True, cpu, 0.0)
+    from pervma.sched import Op, OpKind
+
+    cost = c.charge(Op(OpKind.LOCAL, ("tlb", 7), "flush", None, "tlb_flush"), 0, 0.0)
+    assert c.ipi_count == 3
+    assert cost == pytest.approx(m.tlb_flush_local_ns + m.ipi_send_base_ns
+                                 + 3 * m.ipi_send_per_cpu_ns)
+    assert c.debt[1] == m.ipi_receive_ns and c.debt[0] == 0.0
+
+
+def test_refcount_shares_the_vma_line_only_under_up() -> None:
+    smp = CostModel(machine(), True)
+    up = CostModel(machine(), False)
+    assert smp.line_key(("vm_refcnt", 3)) != smp.line_key(("vma", 3))
+    assert up.line_key(("vm_refcnt", 3)) == up.line_key(("vma", 3))
+    assert smp.line_key(("vm_lock_seq", 3)) == smp.line_key(("vma", 3))
+
+
+def test_read_sharing_is_cheap_after_the_first_transfer() -> None:
+    c = CostModel(machine(), True)
+    c.touch(("maple", 0), True, 0, 0.0)
+    first = c.touch(("maple", 0), False, 1, 100.0)
+    again = c.touch(("maple", 0), False, 1, 200.0)
+    assert first >= c.xfer_same and again == c.hit
+
+
+def test_deadlock_is_reported() -> None:
+    async def stuck() -> None:
+        await block(("x",), "wait forever", lambda: False)
+
+    d = driver([stuck()], machine())
+    with pytest.raises(Violation, match="deadlock"):
+        d.run(1e6)
+
+
+def test_spinlock_waiter_keeps_its_cpu() -> None:
+    held = {"owner": None}
+
+    async def a() -> None:
+        await acquire(("ptl", 0, 0), "spin", lambda: held["owner"] is None, sleeps=False)
+        held["owner"] = 0
+        for _ in range(10):
+            await work("page_alloc")
+        await acquire(("ptl", 0, 0), "unlock")
+        held["owner"] = None
+
+    async def b() -> None:
+        await work("trap")
+        await acquire(("ptl", 0, 0), "spin", lambda: held["owner"] is None, sleeps=False)
+
+    d = driver([a(), b()], machine())
+    d.run(1e9)
+    assert all(t.done for t in d.tasks)
