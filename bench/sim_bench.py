@@ -1,0 +1,102 @@
+"""Timed-simulator benchmarks.
+
+    python bench/sim_bench.py              # speed: simulated faults per wall-clock second
+    python bench/sim_bench.py --fidelity   # full-length fidelity run against real-16core,
+                                           # the published shapes, and the predictions
+
+The fidelity run compares simulated threads/processes ratios with the anchor
+(tests/sim/data/pfbench-private-shared.csv, read here and in tests only; the
+simulator never reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from pervma.sim.api import run_point
+
+ANCHOR = Path(__file__).resolve().parent.parent / "tests" / "sim" / "data" / "pfbench-private-shared.csv"
+TASKS = (1, 2, 4, 8, 12, 16)
+
+
+def speed(duration_ms: float) -> float:
+    rows = []
+    total_f = 0.0
+    total_w = 0.0
+    for wl, kind, n in (("shared", "threads", 16), ("private", "threads", 16),
+                        ("private", "processes", 8), ("pft-threads", "threads", 8)):
+        p = run_point(wl, "universal", "xeon16", kind, n, duration_ms, seed=1,
+                      warmup_ms=duration_ms / 4)
+        faults = p.faults_per_s * p.sim_ms / 1e3 * 1.25  # warm-up faults were simulated too
+        rows.append((wl, kind, n, faults / p.wall_s, p.steps / max(1, faults * 0.8)))
+        total_f += faults
+        total_w += p.wall_s
+    for wl, kind, n, rate, spf in rows:
+        print(f"  {wl:12} {kind:9} {n:3} tasks: {rate:9,.0f} simulated faults/wall-s "
+              f"({spf:.1f} steps/fault)")
+    overall = total_f / total_w
+    print(f"overall: {overall:,.0f} simulated faults per wall-clock second")
+    return overall
+
+
+def anchor_ratios() -> dict[tuple[str, int], float]:
+    vals: dict[tuple[str, str, int], list[float]] = {}
+    with ANCHOR.open() as f:
+        for r in csv.DictReader(f):
+            vals.setdefault((r["scenario"], r["kind"], int(r["tasks"])), []).append(
+                float(r["faults_per_s"]))
+    out = {}
+    for (sc, kind, n), _ in vals.items():
+        if kind == "threads":
+            out[(sc, n)] = statistics.median(vals[(sc, "threads", n)]) / statistics.median(
+                vals[(sc, "processes", n)])
+    return out
+
+
+def ratio(wl: str, preset: str, machine: str, n: int, dur: float, seeds: int = 1) -> float:
+    def med(kind: str) -> float:
+        return statistics.median(run_point(wl, preset, machine, kind, n, dur, seed=s).faults_per_s
+                                 for s in range(seeds))
+    return med("threads") / med("processes")
+
+
+def fidelity(dur: float, seeds: int) -> None:
+    meas = anchor_ratios()
+    print(f"fidelity on xeon16, universal, {dur:g} ms simulated per point, {seeds} seed(s)")
+    for wl in ("private", "shared"):
+        for n in TASKS:
+            sim = ratio(wl, "universal", "xeon16", n, dur, seeds)
+            m = meas[(wl, n)]
+            print(f"  {wl:8} {n:2} tasks: simulated {sim:.3f}  measured {m:.3f}  "
+                  f"error {100 * (sim / m - 1):+.1f}%", flush=True)
+    print("predictions on xeon16, universal (threads/processes)")
+    for wl in ("churn", "churnsame", "mmap1"):
+        line = "  ".join(f"{n}:{ratio(wl, 'universal', 'xeon16', n, dur):.3f}" for n in TASKS)
+        print(f"  {wl:9} {line}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fidelity", action="store_true")
+    ap.add_argument("--duration-ms", type=float, default=None)
+    ap.add_argument("--seeds", type=int, default=3)
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    if a.fidelity:
+        fidelity(a.duration_ms or 60.0, a.seeds)
+    else:
+        rate = speed(a.duration_ms or 4.0)
+        if rate < 20_000:
+            print("below the 20,000 faults/s floor", file=sys.stderr)
+    print(f"({time.perf_counter() - t0:.1f} s wall)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
