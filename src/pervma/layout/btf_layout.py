@@ -238,6 +238,8 @@ def composite(b: B.Btf, tid: int, _depth: int = 0, in_union: bool = False) -> Co
         if m.type_is_struct:
             m.type_padding = _struct_padding(b, mt, _depth + 1)
     c.align = _natural_alignment(b, tid)
+    if kind == "union":  # members overlap: only the longest one bounds the tail
+        smallest = max((m.byte_offset + m.byte_size for m in c.members), default=0)
     c.alignment = _infer_alignment(size, c.align, smallest)
     if c.alignment:
         c.align = max(c.align, c.alignment)

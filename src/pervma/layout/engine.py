@@ -91,6 +91,15 @@ class Pointer:
 
 
 @dataclass(frozen=True)
+class Opaque:
+    """A blob with a known size and alignment (a member re-laid out from BTF)."""
+
+    size: int
+    align: int
+    spelling: str = "char"
+
+
+@dataclass(frozen=True)
 class Array:
     """``elem[n]``; ``n=None`` is a flexible array member."""
 
@@ -120,7 +129,7 @@ class Struct:
     typedef: str | None = None  # printed name when used through a typedef
 
 
-CType = Scalar | Pointer | Array | Struct
+CType = Scalar | Pointer | Opaque | Array | Struct
 
 
 def _align_up(x: int, a: int) -> int:
@@ -133,6 +142,8 @@ def size_align(t: CType, a: ABI) -> tuple[int, int]:
         return a.scalar(t.name)
     if isinstance(t, Pointer):
         return a.ptr, a.ptr
+    if isinstance(t, Opaque):
+        return t.size, t.align
     if isinstance(t, Array):
         s, al = size_align(t.elem, a)
         return s * (t.n or 0), al
@@ -146,6 +157,8 @@ def type_name(t: CType) -> str:
         return t.spelling or t.name
     if isinstance(t, Pointer):
         return f"{t.to} *"
+    if isinstance(t, Opaque):
+        return t.spelling
     if isinstance(t, Array):
         return type_name(t.elem)
     if t.typedef:
@@ -260,6 +273,8 @@ def _c_decl(t: CType, name: str, indent: str) -> str:
         return f"{_c_scalar(t.name)} {name}".rstrip()
     if isinstance(t, Pointer):
         return f"void *{name}"
+    if isinstance(t, Opaque):
+        return f"char {name}[{t.size}] __attribute__((__aligned__({t.align})))"
     if isinstance(t, Array):
         return _c_decl(t.elem, f"{name}[{'' if t.n is None else t.n}]", indent)
     return f"{_c_body(t, indent)} {name}".rstrip()
