@@ -1,1 +1,1 @@
-"""pervma.kernel."""
+"""The kernel model: one file per kernel concern (see ARCHITECTURE.md)."""

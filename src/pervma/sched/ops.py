@@ -52,6 +52,8 @@ class Op:
     enabled: Callable[[], bool] | None = None
     work: str | None = None
     sleeps: bool = False
+    also: Location | None = None  # a second location the same step touches
+
 
     def is_enabled(self) -> bool:
         return self.enabled is None or self.enabled()
@@ -60,9 +62,10 @@ class Op:
         """Two ops conflict when they touch the same location and one writes.
 
         BLOCK ops read their location (the waited-for condition)."""
-        if self.loc is None or other.loc is None or self.loc != other.loc:
+        if not (self.kind.writes or other.kind.writes):
             return False
-        return self.kind.writes or other.kind.writes
+        mine = (self.loc, self.also)
+        return any(x is not None and (x == other.loc or x == other.also) for x in mine)
 
 
 class _Step:

@@ -1,0 +1,172 @@
+"""Architecture page-fault handlers (arch/x86/mm/fault.c, arch/arm64/mm/fault.c).
+
+Both try the per-VMA lock first for user-mode faults, fall back to
+mmap_lock (lock_mm_and_find_vma) on a failed lookup or a RETRY, and count
+the VMA_LOCK_* events exactly where 7.0 does.  They differ in one place: x86
+re-judges an access error under mmap_lock (no counter), arm64 decides it
+under the VMA lock and counts SUCCESS.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pervma.kernel.memory import (
+    FAULT_FLAG_DEFAULT,
+    FAULT_FLAG_INSTRUCTION,
+    FAULT_FLAG_TRIED,
+    FAULT_FLAG_USER,
+    FAULT_FLAG_VMA_LOCK,
+    FAULT_FLAG_WRITE,
+    VM_FAULT_COMPLETED,
+    VM_FAULT_ERROR,
+    VM_FAULT_MAJOR,
+    VM_FAULT_OOM,
+    VM_FAULT_RETRY,
+    VM_FAULT_SIGBUS,
+    handle_mm_fault,
+)
+from pervma.kernel.mm_types import VM_ACCESS_FLAGS, VmFlags
+from pervma.kernel.mmap_lock import (
+    lock_mm_and_find_vma,
+    lock_vma_under_rcu,
+    mmap_read_unlock,
+    vma_end_read,
+)
+from pervma.kernel.task import current_task
+from pervma.kernel.vmstat import count_vm_event, count_vm_vma_lock_event
+from pervma.sched import work
+
+if TYPE_CHECKING:
+    from pervma.kernel.mm_types import MmStruct, VmAreaStruct
+
+SEGV_MAPERR = 1
+SEGV_ACCERR = 2
+SIGBUS_FAULT = 7  # pervma's code for a SIGBUS result
+OOM_FAULT = 12
+
+
+def x86_access_error(write: bool, exec_: bool, vma: VmAreaStruct) -> bool:
+    if write:
+        return not vma.vm_flags & VmFlags.VM_WRITE
+    return not vma.vm_flags & VM_ACCESS_FLAGS
+
+
+def arm64_vm_flags(write: bool, exec_: bool) -> VmFlags:
+    if exec_:
+        return VmFlags.VM_EXEC
+    if write:
+        return VmFlags.VM_WRITE
+    return VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
+
+
+def _result(fault: int) -> int:
+    if fault & VM_FAULT_OOM:
+        return OOM_FAULT
+    if fault & VM_FAULT_SIGBUS:
+        return SIGBUS_FAULT
+    if fault & VM_FAULT_ERROR:
+        return SEGV_ACCERR
+    return 0
+
+
+async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                             user: bool = True) -> int:
+    """Models do_user_addr_fault() (x86, 7.x).  Returns 0 when the access
+    may be retried, else the si_code of the signal (SEGV_MAPERR/ACCERR)."""
+    flags = FAULT_FLAG_DEFAULT
+    if write:
+        flags |= FAULT_FLAG_WRITE
+    if exec_:
+        flags |= FAULT_FLAG_INSTRUCTION
+    if user:
+        flags |= FAULT_FLAG_USER
+    tsk = current_task()
+    await work("trap")
+    count_vm_event(mm, "pgfault")
+    if flags & FAULT_FLAG_USER:
+        vma = await lock_vma_under_rcu(mm, address)
+        if vma is not None:
+            if x86_access_error(write, exec_, vma):
+                await vma_end_read(vma)
+            else:
+                fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
+                if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
+                    await vma_end_read(vma)
+                if not fault & VM_FAULT_RETRY:
+                    count_vm_vma_lock_event(mm, "vma_lock_success")
+                    return _result(fault)
+                count_vm_vma_lock_event(mm, "vma_lock_retry")
+                if fault & VM_FAULT_MAJOR:
+                    flags |= FAULT_FLAG_TRIED
+                if tsk.fatal_signal:
+                    return 0
+    return await _lock_mmap(mm, address, flags, write, exec_, arm64=False)
+
+
+async def _lock_mmap(mm: MmStruct, address: int, flags: int, write: bool, exec_: bool,
+                     arm64: bool) -> int:
+    tsk = current_task()
+    while True:
+        vma = await lock_mm_and_find_vma(mm, address)
+        if vma is None:
+            return SEGV_MAPERR
+        if arm64:
+            bad = not vma.vm_flags & arm64_vm_flags(write, exec_)
+        else:
+            bad = x86_access_error(write, exec_, vma)
+        if bad:
+            await mmap_read_unlock(mm)
+            return SEGV_ACCERR
+        fault = await handle_mm_fault(vma, address, flags)
+        if fault & VM_FAULT_RETRY and tsk.fatal_signal:
+            return 0
+        if fault & VM_FAULT_COMPLETED:
+            return 0
+        if fault & VM_FAULT_RETRY:
+            flags |= FAULT_FLAG_TRIED
+            continue
+        await mmap_read_unlock(mm)
+        return _result(fault)
+
+
+async def do_page_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                        user: bool = True) -> int:
+    """Models do_page_fault() (arm64, 7.x): a missing permission is decided
+    under the VMA lock and counted as SUCCESS."""
+    flags = FAULT_FLAG_DEFAULT
+    if write:
+        flags |= FAULT_FLAG_WRITE
+    if exec_:
+        flags |= FAULT_FLAG_INSTRUCTION
+    if user:
+        flags |= FAULT_FLAG_USER
+    tsk = current_task()
+    await work("trap")
+    count_vm_event(mm, "pgfault")
+    if flags & FAULT_FLAG_USER:
+        vma = await lock_vma_under_rcu(mm, address)
+        if vma is not None:
+            if not vma.vm_flags & arm64_vm_flags(write, exec_):
+                await vma_end_read(vma)
+                count_vm_vma_lock_event(mm, "vma_lock_success")
+                return SEGV_ACCERR
+            fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
+            if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
+                await vma_end_read(vma)
+            if not fault & VM_FAULT_RETRY:
+                count_vm_vma_lock_event(mm, "vma_lock_success")
+                return _result(fault)
+            count_vm_vma_lock_event(mm, "vma_lock_retry")
+            if fault & VM_FAULT_MAJOR:
+                flags |= FAULT_FLAG_TRIED
+            if tsk.fatal_signal:
+                return 0
+    return await _lock_mmap(mm, address, flags, write, exec_, arm64=True)
+
+
+async def handle_user_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False) -> int:
+    """The architecture's handler, chosen by Config.arch."""
+    if mm.config.arch == "arm64":
+        return await do_page_fault(mm, address, write, exec_)
+    return await do_user_addr_fault(mm, address, write, exec_)

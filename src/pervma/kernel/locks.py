@@ -1,0 +1,222 @@
+"""spinlock_t, rw_semaphore and rcuwait.
+
+The rw_semaphore is writer-preferring with handoff: a new reader queues
+behind any waiter, and a release grants the lock to the head of the wait list
+(all queued readers at once when the head is a reader), so a woken waiter
+owns the lock and nobody can steal it.  Optimistic spinning is not modelled.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from pervma.kernel import debug
+from pervma.kernel.task import TaskStruct, current_task
+from pervma.sched import acquire, block, preempt_disable, preempt_enable, read, release, rmw
+
+
+class SpinLock:
+    """spinlock_t: acquiring disables preemption; waiting is busy (not a sleep)."""
+
+    __slots__ = ("loc", "name", "owner")
+
+    def __init__(self, loc: Hashable, name: str = "spinlock") -> None:
+        self.loc = loc
+        self.name = name
+        self.owner: TaskStruct | None = None
+
+    async def lock(self) -> None:
+        me = current_task()
+        if self.owner is me:
+            debug.report("BUG: spinlock recursion", f"{self.name} already held by {me.comm}")
+        await acquire(self.loc, f"spin_lock({self.name})", lambda: self.owner is None, sleeps=False)
+        self.owner = me
+        preempt_disable()
+        debug.lockdep_acquire(self.name, self, "write")
+
+    async def unlock(self) -> None:
+        me = current_task()
+        if self.owner is not me:
+            debug.report("BUG: bad unlock balance", f"{self.name} not held by {me.comm}")
+        await release(self.loc, f"spin_unlock({self.name})")
+        self.owner = None
+        debug.lockdep_release(self.name, self)
+        preempt_enable()
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    task: TaskStruct
+    write: bool
+    granted: bool = False
+
+
+class RwSemaphore:
+    """struct rw_semaphore with writer preference, handoff, killable waits,
+    read trylock and downgrade."""
+
+    __slots__ = ("loc", "name", "readers", "wait_list", "writer")
+
+    def __init__(self, loc: Hashable, name: str = "rwsem") -> None:
+        self.loc = loc
+        self.name = name
+        self.writer: TaskStruct | None = None
+        self.readers: list[TaskStruct] = []
+        self.wait_list: list[_Waiter] = []
+
+    # -- state queries (plain: used by enabled-conditions and assertions) --
+    def is_locked(self) -> bool:
+        return self.writer is not None or bool(self.readers)
+
+    def is_write_locked_by(self, tsk: TaskStruct) -> bool:
+        return self.writer is tsk
+
+    def is_read_locked_by(self, tsk: TaskStruct) -> bool:
+        return tsk in self.readers
+
+    def has_waiters(self) -> bool:
+        return bool(self.wait_list)
+
+    def _wake(self) -> None:
+        """Hand the lock to the head of the wait list (rwsem_mark_wake)."""
+        if self.writer is not None or not self.wait_list:
+            return
+        head = self.wait_list[0]
+        if head.write:
+            if not self.readers:
+                head.granted = True
+                self.writer = head.task
+                self.wait_list.pop(0)
+            return
+        keep = []
+        for w in self.wait_list:
+            if w.write:
+                keep.append(w)
+            else:
+                w.granted = True
+                self.readers.append(w.task)
+        self.wait_list = keep
+
+    async def _slowpath(self, me: TaskStruct, write: bool, killable: bool) -> int:
+        w = _Waiter(me, write)
+        self.wait_list.append(w)
+        kind = "write" if write else "read"
+        cond: Callable[[], bool]
+        if killable:
+            def cond() -> bool:
+                return w.granted or me.fatal_signal
+        else:
+            def cond() -> bool:
+                return w.granted
+        await block(self.loc, f"down_{kind}({self.name}) wait", cond)
+        if not w.granted:
+            self.wait_list.remove(w)
+            self._wake()
+            return -errno.EINTR
+        return 0
+
+    async def down_read(self, killable: bool = False) -> int:
+        me = current_task()
+        await acquire(self.loc, f"down_read({self.name})", sleeps=False)
+        if self.writer is None and not self.wait_list:
+            self.readers.append(me)
+            ret = 0
+        else:
+            ret = await self._slowpath(me, False, killable)
+        if ret == 0:
+            debug.lockdep_acquire(self.name, self, "read")
+        return ret
+
+    async def down_read_trylock(self) -> bool:
+        me = current_task()
+        await acquire(self.loc, f"down_read_trylock({self.name})", sleeps=False)
+        if self.writer is None and not self.wait_list:
+            self.readers.append(me)
+            debug.lockdep_acquire(self.name, self, "read")
+            return True
+        return False
+
+    async def down_write(self, killable: bool = False) -> int:
+        me = current_task()
+        await acquire(self.loc, f"down_write({self.name})", sleeps=False)
+        if self.writer is None and not self.readers and not self.wait_list:
+            self.writer = me
+            ret = 0
+        else:
+            ret = await self._slowpath(me, True, killable)
+        if ret == 0:
+            debug.lockdep_acquire(self.name, self, "write")
+        return ret
+
+    async def up_read(self) -> None:
+        me = current_task()
+        if me not in self.readers:
+            debug.report("BUG: bad unlock balance", f"up_read({self.name}) by {me.comm}, not a reader")
+        await release(self.loc, f"up_read({self.name})")
+        self.readers.remove(me)
+        debug.lockdep_release(self.name, self)
+        self._wake()
+
+    async def up_write(self) -> None:
+        me = current_task()
+        if self.writer is not me:
+            debug.report("BUG: bad unlock balance", f"up_write({self.name}) by {me.comm}, not the owner")
+        await release(self.loc, f"up_write({self.name})")
+        self.writer = None
+        debug.lockdep_release(self.name, self)
+        self._wake()
+
+    async def downgrade_write(self) -> None:
+        me = current_task()
+        if self.writer is not me:
+            debug.report("BUG: bad unlock balance", f"downgrade_write({self.name}) by {me.comm}")
+        await release(self.loc, f"downgrade_write({self.name})")
+        self.writer = None
+        self.readers.append(me)
+        debug.lockdep_downgrade(self.name, self)
+        # Only readers may join a downgraded lock.
+        if self.wait_list and not self.wait_list[0].write:
+            self._wake()
+
+
+class RcuWait:
+    """struct rcuwait: a single-waiter slot.
+
+    The waiter loops: publish itself, check the condition (a step on the
+    condition's location), sleep until woken.  Only ``wake_up`` ends the sleep,
+    so a missing wake-up shows as a deadlock, not as progress.
+    """
+
+    __slots__ = ("loc", "task", "woken")
+
+    def __init__(self, loc: Hashable) -> None:
+        self.loc = loc
+        self.task: TaskStruct | None = None
+        self.woken = False
+
+    async def wait_event(self, cond: Callable[[], bool], cond_loc: Hashable, killable: bool,
+                         label: str) -> int:
+        """rcuwait_wait_event(): 0 once ``cond`` holds, -EINTR on a fatal
+        signal when ``killable``."""
+        me = current_task()
+        if self.task is not None and self.task is not me:
+            debug.report("WARNING: rcuwait", f"second waiter {me.comm} on {self.loc!r}")
+        while True:
+            await read(cond_loc, f"{label}: check")
+            self.task = me
+            if cond():
+                self.task = None
+                return 0
+            if killable and me.fatal_signal:
+                self.task = None
+                return -errno.EINTR
+            self.woken = False
+            await block(self.loc, f"{label}: sleep",
+                        lambda: self.woken or (killable and me.fatal_signal))
+
+    async def wake_up(self, label: str = "rcuwait_wake_up") -> None:
+        await rmw(self.loc, label)
+        if self.task is not None:
+            self.woken = True

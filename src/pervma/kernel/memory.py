@@ -1,0 +1,479 @@
+"""Page tables and the generic fault handler (mm/memory.c).
+
+Each mm has a page table (vpn -> PTE) guarded by split page-table locks (one
+per 2 MiB PTE page).  Pages hold the bytes user code stores.  The fault
+handler covers anonymous, zero-page, COW, file read/write and shared faults,
+and every place 7.0 returns VM_FAULT_RETRY while holding only the VMA lock:
+anon_vma preparation when mmap_read_trylock fails, a file whose vm_ops lack
+->map_pages, and waiting for file I/O (a sleeping step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pervma.kernel import debug
+from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
+from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
+from pervma.kernel.rmap import __anon_vma_prepare
+from pervma.kernel.task import current_task
+from pervma.sched import Op, OpKind, step, work
+
+if TYPE_CHECKING:
+    from pervma.kernel.mm_types import File, MmStruct, VmAreaStruct
+
+VM_FAULT_OOM = 0x000001
+VM_FAULT_SIGBUS = 0x000002
+VM_FAULT_MAJOR = 0x000004
+VM_FAULT_SIGSEGV = 0x000040
+VM_FAULT_NOPAGE = 0x000100
+VM_FAULT_RETRY = 0x000400
+VM_FAULT_COMPLETED = 0x004000
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV
+
+FAULT_FLAG_WRITE = 0x1
+FAULT_FLAG_ALLOW_RETRY = 0x4
+FAULT_FLAG_RETRY_NOWAIT = 0x8
+FAULT_FLAG_KILLABLE = 0x10
+FAULT_FLAG_TRIED = 0x20
+FAULT_FLAG_USER = 0x40
+FAULT_FLAG_INSTRUCTION = 0x100
+FAULT_FLAG_INTERRUPTIBLE = 0x200
+FAULT_FLAG_VMA_LOCK = 0x1000
+FAULT_FLAG_DEFAULT = FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE | FAULT_FLAG_INTERRUPTIBLE
+
+
+@dataclass(eq=False, slots=True)
+class VmFault:
+    vma: VmAreaStruct
+    address: int
+    flags: int
+
+    @property
+    def vpn(self) -> int:
+        return self.address >> PAGE_SHIFT
+
+
+# ---------------------------------------------------------------------------
+# Pages
+# ---------------------------------------------------------------------------
+async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
+    """Page allocation: the allocator/LRU is machine-wide (one location)."""
+    await step(Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc"))
+    page = mm.system.page_cachep.alloc("alloc_pages")
+    page.data = {}
+    page.refcount = 1
+    page.mapcount = 0
+    page.anon_vma = None
+    page.mapping = None
+    page.index = 0
+    page.zero_page = False
+    if zero:
+        await work("clear_page")
+    return page
+
+
+def put_page(mm: MmStruct, page: Page, site: str) -> None:
+    if page.zero_page:
+        return
+    page.refcount -= 1
+    if page.refcount < 0:
+        debug.report("BUG: Bad page state", f"page {page.pfn} refcount underflow at {site}")
+    if page.refcount == 0:
+        mm.system.page_cachep.free(page, site)
+
+
+def linear_page_index(vma: VmAreaStruct, address: int) -> int:
+    return vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
+
+
+def pte_loc(mm: MmStruct, vpn: int) -> tuple[str, int, int]:
+    return ("pte", mm.id, vpn)
+
+
+async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str) -> None:
+    await step(Op(OpKind.WRITE, pte_loc(mm, vpn), label, work="pte_install" if pte else None))
+    if pte is None:
+        mm.pgtable.pop(vpn, None)
+    else:
+        mm.pgtable[vpn] = pte
+
+
+def check_fault_vma(vmf: VmFault, where: str) -> None:
+    """The fault is served on a VMA that is live, attached, of this mm and
+    covering the address (checked where a PTE is about to be installed)."""
+    vma = vmf.vma
+    mm = current_task().mm
+    debug.kasan_check(vma, where, "vm_area_struct")
+    if vma.vm_mm is not mm:
+        debug.report("BUG: fault on a VMA of another mm",
+                     f"{where}: {vma} belongs to {vma.vm_mm}, the fault is in {mm}")
+    if mm is not None and mm.config.PER_VMA_LOCK and vma.vm_refcnt.counter == 0:
+        debug.report("BUG: fault on a detached VMA", f"{where}: {vma} at {vmf.address:#x}")
+    if not (vma.vm_start <= vmf.address < vma.vm_end):
+        debug.report("BUG: fault outside its VMA", f"{where}: {vmf.address:#x} not in {vma}")
+
+
+# ---------------------------------------------------------------------------
+# Locks the fault path holds
+# ---------------------------------------------------------------------------
+async def release_fault_lock(vmf: VmFault) -> None:
+    """release_fault_lock() (include/linux/mm.h)."""
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        await vma_end_read(vmf.vma)
+    else:
+        await mmap_read_unlock(vmf.vma.vm_mm)
+
+
+async def vmf_anon_prepare(vmf: VmFault) -> int:
+    """Models vmf_anon_prepare()/__vmf_anon_prepare() (6.12+): preparing the
+    anon_vma looks at neighbouring VMAs, which only mmap_lock protects, so
+    under the VMA lock it needs mmap_read_trylock; if that fails, drop the
+    VMA lock and retry the whole fault under mmap_lock."""
+    vma = vmf.vma
+    if vma.anon_vma is not None:
+        return 0
+    mm = vma.vm_mm
+    locked = False
+    if vmf.flags & FAULT_FLAG_VMA_LOCK and "B09" not in mm.config.bugs:
+        if not await mmap_read_trylock(mm):
+            await vma_end_read(vma)
+            return VM_FAULT_RETRY
+        locked = True
+    ret = await __anon_vma_prepare(vma)
+    if locked:
+        await mmap_read_unlock(mm)
+    return ret
+
+
+def vmf_can_call_fault(vmf: VmFault) -> bool:
+    """A driver without ->map_pages is not audited for faulting without
+    mmap_lock: under the VMA lock the caller must retry."""
+    ops = vmf.vma.vm_ops
+    return not (vmf.flags & FAULT_FLAG_VMA_LOCK) or ops is None or ops.has_map_pages
+
+
+# ---------------------------------------------------------------------------
+# Fault handlers
+# ---------------------------------------------------------------------------
+async def do_anonymous_page(vmf: VmFault) -> int:
+    vma = vmf.vma
+    mm = vma.vm_mm
+    ptl = mm.ptl(vmf.address)
+    if not vmf.flags & FAULT_FLAG_WRITE:
+        await ptl.lock()
+        if vmf.vpn not in mm.pgtable:
+            check_fault_vma(vmf, "do_anonymous_page")
+            await set_pte_at(mm, vmf.vpn, Pte(mm.system.zero_page, writable=False), "set_pte_at(zero page)")
+        await ptl.unlock()
+        return 0
+    ret = await vmf_anon_prepare(vmf)
+    if ret:
+        return ret
+    page = await alloc_page(mm)
+    await ptl.lock()
+    if vmf.vpn in mm.pgtable:
+        await ptl.unlock()
+        put_page(mm, page, "do_anonymous_page: raced")
+        return 0
+    check_fault_vma(vmf, "do_anonymous_page")
+    page.anon_vma = vma.anon_vma
+    page.index = linear_page_index(vma, vmf.address)
+    page.mapcount = 1
+    await set_pte_at(mm, vmf.vpn, Pte(page, writable=bool(vma.vm_flags & VmFlags.VM_WRITE), dirty=True),
+                     "set_pte_at(anon)")
+    await ptl.unlock()
+    return 0
+
+
+async def filemap_get_page(vmf: VmFault) -> Page | int:
+    """filemap_fault(): the page from the page cache, or read it in.  Reading
+    drops the fault lock first (maybe_unlock_mmap_for_io), sleeps for the
+    I/O and returns RETRY so the fault is taken again."""
+    vma = vmf.vma
+    file = vma.vm_file
+    assert file is not None
+    index = linear_page_index(vma, vmf.address)
+    mm = vma.vm_mm
+    await step(Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio"))
+    page = file.pages.get(index)
+    if page is not None:
+        return page
+    if file.shmem:
+        page = await alloc_page(mm)
+        await step(Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache"))
+        if index in file.pages:
+            put_page(mm, page, "shmem_get_folio: raced")
+            return file.pages[index]
+        page.mapping, page.index = file, index
+        file.pages[index] = page
+        return page
+    if vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+        await release_fault_lock(vmf)
+        await step(Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True))
+        await _add_file_page(mm, file, index)
+        return VM_FAULT_RETRY | VM_FAULT_MAJOR
+    await step(Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True))
+    return await _add_file_page(mm, file, index)
+
+
+async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
+    await step(Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio"))
+    page = file.pages.get(index)
+    if page is None:
+        page = mm.system.page_cachep.alloc("filemap_add_folio")
+        page.data, page.refcount, page.mapcount = dict(file.contents.get(index, {})), 1, 0
+        page.anon_vma, page.mapping, page.index, page.zero_page = None, file, index, False
+        file.pages[index] = page
+    return page
+
+
+async def do_read_fault(vmf: VmFault) -> int:
+    vma = vmf.vma
+    mm = vma.vm_mm
+    if not vmf_can_call_fault(vmf):
+        await vma_end_read(vma)
+        return VM_FAULT_RETRY
+    page = await filemap_get_page(vmf)
+    if isinstance(page, int):
+        return page
+    ptl = mm.ptl(vmf.address)
+    await ptl.lock()
+    if vmf.vpn not in mm.pgtable:
+        check_fault_vma(vmf, "do_read_fault")
+        page.mapcount += 1
+        page.refcount += 1
+        await set_pte_at(mm, vmf.vpn, Pte(page, writable=False), "set_pte_at(file)")
+    await ptl.unlock()
+    return 0
+
+
+async def do_cow_fault(vmf: VmFault) -> int:
+    vma = vmf.vma
+    mm = vma.vm_mm
+    if not vmf_can_call_fault(vmf):
+        await vma_end_read(vma)
+        return VM_FAULT_RETRY
+    ret = await vmf_anon_prepare(vmf)
+    if ret:
+        return ret
+    src = await filemap_get_page(vmf)
+    if isinstance(src, int):
+        return src
+    page = await alloc_page(mm, zero=False)
+    await work("copy_page")
+    page.data = dict(src.data)
+    ptl = mm.ptl(vmf.address)
+    await ptl.lock()
+    if vmf.vpn in mm.pgtable:
+        await ptl.unlock()
+        put_page(mm, page, "do_cow_fault: raced")
+        return 0
+    check_fault_vma(vmf, "do_cow_fault")
+    page.anon_vma, page.index, page.mapcount = vma.anon_vma, linear_page_index(vma, vmf.address), 1
+    await set_pte_at(mm, vmf.vpn, Pte(page, writable=True, dirty=True), "set_pte_at(cow)")
+    await ptl.unlock()
+    return 0
+
+
+async def do_shared_fault(vmf: VmFault) -> int:
+    vma = vmf.vma
+    mm = vma.vm_mm
+    if not vmf_can_call_fault(vmf):
+        await vma_end_read(vma)
+        return VM_FAULT_RETRY
+    page = await filemap_get_page(vmf)
+    if isinstance(page, int):
+        return page
+    ptl = mm.ptl(vmf.address)
+    await ptl.lock()
+    pte = mm.pgtable.get(vmf.vpn)
+    if pte is None:
+        check_fault_vma(vmf, "do_shared_fault")
+        page.mapcount += 1
+        page.refcount += 1
+        await set_pte_at(mm, vmf.vpn, Pte(page, writable=True, dirty=True), "set_pte_at(shared)")
+    await ptl.unlock()
+    return 0
+
+
+async def do_wp_page(vmf: VmFault) -> int:
+    """A write to a present read-only PTE: reuse an exclusive anon page, make
+    a shared page writable, or copy (wp_page_copy)."""
+    vma = vmf.vma
+    mm = vma.vm_mm
+    ptl = mm.ptl(vmf.address)
+    await ptl.lock()
+    pte = mm.pgtable.get(vmf.vpn)
+    if pte is None or pte.writable:
+        await ptl.unlock()
+        return 0
+    old = pte.page
+    debug.kasan_check(old, "do_wp_page", "page")
+    if vma.vm_flags & VmFlags.VM_SHARED:
+        check_fault_vma(vmf, "wp_page_shared")
+        await set_pte_at(mm, vmf.vpn, Pte(old, writable=True, dirty=True), "wp_page_shared")
+        await ptl.unlock()
+        return 0
+    if old.anon_vma is not None and old.mapcount == 1 and old.refcount == 1:
+        check_fault_vma(vmf, "wp_page_reuse")
+        await set_pte_at(mm, vmf.vpn, Pte(old, writable=True, dirty=True), "wp_page_reuse")
+        await ptl.unlock()
+        return 0
+    await ptl.unlock()
+    ret = await vmf_anon_prepare(vmf)
+    if ret:
+        return ret
+    new = await alloc_page(mm, zero=old.zero_page)
+    if not old.zero_page:
+        await work("copy_page")
+        new.data = dict(old.data)
+    await ptl.lock()
+    cur = mm.pgtable.get(vmf.vpn)
+    if cur is None or cur.page is not old:
+        await ptl.unlock()
+        put_page(mm, new, "wp_page_copy: raced")
+        return 0
+    check_fault_vma(vmf, "wp_page_copy")
+    new.anon_vma, new.index, new.mapcount = vma.anon_vma, linear_page_index(vma, vmf.address), 1
+    await set_pte_at(mm, vmf.vpn, Pte(new, writable=True, dirty=True), "wp_page_copy")
+    await flush_tlb(mm, "wp_page_copy: flush")
+    old.mapcount -= 1
+    put_page(mm, old, "wp_page_copy")
+    await ptl.unlock()
+    return 0
+
+
+async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
+    """Models handle_mm_fault().  On RETRY or COMPLETED the lock the caller
+    held (VMA or mmap read lock) has already been released."""
+    if flags & FAULT_FLAG_VMA_LOCK and flags & FAULT_FLAG_RETRY_NOWAIT:
+        debug.report("WARNING: sanitize_fault_flags", "FAULT_FLAG_VMA_LOCK with RETRY_NOWAIT")
+        return VM_FAULT_SIGSEGV
+    vmf = VmFault(vma, address & ~0xFFF, flags)
+    check_fault_vma(vmf, "handle_mm_fault")
+    mm = vma.vm_mm
+    await step(Op(OpKind.READ, pte_loc(mm, vmf.vpn), "handle_pte_fault: read pte"))
+    pte = mm.pgtable.get(vmf.vpn)
+    if pte is None:
+        if vma.is_anonymous():
+            return await do_anonymous_page(vmf)
+        if not flags & FAULT_FLAG_WRITE:
+            return await do_read_fault(vmf)
+        if not vma.vm_flags & VmFlags.VM_SHARED:
+            return await do_cow_fault(vmf)
+        return await do_shared_fault(vmf)
+    if flags & FAULT_FLAG_WRITE and not pte.writable:
+        return await do_wp_page(vmf)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Page-table walks of the syscalls
+# ---------------------------------------------------------------------------
+async def flush_tlb(mm: MmStruct, label: str) -> None:
+    """A TLB shootdown to every other CPU running mm (a cost; the model's
+    page tables are the TLB)."""
+    await step(Op(OpKind.LOCAL, ("tlb", mm.id), label, work="tlb_flush"))
+
+
+async def zap_page_range(mm: MmStruct, start: int, end: int, only_anon: bool = False) -> int:
+    """unmap_page_range(): clear the PTEs of [start, end) under their
+    page-table locks, drop the page references, flush TLBs once."""
+    vpns = sorted(v for v in mm.pgtable if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT)
+    zapped = 0
+    for key in sorted({v >> 9 for v in vpns}):
+        ptl = mm.ptl(key << 21)
+        await ptl.lock()
+        for vpn in vpns:
+            if vpn >> 9 != key:
+                continue
+            pte = mm.pgtable.get(vpn)
+            if pte is None:
+                continue
+            await step(Op(OpKind.WRITE, pte_loc(mm, vpn), "zap_pte_range", work="zap_page"))
+            del mm.pgtable[vpn]
+            page = pte.page
+            if not page.zero_page:
+                page.mapcount -= 1
+                if page.mapping is not None and page.anon_vma is None:
+                    page.refcount -= 1
+                else:
+                    put_page(mm, page, "zap_pte_range")
+            zapped += 1
+        await ptl.unlock()
+    if zapped:
+        await flush_tlb(mm, "tlb_finish_mmu")
+    return zapped
+
+
+async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: VmFlags) -> None:
+    """mprotect's PTE update: drop write (and, for PROT_NONE, all) access."""
+    mm = vma.vm_mm
+    changed = False
+    for vpn in sorted(v for v in mm.pgtable if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT):
+        pte = mm.pgtable[vpn]
+        readable = bool(newflags & (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC))
+        writable = pte.writable and bool(newflags & VmFlags.VM_WRITE)
+        if readable != pte.readable or writable != pte.writable:
+            ptl = mm.ptl(vpn << PAGE_SHIFT)
+            await ptl.lock()
+            await set_pte_at(mm, vpn, Pte(pte.page, writable=writable, dirty=pte.dirty, readable=readable),
+                             "change_pte_range")
+            await ptl.unlock()
+            changed = True
+    if changed:
+        await flush_tlb(mm, "change_protection: flush")
+
+
+async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmAreaStruct, new_addr: int,
+                           length: int) -> None:
+    """mremap's PTE move: each PTE of the old range goes to the new one."""
+    mm = old_vma.vm_mm
+    for i in range(length >> PAGE_SHIFT):
+        ovpn = (old_addr >> PAGE_SHIFT) + i
+        pte = mm.pgtable.get(ovpn)
+        if pte is None:
+            continue
+        ptl = mm.ptl(ovpn << PAGE_SHIFT)
+        await ptl.lock()
+        await set_pte_at(mm, ovpn, None, "move_ptes: clear old")
+        await ptl.unlock()
+        nvpn = (new_addr >> PAGE_SHIFT) + i
+        nptl = mm.ptl(nvpn << PAGE_SHIFT)
+        await nptl.lock()
+        await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
+        await nptl.unlock()
+    await flush_tlb(mm, "move_page_tables: flush")
+
+
+async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
+    """fork's PTE copy: private writable anon pages become COW (read-only in
+    both), everything else is shared as is.  Skipped, as vma_needs_copy()
+    does, for VMAs without anon_vma: the child faults those in."""
+    if src.anon_vma is None:
+        return
+    smm, dmm = src.vm_mm, dst.vm_mm
+    cow = not src.vm_flags & VmFlags.VM_SHARED and src.vm_flags & VmFlags.VM_MAYWRITE
+    wrprotected = False
+    for vpn in sorted(v for v in smm.pgtable if src.vm_start >> PAGE_SHIFT <= v < src.vm_end >> PAGE_SHIFT):
+        ptl = smm.ptl(vpn << PAGE_SHIFT)
+        await ptl.lock()
+        pte = smm.pgtable.get(vpn)
+        if pte is not None:
+            page = pte.page
+            debug.kasan_check(page, "copy_present_pte", "page")
+            if cow and pte.writable:
+                await set_pte_at(smm, vpn, Pte(page, writable=False, dirty=pte.dirty, readable=pte.readable),
+                                 "copy_present_pte: wrprotect parent")
+                wrprotected = True
+            child_pte = Pte(page, writable=bool(pte.writable and not cow), dirty=pte.dirty,
+                            readable=pte.readable)
+            if not page.zero_page:
+                page.mapcount += 1
+                page.refcount += 1
+            dmm.pgtable[vpn] = child_pte
+        await ptl.unlock()
+    if wrprotected:
+        await flush_tlb(smm, "dup_mmap: flush_tlb_mm")

@@ -1,0 +1,207 @@
+"""mm_struct, vm_area_struct, anon_vma, struct page and files.
+
+Objects live in kmem_caches (``slab.py``): a stale pointer to a freed object
+is detectable (plain caches) or sees a recycled object (VMAs, whose cache is
+SLAB_TYPESAFE_BY_RCU).  Only the lock fields are shared memory a reader may
+touch without a lock; they are atomics whose every access is a step.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pervma.kernel.atomic import UINT_MAX, Atomic, Refcount, SeqCount
+from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
+from pervma.kernel.slab import SlabObject
+
+if TYPE_CHECKING:
+    from pervma.config import Config
+    from pervma.kernel.maple_tree import MapleTree
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE = PAGE_SIZE
+PAGE_MASK = ~(PAGE_SIZE - 1)
+PMD_SHIFT = 21
+TASK_SIZE = 0x7FFFFFFFF000  # x86_64 47-bit user space
+
+
+class VmFlags(enum.IntFlag):
+    """vm_flags with the kernel's bit values (include/linux/mm.h)."""
+
+    VM_NONE = 0
+    VM_READ = 0x1
+    VM_WRITE = 0x2
+    VM_EXEC = 0x4
+    VM_SHARED = 0x8
+    VM_MAYREAD = 0x10
+    VM_MAYWRITE = 0x20
+    VM_MAYEXEC = 0x40
+    VM_MAYSHARE = 0x80
+    VM_GROWSDOWN = 0x100
+    VM_PFNMAP = 0x400
+    VM_LOCKED = 0x2000
+    VM_IO = 0x4000
+    VM_SEQ_READ = 0x8000
+    VM_RAND_READ = 0x10000
+    VM_DONTCOPY = 0x20000
+    VM_DONTEXPAND = 0x40000
+    VM_LOCKONFAULT = 0x80000
+    VM_ACCOUNT = 0x100000
+    VM_NORESERVE = 0x200000
+    VM_WIPEONFORK = 0x2000000
+    VM_DONTDUMP = 0x4000000
+    VM_SOFTDIRTY = 0x8000000
+    VM_MIXEDMAP = 0x10000000
+    VM_HUGEPAGE = 0x20000000
+    VM_NOHUGEPAGE = 0x40000000
+    VM_MERGEABLE = 0x80000000
+
+
+VM_ACCESS_FLAGS = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
+VM_SPECIAL = VmFlags.VM_IO | VmFlags.VM_DONTEXPAND | VmFlags.VM_PFNMAP | VmFlags.VM_MIXEDMAP
+VM_STICKY = VmFlags.VM_SOFTDIRTY
+VM_LOCKED_MASK = VmFlags.VM_LOCKED | VmFlags.VM_LOCKONFAULT
+
+
+@dataclass(eq=False, slots=True)
+class VmOperations:
+    """The parts of vm_operations_struct the model consults."""
+
+    name: str
+    has_map_pages: bool = True  # filemap_map_pages: faults may run under the VMA lock
+    has_close: bool = False
+    special: str | None = None  # "tcp", "binder": the driver a kernel caller checks for
+
+
+@dataclass(eq=False, slots=True)
+class File(SlabObject):
+    """A file (or shmem object) with a page cache."""
+
+    path: str = ""
+    npages: int = 0
+    inode: int = 0
+    dev: str = "00:00"
+    shmem: bool = False
+    vm_ops: VmOperations | None = None
+    pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
+    contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"
+    i_mmap: list[VmAreaStruct] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class AnonVma(SlabObject):
+    """struct anon_vma: the rmap root for anonymous pages.  ``was_cloned`` and
+    ``was_unlinked`` are the two observations tools/testing/vma makes."""
+
+    root: AnonVma | None = None
+    degree: int = 0
+    was_cloned: bool = False
+    was_unlinked: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Page(SlabObject):
+    """A page frame holding the bytes user code stores (sparse: unset bytes are 0)."""
+
+    data: dict[int, int] = field(default_factory=dict)
+    refcount: int = 0
+    mapcount: int = 0
+    anon_vma: AnonVma | None = None
+    mapping: File | None = None
+    index: int = 0
+    zero_page: bool = False
+
+    @property
+    def pfn(self) -> int:
+        return self.slot
+
+
+@dataclass(eq=False, slots=True)
+class Pte:
+    page: Page
+    writable: bool
+    dirty: bool = False
+    readable: bool = True
+
+
+@dataclass(eq=False, slots=True)
+class VmAreaStruct(SlabObject):
+    """struct vm_area_struct.  ``vm_refcnt`` and ``vm_lock_seq`` are the
+    per-VMA lock; ``vm_lock_seq`` is read and written as a step on its own
+    location (it sits beside vm_refcnt only with SMP=n)."""
+
+    vm_mm: MmStruct | None = None
+    vm_start: int = 0
+    vm_end: int = 0
+    vm_pgoff: int = 0
+    vm_flags: VmFlags = VmFlags.VM_NONE
+    vm_file: File | None = None
+    vm_ops: VmOperations | None = None
+    anon_vma: AnonVma | None = None
+    anon_vma_chain: list[AnonVma] = field(default_factory=list)
+    vm_private_data: Any = None
+    vm_policy: Any = None  # mempolicy (compared by identity for merging)
+    vm_userfaultfd_ctx: Any = None
+    anon_name: str | None = None
+    vm_refcnt: Refcount = field(default_factory=lambda: Refcount(("vm_refcnt", -1)))
+    vm_lock_seq: int = UINT_MAX
+    debug_readers: int = 0  # successful read locks now held (for the exclusion check)
+
+    def __str__(self) -> str:
+        return f"vma#{self.slot}[{self.vm_start:#x}-{self.vm_end:#x}]"
+
+    def pages(self) -> int:
+        return (self.vm_end - self.vm_start) >> PAGE_SHIFT
+
+    def is_anonymous(self) -> bool:
+        return self.vm_file is None and self.vm_ops is None
+
+    def is_fork_child(self) -> bool:
+        return self.anon_vma is not None and len(self.anon_vma_chain) > 1
+
+    @property
+    def lock_seq_loc(self) -> tuple[str, int]:
+        return ("vm_lock_seq", self.slot)
+
+
+@dataclass(eq=False)
+class MmStruct(SlabObject):
+    """struct mm_struct.  ``mm_users``/``mm_count`` are the two lifetimes:
+    exit_mmap runs when the last user goes, the struct is freed (poisoned)
+    when the last mmgrab reference is dropped."""
+
+    id: int = 0
+    config: Config | None = None  # type: ignore[assignment]
+    mm_users: Atomic = field(default_factory=lambda: Atomic(("mm_users", -1), 1))
+    mm_count: Refcount = field(default_factory=lambda: Refcount(("mm_count", -1), 1))
+    mmap_lock: RwSemaphore = field(default_factory=lambda: RwSemaphore(("mmap_lock", -1)))
+    mm_lock_seq: SeqCount = field(default_factory=lambda: SeqCount(("mm_lock_seq", -1)))
+    vma_writer_wait: RcuWait = field(default_factory=lambda: RcuWait(("vma_writer_wait", -1)))
+    page_table_lock: SpinLock = field(default_factory=lambda: SpinLock(("page_table_lock", -1)))
+    mm_mt: MapleTree = None  # type: ignore[assignment]
+    map_count: int = 0
+    pgtable: dict[int, Pte] = field(default_factory=dict)
+    ptls: dict[int, SpinLock] = field(default_factory=dict)
+    mmap_base: int = 0
+    start_brk: int = 0
+    brk: int = 0
+    start_stack: int = 0
+    total_vm: int = 0
+    exited: bool = False
+    system: Any = None
+    cpus: set[int] = field(default_factory=set)
+
+    def __str__(self) -> str:
+        return f"mm#{self.id}"
+
+    def ptl(self, address: int) -> SpinLock:
+        """pte_lockptr(): the split page-table lock of the PTE page covering address."""
+        key = address >> PMD_SHIFT
+        lock = self.ptls.get(key)
+        if lock is None:
+            lock = SpinLock(("ptl", self.id, key), "ptl")
+            self.ptls[key] = lock
+        return lock

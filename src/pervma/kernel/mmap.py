@@ -1,0 +1,475 @@
+"""Address-space syscalls (mm/mmap.c, mm/vma.c): mmap_region, munmap, brk,
+stack expansion, fork's dup_mmap and exit_mmap.
+
+Each takes the locks of kernel-protocol.md §4: mmap_lock for write, and a
+VMA write lock on every VMA before it changes.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from pervma.kernel import debug
+from pervma.kernel.memory import copy_page_range, zap_page_range
+from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, File, VmFlags
+from pervma.kernel.mmap_lock import (
+    mmap_read_lock,
+    mmap_read_unlock,
+    mmap_write_lock,
+    mmap_write_lock_killable,
+    mmap_write_unlock,
+    vma_mark_attached,
+    vma_mark_detached,
+    vma_start_write,
+    vma_start_write_killable,
+)
+from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork
+from pervma.kernel.vma import (
+    VmaMergeStruct,
+    VmaMunmapStruct,
+    do_vmi_align_munmap,
+    remove_vma,
+    vma_iter_store_new,
+    vma_iter_update,
+    vma_link_file,
+    vma_merge_new_range,
+    vma_set_range,
+    vma_write_fields,
+    vms_gather_munmap_vmas,
+)
+from pervma.kernel.vma_init import vm_area_alloc, vm_area_dup
+from pervma.sched import work
+
+if TYPE_CHECKING:
+    from pervma.kernel.mm_types import MmStruct, VmAreaStruct
+
+PROT_READ, PROT_WRITE, PROT_EXEC, PROT_NONE = 0x1, 0x2, 0x4, 0x0
+PROT_GROWSDOWN, PROT_GROWSUP = 0x01000000, 0x02000000
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_GROWSDOWN = 0x0100
+MAP_DENYWRITE = 0x0800
+MAP_EXECUTABLE = 0x1000
+MAP_LOCKED = 0x2000
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_NONBLOCK = 0x10000
+MAP_STACK = 0x20000
+MAP_HUGETLB = 0x40000
+MAP_FIXED_NOREPLACE = 0x100000
+
+STACK_GUARD_GAP = 256 << PAGE_SHIFT
+MMAP_MIN_ADDR = 0x10000
+
+
+def PAGE_ALIGN(x: int) -> int:  # noqa: N802 - the kernel's name
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def calc_vm_prot_bits(prot: int) -> VmFlags:
+    f = VmFlags.VM_NONE
+    if prot & PROT_READ:
+        f |= VmFlags.VM_READ
+    if prot & PROT_WRITE:
+        f |= VmFlags.VM_WRITE
+    if prot & PROT_EXEC:
+        f |= VmFlags.VM_EXEC
+    return f
+
+
+def vm_start_gap(vma: VmAreaStruct) -> int:
+    if vma.vm_flags & VmFlags.VM_GROWSDOWN:
+        return max(vma.vm_start - STACK_GUARD_GAP, 0)
+    return vma.vm_start
+
+
+def get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int) -> int:
+    """arch_get_unmapped_area_topdown(): the hint if that range is free,
+    else the highest gap below mmap_base that fits."""
+    if length > TASK_SIZE - MMAP_MIN_ADDR:
+        return -errno.ENOMEM
+    if flags & MAP_FIXED:
+        return addr
+    if addr:
+        addr = PAGE_ALIGN(addr)
+        if TASK_SIZE - length >= addr >= MMAP_MIN_ADDR:
+            vma = mm.mm_mt.find(addr)
+            prev, _ = mm.mm_mt.prev_next(addr, addr + length)
+            if (vma is None or addr + length <= vm_start_gap(vma)) and (prev is None or addr >= prev.vm_end):
+                return addr
+    low, high = MMAP_MIN_ADDR, mm.mmap_base
+    upper = TASK_SIZE
+    for vma in (*reversed(mm.mm_mt.snapshot()), None):
+        gap_start = vma.vm_end if vma is not None else 0
+        s, e = max(gap_start, low), min(upper, high)
+        if e - s >= length:
+            return e - length
+        if vma is None:
+            break
+        upper = vm_start_gap(vma)
+        if upper <= low:
+            break
+    return -errno.ENOMEM
+
+
+def accountable_mapping(flags: VmFlags) -> bool:
+    return not flags & VmFlags.VM_NORESERVE and (flags & (VmFlags.VM_SHARED | VmFlags.VM_WRITE)) == VmFlags.VM_WRITE
+
+
+async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flags: VmFlags,
+                      pgoff: int) -> int:
+    """Models __mmap_region() (7.0): unmap what MAP_FIXED covers (gather and
+    detach), try to merge with a neighbour, else allocate a VMA, write-lock
+    it *before* it becomes visible, insert it, and finish it off."""
+    end = addr + length
+    vms = VmaMunmapStruct(mm, addr, end)
+    overlap = mm.mm_mt.overlapping(addr, end)
+    if overlap:
+        err = await vms_gather_munmap_vmas(vms, overlap[0])
+        if err:
+            return err
+    if accountable_mapping(vm_flags):
+        vm_flags |= VmFlags.VM_ACCOUNT
+    remaining = [v for v in mm.mm_mt.snapshot() if v not in vms.vmas]
+    prev = next((v for v in reversed(remaining) if v.vm_end <= addr), None)
+    nxt = next((v for v in remaining if v.vm_start >= end), None)
+    if mm.map_count - len(vms.vmas) + 1 > mm.config.max_map_count:
+        if vms.vmas:
+            from pervma.kernel.vma import reattach_vmas
+
+            await reattach_vmas(vms)
+        return -errno.ENOMEM
+    vma = None
+    if vms.vmas:
+        await vma_iter_update(mm, remove=vms.vmas, label="vms_clear_ptes: clear tree")
+    is_file = file is not None
+    if not is_file:
+        vmg = VmaMergeStruct(mm=mm, start=addr, end=end, pgoff=pgoff, flags=vm_flags, prev=prev, next=nxt)
+        vma = await vma_merge_new_range(vmg)
+    if vma is None:
+        vma = await __mmap_new_vma(mm, file, addr, end, vm_flags, pgoff, prev, nxt)
+        if isinstance(vma, int):
+            return vma
+    # __mmap_complete()
+    if vms.vmas:
+        await zap_page_range(mm, addr, end)
+        for v in vms.vmas:
+            from pervma.kernel.rmap import unlink_anon_vmas
+
+            unlink_anon_vmas(v)
+            await remove_vma(v)
+        mm.map_count -= len(vms.vmas)
+    mm.total_vm += length >> PAGE_SHIFT
+    await vma_write_fields(vma, "vma_set_page_prot")
+    return addr
+
+
+async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, vm_flags: VmFlags,
+                         pgoff: int, prev: VmAreaStruct | None, nxt: VmAreaStruct | None) -> VmAreaStruct | int:
+    vma = vm_area_alloc(mm, "__mmap_new_vma")
+    vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_flags = addr, end, pgoff, vm_flags
+    await work("vma_alloc")
+    if file is not None:
+        vma.vm_file = file
+        vma.vm_ops = file.vm_ops
+        # A file mapping may still merge once ->mmap ran (mmap_prepare).
+        vmg = VmaMergeStruct(mm=mm, start=addr, end=end, pgoff=pgoff, flags=vm_flags, file=file,
+                             prev=prev, next=nxt)
+        merged = await vma_merge_new_range(vmg)
+        if merged is not None:
+            mm.system.vm_area_cachep.free(vma, "__mmap_new_vma: merged")
+            return merged
+    if "B05" not in mm.config.bugs:
+        await vma_start_write(vma)
+    await vma_iter_store_new(mm, vma)
+    mm.map_count += 1
+    vma_link_file(vma)
+    return vma
+
+
+async def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int,
+                  offset: int) -> int:
+    """Models do_mmap(): argument checks, placement, flags, mmap_region."""
+    if length == 0:
+        return -errno.EINVAL
+    if offset & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    length = PAGE_ALIGN(length)
+    if length == 0 or length > TASK_SIZE:
+        return -errno.ENOMEM
+    pgoff = offset >> PAGE_SHIFT
+    if pgoff + (length >> PAGE_SHIFT) > (1 << 52):
+        return -errno.EOVERFLOW
+    maptype = flags & MAP_TYPE
+    if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+        return -errno.EINVAL
+    if flags & MAP_FIXED_NOREPLACE:
+        flags |= MAP_FIXED
+    if flags & MAP_FIXED and addr & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    if mm.map_count > mm.config.max_map_count:
+        return -errno.ENOMEM
+    if file is None and not flags & MAP_ANONYMOUS:
+        return -errno.EBADF
+    if flags & MAP_FIXED and (addr > TASK_SIZE - length):
+        return -errno.ENOMEM
+    addr = get_unmapped_area(mm, addr, length, flags)
+    if addr < 0:
+        return addr
+    if flags & MAP_FIXED_NOREPLACE and mm.mm_mt.overlapping(addr, addr + length):
+        return -errno.EEXIST
+    vm_flags = calc_vm_prot_bits(prot) | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE | VmFlags.VM_MAYEXEC
+    if flags & MAP_GROWSDOWN:
+        vm_flags |= VmFlags.VM_GROWSDOWN
+    if flags & MAP_LOCKED:
+        vm_flags |= VmFlags.VM_LOCKED
+    if file is not None:
+        if pgoff + (length >> PAGE_SHIFT) > max(file.npages, pgoff + (length >> PAGE_SHIFT)):
+            return -errno.EINVAL
+        if maptype in (MAP_SHARED, MAP_SHARED_VALIDATE):
+            vm_flags |= VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE
+    else:
+        if maptype in (MAP_SHARED, MAP_SHARED_VALIDATE):
+            if flags & MAP_GROWSDOWN:
+                return -errno.EINVAL
+            pgoff = 0
+            vm_flags |= VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE
+            file = mm.system.shmem_zero_setup(length)
+        else:
+            pgoff = addr >> PAGE_SHIFT
+    if flags & MAP_NORESERVE:
+        vm_flags |= VmFlags.VM_NORESERVE
+    return await mmap_region(mm, file, addr, length, vm_flags, pgoff)
+
+
+async def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, file: File | None,
+                   offset: int) -> int:
+    await work("syscall")
+    if await mmap_write_lock_killable(mm):
+        return -errno.EINTR
+    ret = await do_mmap(mm, file, addr, length, prot, flags, offset)
+    await mmap_write_unlock(mm)
+    if ret >= 0 and flags & MAP_POPULATE:
+        from pervma.kernel.fault import handle_user_fault
+
+        for a in range(ret, ret + PAGE_ALIGN(length), PAGE_SIZE):
+            await handle_user_fault(mm, a, bool(prot & PROT_WRITE))
+    return ret
+
+
+async def do_vmi_munmap(mm: MmStruct, start: int, length: int, unlock: bool) -> int:
+    """Models do_vmi_munmap(): on success with ``unlock`` the mmap_lock has
+    been released (after a downgrade); otherwise it is still write-held."""
+    if start & (PAGE_SIZE - 1) or start > TASK_SIZE or length > TASK_SIZE - start:
+        return -errno.EINVAL
+    end = start + PAGE_ALIGN(length)
+    if end == start:
+        return -errno.EINVAL
+    vma = mm.mm_mt.find(start)
+    if vma is None or vma.vm_start >= end:
+        if unlock:
+            await mmap_write_unlock(mm)
+        return 0
+    return await do_vmi_align_munmap(mm, vma, start, end, unlock)
+
+
+async def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
+    await work("syscall")
+    if await mmap_write_lock_killable(mm):
+        return -errno.EINTR
+    ret = await do_vmi_munmap(mm, addr, length, unlock=True)
+    if ret:
+        await mmap_write_unlock(mm)
+    return ret
+
+
+# ---------------------------------------------------------------------------
+# brk
+# ---------------------------------------------------------------------------
+async def do_brk_flags(mm: MmStruct, vma: VmAreaStruct | None, addr: int, length: int) -> int:
+    """Models do_brk_flags(): extend the heap VMA if it ends at addr and is
+    compatible, else insert a new VMA (write-locked before it is stored)."""
+    flags = (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE
+             | VmFlags.VM_MAYEXEC | VmFlags.VM_ACCOUNT)
+    if mm.map_count > mm.config.max_map_count:
+        return -errno.ENOMEM
+    if vma is not None and vma.vm_end == addr:
+        _, nxt = mm.mm_mt.prev_next(addr, addr + length)
+        vmg = VmaMergeStruct(mm=mm, start=addr, end=addr + length, pgoff=addr >> PAGE_SHIFT, flags=flags,
+                             prev=vma, next=nxt, just_expand=True)
+        vmg.anon_vma = vma.anon_vma
+        if await vma_merge_new_range(vmg) is not None:
+            mm.total_vm += length >> PAGE_SHIFT
+            return 0
+    new = vm_area_alloc(mm, "do_brk_flags")
+    new.vm_start, new.vm_end, new.vm_pgoff, new.vm_flags = addr, addr + length, addr >> PAGE_SHIFT, flags
+    await vma_start_write(new)
+    await vma_iter_store_new(mm, new)
+    mm.map_count += 1
+    mm.total_vm += length >> PAGE_SHIFT
+    return 0
+
+
+async def sys_brk(mm: MmStruct, brk: int) -> int:
+    """Models sys_brk(): returns the new break, or the old one on failure."""
+    await work("syscall")
+    if await mmap_write_lock_killable(mm):
+        return -errno.EINTR
+    origbrk = mm.brk
+    min_brk = mm.start_brk
+    if brk < min_brk:
+        await mmap_write_unlock(mm)
+        return origbrk
+    newbrk, oldbrk = PAGE_ALIGN(brk), PAGE_ALIGN(mm.brk)
+    if oldbrk == newbrk:
+        mm.brk = brk
+        await mmap_write_unlock(mm)
+        return brk
+    if brk <= mm.brk:
+        mm.brk = brk
+        vma = mm.mm_mt.find(newbrk)
+        if vma is not None and vma.vm_start < oldbrk:
+            ret = await do_vmi_align_munmap(mm, vma, newbrk, oldbrk, unlock=True)
+            if ret:
+                mm.brk = origbrk
+                await mmap_write_unlock(mm)
+                return origbrk
+            return brk
+        await mmap_write_unlock(mm)
+        return brk
+    nxt = mm.mm_mt.find(oldbrk)
+    if nxt is not None and newbrk + PAGE_SIZE > vm_start_gap(nxt):
+        await mmap_write_unlock(mm)
+        return origbrk
+    brkvma = mm.mm_mt.find_covering(oldbrk - 1) if oldbrk > mm.start_brk else None
+    if await do_brk_flags(mm, brkvma, oldbrk, newbrk - oldbrk):
+        await mmap_write_unlock(mm)
+        return origbrk
+    mm.brk = brk
+    await mmap_write_unlock(mm)
+    return brk
+
+
+# ---------------------------------------------------------------------------
+# Stack growth
+# ---------------------------------------------------------------------------
+async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool = True) -> int:
+    """Models expand_downwards(): only the growing VMA is write-locked (the
+    neighbour is read for the guard-gap check under the mmap write lock);
+    the range changes under anon_vma and page_table_lock."""
+    mm = vma.vm_mm
+    address &= ~(PAGE_SIZE - 1)
+    if address < MMAP_MIN_ADDR:
+        return -errno.EPERM
+    prev, _ = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)
+    if prev is not None and prev.vm_end > address - STACK_GUARD_GAP and prev.vm_flags & VM_ACCESS_ANY:
+        return -errno.ENOMEM
+    if vma.anon_vma is None:
+        await __anon_vma_prepare(vma)
+    if write_locked:
+        await vma_start_write(vma)
+    if address < vma.vm_start:
+        grow = (vma.vm_start - address) >> PAGE_SHIFT
+        await mm.page_table_lock.lock()
+        await vma_set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
+        await mm.page_table_lock.unlock()
+        mm.total_vm += grow
+        await vma_iter_update(mm, label="expand_downwards: store")
+    return 0
+
+
+VM_ACCESS_ANY = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
+
+
+async def expand_stack_locked(vma: VmAreaStruct, address: int, write_locked: bool = True) -> int:
+    if not vma.vm_flags & VmFlags.VM_GROWSDOWN:
+        return -errno.EFAULT
+    return await expand_downwards(vma, address, write_locked)
+
+
+# ---------------------------------------------------------------------------
+# fork and exit
+# ---------------------------------------------------------------------------
+async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
+    """Models dup_mmap(): with oldmm write-locked, write-lock each parent VMA
+    as the loop reaches it (the 6.4 fork fix; killable since 6.19), duplicate
+    it, link the child to the parent's anon_vmas, copy its page tables."""
+    if await mmap_write_lock_killable(oldmm):
+        return -errno.EINTR
+    await mmap_write_lock(mm)
+    debug.fork_snapshot_begin(oldmm)
+    mm.mmap_base, mm.start_brk, mm.brk, mm.start_stack = oldmm.mmap_base, oldmm.start_brk, oldmm.brk, oldmm.start_stack
+    children = []
+    ret = 0
+    for mpnt in list(oldmm.mm_mt.snapshot()):
+        if "B04" not in oldmm.config.bugs:
+            ret = await vma_start_write_killable(mpnt)
+            if ret:
+                break
+        if mpnt.vm_flags & VmFlags.VM_DONTCOPY:
+            continue
+        tmp = vm_area_dup(mpnt, mm)
+        tmp.vm_mm = mm
+        if mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
+            tmp.anon_vma = None
+            tmp.anon_vma_chain = []
+        else:
+            anon_vma_fork(tmp, mpnt)
+        tmp.vm_flags &= ~(VmFlags.VM_LOCKED | VmFlags.VM_LOCKONFAULT)
+        await vma_start_write(tmp)  # stamps the seq only: tmp is detached
+        await vma_mark_attached(tmp)
+        children.append(tmp)
+        vma_link_file(tmp)
+        mm.map_count += 1
+        mm.total_vm += tmp.pages()
+        if not mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
+            await copy_page_range(tmp, mpnt)
+    await mm.mm_mt.publish(children, "vma_iter_bulk_store")
+    debug.fork_snapshot_end(oldmm, mm)
+    await mmap_write_unlock(mm)
+    await mmap_write_unlock(oldmm)
+    return ret
+
+
+async def exit_mmap(mm: MmStruct) -> None:
+    """Models exit_mmap() (6.18/7.0): unmap everything under the read lock,
+    then under the write lock write-lock each VMA (free_pgtables, never
+    killable), detach and free it, destroy the tree."""
+    await mmap_read_lock(mm)
+    for vma in mm.mm_mt.snapshot():
+        await zap_page_range(mm, vma.vm_start, vma.vm_end)
+    await mmap_read_unlock(mm)
+    await mmap_write_lock(mm)
+    vmas = list(mm.mm_mt.snapshot())
+    for vma in vmas:
+        await vma_start_write(vma)
+    for vma in vmas:
+        await vma_mark_detached(vma)
+        from pervma.kernel.rmap import unlink_anon_vmas
+
+        unlink_anon_vmas(vma)
+        await remove_vma(vma)
+    mm.map_count = 0
+    mm.mm_mt.destroy()
+    mm.exited = True
+    await mmap_write_unlock(mm)
+
+
+async def mmput(mm: MmStruct) -> None:
+    """Drop a user of mm: the last one tears the address space down, then
+    drops the mm_count reference the users held."""
+    from pervma.kernel.mmap_lock import mmdrop
+
+    if await mm.mm_users.add_return(-1, "mmput") == 0:
+        await exit_mmap(mm)
+        await mmdrop(mm)
+
+
+__all__ = [
+    "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN", "MAP_PRIVATE",
+    "MAP_SHARED", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE", "dup_mmap", "exit_mmap",
+    "mmput", "sys_brk", "sys_mmap", "sys_munmap",
+]

@@ -1,0 +1,567 @@
+"""mmap_lock and the per-VMA lock (include/linux/mmap_lock.h, mm/mmap_lock.c).
+
+7.x names throughout; the 6.x names are in the README's crosswalk.  With
+``PER_VMA_LOCK`` off every per-VMA function is the pre-series stub: the
+seqcount is never bumped, ``lock_vma_under_rcu`` returns NULL, write-lock
+functions do nothing and assertions fall back to mmap_lock assertions.
+
+Every shared access is an awaited step; the docstrings say why the order of
+those steps matters.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from pervma.kernel import debug
+from pervma.kernel.atomic import UINT_MAX
+from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from pervma.kernel.task import current_task
+from pervma.kernel.vmstat import count_vm_vma_lock_event
+from pervma.sched import Op, OpKind, step
+
+if TYPE_CHECKING:
+    from pervma.kernel.mm_types import MmStruct, VmAreaStruct
+
+VM_REFCNT_EXCLUDE_READERS_BIT = 30
+VM_REFCNT_EXCLUDE_READERS_FLAG = 1 << VM_REFCNT_EXCLUDE_READERS_BIT
+VM_REFCNT_LIMIT = VM_REFCNT_EXCLUDE_READERS_FLAG - 1
+
+TASK_UNINTERRUPTIBLE = 2
+TASK_KILLABLE = 0x102
+
+
+class _EAgain:
+    """ERR_PTR(-EAGAIN): the VMA found was detached."""
+
+    def __repr__(self) -> str:
+        return "ERR_PTR(-EAGAIN)"
+
+
+EAGAIN_VMA = _EAgain()
+
+
+def _per_vma(mm: MmStruct) -> bool:
+    return bool(mm.config.PER_VMA_LOCK)
+
+
+def _bug(mm: MmStruct, bug_id: str) -> bool:
+    return bug_id in mm.config.bugs
+
+
+# ---------------------------------------------------------------------------
+# mmap_lock wrappers
+# ---------------------------------------------------------------------------
+async def mm_lock_seqcount_begin(mm: MmStruct) -> None:
+    if _per_vma(mm):
+        await mm.mm_lock_seq.write_begin("mm_lock_seqcount_begin")
+
+
+async def mm_lock_seqcount_end(mm: MmStruct) -> None:
+    if _per_vma(mm):
+        await mm.mm_lock_seq.write_end("mm_lock_seqcount_end")
+
+
+async def mmap_write_lock(mm: MmStruct) -> None:
+    await mm.mmap_lock.down_write()
+    await mm_lock_seqcount_begin(mm)
+
+
+mmap_write_lock_nested = mmap_write_lock
+
+
+async def mmap_write_lock_killable(mm: MmStruct) -> int:
+    ret = await mm.mmap_lock.down_write(killable=True)
+    if ret == 0:
+        await mm_lock_seqcount_begin(mm)
+    return ret
+
+
+async def vma_end_write_all(mm: MmStruct) -> None:
+    """Ends the write session: every VMA write lock of mm drops at once."""
+    mmap_assert_write_locked(mm)
+    await mm_lock_seqcount_end(mm)
+
+
+async def mmap_write_unlock(mm: MmStruct) -> None:
+    await vma_end_write_all(mm)
+    await mm.mmap_lock.up_write()
+
+
+async def mmap_write_downgrade(mm: MmStruct) -> None:
+    await vma_end_write_all(mm)
+    await mm.mmap_lock.downgrade_write()
+
+
+async def mmap_read_lock(mm: MmStruct) -> None:
+    await mm.mmap_lock.down_read()
+
+
+async def mmap_read_lock_killable(mm: MmStruct) -> int:
+    return await mm.mmap_lock.down_read(killable=True)
+
+
+async def mmap_read_trylock(mm: MmStruct) -> bool:
+    return await mm.mmap_lock.down_read_trylock()
+
+
+async def mmap_read_unlock(mm: MmStruct) -> None:
+    await mm.mmap_lock.up_read()
+
+
+def mmap_assert_locked(mm: MmStruct) -> None:
+    if not mm.mmap_lock.is_locked():
+        debug.report("WARNING: mmap_assert_locked", f"{mm} mmap_lock not held")
+
+
+def mmap_assert_write_locked(mm: MmStruct) -> None:
+    if mm.mmap_lock.writer is None or mm.mmap_lock.writer is not current_task():
+        debug.report("WARNING: mmap_assert_write_locked", f"{mm} mmap_lock not write-held")
+
+
+async def mmap_lock_speculate_try_begin(mm: MmStruct) -> tuple[bool, int]:
+    if not _per_vma(mm):
+        return False, 0
+    return await mm.mm_lock_seq.try_begin("mmap_lock_speculate_try_begin")
+
+
+async def mmap_lock_speculate_retry(mm: MmStruct, seq: int) -> bool:
+    if not _per_vma(mm):
+        return True
+    return await mm.mm_lock_seq.retry(seq, "mmap_lock_speculate_retry")
+
+
+# ---------------------------------------------------------------------------
+# The per-VMA lock
+# ---------------------------------------------------------------------------
+def vma_lock_init(vma: VmAreaStruct, reset_refcnt: bool) -> None:
+    """Initialise the lock fields of a new or duplicated VMA (no step: the
+    object is not yet visible)."""
+    if reset_refcnt:
+        vma.vm_refcnt.counter = 0
+    vma.vm_lock_seq = UINT_MAX
+    vma.debug_readers = 0
+
+
+def __vma_are_readers_excluded(refcnt: int) -> bool:
+    return bool(refcnt & VM_REFCNT_EXCLUDE_READERS_FLAG) and refcnt <= VM_REFCNT_EXCLUDE_READERS_FLAG + 1
+
+
+async def vma_refcount_put(vma: VmAreaStruct) -> None:
+    """Models vma_refcount_put() (7.x): copy vm_mm *before* the decrement,
+    because once the count drops the VMA may be freed and reused by another
+    mm; then wake a waiting writer or detacher if readers are excluded."""
+    mm = vma.vm_mm
+    if _bug(mm, "B16") if mm is not None else False:
+        # Historical 6.15: the mm is read through the VMA after the put.
+        newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
+        debug.lockdep_release("vm_lock", vma)
+        if newcnt and __vma_are_readers_excluded(newcnt):
+            await step(Op(OpKind.READ, ("vma", vma.slot), "vma_refcount_put: vma->vm_mm"))
+            mm = vma.vm_mm
+            debug.kasan_check(mm, "rcuwait_wake_up(&vma->vm_mm->vma_writer_wait)", "mm_struct")
+            await mm.vma_writer_wait.wake_up()
+        return
+    debug.lockdep_release("vm_lock", vma)
+    newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
+    if newcnt and __vma_are_readers_excluded(newcnt):
+        debug.kasan_check(mm, "rcuwait_wake_up(&mm->vma_writer_wait)", "mm_struct")
+        await mm.vma_writer_wait.wake_up()
+
+
+async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAgain | None:
+    """Models vma_start_read() (7.0, static in mm/mmap_lock.c).  Caller is in
+    an RCU read section; on failure RCU has been dropped.
+
+    Each check is its own step because a writer may act between them:
+    the early seq check is racy on purpose (a cheap bail-out); the bounded
+    increment fails on a detached VMA (-EAGAIN: the caller retries the walk)
+    or while readers are excluded; the vm_mm check catches a VMA recycled
+    into another mm (SLAB_TYPESAFE_BY_RCU), pinning that mm before the put
+    may wake its writer; the late seq check (acquire) catches a writer that
+    locked the VMA after the early check.
+    """
+    # 1. early check against the caller's mm, never the unstable vma->vm_mm
+    await step(Op(OpKind.READ, vma.lock_seq_loc, "vma_start_read: early seq check",
+                  also=mm.mm_lock_seq.loc))
+    if vma.vm_lock_seq == mm.mm_lock_seq.sequence:
+        rcu_read_unlock()
+        return None
+    # 2. bounded inc-not-zero
+    ok, old = await vma.vm_refcnt.inc_not_zero_limited(
+        VM_REFCNT_LIMIT, "vma_start_read: refcount_inc_not_zero_limited",
+        # Historical 6.4 (B13): taking the lock did not refuse a detached VMA.
+        allow_zero=_bug(mm, "B13"))
+    if not ok:
+        rcu_read_unlock()
+        return EAGAIN_VMA if old == 0 else None
+    debug.lockdep_acquire("vm_lock", vma, "read")
+    # 3. reuse check
+    if not _bug(mm, "B17"):
+        await step(Op(OpKind.READ, ("vma", vma.slot), "vma_start_read: vma->vm_mm check"))
+        if vma.vm_mm is not mm:
+            other = vma.vm_mm
+            rcu_read_unlock()
+            if _bug(mm, "B16"):
+                await vma_refcount_put(vma)
+            else:
+                await mmgrab(other)
+                await vma_refcount_put(vma)
+                await mmdrop(other)
+            return None
+    # 4. late check (acquire pairs with the release in vma_end_write_all)
+    await step(Op(OpKind.READ, vma.lock_seq_loc, "vma_start_read: late seq check",
+                  also=mm.mm_lock_seq.loc))
+    locked = vma.vm_lock_seq == mm.mm_lock_seq.sequence
+    if locked:
+        rcu_read_unlock()
+        await vma_refcount_put(vma)
+        return None
+    vma.debug_readers += 1
+    return vma
+
+
+async def vma_start_read_locked(vma: VmAreaStruct) -> bool:
+    """Models vma_start_read_locked(): under mmap_lock no writer can be
+    active, so only the reader limit can make the increment fail."""
+    mm = vma.vm_mm
+    mmap_assert_locked(mm)
+    if not _per_vma(mm):
+        return True
+    ok, _ = await vma.vm_refcnt.inc_not_zero_limited(VM_REFCNT_LIMIT, "vma_start_read_locked")
+    if not ok:
+        return False
+    debug.lockdep_acquire("vm_lock", vma, "read")
+    vma.debug_readers += 1
+    return True
+
+
+async def vma_end_read(vma: VmAreaStruct) -> None:
+    if not _per_vma(vma.vm_mm):
+        return
+    vma.debug_readers -= 1
+    if vma.debug_readers < 0:
+        debug.report("BUG: vma_end_read", f"{vma} read-unlocked more often than locked")
+    await vma_refcount_put(vma)
+
+
+def __vma_raw_mm_seqnum(vma: VmAreaStruct) -> int:
+    mmap_assert_write_locked(vma.vm_mm)
+    return vma.vm_mm.mm_lock_seq.sequence
+
+
+def __is_vma_write_locked(vma: VmAreaStruct) -> bool:
+    """Plain read: only the mmap write holder writes vm_lock_seq."""
+    return vma.vm_lock_seq == __vma_raw_mm_seqnum(vma)
+
+
+class VmaExcludeReadersState:
+    __slots__ = ("detached", "detaching", "exclusive", "state", "vma")
+
+    def __init__(self, vma: VmAreaStruct, state: int, detaching: bool) -> None:
+        self.vma = vma
+        self.state = state
+        self.detaching = detaching
+        self.detached = False
+        self.exclusive = False
+
+
+async def __vma_start_exclude_readers(ves: VmaExcludeReadersState) -> int:
+    """Models __vma_start_exclude_readers() (7.0): add the FLAG unless the VMA
+    is detached (then there is nothing to wait for), then sleep on the mm's
+    single rcuwait slot until only the writer's (or nobody's) reference is
+    left.  A fatal signal while killable undoes the FLAG and returns -EINTR."""
+    vma = ves.vma
+    mm = vma.vm_mm
+    mmap_assert_write_locked(mm)
+    target = VM_REFCNT_EXCLUDE_READERS_FLAG | (0 if ves.detaching else 1)
+    ok, _ = await vma.vm_refcnt.add_not_zero(VM_REFCNT_EXCLUDE_READERS_FLAG,
+                                              "__vma_start_exclude_readers: add FLAG")
+    if not ok:
+        ves.detached = True
+        return 0
+    debug.lockdep_acquire("vm_lock", vma, "write")
+    ret = await mm.vma_writer_wait.wait_event(
+        lambda: vma.vm_refcnt.counter == target, vma.vm_refcnt.loc,
+        ves.state == TASK_KILLABLE, "__vma_start_exclude_readers: wait for readers")
+    if ret:
+        await __vma_end_exclude_readers(ves)
+        return ret
+    ves.exclusive = True
+    return 0
+
+
+async def __vma_end_exclude_readers(ves: VmaExcludeReadersState) -> None:
+    vma = ves.vma
+    newcnt = await vma.vm_refcnt.sub_return(VM_REFCNT_EXCLUDE_READERS_FLAG,
+                                            "__vma_end_exclude_readers: sub FLAG")
+    ves.detached = newcnt == 0
+    debug.lockdep_release("vm_lock", vma)
+
+
+async def __vma_start_write(vma: VmAreaStruct, state: int) -> int:
+    """Models __vma_start_write() (7.0): exclude readers, then stamp
+    vm_lock_seq with the mm's odd sequence (also on a detached VMA, so a new
+    VMA is write-locked before it becomes visible), then let transient
+    readers in again; they will see the stamp and back off."""
+    seq = __vma_raw_mm_seqnum(vma)
+    ves = VmaExcludeReadersState(vma, state, detaching=False)
+    ret = await __vma_start_exclude_readers(ves)
+    if ret:
+        debug.VM_WARN_ON_ONCE(ves.detached, f"{vma} detached while write-locking")
+        return ret
+    await step(Op(OpKind.WRITE, vma.lock_seq_loc, "__vma_start_write: WRITE_ONCE(vm_lock_seq)"))
+    vma.vm_lock_seq = seq
+    if ves.exclusive:
+        await __vma_end_exclude_readers(ves)
+        debug.VM_WARN_ON_ONCE(ves.detached, f"{vma} detached by write-locking it")
+    return 0
+
+
+async def vma_start_write(vma: VmAreaStruct) -> None:
+    """Models vma_start_write(): re-entrant within one write session."""
+    if not _per_vma(vma.vm_mm):
+        mmap_assert_write_locked(vma.vm_mm)
+        return
+    if __is_vma_write_locked(vma):
+        return
+    await __vma_start_write(vma, TASK_UNINTERRUPTIBLE)
+
+
+async def vma_start_write_killable(vma: VmAreaStruct) -> int:
+    """Models vma_start_write_killable(): 0, or -EINTR with the VMA unlocked
+    and the FLAG removed again."""
+    if not _per_vma(vma.vm_mm):
+        mmap_assert_write_locked(vma.vm_mm)
+        return 0
+    if __is_vma_write_locked(vma):
+        return 0
+    return await __vma_start_write(vma, TASK_KILLABLE)
+
+
+def vma_assert_write_locked(vma: VmAreaStruct) -> None:
+    if not _per_vma(vma.vm_mm):
+        mmap_assert_write_locked(vma.vm_mm)
+        return
+    if not __is_vma_write_locked(vma):
+        debug.report("WARNING: vma_assert_write_locked", f"{vma} is not write-locked")
+
+
+def vma_assert_attached(vma: VmAreaStruct) -> None:
+    if _per_vma(vma.vm_mm) and vma.vm_refcnt.counter == 0:
+        debug.report("WARNING: vma_assert_attached", f"{vma} is detached")
+
+
+def vma_assert_detached(vma: VmAreaStruct) -> None:
+    if _per_vma(vma.vm_mm) and vma.vm_refcnt.counter != 0:
+        debug.report("WARNING: vma_assert_detached", f"{vma} is attached (vm_refcnt {vma.vm_refcnt.counter:#x})")
+
+
+def vma_assert_locked(vma: VmAreaStruct) -> None:
+    """7.x without lockdep semantics: refcnt > 1 is a reader, refcnt 1 must
+    be write-locked, 0 is detached."""
+    mm = vma.vm_mm
+    if not _per_vma(mm):
+        mmap_assert_locked(mm)
+        return
+    cnt = vma.vm_refcnt.counter
+    if cnt == 0:
+        debug.report("WARNING: vma_assert_locked", f"{vma} is detached")
+    elif cnt == 1 and not (mm.mmap_lock.writer is not None and vma.vm_lock_seq == mm.mm_lock_seq.sequence):
+        debug.report("WARNING: vma_assert_locked", f"{vma} is neither read- nor write-locked")
+
+
+async def vma_mark_attached(vma: VmAreaStruct) -> None:
+    """Models vma_mark_attached(): publish vm_refcnt = 1 (release) on a
+    write-locked, detached VMA; all other fields were set before."""
+    if not _per_vma(vma.vm_mm):
+        return
+    if not _bug(vma.vm_mm, "B05"):
+        vma_assert_write_locked(vma)
+    vma_assert_detached(vma)
+    await vma.vm_refcnt.set_release(1, "vma_mark_attached")
+
+
+async def vma_mark_detached(vma: VmAreaStruct) -> None:
+    """Models vma_mark_detached() (7.0, inline): drop the attach reference;
+    if transient readers still hold references, exclude readers and wait for
+    them (a late put on a freed-and-reused VMA would corrupt its count)."""
+    if not _per_vma(vma.vm_mm):
+        return
+    vma_assert_write_locked(vma)
+    vma_assert_attached(vma)
+    if await vma.vm_refcnt.dec_and_test("vma_mark_detached: dec"):
+        return
+    if _bug(vma.vm_mm, "B18"):
+        return  # historical draft: do not wait for transient readers
+    await __vma_exclude_readers_for_detach(vma)
+
+
+async def __vma_exclude_readers_for_detach(vma: VmAreaStruct) -> None:
+    ves = VmaExcludeReadersState(vma, TASK_UNINTERRUPTIBLE, detaching=True)
+    await __vma_start_exclude_readers(ves)
+    if ves.exclusive:
+        await __vma_end_exclude_readers(ves)
+    debug.VM_WARN_ON_ONCE(not ves.detached, f"{vma} still attached after detach")
+
+
+def vma_is_attached(vma: VmAreaStruct) -> bool:
+    return vma.vm_refcnt.counter != 0
+
+
+# ---------------------------------------------------------------------------
+# mm_struct lifetime
+# ---------------------------------------------------------------------------
+async def mmgrab(mm: MmStruct) -> None:
+    debug.kasan_check(mm, "mmgrab", "mm_struct")
+    await mm.mm_count.add_return(1, "mmgrab")
+
+
+async def mmdrop(mm: MmStruct) -> None:
+    debug.kasan_check(mm, "mmdrop", "mm_struct")
+    if await mm.mm_count.dec_and_test("mmdrop"):
+        mm.system.free_mm(mm, "__mmdrop")
+
+
+# ---------------------------------------------------------------------------
+# Lookups that take the per-VMA lock
+# ---------------------------------------------------------------------------
+async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
+    """Models lock_vma_under_rcu() (7.0): an RCU walk, vma_start_read, and a
+    range check that must come *after* locking (vm_start/vm_end are only
+    stable once read-locked; they share storage with the slab free pointer).
+    Counts MISS once per -EAGAIN retry and ABORT once per NULL return."""
+    if not _per_vma(mm):
+        return None
+    while True:
+        rcu_read_lock()
+        vma = await mm.mm_mt.mas_walk(address)
+        if vma is None:
+            rcu_read_unlock()
+            count_vm_vma_lock_event(mm, "vma_lock_abort")
+            return None
+        if _bug(mm, "B09"):
+            # Historical 6.4: the anon_vma precondition judged before locking.
+            await step(Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)"))
+            if vma.anon_vma is None and vma.is_anonymous():
+                rcu_read_unlock()
+                count_vm_vma_lock_event(mm, "vma_lock_abort")
+                return None
+        r = await vma_start_read(mm, vma)
+        if r is EAGAIN_VMA:
+            count_vm_vma_lock_event(mm, "vma_lock_miss")
+            continue
+        if r is None:
+            count_vm_vma_lock_event(mm, "vma_lock_abort")
+            return None
+        rcu_read_unlock()
+        await step(Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: range check"))
+        if not (vma.vm_start <= address < vma.vm_end):
+            await vma_end_read(vma)
+            count_vm_vma_lock_event(mm, "vma_lock_abort")
+            return None
+        return vma
+
+
+async def lock_vma_under_rcu_wait(mm: MmStruct, address: int) -> VmAreaStruct | None:
+    """pervma's model of the series' "RCU-based VMA lookup helper that waits
+    for writers" (an assumption, see ARCHITECTURE.md): try
+    lock_vma_under_rcu(); on failure queue on mmap_lock (killable), look the
+    VMA up and hand over to its read lock.  Returns None only when there is
+    no VMA at address or on a fatal signal."""
+    vma = await lock_vma_under_rcu(mm, address)
+    if vma is not None or not _per_vma(mm):
+        if vma is None:
+            # Without per-VMA locks there is no VMA lock to return.
+            return None
+        return vma
+    if await mmap_read_lock_killable(mm):
+        return None
+    vma = mm.mm_mt.find_covering(address)
+    if vma is not None and not await vma_start_read_locked(vma):
+        vma = None
+    await mmap_read_unlock(mm)
+    return vma
+
+
+async def lock_next_vma(mm: MmStruct, from_addr: int) -> VmAreaStruct | None | int:
+    """Models lock_next_vma() (7.0) for /proc/pid/maps: called and returns
+    with RCU held.  Returns the next VMA at or above from_addr read-locked,
+    None at the end, or a negative errno.  A VMA that starts above from_addr
+    may hide a gap a writer just filled: it is only trusted when the mm's
+    sequence shows no writer ran meanwhile, else it is looked up again."""
+    while True:
+        unlocked, seq = await mmap_lock_speculate_try_begin(mm)
+        vma = await mm.mm_mt.mas_find(from_addr, "lock_next_vma: vma_next")
+        if vma is None:
+            return None
+        r = await vma_start_read(mm, vma)
+        if r is EAGAIN_VMA:
+            rcu_read_lock()
+            continue
+        if r is None:
+            break  # fallback (RCU already dropped)
+        await step(Op(OpKind.READ, ("vma", vma.slot), "lock_next_vma: range check"))
+        if from_addr >= vma.vm_end:
+            rcu_read_unlock()
+            await vma_end_read(vma)
+            break
+        if from_addr < vma.vm_start:
+            if not unlocked or await mmap_lock_speculate_retry(mm, seq):
+                again = await mm.mm_mt.mas_find(from_addr, "lock_next_vma: recheck")
+                if again is not vma:
+                    rcu_read_unlock()
+                    await vma_end_read(vma)
+                    break
+        return vma
+    # fallback under mmap_read_lock
+    if await mmap_read_lock_killable(mm):
+        rcu_read_lock()
+        return -errno.EINTR
+    v = mm.mm_mt.find(from_addr)
+    result: VmAreaStruct | None | int = v
+    if v is not None and not await vma_start_read_locked(v):
+        result = -errno.EAGAIN
+    await mmap_read_unlock(mm)
+    rcu_read_lock()
+    return result
+
+
+async def lock_mm_and_find_vma(mm: MmStruct, address: int) -> VmAreaStruct | None:
+    """Models lock_mm_and_find_vma() (CONFIG_LOCK_MM_AND_FIND_VMA): return
+    the VMA covering address with mmap_lock read-held, growing a
+    VM_GROWSDOWN stack first if needed.  Stack growth takes the mmap_lock
+    for *write* (the StackRot fix): there is no upgrade, so the read lock is
+    dropped, the write lock taken and the lookup repeated."""
+    from pervma.kernel.mm_types import VmFlags
+    from pervma.kernel.mmap import expand_stack_locked
+
+    if not await mmap_read_trylock(mm):
+        if await mmap_read_lock_killable(mm):
+            return None
+    vma = await mm.mm_mt.mas_find(address, "find_vma")
+    if vma is not None and vma.vm_start <= address:
+        return vma
+    if vma is None or not vma.vm_flags & VmFlags.VM_GROWSDOWN:
+        await mmap_read_unlock(mm)
+        return None
+    if _bug(mm, "B02"):
+        # Historical (6.1-6.4): the stack was expanded under the read lock.
+        if await expand_stack_locked(vma, address, write_locked=False):
+            await mmap_read_unlock(mm)
+            return None
+        return vma
+    await mmap_read_unlock(mm)
+    if await mmap_write_lock_killable(mm):
+        return None
+    vma = mm.mm_mt.find(address)
+    if vma is None:
+        await mmap_write_unlock(mm)
+        return None
+    if vma.vm_start > address:
+        if not vma.vm_flags & VmFlags.VM_GROWSDOWN or await expand_stack_locked(vma, address):
+            await mmap_write_unlock(mm)
+            return None
+    await mmap_write_downgrade(mm)
+    return vma

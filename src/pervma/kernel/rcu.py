@@ -1,0 +1,104 @@
+"""RCU: read-side sections, grace periods, synchronize_rcu and call_rcu.
+
+A grace period started at some moment ends once every task that was inside a
+read-side section at that moment has left it.  Callbacks queued by
+``call_rcu`` run as soon as their grace period has ended (checked when a
+reader leaves its outermost section, and at once if nobody was reading).
+With PREEMPT=n (tiny RCU) a read-side section is also a non-preemptible
+region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pervma.kernel.task import TaskStruct, current_task
+from pervma.sched import block, preempt_disable, preempt_enable
+
+
+@dataclass(eq=False, slots=True)
+class _GracePeriod:
+    waits_for: list[tuple[TaskStruct, int]]
+    callback: Callable[[], None] | None = None
+
+    def done(self) -> bool:
+        return all(t.rcu_depth == 0 or t.rcu_section != s for t, s in self.waits_for)
+
+
+@dataclass(eq=False, slots=True)
+class RcuState:
+    preempt: bool = True
+    readers: list[TaskStruct] = field(default_factory=list)
+    pending: list[_GracePeriod] = field(default_factory=list)
+    grace_periods: int = 0
+
+    def _snapshot(self) -> list[tuple[TaskStruct, int]]:
+        return [(t, t.rcu_section) for t in self.readers if t.rcu_depth > 0]
+
+    def run_callbacks(self) -> None:
+        ready = [gp for gp in self.pending if gp.done()]
+        if not ready:
+            return
+        self.pending = [gp for gp in self.pending if not gp.done()]
+        for gp in ready:
+            self.grace_periods += 1
+            if gp.callback is not None:
+                gp.callback()
+
+
+def _rcu(tsk: TaskStruct) -> RcuState:
+    state: RcuState = tsk.system.rcu
+    return state
+
+
+def rcu_read_lock() -> None:
+    """Enter a read-side section (a per-CPU operation: not a shared step)."""
+    tsk = current_task()
+    if tsk.rcu_depth == 0:
+        tsk.rcu_section += 1
+        rcu = _rcu(tsk)
+        if tsk not in rcu.readers:
+            rcu.readers.append(tsk)
+        if not rcu.preempt:
+            preempt_disable()
+    tsk.rcu_depth += 1
+
+
+def rcu_read_unlock() -> None:
+    from pervma.kernel import debug
+
+    tsk = current_task()
+    if tsk.rcu_depth <= 0:
+        debug.report("WARNING: rcu_read_unlock", f"unbalanced rcu_read_unlock in {tsk.comm}")
+        return
+    tsk.rcu_depth -= 1
+    if tsk.rcu_depth == 0:
+        rcu = _rcu(tsk)
+        if not rcu.preempt:
+            preempt_enable()
+        rcu.run_callbacks()
+
+
+def rcu_read_lock_held() -> bool:
+    return current_task().rcu_depth > 0
+
+
+def call_rcu(callback: Callable[[], None]) -> None:
+    """Queue ``callback`` to run after a grace period."""
+    rcu = _rcu(current_task())
+    rcu.pending.append(_GracePeriod(rcu._snapshot(), callback))
+    rcu.run_callbacks()
+
+
+async def synchronize_rcu() -> None:
+    """Wait for a full grace period (a blocking step)."""
+    tsk = current_task()
+    if tsk.rcu_depth:
+        from pervma.kernel import debug
+
+        debug.report("BUG: synchronize_rcu", "called inside an RCU read-side section")
+    rcu = _rcu(tsk)
+    gp = _GracePeriod(rcu._snapshot())
+    await block(("rcu",), "synchronize_rcu", gp.done)
+    rcu.grace_periods += 1

@@ -1,0 +1,67 @@
+"""kmem_cache: allocation, freeing, poisoning and SLAB_TYPESAFE_BY_RCU reuse.
+
+Objects of a plain cache are poisoned when freed and never handed out again,
+so any later access through a stale pointer is a KASAN use-after-free report
+naming where the object was allocated and freed.  Objects of a
+``SLAB_TYPESAFE_BY_RCU`` cache are handed out again at once (last freed,
+first reused, as SLUB's per-CPU freelist does), possibly to another mm: a
+stale pointer then sees a live object with a new identity (``generation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+
+@dataclass(eq=False, slots=True)
+class SlabObject:
+    """Fields every cached object carries for KASAN-style reporting."""
+
+    slot: int = 0
+    generation: int = 0
+    freed: bool = False
+    alloc_site: str = ""
+    free_site: str = ""
+
+
+T = TypeVar("T", bound=SlabObject)
+
+
+@dataclass(eq=False)
+class KmemCache(Generic[T]):
+    name: str
+    ctor: Callable[[int], T]
+    typesafe_by_rcu: bool = False
+    objects: list[T] = field(default_factory=list)
+    freelist: list[T] = field(default_factory=list)
+    active: int = 0
+    total_allocs: int = 0
+
+    def alloc(self, site: str) -> T:
+        self.total_allocs += 1
+        self.active += 1
+        if self.typesafe_by_rcu and self.freelist:
+            obj = self.freelist.pop()
+        else:
+            obj = self.ctor(len(self.objects))
+            obj.slot = len(self.objects)
+            self.objects.append(obj)
+        obj.generation += 1
+        obj.freed = False
+        obj.alloc_site = site
+        obj.free_site = ""
+        return obj
+
+    def free(self, obj: T, site: str) -> None:
+        from pervma.kernel import debug
+
+        if obj.freed:
+            debug.report("KASAN: double-free", f"{self.name} object {obj.slot} freed at {site}, "
+                         f"already freed at {obj.free_site} (allocated at {obj.alloc_site})")
+        obj.freed = True
+        obj.free_site = site
+        self.active -= 1
+        if self.typesafe_by_rcu:
+            self.freelist.append(obj)

@@ -1,0 +1,392 @@
+"""The user-level API: System, Process, Thread (ARCHITECTURE.md).
+
+``Thread`` methods are awaitables for drivers (``async def body(t)``);
+``Process`` offers the same calls synchronously, run by the direct runner,
+and checks validate_mm after each.  Errors raise ``OSError`` with the errno
+Linux returns; a bad access raises :class:`Segfault`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from pervma.config import Config
+from pervma.kernel import debug
+from pervma.kernel.atomic import Atomic, Refcount, SeqCount
+from pervma.kernel.fault import handle_user_fault
+from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
+from pervma.kernel.madvise import do_madvise
+from pervma.kernel.maple_tree import MapleNode, MapleTree
+from pervma.kernel.mm_types import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    File,
+    MmStruct,
+    Page,
+    VmAreaStruct,
+    VmFlags,
+    VmOperations,
+)
+from pervma.kernel.mmap import dup_mmap, mmput, sys_brk, sys_mmap, sys_munmap
+from pervma.kernel.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
+from pervma.kernel.mprotect import do_mprotect_pkey
+from pervma.kernel.mremap import do_mremap
+from pervma.kernel.rcu import RcuState
+from pervma.kernel.slab import KmemCache
+from pervma.kernel.task import TaskStruct
+from pervma.kernel.task_mmu import maps_text, proc_maps_read
+from pervma.kernel.vma import vma_iter_store_new
+from pervma.kernel.vma_init import vm_area_alloc
+from pervma.kernel.vmstat import VMA_LOCK_EVENTS
+from pervma.sched import Op, OpKind, current, run_direct, step, work
+
+# A freshly exec'd x86_64 process with ASLR off.
+STACK_TOP = 0x7FFFFFFFF000
+STACK_SIZE = 132 * 1024
+MMAP_BASE = 0x7FFFF7FFF000  # TASK_SIZE - 128 MiB gap (mmap_base() clamps the gap to 128 MiB)
+START_BRK = 0x555555559000  # a PIE binary's break with ASLR off
+
+
+class Segfault(Exception):  # noqa: N818 - a signal, named like one
+    """SIGSEGV delivered to a user access: ``code`` is SEGV_MAPERR (1) or
+    SEGV_ACCERR (2)."""
+
+    def __init__(self, addr: int, code: int) -> None:
+        name = {1: "SEGV_MAPERR", 2: "SEGV_ACCERR", 7: "SIGBUS", 12: "OOM"}.get(code, str(code))
+        super().__init__(f"segfault at {addr:#x} ({name})")
+        self.addr = addr
+        self.code = code
+
+
+class Killed(Exception):  # noqa: N818 - a signal, named like one
+    """The thread died of a fatal signal."""
+
+
+def _oserror(ret: int) -> int:
+    if ret < 0:
+        raise OSError(-ret, os.strerror(-ret))
+    return ret
+
+
+class System:
+    """One machine: the caches, RCU, vmstat and the processes."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config.preset("universal")
+        self.vm_area_cachep: KmemCache[VmAreaStruct] = KmemCache(
+            "vm_area_struct", lambda slot: VmAreaStruct(vm_refcnt=Refcount(("vm_refcnt", slot))),
+            typesafe_by_rcu=True)
+        self.maple_node_cachep: KmemCache[MapleNode] = KmemCache("maple_node", lambda s: MapleNode())
+        self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
+        self.anon_vma_cachep: KmemCache[Any] = KmemCache("anon_vma", lambda s: _anon_vma())
+        self.page_cachep: KmemCache[Page] = KmemCache("page", lambda s: Page())
+        self.file_cachep: KmemCache[File] = KmemCache("file", lambda s: File())
+        self.rcu = RcuState(preempt=self.config.PREEMPT)
+        self.vm_events: dict[str, int] = {}
+        self.vm_ops_closed: list[str] = []
+        self.fail_prealloc = False
+        self.processes: list[Process] = []
+        self._next_pid = 1
+        self._next_ino = 1000
+        self.zero_page = self.page_cachep.alloc("ZERO_PAGE")
+        self.zero_page.zero_page = True
+        self.zero_page.refcount = 1
+        self.filemap_ops = VmOperations("generic_file_vm_ops", has_map_pages=True)
+        self.shmem_ops = VmOperations("shmem_vm_ops", has_map_pages=True)
+
+    # -- objects -----------------------------------------------------------
+    def _new_mm(self, slot: int) -> MmStruct:
+        mm = MmStruct(
+            id=slot, config=self.config, system=self,
+            mm_users=Atomic(("mm_users", slot), 1), mm_count=Refcount(("mm_count", slot), 1),
+            mmap_lock=RwSemaphore(("mmap_lock", slot), "mmap_lock"),
+            mm_lock_seq=SeqCount(("mm_lock_seq", slot)),
+            vma_writer_wait=RcuWait(("vma_writer_wait", slot)),
+            page_table_lock=SpinLock(("page_table_lock", slot), "page_table_lock"))
+        mm.mm_mt = MapleTree(slot, self.maple_node_cachep)
+        return mm
+
+    def mm_alloc(self) -> MmStruct:
+        mm = self.mm_cachep.alloc("mm_alloc")
+        mm.mmap_base, mm.start_brk, mm.brk = MMAP_BASE, START_BRK, START_BRK
+        mm.start_stack = STACK_TOP - 0x1000
+        return mm
+
+    def free_mm(self, mm: MmStruct, site: str) -> None:
+        self.mm_cachep.free(mm, site)
+
+    def create_file(self, path: str, npages: int) -> File:
+        """A regular file of npages pages whose contents must be read in (I/O)."""
+        f = self.file_cachep.alloc("create_file")
+        f.path, f.npages, f.inode, f.dev, f.shmem, f.vm_ops = path, npages, self._ino(), "08:01", False, self.filemap_ops
+        return f
+
+    def shmem_zero_setup(self, length: int) -> File:
+        f = self.file_cachep.alloc("shmem_zero_setup")
+        f.path, f.npages, f.inode, f.dev, f.shmem, f.vm_ops = (
+            "/dev/zero (deleted)", length >> PAGE_SHIFT, self._ino(), "00:01", True, self.shmem_ops)
+        return f
+
+    def _ino(self) -> int:
+        self._next_ino += 1
+        return self._next_ino
+
+    def all_vmas(self) -> list[VmAreaStruct]:
+        return [v for p in self.processes if not p.mm.freed for v in p.mm.mm_mt.snapshot()]
+
+    def new_task(self, mm: MmStruct, comm: str, tgid: int | None = None) -> TaskStruct:
+        pid = self._next_pid
+        self._next_pid += 1
+        return TaskStruct(pid=pid, tgid=tgid or pid, comm=comm, mm=mm, system=self)
+
+    # -- the user API ------------------------------------------------------
+    def spawn(self, name: str = "proc") -> Process:
+        """A new process laid out like a fresh exec (stack VMA, mmap_base, brk)."""
+        mm = self.mm_alloc()
+        proc = Process(self, mm, name)
+        run_direct(proc.main._guard(_setup_new_exec(mm)), model=proc.main.task)
+        return proc
+
+    def vmstat(self) -> dict[str, int]:
+        """Counters with /proc/vmstat names; the VMA_LOCK_* ones exist only with
+        CONFIG_PER_VMA_LOCK_STATS, as in the kernel."""
+        out = dict(self.vm_events)
+        if self.config.PER_VMA_LOCK_STATS:
+            for e in VMA_LOCK_EVENTS:
+                out.setdefault(e, 0)
+        else:
+            for e in VMA_LOCK_EVENTS:
+                out.pop(e, None)
+        return out
+
+
+def _anon_vma() -> Any:
+    from pervma.kernel.mm_types import AnonVma
+
+    return AnonVma()
+
+
+async def _setup_new_exec(mm: MmStruct) -> None:
+    """setup_arg_pages(): the stack VMA at the top."""
+    await mmap_write_lock(mm)
+    vma = vm_area_alloc(mm, "setup_arg_pages")
+    vma.vm_start, vma.vm_end = STACK_TOP - STACK_SIZE, STACK_TOP
+    vma.vm_pgoff = vma.vm_start >> PAGE_SHIFT
+    vma.vm_flags = (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE
+                    | VmFlags.VM_MAYEXEC | VmFlags.VM_GROWSDOWN | VmFlags.VM_ACCOUNT)
+    await vma_start_write(vma)
+    await vma_iter_store_new(mm, vma)
+    mm.map_count += 1
+    mm.total_vm += STACK_SIZE >> PAGE_SHIFT
+    await mmap_write_unlock(mm)
+
+
+class Thread:
+    """A thread of a process: every method is an awaitable for drivers."""
+
+    def __init__(self, process: Process, task: TaskStruct) -> None:
+        self.process = process
+        self.task = task
+        self.exited = False
+
+    @property
+    def mm(self) -> MmStruct:
+        return self.process.mm
+
+    def start(self, body: Callable[[Thread], Awaitable[Any]]) -> Coroutine[Any, Any, Any]:
+        """The coroutine a driver runs for ``body(self)``: it installs this
+        thread's task_struct as the driver thread's model state."""
+        return self._guard(body(self))
+
+    async def _guard(self, aw: Awaitable[Any]) -> Any:
+        current().model = self.task
+        try:
+            return await aw
+        except Killed as k:
+            return k
+
+    async def _syscall_exit(self, where: str) -> None:
+        debug.check_no_locks_held(self.task, where)
+        if self.task.fatal_signal:
+            raise Killed(f"{self.task.comm} killed in {where}")
+
+    # -- syscalls -------------------------------------------------------------
+    async def mmap(self, addr: int, length: int, prot: int, flags: int, file: File | None = None,
+                   offset: int = 0) -> int:
+        ret = await sys_mmap(self.mm, addr, length, prot, flags, file, offset)
+        await self._syscall_exit("mmap")
+        return _oserror(ret)
+
+    async def munmap(self, addr: int, length: int) -> int:
+        ret = await sys_munmap(self.mm, addr, length)
+        await self._syscall_exit("munmap")
+        return _oserror(ret)
+
+    async def mprotect(self, addr: int, length: int, prot: int) -> int:
+        ret = await do_mprotect_pkey(self.mm, addr, length, prot)
+        await self._syscall_exit("mprotect")
+        return _oserror(ret)
+
+    async def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
+                     new_addr: int = 0) -> int:
+        ret = await do_mremap(self.mm, old_addr, old_len, new_len, flags, new_addr)
+        await self._syscall_exit("mremap")
+        return _oserror(ret)
+
+    async def madvise(self, addr: int, length: int, advice: int) -> int:
+        ret = await do_madvise(self.mm, addr, length, advice)
+        await self._syscall_exit("madvise")
+        return _oserror(ret)
+
+    async def brk(self, addr: int) -> int:
+        ret = await sys_brk(self.mm, addr)
+        await self._syscall_exit("brk")
+        return _oserror(ret)
+
+    async def fork(self) -> Process:
+        await work("syscall")
+        sysm = self.process.system
+        child_mm = sysm.mm_alloc()
+        child = Process(sysm, child_mm, self.process.name + "-child", register=False)
+        ret = await dup_mmap(child_mm, self.mm)
+        await self._syscall_exit("fork")
+        if ret:
+            raise OSError(-ret, os.strerror(-ret))
+        sysm.processes.append(child)
+        return child
+
+    async def exit(self) -> None:
+        """exit_mm(): drop this thread's reference to the mm."""
+        if self.exited:
+            return
+        self.exited = True
+        await mmput(self.mm)
+        debug.check_no_locks_held(self.task, "exit")
+
+    async def kill(self) -> None:
+        """Send this thread a fatal signal (a shared write: killable waits see it)."""
+        await step(Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}"))
+        self.task.fatal_signal = True
+
+    async def read_maps(self) -> str:
+        """Read /proc/pid/maps of this thread's process concurrently."""
+        lines = await proc_maps_read(self.mm)
+        return "".join(line + "\n" for line in lines)
+
+    async def user(self, label: str = "user work") -> None:
+        """Time spent in user space between two calls (a cost for the simulator)."""
+        await work("user", label)
+
+    # -- user memory accesses --------------------------------------------------
+    async def _access(self, addr: int, write: bool, value: int = 0) -> int:
+        mm = self.mm
+        vpn = addr >> PAGE_SHIFT
+        off = addr & (PAGE_SIZE - 1)
+        while True:
+            pte = mm.pgtable.get(vpn)
+            await step(Op(OpKind.WRITE if write else OpKind.READ, ("pte", mm.id, vpn),
+                          "user store" if write else "user load",
+                          also=("page", pte.page.pfn) if pte is not None else None))
+            pte = mm.pgtable.get(vpn)
+            if pte is not None and pte.readable and (pte.writable or not write):
+                page = pte.page
+                debug.kasan_check(page, "user access", "page")
+                if not write:
+                    return page.data.get(off, 0)
+                if page.zero_page:
+                    debug.report("BUG: write to the zero page", f"{addr:#x} in {mm}")
+                page.data[off] = value & 0xFF
+                pte.dirty = True
+                debug.record_store(mm, addr, value & 0xFF)
+                return 0
+            code = await handle_user_fault(mm, addr, write)
+            debug.check_no_locks_held(self.task, "page fault")
+            if self.task.fatal_signal:
+                raise Killed(f"{self.task.comm} killed in a page fault")
+            if code:
+                raise Segfault(addr, code)
+
+    async def store(self, addr: int, byte: int) -> None:
+        await self._access(addr, True, byte)
+
+    async def load(self, addr: int) -> int:
+        return await self._access(addr, False)
+
+
+class Process:
+    """A process: the synchronous form of the API (direct runner)."""
+
+    def __init__(self, system: System, mm: MmStruct, name: str = "proc", register: bool = True) -> None:
+        self.system = system
+        self.mm = mm
+        self.name = name
+        task = system.new_task(mm, name)
+        self.pid = task.pid
+        self.main = Thread(self, task)
+        self.threads = [self.main]
+        if register:
+            system.processes.append(self)
+
+    def thread(self) -> Thread:
+        """Another thread sharing this mm (CLONE_VM takes an mm_users reference)."""
+        task = self.system.new_task(self.mm, f"{self.name}-t{len(self.threads)}", tgid=self.pid)
+        self.mm.mm_users.counter += 1
+        t = Thread(self, task)
+        self.threads.append(t)
+        return t
+
+    def _run(self, aw: Awaitable[Any], validate: bool = True) -> Any:
+        result = run_direct(self.main._guard(aw), model=self.main.task)
+        if isinstance(result, Killed):
+            raise result
+        if validate and self.system.config.DEBUG_VM and not self.mm.freed:
+            debug.validate_mm(self.mm)
+        return result
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, file: File | None = None,
+             offset: int = 0) -> int:
+        return int(self._run(self.main.mmap(addr, length, prot, flags, file, offset)))
+
+    def munmap(self, addr: int, length: int) -> int:
+        return int(self._run(self.main.munmap(addr, length)))
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        return int(self._run(self.main.mprotect(addr, length, prot)))
+
+    def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
+        return int(self._run(self.main.mremap(old_addr, old_len, new_len, flags, new_addr)))
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        return int(self._run(self.main.madvise(addr, length, advice)))
+
+    def brk(self, addr: int) -> int:
+        return int(self._run(self.main.brk(addr)))
+
+    def fork(self) -> Process:
+        child = self._run(self.main.fork())
+        assert isinstance(child, Process)
+        if self.system.config.DEBUG_VM:
+            debug.validate_mm(child.mm)
+        return child
+
+    def exit(self) -> None:
+        for t in self.threads:
+            if not t.exited:
+                self._run_thread(t, t.exit())
+
+    def _run_thread(self, t: Thread, aw: Awaitable[Any]) -> Any:
+        return run_direct(t._guard(aw), model=t.task)
+
+    def store(self, addr: int, byte: int) -> None:
+        self._run(self.main.store(addr, byte))
+
+    def load(self, addr: int) -> int:
+        return int(self._run(self.main.load(addr)))
+
+    def maps(self) -> str:
+        return maps_text(self.mm)
+
+
+__all__ = ["Killed", "Process", "Segfault", "System", "Thread"]

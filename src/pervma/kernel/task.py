@@ -1,0 +1,50 @@
+"""The model's task_struct: per-thread state the kernel keeps for ``current``.
+
+Drivers see only :class:`pervma.sched.Task`; its ``model`` slot holds this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pervma.sched import current
+
+if TYPE_CHECKING:
+    from pervma.kernel.mm_types import MmStruct
+
+
+@dataclass(eq=False, slots=True)
+class HeldLock:
+    """A lockdep-style record of one held lock."""
+
+    name: str  # lock class: "mmap_lock", "vm_lock", "ptl", ...
+    obj: Any  # the lock instance (identity matters)
+    mode: str  # "read" or "write"
+
+
+@dataclass(eq=False, slots=True)
+class TaskStruct:
+    pid: int
+    tgid: int
+    comm: str
+    mm: MmStruct | None
+    system: Any = None
+    rcu_depth: int = 0
+    rcu_section: int = 0  # bumped at every outermost rcu_read_lock
+    fatal_signal: bool = False  # a SIGKILL is pending
+    held: list[HeldLock] = field(default_factory=list)
+    in_user: bool = True  # between syscalls / faults
+
+
+def current_task() -> TaskStruct:
+    """The model's ``current``."""
+    model = current().model
+    if model is None:
+        raise RuntimeError("model thread started without a task_struct (use Thread.start)")
+    assert isinstance(model, TaskStruct)
+    return model
+
+
+def fatal_signal_pending(tsk: TaskStruct) -> bool:
+    return tsk.fatal_signal

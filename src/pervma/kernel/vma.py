@@ -1,0 +1,534 @@
+"""VMA surgery (mm/vma.c): merge, expand, shrink, split, modify, link and the
+munmap gather/complete phases.
+
+The merge rules follow mm/vma.c as tools/testing/vma pins them (see
+vma-merge-rules.md): decide first, then write-lock only the VMAs that take
+part, then commit.  Every change a lockless reader could observe is a step:
+field updates of a VMA (``("vma", slot)``) and publishing the tree.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pervma.kernel import debug
+from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
+from pervma.kernel.mmap_lock import (
+    mmap_assert_write_locked,
+    vma_mark_attached,
+    vma_mark_detached,
+    vma_start_write,
+)
+from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
+from pervma.kernel.vma_init import vm_area_dup, vm_area_free
+from pervma.sched import Op, OpKind, step
+
+if TYPE_CHECKING:
+    from pervma.kernel.mm_types import MmStruct, VmAreaStruct
+
+
+def PHYS_PFN(x: int) -> int:  # noqa: N802 - the kernel's name
+    return x >> PAGE_SHIFT
+
+
+class VmaMergeState(enum.Enum):
+    VMA_MERGE_START = 0
+    VMA_MERGE_ERROR_NOMEM = 1
+    VMA_MERGE_NOMERGE = 2
+    VMA_MERGE_SUCCESS = 3
+
+
+@dataclass(eq=False)
+class VmaMergeStruct:
+    """struct vma_merge_struct."""
+
+    mm: MmStruct
+    start: int = 0
+    end: int = 0
+    pgoff: int = 0
+    flags: VmFlags = VmFlags.VM_NONE
+    file: File | None = None
+    anon_vma: AnonVma | None = None
+    policy: Any = None
+    uffd_ctx: Any = None
+    anon_name: str | None = None
+    prev: VmAreaStruct | None = None
+    middle: VmAreaStruct | None = None
+    next: VmAreaStruct | None = None
+    target: VmAreaStruct | None = None
+    copied_from: VmAreaStruct | None = None
+    just_expand: bool = False
+    give_up_on_oom: bool = False
+    state: VmaMergeState = VmaMergeState.VMA_MERGE_START
+    remove_middle: bool = False
+    remove_next: bool = False
+    adjust_middle_start: bool = False
+    adjust_next_start: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def vmg_from_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start: int, end: int) -> VmaMergeStruct:
+    """VMG_VMA_STATE(): a proposal to change [start, end) of vma."""
+    return VmaMergeStruct(
+        mm=vma.vm_mm, start=start, end=end,
+        pgoff=vma.vm_pgoff + PHYS_PFN(start - vma.vm_start), flags=vma.vm_flags,
+        file=vma.vm_file, anon_vma=vma.anon_vma, policy=vma.vm_policy,
+        uffd_ctx=vma.vm_userfaultfd_ctx, anon_name=vma.anon_name, prev=prev, middle=vma)
+
+
+# ---------------------------------------------------------------------------
+# Tree updates
+# ---------------------------------------------------------------------------
+async def vma_iter_store_new(mm: MmStruct, vma: VmAreaStruct) -> None:
+    """Attach, then make visible: the VMA was write-locked before."""
+    await vma_mark_attached(vma)
+    await mm.mm_mt.publish([*mm.mm_mt.snapshot(), vma], "vma_iter_store_new")
+
+
+async def vma_iter_update(mm: MmStruct, remove: list[VmAreaStruct] | tuple[()] = (),
+                          add: list[VmAreaStruct] | tuple[()] = (), label: str = "vma_iter_store") -> None:
+    """Publish the tree after ranges changed (and VMAs left or arrived)."""
+    gone = {id(v) for v in remove}
+    vmas = [v for v in mm.mm_mt.snapshot() if id(v) not in gone]
+    vmas.extend(add)
+    await mm.mm_mt.publish(vmas, label)
+
+
+async def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> None:
+    await vma_write_fields(vma, "vma_set_range")
+    vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
+
+
+async def vma_write_fields(vma: VmAreaStruct, label: str) -> None:
+    """A modification of VMA fields a fault relies on (range, flags, prot):
+    one step, and the exclusion check (no reader may hold the VMA)."""
+    await step(Op(OpKind.WRITE, ("vma", vma.slot), label))
+    if vma.debug_readers > 0:
+        debug.report("BUG: VMA modified while read-locked",
+                     f"{label} changes {vma} while {vma.debug_readers} reader(s) hold its lock")
+
+
+async def vma_link(mm: MmStruct, vma: VmAreaStruct) -> int:
+    """vma_link(): write-lock, insert, account."""
+    await vma_start_write(vma)
+    await vma_iter_store_new(mm, vma)
+    vma_link_file(vma)
+    mm.map_count += 1
+    return 0
+
+
+def vma_link_file(vma: VmAreaStruct) -> None:
+    if vma.vm_file is not None and vma not in vma.vm_file.i_mmap:
+        vma.vm_file.i_mmap.append(vma)
+
+
+async def remove_vma(vma: VmAreaStruct) -> None:
+    if vma.vm_ops is not None and vma.vm_ops.has_close:
+        vma.vm_mm.system.vm_ops_closed.append(vma.vm_ops.name)
+    vm_area_free(vma, "remove_vma")
+
+
+# ---------------------------------------------------------------------------
+# Merge rules
+# ---------------------------------------------------------------------------
+def is_mergeable_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
+    vma = vmg.next if merge_next else vmg.prev
+    assert vma is not None
+    if vma.vm_policy is not vmg.policy:
+        return False
+    if (vma.vm_flags ^ vmg.flags) & ~VM_STICKY:
+        return False
+    if vma.vm_file is not vmg.file:
+        return False
+    if vma.vm_userfaultfd_ctx is not vmg.uffd_ctx:
+        return False
+    return vma.anon_name == vmg.anon_name
+
+
+def _had_uncowed_parents(vma: VmAreaStruct | None) -> bool:
+    return vma is not None and vma.is_fork_child()
+
+
+def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
+    tgt_vma = vmg.next if merge_next else vmg.prev
+    assert tgt_vma is not None
+    tgt, src = tgt_vma.anon_vma, vmg.anon_vma
+    if tgt is None and src is not None:
+        return not _had_uncowed_parents(vmg.middle) and not _had_uncowed_parents(vmg.copied_from)
+    if tgt is not None and src is None:
+        return not _had_uncowed_parents(tgt_vma)
+    return tgt is src
+
+
+def can_vma_merge_before(vmg: VmaMergeStruct) -> bool:
+    assert vmg.next is not None
+    return (is_mergeable_vma(vmg, True) and is_mergeable_anon_vma(vmg, True)
+            and vmg.next.vm_pgoff == vmg.pgoff + PHYS_PFN(vmg.end - vmg.start))
+
+
+def can_vma_merge_after(vmg: VmaMergeStruct) -> bool:
+    assert vmg.prev is not None
+    return (is_mergeable_vma(vmg, False) and is_mergeable_anon_vma(vmg, False)
+            and vmg.prev.vm_pgoff + vmg.prev.pages() == vmg.pgoff)
+
+
+def can_vma_merge_left(vmg: VmaMergeStruct) -> bool:
+    return vmg.prev is not None and vmg.prev.vm_end == vmg.start and can_vma_merge_after(vmg)
+
+
+def can_vma_merge_right(vmg: VmaMergeStruct, can_merge_left: bool) -> bool:
+    nxt, prev = vmg.next, vmg.prev
+    if nxt is None or vmg.end != nxt.vm_start or not can_vma_merge_before(vmg):
+        return False
+    if not can_merge_left:
+        return True
+    assert prev is not None
+    a, b = prev.anon_vma, nxt.anon_vma
+    return a is None or b is None or a is b
+
+
+def can_merge_remove_vma(vma: VmAreaStruct) -> bool:
+    return vma.vm_ops is None or not vma.vm_ops.has_close
+
+
+async def dup_anon_vma(dst: VmAreaStruct, src: VmAreaStruct, dups: list[VmAreaStruct]) -> int:
+    if src.anon_vma is not None and dst.anon_vma is None:
+        from pervma.kernel.mmap_lock import vma_assert_write_locked
+
+        vma_assert_write_locked(dst)
+        await vma_write_fields(dst, "dup_anon_vma")
+        dst.anon_vma = src.anon_vma
+        anon_vma_clone(dst, src)
+        dups.append(dst)
+    return 0
+
+
+def _prealloc_fails(mm: MmStruct) -> bool:
+    return bool(mm.system.fail_prealloc)
+
+
+async def _vma_complete_remove(mm: MmStruct, vma: VmAreaStruct) -> None:
+    """vma_complete() for a VMA a merge absorbed: detached after the tree
+    update, unlinked from its anon_vmas, freed."""
+    await vma_mark_detached(vma)
+    unlink_anon_vmas(vma)
+    mm.map_count -= 1
+    await remove_vma(vma)
+
+
+async def vma_expand(vmg: VmaMergeStruct) -> int:
+    """Models vma_expand(): grow target over [start, end), absorbing next
+    when the range reaches its end."""
+    mm = vmg.mm
+    target, nxt = vmg.target, vmg.next
+    assert target is not None
+    mmap_assert_write_locked(mm)
+    await vma_start_write(target)
+    remove_next = nxt is not None and nxt is not target and vmg.end == nxt.vm_end
+    dups: list[VmAreaStruct] = []
+    if remove_next:
+        assert nxt is not None
+        await dup_anon_vma(target, nxt, dups)
+        await vma_start_write(nxt)
+    if vmg.copied_from is not None:
+        await dup_anon_vma(target, vmg.copied_from, dups)
+    if _prealloc_fails(mm):
+        for d in dups:
+            unlink_anon_vmas(d)
+        if not vmg.give_up_on_oom:
+            vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
+        return -errno.ENOMEM
+    await vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
+    removed = [nxt] if remove_next and nxt is not None else []
+    await vma_iter_update(mm, remove=removed, label="vma_expand: store")
+    for v in removed:
+        await _vma_complete_remove(mm, v)
+    return 0
+
+
+async def vma_merge_new_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
+    """Models vma_merge_new_range() (mmap, brk, mremap expansion)."""
+    prev, nxt = vmg.prev, vmg.next
+    start, end, pgoff = vmg.start, vmg.end, vmg.pgoff
+    vmg.state = VmaMergeState.VMA_MERGE_NOMERGE
+    if vmg.flags & VM_SPECIAL or (prev is None and nxt is None):
+        return None
+    can_merge_left = can_vma_merge_left(vmg)
+    can_merge_right = not vmg.just_expand and can_vma_merge_right(vmg, can_merge_left)
+    if can_merge_right:
+        assert nxt is not None
+        vmg.end = nxt.vm_end
+        vmg.target = nxt
+    if can_merge_left:
+        assert prev is not None
+        vmg.start = prev.vm_start
+        vmg.target = prev
+        vmg.pgoff = prev.vm_pgoff
+        if can_merge_right and nxt is not None and not can_merge_remove_vma(nxt):
+            vmg.end = end
+    if vmg.target is not None and await vma_expand(vmg) == 0:
+        vmg.state = VmaMergeState.VMA_MERGE_SUCCESS
+        target = vmg.target
+        target.vm_flags |= vmg.flags & VM_STICKY
+        return target
+    if not vmg.just_expand:
+        vmg.target = None
+        vmg.start, vmg.end, vmg.pgoff = start, end, pgoff
+    return None
+
+
+async def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
+    """Models vma_merge_existing_range(): [start, end) of middle changes
+    attributes; merge it into prev and/or next if they are compatible.
+    Decisions first; only the VMAs that take part are write-locked."""
+    mm = vmg.mm
+    middle, prev = vmg.middle, vmg.prev
+    assert middle is not None
+    start, end, pgoff = vmg.start, vmg.end, vmg.pgoff
+    left_side = start == middle.vm_start
+    right_side = end == middle.vm_end
+    vmg.state = VmaMergeState.VMA_MERGE_NOMERGE
+    if vmg.flags & VM_SPECIAL or (not left_side and not right_side):
+        return None
+    merge_left = left_side and can_vma_merge_left(vmg)
+    merge_right = False
+    if right_side:
+        _, vmg.next = mm.mm_mt.prev_next(middle.vm_start, middle.vm_end)
+        merge_right = can_vma_merge_right(vmg, merge_left)
+    if not merge_left and not merge_right:
+        return None
+    nxt = vmg.next
+    vmg.remove_middle = left_side and right_side
+    if vmg.remove_middle and not can_merge_remove_vma(middle):
+        return None
+    merge_both = merge_left and merge_right
+    if merge_both and nxt is not None and not can_merge_remove_vma(nxt):
+        merge_right = False
+        merge_both = False
+    vmg.remove_next = merge_both
+    sticky = vmg.flags & VM_STICKY
+    await vma_start_write(middle)
+    if merge_right:
+        assert nxt is not None
+        await vma_start_write(nxt)
+        vmg.target = nxt
+        sticky |= nxt.vm_flags & VM_STICKY
+    if merge_left:
+        assert prev is not None
+        await vma_start_write(prev)
+        vmg.target = prev
+        sticky |= prev.vm_flags & VM_STICKY
+    dups: list[VmAreaStruct] = []
+    pglen = PHYS_PFN(end - start)
+    if merge_both:
+        assert prev is not None and nxt is not None
+        vmg.start, vmg.end, vmg.pgoff = prev.vm_start, nxt.vm_end, prev.vm_pgoff
+        await dup_anon_vma(prev, nxt if nxt.anon_vma is not None else middle, dups)
+    elif merge_left:
+        assert prev is not None
+        vmg.start, vmg.pgoff = prev.vm_start, prev.vm_pgoff
+        if not vmg.remove_middle:
+            vmg.adjust_middle_start = True
+        await dup_anon_vma(prev, middle, dups)
+    else:
+        assert nxt is not None
+        vmg.target = nxt
+        if vmg.remove_middle:
+            vmg.end, vmg.pgoff = nxt.vm_end, nxt.vm_pgoff - pglen
+        else:
+            vmg.adjust_next_start = True
+            vmg.end, vmg.pgoff = nxt.vm_end, nxt.vm_pgoff - pglen
+        await dup_anon_vma(nxt, middle, dups)
+    if _prealloc_fails(mm):
+        for d in dups:
+            unlink_anon_vmas(d)
+        if not vmg.give_up_on_oom:
+            vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
+        vmg.start, vmg.end, vmg.pgoff = start, end, pgoff
+        return None
+    # commit_merge()
+    target = vmg.target
+    assert target is not None
+    if vmg.adjust_middle_start:
+        await vma_set_range(middle, end, middle.vm_end, middle.vm_pgoff + PHYS_PFN(end - middle.vm_start))
+    if vmg.adjust_next_start:
+        await vma_set_range(middle, middle.vm_start, start, middle.vm_pgoff)
+    await vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
+    removed = []
+    if vmg.remove_middle:
+        removed.append(middle)
+    if vmg.remove_next and nxt is not None:
+        removed.append(nxt)
+    await vma_iter_update(mm, remove=removed, label="commit_merge: store")
+    for v in removed:
+        await _vma_complete_remove(mm, v)
+    target.vm_flags |= sticky
+    vmg.state = VmaMergeState.VMA_MERGE_SUCCESS
+    return target
+
+
+# ---------------------------------------------------------------------------
+# Split, shrink, modify
+# ---------------------------------------------------------------------------
+async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
+    """Models __split_vma(): the new VMA takes [vm_start, addr) when
+    new_below, else [addr, vm_end); both are write-locked before either
+    changes, the new one before it is inserted."""
+    mm = vma.vm_mm
+    new = vm_area_dup(vma)
+    if new_below:
+        new.vm_end = addr
+    else:
+        new.vm_start = addr
+        new.vm_pgoff += PHYS_PFN(addr - vma.vm_start)
+    if _prealloc_fails(mm):
+        vm_area_free(new, "__split_vma: nomem")
+        return -errno.ENOMEM
+    anon_vma_clone(new, vma)
+    await vma_start_write(vma)
+    await vma_start_write(new)
+    if new_below:
+        await vma_set_range(vma, addr, vma.vm_end, vma.vm_pgoff + PHYS_PFN(addr - new.vm_start))
+    else:
+        await vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
+    await vma_mark_attached(new)
+    await vma_iter_update(mm, add=[new], label="__split_vma: store")
+    vma_link_file(new)
+    mm.map_count += 1
+    return 0
+
+
+async def split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
+    if vma.vm_mm.map_count >= vma.vm_mm.config.max_map_count:
+        return -errno.ENOMEM
+    return await __split_vma(vma, addr, new_below)
+
+
+async def vma_shrink(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> int:
+    if _prealloc_fails(vma.vm_mm):
+        return -errno.ENOMEM
+    await vma_start_write(vma)
+    await vma_set_range(vma, start, end, pgoff)
+    await vma_iter_update(vma.vm_mm, label="vma_shrink: clear")
+    return 0
+
+
+async def vma_modify(vmg: VmaMergeStruct) -> VmAreaStruct | int:
+    """Models vma_modify(): merge if possible, else split so that the
+    returned VMA covers exactly [start, end)."""
+    merged = await vma_merge_existing_range(vmg)
+    if merged is not None:
+        return merged
+    if vmg.state == VmaMergeState.VMA_MERGE_ERROR_NOMEM:
+        return -errno.ENOMEM
+    vma = vmg.middle
+    assert vma is not None
+    if vma.vm_start < vmg.start:
+        err = await split_vma(vma, vmg.start, True)
+        if err:
+            return err
+    if vma.vm_end > vmg.end:
+        err = await split_vma(vma, vmg.end, False)
+        if err:
+            return err
+    return vma
+
+
+async def vma_modify_flags(prev: VmAreaStruct | None, vma: VmAreaStruct, start: int, end: int,
+                           new_flags: VmFlags) -> VmAreaStruct | int:
+    vmg = vmg_from_vma(vma, prev, start, end)
+    vmg.flags = new_flags
+    return await vma_modify(vmg)
+
+
+async def vma_merge_extend(vma: VmAreaStruct, delta: int) -> VmAreaStruct | None:
+    """Models vma_merge_extend() (mremap growing in place): a new-range merge
+    of [vm_end, vm_end + delta) with vma as prev (and next absorbed if the
+    growth reaches it and it is compatible)."""
+    mm = vma.vm_mm
+    vmg = vmg_from_vma(vma, vma, vma.vm_end, vma.vm_end + delta)
+    _, vmg.next = mm.mm_mt.prev_next(vma.vm_end, vma.vm_end + delta)
+    if vmg.next is not None and vmg.next.vm_start < vmg.end:
+        vmg.next = None
+    vmg.middle = None
+    return await vma_merge_new_range(vmg)
+
+
+# ---------------------------------------------------------------------------
+# munmap: gather, detach, clear, complete
+# ---------------------------------------------------------------------------
+@dataclass(eq=False)
+class VmaMunmapStruct:
+    mm: MmStruct
+    start: int
+    end: int
+    vmas: list[VmAreaStruct] = field(default_factory=list)
+    unlock: bool = False
+
+
+async def vms_gather_munmap_vmas(vms: VmaMunmapStruct, vma: VmAreaStruct) -> int:
+    """Models vms_gather_munmap_vmas(): split the edges, then write-lock and
+    detach each VMA while it is *still in the tree*; a lockless reader that
+    finds it gets -EAGAIN and retries its walk."""
+    mm = vms.mm
+    start, end = vms.start, vms.end
+    if start > vma.vm_start:
+        if end < vma.vm_end and mm.map_count >= mm.config.max_map_count:
+            return -errno.ENOMEM
+        err = await __split_vma(vma, start, True)
+        if err:
+            return err
+    for nxt in mm.mm_mt.overlapping(start, end):
+        if nxt.vm_end > end:
+            err = await __split_vma(nxt, end, False)
+            if err:
+                await reattach_vmas(vms)
+                return err
+        await vma_start_write(nxt)
+        vms.vmas.append(nxt)
+        await vma_mark_detached(nxt)
+    return 0
+
+
+async def reattach_vmas(vms: VmaMunmapStruct) -> None:
+    for v in vms.vmas:
+        await vma_mark_attached(v)
+    vms.vmas.clear()
+
+
+async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
+    """Clear PTEs (possibly after downgrading mmap_lock, which drops every
+    VMA write lock at once), then free the VMAs."""
+    from pervma.kernel.memory import zap_page_range
+    from pervma.kernel.mmap_lock import mmap_read_unlock, mmap_write_downgrade
+
+    mm = vms.mm
+    mm.map_count -= len(vms.vmas)
+    for v in vms.vmas:
+        mm.total_vm -= v.pages()
+    if vms.unlock:
+        await mmap_write_downgrade(mm)
+    await zap_page_range(mm, vms.start, vms.end)
+    for v in vms.vmas:
+        unlink_anon_vmas(v)
+        await remove_vma(v)
+    if vms.unlock:
+        await mmap_read_unlock(mm)
+
+
+async def do_vmi_align_munmap(mm: MmStruct, vma: VmAreaStruct, start: int, end: int,
+                              unlock: bool) -> int:
+    vms = VmaMunmapStruct(mm, start, end, unlock=unlock)
+    err = await vms_gather_munmap_vmas(vms, vma)
+    if err:
+        if unlock:
+            from pervma.kernel.mmap_lock import mmap_write_unlock
+
+            await mmap_write_unlock(mm)
+        return err
+    await vma_iter_update(mm, remove=vms.vmas, label="vma_iter_clear_gfp")
+    await vms_complete_munmap_vmas(vms)
+    return 0
