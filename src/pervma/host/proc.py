@@ -41,7 +41,9 @@ def count_maps(proc: Path = PROC) -> MapsCount:
     if not proc.is_dir():
         raise HostError(f"{proc} is not mounted; cannot count VMAs")
     out = MapsCount()
-    for entry in os.scandir(proc):
+    with os.scandir(proc) as it:
+        entries = list(it)
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:
@@ -135,7 +137,8 @@ def sysfs_available(root: Path = SLAB_SYSFS) -> str | None:
         return f"{root} does not exist (no sysfs or not SLUB)"
     probe = root / "kmalloc-64" / "slabs"
     try:
-        next(iter(os.scandir(root)))
+        with os.scandir(root) as it:
+            next(it)
         if probe.exists():
             probe.read_text()
     except PermissionError:
@@ -152,7 +155,9 @@ def read_sysfs_caches(root: Path = SLAB_SYSFS, counts: bool = False) -> list[Sys
         raise HostError(why)
     aliases: dict[str, list[str]] = {}
     dirs = []
-    for e in sorted(os.scandir(root), key=lambda e: e.name):
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
         if e.is_symlink():
             aliases.setdefault(os.path.basename(os.readlink(e.path)), []).append(e.name)
         elif e.is_dir():
