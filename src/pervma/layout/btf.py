@@ -115,6 +115,10 @@ class Btf:
     def __init__(self, data: bytes, base: Btf | None = None, *, source: str = "BTF") -> None:
         self.source = source
         self.base = base
+        self.str_start: int = 0
+        self.str_end: int = 0
+        self.first_id: int = 1
+        self.nr_types: int = 1
         self._parse(data)
 
     # ------------------------------------------------------------------ parsing
@@ -443,7 +447,9 @@ class Btf:
         if not cands and self.base is not None:
             return self.base.find(name, kinds)
         full = [t for t in cands if self.raw_size(t) > 0]
-        return (full or cands or [None])[0]
+        if full:
+            return full[0]
+        return cands[0] if cands else None
 
     def find_struct(self, name: str) -> int:
         """Type id of struct/union ``name`` ("struct " / "union " prefixes allowed)."""

@@ -180,24 +180,17 @@ def cmd_slab(args: argparse.Namespace) -> int:
     else:
         print(f"{'cache':<28} {'object':>7} {'align':>5} {'slot':>6} {'order':>5} "
               f"{'per slab':>8}  check")
-        for c in checks:
-            a = c.actual
-            print(f"{c.name:<28} {caches_obj(caches, c.name):>7} "
-                  f"{a.get('align', '') if 'align' in a else '':>5} {a['slab_size']:>6} "
-                  f"{a['order']:>5} {a['objs_per_slab']:>8}  "
-                  + ("ok" if not c.mismatches else "MISMATCH " + "; ".join(c.mismatches)))
+        by_name = {c.name: c for c in caches}
+        for chk in checks:
+            act, sc = chk.actual, by_name[chk.name]
+            print(f"{chk.name:<28} {sc.get('object_size'):>7} {sc.get('align'):>5} "
+                  f"{act['slab_size']:>6} {act['order']:>5} {act['objs_per_slab']:>8}  "
+                  + ("ok" if not chk.mismatches else "MISMATCH " + "; ".join(chk.mismatches)))
         print(f"{len(checks) - len(bad)}/{len(checks)} caches: predicted slab_size, order and "
               f"objs_per_slab match /sys/kernel/slab ({h.present_cpus} CPUs, "
               f"slub_max_order {h.max_order})")
     if args.validate and bad:
         return 1
-    return 0
-
-
-def caches_obj(caches: list[proc.SysfsCache], name: str) -> int:
-    for c in caches:
-        if c.name == name:
-            return c.get("object_size")
     return 0
 
 
