@@ -62,6 +62,7 @@ MAP_HUGETLB = 0x40000
 MAP_FIXED_NOREPLACE = 0x100000
 
 STACK_GUARD_GAP = 256 << PAGE_SHIFT
+RLIMIT_STACK = 8 << 20
 MMAP_MIN_ADDR = 0x10000
 
 
@@ -364,6 +365,8 @@ async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool =
     address &= ~(PAGE_SIZE - 1)
     if address < MMAP_MIN_ADDR:
         return -errno.EPERM
+    if vma.vm_end - address > RLIMIT_STACK:
+        return -errno.ENOMEM  # acct_stack_growth()
     prev, _ = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)
     if prev is not None and prev.vm_end > address - STACK_GUARD_GAP and prev.vm_flags & VM_ACCESS_ANY:
         return -errno.ENOMEM
