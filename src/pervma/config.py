@@ -18,7 +18,8 @@ ARCHES = ("x86_64", "arm64", "i386")
 
 PRESETS: dict[str, dict[str, object]] = {
     # Before the series, on an arch without ARCH_SUPPORTS_PER_VMA_LOCK: mmap_lock only.
-    "legacy": dict(SMP=True, PREEMPT=True, PER_VMA_LOCK=False, PER_VMA_LOCK_STATS=False),
+    "legacy": dict(SMP=True, PREEMPT=True, PER_VMA_LOCK=False, PER_VMA_LOCK_STATS=False,
+                   SERIES_CALLERS=False),
     # Linux 7.0 plus the series: per-VMA locks always built.
     "universal": dict(SMP=True, PREEMPT=True, PER_VMA_LOCK=True, PER_VMA_LOCK_STATS=True),
     # The series with SMP=n, PREEMPT=y (preemptible RCU).
@@ -60,6 +61,9 @@ class Config:
     DEBUG_LOCK_ALLOC: bool = True  # lockdep-style held-lock tracking in the model
     DEBUG_VM: bool = True  # VM_BUG_ON / VM_WARN_ON checks
     KASAN: bool = True  # poison freed objects, report use-after-free
+    # Patches 2-5 of the series: binder and TCP use the wait-for-writers
+    # lookup instead of their mmap_lock fallbacks (needs PER_VMA_LOCK).
+    SERIES_CALLERS: bool = True
     nr_cpus: int = 4
     max_map_count: int = 65530
     name: str = "custom"
@@ -130,6 +134,8 @@ class Config:
             changes["nr_cpus"] = 1
         new = dataclasses.replace(cfg, **changes, name="fragment",  # type: ignore[arg-type]
                                   unknown=tuple(unknown))
+        if new.SERIES_CALLERS and not new.PER_VMA_LOCK:
+            new = dataclasses.replace(new, SERIES_CALLERS=False)
         if new.PER_VMA_LOCK_STATS and not new.PER_VMA_LOCK:
             # Before the series PER_VMA_LOCK_STATS depended on PER_VMA_LOCK.
             new = dataclasses.replace(new, PER_VMA_LOCK_STATS=False)

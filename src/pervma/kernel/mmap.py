@@ -176,6 +176,11 @@ async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, v
     if file is not None:
         vma.vm_file = file
         vma.vm_ops = file.vm_ops
+        if file.vm_ops is not None and file.vm_ops.special is not None:
+            # The driver's ->mmap: binder and TCP mappings are special (never merged).
+            vma.vm_flags |= VmFlags.VM_MIXEDMAP | VmFlags.VM_DONTEXPAND
+            if file.vm_ops.special == "binder":
+                vma.vm_flags |= VmFlags.VM_DONTCOPY
         # A file mapping may still merge once ->mmap ran (mmap_prepare).
         vmg = VmaMergeStruct(mm=mm, start=addr, end=end, pgoff=pgoff, flags=vm_flags, file=file,
                              prev=prev, next=nxt)

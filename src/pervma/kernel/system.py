@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pervma.config import Config
 from pervma.kernel import debug
@@ -41,6 +41,9 @@ from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
 from pervma.sched import Op, OpKind, current, run_direct, step, work
+
+if TYPE_CHECKING:
+    from pervma.kernel.binder import BinderAlloc
 
 # A freshly exec'd x86_64 process with ASLR off.
 STACK_TOP = 0x7FFFFFFFF000
@@ -121,6 +124,20 @@ class System:
         """A regular file of npages pages whose contents must be read in (I/O)."""
         f = self.file_cachep.alloc("create_file")
         f.path, f.npages, f.inode, f.dev, f.shmem, f.vm_ops = path, npages, self._ino(), "08:01", False, self.filemap_ops
+        return f
+
+    def create_device(self, kind: str) -> File:
+        """A character device whose mmap() installs a driver's vm_ops: ``"binder"``
+        (binder_vm_ops) or ``"tcp"`` (a TCP socket's tcp_vm_ops)."""
+        from pervma.kernel.binder import binder_vm_ops
+        from pervma.kernel.tcp import tcp_vm_ops
+
+        ops = {"binder": binder_vm_ops, "tcp": tcp_vm_ops}.get(kind)
+        if ops is None:
+            raise ValueError(f"unknown device kind {kind!r}; choose binder or tcp")
+        f = self.file_cachep.alloc("create_device")
+        f.path = "/dev/binder" if kind == "binder" else "socket:[tcp]"
+        f.npages, f.inode, f.dev, f.shmem, f.vm_ops = 1 << 20, self._ino(), "00:0c", False, ops
         return f
 
     def shmem_zero_setup(self, length: int) -> File:
@@ -269,6 +286,20 @@ class Thread:
         """Send this thread a fatal signal (a shared write: killable waits see it)."""
         await step(Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}"))
         self.task.fatal_signal = True
+
+    async def binder_mmap(self, npages: int) -> BinderAlloc:
+        """mmap a binder buffer (VM_DONTCOPY | VM_MIXEDMAP, read-only) and
+        return its binder_alloc, for the binder-like kernel callers."""
+        from pervma.kernel.binder import BinderAlloc
+
+        dev = self.process.system.create_device("binder")
+        addr = await self.mmap(0, npages * PAGE_SIZE, 0x1, 0x02, dev, 0)
+        return BinderAlloc(self.mm, addr, npages)
+
+    async def tcp_mmap(self, npages: int) -> int:
+        """mmap a TCP socket's receive area (for tcp_zerocopy_receive)."""
+        dev = self.process.system.create_device("tcp")
+        return await self.mmap(0, npages * PAGE_SIZE, 0x1, 0x01, dev, 0)
 
     async def read_maps(self) -> str:
         """Read /proc/pid/maps of this thread's process concurrently."""
