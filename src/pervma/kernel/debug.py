@@ -130,15 +130,15 @@ def validate_mm(mm: MmStruct) -> None:
     # Page tables: no PTE outside a VMA; anon pages reachable by rmap.
     for vpn, pte in mm.pgtable.items():
         addr = vpn << 12
-        vma = mm.mm_mt.find_covering(addr)
-        if vma is None:
+        cover = mm.mm_mt.find_covering(addr)
+        if cover is None:
             report("validate_mm", f"PTE for {addr:#x} outside every VMA")
             continue
         page = pte.page
         kasan_check(page, "validate_mm", "page")
-        if page.anon_vma is not None and page.anon_vma not in vma.anon_vma_chain:
+        if page.anon_vma is not None and page.anon_vma not in cover.anon_vma_chain:
             report("rmap: anon page unreachable",
-                   f"page {page.pfn} at {addr:#x} in {vma}: its anon_vma is not on the VMA's chain")
+                   f"page {page.pfn} at {addr:#x} in {cover}: its anon_vma is not on the VMA's chain")
 
 
 # -- user-visible memory across fork -----------------------------------------
@@ -158,7 +158,7 @@ def fork_snapshot_begin(parent: MmStruct) -> None:
 
 
 def record_store(mm: MmStruct, addr: int, value: int) -> None:
-    log = getattr(mm, "fork_log", None)
+    log = mm.fork_log
     if log:
         log[-1][1].append((addr, value))
 
@@ -168,7 +168,7 @@ def fork_snapshot_end(parent: MmStruct, child: MmStruct) -> None:
     fork: the memory before it plus some prefix of the stores the parent's
     threads made meanwhile (in their global order).  Only addresses mapped in
     the child are compared; a page the child did not get reads as zero."""
-    log = getattr(parent, "fork_log", None)
+    log = parent.fork_log
     parent.fork_log = None
     if not log:
         return

@@ -133,7 +133,7 @@ class VmAreaStruct(SlabObject):
     per-VMA lock; ``vm_lock_seq`` is read and written as a step on its own
     location (it sits beside vm_refcnt only with SMP=n)."""
 
-    vm_mm: MmStruct | None = None
+    vm_mm: MmStruct = None  # type: ignore[assignment]  # set by vm_area_alloc
     vm_start: int = 0
     vm_end: int = 0
     vm_pgoff: int = 0
@@ -174,7 +174,7 @@ class MmStruct(SlabObject):
     when the last mmgrab reference is dropped."""
 
     id: int = 0
-    config: Config | None = None  # type: ignore[assignment]
+    config: Config = None  # type: ignore[assignment]  # set by System
     mm_users: Atomic = field(default_factory=lambda: Atomic(("mm_users", -1), 1))
     mm_count: Refcount = field(default_factory=lambda: Refcount(("mm_count", -1), 1))
     mmap_lock: RwSemaphore = field(default_factory=lambda: RwSemaphore(("mmap_lock", -1)))
@@ -193,6 +193,8 @@ class MmStruct(SlabObject):
     exited: bool = False
     system: Any = None
     cpus: set[int] = field(default_factory=set)
+    # debug.py's fork-snapshot record: memory before fork and the stores since
+    fork_log: list[tuple[dict[int, int], list[tuple[int, int]]]] | None = None
 
     def __str__(self) -> str:
         return f"mm#{self.id}"

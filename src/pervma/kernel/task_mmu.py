@@ -74,9 +74,10 @@ async def proc_maps_read(mm: MmStruct) -> list[str]:
     addr = 0
     rcu_read_lock()
     while True:
-        vma = await lock_next_vma(mm, addr)
-        if vma is None or isinstance(vma, int):
+        found = await lock_next_vma(mm, addr)
+        if found is None or isinstance(found, int):
             break
+        vma = found
         await step(Op(OpKind.READ, ("vma", vma.slot), "show_map_vma"))
         debug.kasan_check(vma, "show_map_vma", "vm_area_struct")
         if vma.vm_mm is not mm:
