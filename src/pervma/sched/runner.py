@@ -145,9 +145,9 @@ def run_schedule(
         if ex.violation is not None:
             break
         if tid not in ex.runnable():
-            ex.close()
             task = ex.tasks[tid]
             state = "finished" if task.done else f"blocked in {task.pending.label if task.pending else '?'}"
+            ex.close()
             raise ScheduleError(f"step {i}: {task.name} cannot run ({state})")
         op = ex.step(tid)
         if after_step is not None:
