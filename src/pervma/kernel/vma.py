@@ -221,20 +221,28 @@ async def _vma_complete_remove(mm: MmStruct, vma: VmAreaStruct) -> None:
 
 async def vma_expand(vmg: VmaMergeStruct) -> int:
     """Models vma_expand(): grow target over [start, end), absorbing next
-    when the range reaches its end."""
+    when the range reaches its end.  The sticky flags of the proposal, the
+    target and an absorbed next all end up on the target (mm/vma.c collects
+    them here, so every new-range merge keeps e.g. VM_SOFTDIRTY of a VMA it
+    removes); anon_vmas are duplicated before next is write-locked."""
     mm = vmg.mm
     target, nxt = vmg.target, vmg.next
     assert target is not None
     mmap_assert_write_locked(mm)
     await vma_start_write(target)
+    sticky = (vmg.flags | target.vm_flags) & VM_STICKY
     remove_next = nxt is not None and nxt is not target and vmg.end == nxt.vm_end
     dups: list[VmAreaStruct] = []
     if remove_next:
         assert nxt is not None
         await dup_anon_vma(target, nxt, dups)
-        await vma_start_write(nxt)
     if vmg.copied_from is not None:
         await dup_anon_vma(target, vmg.copied_from, dups)
+    if remove_next:
+        assert nxt is not None
+        await vma_start_write(nxt)
+        vmg.remove_next = True
+        sticky |= nxt.vm_flags & VM_STICKY
     if _prealloc_fails(mm):
         for d in dups:
             unlink_anon_vmas(d)
@@ -246,6 +254,7 @@ async def vma_expand(vmg: VmaMergeStruct) -> int:
     await vma_iter_update(mm, remove=removed, label="vma_expand: store")
     for v in removed:
         await _vma_complete_remove(mm, v)
+    target.vm_flags |= sticky
     return 0
 
 
@@ -271,9 +280,7 @@ async def vma_merge_new_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
             vmg.end = end
     if vmg.target is not None and await vma_expand(vmg) == 0:
         vmg.state = VmaMergeState.VMA_MERGE_SUCCESS
-        target = vmg.target
-        target.vm_flags |= vmg.flags & VM_STICKY
-        return target
+        return vmg.target
     if not vmg.just_expand:
         vmg.target = None
         vmg.start, vmg.end, vmg.pgoff = start, end, pgoff
