@@ -40,8 +40,10 @@ def test_shared_refcount_line_has_a_transfer_ceiling() -> None:
 
 
 def test_memory_bandwidth_is_a_machine_wide_ceiling() -> None:
-    rate = _fault_rate(16, False, mem_bandwidth_gbps=4.096)  # 1 us per page
-    assert rate == pytest.approx(1e6, rel=0.05)
+    # 1 us per page of bandwidth: loaded latency keeps 16 CPUs just under 1 M pages/s
+    rate = _fault_rate(16, False, mem_bandwidth_gbps=4.096)
+    assert 0.8e6 < rate < 1.0e6
+    assert _fault_rate(1, False, mem_bandwidth_gbps=4.096) < 1e6
 
 
 def test_blocked_task_waits_for_the_holder_and_pays_wakeup() -> None:

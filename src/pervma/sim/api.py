@@ -78,7 +78,7 @@ def run_point(workload: str, preset: str = "universal", machine: str | Machine =
         win = (trace_window_ms[0] * 1e6, trace_window_ms[1] * 1e6)
     drv = make_driver(built.coros, built.names, built.models, mach, cfg.SMP, cfg.PREEMPT,
                       trace_window=win)
-    built.recorder.clock = lambda: drv.now
+    built.recorder.drv = drv
     try:
         point = measure(drv, built, kern, w.name, preset, mach.name, kind, tasks,
                         warm * 1e6, (warm + duration_ms) * 1e6)

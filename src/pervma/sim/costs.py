@@ -17,6 +17,7 @@ Which line a location lives on (:meth:`CostModel.line_key`):
 * ``("pte", mm, page)``: eight 8-byte PTEs per line.
 * ``("ptl", mm, ...)``: one line per lock as named by the model.
 * ``("rcu",)``: per-CPU (preemptible RCU keeps a per-task nesting count).
+* ``("page", pfn)``: the user's own data page, just cleared by this CPU: a hit.
 * ``("lru",)``, ``("zone",)``: per-CPU lines (the per-CPU page lists and LRU
   batches); every ``pcp_batch``-th use on a CPU refills from the zone under a
   machine-wide lock, a fluid server of ``zone_lock_hold_ns`` per refill.
@@ -24,8 +25,8 @@ Which line a location lives on (:meth:`CostModel.line_key`):
 
 Work (``op.work``) costs the machine's value for that name, scaled on SMT
 siblings that share a busy core; unknown names cost ``default_work_ns``.
-``clear_page``/``copy_page`` also queue on a machine-wide memory-bandwidth
-fluid server, and ``tlb_flush`` (loc ``("tlb", mm)``) sends IPIs to every
+``clear_page``/``copy_page`` also queue for machine-wide memory bandwidth
+(loaded latency, :class:`_Loaded`), and ``tlb_flush`` (loc ``("tlb", mm)``) sends IPIs to every
 other CPU in the mm's cpumask (the CPUs that have touched that mm), charging
 the sender ``ipi_send_base_ns + ipi_send_per_cpu_ns * k`` and each receiver
 ``ipi_receive_ns`` on its next step.
@@ -41,7 +42,8 @@ from pervma.sim.machine import Machine
 _LOCAL = OpKind.LOCAL
 _READ = OpKind.READ
 _BLOCK = OpKind.BLOCK
-_PERCPU = ("rcu", "lru", "zone")
+_PERCPU = ("rcu", "lru", "zone", "page")
+_MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long runs)
 _MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
 PAGE_BYTES = 4096
 
@@ -79,6 +81,33 @@ class _Fluid:
         return self.backlog
 
 
+class _Loaded:
+    """Memory bandwidth as loaded latency: an M/M/1-like queue whose
+    utilisation is an exponentially weighted estimate of recent demand.  A
+    request costs ``service * rho / (1 - rho)`` of queueing on top of its
+    local time, so latency grows smoothly with load, as DRAM loaded-latency
+    curves do, instead of a hard knee."""
+
+    __slots__ = ("busy", "last", "load", "tau")
+
+    def __init__(self, tau: float) -> None:
+        self.tau = tau
+        self.load = 0.0
+        self.last = 0.0
+        self.busy = 0.0
+
+    def wait(self, t: float, service: float) -> float:
+        dt = t - self.last
+        if dt > 0.0:
+            self.last = t
+            self.load = self.load * (1.0 - dt / self.tau) if dt < self.tau else 0.0
+        self.load += service / self.tau
+        rho = self.load if self.load < 0.95 else 0.95
+        w = service * rho / (1.0 - rho)
+        self.busy += w
+        return w
+
+
 class CostModel:
     """Per-step costs on one machine (see module docstring)."""
 
@@ -99,7 +128,7 @@ class CostModel:
         self.cpumask: dict[Hashable, int] = {}
         self.debt = [0.0] * m.cpus  # IPI handling owed by each CPU
         self.pcp_count = [0] * m.cpus
-        self.mem = _Fluid()
+        self.mem = _Loaded(tau=10_000.0)
         self.zone = _Fluid()
         self.page_service = PAGE_BYTES / m.mem_bandwidth_gbps  # ns per 4 KiB
         # accounting (ns)
@@ -131,6 +160,8 @@ class CostModel:
         lines = self.lines
         if loc in lines:
             return lines[loc]
+        if len(lines) > _MAX_LINES:
+            lines.clear()  # rare: every line starts again as never touched
         key = self.line_key(loc)
         line = None
         if key is not None:
@@ -158,6 +189,8 @@ class CostModel:
         line = self._line(loc)
         if line is None:
             kind = loc[0] if isinstance(loc, tuple) else None
+            if kind == "page":
+                return self.hit
             if write and kind in ("lru", "zone"):
                 self.pcp_count[cpu] += 1
                 if self.pcp_count[cpu] >= self.m.pcp_batch:
@@ -228,11 +261,9 @@ class CostModel:
         base = self.work.get(name, self.default_work) * self.scale[cpu]  # type: ignore[arg-type]
         if name == "clear_page" or name == "copy_page":
             service = self.page_service * (2.0 if name == "copy_page" else 1.0)
-            done = self.mem.serve(t, service)
-            if done > base:
-                self.mem_wait_ns += done - base
-                return done
-            return base
+            w = self.mem.wait(t, service)
+            self.mem_wait_ns += w
+            return base + w
         if name == "tlb_flush":
             return self.shootdown(op.loc, cpu)
         return base

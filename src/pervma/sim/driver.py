@@ -43,7 +43,9 @@ from pervma.sim.machine import Machine
 _LOCAL = OpKind.LOCAL
 _SWEEP_EVERY = 8
 _USER_WORK = ("user", "trap", "syscall")
-_WRITES = frozenset(k for k in OpKind if k.writes)
+_WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
+_MISSING = object()
+_INF = float("inf")
 
 
 @dataclass(slots=True)
@@ -140,103 +142,160 @@ class TimedDriver:
         cpu_task = self.cpu_task
         rq = self.rq
         ex = self.ex
-        charge = self.costs.charge
-        work = self.costs.work
-        default_work = self.costs.default_work
-        scale = self.costs.scale
+        costs = self.costs
+        charge = costs.charge
+        lines = costs.lines
+        debt = costs.debt
+        hit = costs.hit
+        atomic = costs.atomic
+        work = costs.work
+        default_work = costs.default_work
+        scale = costs.scale
         waiters = self.waiters
+        sweep = self.sweep
+        ncpu = self.ncpu
         tracing = self.trace_window is not None
+        writes = _WRITES_BY_KIND
         steps = 0
-        while True:
-            if not heap:
-                if not self._sweep_all(self.now):
-                    self.stats.steps += steps
-                    self._no_runnable()
-                    return self.now
-                continue
-            t, c = heap[0]
-            if t >= until:
-                self.now = until
-                self.stats.steps += steps
-                return until
-            if c >= self.ncpu:  # an I/O completion timer
-                heapq.heappop(heap)
-                self._timer(c - self.ncpu, t)
-                continue
-            tid = cpu_task[c]
-            task = tasks[tid]
-            op = task.pending
-            if op is None:  # finished (cannot normally happen: handled below)
-                heapq.heappop(heap)
-                self._next_on_cpu(c, t)
-                continue
-            if rq[c] and t >= self.slice_end[c] and self._may_preempt(task, op):
-                heapq.heappop(heap)
-                rq[c].append(tid)
-                self.stats.switches += 1
-                self._next_on_cpu(c, t)
-                continue
-            enabled = op.enabled
-            if enabled is not None and not enabled():
-                heapq.heappop(heap)
-                self._block(tid, c, t, op)
-                continue
-            if op.sleeps and op.kind is _LOCAL:
-                heapq.heappop(heap)
-                self._sleep(tid, c, t, op)
-                continue
-            cost = charge(op, c, t)
-            t0 = t
-            t += cost
-            self.now = t
-            # Executor.step(tid), inlined: the task takes its step
-            task.steps += 1
-            send = task.coro.send
-            _current.append(task)
-            try:
-                task.pending = send(None)
-                steps += 1
-                if tracing:
-                    self._trace(t0, cost, c, tid, op.label)
-                if op.kind in _WRITES:
-                    loc = op.loc
-                    if loc in waiters:
-                        self._wake(loc, t)
-                if self.sweep and steps % _SWEEP_EVERY == 0:
-                    self._sweep(t)
-                if not rq[c]:
-                    # merge the following local steps into this timed step
-                    while True:
-                        op = task.pending
-                        if op.kind is not _LOCAL or op.enabled is not None or op.sleeps:
-                            break
-                        w = op.work
-                        if w == "clear_page" or w == "copy_page" or w == "tlb_flush":
-                            dt = charge(op, c, t)
+        try:
+            while True:
+                if not heap:
+                    if not self._sweep_all(self.now):
+                        self._no_runnable()
+                        return self.now
+                    continue
+                t, c = heap[0]
+                if t >= until:
+                    self.now = until
+                    return until
+                if c >= ncpu:  # an I/O completion timer
+                    heapq.heappop(heap)
+                    self._timer(c - ncpu, t)
+                    continue
+                tid = cpu_task[c]
+                task = tasks[tid]
+                op = task.pending
+                if rq[c] and t >= self.slice_end[c] and self._may_preempt(task, op):
+                    heapq.heappop(heap)
+                    rq[c].append(tid)
+                    self.stats.switches += 1
+                    self._next_on_cpu(c, t)
+                    continue
+                enabled = op.enabled
+                if enabled is not None and not enabled():
+                    heapq.heappop(heap)
+                    self._block(tid, c, t, op)
+                    continue
+                kind = op.kind
+                if op.sleeps and kind is _LOCAL:
+                    heapq.heappop(heap)
+                    self._sleep(tid, c, t, op)
+                    continue
+                # the cost model's common case inlined: a line this CPU holds
+                line = lines.get(op.loc, _MISSING) if op.work is None else _MISSING
+                if line is not _MISSING and line is not None and op.also is None:
+                    if line.owner == c:
+                        cost = atomic if writes[kind] else hit
+                    elif not writes[kind] and line.sharers >> c & 1:
+                        cost = hit
+                    else:
+                        cost = charge(op, c, t)
+                    if debt[c]:
+                        cost += debt[c]
+                        debt[c] = 0.0
+                else:
+                    cost = charge(op, c, t)
+                t0 = t
+                t += cost
+                self.now = t
+                # Executor.step(tid), inlined: the task takes its step
+                send = task.coro.send
+                _current.append(task)
+                try:
+                    task.pending = send(None)
+                    steps += 1
+                    if tracing:
+                        self._trace(t0, cost, c, tid, op.label)
+                    if writes[kind]:
+                        loc = op.loc
+                        if loc in waiters:
+                            self._wake(loc, t)
+                    if sweep and steps % _SWEEP_EVERY == 0:
+                        self._sweep(t)
+                    if not rq[c]:
+                        # Merge what follows into this timed step: local steps
+                        # always; steps on lines this CPU already holds while it
+                        # is still the earliest CPU (so the order stays exact).
+                        n = len(heap)
+                        if n == 1:
+                            limit = _INF
+                        elif n == 2:
+                            limit = heap[1][0]
                         else:
-                            dt = work.get(w, default_work) * scale[c] if w is not None else 0.0
-                        if tracing:
-                            self._trace(t, dt, c, tid, op.label)
-                        t += dt
-                        self.now = t
-                        task.steps += 1
-                        task.pending = send(None)
-                        steps += 1
-            except StopIteration as stop:
-                task.done, task.pending, task.result = True, None, stop.value
-            except Violation as v:
-                task.done, task.pending = True, None
-                if ex.violation is None:
-                    ex.violation = v
-                self._check_violation()
-            finally:
-                _current.pop()
-            if task.done:
-                heapq.heappop(heap)
-                self.finished_at[tid] = t
-                self._next_on_cpu(c, t)
-                continue
-            heapq.heapreplace(heap, (t, c))
+                            limit = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
+                        while True:
+                            op = task.pending
+                            if op.enabled is not None or op.sleeps:
+                                break
+                            kind = op.kind
+                            if kind is _LOCAL:
+                                w = op.work
+                                if w is None:
+                                    dt = 0.0
+                                elif w == "clear_page" or w == "copy_page" or w == "tlb_flush":
+                                    dt = charge(op, c, t)
+                                else:
+                                    dt = work[w] * scale[c] if w in work else default_work
+                            else:
+                                if t > limit or op.work is not None:
+                                    break
+                                line = lines.get(op.loc)
+                                if line is None:
+                                    break
+                                wr = writes[kind]
+                                if line.owner == c:
+                                    dt = atomic if wr else hit
+                                elif not wr and line.sharers >> c & 1:
+                                    dt = hit
+                                else:
+                                    break
+                                also = op.also
+                                if also is not None:
+                                    line = lines.get(also)
+                                    if line is None or wr or not (
+                                            line.owner == c or line.sharers >> c & 1):
+                                        break
+                                    dt += hit
+                                if wr and op.loc in waiters:
+                                    break
+                            if tracing:
+                                self._trace(t, dt, c, tid, op.label)
+                            t += dt
+                            self.now = t
+                            task.pending = send(None)
+                            steps += 1
+                except StopIteration as stop:
+                    task.done, task.pending, task.result = True, None, stop.value
+                except Violation as v:
+                    task.done, task.pending = True, None
+                    if ex.violation is None:
+                        ex.violation = v
+                    self._check_violation()
+                finally:
+                    _current.pop()
+                if task.done:
+                    heapq.heappop(heap)
+                    self.finished_at[tid] = t
+                    self._next_on_cpu(c, t)
+                    continue
+                # still the earliest CPU? then update the heap top in place
+                n = len(heap)
+                if n == 1 or (t <= heap[1][0] and (n == 2 or t <= heap[2][0])):
+                    heap[0] = (t, c)
+                else:
+                    heapq.heapreplace(heap, (t, c))
+        finally:
+            self.stats.steps += steps
 
     # -- helpers --------------------------------------------------------
     def _may_preempt(self, task: object, op: Op) -> bool:

@@ -48,19 +48,24 @@ PFT_CHUNK = 256 << 20  # per-thread share of the pft region (never exhausted in 
 LAT_SAMPLE_EVERY = 4  # keep every 4th fault latency
 
 
+class _NoClock:
+    now = 0.0
+
+
 class Recorder:
     """What the bodies report: ops per task, sampled fault latencies, churn ops.
 
-    ``clock()`` returns the driver's virtual time (ns) when model code runs."""
+    ``drv.now`` is the driver's virtual time (ns) when model code runs; the
+    driver is attached once it exists."""
 
-    __slots__ = ("churn", "clock", "lat", "lat_tick", "ops")
+    __slots__ = ("churn", "drv", "lat", "lat_tick", "ops")
 
     def __init__(self, ntasks: int) -> None:
         self.ops = [0] * ntasks
         self.churn = 0
         self.lat: list[float] = []
         self.lat_tick = 0
-        self.clock: Callable[[], float] = lambda: 0.0
+        self.drv: Any = _NoClock()
 
     def latency(self, ns: float) -> None:
         self.lat_tick += 1
@@ -122,7 +127,6 @@ def _start(th: Any, body: Callable[[Any], Coroutine[Any, Any, Any]]) -> tuple[An
 def _touch_loop_body(rec: Recorder, i: int, size: int, flags: int, file: Any, first: int,
                      nohuge: bool) -> Callable[[Any], Coroutine[Any, Any, None]]:
     ops = rec.ops
-    clock = rec.clock
 
     async def body(t: Any) -> None:
         start = first
@@ -134,9 +138,9 @@ def _touch_loop_body(rec: Recorder, i: int, size: int, flags: int, file: Any, fi
                 except OSError:
                     pass
             for off in range(start, size, PAGE):
-                t0 = clock()
+                t0 = rec.drv.now
                 await t.store(a + off, 1)
-                rec.latency(clock() - t0)
+                rec.latency(rec.drv.now - t0)
                 ops[i] += 1
             start = 0
             await t.munmap(a, size)
@@ -158,15 +162,14 @@ def _mmap_loop_body(rec: Recorder, i: int, size: int, flags: int,
 def _slice_body(rec: Recorder, i: int, base: int, size: int, first: int,
                 dontneed: bool) -> Callable[[Any], Coroutine[Any, Any, None]]:
     ops = rec.ops
-    clock = rec.clock
 
     async def body(t: Any) -> None:
         start = first
         while True:
             for off in range(start, size, PAGE):
-                t0 = clock()
+                t0 = rec.drv.now
                 await t.store(base + off, 1)
-                rec.latency(clock() - t0)
+                rec.latency(rec.drv.now - t0)
                 ops[i] += 1
             start = 0
             if dontneed:
