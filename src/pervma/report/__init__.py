@@ -1,1 +1,25 @@
-"""pervma.report."""
+"""``pervma report``: one command, one self-contained HTML report.
+
+Four sections, each built from the Python API of its engine and never from
+numbers of its own:
+
+* **Cost** (:mod:`~pervma.report.cost`) — the running kernel's
+  ``vm_area_struct``/``mm_struct`` layout and the system bill
+  (:mod:`pervma.layout.api`);
+* **Correctness** (:mod:`~pervma.report.correctness`) — every scenario under
+  every preset and the bug catalogue (:mod:`pervma.check.api`);
+* **Performance** (:mod:`~pervma.report.performance`) — simulated curves with
+  the real-16core measurements overlaid (:mod:`pervma.sim.api`);
+* **Environment** (:mod:`~pervma.report.environment`).
+
+:mod:`~pervma.report.runner` runs the work (optionally over processes) and
+writes ``DIR/index.html``, ``DIR/*.csv`` and ``DIR/traces/*.json``;
+:mod:`~pervma.report.outdir` applies the output-folder rules;
+:mod:`~pervma.report.html` renders, escaping every piece of text.  A section
+whose engine is missing or fails shows its error and makes the command exit 1.
+"""
+
+from pervma.report.runner import build_report
+from pervma.report.settings import Settings, settings_for
+
+__all__ = ["Settings", "build_report", "settings_for"]

@@ -1,0 +1,103 @@
+"""The Environment section: what produced the report, where and with which
+settings (pervma version, kernel, config source, machine profiles, seeds,
+run time)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from pervma import __version__
+from pervma.report import html as H
+from pervma.report.section import Section
+from pervma.report.settings import Settings
+
+BTF = Path("/sys/kernel/btf/vmlinux")
+CONFIG_GZ = Path("/proc/config.gz")
+
+
+def _config_source() -> str:
+    rel = platform.release()
+    for p in (CONFIG_GZ, Path(f"/boot/config-{rel}")):
+        if p.exists():
+            return str(p)
+    return "none found (/proc/config.gz, /boot/config-<release>)"
+
+
+def facts(settings: Settings, out_dir: Path, started: str, elapsed: float,
+          section_times: dict[str, float]) -> list[tuple[str, str]]:
+    u = platform.uname()
+    rows: list[tuple[str, str]] = [
+        ("pervma", __version__),
+        ("python", f"{sys.version.split()[0]} ({sys.executable})"),
+        ("kernel (uname)", f"{u.system} {u.release} {u.version} {u.machine}"),
+        ("host", u.node),
+        ("CPUs", str(os.cpu_count() or 0)),
+        ("kernel BTF (layout source)", str(BTF) if BTF.exists() else f"{BTF} missing"),
+        ("kernel config source", _config_source()),
+        ("model configs", "presets " + ", ".join(sorted(set(settings.check_presets)
+                                                          | set(settings.sim_presets)))),
+    ]
+    try:
+        from pervma.sim.machine import load_machine
+
+        m = load_machine(settings.sim_machine)
+        rows.append(("machine profile (simulator)", f"{m.name}: {m.description}"))
+    except Exception as exc:  # noqa: BLE001 - shown, not fatal here
+        rows.append(("machine profile (simulator)", f"{settings.sim_machine} "
+                     f"(not loadable: {exc})"))
+    try:
+        from pervma.host import proc
+
+        hm = proc.read_machine()
+        rows.append(("machine (SLUB sizing)", f"{hm.present_cpus} present CPUs, nr_cpu_ids "
+                     f"{hm.nr_cpu_ids}, cache line {hm.cache_line} B, page {hm.page_size} B, "
+                     f"slub_max_order {hm.max_order}"))
+    except Exception as exc:  # noqa: BLE001
+        rows.append(("machine (SLUB sizing)", f"unreadable: {exc}"))
+    s = settings
+    rows += [
+        ("profile", s.name + ("; " + "; ".join(s.notes) if s.notes else "")),
+        ("checker", f"presets {', '.join(s.check_presets)}; DPOR, at most "
+         f"{s.check_max_executions} executions or {s.check_time_limit:g} s per run; bugs: "
+         f"{s.bug_max_executions} executions or {s.bug_time_limit:g} s"),
+        ("simulator", f"workloads {', '.join(s.sim_workloads)}; presets "
+         f"{', '.join(s.sim_presets)}; tasks {','.join(map(str, s.sim_tasks))}; "
+         f"{s.sim_duration_ms:g} ms simulated per point"),
+        ("seeds", f"checker {s.check_seed}, simulator {s.sim_seed}"),
+        ("output folder", str(out_dir)),
+        ("started", started),
+        ("run time", f"{elapsed:.1f} s (" + ", ".join(f"{k} {v:.1f} s"
+                                                     for k, v in section_times.items()) + ")"),
+    ]
+    return rows
+
+
+def build(settings: Settings, out_dir: Path, started: str, elapsed: float,
+          section_times: dict[str, float]) -> Section:
+    sec = Section("environment", "Environment")
+    with sec.guard("environment"):
+        rows = facts(settings, out_dir, started, elapsed, section_times)
+        sec.add(H.table(["what", "value"], [list(r) for r in rows], numeric=False))
+        sec.csv["environment.csv"] = _csv(rows)
+        sec.summary.append(f"pervma {__version__} on {platform.uname().release}; "
+                           f"profile {settings.name}; {elapsed:.1f} s")
+    return sec
+
+
+def _csv(rows: list[tuple[str, str]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["what", "value"])
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def as_dict(rows: list[tuple[str, str]]) -> dict[str, Any]:
+    return dict(rows)

@@ -1,0 +1,56 @@
+"""A report section: its HTML parts, CSV files, terminal summary and errors."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pervma.errors import PervmaError
+from pervma.report.html import Raw, error_box
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    parts: list[Raw] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    csv: dict[str, str] = field(default_factory=dict)
+    summary: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(self, part: Raw) -> None:
+        self.parts.append(part)
+
+    def fail(self, what: str, message: str) -> None:
+        """Record an error: shown in place and in the section's error list."""
+        text = f"{what}: {message}"
+        self.errors.append(text)
+        self.parts.append(error_box(text))
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Run a block; an exception becomes an error shown in this section."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - a report shows every failure
+            self.fail(what, describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception; the innermost frame for unexpected ones."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, PervmaError):
+        return msg or exc.__class__.__name__
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    return f"{exc.__class__.__name__}: {msg}{where}" if msg else f"{exc.__class__.__name__}{where}"
+
+
+Builder = Callable[..., Section]
