@@ -94,7 +94,7 @@ def summary(console: Any, res: Any) -> None:
                             title_align="left"))
     index = res.out / "index.html"
     console.print(Text(f"wrote {index} and {len(res.files) - 1} more files in "
-                       f"{res.elapsed:.1f} s"))
+                       f"{res.elapsed:.1f} s"), soft_wrap=True)
     if res.exit_code:
         console.print(Text("some sections are incomplete: see the errors above and in the "
                            "report", style="bold red"))
