@@ -12,6 +12,11 @@
 * Plots: :mod:`pervma.sim.plot` (``throughput_svg(points)``,
   ``ratio_svg(points)``); CSV: :func:`pervma.sim.results.to_csv`.
 
+Processes mode is simulated in mean field beyond ``MEAN_FIELD_TASKS``
+processes: the processes share nothing but machine-wide resources, so four
+representative ones run and their demand on those resources is weighted by
+``tasks / 4`` (``Point.simulated_tasks`` says how many ran).
+
 The model runs with its debugging aids off (lockdep-style tracking, DEBUG_VM,
 KASAN poisoning): they change no behaviour the simulator measures, only the
 wall-clock time.  The simulated window is ``duration_ms`` after a warm-up of
@@ -34,6 +39,7 @@ from pervma.sim.results import Point
 from pervma.sim.workloads import get_workload
 
 KINDS = ("threads", "processes")
+MEAN_FIELD_TASKS = 4  # processes mode simulates at most this many processes
 
 
 def sim_config(preset: str, machine: Machine) -> Config:
@@ -72,16 +78,31 @@ def run_point(workload: str, preset: str = "universal", machine: str | Machine =
 
     wall0 = time.perf_counter()
     kern = _new_system(cfg)
-    built = build(workload, kern, kind, tasks, seed)
+    # Processes mode, mean field: processes share nothing but machine-wide
+    # resources (memory bandwidth, the zone lock), so a few representative
+    # processes stand for all of them, each of their requests to those
+    # resources weighted by tasks / simulated.
+    sim_tasks, weight = tasks, 1.0
+    placement = busy = None
+    if kind == "processes" and not w.extra_task and tasks > MEAN_FIELD_TASKS and cfg.SMP:
+        sim_tasks = MEAN_FIELD_TASKS
+        weight = tasks / sim_tasks
+        busy = mach.placement(tasks)
+        placement = [busy[i * tasks // sim_tasks] for i in range(sim_tasks)]
+    built = build(workload, kern, kind, sim_tasks, seed)
     win = None
     if trace_window_ms is not None:
         win = (trace_window_ms[0] * 1e6, trace_window_ms[1] * 1e6)
     drv = make_driver(built.coros, built.names, built.models, mach, cfg.SMP, cfg.PREEMPT,
-                      trace_window=win)
+                      placement=placement, trace_window=win, busy=busy, weight=weight)
     built.recorder.drv = drv
     try:
         point = measure(drv, built, kern, w.name, preset, mach.name, kind, tasks,
                         warm * 1e6, (warm + duration_ms) * 1e6)
+        point.simulated_tasks = sim_tasks
+        if weight != 1.0:
+            point.faults_per_s *= weight
+            point.churn_ops_per_s *= weight
     finally:
         drv.close()
     point.seed = seed

@@ -86,24 +86,29 @@ class _Loaded:
     utilisation is an exponentially weighted estimate of recent demand.  A
     request costs ``service * rho / (1 - rho)`` of queueing on top of its
     local time, so latency grows smoothly with load, as DRAM loaded-latency
-    curves do, instead of a hard knee."""
+    curves do, instead of a hard knee; a fluid queue of the same rate keeps the
+    total under the bandwidth when the machine is overloaded."""
 
-    __slots__ = ("busy", "last", "load", "tau")
+    __slots__ = ("busy", "fluid", "last", "load", "tau")
 
     def __init__(self, tau: float) -> None:
         self.tau = tau
         self.load = 0.0
         self.last = 0.0
         self.busy = 0.0
+        self.fluid = _Fluid()  # the hard ceiling: never more than the bandwidth
 
-    def wait(self, t: float, service: float) -> float:
+    def wait(self, t: float, service: float, weight: float = 1.0) -> float:
         dt = t - self.last
         if dt > 0.0:
             self.last = t
             self.load = self.load * (1.0 - dt / self.tau) if dt < self.tau else 0.0
-        self.load += service / self.tau
-        rho = self.load if self.load < 0.95 else 0.95
+        self.load += service * weight / self.tau
+        rho = self.load if self.load < 0.9 else 0.9
         w = service * rho / (1.0 - rho)
+        backlog = self.fluid.serve(t, service * weight) - service * weight
+        if backlog > w:
+            w = backlog
         self.busy += w
         return w
 
@@ -128,7 +133,11 @@ class CostModel:
         self.cpumask: dict[Hashable, int] = {}
         self.debt = [0.0] * m.cpus  # IPI handling owed by each CPU
         self.pcp_count = [0] * m.cpus
-        self.mem = _Loaded(tau=10_000.0)
+        self.mem = _Loaded(tau=20_000.0)
+        # Mean-field multiplier: each simulated request to a machine-wide
+        # resource stands for ``weight`` identical ones (processes mode runs a
+        # few representative processes for many; see pervma.sim.api).
+        self.weight = 1.0
         self.zone = _Fluid()
         self.page_service = PAGE_BYTES / m.mem_bandwidth_gbps  # ns per 4 KiB
         # accounting (ns)
@@ -196,7 +205,7 @@ class CostModel:
                 if self.pcp_count[cpu] >= self.m.pcp_batch:
                     self.pcp_count[cpu] = 0
                     hold = self.m.zone_lock_hold_ns
-                    done = self.zone.serve(t, hold)
+                    done = self.zone.serve(t, hold * self.weight) - hold * (self.weight - 1.0)
                     self.zone_wait_ns += done - hold
                     return self.atomic + done
             return self.atomic if write else self.hit
@@ -261,7 +270,7 @@ class CostModel:
         base = self.work.get(name, self.default_work) * self.scale[cpu]  # type: ignore[arg-type]
         if name == "clear_page" or name == "copy_page":
             service = self.page_service * (2.0 if name == "copy_page" else 1.0)
-            w = self.mem.wait(t, service)
+            w = self.mem.wait(t, service, self.weight)
             self.mem_wait_ns += w
             return base + w
         if name == "tlb_flush":

@@ -451,19 +451,23 @@ class TimedDriver:
 def make_driver(bodies: list, names: list[str], models: list, machine: Machine, smp: bool,
                 preempt: bool, placement: list[int] | None = None,
                 trace_window: tuple[float, float] | None = None,
-                costs_factory: Callable[..., CostModel] = CostModel) -> TimedDriver:
+                costs_factory: Callable[..., CostModel] = CostModel,
+                busy: list[int] | None = None, weight: float = 1.0) -> TimedDriver:
     """Build an Executor and a driver; ``placement`` defaults to the machine's
-    (one CPU under SMP=n)."""
+    (one CPU under SMP=n).  ``busy`` are the CPUs to count as running a task
+    for SMT slow-down (default: ``placement``); ``weight`` is the mean-field
+    multiplier of machine-wide demand (see :class:`CostModel`)."""
     n = len(bodies)
     if placement is None:
         placement = machine.placement(n) if smp else [0] * n
     scale = [1.0] * machine.cpus
     if smp and machine.threads_per_core > 1:
-        used = set(placement)
+        used = set(busy if busy is not None else placement)
         for c in used:
             sib = (c + machine.cores) % machine.cpus if c < machine.cores else c - machine.cores
             if sib in used:
                 scale[c] = machine.smt_work_factor
     costs = costs_factory(machine, smp, scale)
+    costs.weight = weight
     ex = Executor(bodies, names=names, models=models, record=False)
     return TimedDriver(ex, machine, costs, placement, preempt=preempt, trace_window=trace_window)

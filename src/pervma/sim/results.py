@@ -49,6 +49,7 @@ class Point:
     zone_wait_ms: float = 0.0
     fallbacks: int = 0  # faults that left the per-VMA path (abort + retry + miss)
     seed: int = 0
+    simulated_tasks: int = 0  # tasks actually run (processes mode: mean field)
     steps: int = 0
     wall_s: float = 0.0
     vmstat: dict[str, int] = field(default_factory=dict)
