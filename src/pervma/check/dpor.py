@@ -1,0 +1,220 @@
+"""Exhaustive stateless search: source-DPOR with sleep sets.
+
+Follows Abdulla, Aronis, Jonsson, Sagonas, "Source Sets: A Foundation for
+Optimal Dynamic Partial Order Reduction" (JACM 2017), Algorithm 1, run
+statelessly: every execution starts from a fresh :class:`Instance`, replays the
+chosen prefix and continues with the default choice (stay on the running
+thread, else the lowest runnable one).
+
+* Dependency is from :class:`~pervma.sched.Op` locations: two transitions
+  conflict when they touch a common location and one of them writes.
+* After each execution, every *direct* race ``e' < e`` (dependent, different
+  threads, no happens-before path through a third event) adds an initial of
+  ``notdep(e').e`` to the backtrack set before ``e'`` unless one is already
+  there or asleep.
+* Blocking: a thread whose pending step is disabled (waiting for a lock or a
+  condition) never executes that step in this execution, so it cannot show up
+  in a race.  As in Flanagan and Godefroid's DPOR, its pending step is
+  compared with the latest dependent event, and the thread (or, if it was not
+  runnable there, every runnable thread) is added before that event.
+* Sleep sets make the explored maximal executions pairwise inequivalent;
+  executions in which every runnable thread sleeps are cut and counted as
+  *pruned*.
+
+The search is complete when the stack empties with no budget hit and no
+execution cut by the livelock bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from pervma.check.engine import Acc, Event, Execution, dependent
+from pervma.check.search import Budget, Runner, Stats, settle
+
+
+@dataclass(slots=True)
+class _Node:
+    enabled: list[int]
+    prev: int | None
+    sleep: dict[int, Acc]
+    backtrack: set[int]
+    chosen: int
+    event: Event | None = None
+    explored: set[int] = field(default_factory=set)
+
+
+def explore(runner: Runner, budget: Budget, stats: Stats | None = None) -> Stats:
+    stats = stats or Stats("dpor")
+    budget.start()
+    stack: list[_Node] = []
+    start = 0  # index of the first event whose races are not yet analysed
+    conservative = 0
+    while True:
+        run = runner.execution()
+        for node in stack:
+            node.event = run.take(node.chosen)
+        blocked_seen: set[tuple[int, int]] = set()
+        sleep_blocked = False
+        while True:
+            enabled = run.runnable()
+            if len(run.events) > start or not stack:
+                conservative += _blocked_rule(run, stack, blocked_seen)
+            if not enabled:
+                break
+            if stack:
+                parent = stack[-1]
+                pacc = parent.event.acc if parent.event else {}
+                sleep = {q: a for q, a in parent.sleep.items() if not dependent(a, pacc)}
+            else:
+                sleep = {}
+            cands = [t for t in enabled if t not in sleep]
+            if not cands:
+                sleep_blocked = True
+                break
+            cur = run.cur
+            choice = cur if cur in cands else cands[0]
+            node = _Node(enabled, cur, sleep, {choice}, choice)
+            stack.append(node)
+            node.event = run.take(choice)
+        if run.livelock is not None:  # the cut-off threads still race with what ran
+            conservative += _blocked_rule(run, stack, blocked_seen, everyone=True)
+        conservative += _races(run, stack, start)
+        if sleep_blocked:
+            run.ex.close()
+            stats.pruned += 1
+            stats.steps += len(run.schedule)
+        else:
+            outcome = run.end()
+            settle(stats, run, outcome)
+            if outcome == "livelock" and "livelock" not in stats.incomplete:
+                stats.incomplete.append("livelock")
+        budget.tick(stats)
+        if stats.found is not None:
+            stats.incomplete.append("stopped at the first violation")
+            break
+        # Next backtrack point: the deepest node with an unexplored, awake choice.
+        nxt = None
+        while stack:
+            node = stack[-1]
+            assert node.event is not None
+            node.explored.add(node.chosen)
+            node.sleep[node.chosen] = node.event.acc
+            todo = [t for t in node.backtrack if t not in node.sleep]
+            if todo:
+                nxt = node.prev if node.prev in todo else min(todo)
+                break
+            stack.pop()
+        if nxt is None:
+            break
+        stack[-1].chosen = nxt
+        start = len(stack) - 1
+        reason = budget.exhausted(stats)
+        if reason is not None:
+            stats.incomplete.append(reason)
+            break
+    if conservative:
+        stats.notes.append(f"{conservative} conservative backtrack point(s) "
+                           "(a race with a thread that was not runnable there)")
+    stats.complete = not stats.incomplete
+    stats.stop_clock()
+    return stats
+
+
+def _add(node: _Node, initials: list[int], prefer: int) -> int:
+    """Add one of ``initials`` to the node's backtrack set; 1 if conservative."""
+    bt = node.backtrack
+    for t in initials:
+        if t in bt or t in node.sleep:
+            return 0
+    if prefer in initials and prefer in node.enabled:
+        bt.add(prefer)
+        return 0
+    for t in initials:
+        if t in node.enabled:
+            bt.add(t)
+            return 0
+    bt.update(t for t in node.enabled if t not in node.sleep)
+    return 1
+
+
+def _races(run: Execution, stack: list[_Node], start: int) -> int:
+    events = run.events
+    n = run.n
+    conservative = 0
+    last_write: dict[Hashable, int] = {}
+    reads: dict[Hashable, list[int]] = {}
+    prev_clock: list[list[int]] = [[0] * n for _ in range(n)]
+    for i, e in enumerate(events):
+        if i >= start:
+            cands: set[int] = set()
+            for loc, w in e.acc.items():
+                j = last_write.get(loc)
+                if j is not None:
+                    cands.add(j)
+                if w:
+                    cands.update(reads.get(loc, ()))
+            if cands:
+                pc = prev_clock[e.tid]
+                order = sorted(cands)
+                for k, c in enumerate(order):
+                    ec = events[c]
+                    if ec.tid == e.tid or pc[ec.tid] >= ec.seq:
+                        continue
+                    if any(events[c2].clock[ec.tid] >= ec.seq for c2 in order[k + 1:]):
+                        continue
+                    conservative += _reverse(events, stack, c, i)
+        for loc, w in e.acc.items():
+            if w:
+                last_write[loc] = i
+                reads[loc] = []
+            else:
+                reads.setdefault(loc, []).append(i)
+        prev_clock[e.tid] = e.clock
+    return conservative
+
+
+def _reverse(events: list[Event], stack: list[_Node], c: int, i: int) -> int:
+    """Race ``events[c] < events[i]``: schedule an initial of notdep(c).e before c."""
+    ec = events[c]
+    e = events[i]
+    t0, s0 = ec.tid, ec.seq
+    first: dict[int, int] = {}
+    for j in range(c + 1, i):
+        f = events[j]
+        if f.clock[t0] >= s0:
+            continue
+        if f.tid not in first:
+            first[f.tid] = j
+    if e.tid not in first:
+        first[e.tid] = i
+    initials = []
+    for t, j in first.items():
+        clock = events[j].clock
+        if all(not (ju < j and clock[u] >= events[ju].seq) for u, ju in first.items() if u != t):
+            initials.append(t)
+    return _add(stack[c], initials, e.tid)
+
+
+def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]],
+                  everyone: bool = False) -> int:
+    """A disabled thread's pending step races with the latest dependent event
+    (with ``everyone``, so does every unfinished thread's)."""
+    conservative = 0
+    events = run.events
+    for task in run.ex.tasks:
+        if task.done or task.pending is None or (task.pending.is_enabled() and not everyone):
+            continue
+        accs = run.pending_access(task.tid)
+        if not accs:
+            continue
+        j = max(run.last_dependent(loc, w) for loc, w in accs)
+        if j < 0 or (j, task.tid) in seen:
+            continue
+        seen.add((j, task.tid))
+        ej = events[j]
+        if ej.tid == task.tid or run.thread_clock(task.tid)[ej.tid] >= ej.seq:
+            continue
+        conservative += _add(stack[j], [task.tid], task.tid)
+    return conservative

@@ -1,0 +1,355 @@
+"""One execution of a scenario under the checker's control.
+
+:class:`Execution` wraps an :class:`~pervma.sched.Executor` and advances it by
+*transitions*: on an SMP preset a transition is one primitive step; on a
+one-CPU preset it is the run of steps from one switch point to the next, so
+the thread keeps the CPU while it is not preemptible (``preempt_count > 0``,
+or always when ``PREEMPT=n``) and gives it up only where it sleeps, blocks or
+finishes.  That makes "where the model allows a switch" a property of the
+exploration for every strategy: at every transition boundary any runnable
+thread may run.  Steps that touch nothing shared (``OpKind.LOCAL``) are folded
+into the preceding transition.
+
+Each transition becomes an :class:`Event` with the locations it touched and a
+vector clock (happens-before from program order and from dependent accesses:
+same location, at least one writes), which DPOR and the trace statistics use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from pervma.check.scenario import Instance
+from pervma.config import Config
+from pervma.sched import Executor, Op, OpKind, Violation
+
+#: Per-thread step bound used when a scenario sets none.  A retry or wait loop
+#: that runs a thread past this many primitive steps in one execution cuts the
+#: execution and makes the run incomplete (the "livelock bound").
+DEFAULT_MAX_STEPS = 4000
+
+Acc = dict[Hashable, bool]  # location -> written?
+
+_LOCAL = OpKind.LOCAL
+
+
+def op_access(op: Op) -> list[tuple[Hashable, bool]]:
+    """The (location, writes) pairs a step touches (``Op.also`` included)."""
+    if op.loc is None:
+        return []
+    w = op.kind.writes
+    also = getattr(op, "also", None)
+    return [(op.loc, w)] if also is None else [(op.loc, w), (also, w)]
+
+
+def dependent(a: Acc, b: Acc) -> bool:
+    if len(a) > len(b):
+        a, b = b, a
+    for loc, w in a.items():
+        w2 = b.get(loc)
+        if w2 is not None and (w or w2):
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class Event:
+    """One transition: thread, per-thread sequence number (1-based), accesses."""
+
+    tid: int
+    seq: int
+    acc: Acc
+    nsteps: int
+    clock: list[int]
+    preemption: bool
+
+
+class Execution:
+    """Drive one fresh :class:`Instance` transition by transition."""
+
+    def __init__(self, inst: Instance, cfg: Config, max_steps: int = DEFAULT_MAX_STEPS,
+                 snapshots: bool = False) -> None:
+        self.inst = inst
+        self.one_cpu = not cfg.SMP
+        self.preempt = cfg.PREEMPT
+        self.max_steps = max_steps
+        self.ex = Executor(inst.bodies, names=inst.names, models=inst.models, record=snapshots)
+        self.n = len(self.ex.tasks)
+        self.schedule: list[int] = []  # tid of every primitive step
+        self.events: list[Event] = []
+        self.cur: int | None = None
+        self.preemptions = 0
+        self.violation: Violation | None = self.ex.violation
+        self.livelock: tuple[str, int] | None = None
+        self.snapshots: list[str] | None = [] if snapshots else None
+        self._clock = [[0] * self.n for _ in range(self.n)]
+        self._last_write: dict[Hashable, int] = {}
+        self._reads: dict[Hashable, list[int]] = {}
+        self._finished = False
+
+    # -- queries ------------------------------------------------------------
+    def runnable(self) -> list[int]:
+        if self.violation is not None or self.livelock is not None:
+            return []
+        return [t.tid for t in self.ex.tasks if t.runnable()]
+
+    def over(self) -> bool:
+        return not self.runnable()
+
+    def pending_access(self, tid: int) -> list[tuple[Hashable, bool]]:
+        op = self.ex.tasks[tid].pending
+        return [] if op is None else op_access(op)
+
+    def thread_clock(self, tid: int) -> list[int]:
+        return self._clock[tid]
+
+    def is_preemption(self, tid: int) -> bool:
+        """Would running ``tid`` now switch away from a thread that could go on?"""
+        cur = self.cur
+        if cur is None or cur == tid:
+            return False
+        return self.ex.tasks[cur].runnable()
+
+    # -- the one operation ----------------------------------------------------
+    def take(self, tid: int) -> Event:
+        """Run thread ``tid`` for one transition and record it as an event."""
+        ex = self.ex
+        task = ex.tasks[tid]
+        pre = self.is_preemption(tid)
+        if pre:
+            self.preemptions += 1
+        acc: Acc = {}
+        nsteps = 0
+        while True:
+            op = ex.step(tid)
+            nsteps += 1
+            self.schedule.append(tid)
+            if op.loc is not None:
+                w = op.kind.writes
+                acc[op.loc] = w or acc.get(op.loc, False)
+                also = getattr(op, "also", None)
+                if also is not None:
+                    acc[also] = w or acc.get(also, False)
+            if self.snapshots is not None:
+                self.snapshots.append(self._snap())
+            if ex.violation is not None:
+                self.violation = ex.violation
+                break
+            if task.steps > self.max_steps:
+                self.livelock = (task.name, task.steps)
+                break
+            nxt = task.pending
+            if task.done or nxt is None:
+                break
+            if nxt.kind is _LOCAL and nxt.enabled is None:
+                continue  # invisible step: fold it in
+            if not self.one_cpu or not nxt.is_enabled() or nxt.sleeps:
+                break
+            if self.preempt and task.preempt_count == 0:
+                break
+        self.cur = tid
+        ev = self._record(tid, acc, nsteps, pre)
+        if self.violation is None and self.livelock is None and ex.finished():
+            self._finish()
+        return ev
+
+    def _snap(self) -> str:
+        snap = self.inst.snapshot
+        if snap is None:
+            return ""
+        try:
+            return snap()
+        except Exception as exc:  # a snapshot must never hide the real outcome
+            return f"<snapshot failed: {exc!r}>"
+
+    def _record(self, tid: int, acc: Acc, nsteps: int, pre: bool) -> Event:
+        idx = len(self.events)
+        clock = list(self._clock[tid])
+        seq = clock[tid] + 1
+        clock[tid] = seq
+        events = self.events
+        lw = self._last_write
+        reads = self._reads
+        for loc, w in acc.items():
+            j = lw.get(loc)
+            if j is not None:
+                c = events[j].clock
+                for k in range(self.n):
+                    if c[k] > clock[k]:
+                        clock[k] = c[k]
+            if w:
+                for j in reads.get(loc, ()):
+                    c = events[j].clock
+                    for k in range(self.n):
+                        if c[k] > clock[k]:
+                            clock[k] = c[k]
+        for loc, w in acc.items():
+            if w:
+                lw[loc] = idx
+                reads[loc] = []
+            else:
+                reads.setdefault(loc, []).append(idx)
+        self._clock[tid] = clock
+        ev = Event(tid, seq, acc, nsteps, clock, pre)
+        events.append(ev)
+        return ev
+
+    def last_dependent(self, loc: Hashable, writes: bool) -> int:
+        """Index of the latest event dependent with an access, or -1."""
+        best = self._last_write.get(loc, -1)
+        if writes:
+            rs = self._reads.get(loc)
+            if rs:
+                best = max(best, rs[-1])
+        return best
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        fin = self.inst.finish
+        if fin is None:
+            return
+        try:
+            fin()
+        except Violation as v:
+            self.violation = v
+
+    def end(self) -> str:
+        """Settle the outcome once no thread can run: ``done``, ``violation``,
+        ``deadlock`` or ``livelock``.  Closes unfinished coroutines."""
+        ex = self.ex
+        if self.violation is None and self.livelock is None:
+            if ex.finished():
+                self._finish()
+            else:
+                dl = ex.deadlock()
+                if dl is not None:
+                    self.violation = dl
+        ex.close()
+        if self.violation is not None:
+            return "violation"
+        if self.livelock is not None:
+            return "livelock"
+        return "done"
+
+    def trace_key(self) -> tuple[int, ...]:
+        """Canonical representative of this execution's Mazurkiewicz trace:
+        the least topological order (lowest thread first) of happens-before."""
+        per: list[list[Event]] = [[] for _ in range(self.n)]
+        for ev in self.events:
+            per[ev.tid].append(ev)
+        emitted = [0] * self.n
+        out: list[int] = []
+        total = len(self.events)
+        while len(out) < total:
+            for t in range(self.n):
+                i = emitted[t]
+                if i >= len(per[t]):
+                    continue
+                c = per[t][i].clock
+                if all(emitted[u] >= c[u] for u in range(self.n) if u != t):
+                    emitted[t] += 1
+                    out.append(t)
+                    break
+            else:  # pragma: no cover - clocks are always consistent
+                raise RuntimeError("inconsistent vector clocks")
+        return tuple(out)
+
+
+@dataclass(slots=True)
+class Replayed:
+    """What a step-by-step replay produced."""
+
+    ex: Executor
+    violation: Violation | None
+    outcome: str
+    schedule: list[int]  # the steps actually taken
+    preemptions: int
+    preempted_at: list[int]  # step indices that were preemptions
+    snapshots: list[str]
+
+
+def replay(inst: Instance, cfg: Config, schedule: list[int], *, strict: bool = True,
+           snapshots: bool = False, max_steps: int = DEFAULT_MAX_STEPS) -> Replayed:
+    """Run ``schedule`` (one thread index per primitive step) step by step.
+
+    With ``strict`` a step whose thread cannot run, or a switch the preset
+    does not allow (on one CPU: away from a non-preemptible thread that could
+    go on), raises :class:`~pervma.errors.ScenarioError`; without it such
+    entries are skipped.  After the schedule the remaining threads run
+    without preemption (the running one first, else the lowest index).
+    """
+    from pervma.errors import ScenarioError
+
+    ex = Executor(inst.bodies, names=inst.names, models=inst.models, record=True)
+    snaps: list[str] = []
+    taken: list[int] = []
+    pre_at: list[int] = []
+    one_cpu = not cfg.SMP
+    cur: int | None = None
+    violation = ex.violation
+    outcome = "done"
+
+    def may_switch(frm: int | None) -> bool:
+        if frm is None or not one_cpu:
+            return True
+        t = ex.tasks[frm]
+        if not t.runnable():
+            return True
+        op = t.pending
+        assert op is not None
+        if op.sleeps:
+            return True
+        return cfg.PREEMPT and t.preempt_count == 0
+
+    i = 0
+    while violation is None:
+        ready = ex.runnable()
+        if not ready:
+            break
+        if i < len(schedule):
+            tid = schedule[i]
+            i += 1
+            ok = 0 <= tid < len(ex.tasks) and tid in ready
+            if ok and tid != cur and not may_switch(cur):
+                ok = False
+                why = "is not allowed on this preset (the running thread is not preemptible)"
+            else:
+                why = "cannot run here"
+            if not ok:
+                if strict:
+                    ex.close()
+                    raise ScenarioError(f"replay step {i - 1}: thread {tid} {why}; the model or "
+                                        "scenario changed since the schedule was recorded")
+                continue
+        else:
+            tid = cur if cur is not None and cur in ready else ready[0]
+        if cur is not None and tid != cur and ex.tasks[cur].runnable():
+            pre_at.append(len(taken))
+        ex.step(tid)
+        taken.append(tid)
+        cur = tid
+        if snapshots:
+            try:
+                snaps.append(inst.snapshot() if inst.snapshot else "")
+            except Exception as exc:
+                snaps.append(f"<snapshot failed: {exc!r}>")
+        violation = ex.violation
+        if ex.tasks[tid].steps > max_steps:
+            outcome = "livelock"
+            break
+    if violation is None and outcome != "livelock":
+        if ex.finished():
+            if inst.finish is not None:
+                try:
+                    inst.finish()
+                except Violation as v:
+                    violation = v
+        else:
+            violation = ex.deadlock()
+    ex.close()
+    if violation is not None:
+        outcome = "violation"
+    return Replayed(ex, violation, outcome, taken, len(pre_at), pre_at, snaps)

@@ -1,0 +1,88 @@
+"""Scenarios: a config, a setup, and 2-4 model threads.
+
+A :class:`Scenario` is a recipe: ``build(cfg)`` returns a fresh
+:class:`Instance` (new system, new coroutines) every time it is called, and the
+same config always builds the same instance, so a stateless explorer can run
+the scenario again and again from scratch.  An instance carries the coroutines
+for the :class:`~pervma.sched.Executor`, an optional ``snapshot()`` (the lock
+state shown after each step of a counterexample) and an optional ``finish()``
+run once every thread has returned (end-of-run invariants; it reports through
+:func:`pervma.sched.violation`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pervma.config import Config
+from pervma.errors import UsageError
+
+
+@dataclass(slots=True)
+class Instance:
+    """One built scenario, ready to be driven once."""
+
+    bodies: Sequence[Coroutine[Any, Any, Any]]
+    names: Sequence[str]
+    models: Sequence[Any] | None = None
+    snapshot: Callable[[], str] | None = None
+    finish: Callable[[], None] | None = None
+
+
+@dataclass(slots=True)
+class Scenario:
+    """A named recipe for an :class:`Instance`.
+
+    ``presets`` lists the presets the scenario is meaningful under (all four
+    by default); ``bug`` names the catalogue entry this scenario exposes when
+    its switch is on; ``max_steps`` overrides the per-thread livelock bound.
+    """
+
+    name: str
+    doc: str
+    build: Callable[[Config], Instance]
+    presets: tuple[str, ...] = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
+    bug: str | None = None
+    max_steps: int | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    if scenario.name in _REGISTRY:
+        raise ValueError(f"scenario {scenario.name!r} registered twice")
+    _REGISTRY[scenario.name] = scenario
+    return scenario
+
+
+def scenario(name: str, doc: str, **kw: Any) -> Callable[[Callable[[Config], Instance]], Scenario]:
+    """Decorator form of :func:`register`."""
+
+    def wrap(build: Callable[[Config], Instance]) -> Scenario:
+        return register(Scenario(name, doc, build, **kw))
+
+    return wrap
+
+
+def _load() -> None:
+    # Import for the side effect of registering the library.
+    from pervma.check import scenarios  # noqa: F401
+
+
+def all_scenarios(include_toys: bool = False) -> list[Scenario]:
+    _load()
+    return [s for s in _REGISTRY.values() if include_toys or "toy" not in s.tags]
+
+
+def get_scenario(name: str) -> Scenario:
+    _load()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see 'pervma check --list'"
+    raise UsageError(f"unknown scenario {name!r}{hint}")

@@ -1,0 +1,14 @@
+"""The scenario library: importing this package registers every scenario.
+
+``toys`` holds small programs written directly with ``sched`` primitives
+(the checker's own oracles); ``kernel`` holds the per-VMA locking scenarios
+over the model's user API (registered only once the model is importable).
+"""
+
+import importlib.util
+
+from pervma.check.scenarios import toys  # noqa: F401
+
+if (importlib.util.find_spec("pervma.kernel.system") is not None
+        and importlib.util.find_spec("pervma.check.scenarios.kernel") is not None):
+    from pervma.check.scenarios import kernel  # noqa: F401

@@ -1,0 +1,117 @@
+"""What every strategy shares: the budget, the statistics and a found violation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pervma.check.engine import DEFAULT_MAX_STEPS, Execution
+from pervma.check.scenario import Instance, Scenario
+from pervma.config import Config
+
+
+@dataclass(slots=True)
+class Found:
+    """A violating execution: the primitive-step schedule that reproduces it."""
+
+    kind: str
+    message: str
+    schedule: list[int]
+    preemptions: int
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters every run reports.
+
+    ``executions`` counts maximal executions (run to the end, a violation,
+    a deadlock or the livelock bound); ``pruned`` counts executions cut short
+    because every runnable thread was in the sleep set (DPOR) or beyond the
+    preemption bound (bounded); ``traces`` holds one canonical key per
+    distinct Mazurkiewicz trace among the executions.
+    """
+
+    strategy: str
+    executions: int = 0
+    pruned: int = 0
+    steps: int = 0
+    traces: set[tuple[int, ...]] = field(default_factory=set)
+    complete: bool = False
+    incomplete: list[str] = field(default_factory=list)
+    found: Found | None = None
+    livelock: str | None = None
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    elapsed: float = 0.0
+    max_depth: int = 0
+
+    @property
+    def distinct(self) -> int:
+        return len(self.traces)
+
+    @property
+    def redundancy(self) -> float:
+        return self.executions / len(self.traces) if self.traces else 1.0
+
+    def stop_clock(self) -> None:
+        self.elapsed = time.perf_counter() - self.started
+
+
+@dataclass(slots=True)
+class Budget:
+    """Limits of one run; hitting one makes the run incomplete."""
+
+    max_executions: int | None = None
+    time_limit: float | None = None
+    progress: Callable[[Stats], None] | None = None
+    _deadline: float | None = None
+
+    def start(self) -> None:
+        if self.time_limit is not None:
+            self._deadline = time.perf_counter() + self.time_limit
+
+    def exhausted(self, stats: Stats) -> str | None:
+        if self.max_executions is not None and stats.executions + stats.pruned >= self.max_executions:
+            return f"stopped at --max-executions {self.max_executions}"
+        if self._deadline is not None and time.perf_counter() >= self._deadline:
+            return f"stopped at --time {self.time_limit:g}s"
+        return None
+
+    def tick(self, stats: Stats) -> None:
+        if self.progress is not None and (stats.executions + stats.pruned) % 64 == 0:
+            self.progress(stats)
+
+
+class Runner:
+    """Builds fresh executions of one scenario under one config."""
+
+    def __init__(self, scenario: Scenario, cfg: Config) -> None:
+        self.scenario = scenario
+        self.cfg = cfg
+        self.max_steps = scenario.max_steps or DEFAULT_MAX_STEPS
+
+    def instance(self) -> Instance:
+        return self.scenario.build(self.cfg)
+
+    def execution(self, snapshots: bool = False) -> Execution:
+        return Execution(self.instance(), self.cfg, self.max_steps, snapshots)
+
+
+def settle(stats: Stats, run: Execution, outcome: str, seed: int | None = None) -> None:
+    """Account one finished execution."""
+    stats.executions += 1
+    stats.steps += len(run.schedule)
+    if len(run.events) > stats.max_depth:
+        stats.max_depth = len(run.events)
+    stats.traces.add(run.trace_key())
+    if outcome == "violation" and stats.found is None:
+        v = run.violation
+        assert v is not None
+        stats.found = Found(v.kind, v.message, list(run.schedule), run.preemptions, seed)
+    elif outcome == "livelock" and stats.livelock is None:
+        assert run.livelock is not None
+        name, steps = run.livelock
+        stats.livelock = (f"{name} took more than {run.max_steps} steps in one execution "
+                          f"(livelock bound {run.max_steps})")

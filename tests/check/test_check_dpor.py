@@ -1,0 +1,152 @@
+"""DPOR oracles and a differential soundness test against naive enumeration."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pervma import sched
+from pervma.check import dpor, strategies
+from pervma.check.scenario import Instance, Scenario
+from pervma.check.scenarios.toys import ToyMemory, readers, writers
+from pervma.check.search import Budget, Runner
+from pervma.config import Config
+
+UNIVERSAL = Config.preset("universal")
+
+
+def _dpor(build, cfg=UNIVERSAL, **kw):
+    return dpor.explore(Runner(Scenario("t", "t", build, **kw), cfg), Budget())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_independent_writers_explore_exactly_one_execution(n: int) -> None:
+    st = _dpor(writers(n))
+    assert (st.executions, st.pruned, st.distinct, st.complete) == (1, 0, 1, True)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_one_writer_n_readers_explore_exactly_two_to_the_n(n: int) -> None:
+    st = _dpor(readers(n))
+    print(f"writer + {n} readers: {st.executions} executions, {st.distinct} distinct traces, "
+          f"redundancy {st.redundancy:.2f}, {st.pruned} pruned")
+    assert st.executions == 2 ** n
+    assert st.distinct == 2 ** n
+    assert st.redundancy <= 1.2
+    assert st.complete
+
+
+# -- differential test: DPOR reaches every outcome naive enumeration reaches --------
+
+def _random_program(seed: int):
+    rng = random.Random(seed)
+    nthreads = rng.randint(2, 3)
+    progs = []
+    for _ in range(nthreads):
+        ops = []
+        for _ in range(rng.randint(1, 4)):
+            r = rng.random()
+            var = rng.choice("xyz")
+            if r < 0.35:
+                ops.append(("load", var))
+            elif r < 0.7:
+                ops.append(("store", var))
+            elif r < 0.85:
+                ops.append(("inc", var))
+            else:
+                ops.append(("locked", var, rng.choice("ab")))
+        progs.append(ops)
+
+    def build(cfg: Config) -> Instance:
+        mem = ToyMemory()
+        seen: list[list[int]] = [[] for _ in progs]
+        outcomes = build.outcomes  # type: ignore[attr-defined]
+
+        def body(i: int, ops):  # type: ignore[no-untyped-def]
+            async def run() -> None:
+                for k, op in enumerate(ops):
+                    if op[0] == "load":
+                        seen[i].append(await mem.load(op[1]))
+                    elif op[0] == "store":
+                        await mem.store(op[1], 10 * i + k)
+                    elif op[0] == "inc":
+                        v = await mem.load(op[1])
+                        await mem.store(op[1], v + 1)
+                    else:
+                        await mem.lock(op[2])
+                        v = await mem.load(op[1])
+                        seen[i].append(v)
+                        await mem.store(op[1], v + 100)
+                        await mem.unlock(op[2])
+            return run()
+
+        def finish() -> None:
+            outcomes.add((tuple(sorted(mem.words.items())), tuple(tuple(s) for s in seen)))
+
+        return Instance([body(i, ops) for i, ops in enumerate(progs)],
+                        [f"T{i}" for i in range(len(progs))], finish=finish)
+
+    build.outcomes = set()  # type: ignore[attr-defined]
+    return build
+
+
+@pytest.mark.parametrize("preset", ["universal", "universal-up-nopreempt"])
+def test_dpor_reaches_every_outcome_of_naive_enumeration(preset: str) -> None:
+    cfg = Config.preset(preset)
+    for seed in range(60):
+        build = _random_program(seed)
+        sc = Scenario("rand", "random toy", build)
+        st = dpor.explore(Runner(sc, cfg), Budget())
+        assert st.complete and st.found is None
+        assert st.redundancy == 1.0
+        got = set(build.outcomes)
+        build.outcomes.clear()
+        naive = strategies.explore_bounded(Runner(sc, cfg), Budget(), max_bound=10_000)
+        assert naive.complete
+        assert got == build.outcomes, f"seed {seed}: DPOR missed outcomes"
+        assert st.executions <= naive.executions
+
+
+def test_one_cpu_presets_switch_only_where_the_model_allows() -> None:
+    from pervma.check.scenarios.toys import preempt_counter
+
+    smp = _dpor(preempt_counter)
+    assert smp.found is not None and smp.found.kind == "assertion"
+    for preset in ("universal-up", "universal-up-nopreempt"):
+        st = _dpor(preempt_counter, Config.preset(preset))
+        assert st.complete and st.found is None, preset
+
+
+def test_blocked_threads_still_race_lock_order_deadlock_found() -> None:
+    from pervma.check.scenarios.toys import lock_order
+
+    st = _dpor(lock_order)
+    assert st.found is not None and st.found.kind == "deadlock"
+    assert st.found.preemptions >= 1
+
+
+def test_livelock_bound_makes_the_run_incomplete() -> None:
+    from pervma.check.scenarios.toys import spinner
+
+    st = _dpor(spinner, max_steps=30)
+    assert not st.complete and "livelock" in st.incomplete
+    assert st.livelock is not None and "livelock bound 30" in st.livelock
+
+
+def test_sched_violation_in_a_thread_is_found() -> None:
+    def build(cfg: Config) -> Instance:
+        mem = ToyMemory()
+
+        async def a() -> None:
+            await mem.store("p", 1)
+            await mem.store("p", 0)
+
+        async def b() -> None:
+            if await mem.load("p") == 1:
+                sched.violation("KASAN: use-after-free", "saw the transient value")
+
+        return Instance([a(), b()], ["A", "B"])
+
+    st = _dpor(build)
+    assert st.found is not None and st.found.kind == "KASAN: use-after-free"
