@@ -16,8 +16,12 @@ off on a CPU with queued tasks, so time slices end at the right step.
 Blocking: a step whose ``enabled()`` is false parks the task on its location.
 After any writing step on a location, tasks parked there are re-checked; those
 now enabled resume after a wake-up latency: a line transfer if they were
-spinning (a spinlock, or an rwsem waiter within ``rwsem_spin_ns`` of
-optimistic spinning on an otherwise idle CPU), else ``wakeup_ns``.  Waits on
+spinning, else ``wakeup_ns``.  Spinning (on an otherwise idle CPU) follows the
+rwsem's optimistic spinning (performance.md 5.7): a spinlock waiter always
+spins; an rwsem writer handed the lock by a writer (``up_write``) spun on the
+running owner all along; any other rwsem waiter spins ``rwsem_spin_ns`` at
+most (writers on reader-owned locks) and then sleeps (readers do not spin
+since Linux 5.12, so a long wait means a sleep).  Waits on
 locations nobody writes through a step (``("rcu",)`` grace periods) are swept
 every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
@@ -219,7 +223,7 @@ class TimedDriver:
                     if writes[kind]:
                         loc = op.loc
                         if loc in waiters:
-                            self._wake(loc, t)
+                            self._wake(loc, t, op.label)
                     if sweep and steps % _SWEEP_EVERY == 0:
                         self._sweep(t)
                     if not rq[c]:
@@ -378,7 +382,7 @@ class TimedDriver:
         else:
             self.rq[c].append(tid)
 
-    def _wake(self, loc: Hashable, t: float) -> None:
+    def _wake(self, loc: Hashable, t: float, by: str = "") -> None:
         lst = self.waiters[loc]
         keep: list[int] = []
         tasks = self.tasks
@@ -388,19 +392,20 @@ class TimedDriver:
             if op is not None and not op.is_enabled():
                 keep.append(tid)
                 continue
-            self._resume(tid, t, op)
+            self._resume(tid, t, op, by)
         if keep:
             self.waiters[loc] = keep
         else:
             self.waiters.pop(loc, None)
             self.sweep.discard(loc)
 
-    def _resume(self, tid: int, t: float, op: Op | None) -> None:
+    def _resume(self, tid: int, t: float, op: Op | None, by: str = "") -> None:
         c = self.task_cpu[tid]
         waited = t - self.block_start[tid]
         if self.cpu_task[c] == tid and self.parked[c]:
             self.parked[c] = False
-            spinning = op is None or not op.sleeps or waited <= self.m.rwsem_spin_ns
+            spinning = (op is None or not op.sleeps or waited <= self.m.rwsem_spin_ns
+                        or ("down_write" in op.label and by.startswith("up_write")))
             lat = self.costs.transfer_ns() if spinning else self.m.wakeup_ns
             heapq.heappush(self.heap, (t + lat, c))
         else:
