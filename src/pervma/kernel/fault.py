@@ -70,10 +70,7 @@ def _result(fault: int) -> int:
     return 0
 
 
-async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
-                             user: bool = True) -> int:
-    """Models do_user_addr_fault() (x86, 7.x).  Returns 0 when the access
-    may be retried, else the si_code of the signal (SEGV_MAPERR/ACCERR)."""
+def _fault_flags(write: bool, exec_: bool, user: bool) -> int:
     flags = FAULT_FLAG_DEFAULT
     if write:
         flags |= FAULT_FLAG_WRITE
@@ -81,26 +78,52 @@ async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: boo
         flags |= FAULT_FLAG_INSTRUCTION
     if user:
         flags |= FAULT_FLAG_USER
-    tsk = current_task()
+    return flags
+
+
+async def _fault_under_vma_lock(mm: MmStruct, address: int, flags: int, write: bool, exec_: bool,
+                                arm64: bool) -> tuple[int | None, int]:
+    """The per-VMA fast path both handlers share.  Returns (result, flags):
+    result None means "take mmap_lock" (lookup failed, x86 access error, or
+    RETRY), else the si_code to deliver (0: done)."""
+    vma = await lock_vma_under_rcu(mm, address)
+    if vma is None:
+        return None, flags
+    if arm64:
+        if not vma.vm_flags & arm64_vm_flags(write, exec_):
+            # arm64 decides permission faults under the VMA lock.
+            await vma_end_read(vma)
+            count_vm_vma_lock_event(mm, "vma_lock_success")
+            return SEGV_ACCERR, flags
+    elif x86_access_error(write, exec_, vma):
+        # x86 re-judges access errors under mmap_lock, uncounted.
+        await vma_end_read(vma)
+        return None, flags
+    fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
+    if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
+        await vma_end_read(vma)
+    if not fault & VM_FAULT_RETRY:
+        count_vm_vma_lock_event(mm, "vma_lock_success")
+        return _result(fault), flags
+    count_vm_vma_lock_event(mm, "vma_lock_retry")
+    if fault & VM_FAULT_MAJOR:
+        flags |= FAULT_FLAG_TRIED
+    if current_task().fatal_signal:
+        return 0, flags
+    return None, flags
+
+
+async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                             user: bool = True) -> int:
+    """Models do_user_addr_fault() (x86, 7.x).  Returns 0 when the access
+    may be retried, else the si_code of the signal (SEGV_MAPERR/ACCERR)."""
+    flags = _fault_flags(write, exec_, user)
     await work("trap")
     count_vm_event(mm, "pgfault")
     if flags & FAULT_FLAG_USER:
-        vma = await lock_vma_under_rcu(mm, address)
-        if vma is not None:
-            if x86_access_error(write, exec_, vma):
-                await vma_end_read(vma)
-            else:
-                fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
-                if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
-                    await vma_end_read(vma)
-                if not fault & VM_FAULT_RETRY:
-                    count_vm_vma_lock_event(mm, "vma_lock_success")
-                    return _result(fault)
-                count_vm_vma_lock_event(mm, "vma_lock_retry")
-                if fault & VM_FAULT_MAJOR:
-                    flags |= FAULT_FLAG_TRIED
-                if tsk.fatal_signal:
-                    return 0
+        result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64=False)
+        if result is not None:
+            return result
     return await _lock_mmap(mm, address, flags, write, exec_, arm64=False)
 
 
@@ -134,34 +157,13 @@ async def do_page_fault(mm: MmStruct, address: int, write: bool, exec_: bool = F
                         user: bool = True) -> int:
     """Models do_page_fault() (arm64, 7.x): a missing permission is decided
     under the VMA lock and counted as SUCCESS."""
-    flags = FAULT_FLAG_DEFAULT
-    if write:
-        flags |= FAULT_FLAG_WRITE
-    if exec_:
-        flags |= FAULT_FLAG_INSTRUCTION
-    if user:
-        flags |= FAULT_FLAG_USER
-    tsk = current_task()
+    flags = _fault_flags(write, exec_, user)
     await work("trap")
     count_vm_event(mm, "pgfault")
     if flags & FAULT_FLAG_USER:
-        vma = await lock_vma_under_rcu(mm, address)
-        if vma is not None:
-            if not vma.vm_flags & arm64_vm_flags(write, exec_):
-                await vma_end_read(vma)
-                count_vm_vma_lock_event(mm, "vma_lock_success")
-                return SEGV_ACCERR
-            fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
-            if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
-                await vma_end_read(vma)
-            if not fault & VM_FAULT_RETRY:
-                count_vm_vma_lock_event(mm, "vma_lock_success")
-                return _result(fault)
-            count_vm_vma_lock_event(mm, "vma_lock_retry")
-            if fault & VM_FAULT_MAJOR:
-                flags |= FAULT_FLAG_TRIED
-            if tsk.fatal_signal:
-                return 0
+        result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64=True)
+        if result is not None:
+            return result
     return await _lock_mmap(mm, address, flags, write, exec_, arm64=True)
 
 

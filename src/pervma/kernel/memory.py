@@ -190,11 +190,15 @@ async def do_anonymous_page(vmf: VmFault) -> int:
 async def filemap_get_page(vmf: VmFault) -> Page | int:
     """filemap_fault(): the page from the page cache, or read it in.  Reading
     drops the fault lock first (maybe_unlock_mmap_for_io), sleeps for the
-    I/O and returns RETRY so the fault is taken again."""
+    I/O and returns RETRY so the fault is taken again.  A page at or beyond
+    the end of the file is SIGBUS (filemap_fault's max_idx check; shmem_fault
+    likewise): e.g. a shared anonymous mapping grown by mremap."""
     vma = vmf.vma
     file = vma.vm_file
     assert file is not None
     index = linear_page_index(vma, vmf.address)
+    if index >= file.npages:
+        return VM_FAULT_SIGBUS
     mm = vma.vm_mm
     await step(Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio"))
     page = file.pages.get(index)
@@ -229,13 +233,19 @@ async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
     return page
 
 
+async def __do_fault(vmf: VmFault) -> Page | int:
+    """->fault for a file VMA: only drivers with ->map_pages may fault under
+    the VMA lock (vmf_can_call_fault); then the page-cache lookup."""
+    if not vmf_can_call_fault(vmf):
+        await vma_end_read(vmf.vma)
+        return VM_FAULT_RETRY
+    return await filemap_get_page(vmf)
+
+
 async def do_read_fault(vmf: VmFault) -> int:
     vma = vmf.vma
     mm = vma.vm_mm
-    if not vmf_can_call_fault(vmf):
-        await vma_end_read(vma)
-        return VM_FAULT_RETRY
-    page = await filemap_get_page(vmf)
+    page = await __do_fault(vmf)
     if isinstance(page, int):
         return page
     ptl = mm.ptl(vmf.address)
@@ -258,7 +268,7 @@ async def do_cow_fault(vmf: VmFault) -> int:
     ret = await vmf_anon_prepare(vmf)
     if ret:
         return ret
-    src = await filemap_get_page(vmf)
+    src = await __do_fault(vmf)
     if isinstance(src, int):
         return src
     page = await alloc_page(mm, zero=False)
@@ -280,10 +290,7 @@ async def do_cow_fault(vmf: VmFault) -> int:
 async def do_shared_fault(vmf: VmFault) -> int:
     vma = vmf.vma
     mm = vma.vm_mm
-    if not vmf_can_call_fault(vmf):
-        await vma_end_read(vma)
-        return VM_FAULT_RETRY
-    page = await filemap_get_page(vmf)
+    page = await __do_fault(vmf)
     if isinstance(page, int):
         return page
     ptl = mm.ptl(vmf.address)
