@@ -319,7 +319,7 @@ class Thread:
             pte = mm.pgtable.get(vpn)
             await step(Op(OpKind.WRITE if write else OpKind.READ, ("pte", mm.id, vpn),
                           "user store" if write else "user load",
-                          also=("page", pte.page.pfn) if pte is not None else None))
+                          also=("page", pte.page.pfn) if pte is not None else None, user=True))
             pte = mm.pgtable.get(vpn)
             if pte is not None and pte.readable and (pte.writable or not write):
                 page = pte.page

@@ -53,6 +53,7 @@ class Op:
     work: str | None = None
     sleeps: bool = False
     also: Location | None = None  # a second location the same step touches
+    user: bool = False  # taken in user mode (an access, or the entry of a trap/syscall)
 
 
     def is_enabled(self) -> bool:
@@ -111,5 +112,9 @@ def block(loc: Location | None, label: str, enabled: Callable[[], bool],
 
 
 def work(name: str, label: str | None = None) -> _Step:
-    """A step of local work: no shared location, a cost for the simulator."""
-    return _Step(Op(OpKind.LOCAL, None, label or name, None, name))
+    """A step of local work: no shared location, a cost for the simulator.
+    ``trap``, ``syscall`` and ``user`` work starts in user mode."""
+    return _Step(Op(OpKind.LOCAL, None, label or name, None, name, user=name in USER_WORK))
+
+
+USER_WORK = frozenset({"trap", "syscall", "user"})
