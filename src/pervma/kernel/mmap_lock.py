@@ -237,6 +237,9 @@ async def vma_start_read_locked(vma: VmAreaStruct) -> bool:
     return True
 
 
+vma_start_read_locked_nested = vma_start_read_locked  # lockdep subclass only
+
+
 async def vma_end_read(vma: VmAreaStruct) -> None:
     if not _per_vma(vma.vm_mm):
         return
@@ -370,6 +373,12 @@ def vma_assert_locked(vma: VmAreaStruct) -> None:
         debug.report("WARNING: vma_assert_locked", f"{vma} is detached")
     elif cnt == 1 and not (mm.mmap_lock.writer is not None and vma.vm_lock_seq == mm.mm_lock_seq.sequence):
         debug.report("WARNING: vma_assert_locked", f"{vma} is neither read- nor write-locked")
+
+
+def vma_assert_stabilised(vma: VmAreaStruct) -> None:
+    """7.x: the VMA cannot change under us: mmap_lock held, or a VMA lock."""
+    if not vma.vm_mm.mmap_lock.is_locked():
+        vma_assert_locked(vma)
 
 
 async def vma_mark_attached(vma: VmAreaStruct) -> None:
