@@ -28,6 +28,8 @@ class Plan:
     bugs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     titles: dict[str, str] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    run_time_limit: float = 0.0
+    bug_time_limit: float = 0.0
 
 
 def plan(s: Settings) -> Plan:
@@ -46,16 +48,20 @@ def plan(s: Settings) -> Plan:
     if not scenarios and not p.errors:
         p.errors.append(("scenario library", "the checker has no (non-toy) scenarios "
                          "registered, so there is nothing to check"))
-    common = {"max_executions": s.check_max_executions, "time_limit": s.check_time_limit,
+    pairs = [(sc.name, pre) for sc in scenarios for pre in s.check_presets
+             if pre in sc.presets]
+    share = s.check_cpu_budget / max(1, len(pairs) + len(CATALOGUE)) \
+        if s.check_cpu_budget else float("inf")
+    p.run_time_limit = max(1.0, min(s.check_time_limit, share))
+    p.bug_time_limit = max(1.0, min(s.bug_time_limit, share))
+    common = {"max_executions": s.check_max_executions, "time_limit": p.run_time_limit,
               "seed": s.check_seed}
-    for sc in scenarios:
-        for pre in s.check_presets:
-            if pre in sc.presets:
-                p.runs.append((f"{sc.name}.{pre}", dict(common, scenario=sc.name, preset=pre)))
+    for name, pre in pairs:
+        p.runs.append((f"{name}.{pre}", dict(common, scenario=name, preset=pre)))
     for e in CATALOGUE.values():
         p.titles[e.id] = e.title
         p.bugs.append((e.id, {"bug": e.id, "max_executions": s.bug_max_executions,
-                              "time_limit": s.bug_time_limit, "seed": s.check_seed}))
+                              "time_limit": p.bug_time_limit, "seed": s.check_seed}))
     return p
 
 
@@ -82,10 +88,12 @@ def build(p: Plan, results: dict[str, dict[str, Any]], s: Settings) -> Section:
     sec = Section("correctness", "Correctness: every scenario, every preset, every known bug")
     sec.add(H.tag("p", f"Source-DPOR exploration of each scenario (pervma check SCENARIO "
                   f"--preset P --max-executions {s.check_max_executions} --time "
-                  f"{s.check_time_limit:g}); a run is complete when every interleaving class "
+                  f"{p.run_time_limit:g}); a run is complete when every interleaving class "
                   "was explored within the budget. The bug catalogue runs each bug's scenario "
                   f"with its switch on (pervma check --bug ID --max-executions "
-                  f"{s.bug_max_executions} --time {s.bug_time_limit:g})."))
+                  f"{s.bug_max_executions} --time {p.bug_time_limit:g})."
+                  + (f" The time limits share a budget of {s.check_cpu_budget:g} CPU seconds."
+                     if s.check_cpu_budget else "")))
     for what, msg in p.errors:
         sec.fail(what, msg)
     _render_runs(sec, p, results)

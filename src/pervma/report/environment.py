@@ -63,7 +63,9 @@ def facts(settings: Settings, out_dir: Path, started: str, elapsed: float,
         ("profile", s.name + ("; " + "; ".join(s.notes) if s.notes else "")),
         ("checker", f"presets {', '.join(s.check_presets)}; DPOR, at most "
          f"{s.check_max_executions} executions or {s.check_time_limit:g} s per run; bugs: "
-         f"{s.bug_max_executions} executions or {s.bug_time_limit:g} s"),
+         f"{s.bug_max_executions} executions or {s.bug_time_limit:g} s"
+         + (f"; time limits share {s.check_cpu_budget:g} CPU s (see Correctness)"
+            if s.check_cpu_budget else "")),
         ("simulator", f"workloads {', '.join(s.sim_workloads)}; presets "
          f"{', '.join(s.sim_presets)}; tasks {','.join(map(str, s.sim_tasks))}; "
          f"{s.sim_duration_ms:g} ms simulated per point"),
@@ -77,12 +79,19 @@ def facts(settings: Settings, out_dir: Path, started: str, elapsed: float,
 
 
 def build(settings: Settings, out_dir: Path, started: str, elapsed: float,
-          section_times: dict[str, float]) -> Section:
+          section_times: dict[str, float],
+          timings: list[tuple[str, str, float]] | None = None) -> Section:
     sec = Section("environment", "Environment")
     with sec.guard("environment"):
         rows = facts(settings, out_dir, started, elapsed, section_times)
         sec.add(H.table(["what", "value"], [list(r) for r in rows], numeric=False))
         sec.csv["environment.csv"] = _csv(rows)
+        if timings:
+            sec.csv["timings.csv"] = "section,job,seconds\n" + "".join(
+                f"{a},{b},{c:.3f}\n" for a, b, c in timings)
+            slow = ", ".join(f"{b} {c:.1f} s" for _, b, c in timings[:5])
+            sec.add(H.tag("p", H.join(["Slowest jobs: ", slow, " (all: ",
+                                       H.link("timings.csv", "timings.csv"), ")."]), "muted"))
         sec.summary.append(f"pervma {__version__} on {platform.uname().release}; "
                            f"profile {settings.name}; {elapsed:.1f} s")
     return sec

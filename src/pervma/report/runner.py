@@ -113,12 +113,14 @@ def build_report(out: str | Path, settings: Settings, jobs: int = 1, force: bool
         times[key] = sum(r.get("seconds", 0.0) for j in job_list if j.section == key
                          for r in [results.get(j.tag, {})])
     times["checker+simulator wall"] = wall
+    timings = sorted(((j.section, j.tag, results.get(j.tag, {}).get("seconds", 0.0))
+                      for j in job_list), key=lambda r: -r[2])
     corr_sec = correctness.build(cplan, results, settings)
     corr_sec.seconds = times["correctness"]
     perf_sec = performance.build(pplan, results, settings)
     perf_sec.seconds = times["performance"]
     elapsed = time.perf_counter() - t0
-    env_sec = environment.build(settings, d, started, elapsed, times)
+    env_sec = environment.build(settings, d, started, elapsed, times, timings)
     sections = [cost_sec, corr_sec, perf_sec, env_sec]
     files = write(d, sections, started, settings)
     return ReportResult(d, sections, time.perf_counter() - t0, files)

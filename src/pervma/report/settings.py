@@ -25,6 +25,10 @@ class Settings:
     sim_duration_ms: float
     sim_machine: str
     sim_seed: int
+    # CPU seconds all check runs may share: each run's time limit is at most
+    # check_cpu_budget / number of runs (and at least 1 s), so the section's
+    # wall time stays bounded however many scenarios the library grows.
+    check_cpu_budget: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, Any]:
@@ -39,6 +43,7 @@ DEFAULT = Settings(
     sim_workloads=("shared", "private", "page_fault1", "mmap1"),
     sim_presets=("legacy", "universal"),
     sim_tasks=(1, 2, 4, 8, 12, 16), sim_duration_ms=2.0, sim_machine="xeon16", sim_seed=0,
+    check_cpu_budget=300.0,
 )
 
 QUICK = Settings(
@@ -49,6 +54,7 @@ QUICK = Settings(
     sim_workloads=("shared", "private"),
     sim_presets=("legacy", "universal"),
     sim_tasks=(1, 4, 16), sim_duration_ms=1.0, sim_machine="xeon16", sim_seed=0,
+    check_cpu_budget=70.0,
     notes=("--quick: two presets for the checker, small execution budgets, two workloads, "
            "three task counts and a 1 ms simulated window",),
 )
