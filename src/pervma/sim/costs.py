@@ -23,6 +23,11 @@ Which line a location lives on (:meth:`CostModel.line_key`):
   machine-wide lock, a fluid server of ``zone_lock_hold_ns`` per refill.
 * anything else: the location itself.
 
+The end of an mmap_lock write session (``up_write``/``downgrade_write``)
+also costs ``mmap_work_ns``/``munmap_work_ns``: the syscalls' bookkeeping the
+model does not spell out as steps (a stopgap that switches itself off once the
+model emits ``mmap_work``/``munmap_work`` work steps).
+
 Work (``op.work``) costs the machine's value for that name, scaled on SMT
 siblings that share a busy core; unknown names cost ``default_work_ns``.
 ``clear_page``/``copy_page`` also queue for machine-wide memory bandwidth
@@ -40,6 +45,7 @@ from pervma.sched import Op, OpKind
 from pervma.sim.machine import Machine
 
 _LOCAL = OpKind.LOCAL
+_RELEASE = OpKind.RELEASE
 _READ = OpKind.READ
 _BLOCK = OpKind.BLOCK
 _PERCPU = ("rcu", "lru", "zone", "page")
@@ -138,6 +144,9 @@ class CostModel:
         # resource stands for ``weight`` identical ones (processes mode runs a
         # few representative processes for many; see pervma.sim.api).
         self.weight = 1.0
+        # Until the model emits mmap_work/munmap_work steps, charge them at the
+        # end of each mmap_lock write session (see _session_work).
+        self.session_work = True
         self.zone = _Fluid()
         self.page_service = PAGE_BYTES / m.mem_bandwidth_gbps  # ns per 4 KiB
         # accounting (ns)
@@ -180,7 +189,8 @@ class CostModel:
             if line is None:
                 line = Line()
                 lines[alias] = line
-        lines[loc] = line
+        if not (isinstance(loc, tuple) and loc and loc[0] == "mmap_lock"):
+            lines[loc] = line  # mmap_lock steps always come through charge()
         return line
 
     def _xfer(self, src: int, dst: int) -> float:
@@ -259,14 +269,30 @@ class CostModel:
                 cost += self.touch(also, kind is not _READ and kind is not _BLOCK, cpu, t + cost)
         if op.work is not None:
             cost += self.work_cost(op, cpu, t + cost)
+        elif kind is _RELEASE and self.session_work and op.loc[0] == "mmap_lock":
+            cost += self._session_work(op.label)
         debt = self.debt[cpu]
         if debt:
             self.debt[cpu] = 0.0
             cost += debt
         return cost
 
+    def _session_work(self, label: str) -> float:
+        """Bookkeeping of a write session on mmap_lock that the model does not
+        spell out as steps (performance.md row 11: ~1.9 us per mmap+munmap
+        pair, 40/60), charged to the holder just before it releases: a
+        session ending in ``downgrade_write`` is munmap's, one ending in
+        ``up_write`` is mmap's (or mprotect's, madvise's, brk's)."""
+        if label.startswith("up_write"):
+            return self.m.mmap_work_ns
+        if label.startswith("downgrade_write"):
+            return self.m.munmap_work_ns
+        return 0.0
+
     def work_cost(self, op: Op, cpu: int, t: float) -> float:
         name = op.work
+        if name == "mmap_work" or name == "munmap_work":
+            self.session_work = False  # the model spells its work out itself
         base = self.work.get(name, self.default_work) * self.scale[cpu]  # type: ignore[arg-type]
         if name == "clear_page" or name == "copy_page":
             service = self.page_service * (2.0 if name == "copy_page" else 1.0)

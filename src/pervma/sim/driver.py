@@ -15,13 +15,12 @@ off on a CPU with queued tasks, so time slices end at the right step.
 
 Blocking: a step whose ``enabled()`` is false parks the task on its location.
 After any writing step on a location, tasks parked there are re-checked; those
-now enabled resume after a wake-up latency: a line transfer if they were
-spinning, else ``wakeup_ns``.  Spinning (on an otherwise idle CPU) follows the
-rwsem's optimistic spinning (performance.md 5.7): a spinlock waiter always
-spins; an rwsem writer handed the lock by a writer (``up_write``) spun on the
-running owner all along; any other rwsem waiter spins ``rwsem_spin_ns`` at
-most (writers on reader-owned locks) and then sleeps (readers do not spin
-since Linux 5.12, so a long wait means a sleep).  Waits on
+now enabled resume after a wake-up latency: ``wakeup_ns`` if they slept, a line
+transfer for a spinlock, ``rwsem_handoff_ns`` for a contended rwsem taken over
+by a spinning waiter.  Who spins (on an otherwise idle CPU) follows the rwsem's
+optimistic spinning (performance.md 5.7): spinlock waiters and rwsem writers
+(owners in the model run while they hold mmap_lock); rwsem readers only for
+``rwsem_spin_ns`` (readers have not spun since Linux 5.12), then they sleep.  Waits on
 locations nobody writes through a step (``("rcu",)`` grace periods) are swept
 every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
@@ -404,9 +403,14 @@ class TimedDriver:
         waited = t - self.block_start[tid]
         if self.cpu_task[c] == tid and self.parked[c]:
             self.parked[c] = False
-            spinning = (op is None or not op.sleeps or waited <= self.m.rwsem_spin_ns
-                        or ("down_write" in op.label and by.startswith("up_write")))
-            lat = self.costs.transfer_ns() if spinning else self.m.wakeup_ns
+            writer = op is not None and "down_write" in op.label
+            spinning = op is None or not op.sleeps or writer or waited <= self.m.rwsem_spin_ns
+            if not spinning:
+                lat = self.m.wakeup_ns
+            elif op is not None and op.label.startswith("down_"):
+                lat = self.m.rwsem_handoff_ns  # a contended rwsem changes hands
+            else:
+                lat = self.costs.transfer_ns()
             heapq.heappush(self.heap, (t + lat, c))
         else:
             lat = self.m.wakeup_ns

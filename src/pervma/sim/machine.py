@@ -57,6 +57,7 @@ class Machine:
     context_switch_ns: float
     timeslice_ns: float
     rwsem_spin_ns: float
+    rwsem_handoff_ns: float
     # machine-wide ceilings
     mem_bandwidth_gbps: float
     zone_lock_hold_ns: float
@@ -129,6 +130,10 @@ def parse_machine(text: str, name: str) -> Machine:
     if extra:
         raise UsageError(f"machine {name!r}: unknown values {', '.join(extra)}")
     kw: dict[str, object] = {k: costs[k] for k in _COST_FIELDS}
+    bad = [k for k, v in kw.items() if isinstance(v, str)
+           or not isinstance(v, int | float | bool) or (not isinstance(v, bool) and v < 0)]
+    if bad:
+        raise UsageError(f"machine {name!r}: values must be non-negative numbers: {', '.join(bad)}")
     return Machine(name=name, description=str(data.get("description", "")),
                    sources={str(k): str(v) for k, v in sources.items()}, **kw)  # type: ignore[arg-type]
 
