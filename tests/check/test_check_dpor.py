@@ -43,19 +43,27 @@ def _random_program(seed: int):
     rng = random.Random(seed)
     nthreads = rng.randint(2, 3)
     progs = []
+    budget = 6 if nthreads == 2 else 3  # primitive steps per thread: keeps naive enumeration small
     for _ in range(nthreads):
-        ops = []
-        for _ in range(rng.randint(1, 4)):
+        ops: list[tuple[str, ...]] = []
+        left = budget
+        while left > 0:
             r = rng.random()
             var = rng.choice("xyz")
-            if r < 0.35:
-                ops.append(("load", var))
-            elif r < 0.7:
-                ops.append(("store", var))
-            elif r < 0.85:
-                ops.append(("inc", var))
-            else:
+            if r < 0.2 and left >= 4:
                 ops.append(("locked", var, rng.choice("ab")))
+                left -= 4
+            elif r < 0.35 and left >= 2:
+                ops.append(("inc", var))
+                left -= 2
+            elif r < 0.7:
+                ops.append(("load", var))
+                left -= 1
+            else:
+                ops.append(("store", var))
+                left -= 1
+            if rng.random() < 0.2:
+                break
         progs.append(ops)
 
     def build(cfg: Config) -> Instance:
@@ -91,10 +99,10 @@ def _random_program(seed: int):
     return build
 
 
-@pytest.mark.parametrize("preset", ["universal", "universal-up-nopreempt"])
-def test_dpor_reaches_every_outcome_of_naive_enumeration(preset: str) -> None:
+@pytest.mark.parametrize(("preset", "seeds"), [("universal", 30), ("universal-up-nopreempt", 15)])
+def test_dpor_reaches_every_outcome_of_naive_enumeration(preset: str, seeds: int) -> None:
     cfg = Config.preset(preset)
-    for seed in range(60):
+    for seed in range(seeds):
         build = _random_program(seed)
         sc = Scenario("rand", "random toy", build)
         st = dpor.explore(Runner(sc, cfg), Budget())

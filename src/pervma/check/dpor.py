@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from pervma.check.engine import Acc, Event, Execution, dependent
+from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 
 
@@ -82,7 +82,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None) -> Stats
             conservative += _blocked_rule(run, stack, blocked_seen, everyone=True)
         conservative += _races(run, stack, start)
         if sleep_blocked:
-            run.ex.close()
+            close_executor(run.ex)
             stats.pruned += 1
             stats.steps += len(run.schedule)
         else:

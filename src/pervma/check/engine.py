@@ -43,6 +43,24 @@ def op_access(op: Op) -> list[tuple[Hashable, bool]]:
     return [(op.loc, w)] if also is None else [(op.loc, w), (also, w)]
 
 
+def close_executor(ex: Executor) -> None:
+    """Close unfinished coroutines of a cut-short execution.  Model code may
+    run ``finally`` blocks that await (an unlock) while being closed; what
+    they raise then is of no interest to the checker."""
+    for t in ex.tasks:
+        if not t.done:
+            t.done = True
+            try:
+                t.coro.close()
+            except BaseException:  # noqa: B036 - GeneratorExit fallout, RuntimeError
+                pass
+
+
+def _crash(name: str, exc: Exception) -> Violation:
+    """An unexpected Python exception in a model thread, as a violation."""
+    return Violation("exception", f"{name} raised {type(exc).__name__}: {exc}")
+
+
 def dependent(a: Acc, b: Acc) -> bool:
     if len(a) > len(b):
         a, b = b, a
@@ -122,7 +140,12 @@ class Execution:
         acc: Acc = {}
         nsteps = 0
         while True:
-            op = ex.step(tid)
+            try:
+                op = ex.step(tid)
+            except Exception as exc:  # a Python error in model or scenario code
+                self.violation = ex.violation = _crash(task.name, exc)
+                task.done = True
+                break
             nsteps += 1
             self.schedule.append(tid)
             if op.loc is not None:
@@ -144,7 +167,7 @@ class Execution:
                 break
             if nxt.kind is _LOCAL and nxt.enabled is None:
                 continue  # invisible step: fold it in
-            if not self.one_cpu or not nxt.is_enabled() or nxt.sleeps:
+            if not self.one_cpu or not nxt.is_enabled() or nxt.sleeps or nxt.user:
                 break
             if self.preempt and task.preempt_count == 0:
                 break
@@ -227,7 +250,7 @@ class Execution:
                 dl = ex.deadlock()
                 if dl is not None:
                     self.violation = dl
-        ex.close()
+        close_executor(ex)
         if self.violation is not None:
             return "violation"
         if self.livelock is not None:
@@ -300,7 +323,7 @@ def replay(inst: Instance, cfg: Config, schedule: list[int], *, strict: bool = T
             return True
         op = t.pending
         assert op is not None
-        if op.sleeps:
+        if op.sleeps or op.user:
             return True
         return cfg.PREEMPT and t.preempt_count == 0
 
@@ -320,7 +343,7 @@ def replay(inst: Instance, cfg: Config, schedule: list[int], *, strict: bool = T
                 why = "cannot run here"
             if not ok:
                 if strict:
-                    ex.close()
+                    close_executor(ex)
                     raise ScenarioError(f"replay step {i - 1}: thread {tid} {why}; the model or "
                                         "scenario changed since the schedule was recorded")
                 continue
@@ -328,7 +351,11 @@ def replay(inst: Instance, cfg: Config, schedule: list[int], *, strict: bool = T
             tid = cur if cur is not None and cur in ready else ready[0]
         if cur is not None and tid != cur and ex.tasks[cur].runnable():
             pre_at.append(len(taken))
-        ex.step(tid)
+        try:
+            ex.step(tid)
+        except Exception as exc:
+            ex.violation = _crash(ex.tasks[tid].name, exc)
+            ex.tasks[tid].done = True
         taken.append(tid)
         cur = tid
         if snapshots:
@@ -349,7 +376,7 @@ def replay(inst: Instance, cfg: Config, schedule: list[int], *, strict: bool = T
                     violation = v
         else:
             violation = ex.deadlock()
-    ex.close()
+    close_executor(ex)
     if violation is not None:
         outcome = "violation"
     return Replayed(ex, violation, outcome, taken, len(pre_at), pre_at, snaps)

@@ -1,0 +1,559 @@
+"""The per-VMA locking scenarios: 2-4 threads over the model's user API or a
+kernel-internal caller, each a race the lock protocol must survive.
+
+Every scenario builds a fresh :class:`~pervma.System`, sets the address space
+up with the synchronous API (direct runner), and returns threads whose bodies
+use the awaitable API.  ``finish`` runs the model's ``validate_mm`` on every
+live mm (sorted disjoint VMAs, map_count, vm_refcnt == 1 and no write lock
+left, no PTE outside a VMA, rmap reachability) plus each scenario's own
+user-visible checks (what a load may return).  ``snapshot`` shows the lock
+state after each step: mmap_lock holder and waiters, mm_lock_seq, and each
+VMA's range, vm_refcnt and write-lock state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pervma import (
+    MADV_DONTNEED,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    PAGE,
+    PROT_READ,
+    PROT_WRITE,
+    Config,
+    Killed,
+    Segfault,
+    System,
+)
+from pervma.check.scenario import Instance, Scenario, register
+from pervma.kernel import debug
+from pervma.kernel.mm_types import MmStruct
+from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_MAYMOVE
+from pervma.kernel.system import STACK_SIZE, STACK_TOP, Process, Thread
+from pervma.sched import violation
+
+A = 0x10000000  # where scenarios map their test range
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
+FLAG = 0x40000000  # VM_REFCNT_EXCLUDE_READERS_FLAG
+
+Body = Callable[[Thread], Awaitable[Any]]
+
+
+# -- helpers --------------------------------------------------------------------
+def _vma_state(mm: MmStruct) -> str:
+    seq = mm.mm_lock_seq.sequence
+    out = []
+    for v in mm.mm_mt.snapshot():
+        if not (A - 64 * PAGE <= v.vm_start < A + 64 * PAGE) and v.vm_start < STACK_TOP - 4 * STACK_SIZE:
+            continue  # only the test range and the stack
+        ref = v.vm_refcnt.counter
+        r = f"X+{ref - FLAG}" if ref & FLAG else str(ref)
+        w = "W" if mm.config.PER_VMA_LOCK and v.vm_lock_seq == seq and seq & 1 else ""
+        out.append(f"{(v.vm_start - A) // PAGE if v.vm_start >= A - 64 * PAGE and v.vm_start < A + 64 * PAGE else 'stk'}"
+                   f"+{(v.vm_end - v.vm_start) // PAGE}:r{r}{w}")
+    return " ".join(out)
+
+
+def lock_state(procs: list[tuple[str, Process]]) -> str:
+    parts = []
+    for tag, p in procs:
+        mm = p.mm
+        if mm.freed:
+            parts.append(f"{tag}: freed")
+            continue
+        ml = mm.mmap_lock
+        if ml.writer is not None:
+            s = f"W({ml.writer.comm})"
+        elif ml.readers:
+            s = "R(" + ",".join(t.comm for t in ml.readers) + ")"
+        else:
+            s = "free"
+        if ml.wait_list:
+            s += f"+{len(ml.wait_list)}q"
+        seq = f" seq{mm.mm_lock_seq.sequence}" if mm.config.PER_VMA_LOCK else ""
+        parts.append(f"{tag}: mmap_lock {s}{seq} [{_vma_state(mm)}]")
+    return "; ".join(parts)
+
+
+def validate(procs: list[Process]) -> None:
+    for p in procs:
+        if not p.mm.freed:
+            debug.validate_mm(p.mm)
+
+
+class World:
+    """A system plus the bookkeeping a scenario needs."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.kern = System(cfg)
+        self.p = self.kern.spawn("p")
+        self.procs: list[tuple[str, Process]] = [("p", self.p)]
+        self.threads: list[tuple[str, Thread, Body]] = []
+        self.results: dict[str, Any] = {}
+        self.checks: list[Callable[[], None]] = []
+
+    def process(self, tag: str) -> Process:
+        q = self.kern.spawn(tag)
+        self.procs.append((tag, q))
+        return q
+
+    def thread(self, name: str, t: Thread, body: Body) -> None:
+        t.task.comm = name
+
+        async def wrapped(th: Thread) -> None:
+            try:
+                self.results[name] = await body(th)
+            except Segfault as sf:
+                self.results[name] = sf
+            except OSError as err:
+                self.results[name] = err
+
+        self.threads.append((name, t, wrapped))
+
+    def instance(self) -> Instance:
+        procs = self.procs
+
+        def finish() -> None:
+            validate([p for _, p in procs] + [p for p in self.kern.processes
+                                              if all(p is not q for _, q in procs)])
+            for check in self.checks:
+                check()
+
+        return Instance(
+            [t.start(b) for _, t, b in self.threads],
+            [n for n, _, _ in self.threads],
+            [t.task for _, t, _ in self.threads],
+            snapshot=lambda: lock_state(procs),
+            finish=finish,
+        )
+
+
+def _expect_byte(w: World, addr_owner: Process, addr: int, allowed: set[int], what: str
+                 ) -> Callable[[], None]:
+    def check() -> None:
+        mm = addr_owner.mm
+        if mm.freed:
+            return
+        pte = mm.pgtable.get(addr // PAGE)
+        val = 0 if pte is None else pte.page.data.get(addr % PAGE, 0)
+        if val not in allowed:
+            violation("user-visible memory", f"{what}: byte at {addr:#x} is {val}, "
+                      f"allowed {sorted(allowed)}")
+    return check
+
+
+def _scenario(name: str, doc: str, **kw: Any) -> Callable[[Callable[[World], None]], Scenario]:
+    def wrap(fill: Callable[[World], None]) -> Scenario:
+        def build(cfg: Config) -> Instance:
+            w = World(cfg)
+            fill(w)
+            return w.instance()
+        build.__doc__ = doc
+        return register(Scenario(name, doc, build, **kw))
+    return wrap
+
+
+# -- the library ------------------------------------------------------------------
+@_scenario("fault-vs-munmap", "a write fault races munmap of its VMA (B13)", bug="B13")
+def _fault_vs_munmap(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+
+    async def fault(t: Thread) -> None:
+        await t.store(A, 1)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 2 * PAGE)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("munmap", p.thread(), unmap)
+
+
+@_scenario("fault-vs-mprotect-split", "a fault in the middle page races mprotect splitting "
+           "the VMA in three")
+def _fault_vs_mprotect(w: World) -> None:
+    p = w.p
+    p.mmap(A, 3 * PAGE, RW, ANON)
+    p.store(A, 1)
+
+    async def fault(t: Thread) -> None:
+        await t.store(A + PAGE, 2)
+
+    async def split(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("mprotect", p.thread(), split)
+    w.checks.append(_expect_byte(w, p, A, {1}, "untouched page"))
+
+
+@_scenario("fork-vs-fault", "fork copies a VMA while a sibling thread stores to two of its "
+           "pages, the first write-protected by the copy already (B04)", bug="B04")
+def _fork_vs_fault(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)
+    p.store(A + PAGE, 1)
+
+    async def fork(t: Thread) -> Any:
+        return await t.fork()
+
+    async def stores(t: Thread) -> None:
+        await t.store(A, 7)
+        await t.store(A + PAGE, 8)
+
+    w.thread("fork", p.thread(), fork)
+    w.thread("stores", p.thread(), stores)
+    w.checks.append(_expect_byte(w, p, A, {7}, "parent after its store"))
+    w.checks.append(_expect_byte(w, p, A + PAGE, {8}, "parent after its store"))
+
+
+@_scenario("mremap-dontunmap-vs-fault", "a fault races mremap(MREMAP_DONTUNMAP) unlinking "
+           "the VMA's anon_vma (B09)", bug="B09")
+def _mremap_dontunmap(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)  # the VMA gets an anon_vma
+
+    async def fault(t: Thread) -> None:
+        await t.store(A + PAGE, 2)
+
+    async def move(t: Thread) -> int:
+        return await t.mremap(A, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("mremap", p.thread(), move)
+
+
+@_scenario("fault-vs-mremap", "a load races mremap moving its VMA (the neighbour blocks "
+           "growth in place)")
+def _fault_vs_mremap(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 1)
+    p.mmap(A + PAGE, PAGE, PROT_READ, ANON)  # forces the move
+
+    async def load(t: Thread) -> int:
+        return await t.load(A)
+
+    async def move(t: Thread) -> int:
+        return await t.mremap(A, PAGE, 2 * PAGE, MREMAP_MAYMOVE)
+
+    w.thread("load", p.thread(), load)
+    w.thread("mremap", p.thread(), move)
+
+    def check() -> None:
+        got = w.results.get("load")
+        if not (got == 1 or isinstance(got, Segfault)):
+            violation("user-visible memory", f"load of the moved page returned {got!r}, "
+                      "expected 1 or SIGSEGV")
+    w.checks.append(check)
+
+
+@_scenario("stack-growth-vs-fault", "two faults below the stack: one grows it while the "
+           "other walks the VMA tree under mmap_read_lock (B02)", bug="B02")
+def _stack_growth(w: World) -> None:
+    p = w.p
+    bottom = STACK_TOP - STACK_SIZE
+
+    async def grow1(t: Thread) -> None:
+        await t.store(bottom - PAGE, 1)
+
+    async def grow2(t: Thread) -> None:
+        await t.store(bottom - 2 * PAGE, 2)
+
+    w.thread("grow1", p.thread(), grow1)
+    w.thread("grow2", p.thread(), grow2)
+
+
+@_scenario("fault-vs-merge", "a fault races mprotect merging its VMA with the neighbour")
+def _fault_vs_merge(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    async def fault(t: Thread) -> None:
+        await t.store(A, 1)
+
+    async def merge(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, RW)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("mprotect", p.thread(), merge)
+    w.checks.append(_expect_byte(w, p, A, {1}, "the faulting store"))
+
+
+@_scenario("mmap-vs-fault", "mmap publishes a new VMA while another thread faults on it (B05)",
+           bug="B05")
+def _mmap_vs_fault(w: World) -> None:
+    p = w.p
+
+    async def mapper(t: Thread) -> int:
+        return await t.mmap(A, PAGE, RW, ANON)
+
+    async def fault(t: Thread) -> None:
+        await t.store(A, 3)
+
+    w.thread("mmap", p.thread(), mapper)
+    w.thread("fault", p.thread(), fault)
+
+
+@_scenario("two-faults-vs-writer", "two faults on neighbouring pages race an mprotect of both")
+def _two_faults(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+
+    async def f0(t: Thread) -> None:
+        await t.store(A, 1)
+
+    async def f1(t: Thread) -> None:
+        await t.load(A + PAGE)
+
+    async def writer(t: Thread) -> int:
+        return await t.mprotect(A, 2 * PAGE, PROT_READ)
+
+    w.thread("fault0", p.thread(), f0)
+    w.thread("fault1", p.thread(), f1)
+    w.thread("mprotect", p.thread(), writer)
+
+
+@_scenario("maps-reader-vs-munmap", "/proc/pid/maps (lock_next_vma) races munmap of a middle VMA")
+def _maps_reader(w: World) -> None:
+    p = w.p
+    p.mmap(A, 3 * PAGE, RW, ANON)
+    p.mprotect(A + PAGE, PAGE, PROT_READ)  # three VMAs
+
+    async def reader(t: Thread) -> str:
+        return await t.read_maps()
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A + PAGE, PAGE)
+
+    w.thread("maps", p.thread(), reader)
+    w.thread("munmap", p.thread(), unmap)
+
+    def check() -> None:
+        text = w.results.get("maps")
+        if isinstance(text, str):
+            starts = [int(line.split("-")[0], 16) for line in text.splitlines() if line]
+            if starts != sorted(starts) or len(set(starts)) != len(starts):
+                violation("maps reader", f"/proc/pid/maps lines out of order or repeated: {text!r}")
+    w.checks.append(check)
+
+
+@_scenario("madvise-dontneed-vs-munmap", "MADV_DONTNEED zaps pages while munmap removes part "
+           "of the range")
+def _madvise_vs_munmap(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)
+    p.store(A + PAGE, 2)
+
+    async def dontneed(t: Thread) -> int:
+        return await t.madvise(A, 2 * PAGE, MADV_DONTNEED)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A + PAGE, PAGE)
+
+    w.thread("madvise", p.thread(), dontneed)
+    w.thread("munmap", p.thread(), unmap)
+    w.checks.append(_expect_byte(w, p, A, {0, 1}, "first page after DONTNEED"))
+
+
+def _reuse(w: World, second_unmaps: bool) -> None:
+    p = w.p
+    q = w.process("q")
+    p.mmap(A, PAGE, RW, ANON)
+
+    async def fault(t: Thread) -> None:
+        await t.load(A)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, PAGE)
+
+    async def other(t: Thread) -> int:
+        r = await t.mmap(A, PAGE, RW, ANON)
+        if second_unmaps:
+            await t.munmap(A, PAGE)
+            await t.exit()
+        return r
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("munmap", p.thread(), unmap)
+    w.thread("q-mmap", q.main, other)
+
+
+@_scenario("vma-reuse-by-another-mm", "a fault's VMA is unmapped, recycled by another mm that "
+           "unmaps it and exits (B16)", bug="B16")
+def _reuse_other(w: World) -> None:
+    _reuse(w, second_unmaps=True)
+
+
+@_scenario("vma-reuse-same-address", "a fault's VMA is unmapped and recycled by another mm "
+           "at the same address (B17)", bug="B17")
+def _reuse_same(w: World) -> None:
+    _reuse(w, second_unmaps=False)
+
+
+@_scenario("detach-vs-transient-reader", "munmap detaches a VMA a fault holds a transient "
+           "reference on; another mm reuses the object (B18)", bug="B18")
+def _detach_transient(w: World) -> None:
+    _reuse(w, second_unmaps=False)
+
+
+@_scenario("killable-write-lock-abort", "fork waits (killable) for a faulting reader's VMA "
+           "lock and is killed meanwhile")
+def _killable(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)
+    forker = p.thread()
+
+    async def fault(t: Thread) -> None:
+        await t.store(A + PAGE, 2)
+
+    async def fork(t: Thread) -> Any:
+        try:
+            return await t.fork()
+        except Killed as k:
+            return k
+
+    async def kill(t: Thread) -> None:
+        await forker.kill()
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("fork", forker, fork)
+    w.thread("kill", p.thread(), kill)
+
+
+@_scenario("mmap-write-downgrade", "munmap downgrades mmap_lock while faults run on the "
+           "neighbour and on the unmapped range")
+def _downgrade(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.mprotect(A + PAGE, PAGE, PROT_READ)
+    p.store(A, 1)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A + PAGE, PAGE)
+
+    async def neighbour(t: Thread) -> None:
+        await t.store(A, 5)
+
+    async def gone(t: Thread) -> int:
+        return await t.load(A + PAGE)
+
+    w.thread("munmap", p.thread(), unmap)
+    w.thread("fault", p.thread(), neighbour)
+    w.thread("fault2", p.thread(), gone)
+    w.checks.append(_expect_byte(w, p, A, {5}, "the neighbour's store"))
+
+
+@_scenario("exit-vs-fault", "one thread exits while the last other thread faults, then exits "
+           "(exit_mmap)")
+def _exit_vs_fault(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    t1 = p.thread()
+
+    async def leave(t: Thread) -> None:
+        await t.exit()
+
+    async def fault_then_exit(t: Thread) -> None:
+        try:
+            await t.store(A, 1)
+        finally:
+            await t.exit()
+
+    w.thread("exit", p.main, leave)
+    w.thread("fault", t1, fault_then_exit)
+
+
+@_scenario("binder-shrinker-vs-munmap", "the binder-like shrinker frees a buffer page while "
+           "the receiver unmaps the buffer")
+def _binder(w: World) -> None:
+    from pervma.kernel.binder import binder_alloc_free_page, binder_install_single_page
+
+    p = w.p
+    alloc = p._run(p.main.binder_mmap(4))
+    p._run(binder_install_single_page(alloc, alloc.buffer))
+
+    async def shrink(t: Thread) -> bool:
+        return await binder_alloc_free_page(alloc, alloc.buffer)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(alloc.buffer, 4 * PAGE)
+
+    w.thread("shrinker", p.thread(), shrink)
+    w.thread("munmap", p.thread(), unmap)
+
+
+@_scenario("tcp-zerocopy-vs-munmap", "tcp_zerocopy_receive maps pages while the receiver "
+           "unmaps the area")
+def _tcp(w: World) -> None:
+    from pervma.kernel.tcp import tcp_zerocopy_receive
+
+    p = w.p
+    addr = p._run(p.main.tcp_mmap(2))
+
+    async def receive(t: Thread) -> int:
+        return await tcp_zerocopy_receive(t.mm, addr, 2)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(addr, 2 * PAGE)
+
+    w.thread("tcp", p.thread(), receive)
+    w.thread("munmap", p.thread(), unmap)
+
+
+@_scenario("lock-vma-under-rcu-wait", "the wait-for-writers lookup (correct use) against "
+           "mprotect of the same VMA: deadlock-free")
+def _wait_ok(w: World) -> None:
+    from pervma.kernel.mmap_lock import lock_vma_under_rcu_wait, vma_end_read
+
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+
+    async def lookup(t: Thread) -> bool:
+        vma = await lock_vma_under_rcu_wait(t.mm, A)
+        if vma is not None and t.mm.config.PER_VMA_LOCK:
+            await vma_end_read(vma)
+        return vma is not None
+
+    async def writer(t: Thread) -> int:
+        return await t.mprotect(A, PAGE, PROT_READ)
+
+    w.thread("lookup", p.thread(), lookup)
+    w.thread("mprotect", p.thread(), writer)
+
+
+@_scenario("lock-vma-under-rcu-wait-misuse", "the wait-for-writers lookup called while "
+           "holding another VMA's read lock that a queued writer needs: reported as a deadlock",
+           tags=("expect-violation",), presets=("universal", "universal-up",
+                                                "universal-up-nopreempt"))
+def _wait_misuse(w: World) -> None:
+    from pervma.kernel.mmap_lock import lock_vma_under_rcu, lock_vma_under_rcu_wait, vma_end_read
+
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.mprotect(A + PAGE, PAGE, PROT_READ)  # two VMAs: A and A + PAGE
+
+    async def misuse(t: Thread) -> bool:
+        held = await lock_vma_under_rcu(t.mm, A + PAGE)
+        vma = await lock_vma_under_rcu_wait(t.mm, A)
+        if vma is not None:
+            await vma_end_read(vma)
+        if held is not None:
+            await vma_end_read(held)
+        return vma is not None
+
+    async def writer(t: Thread) -> int:
+        return await t.munmap(A, 2 * PAGE)  # write-locks A, then A + PAGE
+
+    w.thread("misuse", p.thread(), misuse)
+    w.thread("munmap", p.thread(), writer)
