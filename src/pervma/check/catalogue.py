@@ -30,19 +30,19 @@ CATALOGUE: dict[str, BugEntry] = {
                  "mmap_read_lock; a reader holding only mmap_read_lock uses the freed node",
                  "6.1-6.4.0", "8d7071af8907 mm: always expand the stack with the mmap write lock",
                  "expand_stack takes mmap_lock for read instead of write",
-                 "stack-growth-vs-reader"),
+                 "stack-growth-vs-fault"),
         BugEntry("B04", "fork does not write-lock parent VMAs while copying page tables "
                  "(6.4 memory corruption)", "6.4.0-6.4.1",
                  "fb49c455323f fork: lock VMAs of the parent process when forking",
-                 "dup_mmap omits vma_start_write on each parent VMA", "fault-vs-fork"),
+                 "dup_mmap omits vma_start_write on each parent VMA", "fork-vs-fault"),
         BugEntry("B05", "newly mapped VMA published in the tree, then still modified",
                  "6.4 (live from 6.6)", "33313a747e81 mm: lock newly mapped VMA which can be "
                  "modified after it becomes visible",
-                 "mmap_region stores the VMA before vma_start_write", "fault-vs-mmap"),
+                 "mmap_region stores the VMA before vma_start_write", "mmap-vs-fault"),
         BugEntry("B09", "lock_vma_under_rcu checks vma->anon_vma before taking the VMA lock",
                  "6.4-6.4.8", "657b5146955e mm: lock_vma_under_rcu() must check vma->anon_vma "
                  "under vma lock", "the anon_vma precondition is evaluated before vma_start_read",
-                 "fault-vs-mremap"),
+                 "mremap-dontunmap-vs-fault"),
         BugEntry("B13", "vma_start_read succeeds on a VMA detached while it was locking",
                  "6.4-6.5", "mm: change vma_start_read to fail if VMA got detached from under it",
                  "post-lock recheck uses the current mm_lock_seq, caller skips the detached check",
@@ -51,15 +51,15 @@ CATALOGUE: dict[str, BugEntry] = {
                  "(CVE-2025-38554)", "6.15-6.16.0",
                  "9bbffee67ffd mm: fix a UAF when vma->mm is freed after vma->vm_refcnt got dropped",
                  "vma_refcount_put dereferences vma->vm_mm after the decrement",
-                 "vma-reuse-other-mm"),
+                 "vma-reuse-by-another-mm"),
         BugEntry("B17", "SLAB_TYPESAFE_BY_RCU reuse by another mm at the same address is not "
                  "re-validated", "6.15 development (v5)", "folded into 3104138517fc",
                  "lock_vma_under_rcu omits the vm_mm == mm check after locking",
-                 "vma-reuse-other-mm"),
+                 "vma-reuse-same-address"),
         BugEntry("B18", "vma_mark_detached does not wait for transient readers (refcount design)",
                  "6.15 development", "vma_mark_detached -> __vma_enter_locked(detaching)",
                  "vma_mark_detached decrements vm_refcnt without waiting for it to drain",
-                 "vma-reuse-other-mm"),
+                 "detach-vs-transient-reader"),
     )
 }
 
@@ -77,8 +77,7 @@ def model_switches() -> dict[str, str]:
         from pervma.kernel import bugs  # type: ignore[attr-defined]
     except ImportError:
         return {}
-    table = getattr(bugs, "BUGS", None) or getattr(bugs, "CATALOGUE", None) or {}
     out: dict[str, str] = {}
-    for key, val in dict(table).items():
-        out[str(key)] = str(getattr(val, "site", None) or getattr(val, "title", None) or val)
+    for bug in getattr(bugs, "BUGS", ()):
+        out[str(bug.id)] = str(getattr(bug, "site", "") or getattr(bug, "title", ""))
     return out

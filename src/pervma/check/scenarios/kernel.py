@@ -303,16 +303,17 @@ def _mmap_vs_fault(w: World) -> None:
     w.thread("fault", p.thread(), fault)
 
 
-@_scenario("two-faults-vs-writer", "two faults on neighbouring pages race an mprotect of both")
+@_scenario("two-faults-vs-writer", "two read faults on the pages of one VMA race an mprotect "
+           "of the whole VMA")
 def _two_faults(w: World) -> None:
     p = w.p
     p.mmap(A, 2 * PAGE, RW, ANON)
 
-    async def f0(t: Thread) -> None:
-        await t.store(A, 1)
+    async def f0(t: Thread) -> int:
+        return await t.load(A)
 
-    async def f1(t: Thread) -> None:
-        await t.load(A + PAGE)
+    async def f1(t: Thread) -> int:
+        return await t.load(A + PAGE)
 
     async def writer(t: Thread) -> int:
         return await t.mprotect(A, 2 * PAGE, PROT_READ)
@@ -365,7 +366,7 @@ def _madvise_vs_munmap(w: World) -> None:
     w.checks.append(_expect_byte(w, p, A, {0, 1}, "first page after DONTNEED"))
 
 
-def _reuse(w: World, second_unmaps: bool) -> None:
+def _reuse(w: World, second_unmaps: bool, second_mprotects: bool = False) -> None:
     p = w.p
     q = w.process("q")
     p.mmap(A, PAGE, RW, ANON)
@@ -378,6 +379,9 @@ def _reuse(w: World, second_unmaps: bool) -> None:
 
     async def other(t: Thread) -> int:
         r = await t.mmap(A, PAGE, RW, ANON)
+        if second_mprotects:
+            await t.mprotect(A, PAGE, PROT_READ)
+            await t.exit()
         if second_unmaps:
             await t.munmap(A, PAGE)
             await t.exit()
@@ -388,10 +392,10 @@ def _reuse(w: World, second_unmaps: bool) -> None:
     w.thread("q-mmap", q.main, other)
 
 
-@_scenario("vma-reuse-by-another-mm", "a fault's VMA is unmapped, recycled by another mm that "
-           "unmaps it and exits (B16)", bug="B16")
+@_scenario("vma-reuse-by-another-mm", "a fault's VMA is unmapped and recycled by another mm "
+           "whose mprotect write-locks it, then that process exits (B16)", bug="B16")
 def _reuse_other(w: World) -> None:
-    _reuse(w, second_unmaps=True)
+    _reuse(w, second_unmaps=False, second_mprotects=True)
 
 
 @_scenario("vma-reuse-same-address", "a fault's VMA is unmapped and recycled by another mm "
