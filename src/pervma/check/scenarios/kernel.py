@@ -303,11 +303,12 @@ def _mmap_vs_fault(w: World) -> None:
     w.thread("fault", p.thread(), fault)
 
 
-@_scenario("two-faults-vs-writer", "two read faults on the pages of one VMA race an mprotect "
-           "of the whole VMA")
+@_scenario("two-faults-vs-writer", "read faults on two neighbouring VMAs race an mprotect "
+           "that write-locks the first")
 def _two_faults(w: World) -> None:
     p = w.p
     p.mmap(A, 2 * PAGE, RW, ANON)
+    p.mprotect(A + PAGE, PAGE, PROT_READ)  # two VMAs
 
     async def f0(t: Thread) -> int:
         return await t.load(A)
@@ -316,7 +317,7 @@ def _two_faults(w: World) -> None:
         return await t.load(A + PAGE)
 
     async def writer(t: Thread) -> int:
-        return await t.mprotect(A, 2 * PAGE, PROT_READ)
+        return await t.mprotect(A, PAGE, 0)
 
     w.thread("fault0", p.thread(), f0)
     w.thread("fault1", p.thread(), f1)

@@ -1,0 +1,115 @@
+"""Checker benchmark: executions per second per scenario, time to find each
+catalogued bug, and the full four-preset sweep.
+
+    python bench/check_bench.py            # everything, one process
+    python bench/check_bench.py --jobs 2   # the sweep over two processes
+    python bench/check_bench.py --only bugs|rate|sweep
+    python bench/check_bench.py --json out.json
+
+Targets (one core): each bug found in under 5 s, median under 2 s; the sweep
+(every scenario under legacy, universal, universal-up, universal-up-nopreempt,
+complete and clean) in under 5 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from pervma.check.api import find_bug, run_check, run_many
+from pervma.check.catalogue import CATALOGUE
+from pervma.check.scenario import all_scenarios
+from pervma.config import PRESET_NAMES
+
+
+def bench_rate(preset: str = "universal") -> list[dict[str, Any]]:
+    rows = []
+    print(f"== executions per second per scenario (dpor, {preset})")
+    print(f"{'scenario':32} {'exec':>7} {'pruned':>6} {'traces':>7} {'red.':>5} {'time s':>7} "
+          f"{'exec/s':>8} {'steps/s':>8} complete")
+    for sc in all_scenarios():
+        r = run_check(sc.name, preset, max_executions=50_000, time_limit=120)
+        rate = r.executions_per_second
+        sps = r.steps / r.elapsed if r.elapsed else 0.0
+        print(f"{sc.name:32} {r.executions:7} {r.pruned:6} {r.distinct:7} {r.redundancy:5.2f} "
+              f"{r.elapsed:7.2f} {rate:8.0f} {sps:8.0f} {r.complete}", flush=True)
+        rows.append(dict(scenario=sc.name, executions=r.executions, pruned=r.pruned,
+                         distinct=r.distinct, elapsed=r.elapsed, exec_per_s=rate,
+                         steps_per_s=sps, complete=r.complete, violation=r.violation))
+    return rows
+
+
+def bench_bugs() -> list[dict[str, Any]]:
+    rows = []
+    print("== time to find each catalogued bug (dpor, default preset)")
+    print(f"{'bug':4} {'scenario':28} {'find s':>7} {'exec':>6} {'found pre/steps':>16} "
+          f"{'min pre/steps':>14} {'total s':>8}  violation")
+    for bug in CATALOGUE:
+        t0 = time.perf_counter()
+        r = find_bug(bug, max_executions=100_000, time_limit=120)
+        total = time.perf_counter() - t0
+        kind = r.violation[0] if r.violation else "NOT FOUND"
+        tf = r.time_to_find if r.time_to_find is not None else float("nan")
+        print(f"{bug:4} {r.scenario:28} {tf:7.2f} {r.executions:6} "
+              f"{r.found_preemptions:>7}/{r.found_steps:<8} {r.preemptions:>6}/{len(r.schedule):<7} "
+              f"{total:8.2f}  {kind}", flush=True)
+        rows.append(dict(bug=bug, scenario=r.scenario, found=r.violation is not None,
+                         time_to_find=r.time_to_find, executions=r.executions,
+                         found_preemptions=r.found_preemptions, preemptions=r.preemptions,
+                         steps=len(r.schedule), total=total, violation=r.violation))
+    times = [r["time_to_find"] for r in rows if r["time_to_find"] is not None]
+    if times:
+        print(f"time to find: median {statistics.median(times):.2f}s, max {max(times):.2f}s, "
+              f"{sum(r['found'] for r in rows)}/{len(rows)} found")
+    return rows
+
+
+def bench_sweep(jobs: int) -> dict[str, Any]:
+    kws = [dict(scenario=sc.name, preset=p, max_executions=200_000, time_limit=300)
+           for sc in all_scenarios() for p in PRESET_NAMES if p in sc.presets]
+    print(f"== full sweep: {len(kws)} runs ({len(all_scenarios())} scenarios x "
+          f"{len(PRESET_NAMES)} presets), jobs={jobs}")
+    t0 = time.perf_counter()
+    results = run_many(kws, jobs)
+    wall = time.perf_counter() - t0
+    bad = [r for r in results if r.exit_code != 0]
+    for r in sorted(results, key=lambda r: -r.elapsed)[:5]:
+        print(f"  slowest: {r.scenario} [{r.preset}] {r.elapsed:.2f}s, {r.executions} executions")
+    for r in bad:
+        print(f"  NOT CLEAN: {r.summary()}")
+    total_exec = sum(r.executions + r.pruned for r in results)
+    cpu = sum(r.elapsed for r in results)
+    print(f"sweep: {len(results)} runs, {len(results) - len(bad)} complete and clean, "
+          f"{total_exec} executions, wall {wall:.1f}s, run time summed {cpu:.1f}s")
+    return dict(runs=len(results), clean=len(results) - len(bad), executions=total_exec,
+                wall=wall, summed=cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--only", choices=("rate", "bugs", "sweep"))
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args(argv)
+    out: dict[str, Any] = {}
+    if args.only in (None, "bugs"):
+        out["bugs"] = bench_bugs()
+    if args.only in (None, "rate"):
+        out["rate"] = bench_rate()
+    if args.only in (None, "sweep"):
+        out["sweep"] = bench_sweep(args.jobs)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, default=str)
+    ok = all(r["found"] for r in out.get("bugs", [])) and (
+        "sweep" not in out or out["sweep"]["clean"] == out["sweep"]["runs"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
