@@ -74,7 +74,7 @@ def get_bug(bug_id: str) -> BugEntry:
 def model_switches() -> dict[str, str]:
     """The bug switches the model implements (``kernel/bugs.py``), id -> text."""
     try:
-        from pervma.kernel import bugs  # type: ignore[attr-defined]
+        from pervma.kernel import bugs
     except ImportError:
         return {}
     out: dict[str, str] = {}

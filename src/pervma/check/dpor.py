@@ -27,7 +27,7 @@ execution cut by the livelock bound.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
@@ -38,6 +38,7 @@ from pervma.check.search import Budget, Runner, Stats, settle
 class _Node:
     enabled: list[int]
     prev: int | None
+    preemptions: int  # preemptions before this node's choice
     sleep: dict[int, Acc]
     backtrack: set[int]
     chosen: int
@@ -45,7 +46,14 @@ class _Node:
     explored: set[int] = field(default_factory=set)
 
 
-def explore(runner: Runner, budget: Budget, stats: Stats | None = None) -> Stats:
+def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
+            max_preemptions: int | None = None,
+            want: Callable[[Execution], bool] | None = None,
+            collect: list[Execution] | None = None, collect_max: int = 1) -> Stats:
+    """Explore; with ``max_preemptions`` backtrack choices that would exceed
+    the bound are skipped (a heuristic used by minimisation, not complete);
+    with ``want``, accepted violating executions go to ``collect`` instead
+    of stopping the search until ``collect_max`` of them are found."""
     stats = stats or Stats("dpor")
     budget.start()
     stack: list[_Node] = []
@@ -75,7 +83,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None) -> Stats
                 break
             cur = run.cur
             choice = cur if cur in cands else cands[0]
-            node = _Node(enabled, cur, sleep, {choice}, choice)
+            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice)
             stack.append(node)
             node.event = run.take(choice)
         if run.livelock is not None:  # the cut-off threads still race with what ran
@@ -85,6 +93,14 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None) -> Stats
             close_executor(run.ex)
             stats.pruned += 1
             stats.steps += len(run.schedule)
+        elif want is not None:
+            outcome = run.end()
+            stats.executions += 1
+            if outcome == "violation" and want(run):
+                assert collect is not None
+                collect.append(run)
+                if len(collect) >= collect_max:
+                    break
         else:
             outcome = run.end()
             settle(stats, run, outcome)
@@ -102,6 +118,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None) -> Stats
             node.explored.add(node.chosen)
             node.sleep[node.chosen] = node.event.acc
             todo = [t for t in node.backtrack if t not in node.sleep]
+            if max_preemptions is not None and node.preemptions >= max_preemptions:
+                todo = [t for t in todo if t == node.prev or node.prev not in node.enabled]
             if todo:
                 nxt = node.prev if node.prev in todo else min(todo)
                 break

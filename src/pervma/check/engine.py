@@ -105,6 +105,9 @@ class Execution:
         self._last_write: dict[Hashable, int] = {}
         self._reads: dict[Hashable, list[int]] = {}
         self._finished = False
+        self._effects = inst.effects
+        if self._effects is not None:
+            self._effects()  # setup's own effects belong to no step
 
     # -- queries ------------------------------------------------------------
     def runnable(self) -> list[int]:
@@ -154,6 +157,9 @@ class Execution:
                 also = getattr(op, "also", None)
                 if also is not None:
                     acc[also] = w or acc.get(also, False)
+            if self._effects is not None:
+                for loc in self._effects():
+                    acc[loc] = True
             if self.snapshots is not None:
                 self.snapshots.append(self._snap())
             if ex.violation is not None:

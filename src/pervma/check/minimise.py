@@ -1,9 +1,10 @@
 """Counterexample minimisation: fewest preemptions, then fewest steps.
 
 1. Iterative deepening over the preemption bound ``b = 0, 1, ...`` below the
-   found schedule's count: the first bound at which a bounded DFS meets a
-   violation of the same kind wins; among the first few such executions the
-   shortest is kept.
+   found schedule's count: the first bound at which a search meets a
+   violation of the same kind wins (a preemption-bounded DPOR first, which is
+   cheap but not exhaustive, then a bounded DFS over every schedule); among
+   the first few such executions the shortest is kept.
 2. Greedy trimming: drop one run of consecutive same-thread steps at a time
    and keep the cut when the schedule still fails the same way with no more
    preemptions and fewer steps.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from pervma.check import dpor
 from pervma.check.engine import Execution, replay
 from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.check.strategies import _dfs_bounded
@@ -42,15 +44,22 @@ def minimise(runner: Runner, found: Found, time_limit: float = 4.0,
         return run.violation is not None and run.violation.kind == kind
 
     for b in range(found.preemptions):
-        left = deadline - time.perf_counter()
-        if left <= 0:
-            break
-        stats = Stats("minimise")
-        budget = Budget(max_executions=max_executions, time_limit=left)
-        budget.start()
         collected: list[Execution] = []
-        _dfs_bounded(runner, b, budget, stats, want, collected, collect_max=12)
-        spent += stats.executions
+        # First a preemption-bounded DPOR (cheap, not exhaustive), then a
+        # bounded DFS over every schedule (exhaustive for the bound).
+        for search in ("dpor", "dfs"):
+            left = deadline - time.perf_counter()
+            if left <= 0 or collected:
+                break
+            stats = Stats("minimise")
+            budget = Budget(max_executions=max_executions, time_limit=left / (2 if search == "dpor" else 1))
+            budget.start()
+            if search == "dpor":
+                dpor.explore(runner, budget, stats, max_preemptions=b, want=want,
+                             collect=collected, collect_max=12)
+            else:
+                _dfs_bounded(runner, b, budget, stats, want, collected, collect_max=12)
+            spent += stats.executions
         if collected:
             r = min(collected, key=lambda r: (r.preemptions, len(r.schedule)))
             assert r.violation is not None

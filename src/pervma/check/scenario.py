@@ -30,6 +30,7 @@ class Instance:
     models: Sequence[Any] | None = None
     snapshot: Callable[[], str] | None = None
     finish: Callable[[], None] | None = None
+    effects: Callable[[], list[Any]] | None = None
 
 
 @dataclass(slots=True)

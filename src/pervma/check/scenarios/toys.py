@@ -51,7 +51,7 @@ def writers(n: int) -> Callable[[Config], Instance]:
     def build(cfg: Config) -> Instance:
         mem = ToyMemory()
 
-        def body(i: int):  # type: ignore[no-untyped-def]
+        def body(i: int):
             async def run() -> None:
                 await mem.store(f"x{i}", 1)
                 await mem.store(f"x{i}", 2)
@@ -118,7 +118,7 @@ def lock_order(cfg: Config) -> Instance:
     """ABBA lock order: a deadlock exists."""
     mem = ToyMemory()
 
-    def body(first: str, second: str):  # type: ignore[no-untyped-def]
+    def body(first: str, second: str):
         async def run() -> None:
             await mem.lock(first)
             await mem.lock(second)
