@@ -52,8 +52,8 @@ def plan(s: Settings) -> Plan:
              if pre in sc.presets]
     share = s.check_cpu_budget / max(1, len(pairs) + len(CATALOGUE)) \
         if s.check_cpu_budget else float("inf")
-    p.run_time_limit = max(1.0, min(s.check_time_limit, share))
-    p.bug_time_limit = max(1.0, min(s.bug_time_limit, share))
+    p.run_time_limit = round(max(1.0, min(s.check_time_limit, share)), 1)
+    p.bug_time_limit = round(max(1.0, min(s.bug_time_limit, share)), 1)
     common = {"max_executions": s.check_max_executions, "time_limit": p.run_time_limit,
               "seed": s.check_seed}
     for name, pre in pairs:
