@@ -142,6 +142,8 @@ class Execution:
             self.preemptions += 1
         acc: Acc = {}
         nsteps = 0
+        others = [t for t in ex.tasks if t.tid != tid and not t.done and t.pending is not None]
+        was = [t.pending.is_enabled() for t in others]  # type: ignore[union-attr]
         while True:
             try:
                 op = ex.step(tid)
@@ -177,6 +179,15 @@ class Execution:
                 break
             if self.preempt and task.preempt_count == 0:
                 break
+        # A step that wakes (or blocks) another thread interferes with that
+        # thread's pending step even when the wake-up goes through another
+        # location (a fatal signal ending a killable wait, a grace period
+        # ending): count it as a write to the waiter's locations.
+        for t, before in zip(others, was, strict=True):
+            op2 = t.pending
+            if op2 is not None and not t.done and op2.is_enabled() != before:
+                for loc, _ in op_access(op2):
+                    acc[loc] = True
         self.cur = tid
         ev = self._record(tid, acc, nsteps, pre)
         if self.violation is None and self.livelock is None and ex.finished():

@@ -46,7 +46,7 @@ def _fit(text: str, width: int) -> str:
 
 
 def table(res: Replayed, names: list[str], headline: str, subtitle: str,
-          width: int = 30, state_width: int = 60) -> str:
+          width: int = 36, state_width: int = 70) -> str:
     """The KASAN/lockdep-style headline, then one column per thread and one
     row per step with the lock state after it; ``*`` marks a preemption."""
     lines = [RULE, headline, subtitle, "-" * 78]
