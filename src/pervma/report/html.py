@@ -98,7 +98,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max
 padding:1em 2em;color:#1b1b1b;line-height:1.45}
 h1{margin-bottom:.2em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
 nav a{margin-right:1em}
-table.data{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+table.data{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto}
 table.data th,table.data td{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}
 table.data td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.data th{background:#f0f0f0}

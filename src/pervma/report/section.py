@@ -43,13 +43,26 @@ class Section:
             self.fail(what, describe(exc))
 
 
+def _where(frame: traceback.FrameSummary) -> str:
+    parts = frame.filename.replace("\\", "/").split("/")
+    tail = parts[parts.index("pervma") + 1:] if "pervma" in parts else parts[-1:]
+    return f"{'/'.join(tail)}:{frame.lineno}"
+
+
 def describe(exc: BaseException) -> str:
-    """One line for an exception; the innermost frame for unexpected ones."""
+    """One line for an exception; for unexpected ones, where it was raised and
+    the innermost model or engine frame that led there."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, PervmaError):
         return msg or exc.__class__.__name__
     tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    where = ""
+    if tb:
+        where = f" (at {_where(tb[-1])}"
+        here = tb[-1].filename.rsplit("/", 1)[0] + "/"
+        caller = next((f for f in reversed(tb[:-1]) if "/pervma/" in f.filename
+                       and not f.filename.startswith(here)), None)
+        where += f", called from {_where(caller)})" if caller else ")"
     return f"{exc.__class__.__name__}: {msg}{where}" if msg else f"{exc.__class__.__name__}{where}"
 
 
