@@ -32,7 +32,7 @@ def _blocks(schedule: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def minimise(runner: Runner, found: Found, time_limit: float = 4.0,
+def minimise(runner: Runner, found: Found, time_limit: float = 2.5,
              max_executions: int = 20000) -> tuple[Found, int]:
     """Return the minimised counterexample and the executions spent."""
     deadline = time.perf_counter() + time_limit

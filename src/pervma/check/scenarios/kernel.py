@@ -317,20 +317,27 @@ def _fault_vs_mremap(w: World) -> None:
     w.checks.append(check)
 
 
-@_scenario("stack-growth-vs-fault", "two faults below the stack: one grows it while the "
-           "other walks the VMA tree under mmap_read_lock (B02)", bug="B02")
+@_scenario("stack-growth-vs-fault", "a fault grows the stack while another fault below the "
+           "stack limit walks the VMA tree under mmap_read_lock and fails (B02)", bug="B02")
 def _stack_growth(w: World) -> None:
+    from pervma.kernel.mmap import RLIMIT_STACK
+
     p = w.p
     bottom = STACK_TOP - STACK_SIZE
 
-    async def grow1(t: Thread) -> None:
+    async def grow(t: Thread) -> None:
         await t.store(bottom - PAGE, 1)
 
-    async def grow2(t: Thread) -> None:
-        await t.store(bottom - 2 * PAGE, 2)
+    async def too_far(t: Thread) -> None:
+        await t.store(STACK_TOP - RLIMIT_STACK - 2 * PAGE, 2)  # SIGSEGV: beyond RLIMIT_STACK
 
-    w.thread("grow1", p.thread(), grow1)
-    w.thread("grow2", p.thread(), grow2)
+    w.thread("grow", p.thread(), grow)
+    w.thread("walker", p.thread(), too_far)
+
+    def check() -> None:
+        if not isinstance(w.results.get("walker"), Segfault):
+            violation("user-visible memory", "a store beyond RLIMIT_STACK did not raise SIGSEGV")
+    w.checks.append(check)
 
 
 @_scenario("fault-vs-merge", "a fault races mprotect merging its VMA with the neighbour")
