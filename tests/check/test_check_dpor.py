@@ -158,3 +158,21 @@ def test_sched_violation_in_a_thread_is_found() -> None:
 
     st = _dpor(build)
     assert st.found is not None and st.found.kind == "KASAN: use-after-free"
+
+
+def test_python_error_in_a_thread_is_an_exception_violation() -> None:
+    def build(cfg: Config) -> Instance:
+        mem = ToyMemory()
+
+        async def a() -> None:
+            await mem.store("p", 1)
+
+        async def b() -> None:
+            if await mem.load("p") == 1:
+                raise ValueError("model bug")
+
+        return Instance([a(), b()], ["A", "B"])
+
+    st = _dpor(build)
+    assert st.found is not None and st.found.kind == "exception"
+    assert "ValueError: model bug" in st.found.message

@@ -56,6 +56,17 @@ def close_executor(ex: Executor) -> None:
                 pass
 
 
+def _executor(inst: Instance, record: bool) -> Executor:
+    """An executor for ``inst``; a Python error while the threads run up to
+    their first step becomes an ``exception`` violation."""
+    try:
+        return Executor(inst.bodies, names=inst.names, models=inst.models, record=record)
+    except Exception as exc:
+        ex = Executor([], record=record)
+        ex.violation = _crash("setup", exc)
+        return ex
+
+
 def _crash(name: str, exc: Exception) -> Violation:
     """An unexpected Python exception in a model thread, as a violation."""
     return Violation("exception", f"{name} raised {type(exc).__name__}: {exc}")
@@ -92,7 +103,7 @@ class Execution:
         self.one_cpu = not cfg.SMP
         self.preempt = cfg.PREEMPT
         self.max_steps = max_steps
-        self.ex = Executor(inst.bodies, names=inst.names, models=inst.models, record=snapshots)
+        self.ex = _executor(inst, snapshots)
         self.n = len(self.ex.tasks)
         self.schedule: list[int] = []  # tid of every primitive step
         self.events: list[Event] = []
@@ -323,7 +334,7 @@ def replay(inst: Instance, cfg: Config, schedule: list[int], *, strict: bool = T
     """
     from pervma.errors import ScenarioError
 
-    ex = Executor(inst.bodies, names=inst.names, models=inst.models, record=True)
+    ex = _executor(inst, True)
     snaps: list[str] = []
     taken: list[int] = []
     pre_at: list[int] = []
