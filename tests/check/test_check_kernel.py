@@ -76,9 +76,23 @@ def test_bug_is_found_minimised_and_replayed(bug: str, tmp_path) -> None:
     assert not (again.reproduced and again.got == res.violation)
 
 
-def test_wait_for_writers_lookup_misuse_is_reported_as_a_deadlock() -> None:
+def test_wait_for_writers_lookup_under_another_vma_lock_is_reported_as_a_deadlock() -> None:
     res = run_check("lock-vma-under-rcu-wait-misuse", "universal")
-    assert res.violation is not None and res.violation[0] == "deadlock"
+    assert res.violation is not None and res.violation[0] == "deadlock", res.violation
+    assert res.preemptions >= 1
+
+
+def test_wait_for_writers_lookup_under_mmap_read_lock_is_a_deadlock_or_lockdep_report() -> None:
+    from pervma.config import Config
+
+    name = "lock-vma-under-rcu-wait-mmap-lock-misuse"
+    # lockdep sees the recursive read acquisition even without a writer...
+    res = run_check(name, "universal")
+    assert res.violation is not None and res.violation[0] == "lockdep: recursive locking"
+    # ...and without lockdep the queued writer turns it into a deadlock.
+    cfg = Config.preset("universal").with_(DEBUG_LOCK_ALLOC=False)
+    res = run_check(name, config=cfg)
+    assert res.violation is not None and res.violation[0] == "deadlock", res.violation
     assert res.preemptions >= 1
 
 

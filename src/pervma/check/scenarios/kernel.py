@@ -633,3 +633,35 @@ def _wait_misuse(w: World) -> None:
 
     w.thread("misuse", p.thread(), misuse)
     w.thread("munmap", p.thread(), writer)
+
+
+@_scenario("lock-vma-under-rcu-wait-mmap-lock-misuse", "the wait-for-writers lookup called "
+           "while holding mmap_read_lock, with a writer queued behind it: reported as a deadlock",
+           tags=("expect-violation",), presets=("universal", "universal-up",
+                                                "universal-up-nopreempt"))
+def _wait_misuse_mmap(w: World) -> None:
+    from pervma.kernel.mmap_lock import (
+        lock_vma_under_rcu_wait,
+        mmap_read_lock,
+        mmap_read_unlock,
+        vma_end_read,
+    )
+
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+
+    async def misuse(t: Thread) -> bool:
+        await mmap_read_lock(t.mm)
+        # Nothing is mapped here, so the RCU lookup fails and the helper
+        # queues on mmap_lock behind the writer: a recursive read lock.
+        vma = await lock_vma_under_rcu_wait(t.mm, A + 8 * PAGE)
+        if vma is not None:
+            await vma_end_read(vma)
+        await mmap_read_unlock(t.mm)
+        return vma is not None
+
+    async def writer(t: Thread) -> int:
+        return await t.mprotect(A, PAGE, PROT_READ)
+
+    w.thread("misuse", p.thread(), misuse)
+    w.thread("mprotect", p.thread(), writer)
