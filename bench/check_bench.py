@@ -68,6 +68,22 @@ def bench_bugs() -> list[dict[str, Any]]:
     return rows
 
 
+def bench_bug_matrix() -> list[dict[str, Any]]:
+    """Which bugs each preset exposes (dpor, complete runs without minimisation)."""
+    print("== bug x preset (dpor): the violation, or clean when exploration completed")
+    rows = []
+    for bug in CATALOGUE:
+        cells = []
+        for p in PRESET_NAMES:
+            r = find_bug(bug, p, max_executions=100_000, time_limit=120, minimise=False)
+            state = r.violation[0] if r.violation else ("clean" if r.complete else "incomplete")
+            cells.append(f"{state[:26]:26}")
+            rows.append(dict(bug=bug, preset=p, state=state, executions=r.executions))
+        print(f"{bug:4} " + " | ".join(cells), flush=True)
+    print("     " + " | ".join(f"{p:26}" for p in PRESET_NAMES))
+    return rows
+
+
 def bench_sweep(jobs: int) -> dict[str, Any]:
     kws = [dict(scenario=sc.name, preset=p, max_executions=200_000, time_limit=300)
            for sc in all_scenarios() for p in PRESET_NAMES if p in sc.presets]
@@ -153,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {}
     if args.only in (None, "bugs"):
         out["bugs"] = bench_bugs()
+        out["bug_matrix"] = bench_bug_matrix()
     if args.only in (None, "rate"):
         out["rate"] = bench_rate()
     if args.only in (None, "sweep"):
