@@ -176,3 +176,19 @@ def test_python_error_in_a_thread_is_an_exception_violation() -> None:
     st = _dpor(build)
     assert st.found is not None and st.found.kind == "exception"
     assert "ValueError: model bug" in st.found.message
+
+
+@pytest.mark.parametrize("name", ["toy-readers", "toy-locked", "toy-abba"])
+def test_root_split_covers_exactly_the_sequential_traces(name: str) -> None:
+    from pervma.check.scenario import get_scenario
+
+    sc = get_scenario(name)
+    seq = dpor.explore(Runner(sc, UNIVERSAL), Budget())
+    parts = [dpor.explore(Runner(sc, UNIVERSAL), Budget(), root=r)
+             for r in dpor.root_split(Runner(sc, UNIVERSAL))]
+    if seq.found is not None:
+        assert any(p.found is not None for p in parts)
+        return
+    union = set().union(*(p.traces for p in parts))
+    assert union == seq.traces
+    assert sum(p.executions for p in parts) == seq.executions

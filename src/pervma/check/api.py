@@ -116,7 +116,8 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               seed: int = 0, bugs: Iterable[str] = (), config: Config | None = None,
               config_text: str | None = None, trace_out: str | Path | None = None,
               minimise: bool = True, pct_depth: int = 3, max_bound: int = 3,
-              progress: Callable[[Stats], None] | None = None) -> CheckResult:
+              progress: Callable[[Stats], None] | None = None,
+              dpor_root: tuple[int, dict[Any, bool]] | None = None) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     sc = get_scenario(scenario)
@@ -126,7 +127,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
     t0 = time.perf_counter()
     if strategy == "dpor":
-        stats = dpor.explore(runner, budget)
+        stats = dpor.explore(runner, budget, root=dpor_root)  # type: ignore[arg-type]
     elif strategy == "bounded":
         stats = strategies.explore_bounded(runner, budget, max_bound=max_bound)
     elif strategy == "random":
@@ -222,6 +223,33 @@ def merge_samples(results: list[CheckResult]) -> CheckResult:
     merged.elapsed = max(r.elapsed for r in results)
     merged.notes = base.notes + [f"{len(results)} worker processes, seeds "
                                  f"{results[0].seed}..{results[-1].seed}"]
+    return merged
+
+
+def split_dpor(kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Split one DPOR run into one run per runnable thread at the root (see
+    :func:`pervma.check.dpor.root_split`); ``merge_dpor`` combines them."""
+    sc = get_scenario(kw["scenario"])
+    cfg = _config(kw.get("preset", "universal"), kw.get("config"), kw.get("bugs", ()))
+    return [dict(kw, dpor_root=r) for r in dpor.root_split(Runner(sc, cfg))]
+
+
+def merge_dpor(results: list[CheckResult]) -> CheckResult:
+    """Combine the root subtrees of :func:`split_dpor`: sleep sets keep their
+    maximal executions pairwise inequivalent, so the counts add up."""
+    hit = [r for r in results if r.violation is not None]
+    base = hit[0] if hit else results[0]
+    merged = CheckResult(**{k: v for k, v in vars(base).items()})
+    merged.executions = sum(r.executions for r in results)
+    merged.pruned = sum(r.pruned for r in results)
+    merged.distinct = sum(r.distinct for r in results)
+    merged.steps = sum(r.steps for r in results)
+    merged.redundancy = merged.executions / merged.distinct if merged.distinct else 1.0
+    merged.elapsed = max(r.elapsed for r in results)
+    merged.complete = all(r.complete for r in results) and not hit
+    merged.incomplete = sorted({x for r in results for x in r.incomplete})
+    merged.notes = base.notes + [f"DPOR split at the root over {len(results)} subtrees "
+                                 "(one per runnable thread), run in worker processes"]
     return merged
 
 

@@ -49,11 +49,19 @@ class _Node:
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             max_preemptions: int | None = None,
             want: Callable[[Execution], bool] | None = None,
-            collect: list[Execution] | None = None, collect_max: int = 1) -> Stats:
+            collect: list[Execution] | None = None, collect_max: int = 1,
+            root: tuple[int, dict[int, Acc]] | None = None) -> Stats:
     """Explore; with ``max_preemptions`` backtrack choices that would exceed
     the bound are skipped (a heuristic used by minimisation, not complete);
     with ``want``, accepted violating executions go to ``collect`` instead
-    of stopping the search until ``collect_max`` of them are found."""
+    of stopping the search until ``collect_max`` of them are found.
+
+    ``root = (thread, sleep)`` explores only the subtree whose first
+    transition is ``thread``, with ``sleep`` (thread -> accesses of its first
+    transition) as the root's sleep set: the parallel split, in which every
+    runnable thread at the root gets its own worker and the workers before it
+    are asleep, exactly as the sequential search would treat a root whose
+    backtrack set is every runnable thread."""
     stats = stats or Stats("dpor")
     budget.start()
     stack: list[_Node] = []
@@ -76,13 +84,15 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 pacc = parent.event.acc if parent.event else {}
                 sleep = {q: a for q, a in parent.sleep.items() if not dependent(a, pacc)}
             else:
-                sleep = {}
+                sleep = dict(root[1]) if root is not None else {}
             cands = [t for t in enabled if t not in sleep]
             if not cands:
                 sleep_blocked = True
                 break
             cur = run.cur
             choice = cur if cur in cands else cands[0]
+            if not stack and root is not None:
+                choice = root[0]
             node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice)
             stack.append(node)
             node.event = run.take(choice)
@@ -115,6 +125,9 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         while stack:
             node = stack[-1]
             assert node.event is not None
+            if root is not None and len(stack) == 1:
+                stack.pop()  # the root's other choices belong to other workers
+                break
             node.explored.add(node.chosen)
             node.sleep[node.chosen] = node.event.acc
             todo = [t for t in node.backtrack if t not in node.sleep]
@@ -236,3 +249,19 @@ def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]]
             continue
         conservative += _add(stack[j], [task.tid], task.tid)
     return conservative
+
+
+def root_split(runner: Runner) -> list[tuple[int, dict[int, Acc]]]:
+    """The root subtrees for a parallel run: one per runnable thread, each
+    with the earlier threads' first transitions asleep."""
+    probe = runner.execution()
+    enabled = probe.runnable()
+    close_executor(probe.ex)
+    out: list[tuple[int, dict[int, Acc]]] = []
+    sleep: dict[int, Acc] = {}
+    for t in enabled:
+        out.append((t, dict(sleep)))
+        run = runner.execution()
+        sleep[t] = dict(run.take(t).acc)
+        close_executor(run.ex)
+    return out
