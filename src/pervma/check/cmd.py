@@ -98,9 +98,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pervma.check.scenario import all_scenarios, get_scenario
 
     if args.list:
-        for sc in all_scenarios(include_toys=True):
+        scs = all_scenarios(include_toys=True)
+        for sc in sorted(scs, key=lambda s: (bool(s.tags), s.tags)):
             extra = f" (bug {sc.bug})" if sc.bug else ""
-            print(f"{sc.name:32} {sc.doc}{extra}")
+            tag = f" [{', '.join(sc.tags)}]" if sc.tags else ""
+            print(f"{sc.name:42} {sc.doc}{extra}{tag}")
         return 0
     _positive(args.max_executions, "--max-executions")
     _positive(args.time, "--time")
