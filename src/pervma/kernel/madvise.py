@@ -113,22 +113,19 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
                 return ret
             await vma_end_read(vma)
         await mmap_read_lock(mm)
-        try:
-            return await _walk(mm, start, end, advice)
-        finally:
-            await mmap_read_unlock(mm)
+        ret = await _walk(mm, start, end, advice)
+        await mmap_read_unlock(mm)
+        return ret
     if advice in _MMAP_READ_LOCK:
         await mmap_read_lock(mm)
-        try:
-            return await _walk(mm, start, end, advice)
-        finally:
-            await mmap_read_unlock(mm)
+        ret = await _walk(mm, start, end, advice)
+        await mmap_read_unlock(mm)
+        return ret
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
-    try:
-        return await _walk(mm, start, end, advice)
-    finally:
-        await mmap_write_unlock(mm)
+    ret = await _walk(mm, start, end, advice)
+    await mmap_write_unlock(mm)
+    return ret
 
 
 async def _walk(mm: MmStruct, start: int, end: int, advice: int) -> int:
