@@ -22,6 +22,7 @@ from pervma.sched import work
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
 
+PROT_SEM = 0x8
 VM_ACCESS = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
 
 
@@ -49,13 +50,18 @@ async def mprotect_fixup(vma: VmAreaStruct, prev: VmAreaStruct | None, start: in
 
 
 async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
+    """Models do_mprotect_pkey() (6.18/7.0).  The argument checks come in the
+    kernel's order (a zero length succeeds before the prot bits are
+    validated).  After each mprotect_fixup() the walk resumes at the end of
+    the VMA the iterator is left on (vma_iter_end()): when the changed range
+    merged into the next VMA that is beyond the range just changed, and the
+    walk must not look for a VMA starting inside the merged one."""
     await work("syscall")
-    if start & (PAGE_SIZE - 1):
-        return -errno.EINVAL
-    if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP | 0x8):
-        return -errno.EINVAL
     grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
     if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
+        return -errno.EINVAL
+    if start & (PAGE_SIZE - 1):
         return -errno.EINVAL
     if not length:
         return 0
@@ -63,6 +69,8 @@ async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> 
     end = start + length
     if end <= start:
         return -errno.ENOMEM
+    if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):  # arch_validate_prot()
+        return -errno.EINVAL
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
     try:
@@ -96,6 +104,7 @@ async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> 
             if error:
                 break
             prev = vma
+            tmp = vma.vm_end  # vma_iter_end(): the merged VMA may reach further
             nstart = tmp
             vma = mm.mm_mt.find(tmp) if tmp < end else None
         if not error and tmp < end:

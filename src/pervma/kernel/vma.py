@@ -528,13 +528,11 @@ async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
 
 async def do_vmi_align_munmap(mm: MmStruct, vma: VmAreaStruct, start: int, end: int,
                               unlock: bool) -> int:
+    """Models do_vmi_align_munmap(): on failure (gather_failed) mmap_lock is
+    still write-held whatever ``unlock`` says; the caller releases it."""
     vms = VmaMunmapStruct(mm, start, end, unlock=unlock)
     err = await vms_gather_munmap_vmas(vms, vma)
     if err:
-        if unlock:
-            from pervma.kernel.mmap_lock import mmap_write_unlock
-
-            await mmap_write_unlock(mm)
         return err
     await vma_iter_update(mm, remove=vms.vmas, label="vma_iter_clear_gfp")
     await vms_complete_munmap_vmas(vms)
