@@ -209,10 +209,13 @@ def _expect_byte(w: World, addr_owner: Process, addr: int, allowed: set[int], wh
     return check
 
 
-def _scenario(name: str, doc: str, **kw: Any) -> Callable[[Callable[[World], None]], Scenario]:
+def _scenario(name: str, doc: str, tweak: Callable[[Config], Config] | None = None,
+              **kw: Any) -> Callable[[Callable[[World], None]], Scenario]:
+    """Register ``fill`` as a scenario; ``tweak`` adjusts the preset's config
+    (the same way on every build, so replays agree)."""
     def wrap(fill: Callable[[World], None]) -> Scenario:
         def build(cfg: Config) -> Instance:
-            w = World(cfg)
+            w = World(tweak(cfg) if tweak is not None else cfg)
             fill(w)
             return w.instance()
         build.__doc__ = doc
@@ -221,7 +224,7 @@ def _scenario(name: str, doc: str, **kw: Any) -> Callable[[Callable[[World], Non
 
 
 # -- the library ------------------------------------------------------------------
-@_scenario("fault-vs-munmap", "a write fault races munmap of its VMA (B13)", bug="B13")
+@_scenario("fault-vs-munmap", "a write fault races munmap of its VMA", bug="B13")
 def _fault_vs_munmap(w: World) -> None:
     p = w.p
     p.mmap(A, 2 * PAGE, RW, ANON)
@@ -255,7 +258,7 @@ def _fault_vs_mprotect(w: World) -> None:
 
 
 @_scenario("fork-vs-fault", "fork copies a VMA while a sibling thread stores to two of its "
-           "pages, the first write-protected by the copy already (B04)", bug="B04")
+           "pages, the first write-protected by the copy already", bug="B04")
 def _fork_vs_fault(w: World) -> None:
     p = w.p
     p.mmap(A, 2 * PAGE, RW, ANON)
@@ -276,7 +279,7 @@ def _fork_vs_fault(w: World) -> None:
 
 
 @_scenario("mremap-dontunmap-vs-fault", "a fault races mremap(MREMAP_DONTUNMAP) unlinking "
-           "the VMA's anon_vma (B09)", bug="B09")
+           "the VMA's anon_vma", bug="B09")
 def _mremap_dontunmap(w: World) -> None:
     p = w.p
     p.mmap(A, 2 * PAGE, RW, ANON)
@@ -318,7 +321,7 @@ def _fault_vs_mremap(w: World) -> None:
 
 
 @_scenario("stack-growth-vs-fault", "a fault grows the stack while another fault below the "
-           "stack limit walks the VMA tree under mmap_read_lock and fails (B02)", bug="B02")
+           "stack limit walks the VMA tree under mmap_read_lock and fails", bug="B02")
 def _stack_growth(w: World) -> None:
     from pervma.kernel.mmap import RLIMIT_STACK
 
@@ -357,7 +360,7 @@ def _fault_vs_merge(w: World) -> None:
     w.checks.append(_expect_byte(w, p, A, {1}, "the faulting store"))
 
 
-@_scenario("mmap-vs-fault", "mmap publishes a new VMA while another thread faults on it (B05)",
+@_scenario("mmap-vs-fault", "mmap publishes a new VMA while another thread faults on it",
            bug="B05")
 def _mmap_vs_fault(w: World) -> None:
     p = w.p
@@ -463,19 +466,19 @@ def _reuse(w: World, second_unmaps: bool, second_mprotects: bool = False) -> Non
 
 
 @_scenario("vma-reuse-by-another-mm", "a fault's VMA is unmapped and recycled by another mm "
-           "whose mprotect write-locks it, then that process exits (B16)", bug="B16")
+           "whose mprotect write-locks it, then that process exits", bug="B16")
 def _reuse_other(w: World) -> None:
     _reuse(w, second_unmaps=False, second_mprotects=True)
 
 
 @_scenario("vma-reuse-same-address", "a fault's VMA is unmapped and recycled by another mm "
-           "at the same address (B17)", bug="B17")
+           "at the same address", bug="B17")
 def _reuse_same(w: World) -> None:
     _reuse(w, second_unmaps=False)
 
 
 @_scenario("detach-vs-transient-reader", "munmap detaches a VMA a fault holds a transient "
-           "reference on; another mm reuses the object (B18)", bug="B18")
+           "reference on; another mm reuses the object", bug="B18")
 def _detach_transient(w: World) -> None:
     _reuse(w, second_unmaps=False)
 
@@ -550,9 +553,12 @@ def _exit_vs_fault(w: World) -> None:
     w.checks.append(_expect_byte(w, p, A + PAGE, {1}, "the untouched shared page"))
 
 
-@_scenario("binder-shrinker-vs-munmap", "the binder-like shrinker frees a buffer page while "
-           "the receiver unmaps the buffer")
-def _binder(w: World) -> None:
+def _pre_series(cfg: Config) -> Config:
+    """7.0 without the series' caller changes (the mmap_lock fallbacks)."""
+    return cfg.with_(SERIES_CALLERS=False)
+
+
+def _binder_body(w: World) -> None:
     from pervma.kernel.binder import binder_alloc_free_page, binder_install_single_page
 
     p = w.p
@@ -569,9 +575,7 @@ def _binder(w: World) -> None:
     w.thread("munmap", p.thread(), unmap)
 
 
-@_scenario("tcp-zerocopy-vs-munmap", "tcp_zerocopy_receive maps pages while the receiver "
-           "unmaps the area")
-def _tcp(w: World) -> None:
+def _tcp_body(w: World) -> None:
     from pervma.kernel.tcp import tcp_zerocopy_receive
 
     p = w.p
@@ -585,6 +589,16 @@ def _tcp(w: World) -> None:
 
     w.thread("tcp", p.thread(), receive)
     w.thread("munmap", p.thread(), unmap)
+
+
+_scenario("binder-shrinker-vs-munmap", "the binder-like shrinker frees a buffer page while "
+          "the receiver unmaps the buffer (series form where per-VMA locks exist)")(_binder_body)
+_scenario("binder-shrinker-vs-munmap-pre-series", "the same with binder's pre-series callers "
+          "(mmap_read_trylock / mmap_lock fallback)", tweak=_pre_series)(_binder_body)
+_scenario("tcp-zerocopy-vs-munmap", "tcp_zerocopy_receive maps pages while the receiver "
+          "unmaps the area (series form where per-VMA locks exist)")(_tcp_body)
+_scenario("tcp-zerocopy-vs-munmap-pre-series", "the same with the pre-series lookup "
+          "(lock_vma_under_rcu, then mmap_read_lock)", tweak=_pre_series)(_tcp_body)
 
 
 @_scenario("lock-vma-under-rcu-wait", "the wait-for-writers lookup (correct use) against "
