@@ -33,7 +33,7 @@ from pervma.kernel.mmap_lock import (
     mmap_read_unlock,
     vma_end_read,
 )
-from pervma.kernel.task import current_task
+from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.vmstat import count_vm_event, count_vm_vma_lock_event
 from pervma.sched import work
 
@@ -108,7 +108,7 @@ async def _fault_under_vma_lock(mm: MmStruct, address: int, flags: int, write: b
     count_vm_vma_lock_event(mm, "vma_lock_retry")
     if fault & VM_FAULT_MAJOR:
         flags |= FAULT_FLAG_TRIED
-    if current_task().fatal_signal:
+    if fatal_signal_pending(current_task()):
         return 0, flags
     return None, flags
 
@@ -142,7 +142,7 @@ async def _lock_mmap(mm: MmStruct, address: int, flags: int, write: bool, exec_:
             await mmap_read_unlock(mm)
             return SEGV_ACCERR
         fault = await handle_mm_fault(vma, address, flags)
-        if fault & VM_FAULT_RETRY and tsk.fatal_signal:
+        if fault & VM_FAULT_RETRY and fatal_signal_pending(tsk):
             return 0
         if fault & VM_FAULT_COMPLETED:
             return 0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from pervma.kernel import debug
-from pervma.kernel.task import TaskStruct, current_task
+from pervma.kernel.task import TaskStruct, current_task, fatal_signal_pending, signal_loc
 from pervma.sched import acquire, block, preempt_disable, preempt_enable, read, release, rmw
 
 
@@ -110,7 +110,8 @@ class RwSemaphore:
         else:
             def cond() -> bool:
                 return w.granted
-        await block(self.loc, f"down_{kind}({self.name}) wait", cond)
+        await block(self.loc, f"down_{kind}({self.name}) wait", cond,
+                    also=signal_loc(me) if killable else None)
         if not w.granted:
             self.wait_list.remove(w)
             self._wake()
@@ -209,12 +210,13 @@ class RcuWait:
             if cond():
                 self.task = None
                 return 0
-            if killable and me.fatal_signal:
+            if killable and fatal_signal_pending(me):
                 self.task = None
                 return -errno.EINTR
             self.woken = False
             await block(self.loc, f"{label}: sleep",
-                        lambda: self.woken or (killable and me.fatal_signal))
+                        lambda: self.woken or (killable and me.fatal_signal),
+                        also=signal_loc(me) if killable else None)
 
     async def wake_up(self, label: str = "rcuwait_wake_up") -> None:
         await rmw(self.loc, label)

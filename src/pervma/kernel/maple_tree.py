@@ -12,6 +12,7 @@ node that has already been freed (that is StackRot).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from pervma.kernel import debug
@@ -25,6 +26,10 @@ from pervma.sched import read, write
 class MapleNode(SlabObject):
     vmas: tuple[VmAreaStruct, ...] = ()
     starts: tuple[int, ...] = ()
+    mm_id: int = 0
+
+    def locations(self) -> tuple[Hashable, ...]:
+        return (("maple_node", self.mm_id, self.slot),)
 
 
 def _new_node(slot: int) -> MapleNode:
@@ -45,6 +50,7 @@ class MapleTree:
 
     def _node(self, vmas: tuple[VmAreaStruct, ...]) -> MapleNode:
         node = self.cache.alloc("mas_store")
+        node.mm_id = self.mm_id
         node.vmas = vmas
         node.starts = tuple(v.vm_start for v in vmas)
         return node

@@ -18,7 +18,7 @@ from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
 from pervma.kernel.rmap import __anon_vma_prepare
 from pervma.kernel.task import current_task
-from pervma.sched import Op, OpKind, step, work
+from pervma.sched import Op, OpKind, step, touch, work
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import File, MmStruct, VmAreaStruct
@@ -318,6 +318,7 @@ async def do_wp_page(vmf: VmFault) -> int:
         return 0
     old = pte.page
     debug.kasan_check(old, "do_wp_page", "page")
+    touch(("page", old.pfn))  # the reuse decision reads the page's counts
     if vma.vm_flags & VmFlags.VM_SHARED:
         check_fault_vma(vmf, "wp_page_shared")
         await set_pte_at(mm, vmf.vpn, Pte(old, writable=True, dirty=True), "wp_page_shared")
@@ -347,6 +348,7 @@ async def do_wp_page(vmf: VmFault) -> int:
     await set_pte_at(mm, vmf.vpn, Pte(new, writable=True, dirty=True), "wp_page_copy")
     await flush_tlb(mm, "wp_page_copy: flush")
     old.mapcount -= 1
+    touch(("page", old.pfn))
     put_page(mm, old, "wp_page_copy")
     await ptl.unlock()
     return 0
@@ -399,7 +401,8 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, only_anon: bool = F
             pte = mm.pgtable.get(vpn)
             if pte is None:
                 continue
-            await step(Op(OpKind.WRITE, pte_loc(mm, vpn), "zap_pte_range", work="zap_page"))
+            await step(Op(OpKind.WRITE, pte_loc(mm, vpn), "zap_pte_range", work="zap_page",
+                          also=("page", pte.page.pfn)))
             del mm.pgtable[vpn]
             page = pte.page
             if not page.zero_page:
@@ -480,6 +483,7 @@ async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
             if not page.zero_page:
                 page.mapcount += 1
                 page.refcount += 1
+                touch(("page", page.pfn))
             dmm.pgtable[vpn] = child_pte
         await ptl.unlock()
     if wrprotected:

@@ -9,6 +9,7 @@ touch without a lock; they are atomics whose every access is a step.
 from __future__ import annotations
 
 import enum
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,9 @@ class Page(SlabObject):
     def pfn(self) -> int:
         return self.slot
 
+    def locations(self) -> tuple[Hashable, ...]:
+        return (("page", self.slot),)
+
 
 @dataclass(eq=False, slots=True)
 class Pte:
@@ -152,6 +156,9 @@ class VmAreaStruct(SlabObject):
 
     def __str__(self) -> str:
         return f"vma#{self.slot}[{self.vm_start:#x}-{self.vm_end:#x}]"
+
+    def locations(self) -> tuple[Hashable, ...]:
+        return (("vma", self.slot), ("vm_refcnt", self.slot), ("vm_lock_seq", self.slot))
 
     def pages(self) -> int:
         return (self.vm_end - self.vm_start) >> PAGE_SHIFT
@@ -198,6 +205,10 @@ class MmStruct(SlabObject):
 
     def __str__(self) -> str:
         return f"mm#{self.id}"
+
+    def locations(self) -> tuple[Hashable, ...]:
+        return tuple((name, self.id) for name in (
+            "mm_users", "mm_count", "mmap_lock", "mm_lock_seq", "vma_writer_wait", "maple"))
 
     def ptl(self, address: int) -> SpinLock:
         """pte_lockptr(): the split page-table lock of the PTE page covering address."""

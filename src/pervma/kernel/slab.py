@@ -10,9 +10,11 @@ stale pointer then sees a live object with a new identity (``generation``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from pervma.sched import touch
 
 
 @dataclass(eq=False, slots=True)
@@ -24,6 +26,11 @@ class SlabObject:
     freed: bool = False
     alloc_site: str = ""
     free_site: str = ""
+
+    def locations(self) -> tuple[Hashable, ...]:
+        """The shared locations steps name for this object: freeing or
+        recycling it is a hidden write to all of them."""
+        return ()
 
 
 T = TypeVar("T", bound=SlabObject)
@@ -49,6 +56,9 @@ class KmemCache(Generic[T]):
             obj.slot = len(self.objects)
             self.objects.append(obj)
         obj.generation += 1
+        if obj.generation > 1:
+            for loc in obj.locations():  # a recycled object changes identity
+                touch(loc)
         obj.freed = False
         obj.alloc_site = site
         obj.free_site = ""
@@ -62,6 +72,8 @@ class KmemCache(Generic[T]):
                          f"already freed at {obj.free_site} (allocated at {obj.alloc_site})")
         obj.freed = True
         obj.free_site = site
+        for loc in obj.locations():
+            touch(loc)
         self.active -= 1
         if self.typesafe_by_rcu:
             self.freelist.append(obj)

@@ -35,7 +35,7 @@ from pervma.kernel.mprotect import do_mprotect_pkey
 from pervma.kernel.mremap import do_mremap
 from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
-from pervma.kernel.task import TaskStruct
+from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import maps_text, proc_maps_read
 from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
@@ -226,7 +226,7 @@ class Thread:
 
     async def _syscall_exit(self, where: str) -> None:
         debug.check_no_locks_held(self.task, where)
-        if self.task.fatal_signal:
+        if fatal_signal_pending(self.task):
             raise Killed(f"{self.task.comm} killed in {where}")
 
     # -- syscalls -------------------------------------------------------------
@@ -334,7 +334,7 @@ class Thread:
                 return 0
             code = await handle_user_fault(mm, addr, write)
             debug.check_no_locks_held(self.task, "page fault")
-            if self.task.fatal_signal:
+            if fatal_signal_pending(self.task):
                 raise Killed(f"{self.task.comm} killed in a page fault")
             if code:
                 raise Segfault(addr, code)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pervma.sched import current
+from pervma.sched import current, touch
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -46,5 +46,13 @@ def current_task() -> TaskStruct:
     return model
 
 
+def signal_loc(tsk: TaskStruct) -> tuple[str, int]:
+    """Where a fatal signal is delivered: the kill is a step on it."""
+    return ("signal", tsk.pid)
+
+
 def fatal_signal_pending(tsk: TaskStruct) -> bool:
+    """A read of the signal state inside the step in progress (declared as a
+    hidden access so that dependency tracking orders it with the kill)."""
+    touch(signal_loc(tsk))
     return tsk.fatal_signal

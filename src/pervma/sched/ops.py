@@ -107,8 +107,8 @@ def release(loc: Location, label: str) -> _Step:
 
 
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
-          work: str | None = None) -> _Step:
-    return _Step(Op(OpKind.BLOCK, loc, label, enabled, work, True))
+          work: str | None = None, also: Location | None = None) -> _Step:
+    return _Step(Op(OpKind.BLOCK, loc, label, enabled, work, True, also))
 
 
 def work(name: str, label: str | None = None) -> _Step:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from pervma.sched.ops import Op
-from pervma.sched.task import Task, Violation, _current
+from pervma.sched.task import Task, Violation, _current, _touched
 
 
 class ScheduleError(Exception):
@@ -91,6 +91,8 @@ class Executor:
         if self.record:
             self.trace.append((tid, op))
         task.steps += 1
+        if _touched:
+            _touched.clear()  # sched.touch() records only this step's hidden writes
         self._advance(task)
         return op
 
@@ -117,6 +119,8 @@ def run_direct(coro: Coroutine[Any, Any, Any], model: Any = None, name: str = "T
                 coro.close()
                 raise Violation("deadlock", f"{name} would block forever in {op.label}")
             op = coro.send(None)
+            if _touched:
+                _touched.clear()
     except StopIteration as stop:
         return stop.value
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,8 @@ class Task:
 
 
 _current: list[Task] = []
+_touched: list[Hashable] = []
+_tracking = [False]
 
 
 def current() -> Task:
@@ -82,3 +84,24 @@ def preempt_enable() -> None:
     if t.preempt_count <= 0:
         violation("BUG", f"preempt_count underflow in {t.name}")
     t.preempt_count -= 1
+
+
+def touch(loc: Hashable) -> None:
+    """Declare a hidden write of the step in progress: an effect on a location
+    the step's ``Op`` does not name (a slab free inside an RCU callback, an
+    object recycled by an allocation, a page's counts).  Drivers that track
+    dependencies turn recording on with :func:`track_touches` and take the
+    locations with :func:`drain_touched` after each step."""
+    if _tracking[0] and _current:
+        _touched.append(loc)
+
+
+def track_touches(on: bool) -> None:
+    _tracking[0] = on
+    _touched.clear()
+
+
+def drain_touched() -> list[Hashable]:
+    out = list(_touched)
+    _touched.clear()
+    return out

@@ -34,7 +34,7 @@ from pervma.kernel import debug
 from pervma.kernel.mm_types import MmStruct
 from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_MAYMOVE
 from pervma.kernel.system import STACK_SIZE, STACK_TOP, Process, Thread
-from pervma.sched import violation
+from pervma.sched import drain_touched, track_touches, violation
 
 A = 0x10000000  # where scenarios map their test range
 RW = PROT_READ | PROT_WRITE
@@ -86,72 +86,12 @@ def validate(procs: list[Process]) -> None:
             debug.validate_mm(p.mm)
 
 
-class HiddenEffects:
-    """Record slab frees and recycling as writes to the freed object's
-    locations.
-
-    The model frees objects inside steps that do not name them (an RCU
-    callback run by ``call_rcu`` or ``rcu_read_unlock``, ``vm_area_free``
-    after the last step of a removal, ``__mmdrop``), and a later access to the
-    object is a step on the object's own location.  Without this, DPOR would
-    treat the free and the access as independent and might never order them
-    the harmful way.  The hooks wrap the instance's ``KmemCache.free`` and
-    ``alloc`` (instance attributes; the class is untouched)."""
-
-    def __init__(self, kern: System) -> None:
-        self.kern = kern
-        self.pending: list[Any] = []
-        for cache, locs in ((kern.vm_area_cachep, self._vma_locs),
-                            (kern.maple_node_cachep, self._node_locs),
-                            (kern.mm_cachep, self._mm_locs),
-                            (kern.page_cachep, self._page_locs)):
-            self._wrap(cache, locs)
-
-    def _wrap(self, cache: Any, locs: Callable[[Any], list[Any]]) -> None:
-        free, alloc = cache.free, cache.alloc
-        pending = self.pending
-
-        def hooked_free(obj: Any, site: str) -> None:
-            pending.extend(locs(obj))
-            free(obj, site)
-
-        def hooked_alloc(site: str) -> Any:
-            obj = alloc(site)
-            if obj.generation > 1:  # a recycled object changes identity
-                pending.extend(locs(obj))
-            return obj
-
-        cache.free = hooked_free
-        cache.alloc = hooked_alloc
-
-    @staticmethod
-    def _vma_locs(v: Any) -> list[Any]:
-        return [("vma", v.slot), ("vm_refcnt", v.slot), ("vm_lock_seq", v.slot)]
-
-    def _node_locs(self, n: Any) -> list[Any]:
-        return [("maple_node", m, n.slot) for m in range(len(self.kern.mm_cachep.objects))]
-
-    @staticmethod
-    def _mm_locs(mm: Any) -> list[Any]:
-        return [(name, mm.slot) for name in ("mm_users", "mm_count", "mmap_lock", "mm_lock_seq",
-                                              "vma_writer_wait", "maple")]
-
-    @staticmethod
-    def _page_locs(pg: Any) -> list[Any]:
-        return [("page", pg.slot)]
-
-    def drain(self) -> list[Any]:
-        out = list(self.pending)
-        self.pending.clear()
-        return out
-
-
 class World:
     """A system plus the bookkeeping a scenario needs."""
 
     def __init__(self, cfg: Config) -> None:
         self.kern = System(cfg)
-        self.hidden = HiddenEffects(self.kern)
+        track_touches(True)  # the model declares its hidden writes (slab frees, recycling)
         self.p = self.kern.spawn("p")
         self.procs: list[tuple[str, Process]] = [("p", self.p)]
         self.threads: list[tuple[str, Thread, Body]] = []
@@ -191,7 +131,7 @@ class World:
             [t.task for _, t, _ in self.threads],
             snapshot=lambda: lock_state(procs),
             finish=finish,
-            effects=self.hidden.drain,
+            effects=drain_touched,
         )
 
 
