@@ -73,42 +73,48 @@ async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> 
         return -errno.EINVAL
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
-    try:
-        vma = mm.mm_mt.find(start)
-        if vma is None:
+    error = await _mprotect_locked(mm, start, end, prot, grows)
+    await mmap_write_unlock(mm)
+    return error
+
+
+async def _mprotect_locked(mm: MmStruct, start: int, end: int, prot: int, grows: int) -> int:
+    """The part of do_mprotect_pkey() under the mmap write lock (no await in
+    a finally block: a driver may stop a thread at any step)."""
+    vma = mm.mm_mt.find(start)
+    if vma is None:
+        return -errno.ENOMEM
+    if grows & PROT_GROWSDOWN:
+        if vma.vm_start >= end:
             return -errno.ENOMEM
-        if grows & PROT_GROWSDOWN:
-            if vma.vm_start >= end:
-                return -errno.ENOMEM
-            start = vma.vm_start
-            if not vma.vm_flags & VmFlags.VM_GROWSDOWN:
-                return -errno.EINVAL
-        elif vma.vm_start > start:
-            return -errno.ENOMEM
-        prev, _ = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)
-        if start > vma.vm_start:
-            prev = vma
-        nstart, tmp = start, vma.vm_start
-        reqprot = calc_vm_prot_bits(prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
-        error = 0
-        while vma is not None and vma.vm_start < end:
-            if vma.vm_start != tmp:
-                error = -errno.ENOMEM
-                break
-            newflags = reqprot | (vma.vm_flags & ~VM_ACCESS)
-            if (newflags & ~VmFlags(int(newflags) >> 4)) & VM_ACCESS:
-                error = -errno.EACCES
-                break
-            tmp = min(vma.vm_end, end)
-            error, vma = await mprotect_fixup(vma, prev, nstart, tmp, newflags)
-            if error:
-                break
-            prev = vma
-            tmp = vma.vm_end  # vma_iter_end(): the merged VMA may reach further
-            nstart = tmp
-            vma = mm.mm_mt.find(tmp) if tmp < end else None
-        if not error and tmp < end:
+        start = vma.vm_start
+        if not vma.vm_flags & VmFlags.VM_GROWSDOWN:
+            return -errno.EINVAL
+    elif vma.vm_start > start:
+        return -errno.ENOMEM
+    prev, _ = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)
+    if start > vma.vm_start:
+        prev = vma
+    nstart, tmp = start, vma.vm_start
+    reqprot = calc_vm_prot_bits(prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
+    error = 0
+    while vma is not None and vma.vm_start < end:
+        if vma.vm_start != tmp:
             error = -errno.ENOMEM
-        return error
-    finally:
-        await mmap_write_unlock(mm)
+            break
+        newflags = reqprot | (vma.vm_flags & ~VM_ACCESS)
+        if (newflags & ~VmFlags(int(newflags) >> 4)) & VM_ACCESS:
+            error = -errno.EACCES
+            break
+        tmp = min(vma.vm_end, end)
+        error, vma = await mprotect_fixup(vma, prev, nstart, tmp, newflags)
+        if error:
+            break
+        prev = vma
+        tmp = vma.vm_end  # vma_iter_end(): the merged VMA may reach further
+        nstart = tmp
+        vma = mm.mm_mt.find(tmp) if tmp < end else None
+    if not error and tmp < end:
+        error = -errno.ENOMEM
+    return error
+

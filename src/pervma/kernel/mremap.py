@@ -359,16 +359,22 @@ async def do_mremap(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: 
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
     vrm.mmap_locked = True
-    try:
-        if not __check_map_count_against_split(mm, before_unmaps=True):
-            return -errno.ENOMEM
-        if vrm.move_only():
-            return await remap_move(vrm)
-        vrm.vma = mm.mm_mt.find_covering(addr)
-        res = check_prep_vma(vrm)
-        if res:
-            return res
-        return await (mremap_to(vrm) if vrm.implies_new_addr() else mremap_at(vrm))
-    finally:
-        if vrm.mmap_locked:
-            await mmap_write_unlock(mm)
+    res = await _mremap_locked(vrm)
+    if vrm.mmap_locked:
+        await mmap_write_unlock(mm)
+    return res
+
+
+async def _mremap_locked(vrm: VmaRemapStruct) -> int:
+    """The part of do_mremap() under the mmap write lock (no await in a
+    finally block: a driver may stop a thread at any step)."""
+    mm = vrm.mm
+    if not __check_map_count_against_split(mm, before_unmaps=True):
+        return -errno.ENOMEM
+    if vrm.move_only():
+        return await remap_move(vrm)
+    vrm.vma = mm.mm_mt.find_covering(vrm.addr)
+    res = check_prep_vma(vrm)
+    if res:
+        return res
+    return await (mremap_to(vrm) if vrm.implies_new_addr() else mremap_at(vrm))
