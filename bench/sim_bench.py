@@ -16,6 +16,7 @@ import csv
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pervma.sim.api import run_point
@@ -58,26 +59,38 @@ def anchor_ratios() -> dict[tuple[str, int], float]:
     return out
 
 
-def ratio(wl: str, preset: str, machine: str, n: int, dur: float, seeds: int = 1) -> float:
-    def med(kind: str) -> float:
-        return statistics.median(run_point(wl, preset, machine, kind, n, dur, seed=s).faults_per_s
-                                 for s in range(seeds))
-    return med("threads") / med("processes")
+def _rate(args: tuple[str, str, int, float, int]) -> float:
+    wl, kind, n, dur, seed = args
+    return run_point(wl, "universal", "xeon16", kind, n, dur, seed=seed).faults_per_s
 
 
-def fidelity(dur: float, seeds: int) -> None:
+def ratios(wl: str, dur: float, seeds: int, jobs: int) -> dict[int, float]:
+    """threads/processes at each task count: median over seeds of each kind."""
+    args = [(wl, kind, n, dur, s) for n in TASKS for kind in ("threads", "processes")
+            for s in range(seeds)]
+    with ProcessPoolExecutor(jobs) as pool:
+        vals = dict(zip(args, pool.map(_rate, args), strict=True))
+    out = {}
+    for n in TASKS:
+        t = statistics.median(vals[(wl, "threads", n, dur, s)] for s in range(seeds))
+        p = statistics.median(vals[(wl, "processes", n, dur, s)] for s in range(seeds))
+        out[n] = t / p
+    return out
+
+
+def fidelity(dur: float, seeds: int, jobs: int) -> None:
     meas = anchor_ratios()
     print(f"fidelity on xeon16, universal, {dur:g} ms simulated per point, {seeds} seed(s)")
     for wl in ("private", "shared"):
+        sim = ratios(wl, dur, seeds, jobs)
         for n in TASKS:
-            sim = ratio(wl, "universal", "xeon16", n, dur, seeds)
             m = meas[(wl, n)]
-            print(f"  {wl:8} {n:2} tasks: simulated {sim:.3f}  measured {m:.3f}  "
-                  f"error {100 * (sim / m - 1):+.1f}%", flush=True)
-    print("predictions on xeon16, universal (threads/processes)")
+            print(f"  {wl:8} {n:2} tasks: simulated {sim[n]:.3f}  measured {m:.3f}  "
+                  f"error {100 * (sim[n] / m - 1):+.1f}%", flush=True)
+    print("predictions on xeon16, universal (threads/processes; no calibration on them)")
     for wl in ("churn", "churnsame", "mmap1"):
-        line = "  ".join(f"{n}:{ratio(wl, 'universal', 'xeon16', n, dur):.3f}" for n in TASKS)
-        print(f"  {wl:9} {line}", flush=True)
+        sim = ratios(wl, dur, 1, jobs)
+        print(f"  {wl:9} " + "  ".join(f"{n}:{sim[n]:.3f}" for n in TASKS), flush=True)
 
 
 def main() -> int:
@@ -86,10 +99,11 @@ def main() -> int:
     ap.add_argument("--fidelity", action="store_true")
     ap.add_argument("--duration-ms", type=float, default=None)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
     t0 = time.perf_counter()
     if a.fidelity:
-        fidelity(a.duration_ms or 60.0, a.seeds)
+        fidelity(a.duration_ms or 40.0, a.seeds, a.jobs)
     else:
         rate = speed(a.duration_ms or 4.0)
         if rate < 20_000:
