@@ -23,6 +23,9 @@ Which line a location lives on (:meth:`CostModel.line_key`):
   machine-wide lock, a fluid server of ``zone_lock_hold_ns`` per refill.
 * anything else: the location itself.
 
+A VMA allocated on a CPU (``vma_alloc`` work) has its lines local to that CPU
+on first touch, as SLUB's per-CPU freelists make them.
+
 The end of an mmap_lock write session (``up_write``/``downgrade_write``)
 also costs ``mmap_work_ns``/``munmap_work_ns``: the syscalls' bookkeeping the
 model does not spell out as steps (a stopgap that switches itself off once the
@@ -50,6 +53,7 @@ _READ = OpKind.READ
 _BLOCK = OpKind.BLOCK
 _PERCPU = ("rcu", "lru", "zone", "page")
 _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long runs)
+_VMA_LOCS = ("vma", "vm_refcnt", "vm_lock_seq")
 _MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
 PAGE_BYTES = 4096
 
@@ -140,6 +144,7 @@ class CostModel:
         self.debt = [0.0] * m.cpus  # IPI handling owed by each CPU
         self.pcp_count = [0] * m.cpus
         self.mem = _Loaded(tau=20_000.0)
+        self.fresh_vma = [False] * m.cpus  # a vma_alloc awaits its first touch
         # Mean-field multiplier: each simulated request to a machine-wide
         # resource stands for ``weight`` identical ones (processes mode runs a
         # few representative processes for many; see pervma.sim.api).
@@ -203,8 +208,24 @@ class CostModel:
             mm = loc[1]
             self.cpumask[mm] = self.cpumask.get(mm, 0) | (1 << cpu)
 
+    def _fresh_slot(self, loc: Hashable, cpu: int) -> bool:
+        """The first touch of a VMA after ``vma_alloc`` on this CPU: SLUB hands
+        out objects from the allocating CPU's own freelist, so their lines are
+        local (the model's one global freelist would make them cold)."""
+        if not (isinstance(loc, tuple) and len(loc) == 2 and loc[0] in _VMA_LOCS):
+            return False
+        self.fresh_vma[cpu] = False
+        bit = 1 << cpu
+        for kind in ("vma", "vm_refcnt"):
+            line = self._line((kind, loc[1]))
+            if line is not None:
+                line.owner, line.sharers, line.free_at = cpu, bit, 0.0
+        return True
+
     def touch(self, loc: Hashable, write: bool, cpu: int, t: float) -> float:
         """Cost of one access to ``loc`` by ``cpu`` at time ``t``."""
+        if self.fresh_vma[cpu] and self._fresh_slot(loc, cpu):
+            return self.atomic if write else self.hit
         line = self._line(loc)
         if line is None:
             kind = loc[0] if isinstance(loc, tuple) else None
@@ -301,6 +322,8 @@ class CostModel:
             return base + w
         if name == "tlb_flush":
             return self.shootdown(op.loc, cpu)
+        if name == "vma_alloc":
+            self.fresh_vma[cpu] = True
         return base
 
     def shootdown(self, loc: Hashable, cpu: int) -> float:

@@ -49,6 +49,7 @@ _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
 _MISSING = object()
 _INF = float("inf")
+_CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
 
 
 @dataclass(slots=True)
@@ -245,7 +246,7 @@ class TimedDriver:
                                 w = op.work
                                 if w is None:
                                     dt = 0.0
-                                elif w == "clear_page" or w == "copy_page" or w == "tlb_flush":
+                                elif w in _CHARGED_WORK:
                                     dt = charge(op, c, t)
                                 else:
                                     dt = work[w] * scale[c] if w in work else default_work

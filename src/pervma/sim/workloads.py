@@ -116,6 +116,15 @@ def get_workload(name: str) -> Workload:
     return WORKLOADS[name]
 
 
+def _tmpfile(kern: Any, path: str, npages: int) -> Any:
+    """will-it-scale's mkstemp + ftruncate file: a hole, so no page is ever
+    read from disk; modelled as a tmpfs (shmem) file, as /tmp is on LKP."""
+    f = kern.create_file(path, npages)
+    f.shmem = True
+    f.vm_ops = kern.shmem_ops
+    return f
+
+
 def _start(th: Any, body: Callable[[Any], Coroutine[Any, Any, Any]]) -> tuple[Any, Any]:
     """(coroutine, model) for a model Thread: ``Thread.start(body)``."""
     coro = th.start(body)
@@ -225,13 +234,13 @@ def build(workload: str, kern: Any, mode: str, ntasks: int, seed: int) -> Built:
             file = None
             flags = ANON
             if name != "page_fault1" and name != "private":
-                file = kern.create_file(f"/tmp/willitscale.{i}", size // PAGE)
+                file = _tmpfile(kern, f"/tmp/willitscale.{i}", size // PAGE)
                 flags = MAP_PRIVATE if name == "page_fault2" else MAP_SHARED
             bodies.append(_touch_loop_body(rec, i, size, flags, file, first(size),
                                            nohuge=name == "private"))
     elif name in ("mmap1", "mmap2"):
         for i in range(ntasks):
-            file = kern.create_file(f"/tmp/willitscale.{i}", WIS_MEMSIZE // PAGE) \
+            file = _tmpfile(kern, f"/tmp/willitscale.{i}", WIS_MEMSIZE // PAGE) \
                 if name == "mmap2" else None
             bodies.append(_mmap_loop_body(rec, i, WIS_MEMSIZE, MAP_PRIVATE if file else ANON, file))
     elif name in ("shared", "churn", "churnsame"):
