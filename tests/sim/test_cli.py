@@ -49,6 +49,17 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "pervma simulate shared" in capsys.readouterr().out
 
 
+@needs_model
+def test_trace_is_perfetto_json(tmp_path: Path) -> None:
+    import json
+
+    tr = tmp_path / "t.json"
+    assert main(["simulate", "shared", "--tasks", "2", "--mode", "threads", "--duration-ms",
+                 "0.3", "--trace", str(tr)]) == 0
+    events = json.loads(tr.read_text())["traceEvents"]
+    assert events and {"name", "ph", "ts", "dur", "tid"} <= set(events[0])
+
+
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--list"]) == 0
     out = capsys.readouterr().out
@@ -60,7 +71,7 @@ def test_csv_and_plot(tmp_path: Path) -> None:
     out, png = tmp_path / "s.csv", tmp_path / "s.png"
     assert main(["simulate", "shared", "--tasks", "1,2", "--duration-ms", "0.5",
                  "--csv", str(out), "--plot", str(png)]) == 0
-    rows = list(csv.DictReader(out.open()))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
     assert [(r["kind"], r["tasks"]) for r in rows] == [
         ("threads", "1"), ("processes", "1"), ("threads", "2"), ("processes", "2")]
     assert list(rows[0])[:6] == ["workload", "preset", "machine", "kind", "tasks", "faults_per_s"]
@@ -68,4 +79,4 @@ def test_csv_and_plot(tmp_path: Path) -> None:
     assert png.stat().st_size > 1000
     assert main(["simulate", "shared", "--tasks", "1", "--duration-ms", "0.2",
                  "--csv", str(out), "--force", "--mode", "threads"]) == 0
-    assert len(list(csv.DictReader(out.open()))) == 1
+    assert len(list(csv.DictReader(out.read_text().splitlines()))) == 1
