@@ -183,6 +183,8 @@ class CostModel:
         lines = self.lines
         if loc in lines:
             return lines[loc]
+        if isinstance(loc, tuple) and loc and loc[0] == "page":
+            return None  # per-CPU data, not worth remembering
         if len(lines) > _MAX_LINES:
             lines.clear()  # rare: every line starts again as never touched
         key = self.line_key(loc)

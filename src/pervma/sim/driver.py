@@ -26,7 +26,8 @@ every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
 
 One CPU (``SMP=n``) or more tasks than CPUs: each CPU time-slices its queue.
-A task is preempted at the end of its slice only where it may be:
+A woken task preempts the running one (wake-up preemption).  A task is
+preempted at the end of its slice only where it may be:
 ``preempt_count == 0`` with PREEMPT, or (PREEMPT=n) at a user-mode boundary
 (``user``/``trap`` work) or when it sleeps.
 """
@@ -197,11 +198,16 @@ class TimedDriver:
                     continue
                 # the cost model's common case inlined: a line this CPU holds
                 line = lines.get(op.loc, _MISSING) if op.work is None else _MISSING
-                if line is not _MISSING and line is not None and op.also is None:
+                also = op.also
+                if line is not _MISSING and line is not None and (
+                        also is None or also[0] == "page"):
+                    # (a user access's data page: just cleared here, a hit)
                     if line.owner == c:
                         cost = atomic if writes[kind] else hit
+                        if also is not None:
+                            cost += hit
                     elif not writes[kind] and line.sharers >> c & 1:
-                        cost = hit
+                        cost = hit + hit if also is not None else hit
                     else:
                         cost = charge(op, c, t)
                     if debt[c]:
@@ -264,7 +270,7 @@ class TimedDriver:
                                 else:
                                     break
                                 also = op.also
-                                if also is not None:
+                                if also is not None and also[0] != "page":
                                     line = lines.get(also)
                                     if line is None or wr or not (
                                             line.owner == c or line.sharers >> c & 1):
@@ -380,7 +386,11 @@ class TimedDriver:
             self.slice_end[c] = t + self.m.timeslice_ns
             heapq.heappush(self.heap, (t, c))
         else:
+            # wake-up preemption (CFS/EEVDF): a task that slept is owed CPU
+            # time, so the running task is preempted at its next preemptible step
             self.rq[c].append(tid)
+            if t < self.slice_end[c]:
+                self.slice_end[c] = t
 
     def _wake(self, loc: Hashable, t: float, by: str = "") -> None:
         lst = self.waiters[loc]
