@@ -22,6 +22,10 @@ churnsame       shared + one extra task flipping a guard page RO/RW with    faul
 pft-threads     mmtests pft: threads fault disjoint chunks of one region    fault
 ==============  ===========================================================  =========
 
+In threads mode every thread gets a glibc-style stack mapping (8 MiB under a
+PROT_NONE guard page), mapped after the benchmark's setup, as pthread_create()
+does: it decides which later mappings can merge with which.
+
 The first pass of a task starts at a random page of its region (from the
 seed) so that tasks do not munmap in lock-step; will-it-scale's and pfbench's
 real tasks desynchronise the same way within their warm-up.
@@ -44,6 +48,7 @@ RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 WIS_MEMSIZE = 128 << 20  # will-it-scale MEMSIZE
 PFBENCH_REGION = 32 << 20  # pfbench.c REGION
+THREAD_STACK = 8 << 20  # glibc's default pthread stack
 PFT_CHUNK = 256 << 20  # per-thread share of the pft region (never exhausted in a run)
 LAT_SAMPLE_EVERY = 4  # keep every 4th fault latency
 
@@ -262,6 +267,13 @@ def build(workload: str, kern: Any, mode: str, ntasks: int, seed: int) -> Built:
         for i in range(ntasks):
             base = bases[id(procs[i])] + i * PFT_CHUNK
             bodies.append(_slice_body(rec, i, base, PFT_CHUNK, 0, True))
+    if mode == "threads":
+        # pthread_create() maps each thread's stack (8 MiB below a PROT_NONE guard
+        # page) after the benchmark's own setup mappings, as in pfbench and
+        # will-it-scale; the guard keeps later mappings from merging into them.
+        for _ in range(total):
+            stack = procs[0].mmap(0, THREAD_STACK + PAGE, RW, ANON)
+            procs[0].mprotect(stack, PAGE, 0)
     coros: list[Coroutine[Any, Any, Any]] = []
     models: list[Any] = []
     for th, body in zip(threads, bodies, strict=True):
