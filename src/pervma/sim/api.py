@@ -196,9 +196,9 @@ def simulate(workload: str, preset: str | Sequence[str] = "universal", machine: 
     w = get_workload(workload)
     load_machine(machine)  # validate early
     presets = [preset] if isinstance(preset, str) else list(preset)
-    for p in presets:
-        if p not in PRESET_NAMES:
-            raise UsageError(f"unknown preset {p!r}; choose one of {', '.join(PRESET_NAMES)}")
+    for pre in presets:
+        if pre not in PRESET_NAMES:
+            raise UsageError(f"unknown preset {pre!r}; choose one of {', '.join(PRESET_NAMES)}")
     if mode == "both":
         kinds = [k for k in KINDS if k in w.modes]
     elif mode in KINDS:

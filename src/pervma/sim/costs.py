@@ -292,7 +292,8 @@ class CostModel:
                 cost += self.touch(also, kind is not _READ and kind is not _BLOCK, cpu, t + cost)
         if op.work is not None:
             cost += self.work_cost(op, cpu, t + cost)
-        elif kind is _RELEASE and self.session_work and op.loc[0] == "mmap_lock":
+        elif (kind is _RELEASE and self.session_work and isinstance(op.loc, tuple)
+              and op.loc[0] == "mmap_lock"):
             cost += self._session_work(op.label)
         debt = self.debt[cpu]
         if debt:

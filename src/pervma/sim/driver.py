@@ -38,6 +38,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pervma.sched import Executor, Op, OpKind, Violation
 from pervma.sched.task import _current  # the driver protocol's "current task" stack
@@ -179,7 +180,7 @@ class TimedDriver:
                     continue
                 tid = cpu_task[c]
                 task = tasks[tid]
-                op = task.pending
+                op: Op = task.pending  # type: ignore[assignment]  # a running task has one
                 if rq[c] and t >= self.slice_end[c] and self._may_preempt(task, op):
                     heapq.heappop(heap)
                     rq[c].append(tid)
@@ -197,8 +198,8 @@ class TimedDriver:
                     self._sleep(tid, c, t, op)
                     continue
                 # the cost model's common case inlined: a line this CPU holds
-                line = lines.get(op.loc, _MISSING) if op.work is None else _MISSING
-                also = op.also
+                line: Any = lines.get(op.loc, _MISSING) if op.work is None else _MISSING
+                also: Any = op.also
                 if line is not _MISSING and line is not None and (
                         also is None or also[0] == "page"):
                     # (a user access's data page: just cleared here, a hit)
