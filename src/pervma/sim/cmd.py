@@ -82,7 +82,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from pervma.sim.results import SUMMARY_HEADER, summary_table, to_csv
     from pervma.sim.workloads import WORKLOADS, get_workload
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     if args.list:
         for w in WORKLOADS.values():
             console.print(f"[bold]{w.name:12}[/] {w.description}")
@@ -122,10 +122,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         points = simulate(w.name, presets, mach.name, args.mode, tasks, args.duration_ms,
                           args.seed, jobs=args.jobs, warmup_ms=args.warmup_ms,
                           progress=lambda _p: prog.advance(bar))
-    table = Table(title=f"{w.name} on {mach.name} ({args.duration_ms:g} ms simulated per point"
-                  f"; {'pairs' if w.unit == 'pairs' else 'faults'}/s)")
+    table = Table(title=f"{w.name} on {mach.name}: {'pairs' if w.unit == 'pairs' else 'faults'}/s, "
+                  f"{args.duration_ms:g} ms simulated per point; waits of the threads run",
+                  caption="simulated, not measured")
     for h in SUMMARY_HEADER:
-        table.add_column(h, justify="right" if h not in ("workload", "preset", "machine") else "left")
+        table.add_column(h, justify="left" if h == "preset" else "right")
     for row in summary_table(points):
         table.add_row(*row)
     console.print(table)

@@ -97,30 +97,28 @@ def ratio(points: Sequence[Point], workload: str, preset: str, tasks: int,
 
 
 def summary_table(points: Sequence[Point]) -> list[list[str]]:
-    """Rows for a human table: one per (workload, preset, tasks), threads vs processes."""
+    """Rows for a human table: one per (preset, tasks), threads vs processes."""
     rows: list[list[str]] = []
-    keys = sorted({(p.workload, p.preset, p.machine, p.tasks) for p in points},
-                  key=lambda k: (k[0], k[1], k[2], k[3]))
-    for wl, pre, mach, n in keys:
-        by = {p.kind: p for p in points
-              if (p.workload, p.preset, p.machine, p.tasks) == (wl, pre, mach, n)}
+    keys = sorted({(p.preset, p.tasks) for p in points})
+    for pre, n in keys:
+        by = {p.kind: p for p in points if (p.preset, p.tasks) == (pre, n)}
         th, pr = by.get("threads"), by.get("processes")
         r = f"{th.faults_per_s / pr.faults_per_s:.3f}" if th and pr and pr.faults_per_s else "-"
         main = th or pr
         assert main is not None
         rows.append([
-            wl, pre, mach, str(n),
+            pre, str(n),
             f"{th.faults_per_s:,.0f}" if th else "-",
             f"{pr.faults_per_s:,.0f}" if pr else "-",
             r,
-            f"{main.lat_p50_us:.2f}/{main.lat_p99_us:.2f}",
+            f"{main.lat_p50_us:.1f}/{main.lat_p99_us:.1f}",
             f"{main.mmap_lock_read_wait_ms + main.mmap_lock_write_wait_ms:.2f}",
             f"{main.vma_lock_wait_ms:.2f}",
+            str(main.fallbacks),
             str(main.tlb_shootdowns),
         ])
     return rows
 
 
-SUMMARY_HEADER = ["workload", "preset", "machine", "tasks", "threads/s", "processes/s",
-                  "thr/proc", "lat p50/p99 us", "mmap_lock wait ms", "VMA lock wait ms",
-                  "shootdowns"]
+SUMMARY_HEADER = ["preset", "tasks", "threads/s", "processes/s", "thr/proc", "p50/p99 us",
+                  "mmap_lock ms", "VMA lock ms", "fallbacks", "TLB sd"]
