@@ -38,7 +38,7 @@ class Settings:
 DEFAULT = Settings(
     name="default",
     check_presets=ALL_PRESETS,
-    check_max_executions=3000, check_time_limit=20.0,
+    check_max_executions=5000, check_time_limit=20.0,
     bug_max_executions=5000, bug_time_limit=30.0, check_seed=0,
     # 40 ms windows: a private task's mmap/touch/munmap cycle of 32 MiB takes
     # ~15 ms, so shorter windows never see the munmaps that set the curve.
