@@ -143,17 +143,19 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
 
             await reattach_vmas(vms)
         return -errno.ENOMEM
-    vma = None
+    merged: VmAreaStruct | None = None
     if vms.vmas:
         await vma_iter_update(mm, remove=vms.vmas, label="vms_clear_ptes: clear tree")
-    is_file = file is not None
-    if not is_file:
+    if file is None:
         vmg = VmaMergeStruct(mm=mm, start=addr, end=end, pgoff=pgoff, flags=vm_flags, prev=prev, next=nxt)
-        vma = await vma_merge_new_range(vmg)
-    if vma is None:
-        vma = await __mmap_new_vma(mm, file, addr, end, vm_flags, pgoff, prev, nxt)
-        if isinstance(vma, int):
-            return vma
+        merged = await vma_merge_new_range(vmg)
+    if merged is not None:
+        vma = merged
+    else:
+        new = await __mmap_new_vma(mm, file, addr, end, vm_flags, pgoff, prev, nxt)
+        if isinstance(new, int):
+            return new
+        vma = new
     # __mmap_complete()
     if vms.vmas:
         await zap_page_range(mm, addr, end)
