@@ -11,6 +11,7 @@ anon_vma preparation when mmap_read_trylock fails, a file whose vm_ops lack
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
@@ -86,6 +87,16 @@ def put_page(mm: MmStruct, page: Page, site: str) -> None:
 
 def linear_page_index(vma: VmAreaStruct, address: int) -> int:
     return vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
+
+
+def present_vpns(mm: MmStruct, start: int, end: int) -> list[int]:
+    """The present PTEs of [start, end), in address order, looking at
+    whichever is smaller: the range or the page table."""
+    lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+    table = mm.pgtable
+    if hi - lo <= len(table):
+        return [v for v in range(lo, hi) if v in table]
+    return sorted(v for v in table if lo <= v < hi)
 
 
 def pte_loc(mm: MmStruct, vpn: int) -> tuple[str, int, int]:
@@ -242,67 +253,57 @@ async def __do_fault(vmf: VmFault) -> Page | int:
     return await filemap_get_page(vmf)
 
 
-async def do_read_fault(vmf: VmFault) -> int:
+async def finish_fault(vmf: VmFault, page: Page, new_anon: bool, writable: bool) -> int:
+    """Install the PTE for ``page`` under the page-table lock, unless another
+    fault got there first (then a freshly allocated page is dropped)."""
     vma = vmf.vma
     mm = vma.vm_mm
-    page = await __do_fault(vmf)
-    if isinstance(page, int):
-        return page
     ptl = mm.ptl(vmf.address)
     await ptl.lock()
-    if vmf.vpn not in mm.pgtable:
-        check_fault_vma(vmf, "do_read_fault")
+    if vmf.vpn in mm.pgtable:
+        await ptl.unlock()
+        if new_anon:
+            put_page(mm, page, "finish_fault: raced")
+        return 0
+    check_fault_vma(vmf, "finish_fault")
+    if new_anon:
+        page.anon_vma, page.index, page.mapcount = vma.anon_vma, linear_page_index(vma, vmf.address), 1
+    else:
         page.mapcount += 1
         page.refcount += 1
-        await set_pte_at(mm, vmf.vpn, Pte(page, writable=False), "set_pte_at(file)")
+        touch(("page", page.pfn))
+    await set_pte_at(mm, vmf.vpn, Pte(page, writable=writable, dirty=writable), "finish_fault: set_pte_at")
     await ptl.unlock()
     return 0
 
 
+async def do_read_fault(vmf: VmFault) -> int:
+    page = await __do_fault(vmf)
+    if isinstance(page, int):
+        return page
+    return await finish_fault(vmf, page, new_anon=False, writable=False)
+
+
 async def do_cow_fault(vmf: VmFault) -> int:
-    vma = vmf.vma
-    mm = vma.vm_mm
-    if not vmf_can_call_fault(vmf):
-        await vma_end_read(vma)
-        return VM_FAULT_RETRY
-    ret = await vmf_anon_prepare(vmf)
+    """A write fault on a private file mapping: copy the file page into a new
+    anonymous page (which needs an anon_vma, hence mmap_lock, first)."""
+    ret = await vmf_anon_prepare(vmf) if vmf_can_call_fault(vmf) else 0
     if ret:
         return ret
     src = await __do_fault(vmf)
     if isinstance(src, int):
         return src
-    page = await alloc_page(mm, zero=False)
+    page = await alloc_page(vmf.vma.vm_mm, zero=False)
     await work("copy_page")
     page.data = dict(src.data)
-    ptl = mm.ptl(vmf.address)
-    await ptl.lock()
-    if vmf.vpn in mm.pgtable:
-        await ptl.unlock()
-        put_page(mm, page, "do_cow_fault: raced")
-        return 0
-    check_fault_vma(vmf, "do_cow_fault")
-    page.anon_vma, page.index, page.mapcount = vma.anon_vma, linear_page_index(vma, vmf.address), 1
-    await set_pte_at(mm, vmf.vpn, Pte(page, writable=True, dirty=True), "set_pte_at(cow)")
-    await ptl.unlock()
-    return 0
+    return await finish_fault(vmf, page, new_anon=True, writable=True)
 
 
 async def do_shared_fault(vmf: VmFault) -> int:
-    vma = vmf.vma
-    mm = vma.vm_mm
     page = await __do_fault(vmf)
     if isinstance(page, int):
         return page
-    ptl = mm.ptl(vmf.address)
-    await ptl.lock()
-    pte = mm.pgtable.get(vmf.vpn)
-    if pte is None:
-        check_fault_vma(vmf, "do_shared_fault")
-        page.mapcount += 1
-        page.refcount += 1
-        await set_pte_at(mm, vmf.vpn, Pte(page, writable=True, dirty=True), "set_pte_at(shared)")
-    await ptl.unlock()
-    return 0
+    return await finish_fault(vmf, page, new_anon=False, writable=True)
 
 
 async def do_wp_page(vmf: VmFault) -> int:
@@ -387,17 +388,16 @@ async def flush_tlb(mm: MmStruct, label: str) -> None:
     await step(Op(OpKind.LOCAL, ("tlb", mm.id), label, work="tlb_flush"))
 
 
-async def zap_page_range(mm: MmStruct, start: int, end: int, only_anon: bool = False) -> int:
-    """unmap_page_range(): clear the PTEs of [start, end) under their
-    page-table locks, drop the page references, flush TLBs once."""
-    vpns = sorted(v for v in mm.pgtable if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT)
+async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
+    """unmap_page_range(): clear the PTEs of [start, end), one PTE page at a
+    time under its page-table lock, drop the page references, flush TLBs
+    once."""
     zapped = 0
-    for key in sorted({v >> 9 for v in vpns}):
-        ptl = mm.ptl(key << 21)
+    for _key, group in groupby(present_vpns(mm, start, end), key=lambda v: v >> 9):
+        vpns = list(group)
+        ptl = mm.ptl(vpns[0] << PAGE_SHIFT)
         await ptl.lock()
         for vpn in vpns:
-            if vpn >> 9 != key:
-                continue
             pte = mm.pgtable.get(vpn)
             if pte is None:
                 continue
@@ -422,7 +422,7 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
     """mprotect's PTE update: drop write (and, for PROT_NONE, all) access."""
     mm = vma.vm_mm
     changed = False
-    for vpn in sorted(v for v in mm.pgtable if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT):
+    for vpn in present_vpns(mm, start, end):
         pte = mm.pgtable[vpn]
         readable = bool(newflags & (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC))
         writable = pte.writable and bool(newflags & VmFlags.VM_WRITE)
@@ -467,7 +467,7 @@ async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
     smm, dmm = src.vm_mm, dst.vm_mm
     cow = not src.vm_flags & VmFlags.VM_SHARED and src.vm_flags & VmFlags.VM_MAYWRITE
     wrprotected = False
-    for vpn in sorted(v for v in smm.pgtable if src.vm_start >> PAGE_SHIFT <= v < src.vm_end >> PAGE_SHIFT):
+    for vpn in present_vpns(smm, src.vm_start, src.vm_end):
         ptl = smm.ptl(vpn << PAGE_SHIFT)
         await ptl.lock()
         pte = smm.pgtable.get(vpn)
