@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.task import HeldLock, TaskStruct, current_task
-from pervma.sched import has_current, violation
+from pervma.sched import violation
+from pervma.sched.task import _current
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -46,10 +47,10 @@ def kasan_check(obj: SlabObject | None, where: str, what: str = "object") -> Non
 
 # -- lockdep -----------------------------------------------------------------
 def _tracking() -> TaskStruct | None:
-    if not has_current():
+    if not _current:
         return None
-    tsk = current_task()
-    if tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
+    tsk: TaskStruct | None = _current[-1].model
+    if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return None
     return tsk
 

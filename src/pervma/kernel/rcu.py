@@ -29,12 +29,12 @@ class _GracePeriod:
 @dataclass(eq=False, slots=True)
 class RcuState:
     preempt: bool = True
-    readers: list[TaskStruct] = field(default_factory=list)
+    readers: dict[int, TaskStruct] = field(default_factory=dict)  # by pid, insertion-ordered
     pending: list[_GracePeriod] = field(default_factory=list)
     grace_periods: int = 0
 
     def _snapshot(self) -> list[tuple[TaskStruct, int]]:
-        return [(t, t.rcu_section) for t in self.readers if t.rcu_depth > 0]
+        return [(t, t.rcu_section) for t in self.readers.values() if t.rcu_depth > 0]
 
     def run_callbacks(self) -> None:
         ready = [gp for gp in self.pending if gp.done()]
@@ -58,8 +58,8 @@ def rcu_read_lock() -> None:
     if tsk.rcu_depth == 0:
         tsk.rcu_section += 1
         rcu = _rcu(tsk)
-        if tsk not in rcu.readers:
-            rcu.readers.append(tsk)
+        if tsk.pid not in rcu.readers:
+            rcu.readers[tsk.pid] = tsk
         if not rcu.preempt:
             preempt_disable()
     tsk.rcu_depth += 1
@@ -77,7 +77,8 @@ def rcu_read_unlock() -> None:
         rcu = _rcu(tsk)
         if not rcu.preempt:
             preempt_enable()
-        rcu.run_callbacks()
+        if rcu.pending:
+            rcu.run_callbacks()
 
 
 def rcu_read_lock_held() -> bool:

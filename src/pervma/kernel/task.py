@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.sched import current, touch
+from pervma.sched.task import _current
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -38,11 +39,14 @@ class TaskStruct:
 
 
 def current_task() -> TaskStruct:
-    """The model's ``current``."""
-    model = current().model
+    """The model's ``current`` (on the fault path: kept cheap)."""
+    try:
+        model: TaskStruct | None = _current[-1].model
+    except IndexError:
+        current()  # raises: model code called outside a driver
+        raise
     if model is None:
         raise RuntimeError("model thread started without a task_struct (use Thread.start)")
-    assert isinstance(model, TaskStruct)
     return model
 
 
