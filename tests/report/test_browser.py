@@ -18,7 +18,8 @@ def _non_blank(png: bytes) -> int:
     return len(img.getcolors(maxcolors=1 << 24) or [])
 
 
-def test_report_renders_without_console_errors(report: Report) -> None:
+def test_report_renders_without_console_errors(small_report: Report) -> None:
+    report = small_report
     why = browser.missing()
     if why:
         pytest.skip(why)

@@ -1,4 +1,4 @@
-"""``pervma report`` (internal tiny profile): every section is there and its
+"""``pervma report --quick``: every section is there and its
 numbers equal what the individual commands print (timings aside)."""
 
 from __future__ import annotations
@@ -155,7 +155,8 @@ def test_performance_equals_pervma_simulate_csv(report: Report, tmp_path: Path) 
         out = tmp_path / f"{wl}.csv"
         p = run_cli("simulate", wl, "--preset", ",".join(s.sim_presets), "--tasks",
                     ",".join(map(str, s.sim_tasks)), "--duration-ms", str(s.sim_duration_ms),
-                    "--machine", s.sim_machine, "--seed", str(s.sim_seed), "--csv", str(out))
+                    "--machine", s.sim_machine, "--seed", str(s.sim_seed), "--jobs", "2",
+                    "--csv", str(out))
         if p.returncode != 0:
             assert 'class="error"' in section
             continue

@@ -7,14 +7,13 @@ Each point is the median of three seeds, as the anchor is the median of three
 repetitions (one seed for `shared` at 8 or more tasks, which barely varies).  CI runs a 25 ms simulated window after a 5 ms warm-up.  `private`
 at 8 or more threads needs longer: one iteration of its loop (mmap, 8192
 faults, munmap) takes 15-35 ms per thread, so a short window samples too few
-munmaps; those points run only with PERVMA_SIM_FULL=1 (40 ms windows), as
-``bench/sim_bench.py --fidelity`` does.
+munmaps; those points run 40 ms windows (median of three seeds), as
+``bench/sim_bench.py --fidelity`` does: about two minutes of CPU.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 from pathlib import Path
 
@@ -25,7 +24,6 @@ pytest.importorskip("pervma.kernel.system")
 from pervma.sim.api import run_point  # noqa: E402
 
 ANCHOR = Path(__file__).parent / "data" / "pfbench-private-shared.csv"
-FULL = os.environ.get("PERVMA_SIM_FULL") == "1"
 SEEDS = (0, 1, 2)
 
 
@@ -43,8 +41,6 @@ def measured_ratio(scenario: str, tasks: int) -> float:
 @pytest.mark.parametrize("workload", ["private", "shared"])
 def test_threads_processes_ratio_matches_real_16core(workload: str, tasks: int) -> None:
     long = workload == "private" and tasks >= 8
-    if long and not FULL:
-        pytest.skip("a full-length point: PERVMA_SIM_FULL=1 or bench/sim_bench.py --fidelity")
     window = 40.0 if long else 25.0
     # `shared` has no munmap phase and barely depends on the seed: one seed for
     # the larger (slower) points keeps CI short.

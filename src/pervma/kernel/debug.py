@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.task import HeldLock, TaskStruct, current_task
-from pervma.sched import violation
-from pervma.sched.task import _current
+from pervma.sched import current_model, violation
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -47,9 +46,7 @@ def kasan_check(obj: SlabObject | None, where: str, what: str = "object") -> Non
 
 # -- lockdep -----------------------------------------------------------------
 def _tracking() -> TaskStruct | None:
-    if not _current:
-        return None
-    tsk: TaskStruct | None = _current[-1].model
+    tsk: TaskStruct | None = current_model()
     if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return None
     return tsk

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pervma.sched import current, touch
-from pervma.sched.task import _current
+from pervma.sched import current, current_model, touch
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -40,12 +39,9 @@ class TaskStruct:
 
 def current_task() -> TaskStruct:
     """The model's ``current`` (on the fault path: kept cheap)."""
-    try:
-        model: TaskStruct | None = _current[-1].model
-    except IndexError:
-        current()  # raises: model code called outside a driver
-        raise
+    model: TaskStruct | None = current_model()
     if model is None:
+        current()  # raises outside a driver
         raise RuntimeError("model thread started without a task_struct (use Thread.start)")
     return model
 

@@ -69,6 +69,12 @@ def has_current() -> bool:
     return bool(_current)
 
 
+def current_model() -> Any:
+    """The running thread's ``model`` state, or None outside a driver (the
+    fast path of the model's ``current``)."""
+    return _current[-1].model if _current else None
+
+
 def violation(kind: str, message: str) -> None:
     """The one primitive through which model code reports a broken rule."""
     raise Violation(kind, message)
