@@ -6,8 +6,6 @@ import csv
 
 import pytest
 
-pytest.importorskip("pervma.kernel.system")
-
 from pervma.errors import UsageError  # noqa: E402
 from pervma.sim.api import run_point, simulate  # noqa: E402
 from pervma.sim.plot import ratio_svg, throughput_svg  # noqa: E402

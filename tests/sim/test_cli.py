@@ -9,13 +9,6 @@ import pytest
 
 from pervma.cli import main
 
-HAVE_MODEL = True
-try:
-    import pervma.kernel.system  # noqa: F401
-except ImportError:
-    HAVE_MODEL = False
-needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="kernel model not built yet")
-
 
 @pytest.mark.parametrize("argv,msg", [
     (["simulate", "nope"], "unknown workload 'nope'"),
@@ -49,7 +42,6 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "pervma simulate shared" in capsys.readouterr().out
 
 
-@needs_model
 def test_trace_is_perfetto_json(tmp_path: Path) -> None:
     import json
 
@@ -66,7 +58,6 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "pft-threads" in out and "xeon16" in out
 
 
-@needs_model
 def test_csv_and_plot(tmp_path: Path) -> None:
     out, png = tmp_path / "s.csv", tmp_path / "s.png"
     assert main(["simulate", "shared", "--tasks", "1,2", "--duration-ms", "0.5",

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pervma.kernel.system")
-
 from pervma.sim.api import run_point  # noqa: E402
 
 ANCHOR = Path(__file__).parent / "data" / "pfbench-private-shared.csv"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("pervma.kernel.system")
-
 from pervma.sim.latency import writer_sleep_latency  # noqa: E402
 from pervma.sim.machine import load_machine  # noqa: E402
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("pervma.kernel.system")
-
 from pervma.sim.api import run_point  # noqa: E402
 
 
