@@ -29,7 +29,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write_killable,
 )
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
-from pervma.sched import Executor, Op, run_schedule
+from pervma.sched import Executor, Op, run_direct, run_schedule
 
 FLAG = VM_REFCNT_EXCLUDE_READERS_FLAG
 A = 0x10000000
@@ -232,8 +232,9 @@ def test_killable_write_lock_abort_removes_flag() -> None:
     assert seen["ret"] == -errno.EINTR
     assert seen["refcnt"] == 2  # FLAG removed, the reader still counted
     assert seen["locked"] is False
-    # the reader still holds its lock: release it to keep the test balanced
-    V.vm_refcnt.counter -= 1
+    # the reader still holds its lock; its release leaves the VMA unlocked
+    run_direct(t0._guard(vma_end_read(V)), model=t0.task)
+    assert V.vm_refcnt.counter == 1
 
 
 def test_downgrade_drops_every_vma_write_lock() -> None:

@@ -113,18 +113,32 @@ async def _fault_under_vma_lock(mm: MmStruct, address: int, flags: int, write: b
     return None, flags
 
 
-async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
-                             user: bool = True) -> int:
-    """Models do_user_addr_fault() (x86, 7.x).  Returns 0 when the access
-    may be retried, else the si_code of the signal (SEGV_MAPERR/ACCERR)."""
+async def _arch_fault(mm: MmStruct, address: int, write: bool, exec_: bool, user: bool,
+                      arm64: bool) -> int:
+    """The shape x86 and arm64 share: trap, per-VMA fast path for user-mode
+    faults, then mmap_lock."""
     flags = _fault_flags(write, exec_, user)
     await work("trap")
     count_vm_event(mm, "pgfault")
     if flags & FAULT_FLAG_USER:
-        result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64=False)
+        result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64)
         if result is not None:
             return result
-    return await _lock_mmap(mm, address, flags, write, exec_, arm64=False)
+    return await _lock_mmap(mm, address, flags, write, exec_, arm64)
+
+
+async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                             user: bool = True) -> int:
+    """Models do_user_addr_fault() (x86, 7.x).  Returns 0 when the access
+    may be retried, else the si_code of the signal (SEGV_MAPERR/ACCERR)."""
+    return await _arch_fault(mm, address, write, exec_, user, arm64=False)
+
+
+async def do_page_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                        user: bool = True) -> int:
+    """Models do_page_fault() (arm64, 7.x): a missing permission is decided
+    under the VMA lock and counted as SUCCESS."""
+    return await _arch_fault(mm, address, write, exec_, user, arm64=True)
 
 
 async def _lock_mmap(mm: MmStruct, address: int, flags: int, write: bool, exec_: bool,
@@ -151,20 +165,6 @@ async def _lock_mmap(mm: MmStruct, address: int, flags: int, write: bool, exec_:
             continue
         await mmap_read_unlock(mm)
         return _result(fault)
-
-
-async def do_page_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
-                        user: bool = True) -> int:
-    """Models do_page_fault() (arm64, 7.x): a missing permission is decided
-    under the VMA lock and counted as SUCCESS."""
-    flags = _fault_flags(write, exec_, user)
-    await work("trap")
-    count_vm_event(mm, "pgfault")
-    if flags & FAULT_FLAG_USER:
-        result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64=True)
-        if result is not None:
-            return result
-    return await _lock_mmap(mm, address, flags, write, exec_, arm64=True)
 
 
 async def handle_user_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False) -> int:

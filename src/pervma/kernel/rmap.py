@@ -111,19 +111,6 @@ def unlink_anon_vmas(vma: VmAreaStruct) -> None:
 # ---------------------------------------------------------------------------
 # The rmap walker
 # ---------------------------------------------------------------------------
-def page_mapped_in(page: Page, vmas: list[VmAreaStruct]) -> list[tuple[VmAreaStruct, int]]:
-    """Where rmap finds ``page``: VMAs linked to its anon_vma that map it."""
-    found = []
-    for vma in vmas:
-        if page.anon_vma in vma.anon_vma_chain or page.mapping is not None and vma.vm_file is page.mapping:
-            addr = vma.vm_start + ((page.index - vma.vm_pgoff) << 12)
-            if vma.vm_start <= addr < vma.vm_end:
-                pte = vma.vm_mm.pgtable.get(addr >> 12)
-                if pte is not None and pte.page is page:
-                    found.append((vma, addr))
-    return found
-
-
 async def rmap_walk_anon(system: object, page: Page) -> list[tuple[VmAreaStruct, int]]:
     """An rmap walk as reclaim runs it: under the anon_vma lock (a step on the
     anon_vma's root) visit every VMA linked to the page's anon_vma and check

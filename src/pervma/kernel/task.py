@@ -34,7 +34,6 @@ class TaskStruct:
     rcu_section: int = 0  # bumped at every outermost rcu_read_lock
     fatal_signal: bool = False  # a SIGKILL is pending
     held: list[HeldLock] = field(default_factory=list)
-    in_user: bool = True  # between syscalls / faults
 
 
 def current_task() -> TaskStruct:
