@@ -53,8 +53,9 @@ def _tracking() -> TaskStruct | None:
 
 
 def lockdep_acquire(name: str, obj: Any, mode: str) -> None:
-    tsk = _tracking()
-    if tsk is None:
+    # _tracking(), inlined: every lock on the fault path passes here
+    tsk: TaskStruct | None = current_model()
+    if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return
     for h in tsk.held:
         if h.obj is obj and name != "vm_lock":
@@ -63,8 +64,9 @@ def lockdep_acquire(name: str, obj: Any, mode: str) -> None:
 
 
 def lockdep_release(name: str, obj: Any) -> None:
-    tsk = _tracking()
-    if tsk is None:
+    # _tracking(), inlined: every unlock on the fault path passes here
+    tsk: TaskStruct | None = current_model()
+    if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return
     for i in range(len(tsk.held) - 1, -1, -1):
         if tsk.held[i].obj is obj:

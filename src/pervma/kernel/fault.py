@@ -9,7 +9,8 @@ under the VMA lock and counts SUCCESS.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.memory import (
     FAULT_FLAG_DEFAULT,
@@ -40,15 +41,20 @@ from pervma.sched import work
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
 
+_TRAP = work("trap")
+
 SEGV_MAPERR = 1
 SEGV_ACCERR = 2
 SIGBUS_FAULT = 7  # pervma's code for a SIGBUS result
 OOM_FAULT = 12
 
 
+_VM_WRITE = VmFlags.VM_WRITE
+
+
 def x86_access_error(write: bool, exec_: bool, vma: VmAreaStruct) -> bool:
     if write:
-        return not vma.vm_flags & VmFlags.VM_WRITE
+        return not vma.vm_flags & _VM_WRITE
     return not vma.vm_flags & VM_ACCESS_FLAGS
 
 
@@ -118,7 +124,7 @@ async def _arch_fault(mm: MmStruct, address: int, write: bool, exec_: bool, user
     """The shape x86 and arm64 share: trap, per-VMA fast path for user-mode
     faults, then mmap_lock."""
     flags = _fault_flags(write, exec_, user)
-    await work("trap")
+    await _TRAP
     count_vm_event(mm, "pgfault")
     if flags & FAULT_FLAG_USER:
         result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64)
@@ -127,18 +133,18 @@ async def _arch_fault(mm: MmStruct, address: int, write: bool, exec_: bool, user
     return await _lock_mmap(mm, address, flags, write, exec_, arm64)
 
 
-async def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
-                             user: bool = True) -> int:
+def do_user_addr_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                       user: bool = True) -> Coroutine[Any, Any, int]:
     """Models do_user_addr_fault() (x86, 7.x).  Returns 0 when the access
     may be retried, else the si_code of the signal (SEGV_MAPERR/ACCERR)."""
-    return await _arch_fault(mm, address, write, exec_, user, arm64=False)
+    return _arch_fault(mm, address, write, exec_, user, False)
 
 
-async def do_page_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
-                        user: bool = True) -> int:
+def do_page_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False,
+                  user: bool = True) -> Coroutine[Any, Any, int]:
     """Models do_page_fault() (arm64, 7.x): a missing permission is decided
     under the VMA lock and counted as SUCCESS."""
-    return await _arch_fault(mm, address, write, exec_, user, arm64=True)
+    return _arch_fault(mm, address, write, exec_, user, True)
 
 
 async def _lock_mmap(mm: MmStruct, address: int, flags: int, write: bool, exec_: bool,
@@ -167,8 +173,9 @@ async def _lock_mmap(mm: MmStruct, address: int, flags: int, write: bool, exec_:
         return _result(fault)
 
 
-async def handle_user_fault(mm: MmStruct, address: int, write: bool, exec_: bool = False) -> int:
+def handle_user_fault(mm: MmStruct, address: int, write: bool,
+                      exec_: bool = False) -> Coroutine[Any, Any, int]:
     """The architecture's handler, chosen by Config.arch."""
     if mm.config.arch == "arm64":
-        return await do_page_fault(mm, address, write, exec_)
-    return await do_user_addr_fault(mm, address, write, exec_)
+        return do_page_fault(mm, address, write, exec_)
+    return do_user_addr_fault(mm, address, write, exec_)

@@ -20,18 +20,24 @@ from pervma.sched import acquire, block, preempt_disable, preempt_enable, read, 
 class SpinLock:
     """spinlock_t: acquiring disables preemption; waiting is busy (not a sleep)."""
 
-    __slots__ = ("loc", "name", "owner")
+    __slots__ = ("_lock_op", "_unlock_op", "loc", "name", "owner")
 
     def __init__(self, loc: Hashable, name: str = "spinlock") -> None:
         self.loc = loc
         self.name = name
         self.owner: TaskStruct | None = None
+        # The two steps are the same every time: made once, awaited at each use.
+        self._lock_op = acquire(loc, f"spin_lock({name})", self._unlocked, sleeps=False)
+        self._unlock_op = release(loc, f"spin_unlock({name})")
+
+    def _unlocked(self) -> bool:
+        return self.owner is None
 
     async def lock(self) -> None:
         me = current_task()
         if self.owner is me:
             debug.report("BUG: spinlock recursion", f"{self.name} already held by {me.comm}")
-        await acquire(self.loc, f"spin_lock({self.name})", lambda: self.owner is None, sleeps=False)
+        await self._lock_op
         self.owner = me
         preempt_disable()
         debug.lockdep_acquire(self.name, self, "write")
@@ -40,7 +46,7 @@ class SpinLock:
         me = current_task()
         if self.owner is not me:
             debug.report("BUG: bad unlock balance", f"{self.name} not held by {me.comm}")
-        await release(self.loc, f"spin_unlock({self.name})")
+        await self._unlock_op
         self.owner = None
         debug.lockdep_release(self.name, self)
         preempt_enable()

@@ -12,6 +12,7 @@ node that has already been freed (that is StackRot).
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -30,6 +31,12 @@ class MapleNode(SlabObject):
 
     def locations(self) -> tuple[Hashable, ...]:
         return (("maple_node", self.mm_id, self.slot),)
+
+
+@functools.cache
+def _walk_labels(label: str) -> tuple[str, str]:
+    """The two step labels of a walk (made once per walker, not per walk)."""
+    return f"{label}: root", f"{label}: node"
 
 
 def _new_node(slot: int) -> MapleNode:
@@ -107,9 +114,10 @@ class MapleTree:
 
     # -- reader side: steps, possibly stale ---------------------------------
     async def _load_node(self, label: str) -> MapleNode:
-        await read(self.loc, f"{label}: root")
+        root_label, node_label = _walk_labels(label)
+        await read(self.loc, root_label)
         node = self.root
-        await read(("maple_node", self.mm_id, node.slot), f"{label}: node")
+        await read(("maple_node", self.mm_id, node.slot), node_label)
         debug.kasan_check(node, label, "maple_node")
         return node
 

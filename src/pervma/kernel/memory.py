@@ -10,7 +10,7 @@ anon_vma preparation when mmap_read_trylock fails, a file whose vm_ops lack
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import TYPE_CHECKING
 
@@ -50,18 +50,23 @@ class VmFault:
     vma: VmAreaStruct
     address: int
     flags: int
+    vpn: int = field(init=False)  # address >> PAGE_SHIFT, computed once
 
-    @property
-    def vpn(self) -> int:
-        return self.address >> PAGE_SHIFT
+    def __post_init__(self) -> None:
+        self.vpn = self.address >> PAGE_SHIFT
 
 
 # ---------------------------------------------------------------------------
 # Pages
 # ---------------------------------------------------------------------------
+_VM_WRITE = VmFlags.VM_WRITE
+_ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc")
+_CLEAR_PAGE = work("clear_page")
+
+
 async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
     """Page allocation: the allocator/LRU is machine-wide (one location)."""
-    await step(Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc"))
+    await step(_ALLOC_PAGES)
     page = mm.system.page_cachep.alloc("alloc_pages")
     page.data = {}
     page.refcount = 1
@@ -71,7 +76,7 @@ async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
     page.index = 0
     page.zero_page = False
     if zero:
-        await work("clear_page")
+        await _CLEAR_PAGE
     return page
 
 
@@ -103,8 +108,11 @@ def pte_loc(mm: MmStruct, vpn: int) -> tuple[str, int, int]:
     return ("pte", mm.id, vpn)
 
 
+_READ, _WRITE = OpKind.READ, OpKind.WRITE  # enum members looked up once (fault path)
+
+
 async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str) -> None:
-    await step(Op(OpKind.WRITE, pte_loc(mm, vpn), label, work="pte_install" if pte else None))
+    await step(Op(_WRITE, pte_loc(mm, vpn), label, None, "pte_install" if pte else None))
     if pte is None:
         mm.pgtable.pop(vpn, None)
     else:
@@ -192,8 +200,7 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     page.anon_vma = vma.anon_vma
     page.index = linear_page_index(vma, vmf.address)
     page.mapcount = 1
-    await set_pte_at(mm, vmf.vpn, Pte(page, writable=bool(vma.vm_flags & VmFlags.VM_WRITE), dirty=True),
-                     "set_pte_at(anon)")
+    await set_pte_at(mm, vmf.vpn, Pte(page, bool(vma.vm_flags & _VM_WRITE), True), "set_pte_at(anon)")
     await ptl.unlock()
     return 0
 
@@ -364,8 +371,9 @@ async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     vmf = VmFault(vma, address & ~0xFFF, flags)
     check_fault_vma(vmf, "handle_mm_fault")
     mm = vma.vm_mm
-    await step(Op(OpKind.READ, pte_loc(mm, vmf.vpn), "handle_pte_fault: read pte"))
-    pte = mm.pgtable.get(vmf.vpn)
+    vpn = vmf.vpn
+    await step(Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte"))
+    pte = mm.pgtable.get(vpn)
     if pte is None:
         if vma.is_anonymous():
             return await do_anonymous_page(vmf)

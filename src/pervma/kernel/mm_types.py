@@ -60,6 +60,20 @@ class VmFlags(enum.IntFlag):
     VM_NOHUGEPAGE = 0x40000000
     VM_MERGEABLE = 0x80000000
 
+    def __and__(self, other: int) -> VmFlags:
+        """``Flag.__and__`` with the same result, minus the enum machinery
+        (a flags test is on the fault path): a value seen before is its
+        cached member, any other goes through the constructor."""
+        if not isinstance(other, int):
+            return NotImplemented
+        value = int.__and__(self, other)
+        member = _VMFLAGS_BY_VALUE.get(value)
+        return member if member is not None else VmFlags(value)
+
+    __rand__ = __and__
+
+
+_VMFLAGS_BY_VALUE: dict[int, VmFlags] = VmFlags._value2member_map_  # type: ignore[assignment]
 
 VM_ACCESS_FLAGS = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
 VM_SPECIAL = VmFlags.VM_IO | VmFlags.VM_DONTEXPAND | VmFlags.VM_PFNMAP | VmFlags.VM_MIXEDMAP

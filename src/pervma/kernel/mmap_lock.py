@@ -41,6 +41,8 @@ class _EAgain:
 
 EAGAIN_VMA = _EAgain()
 
+_READ = OpKind.READ  # an enum member looked up once (the fault path reads it often)
+
 
 def _per_vma(mm: MmStruct) -> bool:
     return bool(mm.config.PER_VMA_LOCK)
@@ -182,10 +184,12 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     may wake its writer; the late seq check (acquire) catches a writer that
     locked the VMA after the early check.
     """
+    seq_loc = vma.lock_seq_loc
+    mm_lock_seq = mm.mm_lock_seq
     # 1. early check against the caller's mm, never the unstable vma->vm_mm
-    await step(Op(OpKind.READ, vma.lock_seq_loc, "vma_start_read: early seq check",
-                  also=mm.mm_lock_seq.loc))
-    if vma.vm_lock_seq == mm.mm_lock_seq.sequence:
+    await step(Op(_READ, seq_loc, "vma_start_read: early seq check", None, None, False,
+                  mm_lock_seq.loc))
+    if vma.vm_lock_seq == mm_lock_seq.sequence:
         rcu_read_unlock()
         return None
     # 2. bounded inc-not-zero
@@ -199,7 +203,7 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     debug.lockdep_acquire("vm_lock", vma, "read")
     # 3. reuse check
     if not _bug(mm, "B17"):
-        await step(Op(OpKind.READ, ("vma", vma.slot), "vma_start_read: vma->vm_mm check"))
+        await step(Op(_READ, ("vma", vma.slot), "vma_start_read: vma->vm_mm check"))
         if vma.vm_mm is not mm:
             other = vma.vm_mm
             rcu_read_unlock()
@@ -211,9 +215,9 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
                 await mmdrop(other)
             return None
     # 4. late check (acquire pairs with the release in vma_end_write_all)
-    await step(Op(OpKind.READ, vma.lock_seq_loc, "vma_start_read: late seq check",
-                  also=mm.mm_lock_seq.loc))
-    locked = vma.vm_lock_seq == mm.mm_lock_seq.sequence
+    await step(Op(_READ, seq_loc, "vma_start_read: late seq check", None, None, False,
+                  mm_lock_seq.loc))
+    locked = vma.vm_lock_seq == mm_lock_seq.sequence
     if locked:
         rcu_read_unlock()
         await vma_refcount_put(vma)
@@ -465,7 +469,7 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
         rcu_read_unlock()
-        await step(Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: range check"))
+        await step(Op(_READ, ("vma", vma.slot), "lock_vma_under_rcu: range check"))
         if not (vma.vm_start <= address < vma.vm_end):
             await vma_end_read(vma)
             count_vm_vma_lock_event(mm, "vma_lock_abort")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task
 from pervma.sched import block, preempt_disable, preempt_enable
 
@@ -57,7 +58,7 @@ def rcu_read_lock() -> None:
     tsk = current_task()
     if tsk.rcu_depth == 0:
         tsk.rcu_section += 1
-        rcu = _rcu(tsk)
+        rcu: RcuState = tsk.system.rcu
         if tsk.pid not in rcu.readers:
             rcu.readers[tsk.pid] = tsk
         if not rcu.preempt:
@@ -66,15 +67,13 @@ def rcu_read_lock() -> None:
 
 
 def rcu_read_unlock() -> None:
-    from pervma.kernel import debug
-
     tsk = current_task()
     if tsk.rcu_depth <= 0:
         debug.report("WARNING: rcu_read_unlock", f"unbalanced rcu_read_unlock in {tsk.comm}")
         return
     tsk.rcu_depth -= 1
     if tsk.rcu_depth == 0:
-        rcu = _rcu(tsk)
+        rcu: RcuState = tsk.system.rcu
         if not rcu.preempt:
             preempt_enable()
         if rcu.pending:
@@ -96,8 +95,6 @@ async def synchronize_rcu() -> None:
     """Wait for a full grace period (a blocking step)."""
     tsk = current_task()
     if tsk.rcu_depth:
-        from pervma.kernel import debug
-
         debug.report("BUG: synchronize_rcu", "called inside an RCU read-side section")
     rcu = _rcu(tsk)
     gp = _GracePeriod(rcu._snapshot())

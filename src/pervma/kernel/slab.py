@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pervma.kernel import debug
 from pervma.sched import touch
 
 
@@ -65,8 +66,6 @@ class KmemCache(Generic[T]):
         return obj
 
     def free(self, obj: T, site: str) -> None:
-        from pervma.kernel import debug
-
         if obj.freed:
             debug.report("KASAN: double-free", f"{self.name} object {obj.slot} freed at {site}, "
                          f"already freed at {obj.free_site} (allocated at {obj.alloc_site})")

@@ -45,6 +45,9 @@ from pervma.sched import Op, OpKind, current, run_direct, step, work
 if TYPE_CHECKING:
     from pervma.kernel.binder import BinderAlloc
 
+_USER_STORE = (OpKind.WRITE, "user store")
+_USER_LOAD = (OpKind.READ, "user load")
+
 # A freshly exec'd x86_64 process with ASLR off.
 STACK_TOP = 0x7FFFFFFFF000
 STACK_SIZE = 132 * 1024
@@ -311,16 +314,21 @@ class Thread:
         await work("user", label)
 
     # -- user memory accesses --------------------------------------------------
-    async def _access(self, addr: int, write: bool, value: int = 0) -> int:
+    async def _access(self, addr: int, write: bool, value: int = 0) -> int | None:
+        """A user load or store: the access itself is a step (in user mode);
+        a missing or read-only PTE traps into the page-fault handler and the
+        access is retried.  A store returns None, a load the byte."""
         mm = self.mm
+        pgtable = mm.pgtable
         vpn = addr >> PAGE_SHIFT
         off = addr & (PAGE_SIZE - 1)
+        loc = ("pte", mm.id, vpn)
+        kind, label = (_USER_STORE if write else _USER_LOAD)
         while True:
-            pte = mm.pgtable.get(vpn)
-            await step(Op(OpKind.WRITE if write else OpKind.READ, ("pte", mm.id, vpn),
-                          "user store" if write else "user load",
-                          also=("page", pte.page.pfn) if pte is not None else None, user=True))
-            pte = mm.pgtable.get(vpn)
+            pte = pgtable.get(vpn)
+            await Op(kind, loc, label, None, None, False,
+                     ("page", pte.page.pfn) if pte is not None else None, True)
+            pte = pgtable.get(vpn)
             if pte is not None and pte.readable and (pte.writable or not write):
                 page = pte.page
                 debug.kasan_check(page, "user access", "page")
@@ -331,7 +339,7 @@ class Thread:
                 page.data[off] = value & 0xFF
                 pte.dirty = True
                 debug.record_store(mm, addr, value & 0xFF)
-                return 0
+                return None
             code = await handle_user_fault(mm, addr, write)
             debug.check_no_locks_held(self.task, "page fault")
             if fatal_signal_pending(self.task):
@@ -339,11 +347,13 @@ class Thread:
             if code:
                 raise Segfault(addr, code)
 
-    async def store(self, addr: int, byte: int) -> None:
-        await self._access(addr, True, byte)
+    def store(self, addr: int, byte: int) -> Coroutine[Any, Any, int | None]:
+        return self._access(addr, True, byte)
 
     async def load(self, addr: int) -> int:
-        return await self._access(addr, False)
+        byte = await self._access(addr, False)
+        assert byte is not None
+        return byte
 
 
 class Process:

@@ -1,8 +1,8 @@
 """Primitive operations: what a model thread yields to its driver.
 
 Every shared-memory step of the model is an ``await`` of one of these
-awaitables.  The awaitable yields an :class:`Op` describing the step it is
-*about* to take; the driver resumes the coroutine when it chooses, and only then
+awaitables: an :class:`Op` itself, describing the step it is *about* to take,
+which it yields; the driver resumes the coroutine when it chooses, and only then
 does the step take effect (the code between two ``await`` points runs
 atomically with the step that precedes it).
 """
@@ -68,53 +68,50 @@ class Op:
         mine = (self.loc, self.also)
         return any(x is not None and (x == other.loc or x == other.also) for x in mine)
 
-
-class _Step:
-    """Awaitable yielding one op; ``await step(op)`` returns when the driver resumes."""
-
-    __slots__ = ("op",)
-
-    def __init__(self, op: Op) -> None:
-        self.op = op
-
     def __await__(self) -> Generator[Op, Any, None]:
-        yield self.op
+        """``await op`` yields the op to the driver and returns when it resumes."""
+        yield self
 
 
-def step(op: Op) -> _Step:
-    return _Step(op)
+def step(op: Op) -> Op:
+    """``await step(op)`` takes the step ``op`` (an :class:`Op` is itself awaitable)."""
+    return op
 
 
-def read(loc: Location, label: str) -> _Step:
-    return _Step(Op(OpKind.READ, loc, label))
+_READ, _WRITE, _RMW = OpKind.READ, OpKind.WRITE, OpKind.RMW
+_ACQUIRE, _RELEASE, _BLOCK, _LOCAL = OpKind.ACQUIRE, OpKind.RELEASE, OpKind.BLOCK, OpKind.LOCAL
 
 
-def write(loc: Location, label: str) -> _Step:
-    return _Step(Op(OpKind.WRITE, loc, label))
+def read(loc: Location, label: str) -> Op:
+    return Op(_READ, loc, label)
 
 
-def rmw(loc: Location, label: str) -> _Step:
-    return _Step(Op(OpKind.RMW, loc, label))
+def write(loc: Location, label: str) -> Op:
+    return Op(_WRITE, loc, label)
+
+
+def rmw(loc: Location, label: str) -> Op:
+    return Op(_RMW, loc, label)
 
 
 def acquire(loc: Location, label: str, enabled: Callable[[], bool] | None = None,
-            sleeps: bool = True) -> _Step:
-    return _Step(Op(OpKind.ACQUIRE, loc, label, enabled, None, sleeps))
+            sleeps: bool = True) -> Op:
+    return Op(_ACQUIRE, loc, label, enabled, None, sleeps)
 
 
-def release(loc: Location, label: str) -> _Step:
-    return _Step(Op(OpKind.RELEASE, loc, label))
+def release(loc: Location, label: str) -> Op:
+    return Op(_RELEASE, loc, label)
 
 
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
-          work: str | None = None, also: Location | None = None) -> _Step:
-    return _Step(Op(OpKind.BLOCK, loc, label, enabled, work, True, also))
+          work: str | None = None, also: Location | None = None) -> Op:
+    return Op(_BLOCK, loc, label, enabled, work, True, also)
 
 
-def work(name: str, label: str | None = None) -> _Step:
+def work(name: str, label: str | None = None) -> Op:
     """A step of local work: no shared location, a cost for the simulator.
     ``trap``, ``syscall`` and ``user`` work starts in user mode."""
-    return _Step(Op(OpKind.LOCAL, None, label or name, None, name, user=name in USER_WORK))
+    return Op(_LOCAL, None, label or name, None, name, False, None, name in USER_WORK)
 
 
 USER_WORK = frozenset({"trap", "syscall", "user"})

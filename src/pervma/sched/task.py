@@ -82,11 +82,11 @@ def violation(kind: str, message: str) -> None:
 
 def preempt_disable() -> None:
     """Enter a non-preemptible region (plain call: it touches nothing shared)."""
-    current().preempt_count += 1
+    (_current[-1] if _current else current()).preempt_count += 1
 
 
 def preempt_enable() -> None:
-    t = current()
+    t = _current[-1] if _current else current()
     if t.preempt_count <= 0:
         violation("BUG", f"preempt_count underflow in {t.name}")
     t.preempt_count -= 1
