@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from pervma.sched import read, rmw, violation, write
+from pervma.sched import Op, read, rmw, violation, write
 
 UINT_MAX = 0xFFFFFFFF
 REFCOUNT_SATURATED = 0xC0000000
@@ -18,11 +18,20 @@ REFCOUNT_SATURATED = 0xC0000000
 class Atomic:
     """atomic_t: a shared int whose every access is a step."""
 
-    __slots__ = ("counter", "loc")
+    __slots__ = ("_rmw_steps", "counter", "loc")
 
     def __init__(self, loc: Hashable, value: int = 0) -> None:
         self.loc = loc
         self.counter = value
+        self._rmw_steps: dict[str, Op] = {}
+
+    def _rmw(self, label: str) -> Op:
+        """``rmw(self.loc, label)``, made once per label: a read-modify-write
+        of this variable at one call site is the same step every time."""
+        op = self._rmw_steps.get(label)
+        if op is None:
+            op = self._rmw_steps[label] = rmw(self.loc, label)
+        return op
 
     async def read(self, label: str = "atomic_read") -> int:
         await read(self.loc, label)
@@ -33,12 +42,12 @@ class Atomic:
         self.counter = value
 
     async def add_return(self, delta: int, label: str = "atomic_add_return") -> int:
-        await rmw(self.loc, label)
+        await self._rmw(label)
         self.counter += delta
         return self.counter
 
     async def cmpxchg(self, old: int, new: int, label: str = "atomic_cmpxchg") -> int:
-        await rmw(self.loc, label)
+        await self._rmw(label)
         cur = self.counter
         if cur == old:
             self.counter = new
@@ -65,7 +74,7 @@ class Refcount(Atomic):
         """``__refcount_inc_not_zero_limited_acquire``: increment unless the
         count is 0 or the result would exceed ``limit``; returns (ok, old).
         ``allow_zero`` weakens it to a plain bounded increment."""
-        await rmw(self.loc, label)
+        await self._rmw(label)
         old = self.counter
         if (old == 0 and not allow_zero) or old + 1 > limit:
             return False, old
@@ -74,7 +83,7 @@ class Refcount(Atomic):
 
     async def add_not_zero(self, delta: int, label: str) -> tuple[bool, int]:
         """``__refcount_add_not_zero``: add unless 0; returns (ok, old)."""
-        await rmw(self.loc, label)
+        await self._rmw(label)
         old = self.counter
         if old == 0:
             return False, old
@@ -84,7 +93,7 @@ class Refcount(Atomic):
 
     async def sub_return(self, delta: int, label: str) -> int:
         """``__refcount_sub_and_test`` returning the new value (0 = reached zero)."""
-        await rmw(self.loc, label)
+        await self._rmw(label)
         self.counter -= delta
         self._check(label)
         return self.counter

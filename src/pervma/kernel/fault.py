@@ -87,49 +87,38 @@ def _fault_flags(write: bool, exec_: bool, user: bool) -> int:
     return flags
 
 
-async def _fault_under_vma_lock(mm: MmStruct, address: int, flags: int, write: bool, exec_: bool,
-                                arm64: bool) -> tuple[int | None, int]:
-    """The per-VMA fast path both handlers share.  Returns (result, flags):
-    result None means "take mmap_lock" (lookup failed, x86 access error, or
-    RETRY), else the si_code to deliver (0: done)."""
-    vma = await lock_vma_under_rcu(mm, address)
-    if vma is None:
-        return None, flags
-    if arm64:
-        if not vma.vm_flags & arm64_vm_flags(write, exec_):
-            # arm64 decides permission faults under the VMA lock.
-            await vma_end_read(vma)
-            count_vm_vma_lock_event(mm, "vma_lock_success")
-            return SEGV_ACCERR, flags
-    elif x86_access_error(write, exec_, vma):
-        # x86 re-judges access errors under mmap_lock, uncounted.
-        await vma_end_read(vma)
-        return None, flags
-    fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
-    if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
-        await vma_end_read(vma)
-    if not fault & VM_FAULT_RETRY:
-        count_vm_vma_lock_event(mm, "vma_lock_success")
-        return _result(fault), flags
-    count_vm_vma_lock_event(mm, "vma_lock_retry")
-    if fault & VM_FAULT_MAJOR:
-        flags |= FAULT_FLAG_TRIED
-    if fatal_signal_pending(current_task()):
-        return 0, flags
-    return None, flags
-
-
 async def _arch_fault(mm: MmStruct, address: int, write: bool, exec_: bool, user: bool,
                       arm64: bool) -> int:
     """The shape x86 and arm64 share: trap, per-VMA fast path for user-mode
-    faults, then mmap_lock."""
+    faults, then mmap_lock.  The fast path is inline, as in the kernel's
+    handlers: a failed lookup, an x86 access error or a RETRY goes on to
+    mmap_lock; anything else delivers its si_code (0: done)."""
     flags = _fault_flags(write, exec_, user)
     await _TRAP
     count_vm_event(mm, "pgfault")
     if flags & FAULT_FLAG_USER:
-        result, flags = await _fault_under_vma_lock(mm, address, flags, write, exec_, arm64)
-        if result is not None:
-            return result
+        vma = await lock_vma_under_rcu(mm, address)
+        if vma is not None:
+            if arm64 and not vma.vm_flags & arm64_vm_flags(write, exec_):
+                # arm64 decides permission faults under the VMA lock.
+                await vma_end_read(vma)
+                count_vm_vma_lock_event(mm, "vma_lock_success")
+                return SEGV_ACCERR
+            if not arm64 and x86_access_error(write, exec_, vma):
+                # x86 re-judges access errors under mmap_lock, uncounted.
+                await vma_end_read(vma)
+            else:
+                fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
+                if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED):
+                    await vma_end_read(vma)
+                if not fault & VM_FAULT_RETRY:
+                    count_vm_vma_lock_event(mm, "vma_lock_success")
+                    return _result(fault)
+                count_vm_vma_lock_event(mm, "vma_lock_retry")
+                if fault & VM_FAULT_MAJOR:
+                    flags |= FAULT_FLAG_TRIED
+                if fatal_signal_pending(current_task()):
+                    return 0
     return await _lock_mmap(mm, address, flags, write, exec_, arm64)
 
 

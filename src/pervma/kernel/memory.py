@@ -10,7 +10,7 @@ anon_vma preparation when mmap_read_trylock fails, a file whose vm_ops lack
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
 from pervma.kernel.rmap import __anon_vma_prepare
 from pervma.kernel.task import current_task
-from pervma.sched import Op, OpKind, step, touch, work
+from pervma.sched import Op, OpKind, touch, work
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import File, MmStruct, VmAreaStruct
@@ -45,15 +45,18 @@ FAULT_FLAG_VMA_LOCK = 0x1000
 FAULT_FLAG_DEFAULT = FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE | FAULT_FLAG_INTERRUPTIBLE
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class VmFault:
     vma: VmAreaStruct
     address: int
     flags: int
-    vpn: int = field(init=False)  # address >> PAGE_SHIFT, computed once
+    vpn: int  # address >> PAGE_SHIFT, computed once
 
-    def __post_init__(self) -> None:
-        self.vpn = self.address >> PAGE_SHIFT
+    def __init__(self, vma: VmAreaStruct, address: int, flags: int) -> None:
+        self.vma = vma
+        self.address = address
+        self.flags = flags
+        self.vpn = address >> PAGE_SHIFT
 
 
 # ---------------------------------------------------------------------------
@@ -66,7 +69,7 @@ _CLEAR_PAGE = work("clear_page")
 
 async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
     """Page allocation: the allocator/LRU is machine-wide (one location)."""
-    await step(_ALLOC_PAGES)
+    await _ALLOC_PAGES
     page = mm.system.page_cachep.alloc("alloc_pages")
     page.data = {}
     page.refcount = 1
@@ -112,7 +115,7 @@ _READ, _WRITE = OpKind.READ, OpKind.WRITE  # enum members looked up once (fault 
 
 
 async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str) -> None:
-    await step(Op(_WRITE, pte_loc(mm, vpn), label, None, "pte_install" if pte else None))
+    await Op(_WRITE, pte_loc(mm, vpn), label, None, "pte_install" if pte else None)
     if pte is None:
         mm.pgtable.pop(vpn, None)
     else:
@@ -218,13 +221,13 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
     if index >= file.npages:
         return VM_FAULT_SIGBUS
     mm = vma.vm_mm
-    await step(Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio"))
+    await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio")
     page = file.pages.get(index)
     if page is not None:
         return page
     if file.shmem:
         page = await alloc_page(mm)
-        await step(Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache"))
+        await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
         if index in file.pages:
             put_page(mm, page, "shmem_get_folio: raced")
             return file.pages[index]
@@ -233,15 +236,15 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
         return page
     if vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
         await release_fault_lock(vmf)
-        await step(Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True))
+        await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
         await _add_file_page(mm, file, index)
         return VM_FAULT_RETRY | VM_FAULT_MAJOR
-    await step(Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True))
+    await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
     return await _add_file_page(mm, file, index)
 
 
 async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
-    await step(Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio"))
+    await Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio")
     page = file.pages.get(index)
     if page is None:
         page = mm.system.page_cachep.alloc("filemap_add_folio")
@@ -372,7 +375,7 @@ async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     check_fault_vma(vmf, "handle_mm_fault")
     mm = vma.vm_mm
     vpn = vmf.vpn
-    await step(Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte"))
+    await Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte")
     pte = mm.pgtable.get(vpn)
     if pte is None:
         if vma.is_anonymous():
@@ -393,7 +396,7 @@ async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
 async def flush_tlb(mm: MmStruct, label: str) -> None:
     """A TLB shootdown to every other CPU running mm (a cost; the model's
     page tables are the TLB)."""
-    await step(Op(OpKind.LOCAL, ("tlb", mm.id), label, work="tlb_flush"))
+    await Op(OpKind.LOCAL, ("tlb", mm.id), label, work="tlb_flush")
 
 
 async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
@@ -409,8 +412,8 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
             pte = mm.pgtable.get(vpn)
             if pte is None:
                 continue
-            await step(Op(OpKind.WRITE, pte_loc(mm, vpn), "zap_pte_range", work="zap_page",
-                          also=("page", pte.page.pfn)))
+            await Op(OpKind.WRITE, pte_loc(mm, vpn), "zap_pte_range", work="zap_page",
+                     also=("page", pte.page.pfn))
             del mm.pgtable[vpn]
             page = pte.page
             if not page.zero_page:

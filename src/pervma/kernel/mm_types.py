@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pervma.kernel.atomic import UINT_MAX, Atomic, Refcount, SeqCount
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
 from pervma.kernel.slab import SlabObject
+from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.config import Config
@@ -27,6 +28,8 @@ PAGE = PAGE_SIZE
 PAGE_MASK = ~(PAGE_SIZE - 1)
 PMD_SHIFT = 21
 TASK_SIZE = 0x7FFFFFFFF000  # x86_64 47-bit user space
+
+_READ = OpKind.READ
 
 
 class VmFlags(enum.IntFlag):
@@ -64,9 +67,9 @@ class VmFlags(enum.IntFlag):
         """``Flag.__and__`` with the same result, minus the enum machinery
         (a flags test is on the fault path): a value seen before is its
         cached member, any other goes through the constructor."""
-        if not isinstance(other, int):
-            return NotImplemented
         value = int.__and__(self, other)
+        if value is NotImplemented:
+            return value
         member = _VMFLAGS_BY_VALUE.get(value)
         return member if member is not None else VmFlags(value)
 
@@ -167,9 +170,21 @@ class VmAreaStruct(SlabObject):
     vm_refcnt: Refcount = field(default_factory=lambda: Refcount(("vm_refcnt", -1)))
     vm_lock_seq: int = UINT_MAX
     debug_readers: int = 0  # successful read locks now held (for the exclusion check)
+    read_steps: dict[str, Op] = field(default_factory=dict, repr=False)  # read_step()'s
 
     def __str__(self) -> str:
         return f"vma#{self.slot}[{self.vm_start:#x}-{self.vm_end:#x}]"
+
+    def read_step(self, what: str, label: str, also: Hashable | None = None) -> Op:
+        """The READ step ``Op(READ, (what, slot), label, also=also)`` on this
+        VMA ("vma": its fields; "vm_lock_seq"), made once per label and
+        awaited at every use: the slot is the object's for good, and ``also``
+        (a reader's mm_lock_seq) is re-checked, as a recycled VMA may meet
+        another mm."""
+        op = self.read_steps.get(label)
+        if op is None or op.also is not also:
+            op = self.read_steps[label] = Op(_READ, (what, self.slot), label, None, None, False, also)
+        return op
 
     def locations(self) -> tuple[Hashable, ...]:
         return (("vma", self.slot), ("vm_refcnt", self.slot), ("vm_lock_seq", self.slot))

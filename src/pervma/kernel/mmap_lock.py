@@ -19,7 +19,7 @@ from pervma.kernel.atomic import UINT_MAX
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.task import current_task
 from pervma.kernel.vmstat import count_vm_vma_lock_event
-from pervma.sched import Op, OpKind, step
+from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -40,8 +40,6 @@ class _EAgain:
 
 
 EAGAIN_VMA = _EAgain()
-
-_READ = OpKind.READ  # an enum member looked up once (the fault path reads it often)
 
 
 def _per_vma(mm: MmStruct) -> bool:
@@ -155,12 +153,12 @@ async def vma_refcount_put(vma: VmAreaStruct) -> None:
     because once the count drops the VMA may be freed and reused by another
     mm; then wake a waiting writer or detacher if readers are excluded."""
     mm = vma.vm_mm
-    if _bug(mm, "B16") if mm is not None else False:
+    if mm is not None and "B16" in mm.config.bugs:
         # Historical 6.15: the mm is read through the VMA after the put.
         newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
         debug.lockdep_release("vm_lock", vma)
         if newcnt and __vma_are_readers_excluded(newcnt):
-            await step(Op(OpKind.READ, ("vma", vma.slot), "vma_refcount_put: vma->vm_mm"))
+            await Op(OpKind.READ, ("vma", vma.slot), "vma_refcount_put: vma->vm_mm")
             mm = vma.vm_mm
             debug.kasan_check(mm, "rcuwait_wake_up(&vma->vm_mm->vma_writer_wait)", "mm_struct")
             await mm.vma_writer_wait.wake_up()
@@ -184,11 +182,10 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     may wake its writer; the late seq check (acquire) catches a writer that
     locked the VMA after the early check.
     """
-    seq_loc = vma.lock_seq_loc
     mm_lock_seq = mm.mm_lock_seq
+    bugs = mm.config.bugs
     # 1. early check against the caller's mm, never the unstable vma->vm_mm
-    await step(Op(_READ, seq_loc, "vma_start_read: early seq check", None, None, False,
-                  mm_lock_seq.loc))
+    await vma.read_step("vm_lock_seq", "vma_start_read: early seq check", mm_lock_seq.loc)
     if vma.vm_lock_seq == mm_lock_seq.sequence:
         rcu_read_unlock()
         return None
@@ -196,14 +193,14 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     ok, old = await vma.vm_refcnt.inc_not_zero_limited(
         VM_REFCNT_LIMIT, "vma_start_read: refcount_inc_not_zero_limited",
         # Historical 6.4 (B13): taking the lock did not refuse a detached VMA.
-        allow_zero=_bug(mm, "B13"))
+        allow_zero="B13" in bugs)
     if not ok:
         rcu_read_unlock()
         return EAGAIN_VMA if old == 0 else None
     debug.lockdep_acquire("vm_lock", vma, "read")
     # 3. reuse check
-    if not _bug(mm, "B17"):
-        await step(Op(_READ, ("vma", vma.slot), "vma_start_read: vma->vm_mm check"))
+    if "B17" not in bugs:
+        await vma.read_step("vma", "vma_start_read: vma->vm_mm check")
         if vma.vm_mm is not mm:
             other = vma.vm_mm
             rcu_read_unlock()
@@ -215,8 +212,7 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
                 await mmdrop(other)
             return None
     # 4. late check (acquire pairs with the release in vma_end_write_all)
-    await step(Op(_READ, seq_loc, "vma_start_read: late seq check", None, None, False,
-                  mm_lock_seq.loc))
+    await vma.read_step("vm_lock_seq", "vma_start_read: late seq check", mm_lock_seq.loc)
     locked = vma.vm_lock_seq == mm_lock_seq.sequence
     if locked:
         rcu_read_unlock()
@@ -245,7 +241,7 @@ vma_start_read_locked_nested = vma_start_read_locked  # lockdep subclass only
 
 
 async def vma_end_read(vma: VmAreaStruct) -> None:
-    if not _per_vma(vma.vm_mm):
+    if not vma.vm_mm.config.PER_VMA_LOCK:
         return
     vma.debug_readers -= 1
     if vma.debug_readers < 0:
@@ -318,7 +314,7 @@ async def __vma_start_write(vma: VmAreaStruct, state: int) -> int:
     if ret:
         debug.VM_WARN_ON_ONCE(ves.detached, f"{vma} detached while write-locking")
         return ret
-    await step(Op(OpKind.WRITE, vma.lock_seq_loc, "__vma_start_write: WRITE_ONCE(vm_lock_seq)"))
+    await Op(OpKind.WRITE, vma.lock_seq_loc, "__vma_start_write: WRITE_ONCE(vm_lock_seq)")
     vma.vm_lock_seq = seq
     if ves.exclusive:
         await __vma_end_exclude_readers(ves)
@@ -445,7 +441,8 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
     range check that must come *after* locking (vm_start/vm_end are only
     stable once read-locked; they share storage with the slab free pointer).
     Counts MISS once per -EAGAIN retry and ABORT once per NULL return."""
-    if not _per_vma(mm):
+    config = mm.config
+    if not config.PER_VMA_LOCK:
         return None
     while True:
         rcu_read_lock()
@@ -454,9 +451,9 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             rcu_read_unlock()
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
-        if _bug(mm, "B09"):
+        if "B09" in config.bugs:
             # Historical 6.4: the anon_vma precondition judged before locking.
-            await step(Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)"))
+            await Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)")
             if vma.anon_vma is None and vma.is_anonymous():
                 rcu_read_unlock()
                 count_vm_vma_lock_event(mm, "vma_lock_abort")
@@ -469,7 +466,7 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
         rcu_read_unlock()
-        await step(Op(_READ, ("vma", vma.slot), "lock_vma_under_rcu: range check"))
+        await vma.read_step("vma", "lock_vma_under_rcu: range check")
         if not (vma.vm_start <= address < vma.vm_end):
             await vma_end_read(vma)
             count_vm_vma_lock_event(mm, "vma_lock_abort")
@@ -515,7 +512,7 @@ async def lock_next_vma(mm: MmStruct, from_addr: int) -> VmAreaStruct | None | i
             continue
         if r is None:
             break  # fallback (RCU already dropped)
-        await step(Op(OpKind.READ, ("vma", vma.slot), "lock_next_vma: range check"))
+        await Op(OpKind.READ, ("vma", vma.slot), "lock_next_vma: range check")
         if from_addr >= vma.vm_end:
             rcu_read_unlock()
             await vma_end_read(vma)

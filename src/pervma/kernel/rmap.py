@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
 from pervma.kernel.mm_types import VM_ACCESS_FLAGS, AnonVma, VmFlags
-from pervma.sched import Op, OpKind, step
+from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, Page, VmAreaStruct
@@ -65,7 +65,7 @@ async def __anon_vma_prepare(vma: VmAreaStruct) -> int:
     if av is None:
         av = anon_vma_alloc(mm)
     await mm.page_table_lock.lock()
-    await step(Op(OpKind.WRITE, ("vma", vma.slot), "__anon_vma_prepare: vma->anon_vma"))
+    await Op(OpKind.WRITE, ("vma", vma.slot), "__anon_vma_prepare: vma->anon_vma")
     if vma.anon_vma is None:
         vma.anon_vma = av
         vma.anon_vma_chain.append(av)
@@ -120,7 +120,7 @@ async def rmap_walk_anon(system: object, page: Page) -> list[tuple[VmAreaStruct,
     if av is None:
         return []
     root = av.root or av
-    await step(Op(OpKind.ACQUIRE, ("anon_vma", root.slot), "anon_vma_lock_read"))
+    await Op(OpKind.ACQUIRE, ("anon_vma", root.slot), "anon_vma_lock_read")
     vmas = [v for v in system.all_vmas() if av in v.anon_vma_chain]  # type: ignore[attr-defined]
     found = []
     for vma in vmas:
@@ -134,5 +134,5 @@ async def rmap_walk_anon(system: object, page: Page) -> list[tuple[VmAreaStruct,
         if pte is not None and pte.page is page:
             found.append((vma, addr))
         await ptl.unlock()
-    await step(Op(OpKind.RELEASE, ("anon_vma", root.slot), "anon_vma_unlock_read"))
+    await Op(OpKind.RELEASE, ("anon_vma", root.slot), "anon_vma_unlock_read")
     return found

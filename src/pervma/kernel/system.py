@@ -40,7 +40,7 @@ from pervma.kernel.task_mmu import maps_text, proc_maps_read
 from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
-from pervma.sched import Op, OpKind, current, run_direct, step, work
+from pervma.sched import Op, OpKind, current, run_direct, work
 
 if TYPE_CHECKING:
     from pervma.kernel.binder import BinderAlloc
@@ -287,7 +287,7 @@ class Thread:
 
     async def kill(self) -> None:
         """Send this thread a fatal signal (a shared write: killable waits see it)."""
-        await step(Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}"))
+        await Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}")
         self.task.fatal_signal = True
 
     async def binder_mmap(self, npages: int) -> BinderAlloc:
@@ -318,7 +318,7 @@ class Thread:
         """A user load or store: the access itself is a step (in user mode);
         a missing or read-only PTE traps into the page-fault handler and the
         access is retried.  A store returns None, a load the byte."""
-        mm = self.mm
+        mm = self.process.mm
         pgtable = mm.pgtable
         vpn = addr >> PAGE_SHIFT
         off = addr & (PAGE_SIZE - 1)

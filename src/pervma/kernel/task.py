@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pervma.sched import current, current_model, touch
+from pervma.sched import current, touch
+from pervma.sched.task import _current  # the driver's running-thread stack (read-only here)
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -37,8 +38,9 @@ class TaskStruct:
 
 
 def current_task() -> TaskStruct:
-    """The model's ``current`` (on the fault path: kept cheap)."""
-    model: TaskStruct | None = current_model()
+    """The model's ``current``.  The model's most frequent call, so it reads
+    the running thread itself (what sched.current_model() returns), in one call."""
+    model: TaskStruct | None = _current[-1].model if _current else None
     if model is None:
         current()  # raises outside a driver
         raise RuntimeError("model thread started without a task_struct (use Thread.start)")

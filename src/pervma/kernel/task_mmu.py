@@ -20,7 +20,7 @@ from pervma.kernel.mmap_lock import (
     vma_end_read,
 )
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
-from pervma.sched import Op, OpKind, step
+from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -78,7 +78,7 @@ async def proc_maps_read(mm: MmStruct) -> list[str]:
         if found is None or isinstance(found, int):
             break
         vma = found
-        await step(Op(OpKind.READ, ("vma", vma.slot), "show_map_vma"))
+        await Op(OpKind.READ, ("vma", vma.slot), "show_map_vma")
         debug.kasan_check(vma, "show_map_vma", "vm_area_struct")
         if vma.vm_mm is not mm:
             debug.report("BUG: /proc/pid/maps shows a VMA of another mm", f"{vma} of {vma.vm_mm}")

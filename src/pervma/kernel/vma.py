@@ -24,7 +24,7 @@ from pervma.kernel.mmap_lock import (
 )
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
-from pervma.sched import Op, OpKind, step
+from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -105,7 +105,7 @@ async def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> 
 async def vma_write_fields(vma: VmAreaStruct, label: str) -> None:
     """A modification of VMA fields a fault relies on (range, flags, prot):
     one step, and the exclusion check (no reader may hold the VMA)."""
-    await step(Op(OpKind.WRITE, ("vma", vma.slot), label))
+    await Op(OpKind.WRITE, ("vma", vma.slot), label)
     if vma.debug_readers > 0:
         debug.report("BUG: VMA modified while read-locked",
                      f"{label} changes {vma} while {vma.debug_readers} reader(s) hold its lock")
