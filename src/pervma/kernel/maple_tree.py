@@ -14,13 +14,13 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pervma.kernel import debug
 from pervma.kernel.mm_types import VmAreaStruct
 from pervma.kernel.rcu import call_rcu
 from pervma.kernel.slab import KmemCache, SlabObject
-from pervma.sched import read, write
+from pervma.sched import Op, read, write
 
 
 @dataclass(eq=False, slots=True)
@@ -28,6 +28,7 @@ class MapleNode(SlabObject):
     vmas: tuple[VmAreaStruct, ...] = ()
     starts: tuple[int, ...] = ()
     mm_id: int = 0
+    walk_step: Op = field(default=None, repr=False)  # type: ignore[assignment]  # set by _node
 
     def locations(self) -> tuple[Hashable, ...]:
         return (("maple_node", self.mm_id, self.slot),)
@@ -46,11 +47,12 @@ def _new_node(slot: int) -> MapleNode:
 class MapleTree:
     """mm->mm_mt: range -> VMA."""
 
-    __slots__ = ("cache", "loc", "mm_id", "root", "stores")
+    __slots__ = ("cache", "loc", "mm_id", "root", "stores", "walk_step")
 
     def __init__(self, mm_id: int, cache: KmemCache[MapleNode]) -> None:
         self.mm_id = mm_id
         self.loc = ("maple", mm_id)
+        self.walk_step = read(self.loc, "mas_walk: root")  # the same step at every walk
         self.cache = cache
         self.root: MapleNode = self._node(())
         self.stores = 0
@@ -60,6 +62,7 @@ class MapleTree:
         node.mm_id = self.mm_id
         node.vmas = vmas
         node.starts = tuple(v.vm_start for v in vmas)
+        node.walk_step = read(("maple_node", self.mm_id, node.slot), "mas_walk: node")
         return node
 
     # -- writer side (caller holds mmap_lock for write) ----------------------
@@ -124,10 +127,11 @@ class MapleTree:
     async def mas_walk(self, addr: int) -> VmAreaStruct | None:
         """The VMA covering addr in the version the walk sees.  (The fault
         path's walk: _load_node's two steps written out, one coroutine less.)"""
-        await read(self.loc, "mas_walk: root")
+        await self.walk_step  # read(self.loc, "mas_walk: root"), made once
         node = self.root
-        await read(("maple_node", self.mm_id, node.slot), "mas_walk: node")
-        debug.kasan_check(node, "mas_walk", "maple_node")
+        await node.walk_step  # read(("maple_node", mm_id, node.slot), "mas_walk: node")
+        if node.freed:  # KASAN's check inline, its report out of line
+            debug.kasan_check(node, "mas_walk", "maple_node")
         i = bisect.bisect_right(node.starts, addr) - 1
         if i >= 0 and node.vmas[i].vm_end > addr:
             return node.vmas[i]

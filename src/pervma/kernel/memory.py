@@ -127,7 +127,8 @@ def check_fault_vma(vmf: VmFault, where: str) -> None:
     covering the address (checked where a PTE is about to be installed)."""
     vma = vmf.vma
     mm = current_task().mm
-    debug.kasan_check(vma, where, "vm_area_struct")
+    if vma.freed:  # KASAN's check inline, its report out of line (as KASAN compiles it)
+        debug.kasan_check(vma, where, "vm_area_struct")
     if vma.vm_mm is not mm:
         debug.report("BUG: fault on a VMA of another mm",
                      f"{where}: {vma} belongs to {vma.vm_mm}, the fault is in {mm}")

@@ -12,7 +12,8 @@ those steps matters.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
 from pervma.kernel.atomic import UINT_MAX
@@ -192,8 +193,8 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     # 2. bounded inc-not-zero
     ok, old = await vma.vm_refcnt.inc_not_zero_limited(
         VM_REFCNT_LIMIT, "vma_start_read: refcount_inc_not_zero_limited",
-        # Historical 6.4 (B13): taking the lock did not refuse a detached VMA.
-        allow_zero="B13" in bugs)
+        # allow_zero; historical 6.4 (B13): taking the lock did not refuse a detached VMA.
+        "B13" in bugs)
     if not ok:
         rcu_read_unlock()
         return EAGAIN_VMA if old == 0 else None
@@ -240,13 +241,19 @@ async def vma_start_read_locked(vma: VmAreaStruct) -> bool:
 vma_start_read_locked_nested = vma_start_read_locked  # lockdep subclass only
 
 
-async def vma_end_read(vma: VmAreaStruct) -> None:
+def vma_end_read(vma: VmAreaStruct) -> Coroutine[Any, Any, None]:
+    """vma_end_read(): its one step is vma_refcount_put()'s, so it is a plain
+    call handing back that coroutine (the bookkeeping before it takes no step)."""
     if not vma.vm_mm.config.PER_VMA_LOCK:
-        return
+        return _no_vma_lock()
     vma.debug_readers -= 1
     if vma.debug_readers < 0:
         debug.report("BUG: vma_end_read", f"{vma} read-unlocked more often than locked")
-    await vma_refcount_put(vma)
+    return vma_refcount_put(vma)
+
+
+async def _no_vma_lock() -> None:
+    """vma_end_read() without CONFIG_PER_VMA_LOCK: nothing to release."""
 
 
 def __vma_raw_mm_seqnum(vma: VmAreaStruct) -> int:
