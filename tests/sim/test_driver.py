@@ -160,3 +160,48 @@ def test_spinlock_waiter_keeps_its_cpu() -> None:
     d = driver([a(), b()], machine())
     d.run(1e9)
     assert all(t.done for t in d.tasks)
+
+
+def test_a_lone_task_stops_at_the_end_of_the_window() -> None:
+    # one CPU busy, every step local or on lines it holds: the merged run must
+    # still end at `until` (it once ran on forever)
+    counts = [0]
+
+    async def body() -> None:
+        page = 0
+        while True:
+            page += 1
+            await toy_fault(("vm_refcnt", 0), page)
+            counts[0] += 1
+
+    d = driver([body()], machine(mem_bandwidth_gbps=1e6))
+    assert d.run(1e5) == 1e5
+    done = counts[0]
+    assert 0 < done < 1e5 / 100  # each fault costs well over 100 ns
+    d.run(2e5)
+    assert counts[0] == pytest.approx(2 * done, abs=2)
+
+
+def test_a_third_socket_home_adds_a_hop() -> None:
+    # 4 sockets of one CPU each: a line first touched on socket 0, moved 1 -> 2
+    # (neither is its home) costs one more hop than 0 -> 1
+    m = machine(cpus=4, sockets=4, threads_per_core=1, line_transfer_ns=50.0,
+                line_transfer_cross_ns=130.0, line_transfer_hop_ns=80.0)
+    c = CostModel(m, True)
+    c.touch(("vma", 7), True, 0, 0.0)
+    two_hop = c.touch(("vma", 7), True, 1, 1e3)
+    three_hop = c.touch(("vma", 7), True, 2, 2e3)
+    back_home = c.touch(("vma", 7), True, 0, 3e3)
+    assert two_hop == 130.0 + c.atomic
+    assert three_hop == 130.0 + 80.0 + c.atomic
+    assert back_home == 130.0 + c.atomic
+
+
+def test_two_sockets_never_pay_the_third_hop() -> None:
+    m = machine(cpus=4, sockets=2, threads_per_core=1, line_transfer_ns=50.0,
+                line_transfer_cross_ns=130.0, line_transfer_hop_ns=80.0)
+    c = CostModel(m, True)
+    c.touch(("vma", 1), True, 0, 0.0)
+    # CPUs 0-1 on socket 0, 2-3 on socket 1: 0 -> 2 -> 3 -> 1 -> 0
+    costs = [c.touch(("vma", 1), True, cpu, 1e3 * (i + 1)) for i, cpu in enumerate((2, 3, 1, 0))]
+    assert costs == [130.0 + c.atomic, 50.0 + c.atomic, 130.0 + c.atomic, 50.0 + c.atomic]

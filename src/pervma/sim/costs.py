@@ -4,7 +4,11 @@ Shared locations live on cache lines.  A line is either owned exclusively by
 one CPU (after a write or atomic) or shared by a set of CPUs (after reads).
 Touching a line this CPU already holds costs an L1 hit (read) or a local
 atomic (write/RMW/lock op); otherwise the line is transferred from its last
-writer, at the same-socket or cross-socket cost.  A line can be in flight to
+writer, at the same-socket or cross-socket cost.  A line's home is the socket
+that touched it first (first-touch NUMA placement); on machines with more than
+two sockets a transfer between two sockets neither of which is the home takes
+one more hop (``line_transfer_hop_ns``: the request goes through the home's
+directory).  A line can be in flight to
 only one CPU at a time, so exclusive transfers serialise: a line written on
 every step has a ceiling of one transfer per ``line_transfer_ns`` (this is
 what flattens pft-threads and what a shared mmap_lock count costs).
@@ -59,15 +63,16 @@ PAGE_BYTES = 4096
 
 
 class Line:
-    """One cache line: last writer, sharer bitmask, busy-until time."""
+    """One cache line: last writer, sharer bitmask, busy-until time, home socket."""
 
-    __slots__ = ("free_at", "owner", "sharers", "transfers")
+    __slots__ = ("free_at", "home", "owner", "sharers", "transfers")
 
     def __init__(self) -> None:
         self.owner = -1  # CPU holding it exclusively, -1 when shared or never touched
         self.sharers = 0  # bitmask of CPUs holding a copy
         self.free_at = 0.0  # an exclusive transfer is in flight until then
         self.transfers = 0
+        self.home = -1  # socket whose memory holds it (first touch), -1 until touched
 
 
 class _Fluid:
@@ -139,6 +144,7 @@ class CostModel:
         self.atomic = m.atomic_local_ns
         self.xfer_same = m.line_transfer_ns
         self.xfer_cross = m.line_transfer_cross_ns
+        self.xfer_hop = m.line_transfer_hop_ns
         self.lines: dict[Hashable, Line | None] = {}
         self.cpumask: dict[Hashable, int] = {}
         self.debt = [0.0] * m.cpus  # IPI handling owed by each CPU
@@ -200,10 +206,17 @@ class CostModel:
             lines[loc] = line  # mmap_lock steps always come through charge()
         return line
 
-    def _xfer(self, src: int, dst: int) -> float:
-        if src < 0 or self.socket[src] == self.socket[dst]:
+    def _xfer(self, src: int, dst: int, home: int) -> float:
+        """One transfer from ``src`` to ``dst``; a third socket as the line's
+        home (its directory) adds a hop."""
+        if src < 0:
             return self.xfer_same
-        return self.xfer_cross
+        s, d = self.socket[src], self.socket[dst]
+        if s == d:
+            return self.xfer_same
+        if home < 0 or home == s or home == d:
+            return self.xfer_cross
+        return self.xfer_cross + self.xfer_hop
 
     def _register(self, loc: Hashable, cpu: int) -> None:
         if isinstance(loc, tuple) and len(loc) >= 2 and loc[0] in _MM_LOCS:
@@ -222,6 +235,7 @@ class CostModel:
             line = self._line((kind, loc[1]))
             if line is not None:
                 line.owner, line.sharers, line.free_at = cpu, bit, 0.0
+                line.home = self.socket[cpu]
         return True
 
     def touch(self, loc: Hashable, write: bool, cpu: int, t: float) -> float:
@@ -249,6 +263,8 @@ class CostModel:
             if line.owner < 0 and line.sharers == 0:
                 self._register(loc, cpu)
                 line.owner, line.sharers = cpu, bit
+                if line.home < 0:
+                    line.home = self.socket[cpu]
                 return self.atomic
             src = line.owner if line.owner >= 0 else _any(line.sharers, cpu)
             if src < 0:  # only this CPU shares it: upgrade in place
@@ -256,7 +272,7 @@ class CostModel:
                 return self.atomic
             self._register(loc, cpu)
             start = line.free_at if line.free_at > t else t
-            x = self._xfer(src, cpu)
+            x = self._xfer(src, cpu, line.home)
             line.owner, line.sharers = cpu, bit
             line.free_at = start + x
             line.transfers += 1
@@ -269,10 +285,12 @@ class CostModel:
         self._register(loc, cpu)
         if line.owner < 0 and line.sharers == 0:
             line.sharers = bit
+            if line.home < 0:
+                line.home = self.socket[cpu]
             return self.hit
         src = line.owner if line.owner >= 0 else _any(line.sharers, cpu)
         start = line.free_at if line.free_at > t else t
-        x = self._xfer(src, cpu)
+        x = self._xfer(src, cpu, line.home)
         line.owner = -1
         line.sharers |= bit
         line.transfers += 1

@@ -5,13 +5,23 @@ task.  Popping a CPU runs its task's pending step: the step's cost comes from
 the :class:`~pervma.sim.costs.CostModel` at that moment, the step takes effect
 (``Executor.step``), and the CPU's next event is pushed at ``time + cost``.
 
-Merged steps: after a step, the task's following steps that touch nothing
-shared (``OpKind.LOCAL``, no ``enabled`` condition, not sleeping: trap, page
-clearing, zap, user work...) are run at once and their costs added, so only
-steps on shared locations go through the heap.  This is exact for the model
-(local steps cannot be observed by other CPUs); only the machine-wide
-bandwidth server sees those requests up to one merged run early.  Merging is
-off on a CPU with queued tasks, so time slices end at the right step.
+Merged steps: after a step, the task's following steps are run at once and
+their costs added, so that only steps that may interact go through the heap:
+
+* local steps (``OpKind.LOCAL`` that does not sleep: trap, page clearing,
+  zap, user work...) and steps on per-CPU data (``("zone",)``, ``("lru",)``,
+  ``("rcu",)`` counters): always.  This is exact for the model (no other CPU
+  can observe them); only the machine-wide bandwidth and zone servers see
+  those requests up to one merged run early;
+* steps on lines this CPU already holds (an uncontended lock whose
+  ``enabled()`` holds now included), while no other CPU is due earlier than
+  one same-socket line transfer (``line_transfer_ns``) before the step: another
+  CPU's access to such a line cannot complete sooner than that transfer, so
+  running this CPU's step first is an order real hardware can produce.
+
+Merging stops at a step that blocks, sleeps, wakes a waiter, or does work with
+machine-wide state (``clear_page``, ``tlb_flush``...), and is off on a CPU
+with queued tasks, so time slices end at the right step.
 
 Blocking: a step whose ``enabled()`` is false parks the task on its location.
 After any writing step on a location, tasks parked there are re-checked; those
@@ -52,6 +62,7 @@ _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
 _MISSING = object()
 _INF = float("inf")
 _CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
+_SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work"}  # work_cost() keeps state
 
 
 @dataclass(slots=True)
@@ -161,6 +172,7 @@ class TimedDriver:
         sweep = self.sweep
         ncpu = self.ncpu
         tracing = self.trace_window is not None
+        ahead = costs.xfer_same
         writes = _WRITES_BY_KIND
         steps = 0
         try:
@@ -234,21 +246,24 @@ class TimedDriver:
                     if sweep and steps % _SWEEP_EVERY == 0:
                         self._sweep(t)
                     if not rq[c]:
-                        # Merge what follows into this timed step: local steps
-                        # always; steps on lines this CPU already holds while it
-                        # is still the earliest CPU (so the order stays exact).
+                        # Merge what follows into this timed step (module
+                        # docstring): local and per-CPU steps always; steps on
+                        # lines this CPU holds while no other CPU is due within
+                        # one line transfer (``ahead``).
                         n = len(heap)
                         if n == 1:
                             limit = _INF
                         elif n == 2:
-                            limit = heap[1][0]
+                            limit = heap[1][0] + ahead
                         else:
-                            limit = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
-                        while True:
+                            limit = (heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]) + ahead
+                        while t < until:
                             op = task.pending
-                            if op.enabled is not None or op.sleeps:
-                                break
                             kind = op.kind
+                            if op.sleeps and kind is _LOCAL:
+                                break
+                            if op.enabled is not None and (t > limit or not op.enabled()):
+                                break
                             if kind is _LOCAL:
                                 w = op.work
                                 if w is None:
@@ -258,27 +273,40 @@ class TimedDriver:
                                 else:
                                     dt = work[w] * scale[c] if w in work else default_work
                             else:
-                                if t > limit or op.work is not None:
-                                    break
-                                line = lines.get(op.loc)
+                                line = lines.get(op.loc, _MISSING)
                                 if line is None:
-                                    break
-                                wr = writes[kind]
-                                if line.owner == c:
-                                    dt = atomic if wr else hit
-                                elif not wr and line.sharers >> c & 1:
-                                    dt = hit
-                                else:
-                                    break
-                                also = op.also
-                                if also is not None and also[0] != "page":
-                                    line = lines.get(also)
-                                    if line is None or wr or not (
-                                            line.owner == c or line.sharers >> c & 1):
+                                    # per-CPU data (zone/lru/rcu counters): local
+                                    if op.also is not None or op.work in _SPECIAL_WORK or (
+                                            writes[kind] and op.loc in waiters):
                                         break
-                                    dt += hit
-                                if wr and op.loc in waiters:
-                                    break
+                                    dt = charge(op, c, t)
+                                else:
+                                    if line is _MISSING or t > limit:
+                                        break
+                                    wr = writes[kind]
+                                    if line.owner == c:
+                                        dt = atomic if wr else hit
+                                    elif not wr and line.sharers >> c & 1:
+                                        dt = hit
+                                    else:
+                                        break
+                                    also = op.also
+                                    if also is not None and also[0] != "page":
+                                        line = lines.get(also)
+                                        if line is None or wr or not (
+                                                line.owner == c or line.sharers >> c & 1):
+                                            break
+                                        dt += hit
+                                    if wr and op.loc in waiters:
+                                        break
+                                    w = op.work
+                                    if w is not None:
+                                        if w in _SPECIAL_WORK:
+                                            break
+                                        dt += work[w] * scale[c] if w in work else default_work
+                                    if debt[c]:
+                                        dt += debt[c]
+                                        debt[c] = 0.0
                             if tracing:
                                 self._trace(t, dt, c, tid, op.label)
                             t += dt

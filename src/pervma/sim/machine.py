@@ -33,6 +33,7 @@ class Machine:
     atomic_local_ns: float
     line_transfer_ns: float
     line_transfer_cross_ns: float
+    line_transfer_hop_ns: float  # extra hop when the line's home socket is a third one
     # local work
     trap_ns: float
     syscall_ns: float
