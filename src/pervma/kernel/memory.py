@@ -405,17 +405,19 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
     time under its page-table lock, drop the page references, flush TLBs
     once."""
     zapped = 0
+    pgtable = mm.pgtable
     for _key, group in groupby(present_vpns(mm, start, end), key=lambda v: v >> 9):
         vpns = list(group)
         ptl = mm.ptl(vpns[0] << PAGE_SHIFT)
         await ptl.lock()
         for vpn in vpns:
-            pte = mm.pgtable.get(vpn)
+            pte = pgtable.get(vpn)
             if pte is None:
                 continue
-            await Op(OpKind.WRITE, pte_loc(mm, vpn), "zap_pte_range", work="zap_page",
-                     also=("page", pte.page.pfn))
-            del mm.pgtable[vpn]
+            # work="zap_page", also=the page (positional: a keyword call is slower)
+            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
+                     ("page", pte.page.pfn))
+            del pgtable[vpn]
             page = pte.page
             if not page.zero_page:
                 page.mapcount -= 1
