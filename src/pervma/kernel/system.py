@@ -339,7 +339,8 @@ class Thread:
                     debug.report("BUG: write to the zero page", f"{addr:#x} in {mm}")
                 page.data[off] = value & 0xFF
                 pte.dirty = True
-                debug.record_store(mm, addr, value & 0xFF)
+                if mm.fork_log:  # a fork is being checked (debug.fork_snapshot_begin)
+                    debug.record_store(mm, addr, value & 0xFF)
                 return None
             code = await handle_user_fault(mm, addr, write)
             debug.check_no_locks_held(self.task, "page fault")
