@@ -60,12 +60,13 @@ _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long r
 _VMA_LOCS = ("vma", "vm_refcnt", "vm_lock_seq")
 _MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
 PAGE_BYTES = 4096
+_MISSING = object()  # not in a cache (None means per-CPU data)
 
 
 class Line:
     """One cache line: last writer, sharer bitmask, busy-until time, home socket."""
 
-    __slots__ = ("free_at", "home", "owner", "sharers", "transfers")
+    __slots__ = ("free_at", "home", "mm", "owner", "sharers", "transfers")
 
     def __init__(self) -> None:
         self.owner = -1  # CPU holding it exclusively, -1 when shared or never touched
@@ -73,6 +74,7 @@ class Line:
         self.free_at = 0.0  # an exclusive transfer is in flight until then
         self.transfers = 0
         self.home = -1  # socket whose memory holds it (first touch), -1 until touched
+        self.mm: Hashable | None = None  # the mm whose cpumask a toucher joins
 
 
 class _Fluid:
@@ -146,6 +148,7 @@ class CostModel:
         self.xfer_cross = m.line_transfer_cross_ns
         self.xfer_hop = m.line_transfer_hop_ns
         self.lines: dict[Hashable, Line | None] = {}
+        self._lock_lines: dict[Hashable, Line | None] = {}
         self.cpumask: dict[Hashable, int] = {}
         self.debt = [0.0] * m.cpus  # IPI handling owed by each CPU
         self.pcp_count = [0] * m.cpus
@@ -186,13 +189,19 @@ class CostModel:
         return loc
 
     def _line(self, loc: Hashable) -> Line | None:
-        lines = self.lines
-        if loc in lines:
-            return lines[loc]
+        """The Line of a location (None for per-CPU data), created on first use."""
+        line = self._lock_lines.get(loc, _MISSING)
+        if line is not _MISSING:
+            return line  # type: ignore[return-value]
+        line = self.lines.get(loc, _MISSING)
+        if line is not _MISSING:
+            return line  # type: ignore[return-value]
         if isinstance(loc, tuple) and loc and loc[0] == "page":
             return None  # per-CPU data, not worth remembering
+        lines = self.lines
         if len(lines) > _MAX_LINES:
             lines.clear()  # rare: every line starts again as never touched
+            self._lock_lines.clear()
         key = self.line_key(loc)
         line = None
         if key is not None:
@@ -201,9 +210,13 @@ class CostModel:
             line = lines.get(alias)
             if line is None:
                 line = Line()
+                if isinstance(loc, tuple) and len(loc) >= 2 and loc[0] in _MM_LOCS:
+                    line.mm = loc[1]
                 lines[alias] = line
-        if not (isinstance(loc, tuple) and loc and loc[0] == "mmap_lock"):
-            lines[loc] = line  # mmap_lock steps always come through charge()
+        if isinstance(loc, tuple) and loc and loc[0] == "mmap_lock":
+            self._lock_lines[loc] = line  # kept out of ``lines``: its steps come through charge()
+        else:
+            lines[loc] = line
         return line
 
     def _xfer(self, src: int, dst: int, home: int) -> float:
@@ -217,11 +230,6 @@ class CostModel:
         if home < 0 or home == s or home == d:
             return self.xfer_cross
         return self.xfer_cross + self.xfer_hop
-
-    def _register(self, loc: Hashable, cpu: int) -> None:
-        if isinstance(loc, tuple) and len(loc) >= 2 and loc[0] in _MM_LOCS:
-            mm = loc[1]
-            self.cpumask[mm] = self.cpumask.get(mm, 0) | (1 << cpu)
 
     def _fresh_slot(self, loc: Hashable, cpu: int) -> bool:
         """The first touch of a VMA after ``vma_alloc`` on this CPU: SLUB hands
@@ -242,7 +250,9 @@ class CostModel:
         """Cost of one access to ``loc`` by ``cpu`` at time ``t``."""
         if self.fresh_vma[cpu] and self._fresh_slot(loc, cpu):
             return self.atomic if write else self.hit
-        line = self._line(loc)
+        line = self.lines.get(loc, _MISSING)
+        if line is _MISSING:
+            line = self._line(loc)
         if line is None:
             kind = loc[0] if isinstance(loc, tuple) else None
             if kind == "page":
@@ -256,47 +266,44 @@ class CostModel:
                     self.zone_wait_ns += done - hold
                     return self.atomic + done
             return self.atomic if write else self.hit
+        owner = line.owner
+        if owner == cpu:
+            return self.atomic if write else self.hit
         bit = 1 << cpu
-        if write:
-            if line.owner == cpu:
-                return self.atomic
-            if line.owner < 0 and line.sharers == 0:
-                self._register(loc, cpu)
-                line.owner, line.sharers = cpu, bit
+        sharers = line.sharers
+        if not write and sharers & bit:
+            return self.hit
+        if owner < 0:
+            if sharers == 0:  # first touch: the line comes from this CPU's memory
                 if line.home < 0:
                     line.home = self.socket[cpu]
-                return self.atomic
-            src = line.owner if line.owner >= 0 else _any(line.sharers, cpu)
+                if line.mm is not None:
+                    self.cpumask[line.mm] = self.cpumask.get(line.mm, 0) | bit
+                if write:
+                    line.owner = cpu
+                line.sharers = bit
+                return self.atomic if write else self.hit
+            src = _any(sharers, cpu)
             if src < 0:  # only this CPU shares it: upgrade in place
-                line.owner, line.sharers = cpu, bit
+                line.owner = cpu
                 return self.atomic
-            self._register(loc, cpu)
-            start = line.free_at if line.free_at > t else t
-            x = self._xfer(src, cpu, line.home)
-            line.owner, line.sharers = cpu, bit
-            line.free_at = start + x
-            line.transfers += 1
-            wait = start - t
-            self.xfer_ns += x
-            self.line_wait_ns += wait
-            return wait + x + self.atomic
-        if line.owner == cpu or line.sharers & bit:
-            return self.hit
-        self._register(loc, cpu)
-        if line.owner < 0 and line.sharers == 0:
-            line.sharers = bit
-            if line.home < 0:
-                line.home = self.socket[cpu]
-            return self.hit
-        src = line.owner if line.owner >= 0 else _any(line.sharers, cpu)
+        else:
+            src = owner
+        if line.mm is not None:
+            self.cpumask[line.mm] = self.cpumask.get(line.mm, 0) | bit
         start = line.free_at if line.free_at > t else t
         x = self._xfer(src, cpu, line.home)
-        line.owner = -1
-        line.sharers |= bit
         line.transfers += 1
         self.xfer_ns += x
-        self.line_wait_ns += start - t
-        return start - t + x
+        wait = start - t
+        self.line_wait_ns += wait
+        if write:
+            line.owner, line.sharers = cpu, bit
+            line.free_at = start + x
+            return wait + x + self.atomic
+        line.owner = -1
+        line.sharers = sharers | bit
+        return wait + x
 
     # -- whole steps ----------------------------------------------------
     def charge(self, op: Op, cpu: int, t: float) -> float:
@@ -305,7 +312,7 @@ class CostModel:
         cost = 0.0
         if op.loc is not None and kind is not _LOCAL:
             cost = self.touch(op.loc, kind is not _READ and kind is not _BLOCK, cpu, t)
-            also = getattr(op, "also", None)
+            also = op.also
             if also is not None:
                 cost += self.touch(also, kind is not _READ and kind is not _BLOCK, cpu, t + cost)
         if op.work is not None:
