@@ -28,7 +28,7 @@ TASKS = (1, 2, 4, 8, 12, 16)
 def model_ceiling(faults: int = 20_000) -> float:
     """Faults/s of the model alone: one thread's coroutine driven by a bare
     send() loop (no clock, no costs), the ceiling for any driver."""
-    from pervma.sched.task import Task, _current
+    from pervma.sched import Task, running_slot
     from pervma.sim.api import _new_system, sim_config
     from pervma.sim.machine import load_machine
     from pervma.sim.workloads import build
@@ -36,13 +36,14 @@ def model_ceiling(faults: int = 20_000) -> float:
     kern = _new_system(sim_config("universal", load_machine("xeon16")))
     b = build("shared", kern, "threads", 1, 1)
     coro = b.coros[0]
-    _current.append(Task(0, "bare", coro))
+    slot = running_slot()
+    slot.append(Task(0, "bare", coro))
     t0 = time.perf_counter()
     try:
         while b.recorder.ops[0] < faults:
             coro.send(None)
     finally:
-        _current.pop()
+        slot.pop()
         coro.close()
     return faults / (time.perf_counter() - t0)
 

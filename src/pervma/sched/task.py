@@ -69,6 +69,16 @@ def has_current() -> bool:
     return bool(_current)
 
 
+def running_slot() -> list[Task]:
+    """The driver protocol's stack of running tasks (the top is ``current()``).
+
+    A driver resumes a task with it on top: it pushes the task, sends, and
+    pops (``Executor.step``).  A driver that resumes tasks in a tight loop may
+    push once, replace the top (``slot[-1] = task``) before each resume, and
+    pop when it stops."""
+    return _current
+
+
 def current_model() -> Any:
     """The running thread's ``model`` state, or None outside a driver (the
     fast path of the model's ``current``)."""

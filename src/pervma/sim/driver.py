@@ -50,8 +50,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pervma.sched import Executor, Op, OpKind, Violation
-from pervma.sched.task import _current  # the driver protocol's "current task" stack
+from pervma.sched import Executor, Op, OpKind, Violation, running_slot
 from pervma.sim.costs import CostModel
 from pervma.sim.machine import Machine
 
@@ -175,6 +174,8 @@ class TimedDriver:
         ahead = costs.xfer_same
         writes = _WRITES_BY_KIND
         steps = 0
+        slot = running_slot()
+        slot.append(None)  # type: ignore[arg-type]  # the top: the task being resumed
         try:
             while True:
                 if not heap:
@@ -233,7 +234,7 @@ class TimedDriver:
                 self.now = t
                 # Executor.step(tid), inlined: the task takes its step
                 send = task.coro.send
-                _current.append(task)
+                slot[-1] = task
                 try:
                     task.pending = send(None)
                     steps += 1
@@ -320,8 +321,6 @@ class TimedDriver:
                     if ex.violation is None:
                         ex.violation = v
                     self._check_violation()
-                finally:
-                    _current.pop()
                 if task.done:
                     heapq.heappop(heap)
                     self.finished_at[tid] = t
@@ -334,6 +333,7 @@ class TimedDriver:
                 else:
                     heapq.heapreplace(heap, (t, c))
         finally:
+            slot.pop()
             self.stats.steps += steps
 
     # -- helpers --------------------------------------------------------
