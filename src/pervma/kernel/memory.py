@@ -414,11 +414,11 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
             pte = pgtable.get(vpn)
             if pte is None:
                 continue
+            page = pte.page
             # work="zap_page", also=the page (positional: a keyword call is slower)
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
-                     ("page", pte.page.pfn))
+                     ("page", page.pfn))
             del pgtable[vpn]
-            page = pte.page
             if not page.zero_page:
                 page.mapcount -= 1
                 if page.mapping is not None and page.anon_vma is None:

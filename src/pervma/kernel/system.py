@@ -87,7 +87,7 @@ class System:
         self.maple_node_cachep: KmemCache[MapleNode] = KmemCache("maple_node", lambda s: MapleNode())
         self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
         self.anon_vma_cachep: KmemCache[Any] = KmemCache("anon_vma", lambda s: _anon_vma())
-        self.page_cachep: KmemCache[Page] = KmemCache("page", lambda s: Page())
+        self.page_cachep: KmemCache[Page] = KmemCache("page", Page)  # Page(slot)
         self.file_cachep: KmemCache[File] = KmemCache("file", lambda s: File())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
         self.vm_events: dict[str, int] = {}
