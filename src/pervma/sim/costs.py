@@ -120,10 +120,20 @@ class _Loaded:
         if dt > 0.0:
             self.last = t
             self.load = self.load * (1.0 - dt / self.tau) if dt < self.tau else 0.0
-        self.load += service * weight / self.tau
+        demand = service * weight
+        self.load += demand / self.tau
         rho = self.load if self.load < 0.9 else 0.9
         w = service * rho / (1.0 - rho)
-        backlog = self.fluid.serve(t, service * weight) - service * weight
+        # the fluid ceiling (_Fluid.serve, inlined: this runs once per page)
+        fl = self.fluid
+        if t > fl.last:
+            fl.backlog = fl.backlog - (t - fl.last)
+            if fl.backlog < 0.0:
+                fl.backlog = 0.0
+            fl.last = t
+        fl.backlog += demand
+        fl.busy += demand
+        backlog = fl.backlog - demand
         if backlog > w:
             w = backlog
         self.busy += w

@@ -211,7 +211,8 @@ class TimedDriver:
                     self._sleep(tid, c, t, op)
                     continue
                 # the cost model's common case inlined: a line this CPU holds
-                line: Any = lines.get(op.loc, _MISSING) if op.work is None else _MISSING
+                w = op.work
+                line: Any = lines.get(op.loc, _MISSING) if w not in _SPECIAL_WORK else _MISSING
                 also: Any = op.also
                 if line is not _MISSING and line is not None and (
                         also is None or also[0] == "page"):
@@ -220,8 +221,12 @@ class TimedDriver:
                         cost = atomic if writes[kind] else hit
                         if also is not None:
                             cost += hit
+                        if w is not None:
+                            cost += work.get(w, default_work) * scale[c]
                     elif not writes[kind] and line.sharers >> c & 1:
                         cost = hit + hit if also is not None else hit
+                        if w is not None:
+                            cost += work.get(w, default_work) * scale[c]
                     else:
                         cost = charge(op, c, t)
                     if debt[c]:
@@ -272,7 +277,7 @@ class TimedDriver:
                                 elif w in _CHARGED_WORK:
                                     dt = charge(op, c, t)
                                 else:
-                                    dt = work[w] * scale[c] if w in work else default_work
+                                    dt = work.get(w, default_work) * scale[c]
                             else:
                                 line = lines.get(op.loc, _MISSING)
                                 if line is None:
@@ -304,7 +309,7 @@ class TimedDriver:
                                     if w is not None:
                                         if w in _SPECIAL_WORK:
                                             break
-                                        dt += work[w] * scale[c] if w in work else default_work
+                                        dt += work.get(w, default_work) * scale[c]
                                     if debt[c]:
                                         dt += debt[c]
                                         debt[c] = 0.0
