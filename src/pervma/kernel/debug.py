@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.task import HeldLock, TaskStruct, current_task
-from pervma.sched import current_model, violation
-from pervma.sched.task import _current  # the driver's running-thread stack (read-only here)
+from pervma.sched import current_model, running_slot, violation
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
     from pervma.kernel.slab import SlabObject
 
+_running = running_slot()  # the driver's running-task stack: read here, never changed
 
 def report(kind: str, message: str) -> None:
     """Report a broken rule (BUG, WARNING, KASAN, lockdep)."""
@@ -55,7 +55,7 @@ def _tracking() -> TaskStruct | None:
 
 def lockdep_acquire(name: str, obj: Any, mode: str) -> None:
     # _tracking(), inlined: every lock on the fault path passes here
-    tsk: TaskStruct | None = _current[-1].model if _current else None
+    tsk: TaskStruct | None = _running[-1].model if _running else None
     if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return
     for h in tsk.held:
@@ -66,7 +66,7 @@ def lockdep_acquire(name: str, obj: Any, mode: str) -> None:
 
 def lockdep_release(name: str, obj: Any) -> None:
     # _tracking(), inlined: every unlock on the fault path passes here
-    tsk: TaskStruct | None = _current[-1].model if _current else None
+    tsk: TaskStruct | None = _running[-1].model if _running else None
     if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return
     for i in range(len(tsk.held) - 1, -1, -1):

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pervma.sched import current, touch
-from pervma.sched.task import _current  # the driver's running-thread stack (read-only here)
+from pervma.sched import current, running_slot, touch
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
 
+_running = running_slot()  # the driver's running-task stack: read here, never changed
 
 @dataclass(eq=False, slots=True)
 class HeldLock:
@@ -39,8 +39,8 @@ class TaskStruct:
 
 def current_task() -> TaskStruct:
     """The model's ``current``.  The model's most frequent call, so it reads
-    the running thread itself (what sched.current_model() returns), in one call."""
-    model: TaskStruct | None = _current[-1].model if _current else None
+    the running task itself (what sched.current_model() returns), in one call."""
+    model: TaskStruct | None = _running[-1].model if _running else None
     if model is None:
         current()  # raises outside a driver
         raise RuntimeError("model thread started without a task_struct (use Thread.start)")
