@@ -205,3 +205,14 @@ def test_two_sockets_never_pay_the_third_hop() -> None:
     # CPUs 0-1 on socket 0, 2-3 on socket 1: 0 -> 2 -> 3 -> 1 -> 0
     costs = [c.touch(("vma", 1), True, cpu, 1e3 * (i + 1)) for i, cpu in enumerate((2, 3, 1, 0))]
     assert costs == [130.0 + c.atomic, 50.0 + c.atomic, 130.0 + c.atomic, 50.0 + c.atomic]
+
+
+def test_a_write_session_pays_no_transfer_for_mm_lock_seq() -> None:
+    # mm_lock_seq lives in the line the rwsem writer dirties (6.18 layout)
+    c = CostModel(machine(), True)
+    c.touch(("mmap_lock", 0), True, 0, 0.0)
+    c.touch(("mm_lock_seq", 0), True, 0, 10.0)
+    take = c.touch(("mmap_lock", 0), True, 1, 1e3)  # another CPU takes the lock
+    seq = c.touch(("mm_lock_seq", 0), True, 1, 2e3)
+    assert take >= c.xfer_same
+    assert seq == c.atomic

@@ -18,6 +18,10 @@ Which line a location lives on (:meth:`CostModel.line_key`):
 * ``("vm_refcnt", slot)``: its own line under SMP (the cache-line-aligned
   refcount of 6.15+); under SMP=n it shares the VMA's first line
   ``("vma", slot)``, as does ``("vm_lock_seq", slot)``.
+* ``("mm_lock_seq", mm)``: the mmap_lock's line.  In the 6.18 mm_struct (BTF,
+  ``pervma layout mm_struct``) it sits in the cache line of the rwsem's
+  owner and wait list, which every writer dirties when it takes the lock, so
+  a write session's seqcount updates are hits.
 * ``("pte", mm, page)``: eight 8-byte PTEs per line.
 * ``("ptl", mm, ...)``: one line per lock as named by the model.
 * ``("rcu",)``: per-CPU (preemptible RCU keeps a per-task nesting count).
@@ -194,6 +198,8 @@ class CostModel:
             return loc if self.smp else ("vma", *loc[1:])
         if kind == "vm_lock_seq":
             return ("vma", *loc[1:])
+        if kind == "mm_lock_seq":
+            return ("mmap_lock", *loc[1:])
         if kind == "pte" and len(loc) >= 3 and isinstance(loc[2], int):
             return ("pte", loc[1], loc[2] >> 3)
         return loc
