@@ -40,7 +40,8 @@ class SpinLock:
         await self._lock_op
         self.owner = me
         preempt_disable()
-        debug.lockdep_acquire(self.name, self, "write")
+        if me.system is not None and me.system.config.DEBUG_LOCK_ALLOC:  # lockdep's own gate, here
+            debug.lockdep_acquire(self.name, self, "write")
 
     async def unlock(self) -> None:
         me = current_task()
@@ -48,7 +49,8 @@ class SpinLock:
             debug.report("BUG: bad unlock balance", f"{self.name} not held by {me.comm}")
         await self._unlock_op
         self.owner = None
-        debug.lockdep_release(self.name, self)
+        if me.system is not None and me.system.config.DEBUG_LOCK_ALLOC:  # lockdep's own gate, here
+            debug.lockdep_release(self.name, self)
         preempt_enable()
 
 
