@@ -42,7 +42,10 @@ class KmemCache(Generic[T]):
     name: str
     ctor: Callable[[int], T]
     typesafe_by_rcu: bool = False
-    objects: list[T] = field(default_factory=list)
+    # Objects ever made (the next one's slot).  The cache keeps no list of
+    # them: a pointer, live or stale, keeps its object (poisoned once freed) and
+    # the freelist keeps a SLAB_TYPESAFE_BY_RCU one; an unreachable one goes away.
+    nr_objects: int = 0
     freelist: list[T] = field(default_factory=list)
     active: int = 0
     total_allocs: int = 0
@@ -53,9 +56,9 @@ class KmemCache(Generic[T]):
         if self.typesafe_by_rcu and self.freelist:
             obj = self.freelist.pop()
         else:
-            obj = self.ctor(len(self.objects))
-            obj.slot = len(self.objects)
-            self.objects.append(obj)
+            obj = self.ctor(self.nr_objects)
+            obj.slot = self.nr_objects
+            self.nr_objects += 1
         obj.generation += 1
         if obj.generation > 1:
             for loc in obj.locations():  # a recycled object changes identity
