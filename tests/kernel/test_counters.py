@@ -181,3 +181,22 @@ def test_legacy_has_no_vma_lock_counters() -> None:
     p.store(A, 1)
     assert not any(e in kern.vmstat() for e in EVENTS)
     assert kern.vmstat()["pgfault"] == 1
+
+
+def test_a_resident_file_never_waits_for_io() -> None:
+    # create_file(resident=True): every page is already in the page cache, so a
+    # fault under the VMA lock succeeds at once (no RETRY for I/O) and maps the
+    # file's own bytes, with no alloc_pages step and no I/O
+    kern = System(Config.preset("universal"))
+    f = kern.create_file("/data/warm", 4, resident=True)
+    f.contents[2] = {5: 0x77}
+    p = kern.spawn()
+    a = p.mmap(0, 4 * PAGE, PROT_READ, 0x02, f, 0)  # MAP_PRIVATE file
+    before = kern.vmstat()
+    allocs = kern.page_cachep.total_allocs
+    assert p.load(a + 2 * PAGE + 5) == 0x77
+    assert delta(kern, before) == {"vma_lock_success": 1, "vma_lock_abort": 0,
+                                   "vma_lock_retry": 0, "vma_lock_miss": 0}
+    assert kern.page_cachep.total_allocs == allocs + 1  # the cache page itself, made on lookup
+    assert sorted(f.pages) == [2]
+    assert f.pages[2].mapcount == 1 and f.pages[2].refcount == 2

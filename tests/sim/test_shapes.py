@@ -63,10 +63,6 @@ def test_legacy_page_fault3_threads_fall_an_order_of_magnitude_behind() -> None:
     assert _pf3_gap() > 6.0
 
 
-@pytest.mark.xfail(strict=True, reason="known miss: the simulated gap is ~9x, the published "
-                   "one 16-43x; one contended line costs one transfer per RMW in the model, "
-                   "while on a 4-socket machine contended atomics degrade further as cores are "
-                   "added (performance.md 5.3, SOSP'13), which the cost model does not include")
 def test_legacy_page_fault3_gap_matches_lkp_4_socket_skylake() -> None:
     # per-task page_fault3 threads ~10.1-10.9 k against processes 173-467 k per
     # process at nr_task=100% (192): a 16-43x gap, +-25%.

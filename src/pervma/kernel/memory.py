@@ -226,6 +226,8 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
     page = file.pages.get(index)
     if page is not None:
         return page
+    if file.resident:
+        return _new_cache_page(mm, file, index, "resident file page")
     if file.shmem:
         page = await alloc_page(mm)
         await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
@@ -248,10 +250,18 @@ async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
     await Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio")
     page = file.pages.get(index)
     if page is None:
-        page = mm.system.page_cachep.alloc("filemap_add_folio")
-        page.data, page.refcount, page.mapcount = dict(file.contents.get(index, {})), 1, 0
-        page.anon_vma, page.mapping, page.index, page.zero_page = None, file, index, False
-        file.pages[index] = page
+        page = _new_cache_page(mm, file, index, "filemap_add_folio")
+    return page
+
+
+def _new_cache_page(mm: MmStruct, file: File, index: int, site: str) -> Page:
+    """A page-cache page holding the file's bytes at ``index`` (the cache's
+    own reference).  A resident file's pages were in the cache before anything
+    ran: they are made on first lookup, with no allocation step and no I/O."""
+    page = mm.system.page_cachep.alloc(site)
+    page.data, page.refcount, page.mapcount = dict(file.contents.get(index, {})), 1, 0
+    page.anon_vma, page.mapping, page.index, page.zero_page = None, file, index, False
+    file.pages[index] = page
     return page
 
 
@@ -311,10 +321,15 @@ async def do_cow_fault(vmf: VmFault) -> int:
 
 
 async def do_shared_fault(vmf: VmFault) -> int:
+    """A write fault on a shared file mapping: map the page-cache page
+    writable, then fault_dirty_shared_page() (dirty the folio, dirty-page
+    throttling, the file's mtime): local work for the simulator."""
     page = await __do_fault(vmf)
     if isinstance(page, int):
         return page
-    return await finish_fault(vmf, page, new_anon=False, writable=True)
+    ret = await finish_fault(vmf, page, new_anon=False, writable=True)
+    await work("dirty_page", "fault_dirty_shared_page")
+    return ret
 
 
 async def do_wp_page(vmf: VmFault) -> int:

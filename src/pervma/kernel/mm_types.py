@@ -103,6 +103,7 @@ class File(SlabObject):
     inode: int = 0
     dev: str = "00:00"
     shmem: bool = False
+    resident: bool = False  # every page already in the page cache (written earlier)
     vm_ops: VmOperations | None = None
     pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
     contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"

@@ -123,10 +123,13 @@ class System:
     def free_mm(self, mm: MmStruct, site: str) -> None:
         self.mm_cachep.free(mm, site)
 
-    def create_file(self, path: str, npages: int) -> File:
-        """A regular file of npages pages whose contents must be read in (I/O)."""
+    def create_file(self, path: str, npages: int, resident: bool = False) -> File:
+        """A regular file of npages pages whose contents must be read in (I/O).
+        ``resident``: the file was written earlier and all of it is still in
+        the page cache (a lookup always hits; no page is allocated or read)."""
         f = self.file_cachep.alloc("create_file")
         f.path, f.npages, f.inode, f.dev, f.shmem, f.vm_ops = path, npages, self._ino(), "08:01", False, self.filemap_ops
+        f.resident = resident
         return f
 
     def create_device(self, kind: str) -> File:

@@ -51,6 +51,7 @@ the sender ``ipi_send_base_ns + ipi_send_per_cpu_ns * k`` and each receiver
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
 from pervma.sched import Op, OpKind
 from pervma.sim.machine import Machine
@@ -64,7 +65,7 @@ _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long r
 _VMA_LOCS = ("vma", "vm_refcnt", "vm_lock_seq")
 _MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
 PAGE_BYTES = 4096
-_MISSING = object()  # not in a cache (None means per-CPU data)
+_MISSING: Any = object()  # not in a cache (None means per-CPU data)
 
 
 class Line:
@@ -208,10 +209,10 @@ class CostModel:
         """The Line of a location (None for per-CPU data), created on first use."""
         line = self._lock_lines.get(loc, _MISSING)
         if line is not _MISSING:
-            return line  # type: ignore[return-value]
+            return line
         line = self.lines.get(loc, _MISSING)
         if line is not _MISSING:
-            return line  # type: ignore[return-value]
+            return line
         if isinstance(loc, tuple) and loc and loc[0] == "page":
             return None  # per-CPU data, not worth remembering
         lines = self.lines

@@ -41,6 +41,7 @@ class Machine:
     clear_page_ns: float
     copy_page_ns: float
     pte_install_ns: float
+    dirty_page_ns: float
     zap_page_ns: float
     vma_alloc_ns: float
     vma_free_ns: float
@@ -95,6 +96,7 @@ class Machine:
             "clear_page": self.clear_page_ns,
             "copy_page": self.copy_page_ns,
             "pte_install": self.pte_install_ns,
+            "dirty_page": self.dirty_page_ns,
             "zap_page": self.zap_page_ns,
             "vma_alloc": self.vma_alloc_ns,
             "vma_free": self.vma_free_ns,

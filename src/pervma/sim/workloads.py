@@ -29,6 +29,12 @@ does: it decides which later mappings can merge with which.
 The first pass of a task starts at a random page of its region (from the
 seed) so that tasks do not munmap in lock-step; will-it-scale's and pfbench's
 real tasks desynchronise the same way within their warm-up.
+
+The simulated window is the benchmark's steady state, which will-it-scale
+reaches in its warm-up: page_fault2/3's file was filled by the earlier passes
+and stays in the page cache (munmap does not drop it), so their faults find
+every page there (``create_file(resident=True)``): page_fault3 maps it,
+page_fault2 copies it (COW); neither allocates a page-cache page or clears it.
 """
 
 from __future__ import annotations
@@ -121,10 +127,12 @@ def get_workload(name: str) -> Workload:
     return WORKLOADS[name]
 
 
-def _tmpfile(kern: Any, path: str, npages: int) -> Any:
+def _tmpfile(kern: Any, path: str, npages: int, resident: bool = False) -> Any:
     """will-it-scale's mkstemp + ftruncate file: a hole, so no page is ever
-    read from disk; modelled as a tmpfs (shmem) file, as /tmp is on LKP."""
-    f = kern.create_file(path, npages)
+    read from disk; modelled as a tmpfs (shmem) file, as /tmp is on LKP.
+    ``resident``: the earlier passes of the loop have filled it (module
+    docstring)."""
+    f = kern.create_file(path, npages, resident=resident)
     f.shmem = True
     f.vm_ops = kern.shmem_ops
     return f
@@ -239,7 +247,7 @@ def build(workload: str, kern: Any, mode: str, ntasks: int, seed: int) -> Built:
             file = None
             flags = ANON
             if name != "page_fault1" and name != "private":
-                file = _tmpfile(kern, f"/tmp/willitscale.{i}", size // PAGE)
+                file = _tmpfile(kern, f"/tmp/willitscale.{i}", size // PAGE, resident=True)
                 flags = MAP_PRIVATE if name == "page_fault2" else MAP_SHARED
             bodies.append(_touch_loop_body(rec, i, size, flags, file, first(size),
                                            nohuge=name == "private"))
