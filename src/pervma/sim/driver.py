@@ -174,6 +174,7 @@ class TimedDriver:
         ahead = costs.xfer_same
         writes = _WRITES_BY_KIND
         steps = 0
+        sends = [tk.coro.send for tk in tasks]
         slot = running_slot()
         slot.append(None)  # type: ignore[arg-type]  # the top: the task being resumed
         try:
@@ -238,10 +239,10 @@ class TimedDriver:
                 t += cost
                 self.now = t
                 # Executor.step(tid), inlined: the task takes its step
-                send = task.coro.send
+                send = sends[tid]
                 slot[-1] = task
                 try:
-                    task.pending = send(None)
+                    task.pending = nxt = send(None)
                     steps += 1
                     if tracing:
                         self._trace(t0, cost, c, tid, op.label)
@@ -252,6 +253,7 @@ class TimedDriver:
                     if sweep and steps % _SWEEP_EVERY == 0:
                         self._sweep(t)
                     if not rq[c]:
+                        op = nxt  # the task's pending step, kept local while merging
                         # Merge what follows into this timed step (module
                         # docstring): local and per-CPU steps always; steps on
                         # lines this CPU holds while no other CPU is due within
@@ -264,7 +266,6 @@ class TimedDriver:
                         else:
                             limit = (heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]) + ahead
                         while t < until:
-                            op = task.pending
                             kind = op.kind
                             if op.sleeps and kind is _LOCAL:
                                 break
@@ -317,8 +318,9 @@ class TimedDriver:
                                 self._trace(t, dt, c, tid, op.label)
                             t += dt
                             self.now = t
-                            task.pending = send(None)
+                            op = send(None)
                             steps += 1
+                        task.pending = op
                 except StopIteration as stop:
                     task.done, task.pending, task.result = True, None, stop.value
                 except Violation as v:
