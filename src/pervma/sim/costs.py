@@ -236,18 +236,6 @@ class CostModel:
             lines[loc] = line
         return line
 
-    def _xfer(self, src: int, dst: int, home: int) -> float:
-        """One transfer from ``src`` to ``dst``; a third socket as the line's
-        home (its directory) adds a hop."""
-        if src < 0:
-            return self.xfer_same
-        s, d = self.socket[src], self.socket[dst]
-        if s == d:
-            return self.xfer_same
-        if home < 0 or home == s or home == d:
-            return self.xfer_cross
-        return self.xfer_cross + self.xfer_hop
-
     def _fresh_slot(self, loc: Hashable, cpu: int) -> bool:
         """The first touch of a VMA after ``vma_alloc`` on this CPU: SLUB hands
         out objects from the allocating CPU's own freelist, so their lines are
@@ -283,6 +271,10 @@ class CostModel:
                     self.zone_wait_ns += done - hold
                     return self.atomic + done
             return self.atomic if write else self.hit
+        return self.access(line, write, cpu, t)
+
+    def access(self, line: Line, write: bool, cpu: int, t: float) -> float:
+        """Cost of one access to a known line (``touch`` once the line is found)."""
         owner = line.owner
         if owner == cpu:
             return self.atomic if write else self.hit
@@ -309,7 +301,17 @@ class CostModel:
         if line.mm is not None:
             self.cpumask[line.mm] = self.cpumask.get(line.mm, 0) | bit
         start = line.free_at if line.free_at > t else t
-        x = self._xfer(src, cpu, line.home)
+        # one transfer; a third socket as the line's home (its directory) adds a hop
+        sock = self.socket
+        s_src, s_dst = sock[src], sock[cpu]
+        if s_src == s_dst:
+            x = self.xfer_same
+        else:
+            home = line.home
+            if home < 0 or home == s_src or home == s_dst:
+                x = self.xfer_cross
+            else:
+                x = self.xfer_cross + self.xfer_hop
         line.transfers += 1
         self.xfer_ns += x
         wait = start - t

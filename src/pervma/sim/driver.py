@@ -171,6 +171,8 @@ class TimedDriver:
         sweep = self.sweep
         ncpu = self.ncpu
         tracing = self.trace_window is not None
+        access = costs.access
+        fresh = costs.fresh_vma
         ahead = costs.xfer_same
         writes = _WRITES_BY_KIND
         steps = 0
@@ -228,8 +230,15 @@ class TimedDriver:
                         cost = hit + hit if also is not None else hit
                         if w is not None:
                             cost += work.get(w, default_work) * scale[c]
-                    else:
+                    elif fresh[c]:
                         cost = charge(op, c, t)
+                    else:
+                        # a transfer (CostModel.charge, inlined to its access)
+                        cost = access(line, writes[kind], c, t)
+                        if also is not None:
+                            cost += hit
+                        if w is not None:
+                            cost += work.get(w, default_work) * scale[c]
                     if debt[c]:
                         cost += debt[c]
                         debt[c] = 0.0
