@@ -65,7 +65,8 @@ _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long r
 _VMA_LOCS = ("vma", "vm_refcnt", "vm_lock_seq")
 _MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
 PAGE_BYTES = 4096
-_MISSING: Any = object()  # not in a cache (None means per-CPU data)
+MISSING: Any = object()  # not in a cache (None means per-CPU data)
+_MISSING = MISSING
 
 
 class Line:
@@ -213,8 +214,25 @@ class CostModel:
         line = self.lines.get(loc, _MISSING)
         if line is not _MISSING:
             return line
-        if isinstance(loc, tuple) and loc and loc[0] == "page":
+        return self._new_line(loc)
+
+    def inline_line(self, loc: Hashable) -> Any:
+        """The line of a location the driver has not seen yet, for pricing a
+        step without :meth:`charge`: None for per-CPU data, ``MISSING`` for
+        mmap_lock (its steps always come through charge())."""
+        if isinstance(loc, tuple) and loc and loc[0] == "mmap_lock":
+            return _MISSING
+        return self._new_line(loc)
+
+    def _new_line(self, loc: Hashable) -> Line | None:
+        """_line() for a location in neither cache."""
+        kind = loc[0] if isinstance(loc, tuple) and loc else None
+        if kind == "page":
             return None  # per-CPU data, not worth remembering
+        if kind == "mmap_lock":
+            line = self._lock_lines.get(loc, _MISSING)
+            if line is not _MISSING:
+                return line
         lines = self.lines
         if len(lines) > _MAX_LINES:
             lines.clear()  # rare: every line starts again as never touched
@@ -257,7 +275,7 @@ class CostModel:
             return self.atomic if write else self.hit
         line = self.lines.get(loc, _MISSING)
         if line is _MISSING:
-            line = self._line(loc)
+            line = self._new_line(loc)
         if line is None:
             kind = loc[0] if isinstance(loc, tuple) else None
             if kind == "page":

@@ -51,14 +51,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pervma.sched import Executor, Op, OpKind, Violation, running_slot
-from pervma.sim.costs import CostModel
+from pervma.sim.costs import MISSING, CostModel
 from pervma.sim.machine import Machine
 
 _LOCAL = OpKind.LOCAL
 _SWEEP_EVERY = 8
 _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
-_MISSING = object()
+_MISSING = MISSING  # the cost model's "not cached" (None: per-CPU data)
 _INF = float("inf")
 _CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
 _SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work"}  # work_cost() keeps state
@@ -172,6 +172,7 @@ class TimedDriver:
         ncpu = self.ncpu
         tracing = self.trace_window is not None
         access = costs.access
+        inline_line = costs.inline_line
         fresh = costs.fresh_vma
         ahead = costs.xfer_same
         writes = _WRITES_BY_KIND
@@ -215,7 +216,13 @@ class TimedDriver:
                     continue
                 # the cost model's common case inlined: a line this CPU holds
                 w = op.work
-                line: Any = lines.get(op.loc, _MISSING) if w not in _SPECIAL_WORK else _MISSING
+                if w in _SPECIAL_WORK or kind is _LOCAL or fresh[c]:
+                    # (after vma_alloc, charge() places the new VMA's lines)
+                    line: Any = _MISSING
+                else:
+                    line = lines.get(op.loc, _MISSING)
+                    if line is _MISSING:
+                        line = inline_line(op.loc)
                 also: Any = op.also
                 if line is not _MISSING and line is not None and (
                         also is None or also[0] == "page"):
@@ -230,8 +237,6 @@ class TimedDriver:
                         cost = hit + hit if also is not None else hit
                         if w is not None:
                             cost += work.get(w, default_work) * scale[c]
-                    elif fresh[c]:
-                        cost = charge(op, c, t)
                     else:
                         # a transfer (CostModel.charge, inlined to its access)
                         cost = access(line, writes[kind], c, t)
@@ -289,7 +294,11 @@ class TimedDriver:
                                 else:
                                     dt = work.get(w, default_work) * scale[c]
                             else:
+                                if fresh[c]:
+                                    break  # charge() places a new VMA's lines
                                 line = lines.get(op.loc, _MISSING)
+                                if line is _MISSING:
+                                    line = inline_line(op.loc)
                                 if line is None:
                                     # per-CPU data (zone/lru/rcu counters): local
                                     if op.also is not None or op.work in _SPECIAL_WORK or (
