@@ -147,10 +147,23 @@ def _start(th: Any, body: Callable[[Any], Coroutine[Any, Any, Any]]) -> tuple[An
 
 
 # -- bodies --------------------------------------------------------------------
+async def _touch_pages(rec: Recorder, i: int, t: Any, lo: int, hi: int) -> None:
+    """Write one byte to each page of [lo, hi): one op each for task ``i``;
+    every LAT_SAMPLE_EVERY-th store is timed (Recorder.sample)."""
+    ops = rec.ops
+    for addr in range(lo, hi, PAGE):
+        if rec.lat_tick:  # not a kept fault
+            rec.lat_tick -= 1
+            await t.store(addr, 1)
+        else:
+            t0 = rec.drv.now
+            await t.store(addr, 1)
+            rec.sample(rec.drv.now - t0)
+        ops[i] += 1
+
+
 def _touch_loop_body(rec: Recorder, i: int, size: int, flags: int, file: Any, first: int,
                      nohuge: bool) -> Callable[[Any], Coroutine[Any, Any, None]]:
-    ops = rec.ops
-
     async def body(t: Any) -> None:
         start = first
         while True:
@@ -160,15 +173,7 @@ def _touch_loop_body(rec: Recorder, i: int, size: int, flags: int, file: Any, fi
                     await t.madvise(a, size, MADV_NOHUGEPAGE)
                 except OSError:
                     pass
-            for off in range(start, size, PAGE):
-                if rec.lat_tick:  # not a kept fault (Recorder.sample)
-                    rec.lat_tick -= 1
-                    await t.store(a + off, 1)
-                else:
-                    t0 = rec.drv.now
-                    await t.store(a + off, 1)
-                    rec.sample(rec.drv.now - t0)
-                ops[i] += 1
+            await _touch_pages(rec, i, t, a + start, a + size)
             start = 0
             await t.munmap(a, size)
     return body
@@ -188,20 +193,10 @@ def _mmap_loop_body(rec: Recorder, i: int, size: int, flags: int,
 
 def _slice_body(rec: Recorder, i: int, base: int, size: int, first: int,
                 dontneed: bool) -> Callable[[Any], Coroutine[Any, Any, None]]:
-    ops = rec.ops
-
     async def body(t: Any) -> None:
         start = first
         while True:
-            for off in range(start, size, PAGE):
-                if rec.lat_tick:  # not a kept fault (Recorder.sample)
-                    rec.lat_tick -= 1
-                    await t.store(base + off, 1)
-                else:
-                    t0 = rec.drv.now
-                    await t.store(base + off, 1)
-                    rec.sample(rec.drv.now - t0)
-                ops[i] += 1
+            await _touch_pages(rec, i, t, base + start, base + size)
             start = 0
             if dontneed:
                 await t.madvise(base, size, MADV_DONTNEED)
