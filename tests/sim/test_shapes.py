@@ -65,5 +65,6 @@ def test_legacy_page_fault3_threads_fall_an_order_of_magnitude_behind() -> None:
 
 def test_legacy_page_fault3_gap_matches_lkp_4_socket_skylake() -> None:
     # per-task page_fault3 threads ~10.1-10.9 k against processes 173-467 k per
-    # process at nr_task=100% (192): a 16-43x gap, +-25%.
+    # process at nr_task=100% (192): a 16-43x gap, +-25%.  Steady state: the
+    # tasks' files are in the page cache (workloads module docstring).
     assert 16 / 1.25 <= _pf3_gap() <= 43 * 1.25
