@@ -72,13 +72,12 @@ _MISSING = MISSING
 class Line:
     """One cache line: last writer, sharer bitmask, busy-until time, home socket."""
 
-    __slots__ = ("free_at", "home", "mm", "owner", "sharers", "transfers")
+    __slots__ = ("free_at", "home", "mm", "owner", "sharers")
 
     def __init__(self) -> None:
         self.owner = -1  # CPU holding it exclusively, -1 when shared or never touched
         self.sharers = 0  # bitmask of CPUs holding a copy
         self.free_at = 0.0  # an exclusive transfer is in flight until then
-        self.transfers = 0
         self.home = -1  # socket whose memory holds it (first touch), -1 until touched
         self.mm: Hashable | None = None  # the mm whose cpumask a toucher joins
 
@@ -330,7 +329,6 @@ class CostModel:
                 x = self.xfer_cross
             else:
                 x = self.xfer_cross + self.xfer_hop
-        line.transfers += 1
         self.xfer_ns += x
         wait = start - t
         self.line_wait_ns += wait
