@@ -188,6 +188,7 @@ def test_a_third_socket_home_adds_a_hop() -> None:
     m = machine(cpus=4, sockets=4, threads_per_core=1, line_transfer_ns=50.0,
                 line_transfer_cross_ns=130.0, line_transfer_hop_ns=80.0)
     c = CostModel(m, True)
+    c.seed_jitter(0, spread=0.0)  # exact transfer costs
     c.touch(("vma", 7), True, 0, 0.0)
     two_hop = c.touch(("vma", 7), True, 1, 1e3)
     three_hop = c.touch(("vma", 7), True, 2, 2e3)
@@ -201,10 +202,29 @@ def test_two_sockets_never_pay_the_third_hop() -> None:
     m = machine(cpus=4, sockets=2, threads_per_core=1, line_transfer_ns=50.0,
                 line_transfer_cross_ns=130.0, line_transfer_hop_ns=80.0)
     c = CostModel(m, True)
+    c.seed_jitter(0, spread=0.0)  # exact transfer costs
     c.touch(("vma", 1), True, 0, 0.0)
     # CPUs 0-1 on socket 0, 2-3 on socket 1: 0 -> 2 -> 3 -> 1 -> 0
     costs = [c.touch(("vma", 1), True, cpu, 1e3 * (i + 1)) for i, cpu in enumerate((2, 3, 1, 0))]
     assert costs == [130.0 + c.atomic, 50.0 + c.atomic, 130.0 + c.atomic, 50.0 + c.atomic]
+
+
+def test_transfers_vary_by_the_seeded_spread_only() -> None:
+    # the variation that breaks lock-step: within +-TRANSFER_SPREAD, the same
+    # for the same seed, different for another seed
+    from pervma.sim.costs import TRANSFER_SPREAD
+
+    def costs(seed: int) -> list[float]:
+        c = CostModel(machine(), True)
+        c.seed_jitter(seed)
+        c.touch(("vma", 1), True, 0, 0.0)  # CPU 0 owns the line; then it ping-pongs
+        return [c.touch(("vma", 1), True, i % 2, 1e3 * i) - c.atomic for i in range(1, 41)]
+
+    a = costs(1)
+    assert a == costs(1) and a != costs(2)
+    x = machine().line_transfer_ns
+    assert all(abs(v / x - 1) <= TRANSFER_SPREAD + 1e-9 for v in a)
+    assert max(a) - min(a) > x * TRANSFER_SPREAD  # it does vary
 
 
 def test_a_write_session_pays_no_transfer_for_mm_lock_seq() -> None:

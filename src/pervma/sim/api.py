@@ -95,7 +95,8 @@ def run_point(workload: str, preset: str = "universal", machine: str | Machine =
     if trace_window_ms is not None:
         win = (trace_window_ms[0] * 1e6, trace_window_ms[1] * 1e6)
     drv = make_driver(built.coros, built.names, built.models, mach, cfg.SMP, cfg.PREEMPT,
-                      placement=placement, trace_window=win, busy=busy, weight=weight)
+                      placement=placement, trace_window=win, busy=busy, weight=weight,
+                      seed=seed)
     built.recorder.drv = drv
     # The cyclic collector is paused while the point runs: the model makes few
     # reference cycles per step (a 40 ms window leaves ~150k objects, under

@@ -8,7 +8,9 @@ writer, at the same-socket or cross-socket cost.  A line's home is the socket
 that touched it first (first-touch NUMA placement); on machines with more than
 two sockets a transfer between two sockets neither of which is the home takes
 one more hop (``line_transfer_hop_ns``: the request goes through the home's
-directory).  A line can be in flight to
+directory).  Each transfer varies by up to ``TRANSFER_SPREAD`` around its mean,
+from a table drawn with the point's seed, which keeps identical tasks from
+staying in lock-step.  A line can be in flight to
 only one CPU at a time, so exclusive transfers serialise: a line written on
 every step has a ceiling of one transfer per ``line_transfer_ns`` (this is
 what flattens pft-threads and what a shared mmap_lock count costs).
@@ -50,6 +52,7 @@ the sender ``ipi_send_base_ns + ipi_send_per_cpu_ns * k`` and each receiver
 
 from __future__ import annotations
 
+import random
 from collections.abc import Hashable
 from typing import Any
 
@@ -65,6 +68,14 @@ _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long r
 _VMA_LOCS = ("vma", "vm_refcnt", "vm_lock_seq")
 _MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
 PAGE_BYTES = 4096
+_JITTER_N = 4096  # entries in the transfer-variation table (a power of two)
+TRANSFER_SPREAD = 0.02
+"""How much one line transfer varies around its mean (uniform, +-2%;
+[estimate]: mesh position and uncore queueing).  Its job is to break
+lock-step: without it, tasks doing identical work keep their start-up order
+on a contended line for ever (a FIFO of CPUs numbered socket by socket), so
+far more transfers stay inside a socket than on a real machine.  Results
+barely depend on the amount between 1% and 30%."""
 MISSING: Any = object()  # not in a cache (None means per-CPU data)
 _MISSING = MISSING
 
@@ -162,6 +173,9 @@ class CostModel:
         self.xfer_same = m.line_transfer_ns
         self.xfer_cross = m.line_transfer_cross_ns
         self.xfer_hop = m.line_transfer_hop_ns
+        self._jit: list[float] = []
+        self._jit_i = 0
+        self.seed_jitter(0)
         self.lines: dict[Hashable, Line | None] = {}
         self._lock_lines: dict[Hashable, Line | None] = {}
         self.cpumask: dict[Hashable, int] = {}
@@ -329,6 +343,8 @@ class CostModel:
                 x = self.xfer_cross
             else:
                 x = self.xfer_cross + self.xfer_hop
+        j = self._jit_i = (self._jit_i + 1) & (_JITTER_N - 1)
+        x *= self._jit[j]
         self.xfer_ns += x
         wait = start - t
         self.line_wait_ns += wait
@@ -339,6 +355,12 @@ class CostModel:
         line.owner = -1
         line.sharers = sharers | bit
         return wait + x
+
+    def seed_jitter(self, seed: int, spread: float = TRANSFER_SPREAD) -> None:
+        """Draw the transfer-variation table (see TRANSFER_SPREAD) from ``seed``."""
+        rng = random.Random(seed)
+        self._jit = [1.0 + spread * (2.0 * rng.random() - 1.0) for _ in range(_JITTER_N)]
+        self._jit_i = 0
 
     # -- whole steps ----------------------------------------------------
     def charge(self, op: Op, cpu: int, t: float) -> float:

@@ -526,11 +526,13 @@ def make_driver(bodies: list, names: list[str], models: list, machine: Machine, 
                 preempt: bool, placement: list[int] | None = None,
                 trace_window: tuple[float, float] | None = None,
                 costs_factory: Callable[..., CostModel] = CostModel,
-                busy: list[int] | None = None, weight: float = 1.0) -> TimedDriver:
+                busy: list[int] | None = None, weight: float = 1.0,
+                seed: int = 0) -> TimedDriver:
     """Build an Executor and a driver; ``placement`` defaults to the machine's
     (one CPU under SMP=n).  ``busy`` are the CPUs to count as running a task
     for SMT slow-down (default: ``placement``); ``weight`` is the mean-field
-    multiplier of machine-wide demand (see :class:`CostModel`)."""
+    multiplier of machine-wide demand (see :class:`CostModel`); ``seed`` draws
+    the variation of line transfers (``costs.TRANSFER_SPREAD``)."""
     n = len(bodies)
     if placement is None:
         placement = machine.placement(n) if smp else [0] * n
@@ -543,5 +545,6 @@ def make_driver(bodies: list, names: list[str], models: list, machine: Machine, 
                 scale[c] = machine.smt_work_factor
     costs = costs_factory(machine, smp, scale)
     costs.weight = weight
+    costs.seed_jitter(seed)
     ex = Executor(bodies, names=names, models=models, record=False)
     return TimedDriver(ex, machine, costs, placement, preempt=preempt, trace_window=trace_window)
