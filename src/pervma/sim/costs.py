@@ -78,7 +78,6 @@ far more transfers stay inside a socket than on a real machine.  At +-5%
 instead, the legacy page_fault3 gap on skl-4sp is 25x instead of 28x and the
 pft-threads 12/1 speedup 10.1 instead of 9.9."""
 MISSING: Any = object()  # not in a cache (None means per-CPU data)
-_MISSING = MISSING
 
 
 class Line:
@@ -141,16 +140,7 @@ class _Loaded:
         self.load += demand / self.tau
         rho = self.load if self.load < 0.9 else 0.9
         w = service * rho / (1.0 - rho)
-        # the fluid ceiling (_Fluid.serve, inlined: this runs once per page)
-        fl = self.fluid
-        if t > fl.last:
-            fl.backlog = fl.backlog - (t - fl.last)
-            if fl.backlog < 0.0:
-                fl.backlog = 0.0
-            fl.last = t
-        fl.backlog += demand
-        fl.busy += demand
-        backlog = fl.backlog - demand
+        backlog = self.fluid.serve(t, demand) - demand
         if backlog > w:
             w = backlog
         self.busy += w
@@ -222,11 +212,11 @@ class CostModel:
 
     def _line(self, loc: Hashable) -> Line | None:
         """The Line of a location (None for per-CPU data), created on first use."""
-        line = self._lock_lines.get(loc, _MISSING)
-        if line is not _MISSING:
+        line = self._lock_lines.get(loc, MISSING)
+        if line is not MISSING:
             return line
-        line = self.lines.get(loc, _MISSING)
-        if line is not _MISSING:
+        line = self.lines.get(loc, MISSING)
+        if line is not MISSING:
             return line
         return self._new_line(loc)
 
@@ -235,7 +225,7 @@ class CostModel:
         step without :meth:`charge`: None for per-CPU data, ``MISSING`` for
         mmap_lock (its steps always come through charge())."""
         if isinstance(loc, tuple) and loc and loc[0] == "mmap_lock":
-            return _MISSING
+            return MISSING
         return self._new_line(loc)
 
     def _new_line(self, loc: Hashable) -> Line | None:
@@ -244,8 +234,8 @@ class CostModel:
         if kind == "page":
             return None  # per-CPU data, not worth remembering
         if kind == "mmap_lock":
-            line = self._lock_lines.get(loc, _MISSING)
-            if line is not _MISSING:
+            line = self._lock_lines.get(loc, MISSING)
+            if line is not MISSING:
                 return line
         lines = self.lines
         if len(lines) > _MAX_LINES:
@@ -287,8 +277,8 @@ class CostModel:
         """Cost of one access to ``loc`` by ``cpu`` at time ``t``."""
         if self.fresh_vma[cpu] and self._fresh_slot(loc, cpu):
             return self.atomic if write else self.hit
-        line = self.lines.get(loc, _MISSING)
-        if line is _MISSING:
+        line = self.lines.get(loc, MISSING)
+        if line is MISSING:
             line = self._new_line(loc)
         if line is None:
             kind = loc[0] if isinstance(loc, tuple) else None

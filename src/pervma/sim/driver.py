@@ -58,7 +58,6 @@ _LOCAL = OpKind.LOCAL
 _SWEEP_EVERY = 8
 _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
-_MISSING = MISSING  # the cost model's "not cached" (None: per-CPU data)
 _INF = float("inf")
 _CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
 _SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work"}  # work_cost() keeps state
@@ -218,13 +217,13 @@ class TimedDriver:
                 w = op.work
                 if w in _SPECIAL_WORK or kind is _LOCAL or fresh[c]:
                     # (after vma_alloc, charge() places the new VMA's lines)
-                    line: Any = _MISSING
+                    line: Any = MISSING
                 else:
-                    line = lines.get(op.loc, _MISSING)
-                    if line is _MISSING:
+                    line = lines.get(op.loc, MISSING)
+                    if line is MISSING:
                         line = inline_line(op.loc)
                 also: Any = op.also
-                if line is not _MISSING and line is not None and (
+                if line is not MISSING and line is not None and (
                         also is None or also[0] == "page"):
                     # (a user access's data page: just cleared here, a hit)
                     if line.owner == c:
@@ -296,8 +295,8 @@ class TimedDriver:
                             else:
                                 if fresh[c]:
                                     break  # charge() places a new VMA's lines
-                                line = lines.get(op.loc, _MISSING)
-                                if line is _MISSING:
+                                line = lines.get(op.loc, MISSING)
+                                if line is MISSING:
                                     line = inline_line(op.loc)
                                 if line is None:
                                     # per-CPU data (zone/lru/rcu counters): local
@@ -306,7 +305,7 @@ class TimedDriver:
                                         break
                                     dt = charge(op, c, t)
                                 else:
-                                    if line is _MISSING or t > limit:
+                                    if line is MISSING or t > limit:
                                         break
                                     wr = writes[kind]
                                     if line.owner == c:
