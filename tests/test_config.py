@@ -18,6 +18,13 @@ def test_presets() -> None:
     assert (np.SMP, np.PREEMPT) == (False, False)
 
 
+def test_legacy_up_is_the_pre_series_uniprocessor_world() -> None:
+    c = Config.preset("legacy-up")
+    assert (c.SMP, c.PREEMPT, c.PER_VMA_LOCK, c.PER_VMA_LOCK_STATS, c.SERIES_CALLERS) == (
+        False, True, False, False, False)
+    assert c.nr_cpus == 1 and c.one_cpu
+
+
 def test_unknown_preset_names_the_choices() -> None:
     with pytest.raises(ConfigError, match="unknown preset 'univeral'; choose one of legacy, universal"):
         Config.preset("univeral")

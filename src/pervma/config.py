@@ -28,9 +28,16 @@ PRESETS: dict[str, dict[str, object]] = {
     "universal-up-nopreempt": dict(
         SMP=False, PREEMPT=False, PER_VMA_LOCK=True, PER_VMA_LOCK_STATS=True
     ),
+    # Before the series with SMP=n, PREEMPT=y: PER_VMA_LOCK depended on SMP, so a
+    # uniprocessor kernel had mmap_lock only (not part of the four-preset sweeps).
+    "legacy-up": dict(SMP=False, PREEMPT=True, PER_VMA_LOCK=False, PER_VMA_LOCK_STATS=False,
+                      SERIES_CALLERS=False),
 }
 
 PRESET_NAMES = tuple(PRESETS)
+# The four presets of the sweeps (check --all, the simulator's defaults); legacy-up is
+# the pre-series uniprocessor world, compared against universal-up where SMP=n matters.
+SWEEP_PRESETS = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
 
 # Kconfig symbols -> Config field.
 _SYMBOLS = {
