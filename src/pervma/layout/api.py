@@ -98,12 +98,32 @@ def table_config(arch: str | None = None, version: str = "6.18", config: str | P
 def table_struct(cfg: tables.KConfig, struct: str) -> E.Struct:
     if struct in ("vm_area_struct", "struct vm_area_struct"):
         return tables.vm_area_struct(cfg)
+    if struct in ("mm_struct", "struct mm_struct"):
+        return tables.mm_struct_region(cfg)
     if struct in ("vma_lock", "struct vma_lock"):
         return tables.vma_lock(cfg)
     if struct in ("rw_semaphore", "lockdep_map"):
         return tables.rw_semaphore(cfg) if struct == "rw_semaphore" else tables.lockdep_map(cfg)
     raise UsageError(f"no field table for '{struct}'; tables exist for vm_area_struct, "
-                     "vma_lock, rw_semaphore, lockdep_map (use BTF for others)")
+                     "mm_struct (its per-VMA-lock region), vma_lock, rw_semaphore, "
+                     "lockdep_map (use BTF for others)")
+
+
+def table_extra(cfg: tables.KConfig, struct: str) -> dict[str, Any]:
+    """What a table layout adds to the JSON: config, notes, and for mm_struct
+    the region it covers and the lock fields' delta."""
+    d: dict[str, Any] = {"arch": cfg.arch, "version": cfg.version, "notes": list(cfg.notes),
+                         "options": {k: v for k, v in sorted(cfg.options.items())
+                                     if k in tables.OPTIONS}}
+    if struct.removeprefix("struct ") == "mm_struct":
+        delta = tables.mm_lock_delta(cfg)
+        d["region"] = tables.MM_REGION
+        d["mm_lock_delta"] = delta
+        d["notes"].append(
+            f"mm_struct table covers only {tables.MM_REGION}, where the per-VMA-lock fields "
+            "live; offsets are relative to mmap_lock (pointer-aligned in the kernel), 'size' "
+            "is the region's, not sizeof(struct mm_struct) (use BTF for that)")
+    return d
 
 
 def table_layout(struct: str = "vm_area_struct", arch: str | None = None, version: str = "6.18",
@@ -112,8 +132,7 @@ def table_layout(struct: str = "vm_area_struct", arch: str | None = None, versio
     cfg = table_config(arch, version, config, sets, preset)
     c = E.layout(table_struct(cfg, struct), cfg.abi)
     d = to_json(c)
-    d.update({"arch": cfg.arch, "version": cfg.version, "notes": cfg.notes,
-              "options": {k: v for k, v in sorted(cfg.options.items()) if k in tables.OPTIONS}})
+    d.update(table_extra(cfg, struct))
     return d
 
 
@@ -318,9 +337,28 @@ def system_bill(btf_path: str | Path | None = None) -> dict[str, Any]:
             "lock_fields": lock_names, "variants": variants, "mm_struct": mm}
 
 
-def _has(c: Composite, name: str) -> bool:
-    return any(m.name == name or (m.nested is not None and _has(m.nested, name))
+def has_member(c: Composite, name: str) -> bool:
+    """Whether ``c`` or a nested anonymous composite has a member ``name``."""
+    return any(m.name == name or (m.nested is not None and has_member(m.nested, name))
                for m in c.members)
+
+
+_has = has_member
+
+
+def member_shift(c: Composite, after: str, last: str) -> int:
+    """Bytes between the end of member ``after`` and the member following
+    ``last`` (both in the same, possibly nested, struct): what the members in
+    between, their padding and holes occupy."""
+    for i, m in enumerate(c.members):
+        if m.name == after:
+            j = next((k for k in range(i, len(c.members)) if c.members[k].name == last), None)
+            if j is None or j + 1 >= len(c.members):
+                break
+            return c.members[j + 1].byte_offset - (m.byte_offset + m.byte_size)
+        if m.nested is not None and has_member(m.nested, after):
+            return member_shift(m.nested, after, last)
+    raise BTFError(f"{c.name}: no member after '{last}' following '{after}'")
 
 
 def _explain(row: proc.SlabinfoRow, n: int, gate: int, parked: int) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pervma.errors import BTFError
+from pervma.layout import files
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -488,10 +489,7 @@ def load(path: str | Path = VMLINUX, base: str | Path | Btf | None = None) -> Bt
     given for such a path, ``/sys/kernel/btf/vmlinux`` is used.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise BTFError(f"cannot read BTF {p}: {exc.strerror or exc}") from None
+    data = files.read_bounded(p, files.BTF_LIMIT, "BTF", BTFError)
     base_btf: Btf | None
     if isinstance(base, Btf):
         base_btf = base

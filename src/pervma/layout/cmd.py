@@ -99,14 +99,25 @@ def cmd_layout(args: argparse.Namespace) -> int:
         cfg = api.table_config(args.arch, args.version or "6.18", args.config, sets, args.preset)
         comp = E.layout(api.table_struct(cfg, args.struct), cfg.abi)
         if args.json:
-            _dump(_table_json(comp, cfg))
+            _dump(_table_json(comp, cfg, args.struct))
             return 0
         sys.stdout.write(f"/* {cfg.arch}, Linux {cfg.version}; options: "
                          + " ".join(f"{k}={v}" for k, v in sorted(cfg.options.items())
                                     if k in tables.OPTIONS and v != "n") + " */\n")
-        for n in cfg.notes:
+        extra = api.table_extra(cfg, args.struct)
+        for n in extra["notes"]:
             sys.stdout.write(f"/* note: {n} */\n")
         sys.stdout.write(render(comp, cfg.l1_cache))
+        if "mm_lock_delta" in extra:
+            d = extra["mm_lock_delta"]
+            lo, hi = d["sizeof_range"]
+            grow = (f"{d['sizeof']} B" if d["sizeof"] is not None else
+                    f"{lo} or {hi} B (struct aligned to {d['struct_align']}: depends on "
+                    "the tail padding; exact with BTF)")
+            fields = ", ".join(f"{k} {v} B" for k, v in d["fields"].items()) or "none"
+            sys.stdout.write(f"/* per-VMA-lock fields: {fields}; they move the rest of "
+                             f"mm_struct by {d['shift']} B; sizeof(struct mm_struct) grows "
+                             f"by {grow} */\n")
         return 0
     comp = api.running_composite(args.struct, args.btf, args.base)
     if args.json:
@@ -116,10 +127,9 @@ def cmd_layout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table_json(comp: Any, cfg: tables.KConfig) -> dict[str, Any]:
+def _table_json(comp: Any, cfg: tables.KConfig, struct: str) -> dict[str, Any]:
     d = api.to_json(comp)
-    d.update({"arch": cfg.arch, "version": cfg.version, "notes": cfg.notes,
-              "options": {k: v for k, v in sorted(cfg.options.items()) if k in tables.OPTIONS}})
+    d.update(api.table_extra(cfg, struct))
     return d
 
 

@@ -167,16 +167,55 @@ def member_json(m: Member, base: int) -> dict[str, Any]:
     return d
 
 
+def effective_align(c: Composite) -> int:
+    """The alignment the compiler gives ``c``: its own, raised by any forced
+    (``__aligned__``) alignment of a member or of a nested anonymous composite,
+    as pahole's ``__attribute__((__aligned__(n)))`` lines show."""
+    a = max(c.align, c.alignment)
+    for m in c.members:
+        a = max(a, m.alignment)
+        if m.nested is not None and not m.nested_rel:
+            a = max(a, effective_align(m.nested))
+    return a
+
+
+def all_holes(c: Composite, base: int = 0) -> list[dict[str, int]]:
+    """Byte holes of ``c`` and of its nested anonymous composites (the ones
+    ``pahole -C`` prints inline), absolute offsets, in offset order."""
+    out = list(c.holes(base))
+    for m in c.members:
+        if m.nested is not None and not m.nested_rel and m.nested.kind == "struct":
+            out += all_holes(m.nested, base + m.byte_offset)
+    return sorted(out, key=lambda h: h["offset"])
+
+
+def nested_padding(c: Composite, base: int = 0) -> list[dict[str, int]]:
+    """Tail padding inside nested anonymous structs: ``[{offset, size}]``."""
+    out = []
+    for m in c.members:
+        if m.nested is not None and not m.nested_rel and m.nested.kind == "struct":
+            m.nested.find_holes()
+            off = base + m.byte_offset
+            if m.nested.padding:
+                out.append({"offset": off + m.nested.size - m.nested.padding,
+                            "size": m.nested.padding})
+            out += nested_padding(m.nested, off)
+    return sorted(out, key=lambda h: h["offset"])
+
+
 def to_json(c: Composite) -> dict[str, Any]:
-    """``{name, size, members, holes, padding}`` as documented in the README."""
+    """``{name, size, align, members, holes, padding, nested_padding}`` as
+    documented in the README; ``holes`` include those inside nested anonymous
+    structs and ``align`` includes forced alignments (what ``pahole -C`` shows)."""
     c.find_holes()
     return {
         "name": c.name,
         "kind": c.kind,
         "size": c.size,
-        "align": c.align,
+        "align": effective_align(c),
         "members": [member_json(m, 0) for m in c.members],
-        "holes": c.holes(),
+        "holes": all_holes(c),
         "padding": c.padding if c.kind == "struct" else c.size - max(
             (m.byte_size for m in c.members), default=0),
+        "nested_padding": nested_padding(c),
     }

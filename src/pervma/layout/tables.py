@@ -10,25 +10,30 @@ Sources: ``include/linux/mm_types.h`` (see docs layout.md §1.1).  Versions:
   ``vm_freeptr`` union arm, lesser-used fields moved to the third line.
 - ``6.17``–``6.19``: + ``pfnmap_track_ctx`` (x86 only: ``__HAVE_PFNMAP_TRACKING``).
 - ``7.0``: the flags union arm becomes ``vma_flags_t`` (same size).
-- ``7.0-series``: 7.0 plus "make per-VMA locks available universally":
-  ``PER_VMA_LOCK`` no longer needs ``ARCH_SUPPORTS_PER_VMA_LOCK``.
+- ``7.0-series``: 7.0 plus "make per-VMA locks available universally": the
+  ``PER_VMA_LOCK`` option and its ``ARCH_SUPPORTS_PER_VMA_LOCK`` gate are gone,
+  so ``vm_lock_seq``/``vm_refcnt`` (and ``vma_writer_wait``/``mm_lock_seq`` in
+  mm_struct) exist in every config, SMP=n included; ``vm_refcnt`` keeps
+  ``____cacheline_aligned_in_smp``, which aligns nothing on SMP=n.
 
-Kconfig rules applied by :func:`config_for`: ``PER_VMA_LOCK`` is ``def_bool y``
-depending on ``ARCH_SUPPORTS_PER_VMA_LOCK && MMU && SMP`` (x86 selects it for
-X86_64 only); x86 ``NUMA`` depends on ``SMP``; ``NUMA_BALANCING`` on ``NUMA``;
+Kconfig rules applied by :func:`config_for` (mm/Kconfig, arch/x86/Kconfig,
+init/Kconfig as of v7.0): ``PER_VMA_LOCK`` is ``def_bool y`` depending on
+``ARCH_SUPPORTS_PER_VMA_LOCK && MMU && SMP`` (x86 selects it for X86_64 only);
+x86 ``NUMA`` depends on ``SMP``; ``NUMA_BALANCING`` on ``SMP && NUMA``;
 ``____cacheline_aligned_in_smp`` is ``__aligned__(L1_CACHE_BYTES)`` only when
 ``SMP``.  An option given explicitly (``--set``) wins over these rules (a
-counterfactual), and the result notes it.
+counterfactual), and the result notes it; ``PER_VMA_LOCK=n`` on ``7.0-series``
+is refused, since the option no longer exists there.
 """
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pervma.errors import ConfigError, UsageError
 from pervma.layout import engine as E
+from pervma.layout import files
 
 VERSIONS = ("6.14", "6.15", "6.16", "6.17", "6.18", "6.19", "7.0", "7.0-series")
 
@@ -111,9 +116,12 @@ class KConfig:
         return int(major), int(minor)
 
 
+SERIES = "7.0-series"
+
+
 def arch_supports_pvl(arch: str, version: str) -> bool:
     """ARCH_SUPPORTS_PER_VMA_LOCK before the series (x86: X86_64 only)."""
-    if version == "7.0-series":
+    if version == SERIES:
         return True
     return arch in ("x86_64", "arm64", "riscv64")
 
@@ -141,12 +149,20 @@ def config_for(arch: str, version: str, options: dict[str, str],
     derive("MMU", opts.get("MMU", "y") in ("y", "m"), "default")
     if a.name in ("x86_64", "i386"):
         derive("NUMA", cfg.on("NUMA") and cfg.on("SMP"), "x86 NUMA depends on SMP")
-    derive("NUMA_BALANCING", cfg.on("NUMA_BALANCING") and cfg.on("NUMA"),
-           "NUMA_BALANCING depends on NUMA")
+    derive("NUMA_BALANCING", cfg.on("NUMA_BALANCING") and cfg.on("NUMA") and cfg.on("SMP"),
+           "NUMA_BALANCING depends on SMP && NUMA")
     derive("X86_PAE", cfg.on("X86_PAE") and a.name == "i386", "X86_PAE is i386 only")
     derive("LOCK_STAT", cfg.on("LOCK_STAT") and cfg.on("DEBUG_LOCK_ALLOC"),
            "LOCK_STAT selects DEBUG_LOCK_ALLOC")
     derive("RWSEM_SPIN_ON_OWNER", cfg.on("SMP"), "depends on SMP")
+    if version == SERIES:
+        # The series removes the option: the lock fields are unconditional.
+        if "PER_VMA_LOCK" in explicit and explicit["PER_VMA_LOCK"] not in ("y", "m"):
+            raise UsageError("CONFIG_PER_VMA_LOCK does not exist in 7.0-series (the series "
+                             "makes the per-VMA lock fields unconditional); use --version 7.0 "
+                             "for the gated layout")
+        opts["PER_VMA_LOCK"] = "y"
+        return cfg
     pvl = arch_supports_pvl(a.name, version) and cfg.on("MMU") and cfg.on("SMP")
     derive("PER_VMA_LOCK", pvl, "def_bool y if ARCH_SUPPORTS_PER_VMA_LOCK && MMU && SMP")
     return cfg
@@ -164,25 +180,29 @@ def parse_config(text: str, source: str = ".config") -> dict[str, str]:
                 out[line[9:-11]] = "n"
             continue
         if not line.startswith("CONFIG_") or "=" not in line:
-            raise ConfigError(f"{source}:{n}: not a CONFIG_ line: {raw!r}")
+            raise ConfigError(f"{source}:{n}: not a CONFIG_ line: {raw[:80]!r}")
         k, v = line[7:].split("=", 1)
+        if not k:
+            raise ConfigError(f"{source}:{n}: empty option name: {raw[:80]!r}")
         out[k] = v.strip('"')
     return out
 
 
 def read_config_file(path: str | Path) -> dict[str, str]:
-    """A .config (plain or gzip-compressed, like /proc/config.gz)."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
+    """A .config (plain or gzip-compressed, like /proc/config.gz), bounded in
+    size and strictly UTF-8 (a one-line ConfigError otherwise)."""
+    data = files.read_bounded(path, files.CONFIG_LIMIT, "config", ConfigError)
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ConfigError(f"{p}: corrupt gzip data ({exc})") from None
-    return parse_config(data.decode("utf-8", "replace"), str(p))
+        data = files.gunzip_bounded(data, files.CONFIG_LIMIT, f"config {path}", ConfigError)
+    if b"\0" in data:
+        raise ConfigError(f"config {path} contains NUL bytes: not a .config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config {path}:{line}: not UTF-8 text (byte "
+                          f"0x{data[exc.start]:02x})") from None
+    return parse_config(text, str(path))
 
 
 def arch_of_config(opts: dict[str, str]) -> str | None:
@@ -207,8 +227,8 @@ def parse_set(items: list[str]) -> dict[str, str]:
         if "=" not in it:
             raise UsageError(f"--set needs CONFIG_NAME=value, got '{it}'")
         k, v = it.split("=", 1)
-        k = k.removeprefix("CONFIG_")
-        if not k or not v:
+        k = k.removeprefix("CONFIG_").strip()
+        if not k or not v.strip():
             raise UsageError(f"--set needs CONFIG_NAME=value, got '{it}'")
         out[k] = v
     return out
@@ -411,3 +431,67 @@ def vma_cache(cfg: KConfig) -> dict[str, object]:
     extra = vma_lock(cfg) if cfg.on("PER_VMA_LOCK") else None
     return {"hwcache_align": False, "typesafe_by_rcu": False, "use_freeptr_offset": False,
             "extra_cache": extra}
+
+
+# ------------------------------------------------------------------ mm_struct
+MM_LOCK_FIELDS = ("vma_writer_wait", "mm_lock_seq")
+MM_REGION = "mmap_lock .. hiwater_rss"
+
+
+def seqcount_t(cfg: KConfig) -> E.Struct:
+    """``seqcount_t``: ``unsigned sequence`` (+ ``dep_map`` under lockdep)."""
+    fields = [E.Field("sequence", E.Scalar("unsigned int"))]
+    if cfg.on("DEBUG_LOCK_ALLOC"):
+        fields.append(E.Field("dep_map", lockdep_map(cfg)))
+    return E.Struct("seqcount", tuple(fields), typedef="seqcount_t")
+
+
+def mm_struct_region(cfg: KConfig) -> E.Struct:
+    """The part of ``struct mm_struct`` that holds its per-VMA-lock fields.
+
+    include/linux/mm_types.h (v6.15 to v7.0): inside the anonymous struct,
+    after ``mmap_lock`` and ``mmlist``, ``CONFIG_PER_VMA_LOCK`` adds ``struct
+    rcuwait vma_writer_wait`` and ``seqcount_t mm_lock_seq``; the next member
+    is pointer-aligned (``hiwater_rss``; v6.16+ puts the pointer-aligned
+    ``futex_*`` members of FUTEX_PRIVATE_HASH first, which changes nothing
+    here).  ``mmap_lock`` starts pointer-aligned, so offsets relative to it
+    give the exact bytes the lock fields push the rest of the struct by.
+    The whole mm_struct is not tabled: its size needs BTF (see
+    :func:`mm_lock_delta`).
+    """
+    ptr = E.Pointer
+    f = [E.Field("mmap_lock", rw_semaphore(cfg)), E.Field("mmlist", list_head())]
+    if cfg.on("PER_VMA_LOCK"):
+        f.append(E.Field("vma_writer_wait", E.Struct(
+            "rcuwait", (E.Field("task", ptr("struct task_struct")),))))
+        f.append(E.Field("mm_lock_seq", seqcount_t(cfg)))
+    f.append(E.Field("hiwater_rss", _ul()))
+    return E.Struct("mm_struct", tuple(f))
+
+
+def mm_struct_align(cfg: KConfig) -> int:
+    """alignof(struct mm_struct): the ``mm_count`` sub-struct is
+    ``____cacheline_aligned_in_smp``; without SMP the largest member
+    alignment is 8 on every ABI (``atomic64_t`` is ``__aligned(8)`` on i386)."""
+    return max(cfg.l1_cache, 8) if cfg.on("SMP") else 8
+
+
+def mm_lock_delta(cfg: KConfig) -> dict[str, object]:
+    """What ``vma_writer_wait`` + ``mm_lock_seq`` add to ``struct mm_struct``.
+
+    ``shift``: bytes every later member moves by (fields, padding and the
+    hole before the next member), exact.  ``sizeof``: the growth of
+    ``sizeof(struct mm_struct)``; exact when the struct's alignment divides
+    ``shift``, else it depends on the tail padding, which only the full struct
+    (BTF) knows, and ``sizeof`` is None with ``sizeof_range`` the two
+    possible values.
+    """
+    a = cfg.abi
+    with_f = E.layout(mm_struct_region(cfg), a)
+    off = {m.name: m.byte_offset for m in with_f.members}
+    lock_bytes = {m.name: m.byte_size for m in with_f.members if m.name in MM_LOCK_FIELDS}
+    shift = off["hiwater_rss"] - (off["mmlist"] + with_f.members[1].byte_size)
+    align = mm_struct_align(cfg)
+    lo, hi = shift // align * align, -(-shift // align) * align
+    return {"fields": lock_bytes, "shift": shift, "struct_align": align,
+            "sizeof": shift if lo == hi else None, "sizeof_range": [lo, hi]}

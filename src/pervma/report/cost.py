@@ -32,25 +32,37 @@ def _member_rows(m: dict[str, Any], depth: int, locks: set[str]) -> list[dict[st
     return out
 
 
+def _gap_row(offset: int, size: int, what: str, depth: int) -> dict[str, Any]:
+    return {"depth": depth, "name": None, "type": what, "offset": offset, "size": size,
+            "bit_offset": offset * 8, "bitfield_size": 0, "lock": False, "kind": "hole"}
+
+
 def flatten(layout: dict[str, Any], locks: Iterable[str]) -> list[dict[str, Any]]:
-    """Members (nested ones indented after their parent), holes and tail
-    padding, in offset order."""
+    """Members in declaration order (nested ones indented after their parent),
+    with every hole and every nested struct's tail padding placed right after
+    the member it follows, as ``pahole -C`` prints them; the struct's own tail
+    padding last."""
     lock_set = set(locks)
-    groups: list[tuple[float, list[dict[str, Any]]]] = [
-        (float(m.get("offset", 0)), _member_rows(m, 0, lock_set))
-        for m in layout.get("members", [])]
-    for h in layout.get("holes", []):
-        groups.append((h["offset"] + h["size"] - 0.5,
-                       [{"depth": 0, "name": None, "type": "hole", "offset": h["offset"],
-                         "size": h["size"], "bit_offset": h["offset"] * 8, "bitfield_size": 0,
-                         "lock": False, "kind": "hole"}]))
-    groups.sort(key=lambda g: g[0])
-    out = [r for _, rows in groups for r in rows]
+    out: list[dict[str, Any]] = []
+    for m in layout.get("members", []):
+        out += _member_rows(m, 0, lock_set)
+    gaps = [(h, "hole") for h in layout.get("holes", [])]
+    gaps += [(h, "padding") for h in layout.get("nested_padding", [])]
+    for h, what in sorted(gaps, key=lambda g: g[0]["offset"]):
+        at = len(out)
+        for i in range(len(out) - 1, -1, -1):
+            r = out[i]
+            if r["kind"] == "member" and r["offset"] + (r["size"] or 0) == h["offset"]:
+                at = i + 1
+                while at < len(out) and out[at]["kind"] == "hole" and \
+                        out[at]["offset"] <= h["offset"]:
+                    at += 1
+                break
+        depth = out[at - 1]["depth"] if 0 < at <= len(out) else 0
+        out.insert(at, _gap_row(h["offset"], h["size"], what, depth))
     pad = layout.get("padding", 0)
     if pad:
-        out.append({"depth": 0, "name": None, "type": "padding", "offset": layout["size"] - pad,
-                    "size": pad, "bit_offset": (layout["size"] - pad) * 8, "bitfield_size": 0,
-                    "lock": False, "kind": "hole"})
+        out.append(_gap_row(layout["size"] - pad, pad, "padding", 0))
     return out
 
 
