@@ -15,6 +15,44 @@ from pervma.layout.pahole import render
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
+# Bounds of numeric arguments (the kernel's own limits where it has one).
+MAX_CPUS = 1 << 16  # beyond any NR_CPUS (x86 MAXSMP: 8192)
+MAX_OBJECT = slub.PAGE_SIZE << slub.MAX_PAGE_ORDER  # the largest slab object / kmalloc
+
+
+def _int_in(name: str, lo: int, hi: int) -> Any:
+    """An argparse type: a decimal integer in [lo, hi] (no nan, inf or floats)."""
+    def parse(text: str) -> int:
+        t = text.strip()
+        if not t:
+            raise argparse.ArgumentTypeError(f"{name} is empty")
+        try:
+            v = int(t, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{text}'") \
+                from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be in {lo}..{hi}, got {v}")
+        return v
+    return parse
+
+
+def _align_arg(text: str) -> int:
+    v = _int_in("--align", 0, slub.PAGE_SIZE)(text)
+    if v & (v - 1):
+        raise argparse.ArgumentTypeError(f"--align must be 0 or a power of two, got {v}")
+    return v
+
+
+def _nonempty(args: argparse.Namespace, *names: str) -> None:
+    for n in names:
+        v = getattr(args, n, None)
+        if isinstance(v, str) and not v.strip():
+            raise UsageError("the struct name is empty" if n == "struct" else
+                             f"--{n.replace('_', '-')} is empty")
+        if isinstance(v, list) and any(isinstance(x, str) and not x.strip() for x in v):
+            raise UsageError(f"an empty {n.replace('_', ' ')} argument")
+
 
 def _presets_help() -> str:
     return "\n".join(f"  {k:<20} {p.arch} {p.version}: {p.doc}" for k, p in tables.PRESETS.items())
@@ -57,16 +95,21 @@ def register(sub: Any) -> None:
     s.add_argument("caches", nargs="*", metavar="CACHE", help="cache names in /sys/kernel/slab")
     s.add_argument("--validate", action="store_true",
                    help="check every cache; exit 0 only if all match")
-    s.add_argument("--size", type=int, help="model a cache with this object size")
-    s.add_argument("--align", type=int, default=0, help="requested alignment (with --size)")
+    s.add_argument("--size", type=_int_in("--size", 1, MAX_OBJECT),
+                   help="model a cache with this object size")
+    s.add_argument("--align", type=_align_arg, default=0,
+                   help="requested alignment, 0 or a power of two (with --size)")
     s.add_argument("--hwcache", action="store_true", help="SLAB_HWCACHE_ALIGN (with --size)")
     s.add_argument("--rcu", action="store_true", help="SLAB_TYPESAFE_BY_RCU (with --size)")
     s.add_argument("--freeptr-offset", action="store_true",
                    help="RCU free pointer inside the object (with --size)")
     s.add_argument("--ctor", action="store_true", help="cache has a constructor (with --size)")
-    s.add_argument("--cpus", type=int, help="present CPUs (default: this machine)")
-    s.add_argument("--max-order", type=int, help="slub_max_order (default 3 or boot param)")
-    s.add_argument("--kmalloc", type=int, metavar="BYTES", help="print kmalloc's size class")
+    s.add_argument("--cpus", type=_int_in("--cpus", 1, MAX_CPUS),
+                   help="present CPUs (default: this machine)")
+    s.add_argument("--max-order", type=_int_in("--max-order", 0, slub.MAX_PAGE_ORDER),
+                   help="slub_max_order (default 3 or boot param)")
+    s.add_argument("--kmalloc", type=_int_in("--kmalloc", 1, MAX_OBJECT), metavar="BYTES",
+                   help="print kmalloc's size class")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_slab)
 
@@ -77,8 +120,19 @@ def register(sub: Any) -> None:
                     "and price them in slab pages for the running vm_area_struct and for "
                     "counterfactual layouts: without the per-VMA lock fields (gated), SMP=n, "
                     "lockdep on, the 6.14 separate vma_lock; per VMA and system-wide.",
-        epilog="examples:\n  pervma cost\n  pervma cost --json")
+        epilog="examples:\n  pervma cost\n  pervma cost --json\n  pervma cost --configs\n"
+               "  pervma cost --configs --json --cpus 64\n\n--configs prices the configs "
+               "the linux-mm thread names (i386 and x86_64 allnoconfig, x86_64 defconfig and "
+               "allyesconfig, arm64 defconfig, this kernel) on 7.0 and on 7.0 + the series; "
+               "each row is checked with gcc (the ABI cross-check) and the running kernel's "
+               "row with its BTF. JSON schema: pervma.layout.configs.table.")
     c.add_argument("--btf", metavar="PATH", help="BTF to read vm_area_struct from")
+    c.add_argument("--configs", action="store_true",
+                   help="the thread's configs before/after the series (no /proc needed)")
+    c.add_argument("--cpus", type=_int_in("--cpus", 1, MAX_CPUS),
+                   help="CPUs SLUB sizes SMP configs for (--configs; default: this machine)")
+    c.add_argument("--no-gcc", action="store_true",
+                   help="skip the gcc cross-check of --configs rows")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_cost)
 
@@ -90,8 +144,12 @@ def _dump(obj: Any) -> None:
 
 # ------------------------------------------------------------------ layout
 def cmd_layout(args: argparse.Namespace) -> int:
+    _nonempty(args, "struct", "btf", "preset", "base", "arch", "version", "config")
     sets = tables.parse_set(args.set)
     table = bool(args.preset or args.arch or args.config or args.version or sets)
+    if args.struct.removeprefix("struct ") == "mm_struct" and args.version == "6.14":
+        raise UsageError("the mm_struct table starts at 6.15 (vma_writer_wait); "
+                         "6.14 kept an int mm_lock_seq")
     if table and (args.btf or args.base):
         raise UsageError("--btf/--base read BTF; --preset/--arch/--version/--config/--set "
                          "select field tables: use one or the other")
@@ -145,6 +203,7 @@ def _machine(args: argparse.Namespace) -> slub.Machine:
 
 
 def cmd_slab(args: argparse.Namespace) -> int:
+    _nonempty(args, "caches")
     if args.kmalloc is not None:
         size = slub.kmalloc_size_class(args.kmalloc)
         if args.json:
@@ -206,6 +265,11 @@ def cmd_slab(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ cost
 def cmd_cost(args: argparse.Namespace) -> int:
+    _nonempty(args, "btf")
+    if args.configs:
+        return _cost_configs(args)
+    if args.cpus is not None or args.no_gcc:
+        raise UsageError("--cpus and --no-gcc go with --configs")
     bill = api.system_bill(args.btf)
     if args.json:
         _dump(bill)
@@ -236,4 +300,50 @@ def cmd_cost(args: argparse.Namespace) -> int:
               f"without {', '.join(mm['lock_fields']) or 'lock fields'}: {g['sizeof']} B -> "
               f"{g['slab_size']} B slot; for {mm['processes']} processes "
               f"{mm['running']['pages']} vs {g['pages']} pages")
+    return 0
+
+
+def _cost_configs(args: argparse.Namespace) -> int:
+    from pervma.layout import configs
+
+    cpus = args.cpus or proc.read_machine().present_cpus
+    t = configs.table(cpus, 64, args.btf, gcc=not args.no_gcc)
+    if args.json:
+        _dump(t)
+        return 0
+    print(f"vm_area_struct on Linux {t['before']} (per-VMA lock gated by PER_VMA_LOCK) and "
+          f"{t['after']} (fields unconditional); slab: SLAB_HWCACHE_ALIGN|"
+          f"SLAB_TYPESAFE_BY_RCU, 64 B line, {cpus} CPUs for SMP configs, 1 without SMP; "
+          f"pages per {t['per_vmas']:,} VMAs")
+    head = (f"{'config':<20} {'thread':>6} {'sizeof':>9} {'slot':>9} {'/slab':>7} "
+            f"{'pages':>9} {'Δpages':>6} {'mm Δ':>7} {'mm sizeof Δ':>13}")
+    print(head)
+
+    def grow(d: dict[str, Any]) -> str:
+        return (str(d["sizeof"]) if d["sizeof"] is not None else
+                "/".join(str(x) for x in d["sizeof_range"]))
+
+    for r in t["configs"]:
+        b, a = r["before"], r["after"]
+        mb, ma = b["mm_struct_delta"], a["mm_struct_delta"]
+        mm = f"{grow(mb)}>{grow(ma)}"
+        if "btf" in r and "mm_struct_delta" in r["btf"] and b["per_vma_lock"]:
+            mm = f"{r['btf']['mm_struct_delta']} (BTF)"
+        print(f"{r['key']:<20} {r['thread_sizeof'] or '':>6} "
+              f"{b['sizeof']:>4}>{a['sizeof']:<4} "
+              f"{b['slab']['slab_size']:>4}>{a['slab']['slab_size']:<4} "
+              f"{b['slab']['objs_per_slab']:>3}>{a['slab']['objs_per_slab']:<3} "
+              f"{b['slab']['pages_per_10000']:>4}>{a['slab']['pages_per_10000']:<4} "
+              f"{r['difference']['pages_per_10000']:>+6} "
+              f"{mb['shift']:>3}>{ma['shift']:<3} {mm:>13}")
+    print("\nbefore>after (7.0 > 7.0-series). 'mm Δ': bytes vma_writer_wait + mm_lock_seq "
+          "push the rest of mm_struct by; 'mm sizeof Δ': what they add to sizeof(struct "
+          "mm_struct) (a/b: a or b, depending on tail padding that only BTF knows; the "
+          "running kernel's is computed from its BTF)")
+    for r in t["configs"]:
+        opts = " ".join(k for k, v in r["options"].items() if v != "n")
+        print(f"  {r['key']}: {r['title']}; {opts}; from {r['source']}; "
+              + "; ".join(r["check"]))
+    for s in t["skipped"]:
+        print(f"  skipped {s}")
     return 0

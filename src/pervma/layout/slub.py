@@ -167,8 +167,14 @@ def size_cache(object_size: int, align: int = 0, flags: CacheFlags | None = None
     """Predict a cache's ``align``, ``slab_size``, ``order`` and ``objs_per_slab``."""
     if object_size <= 0:
         raise UsageError(f"object size must be positive, got {object_size}")
+    if align < 0 or align & (align - 1):
+        raise UsageError(f"alignment must be 0 or a power of two, got {align}")
     flags = flags or CacheFlags()
     m = machine or Machine()
+    if m.present_cpus <= 0 or m.nr_cpu_ids <= 0:
+        raise UsageError("CPU counts must be positive")
+    if not 0 <= m.max_order <= MAX_PAGE_ORDER:
+        raise UsageError(f"max order must be in 0..{MAX_PAGE_ORDER}, got {m.max_order}")
     a = calculate_alignment(flags, align, object_size, m)
     size, outside = slot_size(object_size, a, flags, m)
     order = calculate_order(size, m)
