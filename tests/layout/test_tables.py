@@ -92,3 +92,55 @@ def test_config_file_and_set(tmp_path) -> None:
     from pervma.errors import ConfigError
     with pytest.raises(ConfigError):
         api.table_layout("vm_area_struct", config=str(bad))
+
+
+@pytest.mark.parametrize("preset", [p for p, v in tables.PRESETS.items() if v.version != "6.14"])
+def test_mm_struct_delta_on_every_preset(preset: str) -> None:
+    """Every 6.15+ preset has an mm_struct table; the delta is the lock fields'
+    bytes up to the next pointer-aligned member, and sizeof grows by it exactly
+    when the struct's alignment (64 with SMP, else 8) divides it."""
+    d = api.table_layout("mm_struct", preset=preset)
+    cfg = tables.preset_config(preset)
+    delta = d["mm_lock_delta"]
+    names = [m["name"] for m in d["members"]]
+    ptr = cfg.abi.ptr
+    if cfg.on("PER_VMA_LOCK"):
+        assert names == ["mmap_lock", "mmlist", "vma_writer_wait", "mm_lock_seq", "hiwater_rss"]
+        seq = 4 if not cfg.on("DEBUG_LOCK_ALLOC") else \
+            -(-4 // ptr) * ptr + E.size_align(tables.lockdep_map(cfg), cfg.abi)[0]
+        assert delta["fields"] == {"vma_writer_wait": ptr, "mm_lock_seq": seq}
+        assert delta["shift"] == -(-(ptr + seq) // ptr) * ptr
+    else:
+        assert names == ["mmap_lock", "mmlist", "hiwater_rss"] and delta["shift"] == 0
+    align = 64 if cfg.on("SMP") else 8
+    assert delta["struct_align"] == align
+    if delta["shift"] % align == 0:
+        assert delta["sizeof"] == delta["shift"]
+    else:
+        assert delta["sizeof"] is None and delta["sizeof_range"] == [
+            delta["shift"] // align * align, -(-delta["shift"] // align) * align]
+    assert any("mmap_lock .. hiwater_rss" in n for n in d["notes"])
+
+
+def test_series_lock_fields_exist_without_smp() -> None:
+    """The issue's example: i386, 7.0-series, SMP=n has vm_lock_seq and an
+    unaligned vm_refcnt (76 B); 7.0 has neither (68 B)."""
+    for version, size, fields in (("7.0", 68, set()), ("7.0-series", 76,
+                                                      {"vm_lock_seq", "vm_refcnt"})):
+        d = api.table_layout("vm_area_struct", arch="i386", version=version,
+                             sets={"SMP": "n"})
+        names = {m["name"] for m in d["members"]}
+        assert d["size"] == size and d["align"] == 4
+        assert names & {"vm_lock_seq", "vm_refcnt", "vmlock_dep_map"} == fields
+        assert not any(m.get("aligned") for m in d["members"])
+    # every arch: with the series the fields are there whatever SMP/MMU say
+    for arch in E.ABIS:
+        cfg = tables.config_for(arch, "7.0-series", {}, {"SMP": "n"})
+        assert cfg.on("PER_VMA_LOCK")
+        assert tables.config_for(arch, "7.0", {}, {"SMP": "n"}).on("PER_VMA_LOCK") is False
+
+
+def test_mm_struct_table_refuses_6_14() -> None:
+    from pervma.errors import UsageError
+    with pytest.raises(UsageError, match="starts at 6.15"):
+        api.table_layout("mm_struct", preset="x86_64-6.14")

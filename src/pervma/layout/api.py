@@ -99,6 +99,9 @@ def table_struct(cfg: tables.KConfig, struct: str) -> E.Struct:
     if struct in ("vm_area_struct", "struct vm_area_struct"):
         return tables.vm_area_struct(cfg)
     if struct in ("mm_struct", "struct mm_struct"):
+        if cfg.vnum() < (6, 15):
+            raise UsageError("the mm_struct table starts at 6.15 (vma_writer_wait); before it "
+                             "mm_lock_seq alone was the per-VMA-lock field")
         return tables.mm_struct_region(cfg)
     if struct in ("vma_lock", "struct vma_lock"):
         return tables.vma_lock(cfg)

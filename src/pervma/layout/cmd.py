@@ -147,9 +147,6 @@ def cmd_layout(args: argparse.Namespace) -> int:
     _nonempty(args, "struct", "btf", "preset", "base", "arch", "version", "config")
     sets = tables.parse_set(args.set)
     table = bool(args.preset or args.arch or args.config or args.version or sets)
-    if args.struct.removeprefix("struct ") == "mm_struct" and args.version == "6.14":
-        raise UsageError("the mm_struct table starts at 6.15 (vma_writer_wait); "
-                         "6.14 kept an int mm_lock_seq")
     if table and (args.btf or args.base):
         raise UsageError("--btf/--base read BTF; --preset/--arch/--version/--config/--set "
                          "select field tables: use one or the other")
