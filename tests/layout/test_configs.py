@@ -161,3 +161,20 @@ def test_cli_cpus_changes_slab_geometry(capsys: pytest.CaptureFixture[str]) -> N
     assert (s["order"], s["objs_per_slab"], s["pages_per_10000"]) == (1, 42, 478)
     # no SMP: one CPU whatever --cpus says
     assert d["i386-allnoconfig"]["slab_cpus"] == 1
+
+
+def test_bill_smp_variants_equal_the_tables(vmlinux) -> None:  # noqa: ANN001
+    """The bill's SMP=n variants (BTF re-laid out) equal the field tables for this
+    kernel's .config with SMP=n: before the series (no lock fields) and with it
+    (lock fields kept, vm_refcnt unaligned)."""
+    from pervma.host import proc
+
+    if not proc.CONFIG_GZ.exists() or proc.sysfs_available():
+        pytest.skip("needs /proc/config.gz and /sys/kernel/slab")
+    opts = tables.read_config_file(proc.CONFIG_GZ)
+    arch = tables.arch_of_config(opts) or "x86_64"
+    bill = {v["name"]: v for v in api.system_bill()["variants"]}
+    for name, version in (("smp_off", "6.18"), ("smp_off_series", "7.0-series")):
+        cfg = tables.config_for(arch, version, opts, {"SMP": "n"})
+        assert bill[name]["sizeof"] == E.layout(tables.vm_area_struct(cfg), cfg.abi).size, name
+    assert bill["smp_off_series"]["sizeof"] > bill["smp_off"]["sizeof"]

@@ -26,8 +26,9 @@ min_objects=0, min_order=0, max_order=3)``
 ``system_bill()``
     The machine's bill: live VMAs (maps vs slabinfo, explained), the
     vm_area_struct cache as it is, and counterfactual layouts (``running``,
-    ``universal``, ``gated`` = no lock fields, ``gated_no_hwcache``, ``smp_off``,
-    ``lockdep``, ``v6.14``), each with ``sizeof``, ``slab_size``,
+    ``universal``, ``gated`` = no lock fields, ``gated_no_hwcache``, ``smp_off``
+    (SMP=n before the series), ``smp_off_series`` (SMP=n with the series: lock
+    fields kept, ``vm_refcnt`` unaligned), ``lockdep``, ``v6.14``), each with ``sizeof``, ``slab_size``,
     ``objs_per_slab``, ``order``, ``bytes_per_vma`` and the system-wide
     ``pages``/``bytes`` for the live VMAs and per 1000 VMAs, plus the same for
     ``mm_struct`` (per process).  See :func:`system_bill` for the keys.
@@ -299,8 +300,13 @@ def system_bill(btf_path: str | Path | None = None) -> dict[str, Any]:
                                  "SLAB_HWCACHE_ALIGN", gated.size,
                                  slub.CacheFlags(False, rcu, freeptr_in), m, n))
         smp = relayout(vc, abi, remove=tuple(lock_names) + ("vm_policy", "numab_state"))
-        variants.append(_variant("smp_off", "SMP=n: no lock fields, no NUMA fields",
-                                 smp.size, flags, m, n))
+        variants.append(_variant("smp_off", "SMP=n before the series: no lock fields, no "
+                                 "NUMA fields", smp.size, flags, m, n))
+        smp_series = relayout(vc, abi, remove=("vm_policy", "numab_state"),
+                              drop_aligned=("vm_refcnt",))
+        variants.append(_variant("smp_off_series", "SMP=n with the series: lock fields kept, "
+                                 "vm_refcnt not cache-line aligned, no NUMA fields",
+                                 smp_series.size, flags, m, n))
         cfg = tables.config_for(abi.name, "6.18", {"SMP": "y", "DEBUG_LOCK_ALLOC": "y"})
         dep = E.Field("vmlock_dep_map", E.Opaque(*E.size_align(tables.lockdep_map(cfg), abi),
                                                   "struct lockdep_map"))
