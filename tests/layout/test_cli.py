@@ -102,3 +102,19 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
             main([cmd, "--help"])
         out, _ = capsys.readouterr()
         assert "example" in out
+
+
+def test_issue_10_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """The two commands of issue #10, item 1."""
+    rc, out, _ = run(capsys, "layout", "vm_area_struct", "--arch", "i386", "--version",
+                     "7.0-series", "--set", "CONFIG_SMP=n")
+    assert rc == 0 and "/* size: 76," in out
+    assert "vm_lock_seq;            /*    20     4 */" in out
+    assert "vm_refcnt;              /*    52     4 */" in out and "__aligned__" not in out
+    rc, out, _ = run(capsys, "layout", "mm_struct", "--preset", "i386-tiny")
+    assert rc == 0 and "mmap_lock" in out and "vma_writer_wait" not in out
+    assert "per-VMA-lock fields: none; they move the rest of mm_struct by 0 B" in out
+    rc, out, _ = run(capsys, "layout", "mm_struct", "--preset", "i386-universal", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["mm_lock_delta"]["fields"] == {"vma_writer_wait": 4, "mm_lock_seq": 4}
+    assert d["region"] == "mmap_lock .. hiwater_rss"
