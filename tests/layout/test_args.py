@@ -133,3 +133,8 @@ def test_good_values_at_the_bounds(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0 and d["align"] == 4096 and d["slab_size"] == 4096
     rc, out, _ = run(capsys, "slab", "--kmalloc", "4194304")
     assert rc == 0 and out.strip() == "kmalloc(4194304) -> kmalloc-4194304"
+
+
+def test_configs_with_a_missing_btf(capsys: pytest.CaptureFixture[str]) -> None:
+    one_line_error(capsys, ["cost", "--configs", "--no-gcc", "--cpus", "2", "--btf",
+                            "/nonexistent/btf"], "cannot read BTF /nonexistent/btf")

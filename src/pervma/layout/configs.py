@@ -300,6 +300,8 @@ def table(cpus: int, cache_line: int = 64, btf_path: str | Path | None = None,
         try:
             rows.append(running_row(cpus, cache_line, btf_path))
         except PervmaError as exc:
+            if btf_path is not None:
+                raise  # a BTF the user named must be readable
             skipped.append(f"running kernel: {exc}")
     verdict = check_with_gcc(rows) if gcc else {}
     for r in rows:
