@@ -7,7 +7,6 @@ import re
 from collections import Counter
 
 from conftest import pahole_blocks
-
 from pervma.layout import btf as B
 from pervma.layout.btf_layout import struct_layout
 from pervma.layout.pahole import normalise, render
