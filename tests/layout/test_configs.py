@@ -108,11 +108,17 @@ def test_running_row_matches_btf(vmlinux) -> None:  # noqa: ANN001
 
     if not proc.CONFIG_GZ.exists():
         pytest.skip("no /proc/config.gz")
-    r = configs.running_row(2, 64)
+    r = configs.running_row(proc.read_machine().present_cpus, proc.read_machine().cache_line)
     b = r["btf"]
     assert b["vm_area_struct_sizeof"] == vmlinux.raw_size(vmlinux.find_struct("vm_area_struct"))
     assert b["table_sizeof"] == b["vm_area_struct_sizeof"]
     assert b["mm_struct_sizeof"] == vmlinux.raw_size(vmlinux.find_struct("mm_struct"))
+    if "mm_struct_object_size" in b:  # sysfs: the slab object is larger than sizeof
+        assert b["mm_struct_object_size"] > b["mm_struct_sizeof"]
+        d = proc.SLAB_SYSFS / "mm_struct"
+        got = {k: int((d / k).read_text().split()[0])
+               for k in ("slab_size", "order", "objs_per_slab")}
+        assert b["mm_struct_slab"] == got
     if "mm_shift" in b:
         assert b["mm_shift"] == b["table_mm_shift"]
         assert b["mm_struct_delta"] in (0, 64)  # 64-aligned struct: a whole line or nothing

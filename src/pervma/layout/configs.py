@@ -213,6 +213,16 @@ def running_row(cpus: int, cache_line: int, btf_path: str | Path | None = None,
         btf["table_mm_shift"] = region["shift"]
     mc = api.running_composite("mm_struct", btf_path)
     btf["mm_struct_sizeof"] = mc.size
+    try:  # kernel/fork.c: the object is sizeof + cpumask_size() + mm_cid_size()
+        obj = int((proc.SLAB_SYSFS / "mm_struct" / "object_size").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        obj = None
+    if obj is not None and btf_path is None:
+        s = slub.size_cache(obj, 0, slub.CacheFlags(hwcache_align=True),
+                            slub.Machine(cpus, cpus, cache_line))
+        btf["mm_struct_object_size"] = obj
+        btf["mm_struct_slab"] = {"slab_size": s.slab_size, "order": s.order,
+                                 "objs_per_slab": s.objs_per_slab}
     fields = [x for x in tables.MM_LOCK_FIELDS if api.has_member(mc, x)]
     if fields:
         gated = api.relayout(mc, E.abi(arch), remove=tuple(fields))
@@ -284,7 +294,11 @@ def table(cpus: int, cache_line: int = 64, btf_path: str | Path | None = None,
     Schema (``schema`` 1): ``{schema, before, after, per_vmas, cpus, cache_line,
     symbols: {NAME: effect}, configs: [row], skipped: [reason]}``; a row is
     ``{key, title, arch, source, options, smp, slab_cpus, thread_sizeof,
-    thread_claim, before, after, difference, check[, btf]}`` where ``before``
+    thread_claim, before, after, difference, check[, btf]}`` (``btf``, running
+    kernel only: ``vm_area_struct_sizeof``, ``table_sizeof``, ``mm_struct_sizeof``,
+    ``mm_struct_delta`` (exact, by re-laying out BTF without the fields),
+    ``mm_shift``, ``mm_struct_object_size`` and ``mm_struct_slab`` from sysfs)
+    where ``before``
     and ``after`` are ``{version, per_vma_lock, sizeof, align,
     vm_refcnt_offset, slab: {slab_size, align, order, objs_per_slab,
     pages_per_10000, bytes_per_10000}, mm_struct_delta: {fields, shift,
