@@ -113,7 +113,8 @@ def test_running_row_matches_btf(vmlinux) -> None:  # noqa: ANN001
     assert b["vm_area_struct_sizeof"] == vmlinux.raw_size(vmlinux.find_struct("vm_area_struct"))
     assert b["table_sizeof"] == b["vm_area_struct_sizeof"]
     assert b["mm_struct_sizeof"] == vmlinux.raw_size(vmlinux.find_struct("mm_struct"))
-    if "mm_struct_object_size" in b:  # sysfs: the slab object is larger than sizeof
+    assert ("mm_struct_object_size" in b) == (proc.sysfs_available() is None)
+    if proc.sysfs_available() is None:  # the slab object is larger than sizeof
         assert b["mm_struct_object_size"] > b["mm_struct_sizeof"]
         d = proc.SLAB_SYSFS / "mm_struct"
         got = {k: int((d / k).read_text().split()[0])
