@@ -262,7 +262,8 @@ def _render_configs(sec: Section, t: dict[str, Any]) -> None:
         f"needs SMP and ARCH_SUPPORTS_PER_VMA_LOCK) and on {t['after']} (fields in every "
         "config; vm_refcnt stays ____cacheline_aligned_in_smp, so it is not aligned "
         "without SMP). Computed by the layout engine from each config's Kconfig values "
-        "(pervma cost --configs); the thread's numbers are a separate column. Slab: "
+        "(pervma cost --configs); the thread's numbers are a separate column. Cells "
+        "'a / b' are 7.0 / 7.0 with the series. Slab: "
         "SLAB_HWCACHE_ALIGN | SLAB_TYPESAFE_BY_RCU with the free pointer inside the "
         f"object, {t['cache_line']} B cache line, {t['cpus']} CPUs for SMP configs and 1 "
         f"without, pages per {t['per_vmas']:,} VMAs. mm Δ: bytes vma_writer_wait and "
@@ -272,16 +273,18 @@ def _render_configs(sec: Section, t: dict[str, Any]) -> None:
     body, classes = [], []
     for r in rows:
         b, a, btf = r["before"], r["after"], r.get("btf", {})
-        mm_after = _mm_cell(a["mm_struct_delta"])
+        mm_before, mm_after = _mm_cell(b["mm_struct_delta"]), _mm_cell(a["mm_struct_delta"])
         if "mm_struct_delta" in btf and b["per_vma_lock"]:
-            mm_after = f"{btf['mm_struct_delta']} (BTF, sizeof {btf['mm_struct_sizeof']})"
+            # the running kernel already has the fields: BTF gives the exact growth
+            mm_before = mm_after = (f"{btf['mm_struct_delta']} (BTF, sizeof "
+                                    f"{btf['mm_struct_sizeof']})")
         body.append([r["title"], r["thread_sizeof"] or "", b["sizeof"], a["sizeof"],
                      f"{b['slab']['slab_size']} / {a['slab']['slab_size']}",
                      f"{b['slab']['objs_per_slab']} / {a['slab']['objs_per_slab']}",
                      f"{b['slab']['pages_per_10000']} / {a['slab']['pages_per_10000']}",
                      r["difference"]["pages_per_10000"],
                      f"{b['mm_struct_delta']['shift']} / {a['mm_struct_delta']['shift']}",
-                     f"{_mm_cell(b['mm_struct_delta'])} / {mm_after}",
+                     f"{mm_before} / {mm_after}",
                      "; ".join(r["check"])])
         classes.append("lock" if r["key"] == "running" else None)
     sec.add(H.table(["config", "thread (B)", "sizeof 7.0", "sizeof +series",
