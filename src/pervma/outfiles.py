@@ -114,7 +114,9 @@ def atomic_file(path: str | Path, force: bool, what: str) -> Iterator[Path]:
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{p.name}{TMP_INFIX}", dir=p.parent)
+        # The temporary keeps the suffix: writers that take the format from it work.
+        fd, name = tempfile.mkstemp(prefix=f".{p.name}{TMP_INFIX}", suffix=p.suffix,
+                                    dir=p.parent)
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {p}: {_why(exc)}") from None
