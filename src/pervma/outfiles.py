@@ -53,14 +53,15 @@ def _existing_ancestor(p: Path) -> Path:
     return q
 
 
-def _check_creatable(d: Path, what: str) -> None:
+def _check_creatable(d: Path, what: str, target: Path | None = None) -> None:
     """``d`` is a folder or can be created: its nearest existing ancestor is a
-    writable folder."""
+    writable folder (``target``, default ``d``, is what the message names)."""
     anc = _existing_ancestor(d)
+    shown = target or d
     if not anc.is_dir():
-        raise OutputError(f"cannot write {what} {d}: {anc} exists and is not a folder")
+        raise OutputError(f"cannot write {what} {shown}: {anc} exists and is not a folder")
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {what} {d}: {anc} is not writable")
+        raise OutputError(f"cannot write {what} {shown}: {anc} is not writable")
 
 
 def check_file(path: str | Path, force: bool, what: str,
@@ -81,7 +82,7 @@ def check_file(path: str | Path, force: bool, what: str,
         if not p.is_file():
             raise OutputError(f"{what} {p} exists and is not a regular file")
     if create_parent:
-        _check_creatable(p.parent, what)
+        _check_creatable(p.parent, what, p)
     elif not p.parent.is_dir():
         raise OutputError(f"{what} {p}: folder {p.parent} does not exist")
     elif not os.access(p.parent, os.W_OK | os.X_OK):
@@ -265,7 +266,7 @@ def prepare_dir(out: str | Path, what: str = "output", force: bool = False) -> S
                      if force else "")
             raise OutputError(f"{d} is not empty and holds no {MANIFEST} of an earlier pervma "
                               f"run; choose a new folder for the {what}{extra}")
-    _check_creatable(d.parent, f"the {what} to")
+    _check_creatable(d.parent, f"the {what} to", d)
     try:
         d.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=d.name + TMP_INFIX, dir=d.parent))

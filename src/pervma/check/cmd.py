@@ -181,16 +181,24 @@ def cmd_check(args: argparse.Namespace) -> int:
             kw["trace_stem"] = stem
     from pervma.check.api import Interrupted
 
+    printer = _Printer(args.json)
     try:
-        results = _execute(kws, args)
+        results = _execute(kws, args, printer.finished)
     except Interrupted as intr:
-        if intr.results:
-            _show(intr.results, args, exit_code(intr.results))
+        printer.rest(intr.results)
+        if args.json:
+            print(json.dumps({"results": [r.to_json() for r in intr.results],
+                              "interrupted": True, "exit_code": 130}, indent=1))
         sys.stderr.write(f"pervma: interrupted; {len(intr.results)} of {intr.total} runs "
-                         "finished (shown above)\n")
+                         "finished" + (" (shown above)\n" if intr.results else "\n"))
         return 130
     code = exit_code(results)
-    _show(results, args, code)
+    printer.rest(results)
+    if args.json:
+        print(json.dumps({"results": [r.to_json() for r in results], "exit_code": code},
+                         indent=1))
+    else:
+        _totals(results)
     failed = [r for r in results if r.error is not None]
     for r in failed:
         if r.error_traceback:
@@ -215,19 +223,44 @@ def exit_code(results: list[Any]) -> int:
     return 0 if all(r.complete for r in results) else 3
 
 
-def _show(results: list[Any], args: argparse.Namespace, code: int) -> None:
-    if args.json:
-        print(json.dumps({"results": [r.to_json() for r in results], "exit_code": code},
-                         indent=1))
-        return
-    for r in results:
-        print(r.summary())
-        if r.violation:
-            print(r.counterexample)
-        for note in r.notes:
-            print(f"  note: {note}")
-        for path in r.trace_paths:
-            print(f"  wrote {path}")
+class _Printer:
+    """Prints each run's result as soon as it and every run before it finished
+    (text mode), so an interrupted ``check --all`` has shown what finished."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.done: dict[int, Any] = {}
+        self.shown = 0
+
+    def finished(self, i: int, r: Any) -> None:
+        self.done[i] = r
+        while not self.quiet and self.shown in self.done:
+            _print_result(self.done[self.shown])
+            self.shown += 1
+        sys.stdout.flush()
+
+    def rest(self, results: list[Any]) -> None:
+        """Print the finished results not shown yet (in order)."""
+        if self.quiet:
+            return
+        shown = {id(r) for i, r in self.done.items() if i < self.shown}
+        for r in results:
+            if id(r) not in shown:
+                _print_result(r)
+        sys.stdout.flush()
+
+
+def _print_result(r: Any) -> None:
+    print(r.summary())
+    if r.violation:
+        print(r.counterexample)
+    for note in r.notes:
+        print(f"  note: {note}")
+    for path in r.trace_paths:
+        print(f"  wrote {path}")
+
+
+def _totals(results: list[Any]) -> None:
     if len(results) > 1:
         bad = sum(1 for r in results if r.violation)
         inc = sum(1 for r in results if not r.violation and not r.complete)
@@ -239,7 +272,8 @@ def _show(results: list[Any], args: argparse.Namespace, code: int) -> None:
               f"{sum(r.executions for r in results)} executions in {total:.1f}s")
 
 
-def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
+def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
+             on_result: Any = None) -> list[Any]:
     from pervma.check import api
 
     jobs = args.jobs
@@ -262,7 +296,7 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
         return [res]
     show = sys.stderr.isatty() and not args.json
     if not show:
-        return api.run_many(kws, jobs)
+        return api.run_many(kws, jobs, on_result=on_result)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -278,8 +312,10 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
             return [api.run_guarded(kws[0], progress=progress)]
         task = prog.add_task("check", total=len(kws), info="")
 
-        def finished(_i: int, r: Any) -> None:
+        def finished(i: int, r: Any) -> None:
             prog.update(task, advance=1, info=f"{r.scenario} [{r.preset}]")
+            if on_result:
+                on_result(i, r)
 
         return api.run_many(kws, jobs, on_result=finished)
 
