@@ -193,7 +193,7 @@ def validate(doc: Any, what: str) -> ReplayDoc:
     if not isinstance(doc, dict):
         raise InputError(f"{what}: not a replay file (the top level is not an object)")
     fmt = doc.get("format")
-    if fmt not in SCHEMAS:
+    if not isinstance(fmt, str) or fmt not in SCHEMAS:
         known = ", ".join(SCHEMAS)
         raise InputError(f"{what}: not a replay file of a known format (format "
                          f"{fmt!r:.60}; this pervma reads {known})")
