@@ -114,3 +114,25 @@ def read_text(path: str | Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(f"{what} {p}: not UTF-8 text (byte {exc.start}, line {line})") from None
+
+
+def check_input_file(path: str | Path, what: str, limit: int) -> Path:
+    """A file a library will read whole: it must be a regular file of at most
+    ``limit`` bytes (so ``/dev/zero`` or a FIFO cannot make the read endless)."""
+    import stat
+
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} {p}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{what} {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+                         ) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{what} {p}: is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{what} {p}: not a regular file")
+    if st.st_size > limit:
+        raise InputError(f"{what} {p}: larger than {limit} bytes; not a file pervma reads")
+    return p

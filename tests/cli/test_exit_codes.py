@@ -41,11 +41,14 @@ from .conftest import run_main
     (["report", "--out", ""], "argument --out: wants a value"),
     (["report", "--jobs", "100000"], "argument --jobs: wants a whole number from 1"),
     (["replay", ""], "argument FILE: wants a value"),
+    (["report", "--btf", "/dev/zero", "--out", "r"], "--btf /dev/zero: not a regular file"),
+    (["report", "--btf", "missing.btf", "--out", "r"], "--btf missing.btf: no such file"),
 ])
 def test_bad_argument_is_one_line_and_exit_2(argv: list[str], msg: str) -> None:
     r = run_main(argv)
     assert r.code == 2 and msg in r.one_line_error(), r.err
     assert r.out == ""
+    assert not Path("r").exists()
 
 
 @pytest.mark.parametrize("data,msg", [

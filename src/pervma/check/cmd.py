@@ -289,9 +289,15 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
                 parts = []
             if len(parts) < 2:
                 return [api.run_guarded(kw)]
-            res = api.merge_dpor(api.run_many(parts, jobs))
+            try:
+                res = api.merge_dpor(api.run_many(parts, jobs))
+            except api.Interrupted:  # parts of one run are not results: none finished
+                raise api.Interrupted([], 1) from None
         else:
-            res = api.merge_samples(api.run_many(api.split_sampling(sub, jobs), jobs))
+            try:
+                res = api.merge_samples(api.run_many(api.split_sampling(sub, jobs), jobs))
+            except api.Interrupted:
+                raise api.Interrupted([], 1) from None
         api.write_traces(kw, res)
         return [res]
     show = sys.stderr.isatty() and not args.json

@@ -56,6 +56,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pervma.report.runner import build_report
     from pervma.report.settings import settings_for
 
+    if args.btf is not None:  # read whole by the layout calculator: bounded here
+        cliargs.check_input_file(args.btf, "--btf", 256 << 20)
     settings = settings_for(quick=args.quick, tiny=args.tiny)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description:<12}"), BarColumn(),
