@@ -2,15 +2,19 @@
 
 ``run_check(scenario, preset="universal", *, strategy="dpor", max_executions=None,
 time_limit=None, seed=0, bugs=(), config=None, trace_out=None, minimise=True,
-pct_depth=3, max_bound=3, progress=None) -> CheckResult``
+pct_depth=3, max_bound=3, progress=None, trace_stem=None, force=False) -> CheckResult``
     Explore one scenario under one preset (or an explicit :class:`Config`).
     ``CheckResult`` has ``executions``, ``pruned``, ``distinct`` (distinct
     Mazurkiewicz traces), ``redundancy``, ``elapsed`` (s), ``complete``,
     ``incomplete`` (reasons), ``violation`` (``(kind, message)`` or None),
     ``schedule`` and ``preemptions`` of the minimised counterexample,
-    ``counterexample`` (the table text), ``trace_paths``, ``notes`` and
-    ``exit_code`` (0 complete and clean, 1 violation, 3 clean but incomplete);
-    ``to_json()`` gives a plain dict.
+    ``counterexample`` (the table text), ``trace_paths``, ``notes``,
+    ``error`` (a run that failed), ``output_error`` (its files could not be
+    written) and ``exit_code`` (0 complete and clean, 1 violation, 3 clean but
+    incomplete, 70 failed); ``to_json()`` gives a plain dict.  With
+    ``trace_out`` a counterexample goes to ``<trace_stem>.replay.json`` and
+    ``.trace.json`` (stem default: the scenario), never over an existing file
+    unless ``force``.
 
 ``find_bug(bug_id, preset=None, **kw) -> CheckResult``
     Run the catalogue entry's scenario with that bug's switch on.
