@@ -26,11 +26,13 @@ This module imports nothing of the model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 from pervma import __version__
 from pervma.errors import OutputError
@@ -40,6 +42,7 @@ MANIFEST_HEADER = "# pervma-manifest/1"
 TMP_INFIX = ".pervma-tmp-"
 OLD_INFIX = ".pervma-old-"
 _MAX_MANIFEST_BYTES = 1 << 20
+_R = TypeVar("_R")
 
 
 def _why(exc: OSError) -> str:
@@ -64,10 +67,27 @@ def _check_creatable(d: Path, what: str, target: Path | None = None) -> None:
         raise OutputError(f"cannot write {what} {shown}: {anc} is not writable")
 
 
+def _guarded(fn: Callable[..., _R]) -> Callable[..., _R]:
+    """A check whose file-system probes may fail (a name too long, a loop of
+    symlinks): that becomes one :class:`OutputError` line."""
+
+    @functools.wraps(fn)
+    def run(path: str | Path, *a: Any, **k: Any) -> _R:
+        try:
+            return fn(path, *a, **k)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {_why(exc)}") from None
+
+    return run
+
+
+@_guarded
 def check_file(path: str | Path, force: bool, what: str,
                suffixes: tuple[str, ...] = (), create_parent: bool = False) -> Path:
     """Validate an output file before the work starts; return the path that
-    will be written (exactly this one: no suffix is ever added)."""
+    will be written (exactly this one: no suffix is ever added).  With
+    ``create_parent`` its folder is created now if missing, so a folder that
+    cannot be made is refused before the work rather than after it."""
     p = Path(path)
     if str(path).strip() == "" or "\x00" in str(path):
         raise OutputError(f"{what} wants a file name, got {str(path)!r}")
@@ -83,6 +103,10 @@ def check_file(path: str | Path, force: bool, what: str,
             raise OutputError(f"{what} {p} exists and is not a regular file")
     if create_parent:
         _check_creatable(p.parent, what, p)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write {what} {p}: {_why(exc)}") from None
     elif not p.parent.is_dir():
         raise OutputError(f"{what} {p}: folder {p.parent} does not exist")
     elif not os.access(p.parent, os.W_OK | os.X_OK):
@@ -245,6 +269,7 @@ class Staging:
                 os.rmdir(root)
 
 
+@_guarded
 def prepare_dir(out: str | Path, what: str = "output", force: bool = False) -> Staging:
     """Validate ``out`` and start building its replacement next to it.
 

@@ -165,3 +165,18 @@ def test_internal_error_with_no_writable_cache_still_one_line(
     line = r.one_line_error()
     assert "internal error: RecursionError" in line and "traceback saved to /" in line
     Path(line.rsplit("traceback saved to ", 1)[1]).unlink()
+
+
+LONG = "a" * 300  # longer than NAME_MAX: every probe of it fails with ENAMETOOLONG
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "shared", "--csv", f"{LONG}.csv"],
+    ["check", "toy-racy", "--trace-out", LONG],
+    ["report", "--out", LONG],
+    ["check", "toy-racy", "--trace-out", "/proc/pervma-out"],  # cannot be created, even by root
+])
+def test_unwritable_output_is_refused_before_the_work(argv: list[str]) -> None:
+    r = run_main(argv)
+    assert r.code == 2 and "cannot write" in r.one_line_error(), r.err
+    assert r.out == ""  # refused before any run: no result printed
