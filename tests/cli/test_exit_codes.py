@@ -32,6 +32,7 @@ from .conftest import run_main
     (["check", "--bug", ""], "argument --bug: wants a value"),
     (["check", "toy-locked", "--trace-out", ""], "argument --trace-out: wants a value"),
     (["check", "toy-locked", "--config", ""], "argument --config: wants a value"),
+    (["check", "--all", "--preset", "legacy-up"], "no scenario of --all is meant for preset"),
     (["simulate", "shared", "--duration-ms", "nan"], "argument --duration-ms: wants a finite"),
     (["simulate", "shared", "--duration-ms", "1e12"], "and at most 1000"),
     (["simulate", "shared", "--warmup-ms", "-1"], "argument --warmup-ms: wants a finite number"),

@@ -162,6 +162,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             for p in ([e.preset] if args.preset is None else presets):
                 pairs.append((e.scenario, p))
     pairs = _unique(pairs)
+    if not pairs:
+        raise UsageError(f"no scenario of --all is meant for preset(s) {', '.join(presets)}; "
+                         "name the scenarios to run them anyway")
     common: dict[str, Any] = dict(
         strategy=args.strategy, max_executions=args.max_executions, time_limit=args.time,
         seed=args.seed, trace_out=args.trace_out, minimise=not args.no_minimise,
