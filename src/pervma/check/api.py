@@ -290,8 +290,9 @@ def run_guarded(kw: dict[str, Any], progress: Callable[[Stats], None] | None = N
         res.counterexample = (f"BUG: {v.kind}: {v.message}\n(raised while the scenario was "
                               "being set up, before any thread ran: no schedule to replay)")
         res.notes.append("violation raised during setup")
-    except PervmaError as exc:
-        res = _failed(kw, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except PervmaError as exc:  # inside a run that was validated: not the user's doing
+        res = _failed(kw, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                      "".join(traceback.format_exception(exc)))
     except (Exception, RecursionError) as exc:  # noqa: BLE001 - becomes the run's result
         res = _failed(kw, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
                       "".join(traceback.format_exception(exc)))
