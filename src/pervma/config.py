@@ -124,8 +124,11 @@ class Config:
                     arch = _ARCH_SYMBOLS[sym]
                 continue
             if sym == "NR_CPUS":
-                if not value.isdigit() or int(value) < 1:
-                    raise ConfigError(f"line {lineno}: CONFIG_NR_CPUS wants a positive number")
+                # ASCII digits only ('²'.isdigit() holds); at most x86_64's
+                # NR_CPUS_RANGE_END (8192, arch/x86/Kconfig).
+                if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 8192:
+                    raise ConfigError(f"line {lineno}: CONFIG_NR_CPUS wants a positive number "
+                                      "(at most 8192)")
                 changes["nr_cpus"] = int(value)
                 continue
             if sym not in _SYMBOLS:

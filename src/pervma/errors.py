@@ -30,3 +30,11 @@ class ScenarioError(PervmaError):
 
 class HostError(PervmaError):
     """The running system lacks something a command needs (/proc, sysfs, root)."""
+
+
+class InputError(PervmaError):
+    """A file pervma was asked to read is missing, too large, not UTF-8 or malformed."""
+
+
+class OutputError(PervmaError):
+    """An output path pervma may not or cannot write (it would lose a user's file)."""

@@ -2,34 +2,46 @@
 
 ``run_check(scenario, preset="universal", *, strategy="dpor", max_executions=None,
 time_limit=None, seed=0, bugs=(), config=None, trace_out=None, minimise=True,
-pct_depth=3, max_bound=3, progress=None) -> CheckResult``
+pct_depth=3, max_bound=3, progress=None, trace_stem=None, force=False) -> CheckResult``
     Explore one scenario under one preset (or an explicit :class:`Config`).
     ``CheckResult`` has ``executions``, ``pruned``, ``distinct`` (distinct
     Mazurkiewicz traces), ``redundancy``, ``elapsed`` (s), ``complete``,
     ``incomplete`` (reasons), ``violation`` (``(kind, message)`` or None),
     ``schedule`` and ``preemptions`` of the minimised counterexample,
-    ``counterexample`` (the table text), ``trace_paths``, ``notes`` and
-    ``exit_code`` (0 complete and clean, 1 violation, 3 clean but incomplete);
-    ``to_json()`` gives a plain dict.
+    ``counterexample`` (the table text), ``trace_paths``, ``notes``,
+    ``error`` (a run that failed), ``output_error`` (its files could not be
+    written) and ``exit_code`` (0 complete and clean, 1 violation, 3 clean but
+    incomplete, 70 failed); ``to_json()`` gives a plain dict.  With
+    ``trace_out`` a counterexample goes to ``<trace_stem>.replay.json`` and
+    ``.trace.json`` (stem default: the scenario), never over an existing file
+    unless ``force``.
 
 ``find_bug(bug_id, preset=None, **kw) -> CheckResult``
     Run the catalogue entry's scenario with that bug's switch on.
 
-``run_many(jobs_list, jobs=1) -> list[CheckResult]``
+``run_many(jobs_list, jobs=1, on_result=None) -> list[CheckResult]``
     Run several ``dict(scenario=..., preset=..., ...)`` keyword sets of
-    :func:`run_check`, spread over ``jobs`` processes.
+    :func:`run_check`, spread over ``jobs`` processes.  Each run's failure is
+    that run's result (:func:`run_guarded`): a violation raised while the
+    scenario is set up is a violation, an unexpected exception or a worker
+    process that died sets ``error``; the other runs complete.  Interrupted
+    (SIGINT), it raises :class:`Interrupted` carrying the finished runs.
 
-``replay_file(path, trace_out=None) -> ReplayResult``
-    Re-run a ``.replay.json`` exactly; ``reproduced`` says whether the same
+``replay_file(path, trace_out=None, force=False) -> ReplayResult``
+    Re-run a ``.replay.json`` exactly (validated by
+    :mod:`pervma.check.replayfile`); ``reproduced`` says whether the same
     violation kind occurred.
 """
 
 from __future__ import annotations
 
-import json
+import pickle
+import signal
 import time
+import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +50,19 @@ from pervma.check import dpor, strategies
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import replay
 from pervma.check.minimise import minimise as _minimise
-from pervma.check.output import chrome_trace, model_version, replay_document, table, write_files
+from pervma.check.output import (
+    chrome_trace,
+    model_version,
+    replay_document,
+    table,
+    write_files,
+    write_trace_file,
+)
 from pervma.check.scenario import get_scenario
 from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
-from pervma.errors import ScenarioError, UsageError
+from pervma.errors import PervmaError, ScenarioError, UsageError
+from pervma.sched import Violation
 
 STRATEGIES = ("dpor", "bounded", "random", "pct")
 
@@ -75,11 +95,19 @@ class CheckResult:
     seed: int = 0
     time_to_find: float | None = None
     model_version: str = ""
+    # The run failed (an unexpected exception, a worker that died): one line,
+    # and the traceback text when there is one.
+    error: str | None = None
+    error_traceback: str | None = None
+    # The replay/trace files could not be written (one line).
+    output_error: str | None = None
 
     @property
     def exit_code(self) -> int:
         if self.violation is not None:
             return 1
+        if self.error is not None:
+            return 70
         return 0 if self.complete else 3
 
     @property
@@ -94,6 +122,10 @@ class CheckResult:
         return d
 
     def summary(self) -> str:
+        if self.error is not None and self.violation is None:
+            bugs = f" bugs={','.join(self.bugs)}" if self.bugs else ""
+            return (f"{self.scenario} [{self.preset}{bugs}] {self.strategy}: FAILED: "
+                    f"{self.error}")
         state = ("VIOLATION" if self.violation else "complete, clean" if self.complete
                  else "clean but INCOMPLETE")
         bugs = f" bugs={','.join(self.bugs)}" if self.bugs else ""
@@ -117,7 +149,8 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               config_text: str | None = None, trace_out: str | Path | None = None,
               minimise: bool = True, pct_depth: int = 3, max_bound: int = 3,
               progress: Callable[[Stats], None] | None = None,
-              dpor_root: tuple[int, dict[Any, bool]] | None = None) -> CheckResult:
+              dpor_root: tuple[int, dict[Any, bool]] | None = None,
+              trace_stem: str | None = None, force: bool = False) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     sc = get_scenario(scenario)
@@ -171,13 +204,57 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
                f"preemption(s) / {res.found_steps} steps; minimised and re-verified)")
         res.counterexample = table(rep, [t.name for t in rep.ex.tasks], headline, sub)
         if trace_out is not None:
-            doc = replay_document(scenario=sc.name, preset=preset_name if config is None else preset,
-                                  bugs=bug_list, config=config_text, schedule=rep.schedule,
-                                  strategy=strategy, seed=seed, kind=rep.violation.kind,
-                                  message=rep.violation.message, preemptions=rep.preemptions,
-                                  res=rep)
-            res.trace_paths = write_files(trace_out, sc.name, doc, chrome_trace(rep, sc.name))
+            _save_traces(res, rep, trace_out, trace_stem or sc.name, force,
+                         preset if config is not None else preset_name, config_text)
     return res
+
+
+def _save_traces(res: CheckResult, rep: Any, trace_out: str | Path, stem: str, force: bool,
+                 preset: str, config_text: str | None) -> None:
+    """Write ``<stem>.replay.json`` and ``<stem>.trace.json``; a failure to write
+    is kept in ``res.output_error`` so the result itself is not lost."""
+    assert res.violation is not None
+    doc = replay_document(scenario=res.scenario, preset=preset, bugs=res.bugs,
+                          config=config_text, schedule=rep.schedule, strategy=res.strategy,
+                          seed=res.seed, kind=res.violation[0], message=res.violation[1],
+                          preemptions=rep.preemptions, res=rep)
+    try:
+        res.trace_paths = write_files(trace_out, stem, doc, chrome_trace(rep, res.scenario),
+                                      force=force)
+    except PervmaError as exc:
+        res.output_error = str(exc)
+
+
+def write_traces(kw: dict[str, Any], res: CheckResult) -> None:
+    """Write the replay and trace files of ``res`` (a merged result of split
+    runs, which write none themselves) by replaying its schedule here."""
+    if res.violation is None or not res.schedule or kw.get("trace_out") is None:
+        return
+    sc = get_scenario(kw["scenario"])
+    cfg = _config(kw.get("preset", "universal"), kw.get("config"), res.bugs)
+    runner = Runner(sc, cfg)
+    rep = replay(runner.instance(), cfg, res.schedule, strict=True, snapshots=True,
+                 max_steps=runner.max_steps)
+    preset = kw.get("preset", "universal") if kw.get("config") is not None else res.preset
+    _save_traces(res, rep, kw["trace_out"], kw.get("trace_stem") or sc.name,
+                 bool(kw.get("force")), preset, kw.get("config_text"))
+
+
+def trace_stems(kws: list[dict[str, Any]]) -> list[str]:
+    """A distinct file-name stem per run: ``<scenario>`` with one preset,
+    ``<scenario>.<preset>`` with several, plus ``.<bug>-<bug>`` where runs differ
+    only in their bugs."""
+    several = len({kw.get("preset", "universal") for kw in kws}) > 1
+    stems = [kw["scenario"] + (f".{kw.get('preset', 'universal')}" if several else "")
+             for kw in kws]
+    for i, kw in enumerate(kws):
+        if stems.count(stems[i]) > 1 and kw.get("bugs"):
+            stems[i] += "." + "-".join(sorted(b.upper() for b in kw["bugs"]))
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise UsageError(f"two runs would write the same files {dup[0]}.replay.json; "
+                         "name each scenario and preset once")
+    return stems
 
 
 def find_bug(bug_id: str, preset: str | None = None, **kw: Any) -> CheckResult:
@@ -187,16 +264,131 @@ def find_bug(bug_id: str, preset: str | None = None, **kw: Any) -> CheckResult:
     return run_check(entry.scenario, preset or entry.preset, bugs=bugs, **kw)
 
 
-def _run_kw(kw: dict[str, Any]) -> CheckResult:
-    return run_check(**kw)
+def _failed(kw: dict[str, Any], error: str, tb: str | None = None) -> CheckResult:
+    """The result of a run that failed before it could produce one."""
+    return CheckResult(
+        scenario=str(kw.get("scenario")), preset=str(kw.get("preset", "universal")),
+        strategy=str(kw.get("strategy", "dpor")),
+        bugs=sorted({str(b).upper() for b in kw.get("bugs", ())}), executions=0, pruned=0,
+        distinct=0, redundancy=1.0, elapsed=0.0, complete=False,
+        incomplete=["the run failed"], seed=int(kw.get("seed", 0) or 0),
+        error=error, error_traceback=tb, model_version=model_version())
 
 
-def run_many(jobs_list: list[dict[str, Any]], jobs: int = 1) -> list[CheckResult]:
-    """Run several checks; with ``jobs > 1`` spread them over processes."""
-    if jobs <= 1 or len(jobs_list) <= 1:
-        return [run_check(**kw) for kw in jobs_list]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_run_kw, jobs_list))
+def run_guarded(kw: dict[str, Any], progress: Callable[[Stats], None] | None = None
+                ) -> CheckResult:
+    """:func:`run_check` whose every failure is its result: a model violation
+    raised outside an explored execution (while the scenario is set up) is the
+    run's violation; any other exception sets ``error`` (with its traceback)."""
+    try:
+        res = run_check(**kw, progress=progress) if progress else run_check(**kw)
+    except Violation as v:
+        res = _failed(kw, "")
+        res.error = None
+        res.incomplete = ["the violation happened while the scenario was being set up"]
+        res.violation = (str(v.kind), str(v.message))
+        res.counterexample = (f"BUG: {v.kind}: {v.message}\n(raised while the scenario was "
+                              "being set up, before any thread ran: no schedule to replay)")
+        res.notes.append("violation raised during setup")
+    except PervmaError as exc:  # inside a run that was validated: not the user's doing
+        res = _failed(kw, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                      "".join(traceback.format_exception(exc)))
+    except (Exception, RecursionError) as exc:  # noqa: BLE001 - becomes the run's result
+        res = _failed(kw, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
+                      "".join(traceback.format_exception(exc)))
+    if res.violation is not None:
+        res.violation = (str(res.violation[0]), str(res.violation[1]))
+    return res
+
+
+def _worker_init() -> None:
+    # SIGINT is the parent's to handle: it prints what finished and ends the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _worker(kw: dict[str, Any]) -> CheckResult:
+    res = run_guarded(kw)
+    try:
+        pickle.dumps(res)
+    except Exception as exc:  # noqa: BLE001 - something in it cannot cross processes
+        res = _failed(kw, f"internal error: the result cannot be sent back from the worker "
+                      f"({type(exc).__name__}: {exc})".splitlines()[0])
+    return res
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT during :func:`run_many`: ``results`` are the runs that finished
+    (in submission order), ``total`` how many were asked for."""
+
+    def __init__(self, results: list[CheckResult], total: int) -> None:
+        super().__init__(f"{len(results)} of {total} runs finished")
+        self.results = results
+        self.total = total
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    procs = getattr(pool, "_processes", None) or {}
+    for p in list(procs.values()):
+        try:
+            p.terminate()
+        except (OSError, AttributeError):
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_in_pool(jobs_list: list[dict[str, Any]], idx: list[int], jobs: int,
+                 done: Callable[[int, CheckResult], None]) -> list[int]:
+    """Run ``idx`` over one pool; return the runs lost to a broken pool."""
+    lost: list[int] = []
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(idx)), initializer=_worker_init)
+    try:
+        futs: dict[Future[CheckResult], int] = {pool.submit(_worker, jobs_list[i]): i
+                                                for i in idx}
+        pending = set(futs)
+        while pending:
+            ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in sorted(ready, key=lambda f: futs[f]):
+                i = futs[f]
+                try:
+                    done(i, f.result())
+                except BrokenProcessPool:
+                    lost.append(i)
+                except Exception as exc:  # noqa: BLE001 - that run's result
+                    done(i, _failed(jobs_list[i], "worker process failed: "
+                                    f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    except BaseException:
+        _end_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+    return sorted(lost)
+
+
+def run_many(jobs_list: list[dict[str, Any]], jobs: int = 1,
+             on_result: Callable[[int, CheckResult], None] | None = None) -> list[CheckResult]:
+    """Run several checks; with ``jobs > 1`` spread them over processes.
+
+    A worker process that dies takes down the pool; the runs it lost are then
+    run again, each in a process of its own, so only the run that kills its
+    process fails (its result says so)."""
+    results: dict[int, CheckResult] = {}
+
+    def done(i: int, r: CheckResult) -> None:
+        results[i] = r
+        if on_result:
+            on_result(i, r)
+
+    try:
+        if jobs <= 1 or len(jobs_list) <= 1:
+            for i, kw in enumerate(jobs_list):
+                done(i, run_guarded(kw))
+        else:
+            lost = _run_in_pool(jobs_list, list(range(len(jobs_list))), jobs, done)
+            for i in lost:  # one process each: a second death is that run's own
+                if _run_in_pool(jobs_list, [i], 1, done):
+                    done(i, _failed(jobs_list[i], "worker process died while running it"))
+    except KeyboardInterrupt:
+        raise Interrupted([results[i] for i in sorted(results)], len(jobs_list)) from None
+    return [results[i] for i in range(len(jobs_list))]
 
 
 def split_sampling(kw: dict[str, Any], jobs: int) -> list[dict[str, Any]]:
@@ -215,6 +407,9 @@ def split_sampling(kw: dict[str, Any], jobs: int) -> list[dict[str, Any]]:
 def merge_samples(results: list[CheckResult]) -> CheckResult:
     """Combine the per-seed results of :func:`split_sampling`."""
     hit = [r for r in results if r.violation is not None]
+    failed = [r for r in results if r.error is not None]
+    if failed and not hit:
+        return failed[0]
     base = hit[0] if hit else results[0]
     merged = CheckResult(**{k: v for k, v in vars(base).items()})
     merged.executions = sum(r.executions for r in results)
@@ -238,6 +433,9 @@ def merge_dpor(results: list[CheckResult]) -> CheckResult:
     """Combine the root subtrees of :func:`split_dpor`: sleep sets keep their
     maximal executions pairwise inequivalent, so the counts add up."""
     hit = [r for r in results if r.violation is not None]
+    failed = [r for r in results if r.error is not None]
+    if failed and not hit:
+        return failed[0]
     base = hit[0] if hit else results[0]
     merged = CheckResult(**{k: v for k, v in vars(base).items()})
     merged.executions = sum(r.executions for r in results)
@@ -263,38 +461,38 @@ class ReplayResult:
     trace_paths: list[str]
 
 
-def replay_file(path: str | Path, trace_out: str | Path | None = None) -> ReplayResult:
+def replay_file(path: str | Path, trace_out: str | Path | None = None,
+                force: bool = False) -> ReplayResult:
+    """Re-run a replay file; with ``trace_out`` also write ``<stem>.trace.json``
+    there (``<stem>`` is the file's name without ``.replay.json``)."""
+    from pervma.check import replayfile
+
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"no such replay file: {p}") from None
-    except (OSError, ValueError) as exc:
-        raise ScenarioError(f"{p}: not a replay file ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != "pervma-replay/1":
-        raise ScenarioError(f"{p}: not a pervma-replay/1 file")
-    try:
-        name = str(doc["scenario"])
-        sched_ = [int(x) for x in doc["schedule"]]
-        expected = (str(doc["violation"]["kind"]), str(doc["violation"]["message"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ScenarioError(f"{p}: missing or malformed field ({exc})") from None
+    rd = replayfile.read(p)
+    name = rd.scenario
     sc = get_scenario(name)
-    if doc.get("config"):
-        cfg = Config.from_fragment(str(doc["config"]))
+    if rd.config:
+        cfg = Config.from_fragment(rd.config)
     else:
-        cfg = Config.preset(str(doc.get("preset", "universal")))
-    bugs = [str(b) for b in doc.get("bugs") or []]
+        cfg = Config.preset(rd.preset)
+    bugs = rd.bugs
     if bugs:
         cfg = cfg.with_bugs(*bugs)
-    warnings = []
+    expected = (rd.kind, rd.message)
+    warnings = list(rd.warnings)
     mv = model_version()
-    if doc.get("model_version") != mv:
-        warnings.append(f"model version {doc.get('model_version')} in the file, {mv} here; "
+    if rd.model_version != mv:
+        warnings.append(f"model version {rd.model_version} in the file, {mv} here; "
                         "the schedule may no longer apply")
     runner = Runner(sc, cfg)
-    rep = replay(runner.instance(), cfg, sched_, strict=True, snapshots=True,
-                 max_steps=runner.max_steps)
+    try:
+        rep = replay(runner.instance(), cfg, rd.schedule, strict=True, snapshots=True,
+                     max_steps=runner.max_steps)
+    except Violation as v:  # raised while the scenario was being set up
+        vgot = (str(v.kind), str(v.message))
+        text = (f"BUG: {vgot[0]}: {vgot[1]}\n(raised while the scenario was being set up, "
+                "before the schedule ran)")
+        return ReplayResult(vgot[0] == expected[0], expected, vgot, text, warnings, [])
     got = None if rep.violation is None else (rep.violation.kind, rep.violation.message)
     reproduced = got is not None and got[0] == expected[0]
     head = (f"BUG: {got[0]}: {got[1]}" if got else
@@ -306,5 +504,12 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None) -> Replay
     text = table(rep, [t.name for t in rep.ex.tasks], head, sub)
     paths: list[str] = []
     if trace_out is not None:
-        paths = write_files(trace_out, name, doc, chrome_trace(rep, name))
+        paths = [str(write_trace_file(trace_out, replay_stem(p), chrome_trace(rep, name),
+                                      force=force))]
     return ReplayResult(reproduced, expected, got, text, warnings, paths)
+
+
+def replay_stem(path: str | Path) -> str:
+    """``x.replay.json`` -> ``x``; any other name loses its last suffix."""
+    n = Path(path).name
+    return n[: -len(".replay.json")] if n.endswith(".replay.json") else Path(n).stem or n

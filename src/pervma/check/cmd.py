@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pervma import cliargs
 from pervma.config import PRESET_NAMES, Config
 from pervma.errors import ConfigError, UsageError
+
+_T = TypeVar("_T")
+
+# Range limits of the numeric arguments (beyond them a run is meaningless or overflows).
+MAX_EXECUTIONS = 10**9
+MAX_TIME_S = 7 * 24 * 3600.0
+MAX_SEED = 2**63 - 1
+MAX_PCT_DEPTH = 20
+MAX_BOUND = 100
 
 CHECK_EPILOG = """\
 examples:
@@ -19,14 +28,17 @@ examples:
   pervma check fault-vs-fork --strategy pct --max-executions 500 --seed 7
   pervma check --list
 
-exit status: 0 complete and clean, 1 violation found, 2 usage error,
-3 clean but incomplete (a budget, bound or the livelock bound was hit)."""
+exit status: 0 complete and clean, 1 violation found, 2 usage or input/output
+error, 3 clean but incomplete (a budget, bound or the livelock bound was hit),
+70 a run failed with an internal error (and no violation was found), 130 interrupted
+(the finished runs are printed first)."""
 
 REPLAY_EPILOG = """\
 example:
   pervma check --bug B04 --trace-out out/ ; pervma replay out/fault-vs-fork.replay.json
 
-exit status: 1 when the recorded violation reproduces, 0 when it does not, 2 usage error."""
+exit status: 1 when the recorded violation reproduces, 0 when it does not, 2 usage
+error or a malformed replay file, 70 internal error, 130 interrupted."""
 
 BUGS_EPILOG = "example: pervma bugs --json"
 
@@ -37,24 +49,34 @@ def register(sub: Any) -> None:
         description="Explore interleavings of the model's scenarios (source-DPOR with sleep "
         "sets by default) and report whether every interleaving is clean.",
         epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names")
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", type=cliargs.nonempty,
+                   help="scenario names")
     p.add_argument("--all", action="store_true", help="every scenario of the library")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    p.add_argument("--preset", default=None, metavar="P[,P...]",
+    p.add_argument("--preset", default=None, metavar="P[,P...]", type=cliargs.nonempty,
                    help=f"presets ({', '.join(PRESET_NAMES)}); default universal")
-    p.add_argument("--config", metavar="FILE", help="a .config fragment instead of a preset")
-    p.add_argument("--bug", nargs="+", default=[], metavar="ID",
+    p.add_argument("--config", metavar="FILE", type=cliargs.nonempty,
+                   help="a .config fragment instead of a preset")
+    p.add_argument("--bug", nargs="+", default=[], metavar="ID", type=cliargs.nonempty,
                    help="turn on bug switches; alone, runs each bug's own scenario")
     p.add_argument("--strategy", default="dpor", choices=("dpor", "bounded", "random", "pct"))
-    p.add_argument("--max-executions", type=int, metavar="N")
-    p.add_argument("--time", type=float, metavar="S", help="time limit per run, seconds")
-    p.add_argument("--seed", type=int, default=0, metavar="N")
-    p.add_argument("--depth", type=int, default=3, metavar="D", help="PCT depth d (default 3)")
-    p.add_argument("--max-bound", type=int, default=3, metavar="B",
+    p.add_argument("--max-executions", type=cliargs.bounded_int(1, MAX_EXECUTIONS),
+                   metavar="N")
+    p.add_argument("--time", type=cliargs.finite_float(0, MAX_TIME_S, lo_open=True),
+                   metavar="S", help="time limit per run, seconds")
+    p.add_argument("--seed", type=cliargs.bounded_int(0, MAX_SEED), default=0, metavar="N")
+    p.add_argument("--depth", type=cliargs.bounded_int(1, MAX_PCT_DEPTH), default=3,
+                   metavar="D", help=f"PCT depth d, 1..{MAX_PCT_DEPTH} (default 3)")
+    p.add_argument("--max-bound", type=cliargs.bounded_int(0, MAX_BOUND), default=3,
+                   metavar="B",
                    help="largest preemption bound for --strategy bounded (default 3)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
-    p.add_argument("--trace-out", metavar="DIR",
-                   help="write <scenario>.replay.json and <scenario>.trace.json here")
+    p.add_argument("--jobs", type=cliargs.jobs, default=1, metavar="N",
+                   help="worker processes, at most the number of CPUs (default 1)")
+    p.add_argument("--trace-out", metavar="DIR", type=cliargs.nonempty,
+                   help="write <scenario>.replay.json and <scenario>.trace.json here "
+                   "(<scenario>.<preset>.* with several presets)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite replay/trace files of the same names in --trace-out")
     p.add_argument("--no-minimise", action="store_true", help="show the schedule as found")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_check)
@@ -63,8 +85,11 @@ def register(sub: Any) -> None:
                        description="Replay a .replay.json written by 'pervma check "
                        "--trace-out' step by step.", epilog=REPLAY_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("file", metavar="FILE")
-    r.add_argument("--trace-out", metavar="DIR", help="also write the Perfetto trace here")
+    r.add_argument("file", metavar="FILE", type=cliargs.nonempty)
+    r.add_argument("--trace-out", metavar="DIR", type=cliargs.nonempty,
+                   help="also write the Perfetto trace <name>.trace.json here")
+    r.add_argument("--force", action="store_true",
+                   help="overwrite an existing trace file of that name")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_replay)
 
@@ -77,20 +102,20 @@ def register(sub: Any) -> None:
 
 
 def _presets(text: str | None) -> list[str]:
-    if not text:
+    if text is None:
         return ["universal"]
-    out = []
-    for name in text.split(","):
-        name = name.strip()
+    out: list[str] = []
+    for name in cliargs.name_list(text, "--preset"):
+        if name in out:
+            continue
         if name not in PRESET_NAMES:
             raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
         out.append(name)
     return out
 
 
-def _positive(value: int | float | None, flag: str) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"{flag} wants a positive number, got {value}")
+def _unique(items: list[_T]) -> list[_T]:
+    return list(dict.fromkeys(items))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -104,22 +129,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             tag = f" [{', '.join(sc.tags)}]" if sc.tags else ""
             print(f"{sc.name:42} {sc.doc}{extra}{tag}")
         return 0
-    _positive(args.max_executions, "--max-executions")
-    _positive(args.time, "--time")
-    _positive(args.jobs, "--jobs")
-    _positive(args.depth, "--depth")
-    if args.max_bound < 0:
-        raise UsageError("--max-bound wants a number >= 0")
-    bugs = [get_bug(b).id for b in args.bug]
+    bugs = _unique([get_bug(b).id for b in args.bug])
     config = None
     config_text = None
-    if args.config:
-        if args.preset:
+    if args.config is not None:
+        if args.preset is not None:
             raise UsageError("--config and --preset are exclusive; use one")
-        try:
-            config_text = Path(args.config).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read --config {args.config}: {exc.strerror}") from None
+        config_text = cliargs.read_text(args.config, "--config")
         try:
             config = Config.from_fragment(config_text)
         except ConfigError as exc:
@@ -130,7 +146,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.all:
         names = [s.name for s in all_scenarios()]
     else:
-        names = [get_scenario(n).name for n in args.scenarios]
+        names = _unique([get_scenario(n).name for n in args.scenarios])
     if not names and not bugs:
         raise UsageError("name a scenario, --all or --bug ID (see 'pervma check --list')")
     if names:
@@ -145,53 +161,151 @@ def cmd_check(args: argparse.Namespace) -> int:
             e = get_bug(b)
             for p in ([e.preset] if args.preset is None else presets):
                 pairs.append((e.scenario, p))
+    pairs = _unique(pairs)
+    if not pairs:
+        raise UsageError(f"no scenario of --all is meant for preset(s) {', '.join(presets)}; "
+                         "name the scenarios to run them anyway")
     common: dict[str, Any] = dict(
         strategy=args.strategy, max_executions=args.max_executions, time_limit=args.time,
         seed=args.seed, trace_out=args.trace_out, minimise=not args.no_minimise,
-        pct_depth=args.depth, max_bound=args.max_bound, config=config, config_text=config_text)
+        pct_depth=args.depth, max_bound=args.max_bound, config=config, config_text=config_text,
+        force=args.force)
     kws: list[dict[str, Any]] = []
     for n, p in pairs:
         own_bugs = bugs if names else [b for b in bugs if get_bug(b).scenario == n]
         kws.append(dict(common, scenario=n, preset=p, bugs=own_bugs))
-    results = _execute(kws, args)
-    code = 0
-    if any(r.violation for r in results):
-        code = 1
-    elif not all(r.complete for r in results):
-        code = 3
+    if args.trace_out is not None:
+        from pervma.check.api import trace_stems
+        from pervma.check.output import check_files
+
+        stems = trace_stems(kws)
+        check_files(args.trace_out, stems, args.force)  # before any run starts
+        for kw, stem in zip(kws, stems, strict=True):
+            kw["trace_stem"] = stem
+    from pervma.check.api import Interrupted
+
+    printer = _Printer(args.json)
+    try:
+        results = _execute(kws, args, printer.finished)
+    except Interrupted as intr:
+        printer.rest(intr.results)
+        if args.json:
+            print(json.dumps({"results": [r.to_json() for r in intr.results],
+                              "interrupted": True, "exit_code": 130}, indent=1))
+        sys.stderr.write(f"pervma: interrupted; {len(intr.results)} of {intr.total} runs "
+                         "finished" + (" (shown above)\n" if intr.results else "\n"))
+        return 130
+    code = exit_code(results)
+    printer.rest(results)
     if args.json:
         print(json.dumps({"results": [r.to_json() for r in results], "exit_code": code},
                          indent=1))
-        return code
-    for r in results:
-        print(r.summary())
-        if r.violation:
-            print(r.counterexample)
-        for note in r.notes:
-            print(f"  note: {note}")
-        for path in r.trace_paths:
-            print(f"  wrote {path}")
+    else:
+        _totals(results)
+    failed = [r for r in results if r.error is not None]
+    for r in failed:
+        if r.error_traceback:
+            from pervma.cli import save_traceback
+
+            path = save_traceback(r.error_traceback)
+            sys.stderr.write(f"pervma: {r.scenario} [{r.preset}] failed: {r.error}; "
+                             f"traceback saved to {path}\n")
+    out_err = [r.output_error for r in results if r.output_error]
+    for e in out_err:
+        sys.stderr.write(f"pervma: {e}\n")
+    return 2 if out_err else code
+
+
+def exit_code(results: list[Any]) -> int:
+    """1 if any run found a violation; else 70 if any run failed; else 3 if any
+    is incomplete; else 0."""
+    if any(r.violation for r in results):
+        return 1
+    if any(r.error is not None for r in results):
+        return 70
+    return 0 if all(r.complete for r in results) else 3
+
+
+class _Printer:
+    """Prints each run's result as soon as it and every run before it finished
+    (text mode), so an interrupted ``check --all`` has shown what finished."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.done: dict[int, Any] = {}
+        self.shown = 0
+
+    def finished(self, i: int, r: Any) -> None:
+        self.done[i] = r
+        while not self.quiet and self.shown in self.done:
+            _print_result(self.done[self.shown])
+            self.shown += 1
+        sys.stdout.flush()
+
+    def rest(self, results: list[Any]) -> None:
+        """Print the finished results not shown yet (in order)."""
+        if self.quiet:
+            return
+        shown = {id(r) for i, r in self.done.items() if i < self.shown}
+        for r in results:
+            if id(r) not in shown:
+                _print_result(r)
+        sys.stdout.flush()
+
+
+def _print_result(r: Any) -> None:
+    print(r.summary())
+    if r.violation:
+        print(r.counterexample)
+    for note in r.notes:
+        print(f"  note: {note}")
+    for path in r.trace_paths:
+        print(f"  wrote {path}")
+
+
+def _totals(results: list[Any]) -> None:
     if len(results) > 1:
         bad = sum(1 for r in results if r.violation)
         inc = sum(1 for r in results if not r.violation and not r.complete)
         total = sum(r.elapsed for r in results)
-        print(f"{len(results)} runs: {len(results) - bad - inc} complete and clean, {bad} with a "
-              f"violation, {inc} incomplete; {sum(r.executions for r in results)} executions "
-              f"in {total:.1f}s")
-    return code
+        failed = sum(1 for r in results if not r.violation and r.error is not None)
+        inc -= failed
+        print(f"{len(results)} runs: {len(results) - bad - inc - failed} complete and clean, "
+              f"{bad} with a violation, {inc} incomplete, {failed} failed; "
+              f"{sum(r.executions for r in results)} executions in {total:.1f}s")
 
 
-def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
+def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
+             on_result: Any = None) -> list[Any]:
     from pervma.check import api
 
     jobs = args.jobs
-    if len(kws) == 1 and jobs > 1 and args.strategy in ("random", "pct"):
-        return [api.merge_samples(api.run_many(api.split_sampling(kws[0], jobs), jobs))]
-    if len(kws) == 1 and jobs > 1 and args.strategy == "dpor":
-        return [api.merge_dpor(api.run_many(api.split_dpor(kws[0]), jobs))]
+    if len(kws) == 1 and jobs > 1 and args.strategy in ("random", "pct", "dpor"):
+        kw = kws[0]
+        sub = dict(kw, trace_out=None)  # the parent writes the merged result's files
+        if args.strategy == "dpor":
+            try:
+                parts = api.split_dpor(sub)
+            except BaseException as exc:  # noqa: B036 - a setup failure: run it whole
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                parts = []
+            if len(parts) < 2:
+                return [api.run_guarded(kw)]
+            try:
+                res = api.merge_dpor(api.run_many(parts, jobs))
+            except api.Interrupted:  # parts of one run are not results: none finished
+                raise api.Interrupted([], 1) from None
+        else:
+            try:
+                res = api.merge_samples(api.run_many(api.split_sampling(sub, jobs), jobs))
+            except api.Interrupted:
+                raise api.Interrupted([], 1) from None
+        api.write_traces(kw, res)
+        return [res]
     show = sys.stderr.isatty() and not args.json
     if not show:
-        return api.run_many(kws, jobs)
+        return api.run_many(kws, jobs, on_result=on_result)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -204,21 +318,15 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
                 prog.update(task, completed=stats.executions + stats.pruned,
                             info=f"{stats.executions} executions, {stats.pruned} pruned")
 
-            return [api.run_check(**kws[0], progress=progress)]
+            return [api.run_guarded(kws[0], progress=progress)]
         task = prog.add_task("check", total=len(kws), info="")
-        results = []
-        if jobs > 1:
-            from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for r in pool.map(api._run_kw, kws):
-                    results.append(r)
-                    prog.update(task, advance=1, info=f"{r.scenario} [{r.preset}]")
-        else:
-            for kw in kws:
-                results.append(api.run_check(**kw))
-                prog.update(task, advance=1, info=f"{kw['scenario']} [{kw['preset']}]")
-        return results
+        def finished(i: int, r: Any) -> None:
+            prog.update(task, advance=1, info=f"{r.scenario} [{r.preset}]")
+            if on_result:
+                on_result(i, r)
+
+        return api.run_many(kws, jobs, on_result=finished)
 
 
 def _err_console() -> Any:
@@ -228,9 +336,15 @@ def _err_console() -> Any:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pervma.check.api import replay_file
+    from pervma.check.api import replay_file, replay_stem
+    from pervma.check.output import file_names
 
-    res = replay_file(args.file, trace_out=args.trace_out)
+    if args.trace_out is not None:  # validated before the replay runs
+        from pervma import outfiles
+
+        outfiles.check_file(file_names(args.trace_out, replay_stem(args.file))[1], args.force,
+                            "--trace-out file", create_parent=True)
+    res = replay_file(args.file, trace_out=args.trace_out, force=args.force)
     code = 1 if res.reproduced else 0
     if args.json:
         print(json.dumps({"reproduced": res.reproduced,

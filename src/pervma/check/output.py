@@ -1,7 +1,8 @@
 """Counterexample output: the column-per-thread table, the replay file and
 the Chrome/Perfetto trace.
 
-Replay file (``<scenario>.replay.json``)::
+Replay file (``<scenario>.replay.json``; ``<scenario>.<preset>.replay.json`` when
+one ``check`` runs several presets)::
 
     {"format": "pervma-replay/1", "scenario": "...", "preset": "universal",
      "bugs": ["B04"], "config": null | ".config fragment text",
@@ -119,12 +120,41 @@ def chrome_trace(res: Replayed, scenario: str, tick_us: int = 10) -> dict[str, A
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
-def write_files(directory: str | Path, scenario: str, doc: dict[str, Any],
-                trace: dict[str, Any]) -> list[str]:
+def file_names(directory: str | Path, stem: str) -> tuple[Path, Path]:
+    """The replay and trace files a counterexample named ``stem`` goes to."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    rp = d / f"{scenario}.replay.json"
-    tp = d / f"{scenario}.trace.json"
-    rp.write_text(json.dumps(doc, indent=1) + "\n")
-    tp.write_text(json.dumps(trace) + "\n")
+    return d / f"{stem}.replay.json", d / f"{stem}.trace.json"
+
+
+def check_files(directory: str | Path, stems: list[str], force: bool) -> None:
+    """Validate, before any run, every file ``--trace-out`` may write."""
+    from pervma import outfiles
+
+    for stem in stems:
+        for f in file_names(directory, stem):
+            outfiles.check_file(f, force, "--trace-out file", create_parent=True)
+
+
+def write_files(directory: str | Path, stem: str, doc: dict[str, Any],
+                trace: dict[str, Any], force: bool = False) -> list[str]:
+    """Write ``<stem>.replay.json`` and ``<stem>.trace.json`` into ``directory``
+    (created if missing), each complete or not at all; an existing file is
+    refused unless ``force`` (:mod:`pervma.outfiles`)."""
+    from pervma import outfiles
+
+    rp, tp = file_names(directory, stem)
+    for f in (rp, tp):
+        outfiles.check_file(f, force, "--trace-out file", create_parent=True)
+    outfiles.write_file(rp, json.dumps(doc, indent=1) + "\n", force, "--trace-out file")
+    outfiles.write_file(tp, json.dumps(trace) + "\n", force, "--trace-out file")
     return [str(rp), str(tp)]
+
+
+def write_trace_file(directory: str | Path, stem: str, trace: dict[str, Any],
+                     force: bool = False) -> Path:
+    """Write only ``<stem>.trace.json`` (``pervma replay --trace-out``)."""
+    from pervma import outfiles
+
+    tp = file_names(directory, stem)[1]
+    outfiles.check_file(tp, force, "--trace-out file", create_parent=True)
+    return outfiles.write_file(tp, json.dumps(trace) + "\n", force, "--trace-out file")

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-from pervma.errors import UsageError
+from pervma import cliargs
 
 EPILOG = """\
 examples:
   pervma report                       # everything, into pervma-report/ (a few minutes)
   pervma report --quick --jobs 2      # fewer presets and smaller budgets (about a minute)
-  pervma report --out /tmp/r --force  # write into a folder that holds other files
+  pervma report --out /tmp/r          # into another folder (missing or empty)
 
 Writes DIR/index.html (self-contained: inline SVG, no scripts, no network),
-DIR/*.csv and DIR/traces/*.json (replay with 'pervma replay FILE').
-A folder holding an earlier pervma report is replaced; another non-empty folder
-needs --force.
+DIR/*.csv, DIR/traces/*.json (replay with 'pervma replay FILE') and
+DIR/.pervma-manifest (the files pervma wrote).  The report is built next to DIR
+and put in place only when complete; an earlier report's files (those its
+manifest lists) are replaced and any other file in DIR is kept.  A non-empty
+folder without a manifest is refused: choose a new folder.
 
 exit status: 0 every section produced, 1 a section's engine failed (its error
 is shown in the report) or the unmodified model violated an invariant,
-2 usage error (e.g. an unwritable --out)."""
+2 usage or input/output error (e.g. an unwritable --out), 70 internal error,
+130 interrupted (the previous report is left as it was)."""
 
 
 def register(sub: Any) -> None:
@@ -33,15 +35,16 @@ def register(sub: Any) -> None:
         "universal, threads vs processes, with real measurements overlaid) on defaults, "
         "and write one HTML report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="pervma-report", metavar="DIR",
+    p.add_argument("--out", default="pervma-report", metavar="DIR", type=cliargs.nonempty,
                    help="output folder (default pervma-report/)")
     p.add_argument("--quick", action="store_true",
                    help="fewer presets, workloads and task counts, smaller budgets")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="worker processes for the checker and the simulator (default 1)")
+    p.add_argument("--jobs", type=cliargs.jobs, default=1, metavar="N",
+                   help="worker processes for the checker and the simulator, at most the "
+                   "number of CPUs (default 1)")
     p.add_argument("--force", action="store_true",
-                   help="write into a non-empty folder that holds no earlier report")
-    p.add_argument("--btf", metavar="PATH", help=argparse.SUPPRESS)
+                   help="kept for old scripts; a folder is never forced (see above)")
+    p.add_argument("--btf", metavar="PATH", type=cliargs.nonempty, help=argparse.SUPPRESS)
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     p.set_defaults(func=cmd_report)
 
@@ -53,11 +56,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pervma.report.runner import build_report
     from pervma.report.settings import settings_for
 
-    if args.jobs < 1:
-        raise UsageError(f"--jobs wants a number >= 1, got {args.jobs}")
-    if args.jobs > (os.cpu_count() or 1) * 4:
-        raise UsageError(f"--jobs {args.jobs} is more than 4 per CPU; use at most "
-                         f"{(os.cpu_count() or 1) * 4}")
+    if args.btf is not None:  # read whole by the layout calculator: bounded here
+        cliargs.check_input_file(args.btf, "--btf", 256 << 20)
     settings = settings_for(quick=args.quick, tiny=args.tiny)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description:<12}"), BarColumn(),

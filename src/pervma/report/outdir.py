@@ -1,55 +1,47 @@
-"""The output folder rules of ``pervma report``.
+"""The output folder of ``pervma report`` (rules in :mod:`pervma.outfiles`).
 
-* a missing folder is created;
-* a folder holding an earlier report (it has the :data:`MARKER` file) is
-  emptied and reused;
-* any other non-empty folder needs ``--force`` (then files are overwritten,
-  nothing else is removed);
-* a folder that cannot be created or written is a one-line usage error.
+* the report is built in a temporary sibling ``DIR.pervma-tmp-XXXX`` and put in
+  place only when complete: an interrupted or failed run leaves the previous
+  report as it was;
+* ``DIR`` may be missing (it is created), empty, or hold a ``.pervma-manifest``
+  of an earlier run; then only the files that manifest lists are replaced and
+  every other file in it is kept;
+* any other non-empty folder is refused, ``--force`` or not (``--force`` only
+  ever overwrites single files a user names), with a one-line error that
+  suggests a new folder.
 """
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from pervma import __version__
-from pervma.errors import UsageError
+from pervma import outfiles
+from pervma.errors import OutputError
 
-MARKER = ".pervma-report"
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or exc.__class__.__name__
+MANIFEST = outfiles.MANIFEST
 
 
-def prepare(out: str | Path, force: bool = False) -> Path:
-    """Make ``out`` ready for a new report; return it (see module docstring)."""
-    d = Path(out)
-    if d.exists() and not d.is_dir():
-        raise UsageError(f"cannot write the report to {d}: it exists and is not a folder")
-    if d.is_dir():
-        try:
-            entries = list(d.iterdir())
-        except OSError as exc:
-            raise UsageError(f"cannot write the report to {d}: {_why(exc)}") from None
-        if entries and (d / MARKER).is_file():
-            for e in entries:
-                try:
-                    if e.is_dir() and not e.is_symlink():
-                        shutil.rmtree(e)
-                    else:
-                        e.unlink()
-                except OSError as exc:
-                    raise UsageError(f"cannot replace the earlier report in {d}: "
-                                     f"{_why(exc)}") from None
-        elif entries and not force:
-            raise UsageError(f"{d} is not empty and holds no earlier pervma report; "
-                             "pass --force to write into it or choose another --out")
+def prepare(out: str | Path, force: bool = False) -> outfiles.Staging:
+    """Validate ``out`` and start its replacement (with ``traces/``)."""
+    st = outfiles.prepare_dir(out, "report", force)
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        (d / MARKER).write_text(f"pervma {__version__} report\n")
-        (d / "traces").mkdir(exist_ok=True)
+        (st.path / "traces").mkdir()
     except OSError as exc:
-        raise UsageError(f"cannot write the report to {d}: {_why(exc)}") from None
-    return d
+        st.abort()
+        raise OutputError(f"cannot write the report to {out}: {exc.strerror}") from None
+    return st
+
+
+@contextmanager
+def staged(out: str | Path, force: bool = False) -> Iterator[outfiles.Staging]:
+    """Build the report in ``st.path``; it replaces ``out`` when the body
+    completes and is dropped when the body raises or is interrupted."""
+    st = prepare(out, force)
+    try:
+        yield st
+    except BaseException:
+        st.abort()
+        raise
+    st.commit()

@@ -85,8 +85,17 @@ def run_jobs(jobs: list[Job], n: int, progress: Progress | None = None) -> dict[
 
 def build_report(out: str | Path, settings: Settings, jobs: int = 1, force: bool = False,
                  progress: Progress | None = None, btf_path: str | None = None) -> ReportResult:
-    """Write a full report into ``out`` (see :mod:`pervma.report`)."""
-    d = outdir.prepare(out, force)
+    """Write a full report into ``out`` (see :mod:`pervma.report`): it is built
+    in a temporary sibling and replaces ``out`` only when complete
+    (:mod:`pervma.report.outdir`)."""
+    with outdir.staged(out, force) as st:
+        res = _build_report(st.path, settings, jobs, progress, btf_path, shown=st.dest)
+    res.out = st.dest
+    return res
+
+
+def _build_report(d: Path, settings: Settings, jobs: int, progress: Progress | None,
+                  btf_path: str | None, shown: Path) -> ReportResult:
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     t0 = time.perf_counter()
     times: dict[str, float] = {}
@@ -120,7 +129,7 @@ def build_report(out: str | Path, settings: Settings, jobs: int = 1, force: bool
     perf_sec = performance.build(pplan, results, settings)
     perf_sec.seconds = times["performance"]
     elapsed = time.perf_counter() - t0
-    env_sec = environment.build(settings, d, started, elapsed, times, timings)
+    env_sec = environment.build(settings, shown, started, elapsed, times, timings)
     sections = [cost_sec, corr_sec, perf_sec, env_sec]
     files = write(d, sections, started, settings)
     return ReportResult(d, sections, time.perf_counter() - t0, files)

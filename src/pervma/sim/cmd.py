@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pervma import cliargs, outfiles
 from pervma.config import PRESET_NAMES
 from pervma.errors import UsageError
+
+# Range limits.  20 simulated ms of 16 tasks of 'shared' take about 7 CPU seconds
+# (measured on this project's 2-core machine), so 1 s (50x the default) already
+# takes minutes per point; beyond it a run is hours.
+MAX_DURATION_MS = 1000.0
+MAX_SEED = 2**63 - 1
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 EPILOG = """\
 examples:
@@ -19,7 +27,11 @@ examples:
   pervma simulate --list
 
 The CSV is pfbench's long form (workload,preset,machine,kind,tasks,faults_per_s,...);
-faults_per_s is pairs/s for mmap1 and mmap2.  Results are simulated, not measured."""
+faults_per_s is pairs/s for mmap1 and mmap2.  Results are simulated, not measured.
+Every output file is checked before the simulation starts, written complete or not
+at all, and never overwritten without --force (which applies to the files named).
+
+exit status: 0 done, 2 usage or input/output error, 70 internal error, 130 interrupted."""
 
 
 def register(sub: Any) -> None:
@@ -28,48 +40,63 @@ def register(sub: Any) -> None:
         description="Run the model under the timed driver on a simulated machine and report "
         "throughput, latency and where the time went, in threads and processes mode.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("workload", nargs="?", metavar="WORKLOAD", help="workload name (see --list)")
+    p.add_argument("workload", nargs="?", metavar="WORKLOAD", type=cliargs.nonempty,
+                   help="workload name (see --list)")
     p.add_argument("--list", action="store_true", help="list workloads and machines and exit")
-    p.add_argument("--tasks", default="1,2,4,8,16", metavar="N[,N...]",
+    p.add_argument("--tasks", default="1,2,4,8,16", metavar="N[,N...]", type=cliargs.nonempty,
                    help="task counts (default 1,2,4,8,16)")
-    p.add_argument("--mode", default="both", metavar="MODE",
+    p.add_argument("--mode", default="both", metavar="MODE", type=cliargs.nonempty,
                    help="threads, processes or both (default both)")
-    p.add_argument("--preset", default="universal", metavar="P[,P...]",
+    p.add_argument("--preset", default="universal", metavar="P[,P...]", type=cliargs.nonempty,
                    help=f"presets ({', '.join(PRESET_NAMES)}); default universal")
-    p.add_argument("--machine", default="xeon16", metavar="NAME", help="machine profile")
-    p.add_argument("--duration-ms", type=float, default=20.0, metavar="N",
+    p.add_argument("--machine", default="xeon16", metavar="NAME", type=cliargs.nonempty,
+                   help="machine profile")
+    p.add_argument("--duration-ms", default=20.0, metavar="N",
+                   type=cliargs.finite_float(0, MAX_DURATION_MS, lo_open=True),
                    help="simulated measurement window per point (default 20)")
-    p.add_argument("--warmup-ms", type=float, default=None, metavar="N",
+    p.add_argument("--warmup-ms", default=None, metavar="N",
+                   type=cliargs.finite_float(0, MAX_DURATION_MS),
                    help="simulated warm-up before the window (default a quarter of it)")
-    p.add_argument("--seed", type=int, default=0, metavar="N")
-    p.add_argument("--csv", metavar="FILE", help="write the points as CSV")
-    p.add_argument("--plot", metavar="FILE", help="write a plot (PNG, SVG or PDF)")
-    p.add_argument("--trace", metavar="FILE",
+    p.add_argument("--seed", type=cliargs.bounded_int(0, MAX_SEED), default=0, metavar="N")
+    p.add_argument("--csv", metavar="FILE", type=cliargs.nonempty,
+                   help="write the points as CSV")
+    p.add_argument("--plot", metavar="FILE", type=cliargs.nonempty,
+                   help="write a plot; the name ends in .png, .svg or .pdf")
+    p.add_argument("--trace", metavar="FILE", type=cliargs.nonempty,
                    help="write a Perfetto trace (JSON) of the first 200 us of the window "
                    "of the last point")
-    p.add_argument("--force", action="store_true", help="overwrite existing --csv/--plot files")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite the --csv/--plot/--trace files named if they exist")
+    p.add_argument("--jobs", type=cliargs.jobs, default=1, metavar="N",
+                   help="worker processes, at most the number of CPUs (default 1)")
     p.set_defaults(func=cmd_simulate)
 
 
 def _parse_tasks(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--tasks wants numbers separated by commas, got {text!r}") from None
-    if not out or any(n < 1 for n in out):
+    items = [x.strip() for x in text.split(",")]
+    if any(not (x.isascii() and x.isdigit() and len(x) <= 9) for x in items):
+        if all(x.isascii() and x.lstrip("+-").isdigit() for x in items if x):
+            raise UsageError(f"--tasks wants positive numbers, got {text!r}")
+        raise UsageError(f"--tasks wants numbers separated by commas, got {text!r}")
+    out = list(dict.fromkeys(int(x) for x in items))
+    if any(n < 1 for n in out):
         raise UsageError(f"--tasks wants positive numbers, got {text!r}")
     return out
 
 
-def _check_output(path: str | None, force: bool, flag: str) -> None:
-    if path is None:
-        return
-    p = Path(path)
-    if p.exists() and not force:
-        raise UsageError(f"{flag} {path} exists; pass --force to overwrite it")
-    if not p.parent.exists():
-        raise UsageError(f"{flag} {path}: directory {p.parent} does not exist")
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output path, checked before the simulation runs: the path checked
+    is the path written (no suffix is added), two flags never name one file."""
+    seen: dict[Path, str] = {}
+    for flag, path, suffixes in (("--csv", args.csv, ()), ("--plot", args.plot, PLOT_SUFFIXES),
+                                 ("--trace", args.trace, ())):
+        if path is None:
+            continue
+        p = outfiles.check_file(path, args.force, flag, suffixes)
+        key = p.resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {flag} name the same file {path}")
+        seen[key] = flag
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -93,25 +120,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError("name a workload (pervma simulate --list shows them)")
     w = get_workload(args.workload)
     tasks = _parse_tasks(args.tasks)
-    presets = [p.strip() for p in args.preset.split(",") if p.strip()]
+    presets = list(dict.fromkeys(cliargs.name_list(args.preset, "--preset")))
     for pre in presets:
         if pre not in PRESET_NAMES:
             raise UsageError(f"unknown preset {pre!r}; choose one of {', '.join(PRESET_NAMES)}")
     if args.mode not in ("threads", "processes", "both"):
         raise UsageError(f"unknown mode {args.mode!r}; choose threads, processes or both")
     mach = load_machine(args.machine)
-    if args.duration_ms <= 0:
-        raise UsageError("--duration-ms must be positive")
-    if args.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
     for pre in presets:
         if pre.startswith("universal-up") and max(tasks) > 64:
             raise UsageError("a one-CPU preset with more than 64 tasks is not useful")
     if max(tasks) > 4 * mach.cpus:
         raise UsageError(f"at most {4 * mach.cpus} tasks on {mach.name} ({mach.cpus} CPUs)")
-    _check_output(args.csv, args.force, "--csv")
-    _check_output(args.plot, args.force, "--plot")
-    _check_output(args.trace, args.force, "--trace")
+    _check_outputs(args)
     kinds = 2 if args.mode == "both" and len(w.modes) > 1 else 1
     total = len(presets) * len(tasks) * kinds
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -131,15 +152,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     if args.csv:
-        Path(args.csv).write_text(to_csv(points))
+        outfiles.write_file(args.csv, to_csv(points), args.force, "--csv")
         console.print(f"wrote {args.csv}")
     if args.plot:
         from pervma.sim.plot import save_plot
 
-        try:
-            save_plot(points, args.plot)
-        except ValueError as exc:  # unknown image format
-            raise UsageError(f"--plot {args.plot}: {exc}".splitlines()[0]) from None
+        with outfiles.atomic_file(args.plot, args.force, "--plot") as tmp:
+            save_plot(points, str(tmp))  # the temporary keeps the suffix: the format
         console.print(f"wrote {args.plot}")
     if args.trace:
         from pervma.sim.api import run_point
@@ -149,7 +168,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         tp = run_point(last.workload, last.preset, mach, last.kind, last.tasks,
                        min(args.duration_ms, 1.0), args.seed, start,
                        trace_window_ms=(start, start + 0.2))
-        Path(args.trace).write_text(tp.trace)
+        outfiles.write_file(args.trace, tp.trace, args.force, "--trace")
         console.print(f"wrote {args.trace} (open in https://ui.perfetto.dev)")
     if os.environ.get("PERVMA_SIM_DEBUG"):
         console.print(to_csv(points))
