@@ -24,7 +24,7 @@ def _preset(name: str) -> str:
 
 @pytest.mark.parametrize("name", [s.name for s in all_scenarios()])
 def test_scenario_is_complete_and_clean(name: str) -> None:
-    res = run_check(name, _preset(name), max_executions=20000, time_limit=60)
+    res = run_check(name, _preset(name), max_executions=20000)
     assert res.violation is None, res.counterexample
     assert res.complete, res.incomplete
     assert res.exit_code == 0
@@ -51,9 +51,9 @@ def test_catalogue_matches_the_model_switches() -> None:
 
 @pytest.mark.parametrize("bug", sorted(CATALOGUE))
 def test_bug_is_found_minimised_and_replayed(bug: str, tmp_path) -> None:
-    res = find_bug(bug, trace_out=tmp_path, max_executions=20000, time_limit=60)
+    res = find_bug(bug, trace_out=tmp_path, max_executions=20000)
     assert res.violation is not None, f"{bug} not found"
-    assert res.time_to_find is not None and res.time_to_find < 10
+    assert res.executions + res.pruned <= 1000  # found long before the budget
     assert res.preemptions >= 1  # a real race, not a sequential failure
     assert res.preemptions <= res.found_preemptions
     assert res.exit_code == 1

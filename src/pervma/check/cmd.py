@@ -185,10 +185,8 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
     from pervma.check import api
 
     jobs = args.jobs
-    if len(kws) == 1 and jobs > 1 and args.strategy in ("random", "pct"):
-        return [api.merge_samples(api.run_many(api.split_sampling(kws[0], jobs), jobs))]
-    if len(kws) == 1 and jobs > 1 and args.strategy == "dpor":
-        return [api.merge_dpor(api.run_many(api.split_dpor(kws[0]), jobs))]
+    if len(kws) == 1 and jobs > 1 and args.strategy != "bounded":
+        return [api.run_check(**kws[0], jobs=jobs)]
     show = sys.stderr.isatty() and not args.json
     if not show:
         return api.run_many(kws, jobs)

@@ -1,5 +1,8 @@
 """Counterexample minimisation: fewest preemptions, then fewest steps.
 
+The minimiser is bounded by a number of executions, never by wall time, so
+the counterexample it returns is the same on every machine and under any load.
+
 1. Iterative deepening over the preemption bound ``b = 0, 1, ...`` below the
    found schedule's count: the first bound at which a search meets a
    violation of the same kind wins (a preemption-bounded DPOR first, which is
@@ -7,19 +10,38 @@
    the first few such executions the shortest is kept.
 2. Greedy trimming: drop one run of consecutive same-thread steps at a time
    and keep the cut when the schedule still fails the same way with no more
-   preemptions and fewer steps.
+   preemptions and fewer steps; a pass over every run that shrinks nothing
+   ends the phase.
 3. Re-verification: the result is replayed strictly from a fresh instance;
    only a schedule that reproduces is returned.
+
+Phases 1 and 2 share one budget of ``max_executions`` (every explored,
+pruned or replayed execution counts); when it runs out the best schedule so
+far is re-verified and returned, and :class:`Minimised` says so.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 from pervma.check import dpor
 from pervma.check.engine import Execution, replay
 from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.check.strategies import _dfs_bounded
+
+#: Executions one minimisation may spend.  The catalogue's counterexamples
+#: need at most a few hundred (``bench/check_bench.py`` prints the figure).
+MINIMISE_EXECUTIONS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Minimised:
+    """What :func:`minimise` returns: the counterexample, the executions it
+    spent and whether it stopped because the budget ran out."""
+
+    found: Found
+    executions: int
+    cut: bool
 
 
 def _blocks(schedule: list[int]) -> list[tuple[int, int]]:
@@ -32,12 +54,12 @@ def _blocks(schedule: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def minimise(runner: Runner, found: Found, time_limit: float = 2.5,
-             max_executions: int = 20000) -> tuple[Found, int]:
-    """Return the minimised counterexample and the executions spent."""
-    deadline = time.perf_counter() + time_limit
+def minimise(runner: Runner, found: Found,
+             max_executions: int = MINIMISE_EXECUTIONS) -> Minimised:
+    """Return the minimised counterexample (see the module docstring)."""
     kind = found.kind
     spent = 0
+    cut = False
     best = found
 
     def want(run: Execution) -> bool:
@@ -48,31 +70,36 @@ def minimise(runner: Runner, found: Found, time_limit: float = 2.5,
         # First a preemption-bounded DPOR (cheap, not exhaustive), then a
         # bounded DFS over every schedule (exhaustive for the bound).
         for search in ("dpor", "dfs"):
-            left = deadline - time.perf_counter()
-            if left <= 0 or collected:
+            left = max_executions - spent
+            if left <= 0:
+                cut = True
+                break
+            if collected:
                 break
             stats = Stats("minimise")
-            budget = Budget(max_executions=max_executions, time_limit=left / (2 if search == "dpor" else 1))
-            budget.start()
+            budget = Budget(max_executions=left)
             if search == "dpor":
                 dpor.explore(runner, budget, stats, max_preemptions=b, want=want,
                              collect=collected, collect_max=12)
             else:
                 _dfs_bounded(runner, b, budget, stats, want, collected, collect_max=12)
-            spent += stats.executions
+            spent += stats.executions + stats.pruned
         if collected:
             r = min(collected, key=lambda r: (r.preemptions, len(r.schedule)))
             assert r.violation is not None
             best = Found(r.violation.kind, r.violation.message, list(r.schedule), r.preemptions,
                          found.seed)
             break
+        if cut:
+            break
 
-    # Greedy trimming of whole same-thread runs.
+    # Greedy trimming of whole same-thread runs, until a pass shrinks nothing.
     improved = True
-    while improved and time.perf_counter() < deadline:
+    while improved and not cut:
         improved = False
         for a, z in reversed(_blocks(best.schedule)):
-            if time.perf_counter() >= deadline:
+            if spent >= max_executions:
+                cut = True
                 break
             cand = best.schedule[:a] + best.schedule[z:]
             res = replay(runner.instance(), runner.cfg, cand, strict=False,
@@ -90,6 +117,6 @@ def minimise(runner: Runner, found: Found, time_limit: float = 2.5,
                  max_steps=runner.max_steps)
     spent += 1
     if res.violation is None or res.violation.kind != kind:
-        return found, spent
-    return Found(res.violation.kind, res.violation.message, res.schedule, res.preemptions,
-                 found.seed), spent
+        return Minimised(found, spent, cut)
+    return Minimised(Found(res.violation.kind, res.violation.message, res.schedule,
+                           res.preemptions, found.seed), spent, cut)
