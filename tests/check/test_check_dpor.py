@@ -220,7 +220,9 @@ def _exploration(res) -> dict:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(("scenario", "kw"), [
     ("fault-vs-munmap", {}),                                   # complete, 3 root subtrees
     ("fault-vs-munmap", {"max_executions": 150}),              # cut inside the first subtree
-    ("two-faults-vs-writer", {"max_executions": 700}),         # cut in a later subtree
+    ("fault-vs-mremap", {"max_executions": 5}),                # cut in the second subtree
+    ("toy-readers", {"max_executions": 3}),                    # cut in the second of four
+    ("toy-readers", {"max_executions": 5}),                    # the budget ends with a subtree
     ("detach-vs-transient-reader", {"bugs": ["B18"]}),         # a violation, minimised
     ("fault-vs-munmap", {"strategy": "random", "max_executions": 60, "seed": 4}),
     ("fault-vs-munmap", {"strategy": "pct", "max_executions": 300, "seed": 3,
