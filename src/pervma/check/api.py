@@ -166,8 +166,9 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
             found = mini.found
             res.minimise_executions = mini.executions
             if mini.cut:
-                res.notes.append(f"minimisation stopped at its budget of {mini.executions} "
-                                 "executions (the counterexample may not be the shortest)")
+                res.notes.append(f"minimisation stopped at its budget of {mini.budget} "
+                                 "executions per phase (a schedule with fewer preemptions "
+                                 "may exist)")
         rep = replay(runner.instance(), cfg, found.schedule, strict=True, snapshots=True,
                      max_steps=runner.max_steps)
         if rep.violation is None:  # pragma: no cover - the engine is deterministic

@@ -29,7 +29,7 @@ from pervma.report.settings import Settings
 RUN_COLUMNS = ["scenario", "preset", "state", "complete", "executions", "pruned", "distinct",
                "violation_kind", "violation_message", "incomplete", "traces"]
 BUG_COLUMNS = ["bug", "preset", "scenario", "expected", "found", "ok", "executions", "pruned",
-               "complete", "preemptions", "steps", "minimise_executions", "violation_kind",
+               "complete", "preemptions", "steps", "minimise_executions", "minimise_cut", "violation_kind",
                "violation_message", "reason_not_found", "traces", "title"]
 MISUSE_COLUMNS = ["scenario", "preset", "expected", "got", "ok", "executions", "pruned",
                   "complete", "violation_message", "traces"]
@@ -214,7 +214,8 @@ def _bug_cell(bug: str, preset: str, p: Plan, out: dict[str, Any]) -> tuple[H.Ra
     why = p.cannot.get((bug, preset))
     if v:
         text = f"found: {v.get('kind', '')} ({r['preemptions']} preemption(s), " \
-               f"{len(r['schedule'])} steps)"
+               f"{len(r['schedule'])} steps" + ("; minimisation stopped at its budget)"
+                                                if _minimise_cut(r) else ")")
         ok = why is None
         if not ok:
             text += f"; the catalogue says it cannot occur here: {why}"
@@ -226,6 +227,10 @@ def _bug_cell(bug: str, preset: str, p: Plan, out: dict[str, Any]) -> tuple[H.Ra
         return (H.tag("span", f"not found, incomplete ({'; '.join(r.get('incomplete') or [])}); "
                       f"expected absent: {why}"), False, why)
     return H.tag("span", f"not found (complete, {r['executions']} executions): {why}"), True, why
+
+
+def _minimise_cut(r: dict[str, Any]) -> bool:
+    return any(n.startswith("minimisation stopped") for n in r.get("notes") or [])
 
 
 def _render_bugs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> None:
@@ -275,6 +280,7 @@ def _render_bugs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> N
                 "preemptions": r["preemptions"] if v else "",
                 "steps": len(r["schedule"]) if v else "",
                 "minimise_executions": r.get("minimise_executions", "") if v else "",
+                "minimise_cut": _minimise_cut(r) if v else "",
                 "violation_kind": v.get("kind", ""), "violation_message": v.get("message", ""),
                 "reason_not_found": why, "traces": " ".join(out["traces"]),
                 "title": p.titles.get(bug, "")})
