@@ -205,28 +205,45 @@ def _render_runs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> N
                           "interleaving was explored: clean so far, not proven clean")
 
 
+def _short(why: str) -> str:
+    """A reason without its parenthesised explanation (the legend has it)."""
+    return why.split(" (", 1)[0]
+
+
+def _mark(ok: bool) -> H.Raw:
+    return H.tag("span", "✔ " if ok else "✘ ", "ok" if ok else "bad")
+
+
+def _short_links(paths: list[str]) -> H.Raw:
+    return H.join(H.join([" ", H.link(x, x.rsplit(".", 2)[-2] if x.count(".") >= 2 else x)])
+                  for x in paths)
+
+
 def _bug_cell(bug: str, preset: str, p: Plan, out: dict[str, Any]) -> tuple[H.Raw, bool, str]:
     """The matrix cell, whether the claim holds, and the reason for the CSV."""
     if "error" in out:
-        return H.tag("span", f"error: {out['error']}"), False, ""
+        return H.join([_mark(False), f"error: {out['error']}"]), False, ""
     r = out["result"]
     v = r.get("violation") or {}
     why = p.cannot.get((bug, preset))
     if v:
-        text = f"found: {v.get('kind', '')} ({r['preemptions']} preemption(s), " \
-               f"{len(r['schedule'])} steps" + ("; minimisation stopped at its budget)"
-                                                if _minimise_cut(r) else ")")
         ok = why is None
+        detail = (f"{r['preemptions']} preemption(s), {len(r['schedule'])} steps"
+                  + ("; minimisation stopped at its budget" if _minimise_cut(r) else ""))
+        parts: list[object] = [_mark(ok), f"found: {v.get('kind', '')}", H.Raw("<br>"),
+                               detail, H.Raw("<br>"), "files:", _short_links(out["traces"])]
         if not ok:
-            text += f"; the catalogue says it cannot occur here: {why}"
-        return H.join([text, H.Raw("<br>"), _trace_links(out["traces"])]), ok, ""
+            parts += [H.Raw("<br>"), f"the catalogue says it cannot occur here: {why}"]
+        return H.join(parts), ok, ""
     if why is None:
         state = "complete" if r["complete"] else "; ".join(r.get("incomplete") or [])
-        return H.tag("span", f"NOT found ({state}): it must be found here"), False, ""
+        return H.join([_mark(False), f"NOT found ({state}, {r['executions']} executions): "
+                       "it must be found here"]), False, ""
     if not r["complete"]:
-        return (H.tag("span", f"not found, incomplete ({'; '.join(r.get('incomplete') or [])}); "
-                      f"expected absent: {why}"), False, why)
-    return H.tag("span", f"not found (complete, {r['executions']} executions): {why}"), True, why
+        return (H.join([_mark(False), f"not found but incomplete "
+                        f"({'; '.join(r.get('incomplete') or [])}): {_short(why)}"]), False, why)
+    return (H.join([_mark(True), f"not found: {_short(why)}", H.Raw("<br>"),
+                    f"(complete, {r['executions']} executions)"]), True, why)
 
 
 def _minimise_cut(r: dict[str, Any]) -> bool:
@@ -260,7 +277,7 @@ def _render_bugs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> N
                 continue
             _tag, out = cells[pre]
             cell, ok, why = _bug_cell(bug, pre, p, out)
-            row.append(H.tag("div", cell, "good" if ok else "bad"))
+            row.append(cell)
             if "error" in out:
                 sec.fail(f"bug {bug} [{pre}]", out["error"])
                 continue
@@ -290,6 +307,11 @@ def _render_bugs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> N
                                      f"</summary>{H.pre(r['counterexample']).html}</details>"))
         rows.append(row)
     sec.add(H.table(["bug", "what", *presets], rows, numeric=False))
+    reasons = sorted({w for w in p.cannot.values() if w})
+    if reasons:
+        sec.add(H.tag("p", H.join(["Why a bug cannot occur under a preset: "]
+                                  + [H.join([H.Raw("<br>"), "• ", w]) for w in reasons]),
+                      "muted"))
     for d in details:
         sec.add(d)
     sec.csv["bugs.csv"] = _csv(BUG_COLUMNS, csv_rows)
