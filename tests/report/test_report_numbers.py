@@ -296,3 +296,59 @@ def _esc(text: str) -> str:
     import html
 
     return html.escape(text, quote=True)
+
+
+def _result(scenario: str, preset: str, *, found: str | None = None,
+            complete: bool = True) -> dict[str, Any]:
+    return {"result": {"scenario": scenario, "preset": preset, "executions": 7, "pruned": 0,
+                       "distinct": 7, "complete": complete and found is None,
+                       "incomplete": [] if complete else ["stopped at --max-executions 7"],
+                       "violation": {"kind": found, "message": "m"} if found else None,
+                       "counterexample": "c", "preemptions": 1, "schedule": [0, 1],
+                       "notes": []},
+            "traces": []}
+
+
+def _claims(cannot: dict[tuple[str, str], str | None],
+            results: dict[str, dict[str, Any]],
+            expect: dict[tuple[str, str], tuple[str | None, str]] | None = None) -> Any:
+    from pervma.report import correctness
+    from pervma.report.settings import TINY
+
+    p = correctness.Plan(bugs=[(f"{b}.{pre}", {"bug": b, "preset": pre}) for b, pre in cannot],
+                         cannot=cannot, bug_presets=tuple(dict.fromkeys(p for _, p in cannot)),
+                         expect=expect or {},
+                         misuse=[(f"{s}.{pre}", {"scenario": s, "preset": pre})
+                                 for s, pre in (expect or {})])
+    return correctness.build(p, results, TINY)
+
+
+def test_bug_panel_is_ok_only_when_the_catalogue_claim_holds() -> None:
+    why = "needs per-VMA locks (PER_VMA_LOCK=n: every fault and lookup takes mmap_lock)"
+    cannot = {("B04", "universal"): None, ("B04", "legacy"): why}
+    good = {"B04.universal": _result("fork-vs-fault", "universal", found="fork snapshot broken"),
+            "B04.legacy": _result("fork-vs-fault", "legacy")}
+    assert _claims(cannot, good).ok
+    missed = dict(good, **{"B04.universal": _result("fork-vs-fault", "universal")})
+    sec = _claims(cannot, missed)
+    assert not sec.ok and "B04 [universal]" in sec.errors[-1]
+    unexpected = dict(good, **{"B04.legacy": _result("fork-vs-fault", "legacy", found="x")})
+    assert not _claims(cannot, unexpected).ok
+    cut = dict(good, **{"B04.legacy": _result("fork-vs-fault", "legacy", complete=False)})
+    assert not _claims(cannot, cut).ok
+    assert "not found: needs per-VMA locks" in "".join(x.html for x in _claims(cannot, good).parts)
+
+
+def test_misuse_panel_is_ok_only_when_the_expected_report_is_produced() -> None:
+    expect = {("wait-misuse", "universal"): ("deadlock", ""),
+              ("wait-misuse", "universal-up-nopreempt"): (None, "needs preemption")}
+    good = {"wait-misuse.universal": _result("wait-misuse", "universal", found="deadlock"),
+            "wait-misuse.universal-up-nopreempt": _result("wait-misuse",
+                                                          "universal-up-nopreempt")}
+    assert _claims({}, good, expect).ok
+    other = dict(good, **{"wait-misuse.universal": _result("wait-misuse", "universal",
+                                                           found="KASAN: use-after-free")})
+    assert not _claims({}, other, expect).ok
+    cut = dict(good, **{"wait-misuse.universal-up-nopreempt": _result(
+        "wait-misuse", "universal-up-nopreempt", complete=False)})
+    assert not _claims({}, cut, expect).ok
