@@ -47,7 +47,8 @@ def register(sub: Any) -> None:
                    help="turn on bug switches; alone, runs each bug's own scenario")
     p.add_argument("--strategy", default="dpor", choices=("dpor", "bounded", "random", "pct"))
     p.add_argument("--max-executions", type=int, metavar="N")
-    p.add_argument("--time", type=float, metavar="S", help="opt-in wall-clock cap per run, seconds (off by default: a run it cuts is incomplete and depends on the machine)")
+    p.add_argument("--time", type=float, metavar="S", help="opt-in wall-clock cap per run, "
+                   "seconds (off by default: a run it cuts is incomplete and machine-dependent)")
     p.add_argument("--seed", type=int, default=0, metavar="N")
     p.add_argument("--depth", type=int, default=3, metavar="D", help="PCT depth d (default 3)")
     p.add_argument("--max-bound", type=int, default=3, metavar="B",
