@@ -594,7 +594,8 @@ def _wait_misuse(w: World) -> None:
 
 
 @_scenario("lock-vma-under-rcu-wait-mmap-lock-misuse", "the wait-for-writers lookup called "
-           "while holding mmap_read_lock, with a writer queued behind it: reported as a deadlock",
+           "while holding mmap_read_lock, with a writer queued behind it: lockdep reports recursive "
+           "locking (a deadlock with lockdep off)",
            tags=("expect-violation",), presets=("universal", "universal-up",
                                                 "universal-up-nopreempt"),
            expect=tuple(Expect(p, "lockdep: recursive locking") for p in (
