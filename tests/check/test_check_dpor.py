@@ -192,3 +192,81 @@ def test_root_split_covers_exactly_the_sequential_traces(name: str) -> None:
     union = set().union(*(p.traces for p in parts))
     assert union == seq.traces
     assert sum(p.executions for p in parts) == seq.executions
+
+
+def test_explore_roots_is_the_sequential_search_with_a_full_root_backtrack_set() -> None:
+    """The search check runs: every maximal execution of explore(), at most a
+    few more pruned ones."""
+    from pervma.check.scenario import get_scenario
+
+    for name in ("toy-readers", "toy-locked", "fault-vs-munmap"):
+        sc = get_scenario(name)
+        seq = dpor.explore(Runner(sc, UNIVERSAL), Budget())
+        roots = dpor.explore_roots(Runner(sc, UNIVERSAL), Budget())
+        assert roots.complete and seq.complete
+        assert roots.traces == seq.traces
+        assert roots.executions == seq.executions
+        assert seq.pruned <= roots.pruned <= seq.pruned + len(dpor.root_split(Runner(sc, UNIVERSAL)))
+
+
+def _exploration(res) -> dict:  # type: ignore[no-untyped-def]
+    d = res.to_json()
+    for timing in ("elapsed", "time_to_find"):
+        d.pop(timing)
+    d["notes"] = [n for n in d["notes"] if "worker processes" not in n]
+    return d
+
+
+@pytest.mark.parametrize(("scenario", "kw"), [
+    ("fault-vs-munmap", {}),                                   # complete, 3 root subtrees
+    ("fault-vs-munmap", {"max_executions": 150}),              # cut inside the first subtree
+    ("fault-vs-mremap", {"max_executions": 5}),                # cut in the second subtree
+    ("toy-readers", {"max_executions": 3}),                    # cut in the second of four
+    ("toy-readers", {"max_executions": 5}),                    # the budget ends with a subtree
+    ("detach-vs-transient-reader", {"bugs": ["B18"]}),         # a violation, minimised
+    ("fault-vs-munmap", {"strategy": "random", "max_executions": 60, "seed": 4}),
+    ("fault-vs-munmap", {"strategy": "pct", "max_executions": 300, "seed": 3,
+                         "bugs": ["B13"]}),
+])
+def test_jobs_do_not_change_what_is_explored(scenario: str, kw: dict) -> None:
+    from pervma.check.api import run_check
+
+    one = run_check(scenario, **kw)
+    two = run_check(scenario, jobs=2, **kw)
+    three = run_check(scenario, jobs=3, **kw)
+    assert _exploration(one) == _exploration(two) == _exploration(three)
+    assert one.executions > 0
+    if "max_executions" in kw and kw.get("strategy") is None:
+        assert one.executions + one.pruned == kw["max_executions"]
+        assert one.incomplete == [f"stopped at --max-executions {kw['max_executions']}"]
+
+
+def test_random_executions_depend_only_on_seed_and_index() -> None:
+    from pervma.check.scenario import get_scenario
+
+    sc = get_scenario("fault-vs-munmap")
+    whole = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=30), seed=9)
+    head = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=12), seed=9)
+    tail = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=18), seed=9,
+                                     first=12)
+    assert whole.executions == 30
+    assert whole.traces == head.traces | tail.traces
+    assert whole.steps == head.steps + tail.steps
+
+
+def test_minimiser_is_bounded_by_executions() -> None:
+    from pervma.check.minimise import minimise
+    from pervma.check.scenario import get_scenario
+
+    sc = get_scenario("fault-vs-munmap")
+    runner = Runner(sc, UNIVERSAL.with_bugs("B13"))
+    st = dpor.explore_roots(runner, Budget())
+    assert st.found is not None
+    full = minimise(runner, st.found)
+    assert not full.cut and full.found.preemptions <= st.found.preemptions
+    again = minimise(runner, st.found)
+    assert again == full  # no clock inside: the same result every time
+    short = minimise(runner, st.found, max_executions=3)
+    # each phase stops at 3; then the strict re-verification
+    assert short.cut and short.executions <= 3 + 3 + 1
+    assert short.found.kind == st.found.kind

@@ -2,8 +2,13 @@
 
 ``run_check(scenario, preset="universal", *, strategy="dpor", max_executions=None,
 time_limit=None, seed=0, bugs=(), config=None, trace_out=None, minimise=True,
-pct_depth=3, max_bound=3, progress=None, trace_stem=None, force=False) -> CheckResult``
+pct_depth=3, max_bound=3, progress=None, trace_stem=None, force=False, jobs=1)
+-> CheckResult``
     Explore one scenario under one preset (or an explicit :class:`Config`).
+    Bounded by ``max_executions`` (DPOR: unbounded when None; random/PCT: 1000);
+    ``time_limit`` is an explicit opt-in cap that makes a cut run depend on
+    the machine.  ``jobs > 1`` spreads one dpor/random/pct run over processes
+    with exactly the result of ``jobs=1`` (:mod:`pervma.check.parallel`).
     ``CheckResult`` has ``executions``, ``pruned``, ``distinct`` (distinct
     Mazurkiewicz traces), ``redundancy``, ``elapsed`` (s), ``complete``,
     ``incomplete`` (reasons), ``violation`` (``(kind, message)`` or None),
@@ -46,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pervma.check import dpor, strategies
+from pervma.check import dpor, parallel, strategies
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import replay
 from pervma.check.minimise import minimise as _minimise
@@ -150,7 +155,8 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               minimise: bool = True, pct_depth: int = 3, max_bound: int = 3,
               progress: Callable[[Stats], None] | None = None,
               dpor_root: tuple[int, dict[Any, bool]] | None = None,
-              trace_stem: str | None = None, force: bool = False) -> CheckResult:
+              trace_stem: str | None = None, force: bool = False,
+              jobs: int = 1) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     sc = get_scenario(scenario)
@@ -159,7 +165,11 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     runner = Runner(sc, cfg)
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
     t0 = time.perf_counter()
-    if strategy == "dpor":
+    if jobs > 1 and strategy != "bounded" and dpor_root is None:
+        stats = parallel.explore(runner, budget, strategy, jobs, seed=seed, depth=pct_depth)
+    elif strategy == "dpor" and dpor_root is None:
+        stats = dpor.explore_roots(runner, budget)
+    elif strategy == "dpor":
         stats = dpor.explore(runner, budget, root=dpor_root)  # type: ignore[arg-type]
     elif strategy == "bounded":
         stats = strategies.explore_bounded(runner, budget, max_bound=max_bound)
@@ -186,8 +196,13 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         res.found_preemptions = found.preemptions
         res.found_steps = len(found.schedule)
         if minimise:
-            found, spent = _minimise(runner, found)
-            res.minimise_executions = spent
+            mini = _minimise(runner, found)
+            found = mini.found
+            res.minimise_executions = mini.executions
+            if mini.cut:
+                res.notes.append(f"minimisation stopped at its budget of {mini.budget} "
+                                 "executions per phase (a schedule with fewer preemptions "
+                                 "may exist)")
         rep = replay(runner.instance(), cfg, found.schedule, strict=True, snapshots=True,
                      max_steps=runner.max_steps)
         if rep.violation is None:  # pragma: no cover - the engine is deterministic
@@ -223,21 +238,6 @@ def _save_traces(res: CheckResult, rep: Any, trace_out: str | Path, stem: str, f
                                       force=force)
     except PervmaError as exc:
         res.output_error = str(exc)
-
-
-def write_traces(kw: dict[str, Any], res: CheckResult) -> None:
-    """Write the replay and trace files of ``res`` (a merged result of split
-    runs, which write none themselves) by replaying its schedule here."""
-    if res.violation is None or not res.schedule or kw.get("trace_out") is None:
-        return
-    sc = get_scenario(kw["scenario"])
-    cfg = _config(kw.get("preset", "universal"), kw.get("config"), res.bugs)
-    runner = Runner(sc, cfg)
-    rep = replay(runner.instance(), cfg, res.schedule, strict=True, snapshots=True,
-                 max_steps=runner.max_steps)
-    preset = kw.get("preset", "universal") if kw.get("config") is not None else res.preset
-    _save_traces(res, rep, kw["trace_out"], kw.get("trace_stem") or sc.name,
-                 bool(kw.get("force")), preset, kw.get("config_text"))
 
 
 def trace_stems(kws: list[dict[str, Any]]) -> list[str]:
@@ -389,66 +389,6 @@ def run_many(jobs_list: list[dict[str, Any]], jobs: int = 1,
     except KeyboardInterrupt:
         raise Interrupted([results[i] for i in sorted(results)], len(jobs_list)) from None
     return [results[i] for i in range(len(jobs_list))]
-
-
-def split_sampling(kw: dict[str, Any], jobs: int) -> list[dict[str, Any]]:
-    """Split a random/PCT run into ``jobs`` runs with seeds seed, seed+1, ..."""
-    out = []
-    me = kw.get("max_executions")
-    for i in range(jobs):
-        k = dict(kw)
-        k["seed"] = kw.get("seed", 0) + i
-        if me is not None:
-            k["max_executions"] = max(1, me // jobs + (1 if i < me % jobs else 0))
-        out.append(k)
-    return out
-
-
-def merge_samples(results: list[CheckResult]) -> CheckResult:
-    """Combine the per-seed results of :func:`split_sampling`."""
-    hit = [r for r in results if r.violation is not None]
-    failed = [r for r in results if r.error is not None]
-    if failed and not hit:
-        return failed[0]
-    base = hit[0] if hit else results[0]
-    merged = CheckResult(**{k: v for k, v in vars(base).items()})
-    merged.executions = sum(r.executions for r in results)
-    merged.pruned = sum(r.pruned for r in results)
-    merged.distinct = sum(r.distinct for r in results)  # an upper bound across workers
-    merged.elapsed = max(r.elapsed for r in results)
-    merged.notes = base.notes + [f"{len(results)} worker processes, seeds "
-                                 f"{results[0].seed}..{results[-1].seed}"]
-    return merged
-
-
-def split_dpor(kw: dict[str, Any]) -> list[dict[str, Any]]:
-    """Split one DPOR run into one run per runnable thread at the root (see
-    :func:`pervma.check.dpor.root_split`); ``merge_dpor`` combines them."""
-    sc = get_scenario(kw["scenario"])
-    cfg = _config(kw.get("preset", "universal"), kw.get("config"), kw.get("bugs", ()))
-    return [dict(kw, dpor_root=r) for r in dpor.root_split(Runner(sc, cfg))]
-
-
-def merge_dpor(results: list[CheckResult]) -> CheckResult:
-    """Combine the root subtrees of :func:`split_dpor`: sleep sets keep their
-    maximal executions pairwise inequivalent, so the counts add up."""
-    hit = [r for r in results if r.violation is not None]
-    failed = [r for r in results if r.error is not None]
-    if failed and not hit:
-        return failed[0]
-    base = hit[0] if hit else results[0]
-    merged = CheckResult(**{k: v for k, v in vars(base).items()})
-    merged.executions = sum(r.executions for r in results)
-    merged.pruned = sum(r.pruned for r in results)
-    merged.distinct = sum(r.distinct for r in results)
-    merged.steps = sum(r.steps for r in results)
-    merged.redundancy = merged.executions / merged.distinct if merged.distinct else 1.0
-    merged.elapsed = max(r.elapsed for r in results)
-    merged.complete = all(r.complete for r in results) and not hit
-    merged.incomplete = sorted({x for r in results for x in r.incomplete})
-    merged.notes = base.notes + [f"DPOR split at the root over {len(results)} subtrees "
-                                 "(one per runnable thread), run in worker processes"]
-    return merged
 
 
 @dataclass

@@ -7,13 +7,30 @@ The switches themselves live in the model (``kernel/bugs.py``, read from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pervma.config import Config
 from pervma.errors import UsageError
+
+#: What a bug may need of the kernel configuration, with the one-line reason a
+#: preset lacking it cannot show the bug.  The checker confirms each reason:
+#: under such a preset the bug's scenario, switch on, explores completely and
+#: cleanly (the report's bug x preset matrix shows it).
+NEEDS: dict[str, tuple[Callable[[Config], bool], str]] = {
+    "per-vma-lock": (lambda c: c.PER_VMA_LOCK,
+                     "needs per-VMA locks (PER_VMA_LOCK=n: every fault and lookup takes "
+                     "mmap_lock)"),
+    "preemption": (lambda c: c.SMP or c.PREEMPT,
+                   "needs preemption inside the kernel (SMP=n, PREEMPT=n: a thread gives up "
+                   "the CPU only where it sleeps)"),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class BugEntry:
+    """One catalogued bug; ``needs`` names the :data:`NEEDS` its race depends on."""
+
     id: str
     title: str
     affected: str
@@ -21,6 +38,15 @@ class BugEntry:
     mutation: str
     scenario: str
     preset: str = "universal"
+    needs: tuple[str, ...] = ("per-vma-lock", "preemption")
+
+    def cannot_occur(self, cfg: Config) -> str | None:
+        """Why this bug cannot occur under ``cfg``, or None when it must be found."""
+        for need in self.needs:
+            holds, why = NEEDS[need]
+            if not holds(cfg):
+                return why
+        return None
 
 
 CATALOGUE: dict[str, BugEntry] = {
@@ -30,7 +56,8 @@ CATALOGUE: dict[str, BugEntry] = {
                  "mmap_read_lock; a reader holding only mmap_read_lock uses the freed node",
                  "6.1-6.4.0", "8d7071af8907 mm: always expand the stack with the mmap write lock",
                  "expand_stack takes mmap_lock for read instead of write",
-                 "stack-growth-vs-fault"),
+                 # the maple tree and mmap_read_lock only: legacy kernels have it too
+                 "stack-growth-vs-fault", needs=("preemption",)),
         BugEntry("B04", "fork does not write-lock parent VMAs while copying page tables "
                  "(6.4 memory corruption)", "6.4.0-6.4.1",
                  "fb49c455323f fork: lock VMAs of the parent process when forking",

@@ -63,7 +63,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-executions", type=cliargs.bounded_int(1, MAX_EXECUTIONS),
                    metavar="N")
     p.add_argument("--time", type=cliargs.finite_float(0, MAX_TIME_S, lo_open=True),
-                   metavar="S", help="time limit per run, seconds")
+                   metavar="S", help="opt-in wall-clock cap per run, seconds (off by default: a run "
+                   "it cuts is incomplete and machine-dependent)")
     p.add_argument("--seed", type=cliargs.bounded_int(0, MAX_SEED), default=0, metavar="N")
     p.add_argument("--depth", type=cliargs.bounded_int(1, MAX_PCT_DEPTH), default=3,
                    metavar="D", help=f"PCT depth d, 1..{MAX_PCT_DEPTH} (default 3)")
@@ -280,29 +281,13 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
     from pervma.check import api
 
     jobs = args.jobs
-    if len(kws) == 1 and jobs > 1 and args.strategy in ("random", "pct", "dpor"):
-        kw = kws[0]
-        sub = dict(kw, trace_out=None)  # the parent writes the merged result's files
-        if args.strategy == "dpor":
-            try:
-                parts = api.split_dpor(sub)
-            except BaseException as exc:  # noqa: B036 - a setup failure: run it whole
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                parts = []
-            if len(parts) < 2:
-                return [api.run_guarded(kw)]
-            try:
-                res = api.merge_dpor(api.run_many(parts, jobs))
-            except api.Interrupted:  # parts of one run are not results: none finished
-                raise api.Interrupted([], 1) from None
-        else:
-            try:
-                res = api.merge_samples(api.run_many(api.split_sampling(sub, jobs), jobs))
-            except api.Interrupted:
-                raise api.Interrupted([], 1) from None
-        api.write_traces(kw, res)
-        return [res]
+    if len(kws) == 1 and jobs > 1 and args.strategy != "bounded":
+        # One run over several processes: the same executions as --jobs 1
+        # (pervma.check.parallel); its failure is its result.
+        try:
+            return [api.run_guarded(dict(kws[0], jobs=jobs))]
+        except api.Interrupted:  # parts of one run are not results: none finished
+            raise api.Interrupted([], 1) from None
     show = sys.stderr.isatty() and not args.json
     if not show:
         return api.run_many(kws, jobs, on_result=on_result)

@@ -23,6 +23,13 @@ thread, else the lowest runnable one).
 
 The search is complete when the stack empties with no budget hit and no
 execution cut by the livelock bound.
+
+``pervma check`` runs :func:`explore_roots`: the root's backtrack set is every
+runnable thread, and each root subtree is searched in thread order with the
+earlier threads asleep.  That costs a few pruned executions over
+:func:`explore` (never an extra maximal one) and makes the search separable:
+``--jobs N`` runs the same subtrees in worker processes, and
+:mod:`pervma.check.api` combines them into exactly the result of one process.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             max_preemptions: int | None = None,
             want: Callable[[Execution], bool] | None = None,
             collect: list[Execution] | None = None, collect_max: int = 1,
-            root: tuple[int, dict[int, Acc]] | None = None) -> Stats:
+            root: tuple[int, dict[int, Acc]] | None = None, restart: bool = True) -> Stats:
     """Explore; with ``max_preemptions`` backtrack choices that would exceed
     the bound are skipped (a heuristic used by minimisation, not complete);
     with ``want``, accepted violating executions go to ``collect`` instead
@@ -61,9 +68,11 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     transition) as the root's sleep set: the parallel split, in which every
     runnable thread at the root gets its own worker and the workers before it
     are asleep, exactly as the sequential search would treat a root whose
-    backtrack set is every runnable thread."""
+    backtrack set is every runnable thread.  With ``restart=False`` the
+    budget's clock keeps running (:func:`explore_roots`)."""
     stats = stats or Stats("dpor")
-    budget.start()
+    if restart:
+        budget.start()
     stack: list[_Node] = []
     start = 0  # index of the first event whose races are not yet analysed
     conservative = 0
@@ -145,12 +154,19 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if reason is not None:
             stats.incomplete.append(reason)
             break
-    if conservative:
-        stats.notes.append(f"{conservative} conservative backtrack point(s) "
-                           "(a race with a thread that was not runnable there)")
+    stats.conservative += conservative
+    if restart:
+        conservative_note(stats)
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
+
+
+def conservative_note(stats: Stats) -> None:
+    """The note on backtrack points added for a thread that was not runnable."""
+    if stats.conservative:
+        stats.notes.append(f"{stats.conservative} conservative backtrack point(s) "
+                           "(a race with a thread that was not runnable there)")
 
 
 def _add(node: _Node, initials: list[int], prefer: int) -> int:
@@ -249,6 +265,37 @@ def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]]
             continue
         conservative += _add(stack[j], [task.tid], task.tid)
     return conservative
+
+
+def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
+                  roots: list[tuple[int, dict[int, Acc]]] | None = None) -> Stats:
+    """:func:`explore` with every runnable thread in the root's backtrack set:
+    the subtrees of :func:`root_split` in order, sharing one budget and
+    stopping at the first violation, exactly what a worker per subtree
+    computes when the subtrees are combined in order."""
+    stats = stats or Stats("dpor")
+    roots = root_split(runner) if roots is None else roots
+    if not roots:  # nothing runnable at the start: one (empty) execution
+        return explore(runner, budget, stats)
+    budget.start()
+    for i, root in enumerate(roots):
+        if i:
+            reason = budget.exhausted(stats)
+            if reason is not None:
+                stats.incomplete.append(reason)
+                break
+        explore(runner, budget, stats, root=root, restart=False)
+        if stopped(stats):
+            break
+    conservative_note(stats)
+    stats.complete = not stats.incomplete
+    stats.stop_clock()
+    return stats
+
+
+def stopped(stats: Stats) -> bool:
+    """Did the search stop early (a violation or the budget, not the livelock bound)?"""
+    return stats.found is not None or any(x != "livelock" for x in stats.incomplete)
 
 
 def root_split(runner: Runner) -> list[tuple[int, dict[int, Acc]]]:

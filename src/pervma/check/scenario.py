@@ -33,13 +33,26 @@ class Instance:
     effects: Callable[[], list[Any]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a misuse scenario must produce under one preset: a violation of
+    ``kind``, or (``kind`` None) a complete, clean run, for the reason ``why``."""
+
+    preset: str
+    kind: str | None
+    why: str = ""
+
+
 @dataclass(slots=True)
 class Scenario:
     """A named recipe for an :class:`Instance`.
 
-    ``presets`` lists the presets the scenario is meaningful under (all four
-    by default); ``bug`` names the catalogue entry this scenario exposes when
-    its switch is on; ``max_steps`` overrides the per-thread livelock bound.
+    ``doc`` is the one line that describes it; ``presets`` lists the presets
+    the scenario is meaningful under (the four of the sweeps by default);
+    ``bug`` names the catalogue entry this scenario exposes when its switch is
+    on; ``max_steps`` overrides the per-thread livelock bound; ``expect``
+    (misuse scenarios, tagged ``expect-violation``) says what each preset must
+    report.
     """
 
     name: str
@@ -49,6 +62,7 @@ class Scenario:
     bug: str | None = None
     max_steps: int | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    expect: tuple[Expect, ...] = ()
 
 
 _REGISTRY: dict[str, Scenario] = {}
@@ -79,6 +93,12 @@ def all_scenarios(include_toys: bool = False) -> list[Scenario]:
     _load()
     hidden = () if include_toys else ("toy", "expect-violation")
     return [s for s in _REGISTRY.values() if not any(t in s.tags for t in hidden)]
+
+
+def misuse_scenarios() -> list[Scenario]:
+    """The scenarios that must report a violation (not part of ``--all``)."""
+    _load()
+    return [s for s in _REGISTRY.values() if "expect-violation" in s.tags and "toy" not in s.tags]
 
 
 def get_scenario(name: str) -> Scenario:

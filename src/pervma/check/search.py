@@ -46,6 +46,7 @@ class Stats:
     started: float = field(default_factory=time.perf_counter)
     elapsed: float = 0.0
     max_depth: int = 0
+    conservative: int = 0  # DPOR backtrack points added for a thread not runnable there
 
     @property
     def distinct(self) -> int:
@@ -61,7 +62,12 @@ class Stats:
 
 @dataclass(slots=True)
 class Budget:
-    """Limits of one run; hitting one makes the run incomplete."""
+    """Limits of one run; hitting one makes the run incomplete.
+
+    ``max_executions`` counts explored executions, pruned ones included: a
+    run bounded by it explores the same executions on every machine.
+    ``time_limit`` is only ever set by an explicit ``pervma check --time``:
+    a run it cuts depends on the machine's speed and load."""
 
     max_executions: int | None = None
     time_limit: float | None = None

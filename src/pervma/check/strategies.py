@@ -11,6 +11,11 @@
   a bug of depth ``d`` with probability at least ``1/(n*k^(d-1))``, printed
   as a note.  Seeded; never complete.
 
+Random walk and PCT draw every execution from its own generator, seeded by
+``(seed, index of the execution)``: execution ``i`` is the same whoever runs
+it, so ``--jobs N`` can hand out ranges of indices and the combined run is the
+one a single process makes.
+
 All strategies run transitions through :class:`~pervma.check.engine.Execution`,
 so on one-CPU presets they switch only where the model allows.
 """
@@ -113,14 +118,24 @@ def explore_bounded(runner: Runner, budget: Budget, max_bound: int = 3,
     return stats
 
 
+#: Executions of a random or PCT run when no ``--max-executions`` is given.
+DEFAULT_SAMPLES = 1000
+
+
+def execution_rng(seed: int, index: int) -> random.Random:
+    """The generator of execution ``index`` of a run seeded ``seed``."""
+    return random.Random((seed << 32) ^ index)
+
+
 def explore_random(runner: Runner, budget: Budget, seed: int = 0,
-                   stats: Stats | None = None) -> Stats:
+                   stats: Stats | None = None, first: int = 0) -> Stats:
+    """Random walk over executions ``first, first + 1, ...`` until the budget."""
     stats = stats or Stats("random")
     budget.start()
-    rng = random.Random(seed)
     if budget.max_executions is None and budget.time_limit is None:
-        budget.max_executions = 1000
+        budget.max_executions = DEFAULT_SAMPLES
     while budget.exhausted(stats) is None:
+        rng = execution_rng(seed, first + stats.executions)
         run = runner.execution()
         while True:
             ready = run.runnable()
@@ -144,22 +159,29 @@ def pct_bound(n: int, k: int, d: int) -> float:
     return 1.0 / (n * k ** (d - 1))
 
 
-def explore_pct(runner: Runner, budget: Budget, seed: int = 0, depth: int = 3,
-                stats: Stats | None = None) -> Stats:
-    stats = stats or Stats("pct")
-    budget.start()
-    rng = random.Random(seed)
-    if budget.max_executions is None and budget.time_limit is None:
-        budget.max_executions = 1000
-    # Estimate k (transitions per execution) from one default run.
+def pct_k(runner: Runner) -> tuple[int, int]:
+    """``(n, k)`` for PCT: threads, and transitions of the run without
+    preemptions (the length PCT spreads its change points over)."""
     probe = runner.execution()
     while probe.runnable():
         ready = probe.runnable()
         probe.take(probe.cur if probe.cur in ready else ready[0])
     probe.end()
-    k = max(1, len(probe.events))
-    n = probe.n
+    return probe.n, max(1, len(probe.events))
+
+
+def explore_pct(runner: Runner, budget: Budget, seed: int = 0, depth: int = 3,
+                stats: Stats | None = None, first: int = 0) -> Stats:
+    """PCT(d) over executions ``first, first + 1, ...`` until the budget.  ``k``
+    is fixed by one run without preemptions, so every execution's priorities
+    and change points depend only on its index."""
+    stats = stats or Stats("pct")
+    budget.start()
+    if budget.max_executions is None and budget.time_limit is None:
+        budget.max_executions = DEFAULT_SAMPLES
+    n, k = pct_k(runner)
     while budget.exhausted(stats) is None:
+        rng = execution_rng(seed, first + stats.executions)
         run = runner.execution()
         prio = list(range(depth, depth + n))
         rng.shuffle(prio)
@@ -175,16 +197,15 @@ def explore_pct(runner: Runner, budget: Budget, seed: int = 0, depth: int = 3,
                 prio[tid] = depth - changes[i]
                 tid = max(ready, key=lambda t: prio[t])
             run.take(tid)
-        k = max(k, len(run.events))
         outcome = run.end()
         settle(stats, run, outcome, seed)
         budget.tick(stats)
         if stats.found is not None:
             break
     p = pct_bound(n, k, depth)
-    stats.notes.append(f"PCT(d={depth}) with n={n} threads, k={k} transitions: each execution "
-                       f"finds a depth-{depth} bug with probability >= 1/(n*k^(d-1)) = {p:.3g}; "
-                       f"seed {seed}")
+    stats.notes.append(f"PCT(d={depth}) with n={n} threads, k={k} transitions (the run without "
+                       f"preemptions): each execution of about that length finds a depth-{depth} "
+                       f"bug with probability >= 1/(n*k^(d-1)) = {p:.3g}; seed {seed}")
     stats.incomplete.append("PCT is a sample, never complete")
     stats.complete = False
     stats.stop_clock()

@@ -27,18 +27,21 @@ def _config_source() -> str:
     return "none found (/proc/config.gz, /boot/config-<release>)"
 
 
-def facts(settings: Settings, out_dir: Path, started: str, elapsed: float,
-          section_times: dict[str, float]) -> list[tuple[str, str]]:
+def facts(settings: Settings) -> list[tuple[str, str]]:
+    """What produced the report: the same on every run on this host with these
+    settings (no time, date, duration or path of this run; those are in
+    :func:`run_facts` and ``timings.csv``)."""
     u = platform.uname()
     rows: list[tuple[str, str]] = [
         ("pervma", __version__),
-        ("python", f"{sys.version.split()[0]} ({sys.executable})"),
+        ("python", f"{sys.version.split()[0]} ({platform.python_implementation()})"),
         ("kernel (uname)", f"{u.system} {u.release} {u.version} {u.machine}"),
         ("host", u.node),
         ("CPUs", str(os.cpu_count() or 0)),
         ("kernel BTF (layout source)", str(BTF) if BTF.exists() else f"{BTF} missing"),
         ("kernel config source", _config_source()),
         ("model configs", "presets " + ", ".join(sorted(set(settings.check_presets)
+                                                          | set(settings.bug_presets)
                                                           | set(settings.sim_presets)))),
     ]
     try:
@@ -59,23 +62,54 @@ def facts(settings: Settings, out_dir: Path, started: str, elapsed: float,
     except Exception as exc:  # noqa: BLE001
         rows.append(("machine (SLUB sizing)", f"unreadable: {exc}"))
     s = settings
+    try:
+        from pervma.check.minimise import MINIMISE_EXECUTIONS
+
+        mini = f"; counterexamples minimised with at most {MINIMISE_EXECUTIONS} executions"
+    except Exception:  # noqa: BLE001 - the checker's absence is shown in Correctness
+        mini = ""
     rows += [
         ("profile", s.name + ("; " + "; ".join(s.notes) if s.notes else "")),
-        ("checker", f"presets {', '.join(s.check_presets)}; DPOR, at most "
-         f"{s.check_max_executions} executions or {s.check_time_limit:g} s per run; bugs: "
-         f"{s.bug_max_executions} executions or {s.bug_time_limit:g} s"
-         + (f"; time limits share {s.check_cpu_budget:g} CPU s (see Correctness)"
-            if s.check_cpu_budget else "")),
+        ("checker", f"DPOR bounded by executions only (no time limit): scenarios under "
+         f"{', '.join(s.check_presets)}, at most {s.check_max_executions} executions per run; "
+         f"bugs under {', '.join(s.bug_presets)}, at most {s.bug_max_executions}{mini}"),
         ("simulator", f"workloads {', '.join(s.sim_workloads)}; presets "
          f"{', '.join(s.sim_presets)}; tasks {','.join(map(str, s.sim_tasks))}; "
          f"{s.sim_duration_ms:g} ms simulated per point"),
         ("seeds", f"checker {s.check_seed}, simulator {s.sim_seed}"),
+    ]
+    return rows
+
+
+def run_facts(out_dir: Path, started: str, elapsed: float,
+              section_times: dict[str, float]) -> list[tuple[str, str]]:
+    """This run's place and times (shown on the page and in ``timings.csv``)."""
+    return [
+        ("python executable", sys.executable),
         ("output folder", str(out_dir)),
         ("started", started),
         ("run time", f"{elapsed:.1f} s (" + ", ".join(f"{k} {v:.1f} s"
                                                      for k, v in section_times.items()) + ")"),
     ]
-    return rows
+
+
+def timings_csv(run: list[tuple[str, str]], section_times: dict[str, float],
+                timings: list[tuple[str, str, float]]) -> str:
+    """``timings.csv``: every time, date, duration and path of the run, as
+    ``kind,name,value`` rows (run facts, section seconds, job seconds)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["kind", "name", "value"])
+    for k, v in run:
+        w.writerow(["run", k, v])
+    for k, secs in section_times.items():
+        w.writerow(["section", k, f"{secs:.3f}"])
+    for section, job, secs in timings:
+        w.writerow([f"job:{section}", job, f"{secs:.3f}"])
+    return buf.getvalue()
 
 
 def build(settings: Settings, out_dir: Path, started: str, elapsed: float,
@@ -83,15 +117,16 @@ def build(settings: Settings, out_dir: Path, started: str, elapsed: float,
           timings: list[tuple[str, str, float]] | None = None) -> Section:
     sec = Section("environment", "Environment")
     with sec.guard("environment"):
-        rows = facts(settings, out_dir, started, elapsed, section_times)
-        sec.add(H.table(["what", "value"], [list(r) for r in rows], numeric=False))
+        rows = facts(settings)
+        run = run_facts(out_dir, started, elapsed, section_times)
+        sec.add(H.table(["what", "value"], [list(r) for r in rows + run], numeric=False))
         sec.csv["environment.csv"] = _csv(rows)
-        if timings:
-            sec.csv["timings.csv"] = "section,job,seconds\n" + "".join(
-                f"{a},{b},{c:.3f}\n" for a, b, c in timings)
-            slow = ", ".join(f"{b} {c:.1f} s" for _, b, c in timings[:5])
-            sec.add(H.tag("p", H.join(["Slowest jobs: ", slow, " (all: ",
-                                       H.link("timings.csv", "timings.csv"), ")."]), "muted"))
+        sec.csv["timings.csv"] = timings_csv(run, section_times, timings or [])
+        slow = ", ".join(f"{b} {c:.1f} s" for _, b, c in (timings or [])[:5])
+        sec.add(H.tag("p", H.join(["Slowest jobs: ", slow or "none", ". Every time, date and "
+                                   "path of this run is in ", H.link("timings.csv", "timings.csv"),
+                                   "; the other CSV files are the same on every run."]),
+                      "muted"))
         sec.summary.append(f"pervma {__version__} on {platform.uname().release}; "
                            f"profile {settings.name}; {elapsed:.1f} s")
     return sec

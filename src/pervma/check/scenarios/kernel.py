@@ -29,7 +29,7 @@ from pervma import (
     Segfault,
     System,
 )
-from pervma.check.scenario import Instance, Scenario, register
+from pervma.check.scenario import Expect, Instance, Scenario, register
 from pervma.kernel import debug
 from pervma.kernel.mm_types import MmStruct
 from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_MAYMOVE
@@ -565,7 +565,11 @@ def _wait_ok(w: World) -> None:
 @_scenario("lock-vma-under-rcu-wait-misuse", "the wait-for-writers lookup called while "
            "holding another VMA's read lock that a queued writer needs: reported as a deadlock",
            tags=("expect-violation",), presets=("universal", "universal-up",
-                                                "universal-up-nopreempt"))
+                                                "universal-up-nopreempt"),
+           expect=(Expect("universal", "deadlock"), Expect("universal-up", "deadlock"),
+                   Expect("universal-up-nopreempt", None,
+                          "needs preemption inside the kernel: neither lookup sleeps when "
+                          "both VMAs are free, so munmap cannot queue between them")))
 def _wait_misuse(w: World) -> None:
     from pervma.kernel.mmap_lock import lock_vma_under_rcu, lock_vma_under_rcu_wait, vma_end_read
 
@@ -590,9 +594,12 @@ def _wait_misuse(w: World) -> None:
 
 
 @_scenario("lock-vma-under-rcu-wait-mmap-lock-misuse", "the wait-for-writers lookup called "
-           "while holding mmap_read_lock, with a writer queued behind it: reported as a deadlock",
+           "while holding mmap_read_lock, with a writer queued behind it: lockdep reports recursive "
+           "locking (a deadlock with lockdep off)",
            tags=("expect-violation",), presets=("universal", "universal-up",
-                                                "universal-up-nopreempt"))
+                                                "universal-up-nopreempt"),
+           expect=tuple(Expect(p, "lockdep: recursive locking") for p in (
+               "universal", "universal-up", "universal-up-nopreempt")))
 def _wait_misuse_mmap(w: World) -> None:
     from pervma.kernel.mmap_lock import (
         lock_vma_under_rcu_wait,
