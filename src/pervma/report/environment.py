@@ -94,9 +94,11 @@ def run_facts(out_dir: Path, started: str, elapsed: float,
 
 
 def timings_csv(run: list[tuple[str, str]], section_times: dict[str, float],
-                timings: list[tuple[str, str, float]]) -> str:
-    """``timings.csv``: every time, date, duration and path of the run, as
-    ``kind,name,value`` rows (run facts, section seconds, job seconds)."""
+                timings: list[tuple[str, str, float]],
+                moment: list[tuple[str, str, str]] | None = None) -> str:
+    """``timings.csv``: every time, date, duration and path of the run, and the
+    live system's counts of this moment, as ``kind,name,value`` rows (run
+    facts, section seconds, job seconds, then the sections' ``moment`` rows)."""
     import csv
     import io
 
@@ -109,19 +111,22 @@ def timings_csv(run: list[tuple[str, str]], section_times: dict[str, float],
         w.writerow(["section", k, f"{secs:.3f}"])
     for section, job, secs in timings:
         w.writerow([f"job:{section}", job, f"{secs:.3f}"])
+    for row in moment or []:
+        w.writerow(list(row))
     return buf.getvalue()
 
 
 def build(settings: Settings, out_dir: Path, started: str, elapsed: float,
           section_times: dict[str, float],
-          timings: list[tuple[str, str, float]] | None = None) -> Section:
+          timings: list[tuple[str, str, float]] | None = None,
+          moment: list[tuple[str, str, str]] | None = None) -> Section:
     sec = Section("environment", "Environment")
     with sec.guard("environment"):
         rows = facts(settings)
         run = run_facts(out_dir, started, elapsed, section_times)
         sec.add(H.table(["what", "value"], [list(r) for r in rows + run], numeric=False))
         sec.csv["environment.csv"] = _csv(rows)
-        sec.csv["timings.csv"] = timings_csv(run, section_times, timings or [])
+        sec.csv["timings.csv"] = timings_csv(run, section_times, timings or [], moment)
         slow = ", ".join(f"{b} {c:.1f} s" for _, b, c in (timings or [])[:5])
         sec.add(H.tag("p", H.join(["Slowest jobs: ", slow or "none", ". Every time, date and "
                                    "path of this run is in ", H.link("timings.csv", "timings.csv"),

@@ -135,7 +135,8 @@ def _build_report(d: Path, settings: Settings, jobs: int, progress: Progress | N
         perf_sec.csv["performance.csv"] = drop_columns(perf_sec.csv["performance.csv"],
                                                        WALL_COLUMNS)
     elapsed = time.perf_counter() - t0
-    env_sec = environment.build(settings, shown, started, elapsed, times, timings)
+    moment = [row for s in (cost_sec, corr_sec, perf_sec) for row in s.moment]
+    env_sec = environment.build(settings, shown, started, elapsed, times, timings, moment)
     sections = [cost_sec, corr_sec, perf_sec, env_sec]
     files = write(d, sections, started, settings)
     return ReportResult(d, sections, time.perf_counter() - t0, files)

@@ -20,6 +20,10 @@ class Section:
     csv: dict[str, str] = field(default_factory=dict)
     summary: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Facts of this moment that a later run need not repeat (the live system's
+    # counts): ``(kind, name, value)`` rows that go to timings.csv, never to
+    # the section's own CSV files, which are the same on every run.
+    moment: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
