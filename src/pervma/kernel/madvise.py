@@ -25,6 +25,7 @@ from pervma.kernel.mmap_lock import (
     vma_end_read,
     vma_start_write,
 )
+from pervma.kernel.syscalls import ULONG_MAX, NotModelled, c_int, c_ulong
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
 from pervma.sched import work
 
@@ -39,6 +40,12 @@ MADV_DONTDUMP, MADV_DODUMP = 16, 17
 MADV_WIPEONFORK, MADV_KEEPONFORK = 18, 19
 MADV_COLD, MADV_PAGEOUT = 20, 21
 MADV_DONTNEED_LOCKED = 24
+MADV_MERGEABLE, MADV_UNMERGEABLE = 12, 13
+MADV_HUGEPAGE, MADV_NOHUGEPAGE = 14, 15
+MADV_POPULATE_READ, MADV_POPULATE_WRITE = 22, 23
+MADV_COLLAPSE = 25
+MADV_HWPOISON, MADV_SOFT_OFFLINE = 100, 101
+MADV_GUARD_INSTALL, MADV_GUARD_REMOVE = 102, 103
 
 _FLAG_ADVICE = {
     MADV_NORMAL: (VmFlags.VM_NONE, VmFlags.VM_SEQ_READ | VmFlags.VM_RAND_READ),
@@ -50,9 +57,15 @@ _FLAG_ADVICE = {
     MADV_DODUMP: (VmFlags.VM_NONE, VmFlags.VM_DONTDUMP),
     MADV_WIPEONFORK: (VmFlags.VM_WIPEONFORK, VmFlags.VM_NONE),
     MADV_KEEPONFORK: (VmFlags.VM_NONE, VmFlags.VM_WIPEONFORK),
+    MADV_HUGEPAGE: (VmFlags.VM_HUGEPAGE, VmFlags.VM_NOHUGEPAGE),  # hugepage_madvise()
+    MADV_NOHUGEPAGE: (VmFlags.VM_NOHUGEPAGE, VmFlags.VM_HUGEPAGE),
 }
 _VMA_READ_LOCK = (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE)
 _MMAP_READ_LOCK = (MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT, MADV_REMOVE)
+# Valid on a 6.18 x86_64 kernel built with KSM, THP and MEMORY_FAILURE, not modelled.
+_NOT_MODELLED = (MADV_MERGEABLE, MADV_UNMERGEABLE, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_COLLAPSE,
+                 MADV_GUARD_INSTALL, MADV_GUARD_REMOVE)
+_MEMORY_FAILURE = (MADV_HWPOISON, MADV_SOFT_OFFLINE)
 
 
 async def madvise_dontneed_free(vma: VmAreaStruct, start: int, end: int, advice: int) -> int:
@@ -86,23 +99,41 @@ async def madvise_update_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start
 
 
 def madvise_behavior_valid(advice: int) -> bool:
-    return advice in _FLAG_ADVICE or advice in _VMA_READ_LOCK or advice in _MMAP_READ_LOCK
+    return (advice in _FLAG_ADVICE or advice in _VMA_READ_LOCK or advice in _MMAP_READ_LOCK
+            or advice in _NOT_MODELLED or advice in _MEMORY_FAILURE)
+
+
+def is_valid_madvise(start: int, len_in: int, advice: int) -> bool:
+    """Models is_valid_madvise() (6.18): a known advice, an aligned start, a
+    length that does not round up from the last page to 0, and a range that
+    does not wrap the address space (all in ``unsigned long``)."""
+    if not madvise_behavior_valid(advice):
+        return False
+    if start & (PAGE_SIZE - 1):
+        return False
+    length = (len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MAX
+    if len_in and not length:
+        return False
+    return (start + length) & ULONG_MAX >= start
 
 
 async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
+    """Models do_madvise() (6.18): madvise_should_skip() validates everything
+    before any lock or VMA is touched (so a wrapping range is -EINVAL and
+    nothing is zapped), an empty range succeeds, then the advice runs under
+    its lock mode.  Memory-failure injection needs CAP_SYS_ADMIN (-EPERM for
+    the model's tasks); other valid advice the model lacks raises
+    NotModelled."""
     await work("syscall")
-    if not madvise_behavior_valid(advice):
+    if not is_valid_madvise(start, len_in, advice):
         return -errno.EINVAL
-    if start & (PAGE_SIZE - 1):
-        return -errno.EINVAL
-    length = (len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    if len_in and not length:
-        return -errno.EINVAL
-    end = start + length
-    if end < start:
-        return -errno.EINVAL
+    end = start + ((len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
     if end == start:
         return 0
+    if advice in _MEMORY_FAILURE:
+        return -errno.EPERM
+    if advice in _NOT_MODELLED:
+        raise NotModelled(f"madvise: advice {advice} is valid on Linux but not modelled")
     if advice in _VMA_READ_LOCK:
         vma = await lock_vma_under_rcu(mm, start)
         if vma is not None:
@@ -128,6 +159,23 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
     return ret
 
 
+async def sys_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
+    """SYSCALL_DEFINE3(madvise), the model's syscall entry: ``advice`` is a C int."""
+    return await do_madvise(mm, c_ulong(start), c_ulong(len_in), c_int(advice))
+
+
+def madvise_remove(vma: VmAreaStruct) -> int:
+    """Models madvise_remove()'s checks: only a shared writable file mapping
+    may have a hole punched (which the model does not do)."""
+    if vma.vm_flags & VmFlags.VM_LOCKED:
+        return -errno.EINVAL
+    if vma.vm_file is None:
+        return -errno.EINVAL
+    if (vma.vm_flags & (VmFlags.VM_SHARED | VmFlags.VM_MAYWRITE)) != VmFlags.VM_SHARED | VmFlags.VM_MAYWRITE:
+        return -errno.EACCES
+    raise NotModelled("madvise: MADV_REMOVE (punching a hole in a file) is not modelled")
+
+
 async def _walk(mm: MmStruct, start: int, end: int, advice: int) -> int:
     """madvise_walk_vmas(): apply to each VMA piece; a hole gives -ENOMEM
     after the mapped parts were handled."""
@@ -147,6 +195,8 @@ async def _walk(mm: MmStruct, start: int, end: int, advice: int) -> int:
             err, vma = await madvise_update_vma(vma, prev, start, tmp, advice)
         elif advice in _VMA_READ_LOCK:
             err = await madvise_dontneed_free(vma, start, tmp, advice)
+        elif advice == MADV_REMOVE:
+            err = madvise_remove(vma)
         else:
             err = 0
         if err:
