@@ -36,6 +36,7 @@ from pervma.kernel.mprotect import sys_mprotect
 from pervma.kernel.mremap import sys_mremap
 from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
+from pervma.kernel.syscalls import ULONG_MAX
 from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import maps_text, proc_maps_read
 from pervma.kernel.util import (
@@ -391,10 +392,12 @@ class Thread:
                 raise Segfault(addr, code)
 
     def store(self, addr: int, byte: int) -> Coroutine[Any, Any, int | None]:
-        return self._access(addr, True, byte)
+        """A one-byte user store; the address is a C pointer (modulo 2**64:
+        a negative one is a kernel address, SEGV_MAPERR)."""
+        return self._access(addr & ULONG_MAX, True, byte)
 
     async def load(self, addr: int) -> int:
-        byte = await self._access(addr, False)
+        byte = await self._access(addr & ULONG_MAX, False)
         assert byte is not None
         return byte
 
