@@ -312,3 +312,12 @@ def test_impossible_system_is_a_one_line_usage_error(kwargs: dict, message: str)
     with pytest.raises(UsageError) as e:
         System(Config.preset("universal"), **kwargs).spawn()
     assert str(e.value) == message
+
+
+def test_default_memory_is_a_small_machine_scaled_by_cpus() -> None:
+    assert System().mem_pages == (1 << 30) // PAGE  # the presets' 4 CPUs: 1 GiB
+    assert System(Config.preset("universal-up")).mem_pages == (1 << 30) // PAGE
+    big = System(Config.preset("universal").with_(nr_cpus=56))
+    assert big.mem_pages == 56 * (256 << 20) // PAGE
+    # mmtests pft maps 256 MiB per thread: 56 threads fit a 56-CPU machine exactly.
+    assert big.spawn().mmap(0, 56 * (256 << 20), RW, ANON) > 0

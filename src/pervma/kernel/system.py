@@ -61,8 +61,17 @@ STACK_TOP = 0x7FFFFFFFF000
 STACK_SIZE = 132 * 1024
 MMAP_BASE = 0x7FFFF7FFF000  # TASK_SIZE - 128 MiB gap (mmap_base() clamps the gap to 128 MiB)
 START_BRK = 0x555555559000  # a PIE binary's break with ASLR off
-# A small machine: 1 GiB of RAM, no swap (System(mem_pages=..., swap_pages=...)).
-DEFAULT_MEM_PAGES = (1 << 30) >> PAGE_SHIFT
+# A small machine by default: 256 MiB of RAM per configured CPU, at least 1 GiB
+# (1 GiB for the presets' 4 CPUs), no swap.  Per CPU so that the simulator's
+# machine profiles (Config.nr_cpus = the machine's CPUs) can hold what their
+# workloads map (mmtests pft: 256 MiB per thread).
+MIN_MEM_PAGES = (1 << 30) >> PAGE_SHIFT
+MEM_PAGES_PER_CPU = (256 << 20) >> PAGE_SHIFT
+
+
+def default_mem_pages(config: Config) -> int:
+    """The RAM of System(config) when mem_pages is not given."""
+    return max(MIN_MEM_PAGES, MEM_PAGES_PER_CPU * config.nr_cpus)
 
 
 class Segfault(Exception):  # noqa: N818 - a signal, named like one
@@ -90,15 +99,18 @@ class System:
     """One machine: the caches, RCU, vmstat, the processes, and memory.
 
     ``mem_pages`` and ``swap_pages`` are the machine's RAM and swap in pages
-    (default 1 GiB of RAM, no swap); ``overcommit_memory`` is
+    (default: default_mem_pages(config), 1 GiB for the presets; no swap); ``overcommit_memory`` is
     vm.overcommit_memory (0 = OVERCOMMIT_GUESS, the kernel's default: a single
     request larger than RAM + swap is refused with ENOMEM; 1 = always; 2 =
     never, with ``overcommit_ratio`` percent of RAM plus swap as the limit).
     A populate (MAP_POPULATE, MAP_LOCKED) stops when the free pages run out."""
 
-    def __init__(self, config: Config | None = None, mem_pages: int = DEFAULT_MEM_PAGES,
+    def __init__(self, config: Config | None = None, mem_pages: int | None = None,
                  swap_pages: int = 0, overcommit_memory: int = OVERCOMMIT_GUESS,
                  overcommit_ratio: int = 50) -> None:
+        self.config = config or Config.preset("universal")
+        if mem_pages is None:
+            mem_pages = default_mem_pages(self.config)
         for name, value in (("mem_pages", mem_pages), ("swap_pages", swap_pages),
                             ("overcommit_ratio", overcommit_ratio)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -116,7 +128,6 @@ class System:
         self.user_reserve_pages = min(mem_pages // 32, (128 << 20) >> PAGE_SHIFT)
         self.admin_reserve_pages = min(mem_pages // 32, (8 << 20) >> PAGE_SHIFT)
         self.vm_committed_as = 0  # pages charged by VM_ACCOUNT mappings (mm/util.c)
-        self.config = config or Config.preset("universal")
         self.vm_area_cachep: KmemCache[VmAreaStruct] = KmemCache(
             "vm_area_struct", lambda slot: VmAreaStruct(vm_refcnt=Refcount(("vm_refcnt", slot))),
             typesafe_by_rcu=True)
