@@ -17,7 +17,13 @@ Layout (the same in the child and in the model, reset before every case)::
                  10-11  PROT_READ|PROT_WRITE shared anonymous, bytes stored
                  14-15  PROT_READ private
                  20-23  PROT_READ|PROT_WRITE private, untouched
+                 26-27  PROT_READ|PROT_WRITE private, MAP_LOCKED (populated)
+                 34-35  PROT_READ|PROT_WRITE private, MAP_GROWSDOWN
                  the rest PROT_NONE private (the reservation)
+
+No byte is read back from pages 30-35: below a VM_GROWSDOWN VMA a user load
+grows the stack (the model's does), but process_vm_readv, which reads for the
+child, never does.
 
 The real calls run in a forked child (pervma.host.usermm), which first makes
 itself an ordinary process: RLIMIT_MEMLOCK 8 MiB, and, if it runs as root, it
@@ -93,7 +99,7 @@ CHUNK = 60
 SEED = 20251202
 CHILD_TIMEOUT = 60.0
 # Where each case reads a byte back (page, offset).
-PROBES = [(p, (p * 37) % PAGE) for p in (*range(0, 26), 30, 40, 63)]
+PROBES = [(p, (p * 37) % PAGE) for p in (*range(0, 30), 40, 63)]
 SETUP_STORES = [(p, (p * 37) % PAGE, 0x41 + p) for p in range(8)] + [(10, 370, 0x5A), (11, 407, 0x5B)]
 
 
@@ -120,7 +126,7 @@ class Case(NamedTuple):
 # ---------------------------------------------------------------------------
 # The cases
 # ---------------------------------------------------------------------------
-A_IN = [Rel(0), Rel(3), Rel(7), Rel(10), Rel(14), Rel(20), Rel(30)]
+A_IN = [Rel(0), Rel(3), Rel(7), Rel(10), Rel(14), Rel(20), Rel(26), Rel(30), Rel(34)]
 A_ODD = [Rel(0, 1), Rel(3, PAGE - 1), Rel(10, 2048), Rel(20, 7)]
 A_BAD = [0, TASK_SIZE, TASK_SIZE + PAGE, 1 << 63, (1 << 64) - PAGE, -PAGE, -1, (1 << 64) - 1]
 L_SMALL = [0, 1, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE, 5 * PAGE - 1]
@@ -138,7 +144,7 @@ MAP_TYPES = [MAP_PRIVATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, 0, 4, 0x
 MREMAP_FLAGS = [0, MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_FIXED | MREMAP_MAYMOVE, MREMAP_DONTUNMAP,
                 MREMAP_DONTUNMAP | MREMAP_MAYMOVE, MREMAP_DONTUNMAP | MREMAP_FIXED | MREMAP_MAYMOVE, 8, 0x10,
                 -1, (1 << 32) | MREMAP_MAYMOVE]
-RW_PRIVATE_PAGES = {0, 3, 20}  # region pages in an accounted (private writable) VMA
+RW_PRIVATE_PAGES = {0, 3, 20, 26, 34}  # region pages in an accounted (private writable) VMA
 
 
 def _align(x: int) -> int:
@@ -245,7 +251,7 @@ def generate_cases(n: int = CASES, seed: int = SEED) -> list[Case]:
 
     def mremap() -> Case:
         while True:
-            addr = pick([Rel(0), Rel(3), Rel(10), Rel(14), Rel(20), Rel(30)] + A_ODD
+            addr = pick([Rel(0), Rel(3), Rel(10), Rel(14), Rel(20), Rel(26), Rel(30), Rel(34)] + A_ODD
                         + [0, (1 << 64) - PAGE, TASK_SIZE])
             old_len = pick([0, PAGE, 2 * PAGE, 3 * PAGE - 1, 4 * PAGE, (1 << 64) - 1, -PAGE])
             new_len = pick([0, 1, PAGE, 2 * PAGE, 4 * PAGE, TASK_SIZE + PAGE, (1 << 64) - 1, -PAGE, 1 << 40])
@@ -288,7 +294,8 @@ def run_case(w: World, base: int, brk0: int, case: Case) -> Outcome:
     fixed = MAP_FIXED | MAP_ANONYMOUS
     for page, n, prot, typ in ((0, REGION_PAGES, PROT_NONE, MAP_PRIVATE), (0, 8, RW, MAP_PRIVATE),
                                (10, 2, RW, MAP_SHARED), (14, 2, PROT_READ, MAP_PRIVATE),
-                               (20, 4, RW, MAP_PRIVATE)):
+                               (20, 4, RW, MAP_PRIVATE), (26, 2, RW, MAP_PRIVATE | MAP_LOCKED),
+                               (34, 2, RW, MAP_PRIVATE | MAP_GROWSDOWN)):
         r = w.call("mmap", (at(page), n * PAGE, prot, typ | fixed, 0))
         assert r == at(page), f"setting up the region: mmap returned {r}"
     for page, off, value in SETUP_STORES:

@@ -197,6 +197,9 @@ async def _walk(mm: MmStruct, start: int, end: int, advice: int) -> int:
             err = await madvise_dontneed_free(vma, start, tmp, advice)
         elif advice == MADV_REMOVE:
             err = madvise_remove(vma)
+        elif advice in (MADV_COLD, MADV_PAGEOUT):
+            # can_madv_lru_vma(): locked and PFN-mapped VMAs are not on the LRU.
+            err = -errno.EINVAL if vma.vm_flags & (VmFlags.VM_LOCKED | VmFlags.VM_PFNMAP) else 0
         else:
             err = 0
         if err:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import move_page_tables
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, VmFlags
-from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap
+from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, mlock_future_ok
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
 from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
@@ -225,7 +225,7 @@ def check_mremap_params(vrm: VmaRemapStruct) -> int:
 
 
 def check_prep_vma(vrm: VmaRemapStruct) -> int:
-    """Models check_prep_vma() (7.0).  Only a call that maps something new
+    """Models check_prep_vma() and resize_is_valid() (7.0).  Only a call that maps something new
     (growth, or a move) is checked against the VMA's end: an in-place
     shrink may unmap across VMAs and holes, and a same-size call without a
     move is a no-op that succeeds whatever lies at addr + old_len."""
@@ -248,8 +248,15 @@ def check_prep_vma(vrm: VmaRemapStruct) -> int:
         return -errno.EFAULT
     if new_len == old_len:
         return 0
+    # resize_is_valid(): the growth's offset must not wrap; an mlock()ed VMA
+    # may grow only within RLIMIT_MEMLOCK (-EAGAIN).
+    pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
+    if (pgoff + (new_len >> PAGE_SHIFT)) & ULONG_MAX < pgoff:
+        return -errno.EINVAL
     if vma.vm_flags & (VmFlags.VM_DONTEXPAND | VmFlags.VM_PFNMAP):
         return -errno.EFAULT
+    if not mlock_future_ok(vrm.mm, vma.vm_flags, vrm.delta):
+        return -errno.EAGAIN
     return 0
 
 
