@@ -40,10 +40,12 @@ before touching anything (wrapping ranges, lengths above TASK_SIZE, bad flags,
 would succeed somewhere else (a non-MAP_FIXED mapping, an mremap move without
 a fixed destination) are generated only in forms that must fail.
 
-Not covered: advice and flags Linux accepts that the model does not implement
-(MADV_MERGEABLE, MADV_POPULATE_*, MADV_COLLAPSE, MADV_GUARD_*, MADV_REMOVE on
-shmem, MAP_HUGETLB, MAP_DROPPABLE, MAP_SYNC): the model raises NotModelled for
-those (tests/kernel/test_syscall_checks.py).
+Anonymous MAP_HUGETLB is compared only where the machine has no huge pages,
+as the model's has none (every such mapping fails).  Not covered: advice and
+flags Linux accepts that the model does not implement (MADV_MERGEABLE,
+MADV_POPULATE_*, MADV_COLLAPSE, MADV_GUARD_*, MADV_REMOVE on shmem,
+MAP_HUGETLB | MAP_NORESERVE, a valid MAP_DROPPABLE, MAP_SYNC): the model
+raises NotModelled for those (tests/kernel/test_syscall_checks.py).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ RW = PROT_READ | PROT_WRITE
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
 MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_LOCKED = 0x10, 0x20, 0x100, 0x2000
 MAP_NORESERVE, MAP_POPULATE, MAP_STACK, MAP_FIXED_NOREPLACE = 0x4000, 0x8000, 0x20000, 0x100000
+MAP_DROPPABLE, MAP_HUGETLB, MAP_HUGE_SHIFT = 0x08, 0x40000, 26
+HUGE_SIZES = [0, 21 << MAP_HUGE_SHIFT, 30 << MAP_HUGE_SHIFT, 22 << MAP_HUGE_SHIFT, 63 << MAP_HUGE_SHIFT]
 MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
 MADV_FREE = 8
 MADV_REMOVE = 9
@@ -145,6 +149,19 @@ MREMAP_FLAGS = [0, MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_FIXED | MREMAP_MAYMOVE, 
                 MREMAP_DONTUNMAP | MREMAP_MAYMOVE, MREMAP_DONTUNMAP | MREMAP_FIXED | MREMAP_MAYMOVE, 8, 0x10,
                 -1, (1 << 32) | MREMAP_MAYMOVE]
 RW_PRIVATE_PAGES = {0, 3, 20, 26, 34}  # region pages in an accounted (private writable) VMA
+
+
+def _no_huge_pages() -> bool:
+    """The model's machine has no huge pages; anonymous MAP_HUGETLB is
+    compared only where the running one has none either."""
+    try:
+        with open("/proc/meminfo") as f:
+            return not any(line.startswith("HugePages_Total:") and int(line.split()[1]) for line in f)
+    except OSError:
+        return False
+
+
+NO_HUGE_PAGES = _no_huge_pages()
 
 
 def _align(x: int) -> int:
@@ -219,12 +236,21 @@ def generate_cases(n: int = CASES, seed: int = SEED) -> list[Case]:
                                     TASK_SIZE, 1 << 63])
         length = length_at(addr, L_SMALL + L_OVER + [(1 << 64) - 1, -PAGE])
         flags = MAP_FIXED | MAP_ANONYMOUS | pick(MAP_TYPES) | pick(MAP_EXTRA)
+        if rng.randrange(8) == 0:
+            # MAP_DROPPABLE only where it is refused; MAP_HUGETLB at an address
+            # that is never huge-page aligned (the window is 2 MiB aligned and
+            # the region starts a page into it).
+            if rng.randrange(2):
+                flags = MAP_FIXED | MAP_ANONYMOUS | MAP_DROPPABLE | pick([MAP_LOCKED, MAP_GROWSDOWN])
+            else:
+                flags = MAP_FIXED | MAP_ANONYMOUS | pick([MAP_PRIVATE, MAP_SHARED]) | MAP_HUGETLB | pick(HUGE_SIZES)
+                addr = pick(A_IN + A_ODD)
         return Case("mmap", (addr, length, pick(PROTS), flags, pick([0, 0, 0, 1, PAGE, 1 << 63, -PAGE])))
 
     def mmap_anywhere() -> Case:
         """Without MAP_FIXED: only in forms that must fail."""
         addr = pick([0, Rel(30), 1 << 63, -1])
-        kind = rng.randrange(8)
+        kind = rng.randrange(9 if NO_HUGE_PAGES else 8)
         anon = MAP_ANONYMOUS
         prot, typ, length, offset, extra = pick(PROTS), MAP_PRIVATE, pick(L_SMALL[1:]), 0, 0
         if kind == 0:
@@ -242,11 +268,15 @@ def generate_cases(n: int = CASES, seed: int = SEED) -> list[Case]:
             typ = pick([MAP_PRIVATE, MAP_SHARED, 0])
         elif kind == 6:
             offset = pick([1, PAGE - 1, -1])
-        else:
+        elif kind == 7:
             typ, extra = pick([(MAP_SHARED, MAP_GROWSDOWN), (MAP_PRIVATE, MAP_LOCKED)])
             prot = RW
             if extra == MAP_LOCKED:
                 length = 16 << 20  # beyond RLIMIT_MEMLOCK: EAGAIN
+        else:  # no huge page to reserve (-ENOMEM), or no such huge page size (-EINVAL)
+            typ = pick([MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, 0])
+            extra = MAP_HUGETLB | pick(HUGE_SIZES)
+            length = pick([1, 2 << 20, 1 << 30, 0, (1 << 64) - 1])
         return Case("mmap", (addr, length, prot, typ | anon | extra, offset))
 
     def mremap() -> Case:
@@ -342,6 +372,8 @@ def _child(cases: list[Case], wfd: int) -> None:
         base = usermm.mmap(HINT, WINDOW, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
         if base < 0:
             raise OSError(-base, "reserving the window")
+        if base % (2 << 20):  # the hint was not honoured: MAP_HUGETLB cases would not be safe
+            raise OSError(errno.EADDRINUSE, f"the window landed at {base:#x}, not at {HINT:#x}")
         for guard in (base, base + WINDOW - PAGE):
             r = usermm.mmap(guard, PAGE, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
             if r != guard:

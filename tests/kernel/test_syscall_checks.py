@@ -321,3 +321,51 @@ def test_default_memory_is_a_small_machine_scaled_by_cpus() -> None:
     assert big.mem_pages == 56 * (256 << 20) // PAGE
     # mmtests pft maps 256 MiB per thread: 56 threads fit a 56-CPU machine exactly.
     assert big.spawn().mmap(0, 56 * (256 << 20), RW, ANON) > 0
+
+
+# ---------------------------------------------------------------------------
+# MAP_HUGETLB on a machine without huge pages, MAP_DROPPABLE
+# ---------------------------------------------------------------------------
+HUGETLB = 0x40000
+
+
+@pytest.mark.parametrize("length,flags,err", [
+    (2 << 20, ANON | HUGETLB, errno.ENOMEM),  # no huge page to reserve
+    (1, ANON | HUGETLB, errno.ENOMEM),  # the length is rounded up to 2 MiB
+    (1 << 30, ANON | HUGETLB | (30 << 26), errno.ENOMEM),  # 1 GiB pages
+    (2 << 20, ANON | HUGETLB | (22 << 26), errno.EINVAL),  # no 4 MiB huge pages
+    (0, ANON | HUGETLB, errno.EINVAL),
+    (2 << 20, MAP_ANONYMOUS | HUGETLB, errno.EINVAL),  # no MAP_TYPE
+    (2 << 20, ANON | HUGETLB | 0x100, errno.EINVAL),  # MAP_GROWSDOWN on a file
+    (PAGE, ANON | 0x08 | 0x2000, errno.EINVAL),  # MAP_DROPPABLE | MAP_LOCKED
+])
+def test_hugetlb_and_droppable_errors(length: int, flags: int, err: int) -> None:
+    p = System().spawn()
+    assert errno_of(p.mmap, 0, length, RW, flags) == err
+
+
+def test_failed_fixed_hugetlb_leaves_the_replaced_range_unmapped() -> None:
+    """As 6.18: the old PTEs were cleared before hugetlbfs's ->mmap failed."""
+    kern = System()
+    p = kern.spawn()
+    b = 0x3F0000000000
+    p.mmap(b, 4 << 20, RW, ANON | MAP_FIXED)
+    p.store(b + 5, 9)
+    assert errno_of(p.mmap, b, 2 << 20, RW, ANON | MAP_FIXED | HUGETLB) == errno.ENOMEM
+    assert p.maps().splitlines()[0] == "3f0000200000-3f0000400000 rw-p 00000000 00:00 0 "
+    assert kern.vm_committed_as == STACK_PAGES + 512 == accounted(kern)
+    # A MAP_FIXED address that is not huge-page aligned is refused before anything changes.
+    assert errno_of(p.mmap, b + (2 << 20) - PAGE, 2 * PAGE, RW, ANON | MAP_FIXED | HUGETLB) == errno.EINVAL
+    assert p.maps().splitlines()[0] == "3f0000200000-3f0000400000 rw-p 00000000 00:00 0 "
+
+
+def test_not_modelled_calls_leave_no_lock_held() -> None:
+    p = System().spawn()
+    with pytest.raises(NotModelled):
+        p.mmap(0, 2 << 20, RW, ANON | HUGETLB | MAP_NORESERVE)
+    with pytest.raises(NotModelled):
+        p.mmap(0, PAGE, RW, MAP_ANONYMOUS | 0x08)  # MAP_DROPPABLE
+    s = p.mmap(0, PAGE, RW, MAP_SHARED | MAP_ANONYMOUS)
+    with pytest.raises(NotModelled):
+        p.madvise(s, PAGE, 9)  # MADV_REMOVE on shmem
+    assert p.mmap(A, PAGE, RW, ANON | MAP_FIXED) == A  # mmap_lock is free again

@@ -149,7 +149,11 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
         return ret
     if advice in _MMAP_READ_LOCK:
         await mmap_read_lock(mm)
-        ret = await _walk(mm, start, end, advice)
+        try:
+            ret = await _walk(mm, start, end, advice)
+        except NotModelled:  # MADV_REMOVE on shmem, before anything changed
+            await mmap_read_unlock(mm)
+            raise
         await mmap_read_unlock(mm)
         return ret
     if await mmap_write_lock_killable(mm):

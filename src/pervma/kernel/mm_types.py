@@ -104,6 +104,7 @@ class File(SlabObject):
     dev: str = "00:00"
     shmem: bool = False
     resident: bool = False  # every page already in the page cache (written earlier)
+    hugetlb_shift: int = 0  # a hugetlbfs file (anonymous MAP_HUGETLB): log2 of its page size
     vm_ops: VmOperations | None = None
     pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
     contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"

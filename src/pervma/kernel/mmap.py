@@ -45,6 +45,7 @@ from pervma.kernel.vma import (
     vma_merge_new_range,
     vma_set_range,
     vma_write_fields,
+    vms_complete_munmap_vmas,
     vms_gather_munmap_vmas,
 )
 from pervma.kernel.vma_init import vm_area_alloc, vm_area_dup
@@ -139,7 +140,20 @@ def get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int) -> int:
     return -errno.ENOMEM
 
 
-def __get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int) -> int:
+def hugetlb_get_unmapped_area(mm: MmStruct, file: File, addr: int, length: int, flags: int) -> int:
+    """hugetlbfs's get_unmapped_area: a length and a MAP_FIXED address must
+    be multiples of the huge page size (-EINVAL); a hint is rounded up to one."""
+    hmask = (1 << file.hugetlb_shift) - 1
+    if length & hmask:
+        return -errno.EINVAL
+    if flags & MAP_FIXED:
+        return -errno.EINVAL if addr & hmask else addr
+    if addr:
+        addr = (addr + hmask) & ~hmask & ULONG_MAX
+    return get_unmapped_area(mm, addr, length, flags)
+
+
+def __get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, file: File | None = None) -> int:
     """Models __get_unmapped_area() (6.18): the arch's answer, then the checks
     every answer must pass.  A MAP_FIXED address in the last page of the
     address space *is* an error value (mmap(2**64 - 1, ..., MAP_FIXED)
@@ -147,7 +161,10 @@ def __get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int) -> int
     security_mmap_addr() (the model's tasks lack CAP_SYS_RAWIO)."""
     if length > TASK_SIZE:
         return -errno.ENOMEM
-    addr = get_unmapped_area(mm, addr, length, flags)
+    if file is not None and file.hugetlb_shift:
+        addr = hugetlb_get_unmapped_area(mm, file, addr, length, flags)
+    else:
+        addr = get_unmapped_area(mm, addr, length, flags)
     if addr < 0:
         return addr
     if IS_ERR_VALUE(addr):
@@ -180,7 +197,7 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
         if err:
             return err
     charged = 0
-    if accountable_mapping(vm_flags):
+    if accountable_mapping(vm_flags) and not (file is not None and file.hugetlb_shift):
         charged = (length >> PAGE_SHIFT) - vms.nr_accounted
         if charged and security_vm_enough_memory_mm(mm, charged):
             return await _mmap_abort(vms, -errno.ENOMEM)
@@ -201,6 +218,15 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
         if charged:
             vm_unacct_memory(mm.system, charged)
         return await _mmap_abort(vms, -errno.ENOMEM)
+    if file is not None and file.hugetlb_shift:
+        # hugetlbfs_file_mmap() finds no huge page to reserve on the model's
+        # machine.  A file mapping's ->mmap runs after vms_clean_up_area()
+        # cleared what MAP_FIXED replaces, so vms_abort_munmap_vmas() cannot
+        # put it back: the range is left unmapped (as 6.18 does).
+        if vms.vmas:
+            await vma_iter_update(mm, remove=vms.vmas, label="vms_abort_munmap_vmas")
+            await vms_complete_munmap_vmas(vms)
+        return -errno.ENOMEM
     merged: VmAreaStruct | None = None
     if vms.vmas:
         await vma_iter_update(mm, remove=vms.vmas, label="vms_clear_ptes: clear tree")
@@ -331,7 +357,7 @@ async def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot:
         return -errno.ENOMEM, 0
     vm_flags = (calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags)
                 | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE | VmFlags.VM_MAYEXEC)
-    addr = __get_unmapped_area(mm, addr, length, flags)
+    addr = __get_unmapped_area(mm, addr, length, flags, file)
     if addr < 0:
         return addr, 0
     if flags & MAP_FIXED_NOREPLACE and mm.mm_mt.overlapping(addr, addr + length):
@@ -359,13 +385,21 @@ async def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot:
         pgoff = 0
         vm_flags |= VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE
     elif maptype == MAP_DROPPABLE:
+        # Neither locked nor huge, nor a stack (6.11+).
+        if flags & (MAP_LOCKED | MAP_HUGETLB) or vm_flags & VmFlags.VM_GROWSDOWN:
+            return -errno.EINVAL, 0
         raise NotModelled("mmap: MAP_DROPPABLE is valid on Linux but not modelled")
     elif maptype == MAP_PRIVATE:
         pgoff = addr >> PAGE_SHIFT
     else:
         return -errno.EINVAL, 0
-    if flags & MAP_NORESERVE and mm.system.overcommit_memory != OVERCOMMIT_NEVER:
-        vm_flags |= VmFlags.VM_NORESERVE
+    if flags & MAP_NORESERVE:
+        if mm.system.overcommit_memory != OVERCOMMIT_NEVER:
+            vm_flags |= VmFlags.VM_NORESERVE
+        if file is not None and file.hugetlb_shift:
+            vm_flags |= VmFlags.VM_NORESERVE
+            raise NotModelled("mmap: MAP_HUGETLB | MAP_NORESERVE (huge pages faulted on demand) "
+                              "is valid on Linux but not modelled")
     if file is None and vm_flags & VmFlags.VM_SHARED:
         file = mm.system.shmem_zero_setup(length)
     addr = await mmap_region(mm, file, addr, length, vm_flags, pgoff)
@@ -415,7 +449,11 @@ async def vm_mmap_pgoff(mm: MmStruct, file: File | None, addr: int, length: int,
     populate outside it."""
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
-    ret, populate = await do_mmap(mm, file, addr, length, prot, flags, pgoff)
+    try:
+        ret, populate = await do_mmap(mm, file, addr, length, prot, flags, pgoff)
+    except NotModelled:
+        await mmap_write_unlock(mm)  # raised before anything changed
+        raise
     await mmap_write_unlock(mm)
     if populate:
         await mm_populate(mm, ret, populate)
@@ -434,7 +472,13 @@ async def ksys_mmap_pgoff(mm: MmStruct, addr: int, length: int, prot: int, flags
     else:
         file = None
         if flags & MAP_HUGETLB:
-            raise NotModelled("mmap: anonymous MAP_HUGETLB is valid on Linux but not modelled")
+            # hstate_sizelog(): the default (2 MiB), 2 MiB or 1 GiB huge pages.
+            size_log = (flags >> MAP_HUGE_SHIFT) & 0x3F
+            if size_log not in (0, 21, 30):
+                return -errno.EINVAL
+            shift = size_log or 21
+            length = (length + (1 << shift) - 1) & ~((1 << shift) - 1) & ULONG_MAX
+            file = mm.system.hugetlb_file_setup(length, shift)
     return await vm_mmap_pgoff(mm, file, addr, length, prot, flags, pgoff)
 
 

@@ -199,6 +199,16 @@ class System:
             "/dev/zero (deleted)", length >> PAGE_SHIFT, self._ino(), "00:01", True, self.shmem_ops)
         return f
 
+    def hugetlb_file_setup(self, length: int, shift: int) -> File:
+        """The hugetlbfs file behind an anonymous MAP_HUGETLB mapping.  The
+        model's machine has no huge pages: mapping it fails (-ENOMEM) unless
+        MAP_NORESERVE, which the model does not implement."""
+        f = self.file_cachep.alloc("hugetlb_file_setup")
+        f.path, f.npages, f.inode, f.dev, f.shmem = ("/anon_hugepage (deleted)", length >> PAGE_SHIFT,
+                                                     self._ino(), "00:11", False)
+        f.hugetlb_shift, f.vm_ops = shift, None
+        return f
+
     def _ino(self) -> int:
         self._next_ino += 1
         return self._next_ino
