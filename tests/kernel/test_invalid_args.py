@@ -69,6 +69,7 @@ from test_differential import _REASON, HINT, _park_malloc  # same host requireme
 from pervma import PAGE, Config, Segfault, System
 from pervma.host import usermm
 from pervma.kernel.mm_types import TASK_SIZE
+from pervma.kernel.mmap import RLIMIT_MEMLOCK as MEMLOCK  # the model's, 8 MiB
 from pervma.kernel.util import OVERCOMMIT_NEVER
 
 
@@ -78,6 +79,9 @@ def _skip_reason() -> str | None:
     if usermm.vm_sysctl("overcommit_memory") == OVERCOMMIT_NEVER:
         return ("vm.overcommit_memory is 2: strict overcommit depends on every commitment on the "
                 "machine, which the model cannot know")
+    hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+    if os.geteuid() != 0 and hard != resource.RLIM_INFINITY and hard < MEMLOCK:
+        return f"the RLIMIT_MEMLOCK hard limit ({hard} bytes) is below the model's {MEMLOCK}"
     return None
 
 
@@ -356,7 +360,7 @@ NOBODY = 65534
 
 def _become_ordinary() -> None:
     """RLIMIT_MEMLOCK at the kernel's default, and no capabilities."""
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (8 << 20, 8 << 20))
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (MEMLOCK, MEMLOCK))
     if os.geteuid() == 0:
         os.setgroups([])
         os.setgid(NOBODY)
