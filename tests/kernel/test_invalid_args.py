@@ -102,9 +102,11 @@ ULONG = (1 << 64) - 1
 
 REGION_PAGES = 64
 WINDOW = (REGION_PAGES + 2) * PAGE
-CASES = 360
-CHUNK = 60
-SEED = 20251202
+# CI runs 1200 derandomised cases (about 2 s).  To shake harder:
+#   PERVMA_INVALID_CASES=20000 PERVMA_INVALID_SEED=7 pytest tests/kernel/test_invalid_args.py
+CASES = int(os.environ.get("PERVMA_INVALID_CASES", "1200"))
+CHUNK = 100
+SEED = int(os.environ.get("PERVMA_INVALID_SEED", "20251202"))
 CHILD_TIMEOUT = 60.0
 # Where each case reads a byte back (page, offset).
 PROBES = [(p, (p * 37) % PAGE) for p in (*range(0, 30), 40, 63)]
