@@ -42,10 +42,10 @@ a fixed destination) are generated only in forms that must fail.
 
 Anonymous MAP_HUGETLB is compared only where the machine has no huge pages,
 as the model's has none (every such mapping fails).  Not covered: advice and
-flags Linux accepts that the model does not implement (MADV_MERGEABLE,
-MADV_POPULATE_*, MADV_COLLAPSE, MADV_GUARD_*, MADV_REMOVE on shmem,
-MAP_HUGETLB | MAP_NORESERVE, a valid MAP_DROPPABLE, MAP_SYNC): the model
-raises NotModelled for those (tests/kernel/test_syscall_checks.py).
+flags Linux accepts that the model does not implement (MADV_COLLAPSE,
+MADV_GUARD_*, MADV_REMOVE on shmem, MAP_HUGETLB | MAP_NORESERVE, a valid
+MAP_DROPPABLE, MAP_SYNC): the model raises NotModelled for those
+(tests/kernel/test_syscall_checks.py).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ L_WRAP = [(1 << 64) - 1, (1 << 64) - PAGE, -PAGE, -1, -2 * PAGE, (1 << 64) - 2 *
 L_OVER = [TASK_SIZE, 1 << 47, 1 << 63]
 PROTS = [PROT_NONE, PROT_READ, RW, PROT_READ | PROT_EXEC, PROT_SEM, 0x10, -1, 0x01000000 | PROT_READ,
          0x02000000 | PROT_READ, 0x03000000, (1 << 32) | PROT_READ, 0x80000000]
-ADVICE_OK = [0, 1, 2, 3, 4, 8, 10, 11, 14, 15, 16, 17, 18, 19, 20, 21, 24]
+ADVICE_OK = [0, 1, 2, 3, 4, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
 ADVICE_BAD = [5, 6, 7, 26, 27, 99, 104, 200, -1, (1 << 32) | 4, -(1 << 31)]
 MAP_EXTRA = [0, MAP_NORESERVE, MAP_POPULATE, MAP_GROWSDOWN, MAP_LOCKED, MAP_STACK, MAP_FIXED_NOREPLACE,
              0x200, 0x400000, 0x80000000, 0x40]

@@ -162,9 +162,9 @@ def test_thread_api_reduces_the_same_way() -> None:
 def test_valid_but_unmodelled_advice_raises_not_modelled_after_the_checks() -> None:
     p = System().spawn()
     a = p.mmap(A, PAGE, RW, ANON | MAP_FIXED)
-    assert errno_of(p.madvise, a + 1, PAGE, 12) == errno.EINVAL  # checked first
-    with pytest.raises(NotModelled, match="advice 12 is valid on Linux but not modelled"):
-        p.madvise(a, PAGE, 12)  # MADV_MERGEABLE
+    assert errno_of(p.madvise, a + 1, PAGE, 25) == errno.EINVAL  # checked first
+    with pytest.raises(NotModelled, match="advice 25 is valid on Linux but not modelled"):
+        p.madvise(a, PAGE, 25)  # MADV_COLLAPSE
     assert issubclass(NotModelled, PervmaError)
 
 
@@ -369,3 +369,31 @@ def test_not_modelled_calls_leave_no_lock_held() -> None:
     with pytest.raises(NotModelled):
         p.madvise(s, PAGE, 9)  # MADV_REMOVE on shmem
     assert p.mmap(A, PAGE, RW, ANON | MAP_FIXED) == A  # mmap_lock is free again
+
+
+# ---------------------------------------------------------------------------
+# MADV_POPULATE_READ/WRITE, MADV_MERGEABLE/UNMERGEABLE
+# ---------------------------------------------------------------------------
+def test_madv_populate_faults_in_and_stops_at_the_first_bad_vma() -> None:
+    p = System().spawn()
+    p.mmap(A, 2 * PAGE, RW, ANON | MAP_FIXED)
+    p.mmap(A + 2 * PAGE, 2 * PAGE, PROT_READ, ANON | MAP_FIXED)
+    assert errno_of(p.madvise, A, 4 * PAGE, 23) == errno.EINVAL  # POPULATE_WRITE meets a read-only VMA
+    vpn = A >> 12
+    assert [vpn + i in p.mm.pgtable for i in range(4)] == [True, True, False, False]
+    assert all(p.mm.pgtable[vpn + i].writable for i in range(2))
+    assert p.madvise(A, 4 * PAGE, 22) == 0  # POPULATE_READ: all four, the read-only ones the zero page
+    assert p.mm.pgtable[vpn + 3].page.zero_page
+    assert errno_of(p.madvise, A + 2 * PAGE, 4 * PAGE, 22) == errno.ENOMEM  # a hole after the VMA
+
+
+def test_madv_mergeable_splits_and_unmergeable_merges_back() -> None:
+    p = System().spawn()
+    p.mmap(A, 4 * PAGE, RW, ANON | MAP_FIXED)
+    assert p.madvise(A, PAGE, 12) == 0  # MADV_MERGEABLE: VM_MERGEABLE on the first page
+    assert p.maps().count("rw-p") == 3  # the split VMA pair and the stack
+    assert p.madvise(A, PAGE, 13) == 0  # MADV_UNMERGEABLE
+    assert p.maps().count("rw-p") == 2
+    s = p.mmap(0, PAGE, RW, MAP_SHARED | MAP_ANONYMOUS)
+    assert p.madvise(s, PAGE, 12) == 0  # shared: ignored
+    assert not p.mm.mm_mt.find(s).vm_flags & VmFlags.VM_MERGEABLE

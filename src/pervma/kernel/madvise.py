@@ -59,12 +59,17 @@ _FLAG_ADVICE = {
     MADV_KEEPONFORK: (VmFlags.VM_NONE, VmFlags.VM_WIPEONFORK),
     MADV_HUGEPAGE: (VmFlags.VM_HUGEPAGE, VmFlags.VM_NOHUGEPAGE),  # hugepage_madvise()
     MADV_NOHUGEPAGE: (VmFlags.VM_NOHUGEPAGE, VmFlags.VM_HUGEPAGE),
+    MADV_MERGEABLE: (VmFlags.VM_MERGEABLE, VmFlags.VM_NONE),  # ksm_madvise()
+    MADV_UNMERGEABLE: (VmFlags.VM_NONE, VmFlags.VM_MERGEABLE),
 }
+# vma_ksm_compatible(): KSM leaves these alone (MADV_MERGEABLE is then ignored).
+_KSM_INCOMPATIBLE = (VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE | VmFlags.VM_PFNMAP | VmFlags.VM_IO
+                     | VmFlags.VM_DONTEXPAND | VmFlags.VM_MIXEDMAP)
 _VMA_READ_LOCK = (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE)
 _MMAP_READ_LOCK = (MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT, MADV_REMOVE)
 # Valid on a 6.18 x86_64 kernel built with KSM, THP and MEMORY_FAILURE, not modelled.
-_NOT_MODELLED = (MADV_MERGEABLE, MADV_UNMERGEABLE, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_COLLAPSE,
-                 MADV_GUARD_INSTALL, MADV_GUARD_REMOVE)
+_POPULATE = (MADV_POPULATE_READ, MADV_POPULATE_WRITE)
+_NOT_MODELLED = (MADV_COLLAPSE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE)
 _MEMORY_FAILURE = (MADV_HWPOISON, MADV_SOFT_OFFLINE)
 
 
@@ -86,6 +91,8 @@ async def madvise_update_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start
         return -errno.EINVAL, vma
     if advice == MADV_DONTDUMP and vma.vm_flags & VmFlags.VM_IO:
         return -errno.EINVAL, vma
+    if advice == MADV_MERGEABLE and vma.vm_flags & _KSM_INCOMPATIBLE:
+        return 0, vma
     newflags = (vma.vm_flags | setf) & ~clearf
     if newflags == vma.vm_flags:
         return 0, vma
@@ -100,7 +107,7 @@ async def madvise_update_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start
 
 def madvise_behavior_valid(advice: int) -> bool:
     return (advice in _FLAG_ADVICE or advice in _VMA_READ_LOCK or advice in _MMAP_READ_LOCK
-            or advice in _NOT_MODELLED or advice in _MEMORY_FAILURE)
+            or advice in _POPULATE or advice in _NOT_MODELLED or advice in _MEMORY_FAILURE)
 
 
 def is_valid_madvise(start: int, len_in: int, advice: int) -> bool:
@@ -134,6 +141,8 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
         return -errno.EPERM
     if advice in _NOT_MODELLED:
         raise NotModelled(f"madvise: advice {advice} is valid on Linux but not modelled")
+    if advice in _POPULATE:
+        return await madvise_populate(mm, start, end, advice == MADV_POPULATE_WRITE)
     if advice in _VMA_READ_LOCK:
         vma = await lock_vma_under_rcu(mm, start)
         if vma is not None:
@@ -161,6 +170,42 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
     ret = await _walk(mm, start, end, advice)
     await mmap_write_unlock(mm)
     return ret
+
+
+async def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
+    """Models madvise_populate() (6.18): fault the range in, VMA by VMA, as
+    GUP with FOLL_MADV_POPULATE does: no VMA at the cursor is -ENOMEM, a VMA
+    that cannot be read (or, for MADV_POPULATE_WRITE, written) or is
+    VM_IO/VM_PFNMAP is -EINVAL, a fault that fails is -EFAULT; what came
+    before stays populated.  As in mm_populate(), the faults are taken
+    outside mmap_lock (the kernel holds it for read), and memory bounds the
+    work: running out of free pages is -ENOMEM."""
+    from pervma.kernel.fault import OOM_FAULT, handle_user_fault
+
+    system = mm.system
+    budget = system.mem_pages - system.page_cachep.active
+    addr = start
+    while addr < end:
+        await mmap_read_lock(mm)
+        vma = mm.mm_mt.find_covering(addr)
+        flags = vma.vm_flags if vma is not None else VmFlags.VM_NONE
+        nend = min(end, vma.vm_end) if vma is not None else addr
+        await mmap_read_unlock(mm)
+        if vma is None:
+            return -errno.ENOMEM
+        if flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP):
+            return -errno.EINVAL
+        if not flags & (VmFlags.VM_WRITE if write else VmFlags.VM_READ):
+            return -errno.EINVAL
+        while addr < nend:
+            if budget <= 0:
+                return -errno.ENOMEM
+            budget -= 1
+            code = await handle_user_fault(mm, addr, write)
+            if code:
+                return -errno.ENOMEM if code == OOM_FAULT else -errno.EFAULT
+            addr += PAGE_SIZE
+    return 0
 
 
 async def sys_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
