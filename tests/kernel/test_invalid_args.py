@@ -44,7 +44,7 @@ Anonymous MAP_HUGETLB is compared only where the machine has no huge pages,
 as the model's has none (every such mapping fails).  Not covered: advice and
 flags Linux accepts that the model does not implement (MADV_COLLAPSE,
 MADV_GUARD_*, MADV_REMOVE on shmem, MAP_HUGETLB | MAP_NORESERVE, a valid
-MAP_DROPPABLE, MAP_SYNC): the model raises NotModelled for those
+MAP_DROPPABLE): the model raises NotModelled for those
 (tests/kernel/test_syscall_checks.py).
 """
 
@@ -149,7 +149,7 @@ PROTS = [PROT_NONE, PROT_READ, RW, PROT_READ | PROT_EXEC, PROT_SEM, 0x10, -1, 0x
 ADVICE_OK = [0, 1, 2, 3, 4, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
 ADVICE_BAD = [5, 6, 7, 26, 27, 99, 104, 200, -1, (1 << 32) | 4, -(1 << 31)]
 MAP_EXTRA = [0, MAP_NORESERVE, MAP_POPULATE, MAP_GROWSDOWN, MAP_LOCKED, MAP_STACK, MAP_FIXED_NOREPLACE,
-             0x200, 0x400000, 0x80000000, 0x40]
+             0x200, 0x400000, 0x80000000, 0x40, 0x80000]
 MAP_TYPES = [MAP_PRIVATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, 0, 4, 0xF]
 MREMAP_FLAGS = [0, MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_FIXED | MREMAP_MAYMOVE, MREMAP_DONTUNMAP,
                 MREMAP_DONTUNMAP | MREMAP_MAYMOVE, MREMAP_DONTUNMAP | MREMAP_FIXED | MREMAP_MAYMOVE, 8, 0x10,

@@ -397,3 +397,19 @@ def test_madv_mergeable_splits_and_unmergeable_merges_back() -> None:
     s = p.mmap(0, PAGE, RW, MAP_SHARED | MAP_ANONYMOUS)
     assert p.madvise(s, PAGE, 12) == 0  # shared: ignored
     assert not p.mm.mm_mt.find(s).vm_flags & VmFlags.VM_MERGEABLE
+
+
+def test_map_sync_on_a_disk_file_is_eopnotsupp_and_anonymous_ones_do_not_merge() -> None:
+    kern = System()
+    p = kern.spawn()
+    f = kern.create_file("/data", 8)
+    p.mmap(A, 4 * PAGE, RW, ANON | MAP_FIXED)
+    for flags in (MAP_SHARED, MAP_PRIVATE, 0x03):
+        assert errno_of(p.mmap, 0, PAGE, RW, flags | 0x80000, f, 0) == errno.EOPNOTSUPP
+    # MAP_FIXED: ->mmap refuses after the old page was cleared, which stays unmapped.
+    assert errno_of(p.mmap, A, PAGE, RW, MAP_PRIVATE | MAP_FIXED | 0x80000, f, 0) == errno.EOPNOTSUPP
+    assert p.maps().splitlines()[0] == "10001000-10004000 rw-p 00000000 00:00 0 "
+    assert kern.vm_committed_as == STACK_PAGES + 3 == accounted(kern)
+    p.mmap(A, PAGE, RW, ANON | MAP_FIXED | 0x80000)  # VM_SYNC: no merge with its neighbour
+    assert p.maps().splitlines()[:2] == ["10000000-10001000 rw-p 00000000 00:00 0 ",
+                                         "10001000-10004000 rw-p 00000000 00:00 0 "]

@@ -197,6 +197,7 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
         if err:
             return err
     charged = 0
+    replaced_accounted = vms.nr_accounted
     if accountable_mapping(vm_flags) and not (file is not None and file.hugetlb_shift):
         charged = (length >> PAGE_SHIFT) - vms.nr_accounted
         if charged and security_vm_enough_memory_mm(mm, charged):
@@ -218,15 +219,18 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
         if charged:
             vm_unacct_memory(mm.system, charged)
         return await _mmap_abort(vms, -errno.ENOMEM)
-    if file is not None and file.hugetlb_shift:
-        # hugetlbfs_file_mmap() finds no huge page to reserve on the model's
-        # machine.  A file mapping's ->mmap runs after vms_clean_up_area()
-        # cleared what MAP_FIXED replaces, so vms_abort_munmap_vmas() cannot
-        # put it back: the range is left unmapped (as 6.18 does).
+    err = file_mmap_refuses(file, vm_flags)
+    if err:
+        # A file mapping's ->mmap runs after vms_clean_up_area() cleared what
+        # MAP_FIXED replaces, so vms_abort_munmap_vmas() cannot put it back:
+        # the range is left unmapped (as 6.18 does).  The replaced VMAs'
+        # charge, handed to the new mapping, goes with them.
+        if vm_flags & VmFlags.VM_ACCOUNT and charged + replaced_accounted:
+            vm_unacct_memory(mm.system, charged + replaced_accounted)
         if vms.vmas:
             await vma_iter_update(mm, remove=vms.vmas, label="vms_abort_munmap_vmas")
             await vms_complete_munmap_vmas(vms)
-        return -errno.ENOMEM
+        return err
     merged: VmAreaStruct | None = None
     if vms.vmas:
         await vma_iter_update(mm, remove=vms.vmas, label="vms_clear_ptes: clear tree")
@@ -257,6 +261,20 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
     mm.total_vm += length >> PAGE_SHIFT
     await vma_write_fields(vma, "vma_set_page_prot")
     return addr
+
+
+def file_mmap_refuses(file: File | None, vm_flags: VmFlags) -> int:
+    """The errors of the model's files' ->mmap: hugetlbfs finds no huge page
+    to reserve on the model's machine (-ENOMEM); a regular disk file is not
+    DAX, so it cannot honour MAP_SYNC (ext4/xfs: -EOPNOTSUPP)."""
+    if file is None:
+        return 0
+    if file.hugetlb_shift:
+        return -errno.ENOMEM
+    regular = not file.shmem and file.vm_ops is not None and file.vm_ops.special is None
+    if vm_flags & VmFlags.VM_SYNC and regular:
+        return -errno.EOPNOTSUPP
+    return 0
 
 
 async def _mmap_abort(vms: VmaMunmapStruct, err: int) -> int:
@@ -305,12 +323,16 @@ def round_hint_to_min(hint: int) -> int:
 
 
 def calc_vm_flag_bits(flags: int) -> VmFlags:
-    """The MAP_* flags that become vm_flags (MAP_STACK: VM_NOHUGEPAGE, 6.7+ with THP)."""
+    """The MAP_* flags that become vm_flags (MAP_STACK: VM_NOHUGEPAGE, 6.7+
+    with THP; MAP_SYNC: VM_SYNC whatever the mapping, so an anonymous one
+    no longer merges with its neighbours)."""
     f = VmFlags.VM_NONE
     if flags & MAP_GROWSDOWN:
         f |= VmFlags.VM_GROWSDOWN
     if flags & MAP_LOCKED:
         f |= VmFlags.VM_LOCKED
+    if flags & MAP_SYNC:
+        f |= VmFlags.VM_SYNC
     if flags & MAP_STACK:
         f |= VmFlags.VM_NOHUGEPAGE
     return f
