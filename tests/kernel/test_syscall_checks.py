@@ -413,3 +413,34 @@ def test_map_sync_on_a_disk_file_is_eopnotsupp_and_anonymous_ones_do_not_merge()
     p.mmap(A, PAGE, RW, ANON | MAP_FIXED | 0x80000)  # VM_SYNC: no merge with its neighbour
     assert p.maps().splitlines()[:2] == ["10000000-10001000 rw-p 00000000 00:00 0 ",
                                          "10001000-10004000 rw-p 00000000 00:00 0 "]
+
+
+class _CountingTable(dict):  # type: ignore[type-arg]
+    """A page table that counts lookups: work must follow the PTEs, not the range."""
+
+    lookups = 0
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        _CountingTable.lookups += 1
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        _CountingTable.lookups += 1
+        return super().__contains__(key)
+
+
+def test_huge_sparse_mappings_cost_their_ptes_not_their_length() -> None:
+    p = System().spawn()
+    p.mm.pgtable = _CountingTable(p.mm.pgtable)
+    a = p.mmap(0, 1 << 40, PROT_READ, ANON)  # not accountable: allowed
+    p.load(a)
+    p.load(a + (1 << 39))
+    b = p.mremap(a, 1 << 40, 1 << 40, MREMAP_MAYMOVE | 2, a - (1 << 41))  # MREMAP_FIXED
+    assert (p.load(b), p.load(b + (1 << 39))) == (0, 0)
+    assert len(p.mm.pgtable) == 2
+    assert errno_of(p.mprotect, b, 1 << 40, PROT_READ | PROT_WRITE) == errno.ENOMEM  # the charge
+    p.mprotect(b, 1 << 40, 0)
+    p.madvise(b, 1 << 40, MADV_DONTNEED)
+    p.fork().exit()
+    p.munmap(b, 1 << 40)
+    assert _CountingTable.lookups < 10_000  # 2**28 pages: a per-page walk would be far above
