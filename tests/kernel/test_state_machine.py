@@ -35,6 +35,7 @@ from pervma import (
     System,
 )
 from pervma.kernel import debug
+from pervma.kernel.mm_types import VmFlags
 
 BASE = 0x10000000
 NPAGES = 48
@@ -140,6 +141,13 @@ class AddressSpace(RuleBasedStateMachine):
     def _forget(self, addr: int, n: int, zero_private: bool = False) -> None:
         for a in [a for a in self.shadow if addr <= a < addr + n * PAGE]:
             del self.shadow[a]
+
+    @invariant()
+    def committed_memory_is_the_accounted_vmas(self) -> None:
+        """vm_committed_as holds exactly the pages of the live VM_ACCOUNT VMAs."""
+        accounted = sum(v.pages() for proc in self.kern.processes if not proc.mm.freed
+                        for v in proc.mm.mm_mt.snapshot() if v.vm_flags & VmFlags.VM_ACCOUNT)
+        assert self.kern.vm_committed_as == accounted
 
     @invariant()
     def mm_is_valid(self) -> None:

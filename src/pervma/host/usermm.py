@@ -83,13 +83,26 @@ def _syscall(name: str, *args: int) -> int:
 
 
 def _signed(x: int) -> int:
-    """An unsigned machine word as the C ``long`` the kernel sees."""
+    """An unsigned machine word (a pointer, ``size_t`` or ``off_t``) as the C
+    ``long`` the register holds: any Python int, reduced modulo 2**64."""
     x &= (1 << 64) - 1
     return x - (1 << 64) if x >> 63 else x
 
 
+def _int(x: int) -> int:
+    """A C ``int`` argument of glibc's wrapper: its low 32 bits, signed; the
+    wrapper's ``(long)`` cast sign-extends it into the register."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x >> 31 else x
+
+
+# The wrappers take their arguments as glibc's prototypes declare them
+# (mmap(void *, size_t, int, int, int, off_t), mprotect(void *, size_t, int),
+# mremap(void *, size_t, size_t, int, void *), madvise(void *, size_t, int)),
+# so any Python int reaches the kernel as it would from a C program.
 def mmap(addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
-    return _syscall("mmap", _signed(addr), _signed(length), prot, flags, fd, _signed(offset))
+    return _syscall("mmap", _signed(addr), _signed(length), _int(prot), _int(flags), _int(fd),
+                    _signed(offset))
 
 
 def munmap(addr: int, length: int) -> int:
@@ -97,16 +110,16 @@ def munmap(addr: int, length: int) -> int:
 
 
 def mprotect(addr: int, length: int, prot: int) -> int:
-    return _syscall("mprotect", _signed(addr), _signed(length), prot)
+    return _syscall("mprotect", _signed(addr), _signed(length), _int(prot))
 
 
 def mremap(old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
-    return _syscall("mremap", _signed(old_addr), _signed(old_len), _signed(new_len), flags,
+    return _syscall("mremap", _signed(old_addr), _signed(old_len), _signed(new_len), _int(flags),
                     _signed(new_addr))
 
 
 def madvise(addr: int, length: int, advice: int) -> int:
-    return _syscall("madvise", _signed(addr), _signed(length), advice)
+    return _syscall("madvise", _signed(addr), _signed(length), _int(advice))
 
 
 def brk(addr: int) -> int:
@@ -146,6 +159,25 @@ def probe_vm_rw() -> str | None:
     return None
 
 
+def memory_pages(path: str = "/proc/meminfo") -> tuple[int, int]:
+    """(RAM, swap) in pages: MemTotal and SwapTotal, which are the
+    totalram_pages() and total_swap_pages that overcommit checks against."""
+    fields: dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and name in ("MemTotal", "SwapTotal"):
+                fields[name] = int(parts[0]) * 1024 // os.sysconf("SC_PAGE_SIZE")
+    return fields.get("MemTotal", 0), fields.get("SwapTotal", 0)
+
+
+def vm_sysctl(name: str) -> int:
+    """An integer under /proc/sys/vm (overcommit_memory, mmap_min_addr, ...)."""
+    with open(f"/proc/sys/vm/{name}") as f:
+        return int(f.read().split()[0])
+
+
 def kernel_version() -> tuple[int, int]:
     """(major, minor) of the running kernel."""
     release = platform.release()
@@ -172,5 +204,5 @@ def maps_lines(start: int, end: int, path: str = PROC_SELF_MAPS) -> list[str]:
     return out
 
 
-__all__ = ["PROC_SELF_MAPS", "brk", "kernel_version", "load_byte", "madvise", "maps_lines", "mmap",
-           "mprotect", "mremap", "munmap", "probe_vm_rw", "store_byte", "unavailable"]
+__all__ = ["PROC_SELF_MAPS", "brk", "kernel_version", "load_byte", "madvise", "maps_lines", "memory_pages",
+           "mmap", "mprotect", "mremap", "munmap", "probe_vm_rw", "store_byte", "unavailable", "vm_sysctl"]

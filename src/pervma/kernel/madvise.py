@@ -25,6 +25,7 @@ from pervma.kernel.mmap_lock import (
     vma_end_read,
     vma_start_write,
 )
+from pervma.kernel.syscalls import ULONG_MAX, NotModelled, c_int, c_ulong
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
 from pervma.sched import work
 
@@ -39,6 +40,12 @@ MADV_DONTDUMP, MADV_DODUMP = 16, 17
 MADV_WIPEONFORK, MADV_KEEPONFORK = 18, 19
 MADV_COLD, MADV_PAGEOUT = 20, 21
 MADV_DONTNEED_LOCKED = 24
+MADV_MERGEABLE, MADV_UNMERGEABLE = 12, 13
+MADV_HUGEPAGE, MADV_NOHUGEPAGE = 14, 15
+MADV_POPULATE_READ, MADV_POPULATE_WRITE = 22, 23
+MADV_COLLAPSE = 25
+MADV_HWPOISON, MADV_SOFT_OFFLINE = 100, 101
+MADV_GUARD_INSTALL, MADV_GUARD_REMOVE = 102, 103
 
 _FLAG_ADVICE = {
     MADV_NORMAL: (VmFlags.VM_NONE, VmFlags.VM_SEQ_READ | VmFlags.VM_RAND_READ),
@@ -50,9 +57,20 @@ _FLAG_ADVICE = {
     MADV_DODUMP: (VmFlags.VM_NONE, VmFlags.VM_DONTDUMP),
     MADV_WIPEONFORK: (VmFlags.VM_WIPEONFORK, VmFlags.VM_NONE),
     MADV_KEEPONFORK: (VmFlags.VM_NONE, VmFlags.VM_WIPEONFORK),
+    MADV_HUGEPAGE: (VmFlags.VM_HUGEPAGE, VmFlags.VM_NOHUGEPAGE),  # hugepage_madvise()
+    MADV_NOHUGEPAGE: (VmFlags.VM_NOHUGEPAGE, VmFlags.VM_HUGEPAGE),
+    MADV_MERGEABLE: (VmFlags.VM_MERGEABLE, VmFlags.VM_NONE),  # ksm_madvise()
+    MADV_UNMERGEABLE: (VmFlags.VM_NONE, VmFlags.VM_MERGEABLE),
 }
+# vma_ksm_compatible(): KSM leaves these alone (MADV_MERGEABLE is then ignored).
+_KSM_INCOMPATIBLE = (VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE | VmFlags.VM_PFNMAP | VmFlags.VM_IO
+                     | VmFlags.VM_DONTEXPAND | VmFlags.VM_MIXEDMAP)
 _VMA_READ_LOCK = (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE)
 _MMAP_READ_LOCK = (MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT, MADV_REMOVE)
+# Valid on a 6.18 x86_64 kernel built with KSM, THP and MEMORY_FAILURE, not modelled.
+_POPULATE = (MADV_POPULATE_READ, MADV_POPULATE_WRITE)
+_NOT_MODELLED = (MADV_COLLAPSE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE)
+_MEMORY_FAILURE = (MADV_HWPOISON, MADV_SOFT_OFFLINE)
 
 
 async def madvise_dontneed_free(vma: VmAreaStruct, start: int, end: int, advice: int) -> int:
@@ -73,6 +91,8 @@ async def madvise_update_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start
         return -errno.EINVAL, vma
     if advice == MADV_DONTDUMP and vma.vm_flags & VmFlags.VM_IO:
         return -errno.EINVAL, vma
+    if advice == MADV_MERGEABLE and vma.vm_flags & _KSM_INCOMPATIBLE:
+        return 0, vma
     newflags = (vma.vm_flags | setf) & ~clearf
     if newflags == vma.vm_flags:
         return 0, vma
@@ -86,23 +106,43 @@ async def madvise_update_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start
 
 
 def madvise_behavior_valid(advice: int) -> bool:
-    return advice in _FLAG_ADVICE or advice in _VMA_READ_LOCK or advice in _MMAP_READ_LOCK
+    return (advice in _FLAG_ADVICE or advice in _VMA_READ_LOCK or advice in _MMAP_READ_LOCK
+            or advice in _POPULATE or advice in _NOT_MODELLED or advice in _MEMORY_FAILURE)
+
+
+def is_valid_madvise(start: int, len_in: int, advice: int) -> bool:
+    """Models is_valid_madvise() (6.18): a known advice, an aligned start, a
+    length that does not round up from the last page to 0, and a range that
+    does not wrap the address space (all in ``unsigned long``)."""
+    if not madvise_behavior_valid(advice):
+        return False
+    if start & (PAGE_SIZE - 1):
+        return False
+    length = (len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MAX
+    if len_in and not length:
+        return False
+    return (start + length) & ULONG_MAX >= start
 
 
 async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
+    """Models do_madvise() (6.18): madvise_should_skip() validates everything
+    before any lock or VMA is touched (so a wrapping range is -EINVAL and
+    nothing is zapped), an empty range succeeds, then the advice runs under
+    its lock mode.  Memory-failure injection needs CAP_SYS_ADMIN (-EPERM for
+    the model's tasks); other valid advice the model lacks raises
+    NotModelled."""
     await work("syscall")
-    if not madvise_behavior_valid(advice):
+    if not is_valid_madvise(start, len_in, advice):
         return -errno.EINVAL
-    if start & (PAGE_SIZE - 1):
-        return -errno.EINVAL
-    length = (len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    if len_in and not length:
-        return -errno.EINVAL
-    end = start + length
-    if end < start:
-        return -errno.EINVAL
+    end = start + ((len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
     if end == start:
         return 0
+    if advice in _MEMORY_FAILURE:
+        return -errno.EPERM
+    if advice in _NOT_MODELLED:
+        raise NotModelled(f"madvise: advice {advice} is valid on Linux but not modelled")
+    if advice in _POPULATE:
+        return await madvise_populate(mm, start, end, advice == MADV_POPULATE_WRITE)
     if advice in _VMA_READ_LOCK:
         vma = await lock_vma_under_rcu(mm, start)
         if vma is not None:
@@ -118,7 +158,11 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
         return ret
     if advice in _MMAP_READ_LOCK:
         await mmap_read_lock(mm)
-        ret = await _walk(mm, start, end, advice)
+        try:
+            ret = await _walk(mm, start, end, advice)
+        except NotModelled:  # MADV_REMOVE on shmem, before anything changed
+            await mmap_read_unlock(mm)
+            raise
         await mmap_read_unlock(mm)
         return ret
     if await mmap_write_lock_killable(mm):
@@ -126,6 +170,59 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
     ret = await _walk(mm, start, end, advice)
     await mmap_write_unlock(mm)
     return ret
+
+
+async def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
+    """Models madvise_populate() (6.18): fault the range in, VMA by VMA, as
+    GUP with FOLL_MADV_POPULATE does: no VMA at the cursor is -ENOMEM, a VMA
+    that cannot be read (or, for MADV_POPULATE_WRITE, written) or is
+    VM_IO/VM_PFNMAP is -EINVAL, a fault that fails is -EFAULT; what came
+    before stays populated.  As in mm_populate(), the faults are taken
+    outside mmap_lock (the kernel holds it for read), and memory bounds the
+    work: running out of free pages is -ENOMEM."""
+    from pervma.kernel.fault import OOM_FAULT, handle_user_fault
+
+    system = mm.system
+    budget = system.mem_pages - system.page_cachep.active
+    addr = start
+    while addr < end:
+        await mmap_read_lock(mm)
+        vma = mm.mm_mt.find_covering(addr)
+        flags = vma.vm_flags if vma is not None else VmFlags.VM_NONE
+        nend = min(end, vma.vm_end) if vma is not None else addr
+        await mmap_read_unlock(mm)
+        if vma is None:
+            return -errno.ENOMEM
+        if flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP):
+            return -errno.EINVAL
+        if not flags & (VmFlags.VM_WRITE if write else VmFlags.VM_READ):
+            return -errno.EINVAL
+        while addr < nend:
+            if budget <= 0:
+                return -errno.ENOMEM
+            budget -= 1
+            code = await handle_user_fault(mm, addr, write)
+            if code:
+                return -errno.ENOMEM if code == OOM_FAULT else -errno.EFAULT
+            addr += PAGE_SIZE
+    return 0
+
+
+async def sys_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
+    """SYSCALL_DEFINE3(madvise), the model's syscall entry: ``advice`` is a C int."""
+    return await do_madvise(mm, c_ulong(start), c_ulong(len_in), c_int(advice))
+
+
+def madvise_remove(vma: VmAreaStruct) -> int:
+    """Models madvise_remove()'s checks: only a shared writable file mapping
+    may have a hole punched (which the model does not do)."""
+    if vma.vm_flags & VmFlags.VM_LOCKED:
+        return -errno.EINVAL
+    if vma.vm_file is None:
+        return -errno.EINVAL
+    if (vma.vm_flags & (VmFlags.VM_SHARED | VmFlags.VM_MAYWRITE)) != VmFlags.VM_SHARED | VmFlags.VM_MAYWRITE:
+        return -errno.EACCES
+    raise NotModelled("madvise: MADV_REMOVE (punching a hole in a file) is not modelled")
 
 
 async def _walk(mm: MmStruct, start: int, end: int, advice: int) -> int:
@@ -147,6 +244,11 @@ async def _walk(mm: MmStruct, start: int, end: int, advice: int) -> int:
             err, vma = await madvise_update_vma(vma, prev, start, tmp, advice)
         elif advice in _VMA_READ_LOCK:
             err = await madvise_dontneed_free(vma, start, tmp, advice)
+        elif advice == MADV_REMOVE:
+            err = madvise_remove(vma)
+        elif advice in (MADV_COLD, MADV_PAGEOUT):
+            # can_madv_lru_vma(): locked and PFN-mapped VMAs are not on the LRU.
+            err = -errno.EINVAL if vma.vm_flags & (VmFlags.VM_LOCKED | VmFlags.VM_PFNMAP) else 0
         else:
             err = 0
         if err:

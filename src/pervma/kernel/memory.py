@@ -468,10 +468,11 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
 
 async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmAreaStruct, new_addr: int,
                            length: int) -> None:
-    """mremap's PTE move: each PTE of the old range goes to the new one."""
+    """mremap's PTE move: each PTE of the old range goes to the new one (the
+    present ones only are visited, so a huge sparse range costs its PTEs)."""
     mm = old_vma.vm_mm
-    for i in range(length >> PAGE_SHIFT):
-        ovpn = (old_addr >> PAGE_SHIFT) + i
+    for ovpn in present_vpns(mm, old_addr, old_addr + length):
+        i = ovpn - (old_addr >> PAGE_SHIFT)
         pte = mm.pgtable.get(ovpn)
         if pte is None:
             continue

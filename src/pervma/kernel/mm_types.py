@@ -55,6 +55,7 @@ class VmFlags(enum.IntFlag):
     VM_LOCKONFAULT = 0x80000
     VM_ACCOUNT = 0x100000
     VM_NORESERVE = 0x200000
+    VM_SYNC = 0x800000
     VM_WIPEONFORK = 0x2000000
     VM_DONTDUMP = 0x4000000
     VM_SOFTDIRTY = 0x8000000
@@ -104,6 +105,7 @@ class File(SlabObject):
     dev: str = "00:00"
     shmem: bool = False
     resident: bool = False  # every page already in the page cache (written earlier)
+    hugetlb_shift: int = 0  # a hugetlbfs file (anonymous MAP_HUGETLB): log2 of its page size
     vm_ops: VmOperations | None = None
     pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
     contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"

@@ -25,6 +25,15 @@ from pervma.kernel.mmap_lock import (
     vma_start_write_killable,
 )
 from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork
+from pervma.kernel.syscalls import (
+    IS_ERR_VALUE,
+    ULONG_MAX,
+    NotModelled,
+    c_int_as_ulong,
+    c_ulong,
+    err_value,
+)
+from pervma.kernel.util import OVERCOMMIT_NEVER, security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import (
     VmaMergeStruct,
     VmaMunmapStruct,
@@ -36,6 +45,7 @@ from pervma.kernel.vma import (
     vma_merge_new_range,
     vma_set_range,
     vma_write_fields,
+    vms_complete_munmap_vmas,
     vms_gather_munmap_vmas,
 )
 from pervma.kernel.vma_init import vm_area_alloc, vm_area_dup
@@ -59,15 +69,27 @@ MAP_POPULATE = 0x8000
 MAP_NONBLOCK = 0x10000
 MAP_STACK = 0x20000
 MAP_HUGETLB = 0x40000
+MAP_SYNC = 0x80000
 MAP_FIXED_NOREPLACE = 0x100000
+MAP_DROPPABLE = 0x08
+MAP_UNINITIALIZED = 0x4000000
+MAP_32BIT = 0x40  # x86
+MAP_HUGE_SHIFT = 26
+# The flags a MAP_SHARED_VALIDATE file mapping may carry without -EOPNOTSUPP.
+LEGACY_MAP_MASK = (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE | MAP_EXECUTABLE
+                   | MAP_UNINITIALIZED | MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE
+                   | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB | MAP_32BIT | (21 << MAP_HUGE_SHIFT)
+                   | (30 << MAP_HUGE_SHIFT))
 
 STACK_GUARD_GAP = 256 << PAGE_SHIFT
 RLIMIT_STACK = 8 << 20
+RLIMIT_MEMLOCK = 8 << 20  # systemd's and the kernel's default since 5.16 (MLOCK_LIMIT)
 MMAP_MIN_ADDR = 0x10000
 
 
 def PAGE_ALIGN(x: int) -> int:  # noqa: N802 - the kernel's name
-    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    """Rounds up in an ``unsigned long``: a length in the last page wraps to 0."""
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MAX
 
 
 def calc_vm_prot_bits(prot: int) -> VmFlags:
@@ -88,15 +110,17 @@ def vm_start_gap(vma: VmAreaStruct) -> int:
 
 
 def get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int) -> int:
-    """arch_get_unmapped_area_topdown(): the hint if that range is free,
-    else the highest gap below mmap_base that fits."""
-    if length > TASK_SIZE - MMAP_MIN_ADDR:
+    """arch_get_unmapped_area_topdown() (x86, 6.18): a MAP_FIXED address is
+    returned unchecked; a hint (already page-aligned by round_hint_to_min())
+    is used if that range is free, else the highest gap below mmap_base that
+    fits."""
+    if length > TASK_SIZE:
         return -errno.ENOMEM
     if flags & MAP_FIXED:
         return addr
     if addr:
-        addr = PAGE_ALIGN(addr)
-        if TASK_SIZE - length >= addr >= MMAP_MIN_ADDR:
+        addr &= ~(PAGE_SIZE - 1)
+        if TASK_SIZE - length >= addr >= MMAP_MIN_ADDR:  # mmap_address_hint_valid()
             vma = mm.mm_mt.find(addr)
             prev, _ = mm.mm_mt.prev_next(addr, addr + length)
             if (vma is None or addr + length <= vm_start_gap(vma)) and (prev is None or addr >= prev.vm_end):
@@ -116,6 +140,44 @@ def get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int) -> int:
     return -errno.ENOMEM
 
 
+def hugetlb_get_unmapped_area(mm: MmStruct, file: File, addr: int, length: int, flags: int) -> int:
+    """hugetlbfs's get_unmapped_area: a length and a MAP_FIXED address must
+    be multiples of the huge page size (-EINVAL); a hint is rounded up to one."""
+    hmask = (1 << file.hugetlb_shift) - 1
+    if length & hmask:
+        return -errno.EINVAL
+    if flags & MAP_FIXED:
+        return -errno.EINVAL if addr & hmask else addr
+    if addr:
+        addr = (addr + hmask) & ~hmask & ULONG_MAX
+    return get_unmapped_area(mm, addr, length, flags)
+
+
+def __get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, file: File | None = None) -> int:
+    """Models __get_unmapped_area() (6.18): the arch's answer, then the checks
+    every answer must pass.  A MAP_FIXED address in the last page of the
+    address space *is* an error value (mmap(2**64 - 1, ..., MAP_FIXED)
+    returns -EPERM), and an address below mmap_min_addr is refused by
+    security_mmap_addr() (the model's tasks lack CAP_SYS_RAWIO)."""
+    if length > TASK_SIZE:
+        return -errno.ENOMEM
+    if file is not None and file.hugetlb_shift:
+        addr = hugetlb_get_unmapped_area(mm, file, addr, length, flags)
+    else:
+        addr = get_unmapped_area(mm, addr, length, flags)
+    if addr < 0:
+        return addr
+    if IS_ERR_VALUE(addr):
+        return err_value(addr)
+    if addr > TASK_SIZE - length:
+        return -errno.ENOMEM
+    if addr & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    if addr < MMAP_MIN_ADDR:  # security_mmap_addr() -> cap_mmap_addr()
+        return -errno.EPERM
+    return addr
+
+
 def accountable_mapping(flags: VmFlags) -> bool:
     return not flags & VmFlags.VM_NORESERVE and (flags & (VmFlags.VM_SHARED | VmFlags.VM_WRITE)) == VmFlags.VM_WRITE
 
@@ -123,8 +185,10 @@ def accountable_mapping(flags: VmFlags) -> bool:
 async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flags: VmFlags,
                       pgoff: int) -> int:
     """Models __mmap_region() (7.0): unmap what MAP_FIXED covers (gather and
-    detach), try to merge with a neighbour, else allocate a VMA, write-lock
-    it *before* it becomes visible, insert it, and finish it off."""
+    detach), charge an accountable mapping (__mmap_prepare(): only the pages
+    the VMAs it replaces had not charged already), try to merge with a
+    neighbour, else allocate a VMA, write-lock it *before* it becomes
+    visible, insert it, and finish it off."""
     end = addr + length
     vms = VmaMunmapStruct(mm, addr, end)
     overlap = mm.mm_mt.overlapping(addr, end)
@@ -132,17 +196,41 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
         err = await vms_gather_munmap_vmas(vms, overlap[0])
         if err:
             return err
-    if accountable_mapping(vm_flags):
+    charged = 0
+    replaced_accounted = vms.nr_accounted
+    if accountable_mapping(vm_flags) and not (file is not None and file.hugetlb_shift):
+        charged = (length >> PAGE_SHIFT) - vms.nr_accounted
+        if charged and security_vm_enough_memory_mm(mm, charged):
+            return await _mmap_abort(vms, -errno.ENOMEM)
+        vms.nr_accounted = 0
         vm_flags |= VmFlags.VM_ACCOUNT
+    elif file is not None and file.shmem and not vm_flags & VmFlags.VM_NORESERVE:
+        # shmem_zero_setup() -> shmem_acct_size(): a shared anonymous mapping
+        # is checked like a private one.  The model does not keep the shmem
+        # object's charge (it has no inode lifetime to uncharge it at).
+        pages = length >> PAGE_SHIFT
+        if security_vm_enough_memory_mm(mm, pages):
+            return await _mmap_abort(vms, -errno.ENOMEM)
+        vm_unacct_memory(mm.system, pages)
     remaining = [v for v in mm.mm_mt.snapshot() if v not in vms.vmas]
     prev = next((v for v in reversed(remaining) if v.vm_end <= addr), None)
     nxt = next((v for v in remaining if v.vm_start >= end), None)
     if mm.map_count - len(vms.vmas) + 1 > mm.config.max_map_count:
+        if charged:
+            vm_unacct_memory(mm.system, charged)
+        return await _mmap_abort(vms, -errno.ENOMEM)
+    err = file_mmap_refuses(file, vm_flags)
+    if err:
+        # A file mapping's ->mmap runs after vms_clean_up_area() cleared what
+        # MAP_FIXED replaces, so vms_abort_munmap_vmas() cannot put it back:
+        # the range is left unmapped (as 6.18 does).  The replaced VMAs'
+        # charge, handed to the new mapping, goes with them.
+        if vm_flags & VmFlags.VM_ACCOUNT and charged + replaced_accounted:
+            vm_unacct_memory(mm.system, charged + replaced_accounted)
         if vms.vmas:
-            from pervma.kernel.vma import reattach_vmas
-
-            await reattach_vmas(vms)
-        return -errno.ENOMEM
+            await vma_iter_update(mm, remove=vms.vmas, label="vms_abort_munmap_vmas")
+            await vms_complete_munmap_vmas(vms)
+        return err
     merged: VmAreaStruct | None = None
     if vms.vmas:
         await vma_iter_update(mm, remove=vms.vmas, label="vms_clear_ptes: clear tree")
@@ -154,6 +242,8 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
     else:
         new = await __mmap_new_vma(mm, file, addr, end, vm_flags, pgoff, prev, nxt)
         if isinstance(new, int):
+            if charged:
+                vm_unacct_memory(mm.system, charged)
             return new
         vma = new
     # __mmap_complete()
@@ -165,9 +255,35 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
             unlink_anon_vmas(v)
             await remove_vma(v)
         mm.map_count -= len(vms.vmas)
+        mm.total_vm -= sum(v.pages() for v in vms.vmas)
+        if vms.nr_accounted:
+            vm_unacct_memory(mm.system, vms.nr_accounted)
     mm.total_vm += length >> PAGE_SHIFT
     await vma_write_fields(vma, "vma_set_page_prot")
     return addr
+
+
+def file_mmap_refuses(file: File | None, vm_flags: VmFlags) -> int:
+    """The errors of the model's files' ->mmap: hugetlbfs finds no huge page
+    to reserve on the model's machine (-ENOMEM); a regular disk file is not
+    DAX, so it cannot honour MAP_SYNC (ext4/xfs: -EOPNOTSUPP)."""
+    if file is None:
+        return 0
+    if file.hugetlb_shift:
+        return -errno.ENOMEM
+    regular = not file.shmem and file.vm_ops is not None and file.vm_ops.special is None
+    if vm_flags & VmFlags.VM_SYNC and regular:
+        return -errno.EOPNOTSUPP
+    return 0
+
+
+async def _mmap_abort(vms: VmaMunmapStruct, err: int) -> int:
+    """vms_abort_munmap_vmas(): the VMAs a failed MAP_FIXED gathered go back."""
+    if vms.vmas:
+        from pervma.kernel.vma import reattach_vmas
+
+        await reattach_vmas(vms)
+    return err
 
 
 async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, vm_flags: VmFlags,
@@ -198,74 +314,209 @@ async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, v
     return vma
 
 
+def round_hint_to_min(hint: int) -> int:
+    """A hint below mmap_min_addr becomes mmap_min_addr (page-aligned)."""
+    hint &= ~(PAGE_SIZE - 1)
+    if hint and hint < MMAP_MIN_ADDR:
+        return PAGE_ALIGN(MMAP_MIN_ADDR)
+    return hint
+
+
+def calc_vm_flag_bits(flags: int) -> VmFlags:
+    """The MAP_* flags that become vm_flags (MAP_STACK: VM_NOHUGEPAGE, 6.7+
+    with THP; MAP_SYNC: VM_SYNC whatever the mapping, so an anonymous one
+    no longer merges with its neighbours)."""
+    f = VmFlags.VM_NONE
+    if flags & MAP_GROWSDOWN:
+        f |= VmFlags.VM_GROWSDOWN
+    if flags & MAP_LOCKED:
+        f |= VmFlags.VM_LOCKED
+    if flags & MAP_SYNC:
+        f |= VmFlags.VM_SYNC
+    if flags & MAP_STACK:
+        f |= VmFlags.VM_NOHUGEPAGE
+    return f
+
+
+def mlock_future_ok(mm: MmStruct, vm_flags: VmFlags, length: int) -> bool:
+    """Models mlock_future_ok(): locked pages stay within RLIMIT_MEMLOCK (the
+    model's tasks lack CAP_IPC_LOCK)."""
+    if not vm_flags & VmFlags.VM_LOCKED:
+        return True
+    locked_vm = sum(v.pages() for v in mm.mm_mt.snapshot() if v.vm_flags & VmFlags.VM_LOCKED)
+    return locked_vm + (length >> PAGE_SHIFT) <= RLIMIT_MEMLOCK >> PAGE_SHIFT
+
+
+MAX_LFS_FILESIZE = (1 << 63) - 1
+
+
+def file_mmap_ok(pgoff: int, length: int) -> bool:
+    """file_mmap_ok() for a regular file (maximum size MAX_LFS_FILESIZE)."""
+    maxsize = MAX_LFS_FILESIZE
+    if length > maxsize:
+        return False
+    return pgoff <= (maxsize - length) >> PAGE_SHIFT
+
+
 async def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int,
-                  offset: int) -> int:
-    """Models do_mmap(): argument checks, placement, flags, mmap_region."""
-    if length == 0:
-        return -errno.EINVAL
-    if offset & (PAGE_SIZE - 1):
-        return -errno.EINVAL
-    length = PAGE_ALIGN(length)
-    if length == 0 or length > TASK_SIZE:
-        return -errno.ENOMEM
-    pgoff = offset >> PAGE_SHIFT
-    if pgoff + (length >> PAGE_SHIFT) > (1 << 52):
-        return -errno.EOVERFLOW
-    maptype = flags & MAP_TYPE
-    if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
-        return -errno.EINVAL
+                  pgoff: int) -> tuple[int, int]:
+    """Models do_mmap() (6.18), under the mmap write lock: every check in the
+    kernel's order before anything changes, then mmap_region().  Returns the
+    address (or -errno) and how many bytes to populate once the lock is
+    dropped (MAP_POPULATE without MAP_NONBLOCK, or VM_LOCKED)."""
+    if not length:
+        return -errno.EINVAL, 0
     if flags & MAP_FIXED_NOREPLACE:
         flags |= MAP_FIXED
-    if flags & MAP_FIXED and addr & (PAGE_SIZE - 1):
-        return -errno.EINVAL
+    if not flags & MAP_FIXED:
+        addr = round_hint_to_min(addr)
+    length = PAGE_ALIGN(length)
+    if not length:
+        return -errno.ENOMEM, 0
+    if (pgoff + (length >> PAGE_SHIFT)) & ULONG_MAX < pgoff:
+        return -errno.EOVERFLOW, 0
     if mm.map_count > mm.config.max_map_count:
-        return -errno.ENOMEM
-    if file is None and not flags & MAP_ANONYMOUS:
-        return -errno.EBADF
-    if flags & MAP_FIXED and (addr > TASK_SIZE - length):
-        return -errno.ENOMEM
-    addr = get_unmapped_area(mm, addr, length, flags)
+        return -errno.ENOMEM, 0
+    vm_flags = (calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags)
+                | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE | VmFlags.VM_MAYEXEC)
+    addr = __get_unmapped_area(mm, addr, length, flags, file)
     if addr < 0:
-        return addr
+        return addr, 0
     if flags & MAP_FIXED_NOREPLACE and mm.mm_mt.overlapping(addr, addr + length):
-        return -errno.EEXIST
-    vm_flags = calc_vm_prot_bits(prot) | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE | VmFlags.VM_MAYEXEC
-    if flags & MAP_GROWSDOWN:
-        vm_flags |= VmFlags.VM_GROWSDOWN
-    if flags & MAP_LOCKED:
-        vm_flags |= VmFlags.VM_LOCKED
+        return -errno.EEXIST, 0
+    # MAP_LOCKED: can_do_mlock() holds (RLIMIT_MEMLOCK is not 0).
+    if not mlock_future_ok(mm, vm_flags, length):
+        return -errno.EAGAIN, 0
+    maptype = flags & MAP_TYPE
     if file is not None:
-        if pgoff + (length >> PAGE_SHIFT) > max(file.npages, pgoff + (length >> PAGE_SHIFT)):
-            return -errno.EINVAL
+        if not file_mmap_ok(pgoff, length):
+            return -errno.EOVERFLOW, 0
+        if maptype == MAP_SHARED:
+            flags &= LEGACY_MAP_MASK
         if maptype in (MAP_SHARED, MAP_SHARED_VALIDATE):
+            if flags & ~LEGACY_MAP_MASK:
+                return -errno.EOPNOTSUPP, 0
             vm_flags |= VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE
+        elif maptype != MAP_PRIVATE:
+            return -errno.EINVAL, 0
+        if vm_flags & VmFlags.VM_GROWSDOWN:
+            return -errno.EINVAL, 0
+    elif maptype == MAP_SHARED:
+        if vm_flags & VmFlags.VM_GROWSDOWN:
+            return -errno.EINVAL, 0
+        pgoff = 0
+        vm_flags |= VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE
+    elif maptype == MAP_DROPPABLE:
+        # Neither locked nor huge, nor a stack (6.11+).
+        if flags & (MAP_LOCKED | MAP_HUGETLB) or vm_flags & VmFlags.VM_GROWSDOWN:
+            return -errno.EINVAL, 0
+        raise NotModelled("mmap: MAP_DROPPABLE is valid on Linux but not modelled")
+    elif maptype == MAP_PRIVATE:
+        pgoff = addr >> PAGE_SHIFT
     else:
-        if maptype in (MAP_SHARED, MAP_SHARED_VALIDATE):
-            if flags & MAP_GROWSDOWN:
-                return -errno.EINVAL
-            pgoff = 0
-            vm_flags |= VmFlags.VM_SHARED | VmFlags.VM_MAYSHARE
-            file = mm.system.shmem_zero_setup(length)
-        else:
-            pgoff = addr >> PAGE_SHIFT
+        return -errno.EINVAL, 0
     if flags & MAP_NORESERVE:
-        vm_flags |= VmFlags.VM_NORESERVE
-    return await mmap_region(mm, file, addr, length, vm_flags, pgoff)
+        if mm.system.overcommit_memory != OVERCOMMIT_NEVER:
+            vm_flags |= VmFlags.VM_NORESERVE
+        if file is not None and file.hugetlb_shift:
+            vm_flags |= VmFlags.VM_NORESERVE
+            raise NotModelled("mmap: MAP_HUGETLB | MAP_NORESERVE (huge pages faulted on demand) "
+                              "is valid on Linux but not modelled")
+    if file is None and vm_flags & VmFlags.VM_SHARED:
+        file = mm.system.shmem_zero_setup(length)
+    addr = await mmap_region(mm, file, addr, length, vm_flags, pgoff)
+    populate = 0
+    if addr >= 0 and (vm_flags & VmFlags.VM_LOCKED or flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE):
+        populate = length
+    return addr, populate
+
+
+async def mm_populate(mm: MmStruct, start: int, length: int) -> None:
+    """Models mm_populate() (__mm_populate with errors ignored): fault the
+    range in VMA by VMA, a write fault where the VMA is private and writable,
+    skipping a VMA whose fault fails (PROT_NONE).  Bounded by memory: it
+    stops once it has touched as many pages as were free when it began, so a
+    populate that runs out of pages ends early and the mmap still succeeds
+    (each populated page is counted as used, zero-page mappings included:
+    the model has no page-table pages to run out of instead)."""
+    from pervma.kernel.fault import handle_user_fault
+
+    system = mm.system
+    budget = system.mem_pages - system.page_cachep.active
+    end = start + length
+    addr = start
+    while addr < end and budget > 0:
+        vma = mm.mm_mt.find(addr)
+        if vma is None or vma.vm_start >= end:
+            break
+        addr = max(addr, vma.vm_start)
+        nend = min(end, vma.vm_end)
+        if vma.vm_flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP):
+            addr = nend
+            continue
+        write = (vma.vm_flags & (VmFlags.VM_WRITE | VmFlags.VM_SHARED)) == VmFlags.VM_WRITE
+        while addr < nend and budget > 0:
+            budget -= 1
+            if await handle_user_fault(mm, addr, write):
+                break  # this VMA cannot be populated: go on with the next one
+            if system.page_cachep.active >= system.mem_pages:
+                budget = 0
+            addr += PAGE_SIZE
+        addr = nend
+
+
+async def vm_mmap_pgoff(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int,
+                        pgoff: int) -> int:
+    """Models vm_mmap_pgoff(): do_mmap() under the mmap write lock, then the
+    populate outside it."""
+    if await mmap_write_lock_killable(mm):
+        return -errno.EINTR
+    try:
+        ret, populate = await do_mmap(mm, file, addr, length, prot, flags, pgoff)
+    except NotModelled:
+        await mmap_write_unlock(mm)  # raised before anything changed
+        raise
+    await mmap_write_unlock(mm)
+    if populate:
+        await mm_populate(mm, ret, populate)
+    return ret
+
+
+async def ksys_mmap_pgoff(mm: MmStruct, addr: int, length: int, prot: int, flags: int, file: File | None,
+                          pgoff: int) -> int:
+    """Models ksys_mmap_pgoff(): a file mapping needs a file (the model's
+    stand-in for the fd; -EBADF without one); an anonymous one ignores it."""
+    if not flags & MAP_ANONYMOUS:
+        if file is None:
+            return -errno.EBADF
+        if flags & MAP_HUGETLB:  # not a hugetlbfs file
+            return -errno.EINVAL
+    else:
+        file = None
+        if flags & MAP_HUGETLB:
+            # hstate_sizelog(): the default (2 MiB), 2 MiB or 1 GiB huge pages.
+            size_log = (flags >> MAP_HUGE_SHIFT) & 0x3F
+            if size_log not in (0, 21, 30):
+                return -errno.EINVAL
+            shift = size_log or 21
+            length = (length + (1 << shift) - 1) & ~((1 << shift) - 1) & ULONG_MAX
+            file = mm.system.hugetlb_file_setup(length, shift)
+    return await vm_mmap_pgoff(mm, file, addr, length, prot, flags, pgoff)
 
 
 async def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, file: File | None,
                    offset: int) -> int:
+    """Models SYSCALL_DEFINE6(mmap) (arch/x86/kernel/sys_x86_64.c, 6.18), the
+    model's syscall entry: the arguments become what a C caller of glibc's
+    mmap() hands the kernel (``prot`` and ``flags`` are C ints, sign-extended;
+    the rest unsigned longs), then an offset that is not page-aligned is
+    -EINVAL before anything else."""
+    addr, length, offset = c_ulong(addr), c_ulong(length), c_ulong(offset)
+    prot, flags = c_int_as_ulong(prot), c_int_as_ulong(flags)
     await work("syscall")
-    if await mmap_write_lock_killable(mm):
-        return -errno.EINTR
-    ret = await do_mmap(mm, file, addr, length, prot, flags, offset)
-    await mmap_write_unlock(mm)
-    if ret >= 0 and flags & MAP_POPULATE:
-        from pervma.kernel.fault import handle_user_fault
-
-        for a in range(ret, ret + PAGE_ALIGN(length), PAGE_SIZE):
-            await handle_user_fault(mm, a, bool(prot & PROT_WRITE))
-    return ret
+    if offset & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    return await ksys_mmap_pgoff(mm, addr, length, prot, flags, file, offset >> PAGE_SHIFT)
 
 
 async def do_vmi_munmap(mm: MmStruct, start: int, length: int, unlock: bool) -> int:
@@ -285,6 +536,9 @@ async def do_vmi_munmap(mm: MmStruct, start: int, length: int, unlock: bool) -> 
 
 
 async def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
+    """Models SYSCALL_DEFINE2(munmap) -> __vm_munmap(): the lock, then every
+    check in do_vmi_munmap()."""
+    addr, length = c_ulong(addr), c_ulong(length)
     await work("syscall")
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
@@ -304,6 +558,8 @@ async def do_brk_flags(mm: MmStruct, vma: VmAreaStruct | None, addr: int, length
              | VmFlags.VM_MAYEXEC | VmFlags.VM_ACCOUNT)
     if mm.map_count > mm.config.max_map_count:
         return -errno.ENOMEM
+    if security_vm_enough_memory_mm(mm, length >> PAGE_SHIFT):
+        return -errno.ENOMEM
     if vma is not None and vma.vm_end == addr:
         _, nxt = mm.mm_mt.prev_next(addr, addr + length)
         vmg = VmaMergeStruct(mm=mm, start=addr, end=addr + length, pgoff=addr >> PAGE_SHIFT, flags=flags,
@@ -321,8 +577,21 @@ async def do_brk_flags(mm: MmStruct, vma: VmAreaStruct | None, addr: int, length
     return 0
 
 
+def check_brk_limits(mm: MmStruct, addr: int, length: int) -> int:
+    """Models check_brk_limits(): the new heap must be a valid MAP_FIXED
+    placement (a wrapped or huge length is -ENOMEM)."""
+    mapped_addr = __get_unmapped_area(mm, addr, length, MAP_FIXED)
+    if mapped_addr < 0:
+        return mapped_addr
+    return 0
+
+
 async def sys_brk(mm: MmStruct, brk: int) -> int:
-    """Models sys_brk(): returns the new break, or the old one on failure."""
+    """Models SYSCALL_DEFINE1(brk) (6.18): returns the new break, or the old
+    one on failure.  Shrinking needs the heap VMA to be there (a break whose
+    heap was unmapped stays put); growing must pass check_brk_limits() and
+    keep a page and the stack guard gap before the next VMA."""
+    brk = c_ulong(brk)
     await work("syscall")
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
@@ -337,17 +606,20 @@ async def sys_brk(mm: MmStruct, brk: int) -> int:
         await mmap_write_unlock(mm)
         return brk
     if brk <= mm.brk:
-        mm.brk = brk
         vma = mm.mm_mt.find(newbrk)
-        if vma is not None and vma.vm_start < oldbrk:
-            ret = await do_vmi_align_munmap(mm, vma, newbrk, oldbrk, unlock=True)
-            if ret:
-                mm.brk = origbrk
-                await mmap_write_unlock(mm)
-                return origbrk
-            return brk
-        await mmap_write_unlock(mm)
+        if vma is None or vma.vm_start >= oldbrk:
+            await mmap_write_unlock(mm)
+            return origbrk
+        mm.brk = brk
+        ret = await do_vmi_align_munmap(mm, vma, newbrk, oldbrk, unlock=True)
+        if ret:
+            mm.brk = origbrk
+            await mmap_write_unlock(mm)
+            return origbrk
         return brk
+    if check_brk_limits(mm, oldbrk, (newbrk - oldbrk) & ULONG_MAX):
+        await mmap_write_unlock(mm)
+        return origbrk
     nxt = mm.mm_mt.find(oldbrk)
     if nxt is not None and newbrk + PAGE_SIZE > vm_start_gap(nxt):
         await mmap_write_unlock(mm)
@@ -383,6 +655,8 @@ async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool =
         await vma_start_write(vma)
     if address < vma.vm_start:
         grow = (vma.vm_start - address) >> PAGE_SHIFT
+        if vma.vm_flags & VmFlags.VM_ACCOUNT and security_vm_enough_memory_mm(mm, grow):
+            return -errno.ENOMEM  # acct_stack_growth()
         await mm.page_table_lock.lock()
         await vma_set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
         await mm.page_table_lock.unlock()
@@ -421,6 +695,9 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
                 break
         if mpnt.vm_flags & VmFlags.VM_DONTCOPY:
             continue
+        if mpnt.vm_flags & VmFlags.VM_ACCOUNT and security_vm_enough_memory_mm(oldmm, mpnt.pages()):
+            ret = -errno.ENOMEM
+            break
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_mm = mm
         if mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
@@ -437,6 +714,9 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
         mm.total_vm += tmp.pages()
         if not mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
             await copy_page_range(tmp, mpnt)
+    if ret:
+        # The half-built child is torn down (exit_mmap uncharges its VMAs).
+        vm_unacct_memory(mm.system, sum(c.pages() for c in children if c.vm_flags & VmFlags.VM_ACCOUNT))
     await mm.mm_mt.publish(children, "vma_iter_bulk_store")
     debug.fork_snapshot_end(oldmm, mm)
     await mmap_write_unlock(mm)
@@ -454,6 +734,7 @@ async def exit_mmap(mm: MmStruct) -> None:
     await mmap_read_unlock(mm)
     await mmap_write_lock(mm)
     vmas = list(mm.mm_mt.snapshot())
+    vm_unacct_memory(mm.system, sum(v.pages() for v in vmas if v.vm_flags & VmFlags.VM_ACCOUNT))
     for vma in vmas:
         await vma_start_write(vma)
     for vma in vmas:

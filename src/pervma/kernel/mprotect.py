@@ -6,7 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import change_protection
-from pervma.kernel.mm_types import PAGE_SIZE, VmFlags
+from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, VmFlags
 from pervma.kernel.mmap import (
     PROT_EXEC,
     PROT_GROWSDOWN,
@@ -16,6 +16,8 @@ from pervma.kernel.mmap import (
     calc_vm_prot_bits,
 )
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
+from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
+from pervma.kernel.util import security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
 from pervma.sched import work
 
@@ -28,20 +30,33 @@ VM_ACCESS = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
 
 async def mprotect_fixup(vma: VmAreaStruct, prev: VmAreaStruct | None, start: int, end: int,
                          newflags: VmFlags) -> tuple[int, VmAreaStruct]:
-    """Models mprotect_fixup(): account, split/merge via vma_modify_flags,
-    write-lock the VMA, store the flags, update the PTEs."""
+    """Models mprotect_fixup() (6.18): a private mapping that becomes
+    writable is charged (and may be refused, -ENOMEM) before anything
+    changes; an unfaulted anonymous one that stops being writable is
+    uncharged once the change is made; then split/merge via
+    vma_modify_flags, write-lock the VMA, store the flags, update the PTEs."""
     oldflags = vma.vm_flags
     if newflags == oldflags:
         return 0, vma
+    mm = vma.vm_mm
+    nrpages = (end - start) >> PAGE_SHIFT
+    charged = 0
     if newflags & VmFlags.VM_WRITE:
         if not oldflags & (VmFlags.VM_ACCOUNT | VmFlags.VM_WRITE | VmFlags.VM_SHARED | VmFlags.VM_NORESERVE):
+            charged = nrpages
+            if security_vm_enough_memory_mm(mm, charged):
+                return -errno.ENOMEM, vma
             newflags |= VmFlags.VM_ACCOUNT
     elif oldflags & VmFlags.VM_ACCOUNT and vma.is_anonymous() and vma.anon_vma is None:
         newflags &= ~VmFlags.VM_ACCOUNT
     r = await vma_modify_flags(prev, vma, start, end, newflags)
     if isinstance(r, int):
+        if charged:
+            vm_unacct_memory(mm.system, charged)
         return r, vma
     vma = r
+    if oldflags & VmFlags.VM_ACCOUNT and not newflags & VmFlags.VM_ACCOUNT:
+        vm_unacct_memory(mm.system, nrpages)
     await vma_start_write(vma)
     await vma_write_fields(vma, "vm_flags_reset_once")
     vma.vm_flags = newflags
@@ -52,7 +67,8 @@ async def mprotect_fixup(vma: VmAreaStruct, prev: VmAreaStruct | None, start: in
 async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
     """Models do_mprotect_pkey() (6.18/7.0).  The argument checks come in the
     kernel's order (a zero length succeeds before the prot bits are
-    validated).  After each mprotect_fixup() the walk resumes at the end of
+    validated; a range that wraps the address space is -ENOMEM; a
+    PROT_GROWSUP request is -EINVAL on x86, which has no VM_GROWSUP).  After each mprotect_fixup() the walk resumes at the end of
     the VMA the iterator is left on (vma_iter_end()): when the changed range
     merged into the next VMA that is beyond the range just changed, and the
     walk must not look for a VMA starting inside the merged one."""
@@ -65,8 +81,8 @@ async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> 
         return -errno.EINVAL
     if not length:
         return 0
-    length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    end = start + length
+    length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MAX
+    end = (start + length) & ULONG_MAX
     if end <= start:
         return -errno.ENOMEM
     if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):  # arch_validate_prot()
@@ -90,8 +106,11 @@ async def _mprotect_locked(mm: MmStruct, start: int, end: int, prot: int, grows:
         start = vma.vm_start
         if not vma.vm_flags & VmFlags.VM_GROWSDOWN:
             return -errno.EINVAL
-    elif vma.vm_start > start:
-        return -errno.ENOMEM
+    else:
+        if vma.vm_start > start:
+            return -errno.ENOMEM
+        if grows & PROT_GROWSUP:
+            return -errno.EINVAL  # no VMA is VM_GROWSUP on x86
     prev, _ = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)
     if start > vma.vm_start:
         prev = vma
@@ -118,3 +137,8 @@ async def _mprotect_locked(mm: MmStruct, start: int, end: int, prot: int, grows:
         error = -errno.ENOMEM
     return error
 
+
+async def sys_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
+    """SYSCALL_DEFINE3(mprotect), the model's syscall entry: ``prot`` is the
+    C int glibc takes, sign-extended into the kernel's ``unsigned long``."""
+    return await do_mprotect_pkey(mm, c_ulong(start), c_ulong(length), c_int_as_ulong(prot))

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import move_page_tables
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, VmFlags
-from pervma.kernel.mmap import MAP_FIXED, do_vmi_munmap, get_unmapped_area
+from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, mlock_future_ok
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
+from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
+from pervma.kernel.util import security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import (
     VmaMergeStruct,
     vma_link,
@@ -31,7 +33,8 @@ MREMAP_DONTUNMAP = 4
 
 
 def PAGE_ALIGN(x: int) -> int:  # noqa: N802 - the kernel's name
-    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    """Rounds up in an ``unsigned long``: a length in the last page wraps to 0."""
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MAX
 
 
 async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int) -> VmAreaStruct | None:
@@ -69,6 +72,7 @@ class VmaRemapStruct:
     delta: int = 0
     remap_type: str = "invalid"  # MREMAP_NO_RESIZE / SHRINK / EXPAND
     mmap_locked: bool = False
+    charged: int = 0
 
     def set_delta(self) -> None:
         """vrm_set_delta() and vrm_remap_type()."""
@@ -90,7 +94,25 @@ class VmaRemapStruct:
         return bool(self.flags & MREMAP_FIXED) and self.old_len == self.new_len
 
     def overlaps(self) -> bool:
-        return self.addr + self.old_len > self.new_addr and self.new_addr + self.new_len > self.addr
+        end_old = (self.addr + self.old_len) & ULONG_MAX
+        end_new = (self.new_addr + self.new_len) & ULONG_MAX
+        return self.addr < end_new and self.new_addr < end_old
+
+    def charge(self, pages: int) -> bool:
+        """vrm_calc_charge(): an accounted VMA is charged for the growth (the
+        whole new length with MREMAP_DONTUNMAP, which keeps the old range)."""
+        assert self.vma is not None
+        if not self.vma.vm_flags & VmFlags.VM_ACCOUNT or not pages:
+            return True
+        if security_vm_enough_memory_mm(self.mm, pages):
+            return False
+        self.charged = pages
+        return True
+
+    def uncharge(self) -> None:
+        if self.charged:
+            vm_unacct_memory(self.mm.system, self.charged)
+            self.charged = 0
 
 
 def __check_map_count_against_split(mm: MmStruct, before_unmaps: bool) -> bool:
@@ -142,11 +164,15 @@ async def move_vma(vrm: VmaRemapStruct) -> int:
     assert vma is not None
     if not __check_map_count_against_split(mm, before_unmaps=False):  # prep_move_vma()
         return -errno.ENOMEM
+    grow = vrm.new_len if vrm.flags & MREMAP_DONTUNMAP else max(vrm.new_len - vrm.old_len, 0)
+    if not vrm.charge(grow >> PAGE_SHIFT):
+        return -errno.ENOMEM
     await vma_start_write(vma)
     vma_start = vma.vm_start
     new_pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
     new_vma = await copy_vma(vma, vrm.new_addr, vrm.new_len, new_pgoff)
     if new_vma is None:
+        vrm.uncharge()
         return -errno.ENOMEM
     if new_vma.vm_start <= vma_start < new_vma.vm_end:
         vma = vrm.vma = new_vma
@@ -199,7 +225,7 @@ def check_mremap_params(vrm: VmaRemapStruct) -> int:
 
 
 def check_prep_vma(vrm: VmaRemapStruct) -> int:
-    """Models check_prep_vma() (7.0).  Only a call that maps something new
+    """Models check_prep_vma() and resize_is_valid() (7.0).  Only a call that maps something new
     (growth, or a move) is checked against the VMA's end: an in-place
     shrink may unmap across VMAs and holes, and a same-size call without a
     move is a no-op that succeeds whatever lies at addr + old_len."""
@@ -222,8 +248,15 @@ def check_prep_vma(vrm: VmaRemapStruct) -> int:
         return -errno.EFAULT
     if new_len == old_len:
         return 0
+    # resize_is_valid(): the growth's offset must not wrap; an mlock()ed VMA
+    # may grow only within RLIMIT_MEMLOCK (-EAGAIN).
+    pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
+    if (pgoff + (new_len >> PAGE_SHIFT)) & ULONG_MAX < pgoff:
+        return -errno.EINVAL
     if vma.vm_flags & (VmFlags.VM_DONTEXPAND | VmFlags.VM_PFNMAP):
         return -errno.EFAULT
+    if not mlock_future_ok(vrm.mm, vma.vm_flags, vrm.delta):
+        return -errno.EAGAIN
     return 0
 
 
@@ -248,7 +281,7 @@ def vrm_set_new_addr(vrm: VmaRemapStruct) -> int:
     """vrm_set_new_addr(): MAP_FIXED placement for MREMAP_FIXED, a hint for
     DONTUNMAP, else anywhere."""
     new_addr = vrm.new_addr if vrm.implies_new_addr() else 0
-    res = get_unmapped_area(vrm.mm, new_addr, vrm.new_len, MAP_FIXED if vrm.flags & MREMAP_FIXED else 0)
+    res = __get_unmapped_area(vrm.mm, new_addr, vrm.new_len, MAP_FIXED if vrm.flags & MREMAP_FIXED else 0)
     if res < 0:
         return res
     vrm.new_addr = res
@@ -284,8 +317,11 @@ async def expand_vma(vrm: VmaRemapStruct) -> int:
     vma = vrm.vma
     assert vma is not None
     if vma.vm_end - vrm.addr == vrm.old_len and vma_expandable(vma, vrm.delta):
+        if not vrm.charge(vrm.delta >> PAGE_SHIFT):  # expand_vma_in_place()
+            return -errno.ENOMEM
         merged = await vma_merge_extend(vma, vrm.delta)
         if merged is None:
+            vrm.uncharge()
             return -errno.ENOMEM
         vrm.vma = merged
         vrm.mm.total_vm += vrm.delta >> PAGE_SHIFT
@@ -312,7 +348,7 @@ async def remap_move(vrm: VmaRemapStruct) -> int:
     several VMAs; each is moved in turn, the gaps between them kept.  A hole
     at the start is -EFAULT; an error part-way leaves the earlier VMAs moved."""
     mm = vrm.mm
-    start, end = vrm.addr, vrm.addr + vrm.old_len
+    start, end = vrm.addr, (vrm.addr + vrm.old_len) & ULONG_MAX
     target_addr = vrm.new_addr
     res = -errno.EFAULT
     seen_vma = False
@@ -378,3 +414,10 @@ async def _mremap_locked(vrm: VmaRemapStruct) -> int:
     if res:
         return res
     return await (mremap_to(vrm) if vrm.implies_new_addr() else mremap_at(vrm))
+
+
+async def sys_mremap(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    """SYSCALL_DEFINE5(mremap), the model's syscall entry: every argument an
+    ``unsigned long``, ``flags`` the C int glibc takes, sign-extended."""
+    return await do_mremap(mm, c_ulong(addr), c_ulong(old_len), c_ulong(new_len), c_int_as_ulong(flags),
+                           c_ulong(new_addr))

@@ -13,11 +13,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pervma.config import Config
+from pervma.errors import UsageError
 from pervma.kernel import debug
 from pervma.kernel.atomic import Atomic, Refcount, SeqCount
 from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
-from pervma.kernel.madvise import do_madvise
+from pervma.kernel.madvise import sys_madvise
 from pervma.kernel.maple_tree import MapleNode, MapleTree
 from pervma.kernel.mm_types import (
     PAGE_SHIFT,
@@ -31,12 +32,19 @@ from pervma.kernel.mm_types import (
 )
 from pervma.kernel.mmap import dup_mmap, mmput, sys_brk, sys_mmap, sys_munmap
 from pervma.kernel.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
-from pervma.kernel.mprotect import do_mprotect_pkey
-from pervma.kernel.mremap import do_mremap
+from pervma.kernel.mprotect import sys_mprotect
+from pervma.kernel.mremap import sys_mremap
 from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
+from pervma.kernel.syscalls import ULONG_MAX
 from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import maps_text, proc_maps_read
+from pervma.kernel.util import (
+    OVERCOMMIT_ALWAYS,
+    OVERCOMMIT_GUESS,
+    OVERCOMMIT_NEVER,
+    security_vm_enough_memory_mm,
+)
 from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
@@ -53,6 +61,17 @@ STACK_TOP = 0x7FFFFFFFF000
 STACK_SIZE = 132 * 1024
 MMAP_BASE = 0x7FFFF7FFF000  # TASK_SIZE - 128 MiB gap (mmap_base() clamps the gap to 128 MiB)
 START_BRK = 0x555555559000  # a PIE binary's break with ASLR off
+# A small machine by default: 256 MiB of RAM per configured CPU, at least 1 GiB
+# (1 GiB for the presets' 4 CPUs), no swap.  Per CPU so that the simulator's
+# machine profiles (Config.nr_cpus = the machine's CPUs) can hold what their
+# workloads map (mmtests pft: 256 MiB per thread).
+MIN_MEM_PAGES = (1 << 30) >> PAGE_SHIFT
+MEM_PAGES_PER_CPU = (256 << 20) >> PAGE_SHIFT
+
+
+def default_mem_pages(config: Config) -> int:
+    """The RAM of System(config) when mem_pages is not given."""
+    return max(MIN_MEM_PAGES, MEM_PAGES_PER_CPU * config.nr_cpus)
 
 
 class Segfault(Exception):  # noqa: N818 - a signal, named like one
@@ -77,10 +96,38 @@ def _oserror(ret: int) -> int:
 
 
 class System:
-    """One machine: the caches, RCU, vmstat and the processes."""
+    """One machine: the caches, RCU, vmstat, the processes, and memory.
 
-    def __init__(self, config: Config | None = None) -> None:
+    ``mem_pages`` and ``swap_pages`` are the machine's RAM and swap in pages
+    (default: default_mem_pages(config), 1 GiB for the presets; no swap); ``overcommit_memory`` is
+    vm.overcommit_memory (0 = OVERCOMMIT_GUESS, the kernel's default: a single
+    request larger than RAM + swap is refused with ENOMEM; 1 = always; 2 =
+    never, with ``overcommit_ratio`` percent of RAM plus swap as the limit).
+    A populate (MAP_POPULATE, MAP_LOCKED) stops when the free pages run out."""
+
+    def __init__(self, config: Config | None = None, mem_pages: int | None = None,
+                 swap_pages: int = 0, overcommit_memory: int = OVERCOMMIT_GUESS,
+                 overcommit_ratio: int = 50) -> None:
         self.config = config or Config.preset("universal")
+        if mem_pages is None:
+            mem_pages = default_mem_pages(self.config)
+        for name, value in (("mem_pages", mem_pages), ("swap_pages", swap_pages),
+                            ("overcommit_ratio", overcommit_ratio)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"System({name}={value!r}): need a whole number >= 0")
+        if mem_pages < 1:
+            raise UsageError(f"System(mem_pages={mem_pages}): a machine needs at least one page")
+        if overcommit_memory not in (OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER):
+            raise UsageError(f"System(overcommit_memory={overcommit_memory!r}): choose 0 (guess), "
+                             "1 (always) or 2 (never)")
+        self.mem_pages = mem_pages
+        self.swap_pages = swap_pages
+        self.overcommit_memory = overcommit_memory
+        self.overcommit_ratio = overcommit_ratio
+        # init_user_reserve() / init_admin_reserve(): 1/32 of memory, at most 128 MiB / 8 MiB.
+        self.user_reserve_pages = min(mem_pages // 32, (128 << 20) >> PAGE_SHIFT)
+        self.admin_reserve_pages = min(mem_pages // 32, (8 << 20) >> PAGE_SHIFT)
+        self.vm_committed_as = 0  # pages charged by VM_ACCOUNT mappings (mm/util.c)
         self.vm_area_cachep: KmemCache[VmAreaStruct] = KmemCache(
             "vm_area_struct", lambda slot: VmAreaStruct(vm_refcnt=Refcount(("vm_refcnt", slot))),
             typesafe_by_rcu=True)
@@ -152,6 +199,16 @@ class System:
             "/dev/zero (deleted)", length >> PAGE_SHIFT, self._ino(), "00:01", True, self.shmem_ops)
         return f
 
+    def hugetlb_file_setup(self, length: int, shift: int) -> File:
+        """The hugetlbfs file behind an anonymous MAP_HUGETLB mapping.  The
+        model's machine has no huge pages: mapping it fails (-ENOMEM) unless
+        MAP_NORESERVE, which the model does not implement."""
+        f = self.file_cachep.alloc("hugetlb_file_setup")
+        f.path, f.npages, f.inode, f.dev, f.shmem = ("/anon_hugepage (deleted)", length >> PAGE_SHIFT,
+                                                     self._ino(), "00:11", False)
+        f.hugetlb_shift, f.vm_ops = shift, None
+        return f
+
     def _ino(self) -> int:
         self._next_ino += 1
         return self._next_ino
@@ -199,6 +256,9 @@ async def _setup_new_exec(mm: MmStruct) -> None:
     vma.vm_pgoff = vma.vm_start >> PAGE_SHIFT
     vma.vm_flags = (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_MAYREAD | VmFlags.VM_MAYWRITE
                     | VmFlags.VM_MAYEXEC | VmFlags.VM_GROWSDOWN | VmFlags.VM_ACCOUNT)
+    if security_vm_enough_memory_mm(mm, vma.pages()):  # insert_vm_struct()
+        await mmap_write_unlock(mm)
+        raise UsageError(f"System(mem_pages={mm.system.mem_pages}): too small for a process's stack")
     await vma_start_write(vma)
     await vma_iter_store_new(mm, vma)
     mm.map_count += 1
@@ -248,18 +308,18 @@ class Thread:
         return _oserror(ret)
 
     async def mprotect(self, addr: int, length: int, prot: int) -> int:
-        ret = await do_mprotect_pkey(self.mm, addr, length, prot)
+        ret = await sys_mprotect(self.mm, addr, length, prot)
         await self._syscall_exit("mprotect")
         return _oserror(ret)
 
     async def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
                      new_addr: int = 0) -> int:
-        ret = await do_mremap(self.mm, old_addr, old_len, new_len, flags, new_addr)
+        ret = await sys_mremap(self.mm, old_addr, old_len, new_len, flags, new_addr)
         await self._syscall_exit("mremap")
         return _oserror(ret)
 
     async def madvise(self, addr: int, length: int, advice: int) -> int:
-        ret = await do_madvise(self.mm, addr, length, advice)
+        ret = await sys_madvise(self.mm, addr, length, advice)
         await self._syscall_exit("madvise")
         return _oserror(ret)
 
@@ -353,10 +413,12 @@ class Thread:
                 raise Segfault(addr, code)
 
     def store(self, addr: int, byte: int) -> Coroutine[Any, Any, int | None]:
-        return self._access(addr, True, byte)
+        """A one-byte user store; the address is a C pointer (modulo 2**64:
+        a negative one is a kernel address, SEGV_MAPERR)."""
+        return self._access(addr & ULONG_MAX, True, byte)
 
     async def load(self, addr: int) -> int:
-        byte = await self._access(addr, False)
+        byte = await self._access(addr & ULONG_MAX, False)
         assert byte is not None
         return byte
 

@@ -23,6 +23,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write,
 )
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
+from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import Op, OpKind
 
@@ -474,6 +475,7 @@ class VmaMunmapStruct:
     end: int
     vmas: list[VmAreaStruct] = field(default_factory=list)
     unlock: bool = False
+    nr_accounted: int = 0  # pages of the gathered VM_ACCOUNT VMAs, uncharged on completion
 
 
 async def vms_gather_munmap_vmas(vms: VmaMunmapStruct, vma: VmAreaStruct) -> int:
@@ -496,6 +498,8 @@ async def vms_gather_munmap_vmas(vms: VmaMunmapStruct, vma: VmAreaStruct) -> int
                 return err
         await vma_start_write(nxt)
         vms.vmas.append(nxt)
+        if nxt.vm_flags & VmFlags.VM_ACCOUNT:
+            vms.nr_accounted += nxt.pages()
         await vma_mark_detached(nxt)
     return 0
 
@@ -504,6 +508,7 @@ async def reattach_vmas(vms: VmaMunmapStruct) -> None:
     for v in vms.vmas:
         await vma_mark_attached(v)
     vms.vmas.clear()
+    vms.nr_accounted = 0
 
 
 async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
@@ -516,6 +521,8 @@ async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
     mm.map_count -= len(vms.vmas)
     for v in vms.vmas:
         mm.total_vm -= v.pages()
+    if vms.nr_accounted:
+        vm_unacct_memory(mm.system, vms.nr_accounted)
     if vms.unlock:
         await mmap_write_downgrade(mm)
     await zap_page_range(mm, vms.start, vms.end)
