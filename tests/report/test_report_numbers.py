@@ -87,7 +87,7 @@ def test_bill_equals_pervma_cost_json(report: Report) -> None:
     live = {r["name"]: r["value"] for r in _rows(report.dir / "timings.csv")
             if r["kind"] == "system bill"}
     assert int(live["VMAs alive"]) > 0
-    for name, v in want.items():
+    for name in want:
         assert int(live[f"{name}.bytes"]) == int(live[f"{name}.pages"]) * 4096, name
         assert "pages" not in got[name] and "bytes" not in got[name]
 
