@@ -16,7 +16,7 @@ examples:
   pervma check fault-vs-munmap                  # DPOR, preset universal
   pervma check --all --preset legacy,universal,universal-up,universal-up-nopreempt --jobs 2
   pervma check --bug B04 --trace-out out/       # find, minimise and save the fork race
-  pervma check fault-vs-fork --strategy pct --max-executions 500 --seed 7
+  pervma check fork-vs-fault --strategy pct --max-executions 500 --seed 7
   pervma check --list
 
 exit status: 0 complete and clean, 1 violation found, 2 usage error,
@@ -24,7 +24,7 @@ exit status: 0 complete and clean, 1 violation found, 2 usage error,
 
 REPLAY_EPILOG = """\
 example:
-  pervma check --bug B04 --trace-out out/ ; pervma replay out/fault-vs-fork.replay.json
+  pervma check --bug B04 --trace-out out/ ; pervma replay out/fork-vs-fault.replay.json
 
 exit status: 1 when the recorded violation reproduces, 0 when it does not, 2 usage error."""
 
@@ -189,36 +189,44 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
         return [api.merge_samples(api.run_many(api.split_sampling(kws[0], jobs), jobs))]
     if len(kws) == 1 and jobs > 1 and args.strategy == "dpor":
         return [api.merge_dpor(api.run_many(api.split_dpor(kws[0]), jobs))]
-    show = sys.stderr.isatty() and not args.json
-    if not show:
+    if len(kws) > 1:
+        return _run_with_progress(kws, jobs)
+    if not sys.stderr.isatty() or args.json:
         return api.run_many(kws, jobs)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), transient=True, console=_err_console()) as prog:
-        if len(kws) == 1:
-            task = prog.add_task(f"check {kws[0]['scenario']}", total=args.max_executions,
-                                 info="")
+        task = prog.add_task(f"check {kws[0]['scenario']}", total=args.max_executions,
+                             info="")
 
-            def progress(stats: Any) -> None:
-                prog.update(task, completed=stats.executions + stats.pruned,
-                            info=f"{stats.executions} executions, {stats.pruned} pruned")
+        def progress(stats: Any) -> None:
+            prog.update(task, completed=stats.executions + stats.pruned,
+                        info=f"{stats.executions} executions, {stats.pruned} pruned")
 
-            return [api.run_check(**kws[0], progress=progress)]
-        task = prog.add_task("check", total=len(kws), info="")
-        results = []
+        return [api.run_check(**kws[0], progress=progress)]
+
+
+def _run_with_progress(kws: list[dict[str, Any]], jobs: int) -> list[Any]:
+    """Several runs, one progress unit each (pervma.progress: stderr only)."""
+    from pervma.check import api
+    from pervma.progress import Tracker
+
+    results = []
+    with Tracker(transient=True) as track:
+        track.add("check", len(kws))
         if jobs > 1:
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 for r in pool.map(api._run_kw, kws):
                     results.append(r)
-                    prog.update(task, advance=1, info=f"{r.scenario} [{r.preset}]")
+                    track.advance("check", f"{r.scenario} [{r.preset}]")
         else:
             for kw in kws:
                 results.append(api.run_check(**kw))
-                prog.update(task, advance=1, info=f"{kw['scenario']} [{kw['preset']}]")
-        return results
+                track.advance("check", f"{kw['scenario']} [{kw['preset']}]")
+    return results
 
 
 def _err_console() -> Any:

@@ -12,11 +12,13 @@ from pervma.errors import UsageError
 EPILOG = """\
 examples:
   pervma report                       # everything, into pervma-report/ (a few minutes)
-  pervma report --quick --jobs 2      # fewer presets and smaller budgets (about a minute)
+  pervma report --quick               # fewer presets and smaller budgets (about a minute)
   pervma report --out /tmp/r --force  # write into a folder that holds other files
 
 Writes DIR/index.html (self-contained: inline SVG, no scripts, no network),
 DIR/*.csv and DIR/traces/*.json (replay with 'pervma replay FILE').
+Progress goes to stderr: bars with an ETA on a terminal, otherwise one line
+'done: PART (i/n)' per finished part.
 A folder holding an earlier pervma report is replaced; another non-empty folder
 needs --force.
 
@@ -37,8 +39,9 @@ def register(sub: Any) -> None:
                    help="output folder (default pervma-report/)")
     p.add_argument("--quick", action="store_true",
                    help="fewer presets, workloads and task counts, smaller budgets")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="worker processes for the checker and the simulator (default 1)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="worker processes for the checker and the simulator (default: the "
+                   "number of CPUs)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty folder that holds no earlier report")
     p.add_argument("--btf", metavar="PATH", help=argparse.SUPPRESS)
@@ -48,30 +51,23 @@ def register(sub: Any) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from pervma.progress import Tracker
     from pervma.report.runner import build_report
     from pervma.report.settings import settings_for
 
+    if args.jobs is None:
+        args.jobs = os.cpu_count() or 1
     if args.jobs < 1:
         raise UsageError(f"--jobs wants a number >= 1, got {args.jobs}")
     if args.jobs > (os.cpu_count() or 1) * 4:
         raise UsageError(f"--jobs {args.jobs} is more than 4 per CPU; use at most "
                          f"{(os.cpu_count() or 1) * 4}")
     settings = settings_for(quick=args.quick, tiny=args.tiny)
-    err = Console(stderr=True)
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=err, transient=False, disable=not err.is_terminal) as prog:
-        bars: dict[str, Any] = {}
-
-        def progress(section: str, done: int, total: int) -> None:
-            if section not in bars:
-                bars[section] = prog.add_task(section, total=total)
-            prog.update(bars[section], completed=done, total=total)
-
+    # the progress display goes to stderr only: it never changes a file or stdout
+    with Tracker() as track:
         res = build_report(args.out, settings, jobs=args.jobs, force=args.force,
-                           progress=progress, btf_path=args.btf)
+                           progress=track.update, btf_path=args.btf)
     summary(Console(), res)
     return res.exit_code
 
