@@ -44,6 +44,13 @@ def _unit(points: Sequence[Point]) -> str:
     return "pairs/s" if points and points[0].workload.startswith("mmap") else "faults/s"
 
 
+def _tasks_axis(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(TASKS_LABEL)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_lines(ax: Any, lines: Sequence[tuple[str, list[float], list[float], str]]) -> None:
     """Draw (label, xs, ys, linestyle) lines, each with its own marker; a line
     drawn exactly over an earlier one says so in its label ("identical to ...")
@@ -90,7 +97,7 @@ def throughput_figure(points: Sequence[Point], title: str | None = None) -> Any:
     lines)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     plot_lines(ax, throughput_lines(points))
-    ax.set_xlabel(TASKS_LABEL)
+    _tasks_axis(ax)
     ax.set_ylabel(f"{_unit(points)} (sum over tasks)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -113,7 +120,7 @@ def ratio_figure(points: Sequence[Point], measured: Mapping[int, float] | None =
     if measured:
         ax.lines[-1].set_color("black")
     ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xlabel(TASKS_LABEL)
+    _tasks_axis(ax)
     ax.set_ylabel("threads / processes (throughput ratio)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -146,14 +153,14 @@ def save_plot(points: Sequence[Point], path: str) -> None:
     plot_lines(b, ratio_lines(points, with_workload=False))
     wl = points[0].workload if points else ""
     a.set_title(f"{wl}: throughput ({points[0].machine if points else ''})")
-    a.set_xlabel(TASKS_LABEL)
+    _tasks_axis(a)
     a.set_ylabel(f"{_unit(points)} (sum over tasks)")
     a.set_ylim(bottom=0)
     a.grid(alpha=0.3)
     legend_below(a)
     b.set_title("threads / processes")
     b.axhline(1.0, color="grey", linewidth=0.8)
-    b.set_xlabel(TASKS_LABEL)
+    _tasks_axis(b)
     b.set_ylabel("threads / processes (throughput ratio)")
     b.set_ylim(bottom=0)
     b.grid(alpha=0.3)
