@@ -16,7 +16,7 @@ from pervma.sim.results import Point
 def _points(same: bool) -> list[Point]:
     pts = []
     for pre, thr, proc in (("legacy", 0.8, 1.0),
-                           ("universal", 0.8 if same else 0.9, 1.0 if same else 1.1)):
+                           ("universal", 0.8 if same else 0.95, 1.0 if same else 1.1)):
         for kind, k in (("threads", thr), ("processes", proc)):
             for n in (1, 4, 16):
                 pts.append(Point("shared", pre, "xeon16", kind, n, 1e5 * n * k))
@@ -67,6 +67,17 @@ def test_a_line_drawn_over_another_is_named_identical() -> None:
     assert _labels(ratio) == ["shared legacy (simulated)",
                               "shared universal (simulated) (identical to shared legacy "
                               "(simulated))"]
+
+
+def test_a_line_within_two_percent_of_another_is_named_overlapping() -> None:
+    pts = [Point("shared", pre, "xeon16", "threads", n, 1e5 * n * (1.0 if pre == "legacy"
+                                                                   else 0.99))
+           for pre in ("legacy", "universal") for n in (1, 4, 16)]
+    fig = throughput_figure(pts)
+    assert _labels(fig) == ["shared legacy threads",
+                            "shared universal threads (overlaps shared legacy threads)"]
+    over = fig.axes[0].get_lines()[1]
+    assert over.get_markerfacecolor() == "none"  # hollow: the line below shows through
 
 
 def test_bars_carry_their_values_and_keep_the_legend_outside() -> None:

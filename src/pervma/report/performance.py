@@ -203,14 +203,16 @@ def _render_workload(sec: Section, wl: str, pts: list[Any], p: Plan,
                          + ("; measured (pfbench on real-16core, median of 3) in black, "
                             "hollow markers, dotted" if meas else "")
                          + ". A legend entry 'identical to ...' marks a line drawn exactly "
-                         "over another."))
+                         "over another, 'overlaps ...' one within 2% of the largest plotted value of "
+                         "another (both with large hollow markers)."))
     kinds = {pt.kind for pt in pts}
     if {"threads", "processes"} <= kinds:
         sec.add(H.inline_svg(ratio_svg(pts, anchors.ratios(wl) or None,
                                        title=f"{wl}: threads / processes"),
                              f"{wl}: threads/processes ratio (y: threads' throughput divided "
                              "by processes' at the same task count; 1.0, the grey line, means "
-                             "sharing one mm costs nothing) against tasks (x)"
+                             "sharing one mm costs nothing) against tasks (x); 'identical to' "
+                             "and 'overlaps' in the legend as above"
                              + ("; the measured ratio in black" if meas else "")))
     rows = []
     by = {(pt.preset, pt.kind, pt.tasks): pt for pt in pts}

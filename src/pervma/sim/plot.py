@@ -9,7 +9,8 @@
   :func:`pervma.sim.latency.writer_sleep_latency` runs (the report's SMP=n part).
 
 Every line has markers; a line drawn exactly over another says so in its legend
-entry ("identical to ...") and gets hollow markers; legends sit below the axes,
+entry ("identical to ..."), one within 2% of the largest plotted value
+of another "overlaps ...", and both get large hollow markers; legends sit below the axes,
 never over the data.
 """
 
@@ -51,19 +52,30 @@ def _tasks_axis(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_lines(ax: Any, lines: Sequence[tuple[str, list[float], list[float], str]]) -> None:
-    """Draw (label, xs, ys, linestyle) lines, each with its own marker; a line
-    drawn exactly over an earlier one says so in its label ("identical to ...")
-    and gets a hollow marker, so that neither hides the other."""
-    seen: dict[tuple[tuple[float, ...], tuple[float, ...]], str] = {}
+def plot_lines(ax: Any, lines: Sequence[tuple[str, list[float], list[float], str]],
+               close: float = 0.02) -> None:
+    """Draw (label, xs, ys, linestyle) lines, each with its own marker.  A line
+    drawn exactly over an earlier one says so in its label ("identical to ...");
+    one within ``close`` of the y range of an earlier one everywhere says
+    "overlaps ...".  Both get large hollow markers, so that neither hides the
+    other."""
+    top = max((abs(y) for _, _, ys, _ in lines for y in ys), default=0.0) or 1.0
+    drawn: list[tuple[str, list[float], list[float]]] = []
     for i, (label, xs, ys, style) in enumerate(lines):
-        key = (tuple(xs), tuple(ys))
         kw: dict[str, Any] = {}
-        if key in seen:
-            label = f"{label} (identical to {seen[key]})"
+        for name, xs0, ys0 in drawn:
+            if xs0 != xs:
+                continue
+            if ys0 == ys:
+                label = f"{label} (identical to {name})"
+            elif all(abs(a - b) <= close * top for a, b in zip(ys0, ys, strict=True)):
+                label = f"{label} (overlaps {name})"
+            else:
+                continue
             kw = dict(markerfacecolor="none", markersize=9, markeredgewidth=1.5)
+            break
         else:
-            seen[key] = label
+            drawn.append((label, xs, ys))
         ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=style, label=label, **kw)
 
 
@@ -122,7 +134,7 @@ def ratio_figure(points: Sequence[Point], measured: Mapping[int, float] | None =
     ax.axhline(1.0, color="grey", linewidth=0.8)
     _tasks_axis(ax)
     ax.set_ylabel("threads / processes (throughput ratio)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max([1.0] + [y for _, _, ys, _ in lines for y in ys]) * 1.08)
     ax.grid(alpha=0.3)
     legend_below(ax)
     ax.set_title(title or "threads vs processes")
