@@ -9,8 +9,8 @@ until the writer wakes up and unlocks; with them it never looks at mmap_lock.
 :func:`writer_sleep_latency` runs this on any preset and returns the fault
 latency distribution and the faulting task's throughput.  The one-CPU pair the
 report compares is ``legacy-up`` (SMP=n before the series: ``PER_VMA_LOCK``
-depended on ``SMP`` in mm/Kconfig from 6.4 to 7.0, so every fault takes
-mmap_lock and queues behind the sleeping writer) and ``universal-up`` (the
+depends on ``SMP`` in mm/Kconfig since it was introduced in 6.4, so every
+fault takes mmap_lock and queues behind the sleeping writer) and ``universal-up`` (the
 series: the fault takes the VMA's lock and never looks at mmap_lock).  On one
 CPU the faulting task runs precisely because the writer sleeps.
 """
