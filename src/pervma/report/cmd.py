@@ -11,8 +11,8 @@ from pervma.errors import UsageError
 
 EPILOG = """\
 examples:
-  pervma report                       # everything, into pervma-report/ (a few minutes)
-  pervma report --quick               # fewer presets and smaller budgets (about a minute)
+  pervma report                       # everything, into pervma-report/ (~1.5 min on 2 cores)
+  pervma report --quick               # fewer presets and smaller budgets (~25 s on 2 cores)
   pervma report --out /tmp/r --force  # write into a folder that holds other files
 
 Writes DIR/index.html (self-contained: inline SVG, no scripts, no network),
