@@ -139,7 +139,8 @@ def _point(args: tuple[str, str, str, str, int, float, float]) -> float:
 
 
 def shapes() -> None:
-    """performance.md targets 1, 4 and 5, as the ratios their sources report
+    """The published shapes (pft-threads on a 2-socket E5-2690 v4, LKP's mmap1 on
+    a 2-socket Ice Lake, page_fault3 on a 4-socket Skylake), as the ratios their sources report
     (the windows of tests/sim/test_shapes.py, which checks them within 25%)."""
     from pervma.sim.latency import writer_sleep_latency
 
@@ -163,11 +164,12 @@ def shapes() -> None:
     print(f"  page_fault3 skl-4sp legacy, 192 tasks: processes/threads per task "
           f"{r['pf3p'] / r['pf3t']:.1f}x (16-43x); per thread {r['pf3t'] / 192:,.0f} "
           f"(10.1-10.9 k), per process {r['pf3p'] / 192:,.0f} (173-467 k)")
-    for per_vma in (True, False):
-        lat = writer_sleep_latency(per_vma_lock=per_vma)
-        print(f"  universal-up, a writer asleep holding mmap_lock: fault latency "
-              f"{'with' if per_vma else 'without'} per-VMA locks: median {lat.p50_us:.1f} us, "
-              f"p99 {lat.p99_us:.1f} us")
+    print("SMP=n, a writer asleep holding mmap_lock (the report's SMP=n part)")
+    for preset in ("legacy-up", "universal-up"):
+        lat = writer_sleep_latency(preset)
+        print(f"  {preset:12} PER_VMA_LOCK={'y' if lat.per_vma_lock else 'n'}: fault latency "
+              f"median {lat.p50_us:.1f} us, p99 {lat.p99_us:.1f} us; the faulting task "
+              f"{lat.faults_per_s:,.0f} faults/s")
 
 
 def main() -> int:

@@ -29,7 +29,9 @@ def test_report_renders_without_console_errors(small_report: Report) -> None:
         errors = [e for e in drv.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
         assert errors == []
         plots = drv.find_elements("css selector", "figure.plot svg")
-        assert len(plots) >= 3, "cost bars, throughput and where-time-goes plots"
+        assert len(plots) >= 4, "cost bars, throughput, where-time-goes and SMP=n plots"
+        labels = [p.get_attribute("aria-label") for p in plots]
+        assert any(x.startswith("Left: the share of faults") for x in labels)
         for svg in plots:
             drv.execute_script("arguments[0].scrollIntoView()", svg)
             size = svg.size

@@ -25,7 +25,7 @@ examples:
   pervma check fault-vs-munmap                  # DPOR, preset universal
   pervma check --all --preset legacy,universal,universal-up,universal-up-nopreempt --jobs 2
   pervma check --bug B04 --trace-out out/       # find, minimise and save the fork race
-  pervma check fault-vs-fork --strategy pct --max-executions 500 --seed 7
+  pervma check fork-vs-fault --strategy pct --max-executions 500 --seed 7
   pervma check --list
 
 exit status: 0 complete and clean, 1 violation found, 2 usage or input/output
@@ -35,7 +35,7 @@ error, 3 clean but incomplete (a budget, bound or the livelock bound was hit),
 
 REPLAY_EPILOG = """\
 example:
-  pervma check --bug B04 --trace-out out/ ; pervma replay out/fault-vs-fork.replay.json
+  pervma check --bug B04 --trace-out out/ ; pervma replay out/fork-vs-fault.replay.json
 
 exit status: 1 when the recorded violation reproduces, 0 when it does not, 2 usage
 error or a malformed replay file, 70 internal error, 130 interrupted."""
@@ -288,26 +288,35 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
             return [api.run_guarded(dict(kws[0], jobs=jobs))]
         except api.Interrupted:  # parts of one run are not results: none finished
             raise api.Interrupted([], 1) from None
-    show = sys.stderr.isatty() and not args.json
-    if not show:
-        return api.run_many(kws, jobs, on_result=on_result)
+    if len(kws) > 1:
+        return _run_with_progress(kws, jobs, on_result)
+    if not sys.stderr.isatty() or args.json:
+        return [api.run_guarded(kws[0])]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), transient=True, console=_err_console()) as prog:
-        if len(kws) == 1:
-            task = prog.add_task(f"check {kws[0]['scenario']}", total=args.max_executions,
-                                 info="")
+        task = prog.add_task(f"check {kws[0]['scenario']}", total=args.max_executions,
+                             info="")
 
-            def progress(stats: Any) -> None:
-                prog.update(task, completed=stats.executions + stats.pruned,
-                            info=f"{stats.executions} executions, {stats.pruned} pruned")
+        def progress(stats: Any) -> None:
+            prog.update(task, completed=stats.executions + stats.pruned,
+                        info=f"{stats.executions} executions, {stats.pruned} pruned")
 
-            return [api.run_guarded(kws[0], progress=progress)]
-        task = prog.add_task("check", total=len(kws), info="")
+        return [api.run_guarded(kws[0], progress=progress)]
+
+
+def _run_with_progress(kws: list[dict[str, Any]], jobs: int, on_result: Any) -> list[Any]:
+    """Several runs, one progress unit each (pervma.progress: stderr only);
+    each run's failure is its own result (api.run_many)."""
+    from pervma.check import api
+    from pervma.progress import Tracker
+
+    with Tracker(transient=True) as track:
+        track.add("check", len(kws))
 
         def finished(i: int, r: Any) -> None:
-            prog.update(task, advance=1, info=f"{r.scenario} [{r.preset}]")
+            track.advance("check", f"{r.scenario} [{r.preset}]")
             if on_result:
                 on_result(i, r)
 

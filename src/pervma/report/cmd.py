@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -10,8 +11,8 @@ from pervma import cliargs
 
 EPILOG = """\
 examples:
-  pervma report                       # everything, into pervma-report/ (a few minutes)
-  pervma report --quick --jobs 2      # fewer presets and smaller budgets (about a minute)
+  pervma report                       # everything, into pervma-report/ (~1.5 min on 2 cores)
+  pervma report --quick               # fewer presets and smaller budgets (~25 s on 2 cores)
   pervma report --out /tmp/r          # into another folder (missing or empty)
 
 Writes DIR/index.html (self-contained: inline SVG, no scripts, no network),
@@ -20,6 +21,8 @@ DIR/.pervma-manifest (the files pervma wrote).  The report is built next to DIR
 and put in place only when complete; an earlier report's files (those its
 manifest lists) are replaced and any other file in DIR is kept.  A non-empty
 folder without a manifest is refused: choose a new folder.
+Progress goes to stderr: bars with an ETA on a terminal, otherwise one line
+'done: PART (i/n)' per finished part.
 
 exit status: 0 every section produced, 1 a section's engine failed (its error
 is shown in the report) or the unmodified model violated an invariant,
@@ -39,9 +42,9 @@ def register(sub: Any) -> None:
                    help="output folder (default pervma-report/)")
     p.add_argument("--quick", action="store_true",
                    help="fewer presets, workloads and task counts, smaller budgets")
-    p.add_argument("--jobs", type=cliargs.jobs, default=1, metavar="N",
+    p.add_argument("--jobs", type=cliargs.jobs, default=None, metavar="N",
                    help="worker processes for the checker and the simulator, at most the "
-                   "number of CPUs (default 1)")
+                   "number of CPUs (default: the number of CPUs)")
     p.add_argument("--force", action="store_true",
                    help="kept for old scripts; a folder is never forced (see above)")
     p.add_argument("--btf", metavar="PATH", type=cliargs.nonempty, help=argparse.SUPPRESS)
@@ -51,27 +54,20 @@ def register(sub: Any) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from pervma.progress import Tracker
     from pervma.report.runner import build_report
     from pervma.report.settings import settings_for
 
     if args.btf is not None:  # read whole by the layout calculator: bounded here
         cliargs.check_input_file(args.btf, "--btf", 256 << 20)
+    if args.jobs is None:
+        args.jobs = os.cpu_count() or 1
     settings = settings_for(quick=args.quick, tiny=args.tiny)
-    err = Console(stderr=True)
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=err, transient=False, disable=not err.is_terminal) as prog:
-        bars: dict[str, Any] = {}
-
-        def progress(section: str, done: int, total: int) -> None:
-            if section not in bars:
-                bars[section] = prog.add_task(section, total=total)
-            prog.update(bars[section], completed=done, total=total)
-
+    # the progress display goes to stderr only: it never changes a file or stdout
+    with Tracker() as track:
         res = build_report(args.out, settings, jobs=args.jobs, force=args.force,
-                           progress=progress, btf_path=args.btf)
+                           progress=track.update, btf_path=args.btf)
     summary(Console(), res)
     return res.exit_code
 

@@ -1,7 +1,11 @@
 """The Performance section: simulated throughput of the key workloads —
 legacy vs universal, threads vs processes — with the real-16core
-measurements overlaid where they exist, and where the time goes.  Points come
-from :func:`pervma.sim.api.run_point`, the same call ``pervma simulate`` makes."""
+measurements overlaid where they exist, where the time goes, and SMP=n (one
+CPU): fault latency and throughput of ``legacy-up`` against ``universal-up``
+while a writer sleeps holding mmap_lock.  Points come from
+:func:`pervma.sim.api.run_point`, the same call ``pervma simulate`` makes; the
+SMP=n runs from :func:`pervma.sim.latency.writer_sleep_latency` (bounded by
+their fault count, a fraction of a second each, so they run in this process)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ from pervma.report import anchors
 from pervma.report import html as H
 from pervma.report.section import Section, describe
 from pervma.report.settings import Settings
+
+# SMP=n (one CPU): the pre-series uniprocessor world against the series.
+UP_PRESETS = ("legacy-up", "universal-up")
+UP_FAULTS = 400  # faults per run: the run is bounded by this count
+UP_GAP_US = 20.0  # user work between two faults, and between two writer sessions
 
 # Where time goes: Point fields in milliseconds of task time in the window.
 TIME_FIELDS = (
@@ -97,34 +106,114 @@ def build(p: Plan, results: dict[str, dict[str, Any]], s: Settings) -> Section:
     sec.add(H.join([H.link("performance.csv", "simulated points (CSV)"), " · ",
                     H.link("measured.csv", "measurements (CSV)") if measured_rows else ""]))
     _render_time(sec, points)
+    with sec.guard("SMP=n latency (pervma.sim.latency)"):
+        _render_up(sec, s)
     return sec
+
+
+UP_COLUMNS = ("preset", "smp", "preempt", "per_vma_lock", "machine", "seed", "faults",
+              "gap_us", "writer_io_us", "sim_ms", "faults_per_s", "writer_sessions",
+              "writer_sessions_per_s", "lat_p50_us", "lat_p99_us", "lat_max_us",
+              "lat_mean_us", "mmap_lock_wait_ms", "vmstat_vma_lock_success", "vmstat_pgfault")
+
+
+def _render_up(sec: Section, s: Settings) -> None:
+    """SMP=n: faults on one CPU while another task sleeps holding mmap_lock for write."""
+    from pervma.config import Config
+    from pervma.report.plots import svg
+    from pervma.sim.latency import writer_sleep_latency
+    from pervma.sim.machine import load_machine
+    from pervma.sim.plot import latency_figure
+
+    mach = load_machine(s.sim_machine)
+    io_us = mach.io_ns / 1e3
+    sec.add(H.tag("h3", "SMP=n (one CPU): faults while a writer sleeps on mmap_lock"))
+    sec.add(H.tag("p", f"One CPU. A writer task loops: mmap_write_lock, sleep {io_us:g} us "
+                  f"(the {mach.name} profile's I/O time), mmap_write_unlock, {UP_GAP_US:g} us "
+                  f"of user work. A second task of the same process faults {UP_FAULTS} fresh "
+                  f"pages of a VMA the writer never touches, one every {UP_GAP_US:g} us of user "
+                  "work. legacy-up is the kernel before the series with SMP=n (PER_VMA_LOCK "
+                  "depended on SMP, so every fault takes mmap_lock and queues behind the "
+                  "sleeping writer); universal-up is the series (the fault takes the VMA's "
+                  "lock and never looks at mmap_lock). Latency is from the trap to the "
+                  "fault's return; throughput is the faulting task's faults per simulated "
+                  f"second. Simulated, seed {s.sim_seed}; pervma.sim.latency."
+                  f"writer_sleep_latency(PRESET, faults={UP_FAULTS}, machine="
+                  f"'{s.sim_machine}', seed={s.sim_seed})."))
+    results = [writer_sleep_latency(pre, machine=mach, faults=UP_FAULTS,
+                                    gap_ns=UP_GAP_US * 1e3, seed=s.sim_seed)
+               for pre in UP_PRESETS]
+    rows, csv_rows = [], []
+    for r in results:
+        cfg = Config.preset(r.preset)
+        per_s = r.writer_sessions / (r.sim_ms / 1e3) if r.sim_ms else 0.0
+        rows.append([r.preset, "y" if r.per_vma_lock else "n", r.faults,
+                     round(r.p50_us, 2), round(r.p99_us, 2), round(r.max_us, 2),
+                     round(r.faults_per_s), round(per_s), round(r.mmap_lock_wait_ms, 3),
+                     r.vmstat.get("vma_lock_success", 0)])
+        vals: list[object] = [r.preset, int(cfg.SMP), int(cfg.PREEMPT), int(r.per_vma_lock),
+                              mach.name, s.sim_seed, r.faults, UP_GAP_US, io_us, r.sim_ms,
+                              r.faults_per_s, r.writer_sessions, per_s, r.p50_us, r.p99_us,
+                              r.max_us, r.mean_us, r.mmap_lock_wait_ms,
+                              r.vmstat.get("vma_lock_success", 0), r.vmstat.get("pgfault", 0)]
+        csv_rows.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in vals))
+    sec.csv["performance-up.csv"] = ",".join(UP_COLUMNS) + "\n" + "".join(
+        r + "\n" for r in csv_rows)
+    sec.add(H.table(["preset", "PER_VMA_LOCK", "faults", "median latency us",
+                     "p99 latency us", "max latency us", "faults/s (faulting task)",
+                     "writer sessions/s", "mmap_lock wait ms", "vma_lock_success"], rows))
+    sec.add(H.inline_svg(
+        svg(latency_figure(results, title=f"SMP=n on {mach.name}: a writer sleeps "
+                           f"{io_us:g} us holding mmap_lock")),
+        "Left: the share of faults (y, %) that took at most x microseconds (log scale), "
+        "one curve per preset, markers at every 10th percentile. Right: the faulting "
+        "task's throughput in faults per simulated second, value on each bar."))
+    sec.add(H.link("performance-up.csv", "SMP=n runs (CSV)"))
+    by = {r.preset: r for r in results}
+    lg, un = by["legacy-up"], by["universal-up"]
+    sec.summary.append(f"SMP=n, writer sleeping on mmap_lock: fault median {lg.p50_us:.1f} us "
+                       f"(legacy-up) vs {un.p50_us:.1f} us (universal-up); "
+                       f"{lg.faults_per_s:,.0f} vs {un.faults_per_s:,.0f} faults/s")
 
 
 def _render_workload(sec: Section, wl: str, pts: list[Any], p: Plan,
                      measured_rows: list[tuple[str, str, int, float]]) -> None:
     from pervma.report.plots import svg
-    from pervma.sim.plot import ratio_svg, throughput_figure
+    from pervma.sim.plot import legend_below, ratio_svg, throughput_figure
 
     sec.add(H.tag("h3", f"{wl}: {p.descriptions.get(wl, '')}"))
     meas = anchors.for_workload(wl)
     fig = throughput_figure(pts, title=f"{wl}: simulated throughput ({pts[0].machine})")
+    unit = p.units.get(wl, "faults/s")
     if meas:
         ax = fig.axes[0]
         for kind, marker in (("threads", "s"), ("processes", "D")):
             ks = sorted(n for (k, n) in meas if k == kind)
             ax.plot(ks, [meas[(kind, n)] for n in ks], marker=marker, color="black",
-                    linestyle=":", label=f"measured {kind}")
-        ax.legend(fontsize=7)
+                    markerfacecolor="none", linestyle=":", label=f"measured {kind}")
+        ax.relim()  # the measured lines may reach above the simulated ones
+        ax.autoscale(axis="y")
+        ax.set_ylim(bottom=0)
+        legend_below(ax)
         measured_rows += [(wl, k, n, v) for (k, n), v in sorted(meas.items())]
-    sec.add(H.inline_svg(svg(fig), f"{wl}: throughput against tasks, legacy vs universal, "
-                         "threads (solid) vs processes (dashed)"
-                         + ("; measured in black" if meas else "")))
+    sec.add(H.inline_svg(svg(fig), f"{wl}: simulated throughput (y: {unit} summed over all "
+                         "tasks) against the number of tasks (x: threads sharing one mm, or "
+                         "processes with one mm each), legacy vs universal; threads solid, "
+                         "processes dashed, one marker shape per line"
+                         + ("; measured (pfbench on real-16core, median of 3) in black, "
+                            "hollow markers, dotted" if meas else "")
+                         + ". A legend entry 'identical to ...' marks a line drawn exactly "
+                         "over another, 'overlaps ...' one within 2% of the largest plotted value of "
+                         "another (both with large hollow markers)."))
     kinds = {pt.kind for pt in pts}
     if {"threads", "processes"} <= kinds:
         sec.add(H.inline_svg(ratio_svg(pts, anchors.ratios(wl) or None,
                                        title=f"{wl}: threads / processes"),
-                             f"{wl}: threads/processes ratio"
-                             + (" with the measured ratio" if meas else "")))
+                             f"{wl}: threads/processes ratio (y: threads' throughput divided "
+                             "by processes' at the same task count; 1.0, the grey line, means "
+                             "sharing one mm costs nothing) against tasks (x); 'identical to' "
+                             "and 'overlaps' in the legend as above"
+                             + ("; the measured ratio in black" if meas else "")))
     rows = []
     by = {(pt.preset, pt.kind, pt.tasks): pt for pt in pts}
     presets = list(dict.fromkeys(pt.preset for pt in pts))
@@ -139,7 +228,6 @@ def _render_workload(sec: Section, wl: str, pts: list[Any], p: Plan,
         row += [mt if mt is not None else "-", mp if mp is not None else "-",
                 round(mt / mp, 3) if mt and mp else "-"]
         rows.append(row)
-    unit = p.units.get(wl, "faults/s")
     header = ["tasks"]
     for pre in presets:
         header += [f"{pre} threads {unit}", f"{pre} processes {unit}", f"{pre} thr/proc"]
@@ -183,7 +271,12 @@ def _render_time(sec: Section, points: list[Any]) -> None:
         rows.append([wl, pre, kind, pt.tasks, round(total, 3), *[round(v, 3) for v in waits],
                      pt.tlb_shootdowns, pt.fallbacks])
     series = {k: v for k, v in series.items() if any(v)}
-    sec.add(H.inline_svg(bars(labels, series, "task ms in window", "where the time goes",
-                              stacked=True), "Where the time goes at the largest task count"))
+    sec.add(H.inline_svg(bars(labels, series, "task time in window (simulated ms)",
+                              "where the time goes", stacked=True),
+                         "Where the time goes at the largest task count: one stack per "
+                         "(workload, preset, threads or processes × tasks); y is simulated task "
+                         "time in the measured window in ms, summed over tasks, split by what "
+                         "the tasks waited for ('work' is the rest: the faults' own work and "
+                         "user time); the total is on top of each stack"))
     sec.add(H.table(["workload", "preset", "kind", "tasks", "task ms",
                      *[label for _, label in TIME_FIELDS], "shootdowns", "fallbacks"], rows))

@@ -101,9 +101,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from pervma.progress import Tracker
     from pervma.sim.api import simulate
     from pervma.sim.machine import load_machine, machine_names
     from pervma.sim.results import SUMMARY_HEADER, summary_table, to_csv
@@ -135,14 +135,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _check_outputs(args)
     kinds = 2 if args.mode == "both" and len(w.modes) > 1 else 1
     total = len(presets) * len(tasks) * kinds
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True,
-                  disable=not sys.stderr.isatty()) as prog:
-        bar = prog.add_task(f"simulating {w.name} on {mach.name}", total=total)
+    part = f"simulate {w.name}"
+    with Tracker(transient=True) as track:  # stderr only: never changes an output file
+        track.add(part, total)
         points = simulate(w.name, presets, mach.name, args.mode, tasks, args.duration_ms,
                           args.seed, jobs=args.jobs, warmup_ms=args.warmup_ms,
-                          progress=lambda _p: prog.advance(bar))
+                          progress=lambda p: track.advance(part, f"{p.preset} {p.kind} "
+                                                           f"{p.tasks}"))
     table = Table(title=f"{w.name} on {mach.name}: {'pairs' if w.unit == 'pairs' else 'faults'}/s, "
                   f"{args.duration_ms:g} ms simulated per point; waits of the threads run",
                   caption="simulated, not measured")
