@@ -34,8 +34,9 @@ class Ran:
         return self.out + self.err
 
     def one_line_error(self) -> str:
-        """The single stderr line of a refused command."""
-        lines = self.err.strip().splitlines()
+        """The single stderr line of a refused command (progress lines of the
+        parts that finished before it, 'done: ...', are not errors)."""
+        lines = [x for x in self.err.strip().splitlines() if not x.startswith("done: ")]
         assert len(lines) == 1 and lines[0].startswith("pervma: "), self.err
         return lines[0]
 

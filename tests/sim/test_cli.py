@@ -92,6 +92,8 @@ def test_failed_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: pyte
     png.write_bytes(b"the previous plot")
     assert main([*FAST, "--plot", str(png), "--force"]) == 70
     err = capsys.readouterr().err
+    assert err.startswith("done: simulate shared universal threads 1 (1/1)\n"), err
+    err = err.split("\n", 1)[1]  # the progress line of the finished point, then the error
     assert err.startswith("pervma: internal error: RuntimeError: disk on fire; traceback saved to")
     assert err.count("\n") == 1 and "Traceback" not in err
     saved = Path(err.rsplit("traceback saved to ", 1)[1].strip())
