@@ -45,13 +45,11 @@ import errno
 import os
 import pickle
 import platform
-import select
-import signal
 import traceback
-import warnings
 from typing import Any, NamedTuple
 
 import pytest
+from forkrun import run_in_child
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -400,41 +398,7 @@ def _child(ops: list[Op], wfd: int) -> None:
 
 
 def run_real(ops: list[Op]) -> tuple[int, int, bool, list[tuple[int, list[str]]]]:
-    rfd, wfd = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork() in a threaded process: the child
-        # only makes system calls and writes a pipe, then _exit()s.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(rfd)
-            _child(ops, wfd)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([rfd], [], [], CHILD_TIMEOUT)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"the real-kernel child hung for {CHILD_TIMEOUT}s")
-            chunk = os.read(rfd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(rfd)
-        _, status = os.waitpid(pid, 0)
-    if not chunks:
-        raise AssertionError(f"the real-kernel child died (wait status {status:#x})")
-    result = pickle.loads(b"".join(chunks))
-    if result[0] != "ok":
-        raise AssertionError("the real-kernel child failed:\n" + result[1])
-    return result[1], result[2], result[3], result[4]
+    return run_in_child(lambda wfd: _child(ops, wfd), CHILD_TIMEOUT)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------

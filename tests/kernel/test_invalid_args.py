@@ -57,13 +57,11 @@ import os
 import pickle
 import random
 import resource
-import select
-import signal
 import traceback
-import warnings
 from typing import Any, NamedTuple
 
 import pytest
+from forkrun import run_in_child
 from test_differential import _REASON, HINT, _park_malloc  # same host requirements
 
 from pervma import PAGE, Config, Segfault, System
@@ -395,39 +393,7 @@ def _child(cases: list[Case], wfd: int) -> None:
 
 
 def run_real(cases: list[Case]) -> tuple[int, int, list[Outcome]]:
-    rfd, wfd = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(rfd)
-            _child(cases, wfd)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([rfd], [], [], CHILD_TIMEOUT)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"the real-kernel child hung for {CHILD_TIMEOUT}s")
-            chunk = os.read(rfd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(rfd)
-        _, status = os.waitpid(pid, 0)
-    if not chunks:
-        raise AssertionError(f"the real-kernel child died (wait status {status:#x})")
-    result = pickle.loads(b"".join(chunks))
-    if result[0] != "ok":
-        raise AssertionError("the real-kernel child failed:\n" + result[1])
-    return result[1], result[2], result[3]
+    return run_in_child(lambda wfd: _child(cases, wfd), CHILD_TIMEOUT)  # type: ignore[return-value]
 
 
 class Model(World):
