@@ -2,7 +2,9 @@
 
 Each area registers its own subcommands from a ``cmd`` module
 (``pervma.check.cmd``, ``pervma.sim.cmd``, ``pervma.layout.cmd``,
-``pervma.report.cmd``), so the dispatcher stays small.  Errors a user can
+``pervma.report.cmd``), so the dispatcher stays small; a module is imported
+only when its command is parsed (:data:`COMMANDS`), which keeps
+``pervma --version`` and ``pervma --help`` under 0.1 s CPU.  Errors a user can
 cause (:class:`pervma.errors.PervmaError`) become one line on stderr and exit 2.
 
 Exit codes, for every command: 0 done (for check/replay: clean / did not
