@@ -5,10 +5,17 @@ catalogued bug, and the full four-preset sweep.
     python bench/check_bench.py --jobs 2   # the sweep over two processes
     python bench/check_bench.py --only bugs|rate|sweep|coverage
     python bench/check_bench.py --json out.json
+    python bench/check_bench.py --spin-shapes [--cap-executions N] [--shapes 1F+M,2F+M]
 
 Targets (one core): each bug found in under 5 s, median under 2 s; the sweep
 (every scenario under legacy, universal, universal-up, universal-up-nopreempt,
 complete and clean) in under 5 minutes.
+
+--spin-shapes explores issue #12's SPIN shapes (1F+M ... 4F+M+R, scenarios
+spin-*; see pervma.check.scenarios.spin) with today's stateless DPOR, each
+capped at --cap-executions (executions + pruned; default 2,000,000, standing
+for the issue's 15 minutes) or, only when asked, --cap-seconds; a capped
+shape prints "incomplete (cap)".
 """
 
 from __future__ import annotations
@@ -109,6 +116,54 @@ def bench_sweep(jobs: int) -> dict[str, Any]:
                 wall=wall, summed=cpu)
 
 
+SPIN_CAP_EXECUTIONS = 2_000_000
+
+
+def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: float | None = None,
+                      shapes: list[str] | None = None, preset: str = "universal"
+                      ) -> list[dict[str, Any]]:
+    """One row per SPIN shape: complete, states, executions, pruned, distinct,
+    wall and CPU time.  Today's exploration is stateless, so it stores no
+    state ("n/a (stateless)"); ``distinct`` counts distinct traces."""
+    from pervma.check.scenarios.spin import SPIN_SHAPES
+
+    labels = [label for label, _ in SPIN_SHAPES]
+    wanted = shapes or labels
+    unknown = [x for x in wanted if x not in labels]
+    if unknown:
+        raise SystemExit(f"check_bench: unknown shape(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(labels)}")
+    cap = f"cap {cap_executions:,} executions (pruned included)" + (
+        f" or {cap_seconds:g} s" if cap_seconds is not None else "")
+    print(f"== SPIN shapes (issue #12): stateless DPOR, preset {preset}, {cap}")
+    print(f"{'shape':8} {'complete':>16} {'states':>16} {'executions':>10} {'pruned':>9} "
+          f"{'distinct':>10} {'wall s':>8} {'cpu s':>8}")
+    rows = []
+    for label, name in SPIN_SHAPES:
+        if label not in wanted:
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = run_check(name, preset, max_executions=cap_executions, time_limit=cap_seconds,
+                      minimise=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if r.violation:
+            complete = f"no: {r.violation[0]}"
+        elif r.complete:
+            complete = "yes"
+        elif any("--time" in why for why in r.incomplete):
+            complete = "incomplete (time)"
+        else:
+            complete = "incomplete (cap)"
+        print(f"{label:8} {complete:>16} {'n/a (stateless)':>16} {r.executions:>10,} "
+              f"{r.pruned:>9,} {r.distinct:>10,} {wall:8.1f} {cpu:8.1f}", flush=True)
+        rows.append(dict(shape=label, scenario=name, preset=preset, complete=r.complete,
+                         status=complete, states=None, executions=r.executions, pruned=r.pruned,
+                         distinct=r.distinct, wall=wall, cpu=cpu,
+                         cap_executions=cap_executions, cap_seconds=cap_seconds,
+                         violation=r.violation, incomplete=r.incomplete))
+    return rows
+
+
 def _signature(inst: Any) -> Any:
     """What an execution left behind: page tables, VMAs, vmstat, lock state."""
     kern = inst.models[0].system
@@ -169,8 +224,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--only", choices=("rate", "bugs", "sweep", "coverage"))
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--spin-shapes", action="store_true",
+                    help="only the SPIN shapes of issue #12 (see above)")
+    ap.add_argument("--cap-executions", type=int, default=SPIN_CAP_EXECUTIONS, metavar="N",
+                    help="per shape, executions + pruned (default 2,000,000)")
+    ap.add_argument("--cap-seconds", type=float, default=None, metavar="S",
+                    help="opt-in wall-clock cap per shape (machine-dependent)")
+    ap.add_argument("--shapes", default=None, metavar="L[,L...]",
+                    help="only these shapes, e.g. 1F+M,2F+M+R (default all eight)")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {}
+    if args.spin_shapes:
+        if args.cap_executions < 1:
+            ap.error("--cap-executions must be at least 1")
+        shapes = [x.strip() for x in args.shapes.split(",")] if args.shapes else None
+        out["spin_shapes"] = bench_spin_shapes(args.cap_executions, args.cap_seconds, shapes)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1, default=str)
+        return 1 if any(r["violation"] for r in out["spin_shapes"]) else 0
     if args.only in (None, "bugs"):
         out["bugs"] = bench_bugs()
         out["bug_matrix"] = bench_bug_matrix()

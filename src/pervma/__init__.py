@@ -7,41 +7,82 @@ The user-level API (ARCHITECTURE.md)::
     p = kern.spawn()
     a = p.mmap(0, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     p.store(a, 42); assert p.load(a) == 42
+
+The names are loaded on first use (PEP 562), so ``import pervma`` (and the
+``pervma`` command's start-up, e.g. ``pervma --version``) does not import the
+model.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from pervma.config import Config  # noqa: E402
-from pervma.kernel.fault import SEGV_ACCERR, SEGV_MAPERR  # noqa: E402
-from pervma.kernel.madvise import (  # noqa: E402
-    MADV_DODUMP,
-    MADV_DOFORK,
-    MADV_DONTDUMP,
-    MADV_DONTFORK,
-    MADV_DONTNEED,
-    MADV_FREE,
-    MADV_NORMAL,
-    MADV_RANDOM,
-    MADV_SEQUENTIAL,
-    MADV_WILLNEED,
-)
-from pervma.kernel.mm_types import PAGE, PAGE_SIZE  # noqa: E402
-from pervma.kernel.mmap import (  # noqa: E402
-    MAP_ANONYMOUS,
-    MAP_FIXED,
-    MAP_FIXED_NOREPLACE,
-    MAP_GROWSDOWN,
-    MAP_NORESERVE,
-    MAP_POPULATE,
-    MAP_PRIVATE,
-    MAP_SHARED,
-    PROT_EXEC,
-    PROT_NONE,
-    PROT_READ,
-    PROT_WRITE,
-)
-from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE  # noqa: E402
-from pervma.kernel.system import Killed, Process, Segfault, System, Thread  # noqa: E402
+if TYPE_CHECKING:
+    from pervma.config import Config
+    from pervma.kernel.fault import SEGV_ACCERR, SEGV_MAPERR
+    from pervma.kernel.madvise import (
+        MADV_DODUMP,
+        MADV_DOFORK,
+        MADV_DONTDUMP,
+        MADV_DONTFORK,
+        MADV_DONTNEED,
+        MADV_FREE,
+        MADV_NORMAL,
+        MADV_RANDOM,
+        MADV_SEQUENTIAL,
+        MADV_WILLNEED,
+    )
+    from pervma.kernel.mm_types import PAGE, PAGE_SIZE
+    from pervma.kernel.mmap import (
+        MAP_ANONYMOUS,
+        MAP_FIXED,
+        MAP_FIXED_NOREPLACE,
+        MAP_GROWSDOWN,
+        MAP_NORESERVE,
+        MAP_POPULATE,
+        MAP_PRIVATE,
+        MAP_SHARED,
+        PROT_EXEC,
+        PROT_NONE,
+        PROT_READ,
+        PROT_WRITE,
+    )
+    from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
+    from pervma.kernel.system import Killed, Process, Segfault, System, Thread
+
+# Each public name and the module that defines it.
+_LAZY: dict[str, str] = {
+    "Config": "pervma.config",
+    **dict.fromkeys(("SEGV_ACCERR", "SEGV_MAPERR"), "pervma.kernel.fault"),
+    **dict.fromkeys(("MADV_DODUMP", "MADV_DOFORK", "MADV_DONTDUMP", "MADV_DONTFORK",
+                     "MADV_DONTNEED", "MADV_FREE", "MADV_NORMAL", "MADV_RANDOM",
+                     "MADV_SEQUENTIAL", "MADV_WILLNEED"), "pervma.kernel.madvise"),
+    **dict.fromkeys(("PAGE", "PAGE_SIZE"), "pervma.kernel.mm_types"),
+    **dict.fromkeys(("MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
+                     "MAP_NORESERVE", "MAP_POPULATE", "MAP_PRIVATE", "MAP_SHARED", "PROT_EXEC",
+                     "PROT_NONE", "PROT_READ", "PROT_WRITE"), "pervma.kernel.mmap"),
+    **dict.fromkeys(("MREMAP_DONTUNMAP", "MREMAP_FIXED", "MREMAP_MAYMOVE"),
+                    "pervma.kernel.mremap"),
+    **dict.fromkeys(("Killed", "Process", "Segfault", "System", "Thread"),
+                    "pervma.kernel.system"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pervma' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "MADV_DODUMP", "MADV_DOFORK", "MADV_DONTDUMP", "MADV_DONTFORK", "MADV_DONTNEED", "MADV_FREE",

@@ -2,7 +2,9 @@
 
 Each area registers its own subcommands from a ``cmd`` module
 (``pervma.check.cmd``, ``pervma.sim.cmd``, ``pervma.layout.cmd``,
-``pervma.report.cmd``), so the dispatcher stays small.  Errors a user can
+``pervma.report.cmd``), so the dispatcher stays small; a module is imported
+only when its command is parsed (:data:`COMMANDS`), which keeps
+``pervma --version`` and ``pervma --help`` under 0.1 s CPU.  Errors a user can
 cause (:class:`pervma.errors.PervmaError`) become one line on stderr and exit 2.
 
 Exit codes, for every command: 0 done (for check/replay: clean / did not
@@ -22,19 +24,33 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pervma import __version__
 from pervma.errors import PervmaError
 
-# Modules that provide ``register(subparsers)``; each adds parsers whose
-# ``func(args) -> int`` runs the command.
-_COMMAND_MODULES = (
-    "pervma.report.cmd",
-    "pervma.check.cmd",
-    "pervma.sim.cmd",
-    "pervma.layout.cmd",
+# The commands, in the order ``pervma --help`` lists them: name, the module
+# whose ``register(subparsers)`` adds its parser (with ``func(args) -> int``),
+# and the one-line help.  The module is imported only when its command is
+# parsed, so ``pervma --version`` and ``pervma --help`` import no command module
+# (and hence no model, engine, rich or matplotlib).  tests/cli/test_startup.py
+# checks that each line here matches the help its module registers.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("report", "pervma.report.cmd",
+     "the HTML report: cost, correctness, performance, environment"),
+    ("check", "pervma.check.cmd",
+     "explore thread interleavings of scenarios and report violations"),
+    ("replay", "pervma.check.cmd", "re-run a recorded counterexample exactly"),
+    ("bugs", "pervma.check.cmd", "list the catalogue of historical bugs"),
+    ("simulate", "pervma.sim.cmd",
+     "run a workload under the timed simulator (throughput vs tasks)"),
+    ("layout", "pervma.layout.cmd",
+     "struct layout (pahole -C style) from BTF or the field tables"),
+    ("slab", "pervma.layout.cmd", "SLUB geometry of caches: predicted vs /sys/kernel/slab"),
+    ("cost", "pervma.layout.cmd",
+     "the machine's bill: VMAs alive, slab pages, counterfactual layouts"),
 )
 
 
@@ -46,7 +62,74 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _LazyParsers(dict[str, Any]):
+    """The name -> parser map of the subcommands, filled on first use: looking up
+    a command whose module is not imported yet imports it and lets it register
+    its parsers.  Membership and iteration (argparse's choice check and its
+    'invalid choice' message) need only the names and import nothing."""
+
+    def __init__(self, load: Callable[[str], None]) -> None:
+        super().__init__()
+        self._load = load
+
+    def __getitem__(self, name: str) -> Any:
+        value = super().__getitem__(name)
+        if value is None:
+            self._load(name)
+            value = super().__getitem__(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def values(self) -> Any:
+        return [self[n] for n in list(self)]
+
+    def items(self) -> Any:
+        return [(n, self[n]) for n in list(self)]
+
+
+class _LazySubcommands(argparse._SubParsersAction):
+    """Subcommands whose parsers are built only when one is used.
+
+    ``add_lazy`` records a command's name, module and help (the help is shown by
+    ``pervma --help`` without importing anything); the module's ``register``
+    later fills in the parser through ``add_parser``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: dict[str, str] = {}
+        self.registered_help: dict[str, str | None] = {}
+        self._name_parser_map = _LazyParsers(self._load)
+        self.choices = self._name_parser_map
+
+    def add_lazy(self, name: str, module: str, help: str) -> None:
+        self._pending[name] = module
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
+        dict.__setitem__(self._name_parser_map, name, None)
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name not in self._pending:
+            return super().add_parser(name, **kwargs)
+        del self._pending[name]
+        self.registered_help[name] = kwargs.pop("help", None)
+        kwargs.setdefault("prog", f"{self._prog_prefix} {name}")
+        parser = self._parser_class(**kwargs)
+        dict.__setitem__(self._name_parser_map, name, parser)
+        return parser
+
+    def _load(self, name: str) -> None:
+        module = self._pending.get(name)
+        if module is None:
+            raise KeyError(name)
+        importlib.import_module(module).register(self)
+        if name in self._pending:
+            raise RuntimeError(f"{module} did not register the command {name!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pervma`` parser; a subcommand's own parser (and its module) is
+    built when it is parsed or looked up, not here."""
     parser = _Parser(
         prog="pervma",
         description="An executable model of Linux's per-VMA locking.",
@@ -54,15 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pervma {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        mod.register(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                                action=_LazySubcommands)
+    assert isinstance(sub, _LazySubcommands)
+    for name, module, help in COMMANDS:
+        sub.add_lazy(name, module, help)
     return parser
 
 

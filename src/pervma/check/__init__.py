@@ -14,8 +14,26 @@ Layers (each its own module):
 * :mod:`~pervma.check.api` — ``run_check``, ``find_bug``, ``run_many``,
   ``replay_file`` (the Python API; see its docstring).
 * :mod:`~pervma.check.cmd` — ``pervma check``, ``pervma replay``, ``pervma bugs``.
+
+The API names are loaded on first use, so importing ``pervma.check.cmd`` (to
+build the command's parser) does not import the engine.
 """
 
-from pervma.check.api import CheckResult, find_bug, replay_file, run_check, run_many
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pervma.check.api import CheckResult, find_bug, replay_file, run_check, run_many
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'pervma.check' has no attribute {name!r}")
+    value = getattr(importlib.import_module("pervma.check.api"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["CheckResult", "find_bug", "replay_file", "run_check", "run_many"]

@@ -52,7 +52,9 @@ class Scenario:
     ``bug`` names the catalogue entry this scenario exposes when its switch is
     on; ``max_steps`` overrides the per-thread livelock bound; ``expect``
     (misuse scenarios, tagged ``expect-violation``) says what each preset must
-    report.
+    report; ``tags`` hide a scenario from ``--all`` and the report: ``toy``
+    (the checker's oracles), ``expect-violation`` (misuse scenarios),
+    ``spin-shape`` (issue #12's bench shapes, :func:`spin_shapes`).
     """
 
     name: str
@@ -66,6 +68,9 @@ class Scenario:
 
 
 _REGISTRY: dict[str, Scenario] = {}
+
+#: Tags of the scenarios ``--all`` and the report leave out (run them by name).
+HIDDEN_TAGS = ("toy", "expect-violation", "spin-shape")
 
 
 def register(scenario: Scenario) -> Scenario:
@@ -91,7 +96,7 @@ def _load() -> None:
 
 def all_scenarios(include_toys: bool = False) -> list[Scenario]:
     _load()
-    hidden = () if include_toys else ("toy", "expect-violation")
+    hidden = () if include_toys else HIDDEN_TAGS
     return [s for s in _REGISTRY.values() if not any(t in s.tags for t in hidden)]
 
 
@@ -99,6 +104,13 @@ def misuse_scenarios() -> list[Scenario]:
     """The scenarios that must report a violation (not part of ``--all``)."""
     _load()
     return [s for s in _REGISTRY.values() if "expect-violation" in s.tags and "toy" not in s.tags]
+
+
+def spin_shapes() -> list[Scenario]:
+    """The SPIN shapes of issue #12 (bench yardsticks, not part of ``--all``),
+    in the issue's order: 1F+M, 1F+M+R, ..., 4F+M+R."""
+    _load()
+    return [s for s in _REGISTRY.values() if "spin-shape" in s.tags]
 
 
 def get_scenario(name: str) -> Scenario:

@@ -17,9 +17,31 @@ writes ``DIR/index.html``, ``DIR/*.csv`` and ``DIR/traces/*.json``;
 :mod:`~pervma.report.outdir` applies the output-folder rules;
 :mod:`~pervma.report.html` renders, escaping every piece of text.  A section
 whose engine is missing or fails shows its error and makes the command exit 1.
+
+The names below are loaded on first use, so building the ``pervma report``
+parser imports no engine.
 """
 
-from pervma.report.runner import build_report
-from pervma.report.settings import Settings, settings_for
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pervma.report.runner import build_report
+    from pervma.report.settings import Settings, settings_for
+
+_LAZY = {"build_report": "pervma.report.runner", "Settings": "pervma.report.settings",
+         "settings_for": "pervma.report.settings"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pervma.report' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Settings", "build_report", "settings_for"]
