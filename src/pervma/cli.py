@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"pervma: {msg}\n")
         return exc.exit_code
     except KeyboardInterrupt:
+        # model threads dropped mid-run are not "never awaited" bugs: stay quiet
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         sys.stderr.write("pervma: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:

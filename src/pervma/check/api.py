@@ -44,6 +44,7 @@ import pickle
 import signal
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -387,6 +388,9 @@ def run_many(jobs_list: list[dict[str, Any]], jobs: int = 1,
                 if _run_in_pool(jobs_list, [i], 1, done):
                     done(i, _failed(jobs_list[i], "worker process died while running it"))
     except KeyboardInterrupt:
+        # The interrupted run's model threads are dropped unstarted or mid-step;
+        # Python's "never awaited" warning about them is not a model bug.
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         raise Interrupted([results[i] for i in sorted(results)], len(jobs_list)) from None
     return [results[i] for i in range(len(jobs_list))]
 
