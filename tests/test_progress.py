@@ -63,12 +63,15 @@ def test_simulate_files_and_stdout_do_not_depend_on_the_display(
 
 
 def _without_wall_time(path: Path) -> list[dict[str, str]]:
-    """The CSV's rows without ``wall_s`` (the host's time, the one column that varies)."""
+    """The CSV's rows without the host's durations (``WALL_COLUMNS``, the only
+    columns that vary from run to run)."""
     import csv
 
+    from pervma.report.runner import WALL_COLUMNS
+
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    assert rows and all("wall_s" in r for r in rows)
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    assert rows and all(set(WALL_COLUMNS) <= r.keys() for r in rows)
+    return [{k: v for k, v in r.items() if k not in WALL_COLUMNS} for r in rows]
 
 
 def test_check_with_several_runs_reports_each(capsys: pytest.CaptureFixture[str]) -> None:

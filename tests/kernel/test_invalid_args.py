@@ -63,8 +63,9 @@ from typing import Any, NamedTuple
 import pytest
 from forkrun import run_in_child
 from test_differential import _REASON, HINT, _park_malloc  # same host requirements
+from test_differential import Model as _DiffModel
 
-from pervma import PAGE, Config, Segfault, System
+from pervma import PAGE, Config, System
 from pervma.host import usermm
 from pervma.kernel.mm_types import TASK_SIZE
 from pervma.kernel.mmap import RLIMIT_MEMLOCK as MEMLOCK  # the model's, 8 MiB
@@ -418,26 +419,10 @@ class Model(World):
         except OSError as e:
             return -e.errno
 
-    def store(self, addr: int, value: int) -> int:
-        try:
-            self.p.store(addr, value)
-        except Segfault:
-            return -errno.EFAULT
-        return 0
-
-    def load(self, addr: int) -> int:
-        try:
-            return self.p.load(addr)
-        except Segfault:
-            return -errno.EFAULT
-
-    def maps(self, start: int, end: int) -> list[str]:
-        out = []
-        for line in self.p.maps().splitlines():
-            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-            if lo < end and hi > start:
-                out.append(line)
-        return out
+    # the same accessors as the syscall-sequence differential's model side
+    store = _DiffModel.store
+    load = _DiffModel.load
+    maps = _DiffModel.maps
 
 
 def _normalise(lines: list[str]) -> list[str]:
