@@ -327,6 +327,14 @@ class Interrupted(KeyboardInterrupt):
         self.total = total
 
 
+def interrupted(results: list[CheckResult], total: int) -> Interrupted:
+    """The :class:`Interrupted` to raise on SIGINT.  The interrupted runs' model
+    threads are dropped unstarted or mid-step; Python's "never awaited" warning
+    about them is not a model bug, so it is silenced from here on."""
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    return Interrupted(results, total)
+
+
 def _end_workers(pool: ProcessPoolExecutor) -> None:
     procs = getattr(pool, "_processes", None) or {}
     for p in list(procs.values()):
@@ -388,10 +396,7 @@ def run_many(jobs_list: list[dict[str, Any]], jobs: int = 1,
                 if _run_in_pool(jobs_list, [i], 1, done):
                     done(i, _failed(jobs_list[i], "worker process died while running it"))
     except KeyboardInterrupt:
-        # The interrupted run's model threads are dropped unstarted or mid-step;
-        # Python's "never awaited" warning about them is not a model bug.
-        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
-        raise Interrupted([results[i] for i in sorted(results)], len(jobs_list)) from None
+        raise interrupted([results[i] for i in sorted(results)], len(jobs_list)) from None
     return [results[i] for i in range(len(jobs_list))]
 
 

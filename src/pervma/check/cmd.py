@@ -286,12 +286,12 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
         # (pervma.check.parallel); its failure is its result.
         try:
             return [api.run_guarded(dict(kws[0], jobs=jobs))]
-        except api.Interrupted:  # parts of one run are not results: none finished
-            raise api.Interrupted([], 1) from None
+        except KeyboardInterrupt:  # parts of one run are not results: none finished
+            raise api.interrupted([], 1) from None
     if len(kws) > 1:
         return _run_with_progress(kws, jobs, on_result)
     if not sys.stderr.isatty() or args.json:
-        return [api.run_guarded(kws[0])]
+        return api.run_many(kws, jobs, on_result=on_result)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
