@@ -16,9 +16,28 @@ model.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+
+def lazy_getattr(package: str, names: Mapping[str, str],
+                 namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A package's PEP 562 ``__getattr__``: ``names`` maps each public name to
+    the module that defines it, imported on first use and then cached in the
+    package's ``namespace`` (pervma, pervma.check and pervma.report use it so
+    that building the command's parser imports no engine)."""
+
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
 
 if TYPE_CHECKING:
     from pervma.config import Config
@@ -71,13 +90,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pervma' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

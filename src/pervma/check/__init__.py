@@ -21,19 +21,13 @@ build the command's parser) does not import the engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pervma import lazy_getattr
 
 if TYPE_CHECKING:
     from pervma.check.api import CheckResult, find_bug, replay_file, run_check, run_many
 
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'pervma.check' has no attribute {name!r}")
-    value = getattr(importlib.import_module("pervma.check.api"), name)
-    globals()[name] = value
-    return value
-
-
 __all__ = ["CheckResult", "find_bug", "replay_file", "run_check", "run_many"]
+__getattr__ = lazy_getattr(__name__, dict.fromkeys(__all__, "pervma.check.api"), globals())

@@ -24,8 +24,9 @@ parser imports no engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pervma import lazy_getattr
 
 if TYPE_CHECKING:
     from pervma.report.runner import build_report
@@ -35,13 +36,6 @@ _LAZY = {"build_report": "pervma.report.runner", "Settings": "pervma.report.sett
          "settings_for": "pervma.report.settings"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pervma.report' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = ["Settings", "build_report", "settings_for"]
