@@ -47,6 +47,8 @@ class Stats:
     elapsed: float = 0.0
     max_depth: int = 0
     conservative: int = 0  # DPOR backtrack points added for a thread not runnable there
+    states: int | None = None  # states stored (stateful search only)
+    revisits: int = 0  # executions stopped at a stored state (stateful search only)
 
     @property
     def distinct(self) -> int:

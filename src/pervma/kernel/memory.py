@@ -421,8 +421,11 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
     once."""
     zapped = 0
     pgtable = mm.pgtable
-    for _key, group in groupby(present_vpns(mm, start, end), key=lambda v: v >> 9):
-        vpns = list(group)
+    # One group per PTE page; built before the walk so that no iterator of
+    # itertools is live across a step (the checker keys states by frames'
+    # locals, and a groupby's position is not visible to it).
+    groups = [list(g) for _key, g in groupby(present_vpns(mm, start, end), key=lambda v: v >> 9)]
+    for vpns in groups:
         ptl = mm.ptl(vpns[0] << PAGE_SHIFT)
         await ptl.lock()
         for vpn in vpns:

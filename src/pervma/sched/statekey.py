@@ -1,0 +1,214 @@
+"""A canonical key of the whole state of a set of model threads.
+
+Stateful exploration (``pervma check``'s default) must recognise a state it
+has already explored however it was reached.  The state of a model is
+everything reachable from its threads: each thread's position (the chain of
+suspended coroutine frames from its body down to the pending step: code
+object and instruction offset of every frame) and locals, its ``preempt_count``
+and whether it has finished, its task_struct (held locks, RCU nesting, pending
+signal: lockdep's view is part of the state), and through those the kernel
+objects: mm_structs, the VMA tree, VMAs, slab caches and their free lists,
+page tables and page contents, pending RCU callbacks, wait queues.
+
+The key is a walk of that object graph in a fixed order with every object
+named by the order in which the walk first meets it (not by ``id()``), so two
+executions that reach the same state through different schedules, with
+different Python objects, give the same key.  Values are compared by value
+(ints, strings, enums); functions and code by their qualified name (closures
+are made when a scenario is built and never change afterwards); everything
+else by its fields (``__dict__`` or ``__slots__``).  Dictionaries are walked
+in insertion order and sets in a sorted order of their plain values, so a
+state built in a different order may get a different key: that costs a merge,
+never soundness (two different states never share a key unless the final
+hash collides).
+
+What is left out, on purpose: a thread's step count (the livelock bound's
+counter, not state) and the driver's own bookkeeping (``Task.extra``).  The
+key is a Python ``hash`` of the walk (64 bits): in one process two different
+states collide with probability about n²/2⁶⁵ for n stored states (under
+10⁻⁷ for a million).
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+import types
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from pervma.sched.task import Task
+
+_ATOMS: frozenset[type] = frozenset({int, str, bytes, float, bool, type(None), complex, range})
+_NAMED: frozenset[type] = frozenset({types.FunctionType, types.BuiltinFunctionType, type,
+                                     types.CodeType, types.ModuleType,
+                                     types.BuiltinMethodType, types.WrapperDescriptorType,
+                                     types.MethodDescriptorType})
+_CORO = types.CoroutineType
+_GEN = types.GeneratorType
+_slots_cache: dict[type, tuple[str, ...] | None] = {}
+
+
+def _slots_of(t: type) -> tuple[str, ...] | None:
+    """Every ``__slots__`` name of ``t`` and its bases (None: no slots)."""
+    try:
+        return _slots_cache[t]
+    except KeyError:
+        pass
+    names: list[str] = []
+    found = False
+    for k in reversed(t.__mro__):
+        s = k.__dict__.get("__slots__")
+        if s is None:
+            continue
+        found = True
+        for n in ((s,) if isinstance(s, str) else s):
+            if n not in ("__dict__", "__weakref__") and n not in names:
+                names.append(n)
+    out = tuple(names) if found else None
+    _slots_cache[t] = out
+    return out
+
+
+def _reduced(o: Any, ref: Any) -> Hashable:
+    """A built-in object without fields (a list or dict iterator held by a
+    suspended frame): its pickle reduction names its contents and position."""
+    t = type(o)
+    if t.__module__ == "itertools":  # their reductions lose state (and are deprecated)
+        raise TypeError(f"state_key: a live itertools.{t.__qualname__} in a model frame")
+    try:
+        red = o.__reduce_ex__(4)
+    except Exception as exc:
+        raise TypeError(f"state_key: cannot walk a {t.__qualname__}") from exc
+    if not isinstance(red, tuple):
+        raise TypeError(f"state_key: cannot walk a {t.__qualname__}")
+    return (t.__qualname__, *map(ref, red))
+
+
+def _getter(t: type) -> Any:
+    """A callable returning the slot values of a ``t`` in one C call (None:
+    the type has no slots)."""
+    try:
+        return _getter_cache[t]
+    except KeyError:
+        pass
+    sl = _slots_of(t)
+    g: Any = None
+    if sl:
+        f = operator.attrgetter(*sl)
+        g = f if len(sl) > 1 else (lambda o, f=f: (f(o),))
+    elif sl is not None:
+        g = lambda o: ()  # noqa: E731
+    _getter_cache[t] = g
+    return g
+
+
+_getter_cache: dict[type, Any] = {}
+_kind: dict[type, int] = {}
+
+
+def _classify(t: type) -> int:
+    """How :func:`state_key` names a value of type ``t``: 1 a tuple (by its
+    items), 2 a function, class or code object (by name), 3 a bound method,
+    4 an enum member (by value), 0 an object (by its place in the walk)."""
+    if t is tuple:
+        k = 1
+    elif t in _NAMED or issubclass(t, type):  # classes, enum classes included
+        k = 2
+    elif t is types.MethodType:
+        k = 3
+    elif issubclass(t, enum.Enum):
+        k = 4
+    else:
+        k = 0
+    _kind[t] = k
+    return k
+
+
+def state_key(tasks: Iterable[Task]) -> int:
+    """The canonical key of the state of ``tasks`` and all they reach."""
+    ids: dict[int, tuple[str, int]] = {}
+    ids_get = ids.get
+    keep: list[Any] = []  # objects made during the walk (frame locals) stay alive
+    todo: list[Any] = []
+    out: list[Hashable] = []
+    app = out.append
+    atoms = _ATOMS
+
+    def ref(o: Any) -> Hashable:
+        t = type(o)
+        if t in atoms:
+            return o
+        r = ids_get(id(o))
+        if r is not None:
+            return r
+        k = _kind.get(t)
+        if k is None:
+            k = _classify(t)
+        if k == 1:
+            return ("=", *map(ref, o))
+        if k == 2:
+            return ("@", getattr(o, "__qualname__", None) or getattr(o, "__name__", t.__name__))
+        if k == 3:
+            return ("@m", o.__func__.__qualname__, ref(o.__self__))
+        if k == 4:
+            return o
+        r = ("#", len(ids))
+        ids[id(o)] = r
+        keep.append(o)
+        todo.append(o)
+        return r
+
+    for task in tasks:
+        app((task.done, task.preempt_count, ref(task.model), ref(task.coro), ref(task.result)))
+    pop = todo.pop
+    while todo:
+        o = pop()
+        t = type(o)
+        g = _getter_cache.get(t)
+        if g is not None:
+            app((t, *[v if type(v) in atoms else ref(v) for v in g(o)]))
+            d = getattr(o, "__dict__", None)
+            if d:
+                app(("d", *[(k, v if type(v) in atoms else ref(v)) for k, v in d.items()]))
+        elif t is list:
+            app(("l", *[v if type(v) in atoms else ref(v) for v in o]))
+        elif t is dict:
+            app(("d", *[(k if type(k) in atoms else ref(k), v if type(v) in atoms else ref(v))
+                        for k, v in o.items()]))
+        elif t is set or t is frozenset:
+            vals = [ref(x) for x in o]
+            try:
+                vals.sort()  # type: ignore[type-var]
+            except TypeError:
+                vals.sort(key=repr)
+            app(("s", *vals))
+        elif t is _CORO or t is _GEN:
+            f = o.cr_frame if t is _CORO else o.gi_frame
+            if f is None:
+                app(("finished",))
+            else:
+                loc = f.f_locals
+                keep.append(loc)
+                sub = o.cr_await if t is _CORO else o.gi_yieldfrom
+                app((f.f_code, f.f_lasti, ref(sub),
+                     *[(k, v if type(v) in atoms else ref(v)) for k, v in loc.items()]))
+        elif t is types.CellType:
+            try:
+                app(("c", ref(o.cell_contents)))
+            except ValueError:
+                app(("c",))
+        elif isinstance(o, BaseException):
+            app((t, *map(ref, o.args), *[(k, ref(v)) for k, v in vars(o).items()]))
+        elif isinstance(o, Task):  # the driver's view of a thread: step counts are not state
+            app(("task", o.tid, o.done, o.preempt_count, ref(o.model), ref(o.coro)))
+        else:
+            d = getattr(o, "__dict__", None)
+            if _getter(t) is not None:
+                todo.append(o)  # walk it again with its getter
+                continue
+            if d is None:
+                app(_reduced(o, ref))
+                continue
+            app((t, *[(k, v if type(v) in atoms else ref(v)) for k, v in d.items()]))
+    return hash(tuple(out))
