@@ -5,14 +5,15 @@ catalogued bug, and the full four-preset sweep.
     python bench/check_bench.py --jobs 2   # the sweep over two processes
     python bench/check_bench.py --only bugs|rate|sweep|coverage
     python bench/check_bench.py --json out.json
-    python bench/check_bench.py --spin-shapes [--cap-executions N] [--shapes 1F+M,2F+M]
+    python bench/check_bench.py --spin-shapes [--cap-executions N] [--shapes 1F+M,2F+M] [--stateless]
 
 Targets (one core): each bug found in under 5 s, median under 2 s; the sweep
 (every scenario under legacy, universal, universal-up, universal-up-nopreempt,
 complete and clean) in under 5 minutes.
 
 --spin-shapes explores issue #12's SPIN shapes (1F+M ... 4F+M+R, scenarios
-spin-*; see pervma.check.scenarios.spin) with today's stateless DPOR, each
+spin-*; see pervma.check.scenarios.spin) with the stateful search (or, with
+--stateless, the stateless one), each
 capped at --cap-executions (executions + pruned; default 2,000,000, standing
 for the issue's 15 minutes) or, only when asked, --cap-seconds; a capped
 shape prints "incomplete (cap)".
@@ -120,11 +121,12 @@ SPIN_CAP_EXECUTIONS = 2_000_000
 
 
 def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: float | None = None,
-                      shapes: list[str] | None = None, preset: str = "universal"
-                      ) -> list[dict[str, Any]]:
+                      shapes: list[str] | None = None, preset: str = "universal",
+                      stateless: bool = False) -> list[dict[str, Any]]:
     """One row per SPIN shape: complete, states, executions, pruned, distinct,
-    wall and CPU time.  Today's exploration is stateless, so it stores no
-    state ("n/a (stateless)"); ``distinct`` counts distinct traces."""
+    wall and CPU time.  The stateful search (the default) counts the states it
+    stored; the stateless one stores none ("n/a (stateless)"); ``distinct``
+    counts distinct traces."""
     from pervma.check.scenarios.spin import SPIN_SHAPES
 
     labels = [label for label, _ in SPIN_SHAPES]
@@ -135,7 +137,8 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
                          f"{', '.join(labels)}")
     cap = f"cap {cap_executions:,} executions (pruned included)" + (
         f" or {cap_seconds:g} s" if cap_seconds is not None else "")
-    print(f"== SPIN shapes (issue #12): stateless DPOR, preset {preset}, {cap}")
+    kind = "stateless" if stateless else "stateful"
+    print(f"== SPIN shapes (issue #12): {kind} DPOR, preset {preset}, {cap}")
     print(f"{'shape':8} {'complete':>16} {'states':>16} {'executions':>10} {'pruned':>9} "
           f"{'distinct':>10} {'wall s':>8} {'cpu s':>8}")
     rows = []
@@ -144,7 +147,7 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
             continue
         t0, c0 = time.perf_counter(), time.process_time()
         r = run_check(name, preset, max_executions=cap_executions, time_limit=cap_seconds,
-                      minimise=False)
+                      minimise=False, stateless=stateless)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if r.violation:
             complete = f"no: {r.violation[0]}"
@@ -154,10 +157,12 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
             complete = "incomplete (time)"
         else:
             complete = "incomplete (cap)"
-        print(f"{label:8} {complete:>16} {'n/a (stateless)':>16} {r.executions:>10,} "
+        states = "n/a (stateless)" if r.states is None else f"{r.states:,}"
+        print(f"{label:8} {complete:>16} {states:>16} {r.executions:>10,} "
               f"{r.pruned:>9,} {r.distinct:>10,} {wall:8.1f} {cpu:8.1f}", flush=True)
         rows.append(dict(shape=label, scenario=name, preset=preset, complete=r.complete,
-                         status=complete, states=None, executions=r.executions, pruned=r.pruned,
+                         status=complete, states=r.states, executions=r.executions,
+                         pruned=r.pruned,
                          distinct=r.distinct, wall=wall, cpu=cpu,
                          cap_executions=cap_executions, cap_seconds=cap_seconds,
                          violation=r.violation, incomplete=r.incomplete))
@@ -232,13 +237,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="opt-in wall-clock cap per shape (machine-dependent)")
     ap.add_argument("--shapes", default=None, metavar="L[,L...]",
                     help="only these shapes, e.g. 1F+M,2F+M+R (default all eight)")
+    ap.add_argument("--stateless", action="store_true",
+                    help="the SPIN shapes with the stateless search (as before issue #12)")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {}
     if args.spin_shapes:
         if args.cap_executions < 1:
             ap.error("--cap-executions must be at least 1")
         shapes = [x.strip() for x in args.shapes.split(",")] if args.shapes else None
-        out["spin_shapes"] = bench_spin_shapes(args.cap_executions, args.cap_seconds, shapes)
+        out["spin_shapes"] = bench_spin_shapes(args.cap_executions, args.cap_seconds, shapes,
+                                               stateless=args.stateless)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(out, f, indent=1, default=str)

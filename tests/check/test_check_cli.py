@@ -31,7 +31,9 @@ def test_racy_toy_is_found_minimised_and_replays(tmp_path, capsys) -> None:
 
 def test_exit_codes_clean_incomplete_violation(capsys) -> None:
     assert main(["check", "toy-locked"]) == 0
-    assert main(["check", "toy-spin"]) == 3
+    assert main(["check", "toy-livelock"]) == 3  # the stateful search closes the cycle
+    assert main(["check", "toy-spin", "--stateless"]) == 3  # the livelock bound
+    assert main(["check", "toy-spin"]) == 0  # a spin-wait another thread ends: a closed cycle
     assert main(["check", "toy-readers", "--max-executions", "3"]) == 3
     assert main(["check", "toy-abba"]) == 1
     out = capsys.readouterr().out
@@ -39,10 +41,15 @@ def test_exit_codes_clean_incomplete_violation(capsys) -> None:
 
 
 def test_json_output(capsys) -> None:
-    assert main(["check", "toy-readers", "--json"]) == 0
+    assert main(["check", "toy-readers", "--json", "--stateless"]) == 0
     doc = json.loads(capsys.readouterr().out)
     (res,) = doc["results"]
     assert (res["executions"], res["distinct"], res["complete"], res["exit_code"]) == (8, 8, True, 0)
+    assert res["states"] is None
+    assert main(["check", "toy-readers", "--json"]) == 0
+    (res,) = json.loads(capsys.readouterr().out)["results"]
+    # 1 writer, 3 readers: every order of the reads around the write ends in one of 16 states
+    assert (res["executions"], res["states"], res["complete"], res["exit_code"]) == (1, 16, True, 0)
     print(f"redundancy {res['redundancy']:.2f} executions per distinct trace")
 
 

@@ -85,7 +85,7 @@ def test_check_list_shows_them_tagged(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_a_shape_runs_by_name(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "spin-1f-m", "--json"]) == 0
+    assert main(["check", "spin-1f-m", "--json", "--stateless"]) == 0
     data = json.loads(capsys.readouterr().out)
     (r,) = data["results"]
     assert (r["scenario"], r["preset"], r["complete"], r["violation"]) == \
@@ -108,7 +108,7 @@ COMPLETE = {
 
 @pytest.mark.parametrize("name,preset", list(COMPLETE))
 def test_small_shapes_complete_clean_with_exact_counts(name: str, preset: str) -> None:
-    r = run_check(name, preset)
+    r = run_check(name, preset, stateless=True)
     assert r.violation is None and r.error is None
     assert r.complete and r.incomplete == []
     assert (r.executions, r.pruned, r.distinct) == COMPLETE[(name, preset)]
@@ -128,7 +128,7 @@ def test_a_bug_switch_is_found_on_a_spin_shape(name: str, bug: str, kind: str) -
 def test_b16_needs_the_second_mm_to_exit_which_the_shapes_do_not() -> None:
     # B16's use-after-free is of the second mm itself; the +R shapes keep it alive
     # (vma-reuse-by-another-mm exits it and finds B16), so the run stays clean.
-    r = run_check("spin-1f-m-r", "universal", bugs=["B16"])
+    r = run_check("spin-1f-m-r", "universal", bugs=["B16"], stateless=True)
     assert r.violation is None and r.complete
     assert (r.executions, r.pruned) == (1217, 358)
 
@@ -136,7 +136,7 @@ def test_b16_needs_the_second_mm_to_exit_which_the_shapes_do_not() -> None:
 def test_bench_prints_a_row_per_shape_and_marks_the_cap(capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
     bench = _bench()
-    rows = bench.bench_spin_shapes(cap_executions=400, shapes=["1F+M", "2F+M"])
+    rows = bench.bench_spin_shapes(cap_executions=400, shapes=["1F+M", "2F+M"], stateless=True)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("== SPIN shapes (issue #12): stateless DPOR, preset universal, "
                       "cap 400 executions (pruned included)")

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pervma.check import dpor, parallel, strategies
+from pervma.check import dpor, parallel, stateful, strategies
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import replay
 from pervma.check.minimise import minimise as _minimise
@@ -88,6 +88,10 @@ class CheckResult:
     incomplete: list[str]
     steps: int = 0
     max_depth: int = 0
+    # The stateful search (dpor without --stateless): states stored and
+    # executions stopped at a stored state; None for the stateless strategies.
+    states: int | None = None
+    revisits: int = 0
     violation: tuple[str, str] | None = None
     schedule: list[int] = field(default_factory=list)
     preemptions: int = 0
@@ -138,6 +142,9 @@ class CheckResult:
         s = (f"{self.scenario} [{self.preset}{bugs}] {self.strategy}: {state}; "
              f"{self.executions} executions, {self.pruned} pruned, {self.distinct} distinct traces "
              f"(redundancy {self.redundancy:.2f}), {self.elapsed:.2f}s")
+        if self.states is not None:
+            s += f"; {self.states} states, {self.revisits} stopped at a stored state"
+
         if self.incomplete and not self.violation:
             s += "; incomplete: " + "; ".join(self.incomplete)
         return s
@@ -157,7 +164,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               progress: Callable[[Stats], None] | None = None,
               dpor_root: tuple[int, dict[Any, bool]] | None = None,
               trace_stem: str | None = None, force: bool = False,
-              jobs: int = 1) -> CheckResult:
+              jobs: int = 1, stateless: bool = False) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     sc = get_scenario(scenario)
@@ -166,7 +173,12 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     runner = Runner(sc, cfg)
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
     t0 = time.perf_counter()
-    if jobs > 1 and strategy != "bounded" and dpor_root is None:
+    if strategy == "dpor" and not stateless:
+        stats = stateful.explore_roots(runner, budget)
+        if jobs > 1:
+            stats.notes.append("the stateful search ran in one process (its table of states is "
+                               "not shared between worker processes; --stateless splits a run)")
+    elif jobs > 1 and strategy != "bounded" and dpor_root is None:
         stats = parallel.explore(runner, budget, strategy, jobs, seed=seed, depth=pct_depth)
     elif strategy == "dpor" and dpor_root is None:
         stats = dpor.explore_roots(runner, budget)
@@ -184,12 +196,13 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         scenario=sc.name, preset=preset_name, strategy=strategy, bugs=bug_list,
         executions=stats.executions, pruned=stats.pruned, distinct=stats.distinct,
         redundancy=stats.redundancy, elapsed=stats.elapsed, complete=stats.complete,
+        states=stats.states, revisits=stats.revisits,
         incomplete=list(stats.incomplete), steps=stats.steps, max_depth=stats.max_depth,
         notes=list(stats.notes), livelock=stats.livelock, seed=seed,
         time_to_find=time_to_find, model_version=model_version(),
     )
     if stats.livelock:
-        res.notes.append(f"livelock bound: {stats.livelock}")
+        res.notes.append(f"livelock: {stats.livelock}")
     else:
         res.notes.append(f"livelock bound: {runner.max_steps} steps per thread per execution")
     if stats.found is not None:

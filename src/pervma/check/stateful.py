@@ -37,13 +37,18 @@ sleep sets and stored states (his thesis, LNCS 1032, 1996, ch. 5):
   node of the cycle is fully expanded (the stack proviso: no transition is
   postponed around a cycle), and the states of the cycle are marked
   *partial* -- their summaries lack the future of the state still on the
-  stack -- so no later visit stops at them.
+  stack -- so no later visit stops at them.  A cycle run by one thread while
+  no other thread could run anywhere on it is a livelock (that thread loops
+  forever whatever the schedule): the run is incomplete, as when the
+  stateless search hits the livelock bound.  A spin-wait on another thread
+  that could run is not: the search goes on with that thread.
 
 The guarantee is that of the stateless search: every reachable violation
 (assertion, lockdep, KASAN, deadlock, ``validate_mm`` at the end) and every
 reachable final state is reached by some explored execution.  Livelock is
 different: a retry loop that comes back to the same state is a cycle, which
-this search closes, instead of running into the livelock bound.
+this search closes instead of running into the livelock bound, and reports
+only when no other thread could ever break it.
 """
 
 from __future__ import annotations
@@ -134,8 +139,11 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 states[key] = ent
             elif ent.depth is not None:  # back on the stack: a cycle
                 table.cycles += 1
-                for node in stack[ent.depth:]:
+                ring = stack[ent.depth:]
+                for node in ring:
                     node.backtrack.update(t for t in node.enabled if t not in node.sleep)
+                if ring and all(node.enabled == [ring[0].chosen] for node in ring):
+                    _livelock(stats, run, ring[0].chosen)
                 if stack:
                     stack[-1].low = min(stack[-1].low, ent.depth)
                 cut = "cycle"
@@ -222,6 +230,18 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
+
+
+def _livelock(stats: Stats, run: Execution, tid: int) -> None:
+    """A cycle run by one thread while no other thread could run: it loops
+    forever whatever the schedule (what the stateless search meets as the
+    livelock bound)."""
+    if stats.livelock is None:
+        name = run.ex.tasks[tid].name
+        stats.livelock = (f"{name} loops forever: its state repeats and no other thread can "
+                          "run (a cycle of the state graph)")
+    if "livelock" not in stats.incomplete:
+        stats.incomplete.append("livelock")
 
 
 def _pop(stack: list[_Node]) -> None:

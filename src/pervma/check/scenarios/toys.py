@@ -144,6 +144,27 @@ def spinner(cfg: Config) -> Instance:
     return Instance([spin(), setter()], ["S", "T"], snapshot=mem.snapshot)
 
 
+def stuck_spinner(cfg: Config) -> Instance:
+    """S spins on a flag while holding the lock T needs to set it: when S
+    takes the lock first it loops forever (a livelock: the stateful search
+    finds the cycle no other thread can break, the stateless one the
+    livelock bound)."""
+    mem = ToyMemory()
+
+    async def spin() -> None:
+        await mem.lock("l")
+        while await mem.load("flag") == 0:
+            pass
+        await mem.unlock("l")
+
+    async def setter() -> None:
+        await mem.lock("l")
+        await mem.store("flag", 1)
+        await mem.unlock("l")
+
+    return Instance([spin(), setter()], ["S", "T"], snapshot=mem.snapshot)
+
+
 def preempt_counter(cfg: Config) -> Instance:
     """Load+store inside a preempt-disabled region: racy on SMP, clean on one CPU."""
     mem = ToyMemory()
@@ -172,4 +193,6 @@ register(Scenario("toy-locked", "three increments under a lock: clean", locked_c
 register(Scenario("toy-abba", "ABBA lock order: deadlock", lock_order, tags=_T))
 register(Scenario("toy-spin", "spin loop on a flag: livelock bound", spinner, tags=_T,
                   max_steps=50))
+register(Scenario("toy-livelock", "spin on a flag holding the lock its setter needs: livelock", stuck_spinner,
+                  tags=_T, max_steps=50))
 register(Scenario("toy-preempt", "increment with preemption disabled", preempt_counter, tags=_T))

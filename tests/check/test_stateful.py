@@ -1,0 +1,155 @@
+"""The stateful search (check/stateful.py) against the stateless one.
+
+Both must report the same violations and reach the same set of final states
+(keyed by :func:`pervma.sched.statekey.state_key`) on the toy oracles and on
+fault-vs-munmap, vma-reuse-by-another-mm and detach-vs-transient-reader, with
+each bug switch, on the four presets of the sweeps.  Neither stops at the
+first violation here: every violating execution is collected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pervma.check import dpor, stateful, strategies
+from pervma.check.api import run_check
+from pervma.check.catalogue import CATALOGUE
+from pervma.check.engine import Execution
+from pervma.check.scenario import Scenario, get_scenario
+from pervma.check.search import Budget, Runner
+from pervma.config import SWEEP_PRESETS, Config
+from pervma.sched.statekey import state_key
+
+TOYS = ["toy-writers", "toy-readers", "toy-racy", "toy-locked", "toy-abba", "toy-preempt"]
+KERNEL = ["fault-vs-munmap", "vma-reuse-by-another-mm", "detach-vs-transient-reader"]
+
+
+class _Finals(Runner):
+    """A runner whose executions record the key of every final state they end in."""
+
+    def __init__(self, scenario: Scenario, cfg: Config) -> None:
+        super().__init__(scenario, cfg)
+        self.finals: set[int] = set()
+
+    def execution(self, snapshots: bool = False) -> Execution:
+        run = super().execution(snapshots)
+        end = run.end
+        finals = self.finals
+
+        def recording_end() -> str:
+            if run.violation is None and run.livelock is None and not run.runnable():
+                finals.add(state_key(run.ex.tasks))
+            return end()
+
+        run.end = recording_end  # type: ignore[method-assign]
+        return run
+
+
+def _outcomes(name: str, cfg: Config, stateless: bool) -> tuple[Any, set[tuple[str, str]], set[int]]:
+    runner = _Finals(get_scenario(name), cfg)
+    got: list[Execution] = []
+    if stateless:
+        st = dpor.explore(runner, Budget(), want=lambda run: True, collect=got,
+                          collect_max=1 << 40)
+    else:
+        st = stateful.explore_roots(runner, Budget(), collect=got)
+    violations = set()
+    for run in got:
+        assert run.violation is not None
+        violations.add((run.violation.kind, run.violation.message))
+    return st, violations, runner.finals
+
+
+def _same(name: str, cfg: Config) -> tuple[int, int]:
+    a, va, fa = _outcomes(name, cfg, stateless=True)
+    b, vb, fb = _outcomes(name, cfg, stateless=False)
+    assert a.complete and b.complete, (a.incomplete, b.incomplete)
+    assert va == vb, f"{name} {cfg.name} {sorted(cfg.bugs)}: violations differ"
+    assert fa == fb, f"{name} {cfg.name} {sorted(cfg.bugs)}: final states differ"
+    assert fa or va, "an exploration that reaches no final state and no violation tests nothing"
+    return len(va), len(fa)
+
+
+@pytest.mark.parametrize("preset", SWEEP_PRESETS)
+@pytest.mark.parametrize("name", TOYS)
+def test_toys_same_violations_and_final_states(name: str, preset: str) -> None:
+    _same(name, Config.preset(preset))
+
+
+@pytest.mark.parametrize("preset", SWEEP_PRESETS)
+@pytest.mark.parametrize("name", KERNEL)
+def test_kernel_scenarios_same_violations_and_final_states_with_each_bug(name: str,
+                                                                         preset: str) -> None:
+    found = 0
+    for bug in [None, *sorted(CATALOGUE)]:
+        cfg = Config.preset(preset)
+        if bug is not None:
+            cfg = cfg.with_bugs(bug)
+        nviol, _ = _same(name, cfg)
+        found += nviol > 0
+    if preset in ("universal", "universal-up"):
+        assert found >= 2  # the differential saw violating executions, not only clean ones
+
+
+def test_random_programs_reach_every_outcome_of_naive_enumeration() -> None:
+    from tests.check.test_check_dpor import _random_program
+
+    for preset, seeds in (("universal", 30), ("universal-up-nopreempt", 10)):
+        cfg = Config.preset(preset)
+        for seed in range(seeds):
+            build = _random_program(seed)
+            sc = Scenario("rand", "random toy", build)
+            st = stateful.explore_roots(Runner(sc, cfg), Budget())
+            assert st.complete and st.found is None
+            got = set(build.outcomes)
+            build.outcomes.clear()
+            naive = strategies.explore_bounded(Runner(sc, cfg), Budget(), max_bound=10_000)
+            assert naive.complete
+            assert got == build.outcomes, f"{preset} seed {seed}: the stateful search missed outcomes"
+
+
+def test_stored_states_cut_the_search_where_traces_merge() -> None:
+    # 1F+M+R: 1,025 Mazurkiewicz traces (stateless); most end in a few states.
+    less = run_check("spin-1f-m-r", "universal", stateless=True)
+    more = run_check("spin-1f-m-r", "universal")
+    assert less.complete and more.complete and less.violation is more.violation is None
+    assert (less.executions, less.pruned, less.states) == (1025, 338, None)
+    assert more.states is not None and more.revisits > 0
+    assert more.executions + more.pruned < (less.executions + less.pruned) / 2
+    assert more.executions < 50  # executions that ran to a final state not seen before
+
+
+def test_a_spin_wait_is_a_cycle_not_a_livelock() -> None:
+    r = run_check("toy-spin")
+    assert r.complete and r.violation is None and r.livelock is None
+    assert any("cycle(s) closed" in n for n in r.notes)
+    s = run_check("toy-spin", stateless=True)
+    assert not s.complete and s.incomplete == ["livelock"]
+
+
+@pytest.mark.parametrize("preset", ["universal", "universal-up", "universal-up-nopreempt"])
+def test_a_loop_nobody_can_end_is_a_livelock(preset: str) -> None:
+    r = run_check("toy-livelock", preset)
+    assert not r.complete and r.incomplete == ["livelock"] and r.violation is None
+    assert r.livelock is not None and r.livelock.startswith("S ")
+    s = run_check("toy-livelock", preset, stateless=True)
+    assert s.incomplete == ["livelock"]
+
+
+def test_a_budget_cut_is_deterministic() -> None:
+    a = run_check("detach-vs-transient-reader", max_executions=40)
+    b = run_check("detach-vs-transient-reader", max_executions=40)
+    assert a.incomplete == ["stopped at --max-executions 40"]
+    assert a.executions + a.pruned == 40
+    assert (a.executions, a.pruned, a.states, a.revisits) == \
+        (b.executions, b.pruned, b.states, b.revisits)
+
+
+@pytest.mark.parametrize("bug", sorted(CATALOGUE))
+def test_each_catalogued_bug_is_found_statefully(bug: str) -> None:
+    entry = CATALOGUE[bug]
+    r = run_check(entry.scenario, entry.preset, bugs=[bug], minimise=False)
+    assert r.violation is not None, bug
+    assert r.states is not None
