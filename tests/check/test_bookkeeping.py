@@ -13,6 +13,8 @@ distinct Mazurkiewicz trace keys (which depend on the vector clocks).
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 
 import pytest
 
@@ -49,7 +51,7 @@ class _Recorder(Runner):
 
 
 def _stats(strategy: str) -> Stats:
-    return Stats(strategy)
+    return Stats(strategy, trace_stats=True)
 
 
 def _traces_hash(st: Stats) -> str:
@@ -179,3 +181,59 @@ def test_bug_search_and_minimisation_are_exactly_the_ones_recorded(bug: str) -> 
     h = hashlib.sha256(",".join(map(str, r.schedule)).encode()).hexdigest()[:16]
     assert (r.executions, r.pruned, r.minimise_executions, r.found_steps, r.found_preemptions,
             len(r.schedule), h) == BUGS[bug]
+
+
+# -- the distinct-trace statistic is computed only when asked -------------------
+
+def _no_trace_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Execution) -> tuple[int, ...]:
+        raise AssertionError("trace_key computed without --trace-stats")
+    monkeypatch.setattr(Execution, "trace_key", refuse)
+
+
+def test_summary_without_trace_stats_names_no_traces(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pervma.cli import main
+
+    _no_trace_keys(monkeypatch)
+    assert main(["check", "toy-readers"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(r"toy-readers \[universal\] dpor: complete, clean; 8 executions, "
+                        r"0 pruned, \d+\.\d\ds", first), first
+
+
+def test_summary_with_trace_stats_counts_distinct_traces(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pervma.cli import main
+
+    assert main(["check", "toy-readers", "--trace-stats"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert re.fullmatch(r"toy-readers \[universal\] dpor: complete, clean; 8 executions, "
+                        r"0 pruned, 8 distinct traces \(redundancy 1\.00\), \d+\.\d\ds",
+                        first), first
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_json_has_null_distinct_unless_asked(jobs: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from pervma.cli import main
+
+    assert main(["check", "fault-vs-munmap", "--json", "--jobs", jobs]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert (r["executions"], r["pruned"], r["distinct"], r["redundancy"]) == (422, 3, None, None)
+    assert main(["check", "fault-vs-munmap", "--json", "--jobs", jobs, "--trace-stats"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert (r["executions"], r["pruned"], r["distinct"], r["redundancy"]) == (422, 3, 422, 1.0)
+
+
+@pytest.mark.parametrize("strategy", ["dpor", "bounded", "random", "pct"])
+def test_no_strategy_computes_trace_keys_unless_asked(
+        strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pervma.check.api import run_check
+
+    _no_trace_keys(monkeypatch)
+    r = run_check("fault-vs-munmap", strategy=strategy, max_executions=40)
+    assert r.error is None and r.executions > 0
+    assert (r.distinct, r.redundancy) == (None, None)
+    assert f"{r.executions} executions, {r.pruned} pruned, " in r.summary()
+    assert "distinct" not in r.summary() and "redundancy" not in r.summary()

@@ -39,7 +39,7 @@ def test_exit_codes_clean_incomplete_violation(capsys) -> None:
 
 
 def test_json_output(capsys) -> None:
-    assert main(["check", "toy-readers", "--json"]) == 0
+    assert main(["check", "toy-readers", "--json", "--trace-stats"]) == 0
     doc = json.loads(capsys.readouterr().out)
     (res,) = doc["results"]
     assert (res["executions"], res["distinct"], res["complete"], res["exit_code"]) == (8, 8, True, 0)
