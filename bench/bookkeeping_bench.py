@@ -28,7 +28,8 @@ so the same searches run a second time with timers instead of the profiler
 the scenario's world and the threads up to their first step) and the
 bookkeeping entry points (``Execution._record``, ``Execution.trace_key``,
 ``dpor._races``, ``dpor._blocked_rule``, ``dpor.dependent``); the driver is
-the rest of the search's wall time.  The timers read the wall clock (a CPU
+the rest of the search's wall time.  The wrappers' own cost, calibrated on an
+empty function, is taken off.  The timers read the wall clock (a CPU
 clock costs more per call than what it would time), so run this on a quiet
 machine: the load average is printed with the tables.  Both tables print
 per-step costs in microseconds and the ratio bookkeeping/model.
@@ -157,31 +158,61 @@ TIMED = {
 }
 
 
-def timed(scenario: str, preset: str, max_executions: int | None,
-          make_stats: Callable[[], Stats]) -> tuple[Stats, dict[str, float], float]:
-    """The search with wall-clock counters around the :data:`TIMED` functions
-    (seconds per category) and its whole CPU time."""
-    import importlib
+class _Timers:
+    """Wall-clock time and calls per category of the wrapped functions; a
+    call nested in another wrapped call counts for the outer one only."""
 
-    spent = {cat: 0 for cat in TIMED}
-    saved: list[tuple[Any, str, Any]] = []
-    depth = [0]
+    def __init__(self) -> None:
+        self.spent: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self.depth = 0
 
-    def wrap(cat: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, cat: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         clock = time.perf_counter_ns
+        self.spent.setdefault(cat, 0)
+        self.calls.setdefault(cat, 0)
 
         def timed_fn(*a: Any, **kw: Any) -> Any:
-            if depth[0]:  # nested in another timed function: counted there
+            if self.depth:
                 return fn(*a, **kw)
-            depth[0] = 1
+            self.depth = 1
             t0 = clock()
             try:
                 return fn(*a, **kw)
             finally:
-                spent[cat] += clock() - t0
-                depth[0] = 0
+                self.spent[cat] += clock() - t0
+                self.calls[cat] += 1
+                self.depth = 0
         return timed_fn
 
+
+def _overhead(n: int = 200_000) -> tuple[float, float]:
+    """Seconds a wrapped call adds inside its timed region, and in all."""
+    def noop() -> None:
+        return None
+
+    timers = _Timers()
+    wrapped = timers.wrap("x", noop)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        noop()
+    plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(n):
+        wrapped()
+    full = time.perf_counter() - t0
+    return timers.spent["x"] / 1e9 / n, max(full - plain, 0.0) / n
+
+
+def timed(scenario: str, preset: str, max_executions: int | None,
+          make_stats: Callable[[], Stats]) -> tuple[Stats, dict[str, float], float]:
+    """The search with wall-clock counters around the :data:`TIMED` functions
+    (seconds per category, less the counters' own calibrated cost; ``driver``
+    is the rest of the wall time) and its whole CPU time."""
+    import importlib
+
+    timers = _Timers()
+    saved: list[tuple[Any, str, Any]] = []
     for cat, names in TIMED.items():
         for mod_name, cls_name, attr in names:
             owner: Any = importlib.import_module(mod_name)
@@ -191,7 +222,7 @@ def timed(scenario: str, preset: str, max_executions: int | None,
             if fn is None:
                 continue
             saved.append((owner, attr, fn))
-            setattr(owner, attr, wrap(cat, fn))
+            setattr(owner, attr, timers.wrap(cat, fn))
     try:
         runner = Runner(get_scenario(scenario), Config.preset(preset))
         stats = make_stats()
@@ -201,7 +232,10 @@ def timed(scenario: str, preset: str, max_executions: int | None,
     finally:
         for owner, attr, fn in reversed(saved):
             setattr(owner, attr, fn)
-    out = {cat: ns / 1e9 for cat, ns in spent.items()}
+    inside, full = _overhead()
+    out = {cat: max(ns / 1e9 - timers.calls[cat] * inside, 0.0)
+           for cat, ns in timers.spent.items()}
+    wall = max(wall - sum(timers.calls.values()) * full, 0.0)
     out["driver"] = max(wall - sum(out.values()), 0.0)
     out["wall"] = wall
     return stats, out, cpu
