@@ -237,3 +237,83 @@ def test_no_strategy_computes_trace_keys_unless_asked(
     assert (r.distinct, r.redundancy) == (None, None)
     assert f"{r.executions} executions, {r.pruned} pruned, " in r.summary()
     assert "distinct" not in r.summary() and "redundancy" not in r.summary()
+
+
+# -- the incremental bookkeeping equals its definition --------------------------
+
+class _Keeper(Runner):
+    """A runner that keeps every execution it built."""
+
+    def __init__(self, scenario: str, preset: str) -> None:
+        super().__init__(get_scenario(scenario), Config.preset(preset))
+        self.runs: list[Execution] = []
+
+    def execution(self, snapshots: bool = False) -> Execution:
+        run = super().execution(snapshots)
+        self.runs.append(run)
+        return run
+
+
+def _naive_deps(acc: list[dict], i: int) -> list[int]:
+    """For each location event ``i`` touches: the last write before it and,
+    if ``i`` writes, every read since that write."""
+    out: set[int] = set()
+    for loc, w in acc[i].items():
+        last = max((j for j in range(i) if acc[j].get(loc) is True), default=-1)
+        if last >= 0:
+            out.add(last)
+        if w:
+            out.update(j for j in range(last + 1, i) if acc[j].get(loc) is False)
+    return sorted(out)
+
+
+def _naive_clocks(run: Execution) -> list[list[int]]:
+    """Vector clocks from the happens-before relation itself: the transitive
+    closure of program order and of every dependent pair (one writes)."""
+    evs = run.events
+    before: list[set[int]] = []
+    for i, e in enumerate(evs):
+        direct = {j for j in range(i) if evs[j].tid == e.tid
+                  or any(loc in evs[j].acc and (w or evs[j].acc[loc]) for loc, w in e.acc.items())}
+        closure = set(direct)
+        for j in direct:
+            closure |= before[j]
+        before.append(closure)
+    clocks = []
+    for i in range(len(evs)):
+        c = [0] * run.n
+        for j in before[i] | {i}:
+            c[evs[j].tid] = max(c[evs[j].tid], evs[j].seq)
+        clocks.append(c)
+    return clocks
+
+
+@pytest.mark.parametrize(("scenario", "preset", "cap"), [
+    ("toy-readers", "universal", None),
+    ("toy-locked", "universal-up", None),
+    ("toy-abba", "universal", None),
+    ("fault-vs-munmap", "universal", 60),
+    ("fault-vs-munmap", "universal-up", 60),
+    ("killable-write-lock-abort", "universal", 60),   # wake-ups count as writes
+    ("vma-reuse-by-another-mm", "universal", 40),
+])
+def test_event_clocks_deps_and_previous_clocks_equal_their_definitions(
+        scenario: str, preset: str, cap: int | None) -> None:
+    keeper = _Keeper(scenario, preset)
+    dpor.explore_roots(keeper, Budget(max_executions=cap), Stats("dpor"))
+    checked = 0
+    for run in keeper.runs:
+        evs = run.events
+        acc = [e.acc for e in evs]
+        clocks = _naive_clocks(run)
+        last: dict[int, list[int]] = {}
+        for i, e in enumerate(evs):
+            assert sorted(set(e.deps)) == _naive_deps(acc, i), (scenario, i)
+            assert e.clock == clocks[i], (scenario, i)
+            assert e.pclock == last.get(e.tid, [0] * run.n), (scenario, i)
+            assert e.seq == e.clock[e.tid] == e.pclock[e.tid] + 1
+            last[e.tid] = e.clock
+            checked += 1
+        for t in range(run.n):
+            assert run.thread_clock(t) == last.get(t, [0] * run.n)
+    assert checked > 0
