@@ -20,7 +20,8 @@ runs) under cProfile and splits the profile's self time into
 Builtins, comprehensions and generator expressions are charged to the
 function that called them (by cProfile's per-caller time).  The ratio
 bookkeeping/model is the bookkeeping cost per primitive step in units of the
-model's own cost per step (issue #12's target: at most 2).  cProfile's
+model's own cost per step (issue #12's target: at most 2); eng/model counts
+the driver in as well.  cProfile's
 per-call overhead inflates small Python functions (the model's most of all),
 so the same searches run a second time with timers instead of the profiler
 (``--timers``): ``time.perf_counter_ns`` around the model's step
@@ -122,6 +123,9 @@ def split(st: pstats.Stats) -> tuple[dict[str, float], dict[str, float]]:
             if own == "bookkeeping":
                 per_fn[func[2]] = per_fn.get(func[2], 0.0) + tt
             continue
+        if not callers:  # a root of the profile (the profiler's own disable())
+            cats["other"] += tt
+            continue
         # Charged to callers: by each caller's share of this function's time.
         total = sum(c[2] for c in callers.values())
         for caller, c in callers.items():
@@ -156,6 +160,11 @@ TIMED = {
                     ("pervma.check.dpor", None, "_blocked_rule"),
                     ("pervma.check.dpor", None, "dependent")],
 }
+
+
+def _engine(t: dict[str, float]) -> float:
+    """The whole engine (bookkeeping and driver) per unit of model time."""
+    return (t["bookkeeping"] + t["driver"]) / (t["model"] or 1)
 
 
 class _Timers:
@@ -247,7 +256,7 @@ def print_timers(names: list[str], preset: str, max_executions: int | None,
     print(f"== timers (no profiler), dpor, preset {preset}; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     head = (f"{'scenario':26} {'steps':>8} " + " ".join(f"{c:>11}" for c in cats)
-            + f" {'bk us/step':>10} {'model us/st':>11} {'bk/model':>8} {'wall s':>6} {'cpu s':>6}")
+            + f" {'bk us/step':>10} {'model us/st':>11} {'bk/model':>8} {'eng/model':>9} {'wall s':>6} {'cpu s':>6}")
     print(head)
     print("-" * len(head))
     tot = dict.fromkeys(cats, 0.0)
@@ -261,7 +270,8 @@ def print_timers(names: list[str], preset: str, max_executions: int | None,
         print(f"{name:26} {stats.steps:8} "
               + " ".join(f"{t[c]:6.2f}s{100 * t[c] / (t['wall'] or 1):3.0f}%" for c in cats)
               + f" {1e6 * t['bookkeeping'] / steps:10.2f} {1e6 * t['model'] / steps:11.2f}"
-              f" {t['bookkeeping'] / (t['model'] or 1):8.2f} {t['wall']:6.2f} {cpu:6.2f}",
+              f" {t['bookkeeping'] / (t['model'] or 1):8.2f} {_engine(t):9.2f}"
+              f" {t['wall']:6.2f} {cpu:6.2f}",
               flush=True)
     print("-" * len(head))
     all_cpu = sum(tot.values()) or 1.0
@@ -269,7 +279,7 @@ def print_timers(names: list[str], preset: str, max_executions: int | None,
           + " ".join(f"{tot[c]:6.2f}s{100 * tot[c] / all_cpu:3.0f}%" for c in cats)
           + f" {1e6 * tot['bookkeeping'] / max(steps_total, 1):10.2f}"
           f" {1e6 * tot['model'] / max(steps_total, 1):11.2f}"
-          f" {tot['bookkeeping'] / (tot['model'] or 1):8.2f}")
+          f" {tot['bookkeeping'] / (tot['model'] or 1):8.2f} {_engine(tot):9.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,7 +315,7 @@ def print_profile(names: list[str], preset: str, max_executions: int | None,
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     head = (f"{'scenario':26} {'exec':>6} {'pruned':>6} {'steps':>8} "
             + " ".join(f"{c:>11}" for c in CATEGORIES)
-            + f" {'bk us/step':>10} {'model us/st':>11} {'bk/model':>8} {'cpu s':>6}")
+            + f" {'bk us/step':>10} {'model us/st':>11} {'bk/model':>8} {'eng/model':>9} {'cpu s':>6}")
     print(head)
     print("-" * len(head))
     totals = dict.fromkeys(CATEGORIES, 0.0)
@@ -324,14 +334,15 @@ def print_profile(names: list[str], preset: str, max_executions: int | None,
         print(f"{name:26} {stats.executions:6} {stats.pruned:6} {stats.steps:8} "
               + " ".join(f"{cats[c]:6.2f}s{100 * cats[c] / all_self:3.0f}%" for c in CATEGORIES)
               + f" {1e6 * cats['bookkeeping'] / steps:10.2f} {1e6 * cats['model'] / steps:11.2f}"
-              f" {cats['bookkeeping'] / (cats['model'] or 1):8.2f} {cpu:6.2f}", flush=True)
+              f" {cats['bookkeeping'] / (cats['model'] or 1):8.2f} {_engine(cats):9.2f}"
+              f" {cpu:6.2f}", flush=True)
     all_self = sum(totals.values()) or 1.0
     print("-" * len(head))
     print(f"{'all':26} {'':6} {'':6} {steps_total:8} "
           + " ".join(f"{totals[c]:6.2f}s{100 * totals[c] / all_self:3.0f}%" for c in CATEGORIES)
           + f" {1e6 * totals['bookkeeping'] / max(steps_total, 1):10.2f}"
           f" {1e6 * totals['model'] / max(steps_total, 1):11.2f}"
-          f" {totals['bookkeeping'] / (totals['model'] or 1):8.2f}")
+          f" {totals['bookkeeping'] / (totals['model'] or 1):8.2f} {_engine(totals):9.2f}")
     print("bookkeeping by function (profiled self time, s): "
           + ", ".join(f"{f} {t:.2f}" for f, t in sorted(fns_total.items(), key=lambda x: -x[1])))
     print("cpu s: the profiled search's CPU time")

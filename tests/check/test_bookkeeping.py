@@ -317,3 +317,43 @@ def test_event_clocks_deps_and_previous_clocks_equal_their_definitions(
         for t in range(run.n):
             assert run.thread_clock(t) == last.get(t, [0] * run.n)
     assert checked > 0
+
+
+# -- bench/bookkeeping_bench.py ------------------------------------------------
+
+def _bookkeeping_bench():  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bookkeeping_bench.py"
+    spec = importlib.util.spec_from_file_location("bookkeeping_bench", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_split_charges_every_profiled_second_once() -> None:
+    """The profile split loses and doubles nothing: its categories add up to
+    the profile's total self time, and the clock and race functions land in
+    bookkeeping."""
+    bench = _bookkeeping_bench()
+    stats, prof, _cpu = bench.profile("fault-vs-munmap", "universal", 60,
+                                      lambda: Stats("dpor", trace_stats=True))
+    assert stats.executions + stats.pruned == 60
+    cats, per_fn = bench.split(prof)
+    total = sum(v[2] for v in prof.stats.values())
+    assert set(cats) == set(bench.CATEGORIES)
+    assert sum(cats.values()) == pytest.approx(total, rel=1e-6)
+    assert {"_record", "_races", "trace_key"} <= set(per_fn)
+    assert cats["model"] > 0 and cats["bookkeeping"] > 0
+
+
+def test_bench_prints_a_row_per_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bookkeeping_bench()
+    assert bench.main(["--scenarios", "toy-readers,toy-locked", "--only", "timers"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    by_name = {r[0]: r for r in rows if r and r[0] in ("toy-readers", "toy-locked", "all")}
+    # primitive steps of the two complete searches
+    assert (by_name["toy-readers"][1], by_name["toy-locked"][1]) == ("32", "72")
+    assert by_name["all"][1] == "104"
