@@ -40,7 +40,7 @@ def bench_rate(preset: str = "universal") -> list[dict[str, Any]]:
     print(f"{'scenario':32} {'exec':>7} {'pruned':>6} {'traces':>7} {'red.':>5} {'time s':>7} "
           f"{'exec/s':>8} {'steps/s':>8} complete")
     for sc in all_scenarios():
-        r = run_check(sc.name, preset, max_executions=50_000)
+        r = run_check(sc.name, preset, max_executions=50_000, trace_stats=True)
         rate = r.executions_per_second
         sps = r.steps / r.elapsed if r.elapsed else 0.0
         print(f"{sc.name:32} {r.executions:7} {r.pruned:6} {r.distinct:7} {r.redundancy:5.2f} "
@@ -147,7 +147,7 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
             continue
         t0, c0 = time.perf_counter(), time.process_time()
         r = run_check(name, preset, max_executions=cap_executions, time_limit=cap_seconds,
-                      minimise=False, stateless=stateless)
+                      minimise=False, stateless=stateless, trace_stats=True)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if r.violation:
             complete = f"no: {r.violation[0]}"

@@ -10,14 +10,19 @@ from pervma import sched
 from pervma.check import dpor, strategies
 from pervma.check.scenario import Instance, Scenario
 from pervma.check.scenarios.toys import ToyMemory, readers, writers
-from pervma.check.search import Budget, Runner
+from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
 
 UNIVERSAL = Config.preset("universal")
 
 
+def _traced(strategy: str = "dpor") -> Stats:
+    """Statistics that also collect the distinct-trace keys (``--trace-stats``)."""
+    return Stats(strategy, trace_stats=True)
+
+
 def _dpor(build, cfg=UNIVERSAL, **kw):
-    return dpor.explore(Runner(Scenario("t", "t", build, **kw), cfg), Budget())
+    return dpor.explore(Runner(Scenario("t", "t", build, **kw), cfg), Budget(), _traced())
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
@@ -105,7 +110,7 @@ def test_dpor_reaches_every_outcome_of_naive_enumeration(preset: str, seeds: int
     for seed in range(seeds):
         build = _random_program(seed)
         sc = Scenario("rand", "random toy", build)
-        st = dpor.explore(Runner(sc, cfg), Budget())
+        st = dpor.explore(Runner(sc, cfg), Budget(), _traced())
         assert st.complete and st.found is None
         assert st.redundancy == 1.0
         got = set(build.outcomes)
@@ -183,8 +188,8 @@ def test_root_split_covers_exactly_the_sequential_traces(name: str) -> None:
     from pervma.check.scenario import get_scenario
 
     sc = get_scenario(name)
-    seq = dpor.explore(Runner(sc, UNIVERSAL), Budget())
-    parts = [dpor.explore(Runner(sc, UNIVERSAL), Budget(), root=r)
+    seq = dpor.explore(Runner(sc, UNIVERSAL), Budget(), _traced())
+    parts = [dpor.explore(Runner(sc, UNIVERSAL), Budget(), _traced(), root=r)
              for r in dpor.root_split(Runner(sc, UNIVERSAL))]
     if seq.found is not None:
         assert any(p.found is not None for p in parts)
@@ -201,8 +206,8 @@ def test_explore_roots_is_the_sequential_search_with_a_full_root_backtrack_set()
 
     for name in ("toy-readers", "toy-locked", "fault-vs-munmap"):
         sc = get_scenario(name)
-        seq = dpor.explore(Runner(sc, UNIVERSAL), Budget())
-        roots = dpor.explore_roots(Runner(sc, UNIVERSAL), Budget())
+        seq = dpor.explore(Runner(sc, UNIVERSAL), Budget(), _traced())
+        roots = dpor.explore_roots(Runner(sc, UNIVERSAL), Budget(), _traced())
         assert roots.complete and seq.complete
         assert roots.traces == seq.traces
         assert roots.executions == seq.executions
@@ -219,12 +224,15 @@ def _exploration(res) -> dict:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("scenario", "kw"), [
     ("fault-vs-munmap", {}),                                   # complete, 3 root subtrees
+    ("fault-vs-munmap", {"trace_stats": True}),                # the workers count traces too
     ("fault-vs-munmap", {"max_executions": 150}),              # cut inside the first subtree
     ("fault-vs-mremap", {"max_executions": 5}),                # cut in the second subtree
     ("toy-readers", {"max_executions": 3}),                    # cut in the second of four
     ("toy-readers", {"max_executions": 5}),                    # the budget ends with a subtree
     ("detach-vs-transient-reader", {"bugs": ["B18"]}),         # a violation, minimised
     ("fault-vs-munmap", {"strategy": "random", "max_executions": 60, "seed": 4}),
+    ("fault-vs-munmap", {"strategy": "random", "max_executions": 60, "seed": 4,
+                         "trace_stats": True}),
     ("fault-vs-munmap", {"strategy": "pct", "max_executions": 300, "seed": 3,
                          "bugs": ["B13"]}),
 ])
@@ -246,10 +254,12 @@ def test_random_executions_depend_only_on_seed_and_index() -> None:
     from pervma.check.scenario import get_scenario
 
     sc = get_scenario("fault-vs-munmap")
-    whole = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=30), seed=9)
-    head = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=12), seed=9)
+    whole = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=30), seed=9,
+                                      stats=_traced("random"))
+    head = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=12), seed=9,
+                                     stats=_traced("random"))
     tail = strategies.explore_random(Runner(sc, UNIVERSAL), Budget(max_executions=18), seed=9,
-                                     first=12)
+                                     stats=_traced("random"), first=12)
     assert whole.executions == 30
     assert whole.traces == head.traces | tail.traces
     assert whole.steps == head.steps + tail.steps

@@ -24,7 +24,7 @@ def _preset(name: str) -> str:
 
 @pytest.mark.parametrize("name", [s.name for s in all_scenarios()])
 def test_scenario_is_complete_and_clean(name: str) -> None:
-    res = run_check(name, _preset(name), max_executions=20000)
+    res = run_check(name, _preset(name), max_executions=20000, trace_stats=True)
     assert res.violation is None, res.counterexample
     assert res.complete, res.incomplete
     assert res.exit_code == 0

@@ -85,7 +85,7 @@ def test_check_list_shows_them_tagged(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_a_shape_runs_by_name(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "spin-1f-m", "--json", "--stateless"]) == 0
+    assert main(["check", "spin-1f-m", "--json", "--stateless", "--trace-stats"]) == 0
     data = json.loads(capsys.readouterr().out)
     (r,) = data["results"]
     assert (r["scenario"], r["preset"], r["complete"], r["violation"]) == \
@@ -108,7 +108,7 @@ COMPLETE = {
 
 @pytest.mark.parametrize("name,preset", list(COMPLETE))
 def test_small_shapes_complete_clean_with_exact_counts(name: str, preset: str) -> None:
-    r = run_check(name, preset, stateless=True)
+    r = run_check(name, preset, stateless=True, trace_stats=True)
     assert r.violation is None and r.error is None
     assert r.complete and r.incomplete == []
     assert (r.executions, r.pruned, r.distinct) == COMPLETE[(name, preset)]

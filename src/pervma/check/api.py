@@ -2,15 +2,16 @@
 
 ``run_check(scenario, preset="universal", *, strategy="dpor", max_executions=None,
 time_limit=None, seed=0, bugs=(), config=None, trace_out=None, minimise=True,
-pct_depth=3, max_bound=3, progress=None, trace_stem=None, force=False, jobs=1)
--> CheckResult``
+pct_depth=3, max_bound=3, progress=None, trace_stem=None, force=False, jobs=1,
+trace_stats=False) -> CheckResult``
     Explore one scenario under one preset (or an explicit :class:`Config`).
     Bounded by ``max_executions`` (DPOR: unbounded when None; random/PCT: 1000);
     ``time_limit`` is an explicit opt-in cap that makes a cut run depend on
     the machine.  ``jobs > 1`` spreads one dpor/random/pct run over processes
     with exactly the result of ``jobs=1`` (:mod:`pervma.check.parallel`).
     ``CheckResult`` has ``executions``, ``pruned``, ``distinct`` (distinct
-    Mazurkiewicz traces), ``redundancy``, ``elapsed`` (s), ``complete``,
+    Mazurkiewicz traces) and ``redundancy`` (executions per distinct trace),
+    both None unless ``trace_stats`` asked for them, ``elapsed`` (s), ``complete``,
     ``incomplete`` (reasons), ``violation`` (``(kind, message)`` or None),
     ``schedule`` and ``preemptions`` of the minimised counterexample,
     ``counterexample`` (the table text), ``trace_paths``, ``notes``,
@@ -81,8 +82,8 @@ class CheckResult:
     bugs: list[str]
     executions: int
     pruned: int
-    distinct: int
-    redundancy: float
+    distinct: int | None
+    redundancy: float | None
     elapsed: float
     complete: bool
     incomplete: list[str]
@@ -139,12 +140,12 @@ class CheckResult:
         state = ("VIOLATION" if self.violation else "complete, clean" if self.complete
                  else "clean but INCOMPLETE")
         bugs = f" bugs={','.join(self.bugs)}" if self.bugs else ""
+        traces = ("" if self.distinct is None or self.redundancy is None else
+                  f", {self.distinct} distinct traces (redundancy {self.redundancy:.2f})")
         s = (f"{self.scenario} [{self.preset}{bugs}] {self.strategy}: {state}; "
-             f"{self.executions} executions, {self.pruned} pruned, {self.distinct} distinct traces "
-             f"(redundancy {self.redundancy:.2f}), {self.elapsed:.2f}s")
+             f"{self.executions} executions, {self.pruned} pruned{traces}, {self.elapsed:.2f}s")
         if self.states is not None:
             s += f"; {self.states} states, {self.revisits} stopped at a stored state"
-
         if self.incomplete and not self.violation:
             s += "; incomplete: " + "; ".join(self.incomplete)
         return s
@@ -164,7 +165,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               progress: Callable[[Stats], None] | None = None,
               dpor_root: tuple[int, dict[Any, bool]] | None = None,
               trace_stem: str | None = None, force: bool = False,
-              jobs: int = 1, stateless: bool = False) -> CheckResult:
+              jobs: int = 1, trace_stats: bool = False, stateless: bool = False) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     sc = get_scenario(scenario)
@@ -172,24 +173,26 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     cfg = _config(preset, config, bug_list)
     runner = Runner(sc, cfg)
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
+    stats = Stats(strategy, trace_stats=trace_stats)
     t0 = time.perf_counter()
     if strategy == "dpor" and not stateless:
-        stats = stateful.explore_roots(runner, budget)
+        stateful.explore_roots(runner, budget, stats)
         if jobs > 1:
             stats.notes.append("the stateful search ran in one process (its table of states is "
                                "not shared between worker processes; --stateless splits a run)")
     elif jobs > 1 and strategy != "bounded" and dpor_root is None:
-        stats = parallel.explore(runner, budget, strategy, jobs, seed=seed, depth=pct_depth)
+        stats = parallel.explore(runner, budget, strategy, jobs, seed=seed, depth=pct_depth,
+                                 trace_stats=trace_stats)
     elif strategy == "dpor" and dpor_root is None:
-        stats = dpor.explore_roots(runner, budget)
+        dpor.explore_roots(runner, budget, stats)
     elif strategy == "dpor":
-        stats = dpor.explore(runner, budget, root=dpor_root)  # type: ignore[arg-type]
+        dpor.explore(runner, budget, stats, root=dpor_root)  # type: ignore[arg-type]
     elif strategy == "bounded":
-        stats = strategies.explore_bounded(runner, budget, max_bound=max_bound)
+        strategies.explore_bounded(runner, budget, max_bound=max_bound, stats=stats)
     elif strategy == "random":
-        stats = strategies.explore_random(runner, budget, seed=seed)
+        strategies.explore_random(runner, budget, seed=seed, stats=stats)
     else:
-        stats = strategies.explore_pct(runner, budget, seed=seed, depth=pct_depth)
+        strategies.explore_pct(runner, budget, seed=seed, depth=pct_depth, stats=stats)
     time_to_find = time.perf_counter() - t0 if stats.found else None
     preset_name = cfg.name if config is None else (config.name or preset)
     res = CheckResult(
@@ -284,7 +287,7 @@ def _failed(kw: dict[str, Any], error: str, tb: str | None = None) -> CheckResul
         scenario=str(kw.get("scenario")), preset=str(kw.get("preset", "universal")),
         strategy=str(kw.get("strategy", "dpor")),
         bugs=sorted({str(b).upper() for b in kw.get("bugs", ())}), executions=0, pruned=0,
-        distinct=0, redundancy=1.0, elapsed=0.0, complete=False,
+        distinct=None, redundancy=None, elapsed=0.0, complete=False,
         incomplete=["the run failed"], seed=int(kw.get("seed", 0) or 0),
         error=error, error_traceback=tb, model_version=model_version())
 

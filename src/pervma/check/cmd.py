@@ -83,6 +83,9 @@ def register(sub: Any) -> None:
                    help="overwrite replay/trace files of the same names in --trace-out")
     p.add_argument("--no-minimise", action="store_true", help="show the schedule as found")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--trace-stats", action="store_true",
+                   help="also count distinct Mazurkiewicz traces and the redundancy "
+                   "(executions per distinct trace); costs time per execution")
     p.set_defaults(func=cmd_check)
 
     r = sub.add_parser("replay", help="re-run a recorded counterexample exactly",
@@ -175,7 +178,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         strategy=args.strategy, max_executions=args.max_executions, time_limit=args.time,
         seed=args.seed, trace_out=args.trace_out, minimise=not args.no_minimise,
         pct_depth=args.depth, max_bound=args.max_bound, config=config, config_text=config_text,
-        force=args.force, stateless=args.stateless)
+        force=args.force, trace_stats=args.trace_stats, stateless=args.stateless)
     kws: list[dict[str, Any]] = []
     for n, p in pairs:
         own_bugs = bugs if names else [b for b in bugs if get_bug(b).scenario == n]

@@ -34,11 +34,21 @@ earlier threads asleep.  That costs a few pruned executions over
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
+
+
+class BacktrackNode(Protocol):
+    """What the race analysis needs of a node of the DFS stack (this module's
+    and the stateful search's)."""
+
+    enabled: list[int]
+    sleep: dict[int, Acc]
+    backtrack: set[int]
 
 
 @dataclass(slots=True)
@@ -169,7 +179,7 @@ def conservative_note(stats: Stats) -> None:
                            "(a race with a thread that was not runnable there)")
 
 
-def _add(node: _Node, initials: list[int], prefer: int) -> int:
+def _add(node: BacktrackNode, initials: list[int], prefer: int) -> int:
     """Add one of ``initials`` to the node's backtrack set; 1 if conservative."""
     bt = node.backtrack
     for t in initials:
@@ -186,54 +196,50 @@ def _add(node: _Node, initials: list[int], prefer: int) -> int:
     return 1
 
 
-def _races(run: Execution, stack: list[_Node], start: int) -> int:
+def _races(run: Execution, stack: Sequence[BacktrackNode], start: int) -> int:
+    """Reverse every direct race ``c < i`` with ``i >= start`` (the events
+    before ``start`` were analysed in an earlier execution with the same
+    prefix).  An event's candidates are its dependent predecessors
+    (``Event.deps``, kept by the engine); ``c`` races ``i`` directly when it
+    is of another thread, not already before ``i``'s thread's previous event
+    (``Event.pclock``), and not before a later candidate."""
     events = run.events
-    n = run.n
     conservative = 0
-    last_write: dict[Hashable, int] = {}
-    reads: dict[Hashable, list[int]] = {}
-    prev_clock: list[list[int]] = [[0] * n for _ in range(n)]
-    for i, e in enumerate(events):
-        if i >= start:
-            cands: set[int] = set()
-            for loc, w in e.acc.items():
-                j = last_write.get(loc)
-                if j is not None:
-                    cands.add(j)
-                if w:
-                    cands.update(reads.get(loc, ()))
-            if cands:
-                pc = prev_clock[e.tid]
-                order = sorted(cands)
-                for k, c in enumerate(order):
-                    ec = events[c]
-                    if ec.tid == e.tid or pc[ec.tid] >= ec.seq:
-                        continue
-                    if any(events[c2].clock[ec.tid] >= ec.seq for c2 in order[k + 1:]):
-                        continue
-                    conservative += _reverse(events, stack, c, i)
-        for loc, w in e.acc.items():
-            if w:
-                last_write[loc] = i
-                reads[loc] = []
-            else:
-                reads.setdefault(loc, []).append(i)
-        prev_clock[e.tid] = e.clock
+    for i in range(start, len(events)):
+        e = events[i]
+        deps = e.deps
+        if not deps:
+            continue
+        order = sorted(set(deps)) if len(deps) > 1 else deps
+        pc = e.pclock
+        tid = e.tid
+        last = len(order) - 1
+        for k, c in enumerate(order):
+            ec = events[c]
+            t0 = ec.tid
+            s0 = ec.seq
+            if t0 == tid or pc[t0] >= s0:
+                continue
+            if k < last and any(events[c2].clock[t0] >= s0 for c2 in order[k + 1:]):
+                continue
+            conservative += _reverse(events, stack, c, i)
     return conservative
 
 
-def _reverse(events: list[Event], stack: list[_Node], c: int, i: int) -> int:
+def _reverse(events: list[Event], stack: Sequence[BacktrackNode], c: int, i: int) -> int:
     """Race ``events[c] < events[i]``: schedule an initial of notdep(c).e before c."""
     ec = events[c]
     e = events[i]
     t0, s0 = ec.tid, ec.seq
+    n = len(ec.clock)
     first: dict[int, int] = {}
     for j in range(c + 1, i):
         f = events[j]
-        if f.clock[t0] >= s0:
+        if f.clock[t0] >= s0 or f.tid in first:
             continue
-        if f.tid not in first:
-            first[f.tid] = j
+        first[f.tid] = j
+        if len(first) == n:  # every thread has its first event already
+            break
     if e.tid not in first:
         first[e.tid] = i
     initials = []
@@ -244,14 +250,18 @@ def _reverse(events: list[Event], stack: list[_Node], c: int, i: int) -> int:
     return _add(stack[c], initials, e.tid)
 
 
-def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]],
+def _blocked_rule(run: Execution, stack: Sequence[BacktrackNode], seen: set[tuple[int, int]],
                   everyone: bool = False) -> int:
     """A disabled thread's pending step races with the latest dependent event
     (with ``everyone``, so does every unfinished thread's)."""
     conservative = 0
     events = run.events
     for task in run.ex.tasks:
-        if task.done or task.pending is None or (task.pending.is_enabled() and not everyone):
+        if task.done:
+            continue
+        op = task.pending
+        # Only a step with an ``enabled`` condition can be disabled.
+        if op is None or (not everyone and (op.enabled is None or op.enabled())):
             continue
         accs = run.pending_access(task.tid)
         if not accs:

@@ -13,10 +13,19 @@ into the preceding transition.
 Each transition becomes an :class:`Event` with the locations it touched and a
 vector clock (happens-before from program order and from dependent accesses:
 same location, at least one writes), which DPOR and the trace statistics use.
+
+The bookkeeping is incremental and costs a few dictionary operations per
+location a transition touches: per-location tables of the last write and the
+reads since it give each event's dependent predecessors (kept on the event as
+``deps``, so DPOR's race analysis needs no tables of its own), an event's
+clock is joined only with the predecessors it does not already cover, and a
+clock, once recorded, is never changed again, so it is shared by reference
+(the thread's current clock, the next event's ``pclock``).
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -32,6 +41,8 @@ DEFAULT_MAX_STEPS = 4000
 Acc = dict[Hashable, bool]  # location -> written?
 
 _LOCAL = OpKind.LOCAL
+#: ``OpKind.writes`` by kind value: a tuple lookup instead of a property call.
+_WRITES: tuple[bool, ...] = tuple(OpKind(v).writes for v in range(max(OpKind) + 1))
 
 
 def op_access(op: Op) -> list[tuple[Hashable, bool]]:
@@ -84,14 +95,22 @@ def dependent(a: Acc, b: Acc) -> bool:
 
 @dataclass(slots=True)
 class Event:
-    """One transition: thread, per-thread sequence number (1-based), accesses."""
+    """One transition: thread, per-thread sequence number (1-based), accesses.
+
+    ``clock`` is the vector clock; ``pclock`` the clock of the thread's
+    previous event (all zeros for its first); ``deps`` the indices of the
+    earlier events this one depends on directly: for each location, the
+    last write before it and, when it writes, the reads since that write
+    (in that order; an index may repeat)."""
 
     tid: int
     seq: int
     acc: Acc
     nsteps: int
-    clock: list[int]
+    clock: list[int]  # never mutated once recorded
     preemption: bool
+    deps: list[int]
+    pclock: list[int]
 
 
 class Execution:
@@ -112,7 +131,8 @@ class Execution:
         self.violation: Violation | None = self.ex.violation
         self.livelock: tuple[str, int] | None = None
         self.snapshots: list[str] | None = [] if snapshots else None
-        self._clock = [[0] * self.n for _ in range(self.n)]
+        zero = [0] * self.n  # shared: recorded clocks are never mutated
+        self._clock: list[list[int]] = [zero] * self.n
         self._last_write: dict[Hashable, int] = {}
         self._reads: dict[Hashable, list[int]] = {}
         self._finished = False
@@ -124,7 +144,9 @@ class Execution:
     def runnable(self) -> list[int]:
         if self.violation is not None or self.livelock is not None:
             return []
-        return [t.tid for t in self.ex.tasks if t.runnable()]
+        # Task.runnable() inlined: a pending step without a condition is enabled.
+        return [t.tid for t in self.ex.tasks
+                if not t.done and ((op := t.pending) is None or op.enabled is None or op.enabled())]
 
     def over(self) -> bool:
         return not self.runnable()
@@ -153,28 +175,42 @@ class Execution:
             self.preemptions += 1
         acc: Acc = {}
         nsteps = 0
-        others = [t for t in ex.tasks if t.tid != tid and not t.done and t.pending is not None]
-        was = [t.pending.is_enabled() for t in others]  # type: ignore[union-attr]
+        # The other threads' pending steps stay the same while ``tid`` runs;
+        # only one with an ``enabled`` condition can be woken or blocked by it.
+        watched = [(op, op.enabled()) for t in ex.tasks
+                   if t is not task and not t.done and (op := t.pending) is not None
+                   and op.enabled is not None]
+        schedule = self.schedule
+        effects = self._effects
+        snapshots = self.snapshots
+        one_cpu = self.one_cpu
+        step = ex.step
         while True:
             try:
-                op = ex.step(tid)
+                op = step(tid)
             except Exception as exc:  # a Python error in model or scenario code
                 self.violation = ex.violation = _crash(task.name, exc)
                 task.done = True
                 break
             nsteps += 1
-            self.schedule.append(tid)
-            if op.loc is not None:
-                w = op.kind.writes
-                acc[op.loc] = w or acc.get(op.loc, False)
-                also = getattr(op, "also", None)
-                if also is not None:
-                    acc[also] = w or acc.get(also, False)
-            if self._effects is not None:
-                for loc in self._effects():
+            schedule.append(tid)
+            loc = op.loc
+            if loc is not None:
+                if _WRITES[op.kind]:
                     acc[loc] = True
-            if self.snapshots is not None:
-                self.snapshots.append(self._snap())
+                    if op.also is not None:
+                        acc[op.also] = True
+                else:
+                    if loc not in acc:
+                        acc[loc] = False
+                    also = op.also
+                    if also is not None and also not in acc:
+                        acc[also] = False
+            if effects is not None:
+                for eloc in effects():
+                    acc[eloc] = True
+            if snapshots is not None:
+                snapshots.append(self._snap())
             if ex.violation is not None:
                 self.violation = ex.violation
                 break
@@ -186,7 +222,7 @@ class Execution:
                 break
             if nxt.kind is _LOCAL and nxt.enabled is None:
                 continue  # invisible step: fold it in
-            if not self.one_cpu or not nxt.is_enabled() or nxt.sleeps or nxt.user:
+            if not one_cpu or not nxt.is_enabled() or nxt.sleeps or nxt.user:
                 break
             if self.preempt and task.preempt_count == 0:
                 break
@@ -194,14 +230,15 @@ class Execution:
         # thread's pending step even when the wake-up goes through another
         # location (a fatal signal ending a killable wait, a grace period
         # ending): count it as a write to the waiter's locations.
-        for t, before in zip(others, was, strict=True):
-            op2 = t.pending
-            if op2 is not None and not t.done and op2.is_enabled() != before:
-                for loc, _ in op_access(op2):
-                    acc[loc] = True
+        for op2, before in watched:
+            if op2.enabled() != before:  # type: ignore[misc]
+                if op2.loc is not None:
+                    acc[op2.loc] = True
+                    if op2.also is not None:
+                        acc[op2.also] = True
         self.cur = tid
         ev = self._record(tid, acc, nsteps, pre)
-        if self.violation is None and self.livelock is None and ex.finished():
+        if self.violation is None and self.livelock is None and task.done and ex.finished():
             self._finish()
         return ev
 
@@ -215,34 +252,40 @@ class Execution:
             return f"<snapshot failed: {exc!r}>"
 
     def _record(self, tid: int, acc: Acc, nsteps: int, pre: bool) -> Event:
-        idx = len(self.events)
-        clock = list(self._clock[tid])
-        seq = clock[tid] + 1
-        clock[tid] = seq
+        """Append the event: its dependent predecessors from the per-location
+        tables (which it then updates) and its vector clock, the thread's
+        previous clock joined with those of the predecessors not yet in it."""
         events = self.events
+        idx = len(events)
         lw = self._last_write
         reads = self._reads
+        deps: list[int] = []
         for loc, w in acc.items():
             j = lw.get(loc)
             if j is not None:
-                c = events[j].clock
-                for k in range(self.n):
-                    if c[k] > clock[k]:
-                        clock[k] = c[k]
+                deps.append(j)
             if w:
-                for j in reads.get(loc, ()):
-                    c = events[j].clock
-                    for k in range(self.n):
-                        if c[k] > clock[k]:
-                            clock[k] = c[k]
-        for loc, w in acc.items():
-            if w:
+                rs = reads.get(loc)
+                if rs:
+                    deps.extend(rs)
                 lw[loc] = idx
                 reads[loc] = []
             else:
-                reads.setdefault(loc, []).append(idx)
+                rs = reads.get(loc)
+                if rs is None:
+                    reads[loc] = [idx]
+                else:
+                    rs.append(idx)
+        prev = self._clock[tid]
+        seq = prev[tid] + 1
+        clock = list(prev)
+        clock[tid] = seq
+        for j in deps:
+            ej = events[j]
+            if clock[ej.tid] < ej.seq:  # else ej's whole past is in the clock already
+                clock = list(map(max, clock, ej.clock))
         self._clock[tid] = clock
-        ev = Event(tid, seq, acc, nsteps, clock, pre)
+        ev = Event(tid, seq, acc, nsteps, clock, pre, deps, prev)
         events.append(ev)
         return ev
 
@@ -287,21 +330,29 @@ class Execution:
 
     def trace_key(self) -> tuple[int, ...]:
         """Canonical representative of this execution's Mazurkiewicz trace:
-        the least topological order (lowest thread first) of happens-before."""
-        per: list[list[Event]] = [[] for _ in range(self.n)]
+        the least topological order (lowest thread first) of happens-before.
+
+        Only the ``--trace-stats`` statistic needs it.  An event is ready when
+        every event before it is emitted: with its own component lowered by
+        one, its clock is then at most the emitted counts, one C-level
+        comparison per candidate."""
+        n = self.n
+        per: list[list[list[int]]] = [[] for _ in range(n)]
         for ev in self.events:
-            per[ev.tid].append(ev)
-        emitted = [0] * self.n
+            need = list(ev.clock)
+            need[ev.tid] -= 1
+            per[ev.tid].append(need)
+        emitted = [0] * n
         out: list[int] = []
         total = len(self.events)
+        threads = range(n)
+        ge = operator.ge
         while len(out) < total:
-            for t in range(self.n):
+            for t in threads:
                 i = emitted[t]
-                if i >= len(per[t]):
-                    continue
-                c = per[t][i].clock
-                if all(emitted[u] >= c[u] for u in range(self.n) if u != t):
-                    emitted[t] += 1
+                mine = per[t]
+                if i < len(mine) and all(map(ge, emitted, mine[i])):
+                    emitted[t] = i + 1
                     out.append(t)
                     break
             else:  # pragma: no cover - clocks are always consistent

@@ -33,19 +33,22 @@ def _runner(name: str, cfg: Config) -> Runner:
 
 
 def _subtree(name: str, cfg: Config, root: Any, max_executions: int | None,
-             time_limit: float | None) -> Stats:
-    st = dpor.explore(_runner(name, cfg), Budget(max_executions, time_limit), root=root)
+             time_limit: float | None, trace_stats: bool = False) -> Stats:
+    st = dpor.explore(_runner(name, cfg), Budget(max_executions, time_limit),
+                      Stats("dpor", trace_stats=trace_stats), root=root)
     st.notes = []
     return st
 
 
 def _sample(name: str, cfg: Config, strategy: str, seed: int, depth: int, first: int,
-            count: int, time_limit: float | None) -> Stats:
+            count: int, time_limit: float | None, trace_stats: bool = False) -> Stats:
     runner = _runner(name, cfg)
     budget = Budget(count, time_limit)
+    stats = Stats(strategy, trace_stats=trace_stats)
     if strategy == "random":
-        return strategies.explore_random(runner, budget, seed=seed, first=first)
-    return strategies.explore_pct(runner, budget, seed=seed, depth=depth, first=first)
+        return strategies.explore_random(runner, budget, seed=seed, stats=stats, first=first)
+    return strategies.explore_pct(runner, budget, seed=seed, depth=depth, stats=stats,
+                                  first=first)
 
 
 def _absorb(total: Stats, part: Stats) -> None:
@@ -78,17 +81,18 @@ def ranges(total: int, jobs: int) -> list[tuple[int, int]]:
 
 
 def explore(runner: Runner, budget: Budget, strategy: str, jobs: int, *, seed: int = 0,
-            depth: int = 3) -> Stats:
-    """Run ``strategy`` (dpor, random or pct) over ``jobs`` processes."""
+            depth: int = 3, trace_stats: bool = False) -> Stats:
+    """Run ``strategy`` (dpor, random or pct) over ``jobs`` processes; with
+    ``trace_stats`` the parts also collect the distinct-trace keys."""
     name, cfg = runner.scenario.name, runner.cfg
-    stats = Stats(strategy)
+    stats = Stats(strategy, trace_stats=trace_stats)
     if strategy == "dpor":
         roots = dpor.root_split(runner)
         if len(roots) <= 1:
             return dpor.explore_roots(runner, budget, stats, roots)
         with ProcessPoolExecutor(max_workers=min(jobs, len(roots))) as pool:
-            futs = [pool.submit(_subtree, name, cfg, r, budget.max_executions, budget.time_limit)
-                    for r in roots]
+            futs = [pool.submit(_subtree, name, cfg, r, budget.max_executions, budget.time_limit,
+                                trace_stats) for r in roots]
             parts = [f.result() for f in futs]
         budget.start()
         cap = budget.max_executions
@@ -115,7 +119,7 @@ def explore(runner: Runner, budget: Budget, strategy: str, jobs: int, *, seed: i
         chunks = ranges(n, jobs)
         with ProcessPoolExecutor(max_workers=len(chunks)) as pool:
             futs = [pool.submit(_sample, name, cfg, strategy, seed, depth, first, count,
-                                budget.time_limit) for first, count in chunks]
+                                budget.time_limit, trace_stats) for first, count in chunks]
             parts = [f.result() for f in futs]
         for part in parts:
             _absorb(stats, part)

@@ -29,14 +29,18 @@ class Stats:
     ``executions`` counts maximal executions (run to the end, a violation,
     a deadlock or the livelock bound); ``pruned`` counts executions cut short
     because every runnable thread was in the sleep set (DPOR) or beyond the
-    preemption bound (bounded); ``traces`` holds one canonical key per
-    distinct Mazurkiewicz trace among the executions.
+    preemption bound (bounded).  Only with ``trace_stats`` does ``traces``
+    hold one canonical key per distinct Mazurkiewicz trace among the
+    executions (:meth:`Execution.trace_key`, a cost per execution that only
+    the statistic needs); without it ``traces`` stays empty and ``distinct``
+    and ``redundancy`` are None.
     """
 
     strategy: str
     executions: int = 0
     pruned: int = 0
     steps: int = 0
+    trace_stats: bool = False
     traces: set[tuple[int, ...]] = field(default_factory=set)
     complete: bool = False
     incomplete: list[str] = field(default_factory=list)
@@ -51,11 +55,15 @@ class Stats:
     revisits: int = 0  # executions stopped at a stored state (stateful search only)
 
     @property
-    def distinct(self) -> int:
-        return len(self.traces)
+    def distinct(self) -> int | None:
+        """Distinct Mazurkiewicz traces; None when not asked for."""
+        return len(self.traces) if self.trace_stats else None
 
     @property
-    def redundancy(self) -> float:
+    def redundancy(self) -> float | None:
+        """Executions per distinct trace; None when not asked for."""
+        if not self.trace_stats:
+            return None
         return self.executions / len(self.traces) if self.traces else 1.0
 
     def stop_clock(self) -> None:
@@ -113,7 +121,8 @@ def settle(stats: Stats, run: Execution, outcome: str, seed: int | None = None) 
     stats.steps += len(run.schedule)
     if len(run.events) > stats.max_depth:
         stats.max_depth = len(run.events)
-    stats.traces.add(run.trace_key())
+    if stats.trace_stats:
+        stats.traces.add(run.trace_key())
     if outcome == "violation" and stats.found is None:
         v = run.violation
         assert v is not None

@@ -97,7 +97,9 @@ def plan(s: Settings) -> Plan:
     if not scenarios and not p.errors:
         p.errors.append(("scenario library", "the checker has no (non-toy) scenarios "
                          "registered, so there is nothing to check"))
-    common = {"max_executions": s.check_max_executions, "seed": s.check_seed}
+    # The table shows distinct traces, so the runs count them (--trace-stats).
+    common = {"max_executions": s.check_max_executions, "seed": s.check_seed,
+              "trace_stats": True}
     for sc in scenarios:
         p.docs[sc.name] = sc.doc
         for pre in s.check_presets:
