@@ -195,34 +195,166 @@ slow:
     return 0;
 }
 
+/* Rows are either built (tuples, as statekey._rows makes them) or only
+ * hashed: a hash walk feeds each item's hash into the accumulator CPython's
+ * tuple hash uses, so it gets hash(tuple(rows)) without making a tuple.
+ * hash_ok says the accumulator below agrees with this interpreter's
+ * tuplehash (checked at import; if not, keys are built and hashed). */
+#if SIZEOF_PY_UHASH_T > 4
+#define XXPRIME_1 ((Py_uhash_t)11400714785074694791ULL)
+#define XXPRIME_2 ((Py_uhash_t)14029467366897019727ULL)
+#define XXPRIME_5 ((Py_uhash_t)2870177450012600261ULL)
+#define XXROTATE(x) ((x << 31) | (x >> 33))
+#else
+#define XXPRIME_1 ((Py_uhash_t)2654435761UL)
+#define XXPRIME_2 ((Py_uhash_t)2246822519UL)
+#define XXPRIME_5 ((Py_uhash_t)374761393UL)
+#define XXROTATE(x) ((x << 13) | (x >> 19))
+#endif
+
+static int hash_ok;
+static Py_uhash_t h_eq, h_at, h_atm, h_hash, h_l, h_d, h_s, h_c, h_finished_row;
+
+static inline Py_uhash_t
+xx_lane(Py_uhash_t acc, Py_uhash_t lane)
+{
+    acc += lane * XXPRIME_2;
+    acc = XXROTATE(acc);
+    return acc * XXPRIME_1;
+}
+
+static inline Py_uhash_t
+xx_end(Py_uhash_t acc, Py_ssize_t len)
+{
+    acc += (Py_uhash_t)len ^ (XXPRIME_5 ^ 3527539UL);
+    if (acc == (Py_uhash_t)-1)
+        return 1546275796;
+    return acc;
+}
+
+/* hash(n) of a Python int that fits a C long (|n| < the hash modulus). */
+static inline Py_uhash_t
+int_hash(long n)
+{
+    return (Py_uhash_t)(n == -1 ? -2 : n);
+}
+
+/* A value in a row: a new reference (built) or its hash (hashed). */
+typedef struct {
+    PyObject *o;
+    Py_uhash_t h;
+} Val;
+
+/* A row (a tuple) being made. */
+typedef struct {
+    PyObject *tup;
+    Py_uhash_t acc;
+    Py_ssize_t i;
+    int hash;
+} Row;
+
+static int
+row_init(Row *r, int hash, Py_ssize_t n)
+{
+    r->hash = hash;
+    r->i = 0;
+    r->acc = XXPRIME_5;
+    r->tup = NULL;
+    if (hash)
+        return 0;
+    r->tup = PyTuple_New(n);
+    return r->tup ? 0 : -1;
+}
+
+/* Add an object as itself (borrowed). */
+static int
+row_obj(Row *r, PyObject *o)
+{
+    if (r->hash) {
+        Py_hash_t h = PyObject_Hash(o);
+        if (h == -1)
+            return -1;
+        r->acc = xx_lane(r->acc, (Py_uhash_t)h);
+    }
+    else {
+        PyTuple_SET_ITEM(r->tup, r->i, Py_NewRef(o));
+    }
+    r->i++;
+    return 0;
+}
+
+/* Add a string constant whose hash is known. */
+static void
+row_const(Row *r, PyObject *o, Py_uhash_t h)
+{
+    if (r->hash)
+        r->acc = xx_lane(r->acc, h);
+    else
+        PyTuple_SET_ITEM(r->tup, r->i, Py_NewRef(o));
+    r->i++;
+}
+
+/* Add a value (stolen). */
+static void
+row_val(Row *r, Val v)
+{
+    if (r->hash)
+        r->acc = xx_lane(r->acc, v.h);
+    else
+        PyTuple_SET_ITEM(r->tup, r->i, v.o);
+    r->i++;
+}
+
+static Val
+row_end(Row *r)
+{
+    Val v = {NULL, 0};
+    if (r->hash) {
+        v.h = xx_end(r->acc, r->i);
+    }
+    else {
+        if (r->i != PyTuple_GET_SIZE(r->tup) && _PyTuple_Resize(&r->tup, r->i) < 0)
+            return v;
+        v.o = r->tup;
+    }
+    r->tup = NULL;
+    return v;
+}
+
+static void
+row_abort(Row *r)
+{
+    Py_CLEAR(r->tup);
+}
+
 /* One walk. */
 typedef struct {
     PyObject_HEAD
-    /* the table of named objects: address -> ("#", n), objects owned */
-    PyObject **keys;
-    PyObject **vals;
+    PyObject **keys; /* the named objects (owned), by address */
+    Py_ssize_t *nums; /* the number each was named with */
     Py_ssize_t cap, len;
     PyObject **todo; /* borrowed: the table owns them */
     Py_ssize_t ntodo, captodo;
     PyObject *keep; /* list: frame locals made during the walk */
+    int hash;       /* rows are hashed, not built */
+    PyObject *out;  /* built rows */
+    Py_uhash_t acc; /* hashed rows */
+    Py_ssize_t nrows;
 } Walk;
 
 static void
 walk_clear(Walk *w)
 {
-    for (Py_ssize_t i = 0; i < w->cap; i++) {
-        if (w->keys && w->keys[i] != NULL) {
-            Py_DECREF(w->keys[i]);
-            Py_DECREF(w->vals[i]);
-            w->keys[i] = NULL;
-        }
-    }
+    for (Py_ssize_t i = 0; i < w->cap; i++)
+        Py_XDECREF(w->keys[i]);
     PyMem_Free(w->keys);
-    PyMem_Free(w->vals);
+    PyMem_Free(w->nums);
     PyMem_Free(w->todo);
-    w->keys = w->vals = w->todo = NULL;
+    w->keys = w->todo = NULL;
+    w->nums = NULL;
     w->cap = w->len = w->ntodo = w->captodo = 0;
     Py_CLEAR(w->keep);
+    Py_CLEAR(w->out);
 }
 
 static void
@@ -244,12 +376,13 @@ static int
 table_grow(Walk *w)
 {
     Py_ssize_t ocap = w->cap, ncap = ocap ? 2 * ocap : 1024;
-    PyObject **ok = w->keys, **ov = w->vals;
+    PyObject **ok = w->keys;
+    Py_ssize_t *on = w->nums;
     PyObject **nk = PyMem_Calloc((size_t)ncap, sizeof(PyObject *));
-    PyObject **nv = PyMem_Calloc((size_t)ncap, sizeof(PyObject *));
-    if (nk == NULL || nv == NULL) {
+    Py_ssize_t *nn = PyMem_Calloc((size_t)ncap, sizeof(Py_ssize_t));
+    if (nk == NULL || nn == NULL) {
         PyMem_Free(nk);
-        PyMem_Free(nv);
+        PyMem_Free(nn);
         PyErr_NoMemory();
         return -1;
     }
@@ -261,33 +394,49 @@ table_grow(Walk *w)
         while (nk[j] != NULL)
             j = (j + 1) & mask;
         nk[j] = ok[i];
-        nv[j] = ov[i];
+        nn[j] = on[i];
     }
     PyMem_Free(ok);
-    PyMem_Free(ov);
+    PyMem_Free(on);
     w->keys = nk;
-    w->vals = nv;
+    w->nums = nn;
     w->cap = ncap;
     return 0;
 }
 
-static PyObject *ref(Walk *w, PyObject *o);
+/* ("#", n): the n-th object the walk named. */
+static int
+number(Py_ssize_t n, int hash, Val *out)
+{
+    if (hash) {
+        out->h = xx_end(xx_lane(xx_lane(XXPRIME_5, h_hash), int_hash((long)n)), 2);
+        return 0;
+    }
+    PyObject *num = PyLong_FromSsize_t(n);
+    if (num == NULL)
+        return -1;
+    out->o = PyTuple_Pack(2, s_hash, num);
+    Py_DECREF(num);
+    return out->o ? 0 : -1;
+}
+
+static int ref(Walk *w, PyObject *o, int hash, Val *out);
 
 /* ("@", name): a function, class, code object or module, by name. */
-static PyObject *
-named(PyObject *o)
+static int
+named(PyObject *o, int hash, Val *out)
 {
     PyObject *q = PyObject_GetAttr(o, s_qualname);
     if (q == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            return NULL;
+            return -1;
         PyErr_Clear();
     }
     else {
         int truth = PyObject_IsTrue(q);
         if (truth < 0) {
             Py_DECREF(q);
-            return NULL;
+            return -1;
         }
         if (!truth)
             Py_CLEAR(q);
@@ -296,16 +445,27 @@ named(PyObject *o)
         q = PyObject_GetAttr(o, s_name);
         if (q == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return NULL;
+                return -1;
             PyErr_Clear();
             q = PyObject_GetAttr((PyObject *)Py_TYPE(o), s_name);
             if (q == NULL)
-                return NULL;
+                return -1;
         }
     }
-    PyObject *r = PyTuple_Pack(2, s_at, q);
+    Row r;
+    if (row_init(&r, hash, 2) < 0) {
+        Py_DECREF(q);
+        return -1;
+    }
+    row_const(&r, s_at, h_at);
+    int err = row_obj(&r, q);
     Py_DECREF(q);
-    return r;
+    if (err < 0) {
+        row_abort(&r);
+        return -1;
+    }
+    *out = row_end(&r);
+    return (hash || out->o) ? 0 : -1;
 }
 
 static inline int
@@ -317,109 +477,187 @@ is_atom(PyObject *o)
            t == &PyRange_Type;
 }
 
-/* A new object met: number it ("#", n), keep it, walk it later. */
-static PyObject *
-name_new(Walk *w, PyObject *o, size_t slot)
+/* The value itself. */
+static int
+as_is(PyObject *o, int hash, Val *out)
 {
-    PyObject *n = PyLong_FromSsize_t(w->len);
-    if (n == NULL)
-        return NULL;
-    PyObject *v = PyTuple_Pack(2, s_hash, n);
-    Py_DECREF(n);
-    if (v == NULL)
-        return NULL;
-    if (w->ntodo == w->captodo) {
-        Py_ssize_t nc = w->captodo ? 2 * w->captodo : 256;
-        PyObject **nt = PyMem_Realloc(w->todo, sizeof(PyObject *) * (size_t)nc);
-        if (nt == NULL) {
-            Py_DECREF(v);
-            PyErr_NoMemory();
-            return NULL;
-        }
-        w->todo = nt;
-        w->captodo = nc;
+    if (hash) {
+        Py_hash_t h = PyObject_Hash(o);
+        if (h == -1)
+            return -1;
+        out->h = (Py_uhash_t)h;
     }
-    w->keys[slot] = Py_NewRef(o);
-    w->vals[slot] = v;
-    w->len++;
-    w->todo[w->ntodo++] = o;
-    return Py_NewRef(v);
+    else {
+        out->o = Py_NewRef(o);
+    }
+    return 0;
 }
 
 /* statekey's ref(): how a row names a value. */
-static PyObject *
-ref(Walk *w, PyObject *o)
+static int
+ref(Walk *w, PyObject *o, int hash, Val *out)
 {
     if (is_atom(o))
-        return Py_NewRef(o);
+        return as_is(o, hash, out);
     TypeInfo *ti = type_info(Py_TYPE(o));
     if (ti == NULL)
-        return NULL;
+        return -1;
     if (ti->rkind < 0 && classify(ti) < 0)
-        return NULL;
+        return -1;
     switch (ti->rkind) {
     case R_TUPLE: {
         Py_ssize_t n = PyTuple_GET_SIZE(o);
-        PyObject *r = PyTuple_New(n + 1);
-        if (r == NULL)
-            return NULL;
-        PyTuple_SET_ITEM(r, 0, Py_NewRef(s_eq));
+        Row r;
+        if (row_init(&r, hash, n + 1) < 0)
+            return -1;
+        row_const(&r, s_eq, h_eq);
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *x = ref(w, PyTuple_GET_ITEM(o, i));
-            if (x == NULL) {
-                Py_DECREF(r);
-                return NULL;
+            Val x;
+            if (ref(w, PyTuple_GET_ITEM(o, i), hash, &x) < 0) {
+                row_abort(&r);
+                return -1;
             }
-            PyTuple_SET_ITEM(r, i + 1, x);
+            row_val(&r, x);
         }
-        return r;
+        *out = row_end(&r);
+        return (hash || out->o) ? 0 : -1;
     }
     case R_NAMED:
-        return named(o);
+        return named(o, hash, out);
     case R_METHOD: {
         PyObject *q = PyObject_GetAttr(PyMethod_GET_FUNCTION(o), s_qualname);
         if (q == NULL)
-            return NULL;
-        PyObject *s = ref(w, PyMethod_GET_SELF(o));
-        if (s == NULL) {
+            return -1;
+        Row r;
+        if (row_init(&r, hash, 3) < 0) {
             Py_DECREF(q);
-            return NULL;
+            return -1;
         }
-        PyObject *r = PyTuple_Pack(3, s_atm, q, s);
+        row_const(&r, s_atm, h_atm);
+        int err = row_obj(&r, q);
         Py_DECREF(q);
-        Py_DECREF(s);
-        return r;
+        Val s;
+        if (err < 0 || ref(w, PyMethod_GET_SELF(o), hash, &s) < 0) {
+            row_abort(&r);
+            return -1;
+        }
+        row_val(&r, s);
+        *out = row_end(&r);
+        return (hash || out->o) ? 0 : -1;
     }
     case R_ENUM:
-        return Py_NewRef(o);
+        return as_is(o, hash, out);
     default:
         break;
     }
     if (2 * (w->len + 1) > w->cap && table_grow(w) < 0)
-        return NULL;
+        return -1;
     size_t mask = (size_t)w->cap - 1;
     size_t i = ptr_hash(o) & mask;
     while (w->keys[i] != NULL) {
         if (w->keys[i] == o)
-            return Py_NewRef(w->vals[i]);
+            return number(w->nums[i], hash, out);
         i = (i + 1) & mask;
     }
-    return name_new(w, o, i);
+    /* A new object: number it, keep it, walk it later. */
+    if (w->ntodo == w->captodo) {
+        Py_ssize_t nc = w->captodo ? 2 * w->captodo : 256;
+        PyObject **nt = PyMem_Realloc(w->todo, sizeof(PyObject *) * (size_t)nc);
+        if (nt == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->todo = nt;
+        w->captodo = nc;
+    }
+    Py_ssize_t n = w->len;
+    if (number(n, hash, out) < 0)
+        return -1;
+    w->keys[i] = Py_NewRef(o);
+    w->nums[i] = n;
+    w->len++;
+    w->todo[w->ntodo++] = o;
+    return 0;
 }
 
+/* ref() for Python (special() gets it): builds. */
 static PyObject *
 py_ref(PyObject *self, PyObject *o)
 {
-    return ref((Walk *)self, o);
+    Val v = {NULL, 0};
+    if (ref((Walk *)self, o, 0, &v) < 0)
+        return NULL;
+    return v.o;
 }
 
 static PyMethodDef ref_def = {"ref", py_ref, METH_O, "Name a value in the running walk."};
 
-/* A list of (key, ref(value)) pairs (keys named too if ref_keys) of a
- * mapping, after `head` items: the row (*head, *pairs). */
-static PyObject *
-pairs_row(Walk *w, PyObject *head0, PyObject *head1, PyObject *head2, Py_ssize_t nhead,
-          PyObject *m, int ref_keys)
+/* Emit a finished row (stolen). */
+static int
+emit(Walk *w, Val v)
+{
+    if (w->hash) {
+        w->acc = xx_lane(w->acc, v.h);
+        w->nrows++;
+        return 0;
+    }
+    if (v.o == NULL)
+        return -1;
+    int r = PyList_Append(w->out, v.o);
+    Py_DECREF(v.o);
+    return r;
+}
+
+static int
+emit_row(Walk *w, Row *r)
+{
+    Val v = row_end(r);
+    if (!w->hash && v.o == NULL)
+        return -1;
+    return emit(w, v);
+}
+
+/* Add a (key, ref(value)) pair to a row (the key named too if ref_key). */
+static int
+row_pair(Walk *w, Row *row, PyObject *k, PyObject *v, int ref_key)
+{
+    Row p;
+    Val x;
+    if (row_init(&p, w->hash, 2) < 0)
+        return -1;
+    Py_INCREF(k);
+    Py_INCREF(v);
+    int err;
+    if (ref_key) {
+        err = ref(w, k, w->hash, &x);
+        if (err == 0)
+            row_val(&p, x);
+    }
+    else {
+        err = row_obj(&p, k);
+    }
+    if (err == 0) {
+        err = ref(w, v, w->hash, &x);
+        if (err == 0)
+            row_val(&p, x);
+    }
+    Py_DECREF(k);
+    Py_DECREF(v);
+    if (err < 0) {
+        row_abort(&p);
+        return -1;
+    }
+    x = row_end(&p);
+    if (!w->hash && x.o == NULL)
+        return -1;
+    row_val(row, x);
+    return 0;
+}
+
+/* Emit the row (*head, *pairs) of a mapping. */
+static int
+emit_pairs(Walk *w, PyObject *const *head, const Py_uhash_t *hh, Py_ssize_t nhead,
+           PyObject *m, int ref_keys)
 {
     PyObject *items = NULL;
     Py_ssize_t n;
@@ -429,15 +667,18 @@ pairs_row(Walk *w, PyObject *head0, PyObject *head1, PyObject *head2, Py_ssize_t
     else {
         items = PyMapping_Items(m);
         if (items == NULL)
-            return NULL;
+            return -1;
         n = PyList_GET_SIZE(items);
     }
-    PyObject *row = PyTuple_New(nhead + n);
-    if (row == NULL)
-        goto fail;
-    PyObject *heads[3] = {head0, head1, head2};
-    for (Py_ssize_t h = 0; h < nhead; h++)
-        PyTuple_SET_ITEM(row, h, Py_NewRef(heads[h]));
+    Row row;
+    if (row_init(&row, w->hash, nhead + n) < 0)
+        goto fail0;
+    for (Py_ssize_t h = 0; h < nhead; h++) {
+        if (hh != NULL)
+            row_const(&row, head[h], hh[h]);
+        else if (row_obj(&row, head[h]) < 0)
+            goto fail;
+    }
     Py_ssize_t pos = 0, j = 0;
     PyObject *k, *v;
     for (;;) {
@@ -456,56 +697,27 @@ pairs_row(Walk *w, PyObject *head0, PyObject *head1, PyObject *head2, Py_ssize_t
             k = PyTuple_GET_ITEM(it, 0);
             v = PyTuple_GET_ITEM(it, 1);
         }
-        if (j >= n) {
-            PyErr_SetString(PyExc_RuntimeError, "state_key: a dict changed size during the walk");
+        if (j >= n)
+            break;
+        if (row_pair(w, &row, k, v, ref_keys) < 0)
             goto fail;
-        }
-        Py_INCREF(k);
-        Py_INCREF(v);
-        PyObject *rk = ref_keys ? ref(w, k) : Py_NewRef(k);
-        PyObject *rv = rk ? ref(w, v) : NULL;
-        Py_DECREF(k);
-        Py_DECREF(v);
-        if (rv == NULL) {
-            Py_XDECREF(rk);
-            goto fail;
-        }
-        PyObject *pair = PyTuple_New(2);
-        if (pair == NULL) {
-            Py_DECREF(rk);
-            Py_DECREF(rv);
-            goto fail;
-        }
-        PyTuple_SET_ITEM(pair, 0, rk);
-        PyTuple_SET_ITEM(pair, 1, rv);
-        PyTuple_SET_ITEM(row, nhead + j, pair);
         j++;
     }
-    if (j != n) {
+    if (j != n || (items == NULL && n != PyDict_GET_SIZE(m))) {
         PyErr_SetString(PyExc_RuntimeError, "state_key: a dict changed size during the walk");
         goto fail;
     }
     Py_XDECREF(items);
-    return row;
+    return emit_row(w, &row);
 fail:
-    Py_XDECREF(row);
+    row_abort(&row);
+fail0:
     Py_XDECREF(items);
-    return NULL;
-}
-
-/* Append a new reference (stolen) to the rows; NULL passes an error on. */
-static int
-emit(PyObject *out, PyObject *row)
-{
-    if (row == NULL)
-        return -1;
-    int r = PyList_Append(out, row);
-    Py_DECREF(row);
-    return r;
+    return -1;
 }
 
 static int
-walk_special(Walk *w, PyObject *out, PyObject *o, PyObject **refobj)
+walk_special(Walk *w, PyObject *o, PyObject **refobj)
 {
     if (*refobj == NULL) {
         *refobj = PyCFunction_New(&ref_def, (PyObject *)w);
@@ -521,7 +733,8 @@ walk_special(Walk *w, PyObject *out, PyObject *o, PyObject **refobj)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (PyList_Append(out, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
+        Val v = {NULL, 0};
+        if (as_is(PySequence_Fast_GET_ITEM(seq, i), w->hash, &v) < 0 || emit(w, v) < 0) {
             Py_DECREF(seq);
             return -1;
         }
@@ -531,31 +744,30 @@ walk_special(Walk *w, PyObject *out, PyObject *o, PyObject **refobj)
 }
 
 static int
-walk_slots(Walk *w, PyObject *out, PyObject *o, TypeInfo *ti)
+walk_slots(Walk *w, PyObject *o, TypeInfo *ti)
 {
     Py_ssize_t n = ti->nslots;
-    PyObject *row = PyTuple_New(n + 1);
-    if (row == NULL)
+    Row row;
+    if (row_init(&row, w->hash, n + 1) < 0)
         return -1;
-    PyTuple_SET_ITEM(row, 0, Py_NewRef((PyObject *)ti->type));
+    if (row_obj(&row, (PyObject *)ti->type) < 0)
+        goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = *(PyObject **)((char *)o + ti->offsets[i]);
         if (v == NULL) {
             PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%U'",
                          ti->type->tp_name, PyTuple_GET_ITEM(ti->names, i));
-            Py_DECREF(row);
-            return -1;
+            goto fail;
         }
+        Val x;
         Py_INCREF(v);
-        PyObject *x = ref(w, v);
+        int err = ref(w, v, w->hash, &x);
         Py_DECREF(v);
-        if (x == NULL) {
-            Py_DECREF(row);
-            return -1;
-        }
-        PyTuple_SET_ITEM(row, i + 1, x);
+        if (err < 0)
+            goto fail;
+        row_val(&row, x);
     }
-    if (emit(out, row) < 0)
+    if (emit_row(w, &row) < 0)
         return -1;
     if (!ti->has_dict)
         return 0;
@@ -571,13 +783,17 @@ walk_slots(Walk *w, PyObject *out, PyObject *o, TypeInfo *ti)
     if (truth < 0)
         r = -1;
     else if (truth)
-        r = emit(out, pairs_row(w, s_d, NULL, NULL, 1, d, 0));
+        r = emit_pairs(w, &s_d, &h_d, 1, d, 0);
     Py_DECREF(d);
     return r;
+fail:
+    row_abort(&row);
+    return -1;
 }
 
+/* A set's row: its values named (built, to be sorted as statekey sorts them). */
 static int
-walk_set(Walk *w, PyObject *out, PyObject *o)
+walk_set(Walk *w, PyObject *o)
 {
     PyObject *vals = PyList_New(0);
     if (vals == NULL)
@@ -587,12 +803,15 @@ walk_set(Walk *w, PyObject *out, PyObject *o)
         goto fail;
     PyObject *x;
     while ((x = PyIter_Next(it)) != NULL) {
-        PyObject *r = ref(w, x);
+        Val v = {NULL, 0};
+        int err = ref(w, x, 0, &v);
         Py_DECREF(x);
-        if (r == NULL || emit(vals, r) < 0) {
+        if (err < 0 || PyList_Append(vals, v.o) < 0) {
+            Py_XDECREF(v.o);
             Py_DECREF(it);
             goto fail;
         }
+        Py_DECREF(v.o);
     }
     Py_DECREF(it);
     if (PyErr_Occurred())
@@ -615,28 +834,35 @@ walk_set(Walk *w, PyObject *out, PyObject *o)
         Py_DECREF(res);
     }
     Py_ssize_t n = PyList_GET_SIZE(vals);
-    PyObject *row = PyTuple_New(n + 1);
-    if (row == NULL)
+    Row row;
+    if (row_init(&row, w->hash, n + 1) < 0)
         goto fail;
-    PyTuple_SET_ITEM(row, 0, Py_NewRef(s_s));
-    for (Py_ssize_t i = 0; i < n; i++)
-        PyTuple_SET_ITEM(row, i + 1, Py_NewRef(PyList_GET_ITEM(vals, i)));
+    row_const(&row, s_s, h_s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (row_obj(&row, PyList_GET_ITEM(vals, i)) < 0) {
+            row_abort(&row);
+            goto fail;
+        }
+    }
     Py_DECREF(vals);
-    return emit(out, row);
+    return emit_row(w, &row);
 fail:
     Py_DECREF(vals);
     return -1;
 }
 
 static int
-walk_frame(Walk *w, PyObject *out, PyObject *o, int coro)
+walk_frame(Walk *w, PyObject *o, int coro)
 {
     PyObject *f = PyObject_GetAttr(o, coro ? s_cr_frame : s_gi_frame);
     if (f == NULL)
         return -1;
     if (f == Py_None) {
         Py_DECREF(f);
-        return emit(out, Py_NewRef(t_finished));
+        Val v = {NULL, h_finished_row};
+        if (!w->hash)
+            v.o = Py_NewRef(t_finished);
+        return emit(w, v);
     }
     if (!PyFrame_Check(f)) {
         Py_DECREF(f);
@@ -645,10 +871,12 @@ walk_frame(Walk *w, PyObject *out, PyObject *o, int coro)
     }
     PyFrameObject *fr = (PyFrameObject *)f;
     PyObject *loc = PyFrame_GetLocals(fr);
-    if (loc == NULL || emit(w->keep, loc) < 0) {
+    if (loc == NULL || PyList_Append(w->keep, loc) < 0) {
+        Py_XDECREF(loc);
         Py_DECREF(f);
         return -1;
     }
+    Py_DECREF(loc); /* w->keep holds it */
     PyObject *sub = PyObject_GetAttr(o, coro ? s_cr_await : s_gi_yieldfrom);
     if (sub == NULL) {
         Py_DECREF(f);
@@ -656,18 +884,31 @@ walk_frame(Walk *w, PyObject *out, PyObject *o, int coro)
     }
     PyObject *code = (PyObject *)PyFrame_GetCode(fr);
     PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(fr));
+    Val rsub = {NULL, 0};
+    int r = -1;
+    if (lasti != NULL && ref(w, sub, w->hash, &rsub) == 0) {
+        PyObject *head[3] = {code, lasti, rsub.o};
+        if (w->hash) {
+            Py_hash_t hc = PyObject_Hash(code);
+            if (hc != -1) {
+                Py_uhash_t hh[3] = {(Py_uhash_t)hc, int_hash(PyFrame_GetLasti(fr)), rsub.h};
+                r = emit_pairs(w, head, hh, 3, loc, 0);
+            }
+        }
+        else {
+            r = emit_pairs(w, head, NULL, 3, loc, 0);
+        }
+    }
     Py_DECREF(f);
-    PyObject *rsub = lasti ? ref(w, sub) : NULL;
     Py_DECREF(sub);
-    PyObject *row = rsub ? pairs_row(w, code, lasti, rsub, 3, loc, 0) : NULL;
     Py_DECREF(code);
     Py_XDECREF(lasti);
-    Py_XDECREF(rsub);
-    return emit(out, row);
+    Py_XDECREF(rsub.o);
+    return r;
 }
 
 static int
-walk_one(Walk *w, PyObject *out, PyObject *o, PyObject **refobj)
+walk_one(Walk *w, PyObject *o, PyObject **refobj)
 {
     TypeInfo *ti = type_info(Py_TYPE(o));
     if (ti == NULL)
@@ -676,50 +917,57 @@ walk_one(Walk *w, PyObject *out, PyObject *o, PyObject **refobj)
         return -1;
     switch (ti->wkind) {
     case W_SLOTS:
-        return walk_slots(w, out, o, ti);
+        return walk_slots(w, o, ti);
     case W_LIST: {
         Py_ssize_t n = PyList_GET_SIZE(o);
-        PyObject *row = PyTuple_New(n + 1);
-        if (row == NULL)
+        Row row;
+        if (row_init(&row, w->hash, n + 1) < 0)
             return -1;
-        PyTuple_SET_ITEM(row, 0, Py_NewRef(s_l));
+        row_const(&row, s_l, h_l);
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i >= PyList_GET_SIZE(o)) {
-                Py_DECREF(row);
+                row_abort(&row);
                 PyErr_SetString(PyExc_RuntimeError, "state_key: a list changed during the walk");
                 return -1;
             }
             PyObject *v = Py_NewRef(PyList_GET_ITEM(o, i));
-            PyObject *x = ref(w, v);
+            Val x;
+            int err = ref(w, v, w->hash, &x);
             Py_DECREF(v);
-            if (x == NULL) {
-                Py_DECREF(row);
+            if (err < 0) {
+                row_abort(&row);
                 return -1;
             }
-            PyTuple_SET_ITEM(row, i + 1, x);
+            row_val(&row, x);
         }
-        return emit(out, row);
+        return emit_row(w, &row);
     }
     case W_DICT:
-        return emit(out, pairs_row(w, s_d, NULL, NULL, 1, o, 1));
+        return emit_pairs(w, &s_d, &h_d, 1, o, 1);
     case W_SET:
-        return walk_set(w, out, o);
+        return walk_set(w, o);
     case W_CORO:
-        return walk_frame(w, out, o, 1);
+        return walk_frame(w, o, 1);
     case W_GEN:
-        return walk_frame(w, out, o, 0);
+        return walk_frame(w, o, 0);
     case W_CELL: {
         PyObject *v = PyCell_GET(o);
-        if (v == NULL)
-            return emit(out, PyTuple_Pack(1, s_c));
-        Py_INCREF(v);
-        PyObject *x = ref(w, v);
-        Py_DECREF(v);
-        if (x == NULL)
+        Row row;
+        if (row_init(&row, w->hash, v ? 2 : 1) < 0)
             return -1;
-        PyObject *row = PyTuple_Pack(2, s_c, x);
-        Py_DECREF(x);
-        return emit(out, row);
+        row_const(&row, s_c, h_c);
+        if (v != NULL) {
+            Val x;
+            Py_INCREF(v);
+            int err = ref(w, v, w->hash, &x);
+            Py_DECREF(v);
+            if (err < 0) {
+                row_abort(&row);
+                return -1;
+            }
+            row_val(&row, x);
+        }
+        return emit_row(w, &row);
     }
     case W_DICTOBJ: {
         PyObject *d = PyObject_GetAttr(o, s_dict);
@@ -729,64 +977,68 @@ walk_one(Walk *w, PyObject *out, PyObject *o, PyObject **refobj)
             PyErr_Clear();
         }
         else if (PyDict_CheckExact(d)) {
-            int r = emit(out, pairs_row(w, (PyObject *)ti->type, NULL, NULL, 1, d, 0));
+            PyObject *head = (PyObject *)ti->type;
+            int r = emit_pairs(w, &head, NULL, 1, d, 0);
             Py_DECREF(d);
             return r;
         }
         Py_XDECREF(d);
-        return walk_special(w, out, o, refobj);
+        return walk_special(w, o, refobj);
     }
     default:
-        return walk_special(w, out, o, refobj);
+        return walk_special(w, o, refobj);
     }
 }
 
-/* The rows of the walk from `tasks` (statekey._rows). */
-static PyObject *
-walk_rows(Walk *w, PyObject *tasks)
+/* The walk from `tasks` (statekey._rows): rows built into w->out or hashed
+ * into w->acc. */
+static int
+walk_tasks(Walk *w, PyObject *tasks)
 {
-    PyObject *out = PyList_New(0), *refobj = NULL, *seq = NULL;
-    if (out == NULL)
-        return NULL;
-    seq = PySequence_Fast(tasks, "state_key: tasks must be iterable");
+    PyObject *refobj = NULL;
+    PyObject *seq = PySequence_Fast(tasks, "state_key: tasks must be iterable");
     if (seq == NULL)
-        goto fail;
+        return -1;
     Py_ssize_t nt = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < nt; i++) {
         PyObject *task = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *row = PyTuple_New(5);
-        if (row == NULL)
-            goto fail;
         PyObject *names[5] = {s_done, s_preempt_count, s_model, s_coro, s_result};
+        Row row;
+        if (row_init(&row, w->hash, 5) < 0)
+            goto fail;
         for (int j = 0; j < 5; j++) {
             PyObject *v = PyObject_GetAttr(task, names[j]);
-            if (v != NULL && j >= 2) {
-                PyObject *x = ref(w, v);
-                Py_DECREF(v);
-                v = x;
+            int err = v == NULL ? -1 : 0;
+            if (v != NULL && j < 2) {
+                err = row_obj(&row, v);
             }
-            if (v == NULL) {
-                Py_DECREF(row);
+            else if (v != NULL) {
+                Val x;
+                err = ref(w, v, w->hash, &x);
+                if (err == 0)
+                    row_val(&row, x);
+            }
+            Py_XDECREF(v);
+            if (err < 0) {
+                row_abort(&row);
                 goto fail;
             }
-            PyTuple_SET_ITEM(row, j, v);
         }
-        if (emit(out, row) < 0)
+        if (emit_row(w, &row) < 0)
             goto fail;
     }
     while (w->ntodo > 0) {
         PyObject *o = w->todo[--w->ntodo];
-        if (walk_one(w, out, o, &refobj) < 0)
+        if (walk_one(w, o, &refobj) < 0)
             goto fail;
     }
     Py_DECREF(seq);
     Py_XDECREF(refobj);
-    return out;
+    return 0;
 fail:
-    Py_XDECREF(seq);
+    Py_DECREF(seq);
     Py_XDECREF(refobj);
-    Py_DECREF(out);
-    return NULL;
+    return -1;
 }
 
 static int
@@ -800,15 +1052,20 @@ check_setup(void)
 }
 
 static Walk *
-walk_new(void)
+walk_new(int hash)
 {
     Walk *w = PyObject_New(Walk, &Walk_Type);
     if (w == NULL)
         return NULL;
-    w->keys = w->vals = w->todo = NULL;
+    w->keys = w->todo = NULL;
+    w->nums = NULL;
     w->cap = w->len = w->ntodo = w->captodo = 0;
+    w->hash = hash;
+    w->acc = XXPRIME_5;
+    w->nrows = 0;
+    w->out = NULL;
     w->keep = PyList_New(0);
-    if (w->keep == NULL) {
+    if (w->keep == NULL || (!hash && (w->out = PyList_New(0)) == NULL)) {
         Py_DECREF(w);
         return NULL;
     }
@@ -820,10 +1077,12 @@ sk_rows(PyObject *mod, PyObject *tasks)
 {
     if (check_setup() < 0)
         return NULL;
-    Walk *w = walk_new();
+    Walk *w = walk_new(0);
     if (w == NULL)
         return NULL;
-    PyObject *out = walk_rows(w, tasks);
+    PyObject *out = NULL;
+    if (walk_tasks(w, tasks) == 0)
+        out = Py_NewRef(w->out);
     walk_clear(w);
     Py_DECREF(w);
     return out;
@@ -832,18 +1091,31 @@ sk_rows(PyObject *mod, PyObject *tasks)
 static PyObject *
 sk_state_key(PyObject *mod, PyObject *tasks)
 {
-    PyObject *out = sk_rows(mod, tasks);
-    if (out == NULL)
+    if (!hash_ok) {
+        PyObject *out = sk_rows(mod, tasks);
+        if (out == NULL)
+            return NULL;
+        PyObject *tup = PyList_AsTuple(out);
+        Py_DECREF(out);
+        if (tup == NULL)
+            return NULL;
+        Py_hash_t h = PyObject_Hash(tup);
+        Py_DECREF(tup);
+        if (h == -1)
+            return NULL;
+        return PyLong_FromSsize_t(h);
+    }
+    if (check_setup() < 0)
         return NULL;
-    PyObject *tup = PyList_AsTuple(out);
-    Py_DECREF(out);
-    if (tup == NULL)
+    Walk *w = walk_new(1);
+    if (w == NULL)
         return NULL;
-    Py_hash_t h = PyObject_Hash(tup);
-    Py_DECREF(tup);
-    if (h == -1 && PyErr_Occurred())
-        return NULL;
-    return PyLong_FromSsize_t(h);
+    PyObject *res = NULL;
+    if (walk_tasks(w, tasks) == 0)
+        res = PyLong_FromSsize_t((Py_hash_t)xx_end(w->acc, w->nrows));
+    walk_clear(w);
+    Py_DECREF(w);
+    return res;
 }
 
 static PyObject *
@@ -863,10 +1135,19 @@ sk_setup(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+sk_hashes_rows(PyObject *mod, PyObject *noargs)
+{
+    return PyBool_FromLong(hash_ok);
+}
+
 static PyMethodDef sk_methods[] = {
     {"state_key", sk_state_key, METH_O,
      "state_key(tasks) -> int: statekey.state_key computed in C (same value)."},
     {"rows", sk_rows, METH_O, "rows(tasks) -> list: the rows state_key hashes."},
+    {"hashes_rows", sk_hashes_rows, METH_NOARGS,
+     "hashes_rows() -> bool: state_key hashes rows without making them (the interpreter's "
+     "tuple hash is the one this module reproduces)."},
     {"_setup", sk_setup, METH_VARARGS,
      "_setup(special, classify, slots_of, task_type): the Python side's callbacks."},
     {NULL, NULL, 0, NULL},
@@ -877,11 +1158,60 @@ static struct PyModuleDef sk_module = {
     "The walk of pervma.sched.statekey.state_key in C.", -1, sk_methods,
 };
 
-#define INTERN(var, text)                                  \
-    do {                                                   \
+#define INTERN(var, text)                                     \
+    do {                                                      \
         if ((var = PyUnicode_InternFromString(text)) == NULL) \
-            return NULL;                                   \
+            return NULL;                                      \
     } while (0)
+
+#define HASH(var, obj)                         \
+    do {                                       \
+        Py_hash_t h_ = PyObject_Hash(obj);     \
+        if (h_ == -1)                          \
+            return NULL;                       \
+        var = (Py_uhash_t)h_;                  \
+    } while (0)
+
+/* Does xx_lane/xx_end give this interpreter's hash of a tuple? */
+static int
+check_tuple_hash(void)
+{
+    PyObject *t = Py_BuildValue("(s(ni)()(Os))", "#", (Py_ssize_t)7, -1, Py_None, "x");
+    if (t == NULL)
+        return -1;
+    Py_uhash_t acc = XXPRIME_5;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *x = PyTuple_GET_ITEM(t, i);
+        Py_uhash_t lane;
+        if (PyTuple_Check(x)) {
+            Py_uhash_t a = XXPRIME_5;
+            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(x); j++) {
+                Py_hash_t h = PyObject_Hash(PyTuple_GET_ITEM(x, j));
+                if (h == -1) {
+                    Py_DECREF(t);
+                    return -1;
+                }
+                a = xx_lane(a, (Py_uhash_t)h);
+            }
+            lane = xx_end(a, PyTuple_GET_SIZE(x));
+        }
+        else {
+            Py_hash_t h = PyObject_Hash(x);
+            if (h == -1) {
+                Py_DECREF(t);
+                return -1;
+            }
+            lane = (Py_uhash_t)h;
+        }
+        acc = xx_lane(acc, lane);
+    }
+    Py_hash_t want = PyObject_Hash(t);
+    Py_DECREF(t);
+    if (want == -1)
+        return -1;
+    return (Py_hash_t)xx_end(acc, 4) == want && int_hash(-1) == (Py_uhash_t)(Py_hash_t)-2 &&
+           int_hash(12345) == 12345;
+}
 
 PyMODINIT_FUNC
 PyInit__statekey(void)
@@ -914,6 +1244,15 @@ PyInit__statekey(void)
     INTERN(s_repr, "repr");
     if ((t_finished = PyTuple_Pack(1, s_finished)) == NULL)
         return NULL;
+    HASH(h_eq, s_eq);
+    HASH(h_at, s_at);
+    HASH(h_atm, s_atm);
+    HASH(h_hash, s_hash);
+    HASH(h_l, s_l);
+    HASH(h_d, s_d);
+    HASH(h_s, s_s);
+    HASH(h_c, s_c);
+    HASH(h_finished_row, t_finished);
     repr_func = PyDict_GetItemWithError(PyEval_GetBuiltins(), s_repr);
     if (repr_func == NULL) {
         if (!PyErr_Occurred())
@@ -921,5 +1260,8 @@ PyInit__statekey(void)
         return NULL;
     }
     Py_INCREF(repr_func);
+    hash_ok = check_tuple_hash();
+    if (hash_ok < 0)
+        return NULL;
     return PyModule_Create(&sk_module);
 }
