@@ -239,6 +239,49 @@ int_hash(long n)
     return (Py_uhash_t)(n == -1 ? -2 : n);
 }
 
+/* Hashes of immutable objects whose hash is costly and asked often: code
+ * objects (3.12+ hashes their bytecode) and enum members (a Python-level
+ * __hash__).  Keyed by address, the objects owned; emptied when full. */
+#define HCACHE_MAX 4096
+static PyObject **hc_keys;
+static Py_hash_t *hc_vals;
+static Py_ssize_t hc_len;
+
+static void
+hcache_clear(void)
+{
+    for (Py_ssize_t i = 0; i < 2 * HCACHE_MAX; i++) {
+        if (hc_keys[i] != NULL) {
+            Py_DECREF(hc_keys[i]);
+            hc_keys[i] = NULL;
+        }
+    }
+    hc_len = 0;
+}
+
+static Py_hash_t
+cached_hash(PyObject *o)
+{
+    size_t mask = 2 * HCACHE_MAX - 1;
+    size_t i = ptr_hash(o) & mask;
+    while (hc_keys[i] != NULL) {
+        if (hc_keys[i] == o)
+            return hc_vals[i];
+        i = (i + 1) & mask;
+    }
+    Py_hash_t h = PyObject_Hash(o);
+    if (h == -1)
+        return -1;
+    if (hc_len >= HCACHE_MAX) {
+        hcache_clear();
+        i = ptr_hash(o) & mask;
+    }
+    hc_keys[i] = Py_NewRef(o);
+    hc_vals[i] = h;
+    hc_len++;
+    return h;
+}
+
 /* A value in a row: a new reference (built) or its hash (hashed). */
 typedef struct {
     PyObject *o;
@@ -546,6 +589,13 @@ ref(Walk *w, PyObject *o, int hash, Val *out)
         return (hash || out->o) ? 0 : -1;
     }
     case R_ENUM:
+        if (hash) {
+            Py_hash_t h = cached_hash(o);
+            if (h == -1)
+                return -1;
+            out->h = (Py_uhash_t)h;
+            return 0;
+        }
         return as_is(o, hash, out);
     default:
         break;
@@ -889,7 +939,7 @@ walk_frame(Walk *w, PyObject *o, int coro)
     if (lasti != NULL && ref(w, sub, w->hash, &rsub) == 0) {
         PyObject *head[3] = {code, lasti, rsub.o};
         if (w->hash) {
-            Py_hash_t hc = PyObject_Hash(code);
+            Py_hash_t hc = cached_hash(code);
             if (hc != -1) {
                 Py_uhash_t hh[3] = {(Py_uhash_t)hc, int_hash(PyFrame_GetLasti(fr)), rsub.h};
                 r = emit_pairs(w, head, hh, 3, loc, 0);
@@ -1260,6 +1310,10 @@ PyInit__statekey(void)
         return NULL;
     }
     Py_INCREF(repr_func);
+    hc_keys = PyMem_Calloc(2 * HCACHE_MAX, sizeof(PyObject *));
+    hc_vals = PyMem_Calloc(2 * HCACHE_MAX, sizeof(Py_hash_t));
+    if (hc_keys == NULL || hc_vals == NULL)
+        return PyErr_NoMemory();
     hash_ok = check_tuple_hash();
     if (hash_ok < 0)
         return NULL;
