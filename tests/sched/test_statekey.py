@@ -383,3 +383,21 @@ def test_a_violation_object_is_walked_by_its_fields(cwalk: ModuleType) -> None:
     k1 = _same(cwalk, [Task(0, "T0", None, model=v1)])  # type: ignore[arg-type]
     k2 = _same(cwalk, [Task(0, "T0", None, model=v2)])  # type: ignore[arg-type]
     assert k1 != k2
+
+
+def test_many_types_and_objects_in_one_walk(cwalk: ModuleType) -> None:
+    """More types than the C side's first type table holds (256 slots) and
+    more objects than its first walk table (1024): both grow mid-walk."""
+    classes = [dataclasses.make_dataclass(f"C{i}", [("x", Any), ("nxt", Any)], slots=True,
+                                          eq=False) for i in range(300)]
+    head: Any = None
+    for i, cls in enumerate(classes):
+        head = cls(i, head)
+    nodes = [_Node(i, head if i % 500 == 0 else None) for i in range(2000)]
+    tasks = [Task(0, "T0", None, model=(head, nodes))]  # type: ignore[arg-type]
+    rows = statekey._rows(tasks)
+    assert len(rows) == 1 + 300 + 1 + 2000  # the task, the classes' chain, the list, the nodes
+    _same(cwalk, tasks)
+    nodes[1234].a = -1
+    assert statekey._rows(tasks) != rows
+    _same(cwalk, tasks)

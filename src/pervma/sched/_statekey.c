@@ -42,8 +42,9 @@ typedef struct {
 } TypeInfo;
 
 /* The per-type cache: open addressing on the type's address, never shrunk
- * (types are few and live as long as the program). */
-static TypeInfo *tcache;
+ * (types are few and live as long as the program).  Entries are allocated
+ * one by one so a TypeInfo pointer stays valid while the table grows. */
+static TypeInfo **tcache;
 static Py_ssize_t tcache_cap, tcache_len;
 
 /* Set by _setup(). */
@@ -69,12 +70,12 @@ ptr_hash(const void *p)
     return x;
 }
 
-static TypeInfo *
+static TypeInfo **
 tcache_slot(PyTypeObject *t)
 {
     size_t mask = (size_t)tcache_cap - 1;
     size_t i = ptr_hash(t) & mask;
-    while (tcache[i].type != NULL && tcache[i].type != t)
+    while (tcache[i] != NULL && tcache[i]->type != t)
         i = (i + 1) & mask;
     return &tcache[i];
 }
@@ -82,11 +83,16 @@ tcache_slot(PyTypeObject *t)
 static TypeInfo *
 type_info(PyTypeObject *t)
 {
-    if (tcache_cap == 0 || 2 * (tcache_len + 1) > tcache_cap) {
+    if (tcache_cap > 0) {
+        TypeInfo *ti = *tcache_slot(t);
+        if (ti != NULL)
+            return ti;
+    }
+    if (2 * (tcache_len + 1) > tcache_cap) {
         Py_ssize_t ocap = tcache_cap;
-        TypeInfo *old = tcache;
+        TypeInfo **old = tcache;
         Py_ssize_t ncap = ocap ? 2 * ocap : 256;
-        TypeInfo *nt = PyMem_Calloc((size_t)ncap, sizeof(TypeInfo));
+        TypeInfo **nt = PyMem_Calloc((size_t)ncap, sizeof(TypeInfo *));
         if (nt == NULL) {
             PyErr_NoMemory();
             return NULL;
@@ -94,18 +100,20 @@ type_info(PyTypeObject *t)
         tcache = nt;
         tcache_cap = ncap;
         for (Py_ssize_t i = 0; i < ocap; i++)
-            if (old[i].type != NULL)
-                *tcache_slot(old[i].type) = old[i];
+            if (old[i] != NULL)
+                *tcache_slot(old[i]->type) = old[i];
         PyMem_Free(old);
     }
-    TypeInfo *ti = tcache_slot(t);
-    if (ti->type == NULL) {
-        Py_INCREF(t);
-        ti->type = t;
-        ti->rkind = -1;
-        ti->wkind = W_UNKNOWN;
-        tcache_len++;
+    TypeInfo *ti = PyMem_Calloc(1, sizeof(TypeInfo));
+    if (ti == NULL) {
+        PyErr_NoMemory();
+        return NULL;
     }
+    ti->type = (PyTypeObject *)Py_NewRef(t);
+    ti->rkind = -1;
+    ti->wkind = W_UNKNOWN;
+    *tcache_slot(t) = ti;
+    tcache_len++;
     return ti;
 }
 
