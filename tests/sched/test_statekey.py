@@ -401,3 +401,19 @@ def test_many_types_and_objects_in_one_walk(cwalk: ModuleType) -> None:
     nodes[1234].a = -1
     assert statekey._rows(tasks) != rows
     _same(cwalk, tasks)
+
+
+def test_building_rows_and_hashing_them_as_they_come_give_one_key(cwalk: ModuleType) -> None:
+    """The fallback for an interpreter whose tuple hash the C side does not
+    reproduce (build the rows, then hash them) gives the same keys."""
+    states = [run.ex.tasks for run in [_mid_run(n, 15) for n in DIFF_SCENARIOS]]
+    hashed = [cwalk.state_key(t) for t in states]
+    cwalk._set_hashing(False)
+    try:
+        assert cwalk.hashes_rows() is False
+        built = [cwalk.state_key(t) for t in states]
+    finally:
+        cwalk._set_hashing(True)
+    assert cwalk.hashes_rows() is True
+    assert built == hashed == [statekey._py_state_key(t) for t in states]
+    assert len(set(built)) == len(DIFF_SCENARIOS)

@@ -277,12 +277,16 @@ cached_hash(PyObject *o)
             return hc_vals[i];
         i = (i + 1) & mask;
     }
-    Py_hash_t h = PyObject_Hash(o);
+    Py_hash_t h = PyObject_Hash(o); /* may run Python code: probe again after */
     if (h == -1)
         return -1;
-    if (hc_len >= HCACHE_MAX) {
+    if (hc_len >= HCACHE_MAX)
         hcache_clear();
-        i = ptr_hash(o) & mask;
+    i = ptr_hash(o) & mask;
+    while (hc_keys[i] != NULL) {
+        if (hc_keys[i] == o)
+            return h;
+        i = (i + 1) & mask;
     }
     hc_keys[i] = Py_NewRef(o);
     hc_vals[i] = h;
@@ -1199,6 +1203,20 @@ sk_hashes_rows(PyObject *mod, PyObject *noargs)
     return PyBool_FromLong(hash_ok);
 }
 
+static int hash_ok_checked;
+
+/* For tests: state_key builds its rows (False) or hashes them as it walks
+ * (True, only if the interpreter's tuple hash is the one reproduced here). */
+static PyObject *
+sk_set_hashing(PyObject *mod, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    hash_ok = on && hash_ok_checked;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef sk_methods[] = {
     {"state_key", sk_state_key, METH_O,
      "state_key(tasks) -> int: statekey.state_key computed in C (same value)."},
@@ -1206,6 +1224,8 @@ static PyMethodDef sk_methods[] = {
     {"hashes_rows", sk_hashes_rows, METH_NOARGS,
      "hashes_rows() -> bool: state_key hashes rows without making them (the interpreter's "
      "tuple hash is the one this module reproduces)."},
+    {"_set_hashing", sk_set_hashing, METH_O,
+     "_set_hashing(flag): tests choose how state_key hashes (see hashes_rows)."},
     {"_setup", sk_setup, METH_VARARGS,
      "_setup(special, classify, slots_of, task_type): the Python side's callbacks."},
     {NULL, NULL, 0, NULL},
@@ -1322,7 +1342,7 @@ PyInit__statekey(void)
     hc_vals = PyMem_Calloc(2 * HCACHE_MAX, sizeof(Py_hash_t));
     if (hc_keys == NULL || hc_vals == NULL)
         return PyErr_NoMemory();
-    hash_ok = check_tuple_hash();
+    hash_ok = hash_ok_checked = check_tuple_hash();
     if (hash_ok < 0)
         return NULL;
     return PyModule_Create(&sk_module);
