@@ -35,7 +35,7 @@ SCHEDULES = 40  # random schedules per scenario and preset: 200 per scenario
 def cwalk() -> ModuleType:
     """The C walk, set up whatever PERVMA_PURE_STATEKEY says (a build without
     it fails here: the fallback is not what these tests check)."""
-    from pervma.sched import _statekey  # type: ignore[attr-defined]
+    from pervma.sched import _statekey
 
     _statekey._setup(statekey._special, statekey._classify, statekey._slots_of, Task)
     return _statekey

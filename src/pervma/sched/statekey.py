@@ -44,6 +44,7 @@ import operator
 import os
 import types
 from collections.abc import Callable, Hashable, Iterable
+from types import ModuleType
 from typing import Any
 
 from pervma.sched.task import Task
@@ -238,13 +239,13 @@ def _py_state_key(tasks: Iterable[Task]) -> int:
     return hash(tuple(_rows(tasks)))
 
 
-def _load_c() -> Any:
+def _load_c() -> ModuleType | None:
     """The C walk, set up with this module's callbacks (None: not built, or
     ``PERVMA_PURE_STATEKEY=1`` in the environment)."""
     if os.environ.get("PERVMA_PURE_STATEKEY") == "1":
         return None
     try:
-        from pervma.sched import _statekey  # type: ignore[attr-defined]
+        from pervma.sched import _statekey
     except ImportError:
         return None
     _statekey._setup(_special, _classify, _slots_of, Task)
