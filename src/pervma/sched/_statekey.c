@@ -1,0 +1,1349 @@
+/*
+ * pervma.sched._statekey: the walk of pervma.sched.statekey.state_key in C.
+ *
+ * The Python module (statekey.py) is the specification; this file computes
+ * the same rows (the same tuples, objects named in the same walk order) and
+ * returns hash(tuple(rows)), so the two give equal keys on every state.  It
+ * only makes the common cases fast: atoms, tuples, named objects, bound
+ * methods, enum members, lists, dicts, sets, coroutine and generator frames,
+ * cells, __slots__ objects (slots read at their member offsets, cached per
+ * type) and plain __dict__ objects.  Everything else (a Task, an exception,
+ * a slots class whose slots are not plain member descriptors, an object only
+ * its pickle reduction describes) goes to the Python callback `special(o,
+ * ref)`, which returns the object's rows; `ref` is the walk's own naming
+ * function, so numbering stays shared.
+ *
+ * Objects the walk names stay referenced until it ends (their addresses are
+ * the table's keys), as do the frame-locals mappings it creates.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <structmember.h>
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+
+/* How ref() names a value of a type (statekey._classify). */
+enum { R_OBJECT = 0, R_TUPLE = 1, R_NAMED = 2, R_METHOD = 3, R_ENUM = 4 };
+/* How the walk writes the rows of an object of a type. */
+enum { W_UNKNOWN = 0, W_LIST, W_DICT, W_SET, W_CORO, W_GEN, W_CELL, W_SLOTS, W_DICTOBJ,
+       W_SPECIAL };
+
+typedef struct {
+    PyTypeObject *type; /* strong reference; NULL: empty slot */
+    int rkind;          /* -1: not classified yet */
+    int wkind;          /* W_UNKNOWN: not planned yet */
+    int has_dict;       /* W_SLOTS: instances may carry a __dict__ too */
+    Py_ssize_t nslots;
+    Py_ssize_t *offsets; /* W_SLOTS: offset of each slot, in statekey._slots_of order */
+    PyObject *names;     /* W_SLOTS: the slot names (for AttributeError messages) */
+} TypeInfo;
+
+/* The per-type cache: open addressing on the type's address, never shrunk
+ * (types are few and live as long as the program).  Entries are allocated
+ * one by one so a TypeInfo pointer stays valid while the table grows. */
+static TypeInfo **tcache;
+static Py_ssize_t tcache_cap, tcache_len;
+
+/* Set by _setup(). */
+static PyObject *cb_special;  /* special(o, ref) -> sequence of rows */
+static PyObject *cb_classify; /* _classify(t) -> int */
+static PyObject *cb_slots_of; /* _slots_of(t) -> tuple[str, ...] | None */
+static PyObject *task_type;   /* pervma.sched.task.Task */
+
+static PyObject *s_eq, *s_at, *s_atm, *s_hash, *s_l, *s_d, *s_s, *s_c, *s_finished;
+static PyObject *s_qualname, *s_name, *s_dict, *s_cr_frame, *s_cr_await, *s_gi_frame,
+    *s_gi_yieldfrom, *s_done, *s_preempt_count, *s_model, *s_coro, *s_result, *s_sort,
+    *s_key, *s_repr;
+static PyObject *t_finished; /* ("finished",) */
+static PyObject *repr_func;
+
+static inline size_t
+ptr_hash(const void *p)
+{
+    size_t x = (size_t)p;
+    x ^= x >> 33;
+    x *= (size_t)0xff51afd7ed558ccdULL;
+    x ^= x >> 29;
+    return x;
+}
+
+static TypeInfo **
+tcache_slot(PyTypeObject *t)
+{
+    size_t mask = (size_t)tcache_cap - 1;
+    size_t i = ptr_hash(t) & mask;
+    while (tcache[i] != NULL && tcache[i]->type != t)
+        i = (i + 1) & mask;
+    return &tcache[i];
+}
+
+static TypeInfo *
+type_info(PyTypeObject *t)
+{
+    if (tcache_cap > 0) {
+        TypeInfo *ti = *tcache_slot(t);
+        if (ti != NULL)
+            return ti;
+    }
+    if (2 * (tcache_len + 1) > tcache_cap) {
+        Py_ssize_t ocap = tcache_cap;
+        TypeInfo **old = tcache;
+        Py_ssize_t ncap = ocap ? 2 * ocap : 256;
+        TypeInfo **nt = PyMem_Calloc((size_t)ncap, sizeof(TypeInfo *));
+        if (nt == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        tcache = nt;
+        tcache_cap = ncap;
+        for (Py_ssize_t i = 0; i < ocap; i++)
+            if (old[i] != NULL)
+                *tcache_slot(old[i]->type) = old[i];
+        PyMem_Free(old);
+    }
+    TypeInfo *ti = PyMem_Calloc(1, sizeof(TypeInfo));
+    if (ti == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ti->type = (PyTypeObject *)Py_NewRef(t);
+    ti->rkind = -1;
+    ti->wkind = W_UNKNOWN;
+    *tcache_slot(t) = ti;
+    tcache_len++;
+    return ti;
+}
+
+static int
+classify(TypeInfo *ti)
+{
+    PyObject *r = PyObject_CallOneArg(cb_classify, (PyObject *)ti->type);
+    if (r == NULL)
+        return -1;
+    long k = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (k == -1 && PyErr_Occurred())
+        return -1;
+    ti->rkind = (int)k;
+    return 0;
+}
+
+/* Decide how the walk writes objects of ti->type (statekey's main loop and
+ * _special, in the same order of tests). */
+static int
+plan(TypeInfo *ti)
+{
+    PyTypeObject *t = ti->type;
+    if (t == &PyList_Type) { ti->wkind = W_LIST; return 0; }
+    if (t == &PyDict_Type) { ti->wkind = W_DICT; return 0; }
+    if (t == &PySet_Type || t == &PyFrozenSet_Type) { ti->wkind = W_SET; return 0; }
+    if (t == &PyCoro_Type) { ti->wkind = W_CORO; return 0; }
+    if (t == &PyGen_Type) { ti->wkind = W_GEN; return 0; }
+    if (t == &PyCell_Type) { ti->wkind = W_CELL; return 0; }
+    ti->wkind = W_SPECIAL;
+    if (PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException))
+        return 0;
+    int r = PyObject_IsSubclass((PyObject *)t, task_type);
+    if (r < 0)
+        return -1;
+    if (r)
+        return 0;
+    if (t->tp_getattro != PyObject_GenericGetAttr)
+        return 0; /* attribute access is customised: let Python do it */
+    PyObject *names = PyObject_CallOneArg(cb_slots_of, (PyObject *)t);
+    if (names == NULL)
+        return -1;
+    if (names == Py_None) {
+        Py_DECREF(names);
+        ti->wkind = W_DICTOBJ;
+        return 0;
+    }
+    if (!PyTuple_CheckExact(names)) {
+        Py_DECREF(names);
+        PyErr_SetString(PyExc_TypeError, "_slots_of must return a tuple or None");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    Py_ssize_t *offs = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
+    if (offs == NULL) {
+        Py_DECREF(names);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttr((PyObject *)t, PyTuple_GET_ITEM(names, i));
+        if (d == NULL) {
+            PyErr_Clear();
+            goto slow;
+        }
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX &&
+                 PyType_IsSubtype(t, PyDescr_TYPE(d));
+        if (ok)
+            offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok)
+            goto slow;
+    }
+    ti->offsets = offs;
+    ti->nslots = n;
+    ti->names = names;
+    ti->has_dict = t->tp_dictoffset != 0;
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    ti->has_dict = ti->has_dict || PyType_HasFeature(t, Py_TPFLAGS_MANAGED_DICT);
+#endif
+    ti->wkind = W_SLOTS;
+    return 0;
+slow:
+    PyMem_Free(offs);
+    Py_DECREF(names);
+    return 0;
+}
+
+/* Rows are either built (tuples, as statekey._rows makes them) or only
+ * hashed: a hash walk feeds each item's hash into the accumulator CPython's
+ * tuple hash uses, so it gets hash(tuple(rows)) without making a tuple.
+ * hash_ok says the accumulator below agrees with this interpreter's
+ * tuplehash (checked at import; if not, keys are built and hashed). */
+#if SIZEOF_PY_UHASH_T > 4
+#define XXPRIME_1 ((Py_uhash_t)11400714785074694791ULL)
+#define XXPRIME_2 ((Py_uhash_t)14029467366897019727ULL)
+#define XXPRIME_5 ((Py_uhash_t)2870177450012600261ULL)
+#define XXROTATE(x) ((x << 31) | (x >> 33))
+#else
+#define XXPRIME_1 ((Py_uhash_t)2654435761UL)
+#define XXPRIME_2 ((Py_uhash_t)2246822519UL)
+#define XXPRIME_5 ((Py_uhash_t)374761393UL)
+#define XXROTATE(x) ((x << 13) | (x >> 19))
+#endif
+
+static int hash_ok;
+static Py_uhash_t h_eq, h_at, h_atm, h_hash, h_l, h_d, h_s, h_c, h_finished_row;
+
+static inline Py_uhash_t
+xx_lane(Py_uhash_t acc, Py_uhash_t lane)
+{
+    acc += lane * XXPRIME_2;
+    acc = XXROTATE(acc);
+    return acc * XXPRIME_1;
+}
+
+static inline Py_uhash_t
+xx_end(Py_uhash_t acc, Py_ssize_t len)
+{
+    acc += (Py_uhash_t)len ^ (XXPRIME_5 ^ 3527539UL);
+    if (acc == (Py_uhash_t)-1)
+        return 1546275796;
+    return acc;
+}
+
+/* hash(n) of a Python int that fits a C long (|n| < the hash modulus). */
+static inline Py_uhash_t
+int_hash(long n)
+{
+    return (Py_uhash_t)(n == -1 ? -2 : n);
+}
+
+/* Hashes of immutable objects whose hash is costly and asked often: code
+ * objects (3.12+ hashes their bytecode) and enum members (a Python-level
+ * __hash__).  Keyed by address, the objects owned; emptied when full. */
+#define HCACHE_MAX 4096
+static PyObject **hc_keys;
+static Py_hash_t *hc_vals;
+static Py_ssize_t hc_len;
+
+static void
+hcache_clear(void)
+{
+    for (Py_ssize_t i = 0; i < 2 * HCACHE_MAX; i++) {
+        if (hc_keys[i] != NULL) {
+            Py_DECREF(hc_keys[i]);
+            hc_keys[i] = NULL;
+        }
+    }
+    hc_len = 0;
+}
+
+static Py_hash_t
+cached_hash(PyObject *o)
+{
+    size_t mask = 2 * HCACHE_MAX - 1;
+    size_t i = ptr_hash(o) & mask;
+    while (hc_keys[i] != NULL) {
+        if (hc_keys[i] == o)
+            return hc_vals[i];
+        i = (i + 1) & mask;
+    }
+    Py_hash_t h = PyObject_Hash(o); /* may run Python code: probe again after */
+    if (h == -1)
+        return -1;
+    if (hc_len >= HCACHE_MAX)
+        hcache_clear();
+    i = ptr_hash(o) & mask;
+    while (hc_keys[i] != NULL) {
+        if (hc_keys[i] == o)
+            return h;
+        i = (i + 1) & mask;
+    }
+    hc_keys[i] = Py_NewRef(o);
+    hc_vals[i] = h;
+    hc_len++;
+    return h;
+}
+
+/* A value in a row: a new reference (built) or its hash (hashed). */
+typedef struct {
+    PyObject *o;
+    Py_uhash_t h;
+} Val;
+
+/* A row (a tuple) being made. */
+typedef struct {
+    PyObject *tup;
+    Py_uhash_t acc;
+    Py_ssize_t i;
+    int hash;
+} Row;
+
+static int
+row_init(Row *r, int hash, Py_ssize_t n)
+{
+    r->hash = hash;
+    r->i = 0;
+    r->acc = XXPRIME_5;
+    r->tup = NULL;
+    if (hash)
+        return 0;
+    r->tup = PyTuple_New(n);
+    return r->tup ? 0 : -1;
+}
+
+/* Add an object as itself (borrowed). */
+static int
+row_obj(Row *r, PyObject *o)
+{
+    if (r->hash) {
+        Py_hash_t h = PyObject_Hash(o);
+        if (h == -1)
+            return -1;
+        r->acc = xx_lane(r->acc, (Py_uhash_t)h);
+    }
+    else {
+        PyTuple_SET_ITEM(r->tup, r->i, Py_NewRef(o));
+    }
+    r->i++;
+    return 0;
+}
+
+/* Add a string constant whose hash is known. */
+static void
+row_const(Row *r, PyObject *o, Py_uhash_t h)
+{
+    if (r->hash)
+        r->acc = xx_lane(r->acc, h);
+    else
+        PyTuple_SET_ITEM(r->tup, r->i, Py_NewRef(o));
+    r->i++;
+}
+
+/* Add a value (stolen). */
+static void
+row_val(Row *r, Val v)
+{
+    if (r->hash)
+        r->acc = xx_lane(r->acc, v.h);
+    else
+        PyTuple_SET_ITEM(r->tup, r->i, v.o);
+    r->i++;
+}
+
+static Val
+row_end(Row *r)
+{
+    Val v = {NULL, 0};
+    if (r->hash) {
+        v.h = xx_end(r->acc, r->i);
+    }
+    else {
+        if (r->i != PyTuple_GET_SIZE(r->tup) && _PyTuple_Resize(&r->tup, r->i) < 0)
+            return v;
+        v.o = r->tup;
+    }
+    r->tup = NULL;
+    return v;
+}
+
+static void
+row_abort(Row *r)
+{
+    Py_CLEAR(r->tup);
+}
+
+/* One walk. */
+typedef struct {
+    PyObject_HEAD
+    PyObject **keys; /* the named objects (owned), by address */
+    Py_ssize_t *nums; /* the number each was named with */
+    Py_ssize_t cap, len;
+    PyObject **todo; /* borrowed: the table owns them */
+    Py_ssize_t ntodo, captodo;
+    PyObject *keep; /* list: frame locals made during the walk */
+    int hash;       /* rows are hashed, not built */
+    PyObject *out;  /* built rows */
+    Py_uhash_t acc; /* hashed rows */
+    Py_ssize_t nrows;
+} Walk;
+
+static void
+walk_clear(Walk *w)
+{
+    for (Py_ssize_t i = 0; i < w->cap; i++)
+        Py_XDECREF(w->keys[i]);
+    PyMem_Free(w->keys);
+    PyMem_Free(w->nums);
+    PyMem_Free(w->todo);
+    w->keys = w->todo = NULL;
+    w->nums = NULL;
+    w->cap = w->len = w->ntodo = w->captodo = 0;
+    Py_CLEAR(w->keep);
+    Py_CLEAR(w->out);
+}
+
+static void
+walk_dealloc(Walk *w)
+{
+    walk_clear(w);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyTypeObject Walk_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pervma.sched._statekey.Walk",
+    .tp_basicsize = sizeof(Walk),
+    .tp_dealloc = (destructor)walk_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+static int
+table_grow(Walk *w)
+{
+    Py_ssize_t ocap = w->cap, ncap = ocap ? 2 * ocap : 1024;
+    PyObject **ok = w->keys;
+    Py_ssize_t *on = w->nums;
+    PyObject **nk = PyMem_Calloc((size_t)ncap, sizeof(PyObject *));
+    Py_ssize_t *nn = PyMem_Calloc((size_t)ncap, sizeof(Py_ssize_t));
+    if (nk == NULL || nn == NULL) {
+        PyMem_Free(nk);
+        PyMem_Free(nn);
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t mask = (size_t)ncap - 1;
+    for (Py_ssize_t i = 0; i < ocap; i++) {
+        if (ok[i] == NULL)
+            continue;
+        size_t j = ptr_hash(ok[i]) & mask;
+        while (nk[j] != NULL)
+            j = (j + 1) & mask;
+        nk[j] = ok[i];
+        nn[j] = on[i];
+    }
+    PyMem_Free(ok);
+    PyMem_Free(on);
+    w->keys = nk;
+    w->nums = nn;
+    w->cap = ncap;
+    return 0;
+}
+
+/* ("#", n): the n-th object the walk named. */
+static int
+number(Py_ssize_t n, int hash, Val *out)
+{
+    if (hash) {
+        out->h = xx_end(xx_lane(xx_lane(XXPRIME_5, h_hash), int_hash((long)n)), 2);
+        return 0;
+    }
+    PyObject *num = PyLong_FromSsize_t(n);
+    if (num == NULL)
+        return -1;
+    out->o = PyTuple_Pack(2, s_hash, num);
+    Py_DECREF(num);
+    return out->o ? 0 : -1;
+}
+
+static int ref(Walk *w, PyObject *o, int hash, Val *out);
+
+/* ("@", name): a function, class, code object or module, by name. */
+static int
+named(PyObject *o, int hash, Val *out)
+{
+    PyObject *q = PyObject_GetAttr(o, s_qualname);
+    if (q == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+    }
+    else {
+        int truth = PyObject_IsTrue(q);
+        if (truth < 0) {
+            Py_DECREF(q);
+            return -1;
+        }
+        if (!truth)
+            Py_CLEAR(q);
+    }
+    if (q == NULL) {
+        q = PyObject_GetAttr(o, s_name);
+        if (q == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            q = PyObject_GetAttr((PyObject *)Py_TYPE(o), s_name);
+            if (q == NULL)
+                return -1;
+        }
+    }
+    Row r;
+    if (row_init(&r, hash, 2) < 0) {
+        Py_DECREF(q);
+        return -1;
+    }
+    row_const(&r, s_at, h_at);
+    int err = row_obj(&r, q);
+    Py_DECREF(q);
+    if (err < 0) {
+        row_abort(&r);
+        return -1;
+    }
+    *out = row_end(&r);
+    return (hash || out->o) ? 0 : -1;
+}
+
+static inline int
+is_atom(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    return t == &PyLong_Type || t == &PyUnicode_Type || o == Py_None || t == &PyBool_Type ||
+           t == &PyBytes_Type || t == &PyFloat_Type || t == &PyComplex_Type ||
+           t == &PyRange_Type;
+}
+
+/* The value itself. */
+static int
+as_is(PyObject *o, int hash, Val *out)
+{
+    if (hash) {
+        Py_hash_t h = PyObject_Hash(o);
+        if (h == -1)
+            return -1;
+        out->h = (Py_uhash_t)h;
+    }
+    else {
+        out->o = Py_NewRef(o);
+    }
+    return 0;
+}
+
+/* statekey's ref(): how a row names a value. */
+static int
+ref(Walk *w, PyObject *o, int hash, Val *out)
+{
+    if (is_atom(o))
+        return as_is(o, hash, out);
+    TypeInfo *ti = type_info(Py_TYPE(o));
+    if (ti == NULL)
+        return -1;
+    if (ti->rkind < 0 && classify(ti) < 0)
+        return -1;
+    switch (ti->rkind) {
+    case R_TUPLE: {
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        Row r;
+        if (row_init(&r, hash, n + 1) < 0)
+            return -1;
+        row_const(&r, s_eq, h_eq);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Val x;
+            if (ref(w, PyTuple_GET_ITEM(o, i), hash, &x) < 0) {
+                row_abort(&r);
+                return -1;
+            }
+            row_val(&r, x);
+        }
+        *out = row_end(&r);
+        return (hash || out->o) ? 0 : -1;
+    }
+    case R_NAMED:
+        return named(o, hash, out);
+    case R_METHOD: {
+        PyObject *q = PyObject_GetAttr(PyMethod_GET_FUNCTION(o), s_qualname);
+        if (q == NULL)
+            return -1;
+        Row r;
+        if (row_init(&r, hash, 3) < 0) {
+            Py_DECREF(q);
+            return -1;
+        }
+        row_const(&r, s_atm, h_atm);
+        int err = row_obj(&r, q);
+        Py_DECREF(q);
+        Val s;
+        if (err < 0 || ref(w, PyMethod_GET_SELF(o), hash, &s) < 0) {
+            row_abort(&r);
+            return -1;
+        }
+        row_val(&r, s);
+        *out = row_end(&r);
+        return (hash || out->o) ? 0 : -1;
+    }
+    case R_ENUM:
+        if (hash) {
+            Py_hash_t h = cached_hash(o);
+            if (h == -1)
+                return -1;
+            out->h = (Py_uhash_t)h;
+            return 0;
+        }
+        return as_is(o, hash, out);
+    default:
+        break;
+    }
+    if (2 * (w->len + 1) > w->cap && table_grow(w) < 0)
+        return -1;
+    size_t mask = (size_t)w->cap - 1;
+    size_t i = ptr_hash(o) & mask;
+    while (w->keys[i] != NULL) {
+        if (w->keys[i] == o)
+            return number(w->nums[i], hash, out);
+        i = (i + 1) & mask;
+    }
+    /* A new object: number it, keep it, walk it later. */
+    if (w->ntodo == w->captodo) {
+        Py_ssize_t nc = w->captodo ? 2 * w->captodo : 256;
+        PyObject **nt = PyMem_Realloc(w->todo, sizeof(PyObject *) * (size_t)nc);
+        if (nt == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->todo = nt;
+        w->captodo = nc;
+    }
+    Py_ssize_t n = w->len;
+    if (number(n, hash, out) < 0)
+        return -1;
+    w->keys[i] = Py_NewRef(o);
+    w->nums[i] = n;
+    w->len++;
+    w->todo[w->ntodo++] = o;
+    return 0;
+}
+
+/* ref() for Python (special() gets it): builds. */
+static PyObject *
+py_ref(PyObject *self, PyObject *o)
+{
+    Val v = {NULL, 0};
+    if (ref((Walk *)self, o, 0, &v) < 0)
+        return NULL;
+    return v.o;
+}
+
+static PyMethodDef ref_def = {"ref", py_ref, METH_O, "Name a value in the running walk."};
+
+/* Emit a finished row (stolen). */
+static int
+emit(Walk *w, Val v)
+{
+    if (w->hash) {
+        w->acc = xx_lane(w->acc, v.h);
+        w->nrows++;
+        return 0;
+    }
+    if (v.o == NULL)
+        return -1;
+    int r = PyList_Append(w->out, v.o);
+    Py_DECREF(v.o);
+    return r;
+}
+
+static int
+emit_row(Walk *w, Row *r)
+{
+    Val v = row_end(r);
+    if (!w->hash && v.o == NULL)
+        return -1;
+    return emit(w, v);
+}
+
+/* Add a (key, ref(value)) pair to a row (the key named too if ref_key). */
+static int
+row_pair(Walk *w, Row *row, PyObject *k, PyObject *v, int ref_key)
+{
+    Row p;
+    Val x;
+    if (row_init(&p, w->hash, 2) < 0)
+        return -1;
+    Py_INCREF(k);
+    Py_INCREF(v);
+    int err;
+    if (ref_key) {
+        err = ref(w, k, w->hash, &x);
+        if (err == 0)
+            row_val(&p, x);
+    }
+    else {
+        err = row_obj(&p, k);
+    }
+    if (err == 0) {
+        err = ref(w, v, w->hash, &x);
+        if (err == 0)
+            row_val(&p, x);
+    }
+    Py_DECREF(k);
+    Py_DECREF(v);
+    if (err < 0) {
+        row_abort(&p);
+        return -1;
+    }
+    x = row_end(&p);
+    if (!w->hash && x.o == NULL)
+        return -1;
+    row_val(row, x);
+    return 0;
+}
+
+/* Emit the row (*head, *pairs) of a mapping. */
+static int
+emit_pairs(Walk *w, PyObject *const *head, const Py_uhash_t *hh, Py_ssize_t nhead,
+           PyObject *m, int ref_keys)
+{
+    PyObject *items = NULL;
+    Py_ssize_t n;
+    if (PyDict_CheckExact(m)) {
+        n = PyDict_GET_SIZE(m);
+    }
+    else {
+        items = PyMapping_Items(m);
+        if (items == NULL)
+            return -1;
+        n = PyList_GET_SIZE(items);
+    }
+    Row row;
+    if (row_init(&row, w->hash, nhead + n) < 0)
+        goto fail0;
+    for (Py_ssize_t h = 0; h < nhead; h++) {
+        if (hh != NULL)
+            row_const(&row, head[h], hh[h]);
+        else if (row_obj(&row, head[h]) < 0)
+            goto fail;
+    }
+    Py_ssize_t pos = 0, j = 0;
+    PyObject *k, *v;
+    for (;;) {
+        if (items == NULL) {
+            if (!PyDict_Next(m, &pos, &k, &v))
+                break;
+        }
+        else {
+            if (j >= n)
+                break;
+            PyObject *it = PyList_GET_ITEM(items, j);
+            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2) {
+                PyErr_SetString(PyExc_TypeError, "state_key: a mapping's items are not pairs");
+                goto fail;
+            }
+            k = PyTuple_GET_ITEM(it, 0);
+            v = PyTuple_GET_ITEM(it, 1);
+        }
+        if (j >= n)
+            break;
+        if (row_pair(w, &row, k, v, ref_keys) < 0)
+            goto fail;
+        j++;
+    }
+    if (j != n || (items == NULL && n != PyDict_GET_SIZE(m))) {
+        PyErr_SetString(PyExc_RuntimeError, "state_key: a dict changed size during the walk");
+        goto fail;
+    }
+    Py_XDECREF(items);
+    return emit_row(w, &row);
+fail:
+    row_abort(&row);
+fail0:
+    Py_XDECREF(items);
+    return -1;
+}
+
+static int
+walk_special(Walk *w, PyObject *o, PyObject **refobj)
+{
+    if (*refobj == NULL) {
+        *refobj = PyCFunction_New(&ref_def, (PyObject *)w);
+        if (*refobj == NULL)
+            return -1;
+    }
+    PyObject *rows = PyObject_CallFunctionObjArgs(cb_special, o, *refobj, NULL);
+    if (rows == NULL)
+        return -1;
+    PyObject *seq = PySequence_Fast(rows, "special() must return a sequence of rows");
+    Py_DECREF(rows);
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Val v = {NULL, 0};
+        if (as_is(PySequence_Fast_GET_ITEM(seq, i), w->hash, &v) < 0 || emit(w, v) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static int
+walk_slots(Walk *w, PyObject *o, TypeInfo *ti)
+{
+    Py_ssize_t n = ti->nslots;
+    Row row;
+    if (row_init(&row, w->hash, n + 1) < 0)
+        return -1;
+    if (row_obj(&row, (PyObject *)ti->type) < 0)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = *(PyObject **)((char *)o + ti->offsets[i]);
+        if (v == NULL) {
+            PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%U'",
+                         ti->type->tp_name, PyTuple_GET_ITEM(ti->names, i));
+            goto fail;
+        }
+        Val x;
+        Py_INCREF(v);
+        int err = ref(w, v, w->hash, &x);
+        Py_DECREF(v);
+        if (err < 0)
+            goto fail;
+        row_val(&row, x);
+    }
+    if (emit_row(w, &row) < 0)
+        return -1;
+    if (!ti->has_dict)
+        return 0;
+    PyObject *d = PyObject_GetAttr(o, s_dict);
+    if (d == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int truth = PyObject_IsTrue(d);
+    int r = 0;
+    if (truth < 0)
+        r = -1;
+    else if (truth)
+        r = emit_pairs(w, &s_d, &h_d, 1, d, 0);
+    Py_DECREF(d);
+    return r;
+fail:
+    row_abort(&row);
+    return -1;
+}
+
+/* A set's row: its values named (built, to be sorted as statekey sorts them). */
+static int
+walk_set(Walk *w, PyObject *o)
+{
+    PyObject *vals = PyList_New(0);
+    if (vals == NULL)
+        return -1;
+    PyObject *it = PyObject_GetIter(o);
+    if (it == NULL)
+        goto fail;
+    PyObject *x;
+    while ((x = PyIter_Next(it)) != NULL) {
+        Val v = {NULL, 0};
+        int err = ref(w, x, 0, &v);
+        Py_DECREF(x);
+        if (err < 0 || PyList_Append(vals, v.o) < 0) {
+            Py_XDECREF(v.o);
+            Py_DECREF(it);
+            goto fail;
+        }
+        Py_DECREF(v.o);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        goto fail;
+    if (PyList_Sort(vals) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError))
+            goto fail;
+        PyErr_Clear();
+        PyObject *sort = PyObject_GetAttr(vals, s_sort);
+        if (sort == NULL)
+            goto fail;
+        PyObject *kw = Py_BuildValue("{OO}", s_key, repr_func);
+        PyObject *args = PyTuple_New(0);
+        PyObject *res = (kw && args) ? PyObject_Call(sort, args, kw) : NULL;
+        Py_XDECREF(kw);
+        Py_XDECREF(args);
+        Py_DECREF(sort);
+        if (res == NULL)
+            goto fail;
+        Py_DECREF(res);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(vals);
+    Row row;
+    if (row_init(&row, w->hash, n + 1) < 0)
+        goto fail;
+    row_const(&row, s_s, h_s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (row_obj(&row, PyList_GET_ITEM(vals, i)) < 0) {
+            row_abort(&row);
+            goto fail;
+        }
+    }
+    Py_DECREF(vals);
+    return emit_row(w, &row);
+fail:
+    Py_DECREF(vals);
+    return -1;
+}
+
+static int
+walk_frame(Walk *w, PyObject *o, int coro)
+{
+    PyObject *f = PyObject_GetAttr(o, coro ? s_cr_frame : s_gi_frame);
+    if (f == NULL)
+        return -1;
+    if (f == Py_None) {
+        Py_DECREF(f);
+        Val v = {NULL, h_finished_row};
+        if (!w->hash)
+            v.o = Py_NewRef(t_finished);
+        return emit(w, v);
+    }
+    if (!PyFrame_Check(f)) {
+        Py_DECREF(f);
+        PyErr_SetString(PyExc_TypeError, "state_key: a coroutine's frame is not a frame");
+        return -1;
+    }
+    PyFrameObject *fr = (PyFrameObject *)f;
+    PyObject *loc = PyFrame_GetLocals(fr);
+    if (loc == NULL || PyList_Append(w->keep, loc) < 0) {
+        Py_XDECREF(loc);
+        Py_DECREF(f);
+        return -1;
+    }
+    Py_DECREF(loc); /* w->keep holds it */
+    PyObject *sub = PyObject_GetAttr(o, coro ? s_cr_await : s_gi_yieldfrom);
+    if (sub == NULL) {
+        Py_DECREF(f);
+        return -1;
+    }
+    PyObject *code = (PyObject *)PyFrame_GetCode(fr);
+    PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(fr));
+    Val rsub = {NULL, 0};
+    int r = -1;
+    if (lasti != NULL && ref(w, sub, w->hash, &rsub) == 0) {
+        PyObject *head[3] = {code, lasti, rsub.o};
+        if (w->hash) {
+            Py_hash_t hc = cached_hash(code);
+            if (hc != -1) {
+                Py_uhash_t hh[3] = {(Py_uhash_t)hc, int_hash(PyFrame_GetLasti(fr)), rsub.h};
+                r = emit_pairs(w, head, hh, 3, loc, 0);
+            }
+        }
+        else {
+            r = emit_pairs(w, head, NULL, 3, loc, 0);
+        }
+    }
+    Py_DECREF(f);
+    Py_DECREF(sub);
+    Py_DECREF(code);
+    Py_XDECREF(lasti);
+    Py_XDECREF(rsub.o);
+    return r;
+}
+
+static int
+walk_one(Walk *w, PyObject *o, PyObject **refobj)
+{
+    TypeInfo *ti = type_info(Py_TYPE(o));
+    if (ti == NULL)
+        return -1;
+    if (ti->wkind == W_UNKNOWN && plan(ti) < 0)
+        return -1;
+    switch (ti->wkind) {
+    case W_SLOTS:
+        return walk_slots(w, o, ti);
+    case W_LIST: {
+        Py_ssize_t n = PyList_GET_SIZE(o);
+        Row row;
+        if (row_init(&row, w->hash, n + 1) < 0)
+            return -1;
+        row_const(&row, s_l, h_l);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i >= PyList_GET_SIZE(o)) {
+                row_abort(&row);
+                PyErr_SetString(PyExc_RuntimeError, "state_key: a list changed during the walk");
+                return -1;
+            }
+            PyObject *v = Py_NewRef(PyList_GET_ITEM(o, i));
+            Val x;
+            int err = ref(w, v, w->hash, &x);
+            Py_DECREF(v);
+            if (err < 0) {
+                row_abort(&row);
+                return -1;
+            }
+            row_val(&row, x);
+        }
+        return emit_row(w, &row);
+    }
+    case W_DICT:
+        return emit_pairs(w, &s_d, &h_d, 1, o, 1);
+    case W_SET:
+        return walk_set(w, o);
+    case W_CORO:
+        return walk_frame(w, o, 1);
+    case W_GEN:
+        return walk_frame(w, o, 0);
+    case W_CELL: {
+        PyObject *v = PyCell_GET(o);
+        Row row;
+        if (row_init(&row, w->hash, v ? 2 : 1) < 0)
+            return -1;
+        row_const(&row, s_c, h_c);
+        if (v != NULL) {
+            Val x;
+            Py_INCREF(v);
+            int err = ref(w, v, w->hash, &x);
+            Py_DECREF(v);
+            if (err < 0) {
+                row_abort(&row);
+                return -1;
+            }
+            row_val(&row, x);
+        }
+        return emit_row(w, &row);
+    }
+    case W_DICTOBJ: {
+        PyObject *d = PyObject_GetAttr(o, s_dict);
+        if (d == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+        }
+        else if (PyDict_CheckExact(d)) {
+            PyObject *head = (PyObject *)ti->type;
+            int r = emit_pairs(w, &head, NULL, 1, d, 0);
+            Py_DECREF(d);
+            return r;
+        }
+        Py_XDECREF(d);
+        return walk_special(w, o, refobj);
+    }
+    default:
+        return walk_special(w, o, refobj);
+    }
+}
+
+/* The walk from `tasks` (statekey._rows): rows built into w->out or hashed
+ * into w->acc. */
+static int
+walk_tasks(Walk *w, PyObject *tasks)
+{
+    PyObject *refobj = NULL;
+    PyObject *seq = PySequence_Fast(tasks, "state_key: tasks must be iterable");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t nt = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < nt; i++) {
+        PyObject *task = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *names[5] = {s_done, s_preempt_count, s_model, s_coro, s_result};
+        Row row;
+        if (row_init(&row, w->hash, 5) < 0)
+            goto fail;
+        for (int j = 0; j < 5; j++) {
+            PyObject *v = PyObject_GetAttr(task, names[j]);
+            int err = v == NULL ? -1 : 0;
+            if (v != NULL && j < 2) {
+                err = row_obj(&row, v);
+            }
+            else if (v != NULL) {
+                Val x;
+                err = ref(w, v, w->hash, &x);
+                if (err == 0)
+                    row_val(&row, x);
+            }
+            Py_XDECREF(v);
+            if (err < 0) {
+                row_abort(&row);
+                goto fail;
+            }
+        }
+        if (emit_row(w, &row) < 0)
+            goto fail;
+    }
+    while (w->ntodo > 0) {
+        PyObject *o = w->todo[--w->ntodo];
+        if (walk_one(w, o, &refobj) < 0)
+            goto fail;
+    }
+    Py_DECREF(seq);
+    Py_XDECREF(refobj);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(refobj);
+    return -1;
+}
+
+static int
+check_setup(void)
+{
+    if (cb_special == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pervma.sched._statekey: _setup() not called");
+        return -1;
+    }
+    return 0;
+}
+
+static Walk *
+walk_new(int hash)
+{
+    Walk *w = PyObject_New(Walk, &Walk_Type);
+    if (w == NULL)
+        return NULL;
+    w->keys = w->todo = NULL;
+    w->nums = NULL;
+    w->cap = w->len = w->ntodo = w->captodo = 0;
+    w->hash = hash;
+    w->acc = XXPRIME_5;
+    w->nrows = 0;
+    w->out = NULL;
+    w->keep = PyList_New(0);
+    if (w->keep == NULL || (!hash && (w->out = PyList_New(0)) == NULL)) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    return w;
+}
+
+static PyObject *
+sk_rows(PyObject *mod, PyObject *tasks)
+{
+    if (check_setup() < 0)
+        return NULL;
+    Walk *w = walk_new(0);
+    if (w == NULL)
+        return NULL;
+    PyObject *out = NULL;
+    if (walk_tasks(w, tasks) == 0)
+        out = Py_NewRef(w->out);
+    walk_clear(w);
+    Py_DECREF(w);
+    return out;
+}
+
+static PyObject *
+sk_state_key(PyObject *mod, PyObject *tasks)
+{
+    if (!hash_ok) {
+        PyObject *out = sk_rows(mod, tasks);
+        if (out == NULL)
+            return NULL;
+        PyObject *tup = PyList_AsTuple(out);
+        Py_DECREF(out);
+        if (tup == NULL)
+            return NULL;
+        Py_hash_t h = PyObject_Hash(tup);
+        Py_DECREF(tup);
+        if (h == -1)
+            return NULL;
+        return PyLong_FromSsize_t(h);
+    }
+    if (check_setup() < 0)
+        return NULL;
+    Walk *w = walk_new(1);
+    if (w == NULL)
+        return NULL;
+    PyObject *res = NULL;
+    if (walk_tasks(w, tasks) == 0)
+        res = PyLong_FromSsize_t((Py_hash_t)xx_end(w->acc, w->nrows));
+    walk_clear(w);
+    Py_DECREF(w);
+    return res;
+}
+
+static PyObject *
+sk_setup(PyObject *mod, PyObject *args)
+{
+    PyObject *special, *classify_, *slots_of, *task;
+    if (!PyArg_ParseTuple(args, "OOOO:_setup", &special, &classify_, &slots_of, &task))
+        return NULL;
+    if (!PyType_Check(task)) {
+        PyErr_SetString(PyExc_TypeError, "_setup: the task type must be a class");
+        return NULL;
+    }
+    Py_XSETREF(cb_special, Py_NewRef(special));
+    Py_XSETREF(cb_classify, Py_NewRef(classify_));
+    Py_XSETREF(cb_slots_of, Py_NewRef(slots_of));
+    Py_XSETREF(task_type, Py_NewRef(task));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sk_hashes_rows(PyObject *mod, PyObject *noargs)
+{
+    return PyBool_FromLong(hash_ok);
+}
+
+static int hash_ok_checked;
+
+/* For tests: state_key builds its rows (False) or hashes them as it walks
+ * (True, only if the interpreter's tuple hash is the one reproduced here). */
+static PyObject *
+sk_set_hashing(PyObject *mod, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    hash_ok = on && hash_ok_checked;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef sk_methods[] = {
+    {"state_key", sk_state_key, METH_O,
+     "state_key(tasks) -> int: statekey.state_key computed in C (same value)."},
+    {"rows", sk_rows, METH_O, "rows(tasks) -> list: the rows state_key hashes."},
+    {"hashes_rows", sk_hashes_rows, METH_NOARGS,
+     "hashes_rows() -> bool: state_key hashes rows without making them (the interpreter's "
+     "tuple hash is the one this module reproduces)."},
+    {"_set_hashing", sk_set_hashing, METH_O,
+     "_set_hashing(flag): tests choose how state_key hashes (see hashes_rows)."},
+    {"_setup", sk_setup, METH_VARARGS,
+     "_setup(special, classify, slots_of, task_type): the Python side's callbacks."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef sk_module = {
+    PyModuleDef_HEAD_INIT, "pervma.sched._statekey",
+    "The walk of pervma.sched.statekey.state_key in C.", -1, sk_methods,
+};
+
+#define INTERN(var, text)                                     \
+    do {                                                      \
+        if ((var = PyUnicode_InternFromString(text)) == NULL) \
+            return NULL;                                      \
+    } while (0)
+
+#define HASH(var, obj)                         \
+    do {                                       \
+        Py_hash_t h_ = PyObject_Hash(obj);     \
+        if (h_ == -1)                          \
+            return NULL;                       \
+        var = (Py_uhash_t)h_;                  \
+    } while (0)
+
+/* Does xx_lane/xx_end give this interpreter's hash of a tuple? */
+static int
+check_tuple_hash(void)
+{
+    PyObject *t = Py_BuildValue("(s(ni)()(Os))", "#", (Py_ssize_t)7, -1, Py_None, "x");
+    if (t == NULL)
+        return -1;
+    Py_uhash_t acc = XXPRIME_5;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *x = PyTuple_GET_ITEM(t, i);
+        Py_uhash_t lane;
+        if (PyTuple_Check(x)) {
+            Py_uhash_t a = XXPRIME_5;
+            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(x); j++) {
+                Py_hash_t h = PyObject_Hash(PyTuple_GET_ITEM(x, j));
+                if (h == -1) {
+                    Py_DECREF(t);
+                    return -1;
+                }
+                a = xx_lane(a, (Py_uhash_t)h);
+            }
+            lane = xx_end(a, PyTuple_GET_SIZE(x));
+        }
+        else {
+            Py_hash_t h = PyObject_Hash(x);
+            if (h == -1) {
+                Py_DECREF(t);
+                return -1;
+            }
+            lane = (Py_uhash_t)h;
+        }
+        acc = xx_lane(acc, lane);
+    }
+    Py_hash_t want = PyObject_Hash(t);
+    Py_DECREF(t);
+    if (want == -1)
+        return -1;
+    return (Py_hash_t)xx_end(acc, 4) == want && int_hash(-1) == (Py_uhash_t)(Py_hash_t)-2 &&
+           int_hash(12345) == 12345;
+}
+
+PyMODINIT_FUNC
+PyInit__statekey(void)
+{
+    if (PyType_Ready(&Walk_Type) < 0)
+        return NULL;
+    INTERN(s_eq, "=");
+    INTERN(s_at, "@");
+    INTERN(s_atm, "@m");
+    INTERN(s_hash, "#");
+    INTERN(s_l, "l");
+    INTERN(s_d, "d");
+    INTERN(s_s, "s");
+    INTERN(s_c, "c");
+    INTERN(s_finished, "finished");
+    INTERN(s_qualname, "__qualname__");
+    INTERN(s_name, "__name__");
+    INTERN(s_dict, "__dict__");
+    INTERN(s_cr_frame, "cr_frame");
+    INTERN(s_cr_await, "cr_await");
+    INTERN(s_gi_frame, "gi_frame");
+    INTERN(s_gi_yieldfrom, "gi_yieldfrom");
+    INTERN(s_done, "done");
+    INTERN(s_preempt_count, "preempt_count");
+    INTERN(s_model, "model");
+    INTERN(s_coro, "coro");
+    INTERN(s_result, "result");
+    INTERN(s_sort, "sort");
+    INTERN(s_key, "key");
+    INTERN(s_repr, "repr");
+    if ((t_finished = PyTuple_Pack(1, s_finished)) == NULL)
+        return NULL;
+    HASH(h_eq, s_eq);
+    HASH(h_at, s_at);
+    HASH(h_atm, s_atm);
+    HASH(h_hash, s_hash);
+    HASH(h_l, s_l);
+    HASH(h_d, s_d);
+    HASH(h_s, s_s);
+    HASH(h_c, s_c);
+    HASH(h_finished_row, t_finished);
+    repr_func = PyDict_GetItemWithError(PyEval_GetBuiltins(), s_repr);
+    if (repr_func == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "no builtins.repr");
+        return NULL;
+    }
+    Py_INCREF(repr_func);
+    hc_keys = PyMem_Calloc(2 * HCACHE_MAX, sizeof(PyObject *));
+    hc_vals = PyMem_Calloc(2 * HCACHE_MAX, sizeof(Py_hash_t));
+    if (hc_keys == NULL || hc_vals == NULL)
+        return PyErr_NoMemory();
+    hash_ok = hash_ok_checked = check_tuple_hash();
+    if (hash_ok < 0)
+        return NULL;
+    return PyModule_Create(&sk_module);
+}
