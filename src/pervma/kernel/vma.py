@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,10 +93,17 @@ async def vma_iter_store_new(mm: MmStruct, vma: VmAreaStruct) -> None:
 async def vma_iter_update(mm: MmStruct, remove: list[VmAreaStruct] | tuple[()] = (),
                           add: list[VmAreaStruct] | tuple[()] = (), label: str = "vma_iter_store") -> None:
     """Publish the tree after ranges changed (and VMAs left or arrived)."""
-    gone = {id(v) for v in remove}
-    vmas = [v for v in mm.mm_mt.snapshot() if id(v) not in gone]
-    vmas.extend(add)
-    await mm.mm_mt.publish(vmas, label)
+    await mm.mm_mt.publish(_replaced(mm.mm_mt.snapshot(), remove, add), label)
+
+
+def _replaced(vmas: Sequence[VmAreaStruct], remove: list[VmAreaStruct] | tuple[()],
+              add: list[VmAreaStruct] | tuple[()]) -> list[VmAreaStruct]:
+    """The tree's VMAs without ``remove`` (by identity), then ``add``.  A plain
+    function: no set of object addresses stays in a suspended frame (the
+    checker keys states by frames' locals, and addresses differ run to run)."""
+    out = [v for v in vmas if all(v is not r for r in remove)]
+    out.extend(add)
+    return out
 
 
 async def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> None:
