@@ -9,27 +9,30 @@ transitions, dependency and vector clocks as :mod:`pervma.check.dpor`:
   the transition it took there) and a *wakeup tree*: an ordered tree of
   thread sequences still to be explored from that node.  A new execution
   replays the chosen prefix, follows the wakeup tree below the node it
-  diverges at, and past a leaf continues with the default choice.
+  diverges at, and past a leaf continues with the default choice (stay on
+  the running thread, else the lowest awake runnable one).
 * After each execution, every direct race ``e < e'`` yields the sequence
   ``v = notdep(e).e'`` (the events after ``e`` that do not happen after it,
   then ``e'``).  It is inserted into the wakeup tree before ``e`` unless a
-  sleeping thread is a *weak initial* of ``v`` (it could run first in some
-  extension of ``v``) or a leaf of the tree already leads to ``v``'s trace.
-  Following ``v`` instead of just its first thread is what keeps the search
-  from running into the sleep set: on programs whose threads never block,
-  no execution is cut ("pruned") and every maximal execution is a new trace.
-* Blocking breaks that guarantee, as the paper's framework assumes no
-  process disables another.  A race whose reversal cannot run (a thread of
-  ``v`` that is not runnable where it must start, typically the acquirer of
-  a lock still held) falls back to source-DPOR's rule: one initial of ``v``
-  (or, if none can run there, every runnable thread) as a one-thread branch.
-  A thread blocked on a lock or condition races with the latest dependent
-  event exactly as in :mod:`pervma.check.dpor` (Flanagan and Godefroid's
-  rule): its thread becomes a one-thread branch before that event.  A branch
-  found not runnable when the search follows it (a reversal across a lock
-  that only shows up deeper in ``v``) is dropped; the blocked rule covers the
-  reversal that was meant.  Executions that still end with every runnable
-  thread asleep are counted as *pruned*.
+  sleeping thread is an initial of ``v`` or a leaf of the tree already
+  starts it.  Following all of ``v``, not just its first thread as
+  source-DPOR does, is what keeps the search out of the sleep set: on
+  programs whose threads never block no execution is cut ("pruned") and
+  every maximal execution is a new Mazurkiewicz trace.  Where the paper uses
+  weak initials this module uses initials (see :func:`_initial`).
+* Blocking is outside the paper's guarantee.  A reversal whose first thread
+  cannot run before ``e`` is not reversible (``e`` enabled ``e'``) and is
+  skipped (:func:`_reverse`).  A thread blocked on a lock or a condition
+  never executes its pending step, so it shows up in no race: as in
+  :mod:`pervma.check.dpor` (Flanagan and Godefroid's rule) its pending step
+  races with the latest dependent event, here as the sequence
+  ``notdep(e)`` then the blocked thread; where that cannot run, the thread
+  alone (or, if it cannot run there either, every runnable thread: a
+  *conservative* backtrack point) becomes a branch.  A branch found not
+  runnable when the search follows it (a reversal across a lock that shows
+  only deeper in ``v``) is dropped and counted in a note; the blocked rule
+  covers the reversal that was meant.  Executions that still end with every
+  runnable thread asleep are counted as *pruned*.
 
 Budget, livelock bound, first-violation stop, ``want``/``collect`` and the
 root split (``root``, :func:`explore_roots`) keep :mod:`pervma.check.dpor`'s
@@ -59,12 +62,10 @@ def _dep(a: Acc | None, b: Acc | None) -> bool:
 
 @dataclass(slots=True)
 class _Branch:
-    """An edge of a wakeup tree: thread ``tid``'s next transition (its
-    accesses when known; None for a branch added by the blocked rule, whose
-    transition has not run yet) and the sequences that continue it."""
+    """An edge of a wakeup tree: thread ``tid``'s next transition, and the
+    sequences that continue it."""
 
     tid: int
-    acc: Acc | None
     kids: list[_Branch] = field(default_factory=list)
 
 
@@ -103,7 +104,6 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         run = runner.execution()
         for node in stack:
             node.event = run.take(node.cur.tid)
-            node.cur.acc = node.event.acc
         follow: list[_Branch] = stack[-1].cur.kids if stack else []
         blocked_seen: set[tuple[int, int]] = set()
         sleep_blocked = False
@@ -125,7 +125,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             wut = follow
             branch: _Branch | None = None
             if not stack and root is not None:
-                branch = _Branch(root[0], None)
+                branch = _Branch(root[0])
                 wut.insert(0, branch)
             while branch is None and wut:
                 b = wut[0]
@@ -140,12 +140,11 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 if not cands:
                     sleep_blocked = True
                     break
-                branch = _Branch(cur if cur in cands else cands[0], None)
+                branch = _Branch(cur if cur in cands else cands[0])
                 wut.append(branch)
             node = _Node(enabled, cur, run.preemptions, sleep, wut, branch)
             stack.append(node)
             node.event = run.take(branch.tid)
-            branch.acc = node.event.acc
             follow = branch.kids
         if run.livelock is not None:  # the cut-off threads still race with what ran
             _blocked_rule(run, stack, blocked_seen, counts, everyone=True)
@@ -271,15 +270,22 @@ def _direct_races(events: list[Event], n: int, start: int) -> Iterator[tuple[int
         prev_clock[e.tid] = e.clock
 
 
-def _weak_initial(tid: int, acc: Acc | None, seq: _Seq) -> bool:
-    """Could thread ``tid``, whose next transition touches ``acc``, run
-    first in some extension of ``seq``?  Either its first transition in
-    ``seq`` depends on nothing before it, or it is not in ``seq`` and its
-    transition is independent of all of ``seq`` (unknown accesses: never)."""
+def _initial(tid: int, seq: _Seq) -> bool:
+    """Is thread ``tid`` an initial of ``seq``: does its first transition in
+    ``seq`` depend on nothing before it, so that ``seq`` can start with it?
+
+    The paper also counts *weak* initials (a thread absent from ``seq`` whose
+    next transition is independent of all of it).  That assumes the thread's
+    transition stays the same whatever independent transitions run first,
+    which the engine's accesses do not guarantee: a slab allocation touches
+    the object it recycles only if another thread freed it first, and a step
+    counts as a write to a waiter's location only while the waiter waits.
+    With weak initials ``killable-write-lock-abort`` loses 6 of source-DPOR's
+    traces; with initials it loses none (``bench/odpor_bench.py``)."""
     for k, (t, a) in enumerate(seq):
         if t == tid:
             return not any(_dep(a, seq[j][1]) for j in range(k))
-    return not any(_dep(acc, a) for _, a in seq)
+    return False
 
 
 def _without(seq: _Seq, tid: int) -> _Seq:
@@ -292,21 +298,21 @@ def _without(seq: _Seq, tid: int) -> _Seq:
 
 def _insert(wut: list[_Branch], seq: _Seq) -> None:
     """Insert ``seq`` into a wakeup tree: walk down the first branch whose
-    thread is a weak initial of what is left; stop if that branch is a leaf
-    (it already leads to ``seq``'s trace) or nothing is left, else hang the
+    thread is an initial of what is left; stop if that branch is a leaf
+    (it already starts ``seq``'s trace) or nothing is left, else hang the
     rest as a new last branch where no branch fits."""
     kids = wut
     while seq:
         for b in kids:
-            if _weak_initial(b.tid, b.acc, seq):
+            if _initial(b.tid, seq):
                 if not b.kids:
                     return
                 seq = _without(seq, b.tid)
                 kids = b.kids
                 break
         else:
-            for t, a in seq:
-                nb = _Branch(t, a)
+            for t, _ in seq:
+                nb = _Branch(t)
                 kids.append(nb)
                 kids = nb.kids
             return
@@ -345,10 +351,10 @@ def _reverse(events: list[Event], stack: list[_Node], c: int, i: int) -> None:
 
 def _offer(node: _Node, seq: _Seq) -> bool:
     """Insert ``seq`` into the node's wakeup tree unless a sleeping thread is
-    a weak initial of it; False (and nothing inserted) when a thread of its
-    that must run first is not runnable at the node."""
-    for q, qacc in node.sleep.items():
-        if _weak_initial(q, qacc, seq):
+    an initial of it; False (and nothing inserted) when a thread of its that
+    must run first is not runnable at the node."""
+    for q in node.sleep:
+        if _initial(q, seq):
             return True
     if any(t not in node.enabled for t in _initials(seq)):
         return False
@@ -364,7 +370,7 @@ def _everyone(node: _Node, counts: _Counts) -> None:
     """The conservative fallback: every runnable, awake thread as a branch."""
     for t in node.enabled:
         if t not in node.sleep and not _has_branch(node, t):
-            node.wut.append(_Branch(t, None))
+            node.wut.append(_Branch(t))
     counts.conservative += 1
 
 
@@ -394,7 +400,7 @@ def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]]
             continue
         # Not runnable in that order: source-DPOR's rule.
         if task.tid in node.enabled:
-            node.wut.append(_Branch(task.tid, None))
+            node.wut.append(_Branch(task.tid))
         else:
             _everyone(node, counts)
 
