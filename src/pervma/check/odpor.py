@@ -62,10 +62,12 @@ def _dep(a: Acc | None, b: Acc | None) -> bool:
 
 @dataclass(slots=True)
 class _Branch:
-    """An edge of a wakeup tree: thread ``tid``'s next transition, and the
-    sequences that continue it."""
+    """An edge of a wakeup tree: thread ``tid``'s next transition, the
+    accesses it had in the execution its race was seen in (None: not known),
+    and the sequences that continue it."""
 
     tid: int
+    acc: Acc | None = None
     kids: list[_Branch] = field(default_factory=list)
 
 
@@ -83,7 +85,8 @@ class _Node:
 @dataclass(slots=True)
 class _Counts:
     conservative: int = 0
-    dropped: int = 0  # wakeup-tree branches found not runnable (or asleep) when followed
+    dropped: int = 0  # wakeup-tree branches found not runnable when followed
+    diverged: int = 0  # pruned executions whose wakeup sequence ran differently
 
 
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
@@ -107,6 +110,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         follow: list[_Branch] = stack[-1].cur.kids if stack else []
         blocked_seen: set[tuple[int, int]] = set()
         sleep_blocked = False
+        diverged = False
         while True:
             enabled = run.runnable()
             if len(run.events) > start or not stack:
@@ -134,7 +138,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                     branch = b
                 else:
                     del wut[0]
-                    counts.dropped += 1
+                    counts.dropped += b.tid not in enabled
             if branch is None:
                 cands = [t for t in enabled if t not in sleep]
                 if not cands:
@@ -145,6 +149,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             node = _Node(enabled, cur, run.preemptions, sleep, wut, branch)
             stack.append(node)
             node.event = run.take(branch.tid)
+            diverged |= branch.acc is not None and branch.acc != node.event.acc
             follow = branch.kids
         if run.livelock is not None:  # the cut-off threads still race with what ran
             _blocked_rule(run, stack, blocked_seen, counts, everyone=True)
@@ -154,6 +159,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             close_executor(run.ex)
             stats.pruned += 1
             stats.steps += len(run.schedule)
+            counts.diverged += diverged
         elif want is not None:
             outcome = run.end()
             stats.executions += 1
@@ -179,7 +185,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             stats.incomplete.append(reason)
             break
     stats.conservative += counts.conservative
-    _note_dropped(stats, counts.dropped)
+    _count_note(stats, counts.dropped, _DROPPED)
+    _count_note(stats, counts.diverged, _DIVERGED)
     if restart:
         conservative_note(stats)
     stats.complete = not stats.incomplete
@@ -188,17 +195,20 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
 
 
 _DROPPED = " wakeup-tree branch(es) dropped where they could not run (a reversal across a lock)"
+_DIVERGED = (" pruned execution(s) followed a wakeup sequence whose transitions touched other "
+             "locations than in the execution its race was seen in (slab reuse, wake-ups)")
 
 
-def _note_dropped(stats: Stats, dropped: int) -> None:
-    """Add ``dropped`` to the note that counts dropped branches (one note per run)."""
-    if not dropped:
+def _count_note(stats: Stats, n: int, text: str) -> None:
+    """Add ``n`` to the note ``<count><text>`` (one such note per run, summed
+    over the root subtrees of :func:`explore_roots`)."""
+    if not n:
         return
     for k, note in enumerate(stats.notes):
-        if note.endswith(_DROPPED):
-            stats.notes[k] = f"{int(note.split()[0]) + dropped}{_DROPPED}"
+        if note.endswith(text):
+            stats.notes[k] = f"{int(note.split()[0]) + n}{text}"
             return
-    stats.notes.append(f"{dropped}{_DROPPED}")
+    stats.notes.append(f"{n}{text}")
 
 
 def _within_bound(tid: int, prev: int | None, enabled: list[int], preemptions: int,
@@ -311,8 +321,8 @@ def _insert(wut: list[_Branch], seq: _Seq) -> None:
                 kids = b.kids
                 break
         else:
-            for t, _ in seq:
-                nb = _Branch(t)
+            for t, a in seq:
+                nb = _Branch(t, a)
                 kids.append(nb)
                 kids = nb.kids
             return
