@@ -20,6 +20,11 @@ from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
 
 UNIVERSAL = Config.preset("universal")
+
+
+def _ts() -> Stats:
+    """Statistics with the distinct-trace count (asked for since --trace-stats)."""
+    return Stats("odpor", trace_stats=True)
 PRESETS = ("universal", "universal-up", "universal-up-nopreempt")
 
 End = tuple[tuple[int, ...], str, str | None]  # trace key, outcome, violation kind
@@ -54,7 +59,7 @@ def _everything(mod: ModuleType, sc: Scenario, cfg: Config) -> tuple[Stats, _Rec
     """Explore every execution, violating ones included (``want`` accepts
     none, so the search never stops at a violation)."""
     rec = _Recorder(sc, cfg)
-    st = mod.explore(rec, Budget(), want=lambda run: False, collect=[])
+    st = mod.explore(rec, Budget(), stats=_ts(), want=lambda run: False, collect=[])
     assert st.executions == len(rec.ends)
     return st, rec
 
@@ -80,7 +85,7 @@ def _scenario(build: Callable[[Config], Instance], **kw: object) -> Scenario:
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_independent_writers_explore_exactly_one_execution(preset: str, n: int) -> None:
-    st = odpor.explore(Runner(_scenario(toys.writers(n)), Config.preset(preset)), Budget())
+    st = odpor.explore(Runner(_scenario(toys.writers(n)), Config.preset(preset)), Budget(), stats=_ts())
     assert (st.executions, st.pruned, st.distinct, st.complete) == (1, 0, 1, True)
     assert st.strategy == "odpor"
 
@@ -89,7 +94,7 @@ def test_independent_writers_explore_exactly_one_execution(preset: str, n: int) 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
 def test_one_writer_n_readers_explore_exactly_two_to_the_n_none_pruned(preset: str,
                                                                        n: int) -> None:
-    st = odpor.explore(Runner(_scenario(toys.readers(n)), Config.preset(preset)), Budget())
+    st = odpor.explore(Runner(_scenario(toys.readers(n)), Config.preset(preset)), Budget(), stats=_ts())
     assert (st.executions, st.distinct, st.pruned, st.complete) == (2 ** n, 2 ** n, 0, True)
 
 
@@ -117,8 +122,8 @@ def test_toy_oracles_same_traces_and_outcomes_as_source_dpor(name: str, preset: 
     else:
         assert o.pruned == 0
     # the search that stops at the first violation reaches the same verdict
-    ds = dpor.explore(Runner(_scenario(build, **kw), cfg), Budget())
-    os_ = odpor.explore(Runner(_scenario(build, **kw), cfg), Budget())
+    ds = dpor.explore(Runner(_scenario(build, **kw), cfg), Budget(), stats=_ts())
+    os_ = odpor.explore(Runner(_scenario(build, **kw), cfg), Budget(), stats=_ts())
     assert (os_.found.kind if os_.found else None) == (ds.found.kind if ds.found else None)
     assert os_.executions == os_.distinct
 
@@ -126,7 +131,7 @@ def test_toy_oracles_same_traces_and_outcomes_as_source_dpor(name: str, preset: 
 def test_verdicts_of_the_toy_oracles() -> None:
     """The oracles' known answers, found by Optimal-DPOR itself."""
     def found(build: Callable[[Config], Instance], preset: str = "universal") -> str | None:
-        st = odpor.explore(Runner(_scenario(build), Config.preset(preset)), Budget())
+        st = odpor.explore(Runner(_scenario(build), Config.preset(preset)), Budget(), stats=_ts())
         return st.found.kind if st.found else None
 
     assert found(toys.racy_counter) == "assertion"
@@ -138,7 +143,7 @@ def test_verdicts_of_the_toy_oracles() -> None:
 
 
 def test_livelock_bound_makes_the_run_incomplete() -> None:
-    st = odpor.explore(Runner(_scenario(toys.spinner, max_steps=30), UNIVERSAL), Budget())
+    st = odpor.explore(Runner(_scenario(toys.spinner, max_steps=30), UNIVERSAL), Budget(), stats=_ts())
     assert not st.complete and "livelock" in st.incomplete
     assert st.livelock is not None and "livelock bound 30" in st.livelock
     assert st.pruned == 0 and st.executions == st.distinct
@@ -199,8 +204,8 @@ def test_kernel_scenarios_same_traces_and_verdict_fewer_pruned(name: str, bug: s
     assert o.pruned <= d.pruned
     kinds = {k for _, outcome, k in rec.ends if outcome == "violation"}
     assert bool(kinds) == switch  # the switch is what makes it violate
-    ds = dpor.explore(Runner(sc, cfg), Budget())
-    os_ = odpor.explore(Runner(sc, cfg), Budget())
+    ds = dpor.explore(Runner(sc, cfg), Budget(), stats=_ts())
+    os_ = odpor.explore(Runner(sc, cfg), Budget(), stats=_ts())
     assert (os_.found is None) == (ds.found is None) == (not switch)
     if switch:
         assert os_.found is not None and os_.found.kind in kinds
@@ -213,10 +218,10 @@ def test_kernel_scenarios_same_traces_and_verdict_fewer_pruned(name: str, bug: s
 @pytest.mark.parametrize("name", ["toy-readers", "toy-locked", "fault-vs-munmap"])
 def test_explore_roots_is_the_sequential_search_split_by_root(name: str) -> None:
     sc = get_scenario(name)
-    seq = odpor.explore(Runner(sc, UNIVERSAL), Budget())
-    roots = odpor.explore_roots(Runner(sc, UNIVERSAL), Budget())
+    seq = odpor.explore(Runner(sc, UNIVERSAL), Budget(), stats=_ts())
+    roots = odpor.explore_roots(Runner(sc, UNIVERSAL), Budget(), stats=_ts())
     split = dpor.root_split(Runner(sc, UNIVERSAL))
-    parts = [odpor.explore(Runner(sc, UNIVERSAL), Budget(), root=r) for r in split]
+    parts = [odpor.explore(Runner(sc, UNIVERSAL), Budget(), stats=_ts(), root=r) for r in split]
     assert roots.complete and seq.complete
     assert roots.traces == seq.traces == set().union(*(p.traces for p in parts))
     assert roots.executions == seq.executions == sum(p.executions for p in parts)
@@ -225,7 +230,7 @@ def test_explore_roots_is_the_sequential_search_split_by_root(name: str) -> None
 
 @pytest.mark.parametrize("cap", [1, 3, 5])
 def test_budget_counts_executions_and_pruned(cap: int) -> None:
-    st = odpor.explore(Runner(get_scenario("toy-readers"), UNIVERSAL), Budget(max_executions=cap))
+    st = odpor.explore(Runner(get_scenario("toy-readers"), UNIVERSAL), Budget(max_executions=cap), stats=_ts())
     assert st.executions + st.pruned == cap
     assert st.incomplete == [f"stopped at --max-executions {cap}"] and not st.complete
 
@@ -238,7 +243,7 @@ def test_explore_roots_shares_one_budget() -> None:
 
 
 def test_stops_at_the_first_violation() -> None:
-    st = odpor.explore_roots(Runner(get_scenario("toy-racy"), UNIVERSAL), Budget())
+    st = odpor.explore_roots(Runner(get_scenario("toy-racy"), UNIVERSAL), Budget(), stats=_ts())
     assert st.found is not None and st.found.kind == "assertion"
     assert st.incomplete == ["stopped at the first violation"] and not st.complete
 
@@ -247,16 +252,16 @@ def test_stops_at_the_first_violation() -> None:
 def test_preemption_bound_limits_the_lost_update(bound: int, found: bool) -> None:
     """Two unlocked increments lose one only if one preempts the other."""
     runner = Runner(get_scenario("toy-racy"), UNIVERSAL)
-    st = odpor.explore(runner, Budget(), max_preemptions=bound)
+    st = odpor.explore(runner, Budget(), stats=_ts(), max_preemptions=bound)
     assert (st.found is not None) == found
-    ref = dpor.explore(runner, Budget(), max_preemptions=bound)
+    ref = dpor.explore(runner, Budget(), stats=_ts(), max_preemptions=bound)
     assert (ref.found is not None) == found
 
 
 def test_want_collects_violating_executions_without_stopping() -> None:
     got: list[Execution] = []
     runner = Runner(get_scenario("fault-vs-munmap"), UNIVERSAL.with_bugs("B13"))
-    st = odpor.explore(runner, Budget(), want=lambda run: True, collect=got, collect_max=3)
+    st = odpor.explore(runner, Budget(), stats=_ts(), want=lambda run: True, collect=got, collect_max=3)
     assert len(got) == 3 and st.found is None and st.executions >= 3
     kinds = [r.violation.kind if r.violation is not None else None for r in got]
     # B13: the fault uses the VMA munmap freed, or finds it detached under its read lock

@@ -50,7 +50,16 @@ class KmemCache(Generic[T]):
     active: int = 0
     total_allocs: int = 0
 
+    def loc(self) -> Hashable:
+        """The cache's own shared state (freelist, object count): every
+        allocation and free writes it, as SLUB's cmpxchg on the per-CPU
+        freelist does.  Without it two allocations from one cache would be
+        independent to the checker although their order decides which object
+        (and slot) each gets."""
+        return ("kmem_cache", self.name)
+
     def alloc(self, site: str) -> T:
+        touch(self.loc())
         self.total_allocs += 1
         self.active += 1
         if self.typesafe_by_rcu and self.freelist:
@@ -74,6 +83,7 @@ class KmemCache(Generic[T]):
                          f"already freed at {obj.free_site} (allocated at {obj.alloc_site})")
         obj.freed = True
         obj.free_site = site
+        touch(self.loc())
         for loc in obj.locations():
             touch(loc)
         self.active -= 1
