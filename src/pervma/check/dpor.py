@@ -89,7 +89,9 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     while True:
         run = runner.execution()
         for node in stack:
-            node.event = run.take(node.chosen)
+            ev = node.event
+            node.event = run.take(node.chosen) if ev is None or ev.tid != node.chosen \
+                else run.retake(ev)
         blocked_seen: set[tuple[int, int]] = set()
         sleep_blocked = False
         while True:

@@ -242,6 +242,39 @@ class Execution:
             self._finish()
         return ev
 
+    def retake(self, ev: Event) -> Event:
+        """Take again a transition recorded by an earlier execution of the same
+        prefix (the model is deterministic): the same thread for the same number
+        of steps, with the recorded event reused instead of recomputing its
+        accesses and vector clock.  Replaying a DFS prefix this way costs the
+        model's steps and a few table updates per event."""
+        ex = self.ex
+        tid = ev.tid
+        if self.is_preemption(tid):
+            self.preemptions += 1
+        step = ex.step
+        schedule = self.schedule
+        for _ in range(ev.nsteps):
+            step(tid)
+            schedule.append(tid)
+        idx = len(self.events)
+        lw = self._last_write
+        reads = self._reads
+        for loc, w in ev.acc.items():
+            if w:
+                lw[loc] = idx
+                reads[loc] = []
+            else:
+                rs = reads.get(loc)
+                if rs is None:
+                    reads[loc] = [idx]
+                else:
+                    rs.append(idx)
+        self._clock[tid] = ev.clock
+        self.events.append(ev)
+        self.cur = tid
+        return ev
+
     def _snap(self) -> str:
         snap = self.inst.snapshot
         if snap is None:
