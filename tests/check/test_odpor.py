@@ -267,3 +267,17 @@ def test_want_collects_violating_executions_without_stopping() -> None:
     # B13: the fault uses the VMA munmap freed, or finds it detached under its read lock
     assert set(kinds) <= {"KASAN: use-after-free", "WARNING: vma_assert_detached"}
     assert "KASAN: use-after-free" in kinds
+
+
+def test_cli_optimal_is_the_stateless_optimal_search(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pervma.cli import main
+
+    assert main(["check", "toy-readers", "--stateless", "--optimal", "--json",
+                 "--trace-stats"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert (r["executions"], r["pruned"], r["distinct"], r["states"]) == (8, 0, 8, None)
+    assert any("Optimal-DPOR" in n for n in r["notes"])
+    assert main(["check", "toy-readers", "--optimal"]) == 2
+    assert "--optimal is a form of the stateless search" in capsys.readouterr().err

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pervma.check import dpor, parallel, stateful, strategies
+from pervma.check import dpor, odpor, parallel, stateful, strategies
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import replay
 from pervma.check.minimise import minimise as _minimise
@@ -165,7 +165,8 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               progress: Callable[[Stats], None] | None = None,
               dpor_root: tuple[int, dict[Any, bool]] | None = None,
               trace_stem: str | None = None, force: bool = False,
-              jobs: int = 1, trace_stats: bool = False, stateless: bool = False) -> CheckResult:
+              jobs: int = 1, trace_stats: bool = False, stateless: bool = False,
+              optimal: bool = False) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     sc = get_scenario(scenario)
@@ -175,7 +176,11 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
     stats = Stats(strategy, trace_stats=trace_stats)
     t0 = time.perf_counter()
-    if strategy == "dpor" and not stateless:
+    if strategy == "dpor" and optimal:  # Optimal-DPOR (stateless), in one process
+        stats = Stats("odpor", trace_stats=trace_stats)
+        odpor.explore_roots(runner, budget, stats)
+        stats.notes.append("stateless Optimal-DPOR with wakeup trees (--optimal)")
+    elif strategy == "dpor" and not stateless:
         stateful.explore_roots(runner, budget, stats)
         if jobs > 1:
             stats.notes.append("the stateful search ran in one process (its table of states is "

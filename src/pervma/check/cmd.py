@@ -63,6 +63,9 @@ def register(sub: Any) -> None:
     p.add_argument("--stateless", action="store_true",
                    help="dpor without the table of explored states (one execution per "
                    "Mazurkiewicz trace, as before issue #12; what --jobs splits over processes)")
+    p.add_argument("--optimal", action="store_true",
+                   help="with --stateless: Optimal-DPOR with wakeup trees (fewer sleep-set-blocked "
+                   "executions; one process)")
     p.add_argument("--max-executions", type=cliargs.bounded_int(1, MAX_EXECUTIONS),
                    metavar="N")
     p.add_argument("--time", type=cliargs.finite_float(0, MAX_TIME_S, lo_open=True),
@@ -158,6 +161,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("name a scenario, --all or --bug ID (see 'pervma check --list')")
     if args.stateless and args.strategy != "dpor":
         raise UsageError(f"--stateless is a form of --strategy dpor, not of {args.strategy}")
+    if args.optimal and not args.stateless:
+        raise UsageError("--optimal is a form of the stateless search: add --stateless")
     if names:
         for n in names:
             sc = get_scenario(n)
@@ -178,7 +183,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         strategy=args.strategy, max_executions=args.max_executions, time_limit=args.time,
         seed=args.seed, trace_out=args.trace_out, minimise=not args.no_minimise,
         pct_depth=args.depth, max_bound=args.max_bound, config=config, config_text=config_text,
-        force=args.force, trace_stats=args.trace_stats, stateless=args.stateless)
+        force=args.force, trace_stats=args.trace_stats, stateless=args.stateless,
+        optimal=args.optimal)
     kws: list[dict[str, Any]] = []
     for n, p in pairs:
         own_bugs = bugs if names else [b for b in bugs if get_bug(b).scenario == n]
