@@ -30,7 +30,7 @@ class _GracePeriod:
 @dataclass(eq=False, slots=True)
 class RcuState:
     preempt: bool = True
-    readers: dict[int, TaskStruct] = field(default_factory=dict)  # by pid, in pid order
+    readers: dict[int, TaskStruct] = field(default_factory=dict)  # by pid, insertion-ordered
     pending: list[_GracePeriod] = field(default_factory=list)
     grace_periods: int = 0
 
@@ -60,11 +60,7 @@ def rcu_read_lock() -> None:
         tsk.rcu_section += 1
         rcu: RcuState = tsk.system.rcu
         if tsk.pid not in rcu.readers:
-            # Kept in pid order, not in order of first entry: the order means
-            # nothing (a grace period waits for all), and two schedules that
-            # differ only in which reader came first reach one state.
             rcu.readers[tsk.pid] = tsk
-            rcu.readers = dict(sorted(rcu.readers.items()))
         if not rcu.preempt:
             preempt_disable()
     tsk.rcu_depth += 1
