@@ -285,10 +285,16 @@ def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
     the subtrees of :func:`root_split` in order, sharing one budget and
     stopping at the first violation, exactly what a worker per subtree
     computes when the subtrees are combined in order."""
-    stats = stats or Stats("dpor")
+    return run_roots(explore, runner, budget, stats or Stats("dpor"), roots)
+
+
+def run_roots(search: Callable[..., Stats], runner: Runner, budget: Budget, stats: Stats,
+              roots: list[tuple[int, dict[int, Acc]]] | None = None) -> Stats:
+    """Run ``search`` (this module's or Optimal-DPOR's ``explore``) over the
+    root subtrees in order, with one budget, stopping at the first violation."""
     roots = root_split(runner) if roots is None else roots
     if not roots:  # nothing runnable at the start: one (empty) execution
-        return explore(runner, budget, stats)
+        return search(runner, budget, stats)
     budget.start()
     for i, root in enumerate(roots):
         if i:
@@ -296,7 +302,7 @@ def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
             if reason is not None:
                 stats.incomplete.append(reason)
                 break
-        explore(runner, budget, stats, root=root, restart=False)
+        search(runner, budget, stats, root=root, restart=False)
         if stopped(stats):
             break
     conservative_note(stats)

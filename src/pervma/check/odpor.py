@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
-from pervma.check.dpor import conservative_note, root_split, stopped
+from pervma.check.dpor import conservative_note, run_roots
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 
@@ -421,21 +421,4 @@ def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
     root's wakeup tree: the subtrees of :func:`pervma.check.dpor.root_split`
     in order, sharing one budget and stopping at the first violation (the
     contract of :func:`pervma.check.dpor.explore_roots`)."""
-    stats = stats or Stats("odpor")
-    roots = root_split(runner) if roots is None else roots
-    if not roots:  # nothing runnable at the start: one (empty) execution
-        return explore(runner, budget, stats)
-    budget.start()
-    for i, root in enumerate(roots):
-        if i:
-            reason = budget.exhausted(stats)
-            if reason is not None:
-                stats.incomplete.append(reason)
-                break
-        explore(runner, budget, stats, root=root, restart=False)
-        if stopped(stats):
-            break
-    conservative_note(stats)
-    stats.complete = not stats.incomplete
-    stats.stop_clock()
-    return stats
+    return run_roots(explore, runner, budget, stats or Stats("odpor"), roots)
