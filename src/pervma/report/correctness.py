@@ -27,7 +27,7 @@ from pervma.report.section import Section, describe
 from pervma.report.settings import Settings
 
 RUN_COLUMNS = ["scenario", "preset", "state", "complete", "executions", "pruned", "distinct",
-               "violation_kind", "violation_message", "incomplete", "traces"]
+               "states", "violation_kind", "violation_message", "incomplete", "traces"]
 BUG_COLUMNS = ["bug", "preset", "scenario", "expected", "found", "ok", "executions", "pruned",
                "complete", "preemptions", "steps", "minimise_executions", "minimise_cut", "violation_kind",
                "violation_message", "reason_not_found", "traces", "title"]
@@ -142,7 +142,8 @@ def _trace_links(paths: list[str]) -> H.Raw:
 
 def build(p: Plan, results: dict[str, dict[str, Any]], s: Settings) -> Section:
     sec = Section("correctness", "Correctness: every scenario, every preset, every known bug")
-    sec.add(H.tag("p", "Source-DPOR exploration with sleep sets, bounded by executions only "
+    sec.add(H.tag("p", "Stateful exploration (source-DPOR with sleep sets and a table of explored "
+                  "states, pervma check's default), bounded by executions only "
                   "(the same executions on every machine and with any --jobs): each scenario "
                   f"under {', '.join(s.check_presets)} (pervma check SCENARIO --preset P "
                   f"--max-executions {s.check_max_executions} --seed {s.check_seed}); each "
@@ -178,12 +179,13 @@ def _render_runs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> N
         r = out["result"]
         v = r.get("violation") or {}
         rows.append([r["scenario"], r["preset"], _state(r), r["executions"], r["pruned"],
-                     r["distinct"], f"{v.get('kind', '')}: {v.get('message', '')}" if v else "",
+                     r["distinct"], r.get("states"), f"{v.get('kind', '')}: {v.get('message', '')}" if v else "",
                      "; ".join(r.get("incomplete") or []), _trace_links(out["traces"])])
         classes.append("bad" if v else "good" if r["complete"] else "warn")
         csv_rows.append({"scenario": r["scenario"], "preset": r["preset"], "state": _state(r),
                          "complete": r["complete"], "executions": r["executions"],
                          "pruned": r["pruned"], "distinct": r["distinct"],
+                         "states": r.get("states"),
                          "violation_kind": v.get("kind", ""),
                          "violation_message": v.get("message", ""),
                          "incomplete": "; ".join(r.get("incomplete") or []),
@@ -192,7 +194,7 @@ def _render_runs(sec: Section, p: Plan, results: dict[str, dict[str, Any]]) -> N
             sec.add(H.Raw(f"<details><summary>{H.esc(r['scenario'])} [{H.esc(r['preset'])}] "
                           f"counterexample</summary>{H.pre(r['counterexample']).html}</details>"))
     sec.add(H.table(["scenario", "preset", "state", "executions", "pruned", "distinct traces",
-                     "violation", "incomplete because", "traces"], rows, classes))
+                     "states", "violation", "incomplete because", "traces"], rows, classes))
     sec.csv["correctness.csv"] = _csv(RUN_COLUMNS, csv_rows)
     sec.add(H.link("correctness.csv", "CSV"))
     bad = sum(1 for r in csv_rows if r["violation_kind"])

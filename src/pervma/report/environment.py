@@ -70,7 +70,7 @@ def facts(settings: Settings) -> list[tuple[str, str]]:
         mini = ""
     rows += [
         ("profile", s.name + ("; " + "; ".join(s.notes) if s.notes else "")),
-        ("checker", f"DPOR bounded by executions only (no time limit): scenarios under "
+        ("checker", f"stateful DPOR bounded by executions only (no time limit): scenarios under "
          f"{', '.join(s.check_presets)}, at most {s.check_max_executions} executions per run; "
          f"bugs under {', '.join(s.bug_presets)}, at most {s.bug_max_executions}{mini}"),
         ("simulator", f"workloads {', '.join(s.sim_workloads)}; presets "

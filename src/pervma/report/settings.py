@@ -5,8 +5,9 @@ Every check run is bounded by a number of executions, never by wall time, so
 a report explores the same executions on any machine, under any load and with
 any ``--jobs``.  The budgets below are the ones used, and the report prints
 them.  The default budget (5000 per scenario run) is above what the largest
-run needs (``vma-reuse-by-another-mm`` on ``universal``: 2921 executions and
-540 pruned), so every run completes; the bug runs need at most 233."""
+run needs (``vma-reuse-by-another-mm`` on ``universal``, stateful: 103
+executions and 2025 pruned), so every run completes; the bug runs (without
+minimisation) need at most 277."""
 
 from __future__ import annotations
 
