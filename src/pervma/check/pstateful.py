@@ -30,6 +30,7 @@ import itertools
 import multiprocessing as mp
 import queue
 import signal
+import time
 import traceback
 from typing import Any
 
@@ -71,9 +72,11 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None, jobs: in
     if len(units) <= 1:
         return stateful.explore_roots(runner, budget, stats)
     workers = min(jobs, len(units))
-    _Coordinator(runner, budget, stats, units, workers).run()
+    co = _Coordinator(runner, budget, stats, units, workers)
+    co.run()
     stats.notes.append(f"stateful search split {d} transitions deep into {len(units)} units "
-                       f"over {workers} worker processes sharing finished states")
+                       f"over {workers} worker processes sharing finished states (CPU s: "
+                       + ", ".join(f"{c:.2f}" for c in co.cpu) + ")")
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
@@ -124,17 +127,20 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
 
         budget = Budget(None, time_limit, progress=share)
         budget.start()
+        cpu0 = time.process_time()
         while True:
             msg = receive(True)
             if msg[0] == "stop":
                 break
             unit: Unit = msg[1]
             st = Stats("dpor")
-            stateful.explore(runner, budget, st, prefix=unit, restart=False, table=table)
+            stateful.explore(runner, budget, st, prefix=unit, restart=False, table=table,
+                             descending=wid % 2 == 1)
             share()
             keys = list(itertools.islice(table.states, known, None))
             known = len(table.states)
-            outbox.put(("done", wid, _figures(st), keys, table.revisits, table.cycles))
+            outbox.put(("done", wid, _figures(st), keys, table.revisits, table.cycles,
+                        time.process_time() - cpu0))
         outbox.put(("bye", wid))
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
@@ -161,6 +167,7 @@ class _Coordinator:
         self.keys: set[int] = set()
         self.revisits = [0] * workers
         self.cycles = [0] * workers
+        self.cpu = [0.0] * workers  # each worker's CPU seconds, as it last said
 
     def run(self) -> None:
         ctx = mp.get_context("fork")
@@ -224,7 +231,7 @@ class _Coordinator:
                         inboxes[v].put(msg)
             elif kind == "done":
                 running -= 1
-                _, _, fig, keys, revisits, cycles = msg
+                _, _, fig, keys, revisits, cycles, self.cpu[w] = msg
                 self.keys.update(keys)
                 self.revisits[w] = revisits
                 self.cycles[w] = cycles

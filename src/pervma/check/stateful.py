@@ -106,7 +106,7 @@ class Table:
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             root: tuple[int, dict[int, Acc]] | None = None, restart: bool = True,
             table: Table | None = None, collect: list[Execution] | None = None,
-            prefix: Unit | None = None) -> Stats:
+            prefix: Unit | None = None, descending: bool = False) -> Stats:
     """Explore statefully; ``root`` and ``restart`` as in
     :func:`pervma.check.dpor.explore`, ``table`` shared between subtrees.
     With ``collect``, every violating execution goes there and the search
@@ -117,7 +117,14 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     split expanded them fully, so a backtrack point found there is already
     some other unit's), their states stay out of the table (only one branch
     below them is explored here), and the search stops when it is back at
-    the unit's last node."""
+    the unit's last node.
+
+    ``descending`` takes a new node's first thread and the next backtrack
+    choice from the highest thread id down (the running thread still goes
+    first): any order is sound, and two workers of a split search that walk
+    a shared region from opposite ends meet in the middle instead of
+    exploring it twice side by side."""
+    pick = max if descending else min
     stats = stats or Stats("dpor")
     table = table if table is not None else Table()
     states = table.states
@@ -197,7 +204,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 cut = "sleep"
                 break
             cur = run.cur
-            choice = cur if cur in cands else cands[0]
+            choice = cur if cur in cands else pick(cands)
             if not stack and root is not None:
                 choice = root[0]
             elif len(stack) < nfixed:
@@ -245,7 +252,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             node.sleep[node.chosen] = ev.acc
             todo = [t for t in node.backtrack if t not in node.sleep]
             if todo:
-                nxt = node.prev if node.prev in todo else min(todo)
+                nxt = node.prev if node.prev in todo else pick(todo)
                 break
             _pop(stack, table)
         if nxt is None:
