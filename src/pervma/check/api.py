@@ -8,7 +8,10 @@ trace_stats=False) -> CheckResult``
     Bounded by ``max_executions`` (DPOR: unbounded when None; random/PCT: 1000);
     ``time_limit`` is an explicit opt-in cap that makes a cut run depend on
     the machine.  ``jobs > 1`` spreads one dpor/random/pct run over processes
-    with exactly the result of ``jobs=1`` (:mod:`pervma.check.parallel`).
+    with exactly the result of ``jobs=1`` (:mod:`pervma.check.parallel`); a
+    stateful run without ``max_executions`` is split into units that share
+    their finished states (:mod:`pervma.check.pstateful`: the same verdict,
+    counts that differ a little).
     ``CheckResult`` has ``executions``, ``pruned``, ``distinct`` (distinct
     Mazurkiewicz traces) and ``redundancy`` (executions per distinct trace),
     both None unless ``trace_stats`` asked for them, ``elapsed`` (s), ``complete``,
