@@ -117,16 +117,48 @@ VERDICTS = [
 @pytest.mark.parametrize(("name", "bug"), VERDICTS)
 def test_two_workers_give_the_verdict_of_one(name: str, bug: str | None) -> None:
     bugs = [bug] if bug else []
-    one = run_check(name, bugs=bugs, jobs=1)
-    two = run_check(name, bugs=bugs, jobs=2)
+    # Not minimised: the kinds compared are those the searches met.
+    one = run_check(name, bugs=bugs, jobs=1, minimise=False)
+    two = run_check(name, bugs=bugs, jobs=2, minimise=False)
     assert (two.exit_code, two.complete) == (one.exit_code, one.complete)
     kind = None if one.violation is None else one.violation[0]
-    assert (None if two.violation is None else two.violation[0]) == kind
     if bug is not None:
         assert kind is not None, f"{bug} must be found on {name}"
+    # Workers stop at the first violation any of them meets: where several
+    # kinds are reachable (B13: a use-after-free, a WARNING, a refcount left
+    # at 0) which one comes first depends on timing, so it must be one the
+    # search reaches in one of the two orders the workers walk, and the one of
+    # jobs=1 where there is only one.
+    cfg = Config.preset("universal").with_bugs(*bugs) if bugs else Config.preset("universal")
+    kinds = {k for k, _ in _sequential(name, cfg)[0]}
+    got: list[Execution] = []
+    stateful.explore(Runner(get_scenario(name), cfg), Budget(), collect=got, descending=True)
+    kinds |= {k for k, _ in _violations(got)}
+    assert (kind is None) == (not kinds)
+    if kind is not None:
+        assert kind in kinds and two.violation is not None and two.violation[0] in kinds
+        if len(kinds) == 1:
+            assert two.violation[0] == kind
     if kind is None:  # a clean run went through the workers and counted their states
         assert two.states is not None and two.states > 0
         assert any("worker processes sharing finished states" in n for n in two.notes)
+
+
+def test_b13_leaves_a_refcount_at_zero_that_only_the_descending_order_reaches() -> None:
+    # Found by the split search (its odd workers walk the tree from the
+    # highest thread down); neither the ascending stateful search nor the
+    # stateless DPOR collects it, though the schedule replays: a dependency
+    # the access model does not record (reported to the lead, not fixed here).
+    cfg = Config.preset("universal").with_bugs("B13")
+    runner = Runner(get_scenario("detach-vs-transient-reader"), cfg)
+    got: list[Execution] = []
+    stateful.explore(runner, Budget(), collect=got, descending=True)
+    hits = [r for r in got if r.violation is not None and r.violation.kind == "validate_mm"]
+    assert hits
+    rep = replay(runner.instance(), cfg, hits[0].schedule, strict=True,
+                 max_steps=runner.max_steps)
+    assert rep.violation is not None and rep.violation.kind == "validate_mm"
+    assert "has vm_refcnt 0x0, expected 1" in rep.violation.message
 
 
 def _comparable(res: Any) -> dict[str, Any]:
