@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
+import pickle
 import queue
 import signal
 import time
@@ -112,7 +113,7 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
                     return None
                 if msg[0] != "entries":
                     return msg
-                _merge(table, msg[2])
+                _merge(table, pickle.loads(msg[2]))
 
         def share(_: Stats | None = None) -> None:
             if finished:
@@ -120,10 +121,10 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
                 for key in finished:
                     ent = table.states.get(key)
                     if ent is not None and ent.depth is None and not ent.partial:
-                        batch.append((key, ent.sleep, set(ent.summary)))  # a copy: sent later
+                        batch.append((key, ent.sleep, ent.summary))
                 finished.clear()
-                if batch:
-                    outbox.put(("entries", wid, batch))
+                if batch:  # pickled here: the coordinator passes the bytes on as they are
+                    outbox.put(("entries", wid, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)))
             pending = receive(False)
             assert pending is None, "a unit is handed only to an idle worker"
 
