@@ -247,10 +247,14 @@ def test_tiny_budget_cut_runs_are_not_ok(small_report: Report) -> None:
     assert f"{len(cut)} scenario run(s) stopped at the budget" in small_report.stdout
 
 
-def test_cli_check_explores_the_same_with_any_jobs() -> None:
+@pytest.mark.parametrize("mode", [("--stateless",), ("--max-executions", "1000000")])
+def test_cli_check_explores_the_same_with_any_jobs(mode: tuple[str, ...]) -> None:
+    # A stateless run, or a stateful one under a budget, explores the same
+    # executions with any --jobs; an unbudgeted stateful run split over
+    # workers keeps only the verdict (tests/check/test_pstateful.py).
     runs = []
     for jobs in ("1", "2"):
-        _rc, data = _check_json("vma-reuse-same-address", "--bug", "B17", "--jobs", jobs)
+        _rc, data = _check_json("vma-reuse-same-address", "--bug", "B17", "--jobs", jobs, *mode)
         (r,) = data["results"]
         for timing in ("elapsed", "time_to_find"):
             r.pop(timing)

@@ -8,7 +8,10 @@ trace_stats=False) -> CheckResult``
     Bounded by ``max_executions`` (DPOR: unbounded when None; random/PCT: 1000);
     ``time_limit`` is an explicit opt-in cap that makes a cut run depend on
     the machine.  ``jobs > 1`` spreads one dpor/random/pct run over processes
-    with exactly the result of ``jobs=1`` (:mod:`pervma.check.parallel`).
+    with exactly the result of ``jobs=1`` (:mod:`pervma.check.parallel`); a
+    stateful run without ``max_executions`` is split into units that share
+    their finished states (:mod:`pervma.check.pstateful`: the same verdict,
+    counts that differ a little).
     ``CheckResult`` has ``executions``, ``pruned``, ``distinct`` (distinct
     Mazurkiewicz traces) and ``redundancy`` (executions per distinct trace),
     both None unless ``trace_stats`` asked for them, ``elapsed`` (s), ``complete``,
@@ -53,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pervma.check import dpor, odpor, parallel, stateful, strategies
+from pervma.check import dpor, odpor, parallel, pstateful, strategies
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import replay
 from pervma.check.minimise import minimise as _minimise
@@ -181,10 +184,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         odpor.explore_roots(runner, budget, stats)
         stats.notes.append("stateless Optimal-DPOR with wakeup trees (--optimal)")
     elif strategy == "dpor" and not stateless:
-        stateful.explore_roots(runner, budget, stats)
-        if jobs > 1:
-            stats.notes.append("the stateful search ran in one process (its table of states is "
-                               "not shared between worker processes; --stateless splits a run)")
+        pstateful.explore(runner, budget, stats, jobs)
     elif jobs > 1 and strategy != "bounded" and dpor_root is None:
         stats = parallel.explore(runner, budget, strategy, jobs, seed=seed, depth=pct_depth,
                                  trace_stats=trace_stats)

@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
     p.add_argument("--strategy", default="dpor", choices=("dpor", "bounded", "random", "pct"))
     p.add_argument("--stateless", action="store_true",
                    help="dpor without the table of explored states (one execution per "
-                   "Mazurkiewicz trace, as before issue #12; what --jobs splits over processes)")
+                   "Mazurkiewicz trace, as before issue #12)")
     p.add_argument("--optimal", action="store_true",
                    help="with --stateless: Optimal-DPOR with wakeup trees (fewer sleep-set-blocked "
                    "executions; one process)")

@@ -62,6 +62,9 @@ from pervma.check.search import Budget, Runner, Stats, settle
 from pervma.sched.statekey import state_key
 
 Access = tuple[int, Hashable, bool]  # (thread, location, writes)
+# A unit of a split search: the choices that lead from the initial state to
+# it, and the sleep set at the node where the last choice is taken.
+Unit = tuple[tuple[int, ...], dict[int, Acc]]
 
 
 @dataclass(slots=True)
@@ -83,6 +86,7 @@ class _Node:
     backtrack: set[int]
     chosen: int
     entry: Entry
+    key: int = 0
     event: Event | None = None
     low: int = 1 << 30  # the shallowest stack index a cycle below this node went back to
 
@@ -94,18 +98,40 @@ class Table:
     states: dict[int, Entry] = field(default_factory=dict)
     revisits: int = 0
     cycles: int = 0
+    # When a list: the key of every state whose exploration finished (not
+    # partial), in the order it finished; what a split search shares.
+    finished: list[int] | None = None
 
 
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             root: tuple[int, dict[int, Acc]] | None = None, restart: bool = True,
-            table: Table | None = None, collect: list[Execution] | None = None) -> Stats:
+            table: Table | None = None, collect: list[Execution] | None = None,
+            prefix: Unit | None = None, descending: bool = False) -> Stats:
     """Explore statefully; ``root`` and ``restart`` as in
     :func:`pervma.check.dpor.explore`, ``table`` shared between subtrees.
     With ``collect``, every violating execution goes there and the search
-    goes on (a violating state is a leaf: nothing is explored after it)."""
+    goes on (a violating state is a leaf: nothing is explored after it).
+
+    With ``prefix`` (a unit of :func:`split_units`) the unit's choices are
+    replayed as fixed nodes: the search never backtracks into them (the
+    split expanded them fully, so a backtrack point found there is already
+    some other unit's), their states stay out of the table (only one branch
+    below them is explored here), and the search stops when it is back at
+    the unit's last node.
+
+    ``descending`` takes a new node's first thread and the next backtrack
+    choice from the highest thread id down (the running thread still goes
+    first): any order is sound, and two workers of a split search that walk
+    a shared region from opposite ends meet in the middle instead of
+    exploring it twice side by side."""
+    pick = max if descending else min
     stats = stats or Stats("dpor")
     table = table if table is not None else Table()
     states = table.states
+    assert root is None or prefix is None, "a root subtree or a unit, not both"
+    fixed_choices = prefix[0] if prefix is not None else ()
+    nfixed = len(fixed_choices)
+    fixed: dict[int, Entry] = {}  # the prefix's states while on the stack
     if restart:
         budget.start()
     stack: list[_Node] = []
@@ -125,17 +151,23 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 conservative += _blocked_rule(run, stack, blocked_seen)
             if run.violation is not None or run.livelock is not None:
                 break
-            if stack:
+            if prefix is not None and len(stack) == nfixed - 1:
+                sleep = dict(prefix[1])
+            elif stack:
                 parent = stack[-1]
                 pacc = parent.event.acc if parent.event else {}
                 sleep = {q: a for q, a in parent.sleep.items() if not dependent(a, pacc)}
             else:
                 sleep = dict(root[1]) if root is not None else {}
             key = state_key(run.ex.tasks)
-            ent = states.get(key)
+            ent = fixed.get(key)
+            if ent is None or ent.depth is None:
+                ent = states.get(key)
             if not stack and root is not None:  # the split point: each subtree starts here
                 if ent is None:
                     ent = states[key] = Entry(frozenset())
+            elif ent is None and len(stack) < nfixed:  # a node of the unit's prefix
+                ent = fixed[key] = Entry(frozenset(sleep))
             elif ent is None:
                 ent = Entry(frozenset(sleep))
                 states[key] = ent
@@ -157,6 +189,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                     stack[-1].entry.summary |= ent.summary
                 cut = "stored"
                 break
+            elif len(stack) < nfixed:  # a prefix node: its stored entry is left as it is
+                ent = fixed[key] = Entry(frozenset(sleep))
             else:
                 ent.sleep = ent.sleep & sleep.keys()
             ent.depth = len(stack)
@@ -170,10 +204,13 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 cut = "sleep"
                 break
             cur = run.cur
-            choice = cur if cur in cands else cands[0]
+            choice = cur if cur in cands else pick(cands)
             if not stack and root is not None:
                 choice = root[0]
-            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent)
+            elif len(stack) < nfixed:
+                choice = fixed_choices[len(stack)]
+                assert choice in cands, "a unit's choice must be runnable and awake"
+            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key)
             stack.append(node)
             node.event = run.take(choice)
         if run.livelock is not None:
@@ -205,14 +242,19 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             for loc, w in ev.acc.items():
                 ent.summary.add((ev.tid, loc, w))
             if root is not None and len(stack) == 1:
-                _pop(stack)
+                _pop(stack, table)
+                break
+            if len(stack) <= nfixed:  # back in the prefix: the unit is done
+                for fixed_node in stack:
+                    fixed_node.entry.depth = None
+                stack.clear()
                 break
             node.sleep[node.chosen] = ev.acc
             todo = [t for t in node.backtrack if t not in node.sleep]
             if todo:
-                nxt = node.prev if node.prev in todo else min(todo)
+                nxt = node.prev if node.prev in todo else pick(todo)
                 break
-            _pop(stack)
+            _pop(stack, table)
         if nxt is None:
             break
         stack[-1].chosen = nxt
@@ -246,7 +288,7 @@ def _livelock(stats: Stats, run: Execution, tid: int) -> None:
         stats.incomplete.append("livelock")
 
 
-def _pop(stack: list[_Node]) -> None:
+def _pop(stack: list[_Node], table: Table) -> None:
     """Pop the top node: its state is explored (partially if a cycle below it
     went back above it); its summary goes to its parent's state."""
     node = stack.pop()
@@ -254,6 +296,8 @@ def _pop(stack: list[_Node]) -> None:
     depth = len(stack)
     ent.depth = None
     ent.partial = node.low < depth
+    if table.finished is not None and not ent.partial:
+        table.finished.append(node.key)
     if stack:
         parent = stack[-1]
         parent.entry.summary |= ent.summary
@@ -321,6 +365,49 @@ def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
+
+
+def split_units(runner: Runner, depth: int) -> list[Unit]:
+    """The units of a split search: the tree of the first ``depth``
+    transitions, every node fully expanded (each runnable thread that is not
+    asleep), with sleep sets as :func:`explore` keeps them (a node's later
+    children have the earlier children's first transitions asleep; a sleep
+    set passes to a child for the transitions independent of the child's).
+
+    Because no choice in those levels is left to DPOR's backtrack sets, a
+    race found below a unit never asks for a backtrack point above it: the
+    units are independent searches that, run one after the other with one
+    table, explore what :func:`explore_roots` explores, and more.  A node
+    where the execution ends (a violation, no runnable thread, every thread
+    asleep) or whose state repeats one on its path (a cycle) is a unit of
+    its own, shorter than ``depth``.  Units come in depth-first order."""
+    units: list[Unit] = []
+
+    def expand(run: Execution, path: tuple[int, ...], sleep: dict[int, Acc],
+               seen: tuple[int, ...]) -> None:
+        enabled = run.runnable()
+        key = state_key(run.ex.tasks)
+        close_executor(run.ex)
+        cands = [t for t in enabled if t not in sleep]
+        if len(path) >= depth or run.violation is not None or run.livelock is not None \
+                or not cands or key in seen:
+            return
+        asleep = dict(sleep)
+        for t in cands:
+            child = runner.execution()
+            for c in path:
+                child.take(c)
+            acc = child.take(t).acc
+            units.append((path + (t,), dict(asleep)))
+            at = len(units)
+            inner = {q: a for q, a in asleep.items() if not dependent(a, acc)}
+            expand(child, path + (t,), inner, seen + (key,))
+            if len(units) > at:  # expanded further: its children are the units
+                del units[at - 1]
+            asleep[t] = dict(acc)
+
+    expand(runner.execution(), (), {}, ())
+    return units
 
 
 def finish_notes(stats: Stats, table: Table) -> None:

@@ -1,0 +1,268 @@
+"""One stateful search spread over worker processes (``pervma check X
+--jobs N`` without ``--stateless``).
+
+The search is cut into units (:func:`pervma.check.stateful.split_units`):
+the first levels of the tree are expanded fully, so each unit -- a prefix
+of choices and the sleep set where the last one is taken -- is a search of
+its own that never needs a backtrack point above it.  Worker processes are
+forked (so every worker computes the same Python hash, hence the same state
+key, for the same state) and handed the units one at a time, in depth-first
+order, as they fall idle.  A worker keeps one table of states over all its
+units; every state whose exploration it finished (popped, not partial:
+its summary is complete) goes to the coordinator, which passes it on to
+the other workers, and they merge it into their tables between two
+executions.  An entry already in a worker's table is kept, unless it is
+partial or the incoming one was explored with a smaller sleep set (it then
+covers more).  Either way each entry alone is a sound stopping point, so a
+merge never loses an execution that matters; what timing changes is only
+how much two workers explore twice.
+
+A run with ``--max-executions`` is not split: it is exactly
+:func:`pervma.check.stateful.explore_roots` in this process, so a budget
+cuts the same execution with any ``--jobs``.  The first violation any
+worker finds stops every worker; its schedule runs from the initial state
+(the unit's prefix included) and replays.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import pickle
+import queue
+import signal
+import time
+import traceback
+from typing import Any
+
+from pervma.check import stateful
+from pervma.check.dpor import conservative_note
+from pervma.check.search import Budget, Found, Runner, Stats
+from pervma.check.stateful import Entry, Table, Unit
+
+#: Units wanted per worker when the depth is chosen (grown until reached).
+#: 4 left one unit with most of the work on spin-2f-m (depth 3: one worker
+#: 5.5 s CPU, the other 1.3 s); 12 gives depth 6 there, both near 3.5 s.
+UNITS_PER_WORKER = 12
+#: The deepest split tried by default.
+MAX_DEPTH = 6
+
+# One finished state as it travels: key, sleep set, summary.
+Shared = tuple[int, frozenset[int], set[stateful.Access]]
+
+
+def choose_units(runner: Runner, jobs: int, depth: int | None = None) -> tuple[int, list[Unit]]:
+    """The split depth and its units: ``depth`` if given, else the smallest
+    depth (up to :data:`MAX_DEPTH`) giving :data:`UNITS_PER_WORKER` units per
+    worker."""
+    if depth is not None:
+        return depth, stateful.split_units(runner, depth)
+    units: list[Unit] = []
+    for d in range(1, MAX_DEPTH + 1):
+        units = stateful.split_units(runner, d)
+        if len(units) >= UNITS_PER_WORKER * jobs:
+            return d, units
+    return MAX_DEPTH, units
+
+
+def explore(runner: Runner, budget: Budget, stats: Stats | None = None, jobs: int = 2,
+            depth: int | None = None) -> Stats:
+    """The stateful search of ``runner``'s scenario over ``jobs`` processes."""
+    stats = stats or Stats("dpor")
+    if jobs <= 1 or budget.max_executions is not None:
+        return stateful.explore_roots(runner, budget, stats)
+    d, units = choose_units(runner, jobs, depth)
+    if len(units) <= 1:
+        return stateful.explore_roots(runner, budget, stats)
+    workers = min(jobs, len(units))
+    co = _Coordinator(runner, budget, stats, units, workers)
+    co.run()
+    stats.notes.append(f"stateful search split {d} transitions deep into {len(units)} units "
+                       f"over {workers} worker processes sharing finished states (CPU s: "
+                       + ", ".join(f"{c:.2f}" for c in co.cpu) + ")")
+    stats.complete = not stats.incomplete
+    stats.stop_clock()
+    return stats
+
+
+def _merge(table: Table, batch: list[Shared]) -> None:
+    """Take other workers' finished states into this worker's table."""
+    states = table.states
+    for key, sleep, summary in batch:
+        mine = states.get(key)
+        if mine is None or (mine.depth is None and (mine.partial or sleep < mine.sleep)):
+            states[key] = Entry(sleep, summary)
+
+
+def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
+            outbox: Any) -> None:
+    """A worker: units from ``inbox`` until told to stop; finished states and
+    each unit's figures to ``outbox``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIGINT is the coordinator's
+    try:
+        table = Table(finished=[])
+        finished = table.finished
+        assert finished is not None
+        known = 0  # how many of the table's keys the coordinator was told
+
+        def receive(block: bool) -> Any:
+            while True:
+                try:
+                    msg = inbox.get(block)
+                except queue.Empty:
+                    return None
+                if msg[0] != "entries":
+                    return msg
+                _merge(table, pickle.loads(msg[2]))
+
+        def share(_: Stats | None = None) -> None:
+            if finished:
+                batch: list[Shared] = []
+                for key in finished:
+                    ent = table.states.get(key)
+                    if ent is not None and ent.depth is None and not ent.partial:
+                        batch.append((key, ent.sleep, ent.summary))
+                finished.clear()
+                if batch:  # pickled here: the coordinator passes the bytes on as they are
+                    outbox.put(("entries", wid, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)))
+            pending = receive(False)
+            assert pending is None, "a unit is handed only to an idle worker"
+
+        budget = Budget(None, time_limit, progress=share)
+        budget.start()
+        cpu0 = time.process_time()
+        while True:
+            msg = receive(True)
+            if msg[0] == "stop":
+                break
+            unit: Unit = msg[1]
+            st = Stats("dpor")
+            stateful.explore(runner, budget, st, prefix=unit, restart=False, table=table,
+                             descending=wid % 2 == 1)
+            share()
+            keys = list(itertools.islice(table.states, known, None))
+            known = len(table.states)
+            outbox.put(("done", wid, _figures(st), keys, table.revisits, table.cycles,
+                        time.process_time() - cpu0))
+        outbox.put(("bye", wid))
+    except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
+        outbox.put(("error", wid, text[-1] if text else type(exc).__name__,
+                    traceback.format_exc()))
+
+
+def _figures(st: Stats) -> dict[str, Any]:
+    return {"executions": st.executions, "pruned": st.pruned, "steps": st.steps,
+            "max_depth": st.max_depth, "conservative": st.conservative, "found": st.found,
+            "livelock": st.livelock, "incomplete": list(st.incomplete)}
+
+
+class _Coordinator:
+    """Hands units to idle workers, passes finished states on, adds up."""
+
+    def __init__(self, runner: Runner, budget: Budget, stats: Stats, units: list[Unit],
+                 workers: int) -> None:
+        self.runner = runner
+        self.budget = budget
+        self.stats = stats
+        self.units = units
+        self.workers = workers
+        self.keys: set[int] = set()
+        self.revisits = [0] * workers
+        self.cycles = [0] * workers
+        self.cpu = [0.0] * workers  # each worker's CPU seconds, as it last said
+
+    def run(self) -> None:
+        ctx = mp.get_context("fork")
+        outbox = ctx.Queue()
+        inboxes = [ctx.Queue() for _ in range(self.workers)]
+        procs = [ctx.Process(target=_worker, args=(w, self.runner, self.budget.time_limit,
+                                                   inboxes[w], outbox), daemon=True)
+                 for w in range(self.workers)]
+        for p in procs:
+            p.start()
+        try:
+            self._serve(procs, inboxes, outbox)
+        finally:
+            for q in inboxes:
+                q.cancel_join_thread()
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join()
+        st = self.stats
+        st.states = len(self.keys)
+        st.revisits = sum(self.revisits)
+        conservative_note(st)
+        cycles = sum(self.cycles)
+        if cycles:
+            st.notes.append(f"{cycles} cycle(s) closed (a retry loop back to a state "
+                            "still being explored)")
+
+    def _serve(self, procs: list[Any], inboxes: list[Any], outbox: Any) -> None:
+        st = self.stats
+        todo = iter(self.units)
+        running = 0
+        alive = set(range(self.workers))
+        stop = False
+
+        def hand(w: int) -> bool:
+            unit = None if stop else next(todo, None)
+            if unit is None:
+                inboxes[w].put(("stop",))
+                return False
+            inboxes[w].put(("unit", unit))
+            return True
+
+        for w in range(self.workers):
+            running += hand(w)
+        while alive:
+            try:
+                msg = outbox.get(timeout=1.0)
+            except queue.Empty:
+                for w in alive:
+                    code = procs[w].exitcode
+                    if code is not None:
+                        raise RuntimeError(f"a worker process of the stateful search died "
+                                           f"(exit code {code})") from None
+                continue
+            kind, w = msg[0], msg[1]
+            if kind == "entries":
+                for v in alive:
+                    if v != w:
+                        inboxes[v].put(msg)
+            elif kind == "done":
+                running -= 1
+                _, _, fig, keys, revisits, cycles, self.cpu[w] = msg
+                self.keys.update(keys)
+                self.revisits[w] = revisits
+                self.cycles[w] = cycles
+                self._absorb(fig)
+                if st.found is not None or any(r != "livelock" for r in st.incomplete):
+                    stop = True
+                    if st.found is not None and "stopped at the first violation" \
+                            not in st.incomplete:
+                        st.incomplete.append("stopped at the first violation")
+                    return  # the others' units are of no interest any more
+                running += hand(w)
+            elif kind == "bye":
+                alive.discard(w)
+            else:
+                raise RuntimeError(f"a worker process of the stateful search failed: {msg[2]}")
+
+    def _absorb(self, fig: dict[str, Any]) -> None:
+        st = self.stats
+        st.executions += fig["executions"]
+        st.pruned += fig["pruned"]
+        st.steps += fig["steps"]
+        st.max_depth = max(st.max_depth, fig["max_depth"])
+        st.conservative += fig["conservative"]
+        found: Found | None = fig["found"]
+        if st.found is None and found is not None:
+            st.found = found
+        if st.livelock is None:
+            st.livelock = fig["livelock"]
+        for reason in fig["incomplete"]:
+            if reason != "stopped at the first violation" and reason not in st.incomplete:
+                st.incomplete.append(reason)

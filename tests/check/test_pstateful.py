@@ -1,0 +1,202 @@
+"""One stateful run split over worker processes (check/pstateful.py).
+
+* The units of :func:`pervma.check.stateful.split_units`, searched one after
+  the other with one table, reach exactly the violations and final states of
+  the sequential search (in-process, so the recorder sees every execution).
+* ``run_check(x, jobs=2)`` gives the verdict, completeness and violation kind
+  of ``jobs=1``, and the counterexample it finds replays.
+* A budgeted run is the sequential search whatever ``jobs`` is: the same
+  JSON but for times and notes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.check.test_stateful import _Finals
+
+from pervma.check import dpor, pstateful, stateful
+from pervma.check.api import run_check
+from pervma.check.engine import Execution, replay
+from pervma.check.scenario import get_scenario
+from pervma.check.search import Budget, Runner, Stats
+from pervma.config import Config
+
+TOYS = ["toy-writers", "toy-readers", "toy-racy", "toy-locked", "toy-abba", "toy-preempt",
+        "toy-spin"]
+
+
+def _violations(got: list[Execution]) -> set[tuple[str, str]]:
+    out = set()
+    for run in got:
+        assert run.violation is not None
+        out.add((run.violation.kind, run.violation.message))
+    return out
+
+
+def _by_units(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, str]], set[int]]:
+    """Every unit in turn, each with its own prefix, one shared table."""
+    runner = _Finals(get_scenario(name), cfg)
+    units = stateful.split_units(runner, depth)
+    table = stateful.Table()
+    got: list[Execution] = []
+    budget = Budget()
+    for unit in units:
+        st = stateful.explore(runner, budget, Stats("dpor"), prefix=unit, restart=False,
+                              table=table, collect=got)
+        assert st.complete or st.incomplete == ["livelock"], st.incomplete
+    return len(units), _violations(got), runner.finals
+
+
+def _sequential(name: str, cfg: Config) -> tuple[set[tuple[str, str]], set[int]]:
+    runner = _Finals(get_scenario(name), cfg)
+    got: list[Execution] = []
+    stateful.explore_roots(runner, Budget(), collect=got)
+    return _violations(got), runner.finals
+
+
+CASES = [(n, "universal", None) for n in TOYS] + [
+    ("toy-racy", "universal-up-nopreempt", None),
+    ("fault-vs-munmap", "universal", None),
+    ("fault-vs-munmap", "universal-up", None),
+    ("detach-vs-transient-reader", "universal", None),
+    ("detach-vs-transient-reader", "universal", "B18"),
+    ("detach-vs-transient-reader", "universal", "B13"),
+    ("vma-reuse-by-another-mm", "universal", "B17"),
+]
+
+
+@pytest.mark.parametrize(("name", "preset", "bug"), CASES)
+def test_units_cover_exactly_the_sequential_search(name: str, preset: str,
+                                                   bug: str | None) -> None:
+    cfg = Config.preset(preset)
+    if bug is not None:
+        cfg = cfg.with_bugs(bug)
+    viol, finals = _sequential(name, cfg)
+    assert viol or finals, "a search that reaches nothing tests nothing"
+    if bug is not None:
+        assert viol, f"{bug} must be found on {name}"
+    for depth in (2, 4, 7):
+        n, v, f = _by_units(name, cfg, depth)
+        assert n >= 1
+        assert v == viol, f"{name} depth {depth}: violations differ"
+        assert f == finals, f"{name} depth {depth}: final states differ"
+
+
+def test_the_root_split_is_the_depth_one_split() -> None:
+    for name in ("fault-vs-munmap", "vma-reuse-by-another-mm", "toy-abba"):
+        runner = Runner(get_scenario(name), Config.preset("universal"))
+        roots = dpor.root_split(runner)
+        assert len(roots) > 1
+        assert stateful.split_units(runner, 1) == [((t, ), s) for t, s in roots]
+
+
+def test_deeper_splits_have_more_units_that_extend_the_shallower_ones() -> None:
+    runner = Runner(get_scenario("spin-2f-m"), Config.preset("universal"))
+    shallow = stateful.split_units(runner, 2)
+    deep = stateful.split_units(runner, 5)
+    assert len(deep) > len(shallow) > 1
+    for choices, _ in deep:  # every deep unit lies below exactly one shallow unit
+        assert sum(choices[:len(c)] == c for c, _ in shallow) == 1
+    depth, units = pstateful.choose_units(runner, 2)
+    assert len(units) >= pstateful.UNITS_PER_WORKER * 2 and depth <= pstateful.MAX_DEPTH
+    assert units == stateful.split_units(runner, depth)
+    assert depth == 1 or len(stateful.split_units(runner, depth - 1)) < len(units)
+
+
+VERDICTS = [
+    ("toy-writers", None), ("toy-racy", None), ("toy-abba", None), ("toy-locked", None),
+    ("fault-vs-munmap", None),
+    ("detach-vs-transient-reader", None), ("detach-vs-transient-reader", "B18"),
+    ("detach-vs-transient-reader", "B13"),
+    ("vma-reuse-by-another-mm", "B17"),
+]
+
+
+@pytest.mark.parametrize(("name", "bug"), VERDICTS)
+def test_two_workers_give_the_verdict_of_one(name: str, bug: str | None) -> None:
+    bugs = [bug] if bug else []
+    # Not minimised: the kinds compared are those the searches met.
+    one = run_check(name, bugs=bugs, jobs=1, minimise=False)
+    two = run_check(name, bugs=bugs, jobs=2, minimise=False)
+    assert (two.exit_code, two.complete) == (one.exit_code, one.complete)
+    kind = None if one.violation is None else one.violation[0]
+    if bug is not None:
+        assert kind is not None, f"{bug} must be found on {name}"
+    # Workers stop at the first violation any of them meets: where several
+    # kinds are reachable (B13: a use-after-free, a WARNING, a refcount left
+    # at 0) which one comes first depends on timing, so it must be one the
+    # search reaches in one of the two orders the workers walk, and the one of
+    # jobs=1 where there is only one.
+    cfg = Config.preset("universal").with_bugs(*bugs) if bugs else Config.preset("universal")
+    kinds = {k for k, _ in _sequential(name, cfg)[0]}
+    got: list[Execution] = []
+    stateful.explore(Runner(get_scenario(name), cfg), Budget(), collect=got, descending=True)
+    kinds |= {k for k, _ in _violations(got)}
+    assert (kind is None) == (not kinds)
+    if kind is not None:
+        assert kind in kinds and two.violation is not None and two.violation[0] in kinds
+        if len(kinds) == 1:
+            assert two.violation[0] == kind
+    if kind is None:  # a clean run went through the workers and counted their states
+        assert two.states is not None and two.states > 0
+        assert any("worker processes sharing finished states" in n for n in two.notes)
+
+
+def test_b13_leaves_a_refcount_at_zero_that_only_the_descending_order_reaches() -> None:
+    # Found by the split search (its odd workers walk the tree from the
+    # highest thread down); neither the ascending stateful search nor the
+    # stateless DPOR collects it, though the schedule replays: a dependency
+    # the access model does not record (reported to the lead, not fixed here).
+    cfg = Config.preset("universal").with_bugs("B13")
+    runner = Runner(get_scenario("detach-vs-transient-reader"), cfg)
+    got: list[Execution] = []
+    stateful.explore(runner, Budget(), collect=got, descending=True)
+    hits = [r for r in got if r.violation is not None and r.violation.kind == "validate_mm"]
+    assert hits
+    rep = replay(runner.instance(), cfg, hits[0].schedule, strict=True,
+                 max_steps=runner.max_steps)
+    assert rep.violation is not None and rep.violation.kind == "validate_mm"
+    assert "has vm_refcnt 0x0, expected 1" in rep.violation.message
+
+
+def _comparable(res: Any) -> dict[str, Any]:
+    d = res.to_json()
+    for k in ("elapsed", "time_to_find", "notes"):
+        d.pop(k)
+    return d
+
+
+@pytest.mark.parametrize(("name", "bug", "cap"), [
+    ("vma-reuse-by-another-mm", None, 300),
+    ("spin-2f-m", None, 500),
+    ("detach-vs-transient-reader", "B18", 40),
+])
+def test_a_budgeted_run_is_the_same_with_any_number_of_workers(name: str, bug: str | None,
+                                                               cap: int) -> None:
+    bugs = [bug] if bug else []
+    runs = [_comparable(run_check(name, bugs=bugs, max_executions=cap, jobs=j))
+            for j in (1, 2, 3)]
+    assert runs[0] == runs[1] == runs[2]
+    if bug is None:
+        assert runs[0]["complete"] is False
+        assert runs[0]["incomplete"] == [f"stopped at --max-executions {cap}"]
+        assert runs[0]["executions"] + runs[0]["pruned"] == cap
+
+
+@pytest.mark.parametrize(("name", "bug"), [("detach-vs-transient-reader", "B18"),
+                                           ("vma-reuse-by-another-mm", "B17"),
+                                           ("toy-racy", None)])
+def test_the_counterexample_a_worker_finds_replays(name: str, bug: str | None) -> None:
+    cfg = Config.preset("universal")
+    if bug is not None:
+        cfg = cfg.with_bugs(bug)
+    runner = Runner(get_scenario(name), cfg)
+    st = pstateful.explore(runner, Budget(), Stats("dpor"), jobs=2, depth=3)
+    assert st.found is not None and not st.complete
+    assert "stopped at the first violation" in st.incomplete
+    rep = replay(runner.instance(), cfg, st.found.schedule, strict=True,
+                 max_steps=runner.max_steps)
+    assert rep.violation is not None
+    assert (rep.violation.kind, rep.violation.message) == (st.found.kind, st.found.message)
