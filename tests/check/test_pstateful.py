@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.check.test_stateful import _Finals
 
 from pervma.check import dpor, pstateful, stateful
 from pervma.check.api import run_check
+from pervma.check.differential import FinalStates
 from pervma.check.engine import Execution, replay
 from pervma.check.scenario import get_scenario
 from pervma.check.search import Budget, Runner, Stats
@@ -37,7 +37,7 @@ def _violations(got: list[Execution]) -> set[tuple[str, str]]:
 
 def _by_units(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, str]], set[int]]:
     """Every unit in turn, each with its own prefix, one shared table."""
-    runner = _Finals(get_scenario(name), cfg)
+    runner = FinalStates(get_scenario(name), cfg)
     units = stateful.split_units(runner, depth)
     table = stateful.Table()
     got: list[Execution] = []
@@ -50,7 +50,7 @@ def _by_units(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, s
 
 
 def _sequential(name: str, cfg: Config) -> tuple[set[tuple[str, str]], set[int]]:
-    runner = _Finals(get_scenario(name), cfg)
+    runner = FinalStates(get_scenario(name), cfg)
     got: list[Execution] = []
     stateful.explore_roots(runner, Budget(), collect=got)
     return _violations(got), runner.finals
