@@ -53,10 +53,17 @@ only when no other thread could ever break it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from pervma.check.dpor import _add, _blocked_rule, _races, conservative_note, root_split, stopped
+from pervma.check.dpor import (
+    _add,
+    _blocked_rule,
+    _races,
+    conservative_note,
+    run_roots,
+)
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 from pervma.sched.statekey import state_key
@@ -345,25 +352,12 @@ def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
                   roots: list[tuple[int, dict[int, Acc]]] | None = None,
                   collect: list[Execution] | None = None) -> Stats:
     """:func:`explore` with every runnable thread in the root's backtrack set,
-    one subtree after the other, sharing one table of states."""
-    stats = stats or Stats("dpor")
-    roots = root_split(runner) if roots is None else roots
+    one subtree after the other (:func:`pervma.check.dpor.run_roots`),
+    sharing one table of states."""
     table = Table()
-    if not roots:
-        return explore(runner, budget, stats, table=table, collect=collect)
-    budget.start()
-    for i, root in enumerate(roots):
-        if i:
-            reason = budget.exhausted(stats)
-            if reason is not None:
-                stats.incomplete.append(reason)
-                break
-        explore(runner, budget, stats, root=root, restart=False, table=table, collect=collect)
-        if stopped(stats):
-            break
-    finish_notes(stats, table)
-    stats.complete = not stats.incomplete
-    stats.stop_clock()
+    search = functools.partial(explore, table=table, collect=collect)
+    stats = run_roots(search, runner, budget, stats or Stats("dpor"), roots)
+    cycles_note(stats, table)
     return stats
 
 
@@ -412,6 +406,11 @@ def split_units(runner: Runner, depth: int) -> list[Unit]:
 
 def finish_notes(stats: Stats, table: Table) -> None:
     conservative_note(stats)
-    if table.cycles:
-        stats.notes.append(f"{table.cycles} cycle(s) closed (a retry loop back to a state "
-                           "still being explored)")
+    cycles_note(stats, table)
+
+
+def cycles_note(stats: Stats, table: Table) -> None:
+    """The note on cycles closed (once per run)."""
+    note = f"{table.cycles} cycle(s) closed (a retry loop back to a state still being explored)"
+    if table.cycles and note not in stats.notes:
+        stats.notes.append(note)
