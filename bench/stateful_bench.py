@@ -2,6 +2,7 @@
 
     python bench/stateful_bench.py                 # states, executions, CPU per scenario, both searches
     python bench/stateful_bench.py --differential  # every kernel scenario of the test x preset x bug switch
+    python bench/stateful_bench.py --exhaustive [--max-states N] [--bugs]  # DPOR against no reduction
 
 Default: every scenario of ``pervma check --all`` under ``--preset`` (default
 universal), stateful and stateless, complete runs: states stored, executions
@@ -14,6 +15,15 @@ a violation (``pervma.check.differential``): a row per run, ``OK`` when the
 violations and the set of final states are the same, ``BAD`` otherwise (exit
 1).  The test suite runs all of it but fourteen slow runs
 (``tests/check/test_stateful.py``).
+
+``--exhaustive``: every scenario of ``pervma check --all`` (with ``--bugs``,
+also each catalogued bug switch) x the four presets, the stateless DPOR
+against :func:`pervma.check.differential.exhaustive` -- every reachable state
+of the same transitions with no partial-order reduction, up to
+``--max-states`` (default 20,000) states.  Where the enumeration completes, a
+final state or violation it reaches that DPOR does not is a dependency the
+model does not declare: ``MISSED`` (exit 1).  ``cap`` rows are too big to
+enumerate within the budget.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import time
 
 from pervma.check.api import run_check
 from pervma.check.catalogue import CATALOGUE
-from pervma.check.differential import reached
+from pervma.check.differential import exhaustive, reached
 from pervma.check.scenario import all_scenarios, get_scenario
 from pervma.config import SWEEP_PRESETS, Config
 
@@ -57,6 +67,37 @@ def differential() -> int:
     return 1 if bad else 0
 
 
+def exhaustive_sweep(max_states: int, bugs: bool) -> int:
+    missed = 0
+    print(f"{'scenario':36} {'preset':24} {'bug':4} {'states':>7} {'finals':>6} {'viol':>4} "
+          f"{'s':>6}  verdict")
+    for sc in all_scenarios():
+        for preset in SWEEP_PRESETS:
+            if preset not in sc.presets:
+                continue
+            for bug in [None, *(sorted(CATALOGUE) if bugs else [])]:
+                cfg = Config.preset(preset)
+                if bug is not None:
+                    cfg = cfg.with_bugs(bug)
+                c0 = time.process_time()
+                e = exhaustive(sc, cfg, max_states)
+                if not e.complete:
+                    verdict = "cap"
+                else:
+                    r = reached(sc, cfg, stateless=True)
+                    lost = len(e.finals - r.finals) + len(e.violations - r.violations)
+                    verdict = "OK" if not lost else f"MISSED {lost}"
+                    missed += bool(lost)
+                    if lost:
+                        for v in sorted(e.violations - r.violations):
+                            print(f"    missed violation: {v[0]}: {v[1]}")
+                print(f"{sc.name:36} {preset:24} {bug or '-':4} {e.states:7,} {len(e.finals):6} "
+                      f"{len(e.violations):4} {time.process_time() - c0:6.1f}  {verdict}",
+                      flush=True)
+    print("no dependency missed" if not missed else f"{missed} run(s) MISSED")
+    return 1 if missed else 0
+
+
 def figures(preset: str) -> int:
     print(f"{'scenario':36} {'states':>8} {'stateful exec+pruned':>21} {'s':>6} "
           f"{'stateless exec+pruned':>22} {'s':>6}")
@@ -77,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--differential", action="store_true")
+    ap.add_argument("--exhaustive", action="store_true")
+    ap.add_argument("--max-states", type=int, default=20_000)
+    ap.add_argument("--bugs", action="store_true")
     ap.add_argument("--preset", default="universal", choices=SWEEP_PRESETS)
     args = ap.parse_args(argv)
+    if args.exhaustive:
+        return exhaustive_sweep(args.max_states, args.bugs)
     return differential() if args.differential else figures(args.preset)
 
 

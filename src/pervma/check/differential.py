@@ -7,6 +7,15 @@ ends in.  The stateful search is sound when, on the same scenario and config,
 it reports the same violations and the same set of final states as the
 stateless one (``tests/check/test_stateful.py``; the whole matrix of kernel
 scenarios x presets x bug switches: ``bench/stateful_bench.py --differential``).
+
+Both share one dependency relation (the model's ``Op`` locations and the
+effects the checker recovers), so they cannot show a dependency the model
+fails to declare.  :func:`exhaustive` can: it enumerates every reachable state
+of the same transition system with no partial-order reduction at all (a
+depth-first search over state keys, replaying each state's path), so a final
+state or violation it reaches and DPOR does not is a dependency DPOR was not
+told about (``tests/check/test_exhaustive.py``; ``bench/stateful_bench.py
+--exhaustive``).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pervma.check import dpor, stateful
-from pervma.check.engine import Execution
+from pervma.check.engine import Execution, close_executor
 from pervma.check.scenario import Scenario
 from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
@@ -64,3 +73,58 @@ def reached(scenario: Scenario, cfg: Config, stateless: bool) -> Reached:
     violations = {(run.violation.kind, run.violation.message)
                   for run in got if run.violation is not None}
     return Reached(st, violations, runner.finals)
+
+
+@dataclass
+class Exhaustive:
+    """What the search without reduction reached: every (kind, message) of
+    a violation, the keys of the final states, the number of states, and
+    whether it finished within its state budget."""
+
+    violations: set[tuple[str, str]]
+    finals: set[int]
+    states: int
+    complete: bool
+
+
+def exhaustive(scenario: Scenario, cfg: Config, max_states: int | None = None) -> Exhaustive:
+    """Every state reachable by the checker's transitions, with no
+    partial-order reduction: from each new state every runnable thread is
+    taken.  A violating execution is a leaf, as in the searches it checks; a
+    state met again (a cycle included) is not expanded twice.  The budget is
+    a count of states, so the same input gives the same answer."""
+    runner = Runner(scenario, cfg)
+    seen: set[int] = set()
+    finals: set[int] = set()
+    violations: set[tuple[str, str]] = set()
+    todo: list[tuple[int, ...]] = [()]
+    complete = True
+    while todo:
+        path = todo.pop()
+        run = runner.execution()
+        for t in path:
+            run.take(t)
+        if run.violation is not None or run.livelock is not None:
+            run.end()
+            if run.violation is not None:
+                violations.add((run.violation.kind, run.violation.message))
+            continue
+        key = state_key(run.ex.tasks)
+        if key in seen:
+            close_executor(run.ex)
+            continue
+        if max_states is not None and len(seen) >= max_states:
+            close_executor(run.ex)
+            complete = False
+            break
+        seen.add(key)
+        enabled = run.runnable()
+        if not enabled:
+            finals.add(key)
+            run.end()
+            if run.violation is not None:
+                violations.add((run.violation.kind, run.violation.message))
+            continue
+        close_executor(run.ex)
+        todo.extend(path + (t,) for t in reversed(enabled))
+    return Exhaustive(violations, finals, len(seen), complete)

@@ -34,12 +34,14 @@ earlier threads asleep.  That costs a few pruned executions over
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
+
+Access = tuple[int, Hashable, bool]  # (thread, location, writes)
 
 
 class BacktrackNode(Protocol):
@@ -120,6 +122,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if run.livelock is not None:  # the cut-off threads still race with what ran
             conservative += _blocked_rule(run, stack, blocked_seen, everyone=True)
         conservative += _races(run, stack, start)
+        if want is not None and run.violation is not None:  # the search goes on after it
+            conservative += run_on_races(run, stack)[0]
         if sleep_blocked:
             close_executor(run.ex)
             stats.pruned += 1
@@ -250,6 +254,67 @@ def _reverse(events: list[Event], stack: Sequence[BacktrackNode], c: int, i: int
         if all(not (ju < j and clock[u] >= events[ju].seq) for u, ju in first.items() if u != t):
             initials.append(t)
     return _add(stack[c], initials, e.tid)
+
+
+def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[Access],
+                  upto: int | None = None, clocks: list[list[int]] | None = None) -> int:
+    """Races between the first ``upto`` events of the execution (all, by
+    default) and a set of later accesses whose order is not known (a stored
+    state's future, or what ran on after a violation): for every access of
+    thread ``t`` and every earlier event of another thread that touches the
+    same location (one of the two writing) and is not already before ``t``'s
+    next step (``clocks``: the threads' clocks after event ``upto``), ``t``
+    joins that event's backtrack set (or, if ``t`` was not runnable there,
+    every runnable thread does).  The Flanagan-Godefroid rule at every
+    dependent event, not only the latest: a superset of the direct races."""
+    if not summary or not stack:
+        return 0
+    events = run.events if upto is None else run.events[:upto]
+    by_loc: dict[Hashable, list[int]] = {}
+    for i, e in enumerate(events):
+        for loc in e.acc:
+            by_loc.setdefault(loc, []).append(i)
+    conservative = 0
+    done: set[tuple[int, int]] = set()
+    for t, loc, w in summary:
+        idx = by_loc.get(loc)
+        if not idx:
+            continue
+        clock = run.thread_clock(t) if clocks is None else clocks[t]
+        for j in idx:
+            e = events[j]
+            if e.tid == t or (j, t) in done or not (w or e.acc[loc]):
+                continue
+            if clock[e.tid] >= e.seq:
+                continue
+            done.add((j, t))
+            conservative += _add(stack[j], [t], t)
+    return conservative
+
+
+def run_on_races(run: Execution, stack: Sequence[BacktrackNode]) -> tuple[int, set[Access]]:
+    """A search that goes on after a violating execution: run the other
+    threads on (:meth:`Execution.run_on`) and race what they do against the
+    execution up to the violation (:func:`summary_races`), so that the
+    executions that avoid the violation by running one of them earlier are
+    explored.  Returns the conservative count and the accesses of the run-on
+    (with the pending accesses of threads left blocked), which a stateful
+    search adds to the future of the states on its stack."""
+    if run.violation is None or run.violation.kind == "exception":
+        return 0, set()
+    n = len(run.events)
+    clocks = run.clocks()
+    first = run.run_on()
+    future: set[Access] = set()
+    for e in run.events[first:]:
+        for loc, w in e.acc.items():
+            future.add((e.tid, loc, w))
+    for task in run.ex.tasks:
+        if not task.done and task.pending is not None:
+            for loc, w in run.pending_access(task.tid):
+                future.add((task.tid, loc, w))
+    run.drop_run_on(first)
+    return summary_races(run, stack, future, n, clocks), future
 
 
 def _blocked_rule(run: Execution, stack: Sequence[BacktrackNode], seen: set[tuple[int, int]],

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pervma.check.scenario import Instance
 from pervma.config import Config
 from pervma.sched import Executor, Op, OpKind, Violation
+from pervma.sched.task import ReadOf
 
 #: Per-thread step bound used when a scenario sets none.  A retry or wait loop
 #: that runs a thread past this many primitive steps in one execution cuts the
@@ -158,6 +159,10 @@ class Execution:
     def thread_clock(self, tid: int) -> list[int]:
         return self._clock[tid]
 
+    def clocks(self) -> list[list[int]]:
+        """Every thread's current clock (recorded clocks are never mutated)."""
+        return list(self._clock)
+
     def is_preemption(self, tid: int) -> bool:
         """Would running ``tid`` now switch away from a thread that could go on?"""
         cur = self.cur
@@ -208,7 +213,11 @@ class Execution:
                         acc[also] = False
             if effects is not None:
                 for eloc in effects():
-                    acc[eloc] = True
+                    if type(eloc) is ReadOf:
+                        if eloc.loc not in acc:
+                            acc[eloc.loc] = False
+                    else:
+                        acc[eloc] = True
             if snapshots is not None:
                 snapshots.append(self._snap())
             if ex.violation is not None:
@@ -321,6 +330,51 @@ class Execution:
         ev = Event(tid, seq, acc, nsteps, clock, pre, deps, prev)
         events.append(ev)
         return ev
+
+    def run_on(self) -> int:
+        """After a violation, run the other threads on (the running one first,
+        else the lowest runnable) until none can run, for race analysis only;
+        returns the index of the first event added.
+
+        A violation ends an execution early, so the threads that had not
+        finished never show the races their later steps would have had with
+        what ran before the violation; DPOR's argument needs maximal
+        executions, and a search that goes on after a violation (collecting
+        every violation, or every final state) would otherwise miss the
+        executions that avoid it by running one of those threads earlier.
+        Further violations, the finish checks and the livelock bound are
+        ignored here; the recorded schedule and the outcome stay those of the
+        violation (:meth:`drop_run_on` takes the added events away)."""
+        first = len(self.events)
+        saved = self.violation
+        if saved is None:
+            return first
+        ex = self.ex
+        nsched = len(self.schedule)
+        cur = self.cur
+        self._finished = True  # no finish checks in a run-on
+        self.violation = ex.violation = None
+        try:
+            while True:
+                en = self.runnable()
+                if not en:
+                    break
+                t = self.cur if self.cur in en else en[0]
+                self.take(t)
+                if self.livelock is not None:
+                    break
+                self.violation = ex.violation = None
+        finally:
+            self.violation = ex.violation = saved
+            self.livelock = None
+            del self.schedule[nsched:]
+            self.cur = cur
+        return first
+
+    def drop_run_on(self, first: int) -> None:
+        """Forget the events :meth:`run_on` added (the per-location tables are
+        left as they are: the execution is over)."""
+        del self.events[first:]
 
     def last_dependent(self, loc: Hashable, writes: bool) -> int:
         """Index of the latest event dependent with an access, or -1."""

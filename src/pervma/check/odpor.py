@@ -155,6 +155,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             _blocked_rule(run, stack, blocked_seen, counts, everyone=True)
         for c, i in _direct_races(run.events, run.n, start):
             _reverse(run.events, stack, c, i)
+        if want is not None and run.violation is not None:  # the search goes on after it
+            _run_on_rule(run, stack, counts)
         if sleep_blocked:
             close_executor(run.ex)
             stats.pruned += 1
@@ -413,6 +415,43 @@ def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]]
             node.wut.append(_Branch(task.tid))
         else:
             _everyone(node, counts)
+
+
+def _run_on_rule(run: Execution, stack: list[_Node], counts: _Counts) -> None:
+    """A search that goes on after a violation: what the other threads do
+    when run on past it (:meth:`Execution.run_on`) races with every dependent
+    event before the violation that is not already before it; each such
+    thread becomes a one-thread branch there (source-DPOR's rule, as
+    :func:`pervma.check.dpor.run_on_races` applies it)."""
+    if run.violation is None or run.violation.kind == "exception":
+        return
+    events = run.events
+    n = len(events)
+    clocks = run.clocks()
+    first = run.run_on()
+    future = {(e.tid, loc, w) for e in events[first:] for loc, w in e.acc.items()}
+    for task in run.ex.tasks:
+        if not task.done and task.pending is not None:
+            future.update((task.tid, loc, w) for loc, w in run.pending_access(task.tid))
+    run.drop_run_on(first)
+    done: set[tuple[int, int]] = set()
+    for t, loc, w in sorted(future, key=repr):
+        clock = clocks[t]
+        for j in range(n):
+            e = events[j]
+            w2 = e.acc.get(loc)
+            if w2 is None or e.tid == t or (j, t) in done or not (w or w2):
+                continue
+            if clock[e.tid] >= e.seq:
+                continue
+            done.add((j, t))
+            node = stack[j]
+            if t in node.sleep or _has_branch(node, t):
+                continue
+            if t in node.enabled:
+                node.wut.append(_Branch(t))
+            else:
+                _everyone(node, counts)
 
 
 def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,

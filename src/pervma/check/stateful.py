@@ -54,21 +54,21 @@ only when no other thread could ever break it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from pervma.check.dpor import (
-    _add,
+    Access,
     _blocked_rule,
     _races,
     conservative_note,
+    run_on_races,
     run_roots,
+    summary_races,
 )
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 from pervma.sched.statekey import state_key
 
-Access = tuple[int, Hashable, bool]  # (thread, location, writes)
 # A unit of a split search: the choices that lead from the initial state to
 # it, and the sleep set at the node where the last choice is taken.
 Unit = tuple[tuple[int, ...], dict[int, Acc]]
@@ -191,7 +191,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 break
             elif not ent.partial and ent.sleep <= sleep.keys():
                 table.revisits += 1
-                conservative += _summary_races(run, stack, ent.summary)
+                conservative += summary_races(run, stack, ent.summary)
                 if stack:
                     stack[-1].entry.summary |= ent.summary
                 cut = "stored"
@@ -223,6 +223,11 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if run.livelock is not None:
             conservative += _blocked_rule(run, stack, blocked_seen, everyone=True)
         conservative += _races(run, stack, start)
+        if collect is not None and run.violation is not None:  # the search goes on after it
+            more, future = run_on_races(run, stack)
+            conservative += more
+            if stack:
+                stack[-1].entry.summary |= future
         if cut is not None:
             close_executor(run.ex)
             stats.pruned += 1
@@ -319,33 +324,6 @@ def _note_blocked(run: Execution, ent: Entry) -> None:
             continue
         for loc, w in run.pending_access(task.tid):
             ent.summary.add((task.tid, loc, w))
-
-
-def _summary_races(run: Execution, stack: list[_Node], summary: set[Access]) -> int:
-    """Races between the execution so far and a stored state's future."""
-    if not summary or not stack:
-        return 0
-    by_loc: dict[Hashable, list[int]] = {}
-    events = run.events
-    for i, e in enumerate(events):
-        for loc in e.acc:
-            by_loc.setdefault(loc, []).append(i)
-    conservative = 0
-    done: set[tuple[int, int]] = set()
-    for t, loc, w in summary:
-        idx = by_loc.get(loc)
-        if not idx:
-            continue
-        clock = run.thread_clock(t)
-        for j in idx:
-            e = events[j]
-            if e.tid == t or (j, t) in done or not (w or e.acc[loc]):
-                continue
-            if clock[e.tid] >= e.seq:
-                continue
-            done.add((j, t))
-            conservative += _add(stack[j], [t], t)
-    return conservative
 
 
 def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,

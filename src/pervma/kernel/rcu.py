@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task
-from pervma.sched import block, preempt_disable, preempt_enable
+from pervma.sched import block, preempt_disable, preempt_enable, touch, touch_read
+
+#: The grace-period state as the checker's dependency relation sees it.  A
+#: reader entering or leaving its outermost section reads it (readers never
+#: conflict with each other); ``call_rcu`` and ``synchronize_rcu`` write it
+#: (they snapshot the readers a new grace period waits for).  Without it the
+#: order of a ``call_rcu`` and a reader's ``rcu_read_lock``/``rcu_read_unlock``
+#: -- which decides whether the callback waits for that reader and which step
+#: runs it -- would be invisible to DPOR: both happen inside steps that name
+#: other locations.
+RCU_GP_LOC = ("rcu_gp",)
 
 
 @dataclass(eq=False, slots=True)
@@ -30,7 +40,7 @@ class _GracePeriod:
 @dataclass(eq=False, slots=True)
 class RcuState:
     preempt: bool = True
-    readers: dict[int, TaskStruct] = field(default_factory=dict)  # by pid, insertion-ordered
+    readers: dict[int, TaskStruct] = field(default_factory=dict)  # in pid order (see rcu_read_lock)
     pending: list[_GracePeriod] = field(default_factory=list)
     grace_periods: int = 0
 
@@ -57,10 +67,12 @@ def rcu_read_lock() -> None:
     """Enter a read-side section (a per-CPU operation: not a shared step)."""
     tsk = current_task()
     if tsk.rcu_depth == 0:
+        touch_read(RCU_GP_LOC)
         tsk.rcu_section += 1
         rcu: RcuState = tsk.system.rcu
-        if tsk.pid not in rcu.readers:
-            rcu.readers[tsk.pid] = tsk
+        if tsk.pid not in rcu.readers:  # kept in pid order: the state must not remember
+            # which task read first (the checker's state key walks dicts in order)
+            rcu.readers = dict(sorted({**rcu.readers, tsk.pid: tsk}.items()))
         if not rcu.preempt:
             preempt_disable()
     tsk.rcu_depth += 1
@@ -73,6 +85,7 @@ def rcu_read_unlock() -> None:
         return
     tsk.rcu_depth -= 1
     if tsk.rcu_depth == 0:
+        touch_read(RCU_GP_LOC)
         rcu: RcuState = tsk.system.rcu
         if not rcu.preempt:
             preempt_enable()
@@ -87,6 +100,7 @@ def rcu_read_lock_held() -> bool:
 def call_rcu(callback: Callable[[], None]) -> None:
     """Queue ``callback`` to run after a grace period."""
     rcu = _rcu(current_task())
+    touch(RCU_GP_LOC)
     rcu.pending.append(_GracePeriod(rcu._snapshot(), callback))
     rcu.run_callbacks()
 
@@ -97,6 +111,7 @@ async def synchronize_rcu() -> None:
     if tsk.rcu_depth:
         debug.report("BUG: synchronize_rcu", "called inside an RCU read-side section")
     rcu = _rcu(tsk)
+    touch(RCU_GP_LOC)
     gp = _GracePeriod(rcu._snapshot())
     await block(("rcu",), "synchronize_rcu", gp.done)
     rcu.grace_periods += 1

@@ -30,6 +30,7 @@ from pervma.sched.task import (
     preempt_enable,
     running_slot,
     touch,
+    touch_read,
     track_touches,
     violation,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "running_slot",
     "step",
     "touch",
+    "touch_read",
     "track_touches",
     "violation",
     "work",

@@ -112,6 +112,28 @@ def touch(loc: Hashable) -> None:
         _touched.append(loc)
 
 
+class ReadOf:
+    """A hidden read recorded by :func:`touch_read` (what :func:`drain_touched`
+    returns for it, beside plain locations for hidden writes)."""
+
+    __slots__ = ("loc",)
+
+    def __init__(self, loc: Hashable) -> None:
+        self.loc = loc
+
+    def __repr__(self) -> str:
+        return f"ReadOf({self.loc!r})"
+
+
+def touch_read(loc: Hashable) -> None:
+    """Declare a hidden read of the step in progress: state the step's ``Op``
+    does not name but whose value decides what the step does (a reader
+    entering or leaving an RCU read-side section decides which grace periods
+    wait for it, and whether queued callbacks run now)."""
+    if _tracking[0] and _current:
+        _touched.append(ReadOf(loc))
+
+
 def track_touches(on: bool) -> None:
     _tracking[0] = on
     _touched.clear()

@@ -9,7 +9,7 @@ the way ``vma-reuse-by-another-mm`` and ``fault-vs-munmap`` are (the +R
 second mm does not exit, which is the difference from
 ``vma-reuse-by-another-mm``: 1F+M+R was exactly the 1,025-trace run the issue
 quotes, until slab allocations and frees of one cache became dependent steps;
-it now has 2,631 traces).
+it had 2,631 traces, and 5,617 once RCU grace periods became dependent).
 
 They are tagged ``spin-shape``: kept out of ``pervma check --all`` and the
 report (like the misuse scenarios), run by name (``pervma check spin-2f-m``)
