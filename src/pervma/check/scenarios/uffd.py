@@ -192,7 +192,8 @@ def _close_vs_fault(w: World) -> None:
     w.thread("close", p.thread(), close)
 
     def check() -> None:
-        if w.results.get("fault") != 0 or p.mm.mm_mt.find_covering(A).vm_userfaultfd_ctx is not None:
+        vma = p.mm.mm_mt.find_covering(A)
+        if w.results.get("fault") != 0 or vma is None or vma.vm_userfaultfd_ctx is not None:
             violation("userfaultfd", f"after close: load {w.results.get('fault')!r}, VMA still registered?")
     w.checks.append(check)
 
