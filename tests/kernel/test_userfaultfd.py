@@ -230,8 +230,12 @@ def test_register_spans_holes_and_shmem_is_not_modelled() -> None:
     u.register(A + 3 * PAGE, 4 * PAGE, MISSING)  # the hole at pages 4-5 is allowed
     assert uffd_flags(p, 3) and uffd_flags(p, 6)
     p.mmap(A + 10 * PAGE, PAGE, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
+    users = p.mm.mm_users.counter
     with pytest.raises(NotModelled):
         u.register(A + 10 * PAGE, PAGE, MISSING)
+    # refused after the kernel's checks, with the lock and the mm reference dropped
+    assert p.mm.mmap_lock.writer is None and p.mm.mm_users.counter == users
+    assert not p.mm.mm_mt.find_covering(A + 10 * PAGE).vm_flags & VmFlags.VM_UFFD_MISSING
 
 
 # -- fills -------------------------------------------------------------------------------

@@ -463,6 +463,8 @@ async def userfaultfd_register(ctx: UserfaultfdCtx, start: int, length: int, mod
         ret = await userfaultfd_register_range(ctx, first, vm_flags, start, end)
     await mmap_write_unlock(mm)
     await _mmput(mm)
+    if ret == _SHMEM:
+        raise NotModelled("userfaultfd: registering shmem is valid on Linux but not modelled")
     if ret:
         return ret
     ioctls = UFFD_API_RANGE_IOCTLS
@@ -485,10 +487,12 @@ def _register_checks(ctx: UserfaultfdCtx, mm: MmStruct, start: int, end: int, vm
             return -errno.EPERM
         if cur.vm_userfaultfd_ctx is not None and cur.vm_userfaultfd_ctx is not ctx:
             return -errno.EBUSY
-    for cur in vmas:
-        if _vma_is_shmem(cur):
-            raise NotModelled("userfaultfd: registering shmem is valid on Linux but not modelled")
+    if any(_vma_is_shmem(cur) for cur in vmas):
+        return _SHMEM  # refused once the locks are dropped
     return 0
+
+
+_SHMEM = 1  # _register_checks(): every check passed, but a VMA is shmem
 
 
 async def userfaultfd_unregister(ctx: UserfaultfdCtx, start: int, length: int) -> int:
@@ -543,12 +547,13 @@ async def userfaultfd_release(ctx: UserfaultfdCtx) -> None:
     if await mmget_not_zero(mm):
         await mmap_write_lock(mm)
         prev = None
-        for vma in list(mm.mm_mt.snapshot()):
-            if vma.vm_userfaultfd_ctx is not ctx:
-                prev = vma
-                continue
-            r = await userfaultfd_clear_vma(prev, vma, vma.vm_start, vma.vm_end)
-            prev = vma if isinstance(r, int) else r
+        vma = mm.mm_mt.find(0)
+        while vma is not None:  # for_each_vma(): the tree as the merges leave it
+            if vma.vm_userfaultfd_ctx is ctx:
+                r = await userfaultfd_clear_vma(prev, vma, vma.vm_start, vma.vm_end)
+                vma = vma if isinstance(r, int) else r
+            prev = vma
+            vma = mm.mm_mt.find(vma.vm_end)
         await mmap_write_unlock(mm)
         await _mmput(mm)
     await Op(_RMW, ctx.wqh_loc, "userfaultfd_release: __wake_up_locked_key(all)")
@@ -906,9 +911,12 @@ async def move_pages_pte(ctx: UserfaultfdCtx, dst: VmAreaStruct, src: VmAreaStru
     if orig is None:
         return PAGE_SIZE if mode & UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES else -errno.ENOENT
     page = orig.page
+    # PageAnonExclusive, approximated by "mapped once, one reference": the
+    # kernel's flag, cleared at fork, comes back only with a write fault that
+    # reuses the page, so after a COW sharer exits the kernel may still say EBUSY.
     if not page.zero_page and not (page.anon_vma is not None and page.mapcount == 1
                                    and page.refcount == 1):
-        return -errno.EBUSY  # !PageAnonExclusive
+        return -errno.EBUSY
     dptl, sptl = mm.ptl(dst_addr), mm.ptl(src_addr)
     first, second = (dptl, sptl) if dst_addr >> 21 <= src_addr >> 21 else (sptl, dptl)
     await first.lock()
