@@ -584,3 +584,35 @@ def test_munmap_of_a_sleeping_faults_vma() -> None:
     run(ex)
     assert ex.tasks[1].result == errno.ENOENT
     assert ex.tasks[0].result == -1  # SEGV_MAPERR
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_kernel_mode_fault_sleeps_on_the_mmap_lock_path(preset: str) -> None:
+    """UFFDIO_COPY whose source is itself a registered missing page (a context
+    that also handles kernel faults): copy_from_user's kernel-mode fault takes
+    the mmap_lock path directly (no per-VMA attempt), sleeps in
+    handle_userfault with mmap_lock released, and finishes once another
+    thread fills the source page."""
+    kern, p, src = setup(preset)
+    u = p.userfaultfd()
+    u.api()
+    u.register(A, 2 * PAGE, MISSING)
+    c, m = p.thread(), p.thread()
+
+    async def copier(t: Thread) -> int:
+        return await u.on(t).copy(A, A + PAGE, PAGE)
+
+    async def manager(t: Thread) -> dict[str, int]:
+        msg = await u.on(t).read()
+        await u.on(t).copy(msg["address"], src, PAGE)
+        return msg
+
+    ex = executor((c, copier), (m, manager))
+    run(ex, lambda: blocked_in(ex, 0, "handle_userfault: schedule()"))
+    assert not p.mm.mmap_lock.readers and p.mm.mmap_lock.writer is None and c.task.held == []
+    run(ex)
+    assert ex.tasks[0].result == PAGE
+    assert ex.tasks[1].result == {"event": UFFD_EVENT_PAGEFAULT, "flags": 0, "address": A + PAGE,
+                                  "ptid": 0}
+    assert p.load(A) == 0x5A and p.load(A + PAGE) == 0x5A
+    assert kern.vmstat().get("vma_lock_retry", 0) == 0
