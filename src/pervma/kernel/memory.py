@@ -63,6 +63,7 @@ class VmFault:
 # Pages
 # ---------------------------------------------------------------------------
 _VM_WRITE = VmFlags.VM_WRITE
+_VM_UFFD_MISSING = VmFlags.VM_UFFD_MISSING
 _ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc")
 _CLEAR_PAGE = work("clear_page")
 
@@ -187,7 +188,7 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     if not vmf.flags & FAULT_FLAG_WRITE:
         await ptl.lock()
         if vmf.vpn not in mm.pgtable:
-            if vma.vm_flags & VmFlags.VM_UFFD_MISSING:  # userfaultfd_missing()
+            if vma.vm_flags & _VM_UFFD_MISSING:  # userfaultfd_missing()
                 await ptl.unlock()
                 return await _handle_userfault(vmf)
             check_fault_vma(vmf, "do_anonymous_page")
@@ -203,7 +204,7 @@ async def do_anonymous_page(vmf: VmFault) -> int:
         await ptl.unlock()
         put_page(mm, page, "do_anonymous_page: raced")
         return 0
-    if vma.vm_flags & VmFlags.VM_UFFD_MISSING:  # userfaultfd_missing(), checked under the PTL
+    if vma.vm_flags & _VM_UFFD_MISSING:  # userfaultfd_missing(), checked under the PTL
         await ptl.unlock()
         put_page(mm, page, "do_anonymous_page: userfault")
         return await _handle_userfault(vmf)
