@@ -432,7 +432,7 @@ def _model_layouts(preset: str) -> list[list[tuple[Any, ...]]]:
 @pytest.mark.parametrize("preset", ["universal", "legacy"])
 def test_procmap_query_answers_match_the_running_kernel(preset: str) -> None:
     """Every page of 12 seeded layouts (start and last byte), 7 flag sets:
-    2,100 queries per layout set, each answer (range, flags, page size,
+    4,200 queries (350 per layout), each answer (range, flags, page size,
     offset, name) or errno identical."""
     (real,) = run_in_child(_real_layouts, CHILD_TIMEOUT)
     model = _model_layouts(preset)
