@@ -616,3 +616,25 @@ def test_kernel_mode_fault_sleeps_on_the_mmap_lock_path(preset: str) -> None:
                                   "ptid": 0}
     assert p.load(A) == 0x5A and p.load(A + PAGE) == 0x5A
     assert kern.vmstat().get("vma_lock_retry", 0) == 0
+
+
+def test_thread_api_creates_and_uses_its_own_descriptor() -> None:
+    _, p, src = setup("universal")
+    t = p.thread()
+
+    async def body(th: Thread) -> tuple[int, int, int]:
+        u = await th.userfaultfd(O_NONBLOCK)
+        api = await u.api()
+        ioctls = await u.register(A, PAGE, MISSING)
+        n = await u.copy(A, src, PAGE)
+        try:
+            await u.read()
+        except OSError as err:
+            assert err.errno == errno.EAGAIN
+        await u.close()
+        return api["features"], ioctls, n
+
+    ex = executor((t, body))
+    run(ex)
+    assert ex.tasks[0].result == (UFFD_API_FEATURES, MISSING_IOCTLS, PAGE)
+    assert p.load(A) == 0x5A and region(p) == [(0, 4)]
