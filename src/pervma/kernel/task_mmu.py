@@ -218,7 +218,7 @@ async def do_procmap_query(mm: MmStruct, usize: int, query_flags: int, query_add
     model's files carry no ELF build ID: a requested one comes back with
     build_id_size 0, as for the kernel when parsing fails."""
     from pervma.kernel.mmap import mmput
-    from pervma.kernel.userfaultfd import mmget_not_zero
+    from pervma.kernel.userfaultfd_mm import mmget_not_zero
 
     if usize > PAGE_SIZE:
         return -errno.E2BIG
