@@ -8,6 +8,7 @@ Linux returns; a bad access raises :class:`Segfault`.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -563,7 +564,7 @@ class AsyncUserfaultfd:
 
         if name != "api" and not userfaultfd_is_initialized(self.ctx):
             aw.close()
-            ret: Any = -22  # -EINVAL: only UFFDIO_API before UFFDIO_API
+            ret: Any = -errno.EINVAL  # only UFFDIO_API (and close) before UFFDIO_API
         else:
             ret = await aw
         await self.thread._syscall_exit(f"userfaultfd {name}")
@@ -593,21 +594,21 @@ class AsyncUserfaultfd:
 
         r = await self._ioctl("copy", userfaultfd_copy(self.ctx, c_ulong(dst), c_ulong(src),
                                                        c_ulong(length), c_ulong(mode)))
-        return _uffd_result(*(r if isinstance(r, tuple) else (r, r)))
+        return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
     async def zeropage(self, start: int, length: int, mode: int = 0) -> int:
         from pervma.kernel.userfaultfd import userfaultfd_zeropage
 
         r = await self._ioctl("zeropage", userfaultfd_zeropage(self.ctx, c_ulong(start),
                                                                c_ulong(length), c_ulong(mode)))
-        return _uffd_result(*(r if isinstance(r, tuple) else (r, r)))
+        return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
     async def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
         from pervma.kernel.userfaultfd import userfaultfd_move
 
         r = await self._ioctl("move", userfaultfd_move(self.ctx, c_ulong(dst), c_ulong(src),
                                                        c_ulong(length), c_ulong(mode)))
-        return _uffd_result(*(r if isinstance(r, tuple) else (r, r)))
+        return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
     async def read(self) -> dict[str, int]:
         """read(2) of one struct uffd_msg (blocks unless the fd is O_NONBLOCK)."""
