@@ -70,7 +70,37 @@ if TYPE_CHECKING:
         PROT_WRITE,
     )
     from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
-    from pervma.kernel.system import Killed, Process, Segfault, System, Thread
+    from pervma.kernel.system import (
+        AsyncUserfaultfd,
+        Killed,
+        Process,
+        Segfault,
+        System,
+        Thread,
+        Userfaultfd,
+    )
+
+# userfaultfd and PROCMAP_QUERY constants (Linux's values).
+_UFFD_NAMES = (
+    "UFFDIO_API", "UFFDIO_CONTINUE", "UFFDIO_COPY", "UFFDIO_COPY_MODE_DONTWAKE",
+    "UFFDIO_COPY_MODE_WP", "UFFDIO_MOVE", "UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES", "UFFDIO_MOVE_MODE_DONTWAKE",
+    "UFFDIO_POISON", "UFFDIO_REGISTER", "UFFDIO_REGISTER_MODE_MINOR", "UFFDIO_REGISTER_MODE_MISSING",
+    "UFFDIO_REGISTER_MODE_WP", "UFFDIO_UNREGISTER", "UFFDIO_WAKE", "UFFDIO_WRITEPROTECT",
+    "UFFDIO_ZEROPAGE", "UFFDIO_ZEROPAGE_MODE_DONTWAKE", "UFFD_API", "UFFD_API_FEATURES",
+    "UFFD_API_IOCTLS", "UFFD_API_RANGE_IOCTLS", "UFFD_API_REGISTER_MODES", "UFFD_EVENT_FORK",
+    "UFFD_EVENT_PAGEFAULT", "UFFD_EVENT_REMAP", "UFFD_EVENT_REMOVE", "UFFD_EVENT_UNMAP",
+    "UFFD_FEATURE_EVENT_FORK", "UFFD_FEATURE_EVENT_REMAP", "UFFD_FEATURE_EVENT_REMOVE", "UFFD_FEATURE_EVENT_UNMAP",
+    "UFFD_FEATURE_EXACT_ADDRESS", "UFFD_FEATURE_INITIALIZED", "UFFD_FEATURE_MINOR_HUGETLBFS", "UFFD_FEATURE_MINOR_SHMEM",
+    "UFFD_FEATURE_MISSING_HUGETLBFS", "UFFD_FEATURE_MISSING_SHMEM", "UFFD_FEATURE_MOVE", "UFFD_FEATURE_PAGEFAULT_FLAG_WP",
+    "UFFD_FEATURE_POISON", "UFFD_FEATURE_SIGBUS", "UFFD_FEATURE_THREAD_ID", "UFFD_FEATURE_WP_ASYNC",
+    "UFFD_FEATURE_WP_HUGETLBFS_SHMEM", "UFFD_FEATURE_WP_UNPOPULATED", "UFFD_PAGEFAULT_FLAG_MINOR", "UFFD_PAGEFAULT_FLAG_WP",
+    "UFFD_PAGEFAULT_FLAG_WRITE", "UFFD_SHARED_FCNTL_FLAGS", "UFFD_USER_MODE_ONLY",
+)
+_PROCMAP_NAMES = (
+    "PROCMAP_QUERY", "PROCMAP_QUERY_COVERING_OR_NEXT_VMA", "PROCMAP_QUERY_FILE_BACKED_VMA", "PROCMAP_QUERY_SIZE",
+    "PROCMAP_QUERY_VALID_FLAGS_MASK", "PROCMAP_QUERY_VMA_EXECUTABLE", "PROCMAP_QUERY_VMA_FLAGS", "PROCMAP_QUERY_VMA_READABLE",
+    "PROCMAP_QUERY_VMA_SHARED", "PROCMAP_QUERY_VMA_WRITABLE",
+)
 
 # Each public name and the module that defines it.
 _LAZY: dict[str, str] = {
@@ -85,8 +115,10 @@ _LAZY: dict[str, str] = {
                      "PROT_NONE", "PROT_READ", "PROT_WRITE"), "pervma.kernel.mmap"),
     **dict.fromkeys(("MREMAP_DONTUNMAP", "MREMAP_FIXED", "MREMAP_MAYMOVE"),
                     "pervma.kernel.mremap"),
-    **dict.fromkeys(("Killed", "Process", "Segfault", "System", "Thread"),
-                    "pervma.kernel.system"),
+    **dict.fromkeys(("AsyncUserfaultfd", "Killed", "Process", "Segfault", "System", "Thread",
+                     "Userfaultfd"), "pervma.kernel.system"),
+    **dict.fromkeys(_PROCMAP_NAMES, "pervma.kernel.task_mmu"),
+    **dict.fromkeys(_UFFD_NAMES, "pervma.kernel.userfaultfd"),
 }
 
 
@@ -104,4 +136,5 @@ __all__ = [
     "MAP_SHARED", "MREMAP_DONTUNMAP", "MREMAP_FIXED", "MREMAP_MAYMOVE", "PAGE", "PAGE_SIZE",
     "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE", "SEGV_ACCERR", "SEGV_MAPERR", "Config",
     "Killed", "Process", "Segfault", "System", "Thread", "__version__",
+    "AsyncUserfaultfd", "Userfaultfd", *_UFFD_NAMES, *_PROCMAP_NAMES,
 ]

@@ -63,6 +63,7 @@ class VmFault:
 # Pages
 # ---------------------------------------------------------------------------
 _VM_WRITE = VmFlags.VM_WRITE
+_VM_UFFD_MISSING = VmFlags.VM_UFFD_MISSING
 _ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc")
 _CLEAR_PAGE = work("clear_page")
 
@@ -187,6 +188,9 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     if not vmf.flags & FAULT_FLAG_WRITE:
         await ptl.lock()
         if vmf.vpn not in mm.pgtable:
+            if vma.vm_flags & _VM_UFFD_MISSING:  # userfaultfd_missing()
+                await ptl.unlock()
+                return await _handle_userfault(vmf)
             check_fault_vma(vmf, "do_anonymous_page")
             await set_pte_at(mm, vmf.vpn, Pte(mm.system.zero_page, writable=False), "set_pte_at(zero page)")
         await ptl.unlock()
@@ -200,6 +204,10 @@ async def do_anonymous_page(vmf: VmFault) -> int:
         await ptl.unlock()
         put_page(mm, page, "do_anonymous_page: raced")
         return 0
+    if vma.vm_flags & _VM_UFFD_MISSING:  # userfaultfd_missing(), checked under the PTL
+        await ptl.unlock()
+        put_page(mm, page, "do_anonymous_page: userfault")
+        return await _handle_userfault(vmf)
     check_fault_vma(vmf, "do_anonymous_page")
     page.anon_vma = vma.anon_vma
     page.index = linear_page_index(vma, vmf.address)
@@ -207,6 +215,13 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     await set_pte_at(mm, vmf.vpn, Pte(page, bool(vma.vm_flags & _VM_WRITE), True), "set_pte_at(anon)")
     await ptl.unlock()
     return 0
+
+
+async def _handle_userfault(vmf: VmFault) -> int:
+    """handle_userfault(vmf, VM_UFFD_MISSING) (kernel/userfaultfd.py)."""
+    from pervma.kernel.userfaultfd import VM_UFFD_MISSING, handle_userfault
+
+    return await handle_userfault(vmf, VM_UFFD_MISSING)
 
 
 async def filemap_get_page(vmf: VmFault) -> Page | int:

@@ -45,7 +45,9 @@ class VmFlags(enum.IntFlag):
     VM_MAYEXEC = 0x40
     VM_MAYSHARE = 0x80
     VM_GROWSDOWN = 0x100
+    VM_UFFD_MISSING = 0x200  # registered with userfaultfd for missing pages
     VM_PFNMAP = 0x400
+    VM_UFFD_WP = 0x1000  # registered with userfaultfd for write protection
     VM_LOCKED = 0x2000
     VM_IO = 0x4000
     VM_SEQ_READ = 0x8000

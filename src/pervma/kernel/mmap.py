@@ -33,6 +33,7 @@ from pervma.kernel.syscalls import (
     c_ulong,
     err_value,
 )
+from pervma.kernel.userfaultfd import dup_userfaultfd
 from pervma.kernel.util import OVERCOMMIT_NEVER, security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import (
     VmaMergeStruct,
@@ -700,6 +701,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
             break
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_mm = mm
+        dup_userfaultfd(tmp)
         if mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
             tmp.anon_vma = None
             tmp.anon_vma_chain = []

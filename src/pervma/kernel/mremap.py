@@ -13,6 +13,7 @@ from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, ml
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
 from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
+from pervma.kernel.userfaultfd import mremap_userfaultfd_prep
 from pervma.kernel.util import security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import (
     VmaMergeStruct,
@@ -177,6 +178,7 @@ async def move_vma(vrm: VmaRemapStruct) -> int:
     if new_vma.vm_start <= vma_start < new_vma.vm_end:
         vma = vrm.vma = new_vma
     await move_page_tables(vma, vrm.addr, new_vma, vrm.new_addr, vrm.old_len)
+    await mremap_userfaultfd_prep(new_vma)
     mm.total_vm += vrm.new_len >> PAGE_SHIFT
     if vrm.flags & MREMAP_DONTUNMAP:
         # dontunmap_complete()

@@ -8,6 +8,7 @@ Linux returns; a bad access raises :class:`Segfault`.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,16 @@ from pervma.kernel.mprotect import sys_mprotect
 from pervma.kernel.mremap import sys_mremap
 from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
-from pervma.kernel.syscalls import ULONG_MAX
+from pervma.kernel.syscalls import ULONG_MAX, c_int, c_ulong
 from pervma.kernel.task import TaskStruct, fatal_signal_pending
-from pervma.kernel.task_mmu import maps_text, proc_maps_read
+from pervma.kernel.task_mmu import (
+    PATH_MAX,
+    PROCMAP_QUERY_SIZE,
+    do_procmap_query,
+    maps_text,
+    proc_maps_read,
+)
+from pervma.kernel.userfaultfd import UserfaultfdCtx
 from pervma.kernel.util import (
     OVERCOMMIT_ALWAYS,
     OVERCOMMIT_GUESS,
@@ -136,6 +144,7 @@ class System:
         self.anon_vma_cachep: KmemCache[Any] = KmemCache("anon_vma", lambda s: _anon_vma())
         self.page_cachep: KmemCache[Page] = KmemCache("page", Page)  # Page(slot)
         self.file_cachep: KmemCache[File] = KmemCache("file", lambda s: File())
+        self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
         self.vm_events: dict[str, int] = {}
         self.vm_ops_closed: list[str] = []
@@ -372,6 +381,29 @@ class Thread:
         lines = await proc_maps_read(self.mm)
         return "".join(line + "\n" for line in lines)
 
+    async def userfaultfd(self, flags: int = 0) -> AsyncUserfaultfd:
+        """userfaultfd(2): a new context on this thread's mm (kernel/userfaultfd.py)."""
+        from pervma.kernel.userfaultfd import new_userfaultfd
+
+        ret = await new_userfaultfd(self.mm, c_int(flags) & ULONG_MAX)
+        await self._syscall_exit("userfaultfd")
+        if isinstance(ret, int):
+            _oserror(ret)
+        assert not isinstance(ret, int)
+        return AsyncUserfaultfd(ret, self)
+
+    async def procmap_query(self, addr: int, flags: int = 0, size: int = PROCMAP_QUERY_SIZE,
+                            vma_name_size: int = PATH_MAX, build_id_size: int = 0) -> dict[str, Any]:
+        """ioctl(PROCMAP_QUERY) on this process's /proc/pid/maps: the fields of
+        struct procmap_query (plus ``vma_name``); OSError(ENOENT) if no VMA."""
+        ret = await do_procmap_query(self.mm, c_ulong(size), c_ulong(flags), c_ulong(addr),
+                                     vma_name_size & 0xFFFFFFFF, build_id_size & 0xFFFFFFFF)
+        await self._syscall_exit("procmap_query")
+        if isinstance(ret, int):
+            _oserror(ret)
+        assert isinstance(ret, dict)
+        return ret
+
     async def user(self, label: str = "user work") -> None:
         """Time spent in user space between two calls (a cost for the simulator)."""
         await work("user", label)
@@ -496,5 +528,145 @@ class Process:
     def maps(self) -> str:
         return maps_text(self.mm)
 
+    def userfaultfd(self, flags: int = 0) -> Userfaultfd:
+        u = self._run(self.main.userfaultfd(flags))
+        return Userfaultfd(u.ctx, self)
 
-__all__ = ["Killed", "Process", "Segfault", "System", "Thread"]
+    def procmap_query(self, addr: int, flags: int = 0, size: int = PROCMAP_QUERY_SIZE,
+                      vma_name_size: int = PATH_MAX, build_id_size: int = 0) -> dict[str, Any]:
+        return dict(self._run(self.main.procmap_query(addr, flags, size, vma_name_size, build_id_size)))
+
+
+def _uffd_result(ret: int, count: int) -> int:
+    """A fill ioctl's result: the byte count, or OSError (a short fill is
+    EAGAIN with the count done in ``err.count``)."""
+    if ret < 0:
+        err = OSError(-ret, os.strerror(-ret))
+        err.count = count  # type: ignore[attr-defined]
+        raise err
+    return count
+
+
+class AsyncUserfaultfd:
+    """A userfaultfd file descriptor used by one thread: every method is an
+    awaitable ioctl (or read/close) and raises OSError with the kernel's errno.
+    ``on(t)`` is the same descriptor used by another thread."""
+
+    def __init__(self, ctx: UserfaultfdCtx, thread: Thread) -> None:
+        self.ctx = ctx
+        self.thread = thread
+
+    def on(self, thread: Thread) -> AsyncUserfaultfd:
+        return AsyncUserfaultfd(self.ctx, thread)
+
+    async def _ioctl(self, name: str, aw: Coroutine[Any, Any, Any]) -> Any:
+        from pervma.kernel.userfaultfd import userfaultfd_is_initialized
+
+        if name != "api" and not userfaultfd_is_initialized(self.ctx):
+            aw.close()
+            ret: Any = -errno.EINVAL  # only UFFDIO_API (and close) before UFFDIO_API
+        else:
+            ret = await aw
+        await self.thread._syscall_exit(f"userfaultfd {name}")
+        return ret
+
+    async def api(self, features: int = 0, api: int = 0xAA) -> dict[str, int]:
+        from pervma.kernel.userfaultfd import userfaultfd_api
+
+        ret, feats, ioctls = await self._ioctl("api", userfaultfd_api(self.ctx, c_ulong(api), c_ulong(features)))
+        _oserror(ret)
+        return {"api": c_ulong(api) if not ret else 0, "features": feats, "ioctls": ioctls}
+
+    async def register(self, start: int, length: int, mode: int) -> int:
+        from pervma.kernel.userfaultfd import userfaultfd_register
+
+        return _oserror(await self._ioctl("register", userfaultfd_register(
+            self.ctx, c_ulong(start), c_ulong(length), c_ulong(mode))))
+
+    async def unregister(self, start: int, length: int) -> int:
+        from pervma.kernel.userfaultfd import userfaultfd_unregister
+
+        return _oserror(await self._ioctl("unregister", userfaultfd_unregister(
+            self.ctx, c_ulong(start), c_ulong(length))))
+
+    async def copy(self, dst: int, src: int, length: int, mode: int = 0) -> int:
+        from pervma.kernel.userfaultfd import userfaultfd_copy
+
+        r = await self._ioctl("copy", userfaultfd_copy(self.ctx, c_ulong(dst), c_ulong(src),
+                                                       c_ulong(length), c_ulong(mode)))
+        return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
+
+    async def zeropage(self, start: int, length: int, mode: int = 0) -> int:
+        from pervma.kernel.userfaultfd import userfaultfd_zeropage
+
+        r = await self._ioctl("zeropage", userfaultfd_zeropage(self.ctx, c_ulong(start),
+                                                               c_ulong(length), c_ulong(mode)))
+        return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
+
+    async def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
+        from pervma.kernel.userfaultfd import userfaultfd_move
+
+        r = await self._ioctl("move", userfaultfd_move(self.ctx, c_ulong(dst), c_ulong(src),
+                                                       c_ulong(length), c_ulong(mode)))
+        return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
+
+    async def read(self) -> dict[str, int]:
+        """read(2) of one struct uffd_msg (blocks unless the fd is O_NONBLOCK)."""
+        from pervma.kernel.userfaultfd import O_NONBLOCK, userfaultfd_ctx_read
+
+        ret = await self._ioctl("read", userfaultfd_ctx_read(self.ctx, bool(self.ctx.flags & O_NONBLOCK)))
+        if isinstance(ret, int):
+            _oserror(ret)
+        assert isinstance(ret, dict)
+        return ret
+
+    async def close(self) -> None:
+        """close(2) of the last descriptor: userfaultfd_release()."""
+        from pervma.kernel.userfaultfd import userfaultfd_release
+
+        await userfaultfd_release(self.ctx)
+        await self.thread._syscall_exit("userfaultfd close")
+
+
+class Userfaultfd:
+    """A userfaultfd file descriptor of a process, the synchronous API (each
+    call runs on the process's main thread).  ``on(t)`` gives the awaitable
+    form for a thread (a scenario's manager)."""
+
+    def __init__(self, ctx: UserfaultfdCtx, process: Process) -> None:
+        self.ctx = ctx
+        self.process = process
+
+    def on(self, thread: Thread) -> AsyncUserfaultfd:
+        return AsyncUserfaultfd(self.ctx, thread)
+
+    def _run(self, name: str, *args: Any) -> Any:
+        p = self.process
+        return p._run(getattr(self.on(p.main), name)(*args))
+
+    def api(self, features: int = 0, api: int = 0xAA) -> dict[str, int]:
+        return dict(self._run("api", features, api))
+
+    def register(self, start: int, length: int, mode: int) -> int:
+        return int(self._run("register", start, length, mode))
+
+    def unregister(self, start: int, length: int) -> int:
+        return int(self._run("unregister", start, length))
+
+    def copy(self, dst: int, src: int, length: int, mode: int = 0) -> int:
+        return int(self._run("copy", dst, src, length, mode))
+
+    def zeropage(self, start: int, length: int, mode: int = 0) -> int:
+        return int(self._run("zeropage", start, length, mode))
+
+    def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
+        return int(self._run("move", dst, src, length, mode))
+
+    def read(self) -> dict[str, int]:
+        return dict(self._run("read"))
+
+    def close(self) -> None:
+        self._run("close")
+
+
+__all__ = ["AsyncUserfaultfd", "Killed", "Process", "Segfault", "System", "Thread", "Userfaultfd"]

@@ -9,12 +9,15 @@ mmap_read_lock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
-from pervma.kernel.mm_types import PAGE_SHIFT, VmFlags
+from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, VmFlags
 from pervma.kernel.mmap_lock import (
     lock_next_vma,
+    mmap_read_lock,
     mmap_read_lock_killable,
     mmap_read_unlock,
     vma_end_read,
@@ -87,3 +90,185 @@ async def proc_maps_read(mm: MmStruct) -> list[str]:
         await vma_end_read(vma)
     rcu_read_unlock()
     return lines
+
+
+# ---------------------------------------------------------------------------
+# PROCMAP_QUERY: the ioctl on /proc/pid/maps (fs/proc/task_mmu.c, 6.18+)
+# ---------------------------------------------------------------------------
+PROCMAP_QUERY = 0xC0686611  # _IOWR('f', 17, struct procmap_query)
+PROCMAP_QUERY_VMA_READABLE = 0x01
+PROCMAP_QUERY_VMA_WRITABLE = 0x02
+PROCMAP_QUERY_VMA_EXECUTABLE = 0x04
+PROCMAP_QUERY_VMA_SHARED = 0x08
+PROCMAP_QUERY_COVERING_OR_NEXT_VMA = 0x10
+PROCMAP_QUERY_FILE_BACKED_VMA = 0x20
+PROCMAP_QUERY_VMA_FLAGS = 0x0F
+PROCMAP_QUERY_VALID_FLAGS_MASK = 0x3F
+PROCMAP_QUERY_SIZE = 104  # sizeof(struct procmap_query)
+_QUERY_ADDR_END = 24  # offsetofend(struct procmap_query, query_addr)
+PATH_MAX = 4096
+
+
+@dataclass(eq=False, slots=True)
+class ProcMapsLockingCtx:
+    """struct proc_maps_locking_ctx: the VMA read-locked, or mmap_lock held."""
+
+    mm: MmStruct
+    locked_vma: VmAreaStruct | None = None
+    mmap_locked: bool = False
+
+
+async def unlock_ctx_vma(lock_ctx: ProcMapsLockingCtx) -> None:
+    if lock_ctx.locked_vma is not None:
+        vma, lock_ctx.locked_vma = lock_ctx.locked_vma, None
+        await vma_end_read(vma)
+
+
+async def query_vma_setup(lock_ctx: ProcMapsLockingCtx) -> int:
+    """Per-VMA locks: nothing to take yet.  Without them: mmap_read_lock_killable."""
+    if lock_ctx.mm.config.PER_VMA_LOCK:
+        lock_ctx.locked_vma, lock_ctx.mmap_locked = None, False
+        return 0
+    return await mmap_read_lock_killable(lock_ctx.mm)
+
+
+async def query_vma_teardown(lock_ctx: ProcMapsLockingCtx) -> None:
+    if not lock_ctx.mm.config.PER_VMA_LOCK or lock_ctx.mmap_locked:
+        lock_ctx.mmap_locked = False
+        await mmap_read_unlock(lock_ctx.mm)
+    else:
+        await unlock_ctx_vma(lock_ctx)
+
+
+async def query_vma_find_by_addr(lock_ctx: ProcMapsLockingCtx, addr: int) -> VmAreaStruct | None | int:
+    """Models query_vma_find_by_addr() (6.18): drop the VMA locked for the
+    previous candidate, take the next one read-locked with lock_next_vma()
+    under RCU; lock_next_vma() itself falls back to mmap_lock when a writer
+    is active, and only a reader-count overflow (-EAGAIN) makes the query
+    hold mmap_read_lock for the rest of its walk."""
+    mm = lock_ctx.mm
+    if not mm.config.PER_VMA_LOCK or lock_ctx.mmap_locked:
+        return mm.mm_mt.find(addr)
+    await unlock_ctx_vma(lock_ctx)
+    rcu_read_lock()
+    vma = await lock_next_vma(mm, addr)
+    rcu_read_unlock()
+    if vma is None:
+        return None
+    if not isinstance(vma, int):
+        lock_ctx.locked_vma = vma
+        return vma
+    if vma == -errno.EAGAIN:
+        await mmap_read_lock(mm)
+        lock_ctx.mmap_locked = True
+        return mm.mm_mt.find(addr)
+    return vma
+
+
+async def query_matching_vma(lock_ctx: ProcMapsLockingCtx, addr: int, flags: int) -> VmAreaStruct | int:
+    """Models query_matching_vma(): the VMA covering addr (or, with
+    PROCMAP_QUERY_COVERING_OR_NEXT_VMA, the first one after it) that has the
+    asked permissions and, with PROCMAP_QUERY_FILE_BACKED_VMA, a file."""
+    while True:
+        vma = await query_vma_find_by_addr(lock_ctx, addr)
+        if isinstance(vma, int):
+            return vma
+        if vma is None:
+            return -errno.ENOENT
+        skip = bool(flags & PROCMAP_QUERY_FILE_BACKED_VMA) and vma.vm_file is None
+        if not skip and flags & PROCMAP_QUERY_VMA_FLAGS:
+            perm = VmFlags.VM_NONE
+            if flags & PROCMAP_QUERY_VMA_READABLE:
+                perm |= VmFlags.VM_READ
+            if flags & PROCMAP_QUERY_VMA_WRITABLE:
+                perm |= VmFlags.VM_WRITE
+            if flags & PROCMAP_QUERY_VMA_EXECUTABLE:
+                perm |= VmFlags.VM_EXEC
+            if flags & PROCMAP_QUERY_VMA_SHARED:
+                perm |= VmFlags.VM_MAYSHARE
+            skip = (vma.vm_flags & perm) != perm
+        if not skip and (flags & PROCMAP_QUERY_COVERING_OR_NEXT_VMA or vma.vm_start <= addr):
+            return vma
+        addr = vma.vm_end
+        if not flags & PROCMAP_QUERY_COVERING_OR_NEXT_VMA:
+            return -errno.ENOENT
+
+
+def get_vma_name(vma: VmAreaStruct) -> str | None:
+    """get_vma_name(): the file's path, [heap], [stack] or [anon:name]."""
+    mm = vma.vm_mm
+    if vma.vm_file is not None:
+        return vma.vm_file.path
+    if vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
+        return "[heap]"
+    if vma.vm_start <= mm.start_stack <= vma.vm_end:
+        return "[stack]"
+    if vma.anon_name is not None:
+        return f"[anon:{vma.anon_name}]"
+    return None
+
+
+async def do_procmap_query(mm: MmStruct, usize: int, query_flags: int, query_addr: int,
+                           vma_name_size: int = 0, build_id_size: int = 0) -> dict[str, Any] | int:
+    """Models do_procmap_query() (6.18+, the per-VMA-lock form; the
+    mmap_read_lock form without PER_VMA_LOCK): the argument checks in the
+    kernel's order, then the lookup, the answer read while the VMA (or
+    mmap_lock) is held, and the unlock before anything is copied out.
+    Returns the struct's fields (plus ``vma_name``), else -errno.  The
+    model's files carry no ELF build ID: a requested one comes back with
+    build_id_size 0, as for the kernel when parsing fails."""
+    from pervma.kernel.mmap import mmput
+    from pervma.kernel.userfaultfd_mm import mmget_not_zero
+
+    if usize > PAGE_SIZE:
+        return -errno.E2BIG
+    if usize < _QUERY_ADDR_END:
+        return -errno.EINVAL
+    if query_flags & ~PROCMAP_QUERY_VALID_FLAGS_MASK:
+        return -errno.EINVAL
+    if not await mmget_not_zero(mm):
+        return -errno.ESRCH
+    lock_ctx = ProcMapsLockingCtx(mm)
+    err = await query_vma_setup(lock_ctx)
+    if err:
+        await mmput(mm)
+        return err
+    found = await query_matching_vma(lock_ctx, query_addr, query_flags)
+    out: dict[str, Any] | int
+    if isinstance(found, int):
+        out = found
+    else:
+        await Op(OpKind.READ, ("vma", found.slot), "do_procmap_query: read the VMA")
+        if found.vm_mm is not mm:
+            debug.report("BUG: PROCMAP_QUERY answers with a VMA of another mm", f"{found} of {found.vm_mm}")
+        out = _procmap_answer(found, usize, query_flags, query_addr, vma_name_size)
+    await query_vma_teardown(lock_ctx)
+    await mmput(mm)
+    return out
+
+
+def _procmap_answer(vma: VmAreaStruct, usize: int, query_flags: int, query_addr: int,
+                    vma_name_size: int) -> dict[str, Any] | int:
+    debug.kasan_check(vma, "do_procmap_query", "vm_area_struct")
+    f = vma.vm_flags
+    flags = ((PROCMAP_QUERY_VMA_READABLE if f & VmFlags.VM_READ else 0)
+             | (PROCMAP_QUERY_VMA_WRITABLE if f & VmFlags.VM_WRITE else 0)
+             | (PROCMAP_QUERY_VMA_EXECUTABLE if f & VmFlags.VM_EXEC else 0)
+             | (PROCMAP_QUERY_VMA_SHARED if f & VmFlags.VM_MAYSHARE else 0))
+    file = vma.vm_file
+    major, minor = (int(x, 16) for x in file.dev.split(":")) if file is not None else (0, 0)
+    name = ""
+    if vma_name_size:
+        n = get_vma_name(vma)
+        name_sz = len(n.encode()) + 1 if n is not None else 0
+        if name_sz > min(PATH_MAX, vma_name_size):
+            return -errno.ENAMETOOLONG
+        vma_name_size, name = name_sz, n or ""
+    return {
+        "size": usize, "query_flags": query_flags, "query_addr": query_addr,
+        "vma_start": vma.vm_start, "vma_end": vma.vm_end, "vma_flags": flags,
+        "vma_page_size": PAGE_SIZE,
+        "vma_offset": vma.vm_pgoff << PAGE_SHIFT if file is not None else 0,
+        "inode": file.inode if file is not None else 0, "dev_major": major, "dev_minor": minor,
+        "vma_name_size": vma_name_size, "build_id_size": 0, "vma_name": name,
+    }

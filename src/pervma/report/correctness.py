@@ -39,7 +39,7 @@ LEAVES_OUT = (
     "Exploration is sequentially consistent: no weak-memory reordering.",
     "TLBs are not modelled: page tables are the TLB; shootdowns are a cost in the simulator.",
     "MADV_FREE'd pages are never reclaimed; anon_vmas are never freed.",
-    "THP, hugetlb, userfaultfd, mempolicy, mlock and PROCMAP_QUERY are absent.",
+    "THP, hugetlb, mempolicy and mlock are absent; userfaultfd is partial (no events, no uffd-wp PTEs).",
     "DPOR is only as precise as the model's Op locations: a plain read of state no step "
     "names (for example a fatal_signal test) is invisible to the dependency relation.",
     "A run is a proof only within its scenario: 2-4 threads, a fixed setup, and a "

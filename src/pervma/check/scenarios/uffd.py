@@ -1,0 +1,270 @@
+"""userfaultfd and PROCMAP_QUERY scenarios (issue #14): each races one of the
+two common-code users of per-VMA locks against a writer that matters (munmap,
+mremap, mprotect split, fork, exit) or against the fault that sleeps in
+handle_userfault().  Both forms run: with per-VMA locks the fills lock the
+destination with uffd_lock_vma() and PROCMAP_QUERY walks with lock_next_vma();
+on ``legacy`` both hold mmap_read_lock.
+
+Beside validate_mm (no PTE outside a VMA, VMA locks released), each checks
+what the user sees: the bytes a fill leaves, the fill's result, the answer a
+query gives.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from pervma import MAP_ANONYMOUS, MAP_PRIVATE, PAGE, PROT_READ, UFFDIO_REGISTER_MODE_MISSING
+from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
+from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
+from pervma.kernel.system import AsyncUserfaultfd, Process, Thread
+from pervma.sched import violation
+
+MISSING = UFFDIO_REGISTER_MODE_MISSING
+SRC_BYTE = 0x5A
+
+
+def _registered(w: World, pages: int = 2, first: int = 0, npages: int = 1,
+                prep_anon: bool = True) -> tuple[Process, Any, int]:
+    """p maps ``pages`` RW pages at A and registers [first, first+npages) in
+    missing mode; a source page holds SRC_BYTE.  ``prep_anon``: fault a page
+    outside the registered range first so that the VMA has an anon_vma (the
+    fill then takes the per-VMA fast path of uffd_lock_vma)."""
+    p = w.p
+    p.mmap(A, pages * PAGE, RW, ANON)
+    if prep_anon:
+        p.store(A + (pages - 1) * PAGE, 1)
+    src = p.mmap(0, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(src, SRC_BYTE)
+    u = p.userfaultfd()
+    u.api()
+    u.register(A + first * PAGE, npages * PAGE, MISSING)
+    return p, u, src
+
+
+def _errno_of(w: World, name: str) -> int | None:
+    r = w.results.get(name)
+    return r.errno if isinstance(r, OSError) else None
+
+
+@_scenario("uffd-fault-vs-copy", "a fault on a registered missing page races UFFDIO_COPY of "
+           "that page: the fault sees the page or sleeps and is woken (no lost wake-up)")
+def _fault_vs_copy(w: World) -> None:
+    p, u, src = _registered(w)
+
+    async def fault(t: Thread) -> int:
+        return await t.load(A)
+
+    async def copy(t: Thread) -> int:
+        return await u.on(t).copy(A, src, PAGE)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("copy", p.thread(), copy)
+
+    def check() -> None:
+        if w.results.get("fault") != SRC_BYTE or w.results.get("copy") != PAGE:
+            violation("userfaultfd", f"fault read {w.results.get('fault')!r}, copy returned "
+                      f"{w.results.get('copy')!r}; expected {SRC_BYTE} and {PAGE}")
+    w.checks.append(check)
+
+
+@_scenario("uffd-copy-vs-munmap", "UFFDIO_COPY into a registered VMA races munmap of it: "
+           "the copy fills before the unmap or finds no VMA (ENOENT)")
+def _copy_vs_munmap(w: World) -> None:
+    p, u, src = _registered(w)
+
+    async def copy(t: Thread) -> int:
+        return await u.on(t).copy(A, src, PAGE)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 2 * PAGE)
+
+    w.thread("copy", p.thread(), copy)
+    w.thread("munmap", p.thread(), unmap)
+
+    def check() -> None:
+        if w.results.get("copy") != PAGE and _errno_of(w, "copy") != errno.ENOENT:
+            violation("userfaultfd", f"copy returned {w.results.get('copy')!r}")
+    w.checks.append(check)
+
+
+@_scenario("uffd-copy-vs-mprotect-split", "UFFDIO_COPY into the middle page of a registered "
+           "VMA races mprotect splitting it in three")
+def _copy_vs_split(w: World) -> None:
+    p, u, src = _registered(w, pages=3, first=0, npages=3)
+
+    async def copy(t: Thread) -> int:
+        return await u.on(t).copy(A + PAGE, src, PAGE)
+
+    async def split(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    w.thread("copy", p.thread(), copy)
+    w.thread("mprotect", p.thread(), split)
+    w.checks.append(_expect_byte(w, p, A + PAGE, {SRC_BYTE}, "the copied page"))
+
+
+@_scenario("uffd-move-vs-mremap", "UFFDIO_MOVE of a page into a registered VMA races mremap "
+           "moving the source VMA away (uffd_move_lock: both VMAs read-locked)")
+def _move_vs_mremap(w: World) -> None:
+    p, u, _ = _registered(w, pages=1, prep_anon=False)
+    p.mmap(A + 4 * PAGE, PAGE, RW, ANON)
+    p.store(A + 4 * PAGE, 0x77)
+
+    async def move(t: Thread) -> int:
+        return await u.on(t).move(A, A + 4 * PAGE, PAGE)
+
+    async def remap(t: Thread) -> int:
+        return await t.mremap(A + 4 * PAGE, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + 8 * PAGE)
+
+    w.thread("move", p.thread(), move)
+    w.thread("mremap", p.thread(), remap)
+
+    def check() -> None:
+        moved = w.results.get("move") == PAGE
+        if not moved and _errno_of(w, "move") != errno.ENOENT:
+            violation("userfaultfd", f"move returned {w.results.get('move')!r}")
+        where = A if moved else A + 8 * PAGE
+        _expect_byte(w, p, where, {0x77}, "the moved page")()
+    w.checks.append(check)
+
+
+@_scenario("uffd-register-vs-fault", "UFFDIO_REGISTER of one page (split, then "
+           "userfaultfd_set_ctx write-locks the VMA) races a fault on the neighbouring page")
+def _register_vs_fault(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)
+    u = p.userfaultfd()
+    u.api()
+
+    async def register(t: Thread) -> int:
+        return await u.on(t).register(A, PAGE, MISSING)
+
+    async def fault(t: Thread) -> None:
+        await t.store(A + PAGE, 2)
+
+    w.thread("register", p.thread(), register)
+    w.thread("fault", p.thread(), fault)
+    w.checks.append(_expect_byte(w, p, A + PAGE, {2}, "the unregistered neighbour"))
+
+
+@_scenario("uffd-copy-vs-fork", "UFFDIO_COPY races fork, which write-locks the registered VMA "
+           "and gives the child an unregistered copy")
+def _copy_vs_fork(w: World) -> None:
+    p, u, src = _registered(w)
+
+    async def copy(t: Thread) -> int:
+        return await u.on(t).copy(A, src, PAGE)
+
+    async def fork(t: Thread) -> Any:
+        return await t.fork()
+
+    w.thread("copy", p.thread(), copy)
+    w.thread("fork", p.thread(), fork)
+    w.checks.append(_expect_byte(w, p, A, {SRC_BYTE}, "the parent's copied page"))
+
+    def check() -> None:
+        child = w.results.get("fork")
+        if isinstance(child, Process):
+            for v in child.mm.mm_mt.snapshot():
+                if v.vm_userfaultfd_ctx is not None:
+                    violation("userfaultfd", f"fork child {v} still registered")
+    w.checks.append(check)
+
+
+@_scenario("uffd-close-vs-fault", "close of the userfaultfd (userfaultfd_release) races a "
+           "fault on a registered page: the fault is woken or sees it released")
+def _close_vs_fault(w: World) -> None:
+    p, u, _ = _registered(w)
+
+    async def fault(t: Thread) -> int:
+        # A load: a store would allocate a page before each userfault check,
+        # so the fault's retries (released, VMA not yet unregistered) would
+        # never repeat a state and the search could not close the cycle.
+        return await t.load(A)
+
+    async def close(t: Thread) -> None:
+        await u.on(t).close()
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("close", p.thread(), close)
+
+    def check() -> None:
+        vma = p.mm.mm_mt.find_covering(A)
+        if w.results.get("fault") != 0 or vma is None or vma.vm_userfaultfd_ctx is not None:
+            violation("userfaultfd", f"after close: load {w.results.get('fault')!r}, VMA still registered?")
+    w.checks.append(check)
+
+
+@_scenario("uffd-copy-vs-exit", "a handler in another process copies into a registered page "
+           "while the faulting process exits (mmget_not_zero: ESRCH or a fill)")
+def _copy_vs_exit(w: World) -> None:
+    p, u, _ = _registered(w)
+    h = w.process("handler")
+    hsrc = h.mmap(0, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    h.store(hsrc, SRC_BYTE)
+    mgr: AsyncUserfaultfd = u.on(h.main)
+
+    async def copy(t: Thread) -> int:
+        return await mgr.copy(A, hsrc, PAGE)
+
+    async def leave(t: Thread) -> None:
+        await t.exit()
+
+    w.thread("copy", h.main, copy)
+    w.thread("exit", p.main, leave)
+
+    def check() -> None:
+        if w.results.get("copy") != PAGE and _errno_of(w, "copy") not in (errno.ESRCH, errno.ENOENT):
+            violation("userfaultfd", f"copy returned {w.results.get('copy')!r}")
+    w.checks.append(check)
+
+
+def _query_answer(w: World, name: str, allowed: set[Any]) -> None:
+    def check() -> None:
+        r = w.results.get(name)
+        got = r.errno if isinstance(r, OSError) else r
+        if got not in allowed:
+            violation("PROCMAP_QUERY", f"answer {got!r}, allowed {sorted(map(str, allowed))}")
+    w.checks.append(check)
+
+
+async def _query(t: Thread, addr: int) -> tuple[int, int]:
+    q = await t.procmap_query(addr)
+    return (q["vma_start"] - A) // PAGE, (q["vma_end"] - A) // PAGE
+
+
+@_scenario("procmap-query-vs-munmap", "PROCMAP_QUERY (lock_next_vma) for an address in a VMA "
+           "that munmap removes: the whole VMA or ENOENT")
+def _query_vs_munmap(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+
+    async def query(t: Thread) -> tuple[int, int]:
+        return await _query(t, A + PAGE)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 2 * PAGE)
+
+    w.thread("query", p.thread(), query)
+    w.thread("munmap", p.thread(), unmap)
+    _query_answer(w, "query", {(0, 2), errno.ENOENT})
+
+
+@_scenario("procmap-query-vs-mprotect-split", "PROCMAP_QUERY of the middle page races "
+           "mprotect splitting its VMA in three: the old VMA or the new middle one")
+def _query_vs_split(w: World) -> None:
+    p = w.p
+    p.mmap(A, 3 * PAGE, RW, ANON)
+
+    async def query(t: Thread) -> tuple[int, int]:
+        return await _query(t, A + PAGE)
+
+    async def split(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    w.thread("query", p.thread(), query)
+    w.thread("mprotect", p.thread(), split)
+    _query_answer(w, "query", {(0, 3), (1, 2)})
