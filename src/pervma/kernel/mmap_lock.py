@@ -60,7 +60,8 @@ async def mm_lock_seqcount_begin(mm: MmStruct) -> None:
     """do_raw_write_seqcount_begin(&mm->mm_lock_seq) (7.0): right after
     down_write() succeeded; the sequence goes odd for the write session."""
     if _per_vma(mm):
-        mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_begin", 0)
+        if mm.mmap_lock.writer is not current_task() or mm.mm_lock_seq.sequence & 1:
+            mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_begin", 0)
         await mm.mm_lock_seq.write_begin("mm_lock_seqcount_begin")
 
 
@@ -69,7 +70,8 @@ async def mm_lock_seqcount_end(mm: MmStruct) -> None:
     vma_end_write_all() only; the sequence goes even, dropping every VMA
     write lock of the session at once."""
     if _per_vma(mm):
-        mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_end", 1)
+        if mm.mmap_lock.writer is not current_task() or not mm.mm_lock_seq.sequence & 1:
+            mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_end", 1)
         await mm.mm_lock_seq.write_end("mm_lock_seqcount_end")
 
 
@@ -81,7 +83,9 @@ async def mm_lock_seqcount_end(mm: MmStruct) -> None:
 # sees (tests/kernel/test_vma_asserts.py also checks the sources).
 def mm_lock_seq_assert_moves(mm: MmStruct, where: str, parity: int) -> None:
     """Before ``where`` moves mm_lock_seq: mmap_lock is write-held by the
-    current task and the sequence has ``parity`` (0 at begin, 1 at end)."""
+    current task and the sequence has ``parity`` (0 at begin, 1 at end).
+    The callers test the condition inline (every write session passes here)
+    and call this to report."""
     seq = mm.mm_lock_seq.sequence
     writer = mm.mmap_lock.writer
     if writer is None or writer is not current_task():
@@ -93,14 +97,13 @@ def mm_lock_seq_assert_moves(mm: MmStruct, where: str, parity: int) -> None:
         debug.report("WARNING: mm_lock_seq", f"{where}() on {mm} with mm_lock_seq {seq} {state}; {_call_trace()}")
 
 
-def mm_lock_seq_assert_read_session(mm: MmStruct, where: str) -> None:
+def mm_lock_seq_report_read_session(mm: MmStruct, where: str) -> None:
     """mmap_lock read-held: no writer, so mm_lock_seq must be even (an odd one
-    left behind makes every VMA stamped in that session look write-locked)."""
-    seq = mm.mm_lock_seq.sequence
-    if seq & 1:
-        debug.report("WARNING: mm_lock_seq",
-                     f"{mm} mm_lock_seq {seq} is odd in {where}() with mmap_lock not write-held: a write "
-                     f"session was not ended by vma_end_write_all(); {_call_trace()}")
+    left behind makes every VMA stamped in that session look write-locked).
+    The callers test ``sequence & 1`` inline and call this to report."""
+    debug.report("WARNING: mm_lock_seq",
+                 f"{mm} mm_lock_seq {mm.mm_lock_seq.sequence} is odd in {where}() with mmap_lock not "
+                 f"write-held: a write session was not ended by vma_end_write_all(); {_call_trace()}")
 
 
 def _call_trace(skip: int = 2, depth: int = 4) -> str:
@@ -152,25 +155,27 @@ async def mmap_write_downgrade(mm: MmStruct) -> None:
 
 async def mmap_read_lock(mm: MmStruct) -> None:
     await mm.mmap_lock.down_read()
-    mm_lock_seq_assert_read_session(mm, "mmap_read_lock")
+    if mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_lock")
 
 
 async def mmap_read_lock_killable(mm: MmStruct) -> int:
     ret = await mm.mmap_lock.down_read(killable=True)
-    if ret == 0:
-        mm_lock_seq_assert_read_session(mm, "mmap_read_lock_killable")
+    if ret == 0 and mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_lock_killable")
     return ret
 
 
 async def mmap_read_trylock(mm: MmStruct) -> bool:
     ok = await mm.mmap_lock.down_read_trylock()
-    if ok:
-        mm_lock_seq_assert_read_session(mm, "mmap_read_trylock")
+    if ok and mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_trylock")
     return ok
 
 
 async def mmap_read_unlock(mm: MmStruct) -> None:
-    mm_lock_seq_assert_read_session(mm, "mmap_read_unlock")
+    if mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_unlock")
     await mm.mmap_lock.up_read()
 
 
