@@ -14,6 +14,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import zap_page_range
+from pervma.kernel.mm import vm_flags_reset
 from pervma.kernel.mm_types import PAGE_SIZE, VmFlags
 from pervma.kernel.mmap_lock import (
     lock_vma_under_rcu,
@@ -101,7 +102,7 @@ async def madvise_update_vma(vma: VmAreaStruct, prev: VmAreaStruct | None, start
         return r, vma
     await vma_start_write(r)
     await vma_write_fields(r, "madvise_update_vma")
-    r.vm_flags = newflags
+    vm_flags_reset(r, newflags)
     return 0, r
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
 from pervma.kernel.memory import copy_page_range, zap_page_range
-from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, File, VmFlags
+from pervma.kernel.mm import vm_flags_clear, vm_flags_init
+from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, File, VmFlags
 from pervma.kernel.mmap_lock import (
     mmap_read_lock,
     mmap_read_unlock,
@@ -290,16 +291,20 @@ async def _mmap_abort(vms: VmaMunmapStruct, err: int) -> int:
 async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, vm_flags: VmFlags,
                          pgoff: int, prev: VmAreaStruct | None, nxt: VmAreaStruct | None) -> VmAreaStruct | int:
     vma = vm_area_alloc(mm, "__mmap_new_vma")
-    vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_flags = addr, end, pgoff, vm_flags
+    vma_set_range(vma, addr, end, pgoff)
+    vm_flags_init(vma, vm_flags)
     await work("vma_alloc")
     if file is not None:
         vma.vm_file = file
         vma.vm_ops = file.vm_ops
         if file.vm_ops is not None and file.vm_ops.special is not None:
-            # The driver's ->mmap: binder and TCP mappings are special (never merged).
-            vma.vm_flags |= VmFlags.VM_MIXEDMAP | VmFlags.VM_DONTEXPAND
+            # The driver's ->mmap: binder and TCP mappings are special (never
+            # merged).  Drivers use vm_flags_set/mod(), whose vma_start_write()
+            # only stamps a VMA not yet in the tree; pervma stores directly.
+            special = VmFlags.VM_MIXEDMAP | VmFlags.VM_DONTEXPAND
             if file.vm_ops.special == "binder":
-                vma.vm_flags |= VmFlags.VM_DONTCOPY
+                special |= VmFlags.VM_DONTCOPY
+            vm_flags_init(vma, vma.vm_flags | special)
         # A file mapping may still merge once ->mmap ran (mmap_prepare).
         vmg = VmaMergeStruct(mm=mm, start=addr, end=end, pgoff=pgoff, flags=vm_flags, file=file,
                              prev=prev, next=nxt)
@@ -570,7 +575,8 @@ async def do_brk_flags(mm: MmStruct, vma: VmAreaStruct | None, addr: int, length
             mm.total_vm += length >> PAGE_SHIFT
             return 0
     new = vm_area_alloc(mm, "do_brk_flags")
-    new.vm_start, new.vm_end, new.vm_pgoff, new.vm_flags = addr, addr + length, addr >> PAGE_SHIFT, flags
+    vma_set_range(new, addr, addr + length, addr >> PAGE_SHIFT)
+    vm_flags_init(new, flags)
     await vma_start_write(new)
     await vma_iter_store_new(mm, new)
     mm.map_count += 1
@@ -659,11 +665,23 @@ async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool =
         if vma.vm_flags & VmFlags.VM_ACCOUNT and security_vm_enough_memory_mm(mm, grow):
             return -errno.ENOMEM  # acct_stack_growth()
         await mm.page_table_lock.lock()
-        await vma_set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
+        await vma_write_fields(vma, "vma_set_range")
+        if write_locked:
+            vma_set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
+        else:
+            _expand_downwards_store_b02(vma, address, grow)
         await mm.page_table_lock.unlock()
         mm.total_vm += grow
         await vma_iter_update(mm, label="expand_downwards: store")
     return 0
+
+
+def _expand_downwards_store_b02(vma: VmAreaStruct, address: int, grow: int) -> None:
+    """Historical (B02, 6.1-6.4): the stack's start stored under mmap_lock
+    read, as code that had neither a VMA write lock nor an assertion to meet
+    (7.0 stores it right after vma_start_write(); vma_set_range() checks)."""
+    vma.vm_start = address
+    vma.vm_pgoff -= grow
 
 
 VM_ACCESS_ANY = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
@@ -707,8 +725,9 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
             tmp.anon_vma_chain = []
         else:
             anon_vma_fork(tmp, mpnt)
-        tmp.vm_flags &= ~(VmFlags.VM_LOCKED | VmFlags.VM_LOCKONFAULT)
-        await vma_start_write(tmp)  # stamps the seq only: tmp is detached
+        # vm_flags_clear() write-locks tmp, which only stamps its vm_lock_seq
+        # (tmp is detached), as vma_mark_attached() requires.
+        await vm_flags_clear(tmp, VM_LOCKED_MASK)
         await vma_mark_attached(tmp)
         children.append(tmp)
         vma_link_file(tmp)

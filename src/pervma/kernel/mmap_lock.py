@@ -12,7 +12,9 @@ those steps matters.
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import Coroutine
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
@@ -55,13 +57,69 @@ def _bug(mm: MmStruct, bug_id: str) -> bool:
 # mmap_lock wrappers
 # ---------------------------------------------------------------------------
 async def mm_lock_seqcount_begin(mm: MmStruct) -> None:
+    """do_raw_write_seqcount_begin(&mm->mm_lock_seq) (7.0): right after
+    down_write() succeeded; the sequence goes odd for the write session."""
     if _per_vma(mm):
+        if mm.mmap_lock.writer is not current_task() or mm.mm_lock_seq.sequence & 1:
+            mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_begin", 0)
         await mm.mm_lock_seq.write_begin("mm_lock_seqcount_begin")
 
 
 async def mm_lock_seqcount_end(mm: MmStruct) -> None:
+    """ASSERT_EXCLUSIVE_WRITER + do_raw_write_seqcount_end (7.0): from
+    vma_end_write_all() only; the sequence goes even, dropping every VMA
+    write lock of the session at once."""
     if _per_vma(mm):
+        if mm.mmap_lock.writer is not current_task() or not mm.mm_lock_seq.sequence & 1:
+            mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_end", 1)
         await mm.mm_lock_seq.write_end("mm_lock_seqcount_end")
+
+
+# pervma's mm_lock_seq discipline (the kernel only has KCSAN's
+# ASSERT_EXCLUSIVE_WRITER in mm_lock_seqcount_end): the sequence moves only
+# in mm_lock_seqcount_begin/end, under mmap_lock held for write by the task
+# moving it; it is odd exactly while a writer holds mmap_lock.  A move made
+# anywhere else breaks the parity, which the next lock operation on the mm
+# sees (tests/kernel/test_vma_asserts.py also checks the sources).
+def mm_lock_seq_assert_moves(mm: MmStruct, where: str, parity: int) -> None:
+    """Before ``where`` moves mm_lock_seq: mmap_lock is write-held by the
+    current task and the sequence has ``parity`` (0 at begin, 1 at end).
+    The callers test the condition inline (every write session passes here)
+    and call this to report."""
+    seq = mm.mm_lock_seq.sequence
+    writer = mm.mmap_lock.writer
+    if writer is None or writer is not current_task():
+        debug.report("WARNING: mm_lock_seq",
+                     f"{where}() on {mm} without mmap_lock held for write (mm_lock_seq {seq}); "
+                     f"it moves only inside mmap_write_lock/downgrade/unlock; {_call_trace()}")
+    elif seq & 1 != parity:
+        state = "odd: a write session is already open" if parity == 0 else "even: no write session to end"
+        debug.report("WARNING: mm_lock_seq", f"{where}() on {mm} with mm_lock_seq {seq} {state}; {_call_trace()}")
+
+
+def mm_lock_seq_report_read_session(mm: MmStruct, where: str) -> None:
+    """mmap_lock read-held: no writer, so mm_lock_seq must be even (an odd one
+    left behind makes every VMA stamped in that session look write-locked).
+    The callers test ``sequence & 1`` inline and call this to report."""
+    debug.report("WARNING: mm_lock_seq",
+                 f"{mm} mm_lock_seq {mm.mm_lock_seq.sequence} is odd in {where}() with mmap_lock not "
+                 f"write-held: a write session was not ended by vma_end_write_all(); {_call_trace()}")
+
+
+def _call_trace(skip: int = 2, depth: int = 4) -> str:
+    """The model's call chain from the function that runs the failed check
+    (``skip`` frames up: past this helper and an assertion function), innermost
+    first, as a WARN's call trace shows it; only built when a check fails."""
+    f: FrameType | None = sys._getframe(skip)
+    names: list[str] = []
+    while f is not None and len(names) < depth:
+        if f.f_code.co_filename.startswith(_KERNEL_DIR):
+            names.append(f.f_code.co_name)
+        f = f.f_back
+    return "call trace: " + " <- ".join(names)
+
+
+_KERNEL_DIR = __file__.rsplit("/", 1)[0]
 
 
 async def mmap_write_lock(mm: MmStruct) -> None:
@@ -97,17 +155,27 @@ async def mmap_write_downgrade(mm: MmStruct) -> None:
 
 async def mmap_read_lock(mm: MmStruct) -> None:
     await mm.mmap_lock.down_read()
+    if mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_lock")
 
 
 async def mmap_read_lock_killable(mm: MmStruct) -> int:
-    return await mm.mmap_lock.down_read(killable=True)
+    ret = await mm.mmap_lock.down_read(killable=True)
+    if ret == 0 and mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_lock_killable")
+    return ret
 
 
 async def mmap_read_trylock(mm: MmStruct) -> bool:
-    return await mm.mmap_lock.down_read_trylock()
+    ok = await mm.mmap_lock.down_read_trylock()
+    if ok and mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_trylock")
+    return ok
 
 
 async def mmap_read_unlock(mm: MmStruct) -> None:
+    if mm.mm_lock_seq.sequence & 1:
+        mm_lock_seq_report_read_session(mm, "mmap_read_unlock")
     await mm.mmap_lock.up_read()
 
 
@@ -257,8 +325,17 @@ async def _no_vma_lock() -> None:
 
 
 def __vma_raw_mm_seqnum(vma: VmAreaStruct) -> int:
-    mmap_assert_write_locked(vma.vm_mm)
-    return vma.vm_mm.mm_lock_seq.sequence
+    """The mm's sequence, read by the mmap write holder: odd, or its write
+    session was never begun (pervma's check: vma_start_write would stamp an
+    unlocked value and vma_assert_write_locked would pass on every VMA)."""
+    mm = vma.vm_mm
+    mmap_assert_write_locked(mm)
+    seq = mm.mm_lock_seq.sequence
+    if not seq & 1 and mm.config.PER_VMA_LOCK:
+        debug.report("WARNING: mm_lock_seq",
+                     f"{mm} mmap_lock write-held but mm_lock_seq {seq} is even: the write session "
+                     f"was not begun by mm_lock_seqcount_begin(); {_call_trace(1)}")
+    return seq
 
 
 def __is_vma_write_locked(vma: VmAreaStruct) -> bool:
@@ -351,11 +428,19 @@ async def vma_start_write_killable(vma: VmAreaStruct) -> int:
 
 
 def vma_assert_write_locked(vma: VmAreaStruct) -> None:
-    if not _per_vma(vma.vm_mm):
-        mmap_assert_write_locked(vma.vm_mm)
+    """Models vma_assert_write_locked() (7.0: VM_WARN_ON_ONCE_VMA, 6.x:
+    VM_BUG_ON_VMA): the mmap write holder stamped this VMA in the current
+    write session.  The report carries what dump_vma() and the two
+    sequences would show."""
+    mm = vma.vm_mm
+    if not _per_vma(mm):
+        mmap_assert_write_locked(mm)
         return
     if not __is_vma_write_locked(vma):
-        debug.report("WARNING: vma_assert_write_locked", f"{vma} is not write-locked")
+        debug.report("WARNING: vma_assert_write_locked",
+                     f"VM_WARN_ON_ONCE_VMA(!__is_vma_write_locked(vma)): {vma} mm {mm} "
+                     f"refcnt {vma.vm_refcnt.counter:#x} vm_lock_seq {vma.vm_lock_seq} "
+                     f"mm_lock_seq {mm.mm_lock_seq.sequence} flags {int(vma.vm_flags):#x}; {_call_trace()}")
 
 
 def vma_assert_attached(vma: VmAreaStruct) -> None:

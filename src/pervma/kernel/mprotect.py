@@ -6,6 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import change_protection
+from pervma.kernel.mm import vm_flags_reset_once
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, VmFlags
 from pervma.kernel.mmap import (
     PROT_EXEC,
@@ -59,7 +60,7 @@ async def mprotect_fixup(vma: VmAreaStruct, prev: VmAreaStruct | None, start: in
         vm_unacct_memory(mm.system, nrpages)
     await vma_start_write(vma)
     await vma_write_fields(vma, "vm_flags_reset_once")
-    vma.vm_flags = newflags
+    vm_flags_reset_once(vma, newflags)
     await change_protection(vma, start, end, newflags)
     return 0, vma
 

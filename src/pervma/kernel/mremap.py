@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import move_page_tables
+from pervma.kernel.mm import vm_flags_clear, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, VmFlags
 from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, mlock_future_ok
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
@@ -20,6 +21,7 @@ from pervma.kernel.vma import (
     vma_link,
     vma_merge_extend,
     vma_merge_new_range,
+    vma_set_range,
     vma_write_fields,
 )
 from pervma.kernel.vma_init import vm_area_dup
@@ -53,7 +55,7 @@ async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int) -> VmA
     if new is not None:
         return new
     new = vm_area_dup(vma)
-    new.vm_start, new.vm_end, new.vm_pgoff = addr, addr + length, pgoff
+    vma_set_range(new, addr, addr + length, pgoff)
     anon_vma_clone(new, vma)
     await vma_link(mm, new)
     return new
@@ -134,9 +136,11 @@ async def unmap_source_vma(vrm: VmaRemapStruct) -> None:
     accountable = bool(vma.vm_flags & VmFlags.VM_ACCOUNT) and not vrm.flags & MREMAP_DONTUNMAP
     vm_start = vm_end = 0
     if accountable:
+        # vm_flags_clear() write-locks the VMA itself; locking first puts
+        # the store's step after the lock's.
         await vma_start_write(vma)
         await vma_write_fields(vma, "vm_flags_clear(VM_ACCOUNT)")
-        vma.vm_flags &= ~VmFlags.VM_ACCOUNT
+        await vm_flags_clear(vma, VmFlags.VM_ACCOUNT)
         vm_start, vm_end = vma.vm_start, vma.vm_end
     err = await do_vmi_munmap(mm, addr, length, unlock=False)
     vrm.vma = None
@@ -151,7 +155,7 @@ async def unmap_source_vma(vrm: VmaRemapStruct) -> None:
         assert r is not None
         await vma_start_write(r)
         await vma_write_fields(r, "vm_flags_set(VM_ACCOUNT)")
-        r.vm_flags |= VmFlags.VM_ACCOUNT
+        await vm_flags_set(r, VmFlags.VM_ACCOUNT)
 
 
 async def move_vma(vrm: VmaRemapStruct) -> int:
@@ -183,7 +187,7 @@ async def move_vma(vrm: VmaRemapStruct) -> int:
     if vrm.flags & MREMAP_DONTUNMAP:
         # dontunmap_complete()
         await vma_write_fields(vma, "mremap: dontunmap_complete")
-        vma.vm_flags &= ~VM_LOCKED_MASK
+        await vm_flags_clear(vma, VM_LOCKED_MASK)
         if new_vma is not vma and vma.vm_start == vrm.addr and vma.vm_end == vrm.addr + vrm.old_len:
             unlink_anon_vmas(vma)
         return vrm.new_addr

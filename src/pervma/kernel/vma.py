@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
+from pervma.kernel.mm import check_attached_vma_store, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
 from pervma.kernel.mmap_lock import (
     mmap_assert_write_locked,
+    vma_assert_write_locked,
     vma_mark_attached,
     vma_mark_detached,
     vma_start_write,
@@ -106,8 +108,12 @@ def _replaced(vmas: Sequence[VmAreaStruct], remove: list[VmAreaStruct] | tuple[(
     return out
 
 
-async def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> None:
-    await vma_write_fields(vma, "vma_set_range")
+def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> None:
+    """Models vma_set_range() (mm/vma.h, 7.0): a plain store of the range, on
+    a new VMA or one its caller write-locked.  Takes no step: a caller
+    changing an attached VMA awaits ``vma_write_fields(vma, "vma_set_range")``
+    first.  pervma checks an attached VMA is write-locked (mm.py)."""
+    check_attached_vma_store(vma)
     vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
 
 
@@ -205,8 +211,6 @@ def can_merge_remove_vma(vma: VmAreaStruct) -> bool:
 
 async def dup_anon_vma(dst: VmAreaStruct, src: VmAreaStruct, dups: list[VmAreaStruct]) -> int:
     if src.anon_vma is not None and dst.anon_vma is None:
-        from pervma.kernel.mmap_lock import vma_assert_write_locked
-
         vma_assert_write_locked(dst)
         await vma_write_fields(dst, "dup_anon_vma")
         dst.anon_vma = src.anon_vma
@@ -258,12 +262,13 @@ async def vma_expand(vmg: VmaMergeStruct) -> int:
         if not vmg.give_up_on_oom:
             vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
         return -errno.ENOMEM
-    await vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
+    await vma_write_fields(target, "vma_set_range")
+    vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
     removed = [nxt] if remove_next and nxt is not None else []
     await vma_iter_update(mm, remove=removed, label="vma_expand: store")
     for v in removed:
         await _vma_complete_remove(mm, v)
-    target.vm_flags |= sticky
+    await vm_flags_set(target, sticky)
     return 0
 
 
@@ -369,10 +374,13 @@ async def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
     target = vmg.target
     assert target is not None
     if vmg.adjust_middle_start:
-        await vma_set_range(middle, end, middle.vm_end, middle.vm_pgoff + PHYS_PFN(end - middle.vm_start))
+        await vma_write_fields(middle, "vma_set_range")
+        vma_set_range(middle, end, middle.vm_end, middle.vm_pgoff + PHYS_PFN(end - middle.vm_start))
     if vmg.adjust_next_start:
-        await vma_set_range(middle, middle.vm_start, start, middle.vm_pgoff)
-    await vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
+        await vma_write_fields(middle, "vma_set_range")
+        vma_set_range(middle, middle.vm_start, start, middle.vm_pgoff)
+    await vma_write_fields(target, "vma_set_range")
+    vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
     removed = []
     if vmg.remove_middle:
         removed.append(middle)
@@ -381,7 +389,7 @@ async def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
     await vma_iter_update(mm, remove=removed, label="commit_merge: store")
     for v in removed:
         await _vma_complete_remove(mm, v)
-    target.vm_flags |= sticky
+    await vm_flags_set(target, sticky)
     vmg.state = VmaMergeState.VMA_MERGE_SUCCESS
     return target
 
@@ -396,20 +404,20 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     mm = vma.vm_mm
     new = vm_area_dup(vma)
     if new_below:
-        new.vm_end = addr
+        vma_set_range(new, new.vm_start, addr, new.vm_pgoff)
     else:
-        new.vm_start = addr
-        new.vm_pgoff += PHYS_PFN(addr - vma.vm_start)
+        vma_set_range(new, addr, new.vm_end, new.vm_pgoff + PHYS_PFN(addr - vma.vm_start))
     if _prealloc_fails(mm):
         vm_area_free(new, "__split_vma: nomem")
         return -errno.ENOMEM
     anon_vma_clone(new, vma)
     await vma_start_write(vma)
     await vma_start_write(new)
+    await vma_write_fields(vma, "vma_set_range")
     if new_below:
-        await vma_set_range(vma, addr, vma.vm_end, vma.vm_pgoff + PHYS_PFN(addr - new.vm_start))
+        vma_set_range(vma, addr, vma.vm_end, vma.vm_pgoff + PHYS_PFN(addr - new.vm_start))
     else:
-        await vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
+        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
     await vma_mark_attached(new)
     await vma_iter_update(mm, add=[new], label="__split_vma: store")
     vma_link_file(new)
@@ -427,7 +435,8 @@ async def vma_shrink(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> int
     if _prealloc_fails(vma.vm_mm):
         return -errno.ENOMEM
     await vma_start_write(vma)
-    await vma_set_range(vma, start, end, pgoff)
+    await vma_write_fields(vma, "vma_set_range")
+    vma_set_range(vma, start, end, pgoff)
     await vma_iter_update(vma.vm_mm, label="vma_shrink: clear")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
+from pervma.kernel.mm import vm_flags_init
 from pervma.kernel.mm_types import VmAreaStruct, VmFlags
 from pervma.kernel.mmap_lock import vma_assert_detached, vma_lock_init
 
@@ -37,11 +38,11 @@ def vm_area_alloc(mm: MmStruct, site: str = "vm_area_alloc") -> VmAreaStruct:
 
 
 def vm_area_dup(orig: VmAreaStruct, mm: MmStruct | None = None) -> VmAreaStruct:
-    """vm_area_dup(): copy every field but the lock, which starts detached
-    with vm_lock_seq = UINT_MAX."""
+    """vm_area_dup() (vm_area_init_from(), 7.0): copy every field but the
+    lock, which starts detached with vm_lock_seq = UINT_MAX."""
     new = vm_area_alloc(mm or orig.vm_mm, "vm_area_dup")
     new.vm_start, new.vm_end, new.vm_pgoff = orig.vm_start, orig.vm_end, orig.vm_pgoff
-    new.vm_flags = orig.vm_flags
+    vm_flags_init(new, orig.vm_flags)
     new.vm_file = orig.vm_file
     new.vm_ops = orig.vm_ops
     new.anon_vma = orig.anon_vma
