@@ -1,6 +1,10 @@
 """The VMA tree (mm->mm_mt), readable under RCU.
 
-The tree is a root pointer to an immutable node (a sorted tuple of VMAs).
+The tree is a root pointer to an immutable node (a sorted tuple of VMAs with
+their ranges: the maple tree keeps each entry's range in the node as pivots,
+so a lockless walk decides which VMA covers an address from the node alone,
+never from the VMA's own ``vm_start``/``vm_end``, which a writer changes in
+place under the VMA write lock before it stores the new range in the tree).
 A writer (holding mmap_lock for write) builds a new node, publishes it in
 one step and retires the old node through call_rcu, as the maple tree's
 copy-on-write nodes are.  A lockless walk takes two steps, reading the root
@@ -27,6 +31,7 @@ from pervma.sched import Op, read, write
 class MapleNode(SlabObject):
     vmas: tuple[VmAreaStruct, ...] = ()
     starts: tuple[int, ...] = ()
+    ends: tuple[int, ...] = ()  # the pivots: each entry's range is in the node
     mm_id: int = 0
     walk_step: Op = field(default=None, repr=False)  # type: ignore[assignment]  # set by _node
 
@@ -62,6 +67,7 @@ class MapleTree:
         node.mm_id = self.mm_id
         node.vmas = vmas
         node.starts = tuple(v.vm_start for v in vmas)
+        node.ends = tuple(v.vm_end for v in vmas)
         node.walk_step = read(("maple_node", self.mm_id, node.slot), "mas_walk: node")
         return node
 
@@ -133,7 +139,7 @@ class MapleTree:
         if node.freed:  # KASAN's check inline, its report out of line
             debug.kasan_check(node, "mas_walk", "maple_node")
         i = bisect.bisect_right(node.starts, addr) - 1
-        if i >= 0 and node.vmas[i].vm_end > addr:
+        if i >= 0 and node.ends[i] > addr:
             return node.vmas[i]
         return None
 
@@ -141,7 +147,7 @@ class MapleTree:
         """The first VMA ending above addr (find_vma / vma_next semantics)."""
         node = await self._load_node(label)
         i = bisect.bisect_right(node.starts, addr) - 1
-        if i >= 0 and node.vmas[i].vm_end > addr:
+        if i >= 0 and node.ends[i] > addr:
             return node.vmas[i]
         return node.vmas[i + 1] if i + 1 < len(node.vmas) else None
 
