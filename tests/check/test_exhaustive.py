@@ -69,6 +69,9 @@ SMALL = [("fault-vs-mremap", p) for p in ("legacy", "universal", "universal-up",
     ("mmap-vs-fault", "universal"),
     ("stack-growth-vs-fault", "universal"),  # its two finals once differed only by RCU's dict order
     ("fault-vs-munmap", "universal-up"),
+    # a lockless walk once read the VMA's own vm_end, which the split changes in place before
+    # it stores the new range: the maple tree's pivots are in the node (kernel/maple_tree.py)
+    ("uffd-register-vs-fault", "universal"),
 ]
 
 
