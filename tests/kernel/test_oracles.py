@@ -184,6 +184,23 @@ def test_a_killed_fork_tears_its_child_down() -> None:
     assert len(kern.processes) == 1 and kern.mm_cachep.active == 1
 
 
+def test_a_fork_failing_half_way_tears_its_child_down_and_uncharges_it_once() -> None:
+    # dup_mm() after dup_mmap() failed: the first VMA (and its page) was copied already.
+    kern = System(Config.preset("universal"), mem_pages=20000, overcommit_memory=2, overcommit_ratio=100)
+    p = kern.spawn()
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 1)
+    p.mmap(2 * A, 12000 * PAGE, RW, ANON)  # its child copy exceeds the commit limit
+    committed = kern.vm_committed_as
+    with pytest.raises(OSError) as exc:
+        p.fork()
+    assert exc.value.errno == 12
+    assert kern.vm_committed_as == committed
+    assert kern.mm_cachep.active == 1
+    page = p.mm.pgtable[A // PAGE].page
+    assert (page.mapcount, page.refcount) == (1, 1)
+
+
 # -- KASAN ------------------------------------------------------------------------
 def _typesafe_cache() -> KmemCache[SlabObject]:
     return KmemCache("vm_area_struct", lambda slot: SlabObject(), typesafe_by_rcu=True)
