@@ -1,5 +1,8 @@
 """The kernel's own checks: VM_BUG_ON/VM_WARN_ON, lockdep-style held-lock
-tracking, KASAN-style use-after-free reports and validate_mm.
+tracking, KASAN-style use-after-free reports (SLAB_TYPESAFE_BY_RCU as
+CONFIG_SLUB_RCU_DEBUG sees it, 6.12+), validate_mm with the page-table,
+page_table_check and page-count checks, the fork snapshot and the
+/proc/pid/maps guarantees of Documentation/filesystems/proc.rst (7.0).
 
 Everything reports through the one ``sched`` violation primitive.  These
 checks never look at which bug switches are on: they state what must hold in
@@ -8,13 +11,14 @@ every kernel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.task import HeldLock, TaskStruct, current_task
 from pervma.sched import current_model, running_slot, violation
 
 if TYPE_CHECKING:
-    from pervma.kernel.mm_types import MmStruct
+    from pervma.kernel.mm_types import MmStruct, Pte, VmAreaStruct
     from pervma.kernel.slab import SlabObject
 
 _running = running_slot()  # the driver's running-task stack: read here, never changed
@@ -35,12 +39,39 @@ def VM_WARN_ON_ONCE(cond: bool, what: str) -> None:  # noqa: N802 - the kernel's
 
 
 # -- KASAN -------------------------------------------------------------------
+def kasan_rcu_readers() -> tuple[tuple[int, int], ...] | None:
+    """The RCU readers at this moment, as (pid, rcu_section): those a grace
+    period started now waits for (slab.py records them when a
+    SLAB_TYPESAFE_BY_RCU object is freed).  None outside a model thread."""
+    tsk: TaskStruct | None = _running[-1].model if _running else None
+    if tsk is None or tsk.system is None:
+        return None
+    return tuple((t.pid, t.rcu_section) for t in tsk.system.rcu.readers.values() if t.rcu_depth > 0)
+
+
+def _kasan_rcu_protected(obj: SlabObject) -> bool:
+    """A freed SLAB_TYPESAFE_BY_RCU object is still accessible to a reader
+    whose RCU read-side section began before the free (CONFIG_SLUB_RCU_DEBUG
+    poisons it only after the grace period)."""
+    readers = obj.kasan_free_gp
+    if readers is None:
+        return False
+    tsk: TaskStruct | None = _running[-1].model if _running else None
+    return tsk is not None and tsk.rcu_depth > 0 and (tsk.pid, tsk.rcu_section) in readers
+
+
 def kasan_check(obj: SlabObject | None, where: str, what: str = "object") -> None:
-    """An access to ``obj`` at ``where``: a use-after-free if it was freed."""
-    if obj is not None and obj.freed:
+    """An access to ``obj`` at ``where``: a use-after-free if it was freed
+    (for a SLAB_TYPESAFE_BY_RCU object: and its grace period is over for
+    the accessing task).  Callers on hot paths test ``obj.freed`` inline
+    first and call this only then."""
+    if obj is not None and obj.freed and not _kasan_rcu_protected(obj):
+        rcu = ""
+        if obj.kasan_free_gp is not None:
+            rcu = " (SLAB_TYPESAFE_BY_RCU: no RCU read-side section from before the free covers it)"
         report(
             "KASAN: use-after-free",
-            f"access to freed {what} #{obj.slot} in {where}; allocated at {obj.alloc_site}, "
+            f"access to freed {what} #{obj.slot} in {where}{rcu}; allocated at {obj.alloc_site}, "
             f"freed at {obj.free_site}",
         )
 
@@ -103,9 +134,11 @@ def check_no_locks_held(tsk: TaskStruct, where: str) -> None:
 # -- validate_mm ---------------------------------------------------------------
 def validate_mm(mm: MmStruct) -> None:
     """mm/vma.c's validate_mm plus pervma's page-table checks, for a quiescent
-    mm (no writer in progress): VMAs sorted and disjoint, map_count right,
-    attached VMAs at vm_refcnt 1 without a write lock outstanding, no PTE
-    outside a VMA, every mapped anon page reachable by rmap."""
+    mm (no writer in progress: run after a synchronous call and at the end of
+    an execution, never in the middle of an operation): VMAs sorted and
+    disjoint, map_count right, attached VMAs at vm_refcnt 1 without a write
+    lock outstanding; then every PTE (_validate_pte) and the machine's page
+    counts (_validate_page_counts)."""
     from pervma.kernel.mmap_lock import VM_REFCNT_EXCLUDE_READERS_FLAG
 
     vmas = mm.mm_mt.snapshot()
@@ -128,18 +161,107 @@ def validate_mm(mm: MmStruct) -> None:
         report("validate_mm", f"map_count {mm.map_count} but {len(vmas)} VMAs in the tree")
     if mm.config.PER_VMA_LOCK and mm.mm_lock_seq.sequence & 1 and not mm.mmap_lock.writer:
         report("validate_mm", "mm_lock_seq odd with mmap_lock not write-held")
-    # Page tables: no PTE outside a VMA; anon pages reachable by rmap.
+    mapped = _mappings(mm)
     for vpn, pte in mm.pgtable.items():
         addr = vpn << 12
         cover = mm.mm_mt.find_covering(addr)
         if cover is None:
             report("validate_mm", f"PTE for {addr:#x} outside every VMA")
             continue
-        page = pte.page
-        kasan_check(page, "validate_mm", "page")
-        if page.anon_vma is not None and page.anon_vma not in cover.anon_vma_chain:
+        _validate_pte(cover, pte, addr, mapped)
+    _validate_page_counts(mm, mapped)
+
+
+def _mappings(mm: MmStruct) -> dict[int, int]:
+    """PTEs mapping each page (by pfn) in every live mm of the machine:
+    what _mapcount must say (the zero page is not counted)."""
+    mms = [mm]
+    system = mm.system
+    if system is not None:
+        for p in system.processes:
+            m = p.mm
+            if not m.freed and all(m is not x for x in mms):
+                mms.append(m)
+    out: dict[int, int] = {}
+    for m in mms:
+        for pte in m.pgtable.values():
+            pfn = pte.page.slot
+            out[pfn] = out.get(pfn, 0) + 1
+    return out
+
+
+def _validate_pte(vma: VmAreaStruct, pte: Pte, addr: int, mapped: dict[int, int]) -> None:
+    """A present PTE allows no more than its VMA's vm_flags; a writable PTE
+    of a private mapping maps an exclusive anonymous page (CoW: the
+    page_table_check rule that an anon page mapped writable has one mapping,
+    and that the zero page is never writable); an anonymous page is
+    reachable by rmap: its anon_vma is on the VMA's chain and its index
+    gives back the address (rmap_walk_anon's vma_address())."""
+    from pervma.kernel.mm_types import VmFlags
+
+    page = pte.page
+    kasan_check(page, "validate_mm", "page")
+    flags = vma.vm_flags
+    if pte.writable and not flags & VmFlags.VM_WRITE:
+        report("validate_mm: PTE allows more than vm_flags",
+               f"PTE for {addr:#x} in {vma} is writable but the VMA lacks VM_WRITE "
+               f"(vm_flags {int(flags):#x})")
+    if pte.readable and not flags & (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC):
+        report("validate_mm: PTE allows more than vm_flags",
+               f"PTE for {addr:#x} in {vma} is accessible but the VMA is PROT_NONE "
+               f"(vm_flags {int(flags):#x})")
+    if pte.writable:
+        if page.zero_page:
+            report("kernel BUG at mm/page_table_check.c", f"the zero page is mapped writable at {addr:#x} in {vma}")
+        elif not flags & VmFlags.VM_SHARED:
+            if page.anon_vma is None and page.mapping is not None:
+                report("validate_mm: CoW broken",
+                       f"private {vma} maps page-cache page {page.pfn} of {page.mapping.path} writable "
+                       f"at {addr:#x}: a store would reach the file")
+            elif mapped.get(page.slot, 0) > 1:
+                report("kernel BUG at mm/page_table_check.c",
+                       f"anon page {page.pfn} mapped writable at {addr:#x} in {vma} while it has "
+                       f"{mapped[page.slot]} mappings (a CoW page must be write-protected)")
+    av = page.anon_vma
+    if av is not None:
+        kasan_check(av, "validate_mm: page->mapping", "anon_vma")
+        if av not in vma.anon_vma_chain:
             report("rmap: anon page unreachable",
-                   f"page {page.pfn} at {addr:#x} in {cover}: its anon_vma is not on the VMA's chain")
+                   f"page {page.pfn} at {addr:#x} in {vma}: its anon_vma is not on the VMA's chain")
+        elif vma.vm_start + ((page.index - vma.vm_pgoff) << 12) != addr:
+            report("rmap: anon page unreachable",
+                   f"page {page.pfn} at {addr:#x} in {vma}: index {page.index:#x} with vm_pgoff "
+                   f"{vma.vm_pgoff:#x} gives {vma.vm_start + ((page.index - vma.vm_pgoff) << 12):#x}")
+    elif vma.is_anonymous() and not page.zero_page:
+        report("rmap: anon page unreachable",
+               f"page {page.pfn} at {addr:#x} in anonymous {vma} has no anon_vma")
+
+
+def _validate_page_counts(mm: MmStruct, mapped: dict[int, int]) -> None:
+    """Every allocated page's _mapcount equals the PTEs mapping it, and its
+    _refcount equals those mappings plus the page cache's reference: a page
+    with more references is leaked, one with fewer will be freed while still
+    mapped.  Pages in flight do not exist here: the mm is quiescent."""
+    system = mm.system
+    cache = system.page_cachep if system is not None else None
+    if cache is None or not cache.mem_map:
+        return
+    for pfn, page in cache.live.items():
+        if page.zero_page:
+            continue
+        n = mapped.get(pfn, 0)
+        if page.mapcount != n:
+            report("BUG: Bad page map",
+                   f"page {pfn} (allocated at {page.alloc_site}): _mapcount {page.mapcount}, "
+                   f"but {n} PTEs map it")
+        file = page.mapping
+        cached = int(file is not None and file.pages.get(page.index) is page)
+        want = n + cached
+        if page.refcount != want:
+            what = "leaked" if page.refcount > want else "will be freed while still in use"
+            report("BUG: Bad page state",
+                   f"page {pfn} (allocated at {page.alloc_site}): _refcount {page.refcount}, "
+                   f"but {n} mappings and {cached} page-cache reference: {what}")
 
 
 # -- user-visible memory across fork -----------------------------------------
@@ -188,3 +310,112 @@ def fork_snapshot_end(parent: MmStruct, child: MmStruct) -> None:
     diffs = ", ".join(f"{a:#x}={child_mem.get(a, 0)}" for a in addrs[:4])
     report("fork snapshot broken",
            f"the child's memory ({diffs}) matches no moment of the parent's during fork")
+
+
+# -- /proc/pid/maps across mapping changes ------------------------------------
+Ranges = tuple[tuple[int, int], ...]  # sorted, disjoint, non-adjacent [start, end)
+
+
+@dataclass(eq=False, slots=True)
+class MapsReadLog:
+    """One /proc/pid/maps read being checked: the address ranges mapped at
+    every moment since it began (``must``) and at some moment (``may``).
+    It hangs on the mm's tree while the read runs (the tree's writer
+    updates it on each store), so it costs nothing when no read runs."""
+
+    must: Ranges
+    may: Ranges
+
+
+def _mapped_ranges(vmas: tuple[VmAreaStruct, ...] | list[VmAreaStruct]) -> Ranges:
+    out: list[tuple[int, int]] = []
+    for v in sorted(vmas, key=lambda v: v.vm_start):
+        if out and v.vm_start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], v.vm_end))
+        else:
+            out.append((v.vm_start, v.vm_end))
+    return tuple(out)
+
+
+def _intersect(a: Ranges, b: Ranges) -> Ranges:
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def _union(a: Ranges, b: Ranges) -> Ranges:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(a + b):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def maps_read_begin(mm: MmStruct) -> MapsReadLog:
+    """Start recording mm's mapping changes for a /proc/pid/maps read."""
+    now = _mapped_ranges(mm.mm_mt.snapshot())
+    log = MapsReadLog(now, now)
+    tree = mm.mm_mt
+    tree.maps_log = [*(tree.maps_log or ()), log]
+    return log
+
+
+def maps_record(logs: list[MapsReadLog], vmas: tuple[VmAreaStruct, ...]) -> None:
+    """The tree of an mm being read changed: fold its ranges in."""
+    now = _mapped_ranges(vmas)
+    for log in logs:
+        log.must = _intersect(log.must, now)
+        log.may = _union(log.may, now)
+
+
+def maps_read_end(mm: MmStruct, log: MapsReadLog, listed: list[tuple[int, int]], complete: bool) -> None:
+    """The read's lines against Documentation/filesystems/proc.rst's
+    guarantees: addresses never go backwards (no two lines overlap), and
+    whatever was mapped for the entire read has a line; plus no line shows a
+    range that was never mapped during the read.  An interrupted read
+    (``complete`` false) is checked for the first and last rule only."""
+    tree = mm.mm_mt
+    rest = [x for x in tree.maps_log or () if x is not log]
+    tree.maps_log = rest or None
+    prev_end = 0
+    for start, end in listed:
+        if start < prev_end:
+            report("/proc/pid/maps: lines go backwards",
+                   f"{start:#x}-{end:#x} listed after a line ending at {prev_end:#x}")
+        prev_end = end
+        if _intersect(((start, end),), log.may) != ((start, end),):
+            report("/proc/pid/maps: a range never mapped during the read",
+                   f"line {start:#x}-{end:#x}; mapped at some moment of the read: {_fmt(log.may)}")
+    if not complete:
+        return
+    missing = _intersect(log.must, _complement(_union(tuple(listed), ())))
+    if missing:
+        lo, hi = missing[0]
+        report("/proc/pid/maps: a mapping missed",
+               f"{lo:#x}-{hi:#x} stayed mapped for the entire read but no line covers it "
+               f"(lines: {_fmt(tuple(listed))})")
+
+
+def _complement(a: Ranges) -> Ranges:
+    out = []
+    prev = 0
+    for lo, hi in a:
+        if lo > prev:
+            out.append((prev, lo))
+        prev = hi
+    out.append((prev, 1 << 64))
+    return tuple(out)
+
+
+def _fmt(r: Ranges) -> str:
+    return " ".join(f"{lo:#x}-{hi:#x}" for lo, hi in r) or "nothing"

@@ -52,7 +52,7 @@ def _new_node(slot: int) -> MapleNode:
 class MapleTree:
     """mm->mm_mt: range -> VMA."""
 
-    __slots__ = ("cache", "loc", "mm_id", "root", "stores", "walk_step")
+    __slots__ = ("cache", "loc", "maps_log", "mm_id", "root", "stores", "walk_step")
 
     def __init__(self, mm_id: int, cache: KmemCache[MapleNode]) -> None:
         self.mm_id = mm_id
@@ -61,6 +61,7 @@ class MapleTree:
         self.cache = cache
         self.root: MapleNode = self._node(())
         self.stores = 0
+        self.maps_log: list[debug.MapsReadLog] | None = None  # /proc/pid/maps reads being checked
 
     def _node(self, vmas: tuple[VmAreaStruct, ...]) -> MapleNode:
         node = self.cache.alloc("mas_store")
@@ -82,6 +83,8 @@ class MapleTree:
         await write(self.loc, label)
         old, self.root = self.root, node
         self.stores += 1
+        if self.maps_log is not None:
+            debug.maps_record(self.maps_log, node.vmas)
         cache = self.cache
         call_rcu(lambda: cache.free(old, "mt_free_rcu"))
 
@@ -90,6 +93,8 @@ class MapleTree:
         old = self.root
         self.root = self._node(())
         self.cache.free(old, "__mt_destroy")
+        if self.maps_log is not None:
+            debug.maps_record(self.maps_log, ())
 
     # plain lookups for the lock holder
     def find_covering(self, addr: int) -> VmAreaStruct | None:

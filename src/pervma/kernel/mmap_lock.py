@@ -249,12 +249,16 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     or while readers are excluded; the vm_mm check catches a VMA recycled
     into another mm (SLAB_TYPESAFE_BY_RCU), pinning that mm before the put
     may wake its writer; the late seq check (acquire) catches a writer that
-    locked the VMA after the early check.
+    locked the VMA after the early check.  KASAN sees each access to the
+    VMA (a freed one is legal only inside the grace period of its free:
+    SLAB_TYPESAFE_BY_RCU; the test is inline, the report out of line).
     """
     mm_lock_seq = mm.mm_lock_seq
     bugs = mm.config.bugs
     # 1. early check against the caller's mm, never the unstable vma->vm_mm
     await vma.read_step("vm_lock_seq", "vma_start_read: early seq check", mm_lock_seq.loc)
+    if vma.freed:
+        debug.kasan_check(vma, "vma_start_read: READ_ONCE(vma->vm_lock_seq)", "vm_area_struct")
     if vma.vm_lock_seq == mm_lock_seq.sequence:
         rcu_read_unlock()
         return None
@@ -263,6 +267,9 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
         VM_REFCNT_LIMIT, "vma_start_read: refcount_inc_not_zero_limited",
         # allow_zero; historical 6.4 (B13): taking the lock did not refuse a detached VMA.
         "B13" in bugs)
+    if vma.freed:
+        debug.kasan_check(vma, "vma_start_read: refcount_inc_not_zero_limited(&vma->vm_refcnt)",
+                          "vm_area_struct")
     if not ok:
         rcu_read_unlock()
         return EAGAIN_VMA if old == 0 else None
@@ -270,6 +277,8 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     # 3. reuse check
     if "B17" not in bugs:
         await vma.read_step("vma", "vma_start_read: vma->vm_mm check")
+        if vma.freed:
+            debug.kasan_check(vma, "vma_start_read: vma->vm_mm", "vm_area_struct")
         if vma.vm_mm is not mm:
             other = vma.vm_mm
             rcu_read_unlock()
@@ -282,6 +291,8 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
             return None
     # 4. late check (acquire pairs with the release in vma_end_write_all)
     await vma.read_step("vm_lock_seq", "vma_start_read: late seq check", mm_lock_seq.loc)
+    if vma.freed:
+        debug.kasan_check(vma, "vma_start_read: raw_read_seqcount(vma->vm_lock_seq)", "vm_area_struct")
     locked = vma.vm_lock_seq == mm_lock_seq.sequence
     if locked:
         rcu_read_unlock()

@@ -6,15 +6,28 @@ naming where the object was allocated and freed.  Objects of a
 ``SLAB_TYPESAFE_BY_RCU`` cache are handed out again at once (last freed,
 first reused, as SLUB's per-CPU freelist does), possibly to another mm: a
 stale pointer then sees a live object with a new identity (``generation``).
+
+KASAN and SLAB_TYPESAFE_BY_RCU (mm/slub.c slab_free_hook() and
+slab_free_after_rcu_debug(), mm/kasan/common.c __kasan_slab_free(), 6.12+
+with CONFIG_SLUB_RCU_DEBUG, on by default under generic KASAN): such an
+object stays accessible when freed and is poisoned only once an RCU grace
+period has passed.  A free therefore records the RCU readers of that moment
+(``kasan_free_gp``): until the object is reused, an access by one of them,
+still in that read-side section, is legal; any other access is a
+use-after-free.  ``kasan_free_gp`` is None for an object of a plain cache.
+A cache of pages (``mem_map``) also keeps its live objects, so that a leaked
+page can be found (``debug.validate_mm``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from pervma.kernel import debug
+from pervma.kernel.rcu import call_rcu
 from pervma.sched import touch
 
 
@@ -27,6 +40,9 @@ class SlabObject:
     freed: bool = False
     alloc_site: str = ""
     free_site: str = ""
+    # SLAB_TYPESAFE_BY_RCU: the (pid, rcu_section) of each RCU reader at the
+    # free, whose grace period still covers the object (None: a plain cache)
+    kasan_free_gp: tuple[tuple[int, int], ...] | None = None
 
     def locations(self) -> tuple[Hashable, ...]:
         """The shared locations steps name for this object: freeing or
@@ -35,6 +51,13 @@ class SlabObject:
 
 
 T = TypeVar("T", bound=SlabObject)
+
+
+def _kasan_gp_over(obj: SlabObject, generation: int) -> None:
+    """The grace period of a SLAB_TYPESAFE_BY_RCU free has ended: no reader
+    may touch the object any more unless it is reused meanwhile."""
+    if obj.freed and obj.generation == generation:
+        obj.kasan_free_gp = ()
 
 
 @dataclass(eq=False)
@@ -49,6 +72,10 @@ class KmemCache(Generic[T]):
     freelist: list[T] = field(default_factory=list)
     active: int = 0
     total_allocs: int = 0
+    # The live objects by slot, kept only when ``mem_map`` is on (the page
+    # cache: the kernel's memmap lets a checker see every allocated page).
+    mem_map: bool = False
+    live: dict[int, T] = field(default_factory=dict)
 
     def loc(self) -> Hashable:
         """The cache's own shared state (freelist, object count): every
@@ -75,6 +102,9 @@ class KmemCache(Generic[T]):
         obj.freed = False
         obj.alloc_site = site
         obj.free_site = ""
+        obj.kasan_free_gp = None
+        if self.mem_map:
+            self.live[obj.slot] = obj
         return obj
 
     def free(self, obj: T, site: str) -> None:
@@ -83,6 +113,13 @@ class KmemCache(Generic[T]):
                          f"already freed at {obj.free_site} (allocated at {obj.alloc_site})")
         obj.freed = True
         obj.free_site = site
+        if self.mem_map:
+            self.live.pop(obj.slot, None)
+        if self.typesafe_by_rcu:
+            readers = debug.kasan_rcu_readers()
+            obj.kasan_free_gp = readers or ()
+            if readers is not None:  # when the grace period ends, it covers nobody
+                call_rcu(functools.partial(_kasan_gp_over, obj, obj.generation))
         touch(self.loc())
         for loc in obj.locations():
             touch(loc)

@@ -52,6 +52,7 @@ from pervma.kernel.util import (
     OVERCOMMIT_GUESS,
     OVERCOMMIT_NEVER,
     security_vm_enough_memory_mm,
+    vm_acct_memory,
 )
 from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
@@ -142,7 +143,7 @@ class System:
         self.maple_node_cachep: KmemCache[MapleNode] = KmemCache("maple_node", lambda s: MapleNode())
         self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
         self.anon_vma_cachep: KmemCache[Any] = KmemCache("anon_vma", lambda s: _anon_vma())
-        self.page_cachep: KmemCache[Page] = KmemCache("page", Page)  # Page(slot)
+        self.page_cachep: KmemCache[Page] = KmemCache("page", Page, mem_map=True)  # Page(slot)
         self.file_cachep: KmemCache[File] = KmemCache("file", lambda s: File())
         self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
@@ -343,6 +344,13 @@ class Thread:
         child_mm = sysm.mm_alloc()
         child = Process(sysm, child_mm, self.process.name + "-child", register=False)
         ret = await dup_mmap(child_mm, self.mm)
+        if ret or fatal_signal_pending(self.task):
+            # copy_process() fails after copy_mm() (dup_mm() after a failed dup_mmap(),
+            # bad_fork_cleanup_mm on a fatal signal): mmput() tears the child down.
+            if ret:  # the model's dup_mmap() uncharged what exit_mmap() uncharges
+                vm_acct_memory(sysm, sum(v.pages() for v in child_mm.mm_mt.snapshot()
+                                         if v.vm_flags & VmFlags.VM_ACCOUNT))
+            await mmput(child_mm)
         await self._syscall_exit("fork")
         if ret:
             raise OSError(-ret, os.strerror(-ret))

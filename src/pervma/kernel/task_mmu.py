@@ -60,10 +60,15 @@ def maps_text(mm: MmStruct) -> str:
 
 
 async def proc_maps_read(mm: MmStruct) -> list[str]:
-    """Read /proc/pid/maps as a concurrent reader: lock_vma_range per VMA."""
+    """Read /proc/pid/maps as a concurrent reader: lock_vma_range per VMA.
+    The lines are checked against what was mapped during the read
+    (debug.maps_read_begin/end)."""
     lines: list[str] = []
+    log = debug.maps_read_begin(mm)
+    ranges: list[tuple[int, int]] = []
     if not mm.config.PER_VMA_LOCK:
         if await mmap_read_lock_killable(mm):
+            debug.maps_read_end(mm, log, ranges, complete=False)
             return lines
         addr = 0
         while True:
@@ -71,14 +76,18 @@ async def proc_maps_read(mm: MmStruct) -> list[str]:
             if vma is None:
                 break
             lines.append(show_map_vma(vma))
+            ranges.append((vma.vm_start, vma.vm_end))
             addr = vma.vm_end
         await mmap_read_unlock(mm)
+        debug.maps_read_end(mm, log, ranges, complete=True)
         return lines
     addr = 0
+    complete = True
     rcu_read_lock()
     while True:
         found = await lock_next_vma(mm, addr)
         if found is None or isinstance(found, int):
+            complete = found is None
             break
         vma = found
         await Op(OpKind.READ, ("vma", vma.slot), "show_map_vma")
@@ -86,9 +95,11 @@ async def proc_maps_read(mm: MmStruct) -> list[str]:
         if vma.vm_mm is not mm:
             debug.report("BUG: /proc/pid/maps shows a VMA of another mm", f"{vma} of {vma.vm_mm}")
         lines.append(show_map_vma(vma))
+        ranges.append((vma.vm_start, vma.vm_end))
         addr = vma.vm_end
         await vma_end_read(vma)
     rcu_read_unlock()
+    debug.maps_read_end(mm, log, ranges, complete)
     return lines
 
 

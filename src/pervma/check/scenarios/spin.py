@@ -9,7 +9,8 @@ the way ``vma-reuse-by-another-mm`` and ``fault-vs-munmap`` are (the +R
 second mm does not exit, which is the difference from
 ``vma-reuse-by-another-mm``: 1F+M+R was exactly the 1,025-trace run the issue
 quotes, until slab allocations and frees of one cache became dependent steps;
-it had 2,631 traces, and 5,617 once RCU grace periods became dependent).
+it had 2,631 traces, 5,617 once RCU grace periods became dependent, and
+8,732 once a freed VMA started a grace period for KASAN).
 
 They are tagged ``spin-shape``: kept out of ``pervma check --all`` and the
 report (like the misuse scenarios), run by name (``pervma check spin-2f-m``)

@@ -1,0 +1,374 @@
+"""The kernel's own checks as oracles (issue #13, item 1): validate_mm's page
+checks, KASAN on every access to a VMA, the fault-address check and the
+/proc/pid/maps guarantees.
+
+Each oracle meets one realistic regression: a single-line edit of the 7.0
+logic made here, in the test (``_edited`` recompiles one model function with
+one line changed and the test monkeypatches it in), never through
+``kernel/bugs.py``.  The edited kernel trips the oracle with the message a
+kernel developer knows; the unedited one stays clean on the same scenario.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import pervma.kernel.fault as fault_mod
+import pervma.kernel.memory as memory
+import pervma.kernel.mmap as mmap_mod
+import pervma.kernel.mmap_lock as mmap_lock
+import pervma.kernel.mprotect as mprotect_mod
+import pervma.kernel.rmap as rmap
+import pervma.kernel.system as system_mod
+import pervma.kernel.task_mmu as task_mmu
+from pervma import MAP_ANONYMOUS, MAP_PRIVATE, PAGE, PROT_READ, PROT_WRITE, Config, System
+from pervma.check import stateful
+from pervma.check.api import run_check
+from pervma.check.scenario import Scenario, all_scenarios, get_scenario
+from pervma.check.scenarios.kernel import ANON, RW, A, World
+from pervma.check.search import Budget, Runner
+from pervma.kernel import debug
+from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from pervma.kernel.slab import KmemCache, SlabObject
+from pervma.sched import Violation, run_direct
+
+PRESETS = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
+
+
+def _edited(fn: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
+    """``fn`` recompiled with the one line ``old`` replaced by ``new`` (the
+    line must occur exactly once: a model that changed fails loudly here)."""
+    src = textwrap.dedent(inspect.getsource(fn))
+    assert src.count(old) == 1, f"{fn.__qualname__} no longer has the line {old!r}"
+    namespace = dict(fn.__globals__)
+    exec(compile(src.replace(old, new), inspect.getsourcefile(fn) or "<model>", "exec"), namespace)
+    edited: Callable[..., Any] = namespace[fn.__name__]
+    return edited
+
+
+def _patch(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any], edited: Callable[..., Any],
+           *modules: ModuleType) -> None:
+    """Put ``edited`` in place of ``fn`` wherever the model imported it."""
+    for mod in modules:
+        assert getattr(mod, fn.__name__) is fn
+        monkeypatch.setattr(mod, fn.__name__, edited)
+
+
+def _explore(scenario: Scenario, preset: str = "universal") -> tuple[str | None, str, bool]:
+    """The stateful search to its end or the first violation: (kind, message, complete)."""
+    st = stateful.explore(Runner(scenario, Config.preset(preset)), Budget())
+    if st.found is None:
+        return None, "", st.complete
+    return st.found.kind, st.found.message, st.complete
+
+
+def _anon_process(npages: int = 1) -> tuple[System, Any, int]:
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    a = p.mmap(0, npages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    for i in range(npages):
+        p.store(a + i * PAGE, 0x5A)
+    return kern, p, a
+
+
+# -- validate_mm: PTEs against vm_flags, CoW, rmap, page counts --------------------
+def test_validate_mm_is_clean_after_mprotect_fork_cow_and_munmap() -> None:
+    kern, p, a = _anon_process(2)
+    p.mprotect(a, PAGE, PROT_READ)
+    c = p.fork()
+    p.store(a + PAGE, 1)  # breaks CoW in the parent
+    c.store(a + PAGE, 2)  # and in the child
+    assert (p.load(a + PAGE), c.load(a + PAGE), c.load(a)) == (1, 2, 0x5A)
+    c.munmap(a, 2 * PAGE)
+    debug.validate_mm(p.mm)
+    pages = [pg for pg in kern.page_cachep.live.values() if not pg.zero_page]
+    assert sorted((pg.mapcount, pg.refcount) for pg in pages) == [(1, 1), (1, 1)]
+
+
+def test_mprotect_leaving_the_write_bit_is_a_pte_beyond_vm_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    # change_pte_range() without the write-protect: the PTE keeps its write bit.
+    bad = _edited(memory.change_protection,
+                  "writable = pte.writable and bool(newflags & VmFlags.VM_WRITE)",
+                  "writable = pte.writable")
+    _patch(monkeypatch, memory.change_protection, bad, memory, mprotect_mod)
+    _kern, p, a = _anon_process()
+    with pytest.raises(Violation) as exc:
+        p.mprotect(a, PAGE, PROT_READ)
+    assert exc.value.kind == "validate_mm: PTE allows more than vm_flags"
+    # vm_flags: VM_ACCOUNT | VM_MAY{READ,WRITE,EXEC} | VM_READ
+    assert exc.value.message == (f"PTE for {a:#x} in vma#1[{a:#x}-{a + PAGE:#x}] is writable but "
+                                 "the VMA lacks VM_WRITE (vm_flags 0x100071)")
+
+
+def test_fork_not_write_protecting_the_parent_is_caught_by_page_table_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # copy_present_pte() without the wrprotect of the parent's PTE: both map the page, one writably.
+    bad = _edited(memory.copy_page_range, "if cow and pte.writable:", "if False:")
+    _patch(monkeypatch, memory.copy_page_range, bad, memory, mmap_mod)
+    _kern, p, a = _anon_process()
+    with pytest.raises(Violation) as exc:
+        p.fork()
+    assert exc.value.kind == "kernel BUG at mm/page_table_check.c"
+    assert f"mapped writable at {a:#x}" in exc.value.message
+    assert exc.value.message.endswith("while it has 2 mappings (a CoW page must be write-protected)")
+
+
+def test_fork_not_linking_the_parents_anon_vma_leaves_pages_unreachable_by_rmap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # anon_vma_fork() without anon_vma_clone(): the child's chain lacks the parent's anon_vma.
+    bad = _edited(rmap.anon_vma_fork, "child.anon_vma_chain = list(parent.anon_vma_chain)",
+                  "child.anon_vma_chain = []")
+    _patch(monkeypatch, rmap.anon_vma_fork, bad, rmap, mmap_mod)
+    _kern, p, a = _anon_process()
+    with pytest.raises(Violation) as exc:
+        p.fork()
+    assert exc.value.kind == "rmap: anon page unreachable"
+    assert f"at {a:#x} in vma#" in exc.value.message
+    assert exc.value.message.endswith("its anon_vma is not on the VMA's chain")
+
+
+def test_zap_forgetting_the_page_reference_leaks_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    # zap_pte_range() without the put of an anonymous page: nothing maps it, nothing frees it.
+    bad = _edited(memory.zap_page_range, 'put_page(mm, page, "zap_pte_range")', "pass")
+    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod)
+    _kern, p, a = _anon_process()
+    with pytest.raises(Violation) as exc:
+        p.munmap(a, PAGE)
+    assert exc.value.kind == "BUG: Bad page state"
+    assert exc.value.message.endswith("_refcount 1, but 0 mappings and 0 page-cache reference: leaked")
+
+
+def test_fork_forgetting_the_page_reference_will_free_a_mapped_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    # copy_present_pte() without its get_page(): two mappings hold one reference.
+    bad = _edited(memory.copy_page_range, "page.refcount += 1", "pass")
+    _patch(monkeypatch, memory.copy_page_range, bad, memory, mmap_mod)
+    _kern, p, _a = _anon_process()
+    with pytest.raises(Violation) as exc:
+        p.fork()
+    assert exc.value.kind == "BUG: Bad page state"
+    assert exc.value.message.endswith("_refcount 1, but 2 mappings and 0 page-cache reference: "
+                                      "will be freed while still in use")
+
+
+def test_zap_forgetting_the_mapcount_is_a_bad_page_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    # zap_pte_range() without the rmap removal (folio_remove_rmap_pte) of a CoW-shared page.
+    bad = _edited(memory.zap_page_range, "page.mapcount -= 1", "pass")
+    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod)
+    _kern, p, a = _anon_process()
+    c = p.fork()
+    with pytest.raises(Violation) as exc:
+        c.munmap(a, PAGE)
+    assert exc.value.kind == "BUG: Bad page map"
+    assert exc.value.message.endswith("_mapcount 2, but 1 PTEs map it")
+
+
+def test_a_killed_fork_tears_its_child_down() -> None:
+    # copy_process() after a fatal signal: the child's copy of the page tables goes again.
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 1)
+    t = p.thread()
+    t.task.fatal_signal = True
+    result = run_direct(t._guard(t.fork()), model=t.task)
+    assert type(result).__name__ == "Killed"
+    debug.validate_mm(p.mm)
+    page = p.mm.pgtable[A // PAGE].page
+    assert (page.mapcount, page.refcount) == (1, 1)
+    assert len(kern.processes) == 1 and kern.mm_cachep.active == 1
+
+
+def test_a_fork_failing_half_way_tears_its_child_down_and_uncharges_it_once() -> None:
+    # dup_mm() after dup_mmap() failed: the first VMA (and its page) was copied already.
+    kern = System(Config.preset("universal"), mem_pages=20000, overcommit_memory=2, overcommit_ratio=100)
+    p = kern.spawn()
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 1)
+    p.mmap(2 * A, 12000 * PAGE, RW, ANON)  # its child copy exceeds the commit limit
+    committed = kern.vm_committed_as
+    with pytest.raises(OSError) as exc:
+        p.fork()
+    assert exc.value.errno == 12
+    assert kern.vm_committed_as == committed
+    assert kern.mm_cachep.active == 1
+    page = p.mm.pgtable[A // PAGE].page
+    assert (page.mapcount, page.refcount) == (1, 1)
+
+
+# -- KASAN ------------------------------------------------------------------------
+def _typesafe_cache() -> KmemCache[SlabObject]:
+    return KmemCache("vm_area_struct", lambda slot: SlabObject(), typesafe_by_rcu=True)
+
+
+def test_kasan_lets_a_typesafe_by_rcu_reader_in_until_its_grace_period_ends() -> None:
+    kern = System(Config.preset("universal"))
+    task = kern.spawn().main.task
+    cache = _typesafe_cache()
+    seen: list[str] = []
+
+    async def reader() -> None:
+        rcu_read_lock()
+        obj = cache.alloc("test")
+        cache.free(obj, "test free")
+        debug.kasan_check(obj, "inside the section that saw the free", "vm_area_struct")  # legal
+        seen.append("inside")
+        rcu_read_unlock()  # the grace period ends
+        rcu_read_lock()
+        debug.kasan_check(obj, "a later section", "vm_area_struct")
+
+    with pytest.raises(Violation) as exc:
+        run_direct(reader(), model=task)
+    assert seen == ["inside"]
+    assert exc.value.kind == "KASAN: use-after-free"
+    assert exc.value.message.startswith("access to freed vm_area_struct #0 in a later section "
+                                        "(SLAB_TYPESAFE_BY_RCU: no RCU read-side section")
+
+
+def test_kasan_does_not_report_a_reused_typesafe_object() -> None:
+    kern = System(Config.preset("universal"))
+    task = kern.spawn().main.task
+    cache = _typesafe_cache()
+
+    async def body() -> int:
+        obj = cache.alloc("first")
+        cache.free(obj, "test free")
+        again = cache.alloc("second")  # the same object, a new identity
+        debug.kasan_check(obj, "stale pointer to a reused object", "vm_area_struct")
+        return int(again is obj) + obj.generation
+
+    assert run_direct(body(), model=task) == 3
+
+
+def test_a_vma_cache_without_typesafe_by_rcu_is_a_use_after_free_in_vma_start_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # kmem_cache_create("vm_area_struct", ...) without SLAB_TYPESAFE_BY_RCU (and no call_rcu
+    # in vm_area_free): the lockless reader reads a freed VMA.
+    bad = _edited(system_mod.System.__init__, "typesafe_by_rcu=True)", "typesafe_by_rcu=False)")
+    monkeypatch.setattr(system_mod.System, "__init__", bad)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "KASAN: use-after-free"
+    assert message.startswith("access to freed vm_area_struct #")
+    assert " in vma_start_read: " in message
+    assert message.endswith("allocated at __mmap_new_vma, freed at remove_vma")
+
+
+def test_fault_vs_munmap_is_clean_with_the_typesafe_by_rcu_cache() -> None:
+    assert _explore(get_scenario("fault-vs-munmap")) == (None, "", True)
+
+
+# -- a fault never handles an address outside the VMA it locked ---------------------
+def _fault_vs_head_split(w: World) -> None:
+    p = w.p
+    p.mmap(A, 3 * PAGE, RW, ANON)
+
+    async def fault(t: Any) -> int:
+        return int(await t.load(A + 2 * PAGE))  # a read fault: allowed in the head too
+
+    async def split(t: Any) -> int:
+        return int(await t.mprotect(A, PAGE, PROT_READ))  # the VMA object keeps [A, A+PAGE)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("mprotect", p.thread(), split)
+
+
+FAULT_VS_HEAD_SPLIT = Scenario(
+    "test-fault-vs-head-split", "a read fault on the tail page races mprotect splitting off the head",
+    lambda cfg: _build(cfg, _fault_vs_head_split))
+
+
+def _build(cfg: Config, fill: Callable[[World], None]) -> Any:
+    w = World(cfg)
+    fill(w)
+    return w.instance()
+
+
+def test_lock_vma_under_rcu_without_its_range_check_faults_outside_the_vma(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # lock_vma_under_rcu() without "the VMA may have changed before we locked it".
+    bad = _edited(mmap_lock.lock_vma_under_rcu, "if not (vma.vm_start <= address < vma.vm_end):",
+                  "if False:")
+    _patch(monkeypatch, mmap_lock.lock_vma_under_rcu, bad, mmap_lock, fault_mod)
+    kind, message, _ = _explore(FAULT_VS_HEAD_SPLIT)
+    assert kind == "BUG: fault outside its VMA"
+    assert message == f"handle_mm_fault: {A + 2 * PAGE:#x} not in vma#1[{A:#x}-{A + PAGE:#x}]"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_fault_vs_head_split_race_is_clean(preset: str) -> None:
+    assert _explore(FAULT_VS_HEAD_SPLIT, preset) == (None, "", True)
+
+
+# -- /proc/pid/maps ---------------------------------------------------------------
+def _maps_vs_middle_split(w: World) -> None:
+    p = w.p
+    p.mmap(A, 3 * PAGE, RW, ANON)
+
+    async def reader(t: Any) -> str:
+        return str(await t.read_maps())
+
+    async def split(t: Any) -> int:
+        return int(await t.mprotect(A + PAGE, PAGE, PROT_READ))  # the VMA object keeps the middle
+
+    w.thread("maps", p.thread(), reader)
+    w.thread("mprotect", p.thread(), split)
+
+
+MAPS_VS_MIDDLE_SPLIT = Scenario(
+    "test-maps-vs-middle-split", "/proc/pid/maps races mprotect splitting its first VMA in three",
+    lambda cfg: _build(cfg, _maps_vs_middle_split))
+
+
+def test_lock_next_vma_without_the_gap_recheck_misses_a_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    # lock_next_vma() trusting a VMA above from_addr without checking that the gap stayed empty.
+    bad = _edited(mmap_lock.lock_next_vma, "if from_addr < vma.vm_start:", "if False:")
+    _patch(monkeypatch, mmap_lock.lock_next_vma, bad, mmap_lock, task_mmu)
+    kind, message, _ = _explore(MAPS_VS_MIDDLE_SPLIT)
+    assert kind == "/proc/pid/maps: a mapping missed"
+    assert message.startswith(f"{A:#x}-{A + PAGE:#x} stayed mapped for the entire read but no line covers it")
+
+
+def test_a_maps_reader_listing_a_vma_it_never_locked_shows_a_phantom(monkeypatch: pytest.MonkeyPatch) -> None:
+    # proc_maps_read() printing the range it asked for instead of the VMA's.
+    bad = _edited(task_mmu.proc_maps_read, "ranges.append((vma.vm_start, vma.vm_end))\n        addr",
+                  "ranges.append((addr, vma.vm_end))\n        addr")
+    monkeypatch.setattr(task_mmu, "proc_maps_read", bad)
+    monkeypatch.setattr(system_mod, "proc_maps_read", bad)
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    p.mmap(A, PAGE, RW, ANON)
+    t = p.main
+    with pytest.raises(Violation) as exc:
+        run_direct(t._guard(t.read_maps()), model=t.task)
+    assert exc.value.kind == "/proc/pid/maps: a range never mapped during the read"
+    assert exc.value.message.startswith(f"line 0x0-{A + PAGE:#x}; mapped at some moment of the read: "
+                                        f"{A:#x}-{A + PAGE:#x} ")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_maps_vs_split_race_is_clean(preset: str) -> None:
+    assert _explore(MAPS_VS_MIDDLE_SPLIT, preset) == (None, "", True)
+
+
+def test_a_quiet_maps_read_lists_every_vma_and_leaves_no_log() -> None:
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    p.mmap(A, PAGE, RW, ANON)
+    t = p.main
+    text = run_direct(t._guard(t.read_maps()), model=t.task)
+    assert text == p.maps() and text.count("\n") == 2
+    assert p.mm.mm_mt.maps_log is None
+
+
+# -- the library stays clean under every preset -----------------------------------
+@pytest.mark.parametrize("name", [s.name for s in all_scenarios()])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_scenario_library_stays_clean_under_the_new_oracles(name: str, preset: str) -> None:
+    assert preset in get_scenario(name).presets
+    res = run_check(name, preset, minimise=False)
+    assert res.violation is None and res.complete, res.violation
