@@ -372,3 +372,22 @@ def test_the_scenario_library_stays_clean_under_the_new_oracles(name: str, prese
     assert preset in get_scenario(name).presets
     res = run_check(name, preset, minimise=False)
     assert res.violation is None and res.complete, res.violation
+
+
+def test_a_range_changed_but_not_stored_is_a_vma_mas_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # vma_expand() growing the VMA without storing the new range in the tree when it
+    # removes no neighbour: lockless walkers go by the tree's pivots, not the VMA.
+    import pervma.kernel.vma as vma_mod
+
+    bad = _edited(vma_mod.vma_expand,
+                  'await vma_iter_update(mm, remove=removed, label="vma_expand: store")',
+                  'removed and await vma_iter_update(mm, remove=removed, label="vma_expand: store")')
+    _patch(monkeypatch, vma_mod.vma_expand, bad, vma_mod)
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    a = p.mmap(A, PAGE, PROT_READ | PROT_WRITE, ANON)
+    with pytest.raises(Violation) as exc:
+        p.mmap(a + PAGE, PAGE, PROT_READ | PROT_WRITE, ANON)  # merges: expands the first VMA
+    assert exc.value.kind == "validate_mm"
+    assert exc.value.message == (f"vma_mas mismatch: vma#1[{a:#x}-{a + 2 * PAGE:#x}] but the tree "
+                                 f"holds it at [{a:#x}-{a + PAGE:#x}]")

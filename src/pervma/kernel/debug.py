@@ -142,9 +142,13 @@ def validate_mm(mm: MmStruct) -> None:
     from pervma.kernel.mmap_lock import VM_REFCNT_EXCLUDE_READERS_FLAG
 
     vmas = mm.mm_mt.snapshot()
+    node = mm.mm_mt.root
     prev_end = 0
-    for vma in vmas:
+    for i, vma in enumerate(vmas):
         kasan_check(vma, "validate_mm", "vm_area_struct")
+        if (node.starts[i], node.ends[i]) != (vma.vm_start, vma.vm_end):  # mm/vma.c's check
+            report("validate_mm", f"vma_mas mismatch: {vma} but the tree holds it at "
+                   f"[{node.starts[i]:#x}-{node.ends[i]:#x}]")
         if vma.vm_mm is not mm:
             report("validate_mm", f"VMA {vma} belongs to another mm")
         if vma.vm_start >= vma.vm_end or vma.vm_start < prev_end:
