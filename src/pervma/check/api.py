@@ -215,6 +215,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         res.notes.append(f"livelock bound: {runner.max_steps} steps per thread per execution")
     if stats.found is not None:
         found = stats.found
+        runner.adopt(found)  # a worker's lockdep graph: the replay below needs it
         res.found_preemptions = found.preemptions
         res.found_steps = len(found.schedule)
         if minimise:
