@@ -6,12 +6,13 @@ and a correct kernel gives none of them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from pervma import PAGE, PROT_READ, PROT_WRITE, System
-from pervma.check.api import run_check
+from pervma.check.api import replay_file, run_check
 from pervma.check.scenario import all_scenarios, get_scenario
 from pervma.check.scenarios.kernel import A, World, _scenario
 from pervma.check.search import Runner
@@ -143,6 +144,25 @@ def test_orders_from_two_executions_of_one_run_are_one_report(
     monkeypatch.undo()
     clean = run_check(name, "universal")
     assert clean.violation is None and clean.complete
+
+
+def test_cross_execution_report_replays_from_its_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    _lock_instead_of_trylock(monkeypatch)
+    res = run_check("lockdep-orders-in-two-executions", "universal", trace_out=tmp_path)
+    assert res.violation is not None and res.violation[0] == CIRCULAR
+    path = tmp_path / "lockdep-orders-in-two-executions.replay.json"
+    doc = json.loads(path.read_text())
+    # The file carries the other chain (the model's sched.RunScope.replay data)...
+    rows = doc["run_scope"]["lockdep"]
+    assert len(rows) == 1 and rows[0][0] in ("vm_lock", "mmap_lock")
+    rep = replay_file(path)
+    assert rep.reproduced and rep.got == res.violation
+    # ...without which the closing execution alone takes only one order.
+    del doc["run_scope"]
+    bare = tmp_path / "bare.replay.json"
+    bare.write_text(json.dumps(doc))
+    assert not replay_file(bare).reproduced
 
 
 def test_orders_from_two_executions_found_with_two_jobs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,6 +150,7 @@ def graph_of(tsk: TaskStruct) -> tuple[LockdepGraph, int]:
         g = scope.data.get(_KEY)
         if g is None:
             g = scope.data[_KEY] = LockdepGraph()
+            _seed(g, scope.replay.get(_KEY))
         return g, scope.executions
     g = _unscoped.get(tsk.system)
     if g is None:
@@ -160,6 +161,23 @@ def graph_of(tsk: TaskStruct) -> tuple[LockdepGraph, int]:
 _DIR = os.path.dirname(__file__)
 #: Frames of the lock primitives and of the checks are never a site.
 _SKIP_FILES = frozenset(os.path.join(_DIR, f) for f in ("lockdep.py", "debug.py", "locks.py"))
+
+
+def _row(dep: Dependency) -> list[Any]:
+    """A dependency as plain JSON (a replay file carries the other chain)."""
+    return [dep.prev, dep.task, dep.execution,
+            [[a.name, a.mode, *a.site] for a in (dep.next, *dep.held)]]
+
+
+def _seed(graph: LockdepGraph, rows: Any) -> None:
+    """Start a replay's graph with the chain the recorded report named, so
+    the execution that closed the cycle closes it again."""
+    if not isinstance(rows, list):
+        return
+    for prev, task, execution, acqs in rows:
+        nxt, *held = (Acquisition(n, m, (f, c)) for n, m, f, c in acqs)
+        graph.after.setdefault(prev, {})[nxt.name] = Dependency(prev, nxt, task, execution,
+                                                                tuple(held))
 
 
 def acquire_site(depth: int = 2) -> Site:
@@ -298,6 +316,9 @@ def _circular(tsk: TaskStruct, held: HeldLock, nxt: Acquisition,
         chain = " -> ".join([b] + [class_name(d.next.name) for d in back] + [b])
         lines += [f" Chain exists of: {chain}", "", " *** DEADLOCK ***", ""]
     lines += held_locks_text(tsk)
+    task = _running[-1] if _running else None
+    if task is not None and task.run is not None:
+        task.run.replay[_KEY] = [_row(d) for d in back]
     debug.report("WARNING: possible circular locking dependency detected", "\n".join(lines))
 
 

@@ -20,13 +20,18 @@ class RunScope:
     :func:`run_scope`.  It is reporting data, never state: the state key
     does not walk it, so two executions still merge.  ``executions`` counts
     the executions started with it (the driver bumps it before each one's
-    setup); ``data`` is the model's, by key."""
+    setup); ``data`` is the model's, by key.  ``replay`` is plain JSON data
+    (dicts, lists, strings, ints) the model leaves for a later replay of the
+    execution that reported a violation (the other chain of a lockdep
+    inversion): a driver that saves a counterexample saves it too, and
+    hands it back in the scope of the replay."""
 
-    __slots__ = ("data", "executions")
+    __slots__ = ("data", "executions", "replay")
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.executions = 0
+        self.replay: dict[str, Any] = {}
 
 
 class Violation(BaseException):  # noqa: N818 - it is raised, not handled, by model code
