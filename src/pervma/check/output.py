@@ -9,7 +9,8 @@ one ``check`` runs several presets)::
      "schedule": [0, 0, 1, ...],          # thread index of every primitive step
      "strategy": "dpor", "seed": 0, "model_version": "0.1.0+3f2a9c1d0b7e",
      "violation": {"kind": "...", "message": "..."}, "preemptions": 1,
-     "threads": ["T0", "T1"], "steps": ["T0 mmap_read_lock", ...]}
+     "threads": ["T0", "T1"], "steps": ["T0 mmap_read_lock", ...],
+     "run_scope": {"lockdep": [...]}}   # only when the model left replay data
 
 The trace file (``<scenario>.trace.json``) uses the Trace Event Format
 (``{"traceEvents": [...]}``): one complete event (``ph: "X"``) per step on the
