@@ -223,19 +223,19 @@ def test_mmap_lock_taken_under_the_pte_lock_sleeps_in_atomic(
         p.store(A, 1)
     v = exc.value
     assert v.kind == SLEEP
-    lines = v.message.splitlines()
-    assert lines[:4] == ["at down_read(mmap_lock)",
-                         "in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 1, name: p",
-                         "preempt_count: 1, expected: 0",
-                         "RCU nest depth: 0, expected: 0"]
-    held = "2 locks held by p/1:" if preset != "legacy" else "2 locks held by p/1:"
-    assert lines[4] == held
-    first = ("(&mm->mmap_lock){read}" if preset == "legacy" else "(vm_lock){read}")
-    assert lines[5].startswith(f" #0: {first}")
-    assert lines[6] == " #1: (ptlock_ptr(ptdesc)){write}, at: do_anonymous_page() from do_pte_missing()" \
-        or lines[6].startswith(" #1: (ptlock_ptr(ptdesc)){write}, at: do_anonymous_page()")
-    assert lines[7] == "Preemption disabled at:"
-    assert lines[8].startswith(" do_anonymous_page()")
+    first = ("(&mm->mmap_lock){read}, at: mmap_read_trylock() from lock_mm_and_find_vma()"
+             if preset == "legacy" else
+             "(vm_lock){read}, at: vma_start_read() from lock_vma_under_rcu()")
+    assert v.message.splitlines() == [
+        "at kernel/locking/rwsem.c, in down_read(&mm->mmap_lock)",
+        "in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 1, name: p",
+        "preempt_count: 1, expected: 0",
+        "RCU nest depth: 0, expected: 0",
+        "2 locks held by p/1:",
+        f" #0: {first}",
+        " #1: (ptlock_ptr(ptdesc)){write}, at: do_anonymous_page() from handle_mm_fault()",
+        "Preemption disabled at:",
+        " do_anonymous_page() from handle_mm_fault()"]
 
 
 @pytest.mark.parametrize("preset", ("universal", "universal-up", "universal-up-nopreempt"))
@@ -265,7 +265,7 @@ def test_mmap_lock_fallback_inside_rcu_read_section_sleeps(
     assert v.kind == SLEEP
     lines = v.message.splitlines()
     nopreempt = preset == "universal-up-nopreempt"  # tiny RCU: a read section disables preemption
-    assert lines[:4] == ["at down_read(mmap_lock)",
+    assert lines[:4] == ["at kernel/locking/rwsem.c, in down_read(&mm->mmap_lock)",
                          f"in_atomic(): {int(nopreempt)}, irqs_disabled(): 0, non_block: 0, "
                          "pid: 1, name: p",
                          f"preempt_count: {int(nopreempt)}, expected: 0",

@@ -98,8 +98,9 @@ def lockdep_downgrade(name: str, obj: Any) -> None:
             return
 
 
-def might_sleep(what: str) -> None:
-    """might_sleep() at ``what`` (a sleeping lock or wait): a bug in atomic
+def might_sleep(where: str, func: str, arg: str = "") -> None:
+    """might_sleep() in ``where`` (the kernel file), in ``func(arg)`` (a
+    sleeping lock or wait; ``arg`` a lock name or a label): a bug in atomic
     context (kernel/lockdep.py).  Gated by DEBUG_LOCK_ALLOC, as lockdep is."""
     task = _running[-1] if _running else None
     if task is None:
@@ -109,7 +110,7 @@ def might_sleep(what: str) -> None:
         return  # the common case, decided first: nothing atomic
     if tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return
-    lockdep.might_sleep(tsk, what)
+    lockdep.might_sleep(tsk, where, f"{func}({lockdep.class_name(arg)})")
 
 
 def lock_is_held(obj: Any, mode: str | None = None) -> bool:

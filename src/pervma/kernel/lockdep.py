@@ -322,7 +322,7 @@ def _circular(tsk: TaskStruct, held: HeldLock, nxt: Acquisition,
     debug.report("WARNING: possible circular locking dependency detected", "\n".join(lines))
 
 
-def might_sleep(tsk: TaskStruct, what: str) -> None:
+def might_sleep(tsk: TaskStruct, where: str, what: str) -> None:
     """Models __might_sleep()/__might_resched() (CONFIG_DEBUG_ATOMIC_SLEEP,
     gated here by DEBUG_LOCK_ALLOC): sleeping with preemption disabled (a
     spinlock, an RCU read section on PREEMPT=n) or inside an RCU read-side
@@ -335,7 +335,7 @@ def might_sleep(tsk: TaskStruct, what: str) -> None:
     from pervma.kernel import debug
 
     lines = [
-        f"at {what}",
+        f"at {where}, in {what}",
         f"in_atomic(): {1 if pc else 0}, irqs_disabled(): 0, non_block: 0, "
         f"pid: {tsk.pid}, name: {tsk.comm}",
         f"preempt_count: {pc}, expected: 0",

@@ -132,7 +132,7 @@ class RwSemaphore:
         """down_read[_killable](): might_sleep(), then lockdep records the
         acquisition before the wait (a killed wait releases it again)."""
         me = current_task()
-        debug.might_sleep(f"down_read({self.name})")
+        debug.might_sleep("kernel/locking/rwsem.c", "down_read", self.name)
         debug.lockdep_acquire(self.name, self, "read")
         await acquire(self.loc, f"down_read({self.name})", sleeps=False)
         if self.writer is None and not self.wait_list:
@@ -156,7 +156,7 @@ class RwSemaphore:
     async def down_write(self, killable: bool = False) -> int:
         """down_write[_killable](): as down_read()."""
         me = current_task()
-        debug.might_sleep(f"down_write({self.name})")
+        debug.might_sleep("kernel/locking/rwsem.c", "down_write", self.name)
         debug.lockdep_acquire(self.name, self, "write")
         await acquire(self.loc, f"down_write({self.name})", sleeps=False)
         if self.writer is None and not self.readers and not self.wait_list:
@@ -219,7 +219,7 @@ class RcuWait:
         """rcuwait_wait_event(): 0 once ``cond`` holds, -EINTR on a fatal
         signal when ``killable``."""
         me = current_task()
-        debug.might_sleep(f"rcuwait_wait_event({label})")
+        debug.might_sleep("include/linux/rcuwait.h", "rcuwait_wait_event", label)
         if self.task is not None and self.task is not me:
             debug.report("WARNING: rcuwait", f"second waiter {me.comm} on {self.loc!r}")
         while True:

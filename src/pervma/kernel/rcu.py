@@ -96,7 +96,7 @@ async def synchronize_rcu() -> None:
     tsk = current_task()
     if tsk.rcu_depth:
         debug.report("BUG: synchronize_rcu", "called inside an RCU read-side section")
-    debug.might_sleep("synchronize_rcu()")
+    debug.might_sleep("kernel/rcu/tree.c", "synchronize_rcu")
     rcu = _rcu(tsk)
     gp = _GracePeriod(rcu._snapshot())
     await block(("rcu",), "synchronize_rcu", gp.done)
