@@ -336,3 +336,17 @@ def test_library_gives_no_lockdep_report(preset: str) -> None:
         res = run_check(sc.name, preset, max_executions=20000)
         assert res.violation is None, res.counterexample
         assert res.complete, (sc.name, res.incomplete)
+
+
+def test_recursive_read_of_mmap_lock_names_both_acquisitions() -> None:
+    res = run_check("lock-vma-under-rcu-wait-mmap-lock-misuse", "universal")
+    assert res.violation is not None and res.violation[0] == "lockdep: recursive locking"
+    assert res.violation[1].splitlines() == [
+        "misuse/2 is trying to acquire lock:",
+        " (&mm->mmap_lock){read}, at: mmap_read_lock_killable() from lock_vma_under_rcu_wait()",
+        "",
+        "but task is already holding lock:",
+        " (&mm->mmap_lock){read}, at: mmap_read_lock() from misuse()",
+        "",
+        "1 lock held by misuse/2:",
+        " #0: (&mm->mmap_lock){read}, at: mmap_read_lock() from misuse()"]

@@ -65,7 +65,7 @@ def lockdep_acquire(name: str, obj: Any, mode: str, trylock: bool = False) -> No
     held = tsk.held
     for h in held:
         if h.obj is obj and name != "vm_lock":
-            report("lockdep: recursive locking", f"{tsk.comm} takes {name} it already holds ({h.mode})")
+            lockdep.recursive(tsk, h, name, mode, lockdep.acquire_site())
     site = lockdep.acquire_site()
     if mode == "read" and name == "vm_lock":
         # The VMA lock's readers take its lockdep map as a trylock in 7.0

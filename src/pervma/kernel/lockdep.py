@@ -322,6 +322,22 @@ def _circular(tsk: TaskStruct, held: HeldLock, nxt: Acquisition,
     debug.report("WARNING: possible circular locking dependency detected", "\n".join(lines))
 
 
+def recursive(tsk: TaskStruct, held: HeldLock, name: str, mode: str, site: Site) -> None:
+    """print_deadlock_bug(), for the same lock instance taken twice (the
+    model does not check the class-level case: it has no nesting
+    annotations)."""
+    from pervma.kernel import debug
+
+    lines = [f"{_who(tsk)} is trying to acquire lock:",
+             f" {Acquisition(name, mode, site)}",
+             "",
+             "but task is already holding lock:",
+             f" {Acquisition(held.name, held.mode, held.site)}",
+             "",
+             *held_locks_text(tsk)]
+    debug.report("lockdep: recursive locking", "\n".join(lines))
+
+
 def might_sleep(tsk: TaskStruct, where: str, what: str) -> None:
     """Models __might_sleep()/__might_resched() (CONFIG_DEBUG_ATOMIC_SLEEP,
     gated here by DEBUG_LOCK_ALLOC): sleeping with preemption disabled (a
