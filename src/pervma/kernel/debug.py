@@ -66,14 +66,14 @@ def lockdep_acquire(name: str, obj: Any, mode: str, trylock: bool = False) -> No
     for h in held:
         if h.obj is obj and name != "vm_lock":
             lockdep.recursive(tsk, h, name, mode, lockdep.acquire_site())
-    site = lockdep.acquire_site()
+    site, caller = lockdep.acquire_site()
     if mode == "read" and name == "vm_lock":
         # The VMA lock's readers take its lockdep map as a trylock in 7.0
         # (__vma_lockdep_acquire_read): a reader never waits for a writer.
         trylock = True
     if held and not trylock:
-        lockdep.check_prevs_add(tsk, name, mode, site)
-    held.append(HeldLock(name, obj, mode, trylock, site))
+        lockdep.check_prevs_add(tsk, name, mode, (site, caller))
+    held.append(HeldLock(name, obj, mode, trylock, site, caller))
 
 
 def lockdep_release(name: str, obj: Any) -> None:

@@ -197,10 +197,14 @@ def acquire_site(depth: int = 2) -> Site:
     return (f.f_code.co_name, up.f_code.co_name)
 
 
-def site_text(site: Site | str) -> str:
-    if isinstance(site, str):
-        return site or "?"
+def _acq(h: HeldLock) -> Acquisition:
+    return Acquisition(h.name, h.mode, (h.site, h.caller))
+
+
+def site_text(site: Site) -> str:
     name, caller = site
+    if not name:
+        return "?"
     return f"{name}() from {caller}()" if caller and caller != "_guard" else f"{name}()"
 
 
@@ -225,7 +229,7 @@ def check_prevs_add(tsk: TaskStruct, name: str, mode: str, site: Site) -> None:
                 if back is not None:
                     _circular(tsk, h, nxt, back, execution)
                 dep = Dependency(prev, nxt, _who(tsk), execution,
-                                 tuple(Acquisition(x.name, x.mode, x.site) for x in held))
+                                 tuple(_acq(x) for x in held))
                 if succ is None:
                     after[prev] = {name: dep}
                 else:
@@ -249,7 +253,7 @@ def held_locks_text(tsk: TaskStruct) -> list[str]:
         lines.append(f" #{i}: (rcu_read_lock){{read}}, nested {tsk.rcu_depth}")
         i += 1
     for h in locks:
-        lines.append(f" #{i}: {Acquisition(h.name, h.mode, h.site)}")
+        lines.append(f" #{i}: {_acq(h)}")
         i += 1
     return lines
 
@@ -267,7 +271,7 @@ def _circular(tsk: TaskStruct, held: HeldLock, nxt: Acquisition,
     link with the task, execution and site that made it), the scenario."""
     from pervma.kernel import debug
 
-    held_acq = Acquisition(held.name, held.mode, held.site)
+    held_acq = _acq(held)
     lines = [
         f"{_who(tsk)} is trying to acquire lock:",
         f" {nxt}",
@@ -332,7 +336,7 @@ def recursive(tsk: TaskStruct, held: HeldLock, name: str, mode: str, site: Site)
              f" {Acquisition(name, mode, site)}",
              "",
              "but task is already holding lock:",
-             f" {Acquisition(held.name, held.mode, held.site)}",
+             f" {_acq(held)}",
              "",
              *held_locks_text(tsk)]
     debug.report("lockdep: recursive locking", "\n".join(lines))
@@ -362,5 +366,5 @@ def might_sleep(tsk: TaskStruct, where: str, what: str) -> None:
 
     atomic = [h for h in tsk.held if isinstance(h.obj, SpinLock)]
     if atomic:
-        lines += ["Preemption disabled at:", f" {site_text(atomic[-1].site)}"]
+        lines += ["Preemption disabled at:", f" {site_text((atomic[-1].site, atomic[-1].caller))}"]
     debug.report("BUG: sleeping function called from invalid context", "\n".join(lines))

@@ -24,7 +24,10 @@ class HeldLock:
     obj: Any  # the lock instance (identity matters)
     mode: str  # "read" or "write"
     trylock: bool = False  # taken by a trylock: it added no dependency into itself
-    site: tuple[str, str] = ("", "")  # where it was taken (lockdep's acquire_ip): function, caller
+    # Where it was taken (lockdep's acquire_ip): the function and its caller;
+    # two plain strings, the cheapest values for the state key to walk.
+    site: str = ""
+    caller: str = ""
 
 
 @dataclass(eq=False, slots=True)
