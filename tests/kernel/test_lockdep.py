@@ -350,3 +350,33 @@ def test_recursive_read_of_mmap_lock_names_both_acquisitions() -> None:
         "",
         "1 lock held by misuse/2:",
         " #0: (&mm->mmap_lock){read}, at: mmap_read_lock() from misuse()"]
+
+
+def test_replay_file_run_scope_is_validated(tmp_path: Any) -> None:
+    from pervma.check.replayfile import validate
+    from pervma.errors import InputError
+
+    doc = {"format": "pervma-replay/1", "scenario": "fault-vs-munmap", "schedule": [0],
+           "violation": {"kind": CIRCULAR, "message": "m"}}
+    assert validate(dict(doc, run_scope={"lockdep": [["vm_lock", "t/1", 2, []]]}), "f")
+    with pytest.raises(InputError, match=r"^f: field 'run_scope' wants an object, got str$"):
+        validate(dict(doc, run_scope="x"), "f")
+    with pytest.raises(InputError, match=r"^f: field 'run_scope' holds a float"):
+        validate(dict(doc, run_scope={"lockdep": [1.5]}), "f")
+
+
+def test_run_scope_reaches_threads_of_a_driver_and_of_a_setup() -> None:
+    from pervma.sched import RunScope, run_schedule, run_scope, run_scope_active
+
+    seen: list[Any] = []
+
+    async def body() -> None:
+        seen.append(run_scope())
+
+    scope = RunScope()
+    run_schedule([body(), body()], [], run=scope)
+    assert seen == [scope, scope] and scope.executions == 1
+    with run_scope_active(scope):
+        run_direct(body())
+    run_direct(body())
+    assert seen[2:] == [scope, None]
