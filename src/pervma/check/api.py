@@ -215,6 +215,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         res.notes.append(f"livelock bound: {runner.max_steps} steps per thread per execution")
     if stats.found is not None:
         found = stats.found
+        runner.adopt(found)  # a worker's lockdep graph: the replay below needs it
         res.found_preemptions = found.preemptions
         res.found_steps = len(found.schedule)
         if minimise:
@@ -242,19 +243,21 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         res.counterexample = table(rep, [t.name for t in rep.ex.tasks], headline, sub)
         if trace_out is not None:
             _save_traces(res, rep, trace_out, trace_stem or sc.name, force,
-                         preset if config is not None else preset_name, config_text)
+                         preset if config is not None else preset_name, config_text,
+                         runner.scope.replay)
     return res
 
 
 def _save_traces(res: CheckResult, rep: Any, trace_out: str | Path, stem: str, force: bool,
-                 preset: str, config_text: str | None) -> None:
+                 preset: str, config_text: str | None,
+                 run_scope: dict[str, Any] | None = None) -> None:
     """Write ``<stem>.replay.json`` and ``<stem>.trace.json``; a failure to write
     is kept in ``res.output_error`` so the result itself is not lost."""
     assert res.violation is not None
     doc = replay_document(scenario=res.scenario, preset=preset, bugs=res.bugs,
                           config=config_text, schedule=rep.schedule, strategy=res.strategy,
                           seed=res.seed, kind=res.violation[0], message=res.violation[1],
-                          preemptions=rep.preemptions, res=rep)
+                          preemptions=rep.preemptions, res=rep, run_scope=run_scope)
     try:
         res.trace_paths = write_files(trace_out, stem, doc, chrome_trace(rep, res.scenario),
                                       force=force)
@@ -455,6 +458,7 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
         warnings.append(f"model version {rd.model_version} in the file, {mv} here; "
                         "the schedule may no longer apply")
     runner = Runner(sc, cfg)
+    runner.scope.replay = dict(rd.raw.get("run_scope") or {})  # e.g. lockdep's other chain
     try:
         rep = replay(runner.instance(), cfg, rd.schedule, strict=True, snapshots=True,
                      max_steps=runner.max_steps)

@@ -72,7 +72,8 @@ def _executor(inst: Instance, record: bool) -> Executor:
     """An executor for ``inst``; a Python error while the threads run up to
     their first step becomes an ``exception`` violation."""
     try:
-        return Executor(inst.bodies, names=inst.names, models=inst.models, record=record)
+        return Executor(inst.bodies, names=inst.names, models=inst.models, record=record,
+                        run=inst.run)
     except Exception as exc:
         ex = Executor([], record=record)
         ex.violation = _crash("setup", exc)

@@ -9,7 +9,8 @@ one ``check`` runs several presets)::
      "schedule": [0, 0, 1, ...],          # thread index of every primitive step
      "strategy": "dpor", "seed": 0, "model_version": "0.1.0+3f2a9c1d0b7e",
      "violation": {"kind": "...", "message": "..."}, "preemptions": 1,
-     "threads": ["T0", "T1"], "steps": ["T0 mmap_read_lock", ...]}
+     "threads": ["T0", "T1"], "steps": ["T0 mmap_read_lock", ...],
+     "run_scope": {"lockdep": [...]}}   # only when the model left replay data
 
 The trace file (``<scenario>.trace.json``) uses the Trace Event Format
 (``{"traceEvents": [...]}``): one complete event (``ph: "X"``) per step on the
@@ -78,8 +79,9 @@ def table(res: Replayed, names: list[str], headline: str, subtitle: str,
 
 def replay_document(*, scenario: str, preset: str, bugs: list[str], config: str | None,
                     schedule: list[int], strategy: str, seed: int | None,
-                    kind: str, message: str, preemptions: int, res: Replayed) -> dict[str, Any]:
-    return {
+                    kind: str, message: str, preemptions: int, res: Replayed,
+                    run_scope: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = {
         "format": "pervma-replay/1",
         "scenario": scenario,
         "preset": preset,
@@ -94,6 +96,9 @@ def replay_document(*, scenario: str, preset: str, bugs: list[str], config: str 
         "threads": [t.name for t in res.ex.tasks],
         "steps": [f"{res.ex.tasks[tid].name} {op.label}" for tid, op in res.ex.trace],
     }
+    if run_scope:  # what the model learnt in other executions (sched.RunScope.replay)
+        doc["run_scope"] = run_scope
+    return doc
 
 
 def chrome_trace(res: Replayed, scenario: str, tick_us: int = 10) -> dict[str, Any]:

@@ -139,6 +139,29 @@ def _violation(v: Any) -> str | None:
     return None
 
 
+def _json_data(v: Any, depth: int = 0) -> str | None:
+    """Plain JSON data (objects with string keys, lists, strings, ints),
+    bounded: ``run_scope`` is the model's, checked only for its shape."""
+    if depth > 8:
+        return "nested too deeply"
+    if isinstance(v, dict):
+        items: list[Any] = list(v.values())
+        if any(not isinstance(k, str) for k in v):
+            return "has a key that is not a string"
+    elif isinstance(v, list):
+        items = v
+    else:
+        return None if (_is_int(v) or isinstance(v, str) and len(v) <= 4096) else \
+            f"holds a {type(v).__name__} (wants strings, ints, lists, objects)"
+    if len(items) > 4096:
+        return f"has {len(items)} items; at most 4096"
+    for x in items:
+        bad = _json_data(x, depth + 1)
+        if bad:
+            return bad
+    return None
+
+
 def _strategy(v: Any) -> str | None:
     from pervma.check.api import STRATEGIES
 
@@ -167,6 +190,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "preemptions": Field(_int_range(0, MAX_SCHEDULE)),
         "threads": Field(_list_of(_str(200), MAX_THREADS)),
         "steps": Field(_list_of(_str(4096), MAX_SCHEDULE)),
+        "run_scope": Field(lambda v: _json_data(v) if isinstance(v, dict) else
+                           f"wants an object, got {type(v).__name__}"),
     },
 }
 

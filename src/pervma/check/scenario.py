@@ -19,6 +19,7 @@ from typing import Any
 
 from pervma.config import Config
 from pervma.errors import UsageError
+from pervma.sched import RunScope
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class Instance:
     snapshot: Callable[[], str] | None = None
     finish: Callable[[], None] | None = None
     effects: Callable[[], list[Any]] | None = None
+    run: RunScope | None = None  # the run-level scope its threads share (set by the Runner)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pervma.check.engine import DEFAULT_MAX_STEPS, Execution
 from pervma.check.scenario import Instance, Scenario
 from pervma.config import Config
+from pervma.sched import RunScope, run_scope_active
 
 
 @dataclass(slots=True)
@@ -20,6 +21,10 @@ class Found:
     schedule: list[int]
     preemptions: int
     seed: int | None = None
+    # The run-level scope as it was when found (lockdep's graph holds the
+    # other chain of an inversion): a run that found it in another process
+    # adopts it, so that the counterexample replays here too.
+    run: RunScope | None = None
 
 
 @dataclass(slots=True)
@@ -101,15 +106,29 @@ class Budget:
 
 
 class Runner:
-    """Builds fresh executions of one scenario under one config."""
+    """Builds fresh executions of one scenario under one config.
+
+    ``scope`` is the run-level scope every instance shares, its setup
+    included: what the model's debug checks learn across executions
+    (lockdep's dependency graph), never part of a state."""
 
     def __init__(self, scenario: Scenario, cfg: Config) -> None:
         self.scenario = scenario
         self.cfg = cfg
         self.max_steps = scenario.max_steps or DEFAULT_MAX_STEPS
+        self.scope = RunScope()
 
     def instance(self) -> Instance:
-        return self.scenario.build(self.cfg)
+        self.scope.executions += 1
+        with run_scope_active(self.scope):
+            inst = self.scenario.build(self.cfg)
+        inst.run = self.scope
+        return inst
+
+    def adopt(self, found: Found) -> None:
+        """Continue with the scope a violation was found with (a worker's)."""
+        if found.run is not None:
+            self.scope = found.run
 
     def execution(self, snapshots: bool = False) -> Execution:
         return Execution(self.instance(), self.cfg, self.max_steps, snapshots)
@@ -126,7 +145,8 @@ def settle(stats: Stats, run: Execution, outcome: str, seed: int | None = None) 
     if outcome == "violation" and stats.found is None:
         v = run.violation
         assert v is not None
-        stats.found = Found(v.kind, v.message, list(run.schedule), run.preemptions, seed)
+        stats.found = Found(v.kind, v.message, list(run.schedule), run.preemptions, seed,
+                            run.inst.run)
     elif outcome == "livelock" and stats.livelock is None:
         assert run.livelock is not None
         name, steps = run.livelock

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pervma.kernel import lockdep
 from pervma.kernel.task import HeldLock, TaskStruct, current_task
 from pervma.sched import current_model, running_slot, violation
 
@@ -84,15 +85,26 @@ def _tracking() -> TaskStruct | None:
     return tsk
 
 
-def lockdep_acquire(name: str, obj: Any, mode: str) -> None:
+def lockdep_acquire(name: str, obj: Any, mode: str, trylock: bool = False) -> None:
+    """lock_acquire(): recursion check, then (not for a trylock) the new
+    dependencies held -> ``name`` with the cycle check (kernel/lockdep.py),
+    then the lock joins the held list."""
     # _tracking(), inlined: every lock on the fault path passes here
     tsk: TaskStruct | None = _running[-1].model if _running else None
     if tsk is None or tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
         return
-    for h in tsk.held:
+    held = tsk.held
+    for h in held:
         if h.obj is obj and name != "vm_lock":
-            report("lockdep: recursive locking", f"{tsk.comm} takes {name} it already holds ({h.mode})")
-    tsk.held.append(HeldLock(name, obj, mode))
+            lockdep.recursive(tsk, h, name, mode, lockdep.acquire_site())
+    site, caller = lockdep.acquire_site()
+    if mode == "read" and name == "vm_lock":
+        # The VMA lock's readers take its lockdep map as a trylock in 7.0
+        # (__vma_lockdep_acquire_read): a reader never waits for a writer.
+        trylock = True
+    if held and not trylock:
+        lockdep.check_prevs_add(tsk, name, mode, (site, caller))
+    held.append(HeldLock(name, obj, mode, trylock, site, caller))
 
 
 def lockdep_release(name: str, obj: Any) -> None:
@@ -117,16 +129,33 @@ def lockdep_downgrade(name: str, obj: Any) -> None:
             return
 
 
+def might_sleep(where: str, func: str, arg: str = "") -> None:
+    """might_sleep() in ``where`` (the kernel file), in ``func(arg)`` (a
+    sleeping lock or wait; ``arg`` a lock name or a label): a bug in atomic
+    context (kernel/lockdep.py).  Gated by DEBUG_LOCK_ALLOC, as lockdep is."""
+    task = _running[-1] if _running else None
+    if task is None:
+        return
+    tsk: TaskStruct | None = task.model
+    if tsk is None or (not task.preempt_count and not tsk.rcu_depth):
+        return  # the common case, decided first: nothing atomic
+    if tsk.system is None or not tsk.system.config.DEBUG_LOCK_ALLOC:
+        return
+    lockdep.might_sleep(tsk, where, f"{func}({lockdep.class_name(arg)})")
+
+
 def lock_is_held(obj: Any, mode: str | None = None) -> bool:
     tsk = current_task()
     return any(h.obj is obj and (mode is None or h.mode == mode) for h in tsk.held)
 
 
 def check_no_locks_held(tsk: TaskStruct, where: str) -> None:
-    """Return to user space holding nothing (lock_is_held checks at exit)."""
+    """Return to user space holding nothing: lockdep_sys_exit() (7.0) at the
+    end of every syscall and fault; lists the held locks as lockdep does."""
     if tsk.system is not None and tsk.system.config.DEBUG_LOCK_ALLOC and tsk.held:
-        names = ", ".join(f"{h.name}({h.mode})" for h in tsk.held)
-        report("lockdep: lock held when returning to user space", f"{tsk.comm} after {where}: {names}")
+        lines = [f"{tsk.comm}/{tsk.pid} is leaving the kernel with locks still held! (after {where})",
+                 *lockdep.held_locks_text(tsk)]
+        report("lockdep: lock held when returning to user space", "\n".join(lines))
     if tsk.rcu_depth:
         report("WARNING: rcu_read_lock held when returning to user space", f"{tsk.comm} after {where}")
 

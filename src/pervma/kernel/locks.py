@@ -34,14 +34,16 @@ class SpinLock:
         return self.owner is None
 
     async def lock(self) -> None:
+        """spin_lock(): lockdep validates the acquisition before the lock is
+        contended (as spin_acquire() precedes LOCK_CONTENDED)."""
         me = current_task()
         if self.owner is me:
             debug.report("BUG: spinlock recursion", f"{self.name} already held by {me.comm}")
+        if me.system is not None and me.system.config.DEBUG_LOCK_ALLOC:  # lockdep's own gate, here
+            debug.lockdep_acquire(self.name, self, "write")
         await self._lock_op
         self.owner = me
         preempt_disable()
-        if me.system is not None and me.system.config.DEBUG_LOCK_ALLOC:  # lockdep's own gate, here
-            debug.lockdep_acquire(self.name, self, "write")
 
     async def unlock(self) -> None:
         me = current_task()
@@ -127,15 +129,19 @@ class RwSemaphore:
         return 0
 
     async def down_read(self, killable: bool = False) -> int:
+        """down_read[_killable](): might_sleep(), then lockdep records the
+        acquisition before the wait (a killed wait releases it again)."""
         me = current_task()
+        debug.might_sleep("kernel/locking/rwsem.c", "down_read", self.name)
+        debug.lockdep_acquire(self.name, self, "read")
         await acquire(self.loc, f"down_read({self.name})", sleeps=False)
         if self.writer is None and not self.wait_list:
             self.readers.append(me)
             ret = 0
         else:
             ret = await self._slowpath(me, False, killable)
-        if ret == 0:
-            debug.lockdep_acquire(self.name, self, "read")
+        if ret:
+            debug.lockdep_release(self.name, self)
         return ret
 
     async def down_read_trylock(self) -> bool:
@@ -143,20 +149,23 @@ class RwSemaphore:
         await acquire(self.loc, f"down_read_trylock({self.name})", sleeps=False)
         if self.writer is None and not self.wait_list:
             self.readers.append(me)
-            debug.lockdep_acquire(self.name, self, "read")
+            debug.lockdep_acquire(self.name, self, "read", trylock=True)
             return True
         return False
 
     async def down_write(self, killable: bool = False) -> int:
+        """down_write[_killable](): as down_read()."""
         me = current_task()
+        debug.might_sleep("kernel/locking/rwsem.c", "down_write", self.name)
+        debug.lockdep_acquire(self.name, self, "write")
         await acquire(self.loc, f"down_write({self.name})", sleeps=False)
         if self.writer is None and not self.readers and not self.wait_list:
             self.writer = me
             ret = 0
         else:
             ret = await self._slowpath(me, True, killable)
-        if ret == 0:
-            debug.lockdep_acquire(self.name, self, "write")
+        if ret:
+            debug.lockdep_release(self.name, self)
         return ret
 
     async def up_read(self) -> None:
@@ -210,6 +219,7 @@ class RcuWait:
         """rcuwait_wait_event(): 0 once ``cond`` holds, -EINTR on a fatal
         signal when ``killable``."""
         me = current_task()
+        debug.might_sleep("include/linux/rcuwait.h", "rcuwait_wait_event", label)
         if self.task is not None and self.task is not me:
             debug.report("WARNING: rcuwait", f"second waiter {me.comm} on {self.loc!r}")
         while True:

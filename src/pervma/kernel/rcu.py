@@ -110,6 +110,7 @@ async def synchronize_rcu() -> None:
     tsk = current_task()
     if tsk.rcu_depth:
         debug.report("BUG: synchronize_rcu", "called inside an RCU read-side section")
+    debug.might_sleep("kernel/rcu/tree.c", "synchronize_rcu")
     rcu = _rcu(tsk)
     touch(RCU_GP_LOC)
     gp = _GracePeriod(rcu._snapshot())

@@ -17,11 +17,17 @@ _running = running_slot()  # the driver's running-task stack: read here, never c
 
 @dataclass(eq=False, slots=True)
 class HeldLock:
-    """A lockdep-style record of one held lock."""
+    """lockdep's struct held_lock, reduced: one lock the task holds (or is
+    waiting for: lockdep records a lock before the wait for it)."""
 
-    name: str  # lock class: "mmap_lock", "vm_lock", "ptl", ...
+    name: str  # lock class: "mmap_lock", "vm_lock", "ptl", ... (kernel/lockdep.py)
     obj: Any  # the lock instance (identity matters)
     mode: str  # "read" or "write"
+    trylock: bool = False  # taken by a trylock: it added no dependency into itself
+    # Where it was taken (lockdep's acquire_ip): the function and its caller;
+    # two plain strings, the cheapest values for the state key to walk.
+    site: str = ""
+    caller: str = ""
 
 
 @dataclass(eq=False, slots=True)

@@ -20,6 +20,7 @@ from pervma.sched.ops import (
 )
 from pervma.sched.runner import Executor, ScheduleError, run_direct, run_schedule
 from pervma.sched.task import (
+    RunScope,
     Task,
     Violation,
     current,
@@ -28,6 +29,8 @@ from pervma.sched.task import (
     has_current,
     preempt_disable,
     preempt_enable,
+    run_scope,
+    run_scope_active,
     running_slot,
     touch,
     touch_read,
@@ -39,6 +42,7 @@ __all__ = [
     "Executor",
     "Op",
     "OpKind",
+    "RunScope",
     "ScheduleError",
     "Task",
     "Violation",
@@ -55,6 +59,8 @@ __all__ = [
     "rmw",
     "run_direct",
     "run_schedule",
+    "run_scope",
+    "run_scope_active",
     "running_slot",
     "step",
     "touch",

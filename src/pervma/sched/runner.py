@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from pervma.sched.ops import Op
-from pervma.sched.task import Task, Violation, _current, _touched
+from pervma.sched.task import RunScope, Task, Violation, _ambient, _current, _touched
 
 
 class ScheduleError(Exception):
@@ -33,6 +33,7 @@ class Executor:
         names: Sequence[str] | None = None,
         models: Sequence[Any] | None = None,
         record: bool = True,
+        run: RunScope | None = None,
     ) -> None:
         self.tasks: list[Task] = []
         self.trace: list[tuple[int, Op]] = []
@@ -40,7 +41,7 @@ class Executor:
         self.record = record
         for i, coro in enumerate(bodies):
             name = names[i] if names else f"T{i}"
-            task = Task(i, name, coro)
+            task = Task(i, name, coro, run=run)
             if models is not None:
                 task.model = models[i]
             self.tasks.append(task)
@@ -104,13 +105,17 @@ class Executor:
                 t.done = True
 
 
-def run_direct(coro: Coroutine[Any, Any, Any], model: Any = None, name: str = "T0") -> Any:
+def run_direct(coro: Coroutine[Any, Any, Any], model: Any = None, name: str = "T0",
+               run: RunScope | None = None) -> Any:
     """The direct runner: run one thread to completion.
 
     A step that would block is an error (nothing else could ever wake it),
     reported as a deadlock violation.  Violations propagate to the caller.
+    ``run`` defaults to the scope of an enclosing ``run_scope_active``.
     """
-    task = Task(0, name, coro, model=model)
+    if run is None and _ambient:
+        run = _ambient[-1]
+    task = Task(0, name, coro, model=model, run=run)
     _current.append(task)
     try:
         op = coro.send(None)
@@ -135,6 +140,7 @@ def run_schedule(
     models: Sequence[Any] | None = None,
     after_step: Callable[[int, int, Op], None] | None = None,
     raise_violation: bool = True,
+    run: RunScope | None = None,
 ) -> Executor:
     """The scripted runner: take the steps in ``order`` (thread indices), then
     finish the remaining threads, lowest index first.
@@ -142,8 +148,11 @@ def run_schedule(
     ``after_step(i, tid, op)`` is called after each step, so protocol tests
     can look at lock state between steps.  A violation is raised unless
     ``raise_violation`` is false (then it is on the returned executor).
+    ``run`` is the run-level scope the threads share (see ``RunScope``).
     """
-    ex = Executor(bodies, names=names, models=models)
+    if run is not None:
+        run.executions += 1
+    ex = Executor(bodies, names=names, models=models, run=run)
     i = 0
     for tid in order:
         if ex.violation is not None:

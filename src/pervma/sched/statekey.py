@@ -23,7 +23,9 @@ never soundness (two different states never share a key unless the final
 hash collides).
 
 What is left out, on purpose: a thread's step count (the livelock bound's
-counter, not state) and the driver's own bookkeeping (``Task.extra``).  The
+counter, not state), the driver's own bookkeeping (``Task.extra``) and the
+run-level scope (``Task.run``: what the model learns across executions, such
+as lockdep's dependency graph, which would otherwise make every state new).  The
 key is a Python ``hash`` of the walk (64 bits): in one process two different
 states collide with probability about n²/2⁶⁵ for n stored states (under
 10⁻⁷ for a million).

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Hashable
+from collections.abc import Coroutine, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pervma.sched.ops import Op
+
+
+class RunScope:
+    """What a driver keeps for the model across the executions of one run.
+
+    A checker run explores many executions, each from a fresh instance; some
+    of the kernel's debug checks (lockdep's dependency graph) accumulate
+    knowledge over all of them.  The driver owns one scope per run and hands
+    it to every thread it starts (``Task.run``); model code reads it with
+    :func:`run_scope`.  It is reporting data, never state: the state key
+    does not walk it, so two executions still merge.  ``executions`` counts
+    the executions started with it (the driver bumps it before each one's
+    setup); ``data`` is the model's, by key.  ``replay`` is plain JSON data
+    (dicts, lists, strings, ints) the model leaves for a later replay of the
+    execution that reported a violation (the other chain of a lockdep
+    inversion): a driver that saves a counterexample saves it too, and
+    hands it back in the scope of the replay."""
+
+    __slots__ = ("data", "executions", "replay")
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.executions = 0
+        self.replay: dict[str, Any] = {}
 
 
 class Violation(BaseException):  # noqa: N818 - it is raised, not handled, by model code
@@ -44,6 +69,7 @@ class Task:
     model: Any = None
     cpu: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    run: RunScope | None = None  # the driver's run-level scope (not state)
 
     @property
     def preemptible(self) -> bool:
@@ -54,6 +80,7 @@ class Task:
 
 
 _current: list[Task] = []
+_ambient: list[RunScope] = []
 _touched: list[Hashable] = []
 _tracking = [False]
 
@@ -83,6 +110,22 @@ def current_model() -> Any:
     """The running thread's ``model`` state, or None outside a driver (the
     fast path of the model's ``current``)."""
     return _current[-1].model if _current else None
+
+
+def run_scope() -> RunScope | None:
+    """The running thread's run-level scope (None: its driver keeps none)."""
+    return _current[-1].run if _current else None
+
+
+@contextmanager
+def run_scope_active(scope: RunScope) -> Iterator[None]:
+    """Threads the direct runner starts inside this block (a scenario's
+    setup, built by a checker run) get ``scope`` unless given one."""
+    _ambient.append(scope)
+    try:
+        yield
+    finally:
+        _ambient.pop()
 
 
 def violation(kind: str, message: str) -> None:
