@@ -344,7 +344,8 @@ class Execution:
         every violation, or every final state) would otherwise miss the
         executions that avoid it by running one of those threads earlier.
         Further violations, the finish checks and the livelock bound are
-        ignored here; the recorded schedule and the outcome stay those of the
+        ignored here, and the threads run without the run's scope (lockdep's
+        graph learns nothing from steps that never happened); the recorded schedule and the outcome stay those of the
         violation (:meth:`drop_run_on` takes the added events away)."""
         first = len(self.events)
         saved = self.violation
@@ -355,6 +356,11 @@ class Execution:
         cur = self.cur
         self._finished = True  # no finish checks in a run-on
         self.violation = ex.violation = None
+        # What runs past a violation never happened: it must not teach the
+        # run-level debug state (lockdep's graph) anything.
+        scopes = [task.run for task in ex.tasks]
+        for task in ex.tasks:
+            task.run = None
         try:
             while True:
                 en = self.runnable()
@@ -366,6 +372,8 @@ class Execution:
                     break
                 self.violation = ex.violation = None
         finally:
+            for task, scope in zip(ex.tasks, scopes):
+                task.run = scope
             self.violation = ex.violation = saved
             self.livelock = None
             del self.schedule[nsched:]
