@@ -372,7 +372,7 @@ class Execution:
                     break
                 self.violation = ex.violation = None
         finally:
-            for task, scope in zip(ex.tasks, scopes):
+            for task, scope in zip(ex.tasks, scopes, strict=True):
                 task.run = scope
             self.violation = ex.violation = saved
             self.livelock = None
