@@ -304,6 +304,8 @@ DIRECT_STORES: dict[tuple[str, str], str] = {
     ("rmap.py", "anon_vma_fork"): "the child VMA before it is attached",
     ("rmap.py", "unlink_anon_vmas"): "a VMA being freed, or a dup undone under its write lock",
     ("system.py", "_setup_new_exec"): "the stack VMA before it is stored",
+    ("userfaultfd_mm.py", "mfill_atomic_install_pte"): "a new page's anon_vma (folio_add_new_anon_rmap), not a VMA's",
+    ("userfaultfd_mm.py", "move_pages_pte"): "the moved folio's anon_vma (folio_move_anon_rmap), not a VMA's",
 }
 #: Objects with fields of those names that are not VMAs.
 NOT_VMAS = {"page", "vmg", "new"}

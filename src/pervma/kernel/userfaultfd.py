@@ -49,6 +49,7 @@ from pervma.kernel.memory import (
     pte_loc,
     release_fault_lock,
 )
+from pervma.kernel.mm import vm_flags_init
 from pervma.kernel.mm_types import PAGE_SIZE, TASK_SIZE, VmFlags
 from pervma.kernel.mmap_lock import (
     mmap_assert_locked,
@@ -490,7 +491,7 @@ def dup_userfaultfd(vma: VmAreaStruct) -> None:
     ctx = vma.vm_userfaultfd_ctx
     if ctx is not None and not ctx.features & UFFD_FEATURE_EVENT_FORK:
         vma.vm_userfaultfd_ctx = None
-        vma.vm_flags &= ~__VM_UFFD_FLAGS
+        vm_flags_init(vma, VmFlags(vma.vm_flags & ~__VM_UFFD_FLAGS))  # not attached yet
 
 
 async def mremap_userfaultfd_prep(new_vma: VmAreaStruct) -> None:

@@ -22,6 +22,7 @@ from pervma.kernel.memory import (
     put_page,
     set_pte_at,
 )
+from pervma.kernel.mm import vm_flags_reset
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, Pte, VmFlags
 from pervma.kernel.mmap_lock import (
     lock_vma_under_rcu,
@@ -84,7 +85,8 @@ async def userfaultfd_set_ctx(vma: VmAreaStruct, ctx: UserfaultfdCtx | None, vm_
     await vma_start_write(vma)
     await vma_write_fields(vma, "userfaultfd_set_ctx")
     vma.vm_userfaultfd_ctx = ctx
-    vma.vm_flags = (vma.vm_flags & ~__VM_UFFD_FLAGS) | vm_flags
+    # userfaultfd_set_vm_flags(): vm_flags_reset() under the write lock taken above
+    vm_flags_reset(vma, VmFlags((vma.vm_flags & ~__VM_UFFD_FLAGS) | vm_flags))
 
 
 async def userfaultfd_reset_ctx(vma: VmAreaStruct) -> None:
