@@ -178,6 +178,8 @@ def collect(presets: Sequence[str], check: bool, jobs: int = 1,
     from pervma.check.api import run_many
 
     runs = plan(sites, presets)
+    sys.stderr.write(f"pervma sites: checking {len(sites)} sites: {len(runs)} runs "
+                     f"({', '.join(presets)}) over {jobs} process(es)\n")
     out = run_many([kw for _, kw in runs], jobs=jobs, on_result=on_result)
     return sites, {key: r.to_json() for (key, _), r in zip(runs, out, strict=True)}
 
