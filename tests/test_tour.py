@@ -49,6 +49,9 @@ EXAMPLE_EXIT = {
     "pervma check --list": 0,
     "pervma replay out/fork-vs-fault.replay.json": 1,
     "pervma bugs --json": 0,
+    "pervma sites --no-check": 0,
+    "pervma sites --preset legacy": 0,
+    "pervma sites --json --preset universal-up --jobs 2": 0,
     "pervma simulate shared --preset universal --machine xeon16 --tasks 1,2,4,8,16": 0,
     "pervma simulate mmap1 --preset legacy,universal --mode threads --csv mmap1.csv "
     "--plot mmap1.png": 0,

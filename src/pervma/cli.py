@@ -45,6 +45,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
      "explore thread interleavings of scenarios and report violations"),
     ("replay", "pervma.check.cmd", "re-run a recorded counterexample exactly"),
     ("bugs", "pervma.check.cmd", "list the catalogue of historical bugs"),
+    ("sites", "pervma.check.sites",
+     "the series' call sites: pre-series and series forms, checked per preset"),
     ("simulate", "pervma.sim.cmd",
      "run a workload under the timed simulator (throughput vs tasks)"),
     ("layout", "pervma.layout.cmd",

@@ -19,7 +19,7 @@ from pervma.report.runner import WALL_COLUMNS
 
 from .conftest import Report, run_cli
 
-SECTIONS = ("cost", "correctness", "performance", "environment")
+SECTIONS = ("cost", "correctness", "sites", "performance", "environment")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -51,7 +51,7 @@ def test_quick_report_claims_hold(report: Report) -> None:
     """--quick's budgets let every check run complete: the Correctness and
     Performance panels hold whatever the host (the Cost section needs BTF), and
     with BTF and /proc readable the whole report is ok (exit 0, as the tour says)."""
-    for key in ("correctness", "performance"):
+    for key in ("correctness", "sites", "performance"):
         assert not _has_error(report.html, key), (key, report.stderr[-2000:])
     if Path("/sys/kernel/btf/vmlinux").is_file():
         assert report.rc == 0, report.stderr[-2000:]
@@ -370,3 +370,21 @@ def test_misuse_panel_is_ok_only_when_the_expected_report_is_produced() -> None:
     cut = dict(good, **{"wait-misuse.universal-up-nopreempt": _result(
         "wait-misuse", "universal-up-nopreempt", complete=False)})
     assert not _claims({}, cut, expect).ok
+
+
+def test_sites_table_equals_pervma_sites_json(report: Report) -> None:
+    presets = report.settings.check_presets
+    p = run_cli("sites", "--json", "--preset", ",".join(presets), "--jobs", "2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads(p.stdout)
+    want = [(x["site"], x["model"], pre, x["verdicts"][pre]["verdict"],
+             " ".join(r["scenario"] for r in x["verdicts"][pre]["runs"]))
+            for x in doc["sites"] for pre in presets]
+    got = [(r["site"], r["model"], r["preset"], r["verdict"], r["scenarios"])
+           for r in _rows(report.dir / "sites.csv")]
+    assert got == want
+    assert {v for *_, v, _ in got} == {"clean"}
+    section = _section(report.html, "sites")
+    for x in doc["sites"]:
+        assert _esc(x["site"]) in section and _esc(x["series"]) in section
+    assert 'href="sites.csv"' in section

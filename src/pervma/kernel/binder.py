@@ -27,6 +27,7 @@ from pervma.kernel.mmap_lock import (
     mmap_read_unlock,
     vma_end_read,
 )
+from pervma.kernel.sites import call_site
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, Page, VmAreaStruct
@@ -68,6 +69,12 @@ async def _insert_page(alloc: BinderAlloc, vma: VmAreaStruct, addr: int) -> int:
     return 0
 
 
+@call_site("drivers/android/binder_alloc.c:binder_page_insert", pre_form="stub-fallback",
+           pre_series="lock_vma_under_rcu(), else mmap_read_lock + vma_lookup",
+           series="the wait-for-writers lookup (patch 2), no mmap_lock fallback",
+           scenarios=("binder-shrinker-vs-munmap", "binder-shrinker-vs-munmap-pre-series"),
+           note="the kernel's binder_install_single_page() calls binder_page_insert(); the "
+           "model folds the two, and the scenarios install in their setup only")
 async def binder_install_single_page(alloc: BinderAlloc, addr: int) -> int:
     """Install the buffer page at addr; -ESRCH if the mapping is gone."""
     mm = alloc.mm
@@ -100,6 +107,14 @@ async def binder_install_single_page(alloc: BinderAlloc, addr: int) -> int:
     return ret
 
 
+@call_site("drivers/android/binder_alloc.c:binder_alloc_free_page", pre_form="stub-fallback",
+           pre_series="the shrinker tries lock_vma_under_rcu(), else mmap_read_trylock + "
+           "vma_lookup, skipping the page when that fails",
+           series="the per-VMA lock alone (patch 4): skip the page when it cannot be had",
+           scenarios=("binder-shrinker-vs-munmap", "binder-shrinker-vs-munmap-pre-series"),
+           note="the model's pre-series shrinker takes mmap_read_trylock only (the older form); "
+           "binder_alloc.c as read (the binder_page_insert() era, 6.14+) tries the per-VMA "
+           "lock first")
 async def binder_alloc_free_page(alloc: BinderAlloc, addr: int) -> bool:
     """The shrinker callback: unmap and free one buffer page, or skip it
     (return False) if the lock cannot be had without waiting."""

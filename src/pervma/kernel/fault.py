@@ -34,6 +34,7 @@ from pervma.kernel.mmap_lock import (
     mmap_read_unlock,
     vma_end_read,
 )
+from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.vmstat import count_vm_event, count_vm_vma_lock_event
 from pervma.sched import work
@@ -87,6 +88,24 @@ def _fault_flags(write: bool, exec_: bool, user: bool) -> int:
     return flags
 
 
+@call_site("arch/arm64/mm/fault.c:do_page_fault", pre_form="stub-fallback",
+           pre_series="user faults try lock_vma_under_rcu() (no #ifdef since 6.6), a permission "
+           "miss is decided under the VMA lock; else lock_mm_and_find_vma() under mmap_lock",
+           series="the same code, now with per-VMA locks in every config (SMP=n included)",
+           scenarios=("fault-vs-munmap", "fault-vs-mprotect-split", "fault-vs-mremap",
+                      "fork-vs-fault"), arch="arm64")
+@call_site("arch/x86/mm/fault.c:do_user_addr_fault", pre_form="stub-fallback",
+           pre_series="user faults try lock_vma_under_rcu() (the #ifdef went in 6.6; x86 "
+           "selects ARCH_SUPPORTS_PER_VMA_LOCK since 6.4), an access error or RETRY goes on "
+           "to lock_mm_and_find_vma() under mmap_lock",
+           series="the same code in every config, SMP=n included (the series' x86 patch is "
+           "unseen: pervma follows 7.0)",
+           scenarios=("fault-vs-munmap", "fault-vs-mprotect-split", "fork-vs-fault",
+                      "mremap-dontunmap-vs-fault", "fault-vs-mremap", "stack-growth-vs-fault",
+                      "fault-vs-merge", "mmap-vs-fault", "two-faults-vs-writer",
+                      "vma-reuse-by-another-mm", "vma-reuse-same-address",
+                      "detach-vs-transient-reader", "killable-write-lock-abort",
+                      "mmap-write-downgrade", "exit-vs-fault"))
 async def _arch_fault(mm: MmStruct, address: int, write: bool, exec_: bool, user: bool,
                       arm64: bool) -> int:
     """The shape x86 and arm64 share: trap, per-VMA fast path for user-mode

@@ -26,6 +26,7 @@ from pervma.kernel.mmap_lock import (
     vma_end_read,
     vma_start_write,
 )
+from pervma.kernel.sites import call_site
 from pervma.kernel.syscalls import ULONG_MAX, NotModelled, c_int, c_ulong
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
 from pervma.sched import work
@@ -125,6 +126,14 @@ def is_valid_madvise(start: int, len_in: int, advice: int) -> bool:
     return (start + length) & ULONG_MAX >= start
 
 
+@call_site("mm/madvise.c:try_vma_read_lock", pre_form="stub-fallback",
+           pre_series="MADVISE_VMA_READ_LOCK advice (DONTNEED, DONTNEED_LOCKED, FREE) tries "
+           "lock_vma_under_rcu() for a range in one VMA of the caller's mm, else takes "
+           "mmap_read_lock for the walk",
+           series="the same call, per-VMA locks in every config",
+           scenarios=("madvise-dontneed-vs-munmap",),
+           note="newer mm/madvise.c (with is_vma_lock_sufficient()) also runs guard "
+           "install/remove under the VMA read lock; the model keeps them under mmap_read_lock")
 async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
     """Models do_madvise() (6.18): madvise_should_skip() validates everything
     before any lock or VMA is touched (so a wrapping range is -EINVAL and

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pervma.kernel import debug
 from pervma.kernel.atomic import UINT_MAX
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task
 from pervma.kernel.vmstat import count_vm_vma_lock_event
 from pervma.sched import Op, OpKind
@@ -577,6 +578,15 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
         return vma
 
 
+@call_site("mm/mmap_lock.c:lock_vma_under_rcu_wait", pre_form="new",
+           pre_series="none: binder and TCP open-code lock_vma_under_rcu() + an mmap_lock "
+           "fallback; uffd_lock_vma() is the 6.x precedent",
+           series="lock_vma_under_rcu(), else mmap_read_lock_killable + vma_lookup + "
+           "vma_start_read_locked and drop mmap_lock: returns the VMA read-locked",
+           scenarios=("lock-vma-under-rcu-wait", "binder-shrinker-vs-munmap",
+                      "tcp-zerocopy-vs-munmap"), version="series (pervma's assumption)",
+           note="the series' helper is unseen: name and body are pervma's assumption "
+           "(ARCHITECTURE.md, 'Two assumptions')")
 async def lock_vma_under_rcu_wait(mm: MmStruct, address: int) -> VmAreaStruct | None:
     """pervma's model of the series' "RCU-based VMA lookup helper that waits
     for writers" (an assumption, see ARCHITECTURE.md): try
@@ -598,6 +608,13 @@ async def lock_vma_under_rcu_wait(mm: MmStruct, address: int) -> VmAreaStruct | 
     return vma
 
 
+@call_site("mm/mmap_lock.c:lock_next_vma", pre_form="ifdef",
+           pre_series="built only under #ifdef CONFIG_PER_VMA_LOCK (6.17+); without it the "
+           "/proc readers walk under mmap_read_lock",
+           series="built in every config: RCU walk, vma_start_read(), mm_wr_seq recheck of a "
+           "gap; mmap_read_lock_killable + vma_start_read_locked while a writer is active",
+           scenarios=("maps-reader-vs-munmap", "procmap-query-vs-munmap",
+                      "procmap-query-vs-mprotect-split"))
 async def lock_next_vma(mm: MmStruct, from_addr: int) -> VmAreaStruct | None | int:
     """Models lock_next_vma() (7.0) for /proc/pid/maps: called and returns
     with RCU held.  Returns the next VMA at or above from_addr read-locked,

@@ -23,6 +23,7 @@ from pervma.kernel.mmap_lock import (
     vma_end_read,
 )
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from pervma.kernel.sites import call_site
 from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
@@ -59,6 +60,11 @@ def maps_text(mm: MmStruct) -> str:
     return "".join(show_map_vma(v) + "\n" for v in mm.mm_mt.snapshot())
 
 
+@call_site("fs/proc/task_mmu.c:m_start", pre_form="ifdef",
+           pre_series="#ifdef CONFIG_PER_VMA_LOCK: lock_vma_range()/get_next_vma() take each "
+           "VMA with lock_next_vma() under RCU; #else mmap_read_lock_killable for the read",
+           series="the per-VMA branch in every config (no #else)",
+           scenarios=("maps-reader-vs-munmap",), version="6.17+/7.0")
 async def proc_maps_read(mm: MmStruct) -> list[str]:
     """Read /proc/pid/maps as a concurrent reader: lock_vma_range per VMA.
     The lines are checked against what was mapped during the read
@@ -151,6 +157,13 @@ async def query_vma_teardown(lock_ctx: ProcMapsLockingCtx) -> None:
         await unlock_ctx_vma(lock_ctx)
 
 
+@call_site("fs/proc/task_mmu.c:query_vma_find_by_addr", pre_form="ifdef",
+           pre_series="#ifdef CONFIG_PER_VMA_LOCK: PROCMAP_QUERY takes each candidate with "
+           "lock_next_vma() (mmap_read_lock for the rest only on -EAGAIN); #else "
+           "query_vma_setup() holds mmap_read_lock_killable throughout",
+           series="the per-VMA branch in every config (no #else)",
+           scenarios=("procmap-query-vs-munmap", "procmap-query-vs-mprotect-split"),
+           version="6.18+/7.0")
 async def query_vma_find_by_addr(lock_ctx: ProcMapsLockingCtx, addr: int) -> VmAreaStruct | None | int:
     """Models query_vma_find_by_addr() (6.18): drop the VMA locked for the
     previous candidate, take the next one read-locked with lock_next_vma()

@@ -23,6 +23,7 @@ from pervma.kernel.mmap_lock import (
     mmap_read_unlock,
     vma_end_read,
 )
+from pervma.kernel.sites import call_site
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 tcp_vm_ops = VmOperations("tcp_vm_ops", has_map_pages=False, special="tcp")
 
 
+@call_site("net/ipv4/tcp.c:find_tcp_vma", pre_form="stub-fallback",
+           pre_series="lock_vma_under_rcu() (its #ifdef went in 6.6), else mmap_read_lock + "
+           "vma_lookup held across tcp_zerocopy_receive",
+           series="the wait-for-writers lookup (patch 5), no mmap_lock fallback",
+           scenarios=("tcp-zerocopy-vs-munmap", "tcp-zerocopy-vs-munmap-pre-series"))
 async def find_tcp_vma(mm: MmStruct, address: int) -> tuple[VmAreaStruct | None, bool]:
     """Returns (vma, mmap_locked): the VMA read-locked, or found under the
     mmap read lock (pre-series fallback)."""

@@ -37,6 +37,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write,
 )
 from pervma.kernel.rmap import __anon_vma_prepare
+from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.vma import vma_modify, vma_write_fields, vmg_from_vma
 from pervma.sched import Op, OpKind
@@ -161,6 +162,13 @@ async def find_vma_and_prepare_anon(mm: MmStruct, addr: int) -> VmAreaStruct | i
     return vma
 
 
+@call_site("mm/userfaultfd.c:uffd_lock_vma", pre_form="ifdef",
+           pre_series="#ifdef CONFIG_PER_VMA_LOCK: uffd_mfill_lock() -> uffd_lock_vma(): "
+           "lock_vma_under_rcu(), else mmap_read_lock + vma_lookup + anon_vma_prepare + "
+           "vma_start_read_locked; #else the whole fill under mmap_read_lock",
+           series="the per-VMA branch in every config (no #else)",
+           scenarios=("uffd-fault-vs-copy", "uffd-copy-vs-munmap", "uffd-copy-vs-mprotect-split",
+                      "uffd-copy-vs-fork", "uffd-copy-vs-exit"))
 async def uffd_lock_vma(mm: MmStruct, address: int) -> VmAreaStruct | int:
     """Models uffd_lock_vma() (CONFIG_PER_VMA_LOCK): lock_vma_under_rcu(); a
     private VMA without anon_vma, or a failed lookup, goes to mmap_read_lock,
@@ -395,6 +403,12 @@ async def find_vmas_mm_locked(mm: MmStruct, dst_start: int, src_start: int
     return dst, src
 
 
+@call_site("mm/userfaultfd.c:uffd_move_lock", pre_form="ifdef",
+           pre_series="#ifdef CONFIG_PER_VMA_LOCK: destination by uffd_lock_vma(), source by "
+           "lock_vma_under_rcu(), else both under mmap_read_lock + vma_start_read_locked; "
+           "#else the whole move under mmap_read_lock",
+           series="the per-VMA branch in every config (no #else)",
+           scenarios=("uffd-move-vs-mremap",))
 async def uffd_move_lock(mm: MmStruct, dst_start: int, src_start: int
                          ) -> tuple[VmAreaStruct, VmAreaStruct] | int:
     """Models uffd_move_lock().  With per-VMA locks: the destination through

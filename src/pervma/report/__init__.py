@@ -1,6 +1,6 @@
 """``pervma report``: one command, one self-contained HTML report.
 
-Four sections, each built from the Python API of its engine and never from
+Five sections, each built from the Python API of its engine and never from
 numbers of its own:
 
 * **Cost** (:mod:`~pervma.report.cost`) — the running kernel's
@@ -8,6 +8,8 @@ numbers of its own:
   (:mod:`pervma.layout.api`);
 * **Correctness** (:mod:`~pervma.report.correctness`) — every scenario under
   every preset and the bug catalogue (:mod:`pervma.check.api`);
+* **Call sites** (:mod:`~pervma.report.sites`) — the series' call sites
+  with their verdicts per preset (:mod:`pervma.check.sites`);
 * **Performance** (:mod:`~pervma.report.performance`) — simulated curves with
   the real-16core measurements overlaid (:mod:`pervma.sim.api`);
 * **Environment** (:mod:`~pervma.report.environment`).

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pervma import __version__
-from pervma.report import correctness, cost, environment, outdir, performance, work
+from pervma.report import correctness, cost, environment, outdir, performance, sites, work
 from pervma.report import html as H
 from pervma.report.section import Section, describe
 from pervma.report.settings import Settings
@@ -112,7 +112,7 @@ def _build_report(d: Path, settings: Settings, jobs: int, progress: Progress | N
     pplan = performance.plan(settings)
     trace_dir = str(d / "traces")
     job_list = [Job("correctness", tag, work.check_job, (kw, trace_dir, tag), 1e9)
-                for tag, kw in cplan.jobs]
+                for tag, kw in cplan.jobs + sites.plan(settings)]
     job_list += [Job("performance", tag, work.sim_job, (args,), float(args[4] * args[5]))
                  for tag, args in pplan.points]
     t = time.perf_counter()
@@ -129,6 +129,7 @@ def _build_report(d: Path, settings: Settings, jobs: int, progress: Progress | N
                 if ttf is not None]
     corr_sec = correctness.build(cplan, results, settings)
     corr_sec.seconds = times["correctness"]
+    sites_sec = sites.build(cplan, results, settings)
     perf_sec = performance.build(pplan, results, settings)
     perf_sec.seconds = times["performance"]
     if "performance.csv" in perf_sec.csv:  # the simulator's own wall time is in timings.csv
@@ -137,7 +138,7 @@ def _build_report(d: Path, settings: Settings, jobs: int, progress: Progress | N
     elapsed = time.perf_counter() - t0
     moment = [row for s in (cost_sec, corr_sec, perf_sec) for row in s.moment]
     env_sec = environment.build(settings, shown, started, elapsed, times, timings, moment)
-    sections = [cost_sec, corr_sec, perf_sec, env_sec]
+    sections = [cost_sec, corr_sec, sites_sec, perf_sec, env_sec]
     files = write(d, sections, started, settings)
     return ReportResult(d, sections, time.perf_counter() - t0, files)
 
