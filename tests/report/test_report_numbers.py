@@ -299,7 +299,8 @@ def test_environment_states_version_kernel_and_settings(report: Report) -> None:
     for what in ("kernel config source", "machine profile (simulator)", "seeds", "run time"):
         assert what in env
     assert f"checker {report.settings.check_seed}, simulator {report.settings.sim_seed}" in env
-    assert "at most 5000 executions per run" in env and " s per run" not in env
+    assert f"at most {report.settings.check_max_executions} executions per run" in env
+    assert " s per run" not in env
     facts = dict((r["what"], r["value"]) for r in _rows(report.dir / "environment.csv"))
     assert "output folder" not in facts and "started" not in facts and "run time" not in facts
 

@@ -4,10 +4,11 @@
 Every check run is bounded by a number of executions, never by wall time, so
 a report explores the same executions on any machine, under any load and with
 any ``--jobs``.  The budgets below are the ones used, and the report prints
-them.  The default budget (5000 per scenario run) is above what the largest
+them.  The default budget (20000 per scenario run) is above what the largest
 run needs (``vma-reuse-by-another-mm`` on ``universal``, stateful: 103
-executions and 2025 pruned), so every run completes; the bug runs (without
-minimisation) need at most 277."""
+executions and 5238 pruned, since RCU grace periods and KASAN's grace period
+on a freed VMA are dependencies), so every run completes; the bug runs
+(without minimisation) need at most 795."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class Settings:
 DEFAULT = Settings(
     name="default",
     check_presets=SWEEP_PRESETS,
-    check_max_executions=5000, bug_max_executions=5000, check_seed=0,
+    check_max_executions=20000, bug_max_executions=5000, check_seed=0,
     # 40 ms windows: a private task's mmap/touch/munmap cycle of 32 MiB takes
     # ~15 ms, so shorter windows never see the munmaps that set the curve.
     sim_workloads=("shared", "private"),
@@ -54,7 +55,7 @@ DEFAULT = Settings(
 QUICK = Settings(
     name="quick",
     check_presets=("legacy", "universal"),
-    check_max_executions=5000, bug_max_executions=5000, check_seed=0,
+    check_max_executions=20000, bug_max_executions=5000, check_seed=0,
     sim_workloads=("private",),
     sim_presets=("legacy", "universal"),
     sim_tasks=(1, 16), sim_duration_ms=40.0, sim_machine="xeon16", sim_seed=0,
@@ -67,7 +68,7 @@ QUICK = Settings(
 TINY = Settings(
     name="tiny",
     check_presets=("legacy", "universal"),
-    check_max_executions=40, bug_max_executions=300, check_seed=0,
+    check_max_executions=40, bug_max_executions=1000, check_seed=0,
     sim_workloads=("shared",),
     sim_presets=("legacy", "universal"),
     sim_tasks=(1, 4), sim_duration_ms=0.5, sim_machine="xeon16", sim_seed=0,
