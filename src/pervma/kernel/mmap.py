@@ -312,7 +312,7 @@ async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, v
         if merged is not None:
             mm.system.vm_area_cachep.free(vma, "__mmap_new_vma: merged")
             return merged
-    if "B05" not in mm.config.bugs:
+    if not mm.config.bug("B05"):  # historical 6.4 (B05): published without the write lock
         await vma_start_write(vma)
     await vma_iter_store_new(mm, vma)
     mm.map_count += 1
@@ -708,7 +708,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
     children = []
     ret = 0
     for mpnt in list(oldmm.mm_mt.snapshot()):
-        if "B04" not in oldmm.config.bugs:
+        if not oldmm.config.bug("B04"):  # historical 6.4 (B04): the parent VMA not write-locked
             ret = await vma_start_write_killable(mpnt)
             if ret:
                 break
