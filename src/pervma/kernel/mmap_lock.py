@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
 from pervma.kernel.atomic import UINT_MAX
+from pervma.kernel.mm_types import (
+    VM_REFCNT_EXCLUDE_READERS_BIT as VM_REFCNT_EXCLUDE_READERS_BIT,  # re-export
+)
+from pervma.kernel.mm_types import VM_REFCNT_EXCLUDE_READERS_FLAG, VM_REFCNT_LIMIT, VmFlags
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.task import current_task
 from pervma.kernel.vmstat import count_vm_vma_lock_event
@@ -26,10 +30,6 @@ from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
-
-VM_REFCNT_EXCLUDE_READERS_BIT = 30
-VM_REFCNT_EXCLUDE_READERS_FLAG = 1 << VM_REFCNT_EXCLUDE_READERS_BIT
-VM_REFCNT_LIMIT = VM_REFCNT_EXCLUDE_READERS_FLAG - 1
 
 TASK_UNINTERRUPTIBLE = 2
 TASK_KILLABLE = 0x102
@@ -661,7 +661,6 @@ async def lock_mm_and_find_vma(mm: MmStruct, address: int) -> VmAreaStruct | Non
     VM_GROWSDOWN stack first if needed.  Stack growth takes the mmap_lock
     for *write* (the StackRot fix): there is no upgrade, so the read lock is
     dropped, the write lock taken and the lookup repeated."""
-    from pervma.kernel.mm_types import VmFlags
     from pervma.kernel.mmap import expand_stack_locked
 
     if not await mmap_read_trylock(mm):
