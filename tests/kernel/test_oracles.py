@@ -375,14 +375,15 @@ def test_the_scenario_library_stays_clean_under_the_new_oracles(name: str, prese
 
 
 def test_a_range_changed_but_not_stored_is_a_vma_mas_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    # vma_expand() growing the VMA without storing the new range in the tree when it
-    # removes no neighbour: lockless walkers go by the tree's pivots, not the VMA.
+    # commit_merge() (here under vma_expand()) growing the VMA without storing the new
+    # range in the tree when it removes no neighbour: lockless walkers go by the
+    # tree's pivots, not the VMA.
     import pervma.kernel.vma as vma_mod
 
-    bad = _edited(vma_mod.vma_expand,
-                  'await vma_iter_update(mm, remove=removed, label="vma_expand: store")',
-                  'removed and await vma_iter_update(mm, remove=removed, label="vma_expand: store")')
-    _patch(monkeypatch, vma_mod.vma_expand, bad, vma_mod)
+    bad = _edited(vma_mod.commit_merge,
+                  'await vma_iter_update(mm, remove=removed, label="commit_merge: store")',
+                  'removed and await vma_iter_update(mm, remove=removed, label="commit_merge: store")')
+    _patch(monkeypatch, vma_mod.commit_merge, bad, vma_mod)
     kern = System(Config.preset("universal"))
     p = kern.spawn()
     a = p.mmap(A, PAGE, PROT_READ | PROT_WRITE, ANON)
