@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
+from pervma.kernel.memory import zap_page_range
 from pervma.kernel.mm import check_attached_vma_store, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
 from pervma.kernel.mmap_lock import (
     mmap_assert_write_locked,
+    mmap_read_unlock,
+    mmap_write_downgrade,
     vma_assert_write_locked,
     vma_mark_attached,
     vma_mark_detached,
@@ -553,9 +556,6 @@ async def reattach_vmas(vms: VmaMunmapStruct) -> None:
 async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
     """Clear PTEs (possibly after downgrading mmap_lock, which drops every
     VMA write lock at once), then free the VMAs."""
-    from pervma.kernel.memory import zap_page_range
-    from pervma.kernel.mmap_lock import mmap_read_unlock, mmap_write_downgrade
-
     mm = vms.mm
     mm.map_count -= len(vms.vmas)
     for v in vms.vmas:
