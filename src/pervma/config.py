@@ -56,6 +56,19 @@ _LINE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 
 
+# The ids of kernel/bugs.py's catalogue, loaded on the first Config.bug() call:
+# config.py imports no model at module scope (the command's start-up stays light).
+_KNOWN_BUGS: frozenset[str] = frozenset()
+
+
+def _catalogued(bug_id: str) -> bool:
+    global _KNOWN_BUGS
+    from pervma.kernel.bugs import BUG_IDS
+
+    _KNOWN_BUGS = frozenset(BUG_IDS)
+    return bug_id in _KNOWN_BUGS
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The options that change behaviour.  Frozen: a System keeps its config."""
@@ -93,6 +106,13 @@ class Config:
 
     def with_bugs(self, *ids: str) -> Config:
         return dataclasses.replace(self, bugs=frozenset(self.bugs | set(ids)))
+
+    def bug(self, bug_id: str) -> bool:
+        """Is historical bug ``bug_id`` (kernel/bugs.py) switched on?  The one
+        accessor the model's switch sites use; an id outside the catalogue is
+        a typo in the model, not a user error."""
+        assert bug_id in _KNOWN_BUGS or _catalogued(bug_id), f"unknown bug switch {bug_id!r}"
+        return bug_id in self.bugs
 
     @property
     def one_cpu(self) -> bool:

@@ -27,6 +27,7 @@ import pervma.kernel.mprotect as mprotect_mod
 import pervma.kernel.rmap as rmap
 import pervma.kernel.system as system_mod
 import pervma.kernel.task_mmu as task_mmu
+import pervma.kernel.vma as vma_mod
 from pervma import MAP_ANONYMOUS, MAP_PRIVATE, PAGE, PROT_READ, PROT_WRITE, Config, System
 from pervma.check import stateful
 from pervma.check.api import run_check
@@ -136,7 +137,7 @@ def test_fork_not_linking_the_parents_anon_vma_leaves_pages_unreachable_by_rmap(
 def test_zap_forgetting_the_page_reference_leaks_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
     # zap_pte_range() without the put of an anonymous page: nothing maps it, nothing frees it.
     bad = _edited(memory.zap_page_range, 'put_page(mm, page, "zap_pte_range")', "pass")
-    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod)
+    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod, vma_mod)
     _kern, p, a = _anon_process()
     with pytest.raises(Violation) as exc:
         p.munmap(a, PAGE)
@@ -159,7 +160,7 @@ def test_fork_forgetting_the_page_reference_will_free_a_mapped_page(monkeypatch:
 def test_zap_forgetting_the_mapcount_is_a_bad_page_map(monkeypatch: pytest.MonkeyPatch) -> None:
     # zap_pte_range() without the rmap removal (folio_remove_rmap_pte) of a CoW-shared page.
     bad = _edited(memory.zap_page_range, "page.mapcount -= 1", "pass")
-    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod)
+    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod, vma_mod)
     _kern, p, a = _anon_process()
     c = p.fork()
     with pytest.raises(Violation) as exc:
@@ -375,14 +376,13 @@ def test_the_scenario_library_stays_clean_under_the_new_oracles(name: str, prese
 
 
 def test_a_range_changed_but_not_stored_is_a_vma_mas_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    # vma_expand() growing the VMA without storing the new range in the tree when it
-    # removes no neighbour: lockless walkers go by the tree's pivots, not the VMA.
-    import pervma.kernel.vma as vma_mod
-
-    bad = _edited(vma_mod.vma_expand,
-                  'await vma_iter_update(mm, remove=removed, label="vma_expand: store")',
-                  'removed and await vma_iter_update(mm, remove=removed, label="vma_expand: store")')
-    _patch(monkeypatch, vma_mod.vma_expand, bad, vma_mod)
+    # commit_merge() (here under vma_expand()) growing the VMA without storing the new
+    # range in the tree when it removes no neighbour: lockless walkers go by the
+    # tree's pivots, not the VMA.
+    bad = _edited(vma_mod.commit_merge,
+                  'await vma_iter_update(mm, remove=removed, label="commit_merge: store")',
+                  'removed and await vma_iter_update(mm, remove=removed, label="commit_merge: store")')
+    _patch(monkeypatch, vma_mod.commit_merge, bad, vma_mod)
     kern = System(Config.preset("universal"))
     p = kern.spawn()
     a = p.mmap(A, PAGE, PROT_READ | PROT_WRITE, ANON)

@@ -211,6 +211,7 @@ def test_downgrade_that_skips_vma_end_write_all_leaves_mm_lock_seq_odd(
     # session would look write-locked to faults for ever).
     bad = edited(mmap_lock_mod, "mmap_write_downgrade", ("    await vma_end_write_all(mm)\n", ""))
     monkeypatch.setattr(mmap_lock_mod, "mmap_write_downgrade", bad)
+    monkeypatch.setattr(vma_mod, "mmap_write_downgrade", bad)
     _, p = process()
     with pytest.raises(Violation) as e:
         p.munmap(A, PAGE)

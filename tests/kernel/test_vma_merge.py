@@ -713,3 +713,40 @@ def test_copy_vma(env: VmaTestEnv) -> None:
     assert span(vma_next) == (4, 8, 4)  # implied by the code, not asserted by the suite
     assert env.spans() == [(0, 2, 0), (4, 8, 4)]
     env.cleanup_mm()
+
+
+def test_commit_merge_writes_the_changed_vma_before_the_adjusted_one(
+        env: VmaTestEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """commit_merge() (mm/vma.c, 7.0) sets the range of the VMA it changes (the
+    target; middle when next is the adjusted one) before vmg_adjust_set_range()
+    moves the start of the VMA the merge only partly takes over."""
+    import pervma.kernel.vma as vma_mod
+
+    writes: list[VmAreaStruct] = []
+    real = vma_mod.vma_write_fields
+
+    async def spy(vma: VmAreaStruct, label: str) -> None:
+        writes.append(vma)
+        await real(vma, label)
+
+    monkeypatch.setattr(vma_mod, "vma_write_fields", spy)
+    vmg = env.vmg()
+
+    # Merge left, partial span:  PPPVVVV -> PPPPPPV
+    vma_prev = env.alloc_and_link_vma(0, 3, 0, BASE_FLAGS)
+    vma = env.alloc_and_link_vma(3, 7, 3, BASE_FLAGS)
+    env.vmg_set_range(vmg, 3, 6, 3, BASE_FLAGS)
+    vmg.prev, vmg.middle = vma_prev, vma
+    assert env.merge_existing(vmg) is vma_prev
+    assert (writes, env.spans()) == ([vma_prev, vma], [(0, 6, 0), (6, 7, 6)])
+    assert env.cleanup_mm() == 2
+
+    # Merge right, partial span:  VVVVNNN -> VNNNNNN
+    writes.clear()
+    vma = env.alloc_and_link_vma(2, 6, 2, BASE_FLAGS)
+    vma_next = env.alloc_and_link_vma(6, 9, 6, BASE_FLAGS)
+    env.vmg_set_range(vmg, 3, 6, 3, BASE_FLAGS)
+    vmg.prev, vmg.middle = vma, vma
+    assert env.merge_existing(vmg) is vma_next
+    assert (writes, env.spans()) == ([vma, vma_next], [(2, 3, 2), (3, 9, 3)])
+    assert env.cleanup_mm() == 2

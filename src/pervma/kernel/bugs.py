@@ -1,8 +1,12 @@
 """The catalogue of historical per-VMA locking bugs (bugs.md).
 
 Each bug is a switch in ``Config.bugs``; turning it on changes one code site
-of the model (drop, reorder or weaken one step).  The sites are marked in
-the code with ``_bug(mm, "Bxx")`` / ``"Bxx" in config.bugs``.  The model's
+of the model (drop, reorder or weaken one step).  Every site asks
+``config.bug("Bxx")`` (an id outside this catalogue is an assertion failure)
+in one branch of the mainline function: a switch that drops a step guards
+it, and a historical alternate body lives in its own function beside the
+mainline one, named after it with the bug id (``_vma_refcount_put_b16``,
+``_expand_downwards_store_b02``), so the mainline reads as 7.0.  The model's
 invariants (``debug.py``) never look at these switches.  Where Linux 7.0 no
 longer has the historical site, the switch re-creates the historical code at
 the nearest 7.0 site; ``site`` says which.

@@ -168,7 +168,7 @@ def validate_mm(mm: MmStruct) -> None:
     disjoint, map_count right, attached VMAs at vm_refcnt 1 without a write
     lock outstanding; then every PTE (_validate_pte) and the machine's page
     counts (_validate_page_counts)."""
-    from pervma.kernel.mmap_lock import VM_REFCNT_EXCLUDE_READERS_FLAG
+    from pervma.kernel.mm_types import VM_REFCNT_EXCLUDE_READERS_FLAG
 
     vmas = mm.mm_mt.snapshot()
     node = mm.mm_mt.root

@@ -160,7 +160,8 @@ async def vmf_anon_prepare(vmf: VmFault) -> int:
         return 0
     mm = vma.vm_mm
     locked = False
-    if vmf.flags & FAULT_FLAG_VMA_LOCK and "B09" not in mm.config.bugs:
+    # historical 6.4 (B09): the anon_vma was prepared under the VMA lock alone
+    if vmf.flags & FAULT_FLAG_VMA_LOCK and not mm.config.bug("B09"):
         if not await mmap_read_trylock(mm):
             await vma_end_read(vma)
             return VM_FAULT_RETRY

@@ -153,6 +153,14 @@ class Pte:
     readable: bool = True
 
 
+# vm_refcnt's values (include/linux/mm_types.h, 7.0): 0 detached, 1 attached
+# and unlocked, 1 + n with n readers; a writer or detacher excluding readers
+# adds the FLAG (bit 30), and readers may take at most VM_REFCNT_LIMIT.
+VM_REFCNT_EXCLUDE_READERS_BIT = 30
+VM_REFCNT_EXCLUDE_READERS_FLAG = 1 << VM_REFCNT_EXCLUDE_READERS_BIT
+VM_REFCNT_LIMIT = VM_REFCNT_EXCLUDE_READERS_FLAG - 1
+
+
 @dataclass(eq=False, slots=True)
 class VmAreaStruct(SlabObject):
     """struct vm_area_struct.  ``vm_refcnt`` and ``vm_lock_seq`` are the

@@ -11,6 +11,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
+from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.memory import copy_page_range, zap_page_range
 from pervma.kernel.mm import vm_flags_clear, vm_flags_init
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, File, VmFlags
@@ -20,12 +21,13 @@ from pervma.kernel.mmap_lock import (
     mmap_write_lock,
     mmap_write_lock_killable,
     mmap_write_unlock,
+    mmdrop,
     vma_mark_attached,
     vma_mark_detached,
     vma_start_write,
     vma_start_write_killable,
 )
-from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork
+from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork, unlink_anon_vmas
 from pervma.kernel.syscalls import (
     IS_ERR_VALUE,
     ULONG_MAX,
@@ -40,6 +42,7 @@ from pervma.kernel.vma import (
     VmaMergeStruct,
     VmaMunmapStruct,
     do_vmi_align_munmap,
+    reattach_vmas,
     remove_vma,
     vma_iter_store_new,
     vma_iter_update,
@@ -252,8 +255,6 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
     if vms.vmas:
         await zap_page_range(mm, addr, end)
         for v in vms.vmas:
-            from pervma.kernel.rmap import unlink_anon_vmas
-
             unlink_anon_vmas(v)
             await remove_vma(v)
         mm.map_count -= len(vms.vmas)
@@ -282,8 +283,6 @@ def file_mmap_refuses(file: File | None, vm_flags: VmFlags) -> int:
 async def _mmap_abort(vms: VmaMunmapStruct, err: int) -> int:
     """vms_abort_munmap_vmas(): the VMAs a failed MAP_FIXED gathered go back."""
     if vms.vmas:
-        from pervma.kernel.vma import reattach_vmas
-
         await reattach_vmas(vms)
     return err
 
@@ -312,7 +311,7 @@ async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, v
         if merged is not None:
             mm.system.vm_area_cachep.free(vma, "__mmap_new_vma: merged")
             return merged
-    if "B05" not in mm.config.bugs:
+    if not mm.config.bug("B05"):  # historical 6.4 (B05): published without the write lock
         await vma_start_write(vma)
     await vma_iter_store_new(mm, vma)
     mm.map_count += 1
@@ -445,8 +444,6 @@ async def mm_populate(mm: MmStruct, start: int, length: int) -> None:
     populate that runs out of pages ends early and the mmap still succeeds
     (each populated page is counted as used, zero-page mappings included:
     the model has no page-table pages to run out of instead)."""
-    from pervma.kernel.fault import handle_user_fault
-
     system = mm.system
     budget = system.mem_pages - system.page_cachep.active
     end = start + length
@@ -708,7 +705,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
     children = []
     ret = 0
     for mpnt in list(oldmm.mm_mt.snapshot()):
-        if "B04" not in oldmm.config.bugs:
+        if not oldmm.config.bug("B04"):  # historical 6.4 (B04): the parent VMA not write-locked
             ret = await vma_start_write_killable(mpnt)
             if ret:
                 break
@@ -760,8 +757,6 @@ async def exit_mmap(mm: MmStruct) -> None:
         await vma_start_write(vma)
     for vma in vmas:
         await vma_mark_detached(vma)
-        from pervma.kernel.rmap import unlink_anon_vmas
-
         unlink_anon_vmas(vma)
         await remove_vma(vma)
     mm.map_count = 0
@@ -773,8 +768,6 @@ async def exit_mmap(mm: MmStruct) -> None:
 async def mmput(mm: MmStruct) -> None:
     """Drop a user of mm: the last one tears the address space down, then
     drops the mm_count reference the users held."""
-    from pervma.kernel.mmap_lock import mmdrop
-
     if await mm.mm_users.add_return(-1, "mmput") == 0:
         await exit_mmap(mm)
         await mmdrop(mm)

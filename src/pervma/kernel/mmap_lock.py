@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
 from pervma.kernel.atomic import UINT_MAX
+from pervma.kernel.mm_types import (
+    VM_REFCNT_EXCLUDE_READERS_BIT as VM_REFCNT_EXCLUDE_READERS_BIT,  # re-export
+)
+from pervma.kernel.mm_types import VM_REFCNT_EXCLUDE_READERS_FLAG, VM_REFCNT_LIMIT, VmFlags
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task
@@ -27,10 +31,6 @@ from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
-
-VM_REFCNT_EXCLUDE_READERS_BIT = 30
-VM_REFCNT_EXCLUDE_READERS_FLAG = 1 << VM_REFCNT_EXCLUDE_READERS_BIT
-VM_REFCNT_LIMIT = VM_REFCNT_EXCLUDE_READERS_FLAG - 1
 
 TASK_UNINTERRUPTIBLE = 2
 TASK_KILLABLE = 0x102
@@ -48,10 +48,6 @@ EAGAIN_VMA = _EAgain()
 
 def _per_vma(mm: MmStruct) -> bool:
     return bool(mm.config.PER_VMA_LOCK)
-
-
-def _bug(mm: MmStruct, bug_id: str) -> bool:
-    return bug_id in mm.config.bugs
 
 
 # ---------------------------------------------------------------------------
@@ -223,20 +219,25 @@ async def vma_refcount_put(vma: VmAreaStruct) -> None:
     because once the count drops the VMA may be freed and reused by another
     mm; then wake a waiting writer or detacher if readers are excluded."""
     mm = vma.vm_mm
-    if mm is not None and "B16" in mm.config.bugs:
-        # Historical 6.15: the mm is read through the VMA after the put.
-        newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
-        debug.lockdep_release("vm_lock", vma)
-        if newcnt and __vma_are_readers_excluded(newcnt):
-            await Op(OpKind.READ, ("vma", vma.slot), "vma_refcount_put: vma->vm_mm")
-            mm = vma.vm_mm
-            debug.kasan_check(mm, "rcuwait_wake_up(&vma->vm_mm->vma_writer_wait)", "mm_struct")
-            await mm.vma_writer_wait.wake_up()
-        return
+    if mm is not None and mm.config.bug("B16"):
+        return await _vma_refcount_put_b16(vma)
     debug.lockdep_release("vm_lock", vma)
     newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
     if newcnt and __vma_are_readers_excluded(newcnt):
         debug.kasan_check(mm, "rcuwait_wake_up(&mm->vma_writer_wait)", "mm_struct")
+        await mm.vma_writer_wait.wake_up()
+
+
+async def _vma_refcount_put_b16(vma: VmAreaStruct) -> None:
+    """Historical (B16, 6.15-6.16): vma_refcount_put() reached the mm through
+    the VMA *after* the decrement, when the VMA may already be freed and
+    reused by another mm whose mm_struct may be gone."""
+    newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
+    debug.lockdep_release("vm_lock", vma)
+    if newcnt and __vma_are_readers_excluded(newcnt):
+        await Op(OpKind.READ, ("vma", vma.slot), "vma_refcount_put: vma->vm_mm")
+        mm = vma.vm_mm
+        debug.kasan_check(mm, "rcuwait_wake_up(&vma->vm_mm->vma_writer_wait)", "mm_struct")
         await mm.vma_writer_wait.wake_up()
 
 
@@ -255,7 +256,6 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     SLAB_TYPESAFE_BY_RCU; the test is inline, the report out of line).
     """
     mm_lock_seq = mm.mm_lock_seq
-    bugs = mm.config.bugs
     # 1. early check against the caller's mm, never the unstable vma->vm_mm
     await vma.read_step("vm_lock_seq", "vma_start_read: early seq check", mm_lock_seq.loc)
     if vma.freed:
@@ -267,7 +267,7 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     ok, old = await vma.vm_refcnt.inc_not_zero_limited(
         VM_REFCNT_LIMIT, "vma_start_read: refcount_inc_not_zero_limited",
         # allow_zero; historical 6.4 (B13): taking the lock did not refuse a detached VMA.
-        "B13" in bugs)
+        mm.config.bug("B13"))
     if vma.freed:
         debug.kasan_check(vma, "vma_start_read: refcount_inc_not_zero_limited(&vma->vm_refcnt)",
                           "vm_area_struct")
@@ -275,20 +275,20 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
         rcu_read_unlock()
         return EAGAIN_VMA if old == 0 else None
     debug.lockdep_acquire("vm_lock", vma, "read")
-    # 3. reuse check
-    if "B17" not in bugs:
+    # 3. reuse check (historical B17: none)
+    if not mm.config.bug("B17"):
         await vma.read_step("vma", "vma_start_read: vma->vm_mm check")
         if vma.freed:
             debug.kasan_check(vma, "vma_start_read: vma->vm_mm", "vm_area_struct")
         if vma.vm_mm is not mm:
             other = vma.vm_mm
             rcu_read_unlock()
-            if _bug(mm, "B16"):
-                await vma_refcount_put(vma)
-            else:
-                await mmgrab(other)
-                await vma_refcount_put(vma)
-                await mmdrop(other)
+            if mm.config.bug("B16"):
+                await _vma_start_read_put_b16(vma)
+                return None
+            await mmgrab(other)
+            await vma_refcount_put(vma)
+            await mmdrop(other)
             return None
     # 4. late check (acquire pairs with the release in vma_end_write_all)
     await vma.read_step("vm_lock_seq", "vma_start_read: late seq check", mm_lock_seq.loc)
@@ -301,6 +301,13 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
         return None
     vma.debug_readers += 1
     return vma
+
+
+async def _vma_start_read_put_b16(vma: VmAreaStruct) -> None:
+    """Historical (B16, 6.15-6.16): the reference on a VMA recycled into
+    another mm is dropped without pinning that mm (no mmgrab()/mmdrop()
+    around vma_refcount_put())."""
+    await vma_refcount_put(vma)
 
 
 async def vma_start_read_locked(vma: VmAreaStruct) -> bool:
@@ -490,7 +497,7 @@ async def vma_mark_attached(vma: VmAreaStruct) -> None:
     write-locked, detached VMA; all other fields were set before."""
     if not _per_vma(vma.vm_mm):
         return
-    if not _bug(vma.vm_mm, "B05"):
+    if not vma.vm_mm.config.bug("B05"):  # historical 6.4 (B05): no attach-time assertion
         vma_assert_write_locked(vma)
     vma_assert_detached(vma)
     await vma.vm_refcnt.set_release(1, "vma_mark_attached")
@@ -506,8 +513,8 @@ async def vma_mark_detached(vma: VmAreaStruct) -> None:
     vma_assert_attached(vma)
     if await vma.vm_refcnt.dec_and_test("vma_mark_detached: dec"):
         return
-    if _bug(vma.vm_mm, "B18"):
-        return  # historical draft: do not wait for transient readers
+    if vma.vm_mm.config.bug("B18"):
+        return  # historical draft (B18): do not wait for transient readers
     await __vma_exclude_readers_for_detach(vma)
 
 
@@ -555,13 +562,8 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             rcu_read_unlock()
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
-        if "B09" in config.bugs:
-            # Historical 6.4: the anon_vma precondition judged before locking.
-            await Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)")
-            if vma.anon_vma is None and vma.is_anonymous():
-                rcu_read_unlock()
-                count_vm_vma_lock_event(mm, "vma_lock_abort")
-                return None
+        if config.bug("B09") and await _lock_vma_under_rcu_b09(mm, vma):
+            return None
         r = await vma_start_read(mm, vma)
         if r is EAGAIN_VMA:
             count_vm_vma_lock_event(mm, "vma_lock_miss")
@@ -576,6 +578,18 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
         return vma
+
+
+async def _lock_vma_under_rcu_b09(mm: MmStruct, vma: VmAreaStruct) -> bool:
+    """Historical (B09, 6.4): the anon_vma precondition judged before
+    vma_start_read(), on an unlocked VMA.  True: the lookup gives up (RCU
+    dropped, ABORT counted)."""
+    await Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)")
+    if vma.anon_vma is None and vma.is_anonymous():
+        rcu_read_unlock()
+        count_vm_vma_lock_event(mm, "vma_lock_abort")
+        return True
+    return False
 
 
 @call_site("mm/mmap_lock.c:lock_vma_under_rcu_wait", pre_form="new",
@@ -664,7 +678,6 @@ async def lock_mm_and_find_vma(mm: MmStruct, address: int) -> VmAreaStruct | Non
     VM_GROWSDOWN stack first if needed.  Stack growth takes the mmap_lock
     for *write* (the StackRot fix): there is no upgrade, so the read lock is
     dropped, the write lock taken and the lookup repeated."""
-    from pervma.kernel.mm_types import VmFlags
     from pervma.kernel.mmap import expand_stack_locked
 
     if not await mmap_read_trylock(mm):
@@ -676,12 +689,8 @@ async def lock_mm_and_find_vma(mm: MmStruct, address: int) -> VmAreaStruct | Non
     if vma is None or not vma.vm_flags & VmFlags.VM_GROWSDOWN:
         await mmap_read_unlock(mm)
         return None
-    if _bug(mm, "B02"):
-        # Historical (6.1-6.4): the stack was expanded under the read lock.
-        if await expand_stack_locked(vma, address, write_locked=False):
-            await mmap_read_unlock(mm)
-            return None
-        return vma
+    if mm.config.bug("B02"):
+        return await _lock_mm_and_find_vma_b02(mm, vma, address)
     await mmap_read_unlock(mm)
     if await mmap_write_lock_killable(mm):
         return None
@@ -694,4 +703,15 @@ async def lock_mm_and_find_vma(mm: MmStruct, address: int) -> VmAreaStruct | Non
             await mmap_write_unlock(mm)
             return None
     await mmap_write_downgrade(mm)
+    return vma
+
+
+async def _lock_mm_and_find_vma_b02(mm: MmStruct, vma: VmAreaStruct, address: int) -> VmAreaStruct | None:
+    """Historical (B02, 6.1-6.4): the stack is expanded under mmap_lock held
+    for read, without the drop-and-relock to the write lock of the fix."""
+    from pervma.kernel.mmap import expand_stack_locked
+
+    if await expand_stack_locked(vma, address, write_locked=False):
+        await mmap_read_unlock(mm)
+        return None
     return vma

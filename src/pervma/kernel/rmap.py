@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
 from pervma.kernel.mm_types import VM_ACCESS_FLAGS, AnonVma, VmFlags
+from pervma.kernel.mmap_lock import mmap_assert_locked
 from pervma.sched import Op, OpKind
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ def reusable_anon_vma(old: VmAreaStruct, a: VmAreaStruct, b: VmAreaStruct) -> An
 def find_mergeable_anon_vma(vma: VmAreaStruct) -> AnonVma | None:
     """Looks at the neighbouring VMAs, which only mmap_lock protects: the
     reason anon_vma preparation needs mmap_lock even under a VMA lock."""
-    from pervma.kernel.mmap_lock import mmap_assert_locked
-
     mm = vma.vm_mm
     mmap_assert_locked(mm)
     prev, nxt = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pervma.config import Config
 from pervma.errors import UsageError
 from pervma.kernel import debug
 from pervma.kernel.atomic import Atomic, Refcount, SeqCount
+from pervma.kernel.binder import BinderAlloc, binder_vm_ops
 from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
 from pervma.kernel.madvise import sys_madvise
@@ -24,6 +25,7 @@ from pervma.kernel.maple_tree import MapleNode, MapleTree
 from pervma.kernel.mm_types import (
     PAGE_SHIFT,
     PAGE_SIZE,
+    AnonVma,
     File,
     MmStruct,
     Page,
@@ -46,7 +48,21 @@ from pervma.kernel.task_mmu import (
     maps_text,
     proc_maps_read,
 )
-from pervma.kernel.userfaultfd import UserfaultfdCtx
+from pervma.kernel.tcp import tcp_vm_ops
+from pervma.kernel.userfaultfd import (
+    O_NONBLOCK,
+    UserfaultfdCtx,
+    new_userfaultfd,
+    userfaultfd_api,
+    userfaultfd_copy,
+    userfaultfd_ctx_read,
+    userfaultfd_is_initialized,
+    userfaultfd_move,
+    userfaultfd_register,
+    userfaultfd_release,
+    userfaultfd_unregister,
+    userfaultfd_zeropage,
+)
 from pervma.kernel.util import (
     OVERCOMMIT_ALWAYS,
     OVERCOMMIT_GUESS,
@@ -58,9 +74,6 @@ from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
 from pervma.sched import Op, OpKind, current, run_direct, work
-
-if TYPE_CHECKING:
-    from pervma.kernel.binder import BinderAlloc
 
 _USER_STORE = (OpKind.WRITE, "user store")
 _USER_LOAD = (OpKind.READ, "user load")
@@ -192,9 +205,6 @@ class System:
     def create_device(self, kind: str) -> File:
         """A character device whose mmap() installs a driver's vm_ops: ``"binder"``
         (binder_vm_ops) or ``"tcp"`` (a TCP socket's tcp_vm_ops)."""
-        from pervma.kernel.binder import binder_vm_ops
-        from pervma.kernel.tcp import tcp_vm_ops
-
         ops = {"binder": binder_vm_ops, "tcp": tcp_vm_ops}.get(kind)
         if ops is None:
             raise ValueError(f"unknown device kind {kind!r}; choose binder or tcp")
@@ -253,8 +263,6 @@ class System:
 
 
 def _anon_vma() -> Any:
-    from pervma.kernel.mm_types import AnonVma
-
     return AnonVma()
 
 
@@ -373,8 +381,6 @@ class Thread:
     async def binder_mmap(self, npages: int) -> BinderAlloc:
         """mmap a binder buffer (VM_DONTCOPY | VM_MIXEDMAP, read-only) and
         return its binder_alloc, for the binder-like kernel callers."""
-        from pervma.kernel.binder import BinderAlloc
-
         dev = self.process.system.create_device("binder")
         addr = await self.mmap(0, npages * PAGE_SIZE, 0x1, 0x02, dev, 0)
         return BinderAlloc(self.mm, addr, npages)
@@ -391,8 +397,6 @@ class Thread:
 
     async def userfaultfd(self, flags: int = 0) -> AsyncUserfaultfd:
         """userfaultfd(2): a new context on this thread's mm (kernel/userfaultfd.py)."""
-        from pervma.kernel.userfaultfd import new_userfaultfd
-
         ret = await new_userfaultfd(self.mm, c_int(flags) & ULONG_MAX)
         await self._syscall_exit("userfaultfd")
         if isinstance(ret, int):
@@ -568,8 +572,6 @@ class AsyncUserfaultfd:
         return AsyncUserfaultfd(self.ctx, thread)
 
     async def _ioctl(self, name: str, aw: Coroutine[Any, Any, Any]) -> Any:
-        from pervma.kernel.userfaultfd import userfaultfd_is_initialized
-
         if name != "api" and not userfaultfd_is_initialized(self.ctx):
             aw.close()
             ret: Any = -errno.EINVAL  # only UFFDIO_API (and close) before UFFDIO_API
@@ -579,49 +581,35 @@ class AsyncUserfaultfd:
         return ret
 
     async def api(self, features: int = 0, api: int = 0xAA) -> dict[str, int]:
-        from pervma.kernel.userfaultfd import userfaultfd_api
-
         ret, feats, ioctls = await self._ioctl("api", userfaultfd_api(self.ctx, c_ulong(api), c_ulong(features)))
         _oserror(ret)
         return {"api": c_ulong(api) if not ret else 0, "features": feats, "ioctls": ioctls}
 
     async def register(self, start: int, length: int, mode: int) -> int:
-        from pervma.kernel.userfaultfd import userfaultfd_register
-
         return _oserror(await self._ioctl("register", userfaultfd_register(
             self.ctx, c_ulong(start), c_ulong(length), c_ulong(mode))))
 
     async def unregister(self, start: int, length: int) -> int:
-        from pervma.kernel.userfaultfd import userfaultfd_unregister
-
         return _oserror(await self._ioctl("unregister", userfaultfd_unregister(
             self.ctx, c_ulong(start), c_ulong(length))))
 
     async def copy(self, dst: int, src: int, length: int, mode: int = 0) -> int:
-        from pervma.kernel.userfaultfd import userfaultfd_copy
-
         r = await self._ioctl("copy", userfaultfd_copy(self.ctx, c_ulong(dst), c_ulong(src),
                                                        c_ulong(length), c_ulong(mode)))
         return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
     async def zeropage(self, start: int, length: int, mode: int = 0) -> int:
-        from pervma.kernel.userfaultfd import userfaultfd_zeropage
-
         r = await self._ioctl("zeropage", userfaultfd_zeropage(self.ctx, c_ulong(start),
                                                                c_ulong(length), c_ulong(mode)))
         return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
     async def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
-        from pervma.kernel.userfaultfd import userfaultfd_move
-
         r = await self._ioctl("move", userfaultfd_move(self.ctx, c_ulong(dst), c_ulong(src),
                                                        c_ulong(length), c_ulong(mode)))
         return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
     async def read(self) -> dict[str, int]:
         """read(2) of one struct uffd_msg (blocks unless the fd is O_NONBLOCK)."""
-        from pervma.kernel.userfaultfd import O_NONBLOCK, userfaultfd_ctx_read
-
         ret = await self._ioctl("read", userfaultfd_ctx_read(self.ctx, bool(self.ctx.flags & O_NONBLOCK)))
         if isinstance(ret, int):
             _oserror(ret)
@@ -630,8 +618,6 @@ class AsyncUserfaultfd:
 
     async def close(self) -> None:
         """close(2) of the last descriptor: userfaultfd_release()."""
-        from pervma.kernel.userfaultfd import userfaultfd_release
-
         await userfaultfd_release(self.ctx)
         await self.thread._syscall_exit("userfaultfd close")
 

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
+from pervma.kernel.memory import zap_page_range
 from pervma.kernel.mm import check_attached_vma_store, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
 from pervma.kernel.mmap_lock import (
     mmap_assert_write_locked,
+    mmap_read_unlock,
+    mmap_write_downgrade,
     vma_assert_write_locked,
     vma_mark_attached,
     vma_mark_detached,
@@ -232,6 +235,51 @@ async def _vma_complete_remove(mm: MmStruct, vma: VmAreaStruct) -> None:
     await remove_vma(vma)
 
 
+async def vmg_adjust_set_range(vmg: VmaMergeStruct) -> None:
+    """Models vmg_adjust_set_range() (mm/vma.c, 7.0): the VMA a merge only
+    partly takes over (middle after merging left, next after merging right)
+    now starts at vmg->end."""
+    if vmg.adjust_middle_start:
+        adjust = vmg.middle
+        assert adjust is not None
+        pgoff = adjust.vm_pgoff + PHYS_PFN(vmg.end - adjust.vm_start)
+    elif vmg.adjust_next_start:
+        adjust = vmg.next
+        assert adjust is not None
+        pgoff = adjust.vm_pgoff - PHYS_PFN(adjust.vm_start - vmg.end)
+    else:
+        return
+    await vma_write_fields(adjust, "vma_set_range")
+    vma_set_range(adjust, vmg.end, adjust.vm_end, pgoff)
+
+
+async def commit_merge(vmg: VmaMergeStruct) -> int:
+    """Models commit_merge() (mm/vma.c, 7.0), shared by vma_expand() and
+    vma_merge_existing_range(): the VMAs taking part are write-locked by the
+    callers.  Fail (-ENOMEM, the tree preallocation) before changing
+    anything; then set the range of the VMA being changed (the target, or
+    middle when next is the one adjusted), move the adjusted neighbour's
+    start, store the target's range in the tree, and (vma_complete) detach
+    and free the VMAs the merge removed."""
+    mm = vmg.mm
+    vma = vmg.middle if vmg.adjust_next_start else vmg.target
+    assert vma is not None
+    if _prealloc_fails(mm):
+        return -errno.ENOMEM
+    await vma_write_fields(vma, "vma_set_range")
+    vma_set_range(vma, vmg.start, vmg.end, vmg.pgoff)
+    await vmg_adjust_set_range(vmg)
+    removed = []
+    if vmg.remove_middle and vmg.middle is not None:
+        removed.append(vmg.middle)
+    if vmg.remove_next and vmg.next is not None:
+        removed.append(vmg.next)
+    await vma_iter_update(mm, remove=removed, label="commit_merge: store")
+    for v in removed:
+        await _vma_complete_remove(mm, v)
+    return 0
+
+
 async def vma_expand(vmg: VmaMergeStruct) -> int:
     """Models vma_expand(): grow target over [start, end), absorbing next
     when the range reaches its end.  The sticky flags of the proposal, the
@@ -256,18 +304,12 @@ async def vma_expand(vmg: VmaMergeStruct) -> int:
         await vma_start_write(nxt)
         vmg.remove_next = True
         sticky |= nxt.vm_flags & VM_STICKY
-    if _prealloc_fails(mm):
+    if await commit_merge(vmg):
         for d in dups:
             unlink_anon_vmas(d)
         if not vmg.give_up_on_oom:
             vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
         return -errno.ENOMEM
-    await vma_write_fields(target, "vma_set_range")
-    vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
-    removed = [nxt] if remove_next and nxt is not None else []
-    await vma_iter_update(mm, remove=removed, label="vma_expand: store")
-    for v in removed:
-        await _vma_complete_remove(mm, v)
     await vm_flags_set(target, sticky)
     return 0
 
@@ -347,48 +389,31 @@ async def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
     if merge_both:
         assert prev is not None and nxt is not None
         vmg.start, vmg.end, vmg.pgoff = prev.vm_start, nxt.vm_end, prev.vm_pgoff
-        await dup_anon_vma(prev, nxt if nxt.anon_vma is not None else middle, dups)
+        err = await dup_anon_vma(prev, nxt if nxt.anon_vma is not None else middle, dups)
     elif merge_left:
         assert prev is not None
         vmg.start, vmg.pgoff = prev.vm_start, prev.vm_pgoff
         if not vmg.remove_middle:
             vmg.adjust_middle_start = True
-        await dup_anon_vma(prev, middle, dups)
+        err = await dup_anon_vma(prev, middle, dups)
     else:
         assert nxt is not None
-        vmg.target = nxt
         if vmg.remove_middle:
             vmg.end, vmg.pgoff = nxt.vm_end, nxt.vm_pgoff - pglen
         else:
+            # middle shrinks to [vm_start, start); next, the target, grows down to start
             vmg.adjust_next_start = True
-            vmg.end, vmg.pgoff = nxt.vm_end, nxt.vm_pgoff - pglen
-        await dup_anon_vma(nxt, middle, dups)
-    if _prealloc_fails(mm):
+            vmg.start, vmg.end, vmg.pgoff = middle.vm_start, start, middle.vm_pgoff
+        err = await dup_anon_vma(nxt, middle, dups)
+    if err or await commit_merge(vmg):
         for d in dups:
             unlink_anon_vmas(d)
         if not vmg.give_up_on_oom:
             vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
         vmg.start, vmg.end, vmg.pgoff = start, end, pgoff
         return None
-    # commit_merge()
     target = vmg.target
     assert target is not None
-    if vmg.adjust_middle_start:
-        await vma_write_fields(middle, "vma_set_range")
-        vma_set_range(middle, end, middle.vm_end, middle.vm_pgoff + PHYS_PFN(end - middle.vm_start))
-    if vmg.adjust_next_start:
-        await vma_write_fields(middle, "vma_set_range")
-        vma_set_range(middle, middle.vm_start, start, middle.vm_pgoff)
-    await vma_write_fields(target, "vma_set_range")
-    vma_set_range(target, vmg.start, vmg.end, vmg.pgoff)
-    removed = []
-    if vmg.remove_middle:
-        removed.append(middle)
-    if vmg.remove_next and nxt is not None:
-        removed.append(nxt)
-    await vma_iter_update(mm, remove=removed, label="commit_merge: store")
-    for v in removed:
-        await _vma_complete_remove(mm, v)
     await vm_flags_set(target, sticky)
     vmg.state = VmaMergeState.VMA_MERGE_SUCCESS
     return target
@@ -531,9 +556,6 @@ async def reattach_vmas(vms: VmaMunmapStruct) -> None:
 async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
     """Clear PTEs (possibly after downgrading mmap_lock, which drops every
     VMA write lock at once), then free the VMAs."""
-    from pervma.kernel.memory import zap_page_range
-    from pervma.kernel.mmap_lock import mmap_read_unlock, mmap_write_downgrade
-
     mm = vms.mm
     mm.map_count -= len(vms.vmas)
     for v in vms.vmas:
