@@ -292,16 +292,15 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
     return conservative
 
 
-def run_on_races(run: Execution, stack: Sequence[BacktrackNode]) -> tuple[int, set[Access]]:
-    """A search that goes on after a violating execution: run the other
-    threads on (:meth:`Execution.run_on`) and race what they do against the
-    execution up to the violation (:func:`summary_races`), so that the
-    executions that avoid the violation by running one of them earlier are
-    explored.  Returns the conservative count and the accesses of the run-on
-    (with the pending accesses of threads left blocked), which a stateful
-    search adds to the future of the states on its stack."""
+def run_on_future(run: Execution) -> tuple[int, list[list[int]], set[Access]] | None:
+    """What the threads do when run on past a violation
+    (:meth:`Execution.run_on`): the number of events up to the violation,
+    the threads' clocks there, and the accesses of the run-on with the
+    pending accesses of the threads it leaves blocked.  None when there is no
+    violation to run past (or the model crashed: nothing after it means
+    anything)."""
     if run.violation is None or run.violation.kind == "exception":
-        return 0, set()
+        return None
     n = len(run.events)
     clocks = run.clocks()
     first = run.run_on()
@@ -314,6 +313,20 @@ def run_on_races(run: Execution, stack: Sequence[BacktrackNode]) -> tuple[int, s
             for loc, w in run.pending_access(task.tid):
                 future.add((task.tid, loc, w))
     run.drop_run_on(first)
+    return n, clocks, future
+
+
+def run_on_races(run: Execution, stack: Sequence[BacktrackNode]) -> tuple[int, set[Access]]:
+    """A search that goes on after a violating execution: race what the other
+    threads do past it (:func:`run_on_future`) against the execution up to
+    the violation (:func:`summary_races`), so that the executions that avoid
+    the violation by running one of them earlier are explored.  Returns the
+    conservative count and the run-on's accesses, which a stateful search
+    adds to the future of the states on its stack."""
+    got = run_on_future(run)
+    if got is None:
+        return 0, set()
+    n, clocks, future = got
     return summary_races(run, stack, future, n, clocks), future
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
-from pervma.check.dpor import conservative_note, run_roots
+from pervma.check.dpor import conservative_note, run_on_future, run_roots
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 
@@ -419,21 +419,15 @@ def _blocked_rule(run: Execution, stack: list[_Node], seen: set[tuple[int, int]]
 
 def _run_on_rule(run: Execution, stack: list[_Node], counts: _Counts) -> None:
     """A search that goes on after a violation: what the other threads do
-    when run on past it (:meth:`Execution.run_on`) races with every dependent
-    event before the violation that is not already before it; each such
-    thread becomes a one-thread branch there (source-DPOR's rule, as
-    :func:`pervma.check.dpor.run_on_races` applies it)."""
-    if run.violation is None or run.violation.kind == "exception":
+    when run on past it (:func:`pervma.check.dpor.run_on_future`) races with
+    every dependent event before the violation that is not already before
+    it; each such thread becomes a one-thread branch there (source-DPOR's
+    rule, as :func:`pervma.check.dpor.run_on_races` applies it)."""
+    got = run_on_future(run)
+    if got is None:
         return
+    n, clocks, future = got
     events = run.events
-    n = len(events)
-    clocks = run.clocks()
-    first = run.run_on()
-    future = {(e.tid, loc, w) for e in events[first:] for loc, w in e.acc.items()}
-    for task in run.ex.tasks:
-        if not task.done and task.pending is not None:
-            future.update((task.tid, loc, w) for loc, w in run.pending_access(task.tid))
-    run.drop_run_on(first)
     done: set[tuple[int, int]] = set()
     for t, loc, w in sorted(future, key=repr):
         clock = clocks[t]
