@@ -364,16 +364,5 @@ def test_mm_lock_seq_moves_only_in_mm_lock_seqcount_begin_and_end() -> None:
 
 # -- no false positives -------------------------------------------------------------------
 
-@pytest.mark.parametrize("preset", ["legacy", "universal", "universal-up", "universal-up-nopreempt"])
-def test_scenario_library_stays_complete_and_clean_with_the_oracles_on(preset: str) -> None:
-    """``pervma check --all --preset P``: every scenario explored completely
-    (the default stateful search) without a report."""
-    from pervma.check.api import run_check
-    from pervma.check.scenario import all_scenarios
-
-    names = [sc.name for sc in all_scenarios()]
-    assert len(names) >= 20
-    for name in names:
-        res = run_check(name, preset, minimise=False)
-        assert res.violation is None, (name, preset, res.counterexample)
-        assert res.complete, (name, preset, res.incomplete)
+# The whole library, complete and clean on the four presets with every oracle on (these
+# included): tests/kernel/test_oracles.py::test_the_scenario_library_stays_clean_under_the_new_oracles.
