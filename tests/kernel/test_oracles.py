@@ -123,8 +123,7 @@ def test_fork_not_write_protecting_the_parent_is_caught_by_page_table_check(
 def test_fork_not_linking_the_parents_anon_vma_leaves_pages_unreachable_by_rmap(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # anon_vma_fork() without anon_vma_clone(): the child's chain lacks the parent's anon_vma.
-    bad = _edited(rmap.anon_vma_fork, "child.anon_vma_chain = list(parent.anon_vma_chain)",
-                  "child.anon_vma_chain = []")
+    bad = _edited(rmap.anon_vma_fork, "ret = await anon_vma_clone(vma, pvma)", "ret = 0")
     _patch(monkeypatch, rmap.anon_vma_fork, bad, rmap, mmap_mod)
     _kern, p, a = _anon_process()
     with pytest.raises(Violation) as exc:
@@ -250,7 +249,8 @@ def test_a_vma_cache_without_typesafe_by_rcu_is_a_use_after_free_in_vma_start_re
         monkeypatch: pytest.MonkeyPatch) -> None:
     # kmem_cache_create("vm_area_struct", ...) without SLAB_TYPESAFE_BY_RCU (and no call_rcu
     # in vm_area_free): the lockless reader reads a freed VMA.
-    bad = _edited(system_mod.System.__init__, "typesafe_by_rcu=True)", "typesafe_by_rcu=False)")
+    bad = _edited(system_mod.System.__init__, "\n        typesafe_by_rcu=True)",
+                  "\n        typesafe_by_rcu=False)")
     monkeypatch.setattr(system_mod.System, "__init__", bad)
     kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
     assert kind == "KASAN: use-after-free"

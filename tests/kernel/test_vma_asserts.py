@@ -303,6 +303,7 @@ DIRECT_STORES: dict[tuple[str, str], str] = {
     ("mmap.py", "_expand_downwards_store_b02"): "historical B02 code, which had no lock to assert",
     ("rmap.py", "__anon_vma_prepare"): "anon_vma installed under mmap_lock and page_table_lock",
     ("rmap.py", "anon_vma_fork"): "the child VMA before it is attached",
+    ("rmap.py", "anon_vma_clone"): "a detached dst (split, copy_vma, fork) or one dup_anon_vma write-locked",
     ("rmap.py", "unlink_anon_vmas"): "a VMA being freed, or a dup undone under its write lock",
     ("system.py", "_setup_new_exec"): "the stack VMA before it is stored",
     ("userfaultfd_mm.py", "mfill_atomic_install_pte"): "a new page's anon_vma (folio_add_new_anon_rmap), not a VMA's",

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from pervma.config import Config
+from pervma.kernel import vma as vma_mod
 from pervma.kernel.atomic import UINT_MAX
 from pervma.kernel.mm_types import AnonVma, VmAreaStruct, VmFlags, VmOperations
 from pervma.kernel.mmap_lock import (
@@ -45,6 +46,20 @@ BASE_FLAGS = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_MAYREAD | VmFlags.V
 _KEEP: Any = object()  # "leave vmg.anon_vma as it is" (vmg_set_range semantics)
 
 
+async def _stub_anon_vma_clone(dst: VmAreaStruct, src: VmAreaStruct) -> int:
+    """vma_internal.h's anon_vma_clone(): no chains, only the observation."""
+    if src.anon_vma is not None:
+        dst.anon_vma = src.anon_vma
+        dst.anon_vma.was_cloned = True
+    return 0
+
+
+async def _stub_unlink_anon_vmas(vma: VmAreaStruct) -> None:
+    """vma_internal.h's unlink_anon_vmas(): only the observation."""
+    if vma.anon_vma is not None:
+        vma.anon_vma.was_unlinked = True
+
+
 def span(vma: VmAreaStruct) -> tuple[int, int, int]:
     """(start page, end page, pgoff) of a VMA."""
     return vma.vm_start // PAGE, vma.vm_end // PAGE, vma.vm_pgoff
@@ -62,6 +77,10 @@ class VmaTestEnv:
         self.dummy_anon_vma_2: AnonVma = anon_vma_alloc(self.mm)
         # A vm_operations_struct with .close = dummy_close.
         self.close_ops = VmOperations("dummy_close_vm_ops", has_close=True)
+        # The suite links mm/vma.c against stubs of mm/rmap.c (vma_internal.h):
+        # chains and the anon_vma tree are not what it tests.
+        self._rmap = (vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas)
+        vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas = _stub_anon_vma_clone, _stub_unlink_anon_vmas
         self.run(mmap_write_lock(self.mm))
 
     # -- running model code ------------------------------------------------
@@ -71,6 +90,7 @@ class VmaTestEnv:
 
     def teardown(self) -> None:
         self.run(mmap_write_unlock(self.mm))
+        vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas = self._rmap
 
     # -- shared.c --------------------------------------------------------
     def alloc_vma(self, start: int, end: int, pgoff: int,

@@ -46,6 +46,14 @@ class Atomic:
         self.counter += delta
         return self.counter
 
+    async def add_unless(self, delta: int, unless: int, label: str = "atomic_add_unless") -> bool:
+        """atomic_add_unless() (atomic_inc_not_zero() with 1, 0): one step."""
+        await self._rmw(label)
+        if self.counter == unless:
+            return False
+        self.counter += delta
+        return True
+
     async def cmpxchg(self, old: int, new: int, label: str = "atomic_cmpxchg") -> int:
         await self._rmw(label)
         cur = self.counter

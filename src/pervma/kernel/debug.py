@@ -261,6 +261,10 @@ def _validate_pte(vma: VmAreaStruct, pte: Pte, addr: int, mapped: dict[int, int]
         if av not in vma.anon_vma_chain:
             report("rmap: anon page unreachable",
                    f"page {page.pfn} at {addr:#x} in {vma}: its anon_vma is not on the VMA's chain")
+        elif vma not in av.rb_root:
+            report("rmap: anon page unreachable",
+                   f"page {page.pfn} at {addr:#x} in {vma}: the VMA is not in its anon_vma "
+                   f"#{av.slot}'s interval tree")
         elif vma.vm_start + ((page.index - vma.vm_pgoff) << 12) != addr:
             report("rmap: anon page unreachable",
                    f"page {page.pfn} at {addr:#x} in {vma}: index {page.index:#x} with vm_pgoff "

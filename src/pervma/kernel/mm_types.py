@@ -116,13 +116,28 @@ class File(SlabObject):
 
 @dataclass(eq=False, slots=True)
 class AnonVma(SlabObject):
-    """struct anon_vma: the rmap root for anonymous pages.  ``was_cloned`` and
-    ``was_unlinked`` are the two observations tools/testing/vma makes."""
+    """struct anon_vma (include/linux/rmap.h, 6.2+): the rmap root for
+    anonymous pages.  ``rwsem`` is taken on the root only; ``refcount`` keeps
+    the object (and a child keeps its root); ``num_children`` and
+    ``num_active_vmas`` decide reuse on fork; ``rb_root`` is the interval tree
+    of the VMAs linked to it through anon_vma_chains (a list here, in link
+    order).  ``was_cloned`` and ``was_unlinked`` are the two observations
+    tools/testing/vma makes.  The lock and the refcount are set up once per
+    object by the cache's constructor, as anon_vma_ctor() does for a
+    SLAB_TYPESAFE_BY_RCU cache."""
 
     root: AnonVma | None = None
-    degree: int = 0
+    parent: AnonVma | None = None
+    refcount: Atomic = field(default_factory=lambda: Atomic(("anon_vma_refcount", -1)))
+    rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore(("anon_vma", -1), "anon_vma"))
+    num_children: int = 0
+    num_active_vmas: int = 0
+    rb_root: list[VmAreaStruct] = field(default_factory=list)
     was_cloned: bool = False
     was_unlinked: bool = False
+
+    def locations(self) -> tuple[Hashable, ...]:
+        return (("anon_vma", self.slot), ("anon_vma_refcount", self.slot))
 
 
 @dataclass(eq=False, slots=True)

@@ -53,7 +53,7 @@ from pervma.kernel.vma import (
     vms_complete_munmap_vmas,
     vms_gather_munmap_vmas,
 )
-from pervma.kernel.vma_init import vm_area_alloc, vm_area_dup
+from pervma.kernel.vma_init import vm_area_alloc, vm_area_dup, vm_area_free
 from pervma.sched import work
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
     if vms.vmas:
         await zap_page_range(mm, addr, end)
         for v in vms.vmas:
-            unlink_anon_vmas(v)
+            await unlink_anon_vmas(v)
             await remove_vma(v)
         mm.map_count -= len(vms.vmas)
         mm.total_vm -= sum(v.pages() for v in vms.vmas)
@@ -721,7 +721,10 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
             tmp.anon_vma = None
             tmp.anon_vma_chain = []
         else:
-            anon_vma_fork(tmp, mpnt)
+            ret = await anon_vma_fork(tmp, mpnt)
+            if ret:
+                vm_area_free(tmp, "dup_mmap: anon_vma_fork failed")
+                break
         # vm_flags_clear() write-locks tmp, which only stamps its vm_lock_seq
         # (tmp is detached), as vma_mark_attached() requires.
         await vm_flags_clear(tmp, VM_LOCKED_MASK)
@@ -757,7 +760,7 @@ async def exit_mmap(mm: MmStruct) -> None:
         await vma_start_write(vma)
     for vma in vmas:
         await vma_mark_detached(vma)
-        unlink_anon_vmas(vma)
+        await unlink_anon_vmas(vma)
         await remove_vma(vma)
     mm.map_count = 0
     mm.mm_mt.destroy()

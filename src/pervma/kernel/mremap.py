@@ -24,7 +24,7 @@ from pervma.kernel.vma import (
     vma_set_range,
     vma_write_fields,
 )
-from pervma.kernel.vma_init import vm_area_dup
+from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import work
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int) -> VmA
         return new
     new = vm_area_dup(vma)
     vma_set_range(new, addr, addr + length, pgoff)
-    anon_vma_clone(new, vma)
+    if await anon_vma_clone(new, vma):
+        vm_area_free(new, "copy_vma: anon_vma_clone failed")
+        return None
     await vma_link(mm, new)
     return new
 
@@ -189,7 +191,7 @@ async def move_vma(vrm: VmaRemapStruct) -> int:
         await vma_write_fields(vma, "mremap: dontunmap_complete")
         await vm_flags_clear(vma, VM_LOCKED_MASK)
         if new_vma is not vma and vma.vm_start == vrm.addr and vma.vm_end == vrm.addr + vrm.old_len:
-            unlink_anon_vmas(vma)
+            await unlink_anon_vmas(vma)
         return vrm.new_addr
     await unmap_source_vma(vrm)
     return vrm.new_addr

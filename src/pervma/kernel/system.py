@@ -155,7 +155,7 @@ class System:
             typesafe_by_rcu=True)
         self.maple_node_cachep: KmemCache[MapleNode] = KmemCache("maple_node", lambda s: MapleNode())
         self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
-        self.anon_vma_cachep: KmemCache[Any] = KmemCache("anon_vma", lambda s: _anon_vma())
+        self.anon_vma_cachep: KmemCache[AnonVma] = KmemCache("anon_vma", _anon_vma, typesafe_by_rcu=True)
         self.page_cachep: KmemCache[Page] = KmemCache("page", Page, mem_map=True)  # Page(slot)
         self.file_cachep: KmemCache[File] = KmemCache("file", lambda s: File())
         self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
@@ -163,6 +163,7 @@ class System:
         self.vm_events: dict[str, int] = {}
         self.vm_ops_closed: list[str] = []
         self.fail_prealloc = False
+        self.fail_avc_alloc = 0  # anon_vma_chain allocations to fail (rmap.py)
         self.processes: list[Process] = []
         self._next_pid = 1
         self._next_ino = 1000
@@ -262,8 +263,10 @@ class System:
         return out
 
 
-def _anon_vma() -> Any:
-    return AnonVma()
+def _anon_vma(slot: int) -> AnonVma:
+    """anon_vma_ctor(): the lock and the refcount, once per object."""
+    return AnonVma(refcount=Atomic(("anon_vma_refcount", slot)),
+                   rwsem=RwSemaphore(("anon_vma", slot), "anon_vma"))
 
 
 async def _setup_new_exec(mm: MmStruct) -> None:

@@ -217,7 +217,9 @@ async def dup_anon_vma(dst: VmAreaStruct, src: VmAreaStruct, dups: list[VmAreaSt
         vma_assert_write_locked(dst)
         await vma_write_fields(dst, "dup_anon_vma")
         dst.anon_vma = src.anon_vma
-        anon_vma_clone(dst, src)
+        ret = await anon_vma_clone(dst, src)
+        if ret:
+            return ret
         dups.append(dst)
     return 0
 
@@ -230,7 +232,7 @@ async def _vma_complete_remove(mm: MmStruct, vma: VmAreaStruct) -> None:
     """vma_complete() for a VMA a merge absorbed: detached after the tree
     update, unlinked from its anon_vmas, freed."""
     await vma_mark_detached(vma)
-    unlink_anon_vmas(vma)
+    await unlink_anon_vmas(vma)
     mm.map_count -= 1
     await remove_vma(vma)
 
@@ -296,9 +298,12 @@ async def vma_expand(vmg: VmaMergeStruct) -> int:
     dups: list[VmAreaStruct] = []
     if remove_next:
         assert nxt is not None
-        await dup_anon_vma(target, nxt, dups)
-    if vmg.copied_from is not None:
-        await dup_anon_vma(target, vmg.copied_from, dups)
+        if await dup_anon_vma(target, nxt, dups):
+            return -errno.ENOMEM
+    if vmg.copied_from is not None and await dup_anon_vma(target, vmg.copied_from, dups):
+        for d in dups:
+            await unlink_anon_vmas(d)
+        return -errno.ENOMEM
     if remove_next:
         assert nxt is not None
         await vma_start_write(nxt)
@@ -306,7 +311,7 @@ async def vma_expand(vmg: VmaMergeStruct) -> int:
         sticky |= nxt.vm_flags & VM_STICKY
     if await commit_merge(vmg):
         for d in dups:
-            unlink_anon_vmas(d)
+            await unlink_anon_vmas(d)
         if not vmg.give_up_on_oom:
             vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
         return -errno.ENOMEM
@@ -407,7 +412,7 @@ async def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmAreaStruct | None:
         err = await dup_anon_vma(nxt, middle, dups)
     if err or await commit_merge(vmg):
         for d in dups:
-            unlink_anon_vmas(d)
+            await unlink_anon_vmas(d)
         if not vmg.give_up_on_oom:
             vmg.state = VmaMergeState.VMA_MERGE_ERROR_NOMEM
         vmg.start, vmg.end, vmg.pgoff = start, end, pgoff
@@ -435,7 +440,9 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     if _prealloc_fails(mm):
         vm_area_free(new, "__split_vma: nomem")
         return -errno.ENOMEM
-    anon_vma_clone(new, vma)
+    if await anon_vma_clone(new, vma):
+        vm_area_free(new, "__split_vma: anon_vma_clone failed")
+        return -errno.ENOMEM
     await vma_start_write(vma)
     await vma_start_write(new)
     await vma_write_fields(vma, "vma_set_range")
@@ -566,7 +573,7 @@ async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
         await mmap_write_downgrade(mm)
     await zap_page_range(mm, vms.start, vms.end)
     for v in vms.vmas:
-        unlink_anon_vmas(v)
+        await unlink_anon_vmas(v)
         await remove_vma(v)
     if vms.unlock:
         await mmap_read_unlock(mm)

@@ -541,6 +541,61 @@ _scenario("tcp-zerocopy-vs-munmap-pre-series", "the same with the pre-series loo
           "(lock_vma_under_rcu, then mmap_read_lock)", tweak=_pre_series)(_tcp_body)
 
 
+def _rmap_walker(w: World, expect_parent: bool) -> None:
+    """A reclaim-like rmap walk of the page at A: the walker isolated the page
+    (holds a reference) before the race, walks under the anon_vma's lock and
+    drops its reference at the end."""
+    from pervma.kernel.memory import put_page
+    from pervma.kernel.rmap import rmap_walk_anon
+
+    p = w.p
+    page = p.mm.pgtable[A // PAGE].page
+    page.refcount += 1  # folio_isolate_lru(): the walker's reference
+    found: list[tuple[int, int]] = []
+
+    async def walk(t: Thread) -> None:
+        found.extend((vma.vm_mm.id, addr) for vma, addr in await rmap_walk_anon(w.kern, page))
+        put_page(t.mm, page, "walker: folio_put")
+
+    def check() -> None:
+        if not set(found) <= {(q.mm.id, A) for q in w.kern.processes}:
+            violation("rmap walk", f"the walk found {found}, not only mappings of A")
+        if expect_parent and (p.mm.id, A) not in found:
+            violation("rmap walk", f"the walk missed the parent's mapping of A, which stayed "
+                      f"mapped throughout (found {found})")
+
+    w.thread("rmap-walk", p.thread(), walk)
+    w.checks.append(check)
+
+
+@_scenario("rmap-walk-vs-munmap", "an rmap walker (reclaim) locks the anon_vma of a page while "
+           "munmap unmaps it and frees the anon_vma (SLAB_TYPESAFE_BY_RCU, folio_mapped re-checks)")
+def _rmap_vs_munmap(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 1)
+    _rmap_walker(w, expect_parent=False)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, PAGE)
+
+    w.thread("munmap", p.thread(), unmap)
+
+
+@_scenario("rmap-walk-vs-fork", "an rmap walker walks the anon_vma tree while fork links the "
+           "child VMA to it (anon_vma_fork) and copies the PTE")
+def _rmap_vs_fork(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 1)
+    _rmap_walker(w, expect_parent=True)
+
+    async def fork(t: Thread) -> Any:
+        return await t.fork()
+
+    w.thread("fork", p.thread(), fork)
+
+
 @_scenario("lock-vma-under-rcu-wait", "the wait-for-writers lookup (correct use) against "
            "mprotect of the same VMA: deadlock-free")
 def _wait_ok(w: World) -> None:
