@@ -175,6 +175,68 @@ def test_orders_from_two_executions_found_with_two_jobs(monkeypatch: pytest.Monk
     assert " in execution " in res.violation[1] and res.schedule
 
 
+def _no_execution_numbers(msg: str) -> str:
+    import re
+
+    return re.sub(r" in execution \d+ of this run", " in execution N of this run", msg)
+
+
+def test_orders_seen_only_by_different_workers_are_one_report(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stateless root split gives each worker one subtree: "setter first" (the
+    # worker then takes vm_lock -> mmap_lock) and "worker first" (mmap_lock ->
+    # vm_lock).  Neither worker sees both orders; the parent adds their graphs up
+    # in order and searches the part that closes the cycle again, from the
+    # scope the single process would have had, so the report is the same.
+    _lock_instead_of_trylock(monkeypatch)
+    name = "lockdep-orders-in-two-executions"
+    one = run_check(name, "universal", stateless=True)
+    two = run_check(name, "universal", stateless=True, jobs=2)
+    assert one.violation is not None and one.violation[0] == CIRCULAR
+    # The same report and schedule; only "in execution N" of the other chain
+    # counts within the worker's part, not over the whole run.
+    assert two.violation is not None and two.violation[0] == one.violation[0]
+    assert _no_execution_numbers(two.violation[1]) == _no_execution_numbers(one.violation[1])
+    assert two.schedule == one.schedule
+    assert any("searched again in the parent" in n for n in two.notes), two.notes
+    # PCT and random sampling split executions into ranges: the same holds there.
+    one = run_check(name, "universal", strategy="random", max_executions=40, seed=3)
+    two = run_check(name, "universal", strategy="random", max_executions=40, seed=3, jobs=2)
+    assert one.violation is not None and two.violation is not None
+    assert _no_execution_numbers(two.violation[1]) == _no_execution_numbers(one.violation[1])
+    assert two.schedule == one.schedule
+    # Unpatched, the merged graphs have no cycle and nothing is searched again.
+    monkeypatch.undo()
+    clean = run_check(name, "universal", stateless=True, jobs=2)
+    assert clean.violation is None and clean.complete
+    assert not any("searched again" in n for n in clean.notes)
+
+
+def test_the_stateful_search_over_workers_reports_a_cross_worker_inversion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pervma.check import pstateful
+    from pervma.check.search import Budget, Stats
+    from pervma.kernel import lockdep
+
+    _lock_instead_of_trylock(monkeypatch)
+    name = "lockdep-orders-in-two-executions"
+    # Each worker's graph holds one order: what the split and the workers saw
+    # together must still make the report.
+    runner = Runner(get_scenario(name), Config.preset("universal"))
+    stats = Stats("dpor")
+    pstateful.explore(runner, Budget(), stats, jobs=2, depth=1)
+    assert stats.found is not None and stats.found.kind == CIRCULAR
+    assert any("graphs together closed a cycle" in n for n in stats.notes), stats.notes
+    # The merge itself: two one-edge graphs in opposite orders clash.
+    a, b = lockdep.LockdepGraph(), lockdep.LockdepGraph()
+    dep = lockdep.Dependency("x", lockdep.Acquisition("y", "write", ("f", "")), "t/1", 1, ())
+    back = lockdep.Dependency("y", lockdep.Acquisition("x", "write", ("g", "")), "t/2", 2, ())
+    a.after["x"] = {"y": dep}
+    b.after["y"] = {"x": back}
+    assert lockdep.merge_graphs(a, b) is True and set(a.after) == {"x", "y"}
+    assert lockdep.merge_graphs(lockdep.LockdepGraph(), b) is False
+
+
 def test_library_regression_in_fault_vs_munmap(monkeypatch: pytest.MonkeyPatch) -> None:
     _lock_instead_of_trylock(monkeypatch)
     res = run_check("fault-vs-munmap", "universal")

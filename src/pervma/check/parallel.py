@@ -14,6 +14,14 @@ giving exactly the result of one process.
   the ranges in order and stops at the first violation.
 
 Only the order of the results matters, never which worker finished first.
+
+What the model's debug checks learn across executions (lockdep's graph, in
+the run scope) is learnt per worker.  The parent adds the workers' scopes up
+in the same order (``RunScope.absorb``); where a part's knowledge meets that of
+the parts before it in a report neither made alone (an inversion whose two
+orders fell in different workers), that part is searched again in the
+parent, starting from the scope the single process would have had there, so
+the report and its replay are the single process's.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 from pervma.check import dpor, strategies
 from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
+from pervma.sched import RunScope
 
 
 def _runner(name: str, cfg: Config) -> Runner:
@@ -33,22 +42,37 @@ def _runner(name: str, cfg: Config) -> Runner:
 
 
 def _subtree(name: str, cfg: Config, root: Any, max_executions: int | None,
-             time_limit: float | None, trace_stats: bool = False) -> Stats:
-    st = dpor.explore(_runner(name, cfg), Budget(max_executions, time_limit),
+             time_limit: float | None, trace_stats: bool = False) -> tuple[Stats, RunScope]:
+    runner = _runner(name, cfg)
+    st = dpor.explore(runner, Budget(max_executions, time_limit),
                       Stats("dpor", trace_stats=trace_stats), root=root)
     st.notes = []
-    return st
+    return st, runner.scope
 
 
-def _sample(name: str, cfg: Config, strategy: str, seed: int, depth: int, first: int,
-            count: int, time_limit: float | None, trace_stats: bool = False) -> Stats:
-    runner = _runner(name, cfg)
+def _sample_with(runner: Runner, strategy: str, seed: int, depth: int, first: int,
+                 count: int, time_limit: float | None, stats: Stats) -> Stats:
     budget = Budget(count, time_limit)
-    stats = Stats(strategy, trace_stats=trace_stats)
     if strategy == "random":
         return strategies.explore_random(runner, budget, seed=seed, stats=stats, first=first)
     return strategies.explore_pct(runner, budget, seed=seed, depth=depth, stats=stats,
                                   first=first)
+
+
+def _sample(name: str, cfg: Config, strategy: str, seed: int, depth: int, first: int,
+            count: int, time_limit: float | None, trace_stats: bool = False
+            ) -> tuple[Stats, RunScope]:
+    runner = _runner(name, cfg)
+    st = _sample_with(runner, strategy, seed, depth, first, count, time_limit,
+                      Stats(strategy, trace_stats=trace_stats))
+    return st, runner.scope
+
+
+def _from(runner: Runner, scope: RunScope, stats: Stats) -> None:
+    """Search the next part in the parent with the scope the single process
+    would have had there."""
+    runner.scope = scope
+    scope.executions = stats.executions + stats.pruned
 
 
 def _absorb(total: Stats, part: Stats) -> None:
@@ -66,6 +90,10 @@ def _absorb(total: Stats, part: Stats) -> None:
     for reason in part.incomplete:
         if reason not in total.incomplete:
             total.incomplete.append(reason)
+
+
+_CLASH_NOTE = ("a part was searched again in the parent: its lockdep graph and the ones "
+               "before it closed a cycle neither closed alone")
 
 
 def ranges(total: int, jobs: int) -> list[tuple[int, int]]:
@@ -96,15 +124,22 @@ def explore(runner: Runner, budget: Budget, strategy: str, jobs: int, *, seed: i
             parts = [f.result() for f in futs]
         budget.start()
         cap = budget.max_executions
-        for i, (root, part) in enumerate(zip(roots, parts, strict=True)):
+        learnt = RunScope()  # the scope the single process would have after each part
+        for i, (root, (part, scope)) in enumerate(zip(roots, parts, strict=True)):
             if i:
                 reason = budget.exhausted(stats)
                 if reason is not None:
                     stats.incomplete.append(reason)
                     break
             used = stats.executions + stats.pruned
-            if cap is not None and used + part.executions + part.pruned > cap:
+            before = learnt.copy()
+            clash = part.found is None and learnt.absorb(scope)
+            if clash or (cap is not None and used + part.executions + part.pruned > cap):
+                _from(runner, before, stats)
                 dpor.explore(runner, budget, stats, root=root, restart=False)
+                learnt = runner.scope.copy()
+                if clash:
+                    stats.notes.append(_CLASH_NOTE)
             else:
                 _absorb(stats, part)
             if dpor.stopped(stats):
@@ -121,11 +156,21 @@ def explore(runner: Runner, budget: Budget, strategy: str, jobs: int, *, seed: i
             futs = [pool.submit(_sample, name, cfg, strategy, seed, depth, first, count,
                                 budget.time_limit, trace_stats) for first, count in chunks]
             parts = [f.result() for f in futs]
-        for part in parts:
-            _absorb(stats, part)
+        learnt = RunScope()
+        for (first, count), (part, scope) in zip(chunks, parts, strict=True):
+            before = learnt.copy()
+            if part.found is None and learnt.absorb(scope):
+                _from(runner, before, stats)
+                again = _sample_with(runner, strategy, seed, depth, first, count,
+                                     budget.time_limit, Stats(strategy, trace_stats=trace_stats))
+                _absorb(stats, again)
+                stats.notes.append(_CLASH_NOTE)
+                learnt = runner.scope.copy()
+            else:
+                _absorb(stats, part)
             if stats.found is not None:
                 break
-        stats.notes = list(parts[0].notes)
+        stats.notes = [*parts[0][0].notes, *(n for n in stats.notes if n == _CLASH_NOTE)]
         stats.notes.append(f"{len(chunks)} worker processes, executions "
                            + ", ".join(f"{a}..{a + c - 1}" for a, c in chunks))
     stats.stop_clock()

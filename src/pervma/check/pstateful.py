@@ -39,6 +39,7 @@ from pervma.check import stateful
 from pervma.check.dpor import conservative_note
 from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.check.stateful import Entry, Table, Unit
+from pervma.sched import RunScope
 
 #: Units wanted per worker when the depth is chosen (grown until reached).
 #: 4 left one unit with most of the work on spin-2f-m (depth 3: one worker
@@ -77,12 +78,35 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None, jobs: in
     workers = min(jobs, len(units))
     co = _Coordinator(runner, budget, stats, units, workers)
     co.run()
+    if stats.found is None and not stats.incomplete and _clash(co.scopes):
+        # Two orders of a lock pair, each seen by another worker: the graphs
+        # meet only here.  The single-process search reports it, with the
+        # execution that closes the cycle and a replay of it.
+        again = Stats("dpor")
+        runner.scope = RunScope()
+        stateful.explore_roots(runner, budget, again)
+        for name in again.__dataclass_fields__:
+            setattr(stats, name, getattr(again, name))
+        stats.notes.append("the workers' lockdep graphs together closed a cycle none closed "
+                           "alone: the search ran again in one process to report it")
+        stats.stop_clock()
+        return stats
     stats.notes.append(f"stateful search split {d} transitions deep into {len(units)} units "
                        f"over {workers} worker processes sharing finished states (CPU s: "
                        + ", ".join(f"{c:.2f}" for c in co.cpu) + ")")
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
+
+
+def _clash(scopes: list[RunScope | None]) -> bool:
+    """Do the workers' scopes, added up, report what none did alone?"""
+    learnt = RunScope()
+    clash = False
+    for scope in scopes:
+        if scope is not None:
+            clash |= learnt.absorb(scope)
+    return clash
 
 
 def _merge(table: Table, batch: list[Shared]) -> None:
@@ -144,7 +168,7 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
             known = len(table.states)
             outbox.put(("done", wid, _figures(st), keys, table.revisits, table.cycles,
                         time.process_time() - cpu0))
-        outbox.put(("bye", wid))
+        outbox.put(("bye", wid, runner.scope))
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
         outbox.put(("error", wid, text[-1] if text else type(exc).__name__,
@@ -171,6 +195,7 @@ class _Coordinator:
         self.revisits = [0] * workers
         self.cycles = [0] * workers
         self.cpu = [0.0] * workers  # each worker's CPU seconds, as it last said
+        self.scopes: list[RunScope | None] = [None] * workers  # each worker's, at its end
 
     def run(self) -> None:
         ctx = mp.get_context("fork")
@@ -248,6 +273,7 @@ class _Coordinator:
                 running += hand(w)
             elif kind == "bye":
                 alive.discard(w)
+                self.scopes[w] = msg[2]
             else:
                 raise RuntimeError(f"a worker process of the stateful search failed: {msg[2]}")
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pervma.sched import running_slot
+from pervma.sched import RunScope, running_slot
 
 if TYPE_CHECKING:
     from pervma.kernel.task import HeldLock, TaskStruct
@@ -140,6 +140,25 @@ class LockdepGraph:
 # Graphs of code run outside any run scope, one per System (not reachable
 # from the model, so never part of a state).
 _unscoped: weakref.WeakKeyDictionary[Any, LockdepGraph] = weakref.WeakKeyDictionary()
+
+
+def merge_graphs(into: LockdepGraph, other: LockdepGraph) -> bool:
+    """Add other's dependencies to into (a worker's graph to the run's);
+    True if one of them closes a cycle with what into already knew: the
+    two orders were seen, only in different workers."""
+    clash = False
+    for prev, succ in other.after.items():
+        for name, dep in succ.items():
+            mine = into.after.setdefault(prev, {})
+            if name in mine:
+                continue
+            if into.path(name, prev) is not None:
+                clash = True
+            mine[name] = dep
+    return clash
+
+
+RunScope.mergers[_KEY] = merge_graphs
 
 
 def graph_of(tsk: TaskStruct) -> tuple[LockdepGraph, int]:

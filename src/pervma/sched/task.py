@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Hashable, Iterator
+from collections.abc import Callable, Coroutine, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +28,43 @@ class RunScope:
 
     __slots__ = ("data", "executions", "replay")
 
+    #: How the model combines what two scopes learnt, by ``data`` key: a
+    #: function that adds the second's knowledge to the first's and returns
+    #: True when together they report what neither did alone (two lockdep
+    #: graphs whose union has a cycle).  Registered by model code.
+    mergers: dict[str, Callable[[Any, Any], bool]] = {}
+
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.executions = 0
         self.replay: dict[str, Any] = {}
+
+    def absorb(self, other: RunScope) -> bool:
+        """Add what ``other`` learnt (a worker's scope) to this one; True when
+        the union reports something neither scope did (see ``mergers``).  A
+        driver that splits one run over processes calls it so that knowledge
+        gathered in different workers still meets."""
+        import copy
+
+        clash = False
+        for key, theirs in other.data.items():
+            mine = self.data.get(key)
+            merge = RunScope.mergers.get(key)
+            if mine is None or merge is None:
+                if mine is None:
+                    self.data[key] = copy.deepcopy(theirs)
+                continue
+            clash |= merge(mine, theirs)
+        return clash
+
+    def copy(self) -> RunScope:
+        import copy
+
+        new = RunScope()
+        new.data = copy.deepcopy(self.data)
+        new.executions = self.executions
+        new.replay = copy.deepcopy(self.replay)
+        return new
 
 
 class Violation(BaseException):  # noqa: N818 - it is raised, not handled, by model code
