@@ -340,3 +340,21 @@ def test_mprotect_not_calling_invalidate_range_start_is_caught(monkeypatch: pyte
     assert kind == "WARNING: mmu_notifier"
     assert msg == ("mirror#0: invalidate_range_end for MMU_NOTIFY_PROTECTION_VMA [0x10000000-0x10001000) "
                    "without invalidate_range_start")
+
+
+@pytest.mark.parametrize("preset", ["universal", "legacy"])
+def test_wp_page_copy_notifying_an_empty_range_keeps_the_old_page_in_the_mirror(
+        monkeypatch: pytest.MonkeyPatch, preset: str) -> None:
+    import pervma.kernel.memory as memory
+
+    bad = _edited(memory.do_wp_page,
+                  "    rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, vmf.vpn << PAGE_SHIFT, "
+                  "(vmf.vpn + 1) << PAGE_SHIFT)",
+                  "    rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, vmf.vpn << PAGE_SHIFT, "
+                  "vmf.vpn << PAGE_SHIFT)")
+    monkeypatch.setattr(memory, "do_wp_page", bad)
+    kind, msg, _ = _explore("mirror-vs-cow-after-fork", preset)
+    assert kind == "BUG: mmu_notifier"
+    assert msg == ("stale secondary PTE after invalidate_range_end: mirror#0 maps 0x10000000 to pfn 1 "
+                   "read-only, but the primary PTE maps pfn 2 in mm#0 (a PTE changed without "
+                   "mmu_notifier_invalidate_range_start)")
