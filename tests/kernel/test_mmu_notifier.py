@@ -150,12 +150,15 @@ def test_mm_take_all_locks_returns_eintr_on_a_fatal_signal_and_drops_what_it_too
     assert run_direct(body(), model=me) == (-errno.EINTR, None, None, 1)  # only mmap_lock
 
 
-def test_mm_take_all_locks_without_the_mmap_write_lock_is_a_bug() -> None:
-    kern = System(Config.preset("universal"))
+@pytest.mark.parametrize("preset", ["universal", "legacy"])
+def test_mm_take_all_locks_without_the_mmap_write_lock_is_a_bug(preset: str) -> None:
+    kern = System(Config.preset(preset))
     p = kern.spawn()
     with pytest.raises(Violation) as exc:
         run_direct(vma_mod.mm_take_all_locks(p.mm), model=p.main.task)
-    assert "mmap_lock" in exc.value.message or "mmap_lock" in exc.value.kind
+    assert (exc.value.kind, exc.value.message) == ("WARNING: mmap_assert_write_locked",
+                                                   "mm#0 mmap_lock not write-held")
+    assert kern.mm_all_locks_mutex.writer is None
 
 
 def test_register_interrupted_by_a_fatal_signal_publishes_nothing() -> None:
