@@ -36,6 +36,9 @@ ALLOWED_DEFERRED: dict[tuple[str, str, str], str] = {
         "VM_REFCNT_EXCLUDE_READERS_FLAG",
     ("debug", "_validate_pte", "mm_types"):
         "the same: the PTE check reads VmFlags",
+    ("mmu_notifier", "__mmu_notifier_register", "vma"):
+        "registration takes mm_take_all_locks() (mm/vma.c), whose zap reaches the notifier "
+        "hooks (vma -> memory -> mmu_notifier)",
     # lockdep.py sits below debug.py, whose lockdep_acquire/release feed its graph; its
     # reports go out through debug.report (kernel/locking/lockdep.c prints through printk).
     ("lockdep", "_circular", "debug"): "the circular-dependency report goes through debug.report",

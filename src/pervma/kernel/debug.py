@@ -203,6 +203,35 @@ def validate_mm(mm: MmStruct) -> None:
             continue
         _validate_pte(cover, pte, addr, mapped)
     _validate_page_counts(mm, mapped)
+    if mm.notifier_subscriptions is not None:
+        validate_mmu_mirrors(mm)
+
+
+def validate_mmu_mirrors(mm: MmStruct) -> None:
+    """Every secondary MMU subscribed to mm (kernel/mmu_mirror.py) holds no
+    stale entry once the core mm is quiescent: each entry maps the page the
+    primary PTE maps, with no more access than it gives, and no invalidation
+    is left open (invalidate_range_start without its _end)."""
+    for sub in mm.notifier_subscriptions.list:
+        sptes = getattr(sub, "spte", None)
+        if sptes is None:
+            continue
+        if getattr(sub, "invalidate_in_progress", 0):
+            report("BUG: mmu_notifier", f"{sub}: {sub.invalidate_in_progress} invalidate_range_start "
+                   "without invalidate_range_end")
+        for vpn, (page, writable) in sorted(sptes.items()):
+            pte = mm.pgtable.get(vpn)
+            if pte is None:
+                now = "no primary PTE"
+            elif pte.page is not page:
+                now = f"the primary PTE maps pfn {pte.page.pfn}"
+            elif not pte.readable or (writable and not pte.writable):
+                now = f"the primary PTE is {'read-only' if pte.readable else 'PROT_NONE'}"
+            else:
+                continue
+            report("BUG: mmu_notifier", f"stale secondary PTE after invalidate_range_end: {sub} maps "
+                   f"{vpn << 12:#x} to pfn {page.pfn} {'writable' if writable else 'read-only'}, but "
+                   f"{now} in {mm} (a PTE changed without mmu_notifier_invalidate_range_start)")
 
 
 def _mappings(mm: MmStruct) -> dict[int, int]:

@@ -65,6 +65,11 @@ CLASS_NAMES: dict[str, str] = {
     "i_mmap_rwsem": "&mapping->i_mmap_rwsem",
     "invalidate_lock": "&mapping->invalidate_lock",
     "rcu_read_lock": "rcu_read_lock",
+    # mmu notifiers (mmu_notifier.py, mm_take_all_locks in vma.py, the mirror in mmu_mirror.py)
+    "mm_all_locks_mutex": "mm_all_locks_mutex",
+    "mmu_notifier_invalidate_range_start": "mmu_notifier_invalidate_range_start",
+    "mmu_notifier_lock": "&subscriptions->lock",
+    "mirror_lock": "&mirror->mmu_lock",
 }
 
 _KEY = "lockdep"

@@ -26,6 +26,7 @@ from pervma.kernel.mmap_lock import (
     vma_end_read,
     vma_start_write,
 )
+from pervma.kernel.mmu_notifier import MMU_NOTIFY_CLEAR
 from pervma.kernel.sites import call_site
 from pervma.kernel.syscalls import ULONG_MAX, NotModelled, c_int, c_ulong
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
@@ -82,7 +83,7 @@ async def madvise_dontneed_free(vma: VmAreaStruct, start: int, end: int, advice:
         if not vma.is_anonymous():
             return -errno.EINVAL
         return 0  # lazily freed: the bytes stay until reclaim, which pervma does not model
-    await zap_page_range(vma.vm_mm, start, end)
+    await zap_page_range(vma.vm_mm, start, end, MMU_NOTIFY_CLEAR)  # zap_page_range_single_batched()
     return 0
 
 

@@ -17,6 +17,14 @@ from typing import TYPE_CHECKING
 from pervma.kernel import debug
 from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
+from pervma.kernel.mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    MMU_NOTIFY_PROTECTION_PAGE,
+    MMU_NOTIFY_UNMAP,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+    mmu_notifier_range_init,
+)
 from pervma.kernel.rmap import __anon_vma_prepare
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind, touch, work
@@ -380,11 +388,15 @@ async def do_wp_page(vmf: VmFault) -> int:
     if not old.zero_page:
         await work("copy_page")
         new.data = dict(old.data)
+    # wp_page_copy(): the secondary MMUs drop the old page before the PTE changes
+    rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, vmf.vpn << PAGE_SHIFT, (vmf.vpn + 1) << PAGE_SHIFT)
+    await mmu_notifier_invalidate_range_start(rng)
     await ptl.lock()
     cur = mm.pgtable.get(vmf.vpn)
     if cur is None or cur.page is not old:
         await ptl.unlock()
         put_page(mm, new, "wp_page_copy: raced")
+        await mmu_notifier_invalidate_range_end(rng)
         return 0
     check_fault_vma(vmf, "wp_page_copy")
     new.anon_vma, new.index, new.mapcount = vma.anon_vma, linear_page_index(vma, vmf.address), 1
@@ -394,6 +406,7 @@ async def do_wp_page(vmf: VmFault) -> int:
     touch(("page", old.pfn))
     put_page(mm, old, "wp_page_copy")
     await ptl.unlock()
+    await mmu_notifier_invalidate_range_end(rng)
     return 0
 
 
@@ -431,10 +444,14 @@ async def flush_tlb(mm: MmStruct, label: str) -> None:
     await Op(OpKind.LOCAL, ("tlb", mm.id), label, work="tlb_flush")
 
 
-async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
+async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NOTIFY_UNMAP) -> int:
     """unmap_page_range(): clear the PTEs of [start, end), one PTE page at a
     time under its page-table lock, drop the page references, flush TLBs
-    once."""
+    once.  Inside mmu_notifier_invalidate_range_start/end with ``event``:
+    MMU_NOTIFY_UNMAP as unmap_vmas() (munmap, exit), MMU_NOTIFY_CLEAR as
+    zap_page_range_single() (madvise, drivers)."""
+    rng = mmu_notifier_range_init(event, 0, mm, start, end)
+    await mmu_notifier_invalidate_range_start(rng)
     zapped = 0
     pgtable = mm.pgtable
     # One group per PTE page; built before the walk so that no iterator of
@@ -461,6 +478,7 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
                     put_page(mm, page, "zap_pte_range")
             zapped += 1
         await ptl.unlock()
+    await mmu_notifier_invalidate_range_end(rng)
     if zapped:
         await flush_tlb(mm, "tlb_finish_mmu")
     return zapped
@@ -490,6 +508,8 @@ async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmArea
     """mremap's PTE move: each PTE of the old range goes to the new one (the
     present ones only are visited, so a huge sparse range costs its PTEs)."""
     mm = old_vma.vm_mm
+    rng = mmu_notifier_range_init(MMU_NOTIFY_UNMAP, 0, mm, old_addr, old_addr + length)
+    await mmu_notifier_invalidate_range_start(rng)
     for ovpn in present_vpns(mm, old_addr, old_addr + length):
         i = ovpn - (old_addr >> PAGE_SHIFT)
         pte = mm.pgtable.get(ovpn)
@@ -505,6 +525,7 @@ async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmArea
         await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
         await nptl.unlock()
     await flush_tlb(mm, "move_page_tables: flush")
+    await mmu_notifier_invalidate_range_end(rng)
 
 
 async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
@@ -516,6 +537,10 @@ async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
     smm, dmm = src.vm_mm, dst.vm_mm
     cow = not src.vm_flags & VmFlags.VM_SHARED and src.vm_flags & VmFlags.VM_MAYWRITE
     wrprotected = False
+    rng = None
+    if cow:  # the parent's PTEs lose write access: MMU_NOTIFY_PROTECTION_PAGE
+        rng = mmu_notifier_range_init(MMU_NOTIFY_PROTECTION_PAGE, 0, smm, src.vm_start, src.vm_end)
+        await mmu_notifier_invalidate_range_start(rng)
     for vpn in present_vpns(smm, src.vm_start, src.vm_end):
         ptl = smm.ptl(vpn << PAGE_SHIFT)
         await ptl.lock()
@@ -535,5 +560,7 @@ async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
                 touch(("page", page.pfn))
             dmm.pgtable[vpn] = child_pte
         await ptl.unlock()
+    if rng is not None:
+        await mmu_notifier_invalidate_range_end(rng)
     if wrprotected:
         await flush_tlb(smm, "dup_mmap: flush_tlb_mm")

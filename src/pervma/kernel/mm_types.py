@@ -112,6 +112,9 @@ class File(SlabObject):
     pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
     contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"
     i_mmap: list[VmAreaStruct] = field(default_factory=list)
+    # mapping->i_mmap_rwsem, and AS_MM_ALL_LOCKS in mapping->flags (mm_take_all_locks)
+    i_mmap_rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore(("i_mmap_rwsem", -1), "i_mmap_rwsem"))
+    as_mm_all_locks: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -135,6 +138,8 @@ class AnonVma(SlabObject):
     rb_root: list[VmAreaStruct] = field(default_factory=list)
     was_cloned: bool = False
     was_unlinked: bool = False
+    # the mark mm_take_all_locks() keeps in the low bit of the root's rb_root
+    mm_all_locks_mark: bool = False
 
     def locations(self) -> tuple[Hashable, ...]:
         return (("anon_vma", self.slot), ("anon_vma_refcount", self.slot))
@@ -259,6 +264,7 @@ class MmStruct(SlabObject):
     cpus: set[int] = field(default_factory=set)
     # debug.py's fork-snapshot record: memory before fork and the stores since
     fork_log: list[tuple[dict[int, int], list[tuple[int, int]]]] | None = None
+    notifier_subscriptions: Any = None  # mmu_notifier.py's MmuNotifierSubscriptions
 
     def __str__(self) -> str:
         return f"mm#{self.id}"

@@ -27,6 +27,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write,
     vma_start_write_killable,
 )
+from pervma.kernel.mmu_notifier import mmu_notifier_release
 from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork, unlink_anon_vmas
 from pervma.kernel.syscalls import (
     IS_ERR_VALUE,
@@ -748,7 +749,9 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
 async def exit_mmap(mm: MmStruct) -> None:
     """Models exit_mmap() (6.18/7.0): unmap everything under the read lock,
     then under the write lock write-lock each VMA (free_pgtables, never
-    killable), detach and free it, destroy the tree."""
+    killable), detach and free it, destroy the tree.  mmu_notifier_release()
+    comes first: secondary MMUs drop everything before any page is freed."""
+    await mmu_notifier_release(mm)
     await mmap_read_lock(mm)
     for vma in mm.mm_mt.snapshot():
         await zap_page_range(mm, vma.vm_start, vma.vm_end)

@@ -17,6 +17,12 @@ from pervma.kernel.mmap import (
     calc_vm_prot_bits,
 )
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
+from pervma.kernel.mmu_notifier import (
+    MMU_NOTIFY_PROTECTION_VMA,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+    mmu_notifier_range_init,
+)
 from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
 from pervma.kernel.util import security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
@@ -61,7 +67,11 @@ async def mprotect_fixup(vma: VmAreaStruct, prev: VmAreaStruct | None, start: in
     await vma_start_write(vma)
     await vma_write_fields(vma, "vm_flags_reset_once")
     vm_flags_reset_once(vma, newflags)
+    # change_pmd_range() brackets the PTE updates with the notifier
+    rng = mmu_notifier_range_init(MMU_NOTIFY_PROTECTION_VMA, 0, mm, start, end)
+    await mmu_notifier_invalidate_range_start(rng)
     await change_protection(vma, start, end, newflags)
+    await mmu_notifier_invalidate_range_end(rng)
     return 0, vma
 
 

@@ -35,6 +35,8 @@ from pervma.kernel.mm_types import (
 )
 from pervma.kernel.mmap import dup_mmap, mmput, sys_brk, sys_mmap, sys_munmap
 from pervma.kernel.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
+from pervma.kernel.mmu_mirror import MmuMirror, mirror_access, mirror_fault
+from pervma.kernel.mmu_notifier import mmu_notifier_register
 from pervma.kernel.mprotect import sys_mprotect
 from pervma.kernel.mremap import sys_mremap
 from pervma.kernel.rcu import RcuState
@@ -157,13 +159,16 @@ class System:
         self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
         self.anon_vma_cachep: KmemCache[AnonVma] = KmemCache("anon_vma", _anon_vma, typesafe_by_rcu=True)
         self.page_cachep: KmemCache[Page] = KmemCache("page", Page, mem_map=True)  # Page(slot)
-        self.file_cachep: KmemCache[File] = KmemCache("file", lambda s: File())
+        self.file_cachep: KmemCache[File] = KmemCache(
+            "file", lambda s: File(i_mmap_rwsem=RwSemaphore(("i_mmap_rwsem", s), "i_mmap_rwsem")))
         self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
         self.vm_events: dict[str, int] = {}
         self.vm_ops_closed: list[str] = []
         self.fail_prealloc = False
         self.fail_avc_alloc = 0  # anon_vma_chain allocations to fail (rmap.py)
+        self.mm_all_locks_mutex = RwSemaphore(("mm_all_locks_mutex",), "mm_all_locks_mutex")
+        self.nr_mirrors = 0  # MmuMirror ids (Thread.mmu_notifier_register)
         self.processes: list[Process] = []
         self._next_pid = 1
         self._next_ino = 1000
@@ -419,6 +424,18 @@ class Thread:
         assert isinstance(ret, dict)
         return ret
 
+    async def mmu_notifier_register(self) -> AsyncMmuMirror:
+        """A secondary MMU mirroring this thread's mm (kernel/mmu_mirror.py),
+        subscribed with mmu_notifier_register(): OSError(EINTR) when a fatal
+        signal interrupts mm_take_all_locks()."""
+        sysm = self.process.system
+        mirror = MmuMirror(sysm.nr_mirrors)
+        sysm.nr_mirrors += 1
+        ret = await mmu_notifier_register(mirror, self.mm)
+        await self._syscall_exit("mmu_notifier_register")
+        _oserror(ret)
+        return AsyncMmuMirror(mirror, self)
+
     async def user(self, label: str = "user work") -> None:
         """Time spent in user space between two calls (a cost for the simulator)."""
         await work("user", label)
@@ -551,6 +568,62 @@ class Process:
                       vma_name_size: int = PATH_MAX, build_id_size: int = 0) -> dict[str, Any]:
         return dict(self._run(self.main.procmap_query(addr, flags, size, vma_name_size, build_id_size)))
 
+    def mmu_notifier_register(self) -> MmuMirrorHandle:
+        m = self._run(self.main.mmu_notifier_register())
+        return MmuMirrorHandle(m.mirror, self)
+
+
+class AsyncMmuMirror:
+    """A secondary MMU (kernel/mmu_mirror.py) used by one thread of the mm it
+    mirrors: ``fault`` copies a PTE into the mirror's table, ``load`` and
+    ``store`` access memory through it (faulting on a miss).  A bad address
+    is OSError(EFAULT), as get_user_pages() gives."""
+
+    def __init__(self, mirror: MmuMirror, thread: Thread) -> None:
+        self.mirror = mirror
+        self.thread = thread
+
+    def on(self, thread: Thread) -> AsyncMmuMirror:
+        if thread.mm is not self.mirror.mm:
+            raise UsageError(f"{self.mirror} mirrors {self.mirror.mm}, not {thread.mm}: use it from "
+                             "a thread of the process that registered it")
+        return AsyncMmuMirror(self.mirror, thread)
+
+    async def _call(self, what: str, ret: int) -> int:
+        await self.thread._syscall_exit(f"mirror {what}")
+        return _oserror(ret)
+
+    async def fault(self, addr: int, write: bool = False) -> int:
+        return await self._call("fault", await mirror_fault(self.mirror, addr & ULONG_MAX, write))
+
+    async def load(self, addr: int) -> int:
+        return await self._call("load", await mirror_access(self.mirror, addr & ULONG_MAX, False))
+
+    async def store(self, addr: int, byte: int) -> None:
+        await self._call("store", await mirror_access(self.mirror, addr & ULONG_MAX, True, byte))
+
+    def entries(self) -> dict[int, tuple[int, bool]]:
+        """The mirror's table: address -> (pfn, writable)."""
+        return {vpn << PAGE_SHIFT: (page.pfn, w) for vpn, (page, w) in sorted(self.mirror.spte.items())}
+
+
+class MmuMirrorHandle(AsyncMmuMirror):
+    """The synchronous form (each call runs on the process's main thread);
+    ``on(t)`` gives the awaitable form for a thread of the process."""
+
+    def __init__(self, mirror: MmuMirror, process: Process) -> None:
+        super().__init__(mirror, process.main)
+        self.process = process
+
+    def fault(self, addr: int, write: bool = False) -> int:  # type: ignore[override]
+        return int(self.process._run(AsyncMmuMirror(self.mirror, self.process.main).fault(addr, write)))
+
+    def load(self, addr: int) -> int:  # type: ignore[override]
+        return int(self.process._run(AsyncMmuMirror(self.mirror, self.process.main).load(addr)))
+
+    def store(self, addr: int, byte: int) -> None:  # type: ignore[override]
+        self.process._run(AsyncMmuMirror(self.mirror, self.process.main).store(addr, byte))
+
 
 def _uffd_result(ret: int, count: int) -> int:
     """A fill ioctl's result: the byte count, or OSError (a short fill is
@@ -666,4 +739,5 @@ class Userfaultfd:
         self._run("close")
 
 
-__all__ = ["AsyncUserfaultfd", "Killed", "Process", "Segfault", "System", "Thread", "Userfaultfd"]
+__all__ = ["AsyncMmuMirror", "AsyncUserfaultfd", "Killed", "MmuMirrorHandle", "Process", "Segfault", "System",
+           "Thread", "Userfaultfd"]

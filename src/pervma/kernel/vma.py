@@ -29,6 +29,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write,
 )
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
+from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import Op, OpKind
@@ -590,3 +591,89 @@ async def do_vmi_align_munmap(mm: MmStruct, vma: VmAreaStruct, start: int, end: 
     await vma_iter_update(mm, remove=vms.vmas, label="vma_iter_clear_gfp")
     await vms_complete_munmap_vmas(vms)
     return 0
+
+
+# ---------------------------------------------------------------------------
+# mm_take_all_locks / mm_drop_all_locks (mm/vma.c, 7.0)
+# ---------------------------------------------------------------------------
+def _signal_pending() -> bool:
+    """signal_pending(current): the model's only signal is a fatal one."""
+    return fatal_signal_pending(current_task())
+
+
+async def vm_lock_anon_vma(mm: MmStruct, anon_vma: AnonVma) -> None:
+    """Take the root anon_vma's lock once per mm_take_all_locks(): the mark
+    (the kernel's low bit of the root's rb_root) says it is already held."""
+    root = anon_vma.root or anon_vma
+    if not root.mm_all_locks_mark:
+        await root.rwsem.down_write()  # down_write_nest_lock(..., &mm->mmap_lock)
+        root.mm_all_locks_mark = True
+
+
+async def vm_lock_mapping(mm: MmStruct, mapping: File) -> None:
+    """Take a file's i_mmap_rwsem once, marked by AS_MM_ALL_LOCKS."""
+    if not mapping.as_mm_all_locks:
+        mapping.as_mm_all_locks = True
+        await mapping.i_mmap_rwsem.down_write()  # down_write_nest_lock(..., &mm->mmap_lock)
+
+
+async def mm_take_all_locks(mm: MmStruct) -> int:
+    """Models mm_take_all_locks() (mm/vma.c, 7.0): with the mmap write lock
+    held, take mm_all_locks_mutex, write-lock every VMA (released only by
+    mmap_write_unlock/downgrade), then every hugetlb i_mmap_rwsem, every
+    other i_mmap_rwsem and every anon_vma lock, each once.  Each VMA of each
+    pass first checks for a pending signal: -EINTR after dropping what it
+    took.  Excludes page faults (VMA locks and mmap_lock), truncate and rmap
+    walks (i_mmap_rwsem, anon_vma) while a notifier is registered."""
+    mmap_assert_write_locked(mm)
+    await mm.system.mm_all_locks_mutex.down_write()  # mutex_lock()
+    vmas = mm.mm_mt.snapshot()
+    for vma in vmas:
+        if _signal_pending():
+            await mm_drop_all_locks(mm)
+            return -errno.EINTR
+        await vma_start_write(vma)
+    for hugetlb in (True, False):
+        for vma in vmas:
+            if _signal_pending():
+                await mm_drop_all_locks(mm)
+                return -errno.EINTR
+            f = vma.vm_file
+            if f is not None and bool(f.hugetlb_shift) == hugetlb:
+                await vm_lock_mapping(mm, f)
+    for vma in vmas:
+        if _signal_pending():
+            await mm_drop_all_locks(mm)
+            return -errno.EINTR
+        if vma.anon_vma is not None:
+            for av in list(vma.anon_vma_chain):
+                await vm_lock_anon_vma(mm, av)
+    return 0
+
+
+async def vm_unlock_anon_vma(anon_vma: AnonVma) -> None:
+    root = anon_vma.root or anon_vma
+    if root.mm_all_locks_mark:
+        root.mm_all_locks_mark = False  # cleared before the unlock
+        await root.rwsem.up_write()
+
+
+async def vm_unlock_mapping(mapping: File) -> None:
+    if mapping.as_mm_all_locks:
+        await mapping.i_mmap_rwsem.up_write()
+        mapping.as_mm_all_locks = False
+
+
+async def mm_drop_all_locks(mm: MmStruct) -> None:
+    """Models mm_drop_all_locks(): release the marked rmap locks and the
+    mutex; the VMA write locks stay until the mmap write lock is released."""
+    mmap_assert_write_locked(mm)
+    mutex = mm.system.mm_all_locks_mutex
+    debug.VM_BUG_ON(mutex.writer is None, "mm_drop_all_locks without mm_all_locks_mutex")
+    for vma in mm.mm_mt.snapshot():
+        if vma.anon_vma is not None:
+            for av in list(vma.anon_vma_chain):
+                await vm_unlock_anon_vma(av)
+        if vma.vm_file is not None:
+            await vm_unlock_mapping(vma.vm_file)
+    await mutex.up_write()  # mutex_unlock()

@@ -13,4 +13,5 @@ from pervma.check.scenarios import toys  # noqa: F401
 
 if (importlib.util.find_spec("pervma.kernel.system") is not None
         and importlib.util.find_spec("pervma.check.scenarios.kernel") is not None):
+    import pervma.check.scenarios.mmu_notifier  # noqa: F401  (issue #13 item 5)
     from pervma.check.scenarios import kernel, spin, uffd  # noqa: F401
