@@ -171,13 +171,15 @@ def validate_mm(mm: MmStruct) -> None:
     from pervma.kernel.mm_types import VM_REFCNT_EXCLUDE_READERS_FLAG
 
     vmas = mm.mm_mt.snapshot()
-    node = mm.mm_mt.root
+    held = mm.mm_mt.entries()  # what the tree's leaves hold, in order
+    if [v for _, _, v in held] != list(vmas):
+        report("validate_mm", "the maple tree's leaves do not hold the VMAs its writer stored")
     prev_end = 0
-    for i, vma in enumerate(vmas):
+    for (start, end, _), vma in zip(held, vmas, strict=False):
         kasan_check(vma, "validate_mm", "vm_area_struct")
-        if (node.starts[i], node.ends[i]) != (vma.vm_start, vma.vm_end):  # mm/vma.c's check
+        if (start, end) != (vma.vm_start, vma.vm_end):  # mm/vma.c's check
             report("validate_mm", f"vma_mas mismatch: {vma} but the tree holds it at "
-                   f"[{node.starts[i]:#x}-{node.ends[i]:#x}]")
+                   f"[{start:#x}-{end:#x}]")
         if vma.vm_mm is not mm:
             report("validate_mm", f"VMA {vma} belongs to another mm")
         if vma.vm_start >= vma.vm_end or vma.vm_start < prev_end:

@@ -179,6 +179,25 @@ def _fault_vs_munmap(w: World) -> None:
     w.thread("munmap", p.thread(), unmap)
 
 
+@_scenario("fault-vs-munmap-deep-tree", "a write fault races munmap of its VMA in a tree of "
+           "41 VMAs: the lockless walk reads the root, an internal node and a leaf, one per step, "
+           "and munmap replaces the leaf (retired through RCU)")
+def _fault_vs_munmap_deep(w: World) -> None:
+    p = w.p
+    for i in range(40):  # one page each, a page apart: no merging
+        p.mmap(A + 2 * i * PAGE, PAGE, RW, ANON)
+    target = A + 2 * 30 * PAGE
+
+    async def fault(t: Thread) -> None:
+        await t.store(target, 1)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(target, PAGE)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("munmap", p.thread(), unmap)
+
+
 @_scenario("fault-vs-mprotect-split", "a fault in the middle page races mprotect splitting "
            "the VMA in three")
 def _fault_vs_mprotect(w: World) -> None:
