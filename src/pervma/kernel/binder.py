@@ -27,6 +27,12 @@ from pervma.kernel.mmap_lock import (
     mmap_read_unlock,
     vma_end_read,
 )
+from pervma.kernel.mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+    mmu_notifier_range_init,
+)
 from pervma.kernel.sites import call_site
 
 if TYPE_CHECKING:
@@ -132,6 +138,9 @@ async def binder_alloc_free_page(alloc: BinderAlloc, addr: int) -> bool:
     if _vma_ok(alloc, vma):
         assert vma is not None
         debug.kasan_check(vma, "binder shrinker zap", "vm_area_struct")
+        # zap_page_range_single(): a secondary MMU drops the page first
+        rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, addr, addr + (1 << PAGE_SHIFT))
+        await mmu_notifier_invalidate_range_start(rng)
         ptl = mm.ptl(addr)
         await ptl.lock()
         pte = mm.pgtable.get(addr >> PAGE_SHIFT)
@@ -141,6 +150,7 @@ async def binder_alloc_free_page(alloc: BinderAlloc, addr: int) -> bool:
             put_page(mm, pte.page, "binder shrinker")
         await ptl.unlock()
         await flush_tlb(mm, "binder shrinker: flush")
+        await mmu_notifier_invalidate_range_end(rng)
         alloc.pages.pop(addr, None)
     if unlock_vma:
         assert vma is not None
