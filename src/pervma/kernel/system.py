@@ -61,6 +61,8 @@ from pervma.kernel.userfaultfd import (
     userfaultfd_register,
     userfaultfd_release,
     userfaultfd_unregister,
+    userfaultfd_wake,
+    userfaultfd_writeprotect,
     userfaultfd_zeropage,
 )
 from pervma.kernel.util import (
@@ -608,6 +610,16 @@ class AsyncUserfaultfd:
                                                        c_ulong(length), c_ulong(mode)))
         return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
+    async def writeprotect(self, start: int, length: int, mode: int) -> int:
+        """UFFDIO_WRITEPROTECT: mode UFFDIO_WRITEPROTECT_MODE_WP (1) protects,
+        0 resolves and wakes (DONTWAKE, 2: resolves only); returns 0."""
+        return _oserror(await self._ioctl("writeprotect", userfaultfd_writeprotect(
+            self.ctx, c_ulong(start), c_ulong(length), c_ulong(mode))))
+
+    async def wake(self, start: int, length: int) -> int:
+        """UFFDIO_WAKE: wake the faults waiting in the range; returns 0."""
+        return _oserror(await self._ioctl("wake", userfaultfd_wake(self.ctx, c_ulong(start), c_ulong(length))))
+
     async def read(self) -> dict[str, int]:
         """read(2) of one struct uffd_msg (blocks unless the fd is O_NONBLOCK)."""
         ret = await self._ioctl("read", userfaultfd_ctx_read(self.ctx, bool(self.ctx.flags & O_NONBLOCK)))
@@ -655,6 +667,12 @@ class Userfaultfd:
 
     def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
         return int(self._run("move", dst, src, length, mode))
+
+    def writeprotect(self, start: int, length: int, mode: int) -> int:
+        return int(self._run("writeprotect", start, length, mode))
+
+    def wake(self, start: int, length: int) -> int:
+        return int(self._run("wake", start, length))
 
     def read(self) -> dict[str, int]:
         return dict(self._run("read"))

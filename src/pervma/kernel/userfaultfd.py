@@ -13,22 +13,29 @@ What is modelled: the context (``userfaultfd()``, ``UFFDIO_API``), registration
 in missing and write-protect modes (``UFFDIO_REGISTER``/``UNREGISTER``: the
 VMAs are split and merged by the model's vma_modify under the mmap write lock,
 and each one gets the context through userfaultfd_set_ctx(), which write-locks
-it), a missing-page fault on a registered anonymous VMA sleeping in
-handle_userfault() after releasing the fault lock (the VM_FAULT_RETRY path,
-under the per-VMA lock or mmap_lock alike), ``read()`` of the fault message,
-and the fill operations ``UFFDIO_COPY``/``ZEROPAGE`` (destination locked by
+it), a missing-page fault on a registered anonymous VMA and a write fault on
+a uffd-wp PTE (do_wp_page) sleeping in handle_userfault() after releasing the
+fault lock (the VM_FAULT_RETRY path, under the per-VMA lock or mmap_lock
+alike), ``read()`` of the fault message, the fill operations
+``UFFDIO_COPY`` (with ``MODE_WP``)/``ZEROPAGE`` (destination locked by
 uffd_mfill_lock(): uffd_lock_vma() with per-VMA locks, the whole fill under
-mmap_read_lock without) and ``UFFDIO_MOVE`` (uffd_move_lock(): source and
-destination).  ``close()`` is userfaultfd_release().
+mmap_read_lock without), ``UFFDIO_MOVE`` (uffd_move_lock(): source and
+destination), ``UFFDIO_WRITEPROTECT`` (mwriteprotect_range(): the uffd-wp PTE
+bit set or resolved under mmap_read_lock in every config) and ``UFFDIO_WAKE``.
+``close()`` is userfaultfd_release().  The uffd-wp bit follows the PTE as
+7.0 has it: kept by mprotect and UFFDIO_MOVE, dropped by a fork child whose
+VMA is not registered, by mremap without EVENT_REMAP and by unregistration
+(userfaultfd_clear_vma resolves the range first).
 
 Not modelled, refused with NotModelled after the kernel's own checks: the
-non-cooperative events (UFFD_FEATURE_EVENT_*), the write-protect PTE bits
-(UFFDIO_WRITEPROTECT, UFFDIO_COPY_MODE_WP, WP_ASYNC/WP_UNPOPULATED), minor
-faults, shmem and hugetlb registration.  Without any event feature nobody takes
+non-cooperative events (UFFD_FEATURE_EVENT_*), PTE markers
+(WP_ASYNC/WP_UNPOPULATED: an empty PTE of an anonymous VMA is never
+write-protected), minor faults and UFFDIO_CONTINUE (they need shmem or
+hugetlbfs registration, which is refused), UFFDIO_POISON (a PTE marker),
+shmem and hugetlb registration.  Without any event feature nobody takes
 ``ctx->map_changing_lock`` for write and ``ctx->mmap_changing`` stays 0, so
-the fills' read side of them is left out (it never waits and never fails).
-A write-protect registration changes the VMA (flags, split, merge) and the
-ioctl bitmask as the kernel does; with no write-protected PTE it never traps.
+the fills' and UFFDIO_WRITEPROTECT's read side of them is left out (it never
+waits and never fails).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from pervma.kernel.task import current_task, fatal_signal_pending, signal_loc
 from pervma.kernel.userfaultfd_mm import (
     __VM_UFFD_FLAGS,
     MFILL_ATOMIC_COPY,
+    MFILL_ATOMIC_WP,
     MFILL_ATOMIC_ZEROPAGE,
     UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
     VM_UFFD_MISSING,
@@ -73,6 +81,7 @@ from pervma.kernel.userfaultfd_mm import (
     mfill_atomic,
     mmget_not_zero,
     move_pages,
+    mwriteprotect_range,
     userfaultfd_clear_vma,
     userfaultfd_register_range,
     userfaultfd_release_all,
@@ -135,6 +144,7 @@ UFFD_API_REGISTER_MODES = 7
 UFFDIO_COPY_MODE_DONTWAKE, UFFDIO_COPY_MODE_WP = 1, 2
 UFFDIO_ZEROPAGE_MODE_DONTWAKE = 1
 UFFDIO_MOVE_MODE_DONTWAKE = 1  # (UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES = 2: userfaultfd_mm.py)
+UFFDIO_WRITEPROTECT_MODE_WP, UFFDIO_WRITEPROTECT_MODE_DONTWAKE = 1, 2
 
 UFFD_USER_MODE_ONLY = 1
 O_NONBLOCK = 0o4000
@@ -530,10 +540,9 @@ async def userfaultfd_copy(ctx: UserfaultfdCtx, dst: int, src: int, length: int,
         return ret, 0
     if mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP):
         return -errno.EINVAL, 0
-    if mode & UFFDIO_COPY_MODE_WP:
-        raise NotModelled("userfaultfd: UFFDIO_COPY_MODE_WP (uffd-wp PTEs) is not modelled")
+    flags = MFILL_ATOMIC_WP if mode & UFFDIO_COPY_MODE_WP else 0
     return await _fill_ioctl(ctx, dst, src, length, MFILL_ATOMIC_COPY,
-                             not mode & UFFDIO_COPY_MODE_DONTWAKE)
+                             not mode & UFFDIO_COPY_MODE_DONTWAKE, flags)
 
 
 async def userfaultfd_zeropage(ctx: UserfaultfdCtx, start: int, length: int, mode: int
@@ -549,18 +558,56 @@ async def userfaultfd_zeropage(ctx: UserfaultfdCtx, start: int, length: int, mod
 
 
 async def _fill_ioctl(ctx: UserfaultfdCtx, dst: int, src: int, length: int, kind: int,
-                      wake: bool) -> tuple[int, int]:
+                      wake: bool, flags: int = 0) -> tuple[int, int]:
     mm = ctx.mm
     assert mm is not None
     if not await mmget_not_zero(mm):
         return -errno.ESRCH, 0
-    ret = await mfill_atomic(ctx, dst, src, length, kind)
+    ret = await mfill_atomic(ctx, dst, src, length, kind, flags)
     await _mmput(mm)
     if ret < 0:
         return ret, ret
     if wake:
         await wake_userfault(ctx, dst, ret)
     return (0 if ret == length else -errno.EAGAIN), ret
+
+
+async def userfaultfd_wake(ctx: UserfaultfdCtx, start: int, length: int) -> int:
+    """Models userfaultfd_wake() (UFFDIO_WAKE): wake the faults queued in
+    [start, start+len), read or not; for fills and resolutions made with
+    the DONTWAKE modes."""
+    ret = validate_range(start, length)
+    if ret:
+        return ret
+    await wake_userfault(ctx, start, length)
+    return 0
+
+
+async def userfaultfd_writeprotect(ctx: UserfaultfdCtx, start: int, length: int, mode: int) -> int:
+    """Models userfaultfd_writeprotect() (UFFDIO_WRITEPROTECT, 7.0): MODE_WP
+    write-protects the range's present PTEs, mode 0 resolves them and wakes
+    the faults waiting in the range (not with MODE_DONTWAKE; WP|DONTWAKE is
+    -EINVAL).  mwriteprotect_range() does the work under mmap_read_lock."""
+    ret = validate_range(start, length)
+    if ret:
+        return ret
+    if mode & ~(UFFDIO_WRITEPROTECT_MODE_DONTWAKE | UFFDIO_WRITEPROTECT_MODE_WP):
+        return -errno.EINVAL
+    mode_wp = bool(mode & UFFDIO_WRITEPROTECT_MODE_WP)
+    mode_dontwake = bool(mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE)
+    if mode_wp and mode_dontwake:
+        return -errno.EINVAL
+    mm = ctx.mm
+    assert mm is not None
+    if not await mmget_not_zero(mm):
+        return -errno.ESRCH
+    ret = await mwriteprotect_range(ctx, start, length, mode_wp)
+    await _mmput(mm)
+    if ret:
+        return ret
+    if not mode_wp and not mode_dontwake:
+        await wake_userfault(ctx, start, length)
+    return 0
 
 
 async def userfaultfd_move(ctx: UserfaultfdCtx, dst: int, src: int, length: int, mode: int
