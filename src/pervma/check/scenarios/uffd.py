@@ -13,9 +13,18 @@ query gives.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
-from pervma import MAP_ANONYMOUS, MAP_PRIVATE, PAGE, PROT_READ, UFFDIO_REGISTER_MODE_MISSING
+from pervma import (
+    MAP_ANONYMOUS,
+    MAP_PRIVATE,
+    PAGE,
+    PROT_READ,
+    UFFDIO_REGISTER_MODE_MISSING,
+    UFFDIO_REGISTER_MODE_WP,
+    UFFDIO_WRITEPROTECT_MODE_WP,
+)
 from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
 from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.system import AsyncUserfaultfd, Process, Thread
@@ -219,6 +228,173 @@ def _copy_vs_exit(w: World) -> None:
     def check() -> None:
         if w.results.get("copy") != PAGE and _errno_of(w, "copy") not in (errno.ESRCH, errno.ENOENT):
             violation("userfaultfd", f"copy returned {w.results.get('copy')!r}")
+    w.checks.append(check)
+
+
+# -- write-protect mode ----------------------------------------------------------------
+WP = UFFDIO_REGISTER_MODE_WP
+
+
+def _wp_registered(w: World, pages: int = 2, protect: bool = True) -> tuple[Process, Any]:
+    """p maps ``pages`` RW pages at A, writes each (exclusive anonymous
+    pages: 1, 2, ...), registers them in write-protect mode and, with
+    ``protect``, write-protects them (UFFDIO_WRITEPROTECT_MODE_WP)."""
+    p = w.p
+    p.mmap(A, pages * PAGE, RW, ANON)
+    for i in range(pages):
+        p.store(A + i * PAGE, i + 1)
+    u = p.userfaultfd()
+    u.api()
+    u.register(A, pages * PAGE, WP)
+    if protect:
+        u.writeprotect(A, pages * PAGE, UFFDIO_WRITEPROTECT_MODE_WP)
+    return p, u
+
+
+def _wp_ptes(p: Process, first: int, pages: int, want: bool, what: str) -> Callable[[], None]:
+    """A check for after the run: every present PTE of the pages has
+    uffd-wp == want (and a uffd-wp PTE is never writable)."""
+    def check() -> None:
+        if p.mm.freed:
+            return
+        for i in range(first, first + pages):
+            pte = p.mm.pgtable.get(A // PAGE + i)
+            if pte is None:
+                continue
+            if pte.uffd_wp != want or (pte.uffd_wp and pte.writable):
+                violation("userfaultfd-wp", f"{what}: page {i} uffd_wp={pte.uffd_wp} "
+                          f"writable={pte.writable}, expected uffd_wp={want}")
+    return check
+
+
+@_scenario("uffd-wp-fault-vs-resolve", "a write to a uffd-wp page sleeps in handle_userfault "
+           "(do_wp_page, UFFD_PAGEFAULT_FLAG_WP) while the manager reads the message and "
+           "resolves it with UFFDIO_WRITEPROTECT mode 0: the write lands, no lost wake-up")
+def _wp_fault_vs_resolve(w: World) -> None:
+    p, u = _wp_registered(w, pages=1)
+
+    async def write(t: Thread) -> int:
+        await t.store(A + 5, 0x42)
+        return await t.load(A + 5)
+
+    async def resolve(t: Thread) -> int:
+        m = u.on(t)
+        msg = await m.read()
+        await m.writeprotect(msg["address"], PAGE, 0)
+        return int(msg["flags"])
+
+    w.thread("write", p.thread(), write)
+    w.thread("resolve", p.thread(), resolve)
+
+    def check() -> None:
+        if w.results.get("write") != 0x42 or w.results.get("resolve") != 3:
+            violation("userfaultfd-wp", f"write read back {w.results.get('write')!r}, message "
+                      f"flags {w.results.get('resolve')!r}; expected 0x42 and WRITE|WP (3)")
+    w.checks.append(check)
+    w.checks.append(_expect_byte(w, p, A, {1}, "the resolved page's first byte"))
+
+
+@_scenario("uffd-writeprotect-vs-munmap", "UFFDIO_WRITEPROTECT of a registered VMA races munmap "
+           "of it (mmap_read_lock against the write lock): it protects first or finds no VMA")
+def _writeprotect_vs_munmap(w: World) -> None:
+    p, u = _wp_registered(w, protect=False)
+
+    async def protect(t: Thread) -> int:
+        return await u.on(t).writeprotect(A, 2 * PAGE, UFFDIO_WRITEPROTECT_MODE_WP)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 2 * PAGE)
+
+    w.thread("writeprotect", p.thread(), protect)
+    w.thread("munmap", p.thread(), unmap)
+
+    def check() -> None:
+        if w.results.get("writeprotect") != 0 and _errno_of(w, "writeprotect") != errno.ENOENT:
+            violation("userfaultfd-wp", f"writeprotect returned {w.results.get('writeprotect')!r}")
+    w.checks.append(check)
+
+
+@_scenario("uffd-writeprotect-vs-mprotect-split", "UFFDIO_WRITEPROTECT of three registered pages "
+           "races mprotect splitting the middle one off: every page ends write-protected")
+def _writeprotect_vs_split(w: World) -> None:
+    p, u = _wp_registered(w, pages=3, protect=False)
+
+    async def protect(t: Thread) -> int:
+        return await u.on(t).writeprotect(A, 3 * PAGE, UFFDIO_WRITEPROTECT_MODE_WP)
+
+    async def split(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    w.thread("writeprotect", p.thread(), protect)
+    w.thread("mprotect", p.thread(), split)
+    w.checks.append(_wp_ptes(p, 0, 3, True, "after writeprotect and the split"))
+
+
+@_scenario("uffd-writeprotect-vs-fork", "UFFDIO_WRITEPROTECT races fork (which write-locks the "
+           "registered VMA and wrprotects it for COW): the parent's pages end uffd-wp, the "
+           "unregistered child's never")
+def _writeprotect_vs_fork(w: World) -> None:
+    p, u = _wp_registered(w, protect=False)
+
+    async def protect(t: Thread) -> int:
+        return await u.on(t).writeprotect(A, 2 * PAGE, UFFDIO_WRITEPROTECT_MODE_WP)
+
+    async def fork(t: Thread) -> Any:
+        return await t.fork()
+
+    w.thread("writeprotect", p.thread(), protect)
+    w.thread("fork", p.thread(), fork)
+    w.checks.append(_wp_ptes(p, 0, 2, True, "the parent"))
+
+    def check() -> None:
+        child = w.results.get("fork")
+        if isinstance(child, Process):
+            _wp_ptes(child, 0, 2, False, "the fork child")()
+            _expect_byte(w, child, A + PAGE, {2}, "the child's copy")()
+    w.checks.append(check)
+
+
+@_scenario("uffd-writeprotect-vs-mremap", "UFFDIO_WRITEPROTECT of a page races mremap moving it "
+           "(no EVENT_REMAP: the moved VMA is unregistered and its PTE loses the bit)")
+def _writeprotect_vs_mremap(w: World) -> None:
+    p, u = _wp_registered(w, pages=1, protect=False)
+
+    async def protect(t: Thread) -> int:
+        return await u.on(t).writeprotect(A, PAGE, UFFDIO_WRITEPROTECT_MODE_WP)
+
+    async def remap(t: Thread) -> int:
+        return await t.mremap(A, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + 8 * PAGE)
+
+    w.thread("writeprotect", p.thread(), protect)
+    w.thread("mremap", p.thread(), remap)
+    w.checks.append(_wp_ptes(p, 8, 1, False, "the moved page"))
+
+    def check() -> None:
+        if w.results.get("writeprotect") != 0 and _errno_of(w, "writeprotect") != errno.ENOENT:
+            violation("userfaultfd-wp", f"writeprotect returned {w.results.get('writeprotect')!r}")
+    w.checks.append(check)
+    w.checks.append(_expect_byte(w, p, A + 8 * PAGE, {1}, "the moved page"))
+
+
+@_scenario("uffd-writeprotect-vs-exit", "a handler in another process resolves a uffd-wp page "
+           "while the registered process exits (mmget_not_zero: ESRCH, or the resolution)")
+def _writeprotect_vs_exit(w: World) -> None:
+    p, u = _wp_registered(w, pages=1)
+    h = w.process("handler")
+    mgr: AsyncUserfaultfd = u.on(h.main)
+
+    async def resolve(t: Thread) -> int:
+        return await mgr.writeprotect(A, PAGE, 0)
+
+    async def leave(t: Thread) -> None:
+        await t.exit()
+
+    w.thread("resolve", h.main, resolve)
+    w.thread("exit", p.main, leave)
+
+    def check() -> None:
+        if w.results.get("resolve") != 0 and _errno_of(w, "resolve") not in (errno.ESRCH, errno.ENOENT):
+            violation("userfaultfd-wp", f"writeprotect returned {w.results.get('resolve')!r}")
     w.checks.append(check)
 
 
