@@ -39,6 +39,7 @@ from pervma.kernel.mprotect import sys_mprotect
 from pervma.kernel.mremap import sys_mremap
 from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
+from pervma.kernel.stackmap import stack_map_get_build_id_offset_sleepable
 from pervma.kernel.syscalls import ULONG_MAX, c_int, c_ulong
 from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import (
@@ -418,6 +419,15 @@ class Thread:
         assert isinstance(ret, dict)
         return ret
 
+    async def bpf_stack_build_id(self, ips: list[int]) -> list[tuple[int, int, int]]:
+        """A BPF program in this thread's context asking for its user stack
+        with BPF_F_USER_BUILD_ID (kernel/stackmap.py): per IP
+        (BPF_STACK_BUILD_ID_VALID, build ID, file offset) or
+        (BPF_STACK_BUILD_ID_IP, 0, ip); never blocks on mmap_lock."""
+        out = await stack_map_get_build_id_offset_sleepable(self.mm, [ip & ULONG_MAX for ip in ips])
+        debug.check_no_locks_held(self.task, "bpf_get_stack")
+        return out
+
     async def user(self, label: str = "user work") -> None:
         """Time spent in user space between two calls (a cost for the simulator)."""
         await work("user", label)
@@ -541,6 +551,9 @@ class Process:
 
     def maps(self) -> str:
         return maps_text(self.mm)
+
+    def bpf_stack_build_id(self, ips: list[int]) -> list[tuple[int, int, int]]:
+        return list(self._run(self.main.bpf_stack_build_id(ips)))
 
     def userfaultfd(self, flags: int = 0) -> Userfaultfd:
         u = self._run(self.main.userfaultfd(flags))

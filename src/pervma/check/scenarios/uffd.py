@@ -1,7 +1,7 @@
-"""userfaultfd and PROCMAP_QUERY scenarios (issue #14): each races one of the
-two common-code users of per-VMA locks against a writer that matters (munmap,
-mremap, mprotect split, fork, exit) or against the fault that sleeps in
-handle_userfault().  Both forms run: with per-VMA locks the fills lock the
+"""userfaultfd, PROCMAP_QUERY and BPF stack map scenarios (issue #14): each
+races one of the common-code users of per-VMA locks against a writer that
+matters (munmap, mremap, mprotect split, fork, exit) or against the fault that
+sleeps in handle_userfault().  Both forms run: with per-VMA locks the fills lock the
 destination with uffd_lock_vma() and PROCMAP_QUERY walks with lock_next_vma();
 on ``legacy`` both hold mmap_read_lock.
 
@@ -18,8 +18,10 @@ from typing import Any
 
 from pervma import (
     MAP_ANONYMOUS,
+    MAP_FIXED,
     MAP_PRIVATE,
     PAGE,
+    PROT_EXEC,
     PROT_READ,
     UFFDIO_REGISTER_MODE_MISSING,
     UFFDIO_REGISTER_MODE_WP,
@@ -27,6 +29,7 @@ from pervma import (
 )
 from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
 from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
+from pervma.kernel.stackmap import BPF_STACK_BUILD_ID_IP, BPF_STACK_BUILD_ID_VALID
 from pervma.kernel.system import AsyncUserfaultfd, Process, Thread
 from pervma.sched import violation
 
@@ -444,3 +447,71 @@ def _query_vs_split(w: World) -> None:
     w.thread("query", p.thread(), query)
     w.thread("mprotect", p.thread(), split)
     _query_answer(w, "query", {(0, 3), (1, 2)})
+
+
+# -- the BPF stack map's build-ID lookup (kernel/stackmap.py) ----------------------------
+IP = A + PAGE + 0x10  # an instruction pointer in the middle page of the text mapping
+
+
+def _text_mapping(w: World) -> tuple[Process, int]:
+    """p maps three pages of a resident file at A, read+exec, private (a
+    text segment); returns the process and the file's inode (its model build ID)."""
+    p = w.p
+    f = w.kern.create_file("/usr/bin/prog", 3, resident=True)
+    p.mmap(A, 3 * PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED, f, 0)
+    return p, f.inode
+
+
+def _build_id_answer(w: World, inode: int) -> None:
+    """The lookup gives the right (build ID, offset) or falls back to the IP;
+    never a wrong offset."""
+    def check() -> None:
+        got = w.results.get("stackmap")
+        allowed = ([(BPF_STACK_BUILD_ID_VALID, inode, IP - A)], [(BPF_STACK_BUILD_ID_IP, 0, IP)])
+        if got not in allowed:
+            violation("bpf stack map", f"build ID lookup gave {got!r}, allowed {allowed!r}")
+    w.checks.append(check)
+
+
+async def _stackmap(t: Thread) -> list[tuple[int, int, int]]:
+    return await t.bpf_stack_build_id([IP])
+
+
+@_scenario("stackmap-build-id-vs-mprotect-split", "a BPF user-stack build-ID lookup "
+           "(stack_map_lock_vma: lock_vma_under_rcu, else mmap_read_trylock) races mprotect "
+           "splitting the text mapping: the same file offset from either VMA, or the IP")
+def _stackmap_vs_split(w: World) -> None:
+    p, inode = _text_mapping(w)
+
+    async def split(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    w.thread("stackmap", p.thread(), _stackmap)
+    w.thread("mprotect", p.thread(), split)
+    _build_id_answer(w, inode)
+
+
+@_scenario("stackmap-build-id-vs-munmap", "a BPF user-stack build-ID lookup races munmap of "
+           "the text mapping: the offset, or the IP (no VMA, or mmap_lock busy: never blocks)")
+def _stackmap_vs_munmap(w: World) -> None:
+    p, inode = _text_mapping(w)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 3 * PAGE)
+
+    w.thread("stackmap", p.thread(), _stackmap)
+    w.thread("munmap", p.thread(), unmap)
+    _build_id_answer(w, inode)
+
+
+@_scenario("stackmap-build-id-vs-mremap", "a BPF user-stack build-ID lookup races mremap "
+           "moving the text mapping away: the offset read under the VMA lock, or the IP")
+def _stackmap_vs_mremap(w: World) -> None:
+    p, inode = _text_mapping(w)
+
+    async def remap(t: Thread) -> int:
+        return await t.mremap(A, 3 * PAGE, 3 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + 8 * PAGE)
+
+    w.thread("stackmap", p.thread(), _stackmap)
+    w.thread("mremap", p.thread(), remap)
+    _build_id_answer(w, inode)
