@@ -95,10 +95,11 @@ async def stack_map_get_build_id_offset_sleepable(mm: MmStruct, ips: list[int]
         if vma is None:
             out.append((BPF_STACK_BUILD_ID_IP, 0, ip))
             continue
-        await stack_map_unlock_vma(mm, vma)
         await vma.read_step("vma", "stack_map: vm_pgoff, vm_start, vm_file")
         vm_pgoff, vm_start, file = vma.vm_pgoff, vma.vm_start, vma.vm_file
-        if vma.is_anonymous() or file is None:
+        anonymous = vma.is_anonymous() or file is None
+        await stack_map_unlock_vma(mm, vma)
+        if anonymous or file is None:
             out.append((BPF_STACK_BUILD_ID_IP, 0, ip))
             continue
         out.append((BPF_STACK_BUILD_ID_VALID, file.inode, stack_map_build_id_offset(vm_pgoff, vm_start, ip)))

@@ -492,12 +492,15 @@ def _stackmap_vs_split(w: World) -> None:
 
 
 @_scenario("stackmap-build-id-vs-munmap", "a BPF user-stack build-ID lookup races munmap of "
-           "the text mapping: the offset, or the IP (no VMA, or mmap_lock busy: never blocks)")
+           "the text mapping and a new mapping of another file (which reuses the freed VMA at "
+           "once): the offset, or the IP (no VMA, or mmap_lock busy: never blocks)")
 def _stackmap_vs_munmap(w: World) -> None:
     p, inode = _text_mapping(w)
+    other = w.kern.create_file("/usr/lib/other.so", 2, resident=True)
 
     async def unmap(t: Thread) -> int:
-        return await t.munmap(A, 3 * PAGE)
+        await t.munmap(A, 3 * PAGE)
+        return await t.mmap(A + 16 * PAGE, 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, other, 0)
 
     w.thread("stackmap", p.thread(), _stackmap)
     w.thread("munmap", p.thread(), unmap)
