@@ -17,6 +17,7 @@ from pervma import (
     PROT_READ,
     PROT_WRITE,
     Config,
+    Process,
     System,
     Thread,
 )
