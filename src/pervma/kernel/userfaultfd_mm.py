@@ -245,12 +245,19 @@ class MfillState:
 
 
 async def mfill_get_vma(state: MfillState) -> int:
+    """Models mfill_get_vma(): lock the destination, then take
+    map_changing_lock for read: while a non-cooperative event is pending
+    (``mmap_changing``) the fill fails with -EAGAIN."""
     ctx = state.ctx
     assert ctx.mm is not None
     dst_vma = await uffd_mfill_lock(ctx.mm, state.dst_start, state.len)
     if isinstance(dst_vma, int):
         return dst_vma
+    await map_changing_read_lock(ctx)
     state.vma = dst_vma
+    if await mmap_changing_locked(ctx):
+        await mfill_put_vma(state)
+        return -errno.EAGAIN
     if (dst_vma.is_anonymous() and dst_vma.vm_flags & _VM_SHARED) or not dst_vma.is_anonymous():
         await mfill_put_vma(state)
         return -errno.EINVAL
@@ -262,8 +269,27 @@ async def mfill_get_vma(state: MfillState) -> int:
 
 async def mfill_put_vma(state: MfillState) -> None:
     if state.vma is not None:
+        await map_changing_read_unlock(state.ctx)
         await uffd_mfill_unlock(state.vma)
         state.vma = None
+
+
+async def map_changing_read_lock(ctx: UserfaultfdCtx) -> None:
+    lock = ctx.map_changing_lock
+    assert lock is not None
+    await lock.down_read()
+
+
+async def map_changing_read_unlock(ctx: UserfaultfdCtx) -> None:
+    lock = ctx.map_changing_lock
+    assert lock is not None
+    await lock.up_read()
+
+
+async def mmap_changing_locked(ctx: UserfaultfdCtx) -> bool:
+    """atomic_read(&ctx->mmap_changing) under map_changing_lock."""
+    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)")
+    return bool(ctx.mmap_changing)
 
 
 async def copy_from_user(src: int, nofault: bool) -> dict[int, int] | None:
@@ -448,12 +474,17 @@ async def mwriteprotect_range(ctx: UserfaultfdCtx, start: int, length: int, enab
     mmap_read_lock (no per-VMA lock: every form holds mmap_lock), each VMA of
     the range must be registered in write-protect mode (else -ENOENT, the
     VMAs before it already changed); holes are skipped; no VMA at all is
-    -ENOENT.  ``ctx->map_changing_lock``/``mmap_changing`` are left out with
-    the non-cooperative events (userfaultfd.py)."""
+    -ENOENT; -EAGAIN while an event is pending (``mmap_changing``, read under
+    map_changing_lock)."""
     mm = ctx.mm
     assert mm is not None
     end = start + length
     await mmap_read_lock(mm)
+    await map_changing_read_lock(ctx)
+    if await mmap_changing_locked(ctx):
+        await map_changing_read_unlock(ctx)
+        await mmap_read_unlock(mm)
+        return -errno.EAGAIN
     err = -errno.ENOENT
     for vma in mm.mm_mt.overlapping(start, end):  # for_each_vma_range()
         if not vma.vm_flags & VM_UFFD_WP:
@@ -462,6 +493,7 @@ async def mwriteprotect_range(ctx: UserfaultfdCtx, start: int, length: int, enab
         _start, _end = max(vma.vm_start, start), min(vma.vm_end, end)
         await uffd_wp_range(vma, _start, _end - _start, enable_wp)
         err = 0
+    await map_changing_read_unlock(ctx)
     await mmap_read_unlock(mm)
     return err
 
@@ -603,8 +635,11 @@ async def move_pages(ctx: UserfaultfdCtx, dst_start: int, src_start: int, length
         return r
     dst, src = r
     moved = 0
+    await map_changing_read_lock(ctx)
     err = -errno.EINVAL
-    if (not src.vm_flags & _VM_SHARED and src_start + length <= src.vm_end
+    if await mmap_changing_locked(ctx):  # re-checked after taking map_changing_lock
+        err = -errno.EAGAIN
+    elif (not src.vm_flags & _VM_SHARED and src_start + length <= src.vm_end
             and not dst.vm_flags & _VM_SHARED and dst_start + length <= dst.vm_end):
         err = validate_move_areas(ctx, src, dst)
     while not err and moved < length:
@@ -621,5 +656,6 @@ async def move_pages(ctx: UserfaultfdCtx, dst_start: int, src_start: int, length
         if err:
             break
         moved += step
+    await map_changing_read_unlock(ctx)
     await uffd_move_unlock(dst, src)
     return moved or err

@@ -23,6 +23,8 @@ from pervma import (
     PAGE,
     PROT_EXEC,
     PROT_READ,
+    UFFD_EVENT_REMAP,
+    UFFD_FEATURE_EVENT_REMAP,
     UFFDIO_REGISTER_MODE_MISSING,
     UFFDIO_REGISTER_MODE_WP,
     UFFDIO_WRITEPROTECT_MODE_WP,
@@ -447,6 +449,52 @@ def _query_vs_split(w: World) -> None:
     w.thread("query", p.thread(), query)
     w.thread("mprotect", p.thread(), split)
     _query_answer(w, "query", {(0, 3), (1, 2)})
+
+
+# -- non-cooperative events --------------------------------------------------------------
+@_scenario("uffd-remap-event-vs-copy", "mremap of a registered VMA with UFFD_FEATURE_EVENT_REMAP "
+           "(mmap_changing raised under map_changing_lock, the event awaited with mmap_lock "
+           "dropped) races UFFDIO_COPY into it and the manager reading the event: the copy fills, "
+           "finds no VMA, or gets EAGAIN; the mremap always completes")
+def _remap_event_vs_copy(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    src = p.mmap(0, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(src, SRC_BYTE)
+    u = p.userfaultfd()
+    u.api(UFFD_FEATURE_EVENT_REMAP)
+    u.register(A, PAGE, MISSING)
+    new = A + 8 * PAGE
+
+    async def remap(t: Thread) -> int:
+        return await t.mremap(A, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, new)
+
+    async def manager(t: Thread) -> dict[str, int]:
+        return await u.on(t).read()
+
+    async def copy(t: Thread) -> int:
+        n = await u.on(t).copy(new, src, PAGE)
+        if u.ctx.mmap_changing:  # a fill succeeded while the event was pending
+            violation("userfaultfd event", "UFFDIO_COPY filled a page while mmap_changing was raised")
+        return n
+
+    w.thread("mremap", p.thread(), remap)
+    w.thread("manager", p.thread(), manager)
+    w.thread("copy", p.thread(), copy)
+
+    def check() -> None:
+        msg = {"event": UFFD_EVENT_REMAP, "from": A, "to": new, "len": PAGE}
+        if w.results.get("mremap") != new or w.results.get("manager") != msg:
+            violation("userfaultfd event", f"mremap returned {w.results.get('mremap')!r}, the "
+                      f"manager read {w.results.get('manager')!r}")
+        if w.results.get("copy") != PAGE and _errno_of(w, "copy") not in (errno.EAGAIN, errno.ENOENT):
+            violation("userfaultfd event", f"copy returned {w.results.get('copy')!r}")
+        if u.ctx.mmap_changing or u.ctx.event_wqh:
+            violation("userfaultfd event", f"after the event: mmap_changing {u.ctx.mmap_changing}, "
+                      f"{len(u.ctx.event_wqh)} event(s) queued")
+        want = {SRC_BYTE} if w.results.get("copy") == PAGE else {0}
+        _expect_byte(w, p, new, want, "the moved VMA's page")()
+    w.checks.append(check)
 
 
 # -- the BPF stack map's build-ID lookup (kernel/stackmap.py) ----------------------------
