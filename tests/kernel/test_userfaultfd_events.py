@@ -1,4 +1,4 @@
-"""userfaultfd's non-cooperative UFFD_EVENT_REMAP (kernel/userfaultfd.py):
+"""userfaultfd's non-cooperative UFFD_EVENT_REMAP and UNMAP (kernel/userfaultfd.py):
 mremap_userfaultfd_prep() raising ``mmap_changing`` under map_changing_lock,
 the mremap thread sleeping in userfaultfd_event_wait_completion() after
 dropping mmap_lock until the manager reads the event, and the fills,
@@ -17,7 +17,9 @@ from pervma import (
     MREMAP_MAYMOVE,
     PAGE,
     UFFD_EVENT_REMAP,
+    UFFD_EVENT_UNMAP,
     UFFD_FEATURE_EVENT_REMAP,
+    UFFD_FEATURE_EVENT_UNMAP,
     UFFDIO_REGISTER_MODE_MISSING,
     UFFDIO_REGISTER_MODE_WP,
     UFFDIO_WRITEPROTECT_MODE_WP,
@@ -27,6 +29,7 @@ from pervma import (
     Thread,
 )
 from pervma.kernel.system import Userfaultfd
+from pervma.kernel.userfaultfd import O_NONBLOCK
 
 WAIT = "userfaultfd_event_wait_completion: schedule()"
 B = A + 16 * PAGE  # where the registered VMA moves
@@ -109,3 +112,42 @@ def test_without_event_remap_the_moved_vma_is_unregistered_and_nothing_waits() -
     vma = p.mm.mm_mt.find_covering(B)
     assert vma is not None and vma.vm_userfaultfd_ctx is None and not p.mm.pgtable[B // PAGE].uffd_wp
     assert u.ctx.mmap_changing == 0 and not u.ctx.event_wqh
+
+
+# -- UFFD_EVENT_UNMAP (munmap: userfaultfd_unmap_prep in vms_gather_munmap_vmas) --------
+@pytest.mark.parametrize("preset", PRESETS)
+def test_unmap_event_after_the_lock_is_dropped(preset: str) -> None:
+    _, p, src = setup(preset, pages=8)
+    u = p.userfaultfd()
+    u.api(UFFD_FEATURE_EVENT_UNMAP)
+    u.register(A, 2 * PAGE, UFFDIO_REGISTER_MODE_MISSING)
+    u.register(A + 2 * PAGE, 2 * PAGE, UFFDIO_REGISTER_MODE_WP)  # a second VMA, same context
+    u.register(A + 6 * PAGE, 2 * PAGE, UFFDIO_REGISTER_MODE_MISSING)
+    m = p.thread()
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 5 * PAGE)
+
+    ex = executor((m, unmap))
+    run(ex, lambda: blocked_in(ex, 0, WAIT))
+    assert p.mm.mmap_lock.writer is None and not p.mm.mmap_lock.readers
+    assert p.mm.mm_mt.find_covering(A) is None and u.ctx.mmap_changing == 1  # one event for both VMAs
+    with pytest.raises(OSError) as e:
+        u.copy(A + 6 * PAGE, src, PAGE)
+    assert e.value.errno == errno.EAGAIN and (A + 6 * PAGE) // PAGE not in p.mm.pgtable
+    assert u.read() == {"event": UFFD_EVENT_UNMAP, "start": A, "end": A + 5 * PAGE}
+    run(ex)
+    assert ex.tasks[0].result == 0 and u.ctx.mmap_changing == 0 and u.ctx.refcount == 1
+    assert u.copy(A + 6 * PAGE, src, PAGE) == PAGE
+
+
+def test_munmap_of_unregistered_memory_sends_no_event() -> None:
+    _, p, _ = setup("universal", pages=8)
+    u = p.userfaultfd(O_NONBLOCK)
+    u.api(UFFD_FEATURE_EVENT_UNMAP)
+    u.register(A + 6 * PAGE, 2 * PAGE, UFFDIO_REGISTER_MODE_MISSING)
+    assert p.munmap(A, 4 * PAGE) == 0
+    assert u.ctx.mmap_changing == 0
+    with pytest.raises(OSError) as e:
+        u.read()
+    assert e.value.errno == errno.EAGAIN

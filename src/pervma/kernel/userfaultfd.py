@@ -155,8 +155,7 @@ UFFD_SHARED_FCNTL_FLAGS = O_CLOEXEC | O_NONBLOCK
 VM_UFFD_MINOR = 1 << 41  # a high vm_flags bit (CONFIG_HAVE_ARCH_USERFAULTFD_MINOR)
 
 # Features whose behaviour the model does not implement (refused with NotModelled).
-_NOT_MODELLED_FEATURES = (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMOVE
-                          | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EXACT_ADDRESS
+_NOT_MODELLED_FEATURES = (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EXACT_ADDRESS
                           | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_ASYNC)
 _RMW, _READ = OpKind.RMW, OpKind.READ
 
@@ -602,6 +601,29 @@ async def userfaultfd_event_wait_completion(ctx: UserfaultfdCtx, ewq: Userfaultf
     if ctx.mmap_changing < 0:
         debug.report("WARNING: userfaultfd_event_wait_completion", f"{ctx}: mmap_changing < 0")
     await userfaultfd_ctx_put(ctx)
+
+
+async def userfaultfd_unmap_prep(vma: VmAreaStruct, start: int, end: int, unmaps: list[Any]) -> int:
+    """Models userfaultfd_unmap_prep() (vms_gather_munmap_vmas(), under the
+    mmap write lock): with UFFD_FEATURE_EVENT_UNMAP, once per context and
+    range, pin the context and raise ``mmap_changing``; the event goes out in
+    userfaultfd_unmap_complete() once munmap has dropped mmap_lock."""
+    ctx = vma.vm_userfaultfd_ctx
+    if ctx is None or not ctx.features & UFFD_FEATURE_EVENT_UNMAP or (ctx, start, end) in unmaps:
+        return 0
+    userfaultfd_ctx_get(ctx)
+    await _mmap_changing_inc(ctx)
+    unmaps.append((ctx, start, end))
+    return 0
+
+
+async def userfaultfd_unmap_complete(unmaps: list[Any]) -> None:
+    """Models userfaultfd_unmap_complete(): send each UFFD_EVENT_UNMAP
+    {start, end} and wait for it to be read."""
+    for ctx, start, end in unmaps:
+        await userfaultfd_event_wait_completion(
+            ctx, UserfaultfdEvent({"event": UFFD_EVENT_UNMAP, "start": start, "end": end}))
+    unmaps.clear()
 
 
 def userfaultfd_event_complete(ctx: UserfaultfdCtx, ewq: UserfaultfdEvent) -> None:

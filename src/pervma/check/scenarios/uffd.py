@@ -24,7 +24,9 @@ from pervma import (
     PROT_EXEC,
     PROT_READ,
     UFFD_EVENT_REMAP,
+    UFFD_EVENT_UNMAP,
     UFFD_FEATURE_EVENT_REMAP,
+    UFFD_FEATURE_EVENT_UNMAP,
     UFFDIO_REGISTER_MODE_MISSING,
     UFFDIO_REGISTER_MODE_WP,
     UFFDIO_WRITEPROTECT_MODE_WP,
@@ -473,8 +475,9 @@ def _remap_event_vs_copy(w: World) -> None:
         return await u.on(t).read()
 
     async def copy(t: Thread) -> int:
+        pending = u.ctx.mmap_changing  # before the copy's first step
         n = await u.on(t).copy(new, src, PAGE)
-        if u.ctx.mmap_changing:  # a fill succeeded while the event was pending
+        if pending and u.ctx.mmap_changing:  # raised throughout, yet the copy filled
             violation("userfaultfd event", "UFFDIO_COPY filled a page while mmap_changing was raised")
         return n
 
@@ -494,6 +497,52 @@ def _remap_event_vs_copy(w: World) -> None:
                       f"{len(u.ctx.event_wqh)} event(s) queued")
         want = {SRC_BYTE} if w.results.get("copy") == PAGE else {0}
         _expect_byte(w, p, new, want, "the moved VMA's page")()
+    w.checks.append(check)
+
+
+@_scenario("uffd-unmap-event-vs-copy", "munmap of a registered VMA with UFFD_FEATURE_EVENT_UNMAP "
+           "(userfaultfd_unmap_prep under the mmap write lock, the event after it is dropped) "
+           "races UFFDIO_COPY into another registered VMA and the manager reading the event: "
+           "the copy fills or gets EAGAIN, never while the event stays pending")
+def _unmap_event_vs_copy(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    src = p.mmap(0, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(src, SRC_BYTE)
+    u = p.userfaultfd()
+    u.api(UFFD_FEATURE_EVENT_UNMAP)
+    u.register(A, PAGE, MISSING)
+    u.register(A + PAGE, PAGE, MISSING | WP)  # different flags: its own VMA
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, PAGE)
+
+    async def manager(t: Thread) -> dict[str, int]:
+        return await u.on(t).read()
+
+    async def copy(t: Thread) -> int:
+        pending = u.ctx.mmap_changing  # before the copy's first step
+        n = await u.on(t).copy(A + PAGE, src, PAGE)
+        if pending and u.ctx.mmap_changing:  # raised throughout, yet the copy filled
+            violation("userfaultfd event", "UFFDIO_COPY filled a page while mmap_changing was raised")
+        return n
+
+    w.thread("munmap", p.thread(), unmap)
+    w.thread("manager", p.thread(), manager)
+    w.thread("copy", p.thread(), copy)
+
+    def check() -> None:
+        msg = {"event": UFFD_EVENT_UNMAP, "start": A, "end": A + PAGE}
+        if w.results.get("munmap") != 0 or w.results.get("manager") != msg:
+            violation("userfaultfd event", f"munmap returned {w.results.get('munmap')!r}, the "
+                      f"manager read {w.results.get('manager')!r}")
+        if w.results.get("copy") != PAGE and _errno_of(w, "copy") != errno.EAGAIN:
+            violation("userfaultfd event", f"copy returned {w.results.get('copy')!r}")
+        if u.ctx.mmap_changing or u.ctx.event_wqh:
+            violation("userfaultfd event", f"after the event: mmap_changing {u.ctx.mmap_changing}, "
+                      f"{len(u.ctx.event_wqh)} event(s) queued")
+        want = {SRC_BYTE} if w.results.get("copy") == PAGE else {0}
+        _expect_byte(w, p, A + PAGE, want, "the other VMA's page")()
     w.checks.append(check)
 
 
