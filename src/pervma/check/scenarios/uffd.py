@@ -35,7 +35,7 @@ from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _sce
 from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.stackmap import BPF_STACK_BUILD_ID_IP, BPF_STACK_BUILD_ID_VALID
 from pervma.kernel.system import AsyncUserfaultfd, Process, Thread
-from pervma.sched import violation
+from pervma.sched import Op, OpKind, violation
 
 MISSING = UFFDIO_REGISTER_MODE_MISSING
 SRC_BYTE = 0x5A
@@ -454,6 +454,14 @@ def _query_vs_split(w: World) -> None:
 
 
 # -- non-cooperative events --------------------------------------------------------------
+async def _observe_mmap_changing(ctx: Any) -> int:
+    """The scenario looks at ctx->mmap_changing (as /proc/pid/fdinfo would):
+    a READ step on its location, so the search orders it against the events'
+    increments and decrements."""
+    await Op(OpKind.READ, ctx.evt_loc, "scenario: observe mmap_changing")
+    return int(ctx.mmap_changing)
+
+
 @_scenario("uffd-remap-event-vs-copy", "mremap of a registered VMA with UFFD_FEATURE_EVENT_REMAP "
            "(mmap_changing raised under map_changing_lock, the event awaited with mmap_lock "
            "dropped) races UFFDIO_COPY into it and the manager reading the event: the copy fills, "
@@ -475,9 +483,9 @@ def _remap_event_vs_copy(w: World) -> None:
         return await u.on(t).read()
 
     async def copy(t: Thread) -> int:
-        pending = u.ctx.mmap_changing  # before the copy's first step
+        pending = await _observe_mmap_changing(u.ctx)
         n = await u.on(t).copy(new, src, PAGE)
-        if pending and u.ctx.mmap_changing:  # raised throughout, yet the copy filled
+        if pending and await _observe_mmap_changing(u.ctx):  # raised throughout, yet it filled
             violation("userfaultfd event", "UFFDIO_COPY filled a page while mmap_changing was raised")
         return n
 
@@ -521,9 +529,9 @@ def _unmap_event_vs_copy(w: World) -> None:
         return await u.on(t).read()
 
     async def copy(t: Thread) -> int:
-        pending = u.ctx.mmap_changing  # before the copy's first step
+        pending = await _observe_mmap_changing(u.ctx)
         n = await u.on(t).copy(A + PAGE, src, PAGE)
-        if pending and u.ctx.mmap_changing:  # raised throughout, yet the copy filled
+        if pending and await _observe_mmap_changing(u.ctx):  # raised throughout, yet it filled
             violation("userfaultfd event", "UFFDIO_COPY filled a page while mmap_changing was raised")
         return n
 
