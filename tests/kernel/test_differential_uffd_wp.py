@@ -14,6 +14,7 @@ reason where it refuses userfaultfd or write-protect registration.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import pickle
 import select
@@ -30,13 +31,17 @@ from pervma import (
     MAP_FIXED,
     MAP_PRIVATE,
     MAP_SHARED,
+    MREMAP_FIXED,
+    MREMAP_MAYMOVE,
     PAGE,
     PROT_NONE,
     PROT_READ,
+    UFFD_FEATURE_EVENT_REMAP,
     UFFDIO_API,
     UFFDIO_COPY,
     UFFDIO_COPY_MODE_WP,
     UFFDIO_REGISTER,
+    UFFDIO_REGISTER_MODE_MISSING,
     UFFDIO_REGISTER_MODE_WP,
     UFFDIO_UNREGISTER,
     UFFDIO_WAKE,
@@ -259,4 +264,128 @@ def test_write_protect_mode_matches_the_running_kernel(preset: str) -> None:
     keys = [k for k in real if k != "copy_wp"]
     assert len(keys) == 22
     for key in keys:
+        assert real[key] == model[key], key
+
+
+# ---------------------------------------------------------------------------
+# UFFD_EVENT_REMAP: the handler's fill gets EAGAIN until it reads the event
+# ---------------------------------------------------------------------------
+MOVED = 8  # pages from the region's base where mremap moves it
+
+
+def _real_remap(wfd: int) -> None:
+    try:
+        out = _real_remap_sequence()
+        os.write(wfd, pickle.dumps(("ok", out)))
+    except BaseException:
+        os.write(wfd, pickle.dumps(("error", traceback.format_exc())))
+
+
+def _real_remap_sequence() -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    base = usermm.mmap(HINT, 16 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
+    reg = base + PAGE
+    usermm.mmap(reg, 2 * PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+    src = usermm.mmap(0, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    ctypes.memset(src, 0x5A, 1)
+    fd = _uffd(FLAGS)
+    if fd < 0:
+        return {"refused": f"userfaultfd(UFFD_USER_MODE_ONLY) failed: {os.strerror(-fd)}"}
+    r["api"] = _ioctl(fd, UFFDIO_API, "QQQ", 0xAA, UFFD_FEATURE_EVENT_REMAP, 0)[0]
+    r["reg"] = _ioctl(fd, UFFDIO_REGISTER, "QQQQ", reg, 2 * PAGE, UFFDIO_REGISTER_MODE_MISSING, 0)[0]
+    new = base + MOVED * PAGE
+    pid = os.fork()
+    if pid == 0:  # the handler
+        code = 1
+        try:
+            ready, _, _ = select.select([fd], [], [], 10.0)
+            before = _ioctl(fd, UFFDIO_COPY, "QQQQq", new, src, PAGE, 0, 0) if ready else None
+            msg = os.read(fd, 32) if ready else b""
+            event = msg[0] if msg else 0
+            frm, to, length = struct.unpack_from("QQQ", msg, 8) if msg else (0, 0, 0)
+            rfd = os.open(f"/tmp/.pervma-uffd-remap-{os.getppid()}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.write(rfd, pickle.dumps((before, event, frm - base, to - base, length)))
+            os.close(rfd)
+            code = 0
+        finally:
+            os._exit(code)
+    moved = usermm.mremap(reg, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, new)  # waits for the read
+    r["mremap"] = moved - base if moved > 0 else moved
+    os.waitpid(pid, 0)
+    path = f"/tmp/.pervma-uffd-remap-{os.getpid()}"
+    with open(path, "rb") as f:
+        r["handler"] = pickle.load(f)
+    os.unlink(path)
+    r["copy_after"] = _ioctl(fd, UFFDIO_COPY, "QQQQq", new, src, PAGE, 0, 0)
+    r["load"] = ctypes.c_ubyte.from_address(new).value
+    r["layout"] = _layout(base)
+    return r
+
+
+def _model_remap(preset: str, base: int) -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    kern = System(Config.preset(preset))
+    p = kern.spawn()
+    p.mmap(base, 16 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+    reg = base + PAGE
+    p.mmap(reg, 2 * PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+    src = p.mmap(0, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(src, 0x5A)
+    u = p.userfaultfd(FLAGS)
+    u.api(UFFD_FEATURE_EVENT_REMAP)
+    r["api"] = 0
+    r["reg"] = 0 if u.register(reg, 2 * PAGE, UFFDIO_REGISTER_MODE_MISSING) else -1
+    new = base + MOVED * PAGE
+    handler = p.fork()
+    m = p.thread()
+    uh = u.on(handler.main)
+
+    async def remap(t: Any) -> int:
+        return int(await t.mremap(reg, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, new))
+
+    async def handle(t: Any) -> tuple[Any, ...]:
+        while not u.ctx.event_wqh:  # select(): readable once the event is queued
+            await t.user("poll")
+        try:
+            before: Any = (0, (new, src, PAGE, 0, await uh.copy(new, src, PAGE)))
+        except OSError as e:
+            before = (-(e.errno or 0), (new, src, PAGE, 0, getattr(e, "count", 0)))
+        msg = await uh.read()
+        return (before, msg["event"], msg["from"] - base, msg["to"] - base, msg["len"])
+
+    ex = Executor([m.start(remap), handler.main.start(handle)], models=[m.task, handler.main.task])
+    while not ex.finished():
+        runnable = ex.runnable()
+        assert runnable, ex.deadlock()
+        ex.step(runnable[0])
+    assert ex.violation is None
+    r["mremap"] = ex.tasks[0].result - base
+    r["handler"] = ex.tasks[1].result
+    n = u.copy(new, src, PAGE)
+    r["copy_after"] = (0, (new, src, PAGE, 0, n))
+    r["load"] = p.load(new)
+    r["layout"] = [((v.vm_start - base) // PAGE, (v.vm_end - base) // PAGE,
+                    ("r" if v.vm_flags & 1 else "-") + ("w" if v.vm_flags & 2 else "-")
+                    + ("x" if v.vm_flags & 4 else "-") + ("s" if v.vm_flags & 0x80 else "p"))
+                   for v in p.mm.mm_mt.overlapping(base, base + 6 * PAGE)]
+    return r
+
+
+@pytest.mark.skipif(_REASON is not None, reason=f"differential test: {_REASON}")
+@pytest.mark.parametrize("preset", ["universal", "legacy"])
+def test_remap_event_matches_the_running_kernel(preset: str) -> None:
+    """9 compared results: UFFDIO_API with EVENT_REMAP, the registration, the
+    handler's UFFDIO_COPY into the moved range while the event is unread
+    (EAGAIN, the count field -EAGAIN), the event (type, from, to, len), the
+    mremap's result once it is read, the copy afterwards and the byte."""
+    (real,) = run_in_child(_real_remap, CHILD_TIMEOUT)
+    if "refused" in real:
+        pytest.skip(real["refused"])
+    model = _model_remap(preset, HINT)
+    (rb, *rmsg), (mb, *mmsg) = real["handler"], model["handler"]
+    assert (rb[0], rb[1][-1]) == (mb[0], mb[1][-1]) == (-errno.EAGAIN, -errno.EAGAIN)
+    assert rmsg == mmsg
+    ret, fields = real["copy_after"]
+    assert (ret, fields[-1]) == (model["copy_after"][0], model["copy_after"][1][-1]) == (0, PAGE)
+    for key in ("api", "reg", "mremap", "load", "layout"):
         assert real[key] == model[key], key
