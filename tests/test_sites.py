@@ -58,7 +58,8 @@ def test_the_ast_search_finds_the_known_callers() -> None:
             ("kernel/userfaultfd_mm.py", "uffd_lock_vma"),
             ("kernel/userfaultfd_mm.py", "uffd_move_lock"),
             ("kernel/mmap_lock.py", "lock_next_vma"),
-            ("kernel/mmap_lock.py", "lock_vma_under_rcu_wait")} <= model_callers()
+            ("kernel/mmap_lock.py", "lock_vma_under_rcu_wait"),
+            ("kernel/stackmap.py", "stack_map_lock_vma")} <= model_callers()
 
 
 def test_an_unannotated_caller_is_reported() -> None:
@@ -70,7 +71,7 @@ def test_an_unannotated_caller_is_reported() -> None:
 
 def test_each_annotated_function_is_a_caller_and_every_site_is_well_formed() -> None:
     sites = all_sites()
-    assert len(sites) == 12
+    assert len(sites) == 13
     assert {(s.model_file, s.model_function) for s in sites} == model_callers()
     assert len({(s.site, s.model) for s in sites}) == len(sites)
     for s in sites:
@@ -90,6 +91,7 @@ def test_the_forms_follow_the_kernel() -> None:
     assert forms["net/ipv4/tcp.c:find_tcp_vma"] == "stub-fallback"
     assert forms["arch/x86/mm/fault.c:do_user_addr_fault"] == "stub-fallback"
     assert forms["mm/mmap_lock.c:lock_vma_under_rcu_wait"] == "new"
+    assert forms["kernel/bpf/stackmap.c:stack_map_lock_vma"] == "ifdef"
     arm = [s for s in all_sites() if s.kernel_file == "arch/arm64/mm/fault.c"]
     assert [(s.model, s.arch) for s in arm] == [("kernel/fault.py:_arch_fault", "arm64")]
 

@@ -28,6 +28,9 @@ ALLOWED_DEFERRED: dict[tuple[str, str, str], str] = {
     ("memory", "_handle_userfault", "userfaultfd"):
         "a fault hands over to userfaultfd, whose ioctls fault pages in (mm/memory.c <-> "
         "fs/userfaultfd.c)",
+    ("vma", "vms_gather_munmap_vmas", "userfaultfd"):
+        "munmap's gather prepares userfaultfd UNMAP events; userfaultfd registers VMAs through "
+        "vma_modify (mm/vma.c <-> fs/userfaultfd.c)",
     ("userfaultfd_mm", "_mmput", "mmap"):
         "mmput() tears the mm down in mmap.py, which duplicates and releases userfaultfd "
         "contexts (kernel/fork.c <-> fs/userfaultfd.c)",

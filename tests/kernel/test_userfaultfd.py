@@ -290,13 +290,18 @@ def test_copy_errors(dst: int, srcoff: int, length: int, mode: int, err: int) ->
     assert A // PAGE not in p.mm.pgtable
 
 
-def test_copy_wp_mode_is_not_modelled() -> None:
+def test_copy_wp_mode_needs_a_wp_registration() -> None:
     _, p, src = setup("universal")
     u = p.userfaultfd()
     u.api()
-    u.register(A, PAGE, MISSING | UFFDIO_REGISTER_MODE_WP)
-    with pytest.raises(NotModelled):
+    u.register(A, PAGE, MISSING)
+    with pytest.raises(OSError) as e:
         u.copy(A, src, PAGE, UFFDIO_COPY_MODE_WP)
+    assert e.value.errno == errno.EINVAL and A // PAGE not in p.mm.pgtable
+    u.register(A, PAGE, MISSING | UFFDIO_REGISTER_MODE_WP)
+    assert u.copy(A, src, PAGE, UFFDIO_COPY_MODE_WP) == PAGE
+    pte = p.mm.pgtable[A // PAGE]
+    assert pte.uffd_wp and not pte.writable and p.load(A) == 0x5A
 
 
 def test_copy_faults_in_an_absent_source_outside_the_lock() -> None:

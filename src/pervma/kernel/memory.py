@@ -72,6 +72,7 @@ class VmFault:
 # ---------------------------------------------------------------------------
 _VM_WRITE = VmFlags.VM_WRITE
 _VM_UFFD_MISSING = VmFlags.VM_UFFD_MISSING
+_VM_UFFD_WP = VmFlags.VM_UFFD_WP
 _ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc")
 _CLEAR_PAGE = work("clear_page")
 
@@ -199,7 +200,7 @@ async def do_anonymous_page(vmf: VmFault) -> int:
         if vmf.vpn not in mm.pgtable:
             if vma.vm_flags & _VM_UFFD_MISSING:  # userfaultfd_missing()
                 await ptl.unlock()
-                return await _handle_userfault(vmf)
+                return await _handle_userfault(vmf, _VM_UFFD_MISSING)
             check_fault_vma(vmf, "do_anonymous_page")
             await set_pte_at(mm, vmf.vpn, Pte(mm.system.zero_page, writable=False), "set_pte_at(zero page)")
         await ptl.unlock()
@@ -216,7 +217,7 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     if vma.vm_flags & _VM_UFFD_MISSING:  # userfaultfd_missing(), checked under the PTL
         await ptl.unlock()
         put_page(mm, page, "do_anonymous_page: userfault")
-        return await _handle_userfault(vmf)
+        return await _handle_userfault(vmf, _VM_UFFD_MISSING)
     check_fault_vma(vmf, "do_anonymous_page")
     page.anon_vma = vma.anon_vma
     page.index = linear_page_index(vma, vmf.address)
@@ -226,11 +227,12 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     return 0
 
 
-async def _handle_userfault(vmf: VmFault) -> int:
-    """handle_userfault(vmf, VM_UFFD_MISSING) (kernel/userfaultfd.py)."""
-    from pervma.kernel.userfaultfd import VM_UFFD_MISSING, handle_userfault
+async def _handle_userfault(vmf: VmFault, reason: int) -> int:
+    """handle_userfault(vmf, reason) (kernel/userfaultfd.py): VM_UFFD_MISSING
+    from do_anonymous_page(), VM_UFFD_WP from do_wp_page()."""
+    from pervma.kernel.userfaultfd import handle_userfault
 
-    return await handle_userfault(vmf, VM_UFFD_MISSING)
+    return await handle_userfault(vmf, reason)
 
 
 async def filemap_get_page(vmf: VmFault) -> Page | int:
@@ -367,6 +369,9 @@ async def do_wp_page(vmf: VmFault) -> int:
     if pte is None or pte.writable:
         await ptl.unlock()
         return 0
+    if pte.uffd_wp and vma.vm_flags & _VM_UFFD_WP:  # userfaultfd_pte_wp(), under the PTL
+        await ptl.unlock()
+        return await _handle_userfault(vmf, _VM_UFFD_WP)
     old = pte.page
     debug.kasan_check(old, "do_wp_page", "page")
     touch(("page", old.pfn))  # the reuse decision reads the page's counts
@@ -495,8 +500,8 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
         if readable != pte.readable or writable != pte.writable:
             ptl = mm.ptl(vpn << PAGE_SHIFT)
             await ptl.lock()
-            await set_pte_at(mm, vpn, Pte(pte.page, writable=writable, dirty=pte.dirty, readable=readable),
-                             "change_pte_range")
+            await set_pte_at(mm, vpn, Pte(pte.page, writable=writable, dirty=pte.dirty, readable=readable,
+                                          uffd_wp=pte.uffd_wp), "change_pte_range")
             await ptl.unlock()
             changed = True
     if changed:
@@ -520,12 +525,21 @@ async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmArea
         await set_pte_at(mm, ovpn, None, "move_ptes: clear old")
         await ptl.unlock()
         nvpn = (new_addr >> PAGE_SHIFT) + i
+        if pte.uffd_wp and _uffd_without_event_remap(old_vma):  # move_ptes(): need_clear_uffd_wp
+            pte = Pte(pte.page, pte.writable, pte.dirty, pte.readable)
         nptl = mm.ptl(nvpn << PAGE_SHIFT)
         await nptl.lock()
         await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
         await nptl.unlock()
     await flush_tlb(mm, "move_page_tables: flush")
     await mmu_notifier_invalidate_range_end(rng)
+
+
+def _uffd_without_event_remap(vma: VmAreaStruct) -> bool:
+    """vma_has_uffd_without_event_remap(): mremap drops this VMA's
+    registration, so the moved PTEs lose their uffd-wp bit."""
+    ctx = vma.vm_userfaultfd_ctx
+    return ctx is not None and not ctx.features & (1 << 2)  # UFFD_FEATURE_EVENT_REMAP
 
 
 async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
@@ -549,11 +563,12 @@ async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
             page = pte.page
             debug.kasan_check(page, "copy_present_pte", "page")
             if cow and pte.writable:
-                await set_pte_at(smm, vpn, Pte(page, writable=False, dirty=pte.dirty, readable=pte.readable),
-                                 "copy_present_pte: wrprotect parent")
+                await set_pte_at(smm, vpn, Pte(page, writable=False, dirty=pte.dirty, readable=pte.readable,
+                                               uffd_wp=pte.uffd_wp), "copy_present_pte: wrprotect parent")
                 wrprotected = True
+            # the child keeps the uffd-wp bit only if its VMA is still uffd-wp registered
             child_pte = Pte(page, writable=bool(pte.writable and not cow), dirty=pte.dirty,
-                            readable=pte.readable)
+                            readable=pte.readable, uffd_wp=pte.uffd_wp and bool(dst.vm_flags & _VM_UFFD_WP))
             if not page.zero_page:
                 page.mapcount += 1
                 page.refcount += 1

@@ -171,6 +171,7 @@ class Pte:
     writable: bool
     dirty: bool = False
     readable: bool = True
+    uffd_wp: bool = False  # _PAGE_UFFD_WP: write-protected for userfaultfd (never writable)
 
 
 # vm_refcnt's values (include/linux/mm_types.h, 7.0): 0 detached, 1 attached

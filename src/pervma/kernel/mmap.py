@@ -8,7 +8,7 @@ VMA write lock on every VMA before it changes.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
 from pervma.kernel.fault import handle_user_fault
@@ -37,7 +37,7 @@ from pervma.kernel.syscalls import (
     c_ulong,
     err_value,
 )
-from pervma.kernel.userfaultfd import dup_userfaultfd
+from pervma.kernel.userfaultfd import dup_userfaultfd, userfaultfd_unmap_complete
 from pervma.kernel.util import OVERCOMMIT_NEVER, security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import (
     VmaMergeStruct,
@@ -523,7 +523,8 @@ async def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, 
     return await ksys_mmap_pgoff(mm, addr, length, prot, flags, file, offset >> PAGE_SHIFT)
 
 
-async def do_vmi_munmap(mm: MmStruct, start: int, length: int, unlock: bool) -> int:
+async def do_vmi_munmap(mm: MmStruct, start: int, length: int, unlock: bool,
+                        uf: list[Any] | None = None) -> int:
     """Models do_vmi_munmap(): on success with ``unlock`` the mmap_lock has
     been released (after a downgrade); otherwise it is still write-held."""
     if start & (PAGE_SIZE - 1) or start > TASK_SIZE or length > TASK_SIZE - start:
@@ -536,7 +537,7 @@ async def do_vmi_munmap(mm: MmStruct, start: int, length: int, unlock: bool) -> 
         if unlock:
             await mmap_write_unlock(mm)
         return 0
-    return await do_vmi_align_munmap(mm, vma, start, end, unlock)
+    return await do_vmi_align_munmap(mm, vma, start, end, unlock, uf)
 
 
 async def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
@@ -546,9 +547,11 @@ async def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
     await work("syscall")
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
-    ret = await do_vmi_munmap(mm, addr, length, unlock=True)
+    uf: list[Any] = []
+    ret = await do_vmi_munmap(mm, addr, length, unlock=True, uf=uf)
     if ret:
         await mmap_write_unlock(mm)
+    await userfaultfd_unmap_complete(uf)
     return ret
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.memory import move_page_tables
 from pervma.kernel.mm import vm_flags_clear, vm_flags_set
@@ -14,7 +14,7 @@ from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, ml
 from pervma.kernel.mmap_lock import mmap_write_lock_killable, mmap_write_unlock, vma_start_write
 from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
 from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
-from pervma.kernel.userfaultfd import mremap_userfaultfd_prep
+from pervma.kernel.userfaultfd import mremap_userfaultfd_complete, mremap_userfaultfd_prep
 from pervma.kernel.util import security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import (
     VmaMergeStruct,
@@ -78,6 +78,7 @@ class VmaRemapStruct:
     remap_type: str = "invalid"  # MREMAP_NO_RESIZE / SHRINK / EXPAND
     mmap_locked: bool = False
     charged: int = 0
+    uf: Any = None  # the vm_userfaultfd_ctx of a UFFD_EVENT_REMAP (mremap_userfaultfd_prep)
 
     def set_delta(self) -> None:
         """vrm_set_delta() and vrm_remap_type()."""
@@ -184,7 +185,7 @@ async def move_vma(vrm: VmaRemapStruct) -> int:
     if new_vma.vm_start <= vma_start < new_vma.vm_end:
         vma = vrm.vma = new_vma
     await move_page_tables(vma, vrm.addr, new_vma, vrm.new_addr, vrm.old_len)
-    await mremap_userfaultfd_prep(new_vma)
+    vrm.uf = await mremap_userfaultfd_prep(new_vma)
     mm.total_vm += vrm.new_len >> PAGE_SHIFT
     if vrm.flags & MREMAP_DONTUNMAP:
         # dontunmap_complete()
@@ -406,6 +407,8 @@ async def do_mremap(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: 
     res = await _mremap_locked(vrm)
     if vrm.mmap_locked:
         await mmap_write_unlock(mm)
+    # notify_uffd(): the remap event, with mmap_lock dropped
+    await mremap_userfaultfd_complete(vrm.uf, vrm.addr, vrm.new_addr, vrm.old_len, res < 0)
     return res
 
 

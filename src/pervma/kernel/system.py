@@ -41,6 +41,7 @@ from pervma.kernel.mprotect import sys_mprotect
 from pervma.kernel.mremap import sys_mremap
 from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
+from pervma.kernel.stackmap import stack_map_get_build_id_offset_sleepable
 from pervma.kernel.syscalls import ULONG_MAX, c_int, c_ulong
 from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import (
@@ -63,6 +64,8 @@ from pervma.kernel.userfaultfd import (
     userfaultfd_register,
     userfaultfd_release,
     userfaultfd_unregister,
+    userfaultfd_wake,
+    userfaultfd_writeprotect,
     userfaultfd_zeropage,
 )
 from pervma.kernel.util import (
@@ -436,6 +439,15 @@ class Thread:
         _oserror(ret)
         return AsyncMmuMirror(mirror, self)
 
+    async def bpf_stack_build_id(self, ips: list[int]) -> list[tuple[int, int, int]]:
+        """A BPF program in this thread's context asking for its user stack
+        with BPF_F_USER_BUILD_ID (kernel/stackmap.py): per IP
+        (BPF_STACK_BUILD_ID_VALID, build ID, file offset) or
+        (BPF_STACK_BUILD_ID_IP, 0, ip); never blocks on mmap_lock."""
+        out = await stack_map_get_build_id_offset_sleepable(self.mm, [ip & ULONG_MAX for ip in ips])
+        debug.check_no_locks_held(self.task, "bpf_get_stack")
+        return out
+
     async def user(self, label: str = "user work") -> None:
         """Time spent in user space between two calls (a cost for the simulator)."""
         await work("user", label)
@@ -559,6 +571,9 @@ class Process:
 
     def maps(self) -> str:
         return maps_text(self.mm)
+
+    def bpf_stack_build_id(self, ips: list[int]) -> list[tuple[int, int, int]]:
+        return list(self._run(self.main.bpf_stack_build_id(ips)))
 
     def userfaultfd(self, flags: int = 0) -> Userfaultfd:
         u = self._run(self.main.userfaultfd(flags))
@@ -684,6 +699,16 @@ class AsyncUserfaultfd:
                                                        c_ulong(length), c_ulong(mode)))
         return _uffd_result(*(r if isinstance(r, tuple) else (r, 0)))
 
+    async def writeprotect(self, start: int, length: int, mode: int) -> int:
+        """UFFDIO_WRITEPROTECT: mode UFFDIO_WRITEPROTECT_MODE_WP (1) protects,
+        0 resolves and wakes (DONTWAKE, 2: resolves only); returns 0."""
+        return _oserror(await self._ioctl("writeprotect", userfaultfd_writeprotect(
+            self.ctx, c_ulong(start), c_ulong(length), c_ulong(mode))))
+
+    async def wake(self, start: int, length: int) -> int:
+        """UFFDIO_WAKE: wake the faults waiting in the range; returns 0."""
+        return _oserror(await self._ioctl("wake", userfaultfd_wake(self.ctx, c_ulong(start), c_ulong(length))))
+
     async def read(self) -> dict[str, int]:
         """read(2) of one struct uffd_msg (blocks unless the fd is O_NONBLOCK)."""
         ret = await self._ioctl("read", userfaultfd_ctx_read(self.ctx, bool(self.ctx.flags & O_NONBLOCK)))
@@ -731,6 +756,12 @@ class Userfaultfd:
 
     def move(self, dst: int, src: int, length: int, mode: int = 0) -> int:
         return int(self._run("move", dst, src, length, mode))
+
+    def writeprotect(self, start: int, length: int, mode: int) -> int:
+        return int(self._run("writeprotect", start, length, mode))
+
+    def wake(self, start: int, length: int) -> int:
+        return int(self._run("wake", start, length))
 
     def read(self) -> dict[str, int]:
         return dict(self._run("read"))

@@ -13,22 +13,29 @@ What is modelled: the context (``userfaultfd()``, ``UFFDIO_API``), registration
 in missing and write-protect modes (``UFFDIO_REGISTER``/``UNREGISTER``: the
 VMAs are split and merged by the model's vma_modify under the mmap write lock,
 and each one gets the context through userfaultfd_set_ctx(), which write-locks
-it), a missing-page fault on a registered anonymous VMA sleeping in
-handle_userfault() after releasing the fault lock (the VM_FAULT_RETRY path,
-under the per-VMA lock or mmap_lock alike), ``read()`` of the fault message,
-and the fill operations ``UFFDIO_COPY``/``ZEROPAGE`` (destination locked by
+it), a missing-page fault on a registered anonymous VMA and a write fault on
+a uffd-wp PTE (do_wp_page) sleeping in handle_userfault() after releasing the
+fault lock (the VM_FAULT_RETRY path, under the per-VMA lock or mmap_lock
+alike), ``read()`` of the fault message, the fill operations
+``UFFDIO_COPY`` (with ``MODE_WP``)/``ZEROPAGE`` (destination locked by
 uffd_mfill_lock(): uffd_lock_vma() with per-VMA locks, the whole fill under
-mmap_read_lock without) and ``UFFDIO_MOVE`` (uffd_move_lock(): source and
-destination).  ``close()`` is userfaultfd_release().
+mmap_read_lock without), ``UFFDIO_MOVE`` (uffd_move_lock(): source and
+destination), ``UFFDIO_WRITEPROTECT`` (mwriteprotect_range(): the uffd-wp PTE
+bit set or resolved under mmap_read_lock in every config) and ``UFFDIO_WAKE``.
+``close()`` is userfaultfd_release().  The uffd-wp bit follows the PTE as
+7.0 has it: kept by mprotect and UFFDIO_MOVE, dropped by a fork child whose
+VMA is not registered, by mremap without EVENT_REMAP and by unregistration
+(userfaultfd_clear_vma resolves the range first).
 
 Not modelled, refused with NotModelled after the kernel's own checks: the
-non-cooperative events (UFFD_FEATURE_EVENT_*), the write-protect PTE bits
-(UFFDIO_WRITEPROTECT, UFFDIO_COPY_MODE_WP, WP_ASYNC/WP_UNPOPULATED), minor
-faults, shmem and hugetlb registration.  Without any event feature nobody takes
+non-cooperative events (UFFD_FEATURE_EVENT_*), PTE markers
+(WP_ASYNC/WP_UNPOPULATED: an empty PTE of an anonymous VMA is never
+write-protected), minor faults and UFFDIO_CONTINUE (they need shmem or
+hugetlbfs registration, which is refused), UFFDIO_POISON (a PTE marker),
+shmem and hugetlb registration.  Without any event feature nobody takes
 ``ctx->map_changing_lock`` for write and ``ctx->mmap_changing`` stays 0, so
-the fills' read side of them is left out (it never waits and never fails).
-A write-protect registration changes the VMA (flags, split, merge) and the
-ioctl bitmask as the kernel does; with no write-protected PTE it never traps.
+the fills' and UFFDIO_WRITEPROTECT's read side of them is left out (it never
+waits and never fails).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
+from pervma.kernel.locks import RwSemaphore
 from pervma.kernel.memory import (
     FAULT_FLAG_ALLOW_RETRY,
     FAULT_FLAG_RETRY_NOWAIT,
@@ -65,6 +73,7 @@ from pervma.kernel.task import current_task, fatal_signal_pending, signal_loc
 from pervma.kernel.userfaultfd_mm import (
     __VM_UFFD_FLAGS,
     MFILL_ATOMIC_COPY,
+    MFILL_ATOMIC_WP,
     MFILL_ATOMIC_ZEROPAGE,
     UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
     VM_UFFD_MISSING,
@@ -73,6 +82,7 @@ from pervma.kernel.userfaultfd_mm import (
     mfill_atomic,
     mmget_not_zero,
     move_pages,
+    mwriteprotect_range,
     userfaultfd_clear_vma,
     userfaultfd_register_range,
     userfaultfd_release_all,
@@ -135,6 +145,7 @@ UFFD_API_REGISTER_MODES = 7
 UFFDIO_COPY_MODE_DONTWAKE, UFFDIO_COPY_MODE_WP = 1, 2
 UFFDIO_ZEROPAGE_MODE_DONTWAKE = 1
 UFFDIO_MOVE_MODE_DONTWAKE = 1  # (UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES = 2: userfaultfd_mm.py)
+UFFDIO_WRITEPROTECT_MODE_WP, UFFDIO_WRITEPROTECT_MODE_DONTWAKE = 1, 2
 
 UFFD_USER_MODE_ONLY = 1
 O_NONBLOCK = 0o4000
@@ -144,8 +155,7 @@ UFFD_SHARED_FCNTL_FLAGS = O_CLOEXEC | O_NONBLOCK
 VM_UFFD_MINOR = 1 << 41  # a high vm_flags bit (CONFIG_HAVE_ARCH_USERFAULTFD_MINOR)
 
 # Features whose behaviour the model does not implement (refused with NotModelled).
-_NOT_MODELLED_FEATURES = (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE
-                          | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EXACT_ADDRESS
+_NOT_MODELLED_FEATURES = (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EXACT_ADDRESS
                           | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_ASYNC)
 _RMW, _READ = OpKind.RMW, OpKind.READ
 
@@ -166,6 +176,15 @@ class UserfaultfdWaitQueue:
                 "ptid": self.ptid}
 
 
+@dataclass(eq=False, slots=True)
+class UserfaultfdEvent:
+    """A non-cooperative event's userfaultfd_wait_queue (on the stack of the
+    thread that made the change): ``msg`` is its struct uffd_msg; read()
+    completes it by clearing ``msg["event"]``."""
+
+    msg: dict[str, int]
+
+
 @dataclass(eq=False)
 class UserfaultfdCtx(SlabObject):
     """struct userfaultfd_ctx.  ``fault_pending_wqh`` holds faults not yet read,
@@ -178,6 +197,11 @@ class UserfaultfdCtx(SlabObject):
     refcount: int = 1
     fault_pending_wqh: list[UserfaultfdWaitQueue] = field(default_factory=list)
     fault_wqh: list[UserfaultfdWaitQueue] = field(default_factory=list)
+    event_wqh: list[UserfaultfdEvent] = field(default_factory=list)
+    # non-cooperative events: mmap_changing counts the events prepared and not
+    # yet completed; the fills read it under map_changing_lock (read side)
+    mmap_changing: int = 0
+    map_changing_lock: RwSemaphore | None = None
 
     @property
     def loc(self) -> tuple[str, int]:
@@ -189,8 +213,13 @@ class UserfaultfdCtx(SlabObject):
         """The wait queues under fault_pending_wqh.lock."""
         return ("uffd_wqh", self.slot)
 
+    @property
+    def evt_loc(self) -> tuple[str, int]:
+        """event_wqh (its lock) and mmap_changing."""
+        return ("uffd_evt", self.slot)
+
     def locations(self) -> tuple[Any, ...]:
-        return (self.loc, self.wqh_loc)
+        return (self.loc, self.wqh_loc, self.evt_loc)
 
     def __str__(self) -> str:
         return f"uffd#{self.slot}"
@@ -226,7 +255,9 @@ async def new_userfaultfd(mm: MmStruct, flags: int) -> UserfaultfdCtx | int:
         return -errno.EINVAL
     ctx = mm.system.userfaultfd_ctx_cachep.alloc("new_userfaultfd")
     ctx.mm, ctx.flags, ctx.features, ctx.released, ctx.refcount = mm, flags, 0, False, 1
-    ctx.fault_pending_wqh, ctx.fault_wqh = [], []
+    ctx.fault_pending_wqh, ctx.fault_wqh, ctx.event_wqh = [], [], []
+    ctx.mmap_changing = 0
+    ctx.map_changing_lock = RwSemaphore(("uffd_map_changing_lock", ctx.slot), "map_changing_lock")
     await mmgrab(mm)
     return ctx
 
@@ -323,8 +354,9 @@ async def wake_userfault(ctx: UserfaultfdCtx, start: int, length: int) -> None:
 
 async def userfaultfd_ctx_read(ctx: UserfaultfdCtx, no_wait: bool) -> dict[str, int] | int:
     """Models userfaultfd_ctx_read(): move the oldest pending fault to
-    fault_wqh and return its message; else -EAGAIN (O_NONBLOCK) or sleep until
-    a fault is queued."""
+    fault_wqh and return its message; else the oldest event, completing it
+    (its thread goes on); else -EAGAIN (O_NONBLOCK) or sleep until a fault
+    or an event is queued."""
     tsk = current_task()
     while True:
         await Op(_RMW, ctx.wqh_loc, "userfaultfd_ctx_read: find_userfault")
@@ -332,12 +364,19 @@ async def userfaultfd_ctx_read(ctx: UserfaultfdCtx, no_wait: bool) -> dict[str, 
             uwq = ctx.fault_pending_wqh.pop(0)
             ctx.fault_wqh.append(uwq)
             return uwq.msg()
+        await Op(_RMW, ctx.evt_loc, "userfaultfd_ctx_read: find_userfault_evt")
+        if ctx.event_wqh:
+            ewq = ctx.event_wqh[0]
+            msg = dict(ewq.msg)
+            userfaultfd_event_complete(ctx, ewq)
+            return msg
         if fatal_signal_pending(tsk):
             return -errno.EINTR
         if no_wait:
             return -errno.EAGAIN
         await block(ctx.wqh_loc, "userfaultfd_ctx_read: schedule()",
-                    lambda: bool(ctx.fault_pending_wqh) or tsk.fatal_signal, also=signal_loc(tsk))
+                    lambda: bool(ctx.fault_pending_wqh or ctx.event_wqh) or tsk.fatal_signal,
+                    also=signal_loc(tsk))
 
 
 # -- registration -----------------------------------------------------------------------
@@ -481,6 +520,7 @@ async def userfaultfd_release(ctx: UserfaultfdCtx) -> None:
         for uwq in q:
             uwq.waken = True
         q.clear()
+    await Op(_RMW, ctx.evt_loc, "userfaultfd_release: wake_up_all(event_wqh)")
     await userfaultfd_ctx_put(ctx)
 
 
@@ -494,12 +534,108 @@ def dup_userfaultfd(vma: VmAreaStruct) -> None:
         vm_flags_init(vma, VmFlags(vma.vm_flags & ~__VM_UFFD_FLAGS))  # not attached yet
 
 
-async def mremap_userfaultfd_prep(new_vma: VmAreaStruct) -> None:
-    """mremap_userfaultfd_prep(): without UFFD_FEATURE_EVENT_REMAP the moved
-    range's VMA drops its registration (write-locked)."""
+async def mremap_userfaultfd_prep(new_vma: VmAreaStruct) -> UserfaultfdCtx | None:
+    """Models mremap_userfaultfd_prep() (under the mmap write lock): with
+    UFFD_FEATURE_EVENT_REMAP the moved VMA stays registered, the context is
+    pinned and ``mmap_changing`` raised under map_changing_lock (fills now
+    fail with EAGAIN) — returned as the vm_userfaultfd_ctx for
+    mremap_userfaultfd_complete(); without it the VMA drops its registration
+    (write-locked)."""
     ctx = new_vma.vm_userfaultfd_ctx
-    if ctx is not None and not ctx.features & UFFD_FEATURE_EVENT_REMAP:
-        await userfaultfd_reset_ctx(new_vma)
+    if ctx is None:
+        return None
+    if ctx.features & UFFD_FEATURE_EVENT_REMAP:
+        userfaultfd_ctx_get(ctx)
+        await _mmap_changing_inc(ctx)
+        return ctx
+    await userfaultfd_reset_ctx(new_vma)
+    return None
+
+
+async def _mmap_changing_inc(ctx: UserfaultfdCtx) -> None:
+    """down_write(map_changing_lock); atomic_inc(mmap_changing); up_write():
+    waits for every fill holding the read side."""
+    lock = ctx.map_changing_lock
+    assert lock is not None
+    await lock.down_write()
+    await Op(_RMW, ctx.evt_loc, "atomic_inc(ctx->mmap_changing)")
+    ctx.mmap_changing += 1
+    await lock.up_write()
+
+
+async def mremap_userfaultfd_complete(ctx: UserfaultfdCtx | None, old: int, new: int, length: int,
+                                      failed: bool) -> None:
+    """notify_uffd()'s remap part (after mmap_write_unlock): a successful
+    move sends UFFD_EVENT_REMAP {from, to, len} and waits until it is read;
+    a failed one only drops the reference (mremap_userfaultfd_fail(), which
+    leaves ``mmap_changing`` raised, as 7.0 does)."""
+    if ctx is None:
+        return
+    if failed:
+        await userfaultfd_ctx_put(ctx)
+        return
+    ewq = UserfaultfdEvent({"event": UFFD_EVENT_REMAP, "from": old, "to": new, "len": length})
+    await userfaultfd_event_wait_completion(ctx, ewq)
+
+
+async def userfaultfd_event_wait_completion(ctx: UserfaultfdCtx, ewq: UserfaultfdEvent) -> None:
+    """Models userfaultfd_event_wait_completion(): queue the event on
+    event_wqh and sleep (killable) until read() completes it, the context is
+    released or a fatal signal comes; then lower ``mmap_changing`` and drop
+    the reference the prep took."""
+    tsk = current_task()
+    await Op(_RMW, ctx.evt_loc, "userfaultfd_event_wait_completion: __add_wait_queue")
+    ctx.event_wqh.append(ewq)
+    while ewq.msg["event"]:
+        await Op(_READ, ctx.loc, "userfaultfd_event_wait_completion: READ_ONCE(ctx->released)")
+        if ctx.released or fatal_signal_pending(tsk):
+            await Op(_RMW, ctx.evt_loc, "userfaultfd_event_wait_completion: __remove_wait_queue")
+            if ewq in ctx.event_wqh:
+                ctx.event_wqh.remove(ewq)
+            break
+        await block(ctx.evt_loc, "userfaultfd_event_wait_completion: schedule()",
+                    lambda: not ewq.msg["event"] or ctx.released or tsk.fatal_signal,
+                    also=signal_loc(tsk))
+    await Op(_RMW, ctx.evt_loc, "atomic_dec(ctx->mmap_changing)")
+    ctx.mmap_changing -= 1
+    if ctx.mmap_changing < 0:
+        debug.report("WARNING: userfaultfd_event_wait_completion", f"{ctx}: mmap_changing < 0")
+    await userfaultfd_ctx_put(ctx)
+
+
+async def userfaultfd_unmap_prep(vma: VmAreaStruct, start: int, end: int, unmaps: list[Any]) -> int:
+    """Models userfaultfd_unmap_prep() (vms_gather_munmap_vmas(), under the
+    mmap write lock): with UFFD_FEATURE_EVENT_UNMAP, once per context and
+    range, pin the context and raise ``mmap_changing``; the event goes out in
+    userfaultfd_unmap_complete() once munmap has dropped mmap_lock."""
+    ctx = vma.vm_userfaultfd_ctx
+    if ctx is None or not ctx.features & UFFD_FEATURE_EVENT_UNMAP or (ctx, start, end) in unmaps:
+        return 0
+    userfaultfd_ctx_get(ctx)
+    await _mmap_changing_inc(ctx)
+    unmaps.append((ctx, start, end))
+    return 0
+
+
+async def userfaultfd_unmap_complete(unmaps: list[Any]) -> None:
+    """Models userfaultfd_unmap_complete(): send each UFFD_EVENT_UNMAP
+    {start, end} and wait for it to be read."""
+    for ctx, start, end in unmaps:
+        await userfaultfd_event_wait_completion(
+            ctx, UserfaultfdEvent({"event": UFFD_EVENT_UNMAP, "start": start, "end": end}))
+    unmaps.clear()
+
+
+def userfaultfd_event_complete(ctx: UserfaultfdCtx, ewq: UserfaultfdEvent) -> None:
+    """userfaultfd_event_complete() (event_wqh locked by the caller)."""
+    ewq.msg["event"] = 0
+    ctx.event_wqh.remove(ewq)
+
+
+async def mmap_changing_read(ctx: UserfaultfdCtx) -> bool:
+    """atomic_read(&ctx->mmap_changing): an ioctl's lockless early check."""
+    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)")
+    return bool(ctx.mmap_changing)
 
 
 # -- the ioctls (fs/userfaultfd.c) ------------------------------------------------------
@@ -525,20 +661,23 @@ async def userfaultfd_api(ctx: UserfaultfdCtx, api: int, features: int) -> tuple
 async def userfaultfd_copy(ctx: UserfaultfdCtx, dst: int, src: int, length: int,
                            mode: int) -> tuple[int, int]:
     """Models userfaultfd_copy(): (ioctl return, uffdio_copy.copy)."""
+    if await mmap_changing_read(ctx):
+        return -errno.EAGAIN, -errno.EAGAIN
     ret = validate_unaligned_range(src, length) or validate_range(dst, length)
     if ret:
         return ret, 0
     if mode & ~(UFFDIO_COPY_MODE_DONTWAKE | UFFDIO_COPY_MODE_WP):
         return -errno.EINVAL, 0
-    if mode & UFFDIO_COPY_MODE_WP:
-        raise NotModelled("userfaultfd: UFFDIO_COPY_MODE_WP (uffd-wp PTEs) is not modelled")
+    flags = MFILL_ATOMIC_WP if mode & UFFDIO_COPY_MODE_WP else 0
     return await _fill_ioctl(ctx, dst, src, length, MFILL_ATOMIC_COPY,
-                             not mode & UFFDIO_COPY_MODE_DONTWAKE)
+                             not mode & UFFDIO_COPY_MODE_DONTWAKE, flags)
 
 
 async def userfaultfd_zeropage(ctx: UserfaultfdCtx, start: int, length: int, mode: int
                                ) -> tuple[int, int]:
     """Models userfaultfd_zeropage(): (ioctl return, uffdio_zeropage.zeropage)."""
+    if await mmap_changing_read(ctx):
+        return -errno.EAGAIN, -errno.EAGAIN
     ret = validate_range(start, length)
     if ret:
         return ret, 0
@@ -549,12 +688,12 @@ async def userfaultfd_zeropage(ctx: UserfaultfdCtx, start: int, length: int, mod
 
 
 async def _fill_ioctl(ctx: UserfaultfdCtx, dst: int, src: int, length: int, kind: int,
-                      wake: bool) -> tuple[int, int]:
+                      wake: bool, flags: int = 0) -> tuple[int, int]:
     mm = ctx.mm
     assert mm is not None
     if not await mmget_not_zero(mm):
         return -errno.ESRCH, 0
-    ret = await mfill_atomic(ctx, dst, src, length, kind)
+    ret = await mfill_atomic(ctx, dst, src, length, kind, flags)
     await _mmput(mm)
     if ret < 0:
         return ret, ret
@@ -563,9 +702,51 @@ async def _fill_ioctl(ctx: UserfaultfdCtx, dst: int, src: int, length: int, kind
     return (0 if ret == length else -errno.EAGAIN), ret
 
 
+async def userfaultfd_wake(ctx: UserfaultfdCtx, start: int, length: int) -> int:
+    """Models userfaultfd_wake() (UFFDIO_WAKE): wake the faults queued in
+    [start, start+len), read or not; for fills and resolutions made with
+    the DONTWAKE modes."""
+    ret = validate_range(start, length)
+    if ret:
+        return ret
+    await wake_userfault(ctx, start, length)
+    return 0
+
+
+async def userfaultfd_writeprotect(ctx: UserfaultfdCtx, start: int, length: int, mode: int) -> int:
+    """Models userfaultfd_writeprotect() (UFFDIO_WRITEPROTECT, 7.0): MODE_WP
+    write-protects the range's present PTEs, mode 0 resolves them and wakes
+    the faults waiting in the range (not with MODE_DONTWAKE; WP|DONTWAKE is
+    -EINVAL).  mwriteprotect_range() does the work under mmap_read_lock."""
+    if await mmap_changing_read(ctx):
+        return -errno.EAGAIN
+    ret = validate_range(start, length)
+    if ret:
+        return ret
+    if mode & ~(UFFDIO_WRITEPROTECT_MODE_DONTWAKE | UFFDIO_WRITEPROTECT_MODE_WP):
+        return -errno.EINVAL
+    mode_wp = bool(mode & UFFDIO_WRITEPROTECT_MODE_WP)
+    mode_dontwake = bool(mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE)
+    if mode_wp and mode_dontwake:
+        return -errno.EINVAL
+    mm = ctx.mm
+    assert mm is not None
+    if not await mmget_not_zero(mm):
+        return -errno.ESRCH
+    ret = await mwriteprotect_range(ctx, start, length, mode_wp)
+    await _mmput(mm)
+    if ret:
+        return ret
+    if not mode_wp and not mode_dontwake:
+        await wake_userfault(ctx, start, length)
+    return 0
+
+
 async def userfaultfd_move(ctx: UserfaultfdCtx, dst: int, src: int, length: int, mode: int
                            ) -> tuple[int, int]:
     """Models userfaultfd_move(): (ioctl return, uffdio_move.move)."""
+    if await mmap_changing_read(ctx):
+        return -errno.EAGAIN, -errno.EAGAIN
     mm = ctx.mm
     assert mm is not None
     if mm is not current_task().mm:

@@ -18,6 +18,7 @@ from pervma.kernel.memory import (
     alloc_page,
     flush_tlb,
     linear_page_index,
+    present_vpns,
     pte_loc,
     put_page,
     set_pte_at,
@@ -51,6 +52,7 @@ VM_UFFD_WP = VmFlags.VM_UFFD_WP
 __VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP
 UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES = 2  # uapi (exported by userfaultfd.py)
 MFILL_ATOMIC_COPY, MFILL_ATOMIC_ZEROPAGE = 1, 2
+MFILL_ATOMIC_WP = 1 << 3  # a uffd_flags_t bit above the mode bits: install the PTE uffd-wp
 _VM_SHARED = VmFlags.VM_SHARED
 _RMW, _READ = OpKind.RMW, OpKind.READ
 
@@ -96,6 +98,11 @@ async def userfaultfd_reset_ctx(vma: VmAreaStruct) -> None:
 
 async def userfaultfd_clear_vma(prev: VmAreaStruct | None, vma: VmAreaStruct, start: int,
                                 end: int) -> VmAreaStruct | int:
+    """userfaultfd_clear_vma(): a write-protect registration first resolves
+    every uffd-wp PTE of the range (uffd_wp_range), then the VMA drops the
+    context (merging)."""
+    if vma.vm_flags & VM_UFFD_WP:  # userfaultfd_wp()
+        await uffd_wp_range(vma, start, end - start, False)
     ret = await vma_modify_flags_uffd(prev, vma, start, end, vma.vm_flags & ~__VM_UFFD_FLAGS, None)
     if not isinstance(ret, int):
         await userfaultfd_reset_ctx(ret)
@@ -234,16 +241,27 @@ class MfillState:
     src_addr: int
     vma: VmAreaStruct | None = None
     folio: Page | None = None
+    wp: bool = False  # flags & MFILL_ATOMIC_WP
 
 
 async def mfill_get_vma(state: MfillState) -> int:
+    """Models mfill_get_vma(): lock the destination, then take
+    map_changing_lock for read: while a non-cooperative event is pending
+    (``mmap_changing``) the fill fails with -EAGAIN."""
     ctx = state.ctx
     assert ctx.mm is not None
     dst_vma = await uffd_mfill_lock(ctx.mm, state.dst_start, state.len)
     if isinstance(dst_vma, int):
         return dst_vma
+    await map_changing_read_lock(ctx)
     state.vma = dst_vma
+    if await mmap_changing_locked(ctx):
+        await mfill_put_vma(state)
+        return -errno.EAGAIN
     if (dst_vma.is_anonymous() and dst_vma.vm_flags & _VM_SHARED) or not dst_vma.is_anonymous():
+        await mfill_put_vma(state)
+        return -errno.EINVAL
+    if state.wp and not dst_vma.vm_flags & VM_UFFD_WP:  # a wrprotect copy needs a WP registration
         await mfill_put_vma(state)
         return -errno.EINVAL
     return 0
@@ -251,8 +269,27 @@ async def mfill_get_vma(state: MfillState) -> int:
 
 async def mfill_put_vma(state: MfillState) -> None:
     if state.vma is not None:
+        await map_changing_read_unlock(state.ctx)
         await uffd_mfill_unlock(state.vma)
         state.vma = None
+
+
+async def map_changing_read_lock(ctx: UserfaultfdCtx) -> None:
+    lock = ctx.map_changing_lock
+    assert lock is not None
+    await lock.down_read()
+
+
+async def map_changing_read_unlock(ctx: UserfaultfdCtx) -> None:
+    lock = ctx.map_changing_lock
+    assert lock is not None
+    await lock.up_read()
+
+
+async def mmap_changing_locked(ctx: UserfaultfdCtx) -> bool:
+    """atomic_read(&ctx->mmap_changing) under map_changing_lock."""
+    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)")
+    return bool(ctx.mmap_changing)
 
 
 async def copy_from_user(src: int, nofault: bool) -> dict[int, int] | None:
@@ -292,7 +329,7 @@ def _check_fill_vma(vma: VmAreaStruct, addr: int, where: str) -> None:
         debug.report("BUG: userfaultfd fill outside its VMA", f"{where}: {addr:#x} not in {vma}")
 
 
-async def mfill_atomic_install_pte(vma: VmAreaStruct, dst_addr: int, page: Page) -> int:
+async def mfill_atomic_install_pte(vma: VmAreaStruct, dst_addr: int, page: Page, wp: bool = False) -> int:
     mm = vma.vm_mm
     ptl = mm.ptl(dst_addr)
     vpn = dst_addr >> PAGE_SHIFT
@@ -302,8 +339,9 @@ async def mfill_atomic_install_pte(vma: VmAreaStruct, dst_addr: int, page: Page)
         return -errno.EEXIST
     _check_fill_vma(vma, dst_addr, "mfill_atomic_install_pte")
     page.anon_vma, page.index, page.mapcount = vma.anon_vma, linear_page_index(vma, dst_addr), 1
-    await set_pte_at(mm, vpn, Pte(page, writable=bool(vma.vm_flags & VmFlags.VM_WRITE), dirty=True),
-                     "mfill_atomic_install_pte: set_pte_at")
+    # pte_mkuffd_wp() also write-protects the entry
+    await set_pte_at(mm, vpn, Pte(page, writable=bool(vma.vm_flags & VmFlags.VM_WRITE) and not wp, dirty=True,
+                                  uffd_wp=wp), "mfill_atomic_install_pte: set_pte_at")
     await ptl.unlock()
     return 0
 
@@ -320,7 +358,7 @@ async def mfill_atomic_pte_copy(state: MfillState) -> int:
         page.data = data
     else:
         page, state.folio = state.folio, None
-    ret = await mfill_atomic_install_pte(vma, state.dst_addr, page)
+    ret = await mfill_atomic_install_pte(vma, state.dst_addr, page, state.wp)
     if ret:
         put_page(vma.vm_mm, page, "mfill_atomic_pte_copy")
     return ret
@@ -343,12 +381,13 @@ async def mfill_atomic_pte_zeropage(state: MfillState) -> int:
 
 
 async def mfill_atomic(ctx: UserfaultfdCtx, dst_start: int, src_start: int, length: int,
-                       mode: int) -> int:
+                       mode: int, flags: int = 0) -> int:
     """Models mfill_atomic(): lock the destination (mfill_get_vma), fill page
     by page; a source page that is not present is copied with the lock dropped
     and the destination looked up again.  Returns the bytes filled, else
     -errno."""
-    state = MfillState(ctx, dst_start, src_start, length, mode, dst_start, src_start)
+    state = MfillState(ctx, dst_start, src_start, length, mode, dst_start, src_start,
+                       wp=bool(flags & MFILL_ATOMIC_WP))
     copied = 0
     err = 0
     while True:
@@ -386,6 +425,77 @@ async def mfill_atomic(ctx: UserfaultfdCtx, dst_start: int, src_start: int, leng
         assert ctx.mm is not None
         put_page(ctx.mm, state.folio, "mfill_atomic: out")
     return copied or err
+
+
+# -- UFFDIO_WRITEPROTECT ---------------------------------------------------------------
+def _anon_exclusive(page: Page) -> bool:
+    """PageAnonExclusive, approximated as move_pages_pte() and do_wp_page()
+    do: an anonymous page mapped once with one reference."""
+    return not page.zero_page and page.anon_vma is not None and page.mapcount == 1 and page.refcount == 1
+
+
+async def uffd_wp_range(vma: VmAreaStruct, start: int, length: int, enable_wp: bool) -> int:
+    """Models uffd_wp_range() -> change_protection() on [start, start+len):
+    with MM_CP_UFFD_WP each present PTE gets the uffd-wp bit and loses write;
+    with MM_CP_UFFD_WP_RESOLVE the bit is cleared and, VM_WRITE being set
+    (MM_CP_TRY_CHANGE_WRITABLE), an exclusive anonymous page is made
+    writable again (can_change_pte_writable); a shared or zero page stays
+    read-only and takes a write fault.  Each changed PTE is written under its
+    page-table lock; one TLB flush.  Returns the PTEs changed.  No PTE
+    markers: an empty PTE of an anonymous VMA stays empty."""
+    mm = vma.vm_mm
+    if start < vma.vm_start or start + length > vma.vm_end:
+        debug.report("WARNING: uffd_wp_range", f"[{start:#x}, {start + length:#x}) exceeds {vma}")
+    upgrade = not enable_wp and bool(vma.vm_flags & VmFlags.VM_WRITE)
+    changed = 0
+    for vpn in present_vpns(mm, start, start + length):
+        ptl = mm.ptl(vpn << PAGE_SHIFT)
+        await ptl.lock()
+        pte = mm.pgtable.get(vpn)
+        if pte is not None:
+            if enable_wp:
+                new = Pte(pte.page, False, pte.dirty, pte.readable, True)
+            else:
+                writable = pte.writable or (upgrade and pte.readable and _anon_exclusive(pte.page))
+                new = Pte(pte.page, writable, pte.dirty, pte.readable, False)
+            if (new.writable, new.uffd_wp) != (pte.writable, pte.uffd_wp):
+                _check_fill_vma(vma, vpn << PAGE_SHIFT, "change_pte_range (uffd-wp)")
+                await set_pte_at(mm, vpn, new, "change_pte_range: uffd-wp" if enable_wp
+                                 else "change_pte_range: uffd-wp resolve")
+                changed += 1
+        await ptl.unlock()
+    if changed:
+        await flush_tlb(mm, "uffd_wp_range: tlb_finish_mmu")
+    return changed
+
+
+async def mwriteprotect_range(ctx: UserfaultfdCtx, start: int, length: int, enable_wp: bool) -> int:
+    """Models mwriteprotect_range() (mm/userfaultfd.c, 7.0): under
+    mmap_read_lock (no per-VMA lock: every form holds mmap_lock), each VMA of
+    the range must be registered in write-protect mode (else -ENOENT, the
+    VMAs before it already changed); holes are skipped; no VMA at all is
+    -ENOENT; -EAGAIN while an event is pending (``mmap_changing``, read under
+    map_changing_lock)."""
+    mm = ctx.mm
+    assert mm is not None
+    end = start + length
+    await mmap_read_lock(mm)
+    await map_changing_read_lock(ctx)
+    if await mmap_changing_locked(ctx):
+        await map_changing_read_unlock(ctx)
+        await mmap_read_unlock(mm)
+        return -errno.EAGAIN
+    err = -errno.ENOENT
+    for vma in mm.mm_mt.overlapping(start, end):  # for_each_vma_range()
+        if not vma.vm_flags & VM_UFFD_WP:
+            err = -errno.ENOENT
+            break
+        _start, _end = max(vma.vm_start, start), min(vma.vm_end, end)
+        await uffd_wp_range(vma, _start, _end - _start, enable_wp)
+        err = 0
+    await map_changing_read_unlock(ctx)
+    await mmap_read_unlock(mm)
+    return err
 
 
 # -- UFFDIO_MOVE ------------------------------------------------------------------------
@@ -503,7 +613,8 @@ async def move_pages_pte(ctx: UserfaultfdCtx, dst: VmAreaStruct, src: VmAreaStru
         if not page.zero_page:
             page.anon_vma, page.index = dst.anon_vma, linear_page_index(dst, dst_addr)
         await set_pte_at(mm, dvpn, Pte(page, writable=orig.writable and not page.zero_page,
-                                       dirty=orig.dirty), "move_pages_ptes: set_pte_at(dst)")
+                                       dirty=orig.dirty, uffd_wp=orig.uffd_wp),
+                         "move_pages_ptes: set_pte_at(dst)")
         await flush_tlb(mm, "move_pages_ptes: flush_tlb_range")
         ret = PAGE_SIZE
     if second is not first:
@@ -524,8 +635,11 @@ async def move_pages(ctx: UserfaultfdCtx, dst_start: int, src_start: int, length
         return r
     dst, src = r
     moved = 0
+    await map_changing_read_lock(ctx)
     err = -errno.EINVAL
-    if (not src.vm_flags & _VM_SHARED and src_start + length <= src.vm_end
+    if await mmap_changing_locked(ctx):  # re-checked after taking map_changing_lock
+        err = -errno.EAGAIN
+    elif (not src.vm_flags & _VM_SHARED and src_start + length <= src.vm_end
             and not dst.vm_flags & _VM_SHARED and dst_start + length <= dst.vm_end):
         err = validate_move_areas(ctx, src, dst)
     while not err and moved < length:
@@ -542,5 +656,6 @@ async def move_pages(ctx: UserfaultfdCtx, dst_start: int, src_start: int, length
         if err:
             break
         moved += step
+    await map_changing_read_unlock(ctx)
     await uffd_move_unlock(dst, src)
     return moved or err

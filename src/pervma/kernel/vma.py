@@ -526,6 +526,7 @@ class VmaMunmapStruct:
     vmas: list[VmAreaStruct] = field(default_factory=list)
     unlock: bool = False
     nr_accounted: int = 0  # pages of the gathered VM_ACCOUNT VMAs, uncharged on completion
+    uf: list[Any] | None = None  # munmap's userfaultfd UNMAP events (userfaultfd_unmap_prep)
 
 
 async def vms_gather_munmap_vmas(vms: VmaMunmapStruct, vma: VmAreaStruct) -> int:
@@ -551,6 +552,10 @@ async def vms_gather_munmap_vmas(vms: VmaMunmapStruct, vma: VmAreaStruct) -> int
         if nxt.vm_flags & VmFlags.VM_ACCOUNT:
             vms.nr_accounted += nxt.pages()
         await vma_mark_detached(nxt)
+        if vms.uf is not None and nxt.vm_userfaultfd_ctx is not None:
+            from pervma.kernel.userfaultfd import userfaultfd_unmap_prep
+
+            await userfaultfd_unmap_prep(nxt, start, end, vms.uf)
     return 0
 
 
@@ -581,10 +586,10 @@ async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
 
 
 async def do_vmi_align_munmap(mm: MmStruct, vma: VmAreaStruct, start: int, end: int,
-                              unlock: bool) -> int:
+                              unlock: bool, uf: list[Any] | None = None) -> int:
     """Models do_vmi_align_munmap(): on failure (gather_failed) mmap_lock is
     still write-held whatever ``unlock`` says; the caller releases it."""
-    vms = VmaMunmapStruct(mm, start, end, unlock=unlock)
+    vms = VmaMunmapStruct(mm, start, end, unlock=unlock, uf=uf)
     err = await vms_gather_munmap_vmas(vms, vma)
     if err:
         return err
