@@ -37,6 +37,12 @@ from pervma.kernel.mmap_lock import (
     vma_start_read_locked_nested,
     vma_start_write,
 )
+from pervma.kernel.mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+    mmu_notifier_range_init,
+)
 from pervma.kernel.rmap import __anon_vma_prepare
 from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task, fatal_signal_pending
@@ -603,6 +609,9 @@ async def move_pages_pte(ctx: UserfaultfdCtx, dst: VmAreaStruct, src: VmAreaStru
         return -errno.EBUSY
     dptl, sptl = mm.ptl(dst_addr), mm.ptl(src_addr)
     first, second = (dptl, sptl) if dst_addr >> 21 <= src_addr >> 21 else (sptl, dptl)
+    # the source PTE goes away: a secondary MMU drops it first
+    rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, src_addr, src_addr + PAGE_SIZE)
+    await mmu_notifier_invalidate_range_start(rng)
     await first.lock()
     if second is not first:
         await second.lock()
@@ -620,6 +629,7 @@ async def move_pages_pte(ctx: UserfaultfdCtx, dst: VmAreaStruct, src: VmAreaStru
     if second is not first:
         await second.unlock()
     await first.unlock()
+    await mmu_notifier_invalidate_range_end(rng)
     return ret
 
 
