@@ -1,0 +1,260 @@
+"""Candidate executions of a litmus test and the outcome herd reports.
+
+For every combination of per-process paths (:mod:`pervma.litmus.events`), the
+engine adds one initial write per location and chooses, location by location, a
+coherence order ``co`` (initial write first, then a permutation of the stores
+that keeps each process's own stores in program order) and for each load a
+store of the same value it reads from.  Each location's choices are pruned on
+their own by the two per-location axioms of linux-kernel.cat -- ``coherence``
+(``po-loc | rf | co | fr`` acyclic) and ``atomic`` (no external store between an
+RMW's read and its write) -- before the product over locations is checked
+against the rest of LKMM (:func:`pervma.litmus.lkmm.check`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from pervma.litmus import relations as r
+from pervma.litmus.events import Ev, Path, process_paths, value_domain
+from pervma.litmus.lkmm import Static, check
+from pervma.litmus.syntax import (
+    And,
+    Atom,
+    Const,
+    Implies,
+    Key,
+    Litmus,
+    LitmusError,
+    Loc,
+    Not,
+    Or,
+    Prop,
+    Value,
+    prop_keys,
+)
+
+MAX_EXECUTIONS = 2_000_000
+
+State = tuple[tuple[Key, Value], ...]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What herd prints: the final states, the witnesses, the flags."""
+
+    states: list[State] = field(default_factory=list)
+    positive: int = 0
+    negative: int = 0
+    flags: set[str] = field(default_factory=set)
+    candidates: int = 0  # candidate executions checked (rf/co choices), for bench
+
+    @property
+    def verdict(self) -> str:
+        if self.positive == 0:
+            return "Never"
+        return "Always" if self.negative == 0 else "Sometimes"
+
+
+def locations_of(lit: Litmus) -> list[str]:
+    """Every shared location: declared, initialised, a process parameter, an
+    address in the initial state or a memory key of the final clause."""
+    locs: list[str] = []
+
+    def add(name: str) -> None:
+        if name not in locs:
+            locs.append(name)
+
+    for name, v in lit.init_mem.items():
+        add(name)
+        if isinstance(v, Loc):
+            add(v.name)
+    for v in lit.init_regs.values():
+        if isinstance(v, Loc):
+            add(v.name)
+    for proc in lit.processes:
+        for p in proc.params:
+            add(p)
+    for key in prop_keys(lit.prop) + prop_keys(lit.filter) + list(lit.locations):
+        if key[0] == "loc":
+            add(str(key[1]))
+    return locs
+
+
+def holds(p: Prop, state: dict[Key, Value]) -> bool:
+    if isinstance(p, Atom):
+        return state[p.key] == p.value
+    if isinstance(p, Const):
+        return p.value
+    if isinstance(p, Not):
+        return not holds(p.arg, state)
+    if isinstance(p, And):
+        return holds(p.left, state) and holds(p.right, state)
+    if isinstance(p, Or):
+        return holds(p.left, state) or holds(p.right, state)
+    assert isinstance(p, Implies)
+    return (not holds(p.left, state)) or holds(p.right, state)
+
+
+def _per_location(events: list[Ev], loc: str, writes: list[int], reads: list[int],
+                  rmw: dict[int, int]) -> list[tuple[list[int], dict[int, int]]]:
+    """The (co order, rf map) choices at one location that pass coherence and
+    atomicity there."""
+    init, own = writes[0], writes[1:]
+    by_thread: dict[int, list[int]] = {}
+    for w in own:
+        by_thread.setdefault(events[w].tid, []).append(w)
+    rf_cands = []
+    for rd in reads:
+        e = events[rd]
+        c = [w for w in writes if events[w].val == e.val
+             and not (events[w].tid == e.tid and events[w].idx > e.idx)]
+        if not c:
+            return []
+        rf_cands.append(c)
+    nodes = writes + reads
+    pos = {g: i for i, g in enumerate(nodes)}
+    k = len(nodes)
+    po_loc = [0] * k
+    for a in nodes:
+        for b in nodes:
+            ea, eb = events[a], events[b]
+            if ea.tid == eb.tid and ea.tid >= 0 and ea.idx < eb.idx:
+                po_loc[pos[a]] |= 1 << pos[b]
+    out = []
+    for perm in itertools.permutations(own):
+        ok = True
+        for seq in by_thread.values():  # a process's stores stay in program order
+            idx = [perm.index(w) for w in seq]
+            if idx != sorted(idx):
+                ok = False
+                break
+        if not ok:
+            continue
+        order = [init, *perm]
+        rank = {w: i for i, w in enumerate(order)}
+        co_rows = [0] * k
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                co_rows[pos[a]] |= 1 << pos[b]
+        for choice in itertools.product(*rf_cands):
+            rf_map = dict(zip(reads, choice, strict=True))
+            rows = list(po_loc)
+            for i in range(k):
+                rows[i] |= co_rows[i]
+            bad = False
+            for rd, w in rf_map.items():
+                rows[pos[w]] |= 1 << pos[rd]
+                rows[pos[rd]] |= co_rows[pos[w]]  # fr
+                if rd in rmw:  # atomic: no external store between rf source and write
+                    wr = rmw[rd]
+                    if rank[w] >= rank[wr]:
+                        bad = True
+                        break
+                    for mid in order[rank[w] + 1:rank[wr]]:
+                        if events[mid].tid != events[rd].tid:
+                            bad = True
+                            break
+                    if bad:
+                        break
+            if bad or not r.acyclic(tuple(rows)):
+                continue
+            out.append((order, rf_map))
+    return out
+
+
+def run_litmus(lit: Litmus) -> Outcome:
+    """Enumerate the test's candidate executions and judge each under LKMM."""
+    locs = locations_of(lit)
+    for key in prop_keys(lit.prop) + prop_keys(lit.filter) + list(lit.locations):
+        if key[0] == "reg" and not 0 <= int(key[1]) < len(lit.processes):
+            raise LitmusError(f"the final condition names P{key[1]}, which the test "
+                              "does not have")
+    domain = value_domain(lit, locs)
+    paths = [process_paths(lit, proc, domain) for proc in lit.processes]
+    shown = sorted(set(prop_keys(lit.prop)) | set(lit.locations), key=_key_order)
+    out = Outcome()
+    seen: set[State] = set()
+    for combo in itertools.product(*paths):
+        _run_combo(lit, locs, list(combo), shown, out, seen)
+    out.states.sort(key=lambda s: tuple(_value_order(v) for _, v in s))
+    return out
+
+
+def _key_order(key: Key) -> tuple[int, int, str]:
+    if key[0] == "reg":
+        return (0, int(key[1]), str(key[2]))
+    return (1, 0, str(key[1]))
+
+
+def _value_order(v: Value) -> tuple[int, int, str]:
+    return (1, 0, v.name) if isinstance(v, Loc) else (0, v, "")
+
+
+def _run_combo(lit: Litmus, locs: list[str], combo: list[Path], shown: list[Key],
+               out: Outcome, seen: set[State]) -> None:
+    events: list[Ev] = [Ev(-1, i, "W", loc, lit.init_mem.get(loc, 0), frozenset({"IW"}))
+                        for i, loc in enumerate(locs)]
+    addr, data, ctrl, rmw, lk_rmw = [], [], [], [], []
+    for path in combo:
+        base = len(events)
+        events.extend(path.events)
+        addr += [(a + base, b + base) for a, b in path.addr]
+        data += [(a + base, b + base) for a, b in path.data]
+        ctrl += [(a + base, b + base) for a, b in path.ctrl]
+        for a, b in path.rmw:
+            (lk_rmw if "LKR" in path.events[a].tags else rmw).append((a + base, b + base))
+    rmw_of = dict(rmw + lk_rmw)
+    per_loc = []
+    for li, loc in enumerate(locs):
+        writes = [li] + [i for i, e in enumerate(events)
+                         if e.kind == "W" and e.loc == loc and e.tid >= 0]
+        reads = [i for i, e in enumerate(events) if e.kind == "R" and e.loc == loc]
+        choices = _per_location(events, loc, writes, reads, rmw_of)
+        if not choices:
+            return
+        per_loc.append(choices)
+    st = Static(events, addr, data, ctrl, rmw, lk_rmw)
+    n = len(events)
+    regs = {(t, name): v for t, p in enumerate(combo) for name, v in p.regs.items()}
+    for choice in itertools.product(*per_loc):
+        out.candidates += 1
+        if out.candidates > MAX_EXECUTIONS:
+            raise LitmusError(f"more than {MAX_EXECUTIONS} candidate executions; the test "
+                              "is too large for pervma litmus")
+        rf_pairs = []
+        co_pairs = []
+        final: dict[str, Value] = {}
+        for loc, (order, rf_map) in zip(locs, choice, strict=True):
+            rf_pairs += [(w, rd) for rd, w in rf_map.items()]
+            co_pairs += [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
+            last = events[order[-1]].val
+            final[loc] = last if last is not None else 0
+        verdict = check(st, r.from_pairs(n, rf_pairs), r.from_pairs(n, co_pairs))
+        if not verdict.allowed:
+            continue
+        state = _state(lit, final, regs)
+        if lit.filter is not None and not holds(lit.filter, state):
+            continue
+        out.flags.update(verdict.flags)
+        if holds(lit.prop, state):
+            out.positive += 1
+        else:
+            out.negative += 1
+        key = tuple((k, state[k]) for k in shown)
+        if key not in seen:
+            seen.add(key)
+            out.states.append(key)
+
+
+def _state(lit: Litmus, final: dict[str, Value],
+           regs: dict[tuple[int, str], Value]) -> dict[Key, Value]:
+    state: dict[Key, Value] = {}
+    for key in prop_keys(lit.prop) + prop_keys(lit.filter) + list(lit.locations):
+        if key[0] == "reg":
+            tid, name = int(key[1]), str(key[2])
+            state[key] = regs.get((tid, name), lit.init_regs.get((tid, name), 0))
+        else:
+            state[key] = final[str(key[1])]
+    return state
