@@ -308,6 +308,9 @@ def _init_value(s: str, line: int) -> Value:
     s = s.strip()
     if re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|\d+)", s):
         return int(s, 0)
+    m = re.fullmatch(r"ATOMIC(?:64|_LONG)?_INIT\s*\(\s*(-?(?:0[xX][0-9a-fA-F]+|\d+))\s*\)", s)
+    if m:
+        return int(m.group(1), 0)
     m = re.fullmatch(r"&?\s*([A-Za-z_]\w*)", s)
     if m:
         return Loc(m.group(1))
