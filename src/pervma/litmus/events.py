@@ -254,15 +254,15 @@ class _Thread:
             b, db = self.eval(e.right)
             return _arith(e.op, a, b, e.line), da | db
         if isinstance(e, Assign):
-            v = self.eval(e.value)
+            tv = self.eval(e.value)
             t = e.target
             if isinstance(t, Name) and (t.id in self.regs or t.id not in self.domain):
-                self.regs[t.id] = v
-                return v
+                self.regs[t.id] = tv
+                return tv
             if isinstance(t, Unary) and t.op == "*":
                 loc, deps = self.pointer(t.arg)
-                self.store(loc, v, frozenset(), deps)
-                return v
+                self.store(loc, tv, frozenset(), deps)
+                return tv
             raise LitmusError(f"line {e.line}: unsupported construct 'assignment to a "
                               "shared variable by name'")
         return self.call(e)

@@ -196,7 +196,11 @@ def _run_combo(lit: Litmus, locs: list[str], combo: list[Path], shown: list[Key]
                out: Outcome, seen: set[State]) -> None:
     events: list[Ev] = [Ev(-1, i, "W", loc, lit.init_mem.get(loc, 0), frozenset({"IW"}))
                         for i, loc in enumerate(locs)]
-    addr, data, ctrl, rmw, lk_rmw = [], [], [], [], []
+    addr: list[tuple[int, int]] = []
+    data: list[tuple[int, int]] = []
+    ctrl: list[tuple[int, int]] = []
+    rmw: list[tuple[int, int]] = []
+    lk_rmw: list[tuple[int, int]] = []
     for path in combo:
         base = len(events)
         events.extend(path.events)

@@ -509,6 +509,9 @@ def _first_brace_outside_comments(text: str, pos: int) -> int:
         if text[i] == "{" and depth == 0:
             return i
         i += 1
+    if depth:
+        raise LitmusError(f"line {text.count(chr(10), 0, pos) + 1}: unterminated '(*' "
+                          "comment in the header")
     return -1
 
 

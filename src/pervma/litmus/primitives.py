@@ -162,15 +162,15 @@ def call_primitive(th: _Thread, e: Call) -> TVal:
         if kind == "_and_test":
             if m.group("order") or m.group("op") not in ("sub", "inc", "dec"):
                 raise LitmusError(f"line {line}: unknown primitive '{fn}'")
-            v, d = _arith_rmw(th, e, m.group("op"), "mb", _arith, fetch=False)
-            return int(v == 0), d
+            nv, nd = _arith_rmw(th, e, m.group("op"), "mb", _arith, fetch=False)
+            return int(nv == 0), nd
         return _arith_rmw(th, e, m.group("op"), ORDER_SUFFIX[m.group("order") or ""],
                           _arith, fetch=False)
     m = _ADD_NEGATIVE.match(fn)
     if m:
-        v, d = _arith_rmw(th, e, "add", ORDER_SUFFIX[m.group("order") or ""], _arith,
-                          fetch=False)
-        return int(not isinstance(v, int) or v < 0), d
+        av, ad = _arith_rmw(th, e, "add", ORDER_SUFFIX[m.group("order") or ""], _arith,
+                            fetch=False)
+        return int(isinstance(av, int) and av < 0), ad
     if fn in ("atomic_add_unless", "atomic_long_add_unless"):
         _nargs(e, 3)
         loc, deps = th.pointer(e.args[0])
@@ -182,8 +182,8 @@ def call_primitive(th: _Thread, e: Call) -> TVal:
                 return None
             return _arith("+", o[0], a[0], line), o[1] | a[1]
 
-        old, new = _rmw(th, loc, deps, "mb", add, line)
-        return int(new is not None), old[1]
+        uold, unew = _rmw(th, loc, deps, "mb", add, line)
+        return int(unew is not None), uold[1]
     raise LitmusError(f"line {line}: unsupported construct '{fn}()'")
 
 
