@@ -115,6 +115,10 @@ def _arith(op: str, a: Value, b: Value, line: int) -> Value:
     if op in ("==", "!="):
         eq = a == b
         return int(eq if op == "==" else not eq)
+    if op in ("+", "-") and isinstance(a, Loc) and b == 0:
+        return a  # 'x + (r ^ r)': an address dependency that keeps the address
+    if op == "+" and isinstance(b, Loc) and a == 0:
+        return b
     if isinstance(a, Loc) or isinstance(b, Loc):
         raise LitmusError(f"line {line}: unsupported construct 'pointer arithmetic ({op})'")
     if op == "+":
@@ -224,8 +228,8 @@ class _Thread:
                 return self.regs[e.id]
             if e.id in self.params or e.id in self.globals:
                 return Loc(e.id), frozenset()
-            raise LitmusError(f"line {e.line}: unknown identifier '{e.id}' in "
-                              f"P{self.proc.tid}")
+            # herd7 takes an undeclared name for a register holding 0
+            return 0, frozenset()
         if isinstance(e, Unary):
             if e.op == "*":
                 loc, deps = self.pointer(e.arg)
@@ -308,24 +312,32 @@ def process_paths(lit: Litmus, proc: Process, domain: dict[str, list[Value]],
     return out
 
 
-def value_domain(lit: Litmus, locations: list[str], max_rounds: int = 8) -> dict[str, list[Value]]:
+def value_domain(lit: Litmus, locations: list[str], max_rounds: int = 16) -> dict[str, list[Value]]:
     """Per location, the values a load may return: the initial value and every value
-    some path stores there, to a fixpoint (at most ``max_rounds`` rounds)."""
+    some path stores there, to a fixpoint.  A value an execution can really read
+    flows through a chain of at most S stores (S: the most stores the processes'
+    paths make together), so S + 1 rounds suffice; ``max_rounds`` bounds it."""
     dom: dict[str, set[Value]] = {loc: {lit.init_mem.get(loc, 0)} for loc in locations}
 
     def ordered(vals: set[Value]) -> list[Value]:
         return sorted(vals, key=lambda v: (1, v.name, 0) if isinstance(v, Loc) else (0, "", v))
 
-    for _ in range(max_rounds):
+    rounds = 0
+    while rounds < max_rounds:
+        rounds += 1
         frozen = {k: ordered(v) for k, v in dom.items()}
         grew = False
+        stores = 0
         for proc in lit.processes:
+            most = 0
             for path in process_paths(lit, proc, frozen):
+                most = max(most, sum(1 for ev in path.events if ev.kind == "W"))
                 for ev in path.events:
                     if ev.kind == "W" and ev.loc is not None and ev.val is not None \
                             and ev.val not in dom[ev.loc]:
                         dom[ev.loc].add(ev.val)
                         grew = True
-        if not grew:
+            stores += most
+        if not grew or rounds > stores:
             break
     return {k: ordered(v) for k, v in dom.items()}

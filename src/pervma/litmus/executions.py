@@ -14,6 +14,7 @@ against the rest of LKMM (:func:`pervma.litmus.lkmm.check`).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pervma.litmus import relations as r
@@ -84,6 +85,8 @@ def locations_of(lit: Litmus) -> list[str]:
 
 def holds(p: Prop, state: dict[Key, Value]) -> bool:
     if isinstance(p, Atom):
+        if isinstance(p.value, tuple):
+            return state[p.key] == state[p.value]
         return state[p.key] == p.value
     if isinstance(p, Const):
         return p.value
@@ -176,10 +179,52 @@ def run_litmus(lit: Litmus) -> Outcome:
     shown = sorted(set(prop_keys(lit.prop)) | set(lit.locations), key=_key_order)
     out = Outcome()
     seen: set[State] = set()
-    for combo in itertools.product(*paths):
-        _run_combo(lit, locs, list(combo), shown, out, seen)
+    for combo in _path_combinations(lit, paths):
+        _run_combo(lit, locs, combo, shown, out, seen)
     out.states.sort(key=lambda s: tuple(_value_order(v) for _, v in s))
     return out
+
+
+def _path_combinations(lit: Litmus, paths: list[list[Path]]) -> Iterator[list[Path]]:
+    """One path per process, depth first, dropping a partial combination as soon as
+    one of its loads reads a value that neither the initial state, the stores
+    chosen so far nor any path of a process still to choose can write."""
+    def stores(path: Path) -> set[tuple[str | None, Value | None]]:
+        return {(e.loc, e.val) for e in path.events if e.kind == "W"}
+
+    def loads(path: Path) -> set[tuple[str | None, Value | None]]:
+        return {(e.loc, e.val) for e in path.events if e.kind == "R"}
+
+    init = {(loc, v) for loc, v in lit.init_mem.items()}
+    n = len(paths)
+    path_stores = [[stores(p) for p in ps] for ps in paths]
+    path_loads = [[loads(p) for p in ps] for ps in paths]
+    maybe_after: list[set[tuple[str | None, Value | None]]] = [set() for _ in range(n + 1)]
+    for t in range(n - 1, -1, -1):
+        maybe_after[t] = maybe_after[t + 1].union(*path_stores[t])
+    chosen: list[Path] = []
+    chosen_loads: list[set[tuple[str | None, Value | None]]] = []
+
+    def default(pair: tuple[str | None, Value | None]) -> bool:
+        return pair[0] is not None and pair[0] not in lit.init_mem and pair[1] == 0
+
+    def walk(t: int, written: set[tuple[str | None, Value | None]]) -> Iterator[list[Path]]:
+        if t == n:
+            yield list(chosen)
+            return
+        for i, path in enumerate(paths[t]):
+            now = written | path_stores[t][i]
+            avail = now | maybe_after[t + 1] | init
+            if any(not (p in avail or default(p))
+                   for ls in (*chosen_loads, path_loads[t][i]) for p in ls):
+                continue
+            chosen.append(path)
+            chosen_loads.append(path_loads[t][i])
+            yield from walk(t + 1, now)
+            chosen.pop()
+            chosen_loads.pop()
+
+    yield from walk(0, set())
 
 
 def _key_order(key: Key) -> tuple[int, int, str]:

@@ -407,8 +407,11 @@ class _PropParser:
         raise LitmusError(f"line {self.line}: unsupported construct '{s}' in the final "
                           "condition")
 
-    def value(self) -> Value:
+    def value(self) -> Value | tuple[str, int, str]:
         s = self.next()
+        if re.fullmatch(r"\d+:[A-Za-z_]\w*", s):
+            tid, reg = s.split(":")
+            return ("reg", int(tid), reg)
         if re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|\d+)", s):
             return int(s, 0)
         if re.fullmatch(r"[A-Za-z_]\w*", s):

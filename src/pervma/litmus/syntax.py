@@ -122,8 +122,12 @@ Key = tuple[str, ...] | tuple[str, int, str]
 
 @dataclass(frozen=True, slots=True)
 class Atom:
+    """``key=value``; the value may itself be a key (``0:r1=1:r1``, ``x=y``
+    compares with the value *in* y only when written ``x=*y``: herd reads a bare
+    name on the right as an address)."""
+
     key: Key
-    value: Value
+    value: Value | tuple[str, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,8 @@ def key_str(key: Key) -> str:
 def prop_str(p: Prop, top: bool = True) -> str:
     """The proposition as herd prints it after ``Condition``."""
     if isinstance(p, Atom):
-        s = f"{key_str(p.key)}={p.value}"
+        v = key_str(p.value) if isinstance(p.value, tuple) else str(p.value)
+        s = f"{key_str(p.key)}={v}"
     elif isinstance(p, Const):
         s = "true" if p.value else "false"
     elif isinstance(p, Not):
@@ -207,8 +212,9 @@ def prop_keys(p: Prop | None) -> list[Key]:
         if q is None or isinstance(q, Const):
             return
         if isinstance(q, Atom):
-            if q.key not in out:
-                out.append(q.key)
+            for k in (q.key, q.value):
+                if isinstance(k, tuple) and k not in out:
+                    out.append(k)
         elif isinstance(q, Not):
             walk(q.arg)
         else:
