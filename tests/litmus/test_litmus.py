@@ -190,3 +190,61 @@ def test_relation_algebra() -> None:
     assert r.inverse(chain) == r.from_pairs(n, [(1, 0), (2, 1)])
     assert r.restrict(chain, 0b001, 0b110) == r.from_pairs(n, [(0, 1)])
     assert (r.domain(chain), r.range_(chain)) == (0b011, 0b110)
+
+
+# Every primitive linux-kernel.def (Linux 7.0) defines, with its arguments
+# (x: an int location, v: a value) and the event tags pervma gives it.
+_ORDERS = ("", "_relaxed", "_acquire", "_release")
+PRIMITIVES: list[tuple[str, str]] = [
+    ("READ_ONCE(*x)", "R:once"), ("WRITE_ONCE(*x, 1)", "W:once"),
+    ("smp_load_acquire(x)", "R:acquire"), ("smp_store_release(x, 1)", "W:release"),
+    ("rcu_dereference(*x)", "R:once"), ("rcu_assign_pointer(*x, 1)", "W:release"),
+    ("smp_store_mb(*x, 1)", "W:once F:mb"),
+    ("smp_mb()", "F:mb"), ("smp_rmb()", "F:rmb"), ("smp_wmb()", "F:wmb"),
+    ("barrier()", "F:barrier"), ("smp_mb__before_atomic()", "F:before-atomic"),
+    ("smp_mb__after_atomic()", "F:after-atomic"),
+    ("smp_mb__after_spinlock()", "F:after-spinlock"),
+    ("smp_mb__after_unlock_lock()", "F:after-unlock-lock"),
+    ("smp_mb__after_srcu_read_unlock()", "F:after-srcu-read-unlock"),
+    ("rcu_read_lock()", "F:rcu-lock"), ("rcu_read_unlock()", "F:rcu-unlock"),
+    ("synchronize_rcu()", "F:sync-rcu"), ("synchronize_rcu_expedited()", "F:sync-rcu"),
+    ("srcu_read_lock(x)", "R:srcu-lock"), ("srcu_read_unlock(x, 0)", "W:srcu-unlock"),
+    ("srcu_down_read(x)", "R:srcu-lock"), ("srcu_up_read(x, 0)", "W:srcu-unlock"),
+    ("synchronize_srcu(x)", "S:sync-srcu"), ("synchronize_srcu_expedited(x)", "S:sync-srcu"),
+    ("atomic_read(x)", "R:once"), ("atomic_set(x, 1)", "W:once"),
+    ("atomic_read_acquire(x)", "R:acquire"), ("atomic_set_release(x, 1)", "W:release"),
+    ("spin_lock(x)", "R:LKR W:LKW"), ("spin_unlock(x)", "W:UL"),
+]
+for _op in ("add", "sub", "and", "or", "xor", "andnot"):
+    PRIMITIVES.append((f"atomic_{_op}(1, x)", "R:noreturn W:noreturn"))
+PRIMITIVES += [("atomic_inc(x)", "R:noreturn W:noreturn"),
+               ("atomic_dec(x)", "R:noreturn W:noreturn")]
+_TAG = {"": "mb", "_relaxed": "once", "_acquire": "acquire", "_release": "release"}
+for _o in _ORDERS:
+    t = _TAG[_o]
+    for _op in ("add", "sub"):
+        PRIMITIVES.append((f"atomic_{_op}_return{_o}(1, x)", f"R:{t} W:{t}"))
+    for _op in ("inc", "dec"):
+        PRIMITIVES.append((f"atomic_{_op}_return{_o}(x)", f"R:{t} W:{t}"))
+        PRIMITIVES.append((f"atomic_fetch_{_op}{_o}(x)", f"R:{t} W:{t}"))
+    for _op in ("add", "sub", "and", "or", "xor", "andnot"):
+        PRIMITIVES.append((f"atomic_fetch_{_op}{_o}(1, x)", f"R:{t} W:{t}"))
+    PRIMITIVES += [(f"xchg{_o}(x, 1)", f"R:{t} W:{t}"), (f"atomic_xchg{_o}(x, 1)", f"R:{t} W:{t}"),
+                   (f"cmpxchg{_o}(x, 0, 1)", f"R:{t} W:{t}"),
+                   (f"atomic_cmpxchg{_o}(x, 0, 1)", f"R:{t} W:{t}"),
+                   (f"atomic_add_negative{_o}(1, x)", f"R:{t} W:{t}")]
+PRIMITIVES += [("atomic_sub_and_test(1, x)", "R:mb W:mb"), ("atomic_dec_and_test(x)", "R:mb W:mb"),
+               ("atomic_inc_and_test(x)", "R:mb W:mb"), ("atomic_add_unless(x, 1, 5)", "R:mb W:mb")]
+
+
+@pytest.mark.parametrize(("call", "tags"), PRIMITIVES, ids=[c for c, _ in PRIMITIVES])
+def test_every_primitive_of_linux_kernel_def_runs_with_its_tags(call: str, tags: str) -> None:
+    from pervma.litmus.events import process_paths, value_domain
+
+    lit = parse_litmus(f"C t\n{{}}\nP0(int *x)\n{{\n\tint r0;\n\tr0 = 0;\n\t{call};\n}}\n"
+                       "exists (x=0 \\/ ~x=0)\n")
+    paths = process_paths(lit, lit.processes[0], value_domain(lit, ["x"]))
+    got = " ".join(f"{e.kind}:{'/'.join(sorted(e.tags - {'RMW'}))}" for e in paths[0].events)
+    assert got == tags
+    out = run_litmus(lit)
+    assert out.positive >= 1 and out.negative == 0
