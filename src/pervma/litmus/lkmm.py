@@ -137,6 +137,42 @@ class Static:
                        self.W & self.Plain, self.Wmb),
             r.restrict(self.po, every, self.W))
 
+        self.flags = self._static_flags()
+
+    def _static_flags(self) -> tuple[str, ...]:
+        """The .bell/.cat/lock.cat flags that program order alone decides."""
+        n, ident = self.n, r.ident
+        flags = []
+        rcu_lock, rcu_unlock = _mask(self.events, lambda e: "rcu-lock" in e.tags), \
+            _mask(self.events, lambda e: "rcu-unlock" in e.tags)
+        if rcu_lock & ~r.domain(self.rcu_rscs):
+            flags.append("unmatched-rcu-lock")
+        if rcu_unlock & ~r.range_(self.rcu_rscs):
+            flags.append("unmatched-rcu-unlock")
+        if not r.is_empty(r.inter(self.rcu_rscs,
+                                  r.seqs(self.po, ident(n, self.Sync_srcu), self.po))):
+            flags.append("invalid-sleep")
+        # lock.cat: critical = ([LKW] ; po-loc ; [UL]) \ (po-loc ; [LKW | UL] ; po-loc)
+        critical = r.diff(r.restrict(self.po_loc, self.LKW, self.UL),
+                          r.seqs(self.po_loc, ident(n, self.LKW | self.UL), self.po_loc))
+        if self.UL & ~r.range_(critical):
+            flags.append("unmatched-unlock")
+        all_locks = self.LKR | self.LKW | self.UL | self.LF | self.RL | self.RU
+        if not r.is_empty(r.restrict(self.loc, self.M & ~self.IW & ~all_locks, all_locks)):
+            flags.append("mixed-lock-accesses")
+        # cat: mixed-accesses, plain writes and marked accesses without a barrier between
+        barrier = r.union(
+            self.fencerel(_mask(self.events, lambda e: bool(e.tags & _BARRIER_TAGS))
+                          | self.Acquire | self.Release),
+            r.restrict(self.po, self.every, self.Release),
+            r.restrict(self.po, self.Acquire, self.every))
+        nb = r.diff(self.po_loc, barrier)
+        pw = self.Plain & self.W
+        if not (r.is_empty(r.restrict(nb, pw, self.Marked))
+                and r.is_empty(r.restrict(nb, self.Marked, pw))):
+            flags.append("mixed-accesses")
+        return tuple(flags)
+
     def fencerel(self, s: int) -> Rel:
         """``fencerel(S) = po ; [S] ; po``."""
         return r.seq(r.restrict(self.po, self.every, s), self.po)
@@ -152,6 +188,35 @@ class Static:
             elif "rcu-unlock" in e.tags and stacks.get(e.tid):
                 pairs.append((stacks[e.tid].pop(), i))
         return r.from_pairs(self.n, pairs)
+
+
+_BARRIER_TAGS = frozenset({"barrier", "rmb", "wmb", "mb", "sync-rcu", "sync-srcu",
+                           "before-atomic", "after-atomic", "rcu-lock", "rcu-unlock",
+                           "srcu-lock", "srcu-unlock"})
+
+
+def srcu_flags(st: Static, rf: Rel) -> tuple[str, ...]:
+    """bell's checks of SRCU read-side sections (they depend on rf)."""
+    rscs = _srcu_rscs(st, rf)
+    flags = []
+    if st.Srcu_lock & ~r.domain(rscs):
+        flags.append("unmatched-srcu-lock")
+    if st.Srcu_unlock & ~r.range_(rscs):
+        flags.append("unmatched-srcu-unlock")
+    if not r.is_empty(r.diff(r.seq(r.inverse(rscs), rscs), st.id)):
+        flags.append("multiple-srcu-matches")
+    if any(st.events[a].val != st.events[b].val
+           for a, row in enumerate(rscs) for b in r.bits(row)):
+        flags.append("srcu-bad-value-match")
+    return tuple(flags)
+
+
+def _srcu_rscs(st: Static, rf: Rel) -> Rel:
+    """bell: srcu-rscs = ([Srcu-lock] ; carry-srcu-data ; data ; [Srcu-unlock]) & loc."""
+    n = st.n
+    carry_srcu = r.star(r.seqs(st.data0, r.ident(n, st.every & ~st.Srcu_unlock), rf))
+    return r.inter(r.restrict(r.seq(carry_srcu, st.data0), st.Srcu_lock, st.Srcu_unlock),
+                   st.loc)
 
 
 @dataclass(slots=True)
@@ -221,8 +286,11 @@ def check(st: Static, rf: Rel, co: Rel) -> Verdict:
         if not r.irreflexive(rb):
             return Verdict(False)
 
+    flags = st.flags
+    if st.Srcu_lock | st.Srcu_unlock:
+        flags = flags + srcu_flags(st, rf)
     if not st.Plain:
-        return Verdict(True)
+        return Verdict(True, flags)
     # Plain accesses: the plain-coherence axiom and the data-race flag.
     xbstar = r.star(r.union(hb, pb, rb))
     vis = r.seqs(cumul_star, r.restrict(r.opt(rfe), st.every, Marked),
@@ -255,7 +323,7 @@ def check(st: Static, rf: Rel, co: Rel) -> Verdict:
                      r.inverse(rw_xbstar))
     rw_race = r.diff(r.inter(pre_race, fr), rw_xbstar)
     racy = not (r.is_empty(ww_race) and r.is_empty(wr_race) and r.is_empty(rw_race))
-    return Verdict(True, ("data-race",) if racy else ())
+    return Verdict(True, flags + (("data-race",) if racy else ()))
 
 
 def _rcu_fence(st: Static, rf: Rel, data: Rel, hb_star: Rel, pb_star: Rel, prop: Rel) -> Rel:
@@ -264,11 +332,7 @@ def _rcu_fence(st: Static, rf: Rel, data: Rel, hb_star: Rel, pb_star: Rel, prop:
     by ``rcu-link``, at least as many of the former as of the latter)."""
     n = st.n
     ident = r.ident
-    # bell: srcu-rscs = ([Srcu-lock] ; carry-srcu-data ; data ; [Srcu-unlock]) & loc
-    carry_srcu = r.star(r.seqs(st.data0, ident(n, st.every & ~st.Srcu_unlock), rf))
-    srcu_rscs = r.inter(r.restrict(r.seq(carry_srcu, st.data0), st.Srcu_lock, st.Srcu_unlock),
-                        st.loc)
-    srcu_rscsi = r.inverse(srcu_rscs)
+    srcu_rscsi = r.inverse(_srcu_rscs(st, rf))
     rcu_gp, srcu_gp = ident(n, st.Sync_rcu), ident(n, st.Sync_srcu)
     link = r.seqs(r.opt(st.po), hb_star, pb_star, prop, st.po)
     g_l = r.seq(rcu_gp, link)
