@@ -248,3 +248,18 @@ def test_every_primitive_of_linux_kernel_def_runs_with_its_tags(call: str, tags:
     assert got == tags
     out = run_litmus(lit)
     assert out.positive >= 1 and out.negative == 0
+
+
+@pytest.mark.parametrize(("body", "flags"), [
+    ("rcu_read_lock();\n\tr0 = READ_ONCE(*x);", {"unmatched-rcu-lock"}),
+    ("r0 = READ_ONCE(*x);\n\trcu_read_unlock();", {"unmatched-rcu-unlock"}),
+    ("r0 = srcu_read_lock(s);", {"unmatched-srcu-lock"}),
+    ("rcu_read_lock();\n\tsynchronize_srcu(s);\n\trcu_read_unlock();", {"invalid-sleep"}),
+    ("spin_unlock(s);", {"unmatched-unlock"}),
+    ("*x = 1;\n\tWRITE_ONCE(*x, 2);", {"mixed-accesses"}),
+    ("r0 = srcu_read_lock(s);\n\tsrcu_read_unlock(s, r0);", set()),
+])
+def test_misuse_flags(body: str, flags: set[str]) -> None:
+    lit = parse_litmus(f"C f\n{{}}\nP0(int *x, int *s)\n{{\n\tint r0;\n\t{body}\n}}\n"
+                       "exists (0:r0=0)\n")
+    assert run_litmus(lit).flags == flags
