@@ -13,7 +13,6 @@ against the rest of LKMM (:func:`pervma.litmus.lkmm.check`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -100,70 +99,97 @@ def holds(p: Prop, state: dict[Key, Value]) -> bool:
     return (not holds(p.left, state)) or holds(p.right, state)
 
 
+def _interleavings(seqs: list[list[int]]) -> Iterator[list[int]]:
+    """Every merge of the sequences that keeps each one's order."""
+    total = sum(len(q) for q in seqs)
+    heads = [0] * len(seqs)
+    out: list[int] = []
+
+    def rec() -> Iterator[list[int]]:
+        if len(out) == total:
+            yield list(out)
+            return
+        for i, q in enumerate(seqs):
+            if heads[i] < len(q):
+                out.append(q[heads[i]])
+                heads[i] += 1
+                yield from rec()
+                heads[i] -= 1
+                out.pop()
+
+    yield from rec()
+
+
+def _rf_choices(events: list[Ev], reads: list[int], cands: list[list[int]],
+                rank: dict[int, int]) -> Iterator[dict[int, int]]:
+    """One store per load from its candidates, keeping CoRR: a process's loads (in
+    program order) read stores in non-decreasing co order."""
+    chosen: dict[int, int] = {}
+    last: dict[int, int] = {}
+
+    def rec(k: int) -> Iterator[dict[int, int]]:
+        if k == len(reads):
+            yield dict(chosen)
+            return
+        rd = reads[k]
+        tid = events[rd].tid
+        prev = last.get(tid)
+        for w in cands[k]:
+            if prev is not None and rank[w] < prev:
+                continue
+            chosen[rd] = w
+            last[tid] = rank[w]
+            yield from rec(k + 1)
+        chosen.pop(rd, None)
+        if prev is None:
+            last.pop(tid, None)
+        else:
+            last[tid] = prev
+
+    yield from rec(0)
+
+
 def _per_location(events: list[Ev], loc: str, writes: list[int], reads: list[int],
                   rmw: dict[int, int]) -> list[tuple[list[int], dict[int, int]]]:
     """The (co order, rf map) choices at one location that pass coherence and
-    atomicity there."""
+    atomicity there.  Coherence on one location is exactly the four patterns
+    CoWW (a process's stores stay in program order in co), CoWR (a load reads
+    its process's latest earlier store or a co-later one), CoRW (a load reads a
+    store co-before its process's later stores) and CoRR (a process's later load
+    reads a store not co-before the earlier load's); atomicity makes an RMW's
+    read take the store just before the RMW's write in co."""
     init, own = writes[0], writes[1:]
     by_thread: dict[int, list[int]] = {}
     for w in own:
         by_thread.setdefault(events[w].tid, []).append(w)
-    rf_cands = []
+    reads = sorted(reads, key=lambda i: (events[i].tid, events[i].idx))
+    before: list[list[int]] = []
+    after: list[list[int]] = []
     for rd in reads:
         e = events[rd]
-        c = [w for w in writes if events[w].val == e.val
-             and not (events[w].tid == e.tid and events[w].idx > e.idx)]
-        if not c:
-            return []
-        rf_cands.append(c)
-    nodes = writes + reads
-    pos = {g: i for i, g in enumerate(nodes)}
-    k = len(nodes)
-    po_loc = [0] * k
-    for a in nodes:
-        for b in nodes:
-            ea, eb = events[a], events[b]
-            if ea.tid == eb.tid and ea.tid >= 0 and ea.idx < eb.idx:
-                po_loc[pos[a]] |= 1 << pos[b]
+        mine = by_thread.get(e.tid, [])
+        before.append([w for w in mine if events[w].idx < e.idx])
+        after.append([w for w in mine if events[w].idx > e.idx])
     out = []
-    for perm in itertools.permutations(own):
-        ok = True
-        for seq in by_thread.values():  # a process's stores stay in program order
-            idx = [perm.index(w) for w in seq]
-            if idx != sorted(idx):
-                ok = False
-                break
-        if not ok:
-            continue
+    for perm in _interleavings(list(by_thread.values())):
         order = [init, *perm]
         rank = {w: i for i, w in enumerate(order)}
-        co_rows = [0] * k
-        for i, a in enumerate(order):
-            for b in order[i + 1:]:
-                co_rows[pos[a]] |= 1 << pos[b]
-        for choice in itertools.product(*rf_cands):
-            rf_map = dict(zip(reads, choice, strict=True))
-            rows = list(po_loc)
-            for i in range(k):
-                rows[i] |= co_rows[i]
-            bad = False
-            for rd, w in rf_map.items():
-                rows[pos[w]] |= 1 << pos[rd]
-                rows[pos[rd]] |= co_rows[pos[w]]  # fr
-                if rd in rmw:  # atomic: no external store between rf source and write
-                    wr = rmw[rd]
-                    if rank[w] >= rank[wr]:
-                        bad = True
-                        break
-                    for mid in order[rank[w] + 1:rank[wr]]:
-                        if events[mid].tid != events[rd].tid:
-                            bad = True
-                            break
-                    if bad:
-                        break
-            if bad or not r.acyclic(tuple(rows)):
-                continue
-            out.append((order, rf_map))
+        cands: list[list[int]] = []
+        for k, rd in enumerate(reads):
+            e = events[rd]
+            lo = max((rank[w] for w in before[k]), default=0)
+            hi = min((rank[w] for w in after[k]), default=len(order))
+            if rd in rmw:
+                src = rank[rmw[rd]] - 1
+                ok = lo <= src < hi and events[order[src]].val == e.val
+                cands.append([order[src]] if ok else [])
+            else:
+                cands.append([order[i] for i in range(lo, hi) if events[order[i]].val == e.val])
+            if not cands[-1]:
+                break
+        else:
+            for rf_map in _rf_choices(events, reads, cands, rank):
+                out.append((order, rf_map))
     return out
 
 
@@ -265,36 +291,77 @@ def _run_combo(lit: Litmus, locs: list[str], combo: list[Path], shown: list[Key]
             return
         per_loc.append(choices)
     st = Static(events, addr, data, ctrl, rmw, lk_rmw)
-    n = len(events)
     regs = {(t, name): v for t, p in enumerate(combo) for name, v in p.regs.items()}
-    for choice in itertools.product(*per_loc):
-        out.candidates += 1
-        if out.candidates > MAX_EXECUTIONS:
-            raise LitmusError(f"more than {MAX_EXECUTIONS} candidate executions; the test "
-                              "is too large for pervma litmus")
-        rf_pairs = []
-        co_pairs = []
-        final: dict[str, Value] = {}
-        for loc, (order, rf_map) in zip(locs, choice, strict=True):
-            rf_pairs += [(w, rd) for rd, w in rf_map.items()]
-            co_pairs += [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
-            last = events[order[-1]].val
-            final[loc] = last if last is not None else 0
-        verdict = check(st, r.from_pairs(n, rf_pairs), r.from_pairs(n, co_pairs))
-        if not verdict.allowed:
-            continue
-        state = _state(lit, final, regs)
-        if lit.filter is not None and not holds(lit.filter, state):
-            continue
-        out.flags.update(verdict.flags)
-        if holds(lit.prop, state):
-            out.positive += 1
-        else:
-            out.negative += 1
-        key = tuple((k, state[k]) for k in shown)
-        if key not in seen:
-            seen.add(key)
-            out.states.append(key)
+    marked = st.Marked
+    order_of = sorted(range(len(locs)), key=lambda i: len(per_loc[i]))
+    chosen: list[tuple[list[int], dict[int, int]]] = [([], {})] * len(locs)
+
+    def edges(rows: list[int], order: list[int], rf_map: dict[int, int]) -> None:
+        """Add the choice's rfe, coi and fri between marked events (all in hb)."""
+        rank = {w: i for i, w in enumerate(order)}
+        for i, a in enumerate(order):
+            if (marked >> a) & 1:
+                for b in order[i + 1:]:
+                    if events[a].tid == events[b].tid and (marked >> b) & 1:
+                        rows[a] |= 1 << b
+        for rd, w in rf_map.items():
+            if not (marked >> rd) & 1:
+                continue
+            if events[w].tid != events[rd].tid and (marked >> w) & 1:
+                rows[w] |= 1 << rd
+            for b in order[rank[w] + 1:]:
+                if events[b].tid == events[rd].tid and (marked >> b) & 1:
+                    rows[rd] |= 1 << b
+
+    def walk(j: int, rows: list[int]) -> None:
+        if j == len(order_of):
+            _judge(lit, locs, events, st, chosen, regs, shown, out, seen)
+            return
+        li = order_of[j]
+        for ch in per_loc[li]:
+            new = list(rows)
+            edges(new, ch[0], ch[1])
+            if not r.acyclic(tuple(new)):
+                continue
+            chosen[li] = ch
+            walk(j + 1, new)
+
+    walk(0, list(st.hb_core))
+
+
+def _judge(lit: Litmus, locs: list[str], events: list[Ev], st: Static,
+           choice: list[tuple[list[int], dict[int, int]]],
+           regs: dict[tuple[int, str], Value], shown: list[Key], out: Outcome,
+           seen: set[State]) -> None:
+    """Check one candidate execution against LKMM and record its final state."""
+    out.candidates += 1
+    if out.candidates > MAX_EXECUTIONS:
+        raise LitmusError(f"more than {MAX_EXECUTIONS} candidate executions; the test "
+                          "is too large for pervma litmus")
+    n = st.n
+    rf_pairs = []
+    co_pairs = []
+    final: dict[str, Value] = {}
+    for loc, (order, rf_map) in zip(locs, choice, strict=True):
+        rf_pairs += [(w, rd) for rd, w in rf_map.items()]
+        co_pairs += [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
+        last = events[order[-1]].val
+        final[loc] = last if last is not None else 0
+    verdict = check(st, r.from_pairs(n, rf_pairs), r.from_pairs(n, co_pairs))
+    if not verdict.allowed:
+        return
+    state = _state(lit, final, regs)
+    if lit.filter is not None and not holds(lit.filter, state):
+        return
+    out.flags.update(verdict.flags)
+    if holds(lit.prop, state):
+        out.positive += 1
+    else:
+        out.negative += 1
+    key = tuple((k, state[k]) for k in shown)
+    if key not in seen:
+        seen.add(key)
+        out.states.append(key)
 
 
 def _state(lit: Litmus, final: dict[str, Value],

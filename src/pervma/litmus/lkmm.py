@@ -137,6 +137,17 @@ class Static:
                        self.W & self.Plain, self.Wmb),
             r.restrict(self.po, every, self.W))
 
+        # A part of hb that program order alone fixes (fences, dependencies to
+        # stores, address dependencies to loads), for pruning: a choice of rf/co
+        # that closes a cycle with it and its rfe/coi/fri cannot satisfy
+        # happens-before.
+        fence_static = r.union(self.mb_static, self.gp, self.po_rel, self.acq_po,
+                               self.wmb, self.rmb)
+        self.hb_core = r.restrict(
+            r.union(r.inter(fence_static, self.int),
+                    r.restrict(r.union(self.addr0, self.data0, self.ctrl0), every, self.W),
+                    r.restrict(self.addr0, every, self.R)),
+            self.Marked, self.Marked)
         self.flags = self._static_flags()
 
     def _static_flags(self) -> tuple[str, ...]:
