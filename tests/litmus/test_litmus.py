@@ -263,3 +263,12 @@ def test_misuse_flags(body: str, flags: set[str]) -> None:
     lit = parse_litmus(f"C f\n{{}}\nP0(int *x, int *s)\n{{\n\tint r0;\n\t{body}\n}}\n"
                        "exists (0:r0=0)\n")
     assert run_litmus(lit).flags == flags
+
+
+def test_lock_heavy_tests_stay_small_by_pruning() -> None:
+    """Three locked increments: 6 allowed executions out of at most 2,000 checked
+    candidates (the product of per-location choices is pruned by hb as it is
+    built), not the hundreds of thousands a plain product would check."""
+    _, out, _ = litmus_file(HERE / "pervma" / "locked-counter3.litmus")
+    assert (out.verdict, out.positive, out.negative) == ("Always", 6, 0)
+    assert out.candidates <= 2000
