@@ -9,9 +9,9 @@ from typing import Any
 from pervma import cliargs
 
 EPILOG = """\
-examples:
+examples (paths in pervma's source tree):
   pervma litmus tests/litmus/lkmm/MP+pooncerelease+poacquireonce.litmus
-  pervma litmus --check-result tests/litmus/lkmm/*.litmus
+  pervma litmus --check-result tests/litmus/lkmm/SB+poonceonces.litmus tests/litmus/doc/RM-broken.litmus
 
 The output is herd7's (States, Ok/No, Witnesses, Condition and the line
 'Observation <name> <Never|Sometimes|Always> <positive> <negative>') without its
