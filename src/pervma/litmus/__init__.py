@@ -53,4 +53,6 @@ def litmus_file(path: str | Path) -> tuple[Litmus, Outcome, str]:
         out = run_litmus(lit)
     except LitmusError as exc:
         raise LitmusError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise LitmusError(f"{path}: expressions nested too deeply") from None
     return lit, out, format_outcome(lit, out)

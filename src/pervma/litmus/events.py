@@ -140,10 +140,10 @@ def _arith(op: str, a: Value, b: Value, line: int) -> Value:
         return a | b
     if op == "^":
         return a ^ b
-    if op == "<<":
-        return a << b
-    if op == ">>":
-        return a >> b
+    if op in ("<<", ">>"):
+        if not 0 <= b <= 63:
+            raise LitmusError(f"line {line}: shift by {b} is outside 0..63")
+        return a << b if op == "<<" else a >> b
     if op == "<":
         return int(a < b)
     if op == ">":
