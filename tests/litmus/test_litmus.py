@@ -272,3 +272,32 @@ def test_lock_heavy_tests_stay_small_by_pruning() -> None:
     _, out, _ = litmus_file(HERE / "pervma" / "locked-counter3.litmus")
     assert (out.verdict, out.positive, out.negative) == ("Always", 6, 0)
     assert out.candidates <= 2000
+
+
+def test_mangled_files_fail_only_with_a_litmus_error() -> None:
+    """200 seeded edits (cuts, inserted tokens, truncations) of the test data: each
+    result either runs or raises LitmusError (a one-line exit 2), nothing else."""
+    import random
+
+    texts = [p.read_text() for p in LKMM + DOC + OURS]
+    rnd = random.Random(17)
+    tokens = ["(", ")", "{", "}", ";", "*", "&", "=", "/\\", "~", "if", "01", "09", ",",
+              "(*", "*)", "<<", "r0", "-"]
+    outcomes = {"ran": 0, "error": 0}
+    for _ in range(200):
+        t = rnd.choice(texts)
+        a = rnd.randrange(len(t))
+        op = rnd.randrange(3)
+        if op == 0:
+            t = t[:a] + t[a + rnd.randrange(1, 8):]
+        elif op == 1:
+            t = t[:a] + rnd.choice(tokens) + t[a:]
+        else:
+            t = t[:a]
+        try:
+            run_litmus(parse_litmus(t))
+            outcomes["ran"] += 1
+        except LitmusError as exc:
+            assert "\n" not in str(exc)
+            outcomes["error"] += 1
+    assert outcomes["ran"] > 0 and outcomes["error"] > 0

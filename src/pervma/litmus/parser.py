@@ -65,6 +65,22 @@ _BINARY_PREC = {
 }
 
 
+def _c_int(s: str, line: int) -> int:
+    """A C integer literal: decimal, 0x hexadecimal or 0 octal."""
+    neg = s.startswith("-")
+    body = s[1:] if neg else s
+    try:
+        if body[:2] in ("0x", "0X"):
+            v = int(body, 16)
+        elif len(body) > 1 and body.startswith("0"):
+            v = int(body, 8)
+        else:
+            v = int(body, 10)
+    except ValueError:
+        raise LitmusError(f"line {line}: bad integer literal '{s}'") from None
+    return -v if neg else v
+
+
 def _ocaml_comments(text: str, line0: int, where: str) -> str:
     """Blank out herd's ``(* ... *)`` comments (they nest), keeping newlines."""
     out = []
@@ -264,7 +280,7 @@ def _parse_primary(t: _Tokens) -> Expr:
     kind, s = t.kind(), t.peek()
     if kind == "num":
         t.next()
-        return Num(int(s, 0), line)
+        return Num(_c_int(s, line), line)
     if kind == "id":
         if s in UNSUPPORTED_WORDS:
             raise _unsupported(t, s)
@@ -307,10 +323,10 @@ _INIT_ENTRY = re.compile(
 def _init_value(s: str, line: int) -> Value:
     s = s.strip()
     if re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|\d+)", s):
-        return int(s, 0)
+        return _c_int(s, line)
     m = re.fullmatch(r"ATOMIC(?:64|_LONG)?_INIT\s*\(\s*(-?(?:0[xX][0-9a-fA-F]+|\d+))\s*\)", s)
     if m:
-        return int(m.group(1), 0)
+        return _c_int(m.group(1), line)
     m = re.fullmatch(r"&?\s*([A-Za-z_]\w*)", s)
     if m:
         return Loc(m.group(1))
@@ -413,7 +429,7 @@ class _PropParser:
             tid, reg = s.split(":")
             return ("reg", int(tid), reg)
         if re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|\d+)", s):
-            return int(s, 0)
+            return _c_int(s, self.line)
         if re.fullmatch(r"[A-Za-z_]\w*", s):
             return Loc(s)
         raise LitmusError(f"line {self.line}: unsupported value '{s}' in the final condition")
