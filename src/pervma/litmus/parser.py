@@ -65,6 +65,12 @@ _BINARY_PREC = {
 }
 
 
+def _quote(text: str, limit: int = 60) -> str:
+    """User text for a one-line message: whitespace collapsed, long text cut."""
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[:limit - 3] + "..."
+
+
 def _c_int(s: str, line: int) -> int:
     """A C integer literal: decimal, 0x hexadecimal or 0 octal."""
     neg = s.startswith("-")
@@ -77,7 +83,7 @@ def _c_int(s: str, line: int) -> int:
         else:
             v = int(body, 10)
     except ValueError:
-        raise LitmusError(f"line {line}: bad integer literal '{s}'") from None
+        raise LitmusError(f"line {line}: bad integer literal '{_quote(s)}'") from None
     return -v if neg else v
 
 
@@ -330,7 +336,7 @@ def _init_value(s: str, line: int) -> Value:
     m = re.fullmatch(r"&?\s*([A-Za-z_]\w*)", s)
     if m:
         return Loc(m.group(1))
-    raise LitmusError(f"line {line}: unsupported initial value '{s}'")
+    raise LitmusError(f"line {line}: unsupported initial value '{_quote(s)}'")
 
 
 def _parse_init(body: str, line0: int, lit: Litmus) -> None:
@@ -344,7 +350,8 @@ def _parse_init(body: str, line0: int, lit: Litmus) -> None:
             continue
         m = _INIT_ENTRY.match(e)
         if m is None:
-            raise LitmusError(f"line {here}: cannot parse the initial-state entry '{e}'")
+            raise LitmusError(f"line {here}: cannot parse the initial-state entry "
+                              f"'{_quote(e)}'")
         if m.group("arr"):
             raise LitmusError(f"line {here}: unsupported construct 'array' in the "
                               "initial state")
