@@ -28,9 +28,6 @@ def format_outcome(lit: Litmus, out: Outcome) -> str:
     lines.append(f"Positive: {out.positive} Negative: {out.negative}")
     for flag in sorted(out.flags):
         lines.append(f"Flag {flag}")
-    cond = f"{lit.quantifier} ({prop_str(lit.prop)})"
-    if lit.filter is not None:
-        cond = f"{cond}"
-    lines.append(f"Condition {cond}")
+    lines.append(f"Condition {lit.quantifier} ({prop_str(lit.prop)})")
     lines.append(f"Observation {lit.name} {out.verdict} {out.positive} {out.negative}")
     return "\n".join(lines) + "\n"
