@@ -12,7 +12,8 @@ substituted, and that is the only change (see :func:`bounded`):
 * ``pervma simulate`` runs 0.3 ms simulated windows (``--duration-ms 0.3``);
 * ``pervma check --all`` runs at most 20 executions per run
   (``--max-executions 20``), so its runs end incomplete: exit 3, not 0;
-* ``--out /tmp/r`` writes into this test's temporary folder instead.
+* ``--out /tmp/r`` writes into this test's temporary folder instead;
+* ``pervma litmus`` reads its ``tests/litmus/...`` files from the source tree.
 
 Commands that read the running kernel still run; where the host lacks what
 they read (BTF, /sys/kernel/slab, /proc/config.gz) they must fail with the
@@ -72,6 +73,9 @@ EXAMPLE_EXIT = {
     "pervma cost --json": 0,
     "pervma cost --configs": 0,
     "pervma cost --configs --json --cpus 64": 0,
+    "pervma litmus tests/litmus/lkmm/MP+pooncerelease+poacquireonce.litmus": 0,
+    "pervma litmus --check-result tests/litmus/lkmm/SB+poonceonces.litmus "
+    "tests/litmus/doc/RM-broken.litmus": 0,
 }
 
 
@@ -91,6 +95,7 @@ def bounded(argv: list[str], tmp: Path) -> tuple[list[str], int | None]:
     """The command with a smaller budget, and the exit status that budget
     implies when it differs from the documented one (see the module docstring)."""
     out = [str(tmp / "r") if a == "/tmp/r" else a for a in argv]
+    out = [str(ROOT / a) if a.startswith("tests/litmus/") else a for a in out]
     if out[0] == "report":
         # --tiny's 40 executions cut some scenario runs, so the Correctness panel
         # is rightly not ok: exit 1 (tests/report checks that --quick exits 0)

@@ -54,6 +54,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("slab", "pervma.layout.cmd", "SLUB geometry of caches: predicted vs /sys/kernel/slab"),
     ("cost", "pervma.layout.cmd",
      "the machine's bill: VMAs alive, slab pages, counterfactual layouts"),
+    ("litmus", "pervma.litmus.cmd",
+     "run C litmus tests under the Linux-kernel memory model (herd7-style)"),
 )
 
 
