@@ -15,6 +15,16 @@ from itertools import groupby
 from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
+from pervma.kernel.filemap import (
+    filemap_invalidate_lock_shared,
+    filemap_invalidate_unlock_shared,
+    folio_lock,
+    folio_unlock,
+    i_mmap_lock_read,
+    i_mmap_unlock_read,
+    i_size_read,
+)
+from pervma.kernel.interval_tree import vma_interval_tree_foreach
 from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
 from pervma.kernel.rmap import __anon_vma_prepare
@@ -79,6 +89,7 @@ async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
     page.mapping = None
     page.index = 0
     page.zero_page = False
+    page.locked = None
     if zero:
         await _CLEAR_PAGE
     return page
@@ -226,40 +237,73 @@ async def _handle_userfault(vmf: VmFault) -> int:
 
 
 async def filemap_get_page(vmf: VmFault) -> Page | int:
-    """filemap_fault(): the page from the page cache, or read it in.  Reading
-    drops the fault lock first (maybe_unlock_mmap_for_io), sleeps for the
-    I/O and returns RETRY so the fault is taken again.  A page at or beyond
-    the end of the file is SIGBUS (filemap_fault's max_idx check; shmem_fault
-    likewise): e.g. a shared anonymous mapping grown by mremap."""
+    """Models filemap_fault() (shmem_fault() likewise, 7.0): SIGBUS at or
+    beyond the end of the file; the page from the page cache, or read it in;
+    then, with a reference held, take the folio lock, check that truncate did
+    not remove the folio meanwhile (``mapping`` changed: look again) and
+    re-check i_size under the lock, as a truncate may have shrunk the file
+    since the first check.  Returns the page locked and referenced.  Reading
+    in drops the fault lock first (maybe_unlock_mmap_for_io), fills the
+    cache under invalidate_lock (shared), sleeps for the I/O and returns
+    RETRY so the fault is taken again."""
     vma = vmf.vma
     file = vma.vm_file
     assert file is not None
     index = linear_page_index(vma, vmf.address)
-    if index >= file.npages:
+    if index >= _max_idx(await i_size_read(file)):
         return VM_FAULT_SIGBUS
     mm = vma.vm_mm
-    await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio")
-    page = file.pages.get(index)
-    if page is not None:
+    while True:
+        await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio")
+        page = file.pages.get(index)
+        if page is None:
+            if file.resident:
+                page = _new_cache_page(mm, file, index, "resident file page")
+            elif file.shmem:
+                page = await alloc_page(mm)
+                await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
+                if index in file.pages:
+                    put_page(mm, page, "shmem_get_folio: raced")
+                    page = file.pages[index]
+                else:
+                    page.mapping, page.index = file, index
+                    file.pages[index] = page
+            elif vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+                await release_fault_lock(vmf)
+                await filemap_invalidate_lock_shared(file)
+                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
+                await _add_file_page(mm, file, index)
+                await filemap_invalidate_unlock_shared(file)
+                return VM_FAULT_RETRY | VM_FAULT_MAJOR
+            else:
+                await filemap_invalidate_lock_shared(file)
+                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
+                page = await _add_file_page(mm, file, index)
+                await filemap_invalidate_unlock_shared(file)
+        page.refcount += 1  # filemap_get_folio()'s reference
+        touch(("page", page.pfn))
+        await folio_lock(page)
+        if page.mapping is not file:  # truncated while we slept on the lock
+            await folio_unlock(page)
+            put_page(mm, page, "filemap_fault: truncated")
+            continue
+        if index >= _max_idx(await i_size_read(file)):
+            await folio_unlock(page)
+            put_page(mm, page, "filemap_fault: beyond EOF")
+            return VM_FAULT_SIGBUS
         return page
-    if file.resident:
-        return _new_cache_page(mm, file, index, "resident file page")
-    if file.shmem:
-        page = await alloc_page(mm)
-        await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
-        if index in file.pages:
-            put_page(mm, page, "shmem_get_folio: raced")
-            return file.pages[index]
-        page.mapping, page.index = file, index
-        file.pages[index] = page
-        return page
-    if vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
-        await release_fault_lock(vmf)
-        await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
-        await _add_file_page(mm, file, index)
-        return VM_FAULT_RETRY | VM_FAULT_MAJOR
-    await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
-    return await _add_file_page(mm, file, index)
+
+
+def _max_idx(i_size: int) -> int:
+    """DIV_ROUND_UP(i_size, PAGE_SIZE): the first page index beyond EOF."""
+    return (i_size + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
+
+
+async def _fault_done(vmf: VmFault, page: Page) -> None:
+    """Unlock and release the folio __do_fault() returned (folio_unlock() +
+    folio_put() in do_read_fault() and its siblings)."""
+    await folio_unlock(page)
+    put_page(vmf.vma.vm_mm, page, "folio_put")
 
 
 async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
@@ -277,6 +321,7 @@ def _new_cache_page(mm: MmStruct, file: File, index: int, site: str) -> Page:
     page = mm.system.page_cachep.alloc(site)
     page.data, page.refcount, page.mapcount = dict(file.contents.get(index, {})), 1, 0
     page.anon_vma, page.mapping, page.index, page.zero_page = None, file, index, False
+    page.locked = None
     file.pages[index] = page
     return page
 
@@ -318,7 +363,9 @@ async def do_read_fault(vmf: VmFault) -> int:
     page = await __do_fault(vmf)
     if isinstance(page, int):
         return page
-    return await finish_fault(vmf, page, new_anon=False, writable=False)
+    ret = await finish_fault(vmf, page, new_anon=False, writable=False)
+    await _fault_done(vmf, page)
+    return ret
 
 
 async def do_cow_fault(vmf: VmFault) -> int:
@@ -333,7 +380,9 @@ async def do_cow_fault(vmf: VmFault) -> int:
     page = await alloc_page(vmf.vma.vm_mm, zero=False)
     await work("copy_page")
     page.data = dict(src.data)
-    return await finish_fault(vmf, page, new_anon=True, writable=True)
+    ret = await finish_fault(vmf, page, new_anon=True, writable=True)
+    await _fault_done(vmf, src)
+    return ret
 
 
 async def do_shared_fault(vmf: VmFault) -> int:
@@ -344,7 +393,9 @@ async def do_shared_fault(vmf: VmFault) -> int:
     if isinstance(page, int):
         return page
     ret = await finish_fault(vmf, page, new_anon=False, writable=True)
+    await folio_unlock(page)  # fault_dirty_shared_page() unlocks, then dirties
     await work("dirty_page", "fault_dirty_shared_page")
+    put_page(vmf.vma.vm_mm, page, "folio_put")
     return ret
 
 
@@ -464,6 +515,59 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
     if zapped:
         await flush_tlb(mm, "tlb_finish_mmu")
     return zapped
+
+
+# ---------------------------------------------------------------------------
+# Unmapping a file range from every mm that maps it (truncate)
+# ---------------------------------------------------------------------------
+async def unmap_mapping_range_vma(vma: VmAreaStruct, start: int, end: int) -> None:
+    """unmap_mapping_range_vma() -> zap_page_range_single(): the caller holds
+    i_mmap_rwsem, not the VMA's mm locks; the page-table lock serialises it
+    with a fault installing a PTE.  Private COW copies go too (even_cows, as
+    truncate asks)."""
+    await zap_page_range(vma.vm_mm, start, end)
+
+
+async def unmap_mapping_range_tree(mapping: File, first_index: int, last_index: int) -> None:
+    """unmap_mapping_range_tree(): each VMA of the interval tree that maps a
+    page of [first_index, last_index] has that part zapped."""
+    for vma in vma_interval_tree_foreach(mapping, first_index, last_index):
+        vba = vma.vm_pgoff
+        vea = vba + ((vma.vm_end - vma.vm_start) >> PAGE_SHIFT) - 1
+        zba = max(first_index, vba)
+        zea = min(last_index, vea)
+        await unmap_mapping_range_vma(vma, ((zba - vba) << PAGE_SHIFT) + vma.vm_start,
+                                      ((zea - vba + 1) << PAGE_SHIFT) + vma.vm_start)
+
+
+async def unmap_mapping_pages(mapping: File, start: int, nr: int) -> None:
+    """unmap_mapping_pages() (mm/memory.c, 7.0): walk the file's VMAs under
+    i_mmap_lock_read; nr == 0 means to the end of the file."""
+    first_index = start
+    last_index = start + nr - 1 if nr else (1 << 64) - 1
+    await i_mmap_lock_read(mapping)
+    if mapping.i_mmap:
+        await unmap_mapping_range_tree(mapping, first_index, last_index)
+    await i_mmap_unlock_read(mapping)
+
+
+async def unmap_mapping_folio(folio: Page) -> None:
+    """unmap_mapping_folio() (mm/memory.c): the caller holds the folio lock
+    (truncate); the folio's one index in every VMA mapping it goes."""
+    mapping = folio.mapping
+    assert mapping is not None
+    await i_mmap_lock_read(mapping)
+    if mapping.i_mmap:
+        await unmap_mapping_range_tree(mapping, folio.index, folio.index)
+    await i_mmap_unlock_read(mapping)
+
+
+async def unmap_mapping_range(mapping: File, holebegin: int, holelen: int) -> None:
+    """unmap_mapping_range(mapping, holebegin, holelen, even_cows=1): from
+    the page holding holebegin, holelen rounded up to pages (0: to the end)."""
+    hba = holebegin >> PAGE_SHIFT
+    hlen = (holelen + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
+    await unmap_mapping_pages(mapping, hba, hlen)
 
 
 async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: VmFlags) -> None:

@@ -27,7 +27,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write,
     vma_start_write_killable,
 )
-from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork, unlink_anon_vmas
+from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork
 from pervma.kernel.syscalls import (
     IS_ERR_VALUE,
     ULONG_MAX,
@@ -44,6 +44,7 @@ from pervma.kernel.vma import (
     do_vmi_align_munmap,
     reattach_vmas,
     remove_vma,
+    unlink_vmas_rmap,
     vma_iter_store_new,
     vma_iter_update,
     vma_link_file,
@@ -254,8 +255,8 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
     # __mmap_complete()
     if vms.vmas:
         await zap_page_range(mm, addr, end)
+        await unlink_vmas_rmap(vms.vmas)
         for v in vms.vmas:
-            unlink_anon_vmas(v)
             await remove_vma(v)
         mm.map_count -= len(vms.vmas)
         mm.total_vm -= sum(v.pages() for v in vms.vmas)
@@ -315,7 +316,7 @@ async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, v
         await vma_start_write(vma)
     await vma_iter_store_new(mm, vma)
     mm.map_count += 1
-    vma_link_file(vma)
+    await vma_link_file(vma)
     return vma
 
 
@@ -727,7 +728,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
         await vm_flags_clear(tmp, VM_LOCKED_MASK)
         await vma_mark_attached(tmp)
         children.append(tmp)
-        vma_link_file(tmp)
+        await vma_link_file(tmp)
         mm.map_count += 1
         mm.total_vm += tmp.pages()
         if not mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
@@ -755,9 +756,9 @@ async def exit_mmap(mm: MmStruct) -> None:
     vm_unacct_memory(mm.system, sum(v.pages() for v in vmas if v.vm_flags & VmFlags.VM_ACCOUNT))
     for vma in vmas:
         await vma_start_write(vma)
+    await unlink_vmas_rmap(vmas)  # free_pgtables()
     for vma in vmas:
         await vma_mark_detached(vma)
-        unlink_anon_vmas(vma)
         await remove_vma(vma)
     mm.map_count = 0
     mm.mm_mt.destroy()
