@@ -241,7 +241,7 @@ class System:
     def all_vmas(self) -> list[VmAreaStruct]:
         return [v for p in self.processes if not p.mm.freed for v in p.mm.mm_mt.snapshot()]
 
-    def new_task(self, mm: MmStruct, comm: str, tgid: int | None = None) -> TaskStruct:
+    def new_task(self, mm: MmStruct | None, comm: str, tgid: int | None = None) -> TaskStruct:
         pid = self._next_pid
         self._next_pid += 1
         return TaskStruct(pid=pid, tgid=tgid or pid, comm=comm, mm=mm, system=self)
