@@ -592,22 +592,27 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
 async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmAreaStruct, new_addr: int,
                            length: int) -> None:
     """mremap's PTE move: each PTE of the old range goes to the new one (the
-    present ones only are visited, so a huge sparse range costs its PTEs)."""
+    present ones only are visited, so a huge sparse range costs its PTEs).
+    As move_ptes() does, the old and the new page-table locks are both held
+    (spin_lock_nested) while a PTE is read, cleared and set again: an rmap
+    walker holding neither mmap_lock nor a VMA lock (truncate's
+    unmap_mapping_range) sees the PTE in one place or the other, never
+    in neither, and a PTE it zapped is not moved back to life."""
     mm = old_vma.vm_mm
     for ovpn in present_vpns(mm, old_addr, old_addr + length):
-        i = ovpn - (old_addr >> PAGE_SHIFT)
-        pte = mm.pgtable.get(ovpn)
-        if pte is None:
-            continue
+        nvpn = (new_addr >> PAGE_SHIFT) + ovpn - (old_addr >> PAGE_SHIFT)
         ptl = mm.ptl(ovpn << PAGE_SHIFT)
-        await ptl.lock()
-        await set_pte_at(mm, ovpn, None, "move_ptes: clear old")
-        await ptl.unlock()
-        nvpn = (new_addr >> PAGE_SHIFT) + i
         nptl = mm.ptl(nvpn << PAGE_SHIFT)
-        await nptl.lock()
-        await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
-        await nptl.unlock()
+        await ptl.lock()
+        if nptl is not ptl:
+            await nptl.lock()
+        pte = mm.pgtable.get(ovpn)
+        if pte is not None:
+            await set_pte_at(mm, ovpn, None, "move_ptes: clear old")
+            await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
+        if nptl is not ptl:
+            await nptl.unlock()
+        await ptl.unlock()
     await flush_tlb(mm, "move_page_tables: flush")
 
 
