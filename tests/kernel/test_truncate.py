@@ -25,6 +25,7 @@ from pervma import (
 from pervma.check.api import run_check
 from pervma.config import Config
 from pervma.kernel import filemap, memory
+from pervma.kernel import truncate as truncate_mod
 from pervma.kernel.fault import SIGBUS_FAULT
 from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.task import current_task
@@ -279,6 +280,22 @@ def test_a_fault_that_does_not_recheck_i_size_is_caught(monkeypatch: pytest.Monk
     res = run_check("truncate-vs-fault", "universal")
     assert res.violation is not None and res.violation[0] == "mapping beyond EOF", res.violation
     assert "still maps page 1 of /tmp/trunc" in res.violation[1]
+
+
+def test_truncate_without_its_second_unmap_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The regression: truncate_pagecache() drops its second
+    unmap_mapping_range(), which removes the private COW copy a fault made
+    of a folio truncate was waiting to lock."""
+    async def unmap_once(inode: Any, newsize: int) -> None:
+        holebegin = (newsize + PAGE - 1) & ~(PAGE - 1)
+        await truncate_mod.unmap_mapping_range(inode, holebegin, 0)
+        await truncate_mod.truncate_inode_pages_range(inode, newsize)
+
+    monkeypatch.setattr(truncate_mod, "truncate_pagecache", unmap_once)
+    res = run_check("truncate-vs-cow-fault", "universal")
+    assert res.violation is not None and res.violation[0] == "mapping beyond EOF", res.violation
+    monkeypatch.undo()
+    assert run_check("truncate-vs-cow-fault", "universal").violation is None
 
 
 def test_unmap_mapping_range_missing_a_vma_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

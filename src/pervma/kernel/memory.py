@@ -21,11 +21,13 @@ from pervma.kernel.filemap import (
     folio_lock,
     folio_unlock,
     i_mmap_lock_read,
+    i_mmap_lock_write,
     i_mmap_unlock_read,
+    i_mmap_unlock_write,
     i_size_read,
 )
 from pervma.kernel.interval_tree import vma_interval_tree_foreach
-from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
+from pervma.kernel.mm_types import PAGE_SHIFT, PMD_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
 from pervma.kernel.rmap import __anon_vma_prepare
 from pervma.kernel.task import current_task
@@ -520,12 +522,41 @@ async def zap_page_range(mm: MmStruct, start: int, end: int) -> int:
 # ---------------------------------------------------------------------------
 # Unmapping a file range from every mm that maps it (truncate)
 # ---------------------------------------------------------------------------
+async def zap_page_range_single(vma: VmAreaStruct, start: int, end: int) -> None:
+    """zap_page_range_single() for unmap_mapping_range(): the caller holds
+    i_mmap_rwsem, not the VMA's mm locks, so faults run meanwhile; each PTE
+    page of the range is locked (zap_pte_range's pte_offset_map_lock) and
+    its present PTEs are found under that lock, which serialises the zap
+    with a fault installing a PTE.  Private COW copies go too (even_cows,
+    as truncate asks)."""
+    mm = vma.vm_mm
+    pgtable = mm.pgtable
+    zapped = 0
+    addr = start
+    while addr < end:
+        nxt = min(end, ((addr >> PMD_SHIFT) + 1) << PMD_SHIFT)
+        ptl = mm.ptl(addr)
+        await ptl.lock()
+        for vpn in present_vpns(mm, addr, nxt):
+            page = pgtable[vpn].page
+            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, ("page", page.pfn))
+            del pgtable[vpn]
+            if not page.zero_page:
+                page.mapcount -= 1
+                if page.mapping is not None and page.anon_vma is None:
+                    page.refcount -= 1
+                else:
+                    put_page(mm, page, "zap_pte_range")
+            zapped += 1
+        await ptl.unlock()
+        addr = nxt
+    if zapped:
+        await flush_tlb(mm, "zap_page_range_single: flush")
+
+
 async def unmap_mapping_range_vma(vma: VmAreaStruct, start: int, end: int) -> None:
-    """unmap_mapping_range_vma() -> zap_page_range_single(): the caller holds
-    i_mmap_rwsem, not the VMA's mm locks; the page-table lock serialises it
-    with a fault installing a PTE.  Private COW copies go too (even_cows, as
-    truncate asks)."""
-    await zap_page_range(vma.vm_mm, start, end)
+    """unmap_mapping_range_vma()."""
+    await zap_page_range_single(vma, start, end)
 
 
 async def unmap_mapping_range_tree(mapping: File, first_index: int, last_index: int) -> None:
@@ -590,15 +621,22 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
 
 
 async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmAreaStruct, new_addr: int,
-                           length: int) -> None:
+                           length: int, need_rmap_locks: bool = False) -> None:
     """mremap's PTE move: each PTE of the old range goes to the new one (the
     present ones only are visited, so a huge sparse range costs its PTEs).
     As move_ptes() does, the old and the new page-table locks are both held
     (spin_lock_nested) while a PTE is read, cleared and set again: an rmap
     walker holding neither mmap_lock nor a VMA lock (truncate's
     unmap_mapping_range) sees the PTE in one place or the other, never
-    in neither, and a PTE it zapped is not moved back to life."""
+    in neither, and a PTE it zapped is not moved back to life.  With
+    need_rmap_locks (copy_vma merged into a VMA an rmap walk may visit
+    first) the file's i_mmap_rwsem is held for write over the move
+    (take_rmap_locks(), once per PMD extent in the kernel: the model's
+    ranges fit in one; the anon_vma lock is not modelled)."""
     mm = old_vma.vm_mm
+    file = old_vma.vm_file if need_rmap_locks else None
+    if file is not None:
+        await i_mmap_lock_write(file)
     for ovpn in present_vpns(mm, old_addr, old_addr + length):
         nvpn = (new_addr >> PAGE_SHIFT) + ovpn - (old_addr >> PAGE_SHIFT)
         ptl = mm.ptl(ovpn << PAGE_SHIFT)
@@ -613,6 +651,8 @@ async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmArea
         if nptl is not ptl:
             await nptl.unlock()
         await ptl.unlock()
+    if file is not None:
+        await i_mmap_unlock_write(file)
     await flush_tlb(mm, "move_page_tables: flush")
 
 

@@ -150,3 +150,26 @@ def _truncate_vs_mremap(w: World) -> None:
     w.thread("mremap", p.thread(), move)
     w.thread("truncate", p.thread(), truncate)
     w.checks.append(file_rmap_check(w, f))
+
+
+@_scenario("truncate-vs-mremap-merge", "ftruncate to one page races mremap moving the file's second "
+           "page next to its first, where it merges (the PTE move holds i_mmap_rwsem)")
+def _truncate_vs_mremap_merge(w: World) -> None:
+    f = w.kern.create_file("/tmp/trunc", 2, resident=True)
+    for i in range(2):
+        f.contents[i] = {0: i + 1}
+    p = w.p
+    p.mmap(A, PAGE, RW, MAP_SHARED | MAP_FIXED, f, 0)
+    p.mmap(B, PAGE, RW, MAP_SHARED | MAP_FIXED, f, PAGE)
+    p.load(A)
+    p.load(B)
+
+    async def move(t: Thread) -> int:
+        return await t.mremap(B, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + PAGE)
+
+    async def truncate(t: Thread) -> int:
+        return await t.truncate(f, PAGE)
+
+    w.thread("mremap", p.thread(), move)
+    w.thread("truncate", p.thread(), truncate)
+    w.checks.append(file_rmap_check(w, f))
