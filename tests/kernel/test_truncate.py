@@ -170,9 +170,9 @@ def test_i_mmap_follows_split_merge_move_fork_and_exit(preset: str) -> None:
     B = A + 32 * PAGE
     p.mremap(A + 2 * PAGE, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, B)
     assert _i_mmap(f) == [(A, A + PAGE, 0), (B, B + 2 * PAGE, 2)]
-    c = p.fork()
-    assert sorted(_i_mmap(f)) == [(A, A + PAGE, 0), (A, A + PAGE, 0), (B, B + 2 * PAGE, 2),
-                                  (B, B + 2 * PAGE, 2)]
+    c = p.fork()  # each child VMA right after its parent's (vma_interval_tree_insert_after)
+    assert _i_mmap(f) == [(A, A + PAGE, 0), (A, A + PAGE, 0), (B, B + 2 * PAGE, 2), (B, B + 2 * PAGE, 2)]
+    assert [v.vm_mm for v in f.i_mmap] == [p.mm, c.mm, p.mm, c.mm]
     c.exit()
     assert _i_mmap(f) == [(A, A + PAGE, 0), (B, B + 2 * PAGE, 2)]
     assert all(v.vm_mm is p.mm for v in f.i_mmap)

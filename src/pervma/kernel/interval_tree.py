@@ -35,6 +35,18 @@ def vma_interval_tree_insert(vma: VmAreaStruct, mapping: File) -> None:
     tree.insert(i, vma)
 
 
+def vma_interval_tree_insert_after(node: VmAreaStruct, prev: VmAreaStruct, mapping: File) -> None:
+    """vma_interval_tree_insert_after(): fork puts the child's copy right
+    after the parent's VMA (same range, same pgoff), so a walk meets the
+    parent first."""
+    tree = mapping.i_mmap
+    for i, v in enumerate(tree):
+        if v is prev:
+            tree.insert(i + 1, node)
+            return
+    debug.report("BUG: vma_interval_tree_insert_after", f"{prev} is not in the i_mmap of {mapping.path}")
+
+
 def vma_interval_tree_remove(vma: VmAreaStruct, mapping: File) -> None:
     tree = mapping.i_mmap
     for i, v in enumerate(tree):

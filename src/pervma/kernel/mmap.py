@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
 from pervma.kernel.fault import handle_user_fault
+from pervma.kernel.filemap import i_mmap_lock_write, i_mmap_unlock_write
+from pervma.kernel.interval_tree import vma_interval_tree_insert_after
 from pervma.kernel.memory import copy_page_range, zap_page_range
 from pervma.kernel.mm import vm_flags_clear, vm_flags_init
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, File, VmFlags
@@ -728,7 +730,11 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
         await vm_flags_clear(tmp, VM_LOCKED_MASK)
         await vma_mark_attached(tmp)
         children.append(tmp)
-        await vma_link_file(tmp)
+        file = tmp.vm_file
+        if file is not None:  # the child's VMA goes right after the parent's in i_mmap
+            await i_mmap_lock_write(file)
+            vma_interval_tree_insert_after(tmp, mpnt, file)
+            await i_mmap_unlock_write(file)
         mm.map_count += 1
         mm.total_vm += tmp.pages()
         if not mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
