@@ -305,3 +305,32 @@ def test_unmap_mapping_range_missing_a_vma_is_caught(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(memory, "vma_interval_tree_foreach", lambda m, first, last: real(m, first, last)[:-1])
     res = run_check("truncate-vs-mremap", "universal")
     assert res.violation is not None and res.violation[0] == "mapping beyond EOF", res.violation
+
+
+def test_mremap_merging_into_a_lower_pgoff_moves_ptes_under_i_mmap_rwsem(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """copy_vma() merged the moved page into the VMA that maps the page before
+    it, which an rmap walk meets first: move_ptes() runs under i_mmap_rwsem
+    (need_rmap_locks); a plain move to a new VMA does not."""
+    held: list[bool] = []
+    real_set_pte_at = memory.set_pte_at
+
+    async def spy(mm: Any, vpn: int, pte: Any, label: str) -> None:
+        if label.startswith("move_ptes"):
+            held.append(f.i_mmap_rwsem.writer is current_task())
+        await real_set_pte_at(mm, vpn, pte, label)
+
+    monkeypatch.setattr(memory, "set_pte_at", spy)
+    kern = System(Config.preset("universal"))
+    f = _file(kern, pages=2, resident=True)
+    p = kern.spawn("p")
+    B = A + 32 * PAGE
+    p.mmap(A, PAGE, RW, MAP_SHARED | MAP_FIXED, f, 0)
+    p.mmap(B, PAGE, RW, MAP_SHARED | MAP_FIXED, f, PAGE)
+    assert p.load(B + 10) == 2
+    p.mremap(B, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + PAGE)
+    assert held == [True, True] and _i_mmap(f) == [(A, A + 2 * PAGE, 0)]
+    assert p.load(A + PAGE + 10) == 2
+    held.clear()
+    p.mremap(A, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, B)
+    assert held == [False, False] and _i_mmap(f) == [(B, B + 2 * PAGE, 0)]
