@@ -217,14 +217,16 @@ def test_lockdep_knows_invalidate_lock_before_the_folio_lock(monkeypatch: pytest
     """The regression: the fault takes invalidate_lock (shared) after it has
     locked the folio (filemap_fault's order turned round), against
     truncate's invalidate_lock -> folio lock."""
-    real_folio_lock = filemap.folio_lock
+    real_folio_trylock = filemap.folio_trylock
 
-    async def folio_lock_then_invalidate_lock(folio: Any) -> None:
-        await real_folio_lock(folio)
+    async def folio_trylock_then_invalidate_lock(folio: Any) -> bool:
+        if not await real_folio_trylock(folio):
+            return False
         await filemap.filemap_invalidate_lock_shared(folio.mapping)
         await filemap.filemap_invalidate_unlock_shared(folio.mapping)
+        return True
 
-    monkeypatch.setattr(memory, "folio_lock", folio_lock_then_invalidate_lock)
+    monkeypatch.setattr(memory, "folio_trylock", folio_trylock_then_invalidate_lock)
     kern = System(Config.preset("universal"))
     f = _file(kern, resident=True)
     p = kern.spawn("p")

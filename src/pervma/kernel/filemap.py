@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from pervma.kernel import debug
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE
 from pervma.kernel.task import current_task
-from pervma.sched import Op, OpKind, acquire, release
+from pervma.sched import Op, OpKind, acquire, release, rmw
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import File, Page
@@ -92,6 +92,17 @@ async def folio_lock(folio: Page) -> None:
     debug.lockdep_acquire("folio_lock", folio, "write")
     await acquire(("page", folio.pfn), "folio_lock", lambda: folio.locked is None)
     folio.locked = me
+
+
+async def folio_trylock(folio: Page) -> bool:
+    """folio_trylock(): set PG_locked if it is clear (one step); a trylock
+    adds no lockdep dependency into the lock."""
+    await rmw(("page", folio.pfn), "folio_trylock")
+    if folio.locked is not None:
+        return False
+    folio.locked = current_task()
+    debug.lockdep_acquire("folio_lock", folio, "write", trylock=True)
+    return True
 
 
 async def folio_unlock(folio: Page) -> None:

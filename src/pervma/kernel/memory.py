@@ -19,6 +19,7 @@ from pervma.kernel.filemap import (
     filemap_invalidate_lock_shared,
     filemap_invalidate_unlock_shared,
     folio_lock,
+    folio_trylock,
     folio_unlock,
     i_mmap_lock_read,
     i_mmap_lock_write,
@@ -284,7 +285,8 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
                 await filemap_invalidate_unlock_shared(file)
         page.refcount += 1  # filemap_get_folio()'s reference
         touch(("page", page.pfn))
-        await folio_lock(page)
+        if not await lock_folio_maybe_drop_mmap(vmf, page):
+            return VM_FAULT_RETRY
         if page.mapping is not file:  # truncated while we slept on the lock
             await folio_unlock(page)
             put_page(mm, page, "filemap_fault: truncated")
@@ -294,6 +296,26 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
             put_page(mm, page, "filemap_fault: beyond EOF")
             return VM_FAULT_SIGBUS
         return page
+
+
+async def lock_folio_maybe_drop_mmap(vmf: VmFault, folio: Page) -> bool:
+    """lock_folio_maybe_drop_mmap() (mm/filemap.c, 7.0): try the folio lock;
+    if it is held (truncate, another fault) and the fault may retry, drop
+    the fault lock first (maybe_unlock_mmap_for_io), sleep for the folio
+    lock, then release it and the reference and retry the fault (False).
+    Without ALLOW_RETRY, or with RETRY_NOWAIT (the model does not return
+    early there), it sleeps holding the fault lock."""
+    if await folio_trylock(folio):
+        return True
+    if vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+        mm = vmf.vma.vm_mm  # the VMA may go once its lock is dropped
+        await release_fault_lock(vmf)
+        await folio_lock(folio)
+        await folio_unlock(folio)  # filemap_fault's out_retry
+        put_page(mm, folio, "filemap_fault: out_retry")
+        return False
+    await folio_lock(folio)
+    return True
 
 
 def _max_idx(i_size: int) -> int:
