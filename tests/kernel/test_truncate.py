@@ -134,6 +134,16 @@ def test_bad_lengths_are_refused_before_anything_changes(length: int, err: int) 
     assert f.i_size == 4 * PAGE and sorted(f.pages) == [3] and p.load(a + 3 * PAGE + 10) == 4
 
 
+def test_truncate_of_something_not_a_file_is_a_usage_error() -> None:
+    from pervma.errors import UsageError
+
+    kern = System(Config.preset("universal"))
+    with pytest.raises(UsageError, match=r"^truncate\(file='/tmp/t'\): need a File \(System.create_file\(\)\)$"):
+        kern.truncate("/tmp/t", 0)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"^truncate\(length=1.5\): need a whole number of bytes$"):
+        kern.truncate(_file(kern), 1.5)  # type: ignore[arg-type]
+
+
 def test_truncate_of_a_device_is_einval() -> None:
     kern = System(Config.preset("universal"))
     dev = kern.create_device("binder")

@@ -259,6 +259,10 @@ class System:
         own (kernel/truncate.py): every mapping loses the pages beyond the
         new end, and an access there raises Segfault with the SIGBUS code.
         OSError with Linux's errno (EINVAL, EFBIG) before anything changes."""
+        if not isinstance(file, File):
+            raise UsageError(f"truncate(file={file!r}): need a File (System.create_file())")
+        if not isinstance(length, int) or isinstance(length, bool):
+            raise UsageError(f"truncate(length={length!r}): need a whole number of bytes")
         task = self.new_task(None, "truncate")
         _oserror(run_direct(do_sys_ftruncate(file, length), model=task))
         debug.check_no_locks_held(task, "ftruncate")
