@@ -696,8 +696,8 @@ def test_copy_vma(env: VmaTestEnv) -> None:
     it merged into."""
     # Move backwards, no merge.
     vma = env.alloc_and_link_vma(3, 5, 3)
-    vma_new = env.run(copy_vma(vma, 0, 2 * PAGE, 0))
-    assert vma_new is not None and vma_new is not vma
+    vma_new, need_rmap_locks = env.run(copy_vma(vma, 0, 2 * PAGE, 0))
+    assert vma_new is not None and vma_new is not vma and not need_rmap_locks
     assert span(vma_new) == (0, 2, 0)
     assert vma_is_attached(vma_new)
     assert env.spans() == [(0, 2, 0), (3, 5, 3)]
@@ -707,8 +707,8 @@ def test_copy_vma(env: VmaTestEnv) -> None:
     # Move next to another VMA and merge with it.
     vma = env.alloc_and_link_vma(0, 2, 0)
     vma_next = env.alloc_and_link_vma(6, 8, 6)
-    vma_new = env.run(copy_vma(vma, 4 * PAGE, 2 * PAGE, 4))
-    assert vma_new is vma_next
+    vma_new, need_rmap_locks = env.run(copy_vma(vma, 4 * PAGE, 2 * PAGE, 4))
+    assert vma_new is vma_next and not need_rmap_locks  # vm_pgoff 4 > 0: walked after the source
     assert vma_is_attached(vma_new)
     assert span(vma_next) == (4, 8, 4)  # implied by the code, not asserted by the suite
     assert env.spans() == [(0, 2, 0), (4, 8, 4)]

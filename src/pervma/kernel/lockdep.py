@@ -64,6 +64,7 @@ CLASS_NAMES: dict[str, str] = {
     "anon_vma": "&anon_vma->rwsem",
     "i_mmap_rwsem": "&mapping->i_mmap_rwsem",
     "invalidate_lock": "&mapping->invalidate_lock",
+    "folio_lock": "PG_locked",  # not a lockdep class in the kernel (kernel/filemap.py)
     "rcu_read_lock": "rcu_read_lock",
     # mmu notifiers (mmu_notifier.py, mm_take_all_locks in vma.py, the mirror in mmu_mirror.py)
     "mm_all_locks_mutex": "mm_all_locks_mutex",

@@ -15,7 +15,20 @@ from itertools import groupby
 from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
-from pervma.kernel.mm_types import PAGE_SHIFT, Page, Pte, VmFlags
+from pervma.kernel.filemap import (
+    filemap_invalidate_lock_shared,
+    filemap_invalidate_unlock_shared,
+    folio_lock,
+    folio_trylock,
+    folio_unlock,
+    i_mmap_lock_read,
+    i_mmap_lock_write,
+    i_mmap_unlock_read,
+    i_mmap_unlock_write,
+    i_size_read,
+)
+from pervma.kernel.interval_tree import vma_interval_tree_foreach
+from pervma.kernel.mm_types import PAGE_SHIFT, PMD_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
 from pervma.kernel.mmu_notifier import (
     MMU_NOTIFY_CLEAR,
@@ -25,7 +38,7 @@ from pervma.kernel.mmu_notifier import (
     mmu_notifier_invalidate_range_start,
     mmu_notifier_range_init,
 )
-from pervma.kernel.rmap import __anon_vma_prepare
+from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_lock_write, anon_vma_unlock_write
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind, touch, work
 
@@ -88,6 +101,7 @@ async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
     page.mapping = None
     page.index = 0
     page.zero_page = False
+    page.locked = None
     if zero:
         await _CLEAR_PAGE
     return page
@@ -236,40 +250,94 @@ async def _handle_userfault(vmf: VmFault, reason: int) -> int:
 
 
 async def filemap_get_page(vmf: VmFault) -> Page | int:
-    """filemap_fault(): the page from the page cache, or read it in.  Reading
-    drops the fault lock first (maybe_unlock_mmap_for_io), sleeps for the
-    I/O and returns RETRY so the fault is taken again.  A page at or beyond
-    the end of the file is SIGBUS (filemap_fault's max_idx check; shmem_fault
-    likewise): e.g. a shared anonymous mapping grown by mremap."""
+    """Models filemap_fault() (shmem_fault() likewise, 7.0): SIGBUS at or
+    beyond the end of the file; the page from the page cache, or read it in;
+    then, with a reference held, take the folio lock, check that truncate did
+    not remove the folio meanwhile (``mapping`` changed: look again) and
+    re-check i_size under the lock, as a truncate may have shrunk the file
+    since the first check.  Returns the page locked and referenced.  Reading
+    in drops the fault lock first (maybe_unlock_mmap_for_io), fills the
+    cache under invalidate_lock (shared), sleeps for the I/O and returns
+    RETRY so the fault is taken again."""
     vma = vmf.vma
     file = vma.vm_file
     assert file is not None
     index = linear_page_index(vma, vmf.address)
-    if index >= file.npages:
+    if index >= _max_idx(await i_size_read(file)):
         return VM_FAULT_SIGBUS
     mm = vma.vm_mm
-    await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio")
-    page = file.pages.get(index)
-    if page is not None:
+    while True:
+        await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio")
+        page = file.pages.get(index)
+        if page is None:
+            if file.resident:
+                page = _new_cache_page(mm, file, index, "resident file page")
+            elif file.shmem:
+                page = await alloc_page(mm)
+                await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
+                if index in file.pages:
+                    put_page(mm, page, "shmem_get_folio: raced")
+                    page = file.pages[index]
+                else:
+                    page.mapping, page.index = file, index
+                    file.pages[index] = page
+            elif vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+                await release_fault_lock(vmf)
+                await filemap_invalidate_lock_shared(file)
+                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
+                await _add_file_page(mm, file, index)
+                await filemap_invalidate_unlock_shared(file)
+                return VM_FAULT_RETRY | VM_FAULT_MAJOR
+            else:
+                await filemap_invalidate_lock_shared(file)
+                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
+                page = await _add_file_page(mm, file, index)
+                await filemap_invalidate_unlock_shared(file)
+        page.refcount += 1  # filemap_get_folio()'s reference
+        touch(("page", page.pfn))
+        if not await lock_folio_maybe_drop_mmap(vmf, page):
+            return VM_FAULT_RETRY
+        if page.mapping is not file:  # truncated while we slept on the lock
+            await folio_unlock(page)
+            put_page(mm, page, "filemap_fault: truncated")
+            continue
+        if index >= _max_idx(await i_size_read(file)):
+            await folio_unlock(page)
+            put_page(mm, page, "filemap_fault: beyond EOF")
+            return VM_FAULT_SIGBUS
         return page
-    if file.resident:
-        return _new_cache_page(mm, file, index, "resident file page")
-    if file.shmem:
-        page = await alloc_page(mm)
-        await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
-        if index in file.pages:
-            put_page(mm, page, "shmem_get_folio: raced")
-            return file.pages[index]
-        page.mapping, page.index = file, index
-        file.pages[index] = page
-        return page
+
+
+async def lock_folio_maybe_drop_mmap(vmf: VmFault, folio: Page) -> bool:
+    """lock_folio_maybe_drop_mmap() (mm/filemap.c, 7.0): try the folio lock;
+    if it is held (truncate, another fault) and the fault may retry, drop
+    the fault lock first (maybe_unlock_mmap_for_io), sleep for the folio
+    lock, then release it and the reference and retry the fault (False).
+    Without ALLOW_RETRY, or with RETRY_NOWAIT (the model does not return
+    early there), it sleeps holding the fault lock."""
+    if await folio_trylock(folio):
+        return True
     if vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+        mm = vmf.vma.vm_mm  # the VMA may go once its lock is dropped
         await release_fault_lock(vmf)
-        await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
-        await _add_file_page(mm, file, index)
-        return VM_FAULT_RETRY | VM_FAULT_MAJOR
-    await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
-    return await _add_file_page(mm, file, index)
+        await folio_lock(folio)
+        await folio_unlock(folio)  # filemap_fault's out_retry
+        put_page(mm, folio, "filemap_fault: out_retry")
+        return False
+    await folio_lock(folio)
+    return True
+
+
+def _max_idx(i_size: int) -> int:
+    """DIV_ROUND_UP(i_size, PAGE_SIZE): the first page index beyond EOF."""
+    return (i_size + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
+
+
+async def _fault_done(vmf: VmFault, page: Page) -> None:
+    """Unlock and release the folio __do_fault() returned (folio_unlock() +
+    folio_put() in do_read_fault() and its siblings)."""
+    await folio_unlock(page)
+    put_page(vmf.vma.vm_mm, page, "folio_put")
 
 
 async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
@@ -287,6 +355,7 @@ def _new_cache_page(mm: MmStruct, file: File, index: int, site: str) -> Page:
     page = mm.system.page_cachep.alloc(site)
     page.data, page.refcount, page.mapcount = dict(file.contents.get(index, {})), 1, 0
     page.anon_vma, page.mapping, page.index, page.zero_page = None, file, index, False
+    page.locked = None
     file.pages[index] = page
     return page
 
@@ -328,7 +397,9 @@ async def do_read_fault(vmf: VmFault) -> int:
     page = await __do_fault(vmf)
     if isinstance(page, int):
         return page
-    return await finish_fault(vmf, page, new_anon=False, writable=False)
+    ret = await finish_fault(vmf, page, new_anon=False, writable=False)
+    await _fault_done(vmf, page)
+    return ret
 
 
 async def do_cow_fault(vmf: VmFault) -> int:
@@ -343,7 +414,9 @@ async def do_cow_fault(vmf: VmFault) -> int:
     page = await alloc_page(vmf.vma.vm_mm, zero=False)
     await work("copy_page")
     page.data = dict(src.data)
-    return await finish_fault(vmf, page, new_anon=True, writable=True)
+    ret = await finish_fault(vmf, page, new_anon=True, writable=True)
+    await _fault_done(vmf, src)
+    return ret
 
 
 async def do_shared_fault(vmf: VmFault) -> int:
@@ -354,7 +427,9 @@ async def do_shared_fault(vmf: VmFault) -> int:
     if isinstance(page, int):
         return page
     ret = await finish_fault(vmf, page, new_anon=False, writable=True)
+    await folio_unlock(page)  # fault_dirty_shared_page() unlocks, then dirties
     await work("dirty_page", "fault_dirty_shared_page")
+    put_page(vmf.vma.vm_mm, page, "folio_put")
     return ret
 
 
@@ -489,6 +564,88 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
     return zapped
 
 
+# ---------------------------------------------------------------------------
+# Unmapping a file range from every mm that maps it (truncate)
+# ---------------------------------------------------------------------------
+async def zap_page_range_single(vma: VmAreaStruct, start: int, end: int) -> None:
+    """zap_page_range_single() for unmap_mapping_range(): the caller holds
+    i_mmap_rwsem, not the VMA's mm locks, so faults run meanwhile; each PTE
+    page of the range is locked (zap_pte_range's pte_offset_map_lock) and
+    its present PTEs are found under that lock, which serialises the zap
+    with a fault installing a PTE.  Private COW copies go too (even_cows,
+    as truncate asks)."""
+    mm = vma.vm_mm
+    pgtable = mm.pgtable
+    zapped = 0
+    addr = start
+    while addr < end:
+        nxt = min(end, ((addr >> PMD_SHIFT) + 1) << PMD_SHIFT)
+        ptl = mm.ptl(addr)
+        await ptl.lock()
+        for vpn in present_vpns(mm, addr, nxt):
+            page = pgtable[vpn].page
+            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, ("page", page.pfn))
+            del pgtable[vpn]
+            if not page.zero_page:
+                page.mapcount -= 1
+                if page.mapping is not None and page.anon_vma is None:
+                    page.refcount -= 1
+                else:
+                    put_page(mm, page, "zap_pte_range")
+            zapped += 1
+        await ptl.unlock()
+        addr = nxt
+    if zapped:
+        await flush_tlb(mm, "zap_page_range_single: flush")
+
+
+async def unmap_mapping_range_vma(vma: VmAreaStruct, start: int, end: int) -> None:
+    """unmap_mapping_range_vma()."""
+    await zap_page_range_single(vma, start, end)
+
+
+async def unmap_mapping_range_tree(mapping: File, first_index: int, last_index: int) -> None:
+    """unmap_mapping_range_tree(): each VMA of the interval tree that maps a
+    page of [first_index, last_index] has that part zapped."""
+    for vma in vma_interval_tree_foreach(mapping, first_index, last_index):
+        vba = vma.vm_pgoff
+        vea = vba + ((vma.vm_end - vma.vm_start) >> PAGE_SHIFT) - 1
+        zba = max(first_index, vba)
+        zea = min(last_index, vea)
+        await unmap_mapping_range_vma(vma, ((zba - vba) << PAGE_SHIFT) + vma.vm_start,
+                                      ((zea - vba + 1) << PAGE_SHIFT) + vma.vm_start)
+
+
+async def unmap_mapping_pages(mapping: File, start: int, nr: int) -> None:
+    """unmap_mapping_pages() (mm/memory.c, 7.0): walk the file's VMAs under
+    i_mmap_lock_read; nr == 0 means to the end of the file."""
+    first_index = start
+    last_index = start + nr - 1 if nr else (1 << 64) - 1
+    await i_mmap_lock_read(mapping)
+    if mapping.i_mmap:
+        await unmap_mapping_range_tree(mapping, first_index, last_index)
+    await i_mmap_unlock_read(mapping)
+
+
+async def unmap_mapping_folio(folio: Page) -> None:
+    """unmap_mapping_folio() (mm/memory.c): the caller holds the folio lock
+    (truncate); the folio's one index in every VMA mapping it goes."""
+    mapping = folio.mapping
+    assert mapping is not None
+    await i_mmap_lock_read(mapping)
+    if mapping.i_mmap:
+        await unmap_mapping_range_tree(mapping, folio.index, folio.index)
+    await i_mmap_unlock_read(mapping)
+
+
+async def unmap_mapping_range(mapping: File, holebegin: int, holelen: int) -> None:
+    """unmap_mapping_range(mapping, holebegin, holelen, even_cows=1): from
+    the page holding holebegin, holelen rounded up to pages (0: to the end)."""
+    hba = holebegin >> PAGE_SHIFT
+    hlen = (holelen + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
+    await unmap_mapping_pages(mapping, hba, hlen)
+
+
 async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: VmFlags) -> None:
     """mprotect's PTE update: drop write (and, for PROT_NONE, all) access."""
     mm = vma.vm_mm
@@ -509,28 +666,49 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
 
 
 async def move_page_tables(old_vma: VmAreaStruct, old_addr: int, new_vma: VmAreaStruct, new_addr: int,
-                           length: int) -> None:
+                           length: int, need_rmap_locks: bool = False) -> None:
     """mremap's PTE move: each PTE of the old range goes to the new one (the
-    present ones only are visited, so a huge sparse range costs its PTEs)."""
+    present ones only are visited, so a huge sparse range costs its PTEs),
+    inside an mmu notifier range (MMU_NOTIFY_UNMAP) over the old range.
+    As move_ptes() does, the old and the new page-table locks are both held
+    (spin_lock_nested) while a PTE is read, cleared and set again: an rmap
+    walker holding neither mmap_lock nor a VMA lock (truncate's
+    unmap_mapping_range) sees the PTE in one place or the other, never
+    in neither, and a PTE it zapped is not moved back to life.  With
+    need_rmap_locks (copy_vma merged into a VMA an rmap walk may visit
+    first) the file's i_mmap_rwsem and the anon_vma lock are held for write
+    over the move (take_rmap_locks(), once per PMD extent in the kernel: the
+    model's ranges fit in one)."""
     mm = old_vma.vm_mm
     rng = mmu_notifier_range_init(MMU_NOTIFY_UNMAP, 0, mm, old_addr, old_addr + length)
     await mmu_notifier_invalidate_range_start(rng)
+    file = old_vma.vm_file if need_rmap_locks else None
+    av = old_vma.anon_vma if need_rmap_locks else None
+    if file is not None:
+        await i_mmap_lock_write(file)
+    if av is not None:
+        await anon_vma_lock_write(av)
+    clear_wp = _uffd_without_event_remap(old_vma)
     for ovpn in present_vpns(mm, old_addr, old_addr + length):
-        i = ovpn - (old_addr >> PAGE_SHIFT)
-        pte = mm.pgtable.get(ovpn)
-        if pte is None:
-            continue
+        nvpn = (new_addr >> PAGE_SHIFT) + ovpn - (old_addr >> PAGE_SHIFT)
         ptl = mm.ptl(ovpn << PAGE_SHIFT)
-        await ptl.lock()
-        await set_pte_at(mm, ovpn, None, "move_ptes: clear old")
-        await ptl.unlock()
-        nvpn = (new_addr >> PAGE_SHIFT) + i
-        if pte.uffd_wp and _uffd_without_event_remap(old_vma):  # move_ptes(): need_clear_uffd_wp
-            pte = Pte(pte.page, pte.writable, pte.dirty, pte.readable)
         nptl = mm.ptl(nvpn << PAGE_SHIFT)
-        await nptl.lock()
-        await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
-        await nptl.unlock()
+        await ptl.lock()
+        if nptl is not ptl:
+            await nptl.lock()
+        pte = mm.pgtable.get(ovpn)
+        if pte is not None:
+            await set_pte_at(mm, ovpn, None, "move_ptes: clear old")
+            if pte.uffd_wp and clear_wp:  # move_ptes(): need_clear_uffd_wp
+                pte = Pte(pte.page, pte.writable, pte.dirty, pte.readable)
+            await set_pte_at(mm, nvpn, pte, "move_ptes: set new")
+        if nptl is not ptl:
+            await nptl.unlock()
+        await ptl.unlock()
+    if av is not None:
+        await anon_vma_unlock_write(av)
+    if file is not None:
+        await i_mmap_unlock_write(file)
     await flush_tlb(mm, "move_page_tables: flush")
     await mmu_notifier_invalidate_range_end(rng)
 

@@ -99,10 +99,16 @@ class VmOperations:
 
 @dataclass(eq=False, slots=True)
 class File(SlabObject):
-    """A file (or shmem object) with a page cache."""
+    """A file (or shmem object) with a page cache: the inode and its
+    address_space in one.  ``i_size`` is the size truncate changes (the
+    fault compares against it); ``npages`` is the size it was created with.
+    ``i_mmap`` is the file's VMA interval tree (kernel/interval_tree.py),
+    changed only under ``i_mmap_rwsem`` held for write; ``invalidate_lock``
+    keeps page-cache fills out while truncate removes pages."""
 
     path: str = ""
     npages: int = 0
+    i_size: int = 0
     inode: int = 0
     dev: str = "00:00"
     shmem: bool = False
@@ -111,10 +117,11 @@ class File(SlabObject):
     vm_ops: VmOperations | None = None
     pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
     contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"
-    i_mmap: list[VmAreaStruct] = field(default_factory=list)
-    # mapping->i_mmap_rwsem, and AS_MM_ALL_LOCKS in mapping->flags (mm_take_all_locks)
+    i_mmap: list[VmAreaStruct] = field(default_factory=list)  # by vm_pgoff: vma_interval_tree
     i_mmap_rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore(("i_mmap_rwsem", -1), "i_mmap_rwsem"))
-    as_mm_all_locks: bool = False
+    invalidate_lock: RwSemaphore = field(
+        default_factory=lambda: RwSemaphore(("invalidate_lock", -1), "invalidate_lock"))
+    as_mm_all_locks: bool = False  # AS_MM_ALL_LOCKS in mapping->flags (mm_take_all_locks)
 
 
 @dataclass(eq=False, slots=True)
@@ -156,6 +163,7 @@ class Page(SlabObject):
     mapping: File | None = None
     index: int = 0
     zero_page: bool = False
+    locked: Any = None  # PG_locked: the task holding the folio lock (kernel/filemap.py)
 
     @property
     def pfn(self) -> int:

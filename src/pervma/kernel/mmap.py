@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
 from pervma.kernel.fault import handle_user_fault
+from pervma.kernel.filemap import i_mmap_lock_write, i_mmap_unlock_write
+from pervma.kernel.interval_tree import vma_interval_tree_insert_after
 from pervma.kernel.memory import copy_page_range, zap_page_range
 from pervma.kernel.mm import vm_flags_clear, vm_flags_init
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, File, VmFlags
@@ -28,7 +30,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_write_killable,
 )
 from pervma.kernel.mmu_notifier import mmu_notifier_release
-from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork, unlink_anon_vmas
+from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork
 from pervma.kernel.syscalls import (
     IS_ERR_VALUE,
     ULONG_MAX,
@@ -45,6 +47,7 @@ from pervma.kernel.vma import (
     do_vmi_align_munmap,
     reattach_vmas,
     remove_vma,
+    unlink_vmas_rmap,
     vma_iter_store_new,
     vma_iter_update,
     vma_link_file,
@@ -255,8 +258,8 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
     # __mmap_complete()
     if vms.vmas:
         await zap_page_range(mm, addr, end)
+        await unlink_vmas_rmap(vms.vmas)
         for v in vms.vmas:
-            await unlink_anon_vmas(v)
             await remove_vma(v)
         mm.map_count -= len(vms.vmas)
         mm.total_vm -= sum(v.pages() for v in vms.vmas)
@@ -316,7 +319,7 @@ async def __mmap_new_vma(mm: MmStruct, file: File | None, addr: int, end: int, v
         await vma_start_write(vma)
     await vma_iter_store_new(mm, vma)
     mm.map_count += 1
-    vma_link_file(vma)
+    await vma_link_file(vma)
     return vma
 
 
@@ -734,7 +737,11 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
         await vm_flags_clear(tmp, VM_LOCKED_MASK)
         await vma_mark_attached(tmp)
         children.append(tmp)
-        vma_link_file(tmp)
+        file = tmp.vm_file
+        if file is not None:  # the child's VMA goes right after the parent's in i_mmap
+            await i_mmap_lock_write(file)
+            vma_interval_tree_insert_after(tmp, mpnt, file)
+            await i_mmap_unlock_write(file)
         mm.map_count += 1
         mm.total_vm += tmp.pages()
         if not mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
@@ -764,9 +771,9 @@ async def exit_mmap(mm: MmStruct) -> None:
     vm_unacct_memory(mm.system, sum(v.pages() for v in vmas if v.vm_flags & VmFlags.VM_ACCOUNT))
     for vma in vmas:
         await vma_start_write(vma)
+    await unlink_vmas_rmap(vmas)  # free_pgtables()
     for vma in vmas:
         await vma_mark_detached(vma)
-        await unlink_anon_vmas(vma)
         await remove_vma(vma)
     mm.map_count = 0
     mm.mm_mt.destroy()

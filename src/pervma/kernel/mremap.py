@@ -40,9 +40,14 @@ def PAGE_ALIGN(x: int) -> int:  # noqa: N802 - the kernel's name
     return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MAX
 
 
-async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int) -> VmAreaStruct | None:
+async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int
+                   ) -> tuple[VmAreaStruct | None, bool]:
     """Models copy_vma(): merge the destination with a neighbour if possible
-    (the source as copied_from), else duplicate and link a new VMA."""
+    (the source as copied_from), else duplicate and link a new VMA.  Also
+    returns need_rmap_locks: a merged destination whose vm_pgoff is not
+    above the source's may come first in an rmap walk (i_mmap is ordered by
+    vm_pgoff), so the PTE move must hold the rmap locks; a new VMA is linked
+    after the source."""
     mm = vma.vm_mm
     if vma.is_anonymous() and vma.anon_vma is None:
         pgoff = addr >> PAGE_SHIFT
@@ -51,16 +56,19 @@ async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int) -> VmA
                          file=vma.vm_file, anon_vma=vma.anon_vma, policy=vma.vm_policy,
                          uffd_ctx=vma.vm_userfaultfd_ctx, anon_name=vma.anon_name, prev=prev, next=nxt,
                          copied_from=vma)
+    vma_start = vma.vm_start
     new = await vma_merge_new_range(vmg)
     if new is not None:
-        return new
+        if new.vm_start <= vma_start < new.vm_end:
+            vma = new
+        return new, new.vm_pgoff <= vma.vm_pgoff
     new = vm_area_dup(vma)
     vma_set_range(new, addr, addr + length, pgoff)
     if await anon_vma_clone(new, vma):
         vm_area_free(new, "copy_vma: anon_vma_clone failed")
-        return None
+        return None, False
     await vma_link(mm, new)
-    return new
+    return new, False
 
 
 @dataclass(eq=False)
@@ -178,13 +186,13 @@ async def move_vma(vrm: VmaRemapStruct) -> int:
     await vma_start_write(vma)
     vma_start = vma.vm_start
     new_pgoff = vma.vm_pgoff + ((vrm.addr - vma.vm_start) >> PAGE_SHIFT)
-    new_vma = await copy_vma(vma, vrm.new_addr, vrm.new_len, new_pgoff)
+    new_vma, need_rmap_locks = await copy_vma(vma, vrm.new_addr, vrm.new_len, new_pgoff)
     if new_vma is None:
         vrm.uncharge()
         return -errno.ENOMEM
     if new_vma.vm_start <= vma_start < new_vma.vm_end:
         vma = vrm.vma = new_vma
-    await move_page_tables(vma, vrm.addr, new_vma, vrm.new_addr, vrm.old_len)
+    await move_page_tables(vma, vrm.addr, new_vma, vrm.new_addr, vrm.old_len, need_rmap_locks)
     vrm.uf = await mremap_userfaultfd_prep(new_vma)
     mm.total_vm += vrm.new_len >> PAGE_SHIFT
     if vrm.flags & MREMAP_DONTUNMAP:

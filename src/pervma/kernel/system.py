@@ -52,6 +52,7 @@ from pervma.kernel.task_mmu import (
     proc_maps_read,
 )
 from pervma.kernel.tcp import tcp_vm_ops
+from pervma.kernel.truncate import do_sys_ftruncate
 from pervma.kernel.userfaultfd import (
     O_NONBLOCK,
     UserfaultfdCtx,
@@ -162,8 +163,7 @@ class System:
         self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
         self.anon_vma_cachep: KmemCache[AnonVma] = KmemCache("anon_vma", _anon_vma, typesafe_by_rcu=True)
         self.page_cachep: KmemCache[Page] = KmemCache("page", Page, mem_map=True)  # Page(slot)
-        self.file_cachep: KmemCache[File] = KmemCache(
-            "file", lambda s: File(i_mmap_rwsem=RwSemaphore(("i_mmap_rwsem", s), "i_mmap_rwsem")))
+        self.file_cachep: KmemCache[File] = KmemCache("file", _new_file)
         self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
         self.vm_events: dict[str, int] = {}
@@ -208,6 +208,7 @@ class System:
         the page cache (a lookup always hits; no page is allocated or read)."""
         f = self.file_cachep.alloc("create_file")
         f.path, f.npages, f.inode, f.dev, f.shmem, f.vm_ops = path, npages, self._ino(), "08:01", False, self.filemap_ops
+        f.i_size = npages << PAGE_SHIFT
         f.resident = resident
         return f
 
@@ -220,12 +221,14 @@ class System:
         f = self.file_cachep.alloc("create_device")
         f.path = "/dev/binder" if kind == "binder" else "socket:[tcp]"
         f.npages, f.inode, f.dev, f.shmem, f.vm_ops = 1 << 20, self._ino(), "00:0c", False, ops
+        f.i_size = f.npages << PAGE_SHIFT
         return f
 
     def shmem_zero_setup(self, length: int) -> File:
         f = self.file_cachep.alloc("shmem_zero_setup")
         f.path, f.npages, f.inode, f.dev, f.shmem, f.vm_ops = (
             "/dev/zero (deleted)", length >> PAGE_SHIFT, self._ino(), "00:01", True, self.shmem_ops)
+        f.i_size = f.npages << PAGE_SHIFT
         return f
 
     def hugetlb_file_setup(self, length: int, shift: int) -> File:
@@ -236,6 +239,7 @@ class System:
         f.path, f.npages, f.inode, f.dev, f.shmem = ("/anon_hugepage (deleted)", length >> PAGE_SHIFT,
                                                      self._ino(), "00:11", False)
         f.hugetlb_shift, f.vm_ops = shift, None
+        f.i_size = f.npages << PAGE_SHIFT
         return f
 
     def _ino(self) -> int:
@@ -245,7 +249,7 @@ class System:
     def all_vmas(self) -> list[VmAreaStruct]:
         return [v for p in self.processes if not p.mm.freed for v in p.mm.mm_mt.snapshot()]
 
-    def new_task(self, mm: MmStruct, comm: str, tgid: int | None = None) -> TaskStruct:
+    def new_task(self, mm: MmStruct | None, comm: str, tgid: int | None = None) -> TaskStruct:
         pid = self._next_pid
         self._next_pid += 1
         return TaskStruct(pid=pid, tgid=tgid or pid, comm=comm, mm=mm, system=self)
@@ -258,6 +262,19 @@ class System:
         run_direct(proc.main._guard(_setup_new_exec(mm)), model=proc.main.task)
         return proc
 
+    def truncate(self, file: File, length: int) -> None:
+        """ftruncate(2) of ``file`` to ``length`` bytes, from a task of its
+        own (kernel/truncate.py): every mapping loses the pages beyond the
+        new end, and an access there raises Segfault with the SIGBUS code.
+        OSError with Linux's errno (EINVAL, EFBIG) before anything changes."""
+        if not isinstance(file, File):
+            raise UsageError(f"truncate(file={file!r}): need a File (System.create_file())")
+        if not isinstance(length, int) or isinstance(length, bool):
+            raise UsageError(f"truncate(length={length!r}): need a whole number of bytes")
+        task = self.new_task(None, "truncate")
+        _oserror(run_direct(do_sys_ftruncate(file, length), model=task))
+        debug.check_no_locks_held(task, "ftruncate")
+
     def vmstat(self) -> dict[str, int]:
         """Counters with /proc/vmstat names; the VMA_LOCK_* ones exist only with
         CONFIG_PER_VMA_LOCK_STATS, as in the kernel."""
@@ -269,6 +286,12 @@ class System:
             for e in VMA_LOCK_EVENTS:
                 out.pop(e, None)
         return out
+
+
+def _new_file(slot: int) -> File:
+    """A file object with its own i_mmap_rwsem and invalidate_lock locations."""
+    return File(i_mmap_rwsem=RwSemaphore(("i_mmap_rwsem", slot), "i_mmap_rwsem"),
+                invalidate_lock=RwSemaphore(("invalidate_lock", slot), "invalidate_lock"))
 
 
 def _anon_vma(slot: int) -> AnonVma:
@@ -400,6 +423,12 @@ class Thread:
         """mmap a TCP socket's receive area (for tcp_zerocopy_receive)."""
         dev = self.process.system.create_device("tcp")
         return await self.mmap(0, npages * PAGE_SIZE, 0x1, 0x01, dev, 0)
+
+    async def truncate(self, file: File, length: int) -> int:
+        """ftruncate(2) from this thread: 0, or OSError with Linux's errno."""
+        ret = await do_sys_ftruncate(file, length)
+        await self._syscall_exit("ftruncate")
+        return _oserror(ret)
 
     async def read_maps(self) -> str:
         """Read /proc/pid/maps of this thread's process concurrently."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
+from pervma.kernel.filemap import i_mmap_lock_write, i_mmap_unlock_write
+from pervma.kernel.interval_tree import vma_interval_tree_insert, vma_interval_tree_remove
 from pervma.kernel.memory import zap_page_range
 from pervma.kernel.mm import check_attached_vma_store, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
@@ -131,17 +133,97 @@ async def vma_write_fields(vma: VmAreaStruct, label: str) -> None:
 
 
 async def vma_link(mm: MmStruct, vma: VmAreaStruct) -> int:
-    """vma_link(): write-lock, insert, account."""
+    """vma_link(): write-lock, insert, link into the file's i_mmap, account."""
     await vma_start_write(vma)
     await vma_iter_store_new(mm, vma)
-    vma_link_file(vma)
+    await vma_link_file(vma)
     mm.map_count += 1
     return 0
 
 
-def vma_link_file(vma: VmAreaStruct) -> None:
-    if vma.vm_file is not None and vma not in vma.vm_file.i_mmap:
-        vma.vm_file.i_mmap.append(vma)
+# ---------------------------------------------------------------------------
+# The file rmap: i_mmap (mm/vma.c, 7.0)
+# ---------------------------------------------------------------------------
+def __vma_link_file(vma: VmAreaStruct, mapping: File) -> None:
+    """__vma_link_file(): the caller holds i_mmap_rwsem for write."""
+    vma_interval_tree_insert(vma, mapping)
+
+
+def __remove_shared_vm_struct(vma: VmAreaStruct, mapping: File) -> None:
+    """__remove_shared_vm_struct(): the caller holds i_mmap_rwsem for write."""
+    vma_interval_tree_remove(vma, mapping)
+
+
+async def vma_link_file(vma: VmAreaStruct, hold_rmap_lock: bool = False) -> None:
+    """vma_link_file(): a new VMA joins its file's interval tree, so that
+    truncate's unmap_mapping_range() finds it (after it is in the mm's tree)."""
+    file = vma.vm_file
+    if file is not None:
+        await i_mmap_lock_write(file)
+        __vma_link_file(vma, file)
+        if not hold_rmap_lock:
+            await i_mmap_unlock_write(file)
+
+
+async def unlink_file_vma(vma: VmAreaStruct) -> None:
+    """unlink_file_vma(): hide vma from rmap and truncate before it is freed."""
+    file = vma.vm_file
+    if file is not None:
+        await i_mmap_lock_write(file)
+        __remove_shared_vm_struct(vma, file)
+        await i_mmap_unlock_write(file)
+
+
+@dataclass(eq=False)
+class UnlinkVmaFileBatch:
+    """struct unlink_vma_file_batch: up to 8 VMAs of one file, unlinked
+    under one i_mmap_lock_write."""
+
+    count: int = 0
+    vmas: list[VmAreaStruct] = field(default_factory=list)
+
+
+def unlink_file_vma_batch_init(vb: UnlinkVmaFileBatch) -> None:
+    vb.count = 0
+    vb.vmas = []
+
+
+async def unlink_file_vma_batch_process(vb: UnlinkVmaFileBatch) -> None:
+    file = vb.vmas[0].vm_file
+    assert file is not None
+    await i_mmap_lock_write(file)
+    for v in vb.vmas:
+        __remove_shared_vm_struct(v, file)
+    await i_mmap_unlock_write(file)
+    unlink_file_vma_batch_init(vb)
+
+
+async def unlink_file_vma_batch_add(vb: UnlinkVmaFileBatch, vma: VmAreaStruct) -> None:
+    """unlink_file_vma_batch_add(): a VMA of another file, or a full batch,
+    flushes the batch first."""
+    if vma.vm_file is None:
+        return
+    if (vb.count > 0 and vb.vmas[0].vm_file is not vma.vm_file) or vb.count == 8:
+        await unlink_file_vma_batch_process(vb)
+    vb.vmas.append(vma)
+    vb.count += 1
+
+
+async def unlink_file_vma_batch_final(vb: UnlinkVmaFileBatch) -> None:
+    if vb.count > 0:
+        await unlink_file_vma_batch_process(vb)
+
+
+async def unlink_vmas_rmap(vmas: list[VmAreaStruct]) -> None:
+    """free_pgtables()'s unlinking (mm/memory.c, 7.0): each VMA leaves its
+    anon_vmas and, batched per file, its file's i_mmap, after its PTEs were
+    zapped and before it is freed."""
+    vb = UnlinkVmaFileBatch()
+    unlink_file_vma_batch_init(vb)
+    for v in vmas:
+        await unlink_anon_vmas(v)
+        await unlink_file_vma_batch_add(vb, v)
+    await unlink_file_vma_batch_final(vb)
 
 
 async def remove_vma(vma: VmAreaStruct) -> None:
@@ -269,15 +351,29 @@ async def commit_merge(vmg: VmaMergeStruct) -> int:
     assert vma is not None
     if _prealloc_fails(mm):
         return -errno.ENOMEM
-    await vma_write_fields(vma, "vma_set_range")
-    vma_set_range(vma, vmg.start, vmg.end, vmg.pgoff)
-    await vmg_adjust_set_range(vmg)
+    adjust = vmg.middle if vmg.adjust_middle_start else vmg.next if vmg.adjust_next_start else None
     removed = []
     if vmg.remove_middle and vmg.middle is not None:
         removed.append(vmg.middle)
     if vmg.remove_next and vmg.next is not None:
         removed.append(vmg.next)
+    file = vma.vm_file
+    if file is not None:  # vma_prepare(): out of the interval tree while the keys change
+        await i_mmap_lock_write(file)
+        vma_interval_tree_remove(vma, file)
+        if adjust is not None:
+            vma_interval_tree_remove(adjust, file)
+    await vma_write_fields(vma, "vma_set_range")
+    vma_set_range(vma, vmg.start, vmg.end, vmg.pgoff)
+    await vmg_adjust_set_range(vmg)
     await vma_iter_update(mm, remove=removed, label="commit_merge: store")
+    if file is not None:  # vma_complete()
+        if adjust is not None:
+            vma_interval_tree_insert(adjust, file)
+        vma_interval_tree_insert(vma, file)
+        for v in removed:
+            __remove_shared_vm_struct(v, file)
+        await i_mmap_unlock_write(file)
     for v in removed:
         await _vma_complete_remove(mm, v)
     return 0
@@ -446,15 +542,23 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
         return -errno.ENOMEM
     await vma_start_write(vma)
     await vma_start_write(new)
+    file = vma.vm_file
+    if file is not None:  # vma_prepare() with vp.insert = new
+        await i_mmap_lock_write(file)
+        __vma_link_file(new, file)
+        vma_interval_tree_remove(vma, file)
     await vma_write_fields(vma, "vma_set_range")
     if new_below:
         vma_set_range(vma, addr, vma.vm_end, vma.vm_pgoff + PHYS_PFN(addr - new.vm_start))
     else:
         vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
+    if file is not None:  # vma_complete()
+        vma_interval_tree_insert(vma, file)
     await vma_mark_attached(new)
     await vma_iter_update(mm, add=[new], label="__split_vma: store")
-    vma_link_file(new)
     mm.map_count += 1
+    if file is not None:
+        await i_mmap_unlock_write(file)
     return 0
 
 
@@ -468,9 +572,16 @@ async def vma_shrink(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> int
     if _prealloc_fails(vma.vm_mm):
         return -errno.ENOMEM
     await vma_start_write(vma)
+    file = vma.vm_file
+    if file is not None:  # vma_prepare()
+        await i_mmap_lock_write(file)
+        vma_interval_tree_remove(vma, file)
     await vma_write_fields(vma, "vma_set_range")
     vma_set_range(vma, start, end, pgoff)
     await vma_iter_update(vma.vm_mm, label="vma_shrink: clear")
+    if file is not None:  # vma_complete()
+        vma_interval_tree_insert(vma, file)
+        await i_mmap_unlock_write(file)
     return 0
 
 
@@ -578,8 +689,8 @@ async def vms_complete_munmap_vmas(vms: VmaMunmapStruct) -> None:
     if vms.unlock:
         await mmap_write_downgrade(mm)
     await zap_page_range(mm, vms.start, vms.end)
+    await unlink_vmas_rmap(vms.vmas)
     for v in vms.vmas:
-        await unlink_anon_vmas(v)
         await remove_vma(v)
     if vms.unlock:
         await mmap_read_unlock(mm)

@@ -57,6 +57,4 @@ def vm_area_dup(orig: VmAreaStruct, mm: MmStruct | None = None) -> VmAreaStruct:
 def vm_area_free(vma: VmAreaStruct, site: str = "vm_area_free") -> None:
     """vm_area_free(): the VMA must be detached; it is freed immediately."""
     vma_assert_detached(vma)
-    if vma.vm_file is not None and vma in vma.vm_file.i_mmap:
-        vma.vm_file.i_mmap.remove(vma)
     vma.vm_mm.system.vm_area_cachep.free(vma, site)
