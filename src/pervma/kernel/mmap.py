@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pervma.kernel import debug
 from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.memory import copy_page_range, zap_page_range
+from pervma.kernel.mempolicy import vma_dup_policy
 from pervma.kernel.mm import vm_flags_clear, vm_flags_init
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, File, VmFlags
 from pervma.kernel.mmap_lock import (
@@ -716,6 +717,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
             break
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_mm = mm
+        vma_dup_policy(mpnt, tmp)
         dup_userfaultfd(tmp)
         if mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
             tmp.anon_vma = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pervma.kernel.memory import move_page_tables
+from pervma.kernel.mempolicy import vma_dup_policy
 from pervma.kernel.mm import vm_flags_clear, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, VmFlags
 from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, mlock_future_ok
@@ -55,6 +56,7 @@ async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int) -> VmA
     if new is not None:
         return new
     new = vm_area_dup(vma)
+    vma_dup_policy(vma, new)
     vma_set_range(new, addr, addr + length, pgoff)
     anon_vma_clone(new, vma)
     await vma_link(mm, new)
