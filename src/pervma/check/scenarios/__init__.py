@@ -3,7 +3,7 @@
 ``toys`` holds small programs written directly with ``sched`` primitives
 (the checker's own oracles); ``kernel`` holds the per-VMA locking scenarios
 over the model's user API (registered only once the model is importable); ``uffd`` the
-userfaultfd and PROCMAP_QUERY scenarios;
+userfaultfd and PROCMAP_QUERY scenarios; ``mempolicy`` the mbind and mlock ones;
 ``spin`` the SPIN shapes of issue #12, bench yardsticks kept out of ``--all``.
 """
 
@@ -13,4 +13,4 @@ from pervma.check.scenarios import toys  # noqa: F401
 
 if (importlib.util.find_spec("pervma.kernel.system") is not None
         and importlib.util.find_spec("pervma.check.scenarios.kernel") is not None):
-    from pervma.check.scenarios import kernel, spin, uffd  # noqa: F401
+    from pervma.check.scenarios import kernel, mempolicy, spin, uffd  # noqa: F401
