@@ -387,7 +387,7 @@ _MBIND_CALLS = [
 ]
 
 
-def _region_view(base: int, maps: str, numa: str, smaps: str) -> list[tuple[int, int, str, str]]:
+def _region_view(base: int, maps: str, numa: str) -> list[tuple[int, int, str, str]]:
     """(first page, end page, perms, policy) of each VMA of the region."""
     policy = {}
     for line in numa.splitlines():
@@ -424,13 +424,16 @@ def _real(wfd: int) -> None:  # pragma: no cover - runs in the forked child
     for i in range(4):
         ctypes.memset(base + i * PAGE, 0x30 + i, 1)
     libc.munmap(ctypes.c_void_p(base + 10 * PAGE), PAGE)
-    results = [mbind(base + o * PAGE, n * PAGE, m, nodes, f) for o, n, m, nodes, f in _MBIND_CALLS]
-    view = _region_view(base, Path("/proc/self/maps").read_text(), Path("/proc/self/numa_maps").read_text(), "")
+    results, view = [], []
+    for o, n, m, nodes, f in _MBIND_CALLS:
+        results.append(mbind(base + o * PAGE, n * PAGE, m, nodes, f))
+        view.append(_region_view(base, Path("/proc/self/maps").read_text(),
+                                 Path("/proc/self/numa_maps").read_text()))
     data = [ctypes.string_at(base + i * PAGE, 1)[0] for i in range(4)]
     os.write(wfd, __import__("pickle").dumps(("ok", (results, view, data))))
 
 
-def _model() -> tuple[list[int], list[tuple[int, int, str, str]], list[int]]:
+def _model() -> tuple[list[int], list[list[tuple[int, int, str, str]]], list[int]]:
     kern = System(Config.preset("universal"), nodes=1)
     p = kern.spawn()
     p.mmap(A - PAGE, PAGE, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
@@ -439,20 +442,21 @@ def _model() -> tuple[list[int], list[tuple[int, int, str, str]], list[int]]:
     for i in range(4):
         p.store(A + i * PAGE, 0x30 + i)
     p.munmap(A + 10 * PAGE, PAGE)
-    results = []
+    results, views = [], []
     for o, n, m, nodes, f in _MBIND_CALLS:
         try:
             results.append(p.mbind(A + o * PAGE, n * PAGE, m, nodes, f))
         except OSError as e:
             results.append(-e.errno)
-    view = []
-    for v in p.mm.mm_mt.snapshot():
-        if A <= v.vm_start < A + N * PAGE:
-            pol = v.vm_policy
-            name = "default" if pol is None else _NAMES[pol.mode] + ("" if pol.mode == MPOL_LOCAL else ":0")
-            perms = p.maps().split(f"{v.vm_start:x}-{v.vm_end:x} ")[1][:4]
-            view.append(((v.vm_start - A) // PAGE, (v.vm_end - A) // PAGE, perms, name))
-    return results, view, [p.load(A + i * PAGE) for i in range(4)]
+        view = []
+        for v in p.mm.mm_mt.snapshot():
+            if A <= v.vm_start < A + N * PAGE:
+                pol = v.vm_policy
+                name = "default" if pol is None else _NAMES[pol.mode] + ("" if pol.mode == MPOL_LOCAL else ":0")
+                perms = p.maps().split(f"{v.vm_start:x}-{v.vm_end:x} ")[1][:4]
+                view.append(((v.vm_start - A) // PAGE, (v.vm_end - A) // PAGE, perms, name))
+        views.append(view)
+    return results, views, [p.load(A + i * PAGE) for i in range(4)]
 
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=f"differential mbind: {_skip_reason()}")
