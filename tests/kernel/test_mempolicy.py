@@ -45,6 +45,7 @@ from pervma.kernel.mempolicy import (
     MPOL_PREFERRED,
     Mempolicy,
 )
+from pervma.kernel.mm_types import VmFlags
 from pervma.kernel.mmap_lock import (
     lock_vma_under_rcu,
     mmap_read_lock,
@@ -463,3 +464,35 @@ def _model() -> tuple[list[int], list[list[tuple[int, int, str, str]]], list[int
 def test_mbind_matches_the_running_kernel() -> None:
     (real,) = run_in_child(_real, 30.0)
     assert _model() == real
+
+
+# -- /proc/pid/clear_refs: the third walk user ----------------------------------------------
+@pytest.mark.parametrize("preset", PRESETS)
+def test_clear_refs_soft_dirty_write_protects_and_the_next_store_faults(preset: str) -> None:
+    kern, p = _proc(preset, nodes=1, pages=2)
+    p.store(A, 5)
+    p.store(A + PAGE, 6)
+    p.mm.mm_mt.find_covering(A).vm_flags |= VmFlags.VM_SOFTDIRTY  # as a soft-dirty kernel's mmap sets it
+    assert p.clear_refs(4) == 1
+    assert [pte.writable for _, pte in sorted(p.mm.pgtable.items())][-2:] == [False, False]
+    assert not p.mm.mm_mt.find_covering(A).vm_flags & VmFlags.VM_SOFTDIRTY
+    faults = kern.vmstat()["pgfault"]
+    p.store(A, 7)
+    assert kern.vmstat()["pgfault"] == faults + 1  # do_wp_page reuses the page
+    assert (p.load(A), p.load(A + PAGE)) == (7, 6)
+    assert p.clear_refs(" 1\n") == 3 and p.clear_refs(5) == 1
+
+
+@pytest.mark.parametrize("value", [0, 6, -1, "x", "", "0x4", 1 << 40])
+def test_clear_refs_refuses_anything_but_1_to_5(value: Any) -> None:
+    kern, p = _proc(nodes=1, pages=1)
+    p.store(A, 1)
+    with pytest.raises(OSError) as exc:
+        p.clear_refs(value)
+    assert exc.value.errno == errno.EINVAL
+    assert [pte.writable for pte in p.mm.pgtable.values()] == [True]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_clear_refs_scenario_is_complete_and_clean(preset: str) -> None:
+    assert _explore(get_scenario("clear-refs-vs-fault"), preset) == (None, "", True)

@@ -46,6 +46,7 @@ from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import (
     PATH_MAX,
     PROCMAP_QUERY_SIZE,
+    clear_refs_write,
     do_procmap_query,
     maps_text,
     proc_maps_read,
@@ -442,6 +443,13 @@ class Thread:
         assert isinstance(ret, dict)
         return ret
 
+    async def clear_refs(self, value: int | str) -> int:
+        """write(2) of ``value`` to this process's /proc/pid/clear_refs: the
+        bytes written (1-4 clear the modelled bits, 5 the RSS high-water mark)."""
+        ret = await clear_refs_write(self.mm, str(value))
+        await self._syscall_exit("clear_refs")
+        return _oserror(ret)
+
     async def user(self, label: str = "user work") -> None:
         """Time spent in user space between two calls (a cost for the simulator)."""
         await work("user", label)
@@ -574,6 +582,9 @@ class Process:
 
     def maps(self) -> str:
         return maps_text(self.mm)
+
+    def clear_refs(self, value: int | str) -> int:
+        return int(self._run(self.main.clear_refs(value)))
 
     def userfaultfd(self, flags: int = 0) -> Userfaultfd:
         u = self._run(self.main.userfaultfd(flags))

@@ -10,6 +10,8 @@ policy" is a KASAN use-after-free here.  ``mbind-split-vs-fault`` splits a
 VMA by policy beside a fault on the other half.  ``mlock-vs-munmap`` races
 mlock (apply_vma_lock_flags, the PGWALK_WRLOCK_VERIFY walk, __mm_populate
 outside mmap_lock) against munmap of a page inside the range.
+``clear-refs-vs-fault`` races the soft-dirty reset of /proc/pid/clear_refs
+(the third page-walk user) against stores.
 
 The scenarios run on a two-node machine (``System(nodes=2)``) and check what
 the user sees: where the page ended up, its bytes, the policy and the
@@ -142,3 +144,24 @@ def _mlock_vs_munmap(w: World) -> None:
                 if vpn not in mm.pgtable:
                     violation("mlock", f"mlock succeeded but {vpn * PAGE:#x} is not populated")
     w.checks += [check, _expect_byte(w, p, A, {3}, "the first page")]
+
+
+@_scenario("clear-refs-vs-fault", "writing 4 to /proc/pid/clear_refs (VM_SOFTDIRTY cleared, "
+           "PTEs write-protected by a PGWALK_WRLOCK walk) races stores to a mapped and an "
+           "unmapped page")
+def _clear_refs_vs_fault(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)
+
+    async def clear(t: Thread) -> int:
+        return await t.clear_refs(4)
+
+    async def stores(t: Thread) -> None:
+        await t.store(A + PAGE, 2)
+        await t.store(A, 3)
+
+    w.thread("clear_refs", p.thread(), clear)
+    w.thread("stores", p.thread(), stores)
+    w.checks += [_expect_byte(w, p, A, {3}, "the page written twice"),
+                 _expect_byte(w, p, A + PAGE, {2}, "the page faulted in")]
