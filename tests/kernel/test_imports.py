@@ -49,6 +49,13 @@ ALLOWED_DEFERRED: dict[tuple[str, str, str], str] = {
     ("lockdep", "might_sleep", "debug"): "the sleeping-in-atomic report goes through debug.report",
     ("lockdep", "might_sleep", "locks"):
         "might_sleep() asks whether a held lock is a spinlock; locks.py calls into lockdep",
+    # mm/mempolicy.c <-> mm/vma.c and mm/memory.c: VMA surgery duplicates, compares and
+    # puts policies, the fault reads them (vma.py, memory.py -> mempolicy.py); mbind in turn
+    # splits and merges VMAs and migrates pages.
+    ("mempolicy", "mbind_range", "vma"):
+        "mbind_range() -> vma_modify_policy(); vma.py uses mpol_equal/mpol_put/vma_dup_policy",
+    ("mempolicy", "migrate_pages", "memory"):
+        "migration allocates pages and sets PTEs; the fault path reads the VMA policy",
     # No cycle: these may move to module scope; left as they are while their
     # files take concurrent edits (issue #13), to keep the merge small.
     ("madvise", "madvise_populate", "fault"): "no cycle: may move to module scope",

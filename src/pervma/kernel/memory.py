@@ -28,6 +28,7 @@ from pervma.kernel.filemap import (
     i_size_read,
 )
 from pervma.kernel.interval_tree import vma_interval_tree_foreach
+from pervma.kernel.mempolicy import get_vma_policy, policy_node
 from pervma.kernel.mm_types import PAGE_SHIFT, PMD_SHIFT, Page, Pte, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_trylock, mmap_read_unlock, vma_end_read
 from pervma.kernel.mmu_notifier import (
@@ -102,8 +103,22 @@ async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
     page.index = 0
     page.zero_page = False
     page.locked = None
+    page.nid = 0
     if zero:
         await _CLEAR_PAGE
+    return page
+
+
+async def vma_alloc_folio(vma: VmAreaStruct, address: int, zero: bool = True) -> Page:
+    """Models vma_alloc_folio() (mm/mempolicy.c, 7.0) for an anonymous page:
+    the VMA's policy, read under the fault's lock, picks the node.  A VMA
+    without a policy takes no extra step (the task's default policy: node 0)."""
+    nid = 0
+    if vma.vm_policy is not None:
+        pol, ilx = await get_vma_policy(vma, address)
+        nid = policy_node(pol, ilx)
+    page = await alloc_page(vma.vm_mm, zero)
+    page.nid = nid
     return page
 
 
@@ -222,7 +237,7 @@ async def do_anonymous_page(vmf: VmFault) -> int:
     ret = await vmf_anon_prepare(vmf)
     if ret:
         return ret
-    page = await alloc_page(mm)
+    page = await vma_alloc_folio(vma, vmf.address)
     await ptl.lock()
     if vmf.vpn in mm.pgtable:
         await ptl.unlock()
@@ -411,7 +426,7 @@ async def do_cow_fault(vmf: VmFault) -> int:
     src = await __do_fault(vmf)
     if isinstance(src, int):
         return src
-    page = await alloc_page(vmf.vma.vm_mm, zero=False)
+    page = await vma_alloc_folio(vmf.vma, vmf.address, zero=False)
     await work("copy_page")
     page.data = dict(src.data)
     ret = await finish_fault(vmf, page, new_anon=True, writable=True)
@@ -464,7 +479,7 @@ async def do_wp_page(vmf: VmFault) -> int:
     ret = await vmf_anon_prepare(vmf)
     if ret:
         return ret
-    new = await alloc_page(mm, zero=old.zero_page)
+    new = await vma_alloc_folio(vma, vmf.address, zero=old.zero_page)
     if not old.zero_page:
         await work("copy_page")
         new.data = dict(old.data)

@@ -164,6 +164,7 @@ class Page(SlabObject):
     index: int = 0
     zero_page: bool = False
     locked: Any = None  # PG_locked: the task holding the folio lock (kernel/filemap.py)
+    nid: int = 0  # the NUMA node the frame sits on (page_to_nid())
 
     @property
     def pfn(self) -> int:
@@ -206,7 +207,7 @@ class VmAreaStruct(SlabObject):
     anon_vma: AnonVma | None = None
     anon_vma_chain: list[AnonVma] = field(default_factory=list)
     vm_private_data: Any = None
-    vm_policy: Any = None  # mempolicy (compared by identity for merging)
+    vm_policy: Any = None  # struct mempolicy (mempolicy.py): NULL is the task's/default policy
     vm_userfaultfd_ctx: Any = None
     anon_name: str | None = None
     vm_refcnt: Refcount = field(default_factory=lambda: Refcount(("vm_refcnt", -1)))

@@ -15,6 +15,7 @@ from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.filemap import i_mmap_lock_write, i_mmap_unlock_write
 from pervma.kernel.interval_tree import vma_interval_tree_insert_after
 from pervma.kernel.memory import copy_page_range, zap_page_range
+from pervma.kernel.mempolicy import mpol_put, vma_dup_policy
 from pervma.kernel.mm import vm_flags_clear, vm_flags_init
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, File, VmFlags
 from pervma.kernel.mmap_lock import (
@@ -723,6 +724,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
             break
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_mm = mm
+        vma_dup_policy(mpnt, tmp)
         dup_userfaultfd(tmp)
         if mpnt.vm_flags & VmFlags.VM_WIPEONFORK:
             tmp.anon_vma = None
@@ -730,6 +732,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
         else:
             ret = await anon_vma_fork(tmp, mpnt)
             if ret:
+                mpol_put(mm, tmp.vm_policy, "dup_mmap: anon_vma_fork failed")  # fail_nomem_anon_vma_fork
                 vm_area_free(tmp, "dup_mmap: anon_vma_fork failed")
                 break
         # vm_flags_clear() write-locks tmp, which only stamps its vm_lock_seq

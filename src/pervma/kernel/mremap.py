@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel.memory import move_page_tables
+from pervma.kernel.mempolicy import mpol_put, vma_dup_policy
 from pervma.kernel.mm import vm_flags_clear, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_LOCKED_MASK, VmFlags
 from pervma.kernel.mmap import MAP_FIXED, __get_unmapped_area, do_vmi_munmap, mlock_future_ok
@@ -63,8 +64,10 @@ async def copy_vma(vma: VmAreaStruct, addr: int, length: int, pgoff: int
             vma = new
         return new, new.vm_pgoff <= vma.vm_pgoff
     new = vm_area_dup(vma)
+    vma_dup_policy(vma, new)
     vma_set_range(new, addr, addr + length, pgoff)
     if await anon_vma_clone(new, vma):
+        mpol_put(mm, new.vm_policy, "copy_vma: anon_vma_clone failed")  # out_free_mempol
         vm_area_free(new, "copy_vma: anon_vma_clone failed")
         return None, False
     await vma_link(mm, new)

@@ -22,6 +22,8 @@ from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
 from pervma.kernel.madvise import sys_madvise
 from pervma.kernel.maple_tree import MapleNode, MapleTree
+from pervma.kernel.mempolicy import MAX_NUMNODES, Mempolicy, sys_mbind
+from pervma.kernel.mlock import sys_mlock, sys_munlock
 from pervma.kernel.mm_types import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -47,6 +49,7 @@ from pervma.kernel.task import TaskStruct, fatal_signal_pending
 from pervma.kernel.task_mmu import (
     PATH_MAX,
     PROCMAP_QUERY_SIZE,
+    clear_refs_write,
     do_procmap_query,
     maps_text,
     proc_maps_read,
@@ -131,11 +134,13 @@ class System:
     vm.overcommit_memory (0 = OVERCOMMIT_GUESS, the kernel's default: a single
     request larger than RAM + swap is refused with ENOMEM; 1 = always; 2 =
     never, with ``overcommit_ratio`` percent of RAM plus swap as the limit).
-    A populate (MAP_POPULATE, MAP_LOCKED) stops when the free pages run out."""
+    A populate (MAP_POPULATE, MAP_LOCKED) stops when the free pages run out.
+    ``nodes`` is the number of NUMA nodes (each page carries its node; the
+    model's tasks run on node 0's CPUs)."""
 
     def __init__(self, config: Config | None = None, mem_pages: int | None = None,
                  swap_pages: int = 0, overcommit_memory: int = OVERCOMMIT_GUESS,
-                 overcommit_ratio: int = 50) -> None:
+                 overcommit_ratio: int = 50, nodes: int = 1) -> None:
         self.config = config or Config.preset("universal")
         if mem_pages is None:
             mem_pages = default_mem_pages(self.config)
@@ -143,6 +148,9 @@ class System:
                             ("overcommit_ratio", overcommit_ratio)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UsageError(f"System({name}={value!r}): need a whole number >= 0")
+        if not isinstance(nodes, int) or isinstance(nodes, bool) or not 1 <= nodes <= MAX_NUMNODES:
+            raise UsageError(f"System(nodes={nodes!r}): need a whole number of NUMA nodes, 1 to {MAX_NUMNODES}")
+        self.nodes = nodes
         if mem_pages < 1:
             raise UsageError(f"System(mem_pages={mem_pages}): a machine needs at least one page")
         if overcommit_memory not in (OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER):
@@ -164,6 +172,7 @@ class System:
         self.anon_vma_cachep: KmemCache[AnonVma] = KmemCache("anon_vma", _anon_vma, typesafe_by_rcu=True)
         self.page_cachep: KmemCache[Page] = KmemCache("page", Page, mem_map=True)  # Page(slot)
         self.file_cachep: KmemCache[File] = KmemCache("file", _new_file)
+        self.policy_cachep: KmemCache[Mempolicy] = KmemCache("numa_policy", lambda s: Mempolicy())
         self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
         self.vm_events: dict[str, int] = {}
@@ -380,6 +389,24 @@ class Thread:
         await self._syscall_exit("brk")
         return _oserror(ret)
 
+    async def mbind(self, addr: int, length: int, mode: int, nodemask: int = 0, flags: int = 0) -> int:
+        """mbind(2) with the node bitmap as an int (maxnode covers its bits)."""
+        if not isinstance(nodemask, int) or nodemask < 0:
+            raise UsageError(f"mbind: nodemask={nodemask!r}: need a node bitmask >= 0")
+        ret = await sys_mbind(self.mm, addr, length, mode, nodemask, nodemask.bit_length() + 1, flags)
+        await self._syscall_exit("mbind")
+        return _oserror(ret)
+
+    async def mlock(self, addr: int, length: int) -> int:
+        ret = await sys_mlock(self.mm, addr, length)
+        await self._syscall_exit("mlock")
+        return _oserror(ret)
+
+    async def munlock(self, addr: int, length: int) -> int:
+        ret = await sys_munlock(self.mm, addr, length)
+        await self._syscall_exit("munlock")
+        return _oserror(ret)
+
     async def fork(self) -> Process:
         await work("syscall")
         sysm = self.process.system
@@ -476,6 +503,13 @@ class Thread:
         out = await stack_map_get_build_id_offset_sleepable(self.mm, [ip & ULONG_MAX for ip in ips])
         debug.check_no_locks_held(self.task, "bpf_get_stack")
         return out
+
+    async def clear_refs(self, value: int | str) -> int:
+        """write(2) of ``value`` to this process's /proc/pid/clear_refs: the
+        bytes written (1-4 clear the modelled bits, 5 the RSS high-water mark)."""
+        ret = await clear_refs_write(self.mm, str(value))
+        await self._syscall_exit("clear_refs")
+        return _oserror(ret)
 
     async def user(self, label: str = "user work") -> None:
         """Time spent in user space between two calls (a cost for the simulator)."""
@@ -577,6 +611,15 @@ class Process:
     def brk(self, addr: int) -> int:
         return int(self._run(self.main.brk(addr)))
 
+    def mbind(self, addr: int, length: int, mode: int, nodemask: int = 0, flags: int = 0) -> int:
+        return int(self._run(self.main.mbind(addr, length, mode, nodemask, flags)))
+
+    def mlock(self, addr: int, length: int) -> int:
+        return int(self._run(self.main.mlock(addr, length)))
+
+    def munlock(self, addr: int, length: int) -> int:
+        return int(self._run(self.main.munlock(addr, length)))
+
     def fork(self) -> Process:
         child = self._run(self.main.fork())
         assert isinstance(child, Process)
@@ -603,6 +646,9 @@ class Process:
 
     def bpf_stack_build_id(self, ips: list[int]) -> list[tuple[int, int, int]]:
         return list(self._run(self.main.bpf_stack_build_id(ips)))
+
+    def clear_refs(self, value: int | str) -> int:
+        return int(self._run(self.main.clear_refs(value)))
 
     def userfaultfd(self, flags: int = 0) -> Userfaultfd:
         u = self._run(self.main.userfaultfd(flags))

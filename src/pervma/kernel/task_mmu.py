@@ -1,4 +1,4 @@
-"""/proc/pid/maps (fs/proc/task_mmu.c).
+"""/proc/pid/maps and /proc/pid/clear_refs (fs/proc/task_mmu.c).
 
 ``show_map_vma`` formats one line exactly as the kernel does.  The reader
 ``proc_maps_read`` walks the VMAs the 6.17+ way: under RCU, taking each VMA's
@@ -10,21 +10,27 @@ mmap_read_lock.
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
-from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, VmFlags
+from pervma.kernel.memory import flush_tlb, present_vpns, set_pte_at
+from pervma.kernel.mm import vm_flags_clear
+from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, Pte, VmFlags
 from pervma.kernel.mmap_lock import (
     lock_next_vma,
     mmap_read_lock,
     mmap_read_lock_killable,
     mmap_read_unlock,
+    mmap_write_lock_killable,
+    mmap_write_unlock,
     vma_end_read,
 )
+from pervma.kernel.pagewalk import PGWALK_WRLOCK, MmWalk, MmWalkOps, walk_page_range
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.sites import call_site
-from pervma.sched import Op, OpKind
+from pervma.sched import Op, OpKind, work
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -296,3 +302,76 @@ def _procmap_answer(vma: VmAreaStruct, usize: int, query_flags: int, query_addr:
         "inode": file.inode if file is not None else 0, "dev_major": major, "dev_minor": minor,
         "vma_name_size": vma_name_size, "build_id_size": 0, "vma_name": name,
     }
+
+
+# -- /proc/pid/clear_refs ------------------------------------------------------------------
+CLEAR_REFS_ALL = 1
+CLEAR_REFS_ANON = 2
+CLEAR_REFS_MAPPED = 3
+CLEAR_REFS_SOFT_DIRTY = 4
+CLEAR_REFS_MM_HIWATER_RSS = 5
+CLEAR_REFS_LAST = 6
+
+
+async def clear_refs_pte_range(walk: MmWalk, addr: int, end: int) -> int:
+    """Models clear_refs_pte_range() under the PTE page's lock: for
+    CLEAR_REFS_SOFT_DIRTY, clear_soft_dirty() write-protects each present PTE
+    (the model has no soft-dirty bit: every PTE counts as dirty), so the next
+    write faults (do_wp_page reuses the page).  The young/referenced bits the
+    other types clear are not modelled: those walks only visit."""
+    mm = walk.mm
+    ptl = mm.ptl(addr)
+    await ptl.lock()
+    if walk.private == CLEAR_REFS_SOFT_DIRTY:
+        for vpn in present_vpns(mm, addr, end):
+            pte = mm.pgtable[vpn]
+            if pte.writable:
+                await set_pte_at(mm, vpn, Pte(pte.page, False, pte.dirty, pte.readable), "clear_soft_dirty")
+    await ptl.unlock()
+    return 0
+
+
+def clear_refs_test_walk(walk: MmWalk, start: int, end: int) -> int:
+    vma = walk.vma
+    assert vma is not None
+    if vma.vm_flags & VmFlags.VM_PFNMAP:
+        return 1
+    if walk.private == CLEAR_REFS_ANON and vma.vm_file is not None:
+        return 1
+    if walk.private == CLEAR_REFS_MAPPED and vma.vm_file is None:
+        return 1
+    return 0
+
+
+clear_refs_walk_ops = MmWalkOps(walk_lock=PGWALK_WRLOCK, pmd_entry=clear_refs_pte_range,
+                                test_walk=clear_refs_test_walk)
+
+
+async def clear_refs_write(mm: MmStruct, buf: str) -> int:
+    """Models clear_refs_write() (fs/proc/task_mmu.c, 7.0): the number parsed
+    as kstrtoint() does (surrounding blanks stripped), 1-5 or -EINVAL; then
+    under mmap_write_lock_killable: type 5 resets the RSS high-water mark
+    (not modelled: nothing to do), type 4 clears VM_SOFTDIRTY of each VMA
+    (vm_flags_clear write-locks it), and the walk (PGWALK_WRLOCK: every VMA
+    write-locked as the walk enters it) runs over the whole address space.
+    Returns the bytes written."""
+    await work("syscall")
+    count = len(buf)
+    text = buf.strip()
+    itype = int(text, 10) if re.fullmatch(r"[+-]?[0-9]+", text) else None
+    if itype is None or not -(1 << 31) <= itype < 1 << 31:
+        return -errno.EINVAL
+    if itype < CLEAR_REFS_ALL or itype >= CLEAR_REFS_LAST:
+        return -errno.EINVAL
+    if await mmap_write_lock_killable(mm):
+        return -errno.EINTR
+    if itype != CLEAR_REFS_MM_HIWATER_RSS:
+        if itype == CLEAR_REFS_SOFT_DIRTY:
+            for vma in mm.mm_mt.snapshot():
+                if vma.vm_flags & VmFlags.VM_SOFTDIRTY:
+                    await vm_flags_clear(vma, VmFlags.VM_SOFTDIRTY)
+        await walk_page_range(mm, 0, TASK_SIZE, clear_refs_walk_ops, itype)
+        if itype == CLEAR_REFS_SOFT_DIRTY:
+            await flush_tlb(mm, "clear_refs: flush_tlb_mm")
+    await mmap_write_unlock(mm)
+    return count

@@ -19,6 +19,7 @@ from pervma.kernel import debug
 from pervma.kernel.filemap import i_mmap_lock_write, i_mmap_unlock_write
 from pervma.kernel.interval_tree import vma_interval_tree_insert, vma_interval_tree_remove
 from pervma.kernel.memory import zap_page_range
+from pervma.kernel.mempolicy import mpol_equal, mpol_put, vma_dup_policy
 from pervma.kernel.mm import check_attached_vma_store, vm_flags_set
 from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
 from pervma.kernel.mmap_lock import (
@@ -229,6 +230,7 @@ async def unlink_vmas_rmap(vmas: list[VmAreaStruct]) -> None:
 async def remove_vma(vma: VmAreaStruct) -> None:
     if vma.vm_ops is not None and vma.vm_ops.has_close:
         vma.vm_mm.system.vm_ops_closed.append(vma.vm_ops.name)
+    mpol_put(vma.vm_mm, vma.vm_policy, "remove_vma")
     vm_area_free(vma, "remove_vma")
 
 
@@ -238,7 +240,7 @@ async def remove_vma(vma: VmAreaStruct) -> None:
 def is_mergeable_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
     vma = vmg.next if merge_next else vmg.prev
     assert vma is not None
-    if vma.vm_policy is not vmg.policy:
+    if not mpol_equal(vmg.policy, vma.vm_policy):
         return False
     if (vma.vm_flags ^ vmg.flags) & ~VM_STICKY:
         return False
@@ -537,7 +539,9 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     if _prealloc_fails(mm):
         vm_area_free(new, "__split_vma: nomem")
         return -errno.ENOMEM
+    vma_dup_policy(vma, new)
     if await anon_vma_clone(new, vma):
+        mpol_put(mm, new.vm_policy, "__split_vma: anon_vma_clone failed")  # out_free_mpol
         vm_area_free(new, "__split_vma: anon_vma_clone failed")
         return -errno.ENOMEM
     await vma_start_write(vma)
@@ -610,6 +614,15 @@ async def vma_modify_flags(prev: VmAreaStruct | None, vma: VmAreaStruct, start: 
                            new_flags: VmFlags) -> VmAreaStruct | int:
     vmg = vmg_from_vma(vma, prev, start, end)
     vmg.flags = new_flags
+    return await vma_modify(vmg)
+
+
+async def vma_modify_policy(prev: VmAreaStruct | None, vma: VmAreaStruct, start: int, end: int,
+                            new_pol: Any) -> VmAreaStruct | int:
+    """Models vma_modify_policy() (mm/vma.c, 7.0): mbind's merge-or-split
+    of [start, end) with the new policy as the proposal's."""
+    vmg = vmg_from_vma(vma, prev, start, end)
+    vmg.policy = new_pol
     return await vma_modify(vmg)
 
 
