@@ -103,7 +103,22 @@ class Program:
         }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1) + "\n"
+        """The JSON text: one line per VMA and per call, so that a program reads
+        (and diffs) like a listing."""
+        d = self.to_json()
+        one = json.dumps
+        procs = ",\n".join(
+            f'   {{"name": {one(p["name"])}, "fork_of": {one(p["fork_of"])}, "vmas": ['
+            + ",".join(f"\n    {one(v)}" for v in p["vmas"]) + "]}"
+            for p in d["setup"]["processes"])
+        threads = ",\n".join(
+            f'  {{"process": {one(t["process"])}, "calls": ['
+            + ",".join(f"\n    {one(c)}" for c in t["calls"]) + "]}"
+            for t in d["threads"])
+        return (f'{{"schema": {one(SCHEMA)}, "version": {VERSION},\n'
+                f' "setup": {{"processes": [\n{procs}],\n'
+                f'  "uffd": {one(d["setup"]["uffd"])}}},\n'
+                f' "threads": [\n{threads}]}}\n')
 
     def describe(self) -> str:
         """One line per thread: ``T0 (p): munmap(addr=0x10000000, len=0x1000); load(...)``."""
@@ -163,12 +178,14 @@ def from_json(doc: Any) -> Program:
     """Validate a decoded document (see the module docstring)."""
     from pervma.check.fuzz.registry import get_call
 
-    d = _obj(doc, "document", ("schema", "version", "setup", "threads"))
-    if d["schema"] != SCHEMA:
-        raise _fail("document", f"schema is {d['schema']!r}, want {SCHEMA!r}")
-    if d["version"] != VERSION:
-        raise _fail("document", f"schema version {d['version']!r} is not supported "
+    if not isinstance(doc, dict):
+        raise _fail("document", f"want an object, got {type(doc).__name__}")
+    if doc.get("schema") != SCHEMA:
+        raise _fail("document", f"schema is {doc.get('schema')!r}, want {SCHEMA!r}")
+    if doc.get("version") != VERSION:
+        raise _fail("document", f"schema version {doc.get('version')!r} is not supported "
                     f"(this pervma reads version {VERSION})")
+    d = _obj(doc, "document", ("schema", "version", "setup", "threads"))
     setup = _obj(d["setup"], "setup", ("processes",), ("uffd",))
     procs: list[ProcessSpec] = []
     for i, pd in enumerate(_list(setup["processes"], "setup.processes", 1, MAX_PROCESSES)):

@@ -205,15 +205,15 @@ class FuzzWorld:
 
     def instance(self, judge: Any = None) -> Instance:
         """The threads for a driver; ``finish`` runs validate_mm on every live
-        mm, then ``judge(log)`` (the serial-order oracle)."""
+        mm, after ``judge(log)`` (the serial-order oracle)."""
         kern, calls = self.kern, self.calls
 
         def finish() -> None:
+            if judge is not None:  # what the user saw first, then the structures
+                judge(calls.log)
             for p in kern.processes:
                 if not p.mm.freed:
                     debug.validate_mm(p.mm)
-            if judge is not None:
-                judge(calls.log)
 
         return Instance([t.start(self._body(i)) for i, t in enumerate(self.threads)],
                         [f"T{i}:{ts.process}" for i, ts in enumerate(self.prog.threads)],
