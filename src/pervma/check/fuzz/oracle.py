@@ -167,5 +167,6 @@ class SerialOracle:
             for k, (o, _, _) in enumerate(t):
                 c = self.prog.threads[i].calls[k]
                 args = ",".join(f"{v:#x}" if v >= 4096 else str(v) for v in c.args.values())
-                parts.append(f"T{i}.{c.call}({args})={o}")
+                shown = f"{o:#x}" if isinstance(o, int) and o >= 4096 else str(o)
+                parts.append(f"T{i}.{c.call}({args})={shown}")
         return "no serial order of the calls gives these results: " + "; ".join(parts)
