@@ -213,26 +213,53 @@ def _gen_uffd_range(g: Gen, r: random.Random) -> Args:
     return {"dst": start, "len": PAGE * r.choice((1, 1, 2))}
 
 
+def _uffd(cx: Ctx, t: Thread) -> Any:
+    """The setup's userfaultfd as used by ``t``; None once closed (EBADF)."""
+    assert cx.uffd is not None
+    return None if cx.uffd_closed else cx.uffd.on(t)
+
+
 @fuzz_call("uffd_copy", params=("dst", "len"), gen=_gen_uffd_range, atomic=False, needs="uffd")
 async def _uffd_copy(cx: Ctx, t: Thread, a: Args) -> Any:
     """UFFDIO_COPY of the setup's source page(s) to ``dst``."""
-    assert cx.uffd is not None
-    return await cx.uffd.on(t).copy(a["dst"], cx.uffd_src, a["len"])
+    u = _uffd(cx, t)
+    return "EBADF" if u is None else await u.copy(a["dst"], cx.uffd_src, a["len"])
 
 
 @fuzz_call("uffd_zeropage", params=("dst", "len"), gen=_gen_uffd_range, atomic=False,
            needs="uffd")
 async def _uffd_zeropage(cx: Ctx, t: Thread, a: Args) -> Any:
     """UFFDIO_ZEROPAGE at ``dst``."""
-    assert cx.uffd is not None
-    return await cx.uffd.on(t).zeropage(a["dst"], a["len"])
+    u = _uffd(cx, t)
+    return "EBADF" if u is None else await u.zeropage(a["dst"], a["len"])
+
+
+@fuzz_call("uffd_move", params=("dst",), gen=lambda g, r: {"dst": _gen_uffd_range(g, r)["dst"]},
+           atomic=False, needs="uffd")
+async def _uffd_move(cx: Ctx, t: Thread, a: Args) -> Any:
+    """UFFDIO_MOVE of the setup's first source page to ``dst``."""
+    u = _uffd(cx, t)
+    return "EBADF" if u is None else await u.move(a["dst"], cx.uffd_src, PAGE)
+
+
+def _gen_uffd_unreg(g: Gen, r: random.Random) -> Args:
+    lo, hi = g.uffd_range()
+    return {"addr": lo, "len": hi - lo} if r.random() < 0.5 else gen_range(g, r)
+
+
+@fuzz_call("uffd_unregister", params=("addr", "len"), gen=_gen_uffd_unreg, atomic=False,
+           needs="uffd")
+async def _uffd_unregister(cx: Ctx, t: Thread, a: Args) -> Any:
+    """UFFDIO_UNREGISTER of a range."""
+    u = _uffd(cx, t)
+    return "EBADF" if u is None else await u.unregister(a["addr"], a["len"])
 
 
 @fuzz_call("uffd_close", atomic=False, needs="uffd")
 async def _uffd_close(cx: Ctx, t: Thread, a: Args) -> Any:
     """close(2) of the userfaultfd: wakes the faults waiting in handle_userfault()."""
-    assert cx.uffd is not None
-    if cx.uffd_closed:
+    u = _uffd(cx, t)
+    if u is None:
         return "EBADF"
     cx.uffd_closed = True
-    return await cx.uffd.on(t).close()
+    return await u.close()

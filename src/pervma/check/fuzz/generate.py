@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from pervma.check.fuzz.program import (
     MAX_CALLS,
+    MAX_THREADS,
     Call,
     ProcessSpec,
     Program,
@@ -194,11 +195,12 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
             e = r.choices(usable, [e.weight for e in usable])[0]
             calls.append(Call(e.name, e.gen(g, r)))
         threads.append(ThreadSpec(pname, calls))
-    if uffd is not None:  # someone closes it: a fault waiting in the range is woken
-        t = next((t for t in threads if t.process == "p"), None)
-        if t is None:
-            threads[0] = t = ThreadSpec("p", threads[0].calls[:1])
-        t.calls = t.calls[:MAX_CALLS - 1] + [Call("uffd_close", {})]
+    if uffd is not None:  # a thread of its own closes it: a fault waiting in the range is woken
+        closer = ThreadSpec("p", [Call("uffd_close", {})])
+        if len(threads) < MAX_THREADS:
+            threads.append(closer)
+        else:
+            threads[-1] = closer
     return prog if not threads else Program(prog.processes, threads, prog.uffd)
 
 
