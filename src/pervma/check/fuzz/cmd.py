@@ -98,6 +98,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     outfiles.prepare_dir(out, "fuzz results").abort()  # refuse an unwritable place up front
     rows: list[dict[str, Any]] = []
     findings: list[tuple[int, Any, Any]] = []
+    cover: set[tuple[str, bool, bool]] = set()
     interrupted = False
     try:
         for i in range(args.programs):
@@ -105,10 +106,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             res = explore_program(prog, cfg, dpor_executions=args.max_executions,
                                   pct_executions=args.pct, seed=args.seed)
             ncalls = sum(len(t.calls) for t in prog.threads)
+            new = len(res.coverage - cover)
+            cover |= res.coverage
             print(f"program {i}: {len(prog.threads)} threads, {ncalls} calls: {res.summary()}")
             rows.append({"program": i, "violation": None if res.violation is None else
                          {"kind": res.violation[0], "message": res.violation[1]},
                          "executions": res.executions, "complete": res.complete,
+                         "new_racing_pairs": new,
                          "oracle": {"judged": res.oracle.judged, "skipped": res.oracle.skipped,
                                     "undecided": res.oracle.undecided}})
             if res.violation is not None:
@@ -122,14 +126,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                "preset": args.preset, "bugs": bugs, "programs_asked": args.programs,
                "programs_done": len(rows), "dpor_executions": args.max_executions,
                "pct_executions": args.pct, "interrupted": interrupted, "results": rows,
-               "findings": [f"finding-{i:04d}" for i, _, _ in findings]}
+               "findings": [f"finding-{i:04d}" for i, _, _ in findings],
+               "coverage": [f"{k}:{'w' if a else 'r'}/{'w' if b else 'r'}"
+                            for k, a, b in sorted(cover)]}
     with outfiles.staged_dir(out, "fuzz results") as st:
         (st.path / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         for i, prog, res in findings:
             (st.path / f"finding-{i:04d}.program.json").write_text(prog.dumps())
             (st.path / f"finding-{i:04d}.txt").write_text(prog.describe() + "\n"
                                                           + res.counterexample + "\n")
-    print(f"{len(rows)} programs, {len(findings)} with a violation; results in {out}/")
+    print(f"{len(rows)} programs, {len(findings)} with a violation, {len(cover)} racing pairs "
+          f"covered; results in {out}/")
     if interrupted:
         sys.stderr.write(f"pervma: interrupted after {len(rows)} of {args.programs} programs "
                          f"(saved in {out}/)\n")

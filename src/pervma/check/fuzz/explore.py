@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from pervma.check import stateful, strategies
 from pervma.check.engine import replay
+from pervma.check.fuzz.coverage import CoverageRunner
 from pervma.check.fuzz.oracle import OracleStats, SerialOracle
 from pervma.check.fuzz.program import Program
 from pervma.check.fuzz.world import FuzzWorld
@@ -45,6 +46,7 @@ class ProgramResult:
     strategy: str = "dpor"
     oracle: OracleStats = field(default_factory=OracleStats)
     elapsed: float = 0.0
+    coverage: set[tuple[str, bool, bool]] = field(default_factory=set)  # racing pairs (coverage.py)
 
     def summary(self) -> str:
         state = ("VIOLATION" if self.violation else "complete, clean" if self.complete
@@ -52,7 +54,8 @@ class ProgramResult:
         o = self.oracle
         return (f"{state}; {self.executions} executions, {self.pruned} pruned; serial-order "
                 f"oracle: {o.judged} judged, {o.skipped} skipped (overlapping non-atomic calls), "
-                f"{o.undecided} undecided, {o.serial_runs} serial runs; {self.elapsed:.2f}s")
+                f"{o.undecided} undecided, {o.serial_runs} serial runs; "
+                f"{len(self.coverage)} racing pairs; {self.elapsed:.2f}s")
 
 
 def program_scenario(prog: Program, oracle: SerialOracle | None) -> Scenario:
@@ -68,8 +71,8 @@ def explore_program(prog: Program, cfg: Config, *, dpor_executions: int = DPOR_E
     """Explore ``prog`` under ``cfg`` (see the module docstring)."""
     t0 = time.perf_counter()
     oracle = SerialOracle(prog, cfg) if serial_oracle else None
-    runner = Runner(program_scenario(prog, oracle), cfg)
     res = ProgramResult()
+    runner = CoverageRunner(program_scenario(prog, oracle), cfg, res.coverage)
     try:
         stats = stateful.explore_roots(runner, Budget(max_executions=dpor_executions),
                                        Stats("dpor"))
@@ -90,6 +93,7 @@ def explore_program(prog: Program, cfg: Config, *, dpor_executions: int = DPOR_E
         if oracle is not None:
             res.oracle = oracle.stats
         return res
+    runner.flush()
     if found is not None:
         _show(res, runner, found, cfg, minimise)
     if oracle is not None:
