@@ -64,7 +64,7 @@ def test_every_registry_entry_is_drawn_and_runs() -> None:
         assert not PLACEHOLDERS & {str(o) for o in got}, (name, i, got)
         # Explored: a small budget, every oracle, no finding on the correct model.
         if i not in explored:
-            res = explore_program(prog, cfg, dpor_executions=15, pct_executions=5, seed=SEED)
+            res = explore_program(prog, cfg, dpor_executions=10, pct_executions=3, seed=SEED)
             assert res.violation is None, (i, res.violation)
             assert res.executions >= 1
             o = res.oracle
