@@ -44,6 +44,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("check", "pervma.check.cmd",
      "explore thread interleavings of scenarios and report violations"),
     ("replay", "pervma.check.cmd", "re-run a recorded counterexample exactly"),
+    ("fuzz", "pervma.check.fuzz.cmd", "generate programs and explore their interleavings"),
     ("bugs", "pervma.check.cmd", "list the catalogue of historical bugs"),
     ("sites", "pervma.check.sites",
      "the series' call sites: pre-series and series forms, checked per preset"),

@@ -116,7 +116,7 @@ def test_an_unknown_command_is_one_line_naming_the_choices(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err == ("pervma: argument COMMAND: invalid choice: 'chek' (choose from 'report', "
-                   "'check', 'replay', 'bugs', 'sites', 'simulate', 'layout', 'slab', 'cost', "
+                   "'check', 'replay', 'fuzz', 'bugs', 'sites', 'simulate', 'layout', 'slab', 'cost', "
                    "'litmus') "
                    "(see 'pervma --help')\n")
 

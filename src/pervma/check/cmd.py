@@ -53,6 +53,12 @@ def register(sub: Any) -> None:
                    help="scenario names")
     p.add_argument("--all", action="store_true", help="every scenario of the library")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--program", metavar="FILE", type=cliargs.nonempty,
+                   help="explore a generated program (pervma fuzz's JSON) instead of scenarios: "
+                   "DPOR up to --max-executions (default 1000), then --pct PCT samples")
+    p.add_argument("--pct", type=cliargs.bounded_int(0, MAX_EXECUTIONS), default=100,
+                   metavar="N", help="with --program: PCT samples after an unfinished DPOR "
+                   "(default 100)")
     p.add_argument("--preset", default=None, metavar="P[,P...]", type=cliargs.nonempty,
                    help=f"presets ({', '.join(PRESET_NAMES)}); default universal")
     p.add_argument("--config", metavar="FILE", type=cliargs.nonempty,
@@ -132,6 +138,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pervma.check.catalogue import get_bug
     from pervma.check.scenario import all_scenarios, get_scenario
 
+    if args.program is not None:
+        from pervma.check.fuzz.cmd import check_program
+
+        return check_program(args)
     if args.list:
         scs = all_scenarios(include_toys=True)
         for sc in sorted(scs, key=lambda s: (bool(s.tags), s.tags)):

@@ -1,0 +1,104 @@
+"""Mutation of programs (issue #15 item 3, a start), as coverage-guided fuzzers do.
+
+:func:`mutate` applies one operator, drawn from the seeded generator it is
+given, to a copy of a program: ``add`` a call drawn from the registry (its
+arguments around the setup's VMA boundaries, as the generator draws them),
+``drop`` a call, ``swap`` two neighbouring calls of a thread, ``shift`` an
+address or length argument by a page either way, ``move`` a call to another
+thread.  The result is a valid program (the schema's limits hold, the
+userfaultfd's closer thread is left alone) and the same for the same seed.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pervma.check.fuzz.generate import PAGE, Gen, _layout
+from pervma.check.fuzz.program import MAX_CALLS, Call, Program, from_json
+from pervma.check.fuzz.registry import all_calls
+from pervma.config import Config
+
+OPERATORS = ("add", "drop", "swap", "shift", "move")
+_SHIFTABLE = ("addr", "len", "old_addr", "old_len", "new_len", "new_addr", "dst")
+MAX_TOTAL = 9
+
+
+def _free(prog: Program) -> list[int]:
+    """The threads a mutation may touch (not the userfaultfd's closer)."""
+    return [i for i, t in enumerate(prog.threads)
+            if not any(c.call == "uffd_close" for c in t.calls)]
+
+
+def _apply(op: str, prog: Program, r: random.Random, cfg: Config) -> bool:
+    free = _free(prog)
+    if not free:
+        return False
+    total = sum(len(t.calls) for t in prog.threads)
+    if op == "add":
+        i = r.choice(free)
+        t = prog.threads[i]
+        if len(t.calls) >= MAX_CALLS or total >= MAX_TOTAL:
+            return False
+        _, layouts = _layout(prog, cfg)
+        urange = None
+        if prog.uffd is not None and t.process == prog.uffd[0]:
+            v = prog.process(prog.uffd[0]).vmas[prog.uffd[1]]
+            urange = (v.addr, v.addr + v.pages * PAGE)
+        kinds = {v.kind for v in prog.process(t.process).vmas}
+        usable = [e for e in all_calls() if e.name != "uffd_close" and (
+            e.needs is None or (e.needs == "uffd" and urange is not None) or e.needs in kinds)]
+        e = r.choices(usable, [e.weight for e in usable])[0]
+        t.calls.insert(r.randint(0, len(t.calls)), Call(e.name, e.gen(Gen(layouts[t.process],
+                                                                              urange), r)))
+        return True
+    if op == "drop":
+        cands = [i for i in free if len(prog.threads[i].calls) > 1]
+        if not cands:
+            return False
+        t = prog.threads[r.choice(cands)]
+        del t.calls[r.randrange(len(t.calls))]
+        return True
+    if op == "swap":
+        cands = [i for i in free if len(prog.threads[i].calls) > 1]
+        if not cands:
+            return False
+        t = prog.threads[r.choice(cands)]
+        k = r.randrange(len(t.calls) - 1)
+        t.calls[k], t.calls[k + 1] = t.calls[k + 1], t.calls[k]
+        return True
+    if op == "shift":
+        spots = [(i, k, a) for i in free for k, c in enumerate(prog.threads[i].calls)
+                 for a in c.args if a in _SHIFTABLE]
+        if not spots:
+            return False
+        i, k, a = r.choice(spots)
+        args = prog.threads[i].calls[k].args
+        args[a] = max(0, args[a] + r.choice((-PAGE, PAGE)))
+        return True
+    if op == "move":
+        src = [i for i in free if len(prog.threads[i].calls) > 1]
+        if not src or len(free) < 2:
+            return False
+        i = r.choice(src)
+        dst = [j for j in free if j != i and len(prog.threads[j].calls) < MAX_CALLS
+               and prog.threads[j].process == prog.threads[i].process]
+        if not dst:
+            return False
+        c = prog.threads[i].calls.pop(r.randrange(len(prog.threads[i].calls)))
+        t = prog.threads[r.choice(dst)]
+        t.calls.insert(r.randint(0, len(t.calls)), c)
+        return True
+    raise ValueError(f"unknown mutation {op!r}")
+
+
+def mutate(prog: Program, r: random.Random, cfg: Config | None = None) -> tuple[Program, str]:
+    """A mutated copy of ``prog`` and the operator applied (``"none"`` when no
+    operator applies, e.g. a program of one call per thread and nothing to shift)."""
+    cfg = cfg or Config.preset("universal")
+    ops = list(OPERATORS)
+    r.shuffle(ops)
+    for op in ops:
+        new = from_json(prog.to_json())  # a deep, validated copy
+        if _apply(op, new, r, cfg):
+            return from_json(new.to_json()), op
+    return from_json(prog.to_json()), "none"
