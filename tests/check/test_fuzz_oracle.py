@@ -71,8 +71,8 @@ async def _late_zap(vms: vma_mod.VmaMunmapStruct) -> None:
         await mmap_write_downgrade(mm)
         await mmap_read_unlock(mm)  # <- the regression: released before the zap
     await vma_mod.zap_page_range(mm, vms.start, vms.end)
+    await vma_mod.unlink_vmas_rmap(vms.vmas)
     for v in vms.vmas:
-        vma_mod.unlink_anon_vmas(v)
         await vma_mod.remove_vma(v)
 
 

@@ -81,7 +81,8 @@ def test_registry_entries_are_well_formed() -> None:
             assert "addr" in e.params or "old_addr" in e.params or e.name == "brk"
     kernel_internal = {"read_maps", "procmap_query", "rmap_walk", "binder_free_page",
                        "binder_install_page", "tcp_receive", "uffd_copy", "uffd_zeropage",
-                       "uffd_move", "uffd_unregister", "uffd_close"}
+                       "uffd_move", "uffd_unregister", "uffd_close", "uffd_writeprotect",
+                       "truncate", "clear_refs"}
     assert {e.name for e in all_calls() if not e.atomic} == kernel_internal
     assert {e.name for e in all_calls() if e.access} == {"load", "store"}
     assert {"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "fork"} <= \

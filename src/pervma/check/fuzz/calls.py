@@ -27,6 +27,7 @@ from pervma.kernel.madvise import (
     MADV_REMOVE,
     MADV_WILLNEED,
 )
+from pervma.kernel.mempolicy import MPOL_BIND, MPOL_DEFAULT, MPOL_PREFERRED
 from pervma.kernel.mm_types import PAGE_SIZE
 from pervma.kernel.mmap import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED
 from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
@@ -263,3 +264,54 @@ async def _uffd_close(cx: Ctx, t: Thread, a: Args) -> Any:
         return "EBADF"
     cx.uffd_closed = True
     return await u.close()
+
+
+def _gen_mbind(g: Gen, r: random.Random) -> Args:
+    addr, length = g.range(r)
+    mode = r.choice((MPOL_DEFAULT, MPOL_BIND, MPOL_BIND, MPOL_PREFERRED))
+    return {"addr": addr, "len": length, "mode": mode, "nodemask": 0 if mode == MPOL_DEFAULT else 1}
+
+
+@fuzz_call("mbind", params=("addr", "len", "mode", "nodemask"), gen=_gen_mbind,
+           walks=lambda a: [(a["addr"], a["len"])])
+async def _mbind(cx: Ctx, t: Thread, a: Args) -> Any:
+    """mbind(2): a policy over the range (splitting and merging VMAs by policy)."""
+    return await t.mbind(a["addr"], a["len"], a["mode"], a["nodemask"])
+
+
+@fuzz_call("mlock", params=("addr", "len"), gen=lambda g, r: gen_range(g, r),
+           walks=lambda a: [(a["addr"], a["len"])])
+async def _mlock(cx: Ctx, t: Thread, a: Args) -> Any:
+    """mlock(2): VM_LOCKED over the range and its pages faulted in."""
+    return await t.mlock(a["addr"], a["len"])
+
+
+@fuzz_call("munlock", params=("addr", "len"), gen=lambda g, r: gen_range(g, r),
+           walks=lambda a: [(a["addr"], a["len"])])
+async def _munlock(cx: Ctx, t: Thread, a: Args) -> Any:
+    """munlock(2)."""
+    return await t.munlock(a["addr"], a["len"])
+
+
+@fuzz_call("truncate", params=("pages",), gen=lambda g, r: {"pages": r.choice((0, 1, 2, 4))},
+           atomic=False)
+async def _truncate(cx: Ctx, t: Thread, a: Args) -> Any:
+    """ftruncate(2) of the setup's file to ``pages`` pages: a mapping's pages
+    beyond the new end are unmapped, and a later access there is SIGBUS."""
+    return await t.truncate(cx.file(), a["pages"] * PAGE)
+
+
+@fuzz_call("clear_refs", params=("value",), gen=lambda g, r: {"value": r.choice((1, 4, 5))},
+           atomic=False)
+async def _clear_refs(cx: Ctx, t: Thread, a: Args) -> Any:
+    """A write to /proc/pid/clear_refs (4: soft-dirty, write-protecting PTEs)."""
+    return await t.clear_refs(a["value"])
+
+
+@fuzz_call("uffd_writeprotect", params=("dst", "len", "wp"),
+           gen=lambda g, r: {**_gen_uffd_range(g, r), "wp": r.choice((0, 1))},
+           atomic=False, needs="uffd")
+async def _uffd_writeprotect(cx: Ctx, t: Thread, a: Args) -> Any:
+    """UFFDIO_WRITEPROTECT of a range (``wp`` 1 sets, 0 clears and wakes)."""
+    u = _uffd(cx, t)
+    return "EBADF" if u is None else await u.writeprotect(a["dst"], a["len"], a["wp"])
