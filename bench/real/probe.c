@@ -506,6 +506,9 @@ int main(int argc, char **argv)
 		for (int i = 0; i < ntasks; i++)
 			while (!S->t[i].done)
 				sleep_ms(0.2);
+		for (int i = ntasks; i < total; i++)  /* and one loop of every extra task */
+			while (!S->t[i].churn)
+				sleep_ms(0.2);
 		t1 = now_s();
 		ipi1 = tlb_ipis();
 		c1 = cpu_s(pids, total);
