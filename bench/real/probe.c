@@ -241,7 +241,7 @@ static void measured(struct arg *a)
 	while (!S->stop) {
 		if (W.end == 0)
 			r = new_region(size, a->fd);
-		for (unsigned long o = start; o < size && !S->stop; o += W.stride) {
+		for (unsigned long o = start; W.touch && o < size && !S->stop; o += W.stride) {
 			if (W.touch == 2)
 				*(volatile char *)(r + o) = 1;
 			else if (W.touch == 1)
