@@ -20,7 +20,12 @@ representative ones run and their demand on those resources is weighted by
 The model runs with its debugging aids off (lockdep-style tracking, DEBUG_VM,
 KASAN poisoning): they change no behaviour the simulator measures, only the
 wall-clock time.  The simulated window is ``duration_ms`` after a warm-up of
-``warmup_ms`` (default a quarter of the window, at least 1 ms).
+``warmup_ms`` (default a quarter of the window, at least 1 ms).  With
+``min_cycles`` the window is stretched, in steps, until every measured task
+has run that many whole cycles of its loop inside it (from one munmap or
+MADV_DONTNEED to the next), but never beyond ``max_window_ms``;
+``Point.cycles`` says how many whole cycles the window holds (summed over the
+measured tasks) and ``Point.capped`` whether the cap cut it short.
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from pervma.errors import UsageError
 from pervma.sim.driver import TimedDriver, TraceEvent, make_driver
 from pervma.sim.machine import Machine, load_machine
 from pervma.sim.results import Point
-from pervma.sim.workloads import get_workload
+from pervma.sim.workloads import Workload, get_workload
 
 KINDS = ("threads", "processes")
 MEAN_FIELD_TASKS = 4  # processes mode simulates at most this many processes
+MAX_WINDOW_MS = 200.0  # default cap of a window stretched to complete a cycle
 
 
 def sim_config(preset: str, machine: Machine) -> Config:
@@ -60,17 +66,19 @@ def _new_system(cfg: Config) -> Any:
     return System(cfg)
 
 
-def run_point(workload: str, preset: str = "universal", machine: str | Machine = "xeon16",
-              kind: str = "threads", tasks: int = 1, duration_ms: float = 20.0, seed: int = 0,
-              warmup_ms: float | None = None,
+def run_point(workload: str | Workload, preset: str = "universal",
+              machine: str | Machine = "xeon16", kind: str = "threads", tasks: int = 1,
+              duration_ms: float = 20.0, seed: int = 0, warmup_ms: float | None = None,
               trace_window_ms: tuple[float, float] | None = None,
-              config: Config | None = None) -> Point:
-    """Simulate one point (see module docstring).  ``config`` overrides the
+              config: Config | None = None, min_cycles: int = 0,
+              max_window_ms: float = MAX_WINDOW_MS) -> Point:
+    """Simulate one point (see module docstring).  ``workload`` is a built-in's
+    name, a ``.toml`` path or a :class:`Workload`; ``config`` overrides the
     preset's configuration (its name still labels the point)."""
     mach = machine if isinstance(machine, Machine) else load_machine(machine)
     w = get_workload(workload)
     if kind not in w.modes:
-        raise UsageError(f"workload {workload} has no {kind} mode")
+        raise UsageError(f"workload {w.name} has no {kind} mode")
     if tasks < 1:
         raise UsageError("task counts must be at least 1")
     cfg = config or sim_config(preset, mach)
@@ -90,7 +98,7 @@ def run_point(workload: str, preset: str = "universal", machine: str | Machine =
         weight = tasks / sim_tasks
         busy = mach.placement(tasks)
         placement = [busy[i * tasks // sim_tasks] for i in range(sim_tasks)]
-    built = build(workload, kern, kind, sim_tasks, seed)
+    built = build(w, kern, kind, sim_tasks, seed)
     win = None
     if trace_window_ms is not None:
         win = (trace_window_ms[0] * 1e6, trace_window_ms[1] * 1e6)
@@ -105,7 +113,8 @@ def run_point(workload: str, preset: str = "universal", machine: str | Machine =
     gc.disable()
     try:
         point = measure(drv, built, kern, w.name, preset, mach.name, kind, tasks,
-                        warm * 1e6, (warm + duration_ms) * 1e6)
+                        warm * 1e6, (warm + duration_ms) * 1e6, min_cycles,
+                        (warm + max(duration_ms, max_window_ms)) * 1e6)
         point.simulated_tasks = sim_tasks
         if weight != 1.0:
             point.faults_per_s *= weight
@@ -129,11 +138,14 @@ def _vmstat(kern: Any) -> dict[str, int]:
 
 
 def measure(drv: TimedDriver, built: Any, kern: Any, workload: str, preset: str, machine: str,
-            kind: str, tasks: int, t_warm: float, t_end: float) -> Point:
-    """Run warm-up then the window; turn the deltas into a Point."""
+            kind: str, tasks: int, t_warm: float, t_end: float, min_cycles: int = 0,
+            t_cap: float = 0.0) -> Point:
+    """Run warm-up then the window (stretched up to ``t_cap`` until every
+    measured task completed ``min_cycles`` cycles); turn the deltas into a Point."""
     rec = built.recorder
     drv.run(t_warm)
     ops0 = list(rec.ops)
+    cyc0 = list(rec.cycles)
     churn0 = rec.churn
     rec.lat.clear()
     st0 = drv.stats.copy()
@@ -142,6 +154,19 @@ def measure(drv: TimedDriver, built: Any, kern: Any, workload: str, preset: str,
           c.zone_wait_ns)
     vm0 = _vmstat(kern)
     t_reached = drv.run(t_end)
+    step = max(1e6, (t_end - t_warm) / 4)
+
+    def full(i: int) -> int:
+        """Task i's whole cycles inside the window: those between its first
+        cycle end in the window and its last."""
+        return max(0, rec.cycles[i] - cyc0[i] - 1)
+
+    def short() -> bool:
+        return any(full(i) < min_cycles for i in range(built.measured))
+
+    while short() and t_reached < t_cap:
+        t_end = min(t_cap, t_end + step)
+        t_reached = drv.run(t_end)
     window = max(1e-9, t_reached - t_warm) / 1e9
     ops = sum(rec.ops[i] - ops0[i] for i in range(built.measured))
     vm1 = _vmstat(kern)
@@ -177,28 +202,32 @@ def measure(drv: TimedDriver, built: Any, kern: Any, workload: str, preset: str,
         zone_wait_ms=(c.zone_wait_ns - c0[6]) / 1e6,
         fallbacks=sum(vm.get(k, 0) for k in ("vma_lock_abort", "vma_lock_retry", "vma_lock_miss")),
         steps=drv.stats.steps - st0.steps,
+        cycles=sum(full(i) for i in range(built.measured)),
+        capped=short(),
         vmstat=vm,
         waits={k: v for k, v in waits.items() if v},
     )
 
 
-def _point_args(workload: str, presets: Sequence[str], machine: str, kinds: Sequence[str],
+def _point_args(workload: Workload, presets: Sequence[str], machine: str, kinds: Sequence[str],
                 tasks: Sequence[int], duration_ms: float, seed: int,
-                warmup_ms: float | None) -> list[tuple[Any, ...]]:
-    return [(workload, pre, machine, k, n, duration_ms, seed, warmup_ms)
-            for pre in presets for n in tasks for k in kinds]
+                warmup_ms: float | None, min_cycles: int,
+                max_window_ms: float) -> list[tuple[Any, ...]]:
+    return [(workload, pre, machine, k, n, duration_ms, seed, warmup_ms, min_cycles,
+             max_window_ms) for pre in presets for n in tasks for k in kinds]
 
 
 def _run_args(args: tuple[Any, ...]) -> Point:
-    wl, pre, mach, k, n, dur, seed, warm = args
-    return run_point(wl, pre, mach, k, n, dur, seed, warm)
+    wl, pre, mach, k, n, dur, seed, warm, cycles, cap = args
+    return run_point(wl, pre, mach, k, n, dur, seed, warm, min_cycles=cycles, max_window_ms=cap)
 
 
-def simulate(workload: str, preset: str | Sequence[str] = "universal", machine: str = "xeon16",
-             mode: str = "both", tasks: Iterable[int] = (1, 2, 4, 8, 16),
+def simulate(workload: str | Workload, preset: str | Sequence[str] = "universal",
+             machine: str = "xeon16", mode: str = "both", tasks: Iterable[int] = (1, 2, 4, 8, 16),
              duration_ms: float = 20.0, seed: int = 0, jobs: int = 1,
              warmup_ms: float | None = None,
-             progress: Callable[[Point], None] | None = None) -> list[Point]:
+             progress: Callable[[Point], None] | None = None, min_cycles: int = 0,
+             max_window_ms: float = MAX_WINDOW_MS) -> list[Point]:
     """Sweep presets x task counts x kinds; ``mode`` is threads, processes or both.
 
     Points come back in (preset, tasks, kind) order whatever ``jobs`` is."""
@@ -214,8 +243,8 @@ def simulate(workload: str, preset: str | Sequence[str] = "universal", machine: 
         kinds = [mode]
     else:
         raise UsageError(f"unknown mode {mode!r}; choose threads, processes or both")
-    args = _point_args(workload, presets, machine, kinds, list(tasks), duration_ms, seed,
-                       warmup_ms)
+    args = _point_args(w, presets, machine, kinds, list(tasks), duration_ms, seed,
+                       warmup_ms, min_cycles, max_window_ms)
     out: list[Point] = []
     if jobs <= 1 or len(args) <= 1:
         for a in args:

@@ -24,7 +24,16 @@ examples:
   pervma simulate shared --preset universal --machine xeon16 --tasks 1,2,4,8,16
   pervma simulate mmap1 --preset legacy,universal --mode threads --csv mmap1.csv --plot mmap1.png
   pervma simulate pft-threads --machine e5-2690v4 --tasks 1,4,12,28,56 --mode threads --jobs 2
+  pervma simulate my-workload.toml --tasks 1,2 --csv mine.csv
+  pervma simulate page_fault1 --region 16MiB --backing memfd --sharing shared --tasks 1,2
+  pervma simulate churnsame --emit-probe-args     # the line bench/real/probe reads
   pervma simulate --list
+
+A workload is a built-in's name or a TOML workload file (README: "Workload files");
+--region, --backing, --sharing, --touch and --end replace the file's [task] values.
+The window is --duration-ms, stretched until every measured task has completed
+--min-cycles cycles of its loop (default 1), at most --max-window-ms (default 200);
+the CSV's cycles column counts the cycles completed, capped says the cap cut it short.
 
 The CSV is pfbench's long form (workload,preset,machine,kind,tasks,faults_per_s,...);
 faults_per_s is pairs/s for mmap1 and mmap2.  Results are simulated, not measured.
@@ -41,7 +50,7 @@ def register(sub: Any) -> None:
         "throughput, latency and where the time went, in threads and processes mode.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workload", nargs="?", metavar="WORKLOAD", type=cliargs.nonempty,
-                   help="workload name (see --list)")
+                   help="workload name (see --list) or a workload file FILE.toml")
     p.add_argument("--list", action="store_true", help="list workloads and machines and exit")
     p.add_argument("--tasks", default="1,2,4,8,16", metavar="N[,N...]", type=cliargs.nonempty,
                    help="task counts (default 1,2,4,8,16)")
@@ -57,6 +66,22 @@ def register(sub: Any) -> None:
     p.add_argument("--warmup-ms", default=None, metavar="N",
                    type=cliargs.finite_float(0, MAX_DURATION_MS),
                    help="simulated warm-up before the window (default a quarter of it)")
+    p.add_argument("--min-cycles", default=1, metavar="N", type=cliargs.bounded_int(0, 1000),
+                   help="stretch the window until every measured task completed N cycles "
+                   "(default 1; 0: exactly --duration-ms)")
+    p.add_argument("--max-window-ms", default=200.0, metavar="N",
+                   type=cliargs.finite_float(0, MAX_DURATION_MS, lo_open=True),
+                   help="the stretched window's cap (default 200)")
+    for flag, what in (("--region", "bytes per task, e.g. 128MiB"),
+                       ("--backing", "anon, file, memfd or shmem"),
+                       ("--sharing", "private or shared"),
+                       ("--touch", "write, read or none"),
+                       ("--end", "what ends a cycle: munmap, dontneed or none")):
+        p.add_argument(flag, metavar="X", type=cliargs.nonempty,
+                       help=f"replace the workload's [task] value: {what}")
+    p.add_argument("--emit-probe-args", action="store_true",
+                   help="print the workload as the key=value line bench/real/probe reads, "
+                   "and exit")
     p.add_argument("--seed", type=cliargs.bounded_int(0, MAX_SEED), default=0, metavar="N")
     p.add_argument("--csv", metavar="FILE", type=cliargs.nonempty,
                    help="write the points as CSV")
@@ -107,18 +132,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from pervma.sim.api import simulate
     from pervma.sim.machine import load_machine, machine_names
     from pervma.sim.results import SUMMARY_HEADER, summary_table, to_csv
-    from pervma.sim.workloads import WORKLOADS, get_workload
+    from pervma.sim.workloads import (
+        BACKINGS,
+        ENDS,
+        SHARINGS,
+        TOUCHES,
+        WORKLOADS,
+        get_workload,
+        parse_size,
+        with_task,
+    )
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     if args.list:
         for w in WORKLOADS.values():
-            console.print(f"[bold]{w.name:12}[/] {w.description}")
+            console.print(f"[bold]{w.name:12}[/] {w.description}", highlight=False)
         for name in machine_names():
             console.print(f"[bold]machine {name:10}[/] {load_machine(name).description}")
         return 0
     if not args.workload:
         raise UsageError("name a workload (pervma simulate --list shows them)")
     w = get_workload(args.workload)
+    for flag, value, choices in (("--backing", args.backing, BACKINGS),
+                                 ("--sharing", args.sharing, SHARINGS),
+                                 ("--touch", args.touch, TOUCHES), ("--end", args.end, ENDS)):
+        if value is not None and value not in choices:
+            raise UsageError(f"{flag}: choose one of {', '.join(choices)}, got {value!r}")
+    w = with_task(w, region=parse_size(args.region, "--region") if args.region else None,
+                  backing=args.backing, sharing=args.sharing, touch=args.touch, end=args.end)
+    if args.emit_probe_args:
+        print(w.probe_args())
+        return 0
     tasks = _parse_tasks(args.tasks)
     presets = list(dict.fromkeys(cliargs.name_list(args.preset, "--preset")))
     for pre in presets:
@@ -138,18 +182,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     part = f"simulate {w.name}"
     with Tracker(transient=True) as track:  # stderr only: never changes an output file
         track.add(part, total)
-        points = simulate(w.name, presets, mach.name, args.mode, tasks, args.duration_ms,
+        points = simulate(w, presets, mach.name, args.mode, tasks, args.duration_ms,
                           args.seed, jobs=args.jobs, warmup_ms=args.warmup_ms,
+                          min_cycles=args.min_cycles, max_window_ms=args.max_window_ms,
                           progress=lambda p: track.advance(part, f"{p.preset} {p.kind} "
                                                            f"{p.tasks}"))
     table = Table(title=f"{w.name} on {mach.name}: {'pairs' if w.unit == 'pairs' else 'faults'}/s, "
-                  f"{args.duration_ms:g} ms simulated per point; waits of the threads run",
+                  f"{min(p.sim_ms for p in points):.3g}-{max(p.sim_ms for p in points):.3g} ms "
+                  "simulated per point; waits of the threads run",
                   caption="simulated, not measured")
     for h in SUMMARY_HEADER:
         table.add_column(h, justify="left" if h == "preset" else "right")
     for row in summary_table(points):
         table.add_row(*row)
     console.print(table)
+    for p in points:
+        if p.capped:
+            console.print(f"note: {p.preset} {p.kind} {p.tasks}: the window reached its cap "
+                          f"({p.sim_ms:g} ms) with {p.cycles} cycles completed by "
+                          f"{p.simulated_tasks} tasks (--min-cycles {args.min_cycles})",
+                          highlight=False)
     if args.csv:
         outfiles.write_file(args.csv, to_csv(points), args.force, "--csv")
         console.print(f"wrote {args.csv}")
@@ -164,7 +216,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         last = points[-1]
         start = (args.warmup_ms if args.warmup_ms is not None else max(1.0, args.duration_ms / 4))
-        tp = run_point(last.workload, last.preset, mach, last.kind, last.tasks,
+        tp = run_point(w, last.preset, mach, last.kind, last.tasks,
                        min(args.duration_ms, 1.0), args.seed, start,
                        trace_window_ms=(start, start + 0.2))
         outfiles.write_file(args.trace, tp.trace, args.force, "--trace")

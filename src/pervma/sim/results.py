@@ -52,6 +52,8 @@ class Point:
     simulated_tasks: int = 0  # tasks actually run (processes mode: mean field)
     steps: int = 0
     wall_s: float = 0.0
+    cycles: int = 0  # whole cycles inside the window, summed over the measured tasks
+    capped: bool = False  # the window hit its cap before every task completed its cycles
     vmstat: dict[str, int] = field(default_factory=dict)
     waits: dict[str, float] = field(default_factory=dict)  # category -> ms
     trace: str = ""  # Perfetto (Chrome JSON) trace of a window, when asked for

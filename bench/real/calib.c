@@ -1,0 +1,495 @@
+/*
+ * calib: measure the machine costs pervma's timed simulator charges, on the
+ * machine it runs on.  Each measurement runs --repeats times (default 7) and
+ * each repeat keeps the 10th percentile of many short batches (the batches
+ * no other job preempted); one line per cost: "name median min max unit  #
+ * how", median and spread over the repeats.  The machine profile's [sources]
+ * cite these lines.
+ *
+ *   calib [--repeats N] [--cpus A,B]
+ *
+ * Threads are pinned (sched_setaffinity) to CPU A, or to A and B when two
+ * CPUs take part.  On a machine shared with other jobs each repeat can be
+ * preempted: the median and the spread (min..max) are what to read.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define MAXREP 64
+
+static int cpu_a, cpu_b = 1, repeats = 7;
+
+static double now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static void pin(int cpu)
+{
+	cpu_set_t s;
+
+	CPU_ZERO(&s);
+	CPU_SET(cpu, &s);
+	if (sched_setaffinity(0, sizeof s, &s)) {
+		perror("sched_setaffinity");
+		exit(1);
+	}
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void report(const char *name, double *v, int n, const char *unit, const char *how)
+{
+	qsort(v, n, sizeof *v, cmp);
+	printf("%-22s %10.1f %10.1f %10.1f %s  # %s (median, min, max of %d)\n",
+	       name, v[n / 2], v[0], v[n - 1], unit, how, n);
+	fflush(stdout);
+}
+
+/* Batches: a cost is timed over many short batches and the 10th percentile
+ * of the per-op times is kept: the batches no other job's time slice landed
+ * in (this machine is shared; noise only ever adds time). */
+#define NBATCH 400
+static double batch[NBATCH];
+
+static double low_percentile(double *b, int n)
+{
+	qsort(b, n, sizeof *b, cmp);
+	return b[n / 10];
+}
+
+static long futex(volatile int *uaddr, int op, int val)
+{
+	return syscall(SYS_futex, uaddr, op, val, NULL, NULL, 0);
+}
+
+/* ---- atomic: lock xadd on a line this CPU owns ---- */
+static double atomic_local(void)
+{
+	static volatile long x;
+	const long n = 20000;
+
+	for (int b = 0; b < NBATCH; b++) {
+		double t0 = now_ns();
+
+		for (long i = 0; i < n; i++)
+			__atomic_fetch_add(&x, 1, __ATOMIC_SEQ_CST);
+		batch[b] = (now_ns() - t0) / n;
+	}
+	return low_percentile(batch, NBATCH);
+}
+
+/* ---- line transfer: ping-pong of one line between two pinned CPUs ---- */
+static volatile long pingpong __attribute__((aligned(64)));
+static const long PP = 400000;  /* round trips; NBATCH batches of PP / NBATCH */
+
+static void *pong(void *arg)
+{
+	(void)arg;
+	pin(cpu_b);
+	for (long i = 1; i < 2 * PP; i += 2) {
+		while (pingpong != i)
+			;
+		pingpong = i + 1;
+	}
+	return NULL;
+}
+
+static double line_transfer(void)
+{
+	pthread_t t;
+	double t0;
+
+	pingpong = 0;
+	pin(cpu_a);
+	pthread_create(&t, NULL, pong, NULL);
+	t0 = now_ns();
+	for (long i = 0; i < 2 * PP; i += 2) {
+		while (pingpong != i)
+			;
+		if (i && i % (2 * PP / NBATCH) == 0) {  /* a round trip is two hand-overs */
+			double t = now_ns();
+
+			batch[i / (2 * PP / NBATCH) - 1] = (t - t0) / (2 * PP / NBATCH);
+			t0 = t;
+		}
+		pingpong = i + 1;
+	}
+	while (pingpong != 2 * PP)
+		;
+	batch[NBATCH - 1] = (now_ns() - t0) / (2 * PP / NBATCH);
+	pthread_join(t, NULL);
+	return low_percentile(batch, NBATCH);  /* each hand-over moves the line once */
+}
+
+/* ---- futex ping-pong: same CPU (context switch) or two CPUs (wake-up) ---- */
+static volatile int fw[2] __attribute__((aligned(64)));
+static volatile double wake_sent;
+static double wake_lat[4096];
+static int same_cpu, nround;
+
+static void *futex_peer(void *arg)
+{
+	(void)arg;
+	pin(same_cpu ? cpu_a : cpu_b);
+	for (int i = 0; i < nround; i++) {
+		while (fw[1] == 0)
+			futex(&fw[1], FUTEX_WAIT_PRIVATE, 0);
+		if (!same_cpu)
+			wake_lat[i] = now_ns() - wake_sent;
+		fw[1] = 0;
+		fw[0] = 1;
+		futex(&fw[0], FUTEX_WAKE_PRIVATE, 1);
+	}
+	return NULL;
+}
+
+/* Same CPU: a round trip is two futex wakes, two waits and two switches. */
+static double context_switch(double syscall_ns)
+{
+	pthread_t t;
+	double t0;
+
+	same_cpu = 1;
+	nround = 20 * NBATCH;
+	fw[0] = fw[1] = 0;
+	pin(cpu_a);
+	pthread_create(&t, NULL, futex_peer, NULL);
+	t0 = now_ns();
+	for (int i = 0; i < nround; i++) {
+		fw[1] = 1;
+		futex(&fw[1], FUTEX_WAKE_PRIVATE, 1);
+		while (fw[0] == 0)
+			futex(&fw[0], FUTEX_WAIT_PRIVATE, 0);
+		fw[0] = 0;
+		if ((i + 1) % 20 == 0) {
+			double t1 = now_ns();
+
+			batch[i / 20] = (t1 - t0) / 20;
+			t0 = t1;
+		}
+	}
+	pthread_join(t, NULL);
+	return low_percentile(batch, NBATCH) / 2 - 2 * syscall_ns;
+}
+
+/* Two CPUs, the woken one idle for 200 us before each wake: from the waker's
+ * FUTEX_WAKE to the sleeper running (wake IPI, idle exit, switch in). */
+static double wakeup(void)
+{
+	pthread_t t;
+	struct timespec gap = { 0, 200000 };
+
+	same_cpu = 0;
+	nround = 1000;
+	fw[0] = fw[1] = 0;
+	pin(cpu_a);
+	pthread_create(&t, NULL, futex_peer, NULL);
+	for (int i = 0; i < nround; i++) {
+		nanosleep(&gap, NULL);
+		wake_sent = now_ns();
+		fw[1] = 1;
+		futex(&fw[1], FUTEX_WAKE_PRIVATE, 1);
+		while (fw[0] == 0)
+			futex(&fw[0], FUTEX_WAIT_PRIVATE, 0);
+		fw[0] = 0;
+	}
+	pthread_join(t, NULL);
+	return low_percentile(wake_lat, nround);
+}
+
+/* ---- TLB shootdown: mprotect RW->RO of a touched page (the flush) with a
+ * thread of the mm spinning on the other CPU, against the same with no other
+ * thread; only flips during which the spinner ran count.  The spinner
+ * timestamps its loop: its gaps during the flips are the receiving side. ---- */
+static volatile int spin_stop, spin_ready;
+static volatile long spun;
+static double gaps[200000];
+static volatile int ngaps;
+
+static void *spinner(void *arg)
+{
+	double last;
+
+	(void)arg;
+	pin(cpu_b);
+	spin_ready = 1;
+	last = now_ns();
+	while (!spin_stop) {
+		double t = now_ns();
+
+		if (t - last > 300 && t - last < 100000 && ngaps < 200000)
+			gaps[ngaps++] = t - last;  /* an interrupt (or a short preemption) */
+		last = t;
+		spun++;
+	}
+	return NULL;
+}
+
+static double flips[20000];
+
+static double mprotect_ro(char *p, int need_spinner)
+{
+	int n = 0;
+
+	for (int i = 0; i < 20000; i++) {
+		long s0 = spun;
+		double t0 = now_ns();
+
+		mprotect(p, PAGE, PROT_READ);
+		double t1 = now_ns();
+
+		if (!need_spinner || spun != s0)
+			flips[n++] = t1 - t0;
+		mprotect(p, PAGE, PROT_READ | PROT_WRITE);
+		p[0] = (char)i;  /* the writable PTE is in this CPU's TLB again */
+	}
+	if (n < 100)
+		return -1;
+	qsort(flips, n, sizeof flips[0], cmp);
+	return flips[n / 2];
+}
+
+static double ipi_receive;
+
+static double tlb_ipi(void)
+{
+	char *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	pthread_t t;
+
+	pin(cpu_a);
+	p[0] = 1;
+	double alone = mprotect_ro(p, 0);
+
+	spin_stop = spin_ready = 0;
+	spun = 0;
+	pthread_create(&t, NULL, spinner, NULL);
+	while (!spin_ready)
+		;
+	ngaps = 0;
+	double with = mprotect_ro(p, 1);
+
+	spin_stop = 1;
+	pthread_join(t, NULL);
+	munmap(p, PAGE);
+	qsort(gaps, ngaps, sizeof gaps[0], cmp);
+	ipi_receive = ngaps ? gaps[ngaps / 2] : -1;
+	return with < 0 ? -1 : with - alone;
+}
+
+/* ---- page work ---- */
+static char *big;
+#define BIG (256UL << 20)
+
+/* 256 batches of 1 MiB (256 pages) each, over the whole buffer */
+static double clear_page_ns(void)
+{
+	for (int b = 0; b < 256; b++) {
+		char *p = big + b * (BIG / 256);
+		double t0 = now_ns();
+
+		for (unsigned long o = 0; o < BIG / 256; o += PAGE)
+			memset(p + o, 0, PAGE);
+		batch[b] = (now_ns() - t0) / (BIG / 256 / PAGE);
+	}
+	return low_percentile(batch, 256);
+}
+
+static double copy_page_ns(void)
+{
+	for (int b = 0; b < 128; b++) {
+		char *p = big + b * (BIG / 256);
+		double t0 = now_ns();
+
+		for (unsigned long o = 0; o < BIG / 256; o += PAGE)
+			memcpy(p + o, p + BIG / 2 + o, PAGE);
+		batch[b] = (now_ns() - t0) / (BIG / 256 / PAGE);
+	}
+	return low_percentile(batch, 128);
+}
+
+/* one mmap + write-fault every page + munmap, per page */
+static double zap_batch[NBATCH];
+
+static double write_fault_cycle(double *zap)
+{
+	const unsigned long len = 64UL << 20, piece = len / 64;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	madvise(p, len, MADV_NOHUGEPAGE);
+	for (int b = 0; b < 64; b++) {
+		double t0 = now_ns();
+
+		for (unsigned long o = b * piece; o < (b + 1) * piece; o += PAGE)
+			p[o] = 1;
+		batch[b] = (now_ns() - t0) / (piece / PAGE);
+	}
+	for (int b = 0; b < 64; b++) {  /* MADV_DONTNEED piece by piece: the zap alone */
+		double t0 = now_ns();
+
+		madvise(p + b * piece, piece, MADV_DONTNEED);
+		zap_batch[b] = (now_ns() - t0) / (piece / PAGE);
+	}
+	munmap(p, len);
+	*zap = low_percentile(zap_batch, 64);
+	return low_percentile(batch, 64);
+}
+
+/* read faults map the shared zero page: trap + walk + PTE, no allocation */
+static double read_fault(void)
+{
+	const unsigned long len = 64UL << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	volatile char sink;
+	const unsigned long piece = len / 64;
+
+	madvise(p, len, MADV_NOHUGEPAGE);
+	for (int b = 0; b < 64; b++) {
+		double t0 = now_ns();
+
+		for (unsigned long o = b * piece; o < (b + 1) * piece; o += PAGE)
+			sink = p[o];
+		batch[b] = (now_ns() - t0) / (piece / PAGE);
+	}
+	(void)sink;
+	munmap(p, len);
+	return low_percentile(batch, 64);
+}
+
+static double syscall_ns(void)
+{
+	const int n = 2000;
+
+	for (int b = 0; b < NBATCH; b++) {
+		double t0 = now_ns();
+
+		for (int i = 0; i < n; i++)
+			syscall(SYS_getppid);
+		batch[b] = (now_ns() - t0) / n;
+	}
+	return low_percentile(batch, NBATCH);
+}
+
+static double mmap_pair(void)
+{
+	const int n = 100;
+
+	for (int b = 0; b < NBATCH; b++) {
+		double t0 = now_ns();
+
+		for (int i = 0; i < n; i++) {
+			void *p = mmap(NULL, 128UL << 20, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			munmap(p, 128UL << 20);
+		}
+		batch[b] = (now_ns() - t0) / n;
+	}
+	return low_percentile(batch, NBATCH);
+}
+
+/* machine-wide clearing bandwidth: two threads memset their own 128 MiB */
+static void *memset_half(void *arg)
+{
+	char *p = arg;
+
+	pin(p == big ? cpu_a : cpu_b);
+	for (int r = 0; r < 4; r++)
+		memset(p, r, BIG / 2);
+	return NULL;
+}
+
+static double bandwidth(void)
+{
+	pthread_t t[2];
+	double t0 = now_ns();
+
+	pthread_create(&t[0], NULL, memset_half, big);
+	pthread_create(&t[1], NULL, memset_half, big + BIG / 2);
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	return 4.0 * BIG / (now_ns() - t0);  /* bytes per ns = GB/s */
+}
+
+int main(int argc, char **argv)
+{
+	double v[MAXREP], v2[MAXREP], sc;
+
+	for (int k = 1; k < argc; k++) {
+		if (!strcmp(argv[k], "--repeats") && k + 1 < argc)
+			repeats = atoi(argv[++k]);
+		else if (!strcmp(argv[k], "--cpus") && k + 1 < argc)
+			sscanf(argv[++k], "%d,%d", &cpu_a, &cpu_b);
+		else {
+			fprintf(stderr, "calib: usage: calib [--repeats N] [--cpus A,B]\n");
+			return 2;
+		}
+	}
+	if (repeats < 1 || repeats > MAXREP) {
+		fprintf(stderr, "calib: --repeats wants 1..%d\n", MAXREP);
+		return 2;
+	}
+	big = mmap(NULL, BIG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+		   -1, 0);
+	pin(cpu_a);
+	for (int r = 0; r < repeats; r++) v[r] = syscall_ns();
+	report("syscall_ns", v, repeats, "ns", "getppid(), 400 batches of 2000");
+	sc = v[repeats / 2];
+	for (int r = 0; r < repeats; r++) v[r] = atomic_local();
+	report("atomic_local_ns", v, repeats, "ns", "lock xadd on an owned line, 400 batches of 20000");
+	for (int r = 0; r < repeats; r++) v[r] = line_transfer();
+	report("line_transfer_ns", v, repeats, "ns",
+	       "ping-pong of one line between 2 pinned CPUs, 400 batches of 1000 round trips");
+	for (int r = 0; r < repeats; r++) v[r] = context_switch(sc);
+	report("context_switch_ns", v, repeats, "ns",
+	       "futex ping-pong of 2 threads on one CPU, 400 batches of 20: half a round trip less 2 syscalls");
+	for (int r = 0; r < repeats; r++) v[r] = wakeup();
+	report("wakeup_ns", v, repeats, "ns",
+	       "FUTEX_WAKE to the woken thread running on the other, idle CPU (p10 of 1000)");
+	for (int r = 0; r < repeats; r++) {
+		v[r] = tlb_ipi();
+		v2[r] = ipi_receive;
+	}
+	report("ipi_send_ns", v, repeats, "ns",
+	       "mprotect RW->RO of a touched page: median extra time with a thread of the mm "
+	       "running on the other CPU (20000 flips; flips it ran through)");
+	report("ipi_receive_ns", v2, repeats, "ns",
+	       "that spinning thread's median loop gap during the flips (interrupt entry, "
+	       "flush, exit)");
+	for (int r = 0; r < repeats; r++) v[r] = clear_page_ns();
+	report("clear_page_ns", v, repeats, "ns", "memset 4 KiB pages, 256 batches of 1 MiB over a populated 256 MiB");
+	for (int r = 0; r < repeats; r++) v[r] = copy_page_ns();
+	report("copy_page_ns", v, repeats, "ns", "memcpy 4 KiB pages, 128 batches of 1 MiB");
+	for (int r = 0; r < repeats; r++) v[r] = write_fault_cycle(&v2[r]);
+	report("write_fault_ns", v, repeats, "ns",
+	       "64 MiB anon, NOHUGEPAGE, 64 batches of 1 MiB: one write fault per page");
+	report("zap_page_ns", v2, repeats, "ns", "MADV_DONTNEED of those 64 MiB in 1 MiB pieces, per page");
+	for (int r = 0; r < repeats; r++) v[r] = read_fault();
+	report("read_fault_ns", v, repeats, "ns",
+	       "64 MiB anon, 64 batches of 1 MiB: one read fault per page (zero page)");
+	for (int r = 0; r < repeats; r++) v[r] = mmap_pair();
+	report("mmap_pair_ns", v, repeats, "ns", "mmap+munmap of 128 MiB anon, untouched, 400 batches of 100");
+	for (int r = 0; r < repeats; r++) v[r] = bandwidth();
+	report("mem_bandwidth_gbps", v, repeats, "GB/s",
+	       "two pinned threads memset their own 128 MiB four times");
+	return 0;
+}

@@ -1,0 +1,71 @@
+"""bench/real/probe: a smoke run on the real kernel, bounded by cycles (not time),
+and its CSV in the simulator's long form."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pervma.sim.results import SCALAR_FIELDS
+from pervma.sim.workloads import PAGE, WORKLOADS, Workload, with_task
+
+REAL = Path(__file__).resolve().parents[2] / "bench" / "real"
+
+
+@pytest.fixture(scope="module")
+def probe() -> Path:
+    """The probe as .ci/run builds it (make is a no-op when it is up to date)."""
+    subprocess.run(["make", "-s", "-C", str(REAL), "probe"], check=True, capture_output=True)
+    return REAL / "probe"
+
+
+def _run(probe: Path, w: Workload, kind: str, tasks: int, cycles: int = 2) -> dict[str, str]:
+    out = subprocess.run([str(probe), "--mode", kind, "--tasks", str(tasks), "--cycles",
+                          str(cycles), "--machine", "test", *w.probe_args().split()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    (row,) = csv.DictReader(io.StringIO(out))
+    return row
+
+
+def test_header_is_the_long_form_plus_cpu_and_run_queue(probe: Path) -> None:
+    w = with_task(WORKLOADS["private"], region=16 * PAGE)
+    out = subprocess.run([str(probe), "--cycles", "1", *w.probe_args().split()], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert out.splitlines()[0].split(",") == [*SCALAR_FIELDS, "cpu_s", "runq_s"]
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_every_builtin_runs_two_cycles_per_task(probe: Path, name: str, kind: str) -> None:
+    w = with_task(WORKLOADS[name], region=32 * PAGE)  # the same loop on 128 KiB
+    row = _run(probe, w, kind, 2)
+    assert (row["workload"], row["preset"], row["machine"], row["kind"], row["tasks"]) == (
+        name, "real", "test", kind, "2")
+    assert int(row["cycles"]) == 4  # two measured tasks, two cycles each
+    assert float(row["faults_per_s"]) > 0 and row["capped"] == "False"
+    assert (float(row["churn_ops_per_s"]) > 0) == bool(w.extras)
+
+
+def test_read_touch_and_memfd_and_shmem(probe: Path) -> None:
+    for backing, sharing in (("memfd", "shared"), ("shmem", "shared"), ("file", "private")):
+        w = with_task(WORKLOADS["page_fault1"], region=16 * PAGE, backing=backing,
+                      sharing=sharing, touch="read")
+        row = _run(probe, w, "threads", 1, cycles=3)
+        assert int(row["cycles"]) == 3 and float(row["faults_per_s"]) > 0
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["name=x", "region=4096", "backing=anon", "colour=red"], "probe: unknown key colour"),
+    (["name=x", "region=-4096", "backing=anon"], "probe: negative value for region"),
+    (["name=x", "region=1000", "backing=anon"], "probe: region and stride must be whole pages"),
+    (["--mode", "fibers"], "probe: --mode wants threads or processes, got fibers"),
+    ([], "probe: no workload"),
+])
+def test_bad_input_is_one_line_exit_2(probe: Path, args: list[str], msg: str) -> None:
+    r = subprocess.run([str(probe), *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(msg) and r.stderr.count("\n") == 1
