@@ -447,8 +447,11 @@ def maps_record(logs: list[MapsReadLog], vmas: tuple[VmAreaStruct, ...]) -> None
 
 
 def maps_read_end(mm: MmStruct, log: MapsReadLog, listed: list[tuple[int, int]], complete: bool) -> None:
-    """The read's lines against Documentation/filesystems/proc.rst's
-    guarantees: addresses never go backwards (no two lines overlap), and
+    """The read's lines against the guarantees the 7.0 reader keeps: its
+    position never goes backwards (each line ends above the one before:
+    lock_next_vma() refuses a VMA ending at or below the last position, so a
+    VMA that replaced the one just shown may start below it and overlap that
+    line, as proc.rst's "never go backwards" reads in the code), and
     whatever was mapped for the entire read has a line; plus no line shows a
     range that was never mapped during the read.  An interrupted read
     (``complete`` false) is checked for the first and last rule only."""
@@ -457,7 +460,7 @@ def maps_read_end(mm: MmStruct, log: MapsReadLog, listed: list[tuple[int, int]],
     tree.maps_log = rest or None
     prev_end = 0
     for start, end in listed:
-        if start < prev_end:
+        if end <= prev_end:
             report("/proc/pid/maps: lines go backwards",
                    f"{start:#x}-{end:#x} listed after a line ending at {prev_end:#x}")
         prev_end = end
