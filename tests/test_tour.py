@@ -76,6 +76,12 @@ EXAMPLE_EXIT = {
     "pervma litmus tests/litmus/lkmm/MP+pooncerelease+poacquireonce.litmus": 0,
     "pervma litmus --check-result tests/litmus/lkmm/SB+poonceonces.litmus "
     "tests/litmus/doc/RM-broken.litmus": 0,
+    "pervma fuzz --seed 1 --programs 50": 0,
+    "pervma fuzz --seed 1 --programs 20 --bug B13 --preset universal-up": 0,
+    "pervma check --program out/finding-000.program.json": 2,  # no campaign ran in the tmp dir
+    "pervma simulate churnsame --emit-probe-args": 0,
+    "pervma simulate my-workload.toml --tasks 1,2 --csv mine.csv": 2,  # the user's own file
+    "pervma simulate page_fault1 --region 16MiB --backing memfd --sharing shared --tasks 1,2": 0,
 }
 
 
@@ -100,8 +106,12 @@ def bounded(argv: list[str], tmp: Path) -> tuple[list[str], int | None]:
         # --tiny's 40 executions cut some scenario runs, so the Correctness panel
         # is rightly not ok: exit 1 (tests/report checks that --quick exits 0)
         return [a for a in out if a != "--quick"] + ["--tiny"], 1
-    if out[0] == "simulate" and "--list" not in out:
-        out += ["--duration-ms", "0.3"]
+    if out[0] == "simulate" and "--list" not in out and "--emit-probe-args" not in out:
+        out += ["--duration-ms", "0.3", "--min-cycles", "0"]
+    if out[0] == "fuzz":  # two programs, small budgets: the campaign's shape, not its length
+        i = out.index("--programs")
+        out[i + 1] = "2"
+        return out + ["--max-executions", "30", "--pct", "0"], None
     if out[0] == "check" and "--all" in out:
         return out + ["--max-executions", "20"], 3
     return out, None

@@ -271,6 +271,7 @@ def test_performance_equals_pervma_simulate_csv(report: Report, tmp_path: Path) 
         out = tmp_path / f"{wl}.csv"
         p = run_cli("simulate", wl, "--preset", ",".join(s.sim_presets), "--tasks",
                     ",".join(map(str, s.sim_tasks)), "--duration-ms", str(s.sim_duration_ms),
+                    "--min-cycles", "0",  # the report's windows are exact (its text says so)
                     "--machine", s.sim_machine, "--seed", str(s.sim_seed), "--jobs", "2",
                     "--csv", str(out))
         assert p.returncode == 0, p.stderr[-2000:]

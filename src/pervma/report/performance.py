@@ -79,7 +79,8 @@ def build(p: Plan, results: dict[str, dict[str, Any]], s: Settings) -> Section:
                   f"{s.sim_duration_ms:g} ms simulated per point, seed {s.sim_seed} (pervma "
                   f"simulate WORKLOAD --preset {','.join(s.sim_presets)} --tasks "
                   f"{','.join(map(str, s.sim_tasks))} --duration-ms {s.sim_duration_ms:g} "
-                  f"--machine {s.sim_machine} --seed {s.sim_seed}). Simulated, not measured; "
+                  f"--min-cycles 0 --machine {s.sim_machine} --seed {s.sim_seed}: exact windows, "
+                  f"not stretched to whole cycles). Simulated, not measured; "
                   f"black markers are measurements ({anchors.SOURCE})."))
     for what, msg in p.errors:
         sec.fail(what, msg)
