@@ -31,7 +31,12 @@ from pervma.kernel.mmap_lock import (
     vma_mark_detached,
     vma_start_write,
 )
-from pervma.kernel.rmap import anon_vma_clone, unlink_anon_vmas
+from pervma.kernel.rmap import (
+    anon_vma_clone,
+    anon_vma_lock_write,
+    anon_vma_unlock_write,
+    unlink_anon_vmas,
+)
 from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
@@ -365,10 +370,15 @@ async def commit_merge(vmg: VmaMergeStruct) -> int:
         vma_interval_tree_remove(vma, file)
         if adjust is not None:
             vma_interval_tree_remove(adjust, file)
+    av = vma.anon_vma or (adjust.anon_vma if adjust is not None else None)
+    if av is not None:  # vma_prepare(): rmap walkers read the range under this lock
+        await anon_vma_lock_write(av)
     await vma_write_fields(vma, "vma_set_range")
     vma_set_range(vma, vmg.start, vmg.end, vmg.pgoff)
     await vmg_adjust_set_range(vmg)
     await vma_iter_update(mm, remove=removed, label="commit_merge: store")
+    if av is not None:  # vma_complete()
+        await anon_vma_unlock_write(av)
     if file is not None:  # vma_complete()
         if adjust is not None:
             vma_interval_tree_insert(adjust, file)
@@ -551,6 +561,9 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
         await i_mmap_lock_write(file)
         __vma_link_file(new, file)
         vma_interval_tree_remove(vma, file)
+    av = vma.anon_vma
+    if av is not None:  # vma_prepare(): rmap walkers read the range under this lock
+        await anon_vma_lock_write(av)
     await vma_write_fields(vma, "vma_set_range")
     if new_below:
         vma_set_range(vma, addr, vma.vm_end, vma.vm_pgoff + PHYS_PFN(addr - new.vm_start))
@@ -561,6 +574,8 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     await vma_mark_attached(new)
     await vma_iter_update(mm, add=[new], label="__split_vma: store")
     mm.map_count += 1
+    if av is not None:  # vma_complete()
+        await anon_vma_unlock_write(av)
     if file is not None:
         await i_mmap_unlock_write(file)
     return 0
@@ -580,9 +595,14 @@ async def vma_shrink(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> int
     if file is not None:  # vma_prepare()
         await i_mmap_lock_write(file)
         vma_interval_tree_remove(vma, file)
+    av = vma.anon_vma
+    if av is not None:
+        await anon_vma_lock_write(av)
     await vma_write_fields(vma, "vma_set_range")
     vma_set_range(vma, start, end, pgoff)
     await vma_iter_update(vma.vm_mm, label="vma_shrink: clear")
+    if av is not None:
+        await anon_vma_unlock_write(av)
     if file is not None:  # vma_complete()
         vma_interval_tree_insert(vma, file)
         await i_mmap_unlock_write(file)
