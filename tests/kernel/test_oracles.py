@@ -135,8 +135,8 @@ def test_fork_not_linking_the_parents_anon_vma_leaves_pages_unreachable_by_rmap(
 
 def test_zap_forgetting_the_page_reference_leaks_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
     # zap_pte_range() without the put of an anonymous page: nothing maps it, nothing frees it.
-    bad = _edited(memory.zap_page_range, 'put_page(mm, page, "zap_pte_range")', "pass")
-    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod, vma_mod)
+    bad = _edited(memory.zap_present_page, 'put_page(mm, page, "zap_pte_range")', "pass")
+    _patch(monkeypatch, memory.zap_present_page, bad, memory)
     _kern, p, a = _anon_process()
     with pytest.raises(Violation) as exc:
         p.munmap(a, PAGE)
@@ -158,8 +158,8 @@ def test_fork_forgetting_the_page_reference_will_free_a_mapped_page(monkeypatch:
 
 def test_zap_forgetting_the_mapcount_is_a_bad_page_map(monkeypatch: pytest.MonkeyPatch) -> None:
     # zap_pte_range() without the rmap removal (folio_remove_rmap_pte) of a CoW-shared page.
-    bad = _edited(memory.zap_page_range, "page.mapcount -= 1", "pass")
-    _patch(monkeypatch, memory.zap_page_range, bad, memory, mmap_mod, vma_mod)
+    bad = _edited(memory.zap_present_page, "page.mapcount -= 1", "pass")
+    _patch(monkeypatch, memory.zap_present_page, bad, memory)
     _kern, p, a = _anon_process()
     c = p.fork()
     with pytest.raises(Violation) as exc:

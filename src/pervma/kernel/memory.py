@@ -565,18 +565,26 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
                      ("page", page.pfn))
             del pgtable[vpn]
-            if not page.zero_page:
-                page.mapcount -= 1
-                if page.mapping is not None and page.anon_vma is None:
-                    page.refcount -= 1
-                else:
-                    put_page(mm, page, "zap_pte_range")
+            zap_present_page(mm, page)
             zapped += 1
         await ptl.unlock()
     await mmu_notifier_invalidate_range_end(rng)
     if zapped:
         await flush_tlb(mm, "tlb_finish_mmu")
     return zapped
+
+
+def zap_present_page(mm: MmStruct, page: Page) -> None:
+    """zap_present_folio_ptes() after the PTE is cleared: the mapping goes;
+    an anonymous or COW page drops the mapping's reference, a page-cache page
+    keeps the cache's."""
+    if page.zero_page:
+        return
+    page.mapcount -= 1
+    if page.mapping is not None and page.anon_vma is None:
+        page.refcount -= 1
+    else:
+        put_page(mm, page, "zap_pte_range")
 
 
 # ---------------------------------------------------------------------------
@@ -592,6 +600,8 @@ async def zap_page_range_single(vma: VmAreaStruct, start: int, end: int) -> None
     mm = vma.vm_mm
     pgtable = mm.pgtable
     zapped = 0
+    rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, start, end)
+    await mmu_notifier_invalidate_range_start(rng)
     addr = start
     while addr < end:
         nxt = min(end, ((addr >> PMD_SHIFT) + 1) << PMD_SHIFT)
@@ -601,15 +611,11 @@ async def zap_page_range_single(vma: VmAreaStruct, start: int, end: int) -> None
             page = pgtable[vpn].page
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, ("page", page.pfn))
             del pgtable[vpn]
-            if not page.zero_page:
-                page.mapcount -= 1
-                if page.mapping is not None and page.anon_vma is None:
-                    page.refcount -= 1
-                else:
-                    put_page(mm, page, "zap_pte_range")
+            zap_present_page(mm, page)
             zapped += 1
         await ptl.unlock()
         addr = nxt
+    await mmu_notifier_invalidate_range_end(rng)
     if zapped:
         await flush_tlb(mm, "zap_page_range_single: flush")
 
