@@ -33,6 +33,10 @@ class Instance:
     finish: Callable[[], None] | None = None
     effects: Callable[[], list[Any]] | None = None
     run: RunScope | None = None  # the run-level scope its threads share (set by the Runner)
+    # The world the instance was made from, when ``world.instance()`` makes
+    # another instance of the same state from it (or from a copy of it: a
+    # runner keeps one as a :class:`~pervma.check.template.WorldTemplate`).
+    world: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pervma.check import checkpoint, template
+from pervma.check.checkpoint import Checkpoint
 from pervma.check.engine import DEFAULT_MAX_STEPS, Execution
 from pervma.check.scenario import Instance, Scenario
+from pervma.check.template import Sharing, WorldTemplate
 from pervma.config import Config
 from pervma.sched import RunScope, run_scope_active
 
@@ -117,13 +120,46 @@ class Runner:
         self.cfg = cfg
         self.max_steps = scenario.max_steps or DEFAULT_MAX_STEPS
         self.scope = RunScope()
+        self.template: WorldTemplate | None = None
+        # what copies of this run's worlds and executions share
+        self.sharing = Sharing((self.scope, cfg))
+        self._templated = not template.enabled()  # tried (or not to be tried)
 
     def instance(self) -> Instance:
+        """A fresh instance: the scenario's world built once, then copied
+        (:mod:`pervma.check.template`), or built every time when it cannot
+        be copied."""
         self.scope.executions += 1
         with run_scope_active(self.scope):
-            inst = self.scenario.build(self.cfg)
+            if self.template is not None:
+                inst = self.template.copy().instance()
+            else:
+                inst = self.scenario.build(self.cfg)
+                if not self._templated:
+                    self._templated = True
+                    if inst.world is not None:
+                        self.template = WorldTemplate.make(inst.world, self.sharing)
         inst.run = self.scope
         return inst
+
+    @property
+    def checkpoints(self) -> bool:
+        """Whether searches may keep checkpoints of this runner's executions
+        (:mod:`pervma.check.checkpoint`): when coroutines can be copied here,
+        and not for a runner that wraps its executions (a subclass that
+        overrides :meth:`execution` sees every execution it makes; a restored
+        one would pass it by)."""
+        return checkpoint.enabled() and type(self).execution is Runner.execution
+
+    def save(self, run: Execution) -> Checkpoint | None:
+        """A checkpoint of ``run`` (None if it cannot be copied)."""
+        return Checkpoint.save(run, self.sharing)
+
+    def resume(self, ck: Checkpoint) -> Execution:
+        """A live execution in the state ``ck`` saved: what :meth:`execution`
+        and the saved prefix's steps would give, without taking them."""
+        self.scope.executions += 1  # it counts as an execution of the run, as a replay would
+        return ck.restore()
 
     def adopt(self, found: Found) -> None:
         """Continue with the scope a violation was found with (a worker's)."""

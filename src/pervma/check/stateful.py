@@ -56,6 +56,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from pervma.check import checkpoint
+from pervma.check.checkpoint import Checkpoint
+from pervma.check.checkpoint import restart as resume_at
 from pervma.check.dpor import (
     Access,
     _blocked_rule,
@@ -96,6 +99,7 @@ class _Node:
     key: int = 0
     event: Event | None = None
     low: int = 1 << 30  # the shallowest stack index a cycle below this node went back to
+    ckpt: Checkpoint | None = None  # the execution at this node (pervma.check.checkpoint)
 
 
 @dataclass(slots=True)
@@ -144,12 +148,9 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     stack: list[_Node] = []
     start = 0
     conservative = 0
+    ckpts = runner.checkpoints
     while True:
-        run = runner.execution()
-        for node in stack:
-            ev = node.event
-            node.event = run.take(node.chosen) if ev is None or ev.tid != node.chosen \
-                else run.retake(ev)
+        run = resume_at(runner, stack, ckpts)
         blocked_seen: set[tuple[int, int]] = set()
         cut: str | None = None
         while True:
@@ -218,6 +219,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 choice = fixed_choices[len(stack)]
                 assert choice in cands, "a unit's choice must be runnable and awake"
             node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key)
+            if ckpts and len(stack) % checkpoint.EVERY == 0 and len(stack):
+                node.ckpt = runner.save(run)
             stack.append(node)
             node.event = run.take(choice)
         if run.livelock is not None:

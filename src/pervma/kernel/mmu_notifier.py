@@ -65,8 +65,22 @@ MMU_NOTIFY_NAMES = ("MMU_NOTIFY_UNMAP", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_PROTECTI
 
 MMU_NOTIFIER_RANGE_BLOCKABLE = 1 << 0
 
-#: The lockdep map every invalidate_range_start runs its callbacks under.
+#: The lockdep class of the map every invalidate_range_start runs its callbacks under.
 RANGE_START_MAP = "mmu_notifier_invalidate_range_start"
+
+
+class LockdepMap:
+    """A static ``struct lockdep_map`` (a lock class with no lock behind it):
+    one object, so lockdep finds it in a held list by identity."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+#: __mmu_notifier_invalidate_range_start_map (mm/mmu_notifier.c).
+range_start_map = LockdepMap(RANGE_START_MAP)
 
 
 @dataclass(eq=False, slots=True)
@@ -139,10 +153,10 @@ async def mmu_notifier_invalidate_range_start(rng: MmuNotifierRange) -> None:
     if mm.notifier_subscriptions is None:
         return
     debug.might_sleep("include/linux/mmu_notifier.h", "mmu_notifier_invalidate_range_start")
-    debug.lockdep_acquire(RANGE_START_MAP, RANGE_START_MAP, "write")
+    debug.lockdep_acquire(RANGE_START_MAP, range_start_map, "write")
     rng.flags |= MMU_NOTIFIER_RANGE_BLOCKABLE
     await __mmu_notifier_invalidate_range_start(rng)
-    debug.lockdep_release(RANGE_START_MAP, RANGE_START_MAP)
+    debug.lockdep_release(RANGE_START_MAP, range_start_map)
 
 
 async def __mmu_notifier_invalidate_range_start(rng: MmuNotifierRange) -> int:
@@ -167,12 +181,12 @@ async def mmu_notifier_invalidate_range_end(rng: MmuNotifierRange) -> None:
     mm = rng.mm
     if mm.notifier_subscriptions is None:
         return
-    debug.lockdep_acquire(RANGE_START_MAP, RANGE_START_MAP, "write")
+    debug.lockdep_acquire(RANGE_START_MAP, range_start_map, "write")
     subs = mm.notifier_subscriptions
     await Op(OpKind.READ, subscriptions_loc(mm), "mn_hlist_invalidate_end")
     for sub in list(subs.list):
         await sub.invalidate_range_end(rng)
-    debug.lockdep_release(RANGE_START_MAP, RANGE_START_MAP)
+    debug.lockdep_release(RANGE_START_MAP, range_start_map)
 
 
 async def mmu_notifier_release(mm: MmStruct) -> None:

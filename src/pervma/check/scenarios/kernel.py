@@ -132,6 +132,7 @@ class World:
             snapshot=lambda: lock_state(procs),
             finish=finish,
             effects=drain_touched,
+            world=self,
         )
 
 

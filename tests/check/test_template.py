@@ -1,0 +1,120 @@
+"""A scenario's world built once and copied (pervma.check.template) is the
+same state as a fresh build, for every scenario of the library under every
+preset, and searches give the same figures with and without it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pervma import PAGE, Config
+from pervma.check import stateful
+from pervma.check.engine import Execution, close_executor
+from pervma.check.scenario import (
+    Scenario,
+    all_scenarios,
+    get_scenario,
+    misuse_scenarios,
+    spin_shapes,
+)
+from pervma.check.scenarios.kernel import ANON, RW, A, World
+from pervma.check.search import Budget, Runner, Stats
+from pervma.check.template import Sharing, WorldTemplate
+from pervma.sched.statekey import state_key
+
+PRESETS = ["legacy", "universal", "universal-up", "universal-up-nopreempt"]
+KERNEL = [s for s in all_scenarios() + misuse_scenarios() + spin_shapes()[:4]]
+
+
+def _fresh(monkeypatch: pytest.MonkeyPatch, sc: Scenario, cfg: Config) -> Runner:
+    monkeypatch.setenv("PERVMA_NO_TEMPLATE", "1")
+    r = Runner(sc, cfg)
+    monkeypatch.delenv("PERVMA_NO_TEMPLATE")
+    return r
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_scenario_copies_to_the_same_state(monkeypatch: pytest.MonkeyPatch,
+                                                 preset: str) -> None:
+    cfg = Config.preset(preset)
+    for sc in KERNEL:
+        if preset not in sc.presets:
+            continue
+        templ = Runner(sc, cfg)
+        first = templ.execution()  # the build the template is made from
+        assert templ.template is not None, f"{sc.name}: its world could not be copied"
+        copy = templ.execution()
+        fresh = _fresh(monkeypatch, sc, cfg).execution()
+        assert templ.template.copies == 1
+        key = state_key(fresh.ex.tasks)
+        assert state_key(first.ex.tasks) == key, sc.name
+        assert state_key(copy.ex.tasks) == key, sc.name
+        assert copy.runnable() == fresh.runnable(), sc.name
+        for run in (first, copy, fresh):
+            close_executor(run.ex)
+
+
+def test_a_copy_is_its_own_world() -> None:
+    """Running a copy to the end changes neither the template nor the next
+    copy; a copy's thread bodies act on the copy's objects."""
+    sc = get_scenario("fault-vs-munmap")
+    r = Runner(sc, Config.preset("universal"))
+    r.execution()
+    assert r.template is not None
+    w1, w2 = r.template.copy(), r.template.copy()
+    assert w1 is not w2 and w1.kern is not w2.kern and w1.p.mm is not w2.p.mm
+    assert [v.vm_start for v in w1.p.mm.mm_mt.snapshot()] == \
+        [v.vm_start for v in w2.p.mm.mm_mt.snapshot()]
+    inst = w1.instance()
+    assert inst.world is w1
+    run = Execution(inst, r.cfg)
+    start = state_key(Execution(w2.instance(), r.cfg).ex.tasks)
+    while run.runnable():
+        run.take(run.runnable()[0])
+    assert run.end() == "done"
+    assert "munmap" in w1.results and "munmap" not in w2.results
+    assert state_key(r.execution().ex.tasks) == start
+
+
+def test_a_world_that_cannot_be_copied_is_built_every_time() -> None:
+    """Something that cannot be copied (a thread lock) reachable from the
+    world: no template, and the runner builds the scenario for each execution."""
+    builds = []
+
+    def build(cfg: Config):  # type: ignore[no-untyped-def]
+        w = World(cfg)
+        w.p.mmap(A, PAGE, RW, ANON)
+        w.lock = threading.Lock()  # type: ignore[attr-defined]
+
+        async def body(t):  # type: ignore[no-untyped-def]
+            return await t.load(A)
+
+        w.thread("reader", w.p.thread(), body)
+        builds.append(w)
+        return w.instance()
+
+    r = Runner(Scenario("uncopyable", "test", build), Config.preset("universal"))
+    r.execution()
+    r.execution()
+    assert r.template is None
+    assert len(builds) == 2
+    assert WorldTemplate.make(builds[0], Sharing()) is None
+
+
+@pytest.mark.parametrize("name,preset", [("fault-vs-munmap", "universal"),
+                                         ("vma-reuse-by-another-mm", "legacy"),
+                                         ("spin-1f-m-r", "universal"),
+                                         ("detach-vs-transient-reader", "universal-up")])
+def test_searches_agree_with_and_without_templates(monkeypatch: pytest.MonkeyPatch,
+                                                   name: str, preset: str) -> None:
+    sc, cfg = get_scenario(name), Config.preset(preset)
+    figures = []
+    for off in ("1", "0"):
+        monkeypatch.setenv("PERVMA_NO_TEMPLATE", off)
+        r = Runner(sc, cfg)
+        st = stateful.explore_roots(r, Budget(max_executions=10**6), Stats("dpor"))
+        assert st.complete and st.found is None
+        assert (r.template is None) == (off == "1")
+        figures.append((st.executions, st.pruned, st.states, st.revisits, st.steps))
+    assert figures[0] == figures[1]
