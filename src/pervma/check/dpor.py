@@ -38,6 +38,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pervma.check import checkpoint
+from pervma.check.checkpoint import Checkpoint
+from pervma.check.checkpoint import restart as resume_at
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 
@@ -63,6 +66,7 @@ class _Node:
     chosen: int
     event: Event | None = None
     explored: set[int] = field(default_factory=set)
+    ckpt: Checkpoint | None = None  # the execution at this node (pervma.check.checkpoint)
 
 
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
@@ -88,12 +92,9 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     stack: list[_Node] = []
     start = 0  # index of the first event whose races are not yet analysed
     conservative = 0
+    ckpts = runner.checkpoints
     while True:
-        run = runner.execution()
-        for node in stack:
-            ev = node.event
-            node.event = run.take(node.chosen) if ev is None or ev.tid != node.chosen \
-                else run.retake(ev)
+        run = resume_at(runner, stack, ckpts)
         blocked_seen: set[tuple[int, int]] = set()
         sleep_blocked = False
         while True:
@@ -117,6 +118,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             if not stack and root is not None:
                 choice = root[0]
             node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice)
+            if ckpts and stack and len(stack) % checkpoint.EVERY == 0:
+                node.ckpt = runner.save(run)
             stack.append(node)
             node.event = run.take(choice)
         if run.livelock is not None:  # the cut-off threads still race with what ran

@@ -122,7 +122,7 @@ class Runner:
         self.scope = RunScope()
         self.template: WorldTemplate | None = None
         # what copies of this run's worlds and executions share
-        self.sharing = Sharing((self.scope, cfg))
+        self.sharing = Sharing((self.scope, cfg)) if template.FRAMES else None
         self._templated = not template.enabled()  # tried (or not to be tried)
 
     def instance(self) -> Instance:
@@ -137,7 +137,7 @@ class Runner:
                 inst = self.scenario.build(self.cfg)
                 if not self._templated:
                     self._templated = True
-                    if inst.world is not None:
+                    if inst.world is not None and self.sharing is not None:
                         self.template = WorldTemplate.make(inst.world, self.sharing)
         inst.run = self.scope
         return inst
@@ -153,7 +153,7 @@ class Runner:
 
     def save(self, run: Execution) -> Checkpoint | None:
         """A checkpoint of ``run`` (None if it cannot be copied)."""
-        return Checkpoint.save(run, self.sharing)
+        return None if self.sharing is None else Checkpoint.save(run, self.sharing)
 
     def resume(self, ck: Checkpoint) -> Execution:
         """A live execution in the state ``ck`` saved: what :meth:`execution`

@@ -219,7 +219,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 choice = fixed_choices[len(stack)]
                 assert choice in cands, "a unit's choice must be runnable and awake"
             node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key)
-            if ckpts and len(stack) % checkpoint.EVERY == 0 and len(stack):
+            if ckpts and len(stack) and len(stack) % checkpoint.EVERY == 0:
                 node.ckpt = runner.save(run)
             stack.append(node)
             node.event = run.take(choice)

@@ -25,6 +25,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
 #define Py_BUILD_CORE 1
@@ -182,11 +183,641 @@ static PyObject *frames_load(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+
+/* ---- A deep copier for model state ------------------------------------
+ *
+ * Copier(shared_types, fallback, finished): copier.copy(obj) copies the
+ * object graph of obj the way pervma.check.template describes (closures with
+ * their cells, suspended coroutines with their frames, plain instances field
+ * by field) in C, with the objects registered by copier.share(o) and
+ * instances of shared_types (classes, code, enum members...) shared.
+ * Objects of other kinds go to fallback(obj, copier), which may call
+ * copier.sub(x) to copy a part within the same copy and copier.remember(obj,
+ * copy).  Every coroutine the copy makes is listed in copier.made (so that a
+ * copy kept as a snapshot can be discarded without running its finally
+ * blocks: kill()).
+ */
+
+typedef struct { void *key; PyObject *val; } PmSlot;
+typedef struct { PmSlot *s; Py_ssize_t cap, len; } PtrMap;
+
+static int pm_init(PtrMap *m, Py_ssize_t cap)
+{
+    m->s = PyMem_Calloc(cap, sizeof(PmSlot));
+    m->cap = cap;
+    m->len = 0;
+    return m->s ? 0 : -1;
+}
+
+static inline size_t pm_hash(void *k) { return ((size_t)k >> 4) * 0x9E3779B97F4A7C15ULL; }
+
+static PyObject *pm_get(PtrMap *m, void *key)
+{
+    size_t mask = m->cap - 1, i = pm_hash(key) & mask;
+    for (;;) {
+        PmSlot *e = &m->s[i];
+        if (e->key == key)
+            return e->val;
+        if (e->key == NULL)
+            return NULL;
+        i = (i + 1) & mask;
+    }
+}
+
+static int pm_put(PtrMap *m, void *key, PyObject *val);
+
+static int pm_grow(PtrMap *m)
+{
+    PtrMap n;
+    if (pm_init(&n, m->cap * 2) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < m->cap; i++)
+        if (m->s[i].key)
+            pm_put(&n, m->s[i].key, m->s[i].val);
+    PyMem_Free(m->s);
+    *m = n;
+    return 0;
+}
+
+/* val is a strong reference the map takes over */
+static int pm_put(PtrMap *m, void *key, PyObject *val)
+{
+    if ((m->len + 1) * 2 > m->cap && pm_grow(m) < 0)
+        return -1;
+    size_t mask = m->cap - 1, i = pm_hash(key) & mask;
+    while (m->s[i].key != NULL && m->s[i].key != key)
+        i = (i + 1) & mask;
+    if (m->s[i].key == NULL)
+        m->len++;
+    else
+        Py_XDECREF(m->s[i].val);
+    m->s[i].key = key;
+    m->s[i].val = val;
+    return 0;
+}
+
+static void pm_free(PtrMap *m, int decref)
+{
+    if (m->s == NULL)
+        return;
+    if (decref)
+        for (Py_ssize_t i = 0; i < m->cap; i++)
+            if (m->s[i].key)
+                Py_XDECREF(m->s[i].val);
+    PyMem_Free(m->s);
+    m->s = NULL;
+}
+
+enum { K_SHARE = 1, K_INSTANCE = 2, K_FALLBACK = 3 };
+
+typedef struct {
+    PyObject_HEAD
+    PtrMap shared;      /* object -> itself (strong) */
+    PtrMap kinds;       /* type -> small int kind (borrowed ints) */
+    PyObject *shared_types;
+    PyObject *fallback;
+    PyObject *finished;
+    PyObject *made;     /* list of coroutines made by the current copy */
+    PtrMap memo;        /* the current copy's: original -> copy (strong) */
+    int copying;
+} Copier;
+
+static PyObject *cp(Copier *c, PyObject *o);
+
+/* The memo keeps the original alive too: a temporary the fallback copies
+   (a __reduce_ex__ tuple) must not be freed and its address reused within
+   the copy. */
+static int memo_put(Copier *c, PyObject *o, PyObject *n)
+{
+    Py_INCREF(n);
+    if (pm_get(&c->memo, o) == NULL)
+        Py_INCREF(o);  /* a new key */
+    return pm_put(&c->memo, o, n);
+}
+
+static void memo_free(Copier *c)
+{
+    if (c->memo.s == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < c->memo.cap; i++)
+        if (c->memo.s[i].key)
+            Py_DECREF((PyObject *)c->memo.s[i].key);
+    pm_free(&c->memo, 1);
+}
+
+static destructor subtype_dealloc = NULL;  /* that of classes made by a class statement */
+
+static int solid_object(PyTypeObject *t)
+{
+    if (subtype_dealloc == NULL || t->tp_dealloc != subtype_dealloc)
+        return 0;  /* a C type, or one made from a spec (its fields are not slots) */
+    PyTypeObject *b = t;
+    while (b && (b->tp_flags & Py_TPFLAGS_HEAPTYPE))
+        b = b->tp_base;
+    return b == &PyBaseObject_Type && t->tp_alloc == PyType_GenericAlloc;
+}
+
+static int kind_of(Copier *c, PyTypeObject *t)
+{
+    PyObject *k = pm_get(&c->kinds, t);
+    if (k)
+        return (int)PyLong_AsLong(k);
+    int kind = K_FALLBACK;
+    Py_ssize_t n = PyTuple_GET_SIZE(c->shared_types);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *st = PyTuple_GET_ITEM(c->shared_types, i);
+        if (PyType_Check(st) && (PyType_IsSubtype(t, (PyTypeObject *)st)
+                                 || (st != (PyObject *)&PyType_Type
+                                     && PyType_IsSubtype(Py_TYPE(t), (PyTypeObject *)st)))) {
+            /* an instance of a shared type, or (for a metaclass other than
+               type, such as EnumType) a member of a class made by it */
+            kind = K_SHARE;
+            break;
+        }
+    }
+    if (kind != K_SHARE && (t->tp_flags & Py_TPFLAGS_HEAPTYPE) && solid_object(t)
+        && !PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException))
+        kind = K_INSTANCE;
+    Py_INCREF(t);  /* the map keeps the type alive as a key */
+    if (pm_put(&c->kinds, t, PyLong_FromLong(kind)) < 0)
+        return -1;
+    return kind;
+}
+
+static PyObject *cp_instance(Copier *c, PyObject *o, PyTypeObject *t)
+{
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    /* object.__new__: the allocation and the (managed) dict set up, no __init__ */
+    PyObject *n = PyBaseObject_Type.tp_new(t, empty, NULL);
+    Py_DECREF(empty);
+    if (n == NULL || memo_put(c, o, n) < 0)
+        return NULL;
+    PyObject *mro = t->tp_mro;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(mro); j++) {
+        PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, j);
+        if (!(b->tp_flags & Py_TPFLAGS_HEAPTYPE))
+            continue;
+        PyMemberDef *mp = (PyMemberDef *)(((char *)b) + Py_TYPE(b)->tp_basicsize);
+        for (Py_ssize_t i = 0; i < Py_SIZE(b); i++, mp++) {
+            if (mp->type != T_OBJECT_EX || (mp->flags & READONLY))
+                continue;
+            PyObject *v = *(PyObject **)((char *)o + mp->offset);
+            if (v == NULL)
+                continue;
+            PyObject *nv = cp(c, v);
+            if (nv == NULL) {
+                Py_DECREF(n);
+                return NULL;
+            }
+            PyObject **dst = (PyObject **)((char *)n + mp->offset);
+            Py_XSETREF(*dst, nv);
+        }
+    }
+    if (t->tp_dictoffset != 0 || (t->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+        PyObject *d = PyObject_GenericGetDict(o, NULL);
+        if (d == NULL) {
+            Py_DECREF(n);
+            return NULL;
+        }
+        PyObject *nd = cp(c, d);
+        Py_DECREF(d);
+        if (nd == NULL || PyObject_GenericSetDict(n, nd, NULL) < 0) {
+            Py_XDECREF(nd);
+            Py_DECREF(n);
+            return NULL;
+        }
+        Py_DECREF(nd);
+    }
+    return n;
+}
+
+static PyObject *cp_gen(Copier *c, PyObject *o)
+{
+    int8_t *state;
+    _PyInterpreterFrame *f = frame_of(o, &state);
+    if (f == NULL)
+        return NULL;
+    if (*state >= FRAME_COMPLETED) {
+        PyObject *n = PyObject_CallFunctionObjArgs(c->finished, PyGen_CheckExact(o) ? Py_True : Py_False, NULL);
+        if (n == NULL || memo_put(c, o, n) < 0)
+            return NULL;
+        return n;
+    }
+    if (*state != FRAME_CREATED && *state != FRAME_SUSPENDED) {
+        PyErr_SetString(PyExc_TypeError, "_frames: a running coroutine");
+        return NULL;
+    }
+    PyObject *func = cp(c, (PyObject *)f->f_func);
+    if (func == NULL)
+        return NULL;
+    PyObject *n = frames_new(NULL, func);
+    Py_DECREF(func);
+    if (n == NULL || memo_put(c, o, n) < 0 || PyList_Append(c->made, n) < 0)
+        return NULL;
+    int8_t *nstate;
+    _PyInterpreterFrame *nf = frame_of(n, &nstate);
+    int top = f->stacktop;
+    for (int i = 0; i < nf->stacktop; i++)
+        Py_CLEAR(nf->localsplus[i]);
+    nf->stacktop = 0;
+    for (int i = 0; i < top; i++) {
+        PyObject *v = f->localsplus[i];
+        PyObject *nv = NULL;
+        if (v != NULL && (nv = cp(c, v)) == NULL) {
+            nf->stacktop = i;
+            Py_DECREF(n);
+            return NULL;
+        }
+        nf->localsplus[i] = nv;
+        nf->stacktop = i + 1;
+    }
+    nf->stacktop = top;
+    nf->prev_instr = _PyCode_CODE(nf->f_code) + (f->prev_instr - _PyCode_CODE(f->f_code));
+    PyObject *exc = exc_of(o)->exc_value;
+    if (exc != NULL && exc != Py_None) {
+        PyObject *ne = cp(c, exc);
+        if (ne == NULL) {
+            Py_DECREF(n);
+            return NULL;
+        }
+        Py_XSETREF(exc_of(n)->exc_value, ne);
+    }
+    *nstate = *state;
+    return n;
+}
+
+static PyObject *cp(Copier *c, PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type || t == &PyUnicode_Type || o == Py_None || t == &PyBool_Type
+        || t == &PyFloat_Type || t == &PyBytes_Type || t == &PyComplex_Type
+        || t == &PyRange_Type || o == Py_Ellipsis)
+        return Py_NewRef(o);
+    PyObject *r = pm_get(&c->shared, o);
+    if (r)
+        return Py_NewRef(r);
+    r = pm_get(&c->memo, o);
+    if (r)
+        return Py_NewRef(r);
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        PyObject *items[64];
+        PyObject **it = n <= 64 ? items : PyMem_Malloc(n * sizeof(PyObject *));
+        int same = 1;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            it[i] = cp(c, PyTuple_GET_ITEM(o, i));
+            if (it[i] == NULL)
+                break;
+            same &= it[i] == PyTuple_GET_ITEM(o, i);
+        }
+        PyObject *res = NULL;
+        if (i == n) {
+            r = pm_get(&c->memo, o);  /* a cycle through the tuple made it already */
+            if (r) {
+                res = Py_NewRef(r);
+            } else if (same) {
+                res = Py_NewRef(o);
+            } else if ((res = PyTuple_New(n)) != NULL) {
+                for (Py_ssize_t j = 0; j < n; j++)
+                    PyTuple_SET_ITEM(res, j, Py_NewRef(it[j]));
+            }
+            if (res && memo_put(c, o, res) < 0)
+                Py_CLEAR(res);
+        }
+        for (Py_ssize_t j = 0; j < i; j++)
+            Py_DECREF(it[j]);
+        if (it != items)
+            PyMem_Free(it);
+        return res;
+    }
+    if (t == &PyList_Type) {
+        Py_ssize_t n = PyList_GET_SIZE(o);
+        PyObject *res = PyList_New(n);
+        if (res == NULL || memo_put(c, o, res) < 0)
+            return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = cp(c, PyList_GET_ITEM(o, i));
+            if (v == NULL) {
+                /* fill the rest so the list is valid */
+                for (Py_ssize_t j = i; j < n; j++)
+                    PyList_SET_ITEM(res, j, Py_NewRef(Py_None));
+                Py_DECREF(res);
+                return NULL;
+            }
+            PyList_SET_ITEM(res, i, v);
+        }
+        return res;
+    }
+    if (t == &PyDict_Type) {
+        PyObject *res = PyDict_New();
+        if (res == NULL || memo_put(c, o, res) < 0)
+            return NULL;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            PyObject *nk = cp(c, k);
+            PyObject *nv = nk ? cp(c, v) : NULL;
+            if (nv == NULL || PyDict_SetItem(res, nk, nv) < 0) {
+                Py_XDECREF(nk);
+                Py_XDECREF(nv);
+                Py_DECREF(res);
+                return NULL;
+            }
+            Py_DECREF(nk);
+            Py_DECREF(nv);
+        }
+        return res;
+    }
+    if (t == &PySet_Type || t == &PyFrozenSet_Type) {
+        PyObject *res = t == &PySet_Type ? PySet_New(NULL) : NULL;
+        PyObject *tmp = PyList_New(0);
+        if (tmp == NULL)
+            return NULL;
+        if (t == &PySet_Type && (res == NULL || memo_put(c, o, res) < 0)) {
+            Py_DECREF(tmp);
+            return NULL;
+        }
+        PyObject *iter = PyObject_GetIter(o), *item;
+        while (iter && (item = PyIter_Next(iter)) != NULL) {
+            PyObject *ni = cp(c, item);
+            Py_DECREF(item);
+            if (ni == NULL || PyList_Append(tmp, ni) < 0) {
+                Py_XDECREF(ni);
+                Py_DECREF(iter);
+                Py_DECREF(tmp);
+                Py_XDECREF(res);
+                return NULL;
+            }
+            Py_DECREF(ni);
+        }
+        Py_XDECREF(iter);
+        if (PyErr_Occurred()) {
+            Py_DECREF(tmp);
+            Py_XDECREF(res);
+            return NULL;
+        }
+        if (t == &PySet_Type) {
+            if (_PySet_Update(res, tmp) < 0) {
+                Py_DECREF(tmp);
+                Py_DECREF(res);
+                return NULL;
+            }
+        } else {
+            res = PyFrozenSet_New(tmp);
+            if (res == NULL || memo_put(c, o, res) < 0) {
+                Py_DECREF(tmp);
+                return NULL;
+            }
+        }
+        Py_DECREF(tmp);
+        return res;
+    }
+    if (t == &PyCell_Type) {
+        PyObject *res = PyCell_New(NULL);
+        if (res == NULL || memo_put(c, o, res) < 0)
+            return NULL;
+        PyObject *v = PyCell_GET(o);
+        if (v != NULL) {
+            PyObject *nv = cp(c, v);
+            if (nv == NULL) {
+                Py_DECREF(res);
+                return NULL;
+            }
+            PyCell_SET(res, nv);
+        }
+        return res;
+    }
+    if (t == &PyFunction_Type) {
+        PyFunctionObject *fo = (PyFunctionObject *)o;
+        if (fo->func_closure == NULL)
+            return Py_NewRef(o);
+        PyObject *res = PyFunction_NewWithQualName(fo->func_code, fo->func_globals, fo->func_qualname);
+        if (res == NULL || memo_put(c, o, res) < 0)
+            return NULL;
+        PyFunctionObject *nf = (PyFunctionObject *)res;
+        Py_XSETREF(nf->func_name, Py_NewRef(fo->func_name));
+        PyObject *cl = cp(c, fo->func_closure);
+        if (cl == NULL) {
+            Py_DECREF(res);
+            return NULL;
+        }
+        Py_XSETREF(nf->func_closure, cl);
+        if (fo->func_defaults) {
+            PyObject *d = cp(c, fo->func_defaults);
+            if (d == NULL) { Py_DECREF(res); return NULL; }
+            Py_XSETREF(nf->func_defaults, d);
+        }
+        if (fo->func_kwdefaults) {
+            PyObject *d = cp(c, fo->func_kwdefaults);
+            if (d == NULL) { Py_DECREF(res); return NULL; }
+            Py_XSETREF(nf->func_kwdefaults, d);
+        }
+        if (fo->func_dict && PyDict_GET_SIZE(fo->func_dict)) {
+            PyObject *d = cp(c, fo->func_dict);
+            if (d == NULL) { Py_DECREF(res); return NULL; }
+            Py_XSETREF(nf->func_dict, d);
+        }
+        return res;
+    }
+    if (t == &PyMethod_Type) {
+        PyObject *fn = cp(c, PyMethod_GET_FUNCTION(o));
+        PyObject *self = fn ? cp(c, PyMethod_GET_SELF(o)) : NULL;
+        PyObject *res = self ? PyMethod_New(fn, self) : NULL;
+        Py_XDECREF(fn);
+        Py_XDECREF(self);
+        if (res && memo_put(c, o, res) < 0)
+            Py_CLEAR(res);
+        return res;
+    }
+    if (t == &PyCoro_Type || t == &PyGen_Type)
+        return cp_gen(c, o);
+    if (PyCFunction_Check(o)) {
+        PyObject *self = PyCFunction_GET_SELF(o);
+        if (self == NULL || PyModule_Check(self))
+            return Py_NewRef(o);
+        /* a C method bound to an object: the same method of its copy */
+        PyObject *ns = cp(c, self);
+        if (ns == NULL)
+            return NULL;
+        PyObject *res = PyObject_GetAttrString(ns, ((PyCFunctionObject *)o)->m_ml->ml_name);
+        Py_DECREF(ns);
+        if (res && memo_put(c, o, res) < 0)
+            Py_CLEAR(res);
+        return res;
+    }
+    if (PyType_Check(o) || PyModule_Check(o) || PyCode_Check(o))
+        return Py_NewRef(o);
+    int kind = kind_of(c, t);
+    if (kind < 0)
+        return NULL;
+    if (kind == K_SHARE)
+        return Py_NewRef(o);
+    if (kind == K_INSTANCE)
+        return cp_instance(c, o, t);
+    PyObject *res = PyObject_CallFunctionObjArgs(c->fallback, o, (PyObject *)c, NULL);
+    if (res && pm_get(&c->memo, o) == NULL && memo_put(c, o, res) < 0)
+        Py_CLEAR(res);
+    return res;
+}
+
+static PyObject *Copier_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *types, *fallback, *finished, *probe;
+    if (!PyArg_ParseTuple(args, "O!OOO!", &PyTuple_Type, &types, &fallback, &finished,
+                          &PyType_Type, &probe))
+        return NULL;
+    if (!(((PyTypeObject *)probe)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "Copier: the probe must be a class made by a class statement");
+        return NULL;
+    }
+    subtype_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
+    Copier *c = (Copier *)type->tp_alloc(type, 0);
+    if (c == NULL)
+        return NULL;
+    if (pm_init(&c->shared, 1024) < 0 || pm_init(&c->kinds, 256) < 0) {
+        Py_DECREF(c);
+        return PyErr_NoMemory();
+    }
+    c->shared_types = Py_NewRef(types);
+    c->fallback = Py_NewRef(fallback);
+    c->finished = Py_NewRef(finished);
+    c->made = Py_NewRef(Py_None);
+    return (PyObject *)c;
+}
+
+static void Copier_dealloc(Copier *c)
+{
+    /* kinds' keys are types we took a reference to */
+    if (c->kinds.s)
+        for (Py_ssize_t i = 0; i < c->kinds.cap; i++)
+            if (c->kinds.s[i].key)
+                Py_DECREF((PyObject *)c->kinds.s[i].key);
+    pm_free(&c->kinds, 1);
+    pm_free(&c->shared, 1);
+    memo_free(c);
+    Py_XDECREF(c->shared_types);
+    Py_XDECREF(c->fallback);
+    Py_XDECREF(c->finished);
+    Py_XDECREF(c->made);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyObject *Copier_share(Copier *c, PyObject *o)
+{
+    if (pm_get(&c->shared, o) == NULL && pm_put(&c->shared, o, Py_NewRef(o)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Copier_is_shared(Copier *c, PyObject *o)
+{
+    return PyBool_FromLong(pm_get(&c->shared, o) != NULL);
+}
+
+/* copy(obj) -> (copy, coroutines made) */
+static PyObject *Copier_copy(Copier *c, PyObject *o)
+{
+    if (c->copying) {
+        PyErr_SetString(PyExc_RuntimeError, "Copier.copy: already copying (use sub)");
+        return NULL;
+    }
+    if (pm_init(&c->memo, 256) < 0)
+        return PyErr_NoMemory();
+    PyObject *made = PyList_New(0);
+    if (made == NULL)
+        return NULL;
+    Py_XSETREF(c->made, made);
+    c->copying = 1;
+    PyObject *res = cp(c, o);
+    c->copying = 0;
+    memo_free(c);
+    made = c->made;
+    c->made = Py_NewRef(Py_None);
+    if (res == NULL) {
+        /* the coroutines of a failed copy must not run their finally blocks */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(made); i++) {
+            int8_t *st;
+            if (frame_of(PyList_GET_ITEM(made, i), &st) && *st < FRAME_COMPLETED)
+                *st = FRAME_COMPLETED;
+        }
+        Py_DECREF(made);
+        return NULL;
+    }
+    PyObject *out = PyTuple_Pack(2, res, made);
+    Py_DECREF(res);
+    Py_DECREF(made);
+    return out;
+}
+
+static PyObject *Copier_sub(Copier *c, PyObject *o)
+{
+    if (!c->copying) {
+        PyErr_SetString(PyExc_RuntimeError, "Copier.sub: only within copy");
+        return NULL;
+    }
+    return cp(c, o);
+}
+
+static PyObject *Copier_remember(Copier *c, PyObject *args)
+{
+    PyObject *o, *n;
+    if (!PyArg_ParseTuple(args, "OO", &o, &n))
+        return NULL;
+    if (!c->copying) {
+        PyErr_SetString(PyExc_RuntimeError, "Copier.remember: only within copy");
+        return NULL;
+    }
+    if (memo_put(c, o, n) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Copier_methods[] = {
+    {"share", (PyCFunction)Copier_share, METH_O, "Share an object (never copy it)."},
+    {"is_shared", (PyCFunction)Copier_is_shared, METH_O, "Whether an object is shared."},
+    {"copy", (PyCFunction)Copier_copy, METH_O, "(copy, coroutines made) of an object graph."},
+    {"sub", (PyCFunction)Copier_sub, METH_O, "Copy a part within the current copy."},
+    {"remember", (PyCFunction)Copier_remember, METH_VARARGS, "Record orig -> copy."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CopierType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pervma.sched._frames.Copier",
+    .tp_basicsize = sizeof(Copier),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Copier_new,
+    .tp_dealloc = (destructor)Copier_dealloc,
+    .tp_methods = Copier_methods,
+};
+
+static PyObject *frames_kill(PyObject *self, PyObject *gens)
+{
+    PyObject *it = PyObject_GetIter(gens), *g;
+    if (it == NULL)
+        return NULL;
+    while ((g = PyIter_Next(it)) != NULL) {
+        int8_t *st;
+        if (frame_of(g, &st) && *st < FRAME_COMPLETED)
+            *st = FRAME_COMPLETED;
+        PyErr_Clear();
+        Py_DECREF(g);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"set_null", frames_set_null, METH_O, "The object that stands for an empty slot."},
     {"save", frames_save, METH_O, "The state of a suspended coroutine or generator."},
     {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function."},
     {"load", frames_load, METH_VARARGS, "Put a saved state into a fresh coroutine."},
+    {"kill", frames_kill, METH_O, "Mark coroutines finished without running them (a dropped copy's)."},
     {NULL, NULL, 0, NULL},
 };
 #else
@@ -201,7 +832,18 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__frames(void)
 {
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-    return PyModule_Create(&module);
+    if (PyType_Ready(&CopierType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CopierType);
+    if (PyModule_AddObject(m, "Copier", (PyObject *)&CopierType) < 0) {
+        Py_DECREF(&CopierType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 #else
     PyErr_SetString(PyExc_ImportError, "_frames is built for CPython 3.11 only");
     return NULL;

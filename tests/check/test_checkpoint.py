@@ -1,0 +1,194 @@
+"""Checkpoints (pervma.check.checkpoint) and the copier under them
+(pervma.check.template.Sharing, pervma.sched._frames.Copier): a restored
+execution is the state a replay reaches, step for step, and a search with
+checkpoints explores exactly what one without explores."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+
+from pervma import Config
+from pervma.check import stateful
+from pervma.check.catalogue import get_bug
+from pervma.check.engine import close_executor
+from pervma.check.scenario import all_scenarios, get_scenario
+from pervma.check.search import Budget, Runner, Stats
+from pervma.check.template import Sharing
+from pervma.sched.statekey import state_key
+
+PRESETS = ["legacy", "universal", "universal-up", "universal-up-nopreempt"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_restored_execution_goes_on_as_a_replayed_one(preset: str) -> None:
+    """Every scenario of the library: run a random prefix, checkpoint it,
+    then drive the restored copy and a replay of the prefix with the same
+    random choices; every event's accesses and clock, every state key and
+    the outcome agree."""
+    cfg = Config.preset(preset)
+    for n, sc in enumerate(all_scenarios()):
+        if preset not in sc.presets:
+            continue
+        r = Runner(sc, cfg)
+        rnd = random.Random(n)
+        run = r.execution()
+        for _ in range(rnd.randrange(1, 40)):
+            en = run.runnable()
+            if not en:
+                break
+            run.take(rnd.choice(en))
+        ck = r.save(run)
+        assert ck is not None, f"{sc.name}: its execution could not be copied"
+        assert ck.depth == len(run.events)
+        a, b = r.resume(ck), r.execution()
+        for ev in run.events:
+            b.retake(ev)
+        close_executor(run.ex)
+        assert state_key(a.ex.tasks) == state_key(b.ex.tasks), sc.name
+        while True:
+            en = a.runnable()
+            assert en == b.runnable(), sc.name
+            if not en:
+                break
+            t = rnd.choice(en)
+            x, y = a.take(t), b.take(t)
+            assert (x.acc, x.clock) == (y.acc, y.clock), sc.name
+            assert state_key(a.ex.tasks) == state_key(b.ex.tasks), sc.name
+        assert a.end() == b.end(), sc.name
+        assert str(a.violation) == str(b.violation), sc.name
+        assert a.schedule == b.schedule
+
+
+def test_a_checkpoint_restores_again_and_again() -> None:
+    """A checkpoint is never run: each restore is a fresh copy, and running
+    one to the end changes neither the checkpoint nor the execution it was
+    taken from."""
+    r = Runner(get_scenario("fault-vs-munmap"), Config.preset("universal"))
+    run = r.execution()
+    for _ in range(6):
+        run.take(run.runnable()[0])
+    key = state_key(run.ex.tasks)
+    ck = r.save(run)
+    assert ck is not None
+    first = r.resume(ck)
+    assert first.inst.world is not run.inst.world
+    assert first.inst.world.kern is not run.inst.world.kern
+    while first.runnable():
+        first.take(first.runnable()[-1])
+    assert first.end() == "done"
+    second = r.resume(ck)
+    assert state_key(second.ex.tasks) == key == state_key(run.ex.tasks)
+    assert len(second.events) == 6 and second.events[0] is run.events[0]
+    close_executor(second.ex)
+    close_executor(run.ex)
+
+
+@pytest.mark.parametrize("name,preset,bug", [
+    ("spin-1f-m-r", "universal", None),
+    ("fault-vs-munmap", "universal-up", None),
+    ("vma-reuse-by-another-mm", "legacy", None),
+    ("detach-vs-transient-reader", "universal", "B18"),
+    ("fault-vs-munmap", "universal", "B13"),
+    ("stack-growth-vs-fault", "legacy", "B02"),
+    ("vma-reuse-by-another-mm", "universal", "B16"),
+])
+def test_searches_agree_with_and_without_checkpoints(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                     preset: str, bug: str | None) -> None:
+    cfg = Config.preset(preset)
+    if bug is not None:
+        cfg = cfg.with_bugs(get_bug(bug).id)
+    figures = []
+    for off in ("1", "0"):
+        monkeypatch.setenv("PERVMA_NO_CHECKPOINT", off)
+        r = Runner(get_scenario(name), cfg)
+        assert r.checkpoints == (off == "0")
+        st = stateful.explore_roots(r, Budget(max_executions=10**6), Stats("dpor"))
+        found = None if st.found is None else (st.found.kind, st.found.message, st.found.schedule)
+        figures.append((st.executions, st.pruned, st.states, st.revisits, st.steps, found))
+    assert figures[0] == figures[1]
+    assert (figures[0][5] is None) == (bug is None)
+
+
+# -- the copier ------------------------------------------------------------------
+class Node:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.peer: Node | None = None
+
+
+class Slotted:
+    __slots__ = ("a", "b")
+
+
+STATIC = Node("static")  # shared when named (the model's own globals always are)
+
+
+async def _suspend(box: list[int]) -> int:
+    class Step:
+        def __await__(self):  # type: ignore[no-untyped-def]
+            return (yield self)
+
+    total = 0
+    for i in range(3):  # a live list iterator on the frame's stack
+        total += await Step()
+        box.append(i)
+    return total
+
+
+def test_the_copier_keeps_structure_closures_and_coroutines() -> None:
+    from pervma.kernel.binder import binder_vm_ops
+
+    sh = Sharing([STATIC])
+    a, b = Node("a"), Node("b")
+    a.peer, b.peer = b, a  # a cycle
+    s = Slotted()
+    s.a, s.b = a, (1, "x")
+    box: list[int] = []
+
+    def reader() -> str:
+        return a.name  # a closure over a world object
+
+    coro = _suspend(box)
+    coro.send(None)
+    coro.send(10)
+    world = {"nodes": [a, b], "s": s, "reader": reader, "coro": coro, "static": STATIC,
+             "cb": functools.partial(print, a), "set": {1, 2}, "ops": binder_vm_ops}
+    new, coros = sh.copy(world)
+    assert new["coro"] in coros and len(coros) == 2  # and the awaited step's generator
+    assert new["ops"] is binder_vm_ops
+    na, nb = new["nodes"]
+    assert na is not a and na.peer is nb and nb.peer is na and na.name == "a"
+    assert new["s"].a is na and new["s"].b is s.b  # an immutable tuple of atoms is shared
+    assert new["static"] is STATIC
+    assert new["cb"].args[0] is na
+    na.name = "renamed"
+    assert new["reader"]() == "renamed" and reader() == "a"
+    nbox = new["coro"].cr_frame.f_locals["box"]
+    assert nbox == [0] and nbox is not box
+    with pytest.raises(StopIteration) as stop:
+        new["coro"].send(5)
+        new["coro"].send(7)
+    assert stop.value.value == 10 + 5 + 7 and nbox == [0, 1, 2] and box == [0]
+    coro.close()
+
+
+def test_temporaries_of_a_copy_do_not_alias() -> None:
+    """Two objects copied through __reduce_ex__ (their reduction tuples are
+    temporaries that die within the copy) each get their own copy."""
+    sh = Sharing()
+    x, y = Node("x"), Node("y")
+    parts = [functools.partial(str, x), functools.partial(repr, y)] * 3
+    new, _ = sh.copy(parts)
+    assert [p.func for p in new] == [str, repr] * 3
+    assert new[0].args[0].name == "x" and new[1].args[0].name == "y"
+    assert new[0] is new[2] and new[0].args[0] is not x
+
+
+def test_what_cannot_be_copied_raises() -> None:
+    import threading
+
+    with pytest.raises(TypeError):
+        Sharing().copy({"lock": threading.Lock()})
