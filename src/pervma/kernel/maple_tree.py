@@ -27,7 +27,7 @@ A B-tree of maple nodes, as lib/maple_tree.c keeps it in RCU mode
   not) does not.
 * Orderings (lib/maple_tree.c, 7.0): a walk reads the root and every slot
   with rcu_dereference_check() (mas_root(), mt_slot()), and the writer
-  publishes the new subtree with rcu_assign_pointer() (mas_replace_node()):
+  publishes the new subtree with rcu_assign_pointer() (mas_put_in_tree()):
   RCU_DEREFERENCE and RCU_ASSIGN steps.
 """
 

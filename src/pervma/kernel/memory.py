@@ -524,7 +524,8 @@ async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     check_fault_vma(vmf, "handle_mm_fault")
     mm = vma.vm_mm
     vpn = vmf.vpn
-    await Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte", order=Order.ONCE)
+    await Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte", None, None, False, None, False,
+             _ONCE)  # ptep_get_lockless()
     pte = mm.pgtable.get(vpn)
     if pte is None:
         if vma.is_anonymous():
