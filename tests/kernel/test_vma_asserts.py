@@ -84,9 +84,9 @@ def test_mprotect_storing_flags_before_vma_start_write_is_caught_at_vm_flags_res
     # The edit: the flags are stored, then the VMA is write-locked.
     bad = edited(mprotect_mod, "mprotect_fixup",
                  ("    await vma_start_write(vma)\n"
-                  "    await vma_write_fields(vma, \"vm_flags_reset_once\")\n"
+                  "    await vma_write_fields(vma, \"vm_flags_reset_once\", Order.ONCE)\n"
                   "    vm_flags_reset_once(vma, newflags)\n",
-                  "    await vma_write_fields(vma, \"vm_flags_reset_once\")\n"
+                  "    await vma_write_fields(vma, \"vm_flags_reset_once\", Order.ONCE)\n"
                   "    vm_flags_reset_once(vma, newflags)\n"
                   "    await vma_start_write(vma)\n"))
     monkeypatch.setattr(mprotect_mod, "mprotect_fixup", bad)

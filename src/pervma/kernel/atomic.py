@@ -1,8 +1,15 @@
 """atomic_t, refcount_t and seqcount_t.
 
 Each operation is one awaited step on the variable's location, so a driver
-may run another CPU between any two of them.  Orderings (acquire/release)
-are not modelled separately: exploration is sequentially consistent.
+may run another CPU between any two of them.  Each step carries the memory
+ordering the kernel gives the operation (``pervma.sched.order``), checked
+against Linux 7.0: include/linux/atomic/atomic-instrumented.h and
+Documentation/atomic_t.txt for atomic_t (value-returning RMWs fully ordered,
+the rest relaxed), include/linux/refcount.h and
+Documentation/core-api/refcount-vs-atomic.rst for refcount_t (no full
+barriers), include/linux/seqlock.h for seqcount_t.  A call site whose C
+primitive differs from the method's default passes ``order=``.  Exploration
+under sequential consistency ignores the orders.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from pervma.sched import Op, read, rmw, violation, write
+from pervma.sched.order import Order
 
 UINT_MAX = 0xFFFFFFFF
 REFCOUNT_SATURATED = 0xC0000000
@@ -25,37 +33,49 @@ class Atomic:
         self.counter = value
         self._rmw_steps: dict[str, Op] = {}
 
-    def _rmw(self, label: str) -> Op:
-        """``rmw(self.loc, label)``, made once per label: a read-modify-write
-        of this variable at one call site is the same step every time."""
+    def _rmw(self, label: str, order: Order) -> Op:
+        """``rmw(self.loc, label, order)``, made once per label: a
+        read-modify-write of this variable at one call site is the same step
+        (with the same ordering) every time."""
         op = self._rmw_steps.get(label)
         if op is None:
-            op = self._rmw_steps[label] = rmw(self.loc, label)
+            op = self._rmw_steps[label] = rmw(self.loc, label, order)
         return op
 
-    async def read(self, label: str = "atomic_read") -> int:
-        await read(self.loc, label)
+    async def read(self, label: str = "atomic_read", order: Order = Order.ONCE) -> int:
+        """atomic_read(): READ_ONCE() of the counter."""
+        await read(self.loc, label, order)
         return self.counter
 
-    async def set(self, value: int, label: str = "atomic_set") -> None:
-        await write(self.loc, label)
+    async def set(self, value: int, label: str = "atomic_set", order: Order = Order.ONCE) -> None:
+        """atomic_set(): WRITE_ONCE() of the counter."""
+        await write(self.loc, label, order)
         self.counter = value
 
-    async def add_return(self, delta: int, label: str = "atomic_add_return") -> int:
-        await self._rmw(label)
+    async def add_return(self, delta: int, label: str = "atomic_add_return",
+                         order: Order = Order.FULL) -> int:
+        """atomic_add_return() and the value-returning forms built on it
+        (atomic_dec_and_test()): fully ordered.  atomic_inc()/atomic_dec(),
+        which return nothing, are relaxed: their call sites say so."""
+        await self._rmw(label, order)
         self.counter += delta
         return self.counter
 
-    async def add_unless(self, delta: int, unless: int, label: str = "atomic_add_unless") -> bool:
-        """atomic_add_unless() (atomic_inc_not_zero() with 1, 0): one step."""
-        await self._rmw(label)
+    async def add_unless(self, delta: int, unless: int, label: str = "atomic_add_unless",
+                         order: Order = Order.FULL) -> bool:
+        """atomic_add_unless() (atomic_inc_not_zero() with 1, 0): one step,
+        fully ordered when it adds (atomic_t.txt: a failed conditional RMW
+        is unordered)."""
+        await self._rmw(label, order)
         if self.counter == unless:
             return False
         self.counter += delta
         return True
 
-    async def cmpxchg(self, old: int, new: int, label: str = "atomic_cmpxchg") -> int:
-        await self._rmw(label)
+    async def cmpxchg(self, old: int, new: int, label: str = "atomic_cmpxchg",
+                      order: Order = Order.FULL) -> int:
+        """atomic_cmpxchg(): fully ordered when it succeeds."""
+        await self._rmw(label, order)
         cur = self.counter
         if cur == old:
             self.counter = new
@@ -79,10 +99,13 @@ class Refcount(Atomic):
 
     async def inc_not_zero_limited(self, limit: int, label: str,
                                    allow_zero: bool = False) -> tuple[bool, int]:
-        """``__refcount_inc_not_zero_limited_acquire``: increment unless the
-        count is 0 or the result would exceed ``limit``; returns (ok, old).
-        ``allow_zero`` weakens it to a plain bounded increment."""
-        await self._rmw(label)
+        """``__refcount_inc_not_zero_limited_acquire`` (include/linux/refcount.h,
+        7.0): increment unless the count is 0 or the result would exceed
+        ``limit``; returns (ok, old).  An atomic_try_cmpxchg_acquire() loop:
+        ACQUIRE on success (refcount-vs-atomic.rst, "increment-based RMW ops
+        with acquire ordering").  ``allow_zero`` weakens it to a plain
+        bounded increment."""
+        await self._rmw(label, Order.ACQUIRE)
         old = self.counter
         if (old == 0 and not allow_zero) or old + 1 > limit:
             return False, old
@@ -90,8 +113,10 @@ class Refcount(Atomic):
         return True, old
 
     async def add_not_zero(self, delta: int, label: str) -> tuple[bool, int]:
-        """``__refcount_add_not_zero``: add unless 0; returns (ok, old)."""
-        await self._rmw(label)
+        """``__refcount_add_not_zero`` (7.0): add unless 0; returns (ok, old).
+        atomic_try_cmpxchg_relaxed(): no barrier, only a control dependency
+        on success orders later stores (refcount-vs-atomic.rst)."""
+        await self._rmw(label, Order.CTRL)
         old = self.counter
         if old == 0:
             return False, old
@@ -99,23 +124,38 @@ class Refcount(Atomic):
         self._check(label)
         return True, old
 
-    async def sub_return(self, delta: int, label: str) -> int:
-        """``__refcount_sub_and_test`` returning the new value (0 = reached zero)."""
-        await self._rmw(label)
+    async def sub_return(self, delta: int, label: str,
+                         order: Order = Order.RELEASE_ACQUIRE) -> int:
+        """``__refcount_sub_and_test`` returning the new value (0 = reached
+        zero): atomic_fetch_sub_release(), then smp_acquire__after_ctrl_dep()
+        when it reached zero: RELEASE, plus ACQUIRE on success
+        (refcount-vs-atomic.rst).  ``order`` is for an atomic_t the model
+        keeps as a refcount (mmdrop()'s atomic_dec_and_test(): FULL)."""
+        await self._rmw(label, order)
         self.counter -= delta
         self._check(label)
         return self.counter
 
-    async def dec_and_test(self, label: str) -> bool:
-        return await self.sub_return(1, label) == 0
+    async def dec_and_test(self, label: str, order: Order = Order.RELEASE_ACQUIRE) -> bool:
+        """``refcount_dec_and_test``: as :meth:`sub_return`."""
+        return await self.sub_return(1, label, order) == 0
 
     async def set_release(self, value: int, label: str) -> None:
-        await write(self.loc, label)
+        """``refcount_set_release`` (7.0): atomic_set_release(), RELEASE."""
+        await write(self.loc, label, Order.RELEASE)
         self.counter = value
 
 
 class SeqCount:
-    """seqcount_t as mm_lock_seq uses it: odd while a write section is open."""
+    """seqcount_t as mm_lock_seq uses it: odd while a write section is open.
+
+    Orderings of include/linux/seqlock.h (7.0): the write side increments
+    the sequence (plain C inside a KCSAN atomic region, treated as marked)
+    with smp_wmb() after it at begin and before it at end; a reader's
+    snapshot (raw_read_seqcount(), raw_seqcount_try_begin()) is
+    smp_load_acquire() of the sequence (__seqprop_sequence()), and
+    read_seqcount_retry() is smp_rmb() then READ_ONCE().
+    """
 
     __slots__ = ("loc", "sequence")
 
@@ -124,22 +164,28 @@ class SeqCount:
         self.sequence = 0
 
     async def write_begin(self, label: str = "raw_write_seqcount_begin") -> None:
-        await write(self.loc, label)
+        """do_raw_write_seqcount_begin(): ``sequence++; smp_wmb();``."""
+        await write(self.loc, label, Order.ONCE_WMB)
         self.sequence = (self.sequence + 1) & UINT_MAX
 
     async def write_end(self, label: str = "raw_write_seqcount_end") -> None:
-        await write(self.loc, label)
+        """do_raw_write_seqcount_end(): ``smp_wmb(); sequence++;``: the
+        write-side "release" readers' acquire snapshot pairs with."""
+        await write(self.loc, label, Order.WMB_ONCE)
         self.sequence = (self.sequence + 1) & UINT_MAX
 
     async def raw_read(self, label: str = "raw_read_seqcount") -> int:
-        await read(self.loc, label)
+        """raw_read_seqcount(): an acquire load of the sequence."""
+        await read(self.loc, label, Order.ACQUIRE)
         return self.sequence
 
     async def try_begin(self, label: str = "raw_seqcount_try_begin") -> tuple[bool, int]:
-        await read(self.loc, label)
+        """raw_seqcount_try_begin(): raw_read_seqcount(), ACQUIRE."""
+        await read(self.loc, label, Order.ACQUIRE)
         s = self.sequence
         return (s & 1) == 0, s
 
     async def retry(self, start: int, label: str = "read_seqcount_retry") -> bool:
-        await read(self.loc, label)
+        """read_seqcount_retry(): ``smp_rmb(); READ_ONCE(sequence)``."""
+        await read(self.loc, label, Order.RMB_ONCE)
         return self.sequence != start

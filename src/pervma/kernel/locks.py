@@ -1,5 +1,12 @@
 """spinlock_t, rw_semaphore and rcuwait.
 
+Orderings (Linux 7.0): taking a lock is an acquire and dropping it a
+release (kernel/locking/spinlock.c, rwsem.c: the rwsem fast paths are
+atomic_long_try_cmpxchg_acquire() and atomic_long_add_return_release(); a
+waiter handed the lock acquires it).  rcuwait (include/linux/rcuwait.h,
+kernel/exit.c): the waiter's condition check follows set_current_state()'s
+full barrier, the waker's smp_mb() precedes its load of the waiting task.
+
 The rw_semaphore is writer-preferring with handoff: a new reader queues
 behind any waiter, and a release grants the lock to the head of the wait list
 (all queued readers at once when the head is a reader), so a woken waiter
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task, fatal_signal_pending, signal_loc
 from pervma.sched import acquire, block, preempt_disable, preempt_enable, read, release, rmw
+from pervma.sched.order import Order
 
 
 class SpinLock:
@@ -27,8 +35,9 @@ class SpinLock:
         self.name = name
         self.owner: TaskStruct | None = None
         # The two steps are the same every time: made once, awaited at each use.
-        self._lock_op = acquire(loc, f"spin_lock({name})", self._unlocked, sleeps=False)
-        self._unlock_op = release(loc, f"spin_unlock({name})")
+        self._lock_op = acquire(loc, f"spin_lock({name})", self._unlocked, sleeps=False,
+                                order=Order.LOCK_ACQUIRE)
+        self._unlock_op = release(loc, f"spin_unlock({name})", Order.LOCK_RELEASE)
 
     def _unlocked(self) -> bool:
         return self.owner is None
@@ -121,7 +130,7 @@ class RwSemaphore:
             def cond() -> bool:
                 return w.granted
         await block(self.loc, f"down_{kind}({self.name}) wait", cond,
-                    also=signal_loc(me) if killable else None)
+                    also=signal_loc(me) if killable else None, order=Order.LOCK_ACQUIRE)
         if not w.granted:
             self.wait_list.remove(w)
             self._wake()
@@ -134,7 +143,7 @@ class RwSemaphore:
         me = current_task()
         debug.might_sleep("kernel/locking/rwsem.c", "down_read", self.name)
         debug.lockdep_acquire(self.name, self, "read")
-        await acquire(self.loc, f"down_read({self.name})", sleeps=False)
+        await acquire(self.loc, f"down_read({self.name})", sleeps=False, order=Order.LOCK_ACQUIRE)
         if self.writer is None and not self.wait_list:
             self.readers.append(me)
             ret = 0
@@ -146,7 +155,8 @@ class RwSemaphore:
 
     async def down_read_trylock(self) -> bool:
         me = current_task()
-        await acquire(self.loc, f"down_read_trylock({self.name})", sleeps=False)
+        await acquire(self.loc, f"down_read_trylock({self.name})", sleeps=False,
+                      order=Order.LOCK_ACQUIRE)
         if self.writer is None and not self.wait_list:
             self.readers.append(me)
             debug.lockdep_acquire(self.name, self, "read", trylock=True)
@@ -158,7 +168,7 @@ class RwSemaphore:
         me = current_task()
         debug.might_sleep("kernel/locking/rwsem.c", "down_write", self.name)
         debug.lockdep_acquire(self.name, self, "write")
-        await acquire(self.loc, f"down_write({self.name})", sleeps=False)
+        await acquire(self.loc, f"down_write({self.name})", sleeps=False, order=Order.LOCK_ACQUIRE)
         if self.writer is None and not self.readers and not self.wait_list:
             self.writer = me
             ret = 0
@@ -172,7 +182,7 @@ class RwSemaphore:
         me = current_task()
         if me not in self.readers:
             debug.report("BUG: bad unlock balance", f"up_read({self.name}) by {me.comm}, not a reader")
-        await release(self.loc, f"up_read({self.name})")
+        await release(self.loc, f"up_read({self.name})", Order.LOCK_RELEASE)
         self.readers.remove(me)
         debug.lockdep_release(self.name, self)
         self._wake()
@@ -181,7 +191,7 @@ class RwSemaphore:
         me = current_task()
         if self.writer is not me:
             debug.report("BUG: bad unlock balance", f"up_write({self.name}) by {me.comm}, not the owner")
-        await release(self.loc, f"up_write({self.name})")
+        await release(self.loc, f"up_write({self.name})", Order.LOCK_RELEASE)
         self.writer = None
         debug.lockdep_release(self.name, self)
         self._wake()
@@ -190,7 +200,7 @@ class RwSemaphore:
         me = current_task()
         if self.writer is not me:
             debug.report("BUG: bad unlock balance", f"downgrade_write({self.name}) by {me.comm}")
-        await release(self.loc, f"downgrade_write({self.name})")
+        await release(self.loc, f"downgrade_write({self.name})", Order.LOCK_RELEASE)
         self.writer = None
         self.readers.append(me)
         debug.lockdep_downgrade(self.name, self)
@@ -223,7 +233,7 @@ class RcuWait:
         if self.task is not None and self.task is not me:
             debug.report("WARNING: rcuwait", f"second waiter {me.comm} on {self.loc!r}")
         while True:
-            await read(cond_loc, f"{label}: check")
+            await read(cond_loc, f"{label}: check", Order.MB_ONCE)  # after set_current_state()
             self.task = me
             if cond():
                 self.task = None
@@ -234,9 +244,10 @@ class RcuWait:
             self.woken = False
             await block(self.loc, f"{label}: sleep",
                         lambda: self.woken or (killable and me.fatal_signal),
-                        also=signal_loc(me) if killable else None)
+                        also=signal_loc(me) if killable else None,
+                        order=Order.ACQUIRE)  # woken: ordered after the waker (try_to_wake_up)
 
     async def wake_up(self, label: str = "rcuwait_wake_up") -> None:
-        await rmw(self.loc, label)
+        await rmw(self.loc, label, Order.MB_ONCE)  # smp_mb(); rcu_dereference(w->task)
         if self.task is not None:
             self.woken = True

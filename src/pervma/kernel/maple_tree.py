@@ -25,6 +25,10 @@ A B-tree of maple nodes, as lib/maple_tree.c keeps it in RCU mode
   in-place slot stores, so node shapes after a history of stores differ
   from the kernel's; what readers can observe (old or new node, freed or
   not) does not.
+* Orderings (lib/maple_tree.c, 7.0): a walk reads the root and every slot
+  with rcu_dereference_check() (mas_root(), mt_slot()), and the writer
+  publishes the new subtree with rcu_assign_pointer() (mas_put_in_tree()):
+  RCU_DEREFERENCE and RCU_ASSIGN steps.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pervma.kernel.mm_types import VmAreaStruct
 from pervma.kernel.rcu import call_rcu
 from pervma.kernel.slab import KmemCache, SlabObject
 from pervma.sched import Op, read, write
+from pervma.sched.order import Order
 
 #: maple_range_64 nodes: slots per node, leaves and internal nodes alike.
 MAPLE_RANGE64_SLOTS = 16
@@ -110,7 +115,8 @@ class MapleTree:
     def __init__(self, mm_id: int, cache: KmemCache[MapleNode]) -> None:
         self.mm_id = mm_id
         self.loc = ("maple", mm_id)
-        self.walk_step = read(self.loc, "mas_walk: root")  # the same step at every walk
+        self.walk_step = read(self.loc, "mas_walk: root",  # the same step at every walk
+                              Order.RCU_DEREFERENCE)
         self.cache = cache
         self.root: MapleNode = self._leaf([], 0, MAPLE_MAX)
         self.stores = 0
@@ -122,7 +128,8 @@ class MapleTree:
         node = self.cache.alloc("mas_store")
         node.mm_id = self.mm_id
         node.min, node.max, node.leaf = lo, hi, leaf
-        node.walk_step = read(("maple_node", self.mm_id, node.slot), "mas_walk: node")
+        node.walk_step = read(("maple_node", self.mm_id, node.slot), "mas_walk: node",
+                              Order.RCU_DEREFERENCE)
         return node
 
     def _leaf(self, entries: list[Entry], lo: int, hi: int) -> MapleNode:
@@ -273,11 +280,12 @@ class MapleTree:
     async def _publish(self, path: list[tuple[MapleNode, int]], new: MapleNode, label: str) -> None:
         old = path[-1][0]
         if len(path) == 1:
-            await write(self.loc, label)
+            await write(self.loc, label, Order.RCU_ASSIGN)  # rcu_assign_pointer(ma_root)
             self.root = new
         else:
             parent, idx = path[-2]
-            await write(("maple_node", self.mm_id, parent.slot), label)  # rcu_assign_pointer
+            await write(("maple_node", self.mm_id, parent.slot), label,  # rcu_assign_pointer
+                        Order.RCU_ASSIGN)
             parent.children = parent.children[:idx] + (new,) + parent.children[idx + 1:]
         retired = [n for n in self._subtree_nodes(old) if not self._reachable(n, new)]
         call_rcu(functools.partial(_mt_free_rcu, self.cache, retired))
@@ -336,7 +344,7 @@ class MapleTree:
             if node.walk_step.label == node_label:
                 await node.walk_step
             else:
-                await read(("maple_node", self.mm_id, node.slot), node_label)
+                await read(("maple_node", self.mm_id, node.slot), node_label, Order.RCU_DEREFERENCE)
             if node.freed:  # KASAN's check inline, its report out of line
                 debug.kasan_check(node, label, "maple_node")
             if node.leaf:
@@ -358,7 +366,7 @@ class MapleTree:
         on to the next leaf while this one has none."""
         root_label, node_label = _walk_labels(label)
         while True:
-            await read(self.loc, root_label)
+            await read(self.loc, root_label, Order.RCU_DEREFERENCE)
             node = await self._descend(addr, label, node_label)
             i = bisect.bisect_right(node.starts, addr) - 1
             if i >= 0 and node.ends[i] > addr:
@@ -375,7 +383,7 @@ class MapleTree:
         root_label, node_label = _walk_labels("mas_prev")
         index = addr - 1 if addr else 0
         while True:
-            await read(self.loc, root_label)
+            await read(self.loc, root_label, Order.RCU_DEREFERENCE)
             node = await self._descend(index, "mas_prev", node_label)
             i = bisect.bisect_left(node.starts, addr) - 1
             if i >= 0:

@@ -42,6 +42,7 @@ from pervma.kernel.mmu_notifier import (
 from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_lock_write, anon_vma_unlock_write
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind, touch, work
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import File, MmStruct, VmAreaStruct
@@ -87,7 +88,8 @@ class VmFault:
 _VM_WRITE = VmFlags.VM_WRITE
 _VM_UFFD_MISSING = VmFlags.VM_UFFD_MISSING
 _VM_UFFD_WP = VmFlags.VM_UFFD_WP
-_ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc")
+# the buddy allocator's zone->lock / pcp-lock critical section, one step
+_ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc", order=Order.LOCKED)
 _CLEAR_PAGE = work("clear_page")
 
 
@@ -151,10 +153,16 @@ def pte_loc(mm: MmStruct, vpn: int) -> tuple[str, int, int]:
 
 
 _READ, _WRITE = OpKind.READ, OpKind.WRITE  # enum members looked up once (fault path)
+# Page-table entries are read and written with the generic accessors of
+# include/linux/pgtable.h (ptep_get(), ptep_get_lockless(), set_pte_at(),
+# ptep_get_and_clear()): READ_ONCE/WRITE_ONCE-like, single-copy atomic and
+# unordered (an architecture's xchg in ptep_get_and_clear is stronger).
+_ONCE = Order.ONCE
 
 
 async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str) -> None:
-    await Op(_WRITE, pte_loc(mm, vpn), label, None, "pte_install" if pte else None)
+    await Op(_WRITE, pte_loc(mm, vpn), label, None, "pte_install" if pte else None, False, None,
+             False, _ONCE)
     if pte is None:
         mm.pgtable.pop(vpn, None)
     else:
@@ -282,14 +290,14 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
         return VM_FAULT_SIGBUS
     mm = vma.vm_mm
     while True:
-        await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio")
+        await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio", order=Order.RCU_DEREFERENCE)
         page = file.pages.get(index)
         if page is None:
             if file.resident:
                 page = _new_cache_page(mm, file, index, "resident file page")
             elif file.shmem:
                 page = await alloc_page(mm)
-                await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache")
+                await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache", order=Order.RCU_ASSIGN)
                 if index in file.pages:
                     put_page(mm, page, "shmem_get_folio: raced")
                     page = file.pages[index]
@@ -356,7 +364,8 @@ async def _fault_done(vmf: VmFault, page: Page) -> None:
 
 
 async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
-    await Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio")
+    await Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio",
+             order=Order.RCU_ASSIGN)  # xas_store() publishes the slot
     page = file.pages.get(index)
     if page is None:
         page = _new_cache_page(mm, file, index, "filemap_add_folio")
@@ -515,7 +524,8 @@ async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
     check_fault_vma(vmf, "handle_mm_fault")
     mm = vma.vm_mm
     vpn = vmf.vpn
-    await Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte")
+    await Op(_READ, pte_loc(mm, vpn), "handle_pte_fault: read pte", None, None, False, None, False,
+             _ONCE)  # ptep_get_lockless()
     pte = mm.pgtable.get(vpn)
     if pte is None:
         if vma.is_anonymous():
@@ -563,7 +573,7 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
             page = pte.page
             # work="zap_page", also=the page (positional: a keyword call is slower)
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
-                     ("page", page.pfn))
+                     ("page", page.pfn), False, _ONCE)
             del pgtable[vpn]
             zap_present_page(mm, page)
             zapped += 1
@@ -609,7 +619,8 @@ async def zap_page_range_single(vma: VmAreaStruct, start: int, end: int) -> None
         await ptl.lock()
         for vpn in present_vpns(mm, addr, nxt):
             page = pgtable[vpn].page
-            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, ("page", page.pfn))
+            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, ("page", page.pfn),
+                     False, _ONCE)
             del pgtable[vpn]
             zap_present_page(mm, page)
             zapped += 1

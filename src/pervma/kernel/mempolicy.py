@@ -52,6 +52,7 @@ from pervma.kernel.pagewalk import PGWALK_RDLOCK, PGWALK_WRLOCK, MmWalk, MmWalkO
 from pervma.kernel.slab import SlabObject
 from pervma.kernel.syscalls import ULONG_MAX, c_ulong
 from pervma.sched import Op, OpKind, touch, work
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -217,7 +218,7 @@ async def get_vma_policy(vma: VmAreaStruct, addr: int) -> tuple[Mempolicy | None
     pol = __get_vma_policy(vma)
     if pol is None:
         return None, 0
-    await Op(_READ, ("mempolicy", pol.slot), "get_vma_policy: pol->mode")
+    await Op(_READ, ("mempolicy", pol.slot), "get_vma_policy: pol->mode", order=Order.PLAIN)
     if pol.freed:
         debug.kasan_check(pol, "get_vma_policy", "mempolicy")
     ilx = 0
@@ -366,7 +367,7 @@ async def vma_replace_policy(vma: VmAreaStruct, pol: Mempolicy | None) -> int:
     vma_assert_write_locked(vma)
     mm = vma.vm_mm
     new = mpol_dup(mm, pol)
-    await Op(OpKind.WRITE, ("vma", vma.slot), "vma_replace_policy")
+    await Op(OpKind.WRITE, ("vma", vma.slot), "vma_replace_policy", order=Order.PLAIN)
     old = vma.vm_policy
     vma.vm_policy = new
     mpol_put(mm, old, "vma_replace_policy")

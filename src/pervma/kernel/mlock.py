@@ -46,6 +46,7 @@ from pervma.kernel.pagewalk import PGWALK_WRLOCK_VERIFY, MmWalk, MmWalkOps, walk
 from pervma.kernel.syscalls import ULONG_MAX, c_int, c_ulong
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
 from pervma.sched import work
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -79,12 +80,12 @@ async def mlock_vma_pages_range(vma: VmAreaStruct, start: int, end: int, newflag
     if newflags & VM_LOCKED:
         newflags |= VmFlags.VM_IO
     await vma_start_write(vma)
-    await vma_write_fields(vma, "mlock_vma_pages_range: vm_flags_reset_once")
+    await vma_write_fields(vma, "mlock_vma_pages_range: vm_flags_reset_once", Order.ONCE)
     vm_flags_reset_once(vma, newflags)
     await walk_page_range(vma.vm_mm, start, end, mlock_walk_ops)
     if newflags & VmFlags.VM_IO:
         newflags &= ~VmFlags.VM_IO
-        await vma_write_fields(vma, "mlock_vma_pages_range: vm_flags_reset_once")
+        await vma_write_fields(vma, "mlock_vma_pages_range: vm_flags_reset_once", Order.ONCE)
         vm_flags_reset_once(vma, newflags)
 
 

@@ -17,6 +17,7 @@ from pervma.kernel.atomic import UINT_MAX, Atomic, Refcount, SeqCount
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
 from pervma.kernel.slab import SlabObject
 from pervma.sched import Op, OpKind
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.config import Config
@@ -218,15 +219,17 @@ class VmAreaStruct(SlabObject):
     def __str__(self) -> str:
         return f"vma#{self.slot}[{self.vm_start:#x}-{self.vm_end:#x}]"
 
-    def read_step(self, what: str, label: str, also: Hashable | None = None) -> Op:
-        """The READ step ``Op(READ, (what, slot), label, also=also)`` on this
-        VMA ("vma": its fields; "vm_lock_seq"), made once per label and
-        awaited at every use: the slot is the object's for good, and ``also``
-        (a reader's mm_lock_seq) is re-checked, as a recycled VMA may meet
-        another mm."""
+    def read_step(self, what: str, label: str, also: Hashable | None = None,
+                  order: Order = Order.UNSPECIFIED) -> Op:
+        """The READ step ``Op(READ, (what, slot), label, also=also, order=order)``
+        on this VMA ("vma": its fields; "vm_lock_seq"), made once per label
+        and awaited at every use: the slot is the object's for good, and
+        ``also`` (a reader's mm_lock_seq) is re-checked, as a recycled VMA may
+        meet another mm.  One label is one site, hence one ordering."""
         op = self.read_steps.get(label)
         if op is None or op.also is not also:
-            op = self.read_steps[label] = Op(_READ, (what, self.slot), label, None, None, False, also)
+            op = self.read_steps[label] = Op(_READ, (what, self.slot), label, None, None, False,
+                                             also, order=order)
         return op
 
     def locations(self) -> tuple[Hashable, ...]:

@@ -60,6 +60,7 @@ from pervma.kernel.vma import (
 )
 from pervma.kernel.vma_init import vm_area_alloc, vm_area_dup, vm_area_free
 from pervma.sched import work
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -267,7 +268,7 @@ async def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, v
         if vms.nr_accounted:
             vm_unacct_memory(mm.system, vms.nr_accounted)
     mm.total_vm += length >> PAGE_SHIFT
-    await vma_write_fields(vma, "vma_set_page_prot")
+    await vma_write_fields(vma, "vma_set_page_prot", Order.ONCE)
     return addr
 
 

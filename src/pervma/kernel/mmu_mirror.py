@@ -40,6 +40,7 @@ from pervma.kernel.mm_types import PAGE_SHIFT, Page, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_lock, mmap_read_unlock
 from pervma.kernel.mmu_notifier import MmuNotifier, MmuNotifierRange
 from pervma.sched import Op, OpKind, touch
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -72,7 +73,7 @@ class MmuMirror(MmuNotifier):
         lo, hi = rng.start >> PAGE_SHIFT, (rng.end + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
         gone = [v for v in sorted(self.spte) if lo <= v < hi]
         if gone:
-            await Op(OpKind.WRITE, self.loc, "mirror: kvm_unmap_gfn_range")
+            await Op(OpKind.WRITE, self.loc, "mirror: kvm_unmap_gfn_range", order=Order.PLAIN)
             for v in gone:
                 del self.spte[v]
         await self.lock.unlock()
@@ -91,7 +92,7 @@ class MmuMirror(MmuNotifier):
         """kvm_mmu_notifier_release(): drop every entry; no fault installs one
         afterwards."""
         await self.lock.lock()
-        await Op(OpKind.WRITE, self.loc, "mirror: release")
+        await Op(OpKind.WRITE, self.loc, "mirror: release", order=Order.PLAIN)
         self.spte.clear()
         self.released = True
         await self.lock.unlock()
@@ -140,7 +141,7 @@ async def mirror_fault(mirror: MmuMirror, address: int, write: bool) -> int:
         return -errno.EFAULT
     vpn = address >> PAGE_SHIFT
     while True:
-        await Op(OpKind.READ, mirror.loc, "mirror: read mmu_invalidate_seq")
+        await Op(OpKind.READ, mirror.loc, "mirror: read mmu_invalidate_seq", order=Order.ONCE_RMB)
         seq = mirror.invalidate_seq
         got = await mirror_gup(mm, address, write)
         if isinstance(got, int):
@@ -155,7 +156,7 @@ async def mirror_fault(mirror: MmuMirror, address: int, write: bool) -> int:
         if mirror.released:
             ret = -errno.EFAULT
         else:
-            await Op(OpKind.WRITE, mirror.loc, "mirror: install spte")
+            await Op(OpKind.WRITE, mirror.loc, "mirror: install spte", order=Order.PLAIN)
             mirror.spte[vpn] = (page, writable)
         await mirror.lock.unlock()
         put_page(mm, page, "mirror: kvm_release_page")
@@ -169,7 +170,7 @@ async def mirror_access(mirror: MmuMirror, address: int, write: bool, value: int
     write, or -EFAULT."""
     vpn, off = address >> PAGE_SHIFT, address & ((1 << PAGE_SHIFT) - 1)
     while True:
-        await Op(OpKind.WRITE if write else OpKind.READ, mirror.loc, "mirror: device access")
+        await Op(OpKind.WRITE if write else OpKind.READ, mirror.loc, "mirror: device access", order=Order.ONCE)
         entry = mirror.spte.get(vpn)
         if entry is not None and (entry[1] or not write):
             page = entry[0]

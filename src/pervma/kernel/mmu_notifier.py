@@ -45,6 +45,7 @@ from pervma.kernel.mmap_lock import (
     mmgrab,
 )
 from pervma.sched import Op, OpKind
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -164,7 +165,7 @@ async def __mmu_notifier_invalidate_range_start(rng: MmuNotifierRange) -> int:
     each subscriber; a blockable range cannot fail (the kernel WARNs)."""
     subs = rng.mm.notifier_subscriptions
     assert subs is not None
-    await Op(OpKind.READ, subscriptions_loc(rng.mm), "mn_hlist_invalidate_range_start")
+    await Op(OpKind.READ, subscriptions_loc(rng.mm), "mn_hlist_invalidate_range_start", order=Order.RCU_DEREFERENCE)
     ret = 0
     for sub in list(subs.list):
         r = await sub.invalidate_range_start(rng)
@@ -183,7 +184,7 @@ async def mmu_notifier_invalidate_range_end(rng: MmuNotifierRange) -> None:
         return
     debug.lockdep_acquire(RANGE_START_MAP, range_start_map, "write")
     subs = mm.notifier_subscriptions
-    await Op(OpKind.READ, subscriptions_loc(mm), "mn_hlist_invalidate_end")
+    await Op(OpKind.READ, subscriptions_loc(mm), "mn_hlist_invalidate_end", order=Order.RCU_DEREFERENCE)
     for sub in list(subs.list):
         await sub.invalidate_range_end(rng)
     debug.lockdep_release(RANGE_START_MAP, range_start_map)
@@ -196,11 +197,11 @@ async def mmu_notifier_release(mm: MmStruct) -> None:
     subs = mm.notifier_subscriptions
     if subs is None:
         return
-    await Op(OpKind.READ, subscriptions_loc(mm), "mn_hlist_release")
+    await Op(OpKind.READ, subscriptions_loc(mm), "mn_hlist_release", order=Order.RCU_DEREFERENCE)
     for sub in list(subs.list):
         await sub.release(mm)
     await subs.lock.lock()
-    await Op(OpKind.WRITE, subscriptions_loc(mm), "mn_hlist_release: hlist_del_init_rcu")
+    await Op(OpKind.WRITE, subscriptions_loc(mm), "mn_hlist_release: hlist_del_init_rcu", order=Order.ONCE)
     subs.list.clear()
     await subs.lock.unlock()
 
@@ -226,7 +227,7 @@ async def __mmu_notifier_register(subscription: MmuNotifier, mm: MmStruct) -> in
     if ret:
         return ret
     if subscriptions is not None:
-        await Op(OpKind.WRITE, subscriptions_loc(mm), "__mmu_notifier_register: smp_store_release")
+        await Op(OpKind.WRITE, subscriptions_loc(mm), "__mmu_notifier_register: smp_store_release", order=Order.RELEASE)
         mm.notifier_subscriptions = subscriptions
     await mmgrab(mm)
     subscription.mm = mm
@@ -234,7 +235,7 @@ async def __mmu_notifier_register(subscription: MmuNotifier, mm: MmStruct) -> in
     subs = mm.notifier_subscriptions
     assert subs is not None
     await subs.lock.lock()
-    await Op(OpKind.WRITE, subscriptions_loc(mm), "__mmu_notifier_register: hlist_add_head_rcu")
+    await Op(OpKind.WRITE, subscriptions_loc(mm), "__mmu_notifier_register: hlist_add_head_rcu", order=Order.RCU_ASSIGN)
     subs.list.insert(0, subscription)
     await subs.lock.unlock()
     await mm_drop_all_locks(mm)

@@ -27,6 +27,7 @@ from pervma.kernel.syscalls import ULONG_MAX, c_int_as_ulong, c_ulong
 from pervma.kernel.util import security_vm_enough_memory_mm, vm_unacct_memory
 from pervma.kernel.vma import vma_modify_flags, vma_write_fields
 from pervma.sched import work
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -65,7 +66,7 @@ async def mprotect_fixup(vma: VmAreaStruct, prev: VmAreaStruct | None, start: in
     if oldflags & VmFlags.VM_ACCOUNT and not newflags & VmFlags.VM_ACCOUNT:
         vm_unacct_memory(mm.system, nrpages)
     await vma_start_write(vma)
-    await vma_write_fields(vma, "vm_flags_reset_once")
+    await vma_write_fields(vma, "vm_flags_reset_once", Order.ONCE)
     vm_flags_reset_once(vma, newflags)
     # change_pmd_range() brackets the PTE updates with the notifier
     rng = mmu_notifier_range_init(MMU_NOTIFY_PROTECTION_VMA, 0, mm, start, end)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task
 from pervma.sched import block, preempt_disable, preempt_enable, touch, touch_read
+from pervma.sched.order import Order
 
 #: The grace-period state as the checker's dependency relation sees it.  A
 #: reader entering or leaving its outermost section reads it (readers never
@@ -114,5 +115,5 @@ async def synchronize_rcu() -> None:
     rcu = _rcu(tsk)
     touch(RCU_GP_LOC)
     gp = _GracePeriod(rcu._snapshot())
-    await block(("rcu",), "synchronize_rcu", gp.done)
+    await block(("rcu",), "synchronize_rcu", gp.done, order=Order.SYNC_RCU)
     rcu.grace_periods += 1

@@ -83,9 +83,11 @@ from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
 from pervma.sched import Op, OpKind, current, run_direct, work
+from pervma.sched.order import Order
 
 _USER_STORE = (OpKind.WRITE, "user store")
 _USER_LOAD = (OpKind.READ, "user load")
+_ONCE = Order.ONCE
 
 # A freshly exec'd x86_64 process with ASLR off.
 STACK_TOP = 0x7FFFFFFFF000
@@ -436,7 +438,7 @@ class Thread:
 
     async def kill(self) -> None:
         """Send this thread a fatal signal (a shared write: killable waits see it)."""
-        await Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}")
+        await Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}", order=Order.RELEASE)
         self.task.fatal_signal = True
 
     async def binder_mmap(self, npages: int) -> BinderAlloc:
@@ -528,8 +530,9 @@ class Thread:
         kind, label = (_USER_STORE if write else _USER_LOAD)
         while True:
             pte = pgtable.get(vpn)
+            # the MMU's walk of the PTE and the machine access: single-copy atomic, unordered
             await Op(kind, loc, label, None, None, False,
-                     ("page", pte.page.pfn) if pte is not None else None, True)
+                     ("page", pte.page.pfn) if pte is not None else None, True, _ONCE)
             pte = pgtable.get(vpn)
             if pte is not None and pte.readable and (pte.writable or not write):
                 page = pte.page

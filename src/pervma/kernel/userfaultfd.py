@@ -89,6 +89,7 @@ from pervma.kernel.userfaultfd_mm import (
     userfaultfd_reset_ctx,
 )
 from pervma.sched import Op, OpKind, block
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.memory import VmFault
@@ -235,7 +236,7 @@ def userfaultfd_ctx_get(ctx: UserfaultfdCtx) -> None:
 
 async def userfaultfd_ctx_put(ctx: UserfaultfdCtx) -> None:
     """The last reference drops the mm_count pin and frees the context."""
-    await Op(_RMW, ctx.loc, "userfaultfd_ctx_put")
+    await Op(_RMW, ctx.loc, "userfaultfd_ctx_put", order=Order.RELEASE_ACQUIRE)  # refcount_dec_and_test
     debug.kasan_check(ctx, "userfaultfd_ctx_put", "userfaultfd_ctx")
     ctx.refcount -= 1
     if ctx.refcount == 0:
@@ -278,7 +279,7 @@ async def userfaultfd_must_wait(ctx: UserfaultfdCtx, vmf: VmFault, reason: int) 
     """A lockless look at the PTE after queueing: a fill that installed it
     before the entry was visible would not wake us, so do not sleep."""
     mm = vmf.vma.vm_mm
-    await Op(_READ, pte_loc(mm, vmf.vpn), "userfaultfd_must_wait: ptep_get")
+    await Op(_READ, pte_loc(mm, vmf.vpn), "userfaultfd_must_wait: ptep_get", order=Order.ONCE)
     pte = mm.pgtable.get(vmf.vpn)
     if pte is None:
         return True
@@ -310,7 +311,7 @@ async def handle_userfault(vmf: VmFault, reason: int) -> int:
         return VM_FAULT_SIGBUS
     if vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
         return VM_FAULT_RETRY
-    await Op(_READ, ctx.loc, "handle_userfault: READ_ONCE(ctx->released)")
+    await Op(_READ, ctx.loc, "handle_userfault: READ_ONCE(ctx->released)", order=Order.ONCE)
     if ctx.released:
         await release_fault_lock(vmf)
         return VM_FAULT_RETRY
@@ -319,17 +320,17 @@ async def handle_userfault(vmf: VmFault, reason: int) -> int:
     if reason & VM_UFFD_WP:
         flags |= UFFD_PAGEFAULT_FLAG_WP
     uwq = UserfaultfdWaitQueue(vmf.address, flags, tsk.pid if ctx.features & UFFD_FEATURE_THREAD_ID else 0)
-    await Op(_RMW, ctx.wqh_loc, "handle_userfault: __add_wait_queue(fault_pending_wqh)")
+    await Op(_RMW, ctx.wqh_loc, "handle_userfault: __add_wait_queue(fault_pending_wqh)", order=Order.FULL)
     userfaultfd_ctx_get(ctx)
     ctx.fault_pending_wqh.append(uwq)
     must_wait = await userfaultfd_must_wait(ctx, vmf, reason)
     await release_fault_lock(vmf)
-    await Op(_READ, ctx.loc, "handle_userfault: READ_ONCE(ctx->released)")
+    await Op(_READ, ctx.loc, "handle_userfault: READ_ONCE(ctx->released)", order=Order.ONCE)
     if must_wait and not ctx.released:
         await block(ctx.wqh_loc, "handle_userfault: schedule()",
-                    lambda: uwq.waken or tsk.fatal_signal, also=signal_loc(tsk))
+                    lambda: uwq.waken or tsk.fatal_signal, also=signal_loc(tsk), order=Order.ACQUIRE)
     if not uwq.waken:  # list_empty_careful(): still queued (signal, or no need to wait)
-        await Op(_RMW, ctx.wqh_loc, "handle_userfault: list_del")
+        await Op(_RMW, ctx.wqh_loc, "handle_userfault: list_del", order=Order.LOCKED)
         for q in (ctx.fault_pending_wqh, ctx.fault_wqh):
             if uwq in q:
                 q.remove(uwq)
@@ -341,10 +342,10 @@ async def wake_userfault(ctx: UserfaultfdCtx, start: int, length: int) -> None:
     """wake_userfault(): a lockless waitqueue_active() look (the refile_seq
     loop) and, if anything waits, wake every entry in [start, start+length)
     of both queues under the lock (length 0: all), removing it (autoremove)."""
-    await Op(_READ, ctx.wqh_loc, "wake_userfault: waitqueue_active")
+    await Op(_READ, ctx.wqh_loc, "wake_userfault: waitqueue_active", order=Order.MB_ONCE)
     if not (ctx.fault_pending_wqh or ctx.fault_wqh):
         return
-    await Op(_RMW, ctx.wqh_loc, "__wake_userfault")
+    await Op(_RMW, ctx.wqh_loc, "__wake_userfault", order=Order.LOCKED)
     for q in (ctx.fault_pending_wqh, ctx.fault_wqh):
         for uwq in list(q):
             if length == 0 or start <= uwq.address < start + length:
@@ -359,12 +360,12 @@ async def userfaultfd_ctx_read(ctx: UserfaultfdCtx, no_wait: bool) -> dict[str, 
     or an event is queued."""
     tsk = current_task()
     while True:
-        await Op(_RMW, ctx.wqh_loc, "userfaultfd_ctx_read: find_userfault")
+        await Op(_RMW, ctx.wqh_loc, "userfaultfd_ctx_read: find_userfault", order=Order.LOCKED)
         if ctx.fault_pending_wqh:
             uwq = ctx.fault_pending_wqh.pop(0)
             ctx.fault_wqh.append(uwq)
             return uwq.msg()
-        await Op(_RMW, ctx.evt_loc, "userfaultfd_ctx_read: find_userfault_evt")
+        await Op(_RMW, ctx.evt_loc, "userfaultfd_ctx_read: find_userfault_evt", order=Order.LOCKED)
         if ctx.event_wqh:
             ewq = ctx.event_wqh[0]
             msg = dict(ewq.msg)
@@ -376,7 +377,7 @@ async def userfaultfd_ctx_read(ctx: UserfaultfdCtx, no_wait: bool) -> dict[str, 
             return -errno.EAGAIN
         await block(ctx.wqh_loc, "userfaultfd_ctx_read: schedule()",
                     lambda: bool(ctx.fault_pending_wqh or ctx.event_wqh) or tsk.fatal_signal,
-                    also=signal_loc(tsk))
+                    also=signal_loc(tsk), order=Order.ACQUIRE)
 
 
 # -- registration -----------------------------------------------------------------------
@@ -511,16 +512,16 @@ async def userfaultfd_release(ctx: UserfaultfdCtx) -> None:
     """Models userfaultfd_release() (close of the last fd): mark released,
     unregister every VMA of the context (userfaultfd_release_all, under the
     mmap write lock), wake every queued fault, drop the fd's reference."""
-    await Op(OpKind.WRITE, ctx.loc, "userfaultfd_release: WRITE_ONCE(ctx->released)")
+    await Op(OpKind.WRITE, ctx.loc, "userfaultfd_release: WRITE_ONCE(ctx->released)", order=Order.ONCE)
     ctx.released = True
     assert ctx.mm is not None
     await userfaultfd_release_all(ctx.mm, ctx)
-    await Op(_RMW, ctx.wqh_loc, "userfaultfd_release: __wake_up_locked_key(all)")
+    await Op(_RMW, ctx.wqh_loc, "userfaultfd_release: __wake_up_locked_key(all)", order=Order.LOCKED)
     for q in (ctx.fault_pending_wqh, ctx.fault_wqh):
         for uwq in q:
             uwq.waken = True
         q.clear()
-    await Op(_RMW, ctx.evt_loc, "userfaultfd_release: wake_up_all(event_wqh)")
+    await Op(_RMW, ctx.evt_loc, "userfaultfd_release: wake_up_all(event_wqh)", order=Order.LOCKED)
     await userfaultfd_ctx_put(ctx)
 
 
@@ -558,7 +559,7 @@ async def _mmap_changing_inc(ctx: UserfaultfdCtx) -> None:
     lock = ctx.map_changing_lock
     assert lock is not None
     await lock.down_write()
-    await Op(_RMW, ctx.evt_loc, "atomic_inc(ctx->mmap_changing)")
+    await Op(_RMW, ctx.evt_loc, "atomic_inc(ctx->mmap_changing)", order=Order.RELAXED)
     ctx.mmap_changing += 1
     await lock.up_write()
 
@@ -584,19 +585,19 @@ async def userfaultfd_event_wait_completion(ctx: UserfaultfdCtx, ewq: Userfaultf
     released or a fatal signal comes; then lower ``mmap_changing`` and drop
     the reference the prep took."""
     tsk = current_task()
-    await Op(_RMW, ctx.evt_loc, "userfaultfd_event_wait_completion: __add_wait_queue")
+    await Op(_RMW, ctx.evt_loc, "userfaultfd_event_wait_completion: __add_wait_queue", order=Order.LOCKED)
     ctx.event_wqh.append(ewq)
     while ewq.msg["event"]:
-        await Op(_READ, ctx.loc, "userfaultfd_event_wait_completion: READ_ONCE(ctx->released)")
+        await Op(_READ, ctx.loc, "userfaultfd_event_wait_completion: READ_ONCE(ctx->released)", order=Order.MB_ONCE)
         if ctx.released or fatal_signal_pending(tsk):
-            await Op(_RMW, ctx.evt_loc, "userfaultfd_event_wait_completion: __remove_wait_queue")
+            await Op(_RMW, ctx.evt_loc, "userfaultfd_event_wait_completion: __remove_wait_queue", order=Order.LOCKED)
             if ewq in ctx.event_wqh:
                 ctx.event_wqh.remove(ewq)
             break
         await block(ctx.evt_loc, "userfaultfd_event_wait_completion: schedule()",
                     lambda: not ewq.msg["event"] or ctx.released or tsk.fatal_signal,
-                    also=signal_loc(tsk))
-    await Op(_RMW, ctx.evt_loc, "atomic_dec(ctx->mmap_changing)")
+                    also=signal_loc(tsk), order=Order.ACQUIRE)
+    await Op(_RMW, ctx.evt_loc, "atomic_dec(ctx->mmap_changing)", order=Order.RELAXED)
     ctx.mmap_changing -= 1
     if ctx.mmap_changing < 0:
         debug.report("WARNING: userfaultfd_event_wait_completion", f"{ctx}: mmap_changing < 0")
@@ -634,7 +635,7 @@ def userfaultfd_event_complete(ctx: UserfaultfdCtx, ewq: UserfaultfdEvent) -> No
 
 async def mmap_changing_read(ctx: UserfaultfdCtx) -> bool:
     """atomic_read(&ctx->mmap_changing): an ioctl's lockless early check."""
-    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)")
+    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)", order=Order.ONCE)
     return bool(ctx.mmap_changing)
 
 
@@ -648,7 +649,7 @@ async def userfaultfd_api(ctx: UserfaultfdCtx, api: int, features: int) -> tuple
         features |= UFFD_FEATURE_WP_UNPOPULATED
     if features & ~UFFD_API_FEATURES:
         return -errno.EINVAL, 0, 0
-    await Op(_RMW, ctx.loc, "userfaultfd_api: cmpxchg(ctx->features)")
+    await Op(_RMW, ctx.loc, "userfaultfd_api: cmpxchg(ctx->features)", order=Order.FULL)
     if ctx.features:
         return -errno.EINVAL, 0, 0
     if features & _NOT_MODELLED_FEATURES:

@@ -48,6 +48,7 @@ from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.vma import vma_modify, vma_write_fields, vmg_from_vma
 from pervma.sched import Op, OpKind
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, Page, VmAreaStruct
@@ -64,7 +65,7 @@ _RMW, _READ = OpKind.RMW, OpKind.READ
 
 
 async def mmget_not_zero(mm: MmStruct) -> bool:
-    await Op(_RMW, mm.mm_users.loc, "mmget_not_zero")
+    await Op(_RMW, mm.mm_users.loc, "mmget_not_zero", order=Order.FULL)
     if mm.mm_users.counter == 0:
         return False
     mm.mm_users.counter += 1
@@ -294,7 +295,7 @@ async def map_changing_read_unlock(ctx: UserfaultfdCtx) -> None:
 
 async def mmap_changing_locked(ctx: UserfaultfdCtx) -> bool:
     """atomic_read(&ctx->mmap_changing) under map_changing_lock."""
-    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)")
+    await Op(_READ, ctx.evt_loc, "atomic_read(ctx->mmap_changing)", order=Order.ONCE)
     return bool(ctx.mmap_changing)
 
 
@@ -310,7 +311,7 @@ async def copy_from_user(src: int, nofault: bool) -> dict[int, int] | None:
     while True:
         pte = mm.pgtable.get(vpn)
         await Op(_READ, pte_loc(mm, vpn), "copy_from_user", None, "copy_page", False,
-                 ("page", pte.page.pfn) if pte is not None else None)
+                 ("page", pte.page.pfn) if pte is not None else None, order=Order.ONCE)
         pte = mm.pgtable.get(vpn)
         if pte is not None and pte.readable:
             debug.kasan_check(pte.page, "copy_from_user", "page")
@@ -593,10 +594,10 @@ async def move_pages_pte(ctx: UserfaultfdCtx, dst: VmAreaStruct, src: VmAreaStru
     are rechecked under both page-table locks before the move."""
     mm = dst.vm_mm
     dvpn, svpn = dst_addr >> PAGE_SHIFT, src_addr >> PAGE_SHIFT
-    await Op(_READ, pte_loc(mm, dvpn), "move_pages_ptes: dst pte")
+    await Op(_READ, pte_loc(mm, dvpn), "move_pages_ptes: dst pte", order=Order.ONCE)
     if dvpn in mm.pgtable:
         return -errno.EEXIST
-    await Op(_READ, pte_loc(mm, svpn), "move_pages_ptes: src pte")
+    await Op(_READ, pte_loc(mm, svpn), "move_pages_ptes: src pte", order=Order.ONCE)
     orig = mm.pgtable.get(svpn)
     if orig is None:
         return PAGE_SIZE if mode & UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES else -errno.ENOENT

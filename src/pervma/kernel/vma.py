@@ -41,6 +41,7 @@ from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import Op, OpKind
+from pervma.sched.order import Order
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -129,10 +130,13 @@ def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> None:
     vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
 
 
-async def vma_write_fields(vma: VmAreaStruct, label: str) -> None:
+async def vma_write_fields(vma: VmAreaStruct, label: str, order: Order = Order.PLAIN) -> None:
     """A modification of VMA fields a fault relies on (range, flags, prot):
-    one step, and the exclusion check (no reader may hold the VMA)."""
-    await Op(OpKind.WRITE, ("vma", vma.slot), label)
+    one step, and the exclusion check (no reader may hold the VMA).  Plain
+    C stores under the VMA write lock (vma_set_range(), vm_flags_set/clear/
+    reset()), except where 7.0 uses WRITE_ONCE() for lockless readers
+    (vm_flags_reset_once(), vma_set_page_prot()): those callers pass ONCE."""
+    await Op(OpKind.WRITE, ("vma", vma.slot), label, order=order)
     if vma.debug_readers > 0:
         debug.report("BUG: VMA modified while read-locked",
                      f"{label} changes {vma} while {vma.debug_readers} reader(s) hold its lock")

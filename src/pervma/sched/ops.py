@@ -14,6 +14,8 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from pervma.sched.order import Order
+
 
 class OpKind(enum.IntEnum):
     """What a step does to its shared location (dependency for DPOR)."""
@@ -43,7 +45,8 @@ class Op:
     steps: a thread whose pending op is not enabled is not runnable.
     ``work`` names a cost for the timed simulator (``"clear_page"``,
     ``"trap"``...) and ``sleeps`` marks steps at which a non-preemptible kernel
-    may switch (a real sleep: I/O, a blocked lock).
+    may switch (a real sleep: I/O, a blocked lock).  ``order`` is the memory
+    ordering the kernel gives the access (ignored under sequential consistency).
     """
 
     kind: OpKind
@@ -54,6 +57,7 @@ class Op:
     sleeps: bool = False
     also: Location | None = None  # a second location the same step touches
     user: bool = False  # taken in user mode (an access, or the entry of a trap/syscall)
+    order: Order = Order.UNSPECIFIED  # the kernel's memory ordering of the step (sched/order.py)
 
 
     def is_enabled(self) -> bool:
@@ -82,30 +86,31 @@ _READ, _WRITE, _RMW = OpKind.READ, OpKind.WRITE, OpKind.RMW
 _ACQUIRE, _RELEASE, _BLOCK, _LOCAL = OpKind.ACQUIRE, OpKind.RELEASE, OpKind.BLOCK, OpKind.LOCAL
 
 
-def read(loc: Location, label: str) -> Op:
-    return Op(_READ, loc, label)
+def read(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
+    return Op(_READ, loc, label, order=order)
 
 
-def write(loc: Location, label: str) -> Op:
-    return Op(_WRITE, loc, label)
+def write(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
+    return Op(_WRITE, loc, label, order=order)
 
 
-def rmw(loc: Location, label: str) -> Op:
-    return Op(_RMW, loc, label)
+def rmw(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
+    return Op(_RMW, loc, label, order=order)
 
 
 def acquire(loc: Location, label: str, enabled: Callable[[], bool] | None = None,
-            sleeps: bool = True) -> Op:
-    return Op(_ACQUIRE, loc, label, enabled, None, sleeps)
+            sleeps: bool = True, order: Order = Order.UNSPECIFIED) -> Op:
+    return Op(_ACQUIRE, loc, label, enabled, None, sleeps, order=order)
 
 
-def release(loc: Location, label: str) -> Op:
-    return Op(_RELEASE, loc, label)
+def release(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
+    return Op(_RELEASE, loc, label, order=order)
 
 
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
-          work: str | None = None, also: Location | None = None) -> Op:
-    return Op(_BLOCK, loc, label, enabled, work, True, also)
+          work: str | None = None, also: Location | None = None,
+          order: Order = Order.UNSPECIFIED) -> Op:
+    return Op(_BLOCK, loc, label, enabled, work, True, also, order=order)
 
 
 def work(name: str, label: str | None = None) -> Op:
