@@ -152,8 +152,14 @@ class Runner:
         return checkpoint.enabled() and type(self).execution is Runner.execution
 
     def save(self, run: Execution) -> Checkpoint | None:
-        """A checkpoint of ``run`` (None if it cannot be copied)."""
-        return None if self.sharing is None else Checkpoint.save(run, self.sharing)
+        """A checkpoint of ``run`` (None if it cannot be copied).  Only an
+        execution of a world the runner keeps a template of: such a world
+        holds everything its run records (a kernel scenario's results and
+        checks), while an instance without one (a toy) may record into
+        objects outside it, which a copy would duplicate."""
+        if self.sharing is None or self.template is None:
+            return None
+        return Checkpoint.save(run, self.sharing)
 
     def resume(self, ck: Checkpoint) -> Execution:
         """A live execution in the state ``ck`` saved: what :meth:`execution`
