@@ -114,7 +114,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             rows.append({"program": i, "violation": None if res.violation is None else
                          {"kind": res.violation[0], "message": res.violation[1]},
                          "executions": res.executions, "complete": res.complete,
-                         "new_racing_pairs": new,
+                         "new_racing_pairs": new, "finding": None,
                          "oracle": {"judged": res.oracle.judged, "skipped": res.oracle.skipped,
                                     "undecided": res.oracle.undecided}})
             if res.violation is not None:
