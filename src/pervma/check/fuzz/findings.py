@@ -11,8 +11,9 @@ exploration met a violation:
    the summary lists apart, since it is a violation of the correct model.
 2. **Signature**: the oracle (the violation's kind), the code site (the model
    function the check fired in: the innermost ``kernel/`` frame outside the
-   checks themselves; for a check made once the threads are done, such as
-   validate_mm, the check; for the serial-order oracle, the oracle) and the
+   checks and assertion helpers themselves; for a check made once the threads
+   are done, such as validate_mm, the check and its message without numbers;
+   for the serial-order oracle, the oracle) and the
    lock state (the lockdep classes and modes the violating thread held, RCU
    first).  Numbers, addresses and object ids are left out, so two programs
    that hit the same bug in the same place share a signature.
@@ -67,6 +68,10 @@ MINIMISE_CANDIDATES = 40
 #: attributed to the model function that called the check.
 _CHECK_FILES = frozenset({"debug.py", "lockdep.py"})
 
+#: Assertion helpers (mmap_assert_locked, vma_assert_detached, VM_BUG_ON...):
+#: the site is their caller.
+_CHECK_NAME = re.compile(r"assert|^VM_|^kasan")
+
 _NUMBER = re.compile(r"\b(?:0x[0-9a-fA-F]+|\d+)\b")
 
 
@@ -117,11 +122,13 @@ def _site(v: BaseException, fallback: str) -> str:
         return f"{p.parent.name}/{p.name}:{f.name}"
 
     model = [f for f in frames if Path(f.filename).parent.name == "kernel"]
-    checked = [f for f in model if Path(f.filename).name not in _CHECK_FILES]
+    checked = [f for f in model if Path(f.filename).name not in _CHECK_FILES
+               and not _CHECK_NAME.search(f.name)]
     if checked:
         return name(checked[-1])  # the model function whose check fired
-    if model:
-        return name(model[0])  # a check run on its own (validate_mm at the end)
+    if model:  # a check run on its own (validate_mm at the end): which of its checks
+        what = _NUMBER.sub("N", str(getattr(v, "message", "")).split("\n")[0])
+        return f"{name(model[0])}: {what[:60]}"
     if frames:
         return name(frames[-1])  # a checker-side oracle (serial-order)
     return fallback
