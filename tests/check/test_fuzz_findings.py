@@ -182,3 +182,26 @@ def test_campaign_output_is_deterministic(tmp_path, monkeypatch, capsys) -> None
     assert entry["hits"] == 1 and entry["first_program"] == 1
     assert entry["minimised"]["calls"] < entry["original"]["calls"]
     assert [r["finding"] for r in summary["results"]] == [None, "finding-0001"]
+
+
+def test_signature_of_checks_made_at_the_end(monkeypatch) -> None:
+    """validate_mm, run once the threads are done, is named with its message
+    (numbers left out: two different addresses) and no locks, so one check hit
+    by two programs is one finding."""
+    async def no_zap(mm: object, start: int, end: int) -> int:
+        return 0
+
+    monkeypatch.setattr(vma_mod, "zap_page_range", no_zap)
+    cfg = Config.preset("universal")
+    fs = Findings(cfg, [], "universal", dpor_executions=200, pct_executions=0)
+    for i, first in enumerate((0, 1)):  # munmap of the first page, then of the second
+        prog = _prog([[_call("munmap", addr=A + first * 0x1000, len=0x1000)],
+                      [_call("load", addr=A + 0x2000)]],
+                     [{"kind": "anon", "addr": hex(A), "pages": 3, "populate": True}])
+        res = explore_program(prog, cfg, dpor_executions=200, pct_executions=0)
+        assert res.violation is not None and res.violation[0] == "validate_mm"
+        assert fs.add(i, prog, res) == "finding-0001"
+    [entry] = fs.summary()
+    assert entry["site"] == "kernel/debug.py:validate_mm: PTE for N outside every VMA"
+    assert entry["locks"] == [] and entry["hits"] == 2
+    assert entry["minimised"]["threads"] == 1  # the load was not needed
