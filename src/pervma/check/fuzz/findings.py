@@ -54,7 +54,7 @@ from pervma.check.fuzz.explore import (
 from pervma.check.fuzz.oracle import SerialOracle
 from pervma.check.fuzz.program import Program, from_json
 from pervma.check.minimise import minimise as _minimise
-from pervma.check.output import replay_document, table
+from pervma.check.output import model_version, replay_document, table
 from pervma.check.replayfile import FORMAT_V2, PROGRAM_SCENARIO
 from pervma.check.search import Found, Runner
 from pervma.config import Config
@@ -71,6 +71,8 @@ _CHECK_FILES = frozenset({"debug.py", "lockdep.py"})
 #: Assertion helpers (mmap_assert_locked, vma_assert_detached, VM_BUG_ON...):
 #: the site is their caller.
 _CHECK_NAME = re.compile(r"assert|^VM_|^kasan")
+
+_UNREPLAYED = "(did not replay)"
 
 _NUMBER = re.compile(r"\b(?:0x[0-9a-fA-F]+|\d+)\b")
 
@@ -210,7 +212,7 @@ class Findings:
         it is not counted (module docstring)."""
         if res.violation is None:
             return None
-        rep, sig = self._judge(prog, res)
+        _, sig = self._judge(prog, res)
         if self.bugs:
             off = self._off(prog, res)
             if off is not None:
@@ -219,12 +221,12 @@ class Findings:
                     "without_switches": {"kind": off[0], "message": off[1]}})
                 return None
         if sig is None:  # the schedule did not replay: keep what the exploration said
-            sig = Signature(res.violation[0], "(did not replay)", ())
+            sig = Signature(res.violation[0], _UNREPLAYED, ())
         known = self._by_sig.get(sig)
         if known is not None:
             known.programs.append(index)
             return known.id
-        f = self._new(index, prog, res, sig, rep)
+        f = self._new(index, prog, res, sig)
         self._by_sig[sig] = f
         self.findings.append(f)
         return f.id
@@ -297,11 +299,10 @@ class Findings:
         assert res is not None
         return res.schedule, res.run_scope
 
-    def _new(self, index: int, prog: Program, res: ProgramResult, sig: Signature,
-             rep: Replayed | None) -> Finding:
+    def _new(self, index: int, prog: Program, res: ProgramResult, sig: Signature) -> Finding:
         fid = f"finding-{len(self.findings) + 1:04d}"
         best, sched, scope = prog, list(res.schedule), dict(res.run_scope)
-        spent, cut, changed = 0, False, rep is not None  # a failing setup is kept whole
+        spent, cut, changed = 0, False, sig.site != _UNREPLAYED
         while changed and not cut:
             changed = False
             for unit in _UNITS:
@@ -373,8 +374,8 @@ class Findings:
             doc: dict[str, Any] = {
                 "format": FORMAT_V2, "scenario": PROGRAM_SCENARIO, "preset": self.preset,
                 "bugs": self.bugs, "config": None, "schedule": [], "strategy": "dpor",
-                "seed": self.seed, "violation": {"kind": kind, "message": message},
-                "preemptions": 0}
+                "seed": self.seed, "model_version": model_version(),
+                "violation": {"kind": kind, "message": message}, "preemptions": 0}
             if res.run_scope:
                 doc["run_scope"] = res.run_scope
         else:
