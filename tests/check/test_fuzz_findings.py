@@ -205,3 +205,28 @@ def test_signature_of_checks_made_at_the_end(monkeypatch) -> None:
     assert entry["site"] == "kernel/debug.py:validate_mm: PTE for N outside every VMA"
     assert entry["locks"] == [] and entry["hits"] == 2
     assert entry["minimised"]["threads"] == 1  # the load was not needed
+
+
+def test_a_violation_while_the_setup_runs_is_minimised_and_replays(tmp_path, capsys) -> None:
+    """B09 fires while the setup of seed 2's program 2 runs (the fork after a
+    populated file VMA): the finding keeps only what the setup needs, and its
+    replay file (an empty schedule) reproduces."""
+    from pervma.check.fuzz.generate import generate
+
+    cfg = Config.preset("universal").with_bugs("B09")
+    prog = generate(2, 2)
+    res = explore_program(prog, cfg, dpor_executions=100, pct_executions=20, seed=2)
+    assert res.violation is not None and res.violation[0] == "WARNING: mmap_assert_locked"
+    fs = Findings(cfg, ["B09"], "universal", dpor_executions=100, pct_executions=20, seed=2)
+    assert fs.add(2, prog, res) == "finding-0001"
+    [entry] = fs.summary()
+    assert entry["site"] == "kernel/rmap.py:find_mergeable_anon_vma" and entry["step"] == "setup"
+    assert entry["original"]["vmas"] == 4
+    assert entry["minimised"]["vmas"] == 1 and entry["minimised"]["calls"] == 1
+    assert entry["minimised"]["steps"] == 0
+    fs.write(tmp_path)
+    assert json.loads((tmp_path / "finding-0001.replay.json").read_text())["schedule"] == []
+    assert main(["replay", str(tmp_path / "finding-0001.replay.json")]) == 1
+    out = capsys.readouterr().out
+    assert "(raised while the scenario was being set up" in out
+    assert out.rstrip().endswith("\nreproduced")
