@@ -91,7 +91,7 @@ def _replay_doc() -> dict[str, object]:
     ({"preset": "univeral"}, "field 'preset' unknown preset 'univeral'"),
     ({"violation": None}, "field 'violation' wants an object {kind, message}, got NoneType"),
     ({"violation": {"kind": "x"}}, "field 'violation' lacks 'message'"),
-    ({"format": "pervma-replay/2"}, "not a replay file of a known format"),
+    ({"format": "pervma-replay/9"}, "not a replay file of a known format"),
     ({"config": 7}, "field 'config' wants a string, got int"),
     ({"config": "CONFIG_SMP=maybe"}, "CONFIG_SMP is a bool"),
     ({"schedule": None}, "field 'schedule' wants a list, got NoneType"),

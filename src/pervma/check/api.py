@@ -443,7 +443,6 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
     p = Path(path)
     rd = replayfile.read(p)
     name = rd.scenario
-    sc = get_scenario(name)
     if rd.config:
         cfg = Config.from_fragment(rd.config)
     else:
@@ -451,6 +450,13 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
     bugs = rd.bugs
     if bugs:
         cfg = cfg.with_bugs(*bugs)
+    if rd.program is not None:  # format 2: a generated program's world, its oracle too
+        from pervma.check.fuzz.explore import program_scenario
+        from pervma.check.fuzz.oracle import SerialOracle
+
+        sc = program_scenario(rd.program, SerialOracle(rd.program, cfg))
+    else:
+        sc = get_scenario(name)
     expected = (rd.kind, rd.message)
     warnings = list(rd.warnings)
     mv = model_version()

@@ -1,7 +1,10 @@
 """Reading replay files: a bounded parse and a versioned schema.
 
 ``pervma replay FILE`` reads files written by ``pervma check --trace-out`` (format
-``pervma-replay/1``, described in :mod:`pervma.check.output`).  A file is read
+``pervma-replay/1``, described in :mod:`pervma.check.output`) and by ``pervma
+fuzz`` (format ``pervma-replay/2``: format 1 plus an optional ``program``, a
+generated program as :mod:`pervma.check.fuzz.program` writes it, which the
+scenario ``fuzz-program`` needs and only it takes).  A file is read
 at most :data:`MAX_BYTES` long, its JSON nesting is measured *before* it is
 parsed (so a 50,000-deep file is a one-line error, not a ``RecursionError``),
 and every field is checked against :data:`SCHEMAS`: types, a known scenario,
@@ -26,6 +29,9 @@ MAX_SCHEDULE = 1_000_000
 MAX_THREADS = 64
 MAX_CONFIG_CHARS = 64 << 10
 FORMAT_V1 = "pervma-replay/1"
+FORMAT_V2 = "pervma-replay/2"
+#: The scenario name of a replay file that embeds a generated program (format 2).
+PROGRAM_SCENARIO = "fuzz-program"
 
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
@@ -113,6 +119,17 @@ def _bug_ids() -> list[str]:
     return list(CATALOGUE)
 
 
+def _scenario_or_program(v: Any) -> str | None:
+    return None if v == PROGRAM_SCENARIO else _one_of(_scenario_names, "scenario")(v)
+
+
+def _program(v: Any) -> str | None:
+    from pervma.check.fuzz.program import from_json
+
+    from_json(v)  # a malformed program raises a one-line InputError
+    return None
+
+
 def _list_of(item: Check, limit: int) -> Check:
     def check(v: Any) -> str | None:
         if not isinstance(v, list):
@@ -194,6 +211,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
                            f"wants an object, got {type(v).__name__}"),
     },
 }
+SCHEMAS[FORMAT_V2] = {**SCHEMAS[FORMAT_V1],
+                      "scenario": Field(_scenario_or_program, True),
+                      "program": Field(_program)}
 
 
 @dataclass
@@ -211,6 +231,7 @@ class ReplayDoc:
     model_version: str | None
     raw: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    program: Any = None  # format 2: the generated program (a fuzz.program.Program)
 
 
 def validate(doc: Any, what: str) -> ReplayDoc:
@@ -235,11 +256,21 @@ def validate(doc: Any, what: str) -> ReplayDoc:
         if bad:
             raise InputError(f"{what}: field {key!r} {bad}")
     warnings = [f"unknown field {k!r:.60} ignored" for k in doc if k not in schema]
+    program = None
+    if "program" in schema:
+        if (doc["scenario"] == PROGRAM_SCENARIO) != (doc.get("program") is not None):
+            raise InputError(f"{what}: scenario {PROGRAM_SCENARIO!r} and field 'program' "
+                             "go together")
+        if doc.get("program") is not None:
+            from pervma.check.fuzz.program import from_json
+
+            program = from_json(doc["program"])
     v = doc["violation"]
     return ReplayDoc(format=fmt, scenario=doc["scenario"], preset=doc.get("preset") or
                      "universal", bugs=list(doc.get("bugs") or []), config=doc.get("config"),
                      schedule=list(doc["schedule"]), kind=v["kind"], message=v["message"],
-                     model_version=doc.get("model_version"), raw=doc, warnings=warnings)
+                     model_version=doc.get("model_version"), raw=doc, warnings=warnings,
+                     program=program)
 
 
 def read(path: str | Path) -> ReplayDoc:

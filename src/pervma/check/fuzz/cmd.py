@@ -89,6 +89,7 @@ def _config(preset: str, bugs: list[str]) -> Any:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from pervma import outfiles
     from pervma.check.fuzz.explore import explore_program
+    from pervma.check.fuzz.findings import Findings
     from pervma.check.fuzz.generate import generate
     from pervma.config import Config
 
@@ -97,7 +98,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     out = _new_dir(args.out, args.seed)
     outfiles.prepare_dir(out, "fuzz results").abort()  # refuse an unwritable place up front
     rows: list[dict[str, Any]] = []
-    findings: list[tuple[int, Any, Any]] = []
+    findings = Findings(cfg, bugs, args.preset, dpor_executions=args.max_executions,
+                        pct_executions=args.pct, seed=args.seed)
     cover: set[tuple[str, bool, bool]] = set()
     interrupted = False
     try:
@@ -112,13 +114,19 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             rows.append({"program": i, "violation": None if res.violation is None else
                          {"kind": res.violation[0], "message": res.violation[1]},
                          "executions": res.executions, "complete": res.complete,
-                         "new_racing_pairs": new,
+                         "new_racing_pairs": new, "finding": None,
                          "oracle": {"judged": res.oracle.judged, "skipped": res.oracle.skipped,
                                     "undecided": res.oracle.undecided}})
             if res.violation is not None:
                 print(prog.describe())
                 print(res.counterexample)
-                findings.append((i, prog, res))
+                fid = findings.add(i, prog, res)
+                rows[-1]["finding"] = fid
+                if fid is None:
+                    print(f"program {i}: the same schedule fails with every bug switch off: "
+                          "not counted (summary.json: not_caused_by_switch)")
+                else:
+                    print(f"program {i}: {fid}")
             sys.stdout.flush()
     except KeyboardInterrupt:
         interrupted = True
@@ -126,22 +134,20 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                "preset": args.preset, "bugs": bugs, "programs_asked": args.programs,
                "programs_done": len(rows), "dpor_executions": args.max_executions,
                "pct_executions": args.pct, "interrupted": interrupted, "results": rows,
-               "findings": [f"finding-{i:04d}" for i, _, _ in findings],
+               "findings": findings.summary(),
+               "not_caused_by_switch": findings.not_caused,
                "coverage": [f"{k}:{'w' if a else 'r'}/{'w' if b else 'r'}"
                             for k, a, b in sorted(cover)]}
     with outfiles.staged_dir(out, "fuzz results") as st:
         (st.path / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        for i, prog, res in findings:
-            (st.path / f"finding-{i:04d}.program.json").write_text(prog.dumps())
-            (st.path / f"finding-{i:04d}.txt").write_text(prog.describe() + "\n"
-                                                          + res.counterexample + "\n")
-    print(f"{len(rows)} programs, {len(findings)} with a violation, {len(cover)} racing pairs "
-          f"covered; results in {out}/")
+        findings.write(st.path)
+    print(f"{len(rows)} programs, {len(findings.findings)} unique violations "
+          f"({findings.hits} hits), {len(cover)} racing pairs covered; results in {out}/")
     if interrupted:
         sys.stderr.write(f"pervma: interrupted after {len(rows)} of {args.programs} programs "
                          f"(saved in {out}/)\n")
         return 130
-    return 1 if findings else 0
+    return 1 if findings.findings else 0
 
 
 def check_program(args: argparse.Namespace) -> int:

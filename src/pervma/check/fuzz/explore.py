@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pervma.check import stateful, strategies
 from pervma.check.engine import replay
@@ -47,6 +48,7 @@ class ProgramResult:
     oracle: OracleStats = field(default_factory=OracleStats)
     elapsed: float = 0.0
     coverage: set[tuple[str, bool, bool]] = field(default_factory=set)  # racing pairs (coverage.py)
+    run_scope: dict[str, Any] = field(default_factory=dict)  # RunScope.replay of the violation
 
     def summary(self) -> str:
         state = ("VIOLATION" if self.violation else "complete, clean" if self.complete
@@ -112,6 +114,7 @@ def _show(res: ProgramResult, runner: Runner, found: Found, cfg: Config, minimis
     kind, msg = (v.kind, v.message) if v is not None else (found.kind, found.message)
     res.violation = (str(kind), str(msg))
     res.schedule = list(rep.schedule)
+    res.run_scope = dict(runner.scope.replay)  # e.g. lockdep's other chain, for a replay file
     res.counterexample = table(rep, [t.name for t in rep.ex.tasks], f"BUG: {kind}: {msg}",
                                f"generated program, preset {cfg.name}, {res.strategy}; "
                                f"{rep.preemptions} preemption(s), {len(rep.schedule)} steps")
