@@ -159,7 +159,7 @@ class Sharing:
         """A copy of ``obj`` and the coroutines the copy made; raises one
         of :data:`UNCOPYABLE` when it cannot be copied."""
         self._globals()
-        return self._copier.copy(obj)  # type: ignore[no-any-return]
+        return self._copier.copy(obj)
 
 
 def kill(coros: list[Any]) -> None:
