@@ -31,6 +31,7 @@ from pervma.kernel import debug
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind, acquire, release, rmw
+from pervma.sched.locations import I_SIZE, PAGE_FRAME
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import File, Page
@@ -71,13 +72,13 @@ async def filemap_invalidate_unlock_shared(mapping: File) -> None:
 
 async def i_size_read(inode: File) -> int:
     """i_size_read(): a lockless read (one step)."""
-    await Op(OpKind.READ, ("i_size", inode.slot), "i_size_read")
+    await Op(OpKind.READ, (I_SIZE, inode.slot), "i_size_read")
     return inode.i_size
 
 
 async def i_size_write(inode: File, size: int) -> None:
     """i_size_write(): the writer holds i_rwsem (one step)."""
-    await Op(OpKind.WRITE, ("i_size", inode.slot), "i_size_write")
+    await Op(OpKind.WRITE, (I_SIZE, inode.slot), "i_size_write")
     inode.i_size = size
     inode.npages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
 
@@ -90,14 +91,14 @@ async def folio_lock(folio: Page) -> None:
     if folio.locked is me:
         debug.report("BUG: folio_lock recursion", f"page {folio.pfn} already locked by {me.comm}")
     debug.lockdep_acquire("folio_lock", folio, "write")
-    await acquire(("page", folio.pfn), "folio_lock", lambda: folio.locked is None)
+    await acquire((PAGE_FRAME, folio.pfn), "folio_lock", lambda: folio.locked is None)
     folio.locked = me
 
 
 async def folio_trylock(folio: Page) -> bool:
     """folio_trylock(): set PG_locked if it is clear (one step); a trylock
     adds no lockdep dependency into the lock."""
-    await rmw(("page", folio.pfn), "folio_trylock")
+    await rmw((PAGE_FRAME, folio.pfn), "folio_trylock")
     if folio.locked is not None:
         return False
     folio.locked = current_task()
@@ -110,6 +111,6 @@ async def folio_unlock(folio: Page) -> None:
     me = current_task()
     if folio.locked is not me:
         debug.report("BUG: folio_unlock", f"page {folio.pfn} is not locked by {me.comm}")
-    await release(("page", folio.pfn), "folio_unlock")
+    await release((PAGE_FRAME, folio.pfn), "folio_unlock")
     folio.locked = None
     debug.lockdep_release("folio_lock", folio)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task
 from pervma.sched import block, preempt_disable, preempt_enable, touch, touch_read
+from pervma.sched.locations import RCU, RCU_GP
 
 #: The grace-period state as the checker's dependency relation sees it.  A
 #: reader entering or leaving its outermost section reads it (readers never
@@ -25,7 +26,7 @@ from pervma.sched import block, preempt_disable, preempt_enable, touch, touch_re
 #: -- which decides whether the callback waits for that reader and which step
 #: runs it -- would be invisible to DPOR: both happen inside steps that name
 #: other locations.
-RCU_GP_LOC = ("rcu_gp",)
+RCU_GP_LOC = (RCU_GP,)
 
 
 @dataclass(eq=False, slots=True)
@@ -114,5 +115,5 @@ async def synchronize_rcu() -> None:
     rcu = _rcu(tsk)
     touch(RCU_GP_LOC)
     gp = _GracePeriod(rcu._snapshot())
-    await block(("rcu",), "synchronize_rcu", gp.done)
+    await block((RCU,), "synchronize_rcu", gp.done)
     rcu.grace_periods += 1

@@ -41,6 +41,7 @@ from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import VMA
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct, VmAreaStruct
@@ -132,7 +133,7 @@ def vma_set_range(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> None:
 async def vma_write_fields(vma: VmAreaStruct, label: str) -> None:
     """A modification of VMA fields a fault relies on (range, flags, prot):
     one step, and the exclusion check (no reader may hold the VMA)."""
-    await Op(OpKind.WRITE, ("vma", vma.slot), label)
+    await Op(OpKind.WRITE, (VMA, vma.slot), label)
     if vma.debug_readers > 0:
         debug.report("BUG: VMA modified while read-locked",
                      f"{label} changes {vma} while {vma.debug_readers} reader(s) hold its lock")

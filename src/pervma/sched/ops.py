@@ -31,6 +31,19 @@ class OpKind(enum.IntEnum):
         return self in (OpKind.WRITE, OpKind.RMW, OpKind.ACQUIRE, OpKind.RELEASE)
 
 
+class WaitKind(enum.IntEnum):
+    """How a step waits when its ``enabled()`` is false (or, for a sleeping
+    local step, while it runs): drivers that keep time charge and report a
+    wait by it, never by the step's label."""
+
+    NONE = 0  # not a waiting step
+    SPIN = 1  # busy-waits on its CPU (spinlock)
+    RWSEM_READ = 2  # a reader queued on an rw_semaphore
+    RWSEM_WRITE = 3  # a writer queued on an rw_semaphore
+    EVENT = 4  # sleeps until a condition holds (rcuwait, grace period, folio lock, wait queue)
+    IO = 5  # sleeps for I/O
+
+
 Location = Hashable
 
 
@@ -43,7 +56,8 @@ class Op:
     steps: a thread whose pending op is not enabled is not runnable.
     ``work`` names a cost for the timed simulator (``"clear_page"``,
     ``"trap"``...) and ``sleeps`` marks steps at which a non-preemptible kernel
-    may switch (a real sleep: I/O, a blocked lock).
+    may switch (a real sleep: I/O, a blocked lock).  ``wait`` says how the
+    step waits when it blocks or sleeps (:class:`WaitKind`).
     """
 
     kind: OpKind
@@ -54,7 +68,7 @@ class Op:
     sleeps: bool = False
     also: Location | None = None  # a second location the same step touches
     user: bool = False  # taken in user mode (an access, or the entry of a trap/syscall)
-
+    wait: WaitKind = WaitKind.NONE  # how the step waits when it blocks
 
     def is_enabled(self) -> bool:
         return self.enabled is None or self.enabled()
@@ -80,6 +94,7 @@ def step(op: Op) -> Op:
 
 _READ, _WRITE, _RMW = OpKind.READ, OpKind.WRITE, OpKind.RMW
 _ACQUIRE, _RELEASE, _BLOCK, _LOCAL = OpKind.ACQUIRE, OpKind.RELEASE, OpKind.BLOCK, OpKind.LOCAL
+_SPIN, _EVENT = WaitKind.SPIN, WaitKind.EVENT
 
 
 def read(loc: Location, label: str) -> Op:
@@ -96,7 +111,10 @@ def rmw(loc: Location, label: str) -> Op:
 
 def acquire(loc: Location, label: str, enabled: Callable[[], bool] | None = None,
             sleeps: bool = True) -> Op:
-    return Op(_ACQUIRE, loc, label, enabled, None, sleeps)
+    """A lock acquisition; while ``enabled()`` is false it sleeps (``sleeps``)
+    or spins."""
+    return Op(_ACQUIRE, loc, label, enabled, None, sleeps, None, False,
+              _EVENT if sleeps else _SPIN)
 
 
 def release(loc: Location, label: str) -> Op:
@@ -104,8 +122,9 @@ def release(loc: Location, label: str) -> Op:
 
 
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
-          work: str | None = None, also: Location | None = None) -> Op:
-    return Op(_BLOCK, loc, label, enabled, work, True, also)
+          work: str | None = None, also: Location | None = None,
+          wait: WaitKind = WaitKind.EVENT) -> Op:
+    return Op(_BLOCK, loc, label, enabled, work, True, also, False, wait)
 
 
 def work(name: str, label: str | None = None) -> Op:

@@ -50,7 +50,17 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pervma.sched import Executor, Op, OpKind, Violation, running_slot
+from pervma.sched import (
+    Executor,
+    Op,
+    OpKind,
+    Violation,
+    WaitKind,
+    running_slot,
+    touches_recorded,
+    track_touches,
+)
+from pervma.sched.locations import KINDS, MMAP_LOCK, PAGE_FRAME, RCU
 from pervma.sim.costs import MISSING, CostModel
 from pervma.sim.machine import Machine
 
@@ -87,15 +97,21 @@ class DriverStats:
         return DriverStats(dict(self.waits), dict(self.wait_counts), self.steps, self.switches)
 
 
+_VMA_LOCK_KINDS = frozenset(n for n, k in KINDS.items() if k.vma)
+_RWSEM = (WaitKind.RWSEM_READ, WaitKind.RWSEM_WRITE)
+
+
 def wait_category(op: Op) -> str:
-    """A short name for what a blocked step waits on."""
+    """A short name for what a blocked step waits on: ``io``, the mmap_lock
+    as reader or writer, the VMA lock, else the location's kind (its
+    ``Op.wait`` and location, never its label)."""
+    if op.wait is WaitKind.IO:
+        return "io"
     loc = op.loc
     kind = loc[0] if isinstance(loc, tuple) and loc else str(loc)
-    if op.work == "io":
-        return "io"
-    if kind == "mmap_lock":
-        return "mmap_lock_write" if "write" in op.label else "mmap_lock_read"
-    if kind in ("vm_refcnt", "vm_lock_seq", "vma", "vm_lock"):
+    if kind == MMAP_LOCK:
+        return "mmap_lock_write" if op.wait is WaitKind.RWSEM_WRITE else "mmap_lock_read"
+    if kind in _VMA_LOCK_KINDS:
         return "vma_lock"
     return str(kind)
 
@@ -129,7 +145,7 @@ class TimedDriver:
         self.sweep: set[Hashable] = set()
         self.block_start = [0.0] * len(self.tasks)
         self.stats = DriverStats()
-        self._cat: dict[str, str] = {}
+        self._cat: dict[Hashable, str] = {}
         self.trace_window = trace_window
         self.trace: list[TraceEvent] = []
         self.finished_at: dict[int, float] = {}
@@ -179,6 +195,11 @@ class TimedDriver:
         sends = [tk.coro.send for tk in tasks]
         slot = running_slot()
         slot.append(None)  # type: ignore[arg-type]  # the top: the task being resumed
+        # Touch recording is the checker's (dependencies); this driver does not
+        # read it, so it is off while it runs whatever an earlier driver left.
+        recording = touches_recorded()
+        if recording:
+            track_touches(False)
         try:
             while True:
                 if not heap:
@@ -224,7 +245,7 @@ class TimedDriver:
                         line = inline_line(op.loc)
                 also: Any = op.also
                 if line is not MISSING and line is not None and (
-                        also is None or also[0] == "page"):
+                        also is None or also[0] == PAGE_FRAME):
                     # (a user access's data page: just cleared here, a hit)
                     if line.owner == c:
                         cost = atomic if writes[kind] else hit
@@ -315,7 +336,7 @@ class TimedDriver:
                                     else:
                                         break
                                     also = op.also
-                                    if also is not None and also[0] != "page":
+                                    if also is not None and also[0] != PAGE_FRAME:
                                         line = lines.get(also)
                                         if line is None or wr or not (
                                                 line.owner == c or line.sharers >> c & 1):
@@ -359,6 +380,8 @@ class TimedDriver:
         finally:
             slot.pop()
             self.stats.steps += steps
+            if recording:
+                track_touches(True)
 
     # -- helpers --------------------------------------------------------
     def _may_preempt(self, task: object, op: Op) -> bool:
@@ -385,17 +408,18 @@ class TimedDriver:
         self.cpu_task[c] = -1
 
     def _category(self, op: Op) -> str:
-        cat = self._cat.get(op.label)
+        key = (op.loc[0] if isinstance(op.loc, tuple) and op.loc else op.loc, op.wait)
+        cat = self._cat.get(key)
         if cat is None:
             cat = wait_category(op)
-            self._cat[op.label] = cat
+            self._cat[key] = cat
         return cat
 
     def _block(self, tid: int, c: int, t: float, op: Op) -> None:
         loc = op.loc
         self.block_start[tid] = t
         self.waiters.setdefault(loc, []).append(tid)
-        if loc is None or (isinstance(loc, tuple) and loc and loc[0] == "rcu"):
+        if loc is None or (isinstance(loc, tuple) and loc and loc[0] == RCU):
             self.sweep.add(loc)
         if op.sleeps and (self.rq[c] or not self.spin_ok):
             # really sleeps: the CPU runs something else
@@ -467,11 +491,11 @@ class TimedDriver:
         waited = t - self.block_start[tid]
         if self.cpu_task[c] == tid and self.parked[c]:
             self.parked[c] = False
-            writer = op is not None and "down_write" in op.label
+            writer = op is not None and op.wait is WaitKind.RWSEM_WRITE
             spinning = op is None or not op.sleeps or writer or waited <= self.m.rwsem_spin_ns
             if not spinning:
                 lat = self.m.wakeup_ns
-            elif op is not None and op.label.startswith("down_"):
+            elif op is not None and op.wait in _RWSEM:
                 lat = self.m.rwsem_handoff_ns  # a contended rwsem changes hands
             else:
                 lat = self.costs.transfer_ns()
