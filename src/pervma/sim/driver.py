@@ -54,6 +54,7 @@ from pervma.sched import (
     Executor,
     Op,
     OpKind,
+    Task,
     Violation,
     WaitKind,
     running_slot,
@@ -69,6 +70,7 @@ _SWEEP_EVERY = 8
 _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
 _INF = float("inf")
+_THROUGH_HEAP = -1.0  # _price(): the step cannot merge, it goes through the heap
 _CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
 _SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work"}  # work_cost() keeps state
 
@@ -143,6 +145,7 @@ class TimedDriver:
         self.now = 0.0
         self.waiters: dict[Hashable, list[int]] = {}
         self.sweep: set[Hashable] = set()
+        self._run_steps = 0  # steps taken in this run() (waits are swept every few)
         self.block_start = [0.0] * len(self.tasks)
         self.stats = DriverStats()
         self._cat: dict[Hashable, str] = {}
@@ -167,32 +170,16 @@ class TimedDriver:
     def run(self, until: float) -> float:
         """Advance until virtual time ``until`` (ns) or until every task is
         done; returns the virtual time reached.  A model violation or a
-        deadlock raises :class:`pervma.sched.Violation`."""
+        deadlock raises :class:`pervma.sched.Violation`.
+
+        Each turn takes the earliest CPU's event: an I/O completion, the end
+        of a time slice, a step that blocks or sleeps, or else a step the
+        task takes (:meth:`_step`, with the steps merged after it)."""
         heap = self.heap
         tasks = self.tasks
         cpu_task = self.cpu_task
         rq = self.rq
-        ex = self.ex
-        costs = self.costs
-        charge = costs.charge
-        lines = costs.lines
-        debt = costs.debt
-        hit = costs.hit
-        atomic = costs.atomic
-        work = costs.work
-        default_work = costs.default_work
-        scale = costs.scale
-        waiters = self.waiters
-        sweep = self.sweep
         ncpu = self.ncpu
-        tracing = self.trace_window is not None
-        access = costs.access
-        inline_line = costs.inline_line
-        fresh = costs.fresh_vma
-        ahead = costs.xfer_same
-        writes = _WRITES_BY_KIND
-        steps = 0
-        sends = [tk.coro.send for tk in tasks]
         slot = running_slot()
         slot.append(None)  # type: ignore[arg-type]  # the top: the task being resumed
         # Touch recording is the checker's (dependencies); this driver does not
@@ -200,6 +187,7 @@ class TimedDriver:
         recording = touches_recorded()
         if recording:
             track_touches(False)
+        self._run_steps = 0
         try:
             while True:
                 if not heap:
@@ -229,143 +217,11 @@ class TimedDriver:
                     heapq.heappop(heap)
                     self._block(tid, c, t, op)
                     continue
-                kind = op.kind
-                if op.sleeps and kind is _LOCAL:
+                if op.sleeps and op.kind is _LOCAL:
                     heapq.heappop(heap)
                     self._sleep(tid, c, t, op)
                     continue
-                # the cost model's common case inlined: a line this CPU holds
-                w = op.work
-                if w in _SPECIAL_WORK or kind is _LOCAL or fresh[c]:
-                    # (after vma_alloc, charge() places the new VMA's lines)
-                    line: Any = MISSING
-                else:
-                    line = lines.get(op.loc, MISSING)
-                    if line is MISSING:
-                        line = inline_line(op.loc)
-                also: Any = op.also
-                if line is not MISSING and line is not None and (
-                        also is None or also[0] == PAGE_FRAME):
-                    # (a user access's data page: just cleared here, a hit)
-                    if line.owner == c:
-                        cost = atomic if writes[kind] else hit
-                        if also is not None:
-                            cost += hit
-                        if w is not None:
-                            cost += work.get(w, default_work) * scale[c]
-                    elif not writes[kind] and line.sharers >> c & 1:
-                        cost = hit + hit if also is not None else hit
-                        if w is not None:
-                            cost += work.get(w, default_work) * scale[c]
-                    else:
-                        # a transfer (CostModel.charge, inlined to its access)
-                        cost = access(line, writes[kind], c, t)
-                        if also is not None:
-                            cost += hit
-                        if w is not None:
-                            cost += work.get(w, default_work) * scale[c]
-                    if debt[c]:
-                        cost += debt[c]
-                        debt[c] = 0.0
-                else:
-                    cost = charge(op, c, t)
-                t0 = t
-                t += cost
-                self.now = t
-                # Executor.step(tid), inlined: the task takes its step
-                send = sends[tid]
-                slot[-1] = task
-                try:
-                    task.pending = nxt = send(None)
-                    steps += 1
-                    if tracing:
-                        self._trace(t0, cost, c, tid, op.label)
-                    if writes[kind]:
-                        loc = op.loc
-                        if loc in waiters:
-                            self._wake(loc, t, op.label)
-                    if sweep and steps % _SWEEP_EVERY == 0:
-                        self._sweep(t)
-                    if not rq[c]:
-                        op = nxt  # the task's pending step, kept local while merging
-                        # Merge what follows into this timed step (module
-                        # docstring): local and per-CPU steps always; steps on
-                        # lines this CPU holds while no other CPU is due within
-                        # one line transfer (``ahead``).
-                        n = len(heap)
-                        if n == 1:
-                            limit = _INF
-                        elif n == 2:
-                            limit = heap[1][0] + ahead
-                        else:
-                            limit = (heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]) + ahead
-                        while t < until:
-                            kind = op.kind
-                            if op.sleeps and kind is _LOCAL:
-                                break
-                            if op.enabled is not None and (t > limit or not op.enabled()):
-                                break
-                            if kind is _LOCAL:
-                                w = op.work
-                                if w is None:
-                                    dt = 0.0
-                                elif w in _CHARGED_WORK:
-                                    dt = charge(op, c, t)
-                                else:
-                                    dt = work.get(w, default_work) * scale[c]
-                            else:
-                                if fresh[c]:
-                                    break  # charge() places a new VMA's lines
-                                line = lines.get(op.loc, MISSING)
-                                if line is MISSING:
-                                    line = inline_line(op.loc)
-                                if line is None:
-                                    # per-CPU data (zone/lru/rcu counters): local
-                                    if op.also is not None or op.work in _SPECIAL_WORK or (
-                                            writes[kind] and op.loc in waiters):
-                                        break
-                                    dt = charge(op, c, t)
-                                else:
-                                    if line is MISSING or t > limit:
-                                        break
-                                    wr = writes[kind]
-                                    if line.owner == c:
-                                        dt = atomic if wr else hit
-                                    elif not wr and line.sharers >> c & 1:
-                                        dt = hit
-                                    else:
-                                        break
-                                    also = op.also
-                                    if also is not None and also[0] != PAGE_FRAME:
-                                        line = lines.get(also)
-                                        if line is None or wr or not (
-                                                line.owner == c or line.sharers >> c & 1):
-                                            break
-                                        dt += hit
-                                    if wr and op.loc in waiters:
-                                        break
-                                    w = op.work
-                                    if w is not None:
-                                        if w in _SPECIAL_WORK:
-                                            break
-                                        dt += work.get(w, default_work) * scale[c]
-                                    if debt[c]:
-                                        dt += debt[c]
-                                        debt[c] = 0.0
-                            if tracing:
-                                self._trace(t, dt, c, tid, op.label)
-                            t += dt
-                            self.now = t
-                            op = send(None)
-                            steps += 1
-                        task.pending = op
-                except StopIteration as stop:
-                    task.done, task.pending, task.result = True, None, stop.value
-                except Violation as v:
-                    task.done, task.pending = True, None
-                    if ex.violation is None:
-                        ex.violation = v
-                    self._check_violation()
+                t = self._step(task, op, c, t, until)
                 if task.done:
                     heapq.heappop(heap)
                     self.finished_at[tid] = t
@@ -379,9 +235,157 @@ class TimedDriver:
                     heapq.heapreplace(heap, (t, c))
         finally:
             slot.pop()
-            self.stats.steps += steps
+            self.stats.steps += self._run_steps
             if recording:
                 track_touches(True)
+
+    def _step(self, task: Task, op: Op, c: int, t: float, until: float) -> float:
+        """Task ``task`` on CPU ``c`` takes its pending step ``op`` at ``t``
+        (as ``Executor.step``: the step takes effect, the task runs to its next
+        step), wakes the tasks parked on what it wrote, then takes the steps
+        that may merge into this one (:meth:`_merge`).  Returns the time its
+        CPU is free again; a finished task is marked done."""
+        cost = self._price(op, c, t, None)
+        t0 = t
+        t += cost
+        self.now = t
+        slot = running_slot()
+        slot[-1] = task
+        try:
+            task.pending = nxt = task.coro.send(None)
+            self._run_steps += 1
+            if self.trace_window is not None:
+                self._trace(t0, cost, c, task.tid, op.label)
+            if _WRITES_BY_KIND[op.kind]:
+                loc = op.loc
+                if loc in self.waiters:
+                    self._wake(loc, t, op.label)
+            if self.sweep and self._run_steps % _SWEEP_EVERY == 0:
+                self._sweep(t)
+            if not self.rq[c]:
+                t = self._merge(task, nxt, c, t, until)
+        except StopIteration as stop:
+            task.done, task.pending, task.result = True, None, stop.value
+        except Violation as v:
+            task.done, task.pending = True, None
+            if self.ex.violation is None:
+                self.ex.violation = v
+            self._check_violation()
+        return t
+
+    def _merge(self, task: Task, op: Op, c: int, t: float, until: float) -> float:
+        """Take the task's following steps at once, their costs added, while
+        :meth:`_price` lets each merge (module docstring): local and per-CPU
+        steps always, steps on lines this CPU holds while no other CPU is due
+        within one line transfer of it.  Returns the time reached; the step
+        that stops the merge stays pending (StopIteration and violations go
+        to the caller)."""
+        heap = self.heap
+        n = len(heap)
+        if n == 1:
+            limit = _INF
+        elif n == 2:
+            limit = heap[1][0] + self.costs.xfer_same
+        else:
+            limit = (heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]) + self.costs.xfer_same
+        send = task.coro.send
+        price = self._price
+        tracing = self.trace_window is not None
+        steps = 0
+        try:
+            while t < until:
+                dt = price(op, c, t, limit)
+                if dt < 0.0:
+                    break
+                if tracing:
+                    self._trace(t, dt, c, task.tid, op.label)
+                t += dt
+                self.now = t
+                op = send(None)
+                steps += 1
+            task.pending = op
+        finally:
+            self._run_steps += steps
+        return t
+
+    def _price(self, op: Op, c: int, t: float, limit: float | None) -> float:
+        """What step ``op`` costs CPU ``c`` at ``t``: the cost model's
+        :meth:`~pervma.sim.costs.CostModel.charge`, with its common case (a
+        line this CPU holds) inlined.
+
+        ``limit`` None: the step was chosen from the heap and is taken
+        whatever it costs.  Otherwise the step would be merged into the one
+        before it, which only a step that no other CPU can observe earlier
+        may be: it returns ``_THROUGH_HEAP`` for a step that blocks or
+        sleeps, wakes a waiter, needs a line this CPU does not hold (or any
+        line after ``limit``), does work with machine-wide state or is the
+        first touch of a new VMA.  A merged local step owes no IPI debt (the
+        interrupt waits for the next heap step), and a merged user access's
+        data page costs nothing beyond its PTE."""
+        costs = self.costs
+        kind = op.kind
+        w = op.work
+        merging = limit is not None
+        if merging:
+            if op.sleeps and kind is _LOCAL:
+                return _THROUGH_HEAP
+            if op.enabled is not None and (t > limit or not op.enabled()):  # type: ignore[operator]
+                return _THROUGH_HEAP
+        if kind is _LOCAL:
+            if merging and w not in _CHARGED_WORK:
+                return 0.0 if w is None else costs.work.get(w, costs.default_work) * costs.scale[c]
+            return costs.charge(op, c, t)
+        if costs.fresh_vma[c] or w in _SPECIAL_WORK:
+            # (after vma_alloc, charge() places the new VMA's lines)
+            return _THROUGH_HEAP if merging else costs.charge(op, c, t)
+        loc = op.loc
+        line: Any = costs.lines.get(loc, MISSING)
+        if line is MISSING:
+            line = costs.inline_line(loc)
+        also: Any = op.also
+        wr = _WRITES_BY_KIND[kind]
+        if line is None:  # per-CPU data (zone/lru/rcu counters): local
+            if merging and (also is not None or (wr and loc in self.waiters)):
+                return _THROUGH_HEAP
+            return costs.charge(op, c, t)
+        if line is MISSING or (also is not None and also[0] != PAGE_FRAME and not merging):
+            # mmap_lock (its session work), or a second line: the cost model
+            return _THROUGH_HEAP if merging else costs.charge(op, c, t)
+        hit = costs.hit
+        if merging:
+            if t > limit:  # type: ignore[operator]
+                return _THROUGH_HEAP
+            if line.owner == c:
+                cost = costs.atomic if wr else hit
+            elif not wr and line.sharers >> c & 1:
+                cost = hit
+            else:
+                return _THROUGH_HEAP
+            if also is not None and also[0] != PAGE_FRAME:
+                other = costs.lines.get(also)
+                if other is None or wr or not (other.owner == c or other.sharers >> c & 1):
+                    return _THROUGH_HEAP
+                cost += hit
+            if wr and loc in self.waiters:
+                return _THROUGH_HEAP
+        else:
+            if line.owner == c:
+                cost = costs.atomic if wr else hit
+            elif not wr and line.sharers >> c & 1:
+                cost = hit
+            else:
+                cost = costs.access(line, wr, c, t)  # a transfer
+            if also is not None:
+                cost += hit  # a user access's data page, just cleared here
+        if w is not None:
+            if merging and w in _SPECIAL_WORK:
+                return _THROUGH_HEAP
+            cost += costs.work.get(w, costs.default_work) * costs.scale[c]
+        debt = costs.debt
+        if debt[c]:
+            cost += debt[c]
+            debt[c] = 0.0
+        return cost
 
     # -- helpers --------------------------------------------------------
     def _may_preempt(self, task: object, op: Op) -> bool:
