@@ -15,7 +15,8 @@ only one CPU at a time, so exclusive transfers serialise: a line written on
 every step has a ceiling of one transfer per ``line_transfer_ns`` (this is
 what flattens pft-threads and what a shared mmap_lock count costs).
 
-Which line a location lives on (:meth:`CostModel.line_key`):
+Which line a location lives on (:meth:`CostModel.line_key`, by the placement
+of its kind in :data:`pervma.sched.locations.KINDS`):
 
 * ``("vm_refcnt", slot)``: its own line under SMP (the cache-line-aligned
   refcount of 6.15+); under SMP=n it shares the VMA's first line

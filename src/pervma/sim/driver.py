@@ -152,6 +152,7 @@ class TimedDriver:
         self.trace_window = trace_window
         self.trace: list[TraceEvent] = []
         self.finished_at: dict[int, float] = {}
+        self._price = self._pricer()
         for tid, task in enumerate(self.tasks):
             if task.done:
                 continue
@@ -308,10 +309,12 @@ class TimedDriver:
             self._run_steps += steps
         return t
 
-    def _price(self, op: Op, c: int, t: float, limit: float | None) -> float:
-        """What step ``op`` costs CPU ``c`` at ``t``: the cost model's
-        :meth:`~pervma.sim.costs.CostModel.charge`, with its common case (a
-        line this CPU holds) inlined.
+    def _pricer(self) -> Callable[[Op, int, float, float | None], float]:
+        """The driver's one pricing helper, ``price(op, c, t, limit)``: what
+        step ``op`` costs CPU ``c`` at ``t``, the cost model's
+        :meth:`~pervma.sim.costs.CostModel.charge` with its common case (a
+        line this CPU holds) inlined.  A closure over the cost model's
+        tables, made once per driver: it runs for every step.
 
         ``limit`` None: the step was chosen from the heap and is taken
         whatever it costs.  Otherwise the step would be merged into the one
@@ -323,69 +326,82 @@ class TimedDriver:
         interrupt waits for the next heap step), and a merged user access's
         data page costs nothing beyond its PTE."""
         costs = self.costs
-        kind = op.kind
-        w = op.work
-        merging = limit is not None
-        if merging:
-            if op.sleeps and kind is _LOCAL:
-                return _THROUGH_HEAP
-            if op.enabled is not None and (t > limit or not op.enabled()):  # type: ignore[operator]
-                return _THROUGH_HEAP
-        if kind is _LOCAL:
-            if merging and w not in _CHARGED_WORK:
-                return 0.0 if w is None else costs.work.get(w, costs.default_work) * costs.scale[c]
-            return costs.charge(op, c, t)
-        if costs.fresh_vma[c] or w in _SPECIAL_WORK:
-            # (after vma_alloc, charge() places the new VMA's lines)
-            return _THROUGH_HEAP if merging else costs.charge(op, c, t)
-        loc = op.loc
-        line: Any = costs.lines.get(loc, MISSING)
-        if line is MISSING:
-            line = costs.inline_line(loc)
-        also: Any = op.also
-        wr = _WRITES_BY_KIND[kind]
-        if line is None:  # per-CPU data (zone/lru/rcu counters): local
-            if merging and (also is not None or (wr and loc in self.waiters)):
-                return _THROUGH_HEAP
-            return costs.charge(op, c, t)
-        if line is MISSING or (also is not None and also[0] != PAGE_FRAME and not merging):
-            # mmap_lock (its session work), or a second line: the cost model
-            return _THROUGH_HEAP if merging else costs.charge(op, c, t)
-        hit = costs.hit
-        if merging:
-            if t > limit:  # type: ignore[operator]
-                return _THROUGH_HEAP
-            if line.owner == c:
-                cost = costs.atomic if wr else hit
-            elif not wr and line.sharers >> c & 1:
-                cost = hit
+        charge, access, inline_line = costs.charge, costs.access, costs.inline_line
+        lines, work, default_work, scale = costs.lines, costs.work, costs.default_work, costs.scale
+        fresh, debt, hit, atomic = costs.fresh_vma, costs.debt, costs.hit, costs.atomic
+        waiters = self.waiters
+        writes = _WRITES_BY_KIND
+        special, charged = _SPECIAL_WORK, _CHARGED_WORK
+        local, heap, page = _LOCAL, _THROUGH_HEAP, PAGE_FRAME
+
+        def price(op: Op, c: int, t: float, limit: float | None) -> float:
+            kind = op.kind
+            w = op.work
+            merging = limit is not None
+            if merging:
+                if op.enabled is not None and (t > limit or not op.enabled()):  # type: ignore[operator]
+                    return heap
+                if kind is local:
+                    if op.sleeps:
+                        return heap
+                    if w is None:
+                        return 0.0
+                    if w in charged:
+                        return charge(op, c, t)
+                    return work.get(w, default_work) * scale[c]
+            elif kind is local:
+                return charge(op, c, t)
+            if fresh[c] or w in special:
+                # (after vma_alloc, charge() places the new VMA's lines)
+                return heap if merging else charge(op, c, t)
+            loc = op.loc
+            line: Any = lines.get(loc, MISSING)
+            if line is MISSING:
+                line = inline_line(loc)
+            also: Any = op.also
+            wr = writes[kind]
+            if line is None:  # per-CPU data (zone/lru/rcu counters): local
+                if merging and (also is not None or (wr and loc in waiters)):
+                    return heap
+                return charge(op, c, t)
+            if line is MISSING or (also is not None and also[0] != page and not merging):
+                # mmap_lock (its session work), or a second line: the cost model
+                return heap if merging else charge(op, c, t)
+            if merging:
+                if t > limit:  # type: ignore[operator]
+                    return heap
+                if line.owner == c:
+                    cost = atomic if wr else hit
+                elif not wr and line.sharers >> c & 1:
+                    cost = hit
+                else:
+                    return heap
+                if also is not None and also[0] != page:
+                    other = lines.get(also)
+                    if other is None or wr or not (other.owner == c or other.sharers >> c & 1):
+                        return heap
+                    cost += hit
+                if wr and loc in waiters:
+                    return heap
             else:
-                return _THROUGH_HEAP
-            if also is not None and also[0] != PAGE_FRAME:
-                other = costs.lines.get(also)
-                if other is None or wr or not (other.owner == c or other.sharers >> c & 1):
-                    return _THROUGH_HEAP
-                cost += hit
-            if wr and loc in self.waiters:
-                return _THROUGH_HEAP
-        else:
-            if line.owner == c:
-                cost = costs.atomic if wr else hit
-            elif not wr and line.sharers >> c & 1:
-                cost = hit
-            else:
-                cost = costs.access(line, wr, c, t)  # a transfer
-            if also is not None:
-                cost += hit  # a user access's data page, just cleared here
-        if w is not None:
-            if merging and w in _SPECIAL_WORK:
-                return _THROUGH_HEAP
-            cost += costs.work.get(w, costs.default_work) * costs.scale[c]
-        debt = costs.debt
-        if debt[c]:
-            cost += debt[c]
-            debt[c] = 0.0
-        return cost
+                if line.owner == c:
+                    cost = atomic if wr else hit
+                elif not wr and line.sharers >> c & 1:
+                    cost = hit
+                else:
+                    cost = access(line, wr, c, t)  # a transfer
+                if also is not None:
+                    cost += hit  # a user access's data page, just cleared here
+            if w is not None:
+                if merging and w in special:
+                    return heap
+                cost += work.get(w, default_work) * scale[c]
+            if debt[c]:
+                cost += debt[c]
+                debt[c] = 0.0
+            return cost
+
+        return price
 
     # -- helpers --------------------------------------------------------
     def _may_preempt(self, task: object, op: Op) -> bool:
