@@ -279,7 +279,7 @@ class TimedDriver:
 
     def _merge(self, task: Task, op: Op, c: int, t: float, until: float) -> float:
         """Take the task's following steps at once, their costs added, while
-        :meth:`_price` lets each merge (module docstring): local and per-CPU
+        the pricing helper lets each merge (module docstring): local and per-CPU
         steps always, steps on lines this CPU holds while no other CPU is due
         within one line transfer of it.  Returns the time reached; the step
         that stops the merge stays pending (StopIteration and violations go
