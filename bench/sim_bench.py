@@ -1,7 +1,9 @@
 """Timed-simulator benchmarks.
 
     python bench/sim_bench.py              # speed: simulated faults per wall-clock second
-                                           # (median of --repeats 3 runs)
+                                           # (median of --repeats 3 runs), and per CPU
+                                           # second (the host is shared: CPU time is the
+                                           # steadier figure), with the load average
     python bench/sim_bench.py --fidelity   # full-length fidelity run against real-16core,
                                            # the published shapes, and the predictions
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import sys
 import time
@@ -53,25 +56,36 @@ def speed(duration_ms: float, repeats: int = 3) -> float:
     """The median of ``repeats`` runs of :func:`speed_once` (the host is noisy:
     single runs vary by a few per cent)."""
     runs = []
+    cpu_runs = []
+    load0 = os.getloadavg()[0]
     for i in range(repeats):
         print(f"run {i + 1} of {repeats}")
-        runs.append(speed_once(duration_ms))
+        wall, cpu = speed_once(duration_ms)
+        runs.append(wall)
+        cpu_runs.append(cpu)
     med = statistics.median(runs)
-    print(f"median of {repeats}: {med:,.0f} simulated faults per wall-clock second "
-          f"(runs: {', '.join(f'{r:,.0f}' for r in runs)})")
+    print(f"median of {repeats} (runs: {', '.join(f'{r:,.0f}' for r in runs)}); "
+          f"per CPU second {statistics.median(cpu_runs):,.0f} "
+          f"(runs: {', '.join(f'{r:,.0f}' for r in cpu_runs)}); "
+          f"load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"model alone (bare send loop, no driver): {model_ceiling():,.0f} faults per second")
+    print(f"simulated faults per wall-clock second: {med:.0f}")
     return med
 
 
-def speed_once(duration_ms: float) -> float:
-    """Faults the timed driver actually executes per wall-clock second (processes
-    mode in mean field runs 4 processes for 8: only executed faults count)."""
+def speed_once(duration_ms: float) -> tuple[float, float]:
+    """Faults the timed driver actually executes per wall-clock second and per
+    CPU second (processes mode in mean field runs 4 processes for 8: only
+    executed faults count)."""
     total_f = 0.0
     total_w = 0.0
+    total_c = 0.0
     for wl, kind, n in (("shared", "threads", 16), ("private", "threads", 16),
                         ("private", "processes", 8), ("pft-threads", "threads", 8)):
         warm = duration_ms / 4
+        c0 = time.process_time()
         p = run_point(wl, "universal", "xeon16", kind, n, duration_ms, seed=1, warmup_ms=warm)
+        total_c += time.process_time() - c0
         executed = p.faults_per_s * (p.sim_ms + warm) / 1e3 * p.simulated_tasks / p.tasks
         print(f"  {wl:12} {kind:9} {n:3} tasks: {executed / p.wall_s:9,.0f} executed faults/wall-s "
               f"({p.steps / max(1.0, executed * duration_ms / (duration_ms + warm)):.1f} steps/fault"
@@ -80,8 +94,9 @@ def speed_once(duration_ms: float) -> float:
         total_f += executed
         total_w += p.wall_s
     overall = total_f / total_w
-    print(f"overall: {overall:,.0f} simulated faults per wall-clock second")
-    return overall
+    print(f"overall: {overall:,.0f} simulated faults per wall-clock second, "
+          f"{total_f / total_c:,.0f} per CPU second")
+    return overall, total_f / total_c
 
 
 def anchor_ratios() -> dict[tuple[str, int], float]:
@@ -186,8 +201,8 @@ def main() -> int:
         fidelity(a.duration_ms or 40.0, a.seeds, a.jobs)
     else:
         rate = speed(a.duration_ms or 4.0, a.repeats)
-        if rate < 20_000:
-            print("below the 20,000 faults/s floor", file=sys.stderr)
+        if rate < 50_000:
+            print("below the 50,000 faults/s target (issue #16)", file=sys.stderr)
     print(f"({time.perf_counter() - t0:.1f} s wall)")
     return 0
 

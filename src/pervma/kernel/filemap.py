@@ -31,6 +31,7 @@ from pervma.kernel import debug
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind, acquire, release, rmw
+from pervma.sched.locations import I_SIZE, PAGE_FRAME
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -72,13 +73,13 @@ async def filemap_invalidate_unlock_shared(mapping: File) -> None:
 
 async def i_size_read(inode: File) -> int:
     """i_size_read(): a lockless read (one step)."""
-    await Op(OpKind.READ, ("i_size", inode.slot), "i_size_read", order=Order.ACQUIRE)
+    await Op(OpKind.READ, (I_SIZE, inode.slot), "i_size_read", order=Order.ACQUIRE)
     return inode.i_size
 
 
 async def i_size_write(inode: File, size: int) -> None:
     """i_size_write(): the writer holds i_rwsem (one step)."""
-    await Op(OpKind.WRITE, ("i_size", inode.slot), "i_size_write", order=Order.RELEASE)
+    await Op(OpKind.WRITE, (I_SIZE, inode.slot), "i_size_write", order=Order.RELEASE)
     inode.i_size = size
     inode.npages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
 
@@ -91,7 +92,7 @@ async def folio_lock(folio: Page) -> None:
     if folio.locked is me:
         debug.report("BUG: folio_lock recursion", f"page {folio.pfn} already locked by {me.comm}")
     debug.lockdep_acquire("folio_lock", folio, "write")
-    await acquire(("page", folio.pfn), "folio_lock", lambda: folio.locked is None,
+    await acquire((PAGE_FRAME, folio.pfn), "folio_lock", lambda: folio.locked is None,
                   order=Order.LOCK_ACQUIRE)
     folio.locked = me
 
@@ -99,7 +100,7 @@ async def folio_lock(folio: Page) -> None:
 async def folio_trylock(folio: Page) -> bool:
     """folio_trylock(): set PG_locked if it is clear (one step); a trylock
     adds no lockdep dependency into the lock."""
-    await rmw(("page", folio.pfn), "folio_trylock", Order.LOCK_ACQUIRE)
+    await rmw((PAGE_FRAME, folio.pfn), "folio_trylock", Order.LOCK_ACQUIRE)
     if folio.locked is not None:
         return False
     folio.locked = current_task()
@@ -112,6 +113,6 @@ async def folio_unlock(folio: Page) -> None:
     me = current_task()
     if folio.locked is not me:
         debug.report("BUG: folio_unlock", f"page {folio.pfn} is not locked by {me.comm}")
-    await release(("page", folio.pfn), "folio_unlock", Order.LOCK_RELEASE)
+    await release((PAGE_FRAME, folio.pfn), "folio_unlock", Order.LOCK_RELEASE)
     folio.locked = None
     debug.lockdep_release("folio_lock", folio)

@@ -21,7 +21,16 @@ from dataclasses import dataclass
 
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task, fatal_signal_pending, signal_loc
-from pervma.sched import acquire, block, preempt_disable, preempt_enable, read, release, rmw
+from pervma.sched import (
+    WaitKind,
+    acquire,
+    block,
+    preempt_disable,
+    preempt_enable,
+    read,
+    release,
+    rmw,
+)
 from pervma.sched.order import Order
 
 
@@ -130,7 +139,8 @@ class RwSemaphore:
             def cond() -> bool:
                 return w.granted
         await block(self.loc, f"down_{kind}({self.name}) wait", cond,
-                    also=signal_loc(me) if killable else None, order=Order.LOCK_ACQUIRE)
+                    also=signal_loc(me) if killable else None, order=Order.LOCK_ACQUIRE,
+                    wait=WaitKind.RWSEM_WRITE if write else WaitKind.RWSEM_READ)
         if not w.granted:
             self.wait_list.remove(w)
             self._wake()

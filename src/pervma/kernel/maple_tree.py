@@ -43,6 +43,7 @@ from pervma.kernel.mm_types import VmAreaStruct
 from pervma.kernel.rcu import call_rcu
 from pervma.kernel.slab import KmemCache, SlabObject
 from pervma.sched import Op, read, write
+from pervma.sched.locations import MAPLE, MAPLE_NODE
 from pervma.sched.order import Order
 
 #: maple_range_64 nodes: slots per node, leaves and internal nodes alike.
@@ -71,7 +72,7 @@ class MapleNode(SlabObject):
     walk_step: Op = field(default=None, repr=False)  # type: ignore[assignment]  # set by _node
 
     def locations(self) -> tuple[Hashable, ...]:
-        return (("maple_node", self.mm_id, self.slot),)
+        return ((MAPLE_NODE, self.mm_id, self.slot),)
 
     def entries(self) -> list[Entry]:
         return list(zip(self.starts, self.ends, self.vmas, strict=True))
@@ -114,7 +115,7 @@ class MapleTree:
 
     def __init__(self, mm_id: int, cache: KmemCache[MapleNode]) -> None:
         self.mm_id = mm_id
-        self.loc = ("maple", mm_id)
+        self.loc = (MAPLE, mm_id)
         self.walk_step = read(self.loc, "mas_walk: root",  # the same step at every walk
                               Order.RCU_DEREFERENCE)
         self.cache = cache
@@ -128,7 +129,7 @@ class MapleTree:
         node = self.cache.alloc("mas_store")
         node.mm_id = self.mm_id
         node.min, node.max, node.leaf = lo, hi, leaf
-        node.walk_step = read(("maple_node", self.mm_id, node.slot), "mas_walk: node",
+        node.walk_step = read((MAPLE_NODE, self.mm_id, node.slot), "mas_walk: node",
                               Order.RCU_DEREFERENCE)
         return node
 
@@ -284,7 +285,7 @@ class MapleTree:
             self.root = new
         else:
             parent, idx = path[-2]
-            await write(("maple_node", self.mm_id, parent.slot), label,  # rcu_assign_pointer
+            await write((MAPLE_NODE, self.mm_id, parent.slot), label,  # rcu_assign_pointer
                         Order.RCU_ASSIGN)
             parent.children = parent.children[:idx] + (new,) + parent.children[idx + 1:]
         retired = [n for n in self._subtree_nodes(old) if not self._reachable(n, new)]
@@ -344,7 +345,7 @@ class MapleTree:
             if node.walk_step.label == node_label:
                 await node.walk_step
             else:
-                await read(("maple_node", self.mm_id, node.slot), node_label, Order.RCU_DEREFERENCE)
+                await read((MAPLE_NODE, self.mm_id, node.slot), node_label, Order.RCU_DEREFERENCE)
             if node.freed:  # KASAN's check inline, its report out of line
                 debug.kasan_check(node, label, "maple_node")
             if node.leaf:

@@ -41,7 +41,8 @@ from pervma.kernel.mmu_notifier import (
 )
 from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_lock_write, anon_vma_unlock_write
 from pervma.kernel.task import current_task
-from pervma.sched import Op, OpKind, touch, work
+from pervma.sched import Op, OpKind, WaitKind, touch, work
+from pervma.sched.locations import PAGE_CACHE, PAGE_FRAME, PTE, TLB, ZONE
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ _VM_WRITE = VmFlags.VM_WRITE
 _VM_UFFD_MISSING = VmFlags.VM_UFFD_MISSING
 _VM_UFFD_WP = VmFlags.VM_UFFD_WP
 # the buddy allocator's zone->lock / pcp-lock critical section, one step
-_ALLOC_PAGES = Op(OpKind.RMW, ("zone",), "alloc_pages", work="page_alloc", order=Order.LOCKED)
+_ALLOC_PAGES = Op(OpKind.RMW, (ZONE,), "alloc_pages", work="page_alloc", order=Order.LOCKED)
 _CLEAR_PAGE = work("clear_page")
 
 
@@ -149,7 +150,7 @@ def present_vpns(mm: MmStruct, start: int, end: int) -> list[int]:
 
 
 def pte_loc(mm: MmStruct, vpn: int) -> tuple[str, int, int]:
-    return ("pte", mm.id, vpn)
+    return (PTE, mm.id, vpn)
 
 
 _READ, _WRITE = OpKind.READ, OpKind.WRITE  # enum members looked up once (fault path)
@@ -290,14 +291,14 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
         return VM_FAULT_SIGBUS
     mm = vma.vm_mm
     while True:
-        await Op(OpKind.READ, ("page_cache", file.slot, index), "filemap_get_folio", order=Order.RCU_DEREFERENCE)
+        await Op(OpKind.READ, (PAGE_CACHE, file.slot, index), "filemap_get_folio", order=Order.RCU_DEREFERENCE)
         page = file.pages.get(index)
         if page is None:
             if file.resident:
                 page = _new_cache_page(mm, file, index, "resident file page")
             elif file.shmem:
                 page = await alloc_page(mm)
-                await Op(OpKind.WRITE, ("page_cache", file.slot, index), "shmem_add_to_page_cache", order=Order.RCU_ASSIGN)
+                await Op(OpKind.WRITE, (PAGE_CACHE, file.slot, index), "shmem_add_to_page_cache", order=Order.RCU_ASSIGN)
                 if index in file.pages:
                     put_page(mm, page, "shmem_get_folio: raced")
                     page = file.pages[index]
@@ -307,17 +308,19 @@ async def filemap_get_page(vmf: VmFault) -> Page | int:
             elif vmf.flags & FAULT_FLAG_ALLOW_RETRY and not vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
                 await release_fault_lock(vmf)
                 await filemap_invalidate_lock_shared(file)
-                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
+                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True,
+                         wait=WaitKind.IO)
                 await _add_file_page(mm, file, index)
                 await filemap_invalidate_unlock_shared(file)
                 return VM_FAULT_RETRY | VM_FAULT_MAJOR
             else:
                 await filemap_invalidate_lock_shared(file)
-                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True)
+                await Op(OpKind.LOCAL, None, "filemap_read_folio: wait for I/O", work="io", sleeps=True,
+                         wait=WaitKind.IO)
                 page = await _add_file_page(mm, file, index)
                 await filemap_invalidate_unlock_shared(file)
         page.refcount += 1  # filemap_get_folio()'s reference
-        touch(("page", page.pfn))
+        touch((PAGE_FRAME, page.pfn))
         if not await lock_folio_maybe_drop_mmap(vmf, page):
             return VM_FAULT_RETRY
         if page.mapping is not file:  # truncated while we slept on the lock
@@ -364,7 +367,7 @@ async def _fault_done(vmf: VmFault, page: Page) -> None:
 
 
 async def _add_file_page(mm: MmStruct, file: File, index: int) -> Page:
-    await Op(OpKind.WRITE, ("page_cache", file.slot, index), "filemap_add_folio",
+    await Op(OpKind.WRITE, (PAGE_CACHE, file.slot, index), "filemap_add_folio",
              order=Order.RCU_ASSIGN)  # xas_store() publishes the slot
     page = file.pages.get(index)
     if page is None:
@@ -411,7 +414,7 @@ async def finish_fault(vmf: VmFault, page: Page, new_anon: bool, writable: bool)
     else:
         page.mapcount += 1
         page.refcount += 1
-        touch(("page", page.pfn))
+        touch((PAGE_FRAME, page.pfn))
     await set_pte_at(mm, vmf.vpn, Pte(page, writable=writable, dirty=writable), "finish_fault: set_pte_at")
     await ptl.unlock()
     return 0
@@ -473,7 +476,7 @@ async def do_wp_page(vmf: VmFault) -> int:
         return await _handle_userfault(vmf, _VM_UFFD_WP)
     old = pte.page
     debug.kasan_check(old, "do_wp_page", "page")
-    touch(("page", old.pfn))  # the reuse decision reads the page's counts
+    touch((PAGE_FRAME, old.pfn))  # the reuse decision reads the page's counts
     if vma.vm_flags & VmFlags.VM_SHARED:
         check_fault_vma(vmf, "wp_page_shared")
         await set_pte_at(mm, vmf.vpn, Pte(old, writable=True, dirty=True), "wp_page_shared")
@@ -507,7 +510,7 @@ async def do_wp_page(vmf: VmFault) -> int:
     await set_pte_at(mm, vmf.vpn, Pte(new, writable=True, dirty=True), "wp_page_copy")
     await flush_tlb(mm, "wp_page_copy: flush")
     old.mapcount -= 1
-    touch(("page", old.pfn))
+    touch((PAGE_FRAME, old.pfn))
     put_page(mm, old, "wp_page_copy")
     await ptl.unlock()
     await mmu_notifier_invalidate_range_end(rng)
@@ -546,7 +549,7 @@ async def handle_mm_fault(vma: VmAreaStruct, address: int, flags: int) -> int:
 async def flush_tlb(mm: MmStruct, label: str) -> None:
     """A TLB shootdown to every other CPU running mm (a cost; the model's
     page tables are the TLB)."""
-    await Op(OpKind.LOCAL, ("tlb", mm.id), label, work="tlb_flush")
+    await Op(OpKind.LOCAL, (TLB, mm.id), label, work="tlb_flush")
 
 
 async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NOTIFY_UNMAP) -> int:
@@ -573,7 +576,7 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
             page = pte.page
             # work="zap_page", also=the page (positional: a keyword call is slower)
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
-                     ("page", page.pfn), False, _ONCE)
+                     (PAGE_FRAME, page.pfn), False, _ONCE)
             del pgtable[vpn]
             zap_present_page(mm, page)
             zapped += 1
@@ -619,7 +622,7 @@ async def zap_page_range_single(vma: VmAreaStruct, start: int, end: int) -> None
         await ptl.lock()
         for vpn in present_vpns(mm, addr, nxt):
             page = pgtable[vpn].page
-            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, ("page", page.pfn),
+            await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False, (PAGE_FRAME, page.pfn),
                      False, _ONCE)
             del pgtable[vpn]
             zap_present_page(mm, page)
@@ -782,7 +785,7 @@ async def copy_page_range(dst: VmAreaStruct, src: VmAreaStruct) -> None:
             if not page.zero_page:
                 page.mapcount += 1
                 page.refcount += 1
-                touch(("page", page.pfn))
+                touch((PAGE_FRAME, page.pfn))
             dmm.pgtable[vpn] = child_pte
         await ptl.unlock()
     if rng is not None:

@@ -52,6 +52,7 @@ from pervma.kernel.pagewalk import PGWALK_RDLOCK, PGWALK_WRLOCK, MmWalk, MmWalkO
 from pervma.kernel.slab import SlabObject
 from pervma.kernel.syscalls import ULONG_MAX, c_ulong
 from pervma.sched import Op, OpKind, touch, work
+from pervma.sched.locations import MEMPOLICY, PAGE_FRAME, VMA
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class Mempolicy(SlabObject):
     user_nodemask: int = 0
 
     def locations(self) -> tuple[Hashable, ...]:
-        return (("mempolicy", self.slot),)
+        return ((MEMPOLICY, self.slot),)
 
     def __str__(self) -> str:
         return f"mempolicy#{self.slot}(mode {self.mode} nodes {self.nodes:#x})"
@@ -152,7 +153,7 @@ def mpol_set_nodemask(mm: MmStruct, pol: Mempolicy | None, nodes: int) -> int:
 def mpol_get(pol: Mempolicy | None) -> None:
     if pol is not None:
         pol.refcnt += 1
-        touch(("mempolicy", pol.slot))
+        touch((MEMPOLICY, pol.slot))
 
 
 def mpol_put(mm: MmStruct, pol: Mempolicy | None, site: str) -> None:
@@ -163,7 +164,7 @@ def mpol_put(mm: MmStruct, pol: Mempolicy | None, site: str) -> None:
         debug.kasan_check(pol, site, "mempolicy")
         return
     pol.refcnt -= 1
-    touch(("mempolicy", pol.slot))
+    touch((MEMPOLICY, pol.slot))
     if pol.refcnt == 0:
         mm.system.policy_cachep.free(pol, site)
 
@@ -218,7 +219,7 @@ async def get_vma_policy(vma: VmAreaStruct, addr: int) -> tuple[Mempolicy | None
     pol = __get_vma_policy(vma)
     if pol is None:
         return None, 0
-    await Op(_READ, ("mempolicy", pol.slot), "get_vma_policy: pol->mode", order=Order.PLAIN)
+    await Op(_READ, (MEMPOLICY, pol.slot), "get_vma_policy: pol->mode", order=Order.PLAIN)
     if pol.freed:
         debug.kasan_check(pol, "get_vma_policy", "mempolicy")
     ilx = 0
@@ -284,7 +285,7 @@ def migrate_folio_add(page: Page, vpn: int, qp: QueuePages) -> bool:
         if page.anon_vma is None or any(p is page for p, _ in qp.pagelist):
             return False
         page.refcount += 1  # folio_isolate_lru() takes a reference
-        touch(("page", page.pfn))
+        touch((PAGE_FRAME, page.pfn))
         qp.pagelist.append((page, vpn))
     return True
 
@@ -367,7 +368,7 @@ async def vma_replace_policy(vma: VmAreaStruct, pol: Mempolicy | None) -> int:
     vma_assert_write_locked(vma)
     mm = vma.vm_mm
     new = mpol_dup(mm, pol)
-    await Op(OpKind.WRITE, ("vma", vma.slot), "vma_replace_policy", order=Order.PLAIN)
+    await Op(OpKind.WRITE, (VMA, vma.slot), "vma_replace_policy", order=Order.PLAIN)
     old = vma.vm_policy
     vma.vm_policy = new
     mpol_put(mm, old, "vma_replace_policy")
@@ -428,7 +429,7 @@ async def migrate_pages(mm: MmStruct, pagelist: list[tuple[Page, int, int | None
             await set_pte_at(mm, vpn, Pte(new, pte.writable, pte.dirty, pte.readable),
                              "remove_migration_pte")
             page.mapcount -= 1
-            touch(("page", page.pfn))
+            touch((PAGE_FRAME, page.pfn))
             put_page(mm, page, "migrate_pages: unmapped")
             await ptl.unlock()
             await flush_tlb(mm, "try_to_migrate: flush")

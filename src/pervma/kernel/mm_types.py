@@ -17,6 +17,23 @@ from pervma.kernel.atomic import UINT_MAX, Atomic, Refcount, SeqCount
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
 from pervma.kernel.slab import SlabObject
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import (
+    ANON_VMA,
+    ANON_VMA_REFCOUNT,
+    I_MMAP_RWSEM,
+    INVALIDATE_LOCK,
+    MM_COUNT,
+    MM_LOCK_SEQ,
+    MM_USERS,
+    MMAP_LOCK,
+    PAGE_FRAME,
+    PAGE_TABLE_LOCK,
+    PTL,
+    VM_LOCK_SEQ,
+    VM_REFCNT,
+    VMA,
+    VMA_WRITER_WAIT,
+)
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -119,9 +136,9 @@ class File(SlabObject):
     pages: dict[int, Page] = field(default_factory=dict)  # page cache by index
     contents: dict[int, dict[int, int]] = field(default_factory=dict)  # bytes on "disk"
     i_mmap: list[VmAreaStruct] = field(default_factory=list)  # by vm_pgoff: vma_interval_tree
-    i_mmap_rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore(("i_mmap_rwsem", -1), "i_mmap_rwsem"))
+    i_mmap_rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore((I_MMAP_RWSEM, -1), "i_mmap_rwsem"))
     invalidate_lock: RwSemaphore = field(
-        default_factory=lambda: RwSemaphore(("invalidate_lock", -1), "invalidate_lock"))
+        default_factory=lambda: RwSemaphore((INVALIDATE_LOCK, -1), "invalidate_lock"))
     as_mm_all_locks: bool = False  # AS_MM_ALL_LOCKS in mapping->flags (mm_take_all_locks)
 
 
@@ -139,8 +156,8 @@ class AnonVma(SlabObject):
 
     root: AnonVma | None = None
     parent: AnonVma | None = None
-    refcount: Atomic = field(default_factory=lambda: Atomic(("anon_vma_refcount", -1)))
-    rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore(("anon_vma", -1), "anon_vma"))
+    refcount: Atomic = field(default_factory=lambda: Atomic((ANON_VMA_REFCOUNT, -1)))
+    rwsem: RwSemaphore = field(default_factory=lambda: RwSemaphore((ANON_VMA, -1), "anon_vma"))
     num_children: int = 0
     num_active_vmas: int = 0
     rb_root: list[VmAreaStruct] = field(default_factory=list)
@@ -150,7 +167,7 @@ class AnonVma(SlabObject):
     mm_all_locks_mark: bool = False
 
     def locations(self) -> tuple[Hashable, ...]:
-        return (("anon_vma", self.slot), ("anon_vma_refcount", self.slot))
+        return ((ANON_VMA, self.slot), (ANON_VMA_REFCOUNT, self.slot))
 
 
 @dataclass(eq=False, slots=True)
@@ -172,7 +189,7 @@ class Page(SlabObject):
         return self.slot
 
     def locations(self) -> tuple[Hashable, ...]:
-        return (("page", self.slot),)
+        return ((PAGE_FRAME, self.slot),)
 
 
 @dataclass(eq=False, slots=True)
@@ -211,7 +228,7 @@ class VmAreaStruct(SlabObject):
     vm_policy: Any = None  # struct mempolicy (mempolicy.py): NULL is the task's/default policy
     vm_userfaultfd_ctx: Any = None
     anon_name: str | None = None
-    vm_refcnt: Refcount = field(default_factory=lambda: Refcount(("vm_refcnt", -1)))
+    vm_refcnt: Refcount = field(default_factory=lambda: Refcount((VM_REFCNT, -1)))
     vm_lock_seq: int = UINT_MAX
     debug_readers: int = 0  # successful read locks now held (for the exclusion check)
     read_steps: dict[str, Op] = field(default_factory=dict, repr=False)  # read_step()'s
@@ -233,7 +250,7 @@ class VmAreaStruct(SlabObject):
         return op
 
     def locations(self) -> tuple[Hashable, ...]:
-        return (("vma", self.slot), ("vm_refcnt", self.slot), ("vm_lock_seq", self.slot))
+        return ((VMA, self.slot), (VM_REFCNT, self.slot), (VM_LOCK_SEQ, self.slot))
 
     def pages(self) -> int:
         return (self.vm_end - self.vm_start) >> PAGE_SHIFT
@@ -246,7 +263,7 @@ class VmAreaStruct(SlabObject):
 
     @property
     def lock_seq_loc(self) -> tuple[str, int]:
-        return ("vm_lock_seq", self.slot)
+        return (VM_LOCK_SEQ, self.slot)
 
 
 @dataclass(eq=False)
@@ -257,12 +274,12 @@ class MmStruct(SlabObject):
 
     id: int = 0
     config: Config = None  # type: ignore[assignment]  # set by System
-    mm_users: Atomic = field(default_factory=lambda: Atomic(("mm_users", -1), 1))
-    mm_count: Refcount = field(default_factory=lambda: Refcount(("mm_count", -1), 1))
-    mmap_lock: RwSemaphore = field(default_factory=lambda: RwSemaphore(("mmap_lock", -1)))
-    mm_lock_seq: SeqCount = field(default_factory=lambda: SeqCount(("mm_lock_seq", -1)))
-    vma_writer_wait: RcuWait = field(default_factory=lambda: RcuWait(("vma_writer_wait", -1)))
-    page_table_lock: SpinLock = field(default_factory=lambda: SpinLock(("page_table_lock", -1)))
+    mm_users: Atomic = field(default_factory=lambda: Atomic((MM_USERS, -1), 1))
+    mm_count: Refcount = field(default_factory=lambda: Refcount((MM_COUNT, -1), 1))
+    mmap_lock: RwSemaphore = field(default_factory=lambda: RwSemaphore((MMAP_LOCK, -1)))
+    mm_lock_seq: SeqCount = field(default_factory=lambda: SeqCount((MM_LOCK_SEQ, -1)))
+    vma_writer_wait: RcuWait = field(default_factory=lambda: RcuWait((VMA_WRITER_WAIT, -1)))
+    page_table_lock: SpinLock = field(default_factory=lambda: SpinLock((PAGE_TABLE_LOCK, -1)))
     mm_mt: MapleTree = None  # type: ignore[assignment]
     map_count: int = 0
     pgtable: dict[int, Pte] = field(default_factory=dict)
@@ -291,6 +308,6 @@ class MmStruct(SlabObject):
         key = address >> PMD_SHIFT
         lock = self.ptls.get(key)
         if lock is None:
-            lock = SpinLock(("ptl", self.id, key), "ptl")
+            lock = SpinLock((PTL, self.id, key), "ptl")
             self.ptls[key] = lock
         return lock

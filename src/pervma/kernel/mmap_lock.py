@@ -28,6 +28,7 @@ from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task
 from pervma.kernel.vmstat import count_vm_vma_lock_event
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import VM_LOCK_SEQ, VMA
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ async def _vma_refcount_put_b16(vma: VmAreaStruct) -> None:
     newcnt = await vma.vm_refcnt.sub_return(1, "vma_refcount_put: dec")
     debug.lockdep_release("vm_lock", vma)
     if newcnt and __vma_are_readers_excluded(newcnt):
-        await Op(OpKind.READ, ("vma", vma.slot), "vma_refcount_put: vma->vm_mm", order=Order.PLAIN)
+        await Op(OpKind.READ, (VMA, vma.slot), "vma_refcount_put: vma->vm_mm", order=Order.PLAIN)
         mm = vma.vm_mm
         debug.kasan_check(mm, "rcuwait_wake_up(&vma->vm_mm->vma_writer_wait)", "mm_struct")
         await mm.vma_writer_wait.wake_up()
@@ -259,7 +260,7 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     mm_lock_seq = mm.mm_lock_seq
     # 1. early check against the caller's mm, never the unstable vma->vm_mm
     # READ_ONCE(vma->vm_lock_seq) == READ_ONCE(mm->mm_lock_seq.sequence): no ordering needed
-    await vma.read_step("vm_lock_seq", "vma_start_read: early seq check", mm_lock_seq.loc,
+    await vma.read_step(VM_LOCK_SEQ, "vma_start_read: early seq check", mm_lock_seq.loc,
                         Order.ONCE)
     if vma.freed:
         debug.kasan_check(vma, "vma_start_read: READ_ONCE(vma->vm_lock_seq)", "vm_area_struct")
@@ -280,7 +281,7 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     debug.lockdep_acquire("vm_lock", vma, "read")
     # 3. reuse check (historical B17: none)
     if not mm.config.bug("B17"):
-        await vma.read_step("vma", "vma_start_read: vma->vm_mm check", None, Order.PLAIN)
+        await vma.read_step(VMA, "vma_start_read: vma->vm_mm check", None, Order.PLAIN)
         if vma.freed:
             debug.kasan_check(vma, "vma_start_read: vma->vm_mm", "vm_area_struct")
         if vma.vm_mm is not mm:
@@ -296,7 +297,7 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     # 4. late check: vma->vm_lock_seq (plain, stable under the reference) against
     # raw_read_seqcount(&mm->mm_lock_seq), an acquire load pairing with the
     # smp_wmb() before the increment in vma_end_write_all()
-    await vma.read_step("vm_lock_seq", "vma_start_read: late seq check", mm_lock_seq.loc,
+    await vma.read_step(VM_LOCK_SEQ, "vma_start_read: late seq check", mm_lock_seq.loc,
                         Order.ACQUIRE)
     if vma.freed:
         debug.kasan_check(vma, "vma_start_read: raw_read_seqcount(vma->vm_lock_seq)", "vm_area_struct")
@@ -579,7 +580,7 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
         rcu_read_unlock()
-        await vma.read_step("vma", "lock_vma_under_rcu: range check", None, Order.PLAIN)
+        await vma.read_step(VMA, "lock_vma_under_rcu: range check", None, Order.PLAIN)
         if not (vma.vm_start <= address < vma.vm_end):
             await vma_end_read(vma)
             count_vm_vma_lock_event(mm, "vma_lock_abort")
@@ -591,7 +592,7 @@ async def _lock_vma_under_rcu_b09(mm: MmStruct, vma: VmAreaStruct) -> bool:
     """Historical (B09, 6.4): the anon_vma precondition judged before
     vma_start_read(), on an unlocked VMA.  True: the lookup gives up (RCU
     dropped, ABORT counted)."""
-    await Op(OpKind.READ, ("vma", vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)",
+    await Op(OpKind.READ, (VMA, vma.slot), "lock_vma_under_rcu: vma->anon_vma (unlocked)",
              order=Order.PLAIN)
     if vma.anon_vma is None and vma.is_anonymous():
         rcu_read_unlock()
@@ -654,7 +655,7 @@ async def lock_next_vma(mm: MmStruct, from_addr: int) -> VmAreaStruct | None | i
             continue
         if r is None:
             break  # fallback (RCU already dropped)
-        await Op(OpKind.READ, ("vma", vma.slot), "lock_next_vma: range check", order=Order.PLAIN)
+        await Op(OpKind.READ, (VMA, vma.slot), "lock_next_vma: range check", order=Order.PLAIN)
         if from_addr >= vma.vm_end:
             rcu_read_unlock()
             await vma_end_read(vma)

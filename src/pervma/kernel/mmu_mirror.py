@@ -40,6 +40,7 @@ from pervma.kernel.mm_types import PAGE_SHIFT, Page, VmFlags
 from pervma.kernel.mmap_lock import mmap_read_lock, mmap_read_unlock
 from pervma.kernel.mmu_notifier import MmuNotifier, MmuNotifierRange
 from pervma.sched import Op, OpKind, touch
+from pervma.sched.locations import MIRROR, PAGE_FRAME
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class MmuMirror(MmuNotifier):
 
     def __init__(self, ident: int) -> None:
         self.id = ident
-        self.lock = SpinLock(("mirror", ident), "mirror_lock")
+        self.lock = SpinLock((MIRROR, ident), "mirror_lock")
         self.invalidate_in_progress = 0  # kvm->mmu_invalidate_in_progress
         self.invalidate_seq = 0  # kvm->mmu_invalidate_seq
         self.spte: dict[int, tuple[Page, bool]] = {}  # vpn -> (page, writable)
@@ -65,7 +66,7 @@ class MmuMirror(MmuNotifier):
 
     @property
     def loc(self) -> tuple[str, int]:
-        return ("mirror", self.id)
+        return (MIRROR, self.id)
 
     async def invalidate_range_start(self, rng: MmuNotifierRange) -> int:
         await self.lock.lock()
@@ -117,7 +118,7 @@ async def mirror_gup(mm: MmStruct, address: int, write: bool) -> tuple[Page, boo
             page = pte.page
             if not page.zero_page:  # get_page()
                 page.refcount += 1
-                touch(("page", page.pfn))
+                touch((PAGE_FRAME, page.pfn))
             writable = pte.writable
             await ptl.unlock()
             await mmap_read_unlock(mm)
@@ -174,7 +175,7 @@ async def mirror_access(mirror: MmuMirror, address: int, write: bool, value: int
         entry = mirror.spte.get(vpn)
         if entry is not None and (entry[1] or not write):
             page = entry[0]
-            touch(("page", page.pfn))
+            touch((PAGE_FRAME, page.pfn))
             if write:
                 page.data[off] = value & 0xFF
                 if mirror.mm is not None and mirror.mm.fork_log:  # a device write is a store too

@@ -45,6 +45,7 @@ from pervma.kernel.mmap_lock import (
     mmgrab,
 )
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import MMU_NOTIFIER_LOCK, MMU_NOTIFIERS
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class MmuNotifierSubscriptions:
 
 def subscriptions_loc(mm: MmStruct) -> tuple[str, int]:
     """Where the list of subscribers lives: readers walk it, register writes it."""
-    return ("mmu_notifiers", mm.id)
+    return (MMU_NOTIFIERS, mm.id)
 
 
 def mm_has_notifiers(mm: MmStruct) -> bool:
@@ -222,7 +223,7 @@ async def __mmu_notifier_register(subscription: MmuNotifier, mm: MmStruct) -> in
         debug.report("kernel BUG at mm/mmu_notifier.c", f"__mmu_notifier_register on {mm} with no users")
     subscriptions = None
     if mm.notifier_subscriptions is None:
-        subscriptions = MmuNotifierSubscriptions(SpinLock(("mmu_notifier_lock", mm.id), "mmu_notifier_lock"))
+        subscriptions = MmuNotifierSubscriptions(SpinLock((MMU_NOTIFIER_LOCK, mm.id), "mmu_notifier_lock"))
     ret = await mm_take_all_locks(mm)
     if ret:
         return ret

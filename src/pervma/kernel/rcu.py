@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task
 from pervma.sched import block, preempt_disable, preempt_enable, touch, touch_read
+from pervma.sched.locations import RCU, RCU_GP
 from pervma.sched.order import Order
 
 #: The grace-period state as the checker's dependency relation sees it.  A
@@ -26,7 +27,7 @@ from pervma.sched.order import Order
 #: -- which decides whether the callback waits for that reader and which step
 #: runs it -- would be invisible to DPOR: both happen inside steps that name
 #: other locations.
-RCU_GP_LOC = ("rcu_gp",)
+RCU_GP_LOC = (RCU_GP,)
 
 
 @dataclass(eq=False, slots=True)
@@ -115,5 +116,5 @@ async def synchronize_rcu() -> None:
     rcu = _rcu(tsk)
     touch(RCU_GP_LOC)
     gp = _GracePeriod(rcu._snapshot())
-    await block(("rcu",), "synchronize_rcu", gp.done, order=Order.SYNC_RCU)
+    await block((RCU,), "synchronize_rcu", gp.done, order=Order.SYNC_RCU)
     rcu.grace_periods += 1

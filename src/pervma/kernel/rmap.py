@@ -25,6 +25,7 @@ from pervma.kernel.mmap_lock import mmap_assert_locked
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import PAGE_FRAME, VMA
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ async def __anon_vma_prepare(vma: VmAreaStruct) -> int:
         av.num_children += 1  # the new root's link to itself
     await anon_vma_lock_write(av)
     await mm.page_table_lock.lock()
-    await Op(OpKind.WRITE, ("vma", vma.slot), "__anon_vma_prepare: vma->anon_vma", order=Order.PLAIN)
+    await Op(OpKind.WRITE, (VMA, vma.slot), "__anon_vma_prepare: vma->anon_vma", order=Order.PLAIN)
     if vma.anon_vma is None:
         vma.anon_vma = av
         anon_vma_chain_link(vma, av)
@@ -317,7 +318,7 @@ async def folio_lock_anon_vma_read(page: Page) -> AnonVma | None:
     last reference free it here."""
     rcu_read_lock()
     try:
-        await Op(OpKind.READ, ("page", page.pfn), "folio_lock_anon_vma_read: folio->mapping", order=Order.ONCE)
+        await Op(OpKind.READ, (PAGE_FRAME, page.pfn), "folio_lock_anon_vma_read: folio->mapping", order=Order.ONCE)
         av = page.anon_vma
         if av is None or page.mapcount <= 0:
             return None
@@ -328,14 +329,14 @@ async def folio_lock_anon_vma_read(page: Page) -> AnonVma | None:
         if root.freed:
             debug.kasan_check(root, "folio_lock_anon_vma_read: down_read_trylock", "anon_vma")
         if locked:
-            await Op(OpKind.READ, ("page", page.pfn), "folio_lock_anon_vma_read: folio_mapped", order=Order.ONCE)
+            await Op(OpKind.READ, (PAGE_FRAME, page.pfn), "folio_lock_anon_vma_read: folio_mapped", order=Order.ONCE)
             if page.mapcount <= 0:
                 await root.rwsem.up_read()
                 return None
             return av
         if not await av.refcount.add_unless(1, 0, "folio_lock_anon_vma_read: atomic_inc_not_zero"):
             return None
-        await Op(OpKind.READ, ("page", page.pfn), "folio_lock_anon_vma_read: folio_mapped", order=Order.ONCE)
+        await Op(OpKind.READ, (PAGE_FRAME, page.pfn), "folio_lock_anon_vma_read: folio_mapped", order=Order.ONCE)
         mapped = page.mapcount > 0
     finally:
         rcu_read_unlock()

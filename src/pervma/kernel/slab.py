@@ -29,6 +29,7 @@ from typing import Generic, TypeVar
 from pervma.kernel import debug
 from pervma.kernel.rcu import call_rcu
 from pervma.sched import touch
+from pervma.sched.locations import KMEM_CACHE
 
 
 @dataclass(eq=False, slots=True)
@@ -83,7 +84,7 @@ class KmemCache(Generic[T]):
         freelist does.  Without it two allocations from one cache would be
         independent to the checker although their order decides which object
         (and slot) each gets."""
-        return ("kmem_cache", self.name)
+        return (KMEM_CACHE, self.name)
 
     def alloc(self, site: str) -> T:
         touch(self.loc())

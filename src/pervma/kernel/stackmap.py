@@ -29,6 +29,7 @@ from pervma.kernel.mmap_lock import (
     vma_start_read_locked,
 )
 from pervma.kernel.sites import call_site
+from pervma.sched.locations import VMA
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ async def stack_map_get_build_id_offset_sleepable(mm: MmStruct, ips: list[int]
         if vma is None:
             out.append((BPF_STACK_BUILD_ID_IP, 0, ip))
             continue
-        await vma.read_step("vma", "stack_map: vm_pgoff, vm_start, vm_file", None, Order.PLAIN)
+        await vma.read_step(VMA, "stack_map: vm_pgoff, vm_start, vm_file", None, Order.PLAIN)
         vm_pgoff, vm_start, file = vma.vm_pgoff, vma.vm_start, vma.vm_file
         anonymous = vma.is_anonymous() or file is None
         await stack_map_unlock_vma(mm, vma)

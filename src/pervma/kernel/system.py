@@ -83,6 +83,23 @@ from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
 from pervma.sched import Op, OpKind, current, run_direct, work
+from pervma.sched.locations import (
+    ANON_VMA,
+    ANON_VMA_REFCOUNT,
+    I_MMAP_RWSEM,
+    INVALIDATE_LOCK,
+    MM_ALL_LOCKS_MUTEX,
+    MM_COUNT,
+    MM_LOCK_SEQ,
+    MM_USERS,
+    MMAP_LOCK,
+    PAGE_FRAME,
+    PAGE_TABLE_LOCK,
+    PTE,
+    SIGNAL,
+    VM_REFCNT,
+    VMA_WRITER_WAIT,
+)
 from pervma.sched.order import Order
 
 _USER_STORE = (OpKind.WRITE, "user store")
@@ -167,7 +184,7 @@ class System:
         self.admin_reserve_pages = min(mem_pages // 32, (8 << 20) >> PAGE_SHIFT)
         self.vm_committed_as = 0  # pages charged by VM_ACCOUNT mappings (mm/util.c)
         self.vm_area_cachep: KmemCache[VmAreaStruct] = KmemCache(
-            "vm_area_struct", lambda slot: VmAreaStruct(vm_refcnt=Refcount(("vm_refcnt", slot))),
+            "vm_area_struct", lambda slot: VmAreaStruct(vm_refcnt=Refcount((VM_REFCNT, slot))),
             typesafe_by_rcu=True)
         self.maple_node_cachep: KmemCache[MapleNode] = KmemCache("maple_node", lambda s: MapleNode())
         self.mm_cachep: KmemCache[MmStruct] = KmemCache("mm_struct", self._new_mm)
@@ -181,7 +198,7 @@ class System:
         self.vm_ops_closed: list[str] = []
         self.fail_prealloc = False
         self.fail_avc_alloc = 0  # anon_vma_chain allocations to fail (rmap.py)
-        self.mm_all_locks_mutex = RwSemaphore(("mm_all_locks_mutex",), "mm_all_locks_mutex")
+        self.mm_all_locks_mutex = RwSemaphore((MM_ALL_LOCKS_MUTEX,), "mm_all_locks_mutex")
         self.nr_mirrors = 0  # MmuMirror ids (Thread.mmu_notifier_register)
         self.processes: list[Process] = []
         self._next_pid = 1
@@ -196,11 +213,11 @@ class System:
     def _new_mm(self, slot: int) -> MmStruct:
         mm = MmStruct(
             id=slot, config=self.config, system=self,
-            mm_users=Atomic(("mm_users", slot), 1), mm_count=Refcount(("mm_count", slot), 1),
-            mmap_lock=RwSemaphore(("mmap_lock", slot), "mmap_lock"),
-            mm_lock_seq=SeqCount(("mm_lock_seq", slot)),
-            vma_writer_wait=RcuWait(("vma_writer_wait", slot)),
-            page_table_lock=SpinLock(("page_table_lock", slot), "page_table_lock"))
+            mm_users=Atomic((MM_USERS, slot), 1), mm_count=Refcount((MM_COUNT, slot), 1),
+            mmap_lock=RwSemaphore((MMAP_LOCK, slot), "mmap_lock"),
+            mm_lock_seq=SeqCount((MM_LOCK_SEQ, slot)),
+            vma_writer_wait=RcuWait((VMA_WRITER_WAIT, slot)),
+            page_table_lock=SpinLock((PAGE_TABLE_LOCK, slot), "page_table_lock"))
         mm.mm_mt = MapleTree(slot, self.maple_node_cachep)
         return mm
 
@@ -301,14 +318,14 @@ class System:
 
 def _new_file(slot: int) -> File:
     """A file object with its own i_mmap_rwsem and invalidate_lock locations."""
-    return File(i_mmap_rwsem=RwSemaphore(("i_mmap_rwsem", slot), "i_mmap_rwsem"),
-                invalidate_lock=RwSemaphore(("invalidate_lock", slot), "invalidate_lock"))
+    return File(i_mmap_rwsem=RwSemaphore((I_MMAP_RWSEM, slot), "i_mmap_rwsem"),
+                invalidate_lock=RwSemaphore((INVALIDATE_LOCK, slot), "invalidate_lock"))
 
 
 def _anon_vma(slot: int) -> AnonVma:
     """anon_vma_ctor(): the lock and the refcount, once per object."""
-    return AnonVma(refcount=Atomic(("anon_vma_refcount", slot)),
-                   rwsem=RwSemaphore(("anon_vma", slot), "anon_vma"))
+    return AnonVma(refcount=Atomic((ANON_VMA_REFCOUNT, slot)),
+                   rwsem=RwSemaphore((ANON_VMA, slot), "anon_vma"))
 
 
 async def _setup_new_exec(mm: MmStruct) -> None:
@@ -438,7 +455,7 @@ class Thread:
 
     async def kill(self) -> None:
         """Send this thread a fatal signal (a shared write: killable waits see it)."""
-        await Op(OpKind.WRITE, ("signal", self.task.pid), f"SIGKILL {self.task.comm}", order=Order.RELEASE)
+        await Op(OpKind.WRITE, (SIGNAL, self.task.pid), f"SIGKILL {self.task.comm}", order=Order.RELEASE)
         self.task.fatal_signal = True
 
     async def binder_mmap(self, npages: int) -> BinderAlloc:
@@ -526,13 +543,13 @@ class Thread:
         pgtable = mm.pgtable
         vpn = addr >> PAGE_SHIFT
         off = addr & (PAGE_SIZE - 1)
-        loc = ("pte", mm.id, vpn)
+        loc = (PTE, mm.id, vpn)
         kind, label = (_USER_STORE if write else _USER_LOAD)
         while True:
             pte = pgtable.get(vpn)
             # the MMU's walk of the PTE and the machine access: single-copy atomic, unordered
             await Op(kind, loc, label, None, None, False,
-                     ("page", pte.page.pfn) if pte is not None else None, True, _ONCE)
+                     (PAGE_FRAME, pte.page.pfn) if pte is not None else None, True, _ONCE)
             pte = pgtable.get(vpn)
             if pte is not None and pte.readable and (pte.writable or not write):
                 page = pte.page

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pervma.sched import current, running_slot, touch
+from pervma.sched.locations import SIGNAL
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -55,7 +56,7 @@ def current_task() -> TaskStruct:
 
 def signal_loc(tsk: TaskStruct) -> tuple[str, int]:
     """Where a fatal signal is delivered: the kill is a step on it."""
-    return ("signal", tsk.pid)
+    return (SIGNAL, tsk.pid)
 
 
 def fatal_signal_pending(tsk: TaskStruct) -> bool:

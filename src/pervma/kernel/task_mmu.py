@@ -31,6 +31,7 @@ from pervma.kernel.pagewalk import PGWALK_WRLOCK, MmWalk, MmWalkOps, walk_page_r
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.sites import call_site
 from pervma.sched import Op, OpKind, work
+from pervma.sched.locations import VMA
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ async def proc_maps_read(mm: MmStruct) -> list[str]:
             complete = found is None
             break
         vma = found
-        await Op(OpKind.READ, ("vma", vma.slot), "show_map_vma", order=Order.PLAIN)
+        await Op(OpKind.READ, (VMA, vma.slot), "show_map_vma", order=Order.PLAIN)
         debug.kasan_check(vma, "show_map_vma", "vm_area_struct")
         if vma.vm_mm is not mm:
             debug.report("BUG: /proc/pid/maps shows a VMA of another mm", f"{vma} of {vma.vm_mm}")
@@ -269,7 +270,7 @@ async def do_procmap_query(mm: MmStruct, usize: int, query_flags: int, query_add
     if isinstance(found, int):
         out = found
     else:
-        await Op(OpKind.READ, ("vma", found.slot), "do_procmap_query: read the VMA", order=Order.PLAIN)
+        await Op(OpKind.READ, (VMA, found.slot), "do_procmap_query: read the VMA", order=Order.PLAIN)
         if found.vm_mm is not mm:
             debug.report("BUG: PROCMAP_QUERY answers with a VMA of another mm", f"{found} of {found.vm_mm}")
         out = _procmap_answer(found, usize, query_flags, query_addr, vma_name_size)

@@ -40,6 +40,7 @@ from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE
 from pervma.kernel.syscalls import NotModelled, c_ulong
 from pervma.kernel.task import current_task
 from pervma.sched import Op, OpKind, touch
+from pervma.sched.locations import PAGE_CACHE, PAGE_FRAME
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ async def truncate_inode_folio(mapping: File, folio: Page) -> None:
     under the folio lock the caller holds."""
     if folio.mapcount > 0:
         await unmap_mapping_folio(folio)
-    await Op(OpKind.WRITE, ("page_cache", mapping.slot, folio.index), "filemap_remove_folio", order=Order.RCU_ASSIGN)
+    await Op(OpKind.WRITE, (PAGE_CACHE, mapping.slot, folio.index), "filemap_remove_folio", order=Order.RCU_ASSIGN)
     filemap_remove_folio(folio)
 
 
@@ -83,11 +84,11 @@ async def truncate_inode_pages_range(mapping: File, lstart: int) -> None:
         on_disk = mapping.contents.get(index)
         if on_disk:
             mapping.contents[index] = {o: b for o, b in on_disk.items() if o < partial}
-        await Op(OpKind.READ, ("page_cache", mapping.slot, index), "filemap_lock_folio", order=Order.RCU_DEREFERENCE)
+        await Op(OpKind.READ, (PAGE_CACHE, mapping.slot, index), "filemap_lock_folio", order=Order.RCU_DEREFERENCE)
         folio = mapping.pages.get(index)
         if folio is not None:
             folio.refcount += 1
-            touch(("page", folio.pfn))
+            touch((PAGE_FRAME, folio.pfn))
             await folio_lock(folio)
             if folio.mapping is mapping:  # truncate_inode_partial_folio(): folio_zero_range()
                 folio.data = {o: b for o, b in folio.data.items() if o < partial}
@@ -96,12 +97,12 @@ async def truncate_inode_pages_range(mapping: File, lstart: int) -> None:
     for index in [i for i in mapping.contents if i >= start]:
         del mapping.contents[index]
     for index in sorted(i for i in mapping.pages if i >= start):
-        await Op(OpKind.READ, ("page_cache", mapping.slot, index), "find_lock_entries", order=Order.RCU_DEREFERENCE)
+        await Op(OpKind.READ, (PAGE_CACHE, mapping.slot, index), "find_lock_entries", order=Order.RCU_DEREFERENCE)
         folio = mapping.pages.get(index)
         if folio is None:
             continue
         folio.refcount += 1  # the batch's reference
-        touch(("page", folio.pfn))
+        touch((PAGE_FRAME, folio.pfn))
         await folio_lock(folio)
         if folio.mapping is mapping:
             await truncate_inode_folio(mapping, folio)

@@ -89,6 +89,7 @@ from pervma.kernel.userfaultfd_mm import (
     userfaultfd_reset_ctx,
 )
 from pervma.sched import Op, OpKind, block
+from pervma.sched.locations import UFFD_CTX, UFFD_EVT, UFFD_MAP_CHANGING_LOCK, UFFD_WQH
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -207,17 +208,17 @@ class UserfaultfdCtx(SlabObject):
     @property
     def loc(self) -> tuple[str, int]:
         """refcount, released and features."""
-        return ("uffd_ctx", self.slot)
+        return (UFFD_CTX, self.slot)
 
     @property
     def wqh_loc(self) -> tuple[str, int]:
         """The wait queues under fault_pending_wqh.lock."""
-        return ("uffd_wqh", self.slot)
+        return (UFFD_WQH, self.slot)
 
     @property
     def evt_loc(self) -> tuple[str, int]:
         """event_wqh (its lock) and mmap_changing."""
-        return ("uffd_evt", self.slot)
+        return (UFFD_EVT, self.slot)
 
     def locations(self) -> tuple[Any, ...]:
         return (self.loc, self.wqh_loc, self.evt_loc)
@@ -258,7 +259,7 @@ async def new_userfaultfd(mm: MmStruct, flags: int) -> UserfaultfdCtx | int:
     ctx.mm, ctx.flags, ctx.features, ctx.released, ctx.refcount = mm, flags, 0, False, 1
     ctx.fault_pending_wqh, ctx.fault_wqh, ctx.event_wqh = [], [], []
     ctx.mmap_changing = 0
-    ctx.map_changing_lock = RwSemaphore(("uffd_map_changing_lock", ctx.slot), "map_changing_lock")
+    ctx.map_changing_lock = RwSemaphore((UFFD_MAP_CHANGING_LOCK, ctx.slot), "map_changing_lock")
     await mmgrab(mm)
     return ctx
 

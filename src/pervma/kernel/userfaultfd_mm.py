@@ -48,6 +48,7 @@ from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.vma import vma_modify, vma_write_fields, vmg_from_vma
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import PAGE_FRAME
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ async def copy_from_user(src: int, nofault: bool) -> dict[int, int] | None:
     while True:
         pte = mm.pgtable.get(vpn)
         await Op(_READ, pte_loc(mm, vpn), "copy_from_user", None, "copy_page", False,
-                 ("page", pte.page.pfn) if pte is not None else None, order=Order.ONCE)
+                 (PAGE_FRAME, pte.page.pfn) if pte is not None else None, order=Order.ONCE)
         pte = mm.pgtable.get(vpn)
         if pte is not None and pte.readable:
             debug.kasan_check(pte.page, "copy_from_user", "page")

@@ -41,6 +41,7 @@ from pervma.kernel.task import current_task, fatal_signal_pending
 from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import VMA
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ async def vma_write_fields(vma: VmAreaStruct, label: str, order: Order = Order.P
     C stores under the VMA write lock (vma_set_range(), vm_flags_set/clear/
     reset()), except where 7.0 uses WRITE_ONCE() for lockless readers
     (vm_flags_reset_once(), vma_set_page_prot()): those callers pass ONCE."""
-    await Op(OpKind.WRITE, ("vma", vma.slot), label, order=order)
+    await Op(OpKind.WRITE, (VMA, vma.slot), label, order=order)
     if vma.debug_readers > 0:
         debug.report("BUG: VMA modified while read-locked",
                      f"{label} changes {vma} while {vma.debug_readers} reader(s) hold its lock")

@@ -9,6 +9,7 @@ takes its next step.  This package imports nothing else of pervma.
 from pervma.sched.ops import (
     Op,
     OpKind,
+    WaitKind,
     acquire,
     block,
     read,
@@ -34,6 +35,7 @@ from pervma.sched.task import (
     running_slot,
     touch,
     touch_read,
+    touches_recorded,
     track_touches,
     violation,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "ScheduleError",
     "Task",
     "Violation",
+    "WaitKind",
     "acquire",
     "block",
     "current",
@@ -65,6 +68,7 @@ __all__ = [
     "step",
     "touch",
     "touch_read",
+    "touches_recorded",
     "track_touches",
     "violation",
     "work",

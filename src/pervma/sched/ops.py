@@ -33,6 +33,19 @@ class OpKind(enum.IntEnum):
         return self in (OpKind.WRITE, OpKind.RMW, OpKind.ACQUIRE, OpKind.RELEASE)
 
 
+class WaitKind(enum.IntEnum):
+    """How a step waits when its ``enabled()`` is false (or, for a sleeping
+    local step, while it runs): drivers that keep time charge and report a
+    wait by it, never by the step's label."""
+
+    NONE = 0  # not a waiting step
+    SPIN = 1  # busy-waits on its CPU (spinlock)
+    RWSEM_READ = 2  # a reader queued on an rw_semaphore
+    RWSEM_WRITE = 3  # a writer queued on an rw_semaphore
+    EVENT = 4  # sleeps until a condition holds (rcuwait, grace period, folio lock, wait queue)
+    IO = 5  # sleeps for I/O
+
+
 Location = Hashable
 
 
@@ -46,7 +59,8 @@ class Op:
     ``work`` names a cost for the timed simulator (``"clear_page"``,
     ``"trap"``...) and ``sleeps`` marks steps at which a non-preemptible kernel
     may switch (a real sleep: I/O, a blocked lock).  ``order`` is the memory
-    ordering the kernel gives the access (ignored under sequential consistency).
+    ordering the kernel gives the access (ignored under sequential consistency);
+    ``wait`` says how the step waits when it blocks or sleeps (:class:`WaitKind`).
     """
 
     kind: OpKind
@@ -58,6 +72,7 @@ class Op:
     also: Location | None = None  # a second location the same step touches
     user: bool = False  # taken in user mode (an access, or the entry of a trap/syscall)
     order: Order = Order.UNSPECIFIED  # the kernel's memory ordering of the step (sched/order.py)
+    wait: WaitKind = WaitKind.NONE  # how the step waits when it blocks
 
 
     def is_enabled(self) -> bool:
@@ -84,6 +99,7 @@ def step(op: Op) -> Op:
 
 _READ, _WRITE, _RMW = OpKind.READ, OpKind.WRITE, OpKind.RMW
 _ACQUIRE, _RELEASE, _BLOCK, _LOCAL = OpKind.ACQUIRE, OpKind.RELEASE, OpKind.BLOCK, OpKind.LOCAL
+_SPIN, _EVENT = WaitKind.SPIN, WaitKind.EVENT
 
 
 def read(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
@@ -100,7 +116,10 @@ def rmw(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
 
 def acquire(loc: Location, label: str, enabled: Callable[[], bool] | None = None,
             sleeps: bool = True, order: Order = Order.UNSPECIFIED) -> Op:
-    return Op(_ACQUIRE, loc, label, enabled, None, sleeps, order=order)
+    """A lock acquisition; while ``enabled()`` is false it sleeps (``sleeps``)
+    or spins."""
+    return Op(_ACQUIRE, loc, label, enabled, None, sleeps, None, False, order,
+              _EVENT if sleeps else _SPIN)
 
 
 def release(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
@@ -109,8 +128,8 @@ def release(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
 
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
           work: str | None = None, also: Location | None = None,
-          order: Order = Order.UNSPECIFIED) -> Op:
-    return Op(_BLOCK, loc, label, enabled, work, True, also, order=order)
+          order: Order = Order.UNSPECIFIED, wait: WaitKind = WaitKind.EVENT) -> Op:
+    return Op(_BLOCK, loc, label, enabled, work, True, also, False, order, wait)
 
 
 def work(name: str, label: str | None = None) -> Op:

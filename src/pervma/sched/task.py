@@ -215,6 +215,12 @@ def track_touches(on: bool) -> None:
     _touched.clear()
 
 
+def touches_recorded() -> bool:
+    """Whether :func:`touch` records now (a driver that switched it on and
+    did not switch it off again leaves it on for the next driver)."""
+    return _tracking[0]
+
+
 def drain_touched() -> list[Hashable]:
     out = list(_touched)
     _touched.clear()

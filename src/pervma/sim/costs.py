@@ -15,7 +15,8 @@ only one CPU at a time, so exclusive transfers serialise: a line written on
 every step has a ceiling of one transfer per ``line_transfer_ns`` (this is
 what flattens pft-threads and what a shared mmap_lock count costs).
 
-Which line a location lives on (:meth:`CostModel.line_key`):
+Which line a location lives on (:meth:`CostModel.line_key`, by the placement
+of its kind in :data:`pervma.sched.locations.KINDS`):
 
 * ``("vm_refcnt", slot)``: its own line under SMP (the cache-line-aligned
   refcount of 6.15+); under SMP=n it shares the VMA's first line
@@ -57,16 +58,23 @@ from collections.abc import Hashable
 from typing import Any
 
 from pervma.sched import Op, OpKind
+from pervma.sched.locations import KINDS, MMAP_LOCK, PAGE_FRAME, VM_REFCNT, VMA, Placement
 from pervma.sim.machine import Machine
 
 _LOCAL = OpKind.LOCAL
 _RELEASE = OpKind.RELEASE
 _READ = OpKind.READ
 _BLOCK = OpKind.BLOCK
-_PERCPU = ("rcu", "lru", "zone", "page")
 _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long runs)
-_VMA_LOCS = ("vma", "vm_refcnt", "vm_lock_seq")
-_MM_LOCS = ("mmap_lock", "mm_lock_seq", "maple", "ptl", "pte", "tlb")
+# How each location kind is priced (pervma.sched.locations); an unnamed kind
+# is priced as its own line (tests/sim fails on any kind the model emits that
+# KINDS does not name).
+_PLACEMENT = {name: k.placement for name, k in KINDS.items()}
+_PERCPU = frozenset(n for n, k in KINDS.items()
+                    if k.placement in (Placement.PER_CPU, Placement.PCP, Placement.PAGE_FRAME))
+_PCP = frozenset(n for n, k in KINDS.items() if k.placement is Placement.PCP)
+_VMA_LOCS = frozenset(n for n, k in KINDS.items() if k.vma)
+_MM_LOCS = frozenset(n for n, k in KINDS.items() if k.mm)
 PAGE_BYTES = 4096
 _JITTER_N = 4096  # entries in the transfer-variation table (a power of two)
 TRANSFER_SPREAD = 0.02
@@ -200,14 +208,17 @@ class CostModel:
         kind = loc[0]
         if kind in _PERCPU:
             return None
-        if kind == "vm_refcnt":
-            return loc if self.smp else ("vma", *loc[1:])
-        if kind == "vm_lock_seq":
-            return ("vma", *loc[1:])
-        if kind == "mm_lock_seq":
-            return ("mmap_lock", *loc[1:])
-        if kind == "pte" and len(loc) >= 3 and isinstance(loc[2], int):
-            return ("pte", loc[1], loc[2] >> 3)
+        place = _PLACEMENT.get(kind, Placement.LINE)
+        if place is Placement.LINE:
+            return loc
+        if place is Placement.REFCNT_LINE:
+            return loc if self.smp else (VMA, *loc[1:])
+        if place is Placement.VMA_LINE:
+            return (VMA, *loc[1:])
+        if place is Placement.MMAP_LOCK_LINE:
+            return (MMAP_LOCK, *loc[1:])
+        if place is Placement.PTE_LINE and len(loc) >= 3 and isinstance(loc[2], int):
+            return (loc[0], loc[1], loc[2] >> 3)
         return loc
 
     def _line(self, loc: Hashable) -> Line | None:
@@ -224,16 +235,16 @@ class CostModel:
         """The line of a location the driver has not seen yet, for pricing a
         step without :meth:`charge`: None for per-CPU data, ``MISSING`` for
         mmap_lock (its steps always come through charge())."""
-        if isinstance(loc, tuple) and loc and loc[0] == "mmap_lock":
+        if isinstance(loc, tuple) and loc and loc[0] == MMAP_LOCK:
             return MISSING
         return self._new_line(loc)
 
     def _new_line(self, loc: Hashable) -> Line | None:
         """_line() for a location in neither cache."""
         kind = loc[0] if isinstance(loc, tuple) and loc else None
-        if kind == "page":
+        if kind == PAGE_FRAME:
             return None  # per-CPU data, not worth remembering
-        if kind == "mmap_lock":
+        if kind == MMAP_LOCK:
             line = self._lock_lines.get(loc, MISSING)
             if line is not MISSING:
                 return line
@@ -252,7 +263,7 @@ class CostModel:
                 if isinstance(loc, tuple) and len(loc) >= 2 and loc[0] in _MM_LOCS:
                     line.mm = loc[1]
                 lines[alias] = line
-        if isinstance(loc, tuple) and loc and loc[0] == "mmap_lock":
+        if kind == MMAP_LOCK:
             self._lock_lines[loc] = line  # kept out of ``lines``: its steps come through charge()
         else:
             lines[loc] = line
@@ -266,7 +277,7 @@ class CostModel:
             return False
         self.fresh_vma[cpu] = False
         bit = 1 << cpu
-        for kind in ("vma", "vm_refcnt"):
+        for kind in (VMA, VM_REFCNT):
             line = self._line((kind, loc[1]))
             if line is not None:
                 line.owner, line.sharers, line.free_at = cpu, bit, 0.0
@@ -282,9 +293,9 @@ class CostModel:
             line = self._new_line(loc)
         if line is None:
             kind = loc[0] if isinstance(loc, tuple) else None
-            if kind == "page":
+            if kind == PAGE_FRAME:
                 return self.hit
-            if write and kind in ("lru", "zone"):
+            if write and kind in _PCP:
                 self.pcp_count[cpu] += 1
                 if self.pcp_count[cpu] >= self.m.pcp_batch:
                     self.pcp_count[cpu] = 0
@@ -366,7 +377,7 @@ class CostModel:
         if op.work is not None:
             cost += self.work_cost(op, cpu, t + cost)
         elif (kind is _RELEASE and self.session_work and isinstance(op.loc, tuple)
-              and op.loc[0] == "mmap_lock"):
+              and op.loc[0] == MMAP_LOCK):
             cost += self._session_work(op.label)
         debt = self.debt[cpu]
         if debt:

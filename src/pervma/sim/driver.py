@@ -50,7 +50,18 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pervma.sched import Executor, Op, OpKind, Violation, running_slot
+from pervma.sched import (
+    Executor,
+    Op,
+    OpKind,
+    Task,
+    Violation,
+    WaitKind,
+    running_slot,
+    touches_recorded,
+    track_touches,
+)
+from pervma.sched.locations import KINDS, MMAP_LOCK, PAGE_FRAME, RCU
 from pervma.sim.costs import MISSING, CostModel
 from pervma.sim.machine import Machine
 
@@ -59,6 +70,7 @@ _SWEEP_EVERY = 8
 _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
 _INF = float("inf")
+_THROUGH_HEAP = -1.0  # _price(): the step cannot merge, it goes through the heap
 _CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
 _SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work"}  # work_cost() keeps state
 
@@ -87,15 +99,21 @@ class DriverStats:
         return DriverStats(dict(self.waits), dict(self.wait_counts), self.steps, self.switches)
 
 
+_VMA_LOCK_KINDS = frozenset(n for n, k in KINDS.items() if k.vma)
+_RWSEM = (WaitKind.RWSEM_READ, WaitKind.RWSEM_WRITE)
+
+
 def wait_category(op: Op) -> str:
-    """A short name for what a blocked step waits on."""
+    """A short name for what a blocked step waits on: ``io``, the mmap_lock
+    as reader or writer, the VMA lock, else the location's kind (its
+    ``Op.wait`` and location, never its label)."""
+    if op.wait is WaitKind.IO:
+        return "io"
     loc = op.loc
     kind = loc[0] if isinstance(loc, tuple) and loc else str(loc)
-    if op.work == "io":
-        return "io"
-    if kind == "mmap_lock":
-        return "mmap_lock_write" if "write" in op.label else "mmap_lock_read"
-    if kind in ("vm_refcnt", "vm_lock_seq", "vma", "vm_lock"):
+    if kind == MMAP_LOCK:
+        return "mmap_lock_write" if op.wait is WaitKind.RWSEM_WRITE else "mmap_lock_read"
+    if kind in _VMA_LOCK_KINDS:
         return "vma_lock"
     return str(kind)
 
@@ -127,12 +145,18 @@ class TimedDriver:
         self.now = 0.0
         self.waiters: dict[Hashable, list[int]] = {}
         self.sweep: set[Hashable] = set()
+        self._run_steps = 0  # steps taken in this run() (waits are swept every few)
         self.block_start = [0.0] * len(self.tasks)
         self.stats = DriverStats()
-        self._cat: dict[str, str] = {}
+        self._cat: dict[Hashable, str] = {}
         self.trace_window = trace_window
         self.trace: list[TraceEvent] = []
         self.finished_at: dict[int, float] = {}
+        self._price = self._pricer()
+        costs = self.costs
+        self._tables = (costs.lines, costs.hit, costs.atomic, costs.debt, costs.fresh_vma,
+                        costs.work, costs.default_work, costs.scale)
+        self._slot = running_slot()
         for tid, task in enumerate(self.tasks):
             if task.done:
                 continue
@@ -151,34 +175,24 @@ class TimedDriver:
     def run(self, until: float) -> float:
         """Advance until virtual time ``until`` (ns) or until every task is
         done; returns the virtual time reached.  A model violation or a
-        deadlock raises :class:`pervma.sched.Violation`."""
+        deadlock raises :class:`pervma.sched.Violation`.
+
+        Each turn takes the earliest CPU's event: an I/O completion, the end
+        of a time slice, a step that blocks or sleeps, or else a step the
+        task takes (:meth:`_step`, with the steps merged after it)."""
         heap = self.heap
         tasks = self.tasks
         cpu_task = self.cpu_task
         rq = self.rq
-        ex = self.ex
-        costs = self.costs
-        charge = costs.charge
-        lines = costs.lines
-        debt = costs.debt
-        hit = costs.hit
-        atomic = costs.atomic
-        work = costs.work
-        default_work = costs.default_work
-        scale = costs.scale
-        waiters = self.waiters
-        sweep = self.sweep
         ncpu = self.ncpu
-        tracing = self.trace_window is not None
-        access = costs.access
-        inline_line = costs.inline_line
-        fresh = costs.fresh_vma
-        ahead = costs.xfer_same
-        writes = _WRITES_BY_KIND
-        steps = 0
-        sends = [tk.coro.send for tk in tasks]
         slot = running_slot()
         slot.append(None)  # type: ignore[arg-type]  # the top: the task being resumed
+        # Touch recording is the checker's (dependencies); this driver does not
+        # read it, so it is off while it runs whatever an earlier driver left.
+        recording = touches_recorded()
+        if recording:
+            track_touches(False)
+        self._run_steps = 0
         try:
             while True:
                 if not heap:
@@ -208,143 +222,11 @@ class TimedDriver:
                     heapq.heappop(heap)
                     self._block(tid, c, t, op)
                     continue
-                kind = op.kind
-                if op.sleeps and kind is _LOCAL:
+                if op.sleeps and op.kind is _LOCAL:
                     heapq.heappop(heap)
                     self._sleep(tid, c, t, op)
                     continue
-                # the cost model's common case inlined: a line this CPU holds
-                w = op.work
-                if w in _SPECIAL_WORK or kind is _LOCAL or fresh[c]:
-                    # (after vma_alloc, charge() places the new VMA's lines)
-                    line: Any = MISSING
-                else:
-                    line = lines.get(op.loc, MISSING)
-                    if line is MISSING:
-                        line = inline_line(op.loc)
-                also: Any = op.also
-                if line is not MISSING and line is not None and (
-                        also is None or also[0] == "page"):
-                    # (a user access's data page: just cleared here, a hit)
-                    if line.owner == c:
-                        cost = atomic if writes[kind] else hit
-                        if also is not None:
-                            cost += hit
-                        if w is not None:
-                            cost += work.get(w, default_work) * scale[c]
-                    elif not writes[kind] and line.sharers >> c & 1:
-                        cost = hit + hit if also is not None else hit
-                        if w is not None:
-                            cost += work.get(w, default_work) * scale[c]
-                    else:
-                        # a transfer (CostModel.charge, inlined to its access)
-                        cost = access(line, writes[kind], c, t)
-                        if also is not None:
-                            cost += hit
-                        if w is not None:
-                            cost += work.get(w, default_work) * scale[c]
-                    if debt[c]:
-                        cost += debt[c]
-                        debt[c] = 0.0
-                else:
-                    cost = charge(op, c, t)
-                t0 = t
-                t += cost
-                self.now = t
-                # Executor.step(tid), inlined: the task takes its step
-                send = sends[tid]
-                slot[-1] = task
-                try:
-                    task.pending = nxt = send(None)
-                    steps += 1
-                    if tracing:
-                        self._trace(t0, cost, c, tid, op.label)
-                    if writes[kind]:
-                        loc = op.loc
-                        if loc in waiters:
-                            self._wake(loc, t, op.label)
-                    if sweep and steps % _SWEEP_EVERY == 0:
-                        self._sweep(t)
-                    if not rq[c]:
-                        op = nxt  # the task's pending step, kept local while merging
-                        # Merge what follows into this timed step (module
-                        # docstring): local and per-CPU steps always; steps on
-                        # lines this CPU holds while no other CPU is due within
-                        # one line transfer (``ahead``).
-                        n = len(heap)
-                        if n == 1:
-                            limit = _INF
-                        elif n == 2:
-                            limit = heap[1][0] + ahead
-                        else:
-                            limit = (heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]) + ahead
-                        while t < until:
-                            kind = op.kind
-                            if op.sleeps and kind is _LOCAL:
-                                break
-                            if op.enabled is not None and (t > limit or not op.enabled()):
-                                break
-                            if kind is _LOCAL:
-                                w = op.work
-                                if w is None:
-                                    dt = 0.0
-                                elif w in _CHARGED_WORK:
-                                    dt = charge(op, c, t)
-                                else:
-                                    dt = work.get(w, default_work) * scale[c]
-                            else:
-                                if fresh[c]:
-                                    break  # charge() places a new VMA's lines
-                                line = lines.get(op.loc, MISSING)
-                                if line is MISSING:
-                                    line = inline_line(op.loc)
-                                if line is None:
-                                    # per-CPU data (zone/lru/rcu counters): local
-                                    if op.also is not None or op.work in _SPECIAL_WORK or (
-                                            writes[kind] and op.loc in waiters):
-                                        break
-                                    dt = charge(op, c, t)
-                                else:
-                                    if line is MISSING or t > limit:
-                                        break
-                                    wr = writes[kind]
-                                    if line.owner == c:
-                                        dt = atomic if wr else hit
-                                    elif not wr and line.sharers >> c & 1:
-                                        dt = hit
-                                    else:
-                                        break
-                                    also = op.also
-                                    if also is not None and also[0] != "page":
-                                        line = lines.get(also)
-                                        if line is None or wr or not (
-                                                line.owner == c or line.sharers >> c & 1):
-                                            break
-                                        dt += hit
-                                    if wr and op.loc in waiters:
-                                        break
-                                    w = op.work
-                                    if w is not None:
-                                        if w in _SPECIAL_WORK:
-                                            break
-                                        dt += work.get(w, default_work) * scale[c]
-                                    if debt[c]:
-                                        dt += debt[c]
-                                        debt[c] = 0.0
-                            if tracing:
-                                self._trace(t, dt, c, tid, op.label)
-                            t += dt
-                            self.now = t
-                            op = send(None)
-                            steps += 1
-                        task.pending = op
-                except StopIteration as stop:
-                    task.done, task.pending, task.result = True, None, stop.value
-                except Violation as v:
-                    task.done, task.pending = True, None
-                    if ex.violation is None:
-                        ex.violation = v
-                    self._check_violation()
+                t = self._step(task, op, c, t, until)
                 if task.done:
                     heapq.heappop(heap)
                     self.finished_at[tid] = t
@@ -358,7 +240,244 @@ class TimedDriver:
                     heapq.heapreplace(heap, (t, c))
         finally:
             slot.pop()
-            self.stats.steps += steps
+            self.stats.steps += self._run_steps
+            if recording:
+                track_touches(True)
+
+    def _step(self, task: Task, op: Op, c: int, t: float, until: float) -> float:
+        """Task ``task`` on CPU ``c`` takes its pending step ``op`` at ``t``
+        (as ``Executor.step``: the step takes effect, the task runs to its next
+        step), wakes the tasks parked on what it wrote, then takes the steps
+        that may merge into this one (:meth:`_merge`).  Returns the time its
+        CPU is free again; a finished task is marked done."""
+        cost = self._price(op, c, t, None)
+        t0 = t
+        t += cost
+        self.now = t
+        self._slot[-1] = task
+        try:
+            task.pending = nxt = task.coro.send(None)
+            self._run_steps += 1
+            if self.trace_window is not None:
+                self._trace(t0, cost, c, task.tid, op.label)
+            if _WRITES_BY_KIND[op.kind]:
+                loc = op.loc
+                if loc in self.waiters:
+                    self._wake(loc, t, op.label)
+            if self.sweep and self._run_steps % _SWEEP_EVERY == 0:
+                self._sweep(t)
+            if not self.rq[c]:
+                t = self._merge(task, nxt, c, t, until)
+        except StopIteration as stop:
+            task.done, task.pending, task.result = True, None, stop.value
+        except Violation as v:
+            task.done, task.pending = True, None
+            if self.ex.violation is None:
+                self.ex.violation = v
+            self._check_violation()
+        return t
+
+    def _merge(self, task: Task, op: Op, c: int, t: float, until: float) -> float:
+        """Take the task's following steps at once, their costs added, while
+        the pricing helper lets each merge (module docstring): local and per-CPU
+        steps always, steps on lines this CPU holds while no other CPU is due
+        within one line transfer of it.  Returns the time reached; the step
+        that stops the merge stays pending (StopIteration and violations go
+        to the caller)."""
+        heap = self.heap
+        n = len(heap)
+        if n == 1:
+            limit = _INF
+        elif n == 2:
+            limit = heap[1][0] + self.costs.xfer_same
+        else:
+            limit = (heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]) + self.costs.xfer_same
+        send = task.coro.send
+        price = self._price
+        lines, hit, atomic, debt, fresh, work, default_work, scale = self._tables
+        waiters = self.waiters
+        writes = _WRITES_BY_KIND
+        tracing = self.trace_window is not None
+        steps = 0
+        try:
+            while t < until:
+                # The commonest merged steps are priced here exactly as price()
+                # prices them (a Python call costs more than the pricing): a
+                # step on lines this CPU holds, and plain local work.  Anything
+                # else, or a line not yet known, goes to price().
+                kind = op.kind
+                w = op.work
+                if op.enabled is not None:
+                    dt = price(op, c, t, limit)
+                elif kind is _LOCAL:
+                    if op.sleeps or w in _CHARGED_WORK:
+                        dt = price(op, c, t, limit)
+                    elif w is None:
+                        dt = 0.0
+                    else:
+                        dt = work.get(w, default_work) * scale[c]
+                elif t > limit or fresh[c] or (w is not None and w in _SPECIAL_WORK):
+                    dt = price(op, c, t, limit)
+                else:
+                    line = lines.get(op.loc)
+                    if line is None:  # per-CPU data, or a line not known yet
+                        dt = price(op, c, t, limit)
+                    else:
+                        wr = writes[kind]
+                        if line.owner == c:
+                            dt = atomic if wr else hit
+                        elif not wr and line.sharers >> c & 1:
+                            dt = hit
+                        else:
+                            break  # a transfer: through the heap
+                        also: Any = op.also
+                        if also is not None and also[0] != PAGE_FRAME:
+                            other = lines.get(also)
+                            if other is None or wr or not (
+                                    other.owner == c or other.sharers >> c & 1):
+                                break
+                            dt += hit
+                        if wr and op.loc in waiters:
+                            break  # it wakes a waiter: through the heap
+                        if w is not None:
+                            dt += work.get(w, default_work) * scale[c]
+                        if debt[c]:
+                            dt += debt[c]
+                            debt[c] = 0.0
+                if dt < 0.0:
+                    break
+                if tracing:
+                    self._trace(t, dt, c, task.tid, op.label)
+                t += dt
+                self.now = t
+                op = send(None)
+                steps += 1
+            task.pending = op
+        finally:
+            self._run_steps += steps
+        return t
+
+    def _pricer(self) -> Callable[[Op, int, float, float | None], float]:
+        """The driver's one pricing helper, ``price(op, c, t, limit)``: what
+        step ``op`` costs CPU ``c`` at ``t``, the cost model's
+        :meth:`~pervma.sim.costs.CostModel.charge` with its common case (a
+        line this CPU holds) inlined.  A closure over the cost model's
+        tables, made once per driver: it runs for every step.
+
+        ``limit`` None: the step was chosen from the heap and is taken
+        whatever it costs.  Otherwise the step would be merged into the one
+        before it, which only a step that no other CPU can observe earlier
+        may be: it returns ``_THROUGH_HEAP`` for a step that blocks or
+        sleeps, wakes a waiter, needs a line this CPU does not hold (or any
+        line after ``limit``), does work with machine-wide state or is the
+        first touch of a new VMA.  A merged local step owes no IPI debt (the
+        interrupt waits for the next heap step), and a merged user access's
+        data page costs nothing beyond its PTE."""
+        costs = self.costs
+        charge, access, inline_line = costs.charge, costs.access, costs.inline_line
+        touch, work_cost = costs.touch, costs.work_cost
+        read_, block_ = OpKind.READ, OpKind.BLOCK
+        lines, work, default_work, scale = costs.lines, costs.work, costs.default_work, costs.scale
+        fresh, debt, hit, atomic = costs.fresh_vma, costs.debt, costs.hit, costs.atomic
+        waiters = self.waiters
+        writes = _WRITES_BY_KIND
+        special, charged = _SPECIAL_WORK, _CHARGED_WORK
+        local, heap, page = _LOCAL, _THROUGH_HEAP, PAGE_FRAME
+
+        def price(op: Op, c: int, t: float, limit: float | None) -> float:
+            kind = op.kind
+            w = op.work
+            merging = limit is not None
+            if merging:
+                if op.enabled is not None and (t > limit or not op.enabled()):  # type: ignore[operator]
+                    return heap
+                if kind is local:
+                    if op.sleeps:
+                        return heap
+                    if w is None:
+                        return 0.0
+                    if w not in charged:
+                        return work.get(w, default_work) * scale[c]
+                    cost = work_cost(op, c, t)  # (charge()'s arithmetic, one call less)
+                    if debt[c]:
+                        cost += debt[c]
+                        debt[c] = 0.0
+                    return cost
+            elif kind is local:
+                # charge()'s arithmetic for local work, without its calls
+                if w is None:
+                    cost = 0.0
+                elif w in special:
+                    cost = work_cost(op, c, t)
+                else:
+                    cost = work.get(w, default_work) * scale[c]
+                if debt[c]:
+                    cost += debt[c]
+                    debt[c] = 0.0
+                return cost
+            if fresh[c] or (w is not None and w in special):
+                # (after vma_alloc, charge() places the new VMA's lines)
+                return heap if merging else charge(op, c, t)
+            loc = op.loc
+            line: Any = lines.get(loc, MISSING)
+            if line is MISSING:
+                line = inline_line(loc)
+            also: Any = op.also
+            wr = writes[kind]
+            if line is None:  # per-CPU data (zone/lru/rcu counters): local
+                if merging and (also is not None or (wr and loc in waiters)):
+                    return heap
+                if loc is None:
+                    return charge(op, c, t)
+                # charge()'s arithmetic (its plain work inline)
+                touches = kind is not read_ and kind is not block_
+                cost = touch(loc, touches, c, t)
+                if also is not None:
+                    cost += touch(also, touches, c, t + cost)
+                if w is not None:
+                    cost += work.get(w, default_work) * scale[c]
+                if debt[c]:
+                    cost += debt[c]
+                    debt[c] = 0.0
+                return cost
+            if line is MISSING or (also is not None and also[0] != page and not merging):
+                # mmap_lock (its session work), or a second line: the cost model
+                return heap if merging else charge(op, c, t)
+            if merging:
+                if t > limit:  # type: ignore[operator]
+                    return heap
+                if line.owner == c:
+                    cost = atomic if wr else hit
+                elif not wr and line.sharers >> c & 1:
+                    cost = hit
+                else:
+                    return heap
+                if also is not None and also[0] != page:
+                    other = lines.get(also)
+                    if other is None or wr or not (other.owner == c or other.sharers >> c & 1):
+                        return heap
+                    cost += hit
+                if wr and loc in waiters:
+                    return heap
+            else:
+                if line.owner == c:
+                    cost = atomic if wr else hit
+                elif not wr and line.sharers >> c & 1:
+                    cost = hit
+                else:
+                    cost = access(line, wr, c, t)  # a transfer
+                if also is not None:
+                    cost += hit  # a user access's data page, just cleared here
+            if w is not None:
+                if merging and w in special:
+                    return heap
+                cost += work.get(w, default_work) * scale[c]
+            if debt[c]:
+                cost += debt[c]
+                debt[c] = 0.0
+            return cost
+
+        return price
 
     # -- helpers --------------------------------------------------------
     def _may_preempt(self, task: object, op: Op) -> bool:
@@ -385,17 +504,18 @@ class TimedDriver:
         self.cpu_task[c] = -1
 
     def _category(self, op: Op) -> str:
-        cat = self._cat.get(op.label)
+        key = (op.loc[0] if isinstance(op.loc, tuple) and op.loc else op.loc, op.wait)
+        cat = self._cat.get(key)
         if cat is None:
             cat = wait_category(op)
-            self._cat[op.label] = cat
+            self._cat[key] = cat
         return cat
 
     def _block(self, tid: int, c: int, t: float, op: Op) -> None:
         loc = op.loc
         self.block_start[tid] = t
         self.waiters.setdefault(loc, []).append(tid)
-        if loc is None or (isinstance(loc, tuple) and loc and loc[0] == "rcu"):
+        if loc is None or (isinstance(loc, tuple) and loc and loc[0] == RCU):
             self.sweep.add(loc)
         if op.sleeps and (self.rq[c] or not self.spin_ok):
             # really sleeps: the CPU runs something else
@@ -467,11 +587,11 @@ class TimedDriver:
         waited = t - self.block_start[tid]
         if self.cpu_task[c] == tid and self.parked[c]:
             self.parked[c] = False
-            writer = op is not None and "down_write" in op.label
+            writer = op is not None and op.wait is WaitKind.RWSEM_WRITE
             spinning = op is None or not op.sleeps or writer or waited <= self.m.rwsem_spin_ns
             if not spinning:
                 lat = self.m.wakeup_ns
-            elif op is not None and op.label.startswith("down_"):
+            elif op is not None and op.wait in _RWSEM:
                 lat = self.m.rwsem_handoff_ns  # a contended rwsem changes hands
             else:
                 lat = self.costs.transfer_ns()

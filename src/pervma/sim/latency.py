@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pervma.sched import Op, OpKind, step
+from pervma.sched import Op, OpKind, WaitKind, step
 from pervma.sim.api import sim_config
 from pervma.sim.driver import make_driver
 from pervma.sim.machine import Machine, load_machine
@@ -75,7 +75,8 @@ def writer_sleep_latency(preset: str = "universal-up", per_vma_lock: bool | None
     async def hold(t: Any) -> None:
         while not done["faulter"]:
             await mmap_write_lock(t.mm)
-            await step(Op(OpKind.LOCAL, None, "holding mmap_lock across I/O", None, "io", True))
+            await step(Op(OpKind.LOCAL, None, "holding mmap_lock across I/O", None, "io", True,
+                          wait=WaitKind.IO))
             await mmap_write_unlock(t.mm)
             end["sessions"] += 1
             await step(user)

@@ -380,24 +380,6 @@ def _start(th: Any, body: Callable[[Any], Coroutine[Any, Any, Any]]) -> tuple[An
 
 
 # -- bodies --------------------------------------------------------------------
-async def _touch_pages(rec: Recorder, i: int, t: Any, lo: int, hi: int, stride: int,
-                       write: bool) -> None:
-    """Write (or read) one byte every ``stride`` bytes of [lo, hi): one op
-    each for task ``i``; every LAT_SAMPLE_EVERY-th access is timed
-    (Recorder.sample)."""
-    ops = rec.ops
-    access = t.store if write else t.load
-    for addr in range(lo, hi, stride):
-        if rec.lat_tick:  # not a kept fault
-            rec.lat_tick -= 1
-            await (access(addr, 1) if write else access(addr))
-        else:
-            t0 = rec.drv.now
-            await (access(addr, 1) if write else access(addr))
-            rec.sample(rec.drv.now - t0)
-        ops[i] += 1
-
-
 def _cycle_body(rec: Recorder, i: int, w: Workload, file: Any, flags: int, base: int | None,
                 first: int) -> Callable[[Any], Coroutine[Any, Any, None]]:
     """One measured task's loop.  ``base`` is its slice of the shared region
@@ -425,7 +407,20 @@ def _cycle_body(rec: Recorder, i: int, w: Workload, file: Any, flags: int, base:
             if end == "munmap":
                 a = await new_region(t)
             if touch:
-                await _touch_pages(rec, i, t, a + start, a + size, stride, write)
+                # Write (or read) one byte every ``stride`` bytes: one op each;
+                # every LAT_SAMPLE_EVERY-th access is timed (Recorder.sample).
+                # (Inline, not a helper coroutine: every model step resumes
+                # each coroutine between the driver and the step.)
+                access = t.store if write else t.load
+                for addr in range(a + start, a + size, stride):
+                    if rec.lat_tick:  # not a kept fault
+                        rec.lat_tick -= 1
+                        await (access(addr, 1) if write else access(addr))
+                    else:
+                        t0 = rec.drv.now
+                        await (access(addr, 1) if write else access(addr))
+                        rec.sample(rec.drv.now - t0)
+                    ops[i] += 1
             start = 0
             if end == "munmap":
                 await t.munmap(a, size)
