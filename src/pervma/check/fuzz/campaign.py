@@ -320,11 +320,12 @@ class Campaign:
     started: float = 0.0
 
     def run(self, executor: Executor,
-            on_program: Callable[[int, Program, Origin, Outcome, dict[str, Any]], None]
+            on_program: Callable[[int, Program, Origin, Outcome, dict[str, Any]], bool | None]
             | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         """Run rounds until ``programs`` are done or ``time_limit`` passed
         (the first round always runs).  A KeyboardInterrupt ends the campaign
-        with what was accounted so far (``stopped == "interrupted"``)."""
+        with what was accounted so far (``stopped == "interrupted"``), as does
+        ``on_program`` returning True (``stopped == "asked"``)."""
         gen_cfg = Config.preset(self.preset)  # the draw never depends on --bug
         self.started = clock()
         done = 0
@@ -345,8 +346,10 @@ class Campaign:
                 for s, out in enumerate(executor.map(explore_one, tasks)):
                     prog, origin = drawn[s]
                     row = self._account(done + s, k, prog, origin, out, clock)
-                    if on_program is not None:
-                        on_program(done + s, prog, origin, out, row)
+                    if on_program is not None and on_program(done + s, prog, origin, out, row):
+                        self.stopped = "asked"
+                        executor.close(abort=True)
+                        return
                 done += n
         except KeyboardInterrupt:
             self.stopped = "interrupted"

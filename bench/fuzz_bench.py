@@ -1,0 +1,149 @@
+"""Fuzzing benchmark (issue #15 item 5): campaign throughput, the speed-up from
+1 to N workers, and how soon the fuzzer (no scenario) finds each catalogued bug.
+
+    python bench/fuzz_bench.py                     # both parts
+    python bench/fuzz_bench.py --only rate --programs 64 --workers 2
+    python bench/fuzz_bench.py --only bugs --seeds 1,2,3,4,5 --cap 200
+    python bench/fuzz_bench.py --json out.json
+
+rate: the same campaign (seed 1, --programs programs, default budgets) with 1
+worker (this process) and with 1..N local worker processes; programs/s,
+executions/s and the speed-up over one worker.  The campaigns are identical
+whatever the workers (the summary says so), so the figures compare the same work.
+
+bugs: for each bug of src/pervma/check/catalogue.py, under the preset the
+catalogue names, a campaign per seed with that bug's switch on, until its
+first violation; programs and wall seconds until then, capped at --cap
+programs ("-" in the table: not found within the cap).  A violation counts
+when ``Findings.add`` counts it (with --bug: also clean with the switch off);
+until that module exists, any violation under the switch counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from pervma.check.catalogue import CATALOGUE
+from pervma.check.fuzz.campaign import Campaign, cores, make_executor
+from pervma.config import Config
+
+
+class _AnyViolation:
+    """Stands in for Findings where it does not exist yet: every violation counts."""
+
+    def __init__(self, cfg: Config, bugs: list[str], preset: str) -> None:
+        self.n = 0
+
+    def add(self, index: int, prog: Any, res: Any) -> str | None:
+        self.n += 1
+        return "finding-0001"
+
+    def summary(self) -> list[dict[str, Any]]:
+        return []
+
+    def write(self, directory: Any) -> None:
+        pass
+
+
+def _findings(cfg: Config, bugs: list[str], preset: str) -> Any:
+    try:
+        from pervma.check.fuzz.findings import Findings
+    except ImportError:
+        return _AnyViolation(cfg, bugs, preset)
+    return Findings(cfg, bugs, preset)
+
+
+def bench_rate(programs: int, max_workers: int) -> list[dict[str, Any]]:
+    print(f"== campaign throughput (seed 1, {programs} programs, preset universal)")
+    print(f"{'workers':>7} {'programs/s':>10} {'exec/s':>8} {'seconds':>8} {'speed-up':>8}")
+    rows: list[dict[str, Any]] = []
+    base = 0.0
+    key = None
+    for w in range(1, max_workers + 1):
+        camp = Campaign(1, "universal", [], _findings(Config.preset("universal"), [],
+                                                      "universal"), programs)
+        t0 = time.perf_counter()
+        camp.run(make_executor(w))
+        dt = time.perf_counter() - t0
+        s = camp.summary(programs)
+        s.pop("findings")
+        if key is None:
+            key = s
+        elif s != key:
+            print("   (the campaign differs from the one-worker campaign!)")
+        base = base or dt
+        row = {"workers": w, "programs_per_s": programs / dt,
+               "executions_per_s": camp.executions / dt, "seconds": dt,
+               "speedup": base / dt, "executions": camp.executions}
+        rows.append(row)
+        print(f"{w:7} {row['programs_per_s']:10.2f} {row['executions_per_s']:8.0f} "
+              f"{dt:8.1f} {row['speedup']:8.2f}", flush=True)
+    return rows
+
+
+def bench_bugs(seeds: list[int], cap: int, workers: int) -> list[dict[str, Any]]:
+    print(f"== time to find each catalogued bug (no scenario; seeds {seeds}, cap {cap} "
+          f"programs, {workers} workers)")
+    print(f"{'bug':5} {'preset':22} {'found':>5} {'median s':>8} {'median progs':>12}   "
+          "per seed: programs/seconds")
+    rows: list[dict[str, Any]] = []
+    for bug in CATALOGUE.values():
+        per: list[tuple[int, float] | None] = []
+        for seed in seeds:
+            cfg = Config.preset(bug.preset).with_bugs(bug.id)
+            camp = Campaign(seed, bug.preset, [bug.id], _findings(cfg, [bug.id], bug.preset),
+                            cap)
+            t0 = time.perf_counter()
+            hit: list[tuple[int, float]] = []
+
+            def first(i: int, prog: Any, origin: Any, out: Any, row: dict[str, Any],
+                      camp: Campaign = camp, t0: float = t0,
+                      hit: list[tuple[int, float]] = hit) -> bool:
+                if camp.unique:
+                    hit.append((i + 1, time.perf_counter() - t0))
+                    return True
+                return False
+
+            camp.run(make_executor(workers), on_program=first)
+            per.append(hit[0] if hit else None)
+        found = [p for p in per if p is not None]
+        med_s = statistics.median(s for _, s in found) if found else None
+        med_p = statistics.median(n for n, _ in found) if found else None
+        cells = " ".join("-" if p is None else f"{p[0]}/{p[1]:.0f}" for p in per)
+        print(f"{bug.id:5} {bug.preset:22} {len(found):>2}/{len(seeds):<2} "
+              f"{'-' if med_s is None else f'{med_s:.1f}':>8} "
+              f"{'-' if med_p is None else f'{med_p:g}':>12}   {cells}", flush=True)
+        rows.append({"bug": bug.id, "preset": bug.preset, "found": len(found),
+                     "seeds": seeds, "per_seed": per, "median_seconds": med_s,
+                     "median_programs": med_p})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("rate", "bugs"))
+    ap.add_argument("--programs", type=int, default=48, help="programs of the rate campaign")
+    ap.add_argument("--workers", type=int, default=cores(), help="most workers (default: cores)")
+    ap.add_argument("--seeds", default="1,2,3,4,5")
+    ap.add_argument("--cap", type=int, default=200, help="programs per bug and seed at most")
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args(argv)
+    out: dict[str, Any] = {"cores": cores()}
+    if args.only in (None, "rate"):
+        out["rate"] = bench_rate(args.programs, args.workers)
+    if args.only in (None, "bugs"):
+        seeds = [int(s) for s in args.seeds.split(",")]
+        out["bugs"] = bench_bugs(seeds, args.cap, args.workers)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
