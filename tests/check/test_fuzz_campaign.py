@@ -6,6 +6,7 @@ executions and 5 PCT samples."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -188,7 +189,7 @@ def test_a_violation_goes_to_the_findings_not_the_corpus() -> None:
             pass
 
     class Violating(InProcess):
-        def map(self, fn, tasks):  # type: ignore[no-untyped-def]
+        def map(self, fn, tasks, lost):  # type: ignore[no-untyped-def]
             for t in tasks:
                 yield ProgramResult(executions=1, violation=("lockdep", "x"),
                                     coverage={("pte", True, t.index % 2 == 0)}), None
@@ -200,3 +201,21 @@ def test_a_violation_goes_to_the_findings_not_the_corpus() -> None:
     assert len(camp.corpus) == 0 and len(camp.corpus.cover) == 2
     assert [r["finding"] for r in camp.rows] == ["finding-0001"] * 6
     assert camp.summary(6)["findings"] == [{"id": "finding-0001", "hits": 6}]
+
+
+def test_check_runs_on_the_same_dask_path(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "fault-vs-munmap", "mmap-vs-fault", "--preset", "universal",
+            "--max-executions", "20"]
+    assert main(argv) == 3  # incomplete within 20 executions
+    local = capsys.readouterr().out
+    assert main(argv + ["--dask", "--jobs", "2"]) == 3
+    dask = capsys.readouterr().out
+
+    def strip(text: str) -> str:  # the same runs, but for their timings
+        return re.sub(r"\b\d+\.\d+s\b", "T", text)
+
+    assert "4 executions, 16 pruned, T; 159 states" in strip(local)
+    assert strip(dask) == strip(local) and "fault-vs-munmap" in local and "mmap-vs-fault" in local
+    assert main(argv + ["--scheduler", "udp://x:1"]) == 2
+    assert capsys.readouterr().err == ("pervma: --scheduler wants tcp://HOST:PORT (or "
+                                       "tls://HOST:PORT), got 'udp://x:1'\n")

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pervma.check.fuzz.corpus import Corpus, pair_name
@@ -50,6 +50,9 @@ P_MUTATE = 0.5
 MAX_MUTATIONS = 3
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 CONNECT_TIMEOUT = 10.0
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def cores() -> int:
@@ -124,6 +127,10 @@ def _config(preset: str, bugs: tuple[str, ...]) -> Config:
     return cfg.with_bugs(*bugs) if bugs else cfg
 
 
+def _lost(task: Task, why: str) -> Outcome:
+    return None, why
+
+
 def explore_one(task: Task) -> Outcome:
     """Explore one program (the function the executors map)."""
     try:
@@ -137,12 +144,14 @@ def explore_one(task: Task) -> Outcome:
 # --- executors ---------------------------------------------------------------
 
 class Executor(Protocol):
-    """Runs ``explore_one`` over a round's tasks; results in slot order."""
+    """Maps a function over a list of items somewhere; results in the items'
+    order.  An item whose worker is lost gives ``lost(item, why)`` instead."""
 
     workers: int
     where: str
 
-    def map(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]: ...
+    def map(self, fn: Callable[[T], R], items: list[T],
+            lost: Callable[[T, str], R]) -> Iterator[R]: ...
 
     def close(self, abort: bool = False) -> None: ...
 
@@ -153,8 +162,9 @@ class InProcess:
     workers = 1
     where = "this process"
 
-    def map(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
-        return (fn(t) for t in tasks)
+    def map(self, fn: Callable[[T], R], items: list[T],
+            lost: Callable[[T, str], R]) -> Iterator[R]:
+        return (fn(t) for t in items)
 
     def close(self, abort: bool = False) -> None:
         pass
@@ -168,21 +178,23 @@ class LocalProcesses:
         self.where = f"{workers} local worker processes"
         self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
+    def map(self, fn: Callable[[T], R], items: list[T],
+            lost: Callable[[T, str], R]) -> Iterator[R]:
         from pervma.check.api import _worker_init
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init)
-        futs: list[Future[Outcome]] = [self._pool.submit(fn, t) for t in tasks]
-        return self._gather(futs)
+        futs: list[Future[R]] = [self._pool.submit(fn, t) for t in items]
+        return self._gather(futs, items, lost)
 
-    def _gather(self, futs: list[Future[Outcome]]) -> Iterator[Outcome]:
-        for f in futs:
+    def _gather(self, futs: list[Future[R]], items: list[T],
+                lost: Callable[[T, str], R]) -> Iterator[R]:
+        for f, t in zip(futs, items, strict=True):
             try:
                 yield f.result()
             except BrokenProcessPool:
-                self.close(abort=True)  # the next round starts a new pool
-                yield None, "worker process died while exploring it"
+                self.close(abort=True)  # the next map starts a new pool
+                yield lost(t, "worker process died while running it")
 
     def close(self, abort: bool = False) -> None:
         if self._pool is not None:
@@ -224,17 +236,20 @@ class DaskExecutor:
             self.workers = workers
             self.where = f"a local Dask cluster of {workers} workers"
 
-    def map(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
-        futs = self._client.map(fn, tasks, pure=False)
-        return self._gather(futs)
+    def map(self, fn: Callable[[T], R], items: list[T],
+            lost: Callable[[T, str], R]) -> Iterator[R]:
+        futs = self._client.map(fn, items, pure=False)
+        return self._gather(futs, items, lost)
 
-    def _gather(self, futs: list[Any]) -> Iterator[Outcome]:
+    def _gather(self, futs: list[Any], items: list[T],
+                lost: Callable[[T, str], R]) -> Iterator[R]:
         try:
-            for f in futs:
+            for f, t in zip(futs, items, strict=True):
                 try:
                     yield f.result()
-                except Exception as exc:  # noqa: BLE001 - a lost worker: that program's result
-                    yield None, f"Dask worker failed: {type(exc).__name__}: {exc}".splitlines()[0]
+                except Exception as exc:  # noqa: BLE001 - a lost worker: that item's result
+                    yield lost(t, f"Dask worker failed: {type(exc).__name__}: {exc}"
+                               .splitlines()[0])
         finally:
             self._client.cancel(futs)
 
@@ -343,7 +358,7 @@ class Campaign:
                 tasks = [Task(done + s, p, self.preset, tuple(self.bugs), self.dpor_executions,
                               self.pct_executions, self.seed) for s, (p, _) in enumerate(drawn)]
                 self.rounds += 1
-                for s, out in enumerate(executor.map(explore_one, tasks)):
+                for s, out in enumerate(executor.map(explore_one, tasks, _lost)):
                     prog, origin = drawn[s]
                     row = self._account(done + s, k, prog, origin, out, clock)
                     if on_program is not None and on_program(done + s, prog, origin, out, row):

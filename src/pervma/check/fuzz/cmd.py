@@ -134,10 +134,12 @@ class _Progress:
                 TimeRemainingColumn,
             )
 
-            self._rich = Progress(TextColumn("fuzz"), BarColumn(),
+            # stdout's lines pass through the display only when both are the terminal
+            self._rich = Progress(TextColumn("fuzz"), BarColumn(bar_width=16),
                                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                   TextColumn("ETA"), TimeRemainingColumn(),
-                                  console=Console(stderr=True), transient=True)
+                                  console=Console(stderr=True), transient=True,
+                                  redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
             self._rich.__enter__()
             total = self.total if self.seconds is None else self.seconds
             self._task = self._rich.add_task("fuzz", total=total, info="")
@@ -153,13 +155,16 @@ class _Progress:
         p = camp.curve[-1]
         done = len(camp.rows)
         of = f"/{self.total}" if self.seconds is None else ""
+        if self._rich is not None:
+            completed = done if self.seconds is None else min(self.seconds, p.seconds)
+            self._rich.update(self._task, completed=completed, info=(
+                f"{done}{of} programs {rate(camp.curve):.0f} exec/s {p.racing_pairs} pairs "
+                f"corpus {p.corpus} {p.unique_violations} unique"))
+            return
         info = (f"{done}{of} programs, {rate(camp.curve):.0f} executions/s, "
                 f"{p.racing_pairs} racing pairs, corpus {p.corpus}, "
                 f"{p.unique_violations} unique violations")
-        if self._rich is not None:
-            completed = done if self.seconds is None else min(self.seconds, p.seconds)
-            self._rich.update(self._task, completed=completed, info=info)
-        elif p.program + 1 == (p.round + 1) * camp.round_size or done == camp.programs:
+        if p.program + 1 == (p.round + 1) * camp.round_size or done == camp.programs:
             sys.stderr.write(f"fuzz: round {p.round} ({self.where}): {info}\n")
             sys.stderr.flush()
 
@@ -240,9 +245,10 @@ def check_program(args: argparse.Namespace) -> int:
         raise UsageError("--program explores one program; name no scenario, --all or --list")
     if args.config is not None:
         raise UsageError("--program takes --preset, not --config")
-    if args.strategy != "dpor" or args.stateless or args.optimal or args.jobs > 1:
+    if args.strategy != "dpor" or args.stateless or args.optimal or args.jobs > 1 \
+            or args.dask or args.scheduler is not None:
         raise UsageError("--program runs DPOR then PCT in one process; drop --strategy, "
-                         "--stateless, --optimal and --jobs")
+                         "--stateless, --optimal, --jobs, --dask and --scheduler")
     prog = loads(cliargs.read_text(args.program, "--program"), args.program)
     presets = ["universal"] if args.preset is None else cliargs.name_list(args.preset, "--preset")
     code = 0
