@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -229,9 +230,16 @@ class DaskExecutor:
             self.workers = max(1, n)
             self.where = f"the Dask scheduler at {address} ({n} workers)"
         else:
-            self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                         processes=processes, dashboard_address=None,
-                                         silence_logs=logging.ERROR)
+            # The workers' processes start with SIGINT ignored (they inherit it),
+            # so that ^C is this process's to handle, as with LocalProcesses.
+            old = _ignore_sigint()
+            try:
+                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                             processes=processes, dashboard_address=None,
+                                             silence_logs=logging.ERROR)
+            finally:
+                if old is not None:
+                    signal.signal(signal.SIGINT, old)
             self._client = Client(self._cluster)
             self.workers = workers
             self.where = f"a local Dask cluster of {workers} workers"
@@ -257,6 +265,14 @@ class DaskExecutor:
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _ignore_sigint() -> Any:
+    """Ignore SIGINT; the handler it had (None: not the main thread, unchanged)."""
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        return None
 
 
 def check_address(address: str) -> None:
