@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=int, default=200, help="programs per bug and seed at most")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
-    out: dict[str, Any] = {"cores": cores()}
+    out: dict[str, Any] = {"cores": cores(), "loadavg": os.getloadavg()}
+    print(f"cores available: {cores()}; load average at the start: "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.only in (None, "rate"):
         out["rate"] = bench_rate(args.programs, args.workers)
     if args.only in (None, "bugs"):

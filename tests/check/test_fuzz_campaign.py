@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,23 @@ def test_the_same_campaign_with_1_and_2_local_workers(serial: Path, tmp_path: Pa
     assert any("parent" in r["origin"] for r in s["results"] if r["round"] == 1)
 
 
-def test_a_dask_local_cluster_gives_the_local_result(serial: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _run(tmp_path, "dask", "--programs", "8", "--workers", "2", "--dask")
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A real dask.distributed LocalCluster of 2 worker processes; its address."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        yield str(cluster.scheduler_address)
+
+
+def test_a_dask_cluster_gives_the_local_result(serial: Path, scheduler: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(tmp_path, "dask", "--programs", "8", "--scheduler", scheduler)
     assert code == 0
-    assert "on a local Dask cluster of 2 workers" in capsys.readouterr().out
+    assert f"on the Dask scheduler at {scheduler} (2 workers)" in capsys.readouterr().out
     assert (out / "summary.json").read_text() == (serial / "summary.json").read_text()
     assert _corpus(out) == _corpus(serial)
 
@@ -207,12 +220,13 @@ def test_a_violation_goes_to_the_findings_not_the_corpus() -> None:
     assert camp.summary(6)["findings"] == [{"id": "finding-0001", "hits": 6}]
 
 
-def test_check_runs_on_the_same_dask_path(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_runs_on_the_same_dask_path(scheduler: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["check", "fault-vs-munmap", "mmap-vs-fault", "--preset", "universal",
             "--max-executions", "20"]
     assert main(argv) == 3  # incomplete within 20 executions
     local = capsys.readouterr().out
-    assert main(argv + ["--dask", "--jobs", "2"]) == 3
+    assert main(argv + ["--scheduler", scheduler]) == 3
     dask = capsys.readouterr().out
 
     def strip(text: str) -> str:  # the same runs, but for their timings

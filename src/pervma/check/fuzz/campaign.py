@@ -178,14 +178,20 @@ class LocalProcesses:
         self.workers = workers
         self.where = f"{workers} local worker processes"
         self._pool: ProcessPoolExecutor | None = None
+        self._start()  # fork now, before a progress display starts its thread
 
-    def map(self, fn: Callable[[T], R], items: list[T],
-            lost: Callable[[T, str], R]) -> Iterator[R]:
+    def _start(self) -> ProcessPoolExecutor:
         from pervma.check.api import _worker_init
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init)
-        futs: list[Future[R]] = [self._pool.submit(fn, t) for t in items]
+            self._pool.submit(int).result()
+        return self._pool
+
+    def map(self, fn: Callable[[T], R], items: list[T],
+            lost: Callable[[T, str], R]) -> Iterator[R]:
+        pool = self._start()
+        futs: list[Future[R]] = [pool.submit(fn, t) for t in items]
         return self._gather(futs, items, lost)
 
     def _gather(self, futs: list[Future[R]], items: list[T],
@@ -235,7 +241,7 @@ class DaskExecutor:
             old = _ignore_sigint()
             try:
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                             processes=processes, dashboard_address=None,
+                                             processes=processes, dashboard_address=":0",  # no fixed port
                                              silence_logs=logging.ERROR)
             finally:
                 if old is not None:

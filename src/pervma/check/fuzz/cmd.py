@@ -211,9 +211,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             progress.update(camp)
 
         camp.run(executor, on_program=shown)
-    summary = camp.summary(args.programs if args.time is None else None)
-    if args.time is None and args.programs is None:
-        summary["programs_asked"] = programs
+    summary = camp.summary(None if args.time is not None else programs)
     with outfiles.staged_dir(out, "fuzz results") as st:
         (st.path / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         (st.path / "coverage.csv").write_text(camp.csv())
