@@ -8,7 +8,9 @@
 
 rate: the same campaign (seed 1, --programs programs, default budgets) with 1
 worker (this process) and with 1..N local worker processes; programs/s,
-executions/s and the speed-up over one worker.  The campaigns are identical
+executions/s and the speed-up over one worker, and the CPU seconds of this process
+and its workers (executions per CPU second do not depend on how busy the machine
+is; the wall-clock figures do).  The campaigns are identical
 whatever the workers (the summary says so), so the figures compare the same work.
 
 bugs: for each bug of src/pervma/check/catalogue.py, under the preset the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -59,18 +62,26 @@ def _findings(cfg: Config, bugs: list[str], preset: str) -> Any:
     return Findings(cfg, bugs, preset)
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its reaped children (the workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench_rate(programs: int, max_workers: int) -> list[dict[str, Any]]:
     print(f"== campaign throughput (seed 1, {programs} programs, preset universal)")
-    print(f"{'workers':>7} {'programs/s':>10} {'exec/s':>8} {'seconds':>8} {'speed-up':>8}")
+    print(f"{'workers':>7} {'programs/s':>10} {'exec/s':>8} {'seconds':>8} {'speed-up':>8} "
+          f"{'CPU s':>7} {'exec/CPU s':>10}")
     rows: list[dict[str, Any]] = []
     base = 0.0
     key = None
     for w in range(1, max_workers + 1):
         camp = Campaign(1, "universal", [], _findings(Config.preset("universal"), [],
                                                       "universal"), programs)
-        t0 = time.perf_counter()
-        camp.run(make_executor(w))
-        dt = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), _cpu()
+        camp.run(make_executor(w))  # closes the executor: its workers are reaped
+        dt, cpu = time.perf_counter() - t0, _cpu() - c0
         s = camp.summary(programs)
         s.pop("findings")
         if key is None:
@@ -80,10 +91,11 @@ def bench_rate(programs: int, max_workers: int) -> list[dict[str, Any]]:
         base = base or dt
         row = {"workers": w, "programs_per_s": programs / dt,
                "executions_per_s": camp.executions / dt, "seconds": dt,
-               "speedup": base / dt, "executions": camp.executions}
+               "speedup": base / dt, "executions": camp.executions, "cpu_seconds": cpu}
         rows.append(row)
         print(f"{w:7} {row['programs_per_s']:10.2f} {row['executions_per_s']:8.0f} "
-              f"{dt:8.1f} {row['speedup']:8.2f}", flush=True)
+              f"{dt:8.1f} {row['speedup']:8.2f} {cpu:7.1f} {camp.executions / cpu:10.0f}",
+              flush=True)
     return rows
 
 

@@ -237,11 +237,12 @@ class DaskExecutor:
             self.where = f"the Dask scheduler at {address} ({n} workers)"
         else:
             # The workers' processes start with SIGINT ignored (they inherit it),
-            # so that ^C is this process's to handle, as with LocalProcesses.
+            # so that ^C is this process's to handle, as with LocalProcesses; the
+            # scheduler's HTTP server takes a free port (8787 may be taken).
             old = _ignore_sigint()
             try:
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                             processes=processes, dashboard_address=":0",  # no fixed port
+                                             processes=processes, dashboard_address=":0",
                                              silence_logs=logging.ERROR)
             finally:
                 if old is not None:
