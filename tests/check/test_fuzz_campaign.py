@@ -266,3 +266,43 @@ def test_ctrl_c_with_worker_processes_saves_and_exits_130(where: list[str], show
     assert "Traceback" not in rest and rest.endswith(f"(saved in {out}/)\n")
     s = json.loads((out / "summary.json").read_text())
     assert s["stopped"] == "interrupted" and s["programs_done"] >= 2
+
+
+def test_a_program_that_fails_is_a_row_and_exit_70(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cmod.explore_program
+
+    def explore(prog, cfg, **kw):  # type: ignore[no-untyped-def]
+        if prog.dumps() == generate(1, 2).dumps():
+            raise RuntimeError("boom\nsecond line")
+        return real(prog, cfg, **kw)
+
+    monkeypatch.setattr(cmod, "explore_program", explore)
+    code, out = _run(tmp_path, "fail", "--programs", "4", "--workers", "1")
+    assert code == 70
+    text = capsys.readouterr().out
+    assert "\nprogram 2 (fresh): internal error: RuntimeError: boom\n" in text
+    assert "; 1 failed (internal error or a lost worker); results in " in text
+    s = json.loads((out / "summary.json").read_text())
+    assert s["results"][2] == {"program": 2, "round": 0, "origin": {"fresh": True},
+                               "error": "internal error: RuntimeError: boom"}
+    assert [r["program"] for r in s["results"]] == [0, 1, 2, 3]
+
+
+def test_a_scheduler_without_workers_is_exit_2(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(cmod, "CONNECT_TIMEOUT", 1.0)
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as empty:
+        addr = str(empty.scheduler_address)
+        code, out = _run(tmp_path, "x", "--programs", "2", "--scheduler", addr)
+    assert code == 2
+    assert capsys.readouterr().err == (f"pervma: the Dask scheduler at {addr} has no workers "
+                                       "(waited 1 s)\n")
+    assert not out.exists()

@@ -232,6 +232,12 @@ class DaskExecutor:
             except (OSError, TimeoutError, ValueError) as exc:
                 why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise UsageError(f"cannot reach the Dask scheduler at {address}: {why}") from None
+            try:  # a scheduler without workers would leave every program waiting
+                self._client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                self._client.close()
+                raise UsageError(f"the Dask scheduler at {address} has no workers "
+                                 f"(waited {CONNECT_TIMEOUT:g} s)") from exc
             n = len(self._client.scheduler_info().get("workers", {}))
             self.workers = max(1, n)
             self.where = f"the Dask scheduler at {address} ({n} workers)"

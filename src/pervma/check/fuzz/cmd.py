@@ -18,6 +18,7 @@ MAX_SEED = 2**63 - 1
 MAX_SECONDS = 10**7
 MAX_WORKERS = 1024
 DEFAULT_PROGRAMS = 20
+EXIT_INTERNAL = 70  # as pervma check: a program failed and nothing was found
 
 FUZZ_EPILOG = """\
 examples:
@@ -37,7 +38,8 @@ Results go to a new folder (--out, default pervma-fuzz-seed<S>[-N]); an existing
 one is never reused: summary.json, coverage.csv, coverage.png, corpus/, findings.
 
 exit status: 0 nothing found, 1 a violation found, 2 usage or input error,
-130 interrupted (what was found so far is saved)."""
+70 a program failed with an internal error (and nothing was found), 130
+interrupted (what was found so far is saved)."""
 
 
 def register(sub: Any) -> None:
@@ -221,15 +223,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         camp.corpus.write(st.path)
         camp.findings.write(st.path)
     violating = sum(1 for r in camp.rows if r.get("violation"))
+    failed = sum(1 for r in camp.rows if "error" in r)
     print(f"{len(camp.rows)} programs, {violating} with a violation: "
           f"{len(camp.unique)} unique violations ({camp.hits} hits); "
           f"{len(camp.corpus.cover)} racing pairs covered, {len(camp.corpus)} in the corpus; "
-          f"results in {out}/")
+          + (f"{failed} failed (internal error or a lost worker); " if failed else "")
+          + f"results in {out}/")
     if camp.stopped == "interrupted":
         sys.stderr.write(f"pervma: interrupted after {len(camp.rows)} programs "
                          f"(saved in {out}/)\n")
         return 130
-    return 1 if camp.unique else 0
+    return 1 if camp.unique else EXIT_INTERNAL if failed else 0
 
 
 def check_program(args: argparse.Namespace) -> int:
