@@ -26,6 +26,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -360,7 +361,7 @@ class Campaign:
     hits: int = 0
     unique: list[str] = field(default_factory=list)
     rounds: int = 0
-    stopped: str = ""  # "programs", "time" or "interrupted"
+    stopped: str = ""  # "programs", "time", "interrupted" or "asked" (by on_program)
     started: float = 0.0
 
     def run(self, executor: Executor,
@@ -396,6 +397,8 @@ class Campaign:
                         return
                 done += n
         except KeyboardInterrupt:
+            # model threads dropped mid-step are not "never awaited" bugs
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
             self.stopped = "interrupted"
             executor.close(abort=True)
             return
