@@ -247,7 +247,10 @@ def test_ctrl_c_with_worker_processes_saves_and_exits_130(where: list[str], show
     round: the workers are ended, what was found is saved, no traceback."""
     tests = Path(__file__).resolve().parents[1]
     out = tmp_path / "c"
-    code = (f"import sys; sys.path.insert(0, {str(tests)!r}); import conftest\n"
+    # SIGINT as a terminal's foreground command has it (a background job's
+    # shell, for one, starts its children with SIGINT ignored)
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            f"import sys; sys.path.insert(0, {str(tests)!r}); import conftest\n"
             "from pervma.cli import main\n"
             f"sys.exit(main(['fuzz', *{SMALL!r}, '--round-size', '2', '--time', '600',"
             f" '--workers', '2', *{where!r}, '--out', {str(out)!r}]))\n")
