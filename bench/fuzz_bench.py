@@ -3,7 +3,7 @@
 
     python bench/fuzz_bench.py                     # both parts
     python bench/fuzz_bench.py --only rate --programs 64 --workers 2
-    python bench/fuzz_bench.py --only bugs --seeds 1,2,3,4,5 --cap 200
+    python bench/fuzz_bench.py --only bugs --seeds 1,2,3,4,5 --cap 64 [--bugs B02,B13]
     python bench/fuzz_bench.py --json out.json
 
 rate: the same campaign (seed 1, --programs programs, default budgets) with 1
@@ -15,8 +15,10 @@ whatever the workers (the summary says so), so the figures compare the same work
 
 bugs: for each bug of src/pervma/check/catalogue.py, under the preset the
 catalogue names, a campaign per seed with that bug's switch on, until its
-first violation; programs and wall seconds until then, capped at --cap
-programs ("-" in the table: not found within the cap).  A violation counts
+first violation; programs (deterministic), CPU and wall seconds until then,
+capped at --cap programs ("-": not found within the cap).  One worker by
+default, so that the CPU seconds are exact (a stopped campaign's worker
+processes are not all reaped when it is measured).  A violation counts
 when ``Findings.add`` counts it (with --bug: also clean with the switch off);
 until that module exists, any violation under the switch counts.
 """
@@ -99,41 +101,46 @@ def bench_rate(programs: int, max_workers: int) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_bugs(seeds: list[int], cap: int, workers: int) -> list[dict[str, Any]]:
-    print(f"== time to find each catalogued bug (no scenario; seeds {seeds}, cap {cap} "
-          f"programs, {workers} workers)")
-    print(f"{'bug':5} {'preset':22} {'found':>5} {'median s':>8} {'median progs':>12}   "
-          "per seed: programs/seconds")
+def bench_bugs(seeds: list[int], cap: int, workers: int,
+               only: list[str] | None = None) -> list[dict[str, Any]]:
+    print(f"== programs and time until the fuzzer (no scenario) first finds each catalogued "
+          f"bug; seeds {seeds}, at most {cap} programs, {workers} worker(s)")
+    print(f"{'bug':5} {'preset':10} {'seed':>4} {'programs':>8} {'CPU s':>7} {'wall s':>7}")
     rows: list[dict[str, Any]] = []
     for bug in CATALOGUE.values():
-        per: list[tuple[int, float] | None] = []
+        if only and bug.id not in only:
+            continue
+        per: list[dict[str, Any]] = []
         for seed in seeds:
             cfg = Config.preset(bug.preset).with_bugs(bug.id)
             camp = Campaign(seed, bug.preset, [bug.id], _findings(cfg, [bug.id], bug.preset),
                             cap)
-            t0 = time.perf_counter()
-            hit: list[tuple[int, float]] = []
+            t0, c0 = time.perf_counter(), _cpu()
+            hit: list[int] = []
 
             def first(i: int, prog: Any, origin: Any, out: Any, row: dict[str, Any],
-                      camp: Campaign = camp, t0: float = t0,
-                      hit: list[tuple[int, float]] = hit) -> bool:
+                      camp: Campaign = camp, hit: list[int] = hit) -> bool:
                 if camp.unique:
-                    hit.append((i + 1, time.perf_counter() - t0))
+                    hit.append(i + 1)
                     return True
                 return False
 
             camp.run(make_executor(workers), on_program=first)
-            per.append(hit[0] if hit else None)
-        found = [p for p in per if p is not None]
-        med_s = statistics.median(s for _, s in found) if found else None
-        med_p = statistics.median(n for n, _ in found) if found else None
-        cells = " ".join("-" if p is None else f"{p[0]}/{p[1]:.0f}" for p in per)
-        print(f"{bug.id:5} {bug.preset:22} {len(found):>2}/{len(seeds):<2} "
-              f"{'-' if med_s is None else f'{med_s:.1f}':>8} "
-              f"{'-' if med_p is None else f'{med_p:g}':>12}   {cells}", flush=True)
-        rows.append({"bug": bug.id, "preset": bug.preset, "found": len(found),
-                     "seeds": seeds, "per_seed": per, "median_seconds": med_s,
-                     "median_programs": med_p})
+            wall, cpu = time.perf_counter() - t0, _cpu() - c0
+            r = {"seed": seed, "programs": hit[0] if hit else None, "cpu_seconds": cpu,
+                 "seconds": wall}
+            per.append(r)
+            shown = "-" if not hit else str(hit[0])
+            print(f"{bug.id:5} {bug.preset:10} {seed:4} {shown:>8} {cpu:7.1f} {wall:7.1f}",
+                  flush=True)
+        found = [r for r in per if r["programs"] is not None]
+        med = (statistics.median(r["programs"] for r in found),
+               statistics.median(r["cpu_seconds"] for r in found),
+               statistics.median(r["seconds"] for r in found)) if found else None
+        print(f"{bug.id:5} found for {len(found)}/{len(seeds)} seeds"
+              + (f"; median {med[0]:g} programs, {med[1]:.1f} CPU s, {med[2]:.1f} s"
+                 if med else ""), flush=True)
+        rows.append({"bug": bug.id, "preset": bug.preset, "found": len(found), "per_seed": per})
     return rows
 
 
@@ -143,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--programs", type=int, default=48, help="programs of the rate campaign")
     ap.add_argument("--workers", type=int, default=cores(), help="most workers (default: cores)")
     ap.add_argument("--seeds", default="1,2,3,4,5")
-    ap.add_argument("--cap", type=int, default=200, help="programs per bug and seed at most")
+    ap.add_argument("--cap", type=int, default=64, help="programs per bug and seed at most")
+    ap.add_argument("--bug-workers", type=int, default=1,
+                    help="workers of the bug campaigns (default 1: CPU seconds are exact)")
+    ap.add_argument("--bugs", help="only these bugs (B02,B13)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     out: dict[str, Any] = {"cores": cores(), "loadavg": os.getloadavg()}
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         out["rate"] = bench_rate(args.programs, args.workers)
     if args.only in (None, "bugs"):
         seeds = [int(s) for s in args.seeds.split(",")]
-        out["bugs"] = bench_bugs(seeds, args.cap, args.workers)
+        out["bugs"] = bench_bugs(seeds, args.cap, args.bug_workers,
+                                 args.bugs.split(",") if args.bugs else None)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
