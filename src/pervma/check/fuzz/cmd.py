@@ -173,9 +173,7 @@ class _Progress:
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from pervma import outfiles
-    from pervma.check.fuzz.campaign import Campaign, cores, make_executor
-    from pervma.check.fuzz.findings import Findings
-    from pervma.check.fuzz.plot import plot_coverage
+    from pervma.check.fuzz.campaign import cores, make_executor
 
     cfg, bugs = _config(args.preset, args.bug)
     programs = args.programs if args.programs is not None else (
@@ -188,6 +186,20 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     outfiles.prepare_dir(out, "fuzz results").abort()  # refuse an unwritable place up front
     workers = args.workers if args.workers is not None else cores()
     executor = make_executor(workers, dask=args.dask, scheduler=args.scheduler)
+    try:
+        return _campaign(args, cfg, bugs, programs, out, executor)
+    except BaseException:  # the run closes it; this is for what goes wrong around it
+        executor.close(abort=True)
+        raise
+
+
+def _campaign(args: argparse.Namespace, cfg: Any, bugs: list[str], programs: int, out: Path,
+              executor: Any) -> int:
+    from pervma import outfiles
+    from pervma.check.fuzz.campaign import Campaign
+    from pervma.check.fuzz.findings import Findings
+    from pervma.check.fuzz.plot import plot_coverage
+
     camp = Campaign(args.seed, args.preset, bugs, Findings(cfg, bugs, args.preset), programs,
                     time_limit=args.time, round_size=args.round_size,
                     dpor_executions=args.max_executions, pct_executions=args.pct)
