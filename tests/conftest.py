@@ -16,3 +16,4 @@ def preset(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def kern() -> System:
     return System(Config.preset("universal"))
+

@@ -78,6 +78,7 @@ EXAMPLE_EXIT = {
     "tests/litmus/doc/RM-broken.litmus": 0,
     "pervma fuzz --seed 1 --programs 50": 0,
     "pervma fuzz --seed 1 --programs 20 --bug B13 --preset universal-up": 0,
+    "pervma fuzz --seed 1 --programs 64 --workers 2 --out camp": 0,
     "pervma check --program out/finding-000.program.json": 2,  # no campaign ran in the tmp dir
     "pervma simulate churnsame --emit-probe-args": 0,
     "pervma simulate my-workload.toml --tasks 1,2 --csv mine.csv": 2,  # the user's own file

@@ -141,8 +141,8 @@ def test_fuzz_writes_a_new_folder_only(tmp_path, capsys, monkeypatch) -> None:
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("\nprogram ") + out.startswith("program ") == 2
-    assert "2 programs, 0 unique violations (0 hits), " in out
-    assert " racing pairs covered; results in pervma-fuzz-seed4/" in out
+    assert "2 programs, 0 with a violation: 0 unique violations (0 hits); " in out
+    assert " in the corpus; results in pervma-fuzz-seed4/" in out
     summary = json.loads((tmp_path / "pervma-fuzz-seed4" / "summary.json").read_text())
     assert summary["programs_done"] == 2 and summary["findings"] == []
     assert summary["coverage"] and all(":" in c for c in summary["coverage"])

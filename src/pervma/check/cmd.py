@@ -85,6 +85,11 @@ def register(sub: Any) -> None:
                    help="largest preemption bound for --strategy bounded (default 3)")
     p.add_argument("--jobs", type=cliargs.jobs, default=1, metavar="N",
                    help="worker processes, at most the number of CPUs (default 1)")
+    dask = p.add_mutually_exclusive_group()
+    dask.add_argument("--dask", action="store_true",
+                      help="run the runs on a local Dask cluster of --jobs workers")
+    dask.add_argument("--scheduler", metavar="ADDR", type=cliargs.nonempty,
+                      help="run the runs on the Dask scheduler at ADDR (tcp://host:8786)")
     p.add_argument("--trace-out", metavar="DIR", type=cliargs.nonempty,
                    help="write <scenario>.replay.json and <scenario>.trace.json here "
                    "(<scenario>.<preset>.* with several presets)")
@@ -305,6 +310,9 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
     from pervma.check import api
 
     jobs = args.jobs
+    if args.dask or args.scheduler is not None:
+        return _run_with_progress(kws, jobs, on_result, lambda kws, jobs, done: _run_on_dask(
+            kws, jobs, args.scheduler, done))
     if len(kws) == 1 and jobs > 1 and args.strategy != "bounded":
         # One run over several processes: the same executions as --jobs 1
         # (pervma.check.parallel); its failure is its result.
@@ -330,11 +338,14 @@ def _execute(kws: list[dict[str, Any]], args: argparse.Namespace,
         return [api.run_guarded(kws[0], progress=progress)]
 
 
-def _run_with_progress(kws: list[dict[str, Any]], jobs: int, on_result: Any) -> list[Any]:
+def _run_with_progress(kws: list[dict[str, Any]], jobs: int, on_result: Any,
+                       run_many: Any = None) -> list[Any]:
     """Several runs, one progress unit each (pervma.progress: stderr only);
     each run's failure is its own result (api.run_many)."""
     from pervma.check import api
     from pervma.progress import Tracker
+
+    run_many = run_many or api.run_many
 
     with Tracker(transient=True) as track:
         track.add("check", len(kws))
@@ -344,7 +355,27 @@ def _run_with_progress(kws: list[dict[str, Any]], jobs: int, on_result: Any) -> 
             if on_result:
                 on_result(i, r)
 
-        return api.run_many(kws, jobs, on_result=finished)
+        return run_many(kws, jobs, finished)
+
+
+def _run_on_dask(kws: list[dict[str, Any]], jobs: int, scheduler: str | None,
+                 on_result: Any) -> list[Any]:
+    """The runs on Dask (the fuzz campaign's executor): a local cluster of
+    ``jobs`` workers or the scheduler at ``scheduler``; results in order."""
+    from pervma.check import api
+    from pervma.check.fuzz.campaign import DaskExecutor
+
+    ex = DaskExecutor(jobs, scheduler)
+    results: list[Any] = []
+    try:
+        for i, r in enumerate(ex.map(api._worker, kws, api._failed)):
+            results.append(r)
+            on_result(i, r)
+    except KeyboardInterrupt:
+        ex.close(abort=True)
+        raise api.interrupted(results, len(kws)) from None
+    ex.close()
+    return results
 
 
 def _err_console() -> Any:

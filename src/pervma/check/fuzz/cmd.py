@@ -15,38 +15,66 @@ from pervma.errors import UsageError
 MAX_PROGRAMS = 10**6
 MAX_BUDGET = 10**9
 MAX_SEED = 2**63 - 1
+MAX_SECONDS = 10**7
+MAX_WORKERS = 1024
+DEFAULT_PROGRAMS = 20
+EXIT_INTERNAL = 70  # as pervma check: a program failed and nothing was found
 
 FUZZ_EPILOG = """\
 examples:
   pervma fuzz --seed 1 --programs 50              # 50 programs, preset universal
   pervma fuzz --seed 1 --programs 20 --bug B13 --preset universal-up
+  pervma fuzz --seed 1 --programs 64 --workers 2 --out camp
   pervma check --program out/finding-000.program.json
 
+The campaign runs in rounds of --round-size programs; each is generated afresh
+or a mutation of a corpus program (one that added racing-pair coverage), drawn
+from the seed, the round and the slot alone. The same --seed and --programs give
+the same programs, results and corpus with any --workers, --dask or --scheduler.
+--time S stops starting rounds after S seconds (the only wall-clock bound).
 Each program is explored by DPOR up to --max-executions, then --pct PCT samples;
 every execution is judged by the model's checks and the serial-order oracle.
 Results go to a new folder (--out, default pervma-fuzz-seed<S>[-N]); an existing
-one is never reused.
+one is never reused: summary.json, coverage.csv, coverage.png, corpus/, findings.
 
 exit status: 0 nothing found, 1 a violation found, 2 usage or input error,
-130 interrupted (what was found so far is saved)."""
+70 a program failed with an internal error (and nothing was found), 130
+interrupted (what was found so far is saved)."""
 
 
 def register(sub: Any) -> None:
+    from pervma.check.fuzz.campaign import ROUND_SIZE
+
     p = sub.add_parser(
         "fuzz", help="generate programs and explore their interleavings",
         description="Generate programs over the model's whole API from a seed and explore "
-        "each one's interleavings (issue #15).", epilog=FUZZ_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "each one's interleavings, keeping those that add coverage to mutate (issue #15).",
+        epilog=FUZZ_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=cliargs.bounded_int(0, MAX_SEED), default=0, metavar="N")
-    p.add_argument("--programs", type=cliargs.bounded_int(1, MAX_PROGRAMS), default=20,
-                   metavar="N", help="programs to generate and explore (default 20)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--programs", type=cliargs.bounded_int(1, MAX_PROGRAMS), default=None,
+                      metavar="N", help="programs to generate and explore (default 20)")
+    stop.add_argument("--time", type=cliargs.finite_float(0, MAX_SECONDS, lo_open=True),
+                      default=None, metavar="S",
+                      help="start no round after S seconds (wall clock; not deterministic)")
     p.add_argument("--preset", default="universal", choices=PRESET_NAMES, metavar="P",
                    help=f"one of {', '.join(PRESET_NAMES)} (default universal)")
     p.add_argument("--bug", nargs="+", default=[], metavar="ID", type=cliargs.nonempty,
                    help="turn on bug switches (the programs drawn stay the same)")
     add_budget_args(p)
+    p.add_argument("--round-size", type=cliargs.bounded_int(1, 4096), default=ROUND_SIZE,
+                   metavar="N", help=f"programs per round (default {ROUND_SIZE}); part of "
+                   "what a campaign's results depend on")
+    p.add_argument("--workers", type=cliargs.bounded_int(1, MAX_WORKERS), default=None,
+                   metavar="N", help="local worker processes, or the local Dask cluster's "
+                   "workers (default: the cores available)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dask", action="store_true",
+                       help="run the programs on a local Dask cluster")
+    where.add_argument("--scheduler", metavar="ADDR", type=cliargs.nonempty,
+                       help="run the programs on the Dask scheduler at ADDR (tcp://host:8786)")
     p.add_argument("--out", metavar="DIR", type=cliargs.nonempty,
-                   help="a new folder for the findings and the summary")
+                   help="a new folder for the corpus, the findings and the summary")
     p.set_defaults(func=cmd_fuzz)
 
 
@@ -86,68 +114,145 @@ def _config(preset: str, bugs: list[str]) -> Any:
     return cfg.with_bugs(*ids) if ids else cfg, ids
 
 
+class _Progress:
+    """The campaign's progress on stderr: a rich bar with an ETA on a terminal
+    (programs, executions/s, racing pairs, corpus, unique violations), else one
+    line per round."""
+
+    def __init__(self, total: int | None, seconds: float | None, where: str) -> None:
+        self.total, self.seconds, self.where = total, seconds, where
+        self.tty = sys.stderr.isatty()
+        self._rich: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            # stdout's lines pass through the display only when both are the terminal
+            self._rich = Progress(TextColumn("fuzz"), BarColumn(bar_width=16),
+                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                  TextColumn("ETA"), TimeRemainingColumn(),
+                                  console=Console(stderr=True), transient=True,
+                                  redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
+            self._rich.__enter__()
+            total = self.total if self.seconds is None else self.seconds
+            self._task = self._rich.add_task("fuzz", total=total, info="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+
+    def update(self, camp: Any) -> None:
+        from pervma.check.fuzz.campaign import rate
+
+        p = camp.curve[-1]
+        done = len(camp.rows)
+        of = f"/{self.total}" if self.seconds is None else ""
+        if self._rich is not None:
+            completed = done if self.seconds is None else min(self.seconds, p.seconds)
+            self._rich.update(self._task, completed=completed, info=(
+                f"{done}{of} programs {rate(camp.curve):.0f} exec/s {p.racing_pairs} pairs "
+                f"corpus {p.corpus} {p.unique_violations} unique"))
+            return
+        info = (f"{done}{of} programs, {rate(camp.curve):.0f} executions/s, "
+                f"{p.racing_pairs} racing pairs, corpus {p.corpus}, "
+                f"{p.unique_violations} unique violations")
+        if p.program + 1 == (p.round + 1) * camp.round_size or done == camp.programs:
+            sys.stderr.write(f"fuzz: round {p.round} ({self.where}): {info}\n")
+            sys.stderr.flush()
+
+
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from pervma import outfiles
-    from pervma.check.fuzz.explore import explore_program
-    from pervma.check.fuzz.findings import Findings
-    from pervma.check.fuzz.generate import generate
-    from pervma.config import Config
+    from pervma.check.fuzz.campaign import cores, make_executor
 
     cfg, bugs = _config(args.preset, args.bug)
-    gen_cfg = Config.preset(args.preset)  # the draw never depends on --bug
+    programs = args.programs if args.programs is not None else (
+        DEFAULT_PROGRAMS if args.time is None else MAX_PROGRAMS)
+    if args.scheduler is not None:
+        from pervma.check.fuzz.campaign import check_address
+
+        check_address(args.scheduler)  # a malformed address before anything is made
     out = _new_dir(args.out, args.seed)
     outfiles.prepare_dir(out, "fuzz results").abort()  # refuse an unwritable place up front
-    rows: list[dict[str, Any]] = []
+    workers = args.workers if args.workers is not None else cores()
+    executor = make_executor(workers, dask=args.dask, scheduler=args.scheduler)
+    try:
+        return _campaign(args, cfg, bugs, programs, out, executor)
+    except BaseException:  # the run closes it; this is for what goes wrong around it
+        executor.close(abort=True)
+        raise
+
+
+def _campaign(args: argparse.Namespace, cfg: Any, bugs: list[str], programs: int, out: Path,
+              executor: Any) -> int:
+    from pervma import outfiles
+    from pervma.check.fuzz.campaign import Campaign
+    from pervma.check.fuzz.findings import Findings
+    from pervma.check.fuzz.plot import plot_coverage
+
     findings = Findings(cfg, bugs, args.preset, dpor_executions=args.max_executions,
                         pct_executions=args.pct, seed=args.seed)
-    cover: set[tuple[str, bool, bool]] = set()
-    interrupted = False
-    try:
-        for i in range(args.programs):
-            prog = generate(args.seed, i, gen_cfg)
-            res = explore_program(prog, cfg, dpor_executions=args.max_executions,
-                                  pct_executions=args.pct, seed=args.seed)
-            ncalls = sum(len(t.calls) for t in prog.threads)
-            new = len(res.coverage - cover)
-            cover |= res.coverage
-            print(f"program {i}: {len(prog.threads)} threads, {ncalls} calls: {res.summary()}")
-            rows.append({"program": i, "violation": None if res.violation is None else
-                         {"kind": res.violation[0], "message": res.violation[1]},
-                         "executions": res.executions, "complete": res.complete,
-                         "new_racing_pairs": new, "finding": None,
-                         "oracle": {"judged": res.oracle.judged, "skipped": res.oracle.skipped,
-                                    "undecided": res.oracle.undecided}})
-            if res.violation is not None:
-                print(prog.describe())
-                print(res.counterexample)
-                fid = findings.add(i, prog, res)
-                rows[-1]["finding"] = fid
-                if fid is None:
-                    print(f"program {i}: the same schedule fails with every bug switch off: "
+    camp = Campaign(args.seed, args.preset, bugs, findings, programs,
+                    time_limit=args.time, round_size=args.round_size,
+                    dpor_executions=args.max_executions, pct_executions=args.pct)
+    print(f"fuzz: seed {args.seed}, preset {args.preset}"
+          + (f", bugs {','.join(bugs)}" if bugs else "")
+          + f", rounds of {args.round_size} programs on {executor.where}")
+    sys.stdout.flush()
+
+    with _Progress(None if args.time is not None else programs, args.time,
+                   executor.where) as progress:
+        def shown(i: int, prog: Any, origin: Any, outcome: Any, row: dict[str, Any]) -> None:
+            res, err = outcome
+            head = f"program {i} ({origin})"
+            if res is None:
+                print(f"{head}: {err}")
+            else:
+                ncalls = sum(len(t.calls) for t in prog.threads)
+                print(f"{head}: {len(prog.threads)} threads, {ncalls} calls: {res.summary()}")
+                if res.violation is not None:
+                    print(prog.describe())
+                    print(res.counterexample)
+                    fid = row.get("finding")
+                    print(f"program {i}: {fid}" if fid is not None else
+                          f"program {i}: the same schedule fails with every bug switch off: "
                           "not counted (summary.json: not_caused_by_switch)")
-                else:
-                    print(f"program {i}: {fid}")
             sys.stdout.flush()
-    except KeyboardInterrupt:
-        interrupted = True
-    summary = {"schema": "pervma-fuzz-summary", "version": 1, "seed": args.seed,
-               "preset": args.preset, "bugs": bugs, "programs_asked": args.programs,
-               "programs_done": len(rows), "dpor_executions": args.max_executions,
-               "pct_executions": args.pct, "interrupted": interrupted, "results": rows,
-               "findings": findings.summary(),
-               "not_caused_by_switch": findings.not_caused,
-               "coverage": [f"{k}:{'w' if a else 'r'}/{'w' if b else 'r'}"
-                            for k, a, b in sorted(cover)]}
+            progress.update(camp)
+
+        camp.run(executor, on_program=shown)
+    summary = camp.summary(None if args.time is not None else programs)
+    summary["not_caused_by_switch"] = findings.not_caused
     with outfiles.staged_dir(out, "fuzz results") as st:
         (st.path / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        findings.write(st.path)
-    print(f"{len(rows)} programs, {len(findings.findings)} unique violations "
-          f"({findings.hits} hits), {len(cover)} racing pairs covered; results in {out}/")
-    if interrupted:
-        sys.stderr.write(f"pervma: interrupted after {len(rows)} of {args.programs} programs "
+        (st.path / "coverage.csv").write_text(camp.csv())
+        plot_coverage(camp.curve, st.path / "coverage.png",
+                      f"pervma fuzz --seed {args.seed} --preset {args.preset}"
+                      + (f" --bug {' '.join(bugs)}" if bugs else ""))
+        camp.corpus.write(st.path)
+        camp.findings.write(st.path)
+    violating = sum(1 for r in camp.rows if r.get("violation"))
+    failed = sum(1 for r in camp.rows if "error" in r)
+    print(f"{len(camp.rows)} programs, {violating} with a violation: "
+          f"{len(camp.unique)} unique violations ({camp.hits} hits); "
+          f"{len(camp.corpus.cover)} racing pairs covered, {len(camp.corpus)} in the corpus; "
+          + (f"{failed} failed (internal error or a lost worker); " if failed else "")
+          + f"results in {out}/")
+    if camp.stopped == "interrupted":
+        sys.stderr.write(f"pervma: interrupted after {len(camp.rows)} programs "
                          f"(saved in {out}/)\n")
         return 130
-    return 1 if findings.findings else 0
+    return 1 if camp.unique else EXIT_INTERNAL if failed else 0
 
 
 def check_program(args: argparse.Namespace) -> int:
@@ -161,9 +266,10 @@ def check_program(args: argparse.Namespace) -> int:
         raise UsageError("--program explores one program; name no scenario, --all or --list")
     if args.config is not None:
         raise UsageError("--program takes --preset, not --config")
-    if args.strategy != "dpor" or args.stateless or args.optimal or args.jobs > 1:
+    if args.strategy != "dpor" or args.stateless or args.optimal or args.jobs > 1 \
+            or args.dask or args.scheduler is not None:
         raise UsageError("--program runs DPOR then PCT in one process; drop --strategy, "
-                         "--stateless, --optimal and --jobs")
+                         "--stateless, --optimal, --jobs, --dask and --scheduler")
     prog = loads(cliargs.read_text(args.program, "--program"), args.program)
     presets = ["universal"] if args.preset is None else cliargs.name_list(args.preset, "--preset")
     code = 0
