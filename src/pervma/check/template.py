@@ -138,9 +138,9 @@ class Sharing:
         """Share what pervma's modules hold at module level (and one level
         into their containers): the model's static objects are globals that
         a copy must refer to, not duplicate."""
-        mods = list(sys.modules.items())
-        if len(mods) == self._modules:
+        if len(sys.modules) == self._modules:  # nothing imported since: the hot path
             return
+        mods = list(sys.modules.items())
         self._modules = len(mods)
         share = self._copier.share
         for name, m in mods:
