@@ -192,3 +192,26 @@ def test_what_cannot_be_copied_raises() -> None:
 
     with pytest.raises(TypeError):
         Sharing().copy({"lock": threading.Lock()})
+
+
+@pytest.mark.parametrize("search", ["dpor", "odpor"])
+@pytest.mark.parametrize("name,bug", [("fault-vs-munmap", None), ("fault-vs-munmap", "B13")])
+def test_stateless_searches_agree_with_and_without_checkpoints(
+        monkeypatch: pytest.MonkeyPatch, search: str, name: str, bug: str | None) -> None:
+    from pervma.check import dpor, odpor
+
+    explore = {"dpor": dpor.explore_roots, "odpor": odpor.explore_roots}[search]
+    cfg = Config.preset("universal")
+    if bug is not None:
+        cfg = cfg.with_bugs(get_bug(bug).id)
+    figures = []
+    for off in ("1", "0"):
+        monkeypatch.setenv("PERVMA_NO_CHECKPOINT", off)
+        r = Runner(get_scenario(name), cfg)
+        st = explore(r, Budget(max_executions=10**6), Stats(search))
+        found = None if st.found is None else (st.found.kind, st.found.message, st.found.schedule)
+        figures.append((st.executions, st.pruned, st.steps, st.complete, found))
+        if off == "0":
+            assert r.template is not None  # the run had checkpoints to take
+    assert figures[0] == figures[1]
+    assert (figures[0][4] is None) == (bug is None)

@@ -44,6 +44,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
+from pervma.check import checkpoint
+from pervma.check.checkpoint import Checkpoint
 from pervma.check.dpor import conservative_note, run_on_future, run_roots
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
@@ -80,6 +82,7 @@ class _Node:
     wut: list[_Branch]  # the wakeup tree here: the branch being explored, then the rest in order
     cur: _Branch
     event: Event | None = None
+    ckpt: Checkpoint | None = None  # the execution at this node (pervma.check.checkpoint)
 
 
 @dataclass(slots=True)
@@ -103,9 +106,18 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     stack: list[_Node] = []
     start = 0  # index of the first event whose races are not yet analysed
     counts = _Counts()
+    ckpts = runner.checkpoints
     while True:
-        run = runner.execution()
-        for node in stack:
+        run, base = None, 0
+        if ckpts:  # from the deepest checkpoint on the stack (pervma.check.checkpoint)
+            for j in range(len(stack) - 1, -1, -1):
+                ck = stack[j].ckpt
+                if ck is not None:
+                    run, base = runner.resume(ck), j
+                    break
+        if run is None:
+            run = runner.execution()
+        for node in stack[base:]:
             node.event = run.take(node.cur.tid)
         follow: list[_Branch] = stack[-1].cur.kids if stack else []
         blocked_seen: set[tuple[int, int]] = set()
@@ -147,6 +159,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 branch = _Branch(cur if cur in cands else cands[0])
                 wut.append(branch)
             node = _Node(enabled, cur, run.preemptions, sleep, wut, branch)
+            if ckpts and stack and len(stack) % checkpoint.EVERY == 0:
+                node.ckpt = runner.save(run)
             stack.append(node)
             node.event = run.take(branch.tid)
             diverged |= branch.acc is not None and branch.acc != node.event.acc
