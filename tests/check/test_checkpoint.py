@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -97,6 +98,14 @@ def test_a_checkpoint_restores_again_and_again() -> None:
 ])
 def test_searches_agree_with_and_without_checkpoints(monkeypatch: pytest.MonkeyPatch, name: str,
                                                      preset: str, bug: str | None) -> None:
+    without, with_ = _both(monkeypatch, name, preset, bug, stateful.explore_roots)
+    assert without == with_
+    assert (without[-1] is None) == (bug is None)
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, name: str, preset: str, bug: str | None,
+          explore: Callable[[Runner, Budget, Stats], Stats]) -> list[tuple[object, ...]]:
+    """The figures of one search without checkpoints, then with them."""
     cfg = Config.preset(preset)
     if bug is not None:
         cfg = cfg.with_bugs(get_bug(bug).id)
@@ -105,11 +114,13 @@ def test_searches_agree_with_and_without_checkpoints(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv("PERVMA_NO_CHECKPOINT", off)
         r = Runner(get_scenario(name), cfg)
         assert r.checkpoints == (off == "0")
-        st = stateful.explore_roots(r, Budget(max_executions=10**6), Stats("dpor"))
+        st = explore(r, Budget(max_executions=10**6), Stats("search"))
+        if off == "0":
+            assert r.template is not None  # the run had checkpoints to take
         found = None if st.found is None else (st.found.kind, st.found.message, st.found.schedule)
-        figures.append((st.executions, st.pruned, st.states, st.revisits, st.steps, found))
-    assert figures[0] == figures[1]
-    assert (figures[0][5] is None) == (bug is None)
+        figures.append((st.executions, st.pruned, st.states, st.revisits, st.steps, st.complete,
+                        found))
+    return figures
 
 
 # -- the copier ------------------------------------------------------------------
@@ -201,17 +212,6 @@ def test_stateless_searches_agree_with_and_without_checkpoints(
     from pervma.check import dpor, odpor
 
     explore = {"dpor": dpor.explore_roots, "odpor": odpor.explore_roots}[search]
-    cfg = Config.preset("universal")
-    if bug is not None:
-        cfg = cfg.with_bugs(get_bug(bug).id)
-    figures = []
-    for off in ("1", "0"):
-        monkeypatch.setenv("PERVMA_NO_CHECKPOINT", off)
-        r = Runner(get_scenario(name), cfg)
-        st = explore(r, Budget(max_executions=10**6), Stats(search))
-        found = None if st.found is None else (st.found.kind, st.found.message, st.found.schedule)
-        figures.append((st.executions, st.pruned, st.steps, st.complete, found))
-        if off == "0":
-            assert r.template is not None  # the run had checkpoints to take
-    assert figures[0] == figures[1]
-    assert (figures[0][4] is None) == (bug is None)
+    without, with_ = _both(monkeypatch, name, "universal", bug, explore)
+    assert without == with_
+    assert (without[-1] is None) == (bug is None)
