@@ -1,27 +1,24 @@
-/* Copy a suspended coroutine or generator: pervma.sched._frames.
+/* Copies of model state: pervma.sched._frames.
  *
- * The model's threads are coroutines; a checkpoint of an execution
- * (pervma.check.checkpoint) must copy them.  CPython has no API for that, so
- * this module reads and writes the frame a coroutine owns (CPython 3.11's
- * _PyInterpreterFrame inside the coroutine object):
+ * The model's threads are coroutines; a world template or a checkpoint of an
+ * execution (pervma.check.template, pervma.check.checkpoint) must copy them.
+ * CPython has no API for that, so this module reads and writes the frame a
+ * coroutine owns (CPython 3.11's _PyInterpreterFrame inside the coroutine
+ * object), within a deep copier of the whole object graph:
  *
- *   save(gen)  -> (func, lasti, stacktop, frame_state, values, exc), or None
- *                 for a finished one
- *       the function the coroutine was made from, the offset of its last
- *       instruction, its value-stack depth, its state (created or
- *       suspended), every local, cell, free variable and value-stack entry
- *       (NULL as the sentinel registered with set_null), and the exception
- *       it is handling (None if none);
- *   new(func)  -> gen
+ *   Copier(shared_types, fallback, finished, probe)
+ *       copier.copy(obj) -> (copy, coroutines made); see below;
+ *   new(func) -> gen
  *       a fresh coroutine (or generator) of ``func``, made by calling it
- *       with None for every parameter: no code of it runs;
- *   load(gen, (lasti, stacktop, frame_state, values, exc))
- *       puts a saved state into a fresh one.
+ *       with None for every parameter: no code of it runs (the copier then
+ *       fills its frame);
+ *   kill(gens)
+ *       marks coroutines finished without running them: a snapshot that is
+ *       dropped must not run its ``finally`` blocks.
  *
- * Pickling a coroutine is then new() at load time and load() as its state
- * setter, so cycles through a coroutine's locals unpickle like any object's.
  * Built only for CPython 3.11 (the layout changes between versions); without
- * it checkpoints are off and the checker replays prefixes as before.
+ * it templates and checkpoints are off and the checker rebuilds worlds and
+ * replays prefixes as before.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,7 +29,6 @@
 #include "internal/pycore_frame.h"
 #undef Py_BUILD_CORE
 
-static PyObject *null_sentinel = NULL;
 
 static _PyInterpreterFrame *frame_of(PyObject *gen, int8_t **state)
 {
@@ -56,52 +52,6 @@ static _PyErr_StackItem *exc_of(PyObject *gen)
     if (PyCoro_CheckExact(gen))
         return &((PyCoroObject *)gen)->cr_exc_state;
     return &((PyGenObject *)gen)->gi_exc_state;
-}
-
-static PyObject *frames_set_null(PyObject *self, PyObject *obj)
-{
-    Py_XDECREF(null_sentinel);
-    Py_INCREF(obj);
-    null_sentinel = obj;
-    Py_RETURN_NONE;
-}
-
-static PyObject *frames_save(PyObject *self, PyObject *gen)
-{
-    int8_t *state;
-    _PyInterpreterFrame *f = frame_of(gen, &state);
-    if (f == NULL)
-        return NULL;
-    if (null_sentinel == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_frames: set_null() first");
-        return NULL;
-    }
-    if (*state >= FRAME_COMPLETED)  /* finished: nothing of it can run again */
-        Py_RETURN_NONE;
-    if (*state != FRAME_CREATED && *state != FRAME_SUSPENDED) {
-        PyErr_SetString(PyExc_TypeError, "_frames: a running coroutine");
-        return NULL;
-    }
-    if (f->f_func == NULL || f->f_locals != NULL) {
-        PyErr_SetString(PyExc_TypeError, "_frames: a frame without its function");
-        return NULL;
-    }
-    int top = f->stacktop;
-    PyObject *values = PyTuple_New(top);
-    if (values == NULL)
-        return NULL;
-    for (int i = 0; i < top; i++) {
-        PyObject *v = f->localsplus[i];
-        if (v == NULL)
-            v = null_sentinel;
-        Py_INCREF(v);
-        PyTuple_SET_ITEM(values, i, v);
-    }
-    PyObject *exc = exc_of(gen)->exc_value;
-    if (exc == NULL)
-        exc = Py_None;
-    int lasti = (int)(f->prev_instr - _PyCode_CODE(f->f_code));
-    return Py_BuildValue("(OiiiNO)", (PyObject *)f->f_func, lasti, top, (int)*state, values, exc);
 }
 
 static PyObject *frames_new(PyObject *self, PyObject *func)
@@ -139,54 +89,9 @@ static PyObject *frames_new(PyObject *self, PyObject *func)
     return gen;
 }
 
-static PyObject *frames_load(PyObject *self, PyObject *args)
-{
-    PyObject *gen, *st;
-    if (!PyArg_ParseTuple(args, "OO!", &gen, &PyTuple_Type, &st))
-        return NULL;
-    int lasti, top, fstate;
-    PyObject *values, *exc;
-    if (!PyArg_ParseTuple(st, "iiiO!O", &lasti, &top, &fstate, &PyTuple_Type, &values, &exc))
-        return NULL;
-    int8_t *state;
-    _PyInterpreterFrame *f = frame_of(gen, &state);
-    if (f == NULL)
-        return NULL;
-    PyCodeObject *code = f->f_code;
-    if (*state != FRAME_CREATED || PyTuple_GET_SIZE(values) != top
-        || top < code->co_nlocalsplus || top > code->co_nlocalsplus + code->co_stacksize
-        || lasti < -1 || lasti >= Py_SIZE(code)
-        || (fstate != FRAME_CREATED && fstate != FRAME_SUSPENDED)) {
-        PyErr_SetString(PyExc_ValueError, "_frames.load: a state that does not fit");
-        return NULL;
-    }
-    for (int i = 0; i < f->stacktop; i++)
-        Py_CLEAR(f->localsplus[i]);
-    for (int i = 0; i < top; i++) {
-        PyObject *v = PyTuple_GET_ITEM(values, i);
-        if (v == null_sentinel) {
-            f->localsplus[i] = NULL;
-        } else {
-            Py_INCREF(v);
-            f->localsplus[i] = v;
-        }
-    }
-    f->stacktop = top;
-    f->prev_instr = _PyCode_CODE(code) + lasti;
-    *state = (int8_t)fstate;
-    _PyErr_StackItem *es = exc_of(gen);
-    Py_CLEAR(es->exc_value);
-    if (exc != Py_None) {
-        Py_INCREF(exc);
-        es->exc_value = exc;
-    }
-    Py_RETURN_NONE;
-}
-
-
 /* ---- A deep copier for model state ------------------------------------
  *
- * Copier(shared_types, fallback, finished): copier.copy(obj) copies the
+ * Copier(shared_types, fallback, finished, probe): copier.copy(obj) copies the
  * object graph of obj the way pervma.check.template describes (closures with
  * their cells, suspended coroutines with their frames, plain instances field
  * by field) in C, with the objects registered by copier.share(o) and
@@ -813,10 +718,7 @@ static PyObject *frames_kill(PyObject *self, PyObject *gens)
 }
 
 static PyMethodDef methods[] = {
-    {"set_null", frames_set_null, METH_O, "The object that stands for an empty slot."},
-    {"save", frames_save, METH_O, "The state of a suspended coroutine or generator."},
-    {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function."},
-    {"load", frames_load, METH_VARARGS, "Put a saved state into a fresh coroutine."},
+    {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function (none of it runs)."},
     {"kill", frames_kill, METH_O, "Mark coroutines finished without running them (a dropped copy's)."},
     {NULL, NULL, 0, NULL},
 };
