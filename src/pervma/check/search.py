@@ -121,8 +121,6 @@ class Runner:
         self.max_steps = scenario.max_steps or DEFAULT_MAX_STEPS
         self.scope = RunScope()
         self.template: WorldTemplate | None = None
-        # what copies of this run's worlds and executions share
-        self.sharing = Sharing((self.scope, cfg)) if template.FRAMES else None
         self._templated = not template.enabled()  # tried (or not to be tried)
 
     def instance(self) -> Instance:
@@ -137,8 +135,10 @@ class Runner:
                 inst = self.scenario.build(self.cfg)
                 if not self._templated:
                     self._templated = True
-                    if inst.world is not None and self.sharing is not None:
-                        self.template = WorldTemplate.make(inst.world, self.sharing)
+                    if inst.world is not None:
+                        # what copies of this run's worlds and executions share
+                        sharing = Sharing((self.scope, self.cfg))
+                        self.template = WorldTemplate.make(inst.world, sharing)
         inst.run = self.scope
         return inst
 
@@ -157,9 +157,9 @@ class Runner:
         holds everything its run records (a kernel scenario's results and
         checks), while an instance without one (a toy) may record into
         objects outside it, which a copy would duplicate."""
-        if self.sharing is None or self.template is None:
+        if self.template is None:
             return None
-        return Checkpoint.save(run, self.sharing)
+        return Checkpoint.save(run, self.template.sharing)
 
     def resume(self, ck: Checkpoint) -> Execution:
         """A live execution in the state ``ck`` saved: what :meth:`execution`
