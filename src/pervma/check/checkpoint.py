@@ -94,30 +94,36 @@ class Checkpoint:
         template.kill(self._coros)
 
 
-class Node(Protocol):
+class CkptNode(Protocol):
+    """What :func:`deepest` needs of a node of a search's DFS stack."""
+
+    ckpt: Checkpoint | None
+
+
+class Node(CkptNode, Protocol):
     """What :func:`restart` needs of a node of a search's DFS stack."""
 
     chosen: int
     event: Event | None
-    ckpt: Checkpoint | None
 
 
-def restart(runner: Runner, stack: Sequence[Node], ckpts: bool) -> Execution:
-    """An execution at the top node of ``stack`` that has taken the top
-    node's (new) choice: from the deepest node with a checkpoint (``ckpts``),
-    or from a fresh instance, taking the recorded events of the nodes in
-    between again (:meth:`Execution.retake`)."""
-    base = 0
-    run: Execution | None = None
+def deepest(runner: Runner, stack: Sequence[CkptNode], ckpts: bool) -> tuple[Execution, int]:
+    """A live execution from the deepest node of ``stack`` with a checkpoint
+    (``ckpts``), or a fresh instance, and the index of that node (0): the
+    nodes from there on have their events still to take."""
     if ckpts:
         for j in range(len(stack) - 1, -1, -1):
             ck = stack[j].ckpt
             if ck is not None:
-                run = runner.resume(ck)
-                base = j
-                break
-    if run is None:
-        run = runner.execution()
+                return runner.resume(ck), j
+    return runner.execution(), 0
+
+
+def restart(runner: Runner, stack: Sequence[Node], ckpts: bool) -> Execution:
+    """An execution at the top node of ``stack`` that has taken the top
+    node's (new) choice: from :func:`deepest`, taking the recorded events of
+    the nodes in between again (:meth:`Execution.retake`)."""
+    run, base = deepest(runner, stack, ckpts)
     for i in range(base, len(stack)):
         node = stack[i]
         ev = node.event

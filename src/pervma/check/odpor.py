@@ -108,15 +108,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     counts = _Counts()
     ckpts = runner.checkpoints
     while True:
-        run, base = None, 0
-        if ckpts:  # from the deepest checkpoint on the stack (pervma.check.checkpoint)
-            for j in range(len(stack) - 1, -1, -1):
-                ck = stack[j].ckpt
-                if ck is not None:
-                    run, base = runner.resume(ck), j
-                    break
-        if run is None:
-            run = runner.execution()
+        run, base = checkpoint.deepest(runner, stack, ckpts)
         for node in stack[base:]:
             node.event = run.take(node.cur.tid)
         follow: list[_Branch] = stack[-1].cur.kids if stack else []

@@ -617,11 +617,6 @@ static PyObject *Copier_share(Copier *c, PyObject *o)
     Py_RETURN_NONE;
 }
 
-static PyObject *Copier_is_shared(Copier *c, PyObject *o)
-{
-    return PyBool_FromLong(pm_get(&c->shared, o) != NULL);
-}
-
 /* copy(obj) -> (copy, coroutines made) */
 static PyObject *Copier_copy(Copier *c, PyObject *o)
 {
@@ -682,7 +677,6 @@ static PyObject *Copier_remember(Copier *c, PyObject *args)
 
 static PyMethodDef Copier_methods[] = {
     {"share", (PyCFunction)Copier_share, METH_O, "Share an object (never copy it)."},
-    {"is_shared", (PyCFunction)Copier_is_shared, METH_O, "Whether an object is shared."},
     {"copy", (PyCFunction)Copier_copy, METH_O, "(copy, coroutines made) of an object graph."},
     {"sub", (PyCFunction)Copier_sub, METH_O, "Copy a part within the current copy."},
     {"remember", (PyCFunction)Copier_remember, METH_VARARGS, "Record orig -> copy."},
