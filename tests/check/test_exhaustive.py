@@ -72,6 +72,10 @@ SMALL = [("fault-vs-mremap", p) for p in ("legacy", "universal", "universal-up",
     # a lockless walk once read the VMA's own vm_end, which the split changes in place before
     # it stores the new range: the maple tree's pivots are in the node (kernel/maple_tree.py)
     ("uffd-register-vs-fault", "universal"),
+    # an rwsem's read-side steps commute; a killable writer's wait must still race them
+    # (it once was a read, and the enumeration found the outcome DPOR missed)
+    ("killable-write-lock-abort", "legacy"),
+    ("two-faults-vs-writer", "legacy"),
 ]
 
 

@@ -268,8 +268,11 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
     same location (one of the two writing) and is not already before ``t``'s
     next step (``clocks``: the threads' clocks after event ``upto``), ``t``
     joins that event's backtrack set (or, if ``t`` was not runnable there,
-    every runnable thread does).  The Flanagan-Godefroid rule at every
-    dependent event, not only the latest: a superset of the direct races."""
+    every runnable thread does) -- unless the event happens before a later
+    such event, which the access then follows in every execution (that later
+    event is the one it races).  The Flanagan-Godefroid rule at every
+    dependent event that no later one follows: a superset of the direct
+    races the stateless search would find."""
     if not summary or not stack:
         return 0
     events = run.events if upto is None else run.events[:upto]
@@ -284,14 +287,21 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
         if not idx:
             continue
         clock = run.thread_clock(t) if clocks is None else clocks[t]
-        for j in idx:
+        kept: list[Event] = []  # the candidates no later candidate happens after
+        for j in reversed(idx):
             e = events[j]
-            if e.tid == t or (j, t) in done or not (w or e.acc[loc]):
+            if e.tid == t or not (w or e.acc[loc]):
                 continue
-            if clock[e.tid] >= e.seq:
+            s0 = e.seq
+            if clock[e.tid] >= s0:
                 continue
-            done.add((j, t))
-            conservative += _add(stack[j], [t], t)
+            t0 = e.tid
+            if any(k.clock[t0] >= s0 for k in kept):
+                continue  # before a later dependent event: that one races the access
+            kept.append(e)
+            if (j, t) not in done:
+                done.add((j, t))
+                conservative += _add(stack[j], [t], t)
     return conservative
 
 

@@ -42,15 +42,17 @@ DEFAULT_MAX_STEPS = 4000
 Acc = dict[Hashable, bool]  # location -> written?
 
 _LOCAL = OpKind.LOCAL
-#: ``OpKind.writes`` by kind value: a tuple lookup instead of a property call.
-_WRITES: tuple[bool, ...] = tuple(OpKind(v).writes for v in range(max(OpKind) + 1))
+#: ``OpKind.dependency_writes`` by kind value: a tuple lookup instead of a
+#: property call.  (The read side of an rw_semaphore counts as a read: its
+#: steps commute with each other; an observer of a lock word as a write.)
+_WRITES: tuple[bool, ...] = tuple(OpKind(v).dependency_writes for v in range(max(OpKind) + 1))
 
 
 def op_access(op: Op) -> list[tuple[Hashable, bool]]:
     """The (location, writes) pairs a step touches (``Op.also`` included)."""
     if op.loc is None:
         return []
-    w = op.kind.writes
+    w = _WRITES[op.kind]
     also = getattr(op, "also", None)
     return [(op.loc, w)] if also is None else [(op.loc, w), (also, w)]
 

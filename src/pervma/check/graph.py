@@ -98,7 +98,7 @@ class GraphRecorder:
                 self._access(tid, op.kind, name, frozenset({"once"}), step, label)
                 ev.append((tid, "W", lock, frozenset({"UL"}), step, label))
             elif order is Order.LOCK_ACQUIRE:
-                if op.kind is OpKind.BLOCK:  # a waiter handed the lock: it reads the grant
+                if op.kind in (OpKind.BLOCK, OpKind.OBSERVE):  # a waiter handed the lock: it reads the grant
                     ev.append((tid, "R", name, frozenset({"once"}), step, label))
                 else:
                     ev.append((tid, "R", name, frozenset({"LKR"}), step, label))
@@ -113,9 +113,9 @@ class GraphRecorder:
     def _access(self, tid: int, kind: OpKind, name: str, tags: frozenset[str], step: int,
                 label: str) -> None:
         ev = self._thread_events
-        if kind in (OpKind.READ, OpKind.BLOCK):
+        if kind in (OpKind.READ, OpKind.BLOCK, OpKind.OBSERVE):
             ev.append((tid, "R", name, tags, step, label))
-        elif kind in (OpKind.WRITE, OpKind.RELEASE):
+        elif kind in (OpKind.WRITE, OpKind.RELEASE, OpKind.RELEASE_SHARED):
             ev.append((tid, "W", name, tags, step, label))
         else:  # RMW, or an ACQUIRE step that is not a lock
             rmw = tags | {"RMW"}

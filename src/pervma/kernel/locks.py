@@ -11,6 +11,16 @@ The rw_semaphore is writer-preferring with handoff: a new reader queues
 behind any waiter, and a release grants the lock to the head of the wait list
 (all queued readers at once when the head is a reader), so a woken waiter
 owns the lock and nobody can steal it.  Optimistic spinning is not modelled.
+
+The read side commutes: the kernel keeps a count of readers, not who came
+first, so the model keeps its readers in pid order, and readers queued one
+after another in pid order too (they are granted together, whatever their
+order).  Two read-side steps then reach the same state in either order, and
+their steps are of the shared kinds (``OpKind.ACQUIRE_SHARED``,
+``RELEASE_SHARED``) that the checker does not count as racing each other.
+A waiter's step is not of them: granted, it goes on; killed first, it leaves
+the queue and may hand the lock on, so what it does depends on every
+holder's release (``OpKind.OBSERVE``: it races them all).
 """
 
 from __future__ import annotations
@@ -24,11 +34,13 @@ from pervma.kernel.task import TaskStruct, current_task, fatal_signal_pending, s
 from pervma.sched import (
     WaitKind,
     acquire,
+    acquire_shared,
     block,
     preempt_disable,
     preempt_enable,
     read,
     release,
+    release_shared,
     rmw,
 )
 from pervma.sched.order import Order
@@ -107,6 +119,24 @@ class RwSemaphore:
     def has_waiters(self) -> bool:
         return bool(self.wait_list)
 
+    def _add_reader(self, tsk: TaskStruct) -> None:
+        """A reader joins (kept in pid order: the lock's count has no order)."""
+        readers = self.readers
+        i = len(readers)
+        while i and readers[i - 1].pid > tsk.pid:
+            i -= 1
+        readers.insert(i, tsk)
+
+    def _queue(self, w: _Waiter) -> None:
+        """Queue a waiter at the tail; readers queued one after another stay
+        in pid order (the wake-up grants them all at once)."""
+        wl = self.wait_list
+        i = len(wl)
+        if not w.write:
+            while i and not wl[i - 1].write and wl[i - 1].task.pid > w.task.pid:
+                i -= 1
+        wl.insert(i, w)
+
     def _wake(self) -> None:
         """Hand the lock to the head of the wait list (rwsem_mark_wake)."""
         if self.writer is not None or not self.wait_list:
@@ -124,12 +154,12 @@ class RwSemaphore:
                 keep.append(w)
             else:
                 w.granted = True
-                self.readers.append(w.task)
+                self._add_reader(w.task)
         self.wait_list = keep
 
     async def _slowpath(self, me: TaskStruct, write: bool, killable: bool) -> int:
         w = _Waiter(me, write)
-        self.wait_list.append(w)
+        self._queue(w)
         kind = "write" if write else "read"
         cond: Callable[[], bool]
         if killable:
@@ -140,7 +170,7 @@ class RwSemaphore:
                 return w.granted
         await block(self.loc, f"down_{kind}({self.name}) wait", cond,
                     also=signal_loc(me) if killable else None, order=Order.LOCK_ACQUIRE,
-                    wait=WaitKind.RWSEM_WRITE if write else WaitKind.RWSEM_READ)
+                    wait=WaitKind.RWSEM_WRITE if write else WaitKind.RWSEM_READ, observe=True)
         if not w.granted:
             self.wait_list.remove(w)
             self._wake()
@@ -153,9 +183,9 @@ class RwSemaphore:
         me = current_task()
         debug.might_sleep("kernel/locking/rwsem.c", "down_read", self.name)
         debug.lockdep_acquire(self.name, self, "read")
-        await acquire(self.loc, f"down_read({self.name})", sleeps=False, order=Order.LOCK_ACQUIRE)
+        await acquire_shared(self.loc, f"down_read({self.name})", Order.LOCK_ACQUIRE)
         if self.writer is None and not self.wait_list:
-            self.readers.append(me)
+            self._add_reader(me)
             ret = 0
         else:
             ret = await self._slowpath(me, False, killable)
@@ -165,10 +195,9 @@ class RwSemaphore:
 
     async def down_read_trylock(self) -> bool:
         me = current_task()
-        await acquire(self.loc, f"down_read_trylock({self.name})", sleeps=False,
-                      order=Order.LOCK_ACQUIRE)
+        await acquire_shared(self.loc, f"down_read_trylock({self.name})", Order.LOCK_ACQUIRE)
         if self.writer is None and not self.wait_list:
-            self.readers.append(me)
+            self._add_reader(me)
             debug.lockdep_acquire(self.name, self, "read", trylock=True)
             return True
         return False
@@ -192,7 +221,7 @@ class RwSemaphore:
         me = current_task()
         if me not in self.readers:
             debug.report("BUG: bad unlock balance", f"up_read({self.name}) by {me.comm}, not a reader")
-        await release(self.loc, f"up_read({self.name})", Order.LOCK_RELEASE)
+        await release_shared(self.loc, f"up_read({self.name})", Order.LOCK_RELEASE)
         self.readers.remove(me)
         debug.lockdep_release(self.name, self)
         self._wake()
@@ -212,7 +241,7 @@ class RwSemaphore:
             debug.report("BUG: bad unlock balance", f"downgrade_write({self.name}) by {me.comm}")
         await release(self.loc, f"downgrade_write({self.name})", Order.LOCK_RELEASE)
         self.writer = None
-        self.readers.append(me)
+        self._add_reader(me)
         debug.lockdep_downgrade(self.name, self)
         # Only readers may join a downgraded lock.
         if self.wait_list and not self.wait_list[0].write:

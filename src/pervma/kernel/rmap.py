@@ -89,7 +89,7 @@ async def anon_vma_free(av: AnonVma) -> None:
     debug.might_sleep("mm/rmap.c", "anon_vma_free")
     root = av.root
     assert root is not None
-    await Op(OpKind.READ, root.rwsem.loc, "anon_vma_free: rwsem_is_locked", order=Order.ONCE)
+    await Op(OpKind.OBSERVE, root.rwsem.loc, "anon_vma_free: rwsem_is_locked", order=Order.ONCE)
     if root.rwsem.is_locked():
         await anon_vma_lock_write(av)
         await anon_vma_unlock_write(av)

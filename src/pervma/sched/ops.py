@@ -27,10 +27,37 @@ class OpKind(enum.IntEnum):
     RELEASE = 4  # lock release
     BLOCK = 5  # wait until ``enabled()`` holds (rcuwait, grace period, I/O)
     LOCAL = 6  # a timed step that touches nothing shared (work, for the simulator)
+    # The read side of an rw_semaphore: an RMW of the lock word (a write for
+    # the cache), but the read-side acquisitions and releases of one lock
+    # commute with each other, so the checker's dependency treats them as
+    # reads of the location (``commutes``): they race with the write side and
+    # with observers, never with each other.
+    ACQUIRE_SHARED = 7  # down_read(), down_read_trylock()
+    RELEASE_SHARED = 8  # up_read()
+    # A step whose outcome depends on every holder of a lock: a read of the
+    # lock word (rwsem_is_locked()), or a waiter's step on an rw_semaphore
+    # (handed the lock, it goes on; killed first, it leaves the queue and may
+    # hand the lock on).  A read for the cache, a write for the checker's
+    # dependency: it races with the read side's shared steps.
+    OBSERVE = 9
 
     @property
     def writes(self) -> bool:
-        return self in (OpKind.WRITE, OpKind.RMW, OpKind.ACQUIRE, OpKind.RELEASE)
+        """The step writes its location (what the cache sees)."""
+        return self in _PHYSICAL_WRITES
+
+    @property
+    def dependency_writes(self) -> bool:
+        """The checker's dependency: the step conflicts with every access of
+        its location, reads included (else only with such steps).  The
+        physical writes except the read side of an rw_semaphore, plus
+        observers of a lock word."""
+        return (self in _PHYSICAL_WRITES and self not in _SHARED) or self is OpKind.OBSERVE
+
+
+_PHYSICAL_WRITES = frozenset({OpKind.WRITE, OpKind.RMW, OpKind.ACQUIRE, OpKind.RELEASE,
+                              OpKind.ACQUIRE_SHARED, OpKind.RELEASE_SHARED})
+_SHARED = frozenset({OpKind.ACQUIRE_SHARED, OpKind.RELEASE_SHARED})
 
 
 class WaitKind(enum.IntEnum):
@@ -82,7 +109,7 @@ class Op:
         """Two ops conflict when they touch the same location and one writes.
 
         BLOCK ops read their location (the waited-for condition)."""
-        if not (self.kind.writes or other.kind.writes):
+        if not (self.kind.dependency_writes or other.kind.dependency_writes):
             return False
         mine = (self.loc, self.also)
         return any(x is not None and (x == other.loc or x == other.also) for x in mine)
@@ -126,10 +153,26 @@ def release(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
     return Op(_RELEASE, loc, label, order=order)
 
 
+def acquire_shared(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
+    """A read-side acquisition of an rw_semaphore (the step that takes it or
+    queues the reader; the wait, if any, is a later ``block`` step)."""
+    return Op(OpKind.ACQUIRE_SHARED, loc, label, None, None, False, None, False, order,
+              _SPIN)
+
+
+def release_shared(loc: Location, label: str, order: Order = Order.UNSPECIFIED) -> Op:
+    """A read-side release of an rw_semaphore."""
+    return Op(OpKind.RELEASE_SHARED, loc, label, order=order)
+
+
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
           work: str | None = None, also: Location | None = None,
-          order: Order = Order.UNSPECIFIED, wait: WaitKind = WaitKind.EVENT) -> Op:
-    return Op(_BLOCK, loc, label, enabled, work, True, also, False, order, wait)
+          order: Order = Order.UNSPECIFIED, wait: WaitKind = WaitKind.EVENT,
+          observe: bool = False) -> Op:
+    """Wait until ``enabled()`` holds; ``observe``: a waiter on a lock whose
+    step depends on every holder (``OpKind.OBSERVE``)."""
+    return Op(OpKind.OBSERVE if observe else _BLOCK, loc, label, enabled, work, True, also, False,
+              order, wait)
 
 
 def work(name: str, label: str | None = None) -> Op:

@@ -63,8 +63,6 @@ from pervma.sim.machine import Machine
 
 _LOCAL = OpKind.LOCAL
 _RELEASE = OpKind.RELEASE
-_READ = OpKind.READ
-_BLOCK = OpKind.BLOCK
 _MAX_LINES = 400_000  # forget line states beyond this (bounded memory on long runs)
 # How each location kind is priced (pervma.sched.locations); an unnamed kind
 # is priced as its own line (tests/sim fails on any kind the model emits that
@@ -370,10 +368,11 @@ class CostModel:
         kind = op.kind
         cost = 0.0
         if op.loc is not None and kind is not _LOCAL:
-            cost = self.touch(op.loc, kind is not _READ and kind is not _BLOCK, cpu, t)
+            writes = kind.writes
+            cost = self.touch(op.loc, writes, cpu, t)
             also = op.also
             if also is not None:
-                cost += self.touch(also, kind is not _READ and kind is not _BLOCK, cpu, t + cost)
+                cost += self.touch(also, writes, cpu, t + cost)
         if op.work is not None:
             cost += self.work_cost(op, cpu, t + cost)
         elif (kind is _RELEASE and self.session_work and isinstance(op.loc, tuple)

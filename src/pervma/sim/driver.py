@@ -376,7 +376,6 @@ class TimedDriver:
         costs = self.costs
         charge, access, inline_line = costs.charge, costs.access, costs.inline_line
         touch, work_cost = costs.touch, costs.work_cost
-        read_, block_ = OpKind.READ, OpKind.BLOCK
         lines, work, default_work, scale = costs.lines, costs.work, costs.default_work, costs.scale
         fresh, debt, hit, atomic = costs.fresh_vma, costs.debt, costs.hit, costs.atomic
         waiters = self.waiters
@@ -430,7 +429,7 @@ class TimedDriver:
                 if loc is None:
                     return charge(op, c, t)
                 # charge()'s arithmetic (its plain work inline)
-                touches = kind is not read_ and kind is not block_
+                touches = writes[kind]
                 cost = touch(loc, touches, c, t)
                 if also is not None:
                     cost += touch(also, touches, c, t + cost)

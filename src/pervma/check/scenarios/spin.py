@@ -10,7 +10,8 @@ second mm does not exit, which is the difference from
 ``vma-reuse-by-another-mm``: 1F+M+R was exactly the 1,025-trace run the issue
 quotes, until slab allocations and frees of one cache became dependent steps;
 it had 2,631 traces, 5,617 once RCU grace periods became dependent, and
-8,732 once a freed VMA started a grace period for KASAN).
+8,732 once a freed VMA started a grace period for KASAN, and 4,788 once the
+read-side steps of an rw_semaphore stopped racing each other).
 
 They are tagged ``spin-shape``: kept out of ``pervma check --all`` and the
 report (like the misuse scenarios), run by name (``pervma check spin-2f-m``)
