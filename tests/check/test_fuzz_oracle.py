@@ -136,3 +136,29 @@ def test_overlap_rules_decide_what_is_judged() -> None:
     # Real time: the load began after munmap ended, so 1 (the old byte) is impossible.
     assert o1.search([[(0, (0, 0), (1, 0))], [(1, (1, 0), (1, 1))]]) is False
     assert o1.search([[(0, (0, 0), (1, 1))], [(1, (0, 0), (1, 1))]]) is True
+
+
+def test_madvise_populate_is_not_judged_against_a_concurrent_mprotect(monkeypatch) -> None:
+    """MADV_POPULATE_READ checks the range under mmap_read_lock, then faults it
+    in through GUP with the lock dropped: an mprotect(PROT_NONE) in between
+    makes it EFAULT (the fault's SIGSEGV), which no serial order gives (one
+    before the mprotect succeeds, one after it is EINVAL).  The registry says
+    so (``atomic_if``): the execution is skipped, not reported."""
+    from pervma.check.fuzz.registry import get_call
+    from pervma.kernel.madvise import MADV_DONTNEED, MADV_POPULATE_READ
+
+    madvise = get_call("madvise")
+    assert not madvise.is_atomic({"addr": A, "len": PAGE, "advice": MADV_POPULATE_READ})
+    assert madvise.is_atomic({"addr": A, "len": PAGE, "advice": MADV_DONTNEED})
+    prog = from_json(_prog([[_call("mprotect", addr=A, len=2 * PAGE, prot=0)],
+                            [_call("madvise", addr=A + PAGE, len=PAGE, advice=MADV_POPULATE_READ)]],
+                           pages=2))
+    cfg = Config.preset("universal")
+    res = explore_program(prog, cfg, dpor_executions=200, pct_executions=0)
+    assert res.complete and res.violation is None
+    assert res.oracle.skipped >= 1  # the overlapping executions, EFAULT among them
+    # Judged as if it were atomic, the EFAULT execution is a (false) violation.
+    monkeypatch.setattr(type(madvise), "is_atomic", lambda self, args: self.atomic)
+    res = explore_program(prog, cfg, dpor_executions=200, pct_executions=0, minimise=False)
+    assert res.violation is not None and res.violation[0] == "serial-order"
+    assert "madvise(0x10001000,0x1000,22)=EFAULT" in res.violation[1]

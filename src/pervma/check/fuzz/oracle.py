@@ -64,7 +64,7 @@ class SerialOracle:
         return not (fin[j] > b or started[j] <= b)
 
     def _unsafe(self, x: CallDef, xa: dict[str, int], y: CallDef, ya: dict[str, int]) -> bool:
-        if not x.atomic or not y.atomic:
+        if not x.is_atomic(xa) or not y.is_atomic(ya):
             return True
         return y.access and any(lo <= ya["addr"] < hi for lo, hi in x.walked(xa))
 
