@@ -133,7 +133,7 @@ async def _brk(cx: Ctx, t: Thread, a: Args) -> Any:
     return await t.brk(t.mm.start_brk + a["pages"] * PAGE)
 
 
-@fuzz_call("fork")
+@fuzz_call("fork", weight=3)
 async def _fork(cx: Ctx, t: Thread, a: Args) -> Any:
     """fork(2): the child is left alive (validate_mm checks it at the end)."""
     return await t.fork()

@@ -79,14 +79,15 @@ PARTNERS: dict[str, tuple[str, ...]] = {
     "load": _CHANGES + ("munmap", "store"),
     "store": _CHANGES + ("munmap", "load", "store"),
 }
+_FREES = ("munmap", "mremap", "mmap")
 #: What a thread of another mm does with a range the first one uses: its own
 #: mappings there (mmap, munmap, mprotect: the objects the first mm freed are
 #: recycled by the second one), an access to them, and its exit.
 CROSS_PARTNERS = ("mmap", "mmap", "mmap", "munmap", "mprotect", "load", "store", "exit")
 #: Chance that a program has a focus (one of the first process's VMAs), and
 #: that a call not related to another is drawn around it.
-P_HAS_FOCUS = 0.6
-P_FOCUS = 0.6
+P_HAS_FOCUS = 0.75
+P_FOCUS = 0.75
 #: Chance that a thread's first call (after thread 0) partners an earlier call.
 P_FIRST_PARTNER = 0.8
 #: What a thread does next with the range of its previous call (syzkaller's
@@ -97,7 +98,7 @@ SEQUELS: dict[str, tuple[str, ...]] = {
     "mmap": ("store", "load", "mprotect", "munmap", "exit"),
     "mprotect": ("load", "store", "mprotect", "exit"),
     "mremap": ("load", "store", "munmap"),
-    "store": ("store", "store", "load", "munmap", "mprotect", "fork"),
+    "store": ("store", "store", "store", "load", "munmap", "mprotect", "fork"),
     "load": ("load", "store", "munmap"),
     "fork": ("store", "munmap", "exit"),
 }
@@ -158,7 +159,8 @@ class Gen:
             return self.addr(r), self.length(r)
         lo, hi = self._vma(r)
         nxt = next((v for v in self.vmas if hi <= v[0] <= hi + MAX_PAGES * PAGE), None)
-        shape = r.randrange(5)
+        # a related call's range: mostly all of it (the objects it frees)
+        shape = r.choice((0, 0, 0, 1, 2, 3, 4)) if self.hint is not None else r.randrange(5)
         if shape == 0:  # the whole VMA
             return lo, hi - lo
         if shape == 1 and nxt is not None:  # into the next one
@@ -304,12 +306,15 @@ def draw_call(r: random.Random, g: Gen, usable: list[CallDef],
     x = r.random()
     g.hint = g.focus if r.random() < P_FOCUS else None
     if others and x < (P_FIRST_PARTNER if prev is None else P_PARTNER):
-        name, g.hint, cross = r.choice(others)
+        # a call that frees or replaces VMAs is the likelier partner
+        name, rng, cross = r.choices(others, [3 if o[0] in _FREES else 1 for o in others])[0]
+        g.hint = rng or g.hint  # a call without a range (fork): the focus, if any
         want = CROSS_PARTNERS if cross else PARTNERS.get(name, ACCESS)
-        # each partner as often as it is listed, weighted as registered
+        # each partner as often as it is listed, weighted as registered (the
+        # calls of another mm: as often as listed)
         pool = [e for w in want for e in cands if e.name == w]
         if pool:
-            e = r.choices(pool, [e.weight for e in pool])[0]
+            e = r.choice(pool) if cross else r.choices(pool, [e.weight for e in pool])[0]
             return e, e.gen(g, r)
     elif prev is not None and x < P_PARTNER + P_CONTINUE:
         g.hint = prev[1]
