@@ -75,9 +75,9 @@ PARTNERS: dict[str, tuple[str, ...]] = {
     "mmap": ACCESS + ("munmap", "mmap"),
     "mremap": ACCESS + ("munmap",),
     "fork": ("store",),
-    # munmap twice: a VMA gone (and its object freed) under a fault
-    "load": _CHANGES + ("munmap", "store"),
-    "store": _CHANGES + ("munmap", "load", "store"),
+    # munmap three times: a VMA gone (and its object freed) under a fault
+    "load": _CHANGES + ("munmap", "munmap", "store"),
+    "store": _CHANGES + ("munmap", "munmap", "load", "store"),
 }
 _FREES = ("munmap", "mremap", "mmap")
 #: What a thread of another mm does with a range the first one uses: its own
@@ -104,6 +104,13 @@ SEQUELS: dict[str, tuple[str, ...]] = {
 }
 #: Chance that a call going on with the previous range is one of its sequels.
 P_SEQUEL = 0.7
+#: After these, a thread goes on with the same range first (a VMA's life:
+#: unmapped, then mapped again; mapped, then used), with this chance.
+_LIFECYCLE = ("munmap", "mmap")
+P_LIFECYCLE = 0.4
+#: Chance that a thread of the second process ends with its exit (when there
+#: is room for one more call), as a child's program does.
+P_EXIT = 0.5
 
 
 @dataclass(slots=True)
@@ -131,7 +138,9 @@ class Gen:
 
     def addr(self, r: random.Random, access: bool = False) -> int:
         """An address near the layout: a boundary, a page off one, a page
-        inside a VMA (accesses: at a small offset); rarely far away."""
+        inside a VMA or the page just below it (a stack grows there, another
+        VMA's fault falls back to mmap_lock and fails); accesses at a small
+        offset; rarely far away."""
         x = r.random()
         if x < 0.04:
             return FUZZ_BASE + 64 * PAGE + r.randrange(4) * PAGE  # nothing mapped there
@@ -139,7 +148,7 @@ class Gen:
             return r.choice(self._points()) + r.randrange(1, PAGE)  # unaligned
         if self.vmas and x < 0.75:
             lo, hi = self._vma(r)
-            a = lo + r.randrange(max(1, (hi - lo) // PAGE)) * PAGE
+            a = lo - PAGE if r.random() < 0.1 else lo + r.randrange(max(1, (hi - lo) // PAGE)) * PAGE
         else:
             a = r.choice(self._points()) + r.choice((-PAGE, 0, 0, PAGE))
         return a + (r.choice((0, 0, 1, 0x7FF, PAGE - 1)) if access else 0)
@@ -283,6 +292,9 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
             rng = _range(e.name, args, layout) or (prev[1] if prev is not None else None)
             prev = (e.name, rng) if rng is not None else None
             drawn.append((i, e.name, rng, pname))
+        if (pname != procs[0].name and calls[-1].call != "exit" and len(calls) < MAX_CALLS
+                and r.random() < P_EXIT):
+            calls.append(Call("exit", {}))
         threads.append(ThreadSpec(pname, calls))
     if uffd is not None:  # a thread of its own closes it: a fault waiting in the range is woken
         closer = ThreadSpec("p", [Call("uffd_close", {})])
@@ -305,6 +317,8 @@ def draw_call(r: random.Random, g: Gen, usable: list[CallDef],
     cands = [e for e in usable if last or e.name != "exit"]
     x = r.random()
     g.hint = g.focus if r.random() < P_FOCUS else None
+    if prev is not None and prev[0] in _LIFECYCLE and x < P_LIFECYCLE:
+        x = P_PARTNER  # a VMA just unmapped or mapped: go on with it (below)
     if others and x < (P_FIRST_PARTNER if prev is None else P_PARTNER):
         # a call that frees or replaces VMAs is the likelier partner
         name, rng, cross = r.choices(others, [3 if o[0] in _FREES else 1 for o in others])[0]
