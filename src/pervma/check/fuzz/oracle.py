@@ -82,6 +82,21 @@ class SerialOracle:
                         xa, ya = calls[i].calls[a].args, calls[j].calls[b].args
                         if self._unsafe(x, xa, y, ya) or self._unsafe(y, ya, x, xa):
                             return False
+                # Accesses into a range being changed, while it is, one of
+                # them faulting to a SIGSEGV: the VMA is changed first and the
+                # old PTEs stay usable until the zap (change_protection), so
+                # an access that needs no fault still lands before the
+                # change after one that faulted landed after it.
+                x, xa = self._defs[i][a], calls[i].calls[a].args
+                spans = x.walked(xa, pages=1)
+                if not spans:
+                    continue
+                hits = [str(log[j][b][0]) for j, tj in enumerate(log) if j != i
+                        for b in range(len(tj))
+                        if self._defs[j][b].access and self._overlap(log, i, a, j, b)
+                        and any(lo <= calls[j].calls[b].args["addr"] < hi for lo, hi in spans)]
+                if len(hits) >= 2 and any(h.startswith("SIGSEGV") for h in hits):
+                    return False
         return True
 
     # -- the search ------------------------------------------------------------------

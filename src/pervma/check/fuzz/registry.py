@@ -72,14 +72,14 @@ class CallDef:
         with respect to other threads' calls (``atomic`` and ``atomic_if``)."""
         return self.atomic and (self.atomic_if is None or self.atomic_if(args))
 
-    def walked(self, args: Args) -> list[tuple[int, int]]:
+    def walked(self, args: Args, pages: int = 2) -> list[tuple[int, int]]:
         """The page-aligned ``[lo, hi)`` ranges the call walks one page after the
-        other, those of more than one page only."""
+        other, those of ``pages`` pages or more only."""
         out = []
         for start, length in (self.walks(args) if self.walks is not None else []):
             lo = start & ~0xFFF
             hi = (start + length + 0xFFF) & ~0xFFF
-            if hi - lo > 0x1000:
+            if hi - lo >= pages * 0x1000:
                 out.append((lo, hi))
         return out
 
