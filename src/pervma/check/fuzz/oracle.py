@@ -7,8 +7,9 @@ judges the execution only where the kernel promises atomicity (README, "The
 serial-order oracle"): if a call the registry marks non-atomic overlapped a
 call of another thread, or a call that walks more than one page after
 changing the VMAs (munmap, mprotect, madvise, mremap, MAP_FIXED mmap, brk)
-overlapped a user access of another thread into that range, the execution is
-skipped.
+overlapped a user access of another thread into that range, or such a call
+of any size overlapped two or more accesses into its range one of which got a
+SIGSEGV (the old PTEs stay usable until the zap), the execution is skipped.
 Otherwise it searches the serial orders that keep each thread's program order
 and the real-time order (a call that ended before another began comes first),
 running each candidate prefix from a fresh setup with the direct runner, and
