@@ -164,9 +164,9 @@ def test_a_violation_the_switch_did_not_cause_is_not_counted(monkeypatch, tmp_pa
 
 def test_campaign_output_is_deterministic(tmp_path, monkeypatch, capsys) -> None:
     """Two campaigns of the same seed give identical files; the generator's
-    program 1 of seed 1 hits B13 within these budgets."""
+    program 1 of seed 33 hits B13 within these budgets."""
     monkeypatch.chdir(tmp_path)
-    args = ["fuzz", "--seed", "1", "--programs", "2", "--bug", "B13", "--max-executions", "60",
+    args = ["fuzz", "--seed", "33", "--programs", "2", "--bug", "B13", "--max-executions", "60",
             "--pct", "10"]
     assert main(args + ["--out", "a"]) == 1
     assert main(args + ["--out", "b"]) == 1
@@ -211,20 +211,31 @@ def test_signature_of_checks_made_at_the_end(monkeypatch) -> None:
 
 
 def test_a_violation_while_the_setup_runs_is_minimised_and_replays(tmp_path, capsys) -> None:
-    """B09 fires while the setup of seed 2's program 2 runs (the fork after a
-    populated file VMA): the finding keeps only what the setup needs, and its
-    replay file (an empty schedule) reproduces."""
-    from pervma.check.fuzz.generate import generate
-
+    """B09 fires while the setup runs (the store that populates a private file
+    VMA prepares its anon_vma under the VMA lock alone, and the fork after it
+    is padding): the finding keeps only what the setup needs, its lock state is
+    the setup thread's (the same signature as when a thread's store fires it),
+    and its replay file (an empty schedule) reproduces."""
+    file_vma = {"kind": "file", "addr": hex(A + 0x3000), "pages": 1, "prot": "rwx"}
+    doc = {"schema": SCHEMA, "version": VERSION,
+           "setup": {"processes": [
+               {"name": "p", "vmas": [{"kind": "anon", "addr": hex(A), "pages": 3, "prot": "r"},
+                                      {**file_vma, "populate": True},
+                                      {"kind": "guard", "addr": hex(A + 0x4000), "pages": 4}]},
+               {"name": "q", "fork_of": "p", "vmas": []}]},
+           "threads": [{"process": "q", "calls": [_call("mmap", addr=A + 0x3000, len=0x2000,
+                                                         prot=3, kind=0, fixed=0)]},
+                       {"process": "p", "calls": [_call("load", addr=A)]}]}
+    prog = from_json(doc)
     cfg = Config.preset("universal").with_bugs("B09")
-    prog = generate(2, 2)
     res = explore_program(prog, cfg, dpor_executions=100, pct_executions=20, seed=2)
     assert res.violation is not None and res.violation[0] == "WARNING: mmap_assert_locked"
     fs = Findings(cfg, ["B09"], "universal", dpor_executions=100, pct_executions=20, seed=2)
     assert fs.add(2, prog, res) == "finding-0001"
     [entry] = fs.summary()
     assert entry["site"] == "kernel/rmap.py:find_mergeable_anon_vma" and entry["step"] == "setup"
-    assert entry["original"]["vmas"] == 4
+    assert entry["locks"] == ["vm_lock:read"]
+    assert entry["original"]["vmas"] == 3
     assert entry["minimised"]["vmas"] == 1 and entry["minimised"]["calls"] == 1
     assert entry["minimised"]["steps"] == 0
     fs.write(tmp_path)
@@ -233,3 +244,10 @@ def test_a_violation_while_the_setup_runs_is_minimised_and_replays(tmp_path, cap
     out = capsys.readouterr().out
     assert "(raised while the scenario was being set up" in out
     assert out.rstrip().endswith("\nreproduced")
+    # The same check fired by a thread's store (the VMA not populated by the
+    # setup) is the same finding: one signature, two hits.
+    stored = _prog([[_call("store", addr=A + 0x3000, value=5)]], [file_vma])
+    res2 = explore_program(stored, cfg, dpor_executions=100, pct_executions=20, seed=2)
+    assert res2.violation is not None and res2.violation[0] == "WARNING: mmap_assert_locked"
+    assert fs.add(3, stored, res2) == "finding-0001"
+    assert fs.summary()[0]["hits"] == 2

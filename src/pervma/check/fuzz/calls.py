@@ -24,7 +24,6 @@ from pervma.kernel.madvise import (
     MADV_POPULATE_READ,
     MADV_POPULATE_WRITE,
     MADV_RANDOM,
-    MADV_REMOVE,
     MADV_WILLNEED,
 )
 from pervma.kernel.mempolicy import MPOL_BIND, MPOL_DEFAULT, MPOL_PREFERRED
@@ -48,7 +47,9 @@ MREMAP_FLAGS = (0, MREMAP_MAYMOVE, MREMAP_MAYMOVE | MREMAP_FIXED,
                 MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
 ADVICES = (MADV_DONTNEED, MADV_DONTNEED, MADV_DONTNEED, MADV_FREE, MADV_WILLNEED, MADV_COLD,
            MADV_NORMAL, MADV_RANDOM, MADV_DONTFORK, MADV_DOFORK, MADV_POPULATE_READ,
-           MADV_POPULATE_WRITE, MADV_REMOVE)
+           MADV_POPULATE_WRITE, MADV_DONTNEED)
+# Not MADV_REMOVE: where it is valid (a shared writable file mapping) it punches
+# a hole in the file, which the model does not do (NotModelled, mid-walk).
 
 
 def gen_range(g: Gen, r: random.Random) -> Args:
@@ -115,9 +116,14 @@ def _gen_madvise(g: Gen, r: random.Random) -> Args:
 
 
 @fuzz_call("madvise", params=("addr", "len", "advice"), gen=_gen_madvise,
-           walks=lambda a: [(a["addr"], a["len"])], weight=2)
+           walks=lambda a: [(a["addr"], a["len"])], weight=2,
+           atomic_if=lambda a: a["advice"] not in (MADV_POPULATE_READ, MADV_POPULATE_WRITE))
 async def _madvise(cx: Ctx, t: Thread, a: Args) -> Any:
-    """madvise(2)."""
+    """madvise(2); MADV_POPULATE_READ/WRITE are not one step: madvise_populate()
+    checks the VMAs under mmap_read_lock, then faults the range in through
+    GUP (faultin_page_range()), which drops and retakes the lock: an mprotect
+    in between turns the answer from EINVAL (checked first) to EFAULT (the
+    fault's SIGSEGV), which no serial order gives (mm/madvise.c, 7.0)."""
     return await t.madvise(a["addr"], a["len"], a["advice"])
 
 
@@ -128,10 +134,18 @@ async def _brk(cx: Ctx, t: Thread, a: Args) -> Any:
     return await t.brk(t.mm.start_brk + a["pages"] * PAGE)
 
 
-@fuzz_call("fork")
+@fuzz_call("fork", weight=3)
 async def _fork(cx: Ctx, t: Thread, a: Args) -> Any:
     """fork(2): the child is left alive (validate_mm checks it at the end)."""
     return await t.fork()
+
+
+@fuzz_call("exit")
+async def _exit(cx: Ctx, t: Thread, a: Args) -> Any:
+    """exit(2) of the thread: exit_mm() drops its mm reference; the process's
+    last thread to exit tears the mm down (exit_mmap).  Later calls of the
+    thread are not made (outcome ``"exited"``)."""
+    return await t.exit()
 
 
 # -- user accesses ---------------------------------------------------------------
@@ -208,6 +222,30 @@ async def _tcp_receive(cx: Ctx, t: Thread, a: Args) -> Any:
     return await tcp_zerocopy_receive(t.mm, addr, a["pages"])
 
 
+@fuzz_call("bpf_stack_build_id", params=("addr",),
+           gen=lambda g, r: {"addr": g.addr(r, access=True)}, atomic=False)
+async def _bpf_stack_build_id(cx: Ctx, t: Thread, a: Args) -> Any:
+    """A BPF program asking for the build ID and file offset of the user IP
+    ``addr`` (BPF_F_USER_BUILD_ID: per-VMA lock or mmap_read_trylock, never a
+    wait): ``(status, offset)``, as the stack map holds it."""
+    status, _build_id, off = (await t.bpf_stack_build_id([a["addr"]]))[0]
+    return f"{status}:{off:#x}"
+
+
+@fuzz_call("mirror_fault", params=("addr", "write"),
+           gen=lambda g, r: {"addr": g.addr(r, access=True), "write": r.choice((0, 1))},
+           atomic=False)
+async def _mirror_fault(cx: Ctx, t: Thread, a: Args) -> Any:
+    """A secondary MMU (a device driver's mirror of the process, kernel/mmu_mirror.py)
+    faults ``addr`` in: the process's first such call registers the mirror
+    (mmu_notifier_register, mm_take_all_locks) and the others share it."""
+    m = cx.mirrors.get(t.process.name)
+    if m is None:
+        m = await t.mmu_notifier_register()
+        cx.mirrors[t.process.name] = m
+    return await m.on(t).fault(a["addr"], bool(a["write"]))
+
+
 def _gen_uffd_range(g: Gen, r: random.Random) -> Args:
     lo, hi = g.uffd_range()
     start = lo + r.randrange(0, max(1, (hi - lo) // PAGE)) * PAGE
@@ -254,6 +292,14 @@ async def _uffd_unregister(cx: Ctx, t: Thread, a: Args) -> Any:
     """UFFDIO_UNREGISTER of a range."""
     u = _uffd(cx, t)
     return "EBADF" if u is None else await u.unregister(a["addr"], a["len"])
+
+
+@fuzz_call("uffd_wake", params=("dst", "len"), gen=_gen_uffd_range, atomic=False,
+           needs="uffd")
+async def _uffd_wake(cx: Ctx, t: Thread, a: Args) -> Any:
+    """UFFDIO_WAKE of a range: the faults waiting there retry."""
+    u = _uffd(cx, t)
+    return "EBADF" if u is None else await u.wake(a["dst"], a["len"])
 
 
 @fuzz_call("uffd_close", atomic=False, needs="uffd")

@@ -30,8 +30,8 @@ from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.config import Config
 from pervma.sched import Violation
 
-DPOR_EXECUTIONS = 300
-PCT_EXECUTIONS = 100
+DPOR_EXECUTIONS = 1000
+PCT_EXECUTIONS = 50
 
 
 @dataclass

@@ -159,7 +159,22 @@ def signature(rep: Replayed) -> Signature:
 
 
 def _setup_signature(v: Violation) -> Signature:
-    return Signature(v.kind, _site(v, "setup"), ())
+    """A violation raised while the setup ran (the direct runner): its lock
+    state is what the setup's thread held then, as for a violating step."""
+    return Signature(v.kind, _site(v, "setup"), _held(_setup_task(v)))
+
+
+def _setup_task(v: BaseException) -> Any:
+    """The direct runner's task the violation was raised in (its innermost
+    ``run_direct`` frame), or None."""
+    task = None
+    tb = v.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "run_direct" and "/pervma/sched/" in code.co_filename.replace("\\", "/"):
+            task = tb.tb_frame.f_locals.get("task", task)
+        tb = tb.tb_next
+    return task
 
 
 # -- replays -----------------------------------------------------------------------------

@@ -13,6 +13,17 @@ really produces (the generator builds it once and reads the VMA boundaries):
 a boundary, a page off a boundary, a page inside a VMA, ranges that cover a
 VMA, part of it or two of them, off by a page; now and then an unaligned,
 empty or far-away one, so most calls are valid and some are not.
+
+Calls are related the way syzkaller relates them (its choice table and
+resource reuse): a call of a thread is often a *partner* of a call another
+thread already makes (:data:`PARTNERS`: a user access against a call that
+changes the VMA it hits, munmap against mmap of the same range, fork against
+stores), drawn around the same range; or it goes on with the range of the
+thread's previous call.  Many programs have a focus, one VMA most of their
+other calls are drawn around.  A second process's calls draw their addresses from
+the first process's layout as well as its own (another mm mapping where the
+first one unmaps).  ``exit`` only ends a thread.  None of this looks at a bug
+switch: the distribution is the same for every ``--bug``.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from dataclasses import dataclass
 
 from pervma.check.fuzz.program import (
     MAX_CALLS,
+    MAX_PAGES,
     MAX_THREADS,
     Call,
     ProcessSpec,
@@ -29,7 +41,7 @@ from pervma.check.fuzz.program import (
     ThreadSpec,
     VmaSpec,
 )
-from pervma.check.fuzz.registry import all_calls
+from pervma.check.fuzz.registry import CallDef, all_calls
 from pervma.config import Config
 from pervma.kernel.mm_types import PAGE_SIZE
 
@@ -43,16 +55,80 @@ _KINDS = (("anon", 8), ("file", 2), ("file-shared", 1), ("shared-anon", 1), ("gr
 _PROTS = ("rw",) * 6 + ("r", "r", "none", "rwx")
 
 
+#: Chance that a call (not a thread's first) partners a call of another thread
+#: drawn before it, and that it goes on with its thread's previous range.
+P_PARTNER = 0.6
+P_CONTINUE = 0.25
+#: Chance that the setup has a second process: a fork of the first, or an
+#: unrelated one (half of those with no VMAs of their own).
+P_FORKED = 0.15
+P_OTHER = 0.25
+
+ACCESS = ("load", "store")
+#: The calls whose races with a call are worth drawing together (both ways):
+#: what changes a VMA against what uses it.
+_CHANGES = ("munmap", "mprotect", "mremap", "madvise", "mmap", "mlock", "munlock", "mbind",
+            "fork", "brk")
+PARTNERS: dict[str, tuple[str, ...]] = {
+    **{c: ACCESS for c in _CHANGES},
+    "munmap": ACCESS + ("mmap", "mremap"),
+    "mmap": ACCESS + ("munmap", "mmap"),
+    "mremap": ACCESS + ("munmap",),
+    "fork": ("store",),
+    # munmap three times: a VMA gone (and its object freed) under a fault
+    "load": _CHANGES + ("munmap", "munmap", "store"),
+    "store": _CHANGES + ("munmap", "munmap", "load", "store"),
+}
+_FREES = ("munmap", "mremap", "mmap")
+#: What a thread of another mm does with a range the first one uses: its own
+#: mappings there (mmap, munmap, mprotect: the objects the first mm freed are
+#: recycled by the second one), an access to them, and its exit.
+CROSS_PARTNERS = ("mmap", "mmap", "mmap", "munmap", "mprotect", "load", "store", "exit")
+#: Chance that a program has a focus (one of the first process's VMAs), and
+#: that a call not related to another is drawn around it.
+P_HAS_FOCUS = 0.75
+P_FOCUS = 0.75
+#: Chance that a thread's first call (after thread 0) partners an earlier call.
+P_FIRST_PARTNER = 0.8
+#: What a thread does next with the range of its previous call (syzkaller's
+#: call-to-call priorities): map again where it unmapped, use or change what
+#: it mapped, store to the next page, exit after changing its mappings.
+SEQUELS: dict[str, tuple[str, ...]] = {
+    "munmap": ("mmap", "mmap", "load", "store"),
+    "mmap": ("store", "load", "mprotect", "munmap", "exit"),
+    "mprotect": ("load", "store", "mprotect", "exit"),
+    "mremap": ("load", "store", "munmap"),
+    "store": ("store", "store", "store", "load", "munmap", "mprotect", "fork"),
+    "load": ("load", "store", "munmap"),
+    "fork": ("store", "munmap", "exit"),
+}
+#: Chance that a call going on with the previous range is one of its sequels.
+P_SEQUEL = 0.7
+#: After these, a thread goes on with the same range first (a VMA's life:
+#: unmapped, then mapped again; mapped, then used), with this chance.
+_LIFECYCLE = ("munmap", "mmap")
+P_LIFECYCLE = 0.4
+#: Chance that a thread of the second process ends with its exit (when there
+#: is room for one more call), as a child's program does.
+P_EXIT = 0.5
+
+
 @dataclass(slots=True)
 class Gen:
     """What argument drawing knows: the VMA boundaries of the thread's process
-    after the setup, and the userfaultfd range."""
+    after the setup (and of the first process, for a second one), the
+    userfaultfd range, and the range of a related call (``hint``)."""
 
     vmas: list[tuple[int, int]]
     uffd: tuple[int, int] | None = None
+    hint: tuple[int, int] | None = None
+    focus: tuple[int, int] | None = None  # the program's focus VMA, if it has one
 
     def _vma(self, r: random.Random) -> tuple[int, int]:
-        """A VMA, mostly one the setup made (not the stack or a helper mapping)."""
+        """The hinted range mostly, else a VMA, mostly one the setup made (not
+        the stack or a helper mapping)."""
+        if self.hint is not None and r.random() < 0.85:
+            return self.hint
         ours = [v for v in self.vmas if FUZZ_BASE <= v[0] < FUZZ_BASE + 0x1000000]
         return r.choice(ours if ours and r.random() < 0.85 else self.vmas)
 
@@ -62,7 +138,9 @@ class Gen:
 
     def addr(self, r: random.Random, access: bool = False) -> int:
         """An address near the layout: a boundary, a page off one, a page
-        inside a VMA (accesses: at a small offset); rarely far away."""
+        inside a VMA or the page just below it (a stack grows there, another
+        VMA's fault falls back to mmap_lock and fails); accesses at a small
+        offset; rarely far away."""
         x = r.random()
         if x < 0.04:
             return FUZZ_BASE + 64 * PAGE + r.randrange(4) * PAGE  # nothing mapped there
@@ -70,7 +148,7 @@ class Gen:
             return r.choice(self._points()) + r.randrange(1, PAGE)  # unaligned
         if self.vmas and x < 0.75:
             lo, hi = self._vma(r)
-            a = lo + r.randrange(max(1, (hi - lo) // PAGE)) * PAGE
+            a = lo - PAGE if r.random() < 0.1 else lo + r.randrange(max(1, (hi - lo) // PAGE)) * PAGE
         else:
             a = r.choice(self._points()) + r.choice((-PAGE, 0, 0, PAGE))
         return a + (r.choice((0, 0, 1, 0x7FF, PAGE - 1)) if access else 0)
@@ -86,15 +164,16 @@ class Gen:
     def range(self, r: random.Random) -> tuple[int, int]:
         """``(addr, len)``: a whole VMA, part of one, two neighbours, or one
         off by a page at either end."""
-        if not self.vmas or r.random() < 0.25:
+        if not self.vmas or (self.hint is None and r.random() < 0.25):
             return self.addr(r), self.length(r)
         lo, hi = self._vma(r)
-        i = self.vmas.index((lo, hi))
-        shape = r.randrange(5)
+        nxt = next((v for v in self.vmas if hi <= v[0] <= hi + MAX_PAGES * PAGE), None)
+        # a related call's range: mostly all of it (the objects it frees)
+        shape = r.choice((0, 0, 0, 1, 2, 3, 4)) if self.hint is not None else r.randrange(5)
         if shape == 0:  # the whole VMA
             return lo, hi - lo
-        if shape == 1 and i + 1 < len(self.vmas):  # into the next one
-            return lo, self.vmas[i + 1][0] - lo + PAGE
+        if shape == 1 and nxt is not None:  # into the next one
+            return lo, nxt[0] - lo + PAGE
         if shape == 2:  # off by a page
             return lo + r.choice((-PAGE, PAGE)), hi - lo
         a = lo + r.randrange(max(1, (hi - lo) // PAGE)) * PAGE
@@ -132,11 +211,12 @@ def _setup(r: random.Random) -> tuple[list[ProcessSpec], tuple[str, int] | None]
         addr += pages * PAGE
     procs = [ProcessSpec("p", vmas)]
     x = r.random()
-    if x < 0.15:
+    if x < P_FORKED:
         procs.append(ProcessSpec("q", [], fork_of="p"))
-    elif x < 0.25:
-        procs.append(ProcessSpec("q", [VmaSpec("anon", FUZZ_BASE, r.choice((1, 2)), "rw",
-                                               r.random() < 0.5)]))
+    elif x < P_FORKED + P_OTHER:
+        procs.append(ProcessSpec("q", [] if r.random() < 0.5 else
+                                 [VmaSpec("anon", FUZZ_BASE, r.choice((1, 2)), "rw",
+                                          r.random() < 0.5)]))
     uffd = None
     cands = [j for j, v in enumerate(vmas) if v.kind == "anon" and not v.populate
              and v.prot in ("rw", "rwx")]
@@ -176,24 +256,45 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
     if uffd is not None:
         v = prog.process(uffd[0]).vmas[uffd[1]]
         urange = (v.addr, v.addr + v.pages * PAGE)
-    nthreads = r.choice((2, 2, 2, 2, 3, 3, 4))
-    total = r.randint(nthreads, MAX_TOTAL_CALLS)
+    # Two processes: a thread in the second and (mostly) two in the first.
+    nthreads = r.choice((2, 2, 2, 3, 3, 3, 4) if len(procs) < 2 else (2, 3, 3, 3, 4))
+    total = min(MAX_TOTAL_CALLS, nthreads + r.randint(0, nthreads + 1))
     per = [1] * nthreads
     for _ in range(total - nthreads):
         i = r.randrange(nthreads)
         if per[i] < MAX_CALLS:
             per[i] += 1
+    ours = [v for v in layouts[procs[0].name] if FUZZ_BASE <= v[0] < FUZZ_BASE + 0x1000000]
+    focus = r.choice(ours) if ours and r.random() < P_HAS_FOCUS else None
     threads: list[ThreadSpec] = []
-    for i in range(nthreads):
-        pname = procs[1].name if len(procs) > 1 and r.random() < 0.3 else procs[0].name
-        g = Gen(layouts[pname], urange if pname == "p" else None)
+    drawn: list[tuple[int, str, tuple[int, int] | None, str]] = []  # thread, call, range, process
+    # Both processes get a thread: the second process's come last, so that
+    # they are drawn as partners of what the first one's threads do.
+    owner = [procs[0].name] * nthreads
+    if len(procs) > 1:
+        owner[-1] = procs[1].name
+        if nthreads == 4 and r.random() < 0.5:
+            owner[-2] = procs[1].name
+    for i, pname in enumerate(owner):
+        layout = layouts[pname]
+        if pname != procs[0].name:  # another mm maps where the first one unmaps
+            layout = sorted(set(layout) | set(layouts[procs[0].name]))
+        g = Gen(layout, urange if pname == "p" else None, focus=focus)
         usable = [e for e in entries if e.needs is None
                   or (have[e.needs] and (e.needs != "uffd" or pname == "p") and e.name != "uffd_close")
                   and (e.needs not in ("binder", "tcp") or _owns(procs, pname, e.needs))]
-        calls = []
-        for _ in range(per[i]):
-            e = r.choices(usable, [e.weight for e in usable])[0]
-            calls.append(Call(e.name, e.gen(g, r)))
+        calls: list[Call] = []
+        prev: tuple[str, tuple[int, int]] | None = None
+        for k in range(per[i]):
+            e, args = draw_call(r, g, usable, [(d[1], d[2], d[3] != pname) for d in drawn
+                                               if d[0] != i], prev, k == per[i] - 1)
+            calls.append(Call(e.name, args))
+            rng = _range(e.name, args, layout) or (prev[1] if prev is not None else None)
+            prev = (e.name, rng) if rng is not None else None
+            drawn.append((i, e.name, rng, pname))
+        if (pname != procs[0].name and calls[-1].call != "exit" and len(calls) < MAX_CALLS
+                and r.random() < P_EXIT):
+            calls.append(Call("exit", {}))
         threads.append(ThreadSpec(pname, calls))
     if uffd is not None:  # a thread of its own closes it: a fault waiting in the range is woken
         closer = ThreadSpec("p", [Call("uffd_close", {})])
@@ -202,6 +303,60 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
         else:
             threads[-1] = closer
     return prog if not threads else Program(prog.processes, threads, prog.uffd)
+
+
+def draw_call(r: random.Random, g: Gen, usable: list[CallDef],
+              others: list[tuple[str, tuple[int, int] | None, bool]],
+              prev: tuple[str, tuple[int, int]] | None,
+              last: bool) -> tuple[CallDef, dict[str, int]]:
+    """One call and its arguments for a thread: a partner of a call ``others``
+    (of other threads: name, range, whether of another process) makes, or
+    going on with the range of the thread's previous call ``prev`` (name,
+    range; often one of its :data:`SEQUELS`), or drawn freely;
+    ``exit`` only as the thread's ``last`` call."""
+    cands = [e for e in usable if last or e.name != "exit"]
+    x = r.random()
+    g.hint = g.focus if r.random() < P_FOCUS else None
+    if prev is not None and prev[0] in _LIFECYCLE and x < P_LIFECYCLE:
+        x = P_PARTNER  # a VMA just unmapped or mapped: go on with it (below)
+    if others and x < (P_FIRST_PARTNER if prev is None else P_PARTNER):
+        # a call that frees or replaces VMAs is the likelier partner
+        name, rng, cross = r.choices(others, [3 if o[0] in _FREES else 1 for o in others])[0]
+        g.hint = rng or g.hint  # a call without a range (fork): the focus, if any
+        want = CROSS_PARTNERS if cross else PARTNERS.get(name, ACCESS)
+        # each partner as often as it is listed, weighted as registered (the
+        # calls of another mm: as often as listed)
+        pool = [e for w in want for e in cands if e.name == w]
+        if pool:
+            e = r.choice(pool) if cross else r.choices(pool, [e.weight for e in pool])[0]
+            return e, e.gen(g, r)
+    elif prev is not None and x < P_PARTNER + P_CONTINUE:
+        g.hint = prev[1]
+        if prev[0] in SEQUELS and r.random() < P_SEQUEL:
+            seq = [e for w in SEQUELS[prev[0]] for e in cands if e.name == w]
+            if seq:
+                e = r.choice(seq)
+                return e, e.gen(g, r)
+    e = r.choices(cands, [e.weight for e in cands])[0]
+    return e, e.gen(g, r)
+
+
+def _range(call: str, args: dict[str, int], layout: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The range a call works on, for the calls related to it: a user access's
+    VMA (or page), a range call's page-aligned range; None without an address."""
+    if "old_addr" in args:
+        lo, n = args["old_addr"], args["old_len"]
+    elif "addr" in args and "len" in args:
+        lo, n = args["addr"], args["len"]
+    elif "dst" in args:
+        lo, n = args["dst"], args.get("len", PAGE)
+    elif "addr" in args:
+        a = args["addr"]
+        return next((v for v in layout if v[0] <= a < v[1]), (a & ~(PAGE - 1), (a & ~(PAGE - 1)) + PAGE))
+    else:
+        return None
+    lo &= ~(PAGE - 1)
+    return (lo, lo + max(PAGE, (n + PAGE - 1) & ~(PAGE - 1)))
 
 
 def _owns(procs: list[ProcessSpec], pname: str, kind: str) -> bool:

@@ -5,20 +5,35 @@ given, to a copy of a program: ``add`` a call drawn from the registry (its
 arguments around the setup's VMA boundaries, as the generator draws them),
 ``drop`` a call, ``swap`` two neighbouring calls of a thread, ``shift`` an
 address or length argument by a page either way, ``move`` a call to another
-thread.  The result is a valid program (the schema's limits hold, the
-userfaultfd's closer thread is left alone) and the same for the same seed.
+thread, ``thread``: a new thread of one or two calls, in either process (the
+setup gains an unrelated second process when it has one only), drawn as the
+generator draws the later threads of a program: partners of the calls the
+other threads make, around their ranges.  ``add`` draws its call the same way
+(:func:`~pervma.check.fuzz.generate.draw_call`).  The result is a valid
+program (the schema's limits hold, the userfaultfd's closer thread is left
+alone, ``exit`` stays a thread's last call) and the same for the same seed.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
-from pervma.check.fuzz.generate import PAGE, Gen, _layout
-from pervma.check.fuzz.program import MAX_CALLS, Call, Program, from_json
+from pervma.check.fuzz.generate import PAGE, Gen, _layout, _range, draw_call
+from pervma.check.fuzz.program import (
+    MAX_CALLS,
+    MAX_PROCESSES,
+    MAX_THREADS,
+    Call,
+    ProcessSpec,
+    Program,
+    ThreadSpec,
+    from_json,
+)
 from pervma.check.fuzz.registry import all_calls
 from pervma.config import Config
 
-OPERATORS = ("add", "drop", "swap", "shift", "move")
+OPERATORS = ("add", "drop", "swap", "shift", "move", "thread")
 _SHIFTABLE = ("addr", "len", "old_addr", "old_len", "new_len", "new_addr", "dst")
 MAX_TOTAL = 9
 
@@ -39,17 +54,25 @@ def _apply(op: str, prog: Program, r: random.Random, cfg: Config) -> bool:
         t = prog.threads[i]
         if len(t.calls) >= MAX_CALLS or total >= MAX_TOTAL:
             return False
-        _, layouts = _layout(prog, cfg)
-        urange = None
-        if prog.uffd is not None and t.process == prog.uffd[0]:
-            v = prog.process(prog.uffd[0]).vmas[prog.uffd[1]]
-            urange = (v.addr, v.addr + v.pages * PAGE)
-        kinds = {v.kind for v in prog.process(t.process).vmas}
-        usable = [e for e in all_calls() if e.name != "uffd_close" and (
-            e.needs is None or (e.needs == "uffd" and urange is not None) or e.needs in kinds)]
-        e = r.choices(usable, [e.weight for e in usable])[0]
-        t.calls.insert(r.randint(0, len(t.calls)), Call(e.name, e.gen(Gen(layouts[t.process],
-                                                                              urange), r)))
+        at = r.randint(0, len(t.calls))
+        if t.calls and t.calls[-1].call == "exit" and at == len(t.calls):
+            at -= 1  # exit stays last
+        e, args = _draw(prog, i, r, cfg, last=False)
+        t.calls.insert(at, Call(e.name, args))
+        return True
+    if op == "thread":
+        if len(prog.threads) >= MAX_THREADS or total >= MAX_TOTAL:
+            return False
+        names = [p.name for p in prog.processes]
+        if len(names) < MAX_PROCESSES and r.random() < 0.5:
+            prog.processes.append(ProcessSpec(_new_name(names), []))
+            names = [p.name for p in prog.processes]
+        prog.threads.insert(len(free), ThreadSpec(r.choice(names), []))
+        i = len(free)
+        for k in range(min(r.choice((1, 1, 2)), MAX_TOTAL - total)):
+            last = k == 1 or r.random() < 0.5
+            e, args = _draw(prog, i, r, cfg, last=last)
+            prog.threads[i].calls.append(Call(e.name, args))
         return True
     if op == "drop":
         cands = [i for i in free if len(prog.threads[i].calls) > 1]
@@ -89,6 +112,39 @@ def _apply(op: str, prog: Program, r: random.Random, cfg: Config) -> bool:
         t.calls.insert(r.randint(0, len(t.calls)), c)
         return True
     raise ValueError(f"unknown mutation {op!r}")
+
+
+def _draw(prog: Program, i: int, r: random.Random, cfg: Config, last: bool) -> tuple[Any, dict[str, int]]:
+    """A call for thread ``i`` of ``prog``, drawn as the generator draws one."""
+    t = prog.threads[i]
+    _, layouts = _layout(prog, cfg)
+    first = prog.processes[0].name
+    layout = layouts[t.process]
+    if t.process != first:
+        layout = sorted(set(layout) | set(layouts[first]))
+    urange = None
+    if prog.uffd is not None and t.process == prog.uffd[0]:
+        v = prog.process(prog.uffd[0]).vmas[prog.uffd[1]]
+        urange = (v.addr, v.addr + v.pages * PAGE)
+    kinds = {v.kind for v in prog.process(t.process).vmas}
+    usable = [e for e in all_calls() if e.name != "uffd_close" and (
+        e.needs is None or (e.needs == "uffd" and urange is not None) or e.needs in kinds)]
+    others = []
+    for j, u in enumerate(prog.threads):
+        if j != i:
+            for c in u.calls:
+                others.append((c.call, _range(c.call, c.args, layouts[u.process]),
+                               u.process != t.process))
+    prev = None
+    if t.calls:
+        c = t.calls[-1]
+        rng = _range(c.call, c.args, layout)
+        prev = (c.call, rng) if rng is not None else None
+    return draw_call(r, Gen(layout, urange), usable, others, prev, last)
+
+
+def _new_name(names: list[str]) -> str:
+    return next(n for n in ("q", "r", "s", "t") if n not in names)
 
 
 def mutate(prog: Program, r: random.Random, cfg: Config | None = None) -> tuple[Program, str]:

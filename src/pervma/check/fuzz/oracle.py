@@ -7,8 +7,9 @@ judges the execution only where the kernel promises atomicity (README, "The
 serial-order oracle"): if a call the registry marks non-atomic overlapped a
 call of another thread, or a call that walks more than one page after
 changing the VMAs (munmap, mprotect, madvise, mremap, MAP_FIXED mmap, brk)
-overlapped a user access of another thread into that range, the execution is
-skipped.
+overlapped a user access of another thread into that range, or such a call
+of any size overlapped two or more accesses into its range one of which got a
+SIGSEGV (the old PTEs stay usable until the zap), the execution is skipped.
 Otherwise it searches the serial orders that keep each thread's program order
 and the real-time order (a call that ended before another began comes first),
 running each candidate prefix from a fresh setup with the direct runner, and
@@ -64,7 +65,7 @@ class SerialOracle:
         return not (fin[j] > b or started[j] <= b)
 
     def _unsafe(self, x: CallDef, xa: dict[str, int], y: CallDef, ya: dict[str, int]) -> bool:
-        if not x.atomic or not y.atomic:
+        if not x.is_atomic(xa) or not y.is_atomic(ya):
             return True
         return y.access and any(lo <= ya["addr"] < hi for lo, hi in x.walked(xa))
 
@@ -82,6 +83,21 @@ class SerialOracle:
                         xa, ya = calls[i].calls[a].args, calls[j].calls[b].args
                         if self._unsafe(x, xa, y, ya) or self._unsafe(y, ya, x, xa):
                             return False
+                # Accesses into a range being changed, while it is, one of
+                # them faulting to a SIGSEGV: the VMA is changed first and the
+                # old PTEs stay usable until the zap (change_protection), so
+                # an access that needs no fault still lands before the
+                # change after one that faulted landed after it.
+                x, xa = self._defs[i][a], calls[i].calls[a].args
+                spans = x.walked(xa, pages=1)
+                if not spans:
+                    continue
+                hits = [str(log[j][b][0]) for j, tj in enumerate(log) if j != i
+                        for b in range(len(tj))
+                        if self._defs[j][b].access and self._overlap(log, i, a, j, b)
+                        and any(lo <= calls[j].calls[b].args["addr"] < hi for lo, hi in spans)]
+                if len(hits) >= 2 and any(h.startswith("SIGSEGV") for h in hits):
+                    return False
         return True
 
     # -- the search ------------------------------------------------------------------

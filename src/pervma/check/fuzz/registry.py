@@ -15,6 +15,9 @@ adds an API to the model adds one entry, next to the others in
 the user API does); the world turns it into a comparable outcome.  The
 oracle flags (README, "The serial-order oracle"):
 
+* ``atomic_if``: the call is atomic only for the arguments it accepts (madvise:
+  not MADV_POPULATE_READ/WRITE, which fault the range in through GUP with
+  mmap_lock dropped and retaken, as a user access would).
 * ``atomic=False``: the kernel does not make the call one step with respect to
   calls of other threads (the /proc/pid/maps reader, PROCMAP_QUERY, the rmap
   walker, binder's and TCP's callers, the userfaultfd ioctls): an execution in
@@ -62,15 +65,21 @@ class CallDef:
     walks: Callable[[Args], list[tuple[int, int]]] | None = None  # [start, len) page by page
     needs: str | None = None
     weight: int = 1
+    atomic_if: Callable[[Args], bool] | None = None  # atomic only for these arguments
 
-    def walked(self, args: Args) -> list[tuple[int, int]]:
+    def is_atomic(self, args: Args) -> bool:
+        """Whether the kernel makes the call with these arguments one step
+        with respect to other threads' calls (``atomic`` and ``atomic_if``)."""
+        return self.atomic and (self.atomic_if is None or self.atomic_if(args))
+
+    def walked(self, args: Args, pages: int = 2) -> list[tuple[int, int]]:
         """The page-aligned ``[lo, hi)`` ranges the call walks one page after the
-        other, those of more than one page only."""
+        other, those of ``pages`` pages or more only."""
         out = []
         for start, length in (self.walks(args) if self.walks is not None else []):
             lo = start & ~0xFFF
             hi = (start + length + 0xFFF) & ~0xFFF
-            if hi - lo > 0x1000:
+            if hi - lo >= pages * 0x1000:
                 out.append((lo, hi))
         return out
 
@@ -81,7 +90,8 @@ _CALLS: dict[str, CallDef] = {}
 def fuzz_call(name: str, *, params: tuple[str, ...] = (), gen: GenFn | None = None,
               atomic: bool = True, access: bool = False,
               walks: Callable[[Args], list[tuple[int, int]]] | None = None,
-              needs: str | None = None, weight: int = 1) -> Callable[[RunFn], RunFn]:
+              needs: str | None = None, weight: int = 1,
+              atomic_if: Callable[[Args], bool] | None = None) -> Callable[[RunFn], RunFn]:
     """Register ``run`` as the call ``name`` (see the module docstring)."""
 
     def wrap(run: RunFn) -> RunFn:
@@ -89,7 +99,7 @@ def fuzz_call(name: str, *, params: tuple[str, ...] = (), gen: GenFn | None = No
             raise ValueError(f"fuzz call {name!r} registered twice")
         _CALLS[name] = CallDef(name, (run.__doc__ or "").strip().splitlines()[0] if run.__doc__
                                else name, params, run, gen or (lambda g, r: {}), atomic,
-                               access, walks, needs, weight)
+                               access, walks, needs, weight, atomic_if)
         return run
 
     return wrap

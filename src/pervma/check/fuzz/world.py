@@ -31,7 +31,15 @@ from pervma.kernel.mmap import (
     MAP_PRIVATE,
     MAP_SHARED,
 )
-from pervma.kernel.system import AsyncUserfaultfd, Killed, Process, Segfault, System, Thread
+from pervma.kernel.system import (
+    AsyncMmuMirror,
+    AsyncUserfaultfd,
+    Killed,
+    Process,
+    Segfault,
+    System,
+    Thread,
+)
 from pervma.kernel.userfaultfd import UFFDIO_REGISTER_MODE_MISSING
 from pervma.sched import Violation, drain_touched, run_direct, track_touches
 
@@ -40,6 +48,8 @@ UFFD_SRC_BYTE = 0x5A
 FILE_PAGES = 32
 
 Outcome = int | str
+#: The outcome of a call a thread would make after its ``exit``: it is not made.
+EXITED = "exited"
 
 
 def outcome(x: Any) -> Outcome:
@@ -85,6 +95,7 @@ class Ctx:
     uffd_src: int = 0
     uffd_closed: bool = False
     pages: dict[tuple[str, int], Page] = field(default_factory=dict)  # (process, vpn) after setup
+    mirrors: dict[str, AsyncMmuMirror] = field(default_factory=dict)  # process -> its mirror
 
     def file(self) -> File:
         return self.files[0]
@@ -176,9 +187,15 @@ class FuzzWorld:
         for pname, p in cx.procs.items():  # the pages an rmap walk may start from
             for vpn, pte in sorted(p.mm.pgtable.items()):
                 cx.pages[(pname, vpn)] = pte.page
+        # A process's first program thread is its main thread, the others are
+        # CLONE_VM threads: a process whose only program thread exits drops its
+        # mm's last user (exit_mmap), as a single-threaded process does.
         self.threads: list[Thread] = []
+        used: set[str] = set()
         for i, ts in enumerate(prog.threads):
-            t = cx.procs[ts.process].thread()
+            p = cx.procs[ts.process]
+            t = p.main if ts.process not in used else p.thread()
+            used.add(ts.process)
             t.task.comm = f"T{i}"
             self.threads.append(t)
         n = len(prog.threads)
@@ -195,7 +212,7 @@ class FuzzWorld:
                 cl.started[i] += 1
                 fin = tuple(cl.finished)
                 try:
-                    r = outcome(await e.run(cx, t, c.args))
+                    r = EXITED if t.exited else outcome(await e.run(cx, t, c.args))
                 except (Segfault, OSError, Killed) as exc:
                     r = outcome(exc)
                 cl.log[i].append((r, fin, tuple(cl.started)))
@@ -230,7 +247,8 @@ class FuzzWorld:
             t = self.threads[i]
             e = get_call(c.call)
             try:
-                r = outcome(run_direct(t._guard(e.run(self.cx, t, c.args)), model=t.task))
+                r = EXITED if t.exited else outcome(run_direct(t._guard(e.run(self.cx, t, c.args)),
+                                                               model=t.task))
             except (Segfault, OSError, Killed) as exc:
                 r = outcome(exc)
             except Violation as v:
