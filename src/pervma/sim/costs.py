@@ -39,7 +39,9 @@ on first touch, as SLUB's per-CPU freelists make them.
 
 The write-session interference path (issue #16 item 3), each price measured by
 ``bench/real/calib`` on epyc2vm and cited in its profile.  The model's steps
-decide what happens; these only price them:
+decide what happens (the order of mainline mm/vma.c's __split_vma() and
+mm/mprotect.c's mprotect_fixup(), read at torvalds/linux 003fde4: the new
+object is allocated before any VMA is write-locked); these only price them:
 
 * a split's new VMA (``vma_dup`` work, loc ``("vma", slot)``: __split_vma's
   vm_area_dup) costs ``vma_dup_ns`` and its lines start owned by the
