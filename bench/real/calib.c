@@ -218,6 +218,106 @@ static double wakeup(void)
 	return low_percentile(wake_lat, nround);
 }
 
+/* Two CPUs, the woken one asleep in FUTEX_WAIT for only ~gap_ns before each
+ * wake (the waker spins that long instead of sleeping): a fault that falls
+ * back to mmap_lock sleeps for one write session, a few microseconds, not
+ * for hundreds (an idle vCPU may still be polling then, not halted). */
+static double wakeup_after(double gap_ns)
+{
+	pthread_t t;
+
+	same_cpu = 0;
+	nround = 2000;
+	fw[0] = fw[1] = 0;
+	pin(cpu_a);
+	pthread_create(&t, NULL, futex_peer, NULL);
+	for (int i = 0; i < nround; i++) {
+		double t0 = now_ns();
+
+		while (now_ns() - t0 < gap_ns)
+			;
+		wake_sent = now_ns();
+		fw[1] = 1;
+		futex(&fw[1], FUTEX_WAKE_PRIVATE, 1);
+		while (fw[0] == 0)
+			futex(&fw[0], FUTEX_WAIT_PRIVATE, 0);
+		fw[0] = 0;
+	}
+	pthread_join(t, NULL);
+	return low_percentile(wake_lat, nround);
+}
+
+/* ---- mprotect's write session, single-threaded (no IPI): one call per
+ * direction, timed alone, 400 batches of 50 flips each.
+ *   flags: a one-page VMA between two PROT_NONE pages: RW->RO and back only
+ *          rewrite vm_flags (no split, no merge, no PTE);
+ *   split: the first, untouched page of a 16-page VMA made RO: a split
+ *          (a new VMA object, two tree stores);
+ *   merge: that page made RW again: it merges back (a VMA detached and freed);
+ *   pte:   a whole 256-page VMA, every page touched, RW->RO and back: the
+ *          per-PTE work of change_protection ((time - flags) / 256). ---- */
+static double flip_ro[NBATCH], flip_rw[NBATCH];
+
+static void mprotect_flips(char *p, unsigned long len, int touch)
+{
+	const int n = 50;
+
+	for (int b = 0; b < NBATCH; b++) {
+		double ro = 0, rw = 0;
+
+		for (int i = 0; i < n; i++) {
+			double t0 = now_ns();
+
+			mprotect(p, len, PROT_READ);
+			double t1 = now_ns();
+
+			mprotect(p, len, PROT_READ | PROT_WRITE);
+			ro += t1 - t0;
+			rw += now_ns() - t1;
+			if (touch)
+				p[0] = 1;  /* this CPU's TLB holds the writable PTE again */
+		}
+		flip_ro[b] = ro / n;
+		flip_rw[b] = rw / n;
+	}
+}
+
+static char *guarded(unsigned long pages)
+{
+	char *g = mmap(NULL, (pages + 2) * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (g == MAP_FAILED || mmap(g + PAGE, pages * PAGE, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	madvise(g + PAGE, pages * PAGE, MADV_NOHUGEPAGE);
+	return g + PAGE;
+}
+
+static double mp_flags_ro, mp_flags_rw, mp_split, mp_merge, mp_pte;
+
+static void mprotect_costs(void)
+{
+	char *one = guarded(1), *sixteen = guarded(16), *many = guarded(256);
+
+	pin(cpu_a);
+	mprotect_flips(one, PAGE, 0);
+	mp_flags_ro = low_percentile(flip_ro, NBATCH);
+	mp_flags_rw = low_percentile(flip_rw, NBATCH);
+	mprotect_flips(sixteen, PAGE, 0);
+	mp_split = low_percentile(flip_ro, NBATCH);
+	mp_merge = low_percentile(flip_rw, NBATCH);
+	for (unsigned long o = 0; o < 256 * PAGE; o += PAGE)
+		many[o] = 1;
+	mprotect_flips(many, 256 * PAGE, 1);
+	mp_pte = (low_percentile(flip_ro, NBATCH) + low_percentile(flip_rw, NBATCH)
+		  - mp_flags_ro - mp_flags_rw) / 2 / 256;
+	munmap(one - PAGE, 3 * PAGE);
+	munmap(sixteen - PAGE, 18 * PAGE);
+	munmap(many - PAGE, 258 * PAGE);
+}
+
 /* ---- TLB shootdown: mprotect RW->RO of a touched page (the flush) with a
  * thread of the mm spinning on the other CPU, against the same with no other
  * thread; only flips during which the spinner ran count.  The spinner
@@ -465,6 +565,34 @@ int main(int argc, char **argv)
 	for (int r = 0; r < repeats; r++) v[r] = wakeup();
 	report("wakeup_ns", v, repeats, "ns",
 	       "FUTEX_WAKE to the woken thread running on the other, idle CPU (p10 of 1000)");
+	for (int r = 0; r < repeats; r++) v[r] = wakeup_after(3000);
+	report("wakeup_short_ns", v, repeats, "ns",
+	       "FUTEX_WAKE to the woken thread on the other CPU, asleep for ~3 us (p10 of 2000)");
+	for (int r = 0; r < repeats; r++) v[r] = wakeup_after(30000);
+	report("wakeup_30us_ns", v, repeats, "ns",
+	       "the same, asleep for ~30 us (p10 of 2000)");
+	{
+		double fro[MAXREP], frw[MAXREP], spl[MAXREP], mrg[MAXREP], pte[MAXREP];
+
+		for (int r = 0; r < repeats; r++) {
+			mprotect_costs();
+			fro[r] = mp_flags_ro;
+			frw[r] = mp_flags_rw;
+			spl[r] = mp_split;
+			mrg[r] = mp_merge;
+			pte[r] = mp_pte;
+		}
+		report("mprotect_flags_ro_ns", fro, repeats, "ns",
+		       "mprotect RW->RO of a whole 1-page VMA between PROT_NONE pages (flags only)");
+		report("mprotect_flags_rw_ns", frw, repeats, "ns", "the same, RO->RW");
+		report("mprotect_split_ns", spl, repeats, "ns",
+		       "mprotect RO of the untouched first page of a 16-page VMA (a split)");
+		report("mprotect_merge_ns", mrg, repeats, "ns",
+		       "mprotect RW of that page again (a merge: one VMA detached and freed)");
+		report("change_pte_ns", pte, repeats, "ns",
+		       "mprotect RW->RO->RW of a whole touched 256-page VMA, less the flags-only "
+		       "flips, per PTE and direction");
+	}
 	for (int r = 0; r < repeats; r++) {
 		v[r] = tlb_ipi();
 		v2[r] = ipi_receive;

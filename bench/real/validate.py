@@ -4,6 +4,7 @@
     python bench/real/validate.py                      # every built-in, 1 and 2 tasks
     python bench/real/validate.py --workloads shared,churn --tasks 1,2,4 --repeats 5
     python bench/real/validate.py --csv real.csv       # the probe's rows (long form)
+    python bench/real/validate.py --real-csv real.csv  # simulate again against saved rows
     python bench/real/validate.py --calib              # rerun calib (the epyc2vm profile)
 
 For every workload, task count and kind (threads, processes) the real kernel
@@ -73,9 +74,20 @@ def main() -> int:
     ap.add_argument("--sim-ms", type=float, default=20.0)
     ap.add_argument("--sim-seeds", type=int, default=1)
     ap.add_argument("--csv", help="write the probe's rows here")
+    ap.add_argument("--real-csv", help="take the real rows from this file (an earlier --csv) "
+                    "instead of running the probe: the simulator again against the same data")
     ap.add_argument("--calib", action="store_true", help="run bench/real/calib and exit")
     a = ap.parse_args()
-    if not PROBE.exists():
+    saved: dict[tuple[str, str, int], list[dict[str, str]]] = {}
+    if a.real_csv:
+        try:
+            with open(a.real_csv, newline="") as f:
+                for r in csv.DictReader(f):
+                    saved.setdefault((r["workload"], r["kind"], int(r["tasks"])), []).append(r)
+        except (OSError, KeyError, ValueError) as e:
+            print(f"validate: cannot read real rows from {a.real_csv}: {e}", file=sys.stderr)
+            return 2
+    elif not PROBE.exists():
         print("bench/real/probe is not built: run make -C bench/real", file=sys.stderr)
         return 2
     if a.calib:
@@ -83,7 +95,10 @@ def main() -> int:
     mach = load_machine(a.machine)
     ncpu = os.cpu_count() or 1
     rows: list[dict[str, str]] = []
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {ncpu} CPUs", flush=True)
+    if a.real_csv:
+        print(f"real rows from {a.real_csv}", flush=True)
+    else:
+        print(f"load average before: {os.getloadavg()[0]:.1f} on {ncpu} CPUs", flush=True)
     print("| workload | tasks | kind | simulated | real, run-queue corrected: median (best) | "
           "real, per CPU-second | real raw: median, min-max | sim/real | note |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -93,7 +108,13 @@ def main() -> int:
         for n in (int(x) for x in a.tasks.split(",")):
             total = n + len(w.extras)
             got: dict[str, list[dict[str, str]]] = {k: [] for k in w.modes}
-            for _ in range(a.repeats):
+            if a.real_csv:
+                got = {k: saved.get((w.name, k, n), []) for k in w.modes}
+                if not all(got.values()):
+                    print(f"validate: {a.real_csv} has no rows for {w.name} at {n} tasks",
+                          file=sys.stderr)
+                    return 2
+            for _ in range(0 if a.real_csv else a.repeats):
                 for k in w.modes:
                     got[k].append(real_point(line, k, n, a.duration_ms, mach.name))
             for k in w.modes:

@@ -69,3 +69,45 @@ def test_bad_input_is_one_line_exit_2(probe: Path, args: list[str], msg: str) ->
     r = subprocess.run([str(probe), *args], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith(msg) and r.stderr.count("\n") == 1
+
+
+# -- validate.py --real-csv: the simulator again against saved probe rows -------
+
+def _validate(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, str(REAL / "validate.py"), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _saved_row(tmp_path: Path, kinds: tuple[str, ...]) -> Path:
+    cols = [*SCALAR_FIELDS, "cpu_s", "runq_s"]
+    path = tmp_path / "real.csv"
+    with path.open("w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=cols, restval="0")
+        wr.writeheader()
+        for k in kinds:
+            wr.writerow({"workload": "mmap1", "preset": "real", "machine": "epyc2vm", "kind": k,
+                         "tasks": 1, "faults_per_s": 200000, "wall_s": 1.0, "cpu_s": 1.0,
+                         "runq_s": 0.0})
+    return path
+
+
+def test_validate_simulates_against_saved_real_rows(tmp_path: Path) -> None:
+    r = _validate("--real-csv", str(_saved_row(tmp_path, ("threads", "processes"))),
+                  "--workloads", "mmap1", "--tasks", "1", "--sim-ms", "1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"real rows from {tmp_path / 'real.csv'}"
+    rows = [ln for ln in lines if ln.startswith("| mmap1 | 1 |")]
+    assert [ln.split(" | ")[2] for ln in rows] == ["threads", "processes"]
+    # the saved rate is the real column: 200,000 raw, no run-queue delay
+    assert all("| 200,000 (200,000) | 200,000 | 200,000, 200,000-200,000 |" in ln for ln in rows)
+
+
+def test_validate_without_saved_rows_for_a_point_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = _saved_row(tmp_path, ("threads",))
+    r = _validate("--real-csv", str(path), "--workloads", "mmap1", "--tasks", "1",
+                  "--sim-ms", "1")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"validate: {path} has no rows for mmap1 at 1 tasks"

@@ -161,9 +161,12 @@ _READ, _WRITE = OpKind.READ, OpKind.WRITE  # enum members looked up once (fault 
 _ONCE = Order.ONCE
 
 
-async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str) -> None:
-    await Op(_WRITE, pte_loc(mm, vpn), label, None, "pte_install" if pte else None, False, None,
-             False, _ONCE)
+async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str,
+                     work: str | None = None) -> None:
+    """``work`` names the simulator's cost of the step (default: a PTE
+    install when ``pte`` is set, nothing when it is cleared)."""
+    await Op(_WRITE, pte_loc(mm, vpn), label, None, work or ("pte_install" if pte else None), False,
+             None, False, _ONCE)
     if pte is None:
         mm.pgtable.pop(vpn, None)
     else:
@@ -693,7 +696,7 @@ async def change_protection(vma: VmAreaStruct, start: int, end: int, newflags: V
             ptl = mm.ptl(vpn << PAGE_SHIFT)
             await ptl.lock()
             await set_pte_at(mm, vpn, Pte(pte.page, writable=writable, dirty=pte.dirty, readable=readable,
-                                          uffd_wp=pte.uffd_wp), "change_pte_range")
+                                          uffd_wp=pte.uffd_wp), "change_pte_range", "change_pte")
             await ptl.unlock()
             changed = True
     if changed:

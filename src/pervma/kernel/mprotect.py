@@ -101,6 +101,9 @@ async def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> 
         return -errno.EINVAL
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
+    # the simulator's price of the syscall's own work under the lock (the
+    # lookups, checks and merge attempts the model does between steps)
+    await work("mprotect_work")
     error = await _mprotect_locked(mm, start, end, prot, grows)
     await mmap_write_unlock(mm)
     return error

@@ -329,6 +329,8 @@ async def _vma_complete_remove(mm: MmStruct, vma: VmAreaStruct) -> None:
     await vma_mark_detached(vma)
     await unlink_anon_vmas(vma)
     mm.map_count -= 1
+    # the freed object's cost (slab free) for the simulator; no shared state
+    await Op(OpKind.LOCAL, (VMA, vma.slot), "vma_complete: vm_area_free", work="vma_free")
     await remove_vma(vma)
 
 
@@ -554,6 +556,9 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     if _prealloc_fails(mm):
         vm_area_free(new, "__split_vma: nomem")
         return -errno.ENOMEM
+    # the new object's cost (slab allocation, copy) for the simulator, which
+    # also places its cache lines on this CPU; no shared state
+    await Op(OpKind.LOCAL, (VMA, new.slot), "__split_vma: vm_area_dup", work="vma_dup")
     vma_dup_policy(vma, new)
     if await anon_vma_clone(new, vma):
         mpol_put(mm, new.vm_policy, "__split_vma: anon_vma_clone failed")  # out_free_mpol

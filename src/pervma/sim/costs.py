@@ -37,6 +37,29 @@ of its kind in :data:`pervma.sched.locations.KINDS`):
 A VMA allocated on a CPU (``vma_alloc`` work) has its lines local to that CPU
 on first touch, as SLUB's per-CPU freelists make them.
 
+The write-session interference path (issue #16 item 3), each price measured by
+``bench/real/calib`` on epyc2vm and cited in its profile.  The model's steps
+decide what happens (the order of mainline mm/vma.c's __split_vma() and
+mm/mprotect.c's mprotect_fixup(), read at torvalds/linux 003fde4: the new
+object is allocated before any VMA is write-locked); these only price them:
+
+* a split's new VMA (``vma_dup`` work, loc ``("vma", slot)``: __split_vma's
+  vm_area_dup) costs ``vma_dup_ns`` and its lines start owned by the
+  splitting CPU, so a faulting thread on another CPU fetches them (cold for
+  it); a merge's VMA detached and freed (``vma_free``, vma_complete) costs
+  ``vma_free_ns``;
+* mprotect's own work under mmap_lock (``mprotect_work``) costs
+  ``mprotect_work_ns`` and stands in for the session stopgap below (a session
+  that priced its work is not charged ``mmap_work_ns`` again at its end); each
+  PTE mprotect changes (``change_pte``) costs ``change_pte_ns``; its TLB flush
+  is a shootdown as above (IPIs only where other CPUs run the mm: threads);
+* a faulting reader's abort, retry and fallback are the model's own steps
+  (vm_refcnt and PTE lines, lock_mm_and_find_vma); sleeping on mmap_lock and
+  waking costs ``wakeup_ns`` (the driver: waits).
+
+``work_ns``/``work_count`` accumulate these (and ``tlb_flush``) per work name:
+the per-category accounting the tests read.
+
 The end of an mmap_lock write session (``up_write``/``downgrade_write``)
 also costs ``mmap_work_ns``/``munmap_work_ns``: the syscalls' bookkeeping the
 model does not spell out as steps (a stopgap that switches itself off once the
@@ -75,6 +98,8 @@ _VMA_LOCS = frozenset(n for n, k in KINDS.items() if k.vma)
 _MM_LOCS = frozenset(n for n, k in KINDS.items() if k.mm)
 PAGE_BYTES = 4096
 _JITTER_N = 4096  # entries in the transfer-variation table (a power of two)
+ACCOUNTED_WORK = ("vma_dup", "vma_free", "change_pte", "mprotect_work", "tlb_flush")
+"""Work names whose time and count :class:`CostModel` accumulates (``work_ns``)."""
 TRANSFER_SPREAD = 0.02
 """How much one line transfer varies around its mean (uniform, +-2%;
 [estimate]: mesh position and uncore queueing).  Its job is to break
@@ -180,6 +205,8 @@ class CostModel:
         self.pcp_count = [0] * m.cpus
         self.mem = _Loaded(tau=20_000.0)
         self.fresh_vma = [False] * m.cpus  # a vma_alloc awaits its first touch
+        # the CPU's mmap_lock write session priced its own work (mprotect_work)
+        self.session_priced = [False] * m.cpus
         # Mean-field multiplier: each simulated request to a machine-wide
         # resource stands for ``weight`` identical ones (processes mode runs a
         # few representative processes for many; see pervma.sim.api).
@@ -197,6 +224,8 @@ class CostModel:
         self.shootdowns = 0
         self.mem_wait_ns = 0.0
         self.zone_wait_ns = 0.0
+        self.work_ns: dict[str, float] = dict.fromkeys(ACCOUNTED_WORK, 0.0)
+        self.work_count: dict[str, int] = dict.fromkeys(ACCOUNTED_WORK, 0)
 
     # -- lines ----------------------------------------------------------
     def line_key(self, loc: Hashable) -> Hashable | None:
@@ -377,24 +406,30 @@ class CostModel:
             cost += self.work_cost(op, cpu, t + cost)
         elif (kind is _RELEASE and self.session_work and isinstance(op.loc, tuple)
               and op.loc[0] == MMAP_LOCK):
-            cost += self._session_work(op.label)
+            cost += self._session_work(op.label, cpu)
         debt = self.debt[cpu]
         if debt:
             self.debt[cpu] = 0.0
             cost += debt
         return cost
 
-    def _session_work(self, label: str) -> float:
+    def _session_work(self, label: str, cpu: int) -> float:
         """Bookkeeping of a write session on mmap_lock that the model does not
         spell out as steps (performance.md row 11: ~1.9 us per mmap+munmap
         pair, 40/60), charged to the holder just before it releases: a
         session ending in ``downgrade_write`` is munmap's, one ending in
-        ``up_write`` is mmap's (or mprotect's, madvise's, brk's)."""
+        ``up_write`` is mmap's (or madvise's, brk's).  A session that priced
+        its own work (mprotect's ``mprotect_work``) owes nothing here."""
         if label.startswith("up_write"):
-            return self.m.mmap_work_ns
-        if label.startswith("downgrade_write"):
-            return self.m.munmap_work_ns
-        return 0.0
+            w = self.m.mmap_work_ns
+        elif label.startswith("downgrade_write"):
+            w = self.m.munmap_work_ns
+        else:
+            return 0.0
+        if self.session_priced[cpu]:
+            self.session_priced[cpu] = False
+            return 0.0
+        return w
 
     def work_cost(self, op: Op, cpu: int, t: float) -> float:
         name = op.work
@@ -407,10 +442,35 @@ class CostModel:
             self.mem_wait_ns += w
             return base + w
         if name == "tlb_flush":
-            return self.shootdown(op.loc, cpu)
+            cost = self.shootdown(op.loc, cpu)
+            self.work_ns[name] += cost
+            self.work_count[name] += 1
+            return cost
         if name == "vma_alloc":
             self.fresh_vma[cpu] = True
+        elif name in self.work_count:
+            self._account(op, name, cpu)
+            self.work_ns[name] += base
         return base
+
+    def _account(self, op: Op, name: str, cpu: int) -> None:
+        """The interference path's work (module docstring): count it, and do
+        what its price implies beyond time."""
+        self.work_count[name] += 1
+        if name == "mprotect_work":
+            self.session_priced[cpu] = True
+        elif name == "vma_dup":
+            # a new object from this CPU's slab freelist: its lines are this
+            # CPU's (vm_refcnt has its own line under SMP), whoever held the
+            # slot's lines before
+            loc = op.loc
+            if isinstance(loc, tuple) and len(loc) == 2:
+                bit = 1 << cpu
+                for kind in (VMA, VM_REFCNT):
+                    line = self._line((kind, loc[1]))
+                    if line is not None:
+                        line.owner, line.sharers, line.free_at = cpu, bit, 0.0
+                        line.home = self.socket[cpu]
 
     def shootdown(self, loc: Hashable, cpu: int) -> float:
         """flush_tlb_mm_range(): flush locally, IPI every other CPU of the mm."""

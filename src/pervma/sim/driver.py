@@ -71,8 +71,10 @@ _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
 _INF = float("inf")
 _THROUGH_HEAP = -1.0  # _price(): the step cannot merge, it goes through the heap
-_CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc"))
-_SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work"}  # work_cost() keeps state
+_CHARGED_WORK = frozenset(("clear_page", "copy_page", "tlb_flush", "vma_alloc", "vma_dup",
+                           "vma_free", "mprotect_work"))
+# work_cost() keeps state (costs.ACCOUNTED_WORK: change_pte is counted there)
+_SPECIAL_WORK = _CHARGED_WORK | {"mmap_work", "munmap_work", "change_pte"}
 
 
 @dataclass(slots=True)

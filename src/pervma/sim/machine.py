@@ -44,7 +44,10 @@ class Machine:
     dirty_page_ns: float
     zap_page_ns: float
     vma_alloc_ns: float
-    vma_free_ns: float
+    vma_free_ns: float  # a VMA a merge detached and freed (vma_complete)
+    vma_dup_ns: float  # the new VMA of a split (__split_vma: vm_area_dup)
+    change_pte_ns: float  # one PTE changed by mprotect (change_pte_range)
+    mprotect_work_ns: float  # mprotect's own work under mmap_lock, no split/merge/PTE
     mmap_work_ns: float
     munmap_work_ns: float
     io_ns: float
@@ -100,6 +103,9 @@ class Machine:
             "zap_page": self.zap_page_ns,
             "vma_alloc": self.vma_alloc_ns,
             "vma_free": self.vma_free_ns,
+            "vma_dup": self.vma_dup_ns,
+            "change_pte": self.change_pte_ns,
+            "mprotect_work": self.mprotect_work_ns,
             "mmap_work": self.mmap_work_ns,
             "munmap_work": self.munmap_work_ns,
             "io": self.io_ns,

@@ -60,6 +60,7 @@ from pervma.errors import UsageError
 PAGE = 4096
 PROT_READ, PROT_WRITE = 0x1, 0x2
 MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
+MAP_STACK = 0x20000  # glibc's allocatestack.c maps thread stacks with it
 MADV_DONTNEED, MADV_NOHUGEPAGE = 4, 15
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -526,8 +527,10 @@ def build(workload: str | Workload, kern: Any, mode: str, ntasks: int, seed: int
         # pthread_create() maps each thread's stack (8 MiB below a PROT_NONE guard
         # page) after the benchmark's own setup mappings, as in pfbench and
         # will-it-scale; the guard keeps later mappings from merging into them.
+        # MAP_STACK makes them VM_NOHUGEPAGE (6.7+), so the stack's top does not
+        # merge with the mapping above it either (the benchmark's region).
         for _ in range(total):
-            stack = procs[0].mmap(0, THREAD_STACK + PAGE, RW, ANON)
+            stack = procs[0].mmap(0, THREAD_STACK + PAGE, RW, ANON | MAP_STACK)
             procs[0].mprotect(stack, PAGE, 0)
     coros: list[Coroutine[Any, Any, Any]] = []
     models: list[Any] = []
