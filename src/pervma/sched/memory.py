@@ -121,11 +121,17 @@ class Memory:
     allowed one it reads (0 when absent: the newest, as under SC, is always
     allowed, so an empty plan is the SC execution).  Every choice point met
     goes to ``seen`` as (thread, n, number of choices), for the driver that
-    enumerates plans."""
+    enumerates plans.
+
+    Views belong to CPUs: on SMP every thread runs on a CPU of its own; with
+    ``one_cpu`` all threads share the one CPU's view, which every write
+    raises, so every read reads the latest write (SC, as on a uniprocessor).
+    """
 
     def __init__(self, weak: frozenset[str], plan: dict[tuple[int, int], int] | None = None,
-                 seen: set[tuple[int, int, int]] | None = None) -> None:
+                 seen: set[tuple[int, int, int]] | None = None, one_cpu: bool = False) -> None:
         self.weak = weak
+        self.one_cpu = one_cpu
         self.plan = plan or {}
         self.seen = seen
         self.hist: dict[Hashable, list[Message]] = {}
@@ -146,12 +152,13 @@ class Memory:
 
     def before(self, tid: int, op: Op) -> None:
         """Thread ``tid`` is about to take ``op``: choose what its weak reads read."""
-        cur = self.cur.setdefault(tid, {})
+        cpu = 0 if self.one_cpu else tid
+        cur = self.cur.setdefault(cpu, {})
         order = op.order
         if order in _FENCE_BEFORE_R:
-            _join(cur, self.acq.get(tid, {}))
+            _join(cur, self.acq.get(cpu, {}))
         if order in _FENCE_BEFORE_W:
-            self.wmb[tid] = dict(cur)
+            self.wmb[cpu] = dict(cur)
         if order is Order.SYNC_RCU:
             everyone: View = {}
             for v in self.cur.values():
@@ -195,11 +202,11 @@ class Memory:
             if order in _ACQUIRING or kind is not OpKind.READ:
                 _join(cur, msg.view)
             else:
-                _join(self.acq.setdefault(tid, {}), msg.view)
+                _join(self.acq.setdefault(cpu, {}), msg.view)
             values.append(None if msg is latest else msg.value)
         self.pending[tid] = values
         if order in _FENCE_AFTER_R:
-            _join(cur, self.acq.get(tid, {}))
+            _join(cur, self.acq.get(cpu, {}))
 
     def after(self, tid: int, op: Op) -> None:
         """Thread ``tid`` took ``op`` and ran on to its next step: record its writes."""
@@ -208,7 +215,8 @@ class Memory:
         kind = op.kind
         if kind not in _WRITES:
             return
-        cur = self.cur.setdefault(tid, {})
+        cpu = 0 if self.one_cpu else tid
+        cur = self.cur.setdefault(cpu, {})
         order = op.order
         for loc in (op.loc, op.also):
             if loc is None:
@@ -216,7 +224,7 @@ class Memory:
             if order in _RELEASING or kind is not OpKind.WRITE and order is not Order.RELAXED:
                 view = dict(cur)
             else:
-                view = dict(self.wmb.get(tid, {}))
+                view = dict(self.wmb.get(cpu, {}))
             if not self.is_weak(loc):
                 self.sync[loc] = view
                 continue
@@ -234,7 +242,7 @@ class Memory:
             else:
                 hist.append(msg)
         if order in _FENCE_AFTER_W:
-            self.wmb[tid] = dict(cur)
+            self.wmb[cpu] = dict(cur)
 
     def _history(self, loc: Hashable) -> list[Message]:
         """The history of ``loc``; it starts (again) with the object's value
@@ -258,7 +266,10 @@ class Memory:
         """What of this memory decides the rest of the execution, as a hash
         (folded into the stateful search's state key): each weak location's
         values still readable and each thread's view and choice count, in
-        positions rather than timestamps."""
+        positions rather than timestamps.  On one CPU only the latest write
+        is ever readable, which the model objects hold: nothing of its own."""
+        if self.one_cpu:
+            return 0
         low: dict[Hashable, int] = {}
         for view in self.cur.values():
             for loc, ts in view.items():
