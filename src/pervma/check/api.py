@@ -305,6 +305,7 @@ def find_bug(bug_id: str, preset: str | None = None, **kw: Any) -> CheckResult:
     """Run the catalogue entry's scenario with the bug's switch on (dpor)."""
     entry = get_bug(bug_id)
     bugs = set(kw.pop("bugs", ())) | {entry.id}
+    kw.setdefault("memory_model", entry.memory_model)
     return run_check(entry.scenario, preset or entry.preset, bugs=bugs, **kw)
 
 

@@ -63,7 +63,11 @@ class RecordedExecution:
 class GraphRecorder:
     """Builds the execution graph of one execution, step by step."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: set[int] | None = None) -> None:
+        # Steps whose access to a VMA is to the fields a fault reads once
+        # read-locked (the memory layer's ``load``/``store`` steps): another
+        # location than the VMA's other fields, which its other steps touch.
+        self._fields = fields or set()
         self._thread_events: list[tuple[int, str, str | None, frozenset[str], int, str]] = []
         self._locs: dict[str, int] = {}  # location -> its initial write's number
         self._steps = 0
@@ -89,6 +93,8 @@ class GraphRecorder:
         locs = [x for x in (op.loc, op.also) if x is not None]
         for loc in locs:
             name = self._name(loc)
+            if step in self._fields and isinstance(loc, tuple) and loc[0] == "vma":
+                name += ".fields"
             self._locs.setdefault(name, len(self._locs))
             if order is Order.LOCKED:
                 lock = self._name(("lock", loc))

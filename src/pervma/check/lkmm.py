@@ -79,7 +79,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats,
     states = 0
     rejected = 0
     while plans:
-        plan = plans.pop()
+        plan = plans.pop(0)  # breadth first: plans of fewer stale reads first
         nplans += 1
         seen: set[tuple[int, int, int]] = set()
         use_plan(runner, plan, seen)
@@ -154,11 +154,16 @@ def judge(trace: list[tuple[int, Any]], mem: Memory) -> Any:
     """check_graph's verdict on the execution ``trace`` with ``mem``'s reads-from."""
     from pervma.check.graph import GraphRecorder
 
-    rec = GraphRecorder()
+    rec = GraphRecorder(mem.tracked)
     for tid, op in trace:
         rec.add(tid, op)
-    rf = {(r.step, repr(r.loc)): r.msg.step for r in mem.reads if r.msg is not r.latest}
+    rf = {(r.step, repr(r.loc) + (".fields" if _is_vma(r.loc) else "")): r.msg.step
+          for r in mem.reads if r.msg is not r.latest}
     return rec.execution(rf).check()
+
+
+def _is_vma(loc: Any) -> bool:
+    return isinstance(loc, tuple) and bool(loc) and loc[0] == VMA
 
 
 def reads_from_lines(mem: Memory, names: list[str]) -> list[str]:

@@ -62,7 +62,7 @@ BUGS: tuple[Bug, ...] = (
         "the seqcount write-end release and the late check's acquire weakened to ONCE",
         "fault served on a VMA that no longer covers the address (stale vm_start/vm_end, I10); "
         "only under --memory-model lkmm",
-        "fault-vs-mprotect-split"),
+        "uffd-register-vs-fault"),
     Bug("B13", "vma_start_read() could succeed on a VMA detached while it was being locked",
         "6.5 (Suren Baghdasaryan, June 2023)",
         "mmap_lock.py vma_start_read(): the bounded increment does not refuse a zero count",

@@ -136,6 +136,10 @@ class Memory:
         self.seen = seen
         self.hist: dict[Hashable, list[Message]] = {}
         self.getters: dict[Hashable, tuple[Getter, Any]] = {}
+        self.loading: dict[int, Op] = {}  # the step a thread's ``load`` is about to take
+        self.storing: dict[int, Op] = {}  # the step a thread's ``store`` is about to take
+        self.tracked: set[int] = set()  # the steps taken by ``load`` or ``store``
+        self._stores = False
         self.cur: dict[int, View] = {}
         self.acq: dict[int, View] = {}
         self.wmb: dict[int, View] = {}
@@ -155,6 +159,8 @@ class Memory:
         cpu = 0 if self.one_cpu else tid
         cur = self.cur.setdefault(cpu, {})
         order = op.order
+        # popped here: by after() the thread has set its next step's entry
+        self._stores = self.storing.pop(tid, None) is op
         if order in _FENCE_BEFORE_R:
             _join(cur, self.acq.get(cpu, {}))
         if order in _FENCE_BEFORE_W:
@@ -172,6 +178,9 @@ class Memory:
         if kind not in _READS:
             return
         values: list[Any] = []
+        loads = self.loading.pop(tid, None) is op
+        if loads:
+            self.tracked.add(self.steps)
         for loc in (op.loc, op.also):
             if loc is None:
                 continue
@@ -182,9 +191,16 @@ class Memory:
                 continue
             hist = self.hist[loc]
             latest = hist[-1]
+            if not loads and kind is OpKind.READ:
+                # A read made without ``load`` reads the latest write and
+                # leaves the view alone: the VMA's location stands for all its
+                # fields, and only ``load`` sites read the ones its value holds.
+                if order in _ACQUIRING:
+                    _join(cur, latest.view)
+                continue
             low = cur.get(loc, -1)
             allowed = [m for m in hist if m.ts >= low and m.value is not None] if (
-                kind is OpKind.READ and loc in self.getters) else [latest]
+                kind is OpKind.READ) else [latest]
             if not allowed or allowed[-1] is not latest:
                 allowed.append(latest)
             msg = latest
@@ -195,7 +211,7 @@ class Memory:
                     self.seen.add((tid, n, len(allowed)))
                 back = min(self.plan.get((tid, n), 0), len(allowed) - 1)
                 msg = allowed[-1 - back]
-            if loc in self.getters:
+            if loads:
                 self.reads.append(ReadRecord(self.steps, tid, op.label, loc, order, msg, latest,
                                              len(allowed)))
             cur[loc] = max(cur.get(loc, -1), msg.ts)
@@ -218,6 +234,9 @@ class Memory:
         cpu = 0 if self.one_cpu else tid
         cur = self.cur.setdefault(cpu, {})
         order = op.order
+        stores = self._stores
+        if stores:
+            self.tracked.add(step)
         for loc in (op.loc, op.also):
             if loc is None:
                 continue
@@ -231,7 +250,7 @@ class Memory:
             hist = self.hist[loc]
             if kind is not OpKind.WRITE:  # an RMW continues the release sequence
                 _join(view, hist[-1].view)
-            got = self.getters.get(loc)
+            got = self.getters.get(loc) if stores else None
             value = got[0](got[1]) if got is not None else None
             self._ts += 1
             msg = Message(self._ts, value, tid, op.label, step, order, view)
@@ -318,8 +337,10 @@ class load:  # noqa: N801 - used as ``await load(...)``, a primitive like ``read
         mem.getters[op.loc] = (self.get, self.obj)
         if self.get2 is not None:
             mem.getters[op.also] = (self.get2, self.obj2)
+        tid = _current[-1].tid
+        mem.loading[tid] = op
         yield op
-        read = mem.take(_current[-1].tid)
+        read = mem.take(tid)
         v = self.get(self.obj)
         if read and read[0] is not None:
             v = read[0]
@@ -344,4 +365,5 @@ class store:  # noqa: N801 - used as ``await store(...)``, a primitive like ``wr
         mem = _memory()
         if mem is not None:
             mem.getters[self.op.loc] = (self.get, self.obj)
+            mem.storing[_current[-1].tid] = self.op
         yield self.op
