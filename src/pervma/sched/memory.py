@@ -337,10 +337,12 @@ class load:  # noqa: N801 - used as ``await load(...)``, a primitive like ``read
         mem.getters[op.loc] = (self.get, self.obj)
         if self.get2 is not None:
             mem.getters[op.also] = (self.get2, self.obj2)
-        tid = _current[-1].tid
-        mem.loading[tid] = op
+        mem.loading[_current[-1].tid] = op
+        del mem  # a suspended frame's locals are state (statekey): keep the layer out
         yield op
-        read = mem.take(tid)
+        mem = _memory()
+        assert mem is not None
+        read = mem.take(_current[-1].tid)
         v = self.get(self.obj)
         if read and read[0] is not None:
             v = read[0]
@@ -366,4 +368,5 @@ class store:  # noqa: N801 - used as ``await store(...)``, a primitive like ``wr
         if mem is not None:
             mem.getters[self.op.loc] = (self.get, self.obj)
             mem.storing[_current[-1].tid] = self.op
+        del mem  # a suspended frame's locals are state (statekey): keep the layer out
         yield self.op
