@@ -263,20 +263,23 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         if trace_out is not None:
             _save_traces(res, rep, trace_out, trace_stem or sc.name, force,
                          preset if config is not None else preset_name, config_text,
-                         runner.scope.replay)
+                         runner.scope.replay,
+                         runner.plan if memory_model == "lkmm" else None)
     return res
 
 
 def _save_traces(res: CheckResult, rep: Any, trace_out: str | Path, stem: str, force: bool,
                  preset: str, config_text: str | None,
-                 run_scope: dict[str, Any] | None = None) -> None:
+                 run_scope: dict[str, Any] | None = None,
+                 plan: dict[tuple[int, int], int] | None = None) -> None:
     """Write ``<stem>.replay.json`` and ``<stem>.trace.json``; a failure to write
     is kept in ``res.output_error`` so the result itself is not lost."""
     assert res.violation is not None
     doc = replay_document(scenario=res.scenario, preset=preset, bugs=res.bugs,
                           config=config_text, schedule=rep.schedule, strategy=res.strategy,
                           seed=res.seed, kind=res.violation[0], message=res.violation[1],
-                          preemptions=rep.preemptions, res=rep, run_scope=run_scope)
+                          preemptions=rep.preemptions, res=rep, run_scope=run_scope,
+                          plan=plan, reads_from=res.reads_from)
     try:
         res.trace_paths = write_files(trace_out, stem, doc, chrome_trace(rep, res.scenario),
                                       force=force)
@@ -485,6 +488,8 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
                         "the schedule may no longer apply")
     runner = Runner(sc, cfg)
     runner.scope.replay = dict(rd.raw.get("run_scope") or {})  # e.g. lockdep's other chain
+    if rd.raw.get("memory_model") == "lkmm":  # the weak reads read what they read then
+        lkmm.use_plan(runner, {(t, n): back for t, n, back in rd.raw.get("reads_from_plan", [])})
     try:
         rep = replay(runner.instance(), cfg, rd.schedule, strict=True, snapshots=True,
                      max_steps=runner.max_steps)
@@ -502,6 +507,10 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
            + f"; {rep.preemptions} preemption(s), {len(rep.schedule)} steps; "
            + ("REPRODUCED" if reproduced else "NOT reproduced"))
     text = table(rep, [t.name for t in rep.ex.tasks], head, sub)
+    if isinstance(rep.ex.memory, Memory):
+        text += ("\nreads-from under LKMM (weak reads that did not read the latest write):\n"
+                 + "\n".join(f"  {x}" for x in lkmm.reads_from_lines(
+                     rep.ex.memory, [t.name for t in rep.ex.tasks])))
     paths: list[str] = []
     if trace_out is not None:
         paths = [str(write_trace_file(trace_out, replay_stem(p), chrome_trace(rep, name),

@@ -21,6 +21,9 @@ NEEDS: dict[str, tuple[Callable[[Config], bool], str]] = {
     "per-vma-lock": (lambda c: c.PER_VMA_LOCK,
                      "needs per-VMA locks (PER_VMA_LOCK=n: every fault and lookup takes "
                      "mmap_lock)"),
+    "smp": (lambda c: c.SMP,
+            "needs two CPUs (SMP=n: the one CPU sees every store in program order, so a weak "
+            "read reads the latest write)"),
     "preemption": (lambda c: c.SMP or c.PREEMPT,
                    "needs preemption inside the kernel (SMP=n, PREEMPT=n: a thread gives up "
                    "the CPU only where it sleeps)"),
@@ -76,7 +79,7 @@ CATALOGUE: dict[str, BugEntry] = {
                  "6.4-6.4.x", "b1f02b95758d mm: fix memory ordering for mm_lock_seq and "
                  "vm_lock_seq",
                  "the seqcount write end and the late check's read weakened to ONCE",
-                 "uffd-register-vs-fault", memory_model="lkmm"),
+                 "uffd-register-vs-fault", needs=("per-vma-lock", "smp"), memory_model="lkmm"),
         BugEntry("B13", "vma_start_read succeeds on a VMA detached while it was locking",
                  "6.4-6.5", "mm: change vma_start_read to fail if VMA got detached from under it",
                  "post-lock recheck uses the current mm_lock_seq, caller skips the detached check",
