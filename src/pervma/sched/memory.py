@@ -46,6 +46,7 @@ LKMM axioms themselves (``pervma.litmus.graph.check_graph``).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,6 +204,10 @@ class Memory:
                 kind is OpKind.READ) else [latest]
             if not allowed or allowed[-1] is not latest:
                 allowed.append(latest)
+            if len(allowed) > 1:  # one choice per value: the newest write that left it
+                newest = {m.value: m for m in allowed}
+                newest[latest.value] = latest
+                allowed = sorted(newest.values(), key=lambda m: m.ts)
             msg = latest
             if len(allowed) > 1:
                 n = self.nchoice.get(tid, 0)
@@ -289,24 +294,35 @@ class Memory:
         is ever readable, which the model objects hold: nothing of its own."""
         if self.one_cpu:
             return 0
-        low: dict[Hashable, int] = {}
-        for view in self.cur.values():
-            for loc, ts in view.items():
-                if loc in self.hist and ts < low.get(loc, 1 << 62):
-                    low[loc] = ts
-        rows: list[Any] = []
-        for loc in sorted(self.hist, key=repr):
+        readable: dict[Hashable, list[int]] = {}
+        locs = sorted(self.hist, key=repr)
+        for loc in locs:
             hist = self.hist[loc]
-            lo = low.get(loc, 0)
-            msgs = [m for m in hist if m.ts >= lo]
-            pos = {m.ts: i for i, m in enumerate(msgs)}
-            rows.append((loc, tuple((m.value, tuple(sorted(
-                (repr(k), v) for k, v in m.view.items()))) for m in msgs)))
-            for tid in sorted(self.cur):
-                ts = self.cur[tid].get(loc, -1)
-                rows.append((tid, pos.get(ts, -1) if ts >= lo else -1))
+            if loc in self.getters:  # loaded somewhere: back to the oldest view of it
+                lo = min((v.get(loc, -1) for v in self.cur.values()), default=-1)
+            else:  # only read by RMWs and plain steps: the latest write
+                lo = hist[-1].ts
+            readable[loc] = [m.ts for m in hist if m.ts >= lo]
+
+        def norm(view: View) -> tuple[tuple[str, int], ...]:
+            return tuple(sorted((repr(k), bisect_right(readable[k], t) - 1)
+                                for k, t in view.items() if k in readable))
+
+        rows: list[Any] = []
+        for loc in locs:
+            first = readable[loc][0]
+            rows.append((repr(loc), tuple((m.value, norm(m.view))
+                                          for m in self.hist[loc] if m.ts >= first)))
+        for views in (self.cur, self.acq, self.wmb):
+            rows.append(tuple((cpu, norm(v)) for cpu, v in sorted(views.items())))
+        rows.append(tuple(sorted((repr(k), norm(v)) for k, v in self.sync.items())))
         rows.append(tuple(sorted(self.nchoice.items())))
         return hash(tuple(rows))
+
+    def attach(self, threads: int) -> None:
+        """The executor's threads: each starts with a view older than every write."""
+        for tid in range(threads):
+            self.cur.setdefault(0 if self.one_cpu else tid, {})
 
 
 def _memory() -> Memory | None:

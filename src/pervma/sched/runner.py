@@ -40,6 +40,8 @@ class Executor:
         # The memory layer of an exploration under LKMM (sched/memory.py);
         # None: every read reads the latest write.
         self.memory = memory
+        if memory is not None:
+            memory.attach(len(bodies))
         self.trace: list[tuple[int, Op]] = []
         self.violation: Violation | None = None
         self.record = record
