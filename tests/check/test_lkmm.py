@@ -120,3 +120,34 @@ def _stats():  # type: ignore[no-untyped-def]
     from pervma.check.search import Stats
 
     return Stats("dpor")
+
+
+def test_cli_bug_b12_runs_under_lkmm_saves_and_replays_its_reads_from(tmp_path, capsys) -> None:
+    import json
+
+    from pervma.cli import main
+
+    assert main(["check", "--bug", "B12", "--trace-out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "dpor lkmm: VIOLATION" in out and "reads-from under LKMM" in out
+    path = tmp_path / "uffd-register-vs-fault.replay.json"
+    doc = json.loads(path.read_text())
+    assert doc["memory_model"] == "lkmm" and len(doc["reads_from_plan"]) == 1
+    assert main(["replay", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "REPRODUCED" in out and "'lock_vma_under_rcu: range check' (PLAIN)" in out
+    # the same schedule without the plan (an SC replay file) reads the latest writes
+    del doc["memory_model"], doc["reads_from_plan"]
+    sc = tmp_path / "sc.replay.json"
+    sc.write_text(json.dumps(doc))
+    assert main(["replay", str(sc)]) == 0
+    assert "NOT reproduced" in capsys.readouterr().out
+
+
+def test_cli_memory_model_flag(capsys) -> None:
+    from pervma.cli import main
+
+    assert main(["check", "uffd-register-vs-fault", "--memory-model", "lkmm"]) == 0
+    assert "dpor lkmm: complete, clean" in capsys.readouterr().out
+    assert main(["check", "toy-locked", "--memory-model", "lkmm", "--stateless"]) == 2
+    assert "memory-model lkmm runs the stateful dpor search" in capsys.readouterr().err

@@ -182,6 +182,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"--stateless is a form of --strategy dpor, not of {args.strategy}")
     if args.optimal and not args.stateless:
         raise UsageError("--optimal is a form of the stateless search: add --stateless")
+    if args.memory_model == "lkmm" and (args.strategy != "dpor" or args.stateless
+                                        or (args.jobs or 1) > 1):
+        raise UsageError("--memory-model lkmm runs the stateful dpor search in one process: "
+                         "drop --strategy, --stateless, --optimal and --jobs")
     if names:
         for n in names:
             sc = get_scenario(n)
