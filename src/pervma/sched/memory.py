@@ -347,7 +347,7 @@ class load:  # noqa: N801 - used as ``await load(...)``, a primitive like ``read
         op = self.op
         mem = _memory()
         if mem is None:
-            yield op
+            yield from op.__await__()
             v = self.get(self.obj)
             return v if self.get2 is None else (v, self.get2(self.obj2))
         mem.getters[op.loc] = (self.get, self.obj)
@@ -355,7 +355,7 @@ class load:  # noqa: N801 - used as ``await load(...)``, a primitive like ``read
             mem.getters[op.also] = (self.get2, self.obj2)
         mem.loading[_current[-1].tid] = op
         del mem  # a suspended frame's locals are state (statekey): keep the layer out
-        yield op
+        yield from op.__await__()
         mem = _memory()
         assert mem is not None
         read = mem.take(_current[-1].tid)
@@ -385,4 +385,4 @@ class store:  # noqa: N801 - used as ``await store(...)``, a primitive like ``wr
             mem.getters[self.op.loc] = (self.get, self.obj)
             mem.storing[_current[-1].tid] = self.op
         del mem  # a suspended frame's locals are state (statekey): keep the layer out
-        yield self.op
+        yield from self.op.__await__()
