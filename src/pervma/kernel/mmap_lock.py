@@ -78,16 +78,10 @@ async def mm_lock_seqcount_end(mm: MmStruct) -> None:
     if _per_vma(mm):
         if mm.mmap_lock.writer is not current_task() or not mm.mm_lock_seq.sequence & 1:
             mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_end", 1)
-        if mm.config.bug("B12"):
-            return await _mm_lock_seqcount_end_b12(mm)
-        await mm.mm_lock_seq.write_end("mm_lock_seqcount_end")
-
-
-async def _mm_lock_seqcount_end_b12(mm: MmStruct) -> None:
-    """Historical (B12, 6.4): vma_end_write_all() bumped mm_lock_seq with a
-    WRITE_ONCE(), no release: a reader that sees the new sequence may still
-    see the VMA as it was before the write session's stores."""
-    await mm.mm_lock_seq.write_end("mm_lock_seqcount_end", Order.ONCE)
+        # historical B12 (6.4): WRITE_ONCE(), no release: a reader that sees the
+        # new sequence may still see the VMA as it was before the session's stores
+        await mm.mm_lock_seq.write_end("mm_lock_seqcount_end",
+                                       Order.ONCE if mm.config.bug("B12") else Order.WMB_ONCE)
 
 
 # pervma's mm_lock_seq discipline (the kernel only has KCSAN's
