@@ -32,12 +32,17 @@ SMC for RC11):
   the view at that fence (stronger than LKMM's wmb, which orders stores
   only); an RMW also carries on the view of the write it replaced (release
   sequences);
-* accesses to every other location are sequentially consistent and
-  synchronise as SC atomics would (a read acquires the view of the latest
-  write, a write releases the writer's view); ``synchronize_rcu()`` joins
-  every thread's view (stronger than RCU's grace period);
-* read-modify-writes, waits and reads made without :class:`load` read the
-  latest write.
+* accesses to every other location are sequentially consistent: a read
+  reads the latest write and always acquires the view it carries (the
+  writer's whole view after a releasing write, its view at its last
+  wmb/mb otherwise); ``synchronize_rcu()`` joins every thread's view
+  (stronger than RCU's grace period);
+* read-modify-writes and waits read the latest write; a plain step on a
+  weak location made without :class:`load` reads the latest write and
+  leaves the view alone (the VMA's location stands for all its fields, of
+  which only ``load`` sites read the ones its value holds);
+* a read's choices are the distinct values it may read, each from the
+  newest write that left it (the newest value: the latest write).
 
 Every choice is allowed by these rules, which are stronger than LKMM's
 wherever they differ; a driver confirms a reported execution with the
