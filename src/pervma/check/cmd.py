@@ -182,8 +182,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"--stateless is a form of --strategy dpor, not of {args.strategy}")
     if args.optimal and not args.stateless:
         raise UsageError("--optimal is a form of the stateless search: add --stateless")
-    if args.memory_model == "lkmm" and (args.strategy != "dpor" or args.stateless
-                                        or (args.jobs or 1) > 1):
+    if args.memory_model == "lkmm" and (args.strategy != "dpor" or args.stateless):
         raise UsageError("--memory-model lkmm runs the stateful dpor search in one process: "
                          "drop --strategy, --stateless, --optimal and --jobs")
     if names:
@@ -215,6 +214,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             "lkmm" if not names and any(get_bug(b).memory_model == "lkmm" for b in own_bugs)
             else "sc")
         kws.append(dict(common, scenario=n, preset=p, bugs=own_bugs, memory_model=model))
+    if len(kws) == 1 and kws[0]["memory_model"] == "lkmm" and args.jobs > 1:
+        raise UsageError("--memory-model lkmm runs the stateful dpor search in one process: "
+                         "--jobs spreads several runs, not one")
     if args.trace_out is not None:
         from pervma.check.api import trace_stems
         from pervma.check.output import check_files
