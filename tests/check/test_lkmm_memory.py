@@ -106,3 +106,28 @@ def test_empty_plan_is_sequentially_consistent() -> None:
             ex.step(t)
         assert (out["r1"], out["r2"]) in SC
         assert all(r.msg is r.latest for r in mem.reads)
+
+
+@pytest.mark.parametrize(("wo", "ro", "allowed"), [
+    (Order.ONCE, Order.ONCE, True),
+    (Order.RELEASE, Order.ACQUIRE, False),
+    (Order.WMB_ONCE, Order.ONCE_RMB, False),
+])
+def test_graph_with_a_chosen_reads_from_is_judged_by_the_lkmm_axioms(
+        wo: Order, ro: Order, allowed: bool) -> None:
+    """The writer runs first; the reader reads the flag's new value and x's
+    initial one (reads_from names step 3's read of x -> the initial write)."""
+    from pervma.check.graph import GraphRecorder
+
+    bodies, _ = mp(wo, ro)
+    ex = Executor(bodies)
+    for t in (0, 0, 1, 1):
+        ex.step(t)
+    rec = GraphRecorder()
+    for tid, op in ex.trace:
+        rec.add(tid, op)
+    assert rec.execution().check().allowed  # the SC execution
+    verdict = rec.execution({(3, repr(("x", 0))): -1}).check()
+    assert verdict.allowed is allowed
+    if not allowed:
+        assert verdict.axiom == "lkmm"
