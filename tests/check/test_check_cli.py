@@ -85,11 +85,11 @@ def test_bad_replay_file_is_a_usage_error(tmp_path, capsys) -> None:
 def test_bugs_lists_the_catalogue(capsys) -> None:
     assert main(["bugs"]) == 0
     out = capsys.readouterr().out
-    for bug in ("B02", "B04", "B05", "B09", "B13", "B16", "B17", "B18"):
+    for bug in ("B02", "B04", "B05", "B09", "B12", "B13", "B16", "B17", "B18"):
         assert f"pervma check --bug {bug}" in out
     assert "missing" not in out
     assert main(["bugs", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["bugs"]) == 8
+    assert len(json.loads(capsys.readouterr().out)["bugs"]) == 9
 
 
 def test_help_has_an_example(capsys) -> None:

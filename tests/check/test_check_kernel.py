@@ -126,7 +126,8 @@ def test_bug_is_found_exactly_where_the_catalogue_says_it_can_occur(bug: str) ->
             found_under.append(preset)
         else:
             assert res.violation is None and res.complete, (bug, preset, res.violation)
-    assert "universal" in found_under and "universal-up" in found_under
+    assert "universal" in found_under
+    assert "universal-up" in found_under or "smp" in entry.needs  # weak memory needs 2 CPUs
     assert "universal-up-nopreempt" not in found_under
 
 

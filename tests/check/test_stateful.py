@@ -131,7 +131,8 @@ def test_a_budget_cut_is_deterministic() -> None:
 @pytest.mark.parametrize("bug", sorted(CATALOGUE))
 def test_each_catalogued_bug_is_found_statefully(bug: str) -> None:
     entry = CATALOGUE[bug]
-    r = run_check(entry.scenario, entry.preset, bugs=[bug], minimise=False)
+    r = run_check(entry.scenario, entry.preset, bugs=[bug], minimise=False,
+                  memory_model=entry.memory_model)
     assert r.violation is not None, bug
     assert r.states is not None
 

@@ -292,7 +292,7 @@ def _build(cfg: Config, fill: Callable[[World], None]) -> Any:
 def test_lock_vma_under_rcu_without_its_range_check_faults_outside_the_vma(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # lock_vma_under_rcu() without "the VMA may have changed before we locked it".
-    bad = _edited(mmap_lock.lock_vma_under_rcu, "if not (vma.vm_start <= address < vma.vm_end):",
+    bad = _edited(mmap_lock.lock_vma_under_rcu, "if not (start <= address < end):",
                   "if False:")
     _patch(monkeypatch, mmap_lock.lock_vma_under_rcu, bad, mmap_lock, fault_mod)
     kind, message, _ = _explore(FAULT_VS_HEAD_SPLIT)

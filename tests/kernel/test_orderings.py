@@ -50,6 +50,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Recorder]:
 
     def recording_await(self: Op) -> Generator[Op, Any, None]:
         code = sys._getframe(1).f_code.co_filename
+        if code.replace("\\", "/").endswith("pervma/sched/memory.py"):  # load()/store()
+            code = sys._getframe(2).f_code.co_filename
         if "pervma/kernel/" in code.replace("\\", "/"):
             key = (self.label, self.kind, self.order)
             sites[key] = sites.get(key, 0) + 1

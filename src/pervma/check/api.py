@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pervma.check import dpor, odpor, parallel, pstateful, strategies
+from pervma.check import dpor, lkmm, odpor, parallel, pstateful, strategies
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import replay
 from pervma.check.minimise import minimise as _minimise
@@ -73,6 +73,7 @@ from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
 from pervma.errors import PervmaError, ScenarioError, UsageError
 from pervma.sched import Violation
+from pervma.sched.memory import Memory
 
 STRATEGIES = ("dpor", "bounded", "random", "pct")
 
@@ -115,6 +116,10 @@ class CheckResult:
     error_traceback: str | None = None
     # The replay/trace files could not be written (one line).
     output_error: str | None = None
+    # "sc" or "lkmm" (pervma.check.lkmm); under lkmm a counterexample's weak
+    # reads that did not read the latest write, one line each.
+    memory_model: str = "sc"
+    reads_from: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -145,7 +150,8 @@ class CheckResult:
         bugs = f" bugs={','.join(self.bugs)}" if self.bugs else ""
         traces = ("" if self.distinct is None or self.redundancy is None else
                   f", {self.distinct} distinct traces (redundancy {self.redundancy:.2f})")
-        s = (f"{self.scenario} [{self.preset}{bugs}] {self.strategy}: {state}; "
+        mm = " lkmm" if self.memory_model == "lkmm" else ""
+        s = (f"{self.scenario} [{self.preset}{bugs}] {self.strategy}{mm}: {state}; "
              f"{self.executions} executions, {self.pruned} pruned{traces}, {self.elapsed:.2f}s")
         if self.states is not None:
             s += f"; {self.states} states, {self.revisits} stopped at a stored state"
@@ -169,9 +175,16 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               dpor_root: tuple[int, dict[Any, bool]] | None = None,
               trace_stem: str | None = None, force: bool = False,
               jobs: int = 1, trace_stats: bool = False, stateless: bool = False,
-              optimal: bool = False) -> CheckResult:
+              optimal: bool = False, memory_model: str = "sc") -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if memory_model not in lkmm.MEMORY_MODELS:
+        raise UsageError(f"unknown memory model {memory_model!r}; choose one of "
+                         f"{', '.join(lkmm.MEMORY_MODELS)}")
+    if memory_model == "lkmm" and (strategy != "dpor" or stateless or jobs > 1
+                                   or dpor_root is not None):
+        raise UsageError("--memory-model lkmm runs the stateful dpor search in one process: "
+                         "drop --strategy, --stateless, --optimal and --jobs")
     sc = get_scenario(scenario)
     bug_list = sorted({b.upper() for b in bugs})
     cfg = _config(preset, config, bug_list)
@@ -179,7 +192,9 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
     stats = Stats(strategy, trace_stats=trace_stats)
     t0 = time.perf_counter()
-    if strategy == "dpor" and optimal:  # Optimal-DPOR (stateless), in one process
+    if memory_model == "lkmm":
+        lkmm.explore(runner, budget, stats)
+    elif strategy == "dpor" and optimal:  # Optimal-DPOR (stateless), in one process
         stats = Stats("odpor", trace_stats=trace_stats)
         odpor.explore_roots(runner, budget, stats)
         stats.notes.append("stateless Optimal-DPOR with wakeup trees (--optimal)")
@@ -207,7 +222,7 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         states=stats.states, revisits=stats.revisits,
         incomplete=list(stats.incomplete), steps=stats.steps, max_depth=stats.max_depth,
         notes=list(stats.notes), livelock=stats.livelock, seed=seed,
-        time_to_find=time_to_find, model_version=model_version(),
+        time_to_find=time_to_find, model_version=model_version(), memory_model=memory_model,
     )
     if stats.livelock:
         res.notes.append(f"livelock: {stats.livelock}")
@@ -241,23 +256,30 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
                f"(found with {found.preemptions if not minimise else res.found_preemptions} "
                f"preemption(s) / {res.found_steps} steps; minimised and re-verified)")
         res.counterexample = table(rep, [t.name for t in rep.ex.tasks], headline, sub)
+        if isinstance(rep.ex.memory, Memory):
+            res.reads_from = lkmm.reads_from_lines(rep.ex.memory, [t.name for t in rep.ex.tasks])
+            res.counterexample += ("\nreads-from under LKMM (weak reads that did not read the "
+                                   "latest write):\n" + "\n".join(f"  {x}" for x in res.reads_from))
         if trace_out is not None:
             _save_traces(res, rep, trace_out, trace_stem or sc.name, force,
                          preset if config is not None else preset_name, config_text,
-                         runner.scope.replay)
+                         runner.scope.replay,
+                         runner.plan if memory_model == "lkmm" else None)
     return res
 
 
 def _save_traces(res: CheckResult, rep: Any, trace_out: str | Path, stem: str, force: bool,
                  preset: str, config_text: str | None,
-                 run_scope: dict[str, Any] | None = None) -> None:
+                 run_scope: dict[str, Any] | None = None,
+                 plan: dict[tuple[int, int], int] | None = None) -> None:
     """Write ``<stem>.replay.json`` and ``<stem>.trace.json``; a failure to write
     is kept in ``res.output_error`` so the result itself is not lost."""
     assert res.violation is not None
     doc = replay_document(scenario=res.scenario, preset=preset, bugs=res.bugs,
                           config=config_text, schedule=rep.schedule, strategy=res.strategy,
                           seed=res.seed, kind=res.violation[0], message=res.violation[1],
-                          preemptions=rep.preemptions, res=rep, run_scope=run_scope)
+                          preemptions=rep.preemptions, res=rep, run_scope=run_scope,
+                          plan=plan, reads_from=res.reads_from)
     try:
         res.trace_paths = write_files(trace_out, stem, doc, chrome_trace(rep, res.scenario),
                                       force=force)
@@ -286,6 +308,7 @@ def find_bug(bug_id: str, preset: str | None = None, **kw: Any) -> CheckResult:
     """Run the catalogue entry's scenario with the bug's switch on (dpor)."""
     entry = get_bug(bug_id)
     bugs = set(kw.pop("bugs", ())) | {entry.id}
+    kw.setdefault("memory_model", entry.memory_model)
     return run_check(entry.scenario, preset or entry.preset, bugs=bugs, **kw)
 
 
@@ -465,6 +488,8 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
                         "the schedule may no longer apply")
     runner = Runner(sc, cfg)
     runner.scope.replay = dict(rd.raw.get("run_scope") or {})  # e.g. lockdep's other chain
+    if rd.raw.get("memory_model") == "lkmm":  # the weak reads read what they read then
+        lkmm.use_plan(runner, {(t, n): back for t, n, back in rd.raw.get("reads_from_plan", [])})
     try:
         rep = replay(runner.instance(), cfg, rd.schedule, strict=True, snapshots=True,
                      max_steps=runner.max_steps)
@@ -482,6 +507,10 @@ def replay_file(path: str | Path, trace_out: str | Path | None = None,
            + f"; {rep.preemptions} preemption(s), {len(rep.schedule)} steps; "
            + ("REPRODUCED" if reproduced else "NOT reproduced"))
     text = table(rep, [t.name for t in rep.ex.tasks], head, sub)
+    if isinstance(rep.ex.memory, Memory):
+        text += ("\nreads-from under LKMM (weak reads that did not read the latest write):\n"
+                 + "\n".join(f"  {x}" for x in lkmm.reads_from_lines(
+                     rep.ex.memory, [t.name for t in rep.ex.tasks])))
     paths: list[str] = []
     if trace_out is not None:
         paths = [str(write_trace_file(trace_out, replay_stem(p), chrome_trace(rep, name),

@@ -21,6 +21,9 @@ NEEDS: dict[str, tuple[Callable[[Config], bool], str]] = {
     "per-vma-lock": (lambda c: c.PER_VMA_LOCK,
                      "needs per-VMA locks (PER_VMA_LOCK=n: every fault and lookup takes "
                      "mmap_lock)"),
+    "smp": (lambda c: c.SMP,
+            "needs two CPUs (SMP=n: the one CPU sees every store in program order, so a weak "
+            "read reads the latest write)"),
     "preemption": (lambda c: c.SMP or c.PREEMPT,
                    "needs preemption inside the kernel (SMP=n, PREEMPT=n: a thread gives up "
                    "the CPU only where it sleeps)"),
@@ -39,6 +42,7 @@ class BugEntry:
     scenario: str
     preset: str = "universal"
     needs: tuple[str, ...] = ("per-vma-lock", "preemption")
+    memory_model: str = "sc"  # "lkmm": a weak-memory bug, found only under LKMM
 
     def cannot_occur(self, cfg: Config) -> str | None:
         """Why this bug cannot occur under ``cfg``, or None when it must be found."""
@@ -70,6 +74,12 @@ CATALOGUE: dict[str, BugEntry] = {
                  "6.4-6.4.8", "657b5146955e mm: lock_vma_under_rcu() must check vma->anon_vma "
                  "under vma lock", "the anon_vma precondition is evaluated before vma_start_read",
                  "mremap-dontunmap-vs-fault"),
+        BugEntry("B12", "mm_lock_seq/vm_lock_seq without release/acquire: a reader that sees the "
+                 "write session ended reads the VMA as it was before it (weak memory)",
+                 "6.4-6.4.x", "b1f02b95758d mm: fix memory ordering for mm_lock_seq and "
+                 "vm_lock_seq",
+                 "the seqcount write end and the late check's read weakened to ONCE",
+                 "uffd-register-vs-fault", needs=("per-vma-lock", "smp"), memory_model="lkmm"),
         BugEntry("B13", "vma_start_read succeeds on a VMA detached while it was locking",
                  "6.4-6.5", "mm: change vma_start_read to fail if VMA got detached from under it",
                  "post-lock recheck uses the current mm_lock_seq, caller skips the detached check",

@@ -72,6 +72,10 @@ def register(sub: Any) -> None:
     p.add_argument("--optimal", action="store_true",
                    help="with --stateless: Optimal-DPOR with wakeup trees (fewer sleep-set-blocked "
                    "executions; one process)")
+    p.add_argument("--memory-model", choices=("sc", "lkmm"), default=None,
+                   help="sc (default): every read reads the latest write; lkmm: reads of the "
+                   "weak locations may read older writes as LKMM allows (stateful dpor, one "
+                   "process; a bug run alone uses its catalogue entry's model)")
     p.add_argument("--max-executions", type=cliargs.bounded_int(1, MAX_EXECUTIONS),
                    metavar="N")
     p.add_argument("--time", type=cliargs.finite_float(0, MAX_TIME_S, lo_open=True),
@@ -178,6 +182,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"--stateless is a form of --strategy dpor, not of {args.strategy}")
     if args.optimal and not args.stateless:
         raise UsageError("--optimal is a form of the stateless search: add --stateless")
+    if args.memory_model == "lkmm" and (args.strategy != "dpor" or args.stateless):
+        raise UsageError("--memory-model lkmm runs the stateful dpor search in one process: "
+                         "drop --strategy, --stateless, --optimal and --jobs")
     if names:
         for n in names:
             sc = get_scenario(n)
@@ -203,7 +210,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     kws: list[dict[str, Any]] = []
     for n, p in pairs:
         own_bugs = bugs if names else [b for b in bugs if get_bug(b).scenario == n]
-        kws.append(dict(common, scenario=n, preset=p, bugs=own_bugs))
+        model = args.memory_model or (
+            "lkmm" if not names and any(get_bug(b).memory_model == "lkmm" for b in own_bugs)
+            else "sc")
+        kws.append(dict(common, scenario=n, preset=p, bugs=own_bugs, memory_model=model))
+    if len(kws) == 1 and kws[0]["memory_model"] == "lkmm" and args.jobs > 1:
+        raise UsageError("--memory-model lkmm runs the stateful dpor search in one process: "
+                         "--jobs spreads several runs, not one")
     if args.trace_out is not None:
         from pervma.check.api import trace_stems
         from pervma.check.output import check_files

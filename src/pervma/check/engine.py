@@ -75,7 +75,7 @@ def _executor(inst: Instance, record: bool) -> Executor:
     their first step becomes an ``exception`` violation."""
     try:
         return Executor(inst.bodies, names=inst.names, models=inst.models, record=record,
-                        run=inst.run)
+                        run=inst.run, memory=inst.memory)
     except Exception as exc:
         ex = Executor([], record=record)
         ex.violation = _crash("setup", exc)

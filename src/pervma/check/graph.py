@@ -63,7 +63,11 @@ class RecordedExecution:
 class GraphRecorder:
     """Builds the execution graph of one execution, step by step."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: set[int] | None = None) -> None:
+        # Steps whose access to a VMA is to the fields a fault reads once
+        # read-locked (the memory layer's ``load``/``store`` steps): another
+        # location than the VMA's other fields, which its other steps touch.
+        self._fields = fields or set()
         self._thread_events: list[tuple[int, str, str | None, frozenset[str], int, str]] = []
         self._locs: dict[str, int] = {}  # location -> its initial write's number
         self._steps = 0
@@ -89,6 +93,8 @@ class GraphRecorder:
         locs = [x for x in (op.loc, op.also) if x is not None]
         for loc in locs:
             name = self._name(loc)
+            if step in self._fields and isinstance(loc, tuple) and loc[0] == "vma":
+                name += ".fields"
             self._locs.setdefault(name, len(self._locs))
             if order is Order.LOCKED:
                 lock = self._name(("lock", loc))
@@ -122,9 +128,15 @@ class GraphRecorder:
             ev.append((tid, "R", name, rmw, step, label))
             ev.append((tid, "W", name, rmw, step, label))
 
-    def execution(self) -> RecordedExecution:
+    def execution(self, reads_from: dict[tuple[int, str], int] | None = None
+                  ) -> RecordedExecution:
         """The graph so far, with the reads-from and coherence order of the
-        order the steps were taken in (sequential consistency)."""
+        order the steps were taken in (sequential consistency), except for
+        the reads ``reads_from`` names: (step, location name) -> the step
+        whose write to that location the read reads (-1: the initial
+        write), as the memory layer chose under LKMM."""
+        chosen = reads_from or {}
+        written: dict[tuple[int, str], int] = {}
         locs = sorted(self._locs, key=self._locs.__getitem__)
         events = [Ev(-1, i, "W", loc, i, frozenset({"IW"})) for i, loc in enumerate(locs)]
         origin: list[tuple[int, int, str]] = [(-1, -1, "initial") for _ in locs]
@@ -141,6 +153,9 @@ class GraphRecorder:
             if kind == "R":
                 assert loc is not None
                 w = latest[loc]
+                src = chosen.get((step, loc))
+                if src is not None:
+                    w = written.get((src, loc), w) if src >= 0 else co[loc][0]
                 rf[i] = w
                 events.append(Ev(tid, n, "R", loc, events[w].val, tags))
             elif kind == "W":
@@ -152,6 +167,7 @@ class GraphRecorder:
                     (lk_rmw if "LKW" in tags else rmw).append((i - 1, i))
                 events.append(Ev(tid, n, "W", loc, i, tags))
                 latest[loc] = i
+                written[(step, loc)] = i
                 co[loc].append(i)
             else:
                 events.append(Ev(tid, n, "F", None, None, tags))

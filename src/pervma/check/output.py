@@ -80,8 +80,10 @@ def table(res: Replayed, names: list[str], headline: str, subtitle: str,
 def replay_document(*, scenario: str, preset: str, bugs: list[str], config: str | None,
                     schedule: list[int], strategy: str, seed: int | None,
                     kind: str, message: str, preemptions: int, res: Replayed,
-                    run_scope: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc = {
+                    run_scope: dict[str, Any] | None = None,
+                    plan: dict[tuple[int, int], int] | None = None,
+                    reads_from: list[str] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "format": "pervma-replay/1",
         "scenario": scenario,
         "preset": preset,
@@ -98,6 +100,10 @@ def replay_document(*, scenario: str, preset: str, bugs: list[str], config: str 
     }
     if run_scope:  # what the model learnt in other executions (sched.RunScope.replay)
         doc["run_scope"] = run_scope
+    if plan is not None:  # an execution under LKMM: the weak reads' choices (check/lkmm.py)
+        doc["memory_model"] = "lkmm"
+        doc["reads_from_plan"] = [[t, n, back] for (t, n), back in sorted(plan.items())]
+        doc["reads_from"] = list(reads_from or [])
     return doc
 
 

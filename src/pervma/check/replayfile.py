@@ -179,6 +179,15 @@ def _json_data(v: Any, depth: int = 0) -> str | None:
     return None
 
 
+def _plan_entry(v: Any) -> str | None:
+    """One choice of a plan: [thread, its n-th choice point, writes back]."""
+    if not (isinstance(v, list) and len(v) == 3 and all(_is_int(x) and x >= 0 for x in v)):
+        return "wants [thread, choice point, writes back] of non-negative ints"
+    if v[0] >= MAX_THREADS:
+        return f"names thread {v[0]}; at most {MAX_THREADS - 1}"
+    return None
+
+
 def _strategy(v: Any) -> str | None:
     from pervma.check.api import STRATEGIES
 
@@ -209,6 +218,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "steps": Field(_list_of(_str(4096), MAX_SCHEDULE)),
         "run_scope": Field(lambda v: _json_data(v) if isinstance(v, dict) else
                            f"wants an object, got {type(v).__name__}"),
+        # an execution under LKMM (pervma.check.lkmm): absent, the run was SC
+        "memory_model": Field(_one_of(lambda: ("sc", "lkmm"), "memory model")),
+        "reads_from_plan": Field(_list_of(_plan_entry, MAX_SCHEDULE)),
+        "reads_from": Field(_list_of(_str(4096), MAX_SCHEDULE)),
     },
 }
 SCHEMAS[FORMAT_V2] = {**SCHEMAS[FORMAT_V1],

@@ -37,6 +37,9 @@ class Instance:
     # another instance of the same state from it (or from a copy of it: a
     # runner keeps one as a :class:`~pervma.check.template.WorldTemplate`).
     world: Any = None
+    # The memory layer of an execution under LKMM (pervma.sched.memory; set
+    # by the Runner); None under sequential consistency.
+    memory: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,10 @@ class Runner:
         self.scope = RunScope()
         self.template: WorldTemplate | None = None
         self._templated = not template.enabled()  # tried (or not to be tried)
+        # Under LKMM (pervma.check.lkmm) every instance gets a memory layer
+        # made by this factory; None: sequential consistency.
+        self.memory: Callable[[], object] | None = None
+        self.plan: dict[tuple[int, int], int] = {}  # the plan of the memory layer's choices
 
     def instance(self) -> Instance:
         """A fresh instance: the scenario's world built once, then copied
@@ -140,6 +144,8 @@ class Runner:
                         sharing = Sharing((self.scope, self.cfg))
                         self.template = WorldTemplate.make(inst.world, sharing)
         inst.run = self.scope
+        if self.memory is not None:
+            inst.memory = self.memory()
         return inst
 
     @property
@@ -149,7 +155,8 @@ class Runner:
         and not for a runner that wraps its executions (a subclass that
         overrides :meth:`execution` sees every execution it makes; a restored
         one would pass it by)."""
-        return checkpoint.enabled() and type(self).execution is Runner.execution
+        return (checkpoint.enabled() and type(self).execution is Runner.execution
+                and self.memory is None)  # a checkpoint does not copy the memory layer
 
     def save(self, run: Execution) -> Checkpoint | None:
         """A checkpoint of ``run`` (None if it cannot be copied).  Only an

@@ -168,6 +168,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             else:
                 sleep = dict(root[1]) if root is not None else {}
             key = state_key(run.ex.tasks)
+            if run.ex.memory is not None:  # under LKMM the memory layer is state too
+                key = hash((key, run.ex.memory.key()))
             ent = fixed.get(key)
             if ent is None or ent.depth is None:
                 ent = states.get(key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from pervma.sched import Op, read, rmw, violation, write
+from pervma.sched.memory import store
 from pervma.sched.order import Order
 
 UINT_MAX = 0xFFFFFFFF
@@ -165,13 +166,15 @@ class SeqCount:
 
     async def write_begin(self, label: str = "raw_write_seqcount_begin") -> None:
         """do_raw_write_seqcount_begin(): ``sequence++; smp_wmb();``."""
-        await write(self.loc, label, Order.ONCE_WMB)
+        await store(write(self.loc, label, Order.ONCE_WMB), seqcount_sequence, self)
         self.sequence = (self.sequence + 1) & UINT_MAX
 
-    async def write_end(self, label: str = "raw_write_seqcount_end") -> None:
+    async def write_end(self, label: str = "raw_write_seqcount_end",
+                        order: Order = Order.WMB_ONCE) -> None:
         """do_raw_write_seqcount_end(): ``smp_wmb(); sequence++;``: the
-        write-side "release" readers' acquire snapshot pairs with."""
-        await write(self.loc, label, Order.WMB_ONCE)
+        write-side "release" readers' acquire snapshot pairs with.  ``order``
+        is for a historical caller that bumped the sequence with WRITE_ONCE()."""
+        await store(write(self.loc, label, order), seqcount_sequence, self)
         self.sequence = (self.sequence + 1) & UINT_MAX
 
     async def raw_read(self, label: str = "raw_read_seqcount") -> int:
@@ -189,3 +192,8 @@ class SeqCount:
         """read_seqcount_retry(): ``smp_rmb(); READ_ONCE(sequence)``."""
         await read(self.loc, label, Order.RMB_ONCE)
         return self.sequence != start
+
+
+def seqcount_sequence(s: SeqCount) -> int:
+    """The sequence, as the memory layer reads it back (``sched.memory``)."""
+    return s.sequence

@@ -53,6 +53,16 @@ BUGS: tuple[Bug, ...] = (
         "evaluate the anon_vma precondition before vma_start_read",
         "anon_vma prepared without mmap_lock: find_mergeable_anon_vma's mmap_assert_locked (I3)",
         "mremap-dontunmap-vs-fault"),
+    Bug("B12", "mm_lock_seq/vm_lock_seq without release/acquire: a reader that sees the write session "
+        "ended may still see the VMA as it was (Jann Horn, 2023)",
+        "6.5 (b1f02b95758d, \"mm: fix memory ordering for mm_lock_seq and vm_lock_seq\")",
+        "mmap_lock.py mm_lock_seqcount_end(): the sequence bumped with WRITE_ONCE() (no smp_wmb() "
+        "before it); vma_start_read(): the late check reads it with READ_ONCE() instead of "
+        "raw_read_seqcount()'s acquire",
+        "the seqcount write-end release and the late check's acquire weakened to ONCE",
+        "fault served on a VMA that no longer covers the address (stale vm_start/vm_end, I10); "
+        "only under --memory-model lkmm",
+        "uffd-register-vs-fault"),
     Bug("B13", "vma_start_read() could succeed on a VMA detached while it was being locked",
         "6.5 (Suren Baghdasaryan, June 2023)",
         "mmap_lock.py vma_start_read(): the bounded increment does not refuse a zero count",

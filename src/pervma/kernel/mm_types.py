@@ -266,6 +266,18 @@ class VmAreaStruct(SlabObject):
         return (VM_LOCK_SEQ, self.slot)
 
 
+def vma_fault_fields(vma: VmAreaStruct) -> tuple[int, int, VmFlags]:
+    """What a fault reads of its VMA once read-locked (the range check, the
+    flags), as one value: the weak location ``(VMA, slot)`` under LKMM
+    (``sched.memory``)."""
+    return (vma.vm_start, vma.vm_end, vma.vm_flags)
+
+
+def vma_lock_seq(vma: VmAreaStruct) -> int:
+    """vma->vm_lock_seq, as the memory layer reads it back."""
+    return vma.vm_lock_seq
+
+
 @dataclass(eq=False)
 class MmStruct(SlabObject):
     """struct mm_struct.  ``mm_users``/``mm_count`` are the two lifetimes:

@@ -18,17 +18,24 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
-from pervma.kernel.atomic import UINT_MAX
+from pervma.kernel.atomic import UINT_MAX, seqcount_sequence
 from pervma.kernel.mm_types import (
     VM_REFCNT_EXCLUDE_READERS_BIT as VM_REFCNT_EXCLUDE_READERS_BIT,  # re-export
 )
-from pervma.kernel.mm_types import VM_REFCNT_EXCLUDE_READERS_FLAG, VM_REFCNT_LIMIT, VmFlags
+from pervma.kernel.mm_types import (
+    VM_REFCNT_EXCLUDE_READERS_FLAG,
+    VM_REFCNT_LIMIT,
+    VmFlags,
+    vma_fault_fields,
+    vma_lock_seq,
+)
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.sites import call_site
 from pervma.kernel.task import current_task
 from pervma.kernel.vmstat import count_vm_vma_lock_event
 from pervma.sched import Op, OpKind
 from pervma.sched.locations import VM_LOCK_SEQ, VMA
+from pervma.sched.memory import load, store
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -71,7 +78,10 @@ async def mm_lock_seqcount_end(mm: MmStruct) -> None:
     if _per_vma(mm):
         if mm.mmap_lock.writer is not current_task() or not mm.mm_lock_seq.sequence & 1:
             mm_lock_seq_assert_moves(mm, "mm_lock_seqcount_end", 1)
-        await mm.mm_lock_seq.write_end("mm_lock_seqcount_end")
+        # historical B12 (6.4): WRITE_ONCE(), no release: a reader that sees the
+        # new sequence may still see the VMA as it was before the session's stores
+        await mm.mm_lock_seq.write_end("mm_lock_seqcount_end",
+                                       Order.ONCE if mm.config.bug("B12") else Order.WMB_ONCE)
 
 
 # pervma's mm_lock_seq discipline (the kernel only has KCSAN's
@@ -260,11 +270,12 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     mm_lock_seq = mm.mm_lock_seq
     # 1. early check against the caller's mm, never the unstable vma->vm_mm
     # READ_ONCE(vma->vm_lock_seq) == READ_ONCE(mm->mm_lock_seq.sequence): no ordering needed
-    await vma.read_step(VM_LOCK_SEQ, "vma_start_read: early seq check", mm_lock_seq.loc,
-                        Order.ONCE)
+    vm_seq, mm_seq = await load(
+        vma.read_step(VM_LOCK_SEQ, "vma_start_read: early seq check", mm_lock_seq.loc, Order.ONCE),
+        vma_lock_seq, vma, seqcount_sequence, mm_lock_seq)
     if vma.freed:
         debug.kasan_check(vma, "vma_start_read: READ_ONCE(vma->vm_lock_seq)", "vm_area_struct")
-    if vma.vm_lock_seq == mm_lock_seq.sequence:
+    if vm_seq == mm_seq:
         rcu_read_unlock()
         return None
     # 2. bounded inc-not-zero
@@ -297,11 +308,14 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     # 4. late check: vma->vm_lock_seq (plain, stable under the reference) against
     # raw_read_seqcount(&mm->mm_lock_seq), an acquire load pairing with the
     # smp_wmb() before the increment in vma_end_write_all()
-    await vma.read_step(VM_LOCK_SEQ, "vma_start_read: late seq check", mm_lock_seq.loc,
-                        Order.ACQUIRE)
+    # (historical B12, 6.4: READ_ONCE(), no acquire)
+    vm_seq, mm_seq = await load(
+        vma.read_step(VM_LOCK_SEQ, "vma_start_read: late seq check", mm_lock_seq.loc,
+                      Order.ONCE if mm.config.bug("B12") else Order.ACQUIRE),
+        vma_lock_seq, vma, seqcount_sequence, mm_lock_seq)
     if vma.freed:
         debug.kasan_check(vma, "vma_start_read: raw_read_seqcount(vma->vm_lock_seq)", "vm_area_struct")
-    locked = vma.vm_lock_seq == mm_lock_seq.sequence
+    locked = vm_seq == mm_seq
     if locked:
         rcu_read_unlock()
         await vma_refcount_put(vma)
@@ -424,8 +438,8 @@ async def __vma_start_write(vma: VmAreaStruct, state: int) -> int:
     if ret:
         debug.VM_WARN_ON_ONCE(ves.detached, f"{vma} detached while write-locking")
         return ret
-    await Op(OpKind.WRITE, vma.lock_seq_loc, "__vma_start_write: WRITE_ONCE(vm_lock_seq)",
-             order=Order.ONCE)
+    await store(Op(OpKind.WRITE, vma.lock_seq_loc, "__vma_start_write: WRITE_ONCE(vm_lock_seq)",
+                   order=Order.ONCE), vma_lock_seq, vma)
     vma.vm_lock_seq = seq
     if ves.exclusive:
         await __vma_end_exclude_readers(ves)
@@ -580,8 +594,10 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
         rcu_read_unlock()
-        await vma.read_step(VMA, "lock_vma_under_rcu: range check", None, Order.PLAIN)
-        if not (vma.vm_start <= address < vma.vm_end):
+        start, end, _ = await load(
+            vma.read_step(VMA, "lock_vma_under_rcu: range check", None, Order.PLAIN),
+            vma_fault_fields, vma)
+        if not (start <= address < end):
             await vma_end_read(vma)
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None

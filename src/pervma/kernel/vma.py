@@ -21,7 +21,15 @@ from pervma.kernel.interval_tree import vma_interval_tree_insert, vma_interval_t
 from pervma.kernel.memory import zap_page_range
 from pervma.kernel.mempolicy import mpol_equal, mpol_put, vma_dup_policy
 from pervma.kernel.mm import check_attached_vma_store, vm_flags_set
-from pervma.kernel.mm_types import PAGE_SHIFT, VM_SPECIAL, VM_STICKY, AnonVma, File, VmFlags
+from pervma.kernel.mm_types import (
+    PAGE_SHIFT,
+    VM_SPECIAL,
+    VM_STICKY,
+    AnonVma,
+    File,
+    VmFlags,
+    vma_fault_fields,
+)
 from pervma.kernel.mmap_lock import (
     mmap_assert_write_locked,
     mmap_read_unlock,
@@ -42,6 +50,7 @@ from pervma.kernel.util import vm_unacct_memory
 from pervma.kernel.vma_init import vm_area_dup, vm_area_free
 from pervma.sched import Op, OpKind
 from pervma.sched.locations import VMA
+from pervma.sched.memory import store
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -137,7 +146,7 @@ async def vma_write_fields(vma: VmAreaStruct, label: str, order: Order = Order.P
     C stores under the VMA write lock (vma_set_range(), vm_flags_set/clear/
     reset()), except where 7.0 uses WRITE_ONCE() for lockless readers
     (vm_flags_reset_once(), vma_set_page_prot()): those callers pass ONCE."""
-    await Op(OpKind.WRITE, (VMA, vma.slot), label, order=order)
+    await store(Op(OpKind.WRITE, (VMA, vma.slot), label, order=order), vma_fault_fields, vma)
     if vma.debug_readers > 0:
         debug.report("BUG: VMA modified while read-locked",
                      f"{label} changes {vma} while {vma.debug_readers} reader(s) hold its lock")

@@ -34,8 +34,14 @@ class Executor:
         models: Sequence[Any] | None = None,
         record: bool = True,
         run: RunScope | None = None,
+        memory: Any = None,
     ) -> None:
         self.tasks: list[Task] = []
+        # The memory layer of an exploration under LKMM (sched/memory.py);
+        # None: every read reads the latest write.
+        self.memory = memory
+        if memory is not None:
+            memory.attach(len(bodies))
         self.trace: list[tuple[int, Op]] = []
         self.violation: Violation | None = None
         self.record = record
@@ -44,6 +50,8 @@ class Executor:
             task = Task(i, name, coro, run=run)
             if models is not None:
                 task.model = models[i]
+            if memory is not None:
+                task.extra["memory"] = memory
             self.tasks.append(task)
         for task in self.tasks:
             if self.violation is None:
@@ -94,7 +102,13 @@ class Executor:
         task.steps += 1
         if _touched:
             _touched.clear()  # sched.touch() records only this step's hidden writes
-        self._advance(task)
+        mem = self.memory
+        if mem is None:
+            self._advance(task)
+        else:
+            mem.before(tid, op)
+            self._advance(task)
+            mem.after(tid, op)
         return op
 
     def close(self) -> None:
