@@ -303,13 +303,18 @@ class CostModel:
         if not (isinstance(loc, tuple) and len(loc) == 2 and loc[0] in _VMA_LOCS):
             return False
         self.fresh_vma[cpu] = False
+        self._own_vma_lines(loc[1], cpu)
+        return True
+
+    def _own_vma_lines(self, slot: Any, cpu: int) -> None:
+        """A VMA object fresh from ``cpu``'s slab freelist: its lines (the
+        VMA's and vm_refcnt's) are that CPU's, whoever held the slot's before."""
         bit = 1 << cpu
         for kind in (VMA, VM_REFCNT):
-            line = self._line((kind, loc[1]))
+            line = self._line((kind, slot))
             if line is not None:
                 line.owner, line.sharers, line.free_at = cpu, bit, 0.0
                 line.home = self.socket[cpu]
-        return True
 
     def touch(self, loc: Hashable, write: bool, cpu: int, t: float) -> float:
         """Cost of one access to ``loc`` by ``cpu`` at time ``t``."""
@@ -465,12 +470,7 @@ class CostModel:
             # slot's lines before
             loc = op.loc
             if isinstance(loc, tuple) and len(loc) == 2:
-                bit = 1 << cpu
-                for kind in (VMA, VM_REFCNT):
-                    line = self._line((kind, loc[1]))
-                    if line is not None:
-                        line.owner, line.sharers, line.free_at = cpu, bit, 0.0
-                        line.home = self.socket[cpu]
+                self._own_vma_lines(loc[1], cpu)
 
     def shootdown(self, loc: Hashable, cpu: int) -> float:
         """flush_tlb_mm_range(): flush locally, IPI every other CPU of the mm."""
