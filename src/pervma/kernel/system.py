@@ -82,7 +82,7 @@ from pervma.kernel.util import (
 from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
 from pervma.kernel.vmstat import VMA_LOCK_EVENTS
-from pervma.sched import Op, OpKind, current, run_direct, work
+from pervma.sched import Op, OpKind, current, has_current, run_direct, work
 from pervma.sched.locations import (
     ANON_VMA,
     ANON_VMA_REFCOUNT,
@@ -101,6 +101,7 @@ from pervma.sched.locations import (
     VMA_WRITER_WAIT,
 )
 from pervma.sched.order import Order
+from pervma.sched.task import OutsideDriver
 
 _USER_STORE = (OpKind.WRITE, "user store")
 _USER_LOAD = (OpKind.READ, "user load")
@@ -369,6 +370,12 @@ class Thread:
             return await aw
         except Killed as k:
             return k
+        except OutsideDriver:
+            if has_current():
+                raise
+            # A thread a driver dropped unfinished, closed by the garbage
+            # collector: its unwinding cannot run model code.  Nothing ran.
+            return None
 
     async def _syscall_exit(self, where: str) -> None:
         debug.check_no_locks_held(self.task, where)

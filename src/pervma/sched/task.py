@@ -118,10 +118,17 @@ _touched: list[Hashable] = []
 _tracking = [False]
 
 
+class OutsideDriver(RuntimeError):
+    """Model code ran with no driver running it: a bug in a driver or a
+    test, or a dropped thread's coroutine being closed by the garbage
+    collector (its ``finally`` blocks, which unlock and leave RCU, have no
+    task to run as)."""
+
+
 def current() -> Task:
     """The model thread the driver is running now (like the kernel's ``current``)."""
     if not _current:
-        raise RuntimeError("model code called outside a driver")
+        raise OutsideDriver("model code called outside a driver")
     return _current[-1]
 
 
