@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import pytest
 
-from pervma.check import lkmm
+from pervma.check import lkmm, stateful
 from pervma.check.api import find_bug, run_check
 from pervma.check.catalogue import get_bug
-from pervma.check.engine import replay
+from pervma.check.differential import FinalStates
+from pervma.check.engine import Execution, replay
 from pervma.check.scenario import get_scenario
-from pervma.check.search import Runner
+from pervma.check.search import Budget, Runner, Stats
 from pervma.config import Config
 from pervma.errors import UsageError
 from pervma.sched.memory import Memory
@@ -37,7 +41,7 @@ def test_b12_is_not_found_under_sc() -> None:
 def test_b12_needs_the_weakened_orderings() -> None:
     r = run_check(get_bug("B12").scenario, "universal", memory_model="lkmm")
     assert r.violation is None and r.complete
-    assert any("plan(s) of weak reads" in n for n in r.notes)
+    assert any("one search" in n and "branch(es) on a weak read" in n for n in r.notes)
 
 
 def test_b12_counterexample_replays_under_its_plan() -> None:
@@ -67,7 +71,7 @@ def test_one_cpu_lkmm_explores_exactly_what_sc_explores(scenario: str, preset: s
     assert (weak.executions, weak.pruned, weak.states, weak.revisits) == \
         (sc.executions, sc.pruned, sc.states, sc.revisits)
     assert weak.complete and sc.complete and weak.violation is None and sc.violation is None
-    assert any("1 plan(s)" in n for n in weak.notes)
+    assert any("one search, 0 branch(es)" in n for n in weak.notes)
 
 
 @pytest.mark.parametrize("preset", ["universal-up", "universal-up-nopreempt"])
@@ -87,13 +91,43 @@ def test_one_cpu_final_states_equal_sc(preset: str) -> None:
         assert all(r.msg is r.latest for r in b.ex.memory.reads)
 
 
-#: The issue's three scenarios on the two SMP presets, but for the two runs
-#: that take minutes under lkmm (detach-vs-transient-reader on universal:
-#: about 210 CPU s, complete and clean; vma-reuse-by-another-mm on universal:
-#: longer): bench/lkmm_bench.py runs them.
+def _reached(name: str, preset: str, bugs: list[str], how: Callable[..., Stats]
+             ) -> tuple[Stats, set[tuple[str, str]], set[int]]:
+    """Every violation and final state ``how`` reaches (no stop at a violation)."""
+    cfg = Config.preset(preset).with_bugs(*bugs)
+    runner = FinalStates(get_scenario(name), cfg)
+    got: list[Execution] = []
+    st = how(runner, Budget(), Stats("dpor"),
+             search=functools.partial(stateful.explore_roots, collect=got))
+    return st, {(r.violation.kind, r.violation.message) for r in got if r.violation}, runner.finals
+
+
+@pytest.mark.parametrize(("scenario", "preset", "bugs"), [
+    ("uffd-register-vs-fault", "universal", []),
+    ("uffd-register-vs-fault", "universal", ["B12"]),
+])
+def test_one_search_reaches_what_the_plans_one_by_one_reach(scenario: str, preset: str,
+                                                           bugs: list[str]) -> None:
+    """The one search that branches on each weak read's choice reaches the
+    same violations and final states as every plan explored from the start,
+    with a fraction of the executions (more pairs: bench/lkmm_bench.py
+    --reference)."""
+    one, v1, f1 = _reached(scenario, preset, bugs, lkmm.explore)
+    ref, v2, f2 = _reached(scenario, preset, bugs, lkmm.explore_plans)
+    assert one.complete and ref.complete
+    assert one.variants > 0  # it did branch
+    assert (v1, f1) == (v2, f2)
+    assert len(f1) > 1 and bool(v1) == bool(bugs)
+    assert one.executions + one.pruned < (ref.executions + ref.pruned) / 4
+
+
+#: The issue's three scenarios on the two SMP presets, but for
+#: vma-reuse-by-another-mm on universal (complete and clean, about a minute
+#: of CPU: bench/lkmm_bench.py runs it).
 ISSUE_RUNS = [("fault-vs-munmap", "legacy"), ("fault-vs-munmap", "universal"),
-              ("detach-vs-transient-reader", "legacy"), ("vma-reuse-by-another-mm", "legacy"),
-              ("uffd-register-vs-fault", "universal")]
+              ("detach-vs-transient-reader", "legacy"),
+              ("detach-vs-transient-reader", "universal"),
+              ("vma-reuse-by-another-mm", "legacy"), ("uffd-register-vs-fault", "universal")]
 
 
 @pytest.mark.parametrize(("scenario", "preset"), ISSUE_RUNS)

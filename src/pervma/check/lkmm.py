@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pervma.check import stateful
-from pervma.check.search import Budget, Runner, Stats
+from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.sched.locations import MM_LOCK_SEQ, VM_LOCK_SEQ, VM_REFCNT, VMA
 from pervma.sched.memory import Memory, ReadRecord
 
@@ -69,39 +69,99 @@ def use_plan(runner: Runner, plan: Plan, seen: set[tuple[int, int, int]] | None 
 
 def explore(runner: Runner, budget: Budget, stats: Stats,
             search: Callable[..., Stats] = stateful.explore_roots) -> Stats:
-    """Explore ``runner``'s scenario under LKMM: every plan reachable from the
-    empty one, each by ``search``.  ``runner.plan`` is left at the plan of a
-    found violation (the replay and the minimisation use it)."""
+    """Explore ``runner``'s scenario under LKMM in one stateful search that
+    branches on every weak read's choice (:func:`pervma.check.stateful.explore`
+    keeps the plan of the choices on its stack).  A violation found with
+    stale reads is confirmed by :func:`confirm`; ``runner.plan`` is left at
+    the found execution's plan (the replay and the minimisation use it)."""
+    plan: Plan = {}
+    use_plan(runner, plan)
+    search(runner, budget, stats)
+    found = stats.found
+    if found is not None and plan:
+        plan = shrink(runner, dict(plan), found)
+        if len(plan) > 1:
+            plan = fewer(runner, plan, found, stats)
+        verdict = confirm(runner, found.schedule, plan)
+        if verdict is None:
+            stats.found = None
+            stats.incomplete.append("an execution the memory layer allowed was rejected by "
+                                    "LKMM's axioms (check_graph); the search stopped there")
+            use_plan(runner, {})
+        else:
+            stats.notes.append(f"LKMM: found under a plan of {len(runner.plan)} weak "
+                               f"read(s); check_graph: {verdict}")
+    elif found is not None:
+        use_plan(runner, {})
+        stats.notes.append("LKMM: found with every weak read reading the latest write "
+                           "(an SC execution)")
+    else:
+        use_plan(runner, {})
+    stats.notes.append(f"memory model lkmm: one search, {stats.variants} branch(es) on a weak "
+                       f"read's older write (weak locations: {', '.join(sorted(WEAK))})")
+    stats.complete = not stats.incomplete
+    stats.stop_clock()
+    return stats
+
+
+#: The budget (executions + pruned) of the search for a counterexample with
+#: fewer stale reads (:func:`fewer`).
+FEWER_BUDGET = 4000
+
+
+def fewer(runner: Runner, plan: Plan, found: Found, stats: Stats) -> Plan:
+    """A counterexample of ``found``'s kind with fewer stale reads than
+    ``plan``'s, if the plans of fewer reads, explored one by one (breadth
+    first) within :data:`FEWER_BUDGET`, hold one: ``found`` is updated and
+    the better plan returned; else ``plan`` (and a note when the budget cut
+    the search short)."""
+    sub = Stats(stats.strategy)
+    explore_plans(runner, Budget(max_executions=FEWER_BUDGET), sub, max_reads=len(plan) - 1)
+    better = sub.found
+    if better is not None and better.kind == found.kind:
+        found.schedule, found.message = better.schedule, better.message
+        found.preemptions = better.preemptions
+        return dict(runner.plan)
+    if any(r.startswith("stopped at --max-executions") for r in sub.incomplete):
+        stats.notes.append(f"LKMM: a counterexample with fewer than {len(plan)} stale reads was "
+                           f"looked for within {FEWER_BUDGET} executions; one may exist")
+    use_plan(runner, plan)
+    return plan
+
+
+def explore_plans(runner: Runner, budget: Budget, stats: Stats,
+                  search: Callable[..., Stats] = stateful.explore_roots,
+                  max_reads: int | None = None) -> Stats:
+    """The reference :func:`explore` is checked against (the search of the
+    first version): every plan reachable from the empty one, breadth first,
+    each explored by its own ``search`` from the start.  Slower by the number
+    of plans, and simple enough to trust.  ``max_reads`` bounds a plan's
+    stale reads."""
     budget.start()
     plans: list[Plan] = [{}]
     known: set[tuple[tuple[tuple[int, int], int], ...]] = {()}
     nplans = 0
     states = 0
-    rejected = 0
     while plans:
         plan = plans.pop(0)  # breadth first: plans of fewer stale reads first
         nplans += 1
         seen: set[tuple[int, int, int]] = set()
         use_plan(runner, plan, seen)
+        runner.branch_weak = False  # fixed for this search: the search must not branch on it
         sub = Stats(stats.strategy)
-        search(runner, budget, sub)
+        try:
+            search(runner, budget, sub)
+        finally:
+            runner.branch_weak = True
         stats.executions += sub.executions
         stats.pruned += sub.pruned
         stats.steps += sub.steps
         stats.max_depth = max(stats.max_depth, sub.max_depth)
-        stats.conservative += sub.conservative
         stats.revisits += sub.revisits
         states += sub.states or 0
-        if sub.livelock and stats.livelock is None:
-            stats.livelock = sub.livelock
         if sub.found is not None:
-            verdict: str | None = (confirm(runner, sub.found.schedule) if plan
-                                   else "an SC execution")
-            if verdict is None:
-                rejected += 1
-                stats.incomplete.append("an execution the memory layer allowed was rejected by "
-                                        "LKMM's axioms (check_graph); its plan was abandoned")
-            else:
+            verdict = confirm(runner, sub.found.schedule) if plan else "an SC execution"
+            if verdict is not None:
                 stats.found = sub.found
                 stats.notes.append(f"LKMM: found under a plan of {len(plan)} weak read(s); "
                                    f"check_graph: {verdict}")
@@ -111,7 +171,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats,
             if reason not in stats.incomplete and reason != "stopped at the first violation":
                 stats.incomplete.append(reason)
         for tid, n, count in sorted(seen):
-            if (tid, n) in plan:
+            if (tid, n) in plan or max_reads is not None and len(plan) >= max_reads:
                 continue
             for back in range(1, count):
                 new = {**plan, (tid, n): back}
@@ -125,19 +185,43 @@ def explore(runner: Runner, budget: Budget, stats: Stats,
             break
     use_plan(runner, runner.plan if stats.found is not None else {})
     stats.states = states
-    stats.notes.append(f"memory model lkmm: {nplans} plan(s) of weak reads explored "
-                       f"(weak locations: {', '.join(sorted(WEAK))})")
+    stats.notes.append(f"memory model lkmm: {nplans} plan(s) of weak reads explored one by one")
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
 
 
-def confirm(runner: Runner, schedule: list[int]) -> str | None:
-    """Replay ``schedule`` under the runner's plan and judge its execution
-    graph, with the reads-from the plan chose, by LKMM's axioms: a line
-    saying it is allowed (with any data-race flag), or None when it is not."""
+def shrink(runner: Runner, plan: Plan, found: Found) -> Plan:
+    """The plan of a found violation with every stale read dropped that the
+    violation does not need (the search takes the first it meets, not the
+    fewest): each choice in turn is set back to the latest write and kept
+    dropped if ``found``'s schedule still ends in a violation of its kind
+    (the schedule is updated to the replay's).  Returns the plan, now the
+    runner's."""
     from pervma.check.engine import replay
 
+    for key in sorted(plan):
+        trial = {k: v for k, v in plan.items() if k != key}
+        use_plan(runner, trial)
+        rep = replay(runner.instance(), runner.cfg, found.schedule, strict=False,
+                     max_steps=runner.max_steps)
+        if rep.violation is not None and rep.violation.kind == found.kind:
+            plan = trial
+            found.schedule = list(rep.schedule)
+            found.message = rep.violation.message
+    use_plan(runner, plan)
+    return plan
+
+
+def confirm(runner: Runner, schedule: list[int], plan: Plan | None = None) -> str | None:
+    """Replay ``schedule`` under ``plan`` (by default the runner's) and judge
+    its execution graph, with the reads-from the plan chose, by LKMM's axioms:
+    a line saying it is allowed (with any data-race flag), or None when it is
+    not."""
+    from pervma.check.engine import replay
+
+    if plan is not None:
+        use_plan(runner, plan)
     rep = replay(runner.instance(), runner.cfg, schedule, strict=False,
                  max_steps=runner.max_steps)
     mem = rep.ex.memory

@@ -61,6 +61,7 @@ class Stats:
     conservative: int = 0  # DPOR backtrack points added for a thread not runnable there
     states: int | None = None  # states stored (stateful search only)
     revisits: int = 0  # executions stopped at a stored state (stateful search only)
+    variants: int = 0  # under LKMM: older writes a weak read was made to read (branches)
 
     @property
     def distinct(self) -> int | None:
@@ -126,6 +127,8 @@ class Runner:
         # made by this factory; None: sequential consistency.
         self.memory: Callable[[], object] | None = None
         self.plan: dict[tuple[int, int], int] = {}  # the plan of the memory layer's choices
+        # Whether the stateful search branches on the choices (else the plan is fixed).
+        self.branch_weak = True
 
     def instance(self) -> Instance:
         """A fresh instance: the scenario's world built once, then copied

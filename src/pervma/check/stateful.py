@@ -100,6 +100,12 @@ class _Node:
     event: Event | None = None
     low: int = 1 << 30  # the shallowest stack index a cycle below this node went back to
     ckpt: Checkpoint | None = None  # the execution at this node (pervma.check.checkpoint)
+    # Under LKMM: the weak read the chosen thread's transition made here, as
+    # (thread, n, number of writes it may read), the one being explored, and
+    # the accesses of the ones explored before it.
+    choice: tuple[int, int, int] | None = None
+    variant: int = 0
+    vacc: Acc | None = None
 
 
 @dataclass(slots=True)
@@ -149,8 +155,15 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     start = 0
     conservative = 0
     ckpts = runner.checkpoints
+    # Under LKMM the search branches on every weak read's choice of write
+    # (see pervma.check.lkmm): the plan holds the choices of the nodes on the
+    # stack, which the memory layer of every execution follows.
+    plan = runner.plan if runner.memory is not None and runner.branch_weak else None
+    variants = 0
     while True:
         run = resume_at(runner, stack, ckpts)
+        if plan is not None and stack:
+            stack[-1].choice = _choice(run, stack[-1].event)
         blocked_seen: set[tuple[int, int]] = set()
         cut: str | None = None
         while True:
@@ -225,6 +238,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 node.ckpt = runner.save(run)
             stack.append(node)
             node.event = run.take(choice)
+            if plan is not None:
+                node.choice = _choice(run, node.event)
         if run.livelock is not None:
             conservative += _blocked_rule(run, stack, blocked_seen, everyone=True)
         conservative += _races(run, stack, start)
@@ -258,6 +273,20 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             ent = node.entry
             for loc, w in ev.acc.items():
                 ent.summary.add((ev.tid, loc, w))
+            acc = ev.acc
+            if plan is not None and node.choice is not None:
+                acc = _union(node.vacc, acc)
+                tid, n, count = node.choice
+                if node.variant + 1 < count:  # the same thread reads the next older write
+                    node.vacc = acc
+                    node.variant += 1
+                    plan[(tid, n)] = node.variant
+                    node.event = None  # taken afresh: its steps may differ
+                    nxt = node.chosen
+                    variants += 1
+                    break
+                plan.pop((tid, n), None)
+                node.choice, node.variant, node.vacc = None, 0, None
             if root is not None and len(stack) == 1:
                 _pop(stack, table)
                 break
@@ -266,7 +295,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                     fixed_node.entry.depth = None
                 stack.clear()
                 break
-            node.sleep[node.chosen] = ev.acc
+            node.sleep[node.chosen] = acc  # every choice of its weak read was explored
             todo = [t for t in node.backtrack if t not in node.sleep]
             if todo:
                 nxt = node.prev if node.prev in todo else pick(todo)
@@ -284,6 +313,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         node.entry.depth = None
         node.entry.partial = True
     stats.conservative += conservative
+    stats.variants += variants
     stats.states = len(states)
     stats.revisits = table.revisits
     if restart:
@@ -291,6 +321,25 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     stats.complete = not stats.incomplete
     stats.stop_clock()
     return stats
+
+
+def _choice(run: Execution, ev: Event | None) -> tuple[int, int, int] | None:
+    """The weak read with a choice that the transition ``ev`` (the last one
+    taken) made, as (thread, n, number of choices); None if it made none."""
+    last = run.ex.memory.last_choice if run.ex.memory is not None else None
+    if ev is None or last is None or last[0] < len(run.schedule) - ev.nsteps:
+        return None
+    return last[1], last[2], last[3]
+
+
+def _union(a: Acc | None, b: Acc) -> Acc:
+    """Accesses of either transition (a write if either writes)."""
+    if not a:
+        return b
+    out = dict(a)
+    for loc, w in b.items():
+        out[loc] = out.get(loc, False) or w
+    return out
 
 
 def _livelock(stats: Stats, run: Execution, tid: int) -> None:

@@ -138,8 +138,11 @@ class Memory:
                  seen: set[tuple[int, int, int]] | None = None, one_cpu: bool = False) -> None:
         self.weak = weak
         self.one_cpu = one_cpu
-        self.plan = plan or {}
+        self.plan = plan if plan is not None else {}  # the search may change it between runs
         self.seen = seen
+        # The last choice point met: (step index, thread, n, number of choices),
+        # for a search that branches on the choice (check/stateful.py).
+        self.last_choice: tuple[int, int, int, int] | None = None
         self.hist: dict[Hashable, list[Message]] = {}
         self.getters: dict[Hashable, tuple[Getter, Any]] = {}
         self.loading: dict[int, Op] = {}  # the step a thread's ``load`` is about to take
@@ -219,6 +222,7 @@ class Memory:
                 self.nchoice[tid] = n + 1
                 if self.seen is not None:
                     self.seen.add((tid, n, len(allowed)))
+                self.last_choice = (self.steps, tid, n, len(allowed))
                 back = min(self.plan.get((tid, n), 0), len(allowed) - 1)
                 msg = allowed[-1 - back]
             if loads:
