@@ -560,11 +560,17 @@ def parse_litmus(text: str) -> Litmus:
     if brace < 0:
         raise LitmusError(f"line {line_at(pos)}: missing the initial state '{{...}}'")
     header = _ocaml_comments(text[pos:brace], line_at(pos), "header")
-    if header.strip() and not re.fullmatch(r'\s*("[^"]*"\s*)*', header):
+    # herd7 takes a quoted documentation string and diy's 'Key=value' information
+    # lines (Prefetch=, Com=, Orig=, ...) between the name and the initial state.
+    if header.strip() and not re.fullmatch(
+            r'\s*(("[^"]*"|[A-Za-z][\w.-]*[ \t]*=[^\n]*)\s*)*', header):
         raise LitmusError(f"line {line_at(pos)}: unexpected text before the initial state")
-    r = re.search(r"Result:\s*(\w+)", text[pos:brace])
+    # 'Result: Never' or 'Expected result: Never.'; other results ('Flag ...')
+    # are not verdicts and are not checked.
+    r = re.search(r"(?i)\bresult:\s*(never|sometimes|always|deadlock)\b", text[pos:brace])
     if r:
-        lit.expected = r.group(1)
+        word = r.group(1).lower()
+        lit.expected = "DEADLOCK" if word == "deadlock" else word.capitalize()
     end = text.find("}", brace)
     if end < 0:
         raise LitmusError(f"line {line_at(brace)}: missing '}}' after the initial state")
