@@ -301,3 +301,26 @@ def test_mangled_files_fail_only_with_a_litmus_error() -> None:
             assert "\n" not in str(exc)
             outcomes["error"] += 1
     assert outcomes["ran"] > 0 and outcomes["error"] > 0
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("(* Result: Sometimes *)", "Sometimes"),
+    ("(* Expected result: never. *)", "Never"),
+    ("(* Result: Maybe *)", None),  # paulmckrcu/litmus auto/: not a herd verdict
+    ("(* Result: Flag srcu-bad-nesting *)", None),
+])
+def test_only_a_verdict_result_line_is_checked(line: str, expected: str | None) -> None:
+    text = f"C t\n{line}\n{{}}\nP0(int *x)\n{{\n\tWRITE_ONCE(*x, 1);\n}}\nexists (x=1)\n"
+    lit = parse_litmus(text)
+    assert lit.expected == expected
+    assert run_litmus(lit).verdict == "Always"
+
+
+def test_a_dereference_of_an_integer_only_in_forbidden_executions_runs() -> None:
+    # P1 reads back its own copy of the pointer: the path where that read returns
+    # t's initial 0 (and dereferences it) is never part of an allowed execution.
+    lit, out, _ = litmus_file(HERE / "pervma" / "MP+rel+acq-deref-via-memory.litmus")
+    assert (out.verdict, out.positive, out.negative) == ("Never", 0, 2)
+    # The same dereference in an allowed execution is an error, as in herd7.
+    with pytest.raises(LitmusError, match="dereference of the integer 0 in P1"):
+        litmus_file(HERE / "bad" / "integer-dereference-allowed.litmus")

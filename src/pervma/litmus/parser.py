@@ -396,7 +396,7 @@ def _matching_brace(text: str, start: int, line: int) -> int:
 
 
 _PROP_TOKEN = re.compile(
-    r"\s*(/\\|\\/|==>|==|=|~|\(|\)|\[|\]|;|\d+:[A-Za-z_]\w*|-?(?:0[xX][0-9a-fA-F]+|\d+)"
+    r"\s*(/\\|\\/|==>|==|!=|=|~|\(|\)|\[|\]|;|\d+:[A-Za-z_]\w*|-?(?:0[xX][0-9a-fA-F]+|\d+)"
     r"|[A-Za-z_]\w*|\S)")
 
 
@@ -477,10 +477,11 @@ class _PropParser:
             return Const(s == "true")
         key = self.key()
         op = self.next()
-        if op not in ("=", "=="):
+        if op not in ("=", "==", "!="):
             raise LitmusError(f"line {self.line}: unsupported operator '{op}' in the final "
                               "condition")
-        return Atom(key, self.value())
+        atom = Atom(key, self.value())
+        return Not(atom) if op == "!=" else atom  # as herd7's state parser reads it
 
 
 def _parse_final(text: str, line0: int, lit: Litmus) -> None:
