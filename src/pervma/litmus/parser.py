@@ -533,6 +533,10 @@ def _first_brace_outside_comments(text: str, pos: int) -> int:
             depth -= 1
             i += 2
             continue
+        if two == "//" and depth == 0:  # herd7 also takes C++ comments in the header
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl
+            continue
         if text[i] == "{" and depth == 0:
             return i
         i += 1
@@ -560,7 +564,7 @@ def parse_litmus(text: str) -> Litmus:
     brace = _first_brace_outside_comments(text, pos)
     if brace < 0:
         raise LitmusError(f"line {line_at(pos)}: missing the initial state '{{...}}'")
-    header = _ocaml_comments(text[pos:brace], line_at(pos), "header")
+    header = re.sub(r"//[^\n]*", " ", _ocaml_comments(text[pos:brace], line_at(pos), "header"))
     # herd7 takes a quoted documentation string and diy's 'Key=value' information
     # lines (Prefetch=, Com=, Orig=, ...) between the name and the initial state.
     if header.strip() and not re.fullmatch(
@@ -577,6 +581,11 @@ def parse_litmus(text: str) -> Litmus:
         raise LitmusError(f"line {line_at(brace)}: missing '}}' after the initial state")
     _parse_init(text[brace + 1:end], line_at(brace), lit)
     pos = end + 1
+    # A second block of preprocessor lines ('{ #include "api.h" }', litmus7's
+    # prelude for running the test on hardware): herd7 skips it.
+    pre = re.match(_GAP + r"\{((?:\s|#[^\n]*|//[^\n]*)*)\}", text[pos:], re.DOTALL)
+    if pre is not None:
+        pos += pre.end()
     while True:
         pm = _PROC_HEAD.match(text, pos)
         if pm is None:
