@@ -340,7 +340,9 @@ def _init_value(s: str, line: int) -> Value:
 
 
 def _parse_init(body: str, line0: int, lit: Litmus) -> None:
-    body = re.sub(r"//[^\n]*|/\*.*?\*/", " ", body, flags=re.DOTALL)
+    # C and OCaml comments (herd7 takes both here), keeping the line count
+    body = re.sub(r"//[^\n]*|/\*.*?\*/|\(\*.*?\*\)",
+                  lambda m: " " + "\n" * m.group(0).count("\n"), body, flags=re.DOTALL)
     line = line0
     for entry in body.split(";"):
         here = line
