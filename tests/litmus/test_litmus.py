@@ -324,3 +324,34 @@ def test_a_dereference_of_an_integer_only_in_forbidden_executions_runs() -> None
     # The same dereference in an allowed execution is an error, as in herd7.
     with pytest.raises(LitmusError, match="dereference of the integer 0 in P1"):
         litmus_file(HERE / "bad" / "integer-dereference-allowed.litmus")
+
+
+PERFBOOK = HERE / "perfbook"
+
+
+def _perfbook_verdicts() -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in (PERFBOOK / "VERDICTS.tsv").read_text().splitlines():
+        if line and not line.startswith("#"):
+            path, verdict, note = line.split("\t")
+            rows[path] = (verdict, note)
+    return rows
+
+
+def test_every_stored_perfbook_test_has_a_recorded_verdict() -> None:
+    stored = {str(p.relative_to(PERFBOOK)) for p in PERFBOOK.rglob("*.litmus")}
+    assert stored == set(_perfbook_verdicts())
+    assert len(stored) == 95
+
+
+@pytest.mark.parametrize(("path", "verdict"), [
+    (path, verdict) for path, (verdict, note) in _perfbook_verdicts().items()
+    if not note.startswith("slow")])
+def test_perfbook_tests_parse_and_give_their_recorded_verdict(path: str, verdict: str) -> None:
+    if verdict == "error":
+        # not in linux-kernel.def since 2018: one line naming the construct
+        with pytest.raises(LitmusError, match=r"unsupported construct 'lockless_dereference\(\)'"):
+            litmus_file(PERFBOOK / path)
+        return
+    lit, out, _ = litmus_file(PERFBOOK / path)
+    assert out.verdict == verdict, f"{path}: {out.verdict} {out.positive} {out.negative}"

@@ -584,7 +584,8 @@ def parse_litmus(text: str) -> Litmus:
     _parse_init(text[brace + 1:end], line_at(brace), lit)
     pos = end + 1
     # A second block of preprocessor lines ('{ #include "api.h" }', litmus7's
-    # prelude for running the test on hardware): herd7 skips it.
+    # prelude for running the test on hardware).  herd7 rejects it (perfbook's
+    # litmus2herd.sh strips it before running herd7); pervma skips it.
     pre = re.match(_GAP + r"\{((?:\s|#[^\n]*|//[^\n]*)*)\}", text[pos:], re.DOTALL)
     if pre is not None:
         pos += pre.end()
