@@ -294,12 +294,17 @@ class _Thread:
         elif isinstance(s, ExprStmt):
             self.eval(s.expr)
         elif isinstance(s, If):
+            # ctrl reaches the events inside the arms only, not those after the
+            # if (explanation.txt since 2022: "Y syntactically lies within an
+            # arm of an if statement"; herd7 computes it so).
             v, d = self.eval(s.cond)
-            self.ctrl = self.ctrl | d
+            outer = self.ctrl
+            self.ctrl = outer | d
             if _truth(v):
                 self.run(s.then)
             elif s.orelse is not None:
                 self.run(s.orelse)
+            self.ctrl = outer
 
 
 def process_paths(lit: Litmus, proc: Process, domain: dict[str, list[Value]],
