@@ -355,3 +355,51 @@ def test_perfbook_tests_parse_and_give_their_recorded_verdict(path: str, verdict
         return
     lit, out, _ = litmus_file(PERFBOOK / path)
     assert out.verdict == verdict, f"{path}: {out.verdict} {out.positive} {out.negative}"
+
+
+_COUNTERS = """C locked-counters
+{}
+P0(int *c, spinlock_t *l)
+{
+	int r0;
+	spin_lock(l);
+	r0 = READ_ONCE(*c);
+	WRITE_ONCE(*c, r0 + 1);
+	r0 = READ_ONCE(*c);
+	WRITE_ONCE(*c, r0 + 1);
+	spin_unlock(l);
+}
+P1(int *c, spinlock_t *l)
+{
+	int r0;
+	spin_lock(l);
+	r0 = READ_ONCE(*c);
+	WRITE_ONCE(*c, r0 + 1);
+	r0 = READ_ONCE(*c);
+	WRITE_ONCE(*c, r0 + 1);
+	spin_unlock(l);
+}
+exists (c=%d)
+"""
+
+
+def test_values_computed_from_loads_stop_after_the_dependent_store_count() -> None:
+    from pervma.litmus.events import value_domain
+    from pervma.litmus.executions import locations_of
+
+    lit = parse_litmus(_COUNTERS % 4)
+    # 4 stores computed from loads: 5 rounds, so 0..5 (executions reach 0..4);
+    # bounding by every store, lock writes included, gave 0..9.
+    assert value_domain(lit, locations_of(lit))["c"] == [0, 1, 2, 3, 4, 5]
+    assert run_litmus(lit).verdict == "Always"
+    assert run_litmus(parse_litmus(_COUNTERS % 5)).verdict == "Never"
+
+
+def test_constants_stored_under_an_if_keep_the_rounds_going() -> None:
+    from pervma.litmus.events import value_domain
+    from pervma.litmus.executions import locations_of
+
+    # x=2 enables y=1, which enables x=1: three rounds of constants
+    lit = litmus_file(PERFBOOK / "litmus" / "C-WWC+o-cgt-o+o-cgt-o+o.litmus")[0]
+    dom = value_domain(lit, locations_of(lit))
+    assert dom["x"] == [0, 1, 2] and dom["y"] == [0, 1]
