@@ -2,7 +2,7 @@
 agreement with its ``Result:`` line, candidate executions checked and CPU
 seconds (best of N runs, default 3), then the totals per directory.
 
-    python bench/litmus_bench.py                  # tests/litmus/{lkmm,doc,pervma}
+    python bench/litmus_bench.py                  # tests/litmus/{lkmm,doc,pervma,perfbook}
     python bench/litmus_bench.py --runs 5 FILE... # chosen files (or directories)
 
 A file pervma cannot parse or run is listed with its one-line error (construct)
@@ -25,7 +25,7 @@ from pervma.litmus import parse_litmus, run_litmus
 from pervma.litmus.syntax import LitmusError
 
 HERE = Path(__file__).resolve().parent.parent / "tests" / "litmus"
-DIRS = ("lkmm", "doc", "pervma")
+DIRS = ("lkmm", "doc", "pervma", "perfbook")
 
 
 def measure(path: Path, runs: int) -> tuple[str, str, bool, int, float]:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in args.files:
         chosen += sorted(f.rglob("*.litmus")) if f.is_dir() else [f]
     groups = ({"chosen": chosen} if args.files else
-              {d: sorted((HERE / d).glob("*.litmus")) for d in DIRS})
+              {d: sorted((HERE / d).rglob("*.litmus")) for d in DIRS})
     print(f"{'file':60} {'Result':>9} {'pervma':>9} {'cands':>7} {'CPU s':>7}")
     bad = 0
     for name, files in groups.items():
