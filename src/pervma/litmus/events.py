@@ -82,6 +82,13 @@ class Path:
     ctrl: list[tuple[int, int]] = field(default_factory=list)
     rmw: list[tuple[int, int]] = field(default_factory=list)
     regs: dict[str, Value] = field(default_factory=dict)
+    # Set when the path stops at an access to a non-symbolic address: an error
+    # only if some execution LKMM allows takes this path (herd7 since 7.58).
+    fault: str | None = None
+
+
+class _Fault(Exception):
+    """A path dereferences an integer: the process stops there."""
 
 
 class _Choices:
@@ -202,8 +209,9 @@ class _Thread:
     # ---- expressions
     def location(self, v: TVal, line: int) -> tuple[str, frozenset[int]]:
         if not isinstance(v[0], Loc):
-            raise LitmusError(f"line {line}: dereference of the integer {v[0]} in "
-                              f"P{self.proc.tid}")
+            self.path.fault = (f"line {line}: dereference of the integer {v[0]} in "
+                               f"P{self.proc.tid} (in an execution LKMM allows)")
+            raise _Fault
         if v[0].name not in self.domain:
             raise LitmusError(f"line {line}: unknown shared variable '{v[0].name}'")
         return v[0].name, v[1]
@@ -286,12 +294,17 @@ class _Thread:
         elif isinstance(s, ExprStmt):
             self.eval(s.expr)
         elif isinstance(s, If):
+            # ctrl reaches the events inside the arms only, not those after the
+            # if (explanation.txt since 2022: "Y syntactically lies within an
+            # arm of an if statement"; herd7 computes it so).
             v, d = self.eval(s.cond)
-            self.ctrl = self.ctrl | d
+            outer = self.ctrl
+            self.ctrl = outer | d
             if _truth(v):
                 self.run(s.then)
             elif s.orelse is not None:
                 self.run(s.orelse)
+            self.ctrl = outer
 
 
 def process_paths(lit: Litmus, proc: Process, domain: dict[str, list[Value]],
@@ -302,7 +315,10 @@ def process_paths(lit: Litmus, proc: Process, domain: dict[str, list[Value]],
     while prefix is not None:
         ch = _Choices(prefix)
         th = _Thread(lit, proc, domain, ch)
-        th.run(proc.body)
+        try:
+            th.run(proc.body)
+        except _Fault:
+            pass
         th.path.regs = {k: v for k, (v, _) in th.regs.items()}
         out.append(th.path)
         if len(out) > limit:
@@ -315,29 +331,42 @@ def process_paths(lit: Litmus, proc: Process, domain: dict[str, list[Value]],
 def value_domain(lit: Litmus, locations: list[str], max_rounds: int = 16) -> dict[str, list[Value]]:
     """Per location, the values a load may return: the initial value and every value
     some path stores there, to a fixpoint.  A value an execution can really read
-    flows through a chain of at most S stores (S: the most stores the processes'
-    paths make together), so S + 1 rounds suffice; ``max_rounds`` bounds it."""
+    flows through a chain of stores in which every store but the first depends
+    on a load (its value by ``data``, its address by ``addr``, its being made at
+    all by ``ctrl``), so with S the most such dependent stores the processes'
+    paths make together, S + 1 rounds find every value computed from loaded
+    ones.  Stores whose value does not come from a load (constants, possibly
+    under an ``if`` or through a pointer) can only add the program's finitely
+    many constants, so rounds go on while they still add values; only values
+    computed from loads (a counter's ``r + 1``) are cut at S + 1 rounds.
+    ``max_rounds`` bounds it all."""
     dom: dict[str, set[Value]] = {loc: {lit.init_mem.get(loc, 0)} for loc in locations}
 
     def ordered(vals: set[Value]) -> list[Value]:
         return sorted(vals, key=lambda v: (1, v.name, 0) if isinstance(v, Loc) else (0, "", v))
 
     rounds = 0
+    bound = 0
     while rounds < max_rounds:
         rounds += 1
         frozen = {k: ordered(v) for k, v in dom.items()}
-        grew = False
+        grew = grew_const = False
         stores = 0
         for proc in lit.processes:
             most = 0
             for path in process_paths(lit, proc, frozen):
-                most = max(most, sum(1 for ev in path.events if ev.kind == "W"))
-                for ev in path.events:
+                computed = {b for _, b in path.data}
+                dependent = computed | {b for _, b in path.addr} | {b for _, b in path.ctrl}
+                most = max(most, sum(1 for i, ev in enumerate(path.events)
+                                     if ev.kind == "W" and i in dependent))
+                for i, ev in enumerate(path.events):
                     if ev.kind == "W" and ev.loc is not None and ev.val is not None \
                             and ev.val not in dom[ev.loc]:
                         dom[ev.loc].add(ev.val)
                         grew = True
+                        grew_const = grew_const or i not in computed
             stores += most
-        if not grew or rounds > stores:
+        bound = max(bound, stores)
+        if not grew or (not grew_const and rounds > bound):
             break
     return {k: ordered(v) for k, v in dom.items()}

@@ -291,6 +291,7 @@ def _run_combo(lit: Litmus, locs: list[str], combo: list[Path], shown: list[Key]
             return
         per_loc.append(choices)
     st = Static(events, addr, data, ctrl, rmw, lk_rmw)
+    st.fault = next((p.fault for p in combo if p.fault is not None), None)
     regs = {(t, name): v for t, p in enumerate(combo) for name, v in p.regs.items()}
     marked = st.Marked
     order_of = sorted(range(len(locs)), key=lambda i: len(per_loc[i]))
@@ -350,6 +351,8 @@ def _judge(lit: Litmus, locs: list[str], events: list[Ev], st: Static,
     verdict = check(st, r.from_pairs(n, rf_pairs), r.from_pairs(n, co_pairs))
     if not verdict.allowed:
         return
+    if st.fault is not None:
+        raise LitmusError(st.fault)
     state = _state(lit, final, regs)
     if lit.filter is not None and not holds(lit.filter, state):
         return

@@ -38,6 +38,7 @@ class Static:
                  data: list[tuple[int, int]], ctrl: list[tuple[int, int]],
                  rmw: list[tuple[int, int]], lk_rmw: list[tuple[int, int]]) -> None:
         self.events = events
+        self.fault: str | None = None  # a path's access to a non-symbolic address
         n = self.n = len(events)
 
         def tag(t: str) -> int:

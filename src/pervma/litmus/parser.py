@@ -340,7 +340,9 @@ def _init_value(s: str, line: int) -> Value:
 
 
 def _parse_init(body: str, line0: int, lit: Litmus) -> None:
-    body = re.sub(r"//[^\n]*|/\*.*?\*/", " ", body, flags=re.DOTALL)
+    # C and OCaml comments (herd7 takes both here), keeping the line count
+    body = re.sub(r"//[^\n]*|/\*.*?\*/|\(\*.*?\*\)",
+                  lambda m: " " + "\n" * m.group(0).count("\n"), body, flags=re.DOTALL)
     line = line0
     for entry in body.split(";"):
         here = line
@@ -396,7 +398,7 @@ def _matching_brace(text: str, start: int, line: int) -> int:
 
 
 _PROP_TOKEN = re.compile(
-    r"\s*(/\\|\\/|==>|==|=|~|\(|\)|\[|\]|;|\d+:[A-Za-z_]\w*|-?(?:0[xX][0-9a-fA-F]+|\d+)"
+    r"\s*(/\\|\\/|==>|==|!=|=|~|\(|\)|\[|\]|;|\d+:[A-Za-z_]\w*|-?(?:0[xX][0-9a-fA-F]+|\d+)"
     r"|[A-Za-z_]\w*|\S)")
 
 
@@ -477,10 +479,11 @@ class _PropParser:
             return Const(s == "true")
         key = self.key()
         op = self.next()
-        if op not in ("=", "=="):
+        if op not in ("=", "==", "!="):
             raise LitmusError(f"line {self.line}: unsupported operator '{op}' in the final "
                               "condition")
-        return Atom(key, self.value())
+        atom = Atom(key, self.value())
+        return Not(atom) if op == "!=" else atom  # as herd7's state parser reads it
 
 
 def _parse_final(text: str, line0: int, lit: Litmus) -> None:
@@ -532,6 +535,10 @@ def _first_brace_outside_comments(text: str, pos: int) -> int:
             depth -= 1
             i += 2
             continue
+        if two == "//" and depth == 0:  # herd7 also takes C++ comments in the header
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl
+            continue
         if text[i] == "{" and depth == 0:
             return i
         i += 1
@@ -559,17 +566,29 @@ def parse_litmus(text: str) -> Litmus:
     brace = _first_brace_outside_comments(text, pos)
     if brace < 0:
         raise LitmusError(f"line {line_at(pos)}: missing the initial state '{{...}}'")
-    header = _ocaml_comments(text[pos:brace], line_at(pos), "header")
-    if header.strip() and not re.fullmatch(r'\s*("[^"]*"\s*)*', header):
+    header = re.sub(r"//[^\n]*", " ", _ocaml_comments(text[pos:brace], line_at(pos), "header"))
+    # herd7 takes a quoted documentation string and diy's 'Key=value' information
+    # lines (Prefetch=, Com=, Orig=, ...) between the name and the initial state.
+    if header.strip() and not re.fullmatch(
+            r'\s*(("[^"]*"|[A-Za-z][\w.-]*[ \t]*=[^\n]*)\s*)*', header):
         raise LitmusError(f"line {line_at(pos)}: unexpected text before the initial state")
-    r = re.search(r"Result:\s*(\w+)", text[pos:brace])
+    # 'Result: Never' or 'Expected result: Never.'; other results ('Flag ...')
+    # are not verdicts and are not checked.
+    r = re.search(r"(?i)\bresult:\s*(never|sometimes|always|deadlock)\b", text[pos:brace])
     if r:
-        lit.expected = r.group(1)
+        word = r.group(1).lower()
+        lit.expected = "DEADLOCK" if word == "deadlock" else word.capitalize()
     end = text.find("}", brace)
     if end < 0:
         raise LitmusError(f"line {line_at(brace)}: missing '}}' after the initial state")
     _parse_init(text[brace + 1:end], line_at(brace), lit)
     pos = end + 1
+    # A second block of preprocessor lines ('{ #include "api.h" }', litmus7's
+    # prelude for running the test on hardware).  herd7 rejects it (perfbook's
+    # litmus2herd.sh strips it before running herd7); pervma skips it.
+    pre = re.match(_GAP + r"\{((?:\s|#[^\n]*|//[^\n]*)*)\}", text[pos:], re.DOTALL)
+    if pre is not None:
+        pos += pre.end()
     while True:
         pm = _PROC_HEAD.match(text, pos)
         if pm is None:
