@@ -71,9 +71,9 @@ def test_motifs_do_not_depend_on_the_bug_switches() -> None:
 
 
 @pytest.mark.parametrize(("index", "bug", "shape", "kind"), [
-    (20, "B16", "recycle", "KASAN: use-after-free"),  # the foreign mm freed under the reader
-    (45, "B17", "recycle", "BUG: VMA modified while read-locked"),  # q's mprotect, p's reader
-    (14, "B04", "fork", "fork snapshot broken"),
+    (21, "B16", "recycle", "KASAN: use-after-free"),  # the foreign mm freed under the reader
+    (24, "B17", "recycle", "BUG: fault on a VMA of another mm"),
+    (11, "B04", "fork", "fork snapshot broken"),
     (3, "B02", "grow", "KASAN: use-after-free"),  # a maple node freed under find_vma
 ])
 def test_a_motif_program_finds_its_bug_and_is_clean_without_it(index, bug, shape, kind) -> None:

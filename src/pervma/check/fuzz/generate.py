@@ -226,8 +226,8 @@ def _setup(r: random.Random, motif: str | None = None
         addr += pages * PAGE
     procs = [ProcessSpec("p", vmas)]
     x = r.random()
-    if motif == "recycle":  # another mm, mostly one with nothing mapped yet
-        x = P_FORKED if r.random() < 0.8 else 0.0
+    if motif == "recycle":  # another process, with nothing mapped yet (a fork's
+        x = P_FORKED        # exit would tear down the copies of all the VMAs too)
     if x < P_FORKED:
         procs.append(ProcessSpec("q", [], fork_of="p"))
     elif x < P_FORKED + P_OTHER:
@@ -331,8 +331,8 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
             rng = _range(e.name, args, layout) or (prev[1] if prev is not None else None)
             prev = (e.name, rng) if rng is not None else None
             drawn.append((i, e.name, rng, pname))
-        if (pname != procs[0].name and calls[-1].call != "exit" and len(calls) < MAX_CALLS
-                and r.random() < P_EXIT):
+        if (pname != procs[0].name and not prefix[i] and calls[-1].call != "exit"
+                and len(calls) < MAX_CALLS and r.random() < P_EXIT):
             calls.append(Call("exit", {}))
         threads.append(ThreadSpec(pname, calls))
     if uffd is not None:  # a thread of its own closes it: a fault waiting in the range is woken
@@ -370,7 +370,7 @@ def _motif_recycle(r: random.Random, prog: Program, layouts: dict[str, list[tupl
     lo, hi = v
     spec = prog.processes[0].vmas[0]  # not faulted in (it may have merged with a neighbour)
     page = spec.addr + r.randrange(spec.pages) * PAGE
-    unmap = (lo, hi - lo) if r.random() < 0.7 else (page, PAGE)
+    unmap = (lo, hi - lo)  # all of it: part of it would free the split-off piece instead
     other = prog.processes[1].name
     mapper = [Call("mmap", {"addr": unmap[0], "len": unmap[1], "prot": r.choice((3, 3, 3, 1)),
                             "kind": r.choice((0, 0, 0, 1)), "fixed": 1})]
@@ -414,8 +414,8 @@ def _motif_grow(r: random.Random, prog: Program, layouts: dict[str, list[tuple[i
 
 
 #: The motifs and their weights; P_MOTIF of the programs have one.
-MOTIFS = {"recycle": (_motif_recycle, 2), "fork": (_motif_fork, 1), "grow": (_motif_grow, 1)}
-P_MOTIF = 0.4
+MOTIFS = {"recycle": (_motif_recycle, 4), "fork": (_motif_fork, 3), "grow": (_motif_grow, 3)}
+P_MOTIF = 0.5
 #: How many calls are drawn around a motif's.
 MOTIF_EXTRA = (0, 0, 0, 1)
 
