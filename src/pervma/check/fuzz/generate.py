@@ -22,8 +22,12 @@ stores), drawn around the same range; or it goes on with the range of the
 thread's previous call.  Many programs have a focus, one VMA most of their
 other calls are drawn around.  A second process's calls draw their addresses from
 the first process's layout as well as its own (another mm mapping where the
-first one unmaps).  ``exit`` only ends a thread.  None of this looks at a bug
-switch: the distribution is the same for every ``--bug``.
+first one unmaps).  ``exit`` only ends a thread.  Half of the programs are
+built around a motif (:data:`MOTIFS`), one VMA's life drawn from the same
+relations: recycle (a fault, the VMA's munmap, another process mapping the
+range), fork (against stores to neighbouring pages), grow (a stack growth
+against a fault that looks its address up under mmap_lock).  None of this
+looks at a bug switch: the distribution is the same for every ``--bug``.
 """
 
 from __future__ import annotations
