@@ -164,9 +164,9 @@ def test_a_violation_the_switch_did_not_cause_is_not_counted(monkeypatch, tmp_pa
 
 def test_campaign_output_is_deterministic(tmp_path, monkeypatch, capsys) -> None:
     """Two campaigns of the same seed give identical files; the generator's
-    program 1 of seed 33 hits B13 within these budgets."""
+    program 1 of seed 59 hits B13 within these budgets."""
     monkeypatch.chdir(tmp_path)
-    args = ["fuzz", "--seed", "33", "--programs", "2", "--bug", "B13", "--max-executions", "60",
+    args = ["fuzz", "--seed", "59", "--programs", "2", "--bug", "B13", "--max-executions", "60",
             "--pct", "10"]
     assert main(args + ["--out", "a"]) == 1
     assert main(args + ["--out", "b"]) == 1

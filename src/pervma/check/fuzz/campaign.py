@@ -246,11 +246,14 @@ class DaskExecutor:
             # The workers' processes start with SIGINT ignored (they inherit it),
             # so that ^C is this process's to handle, as with LocalProcesses; the
             # scheduler's HTTP server takes a free port (8787 may be taken).
+            # The workers log only what is critical: a worker that dies is a
+            # row of its own, and a ^C that closes the scheduler under them
+            # would otherwise print their failed heartbeats' tracebacks.
             old = _ignore_sigint()
             try:
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
                                              processes=processes, dashboard_address=":0",
-                                             silence_logs=logging.ERROR)
+                                             silence_logs=logging.CRITICAL)
             finally:
                 if old is not None:
                     signal.signal(signal.SIGINT, old)

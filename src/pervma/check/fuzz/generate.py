@@ -22,8 +22,12 @@ stores), drawn around the same range; or it goes on with the range of the
 thread's previous call.  Many programs have a focus, one VMA most of their
 other calls are drawn around.  A second process's calls draw their addresses from
 the first process's layout as well as its own (another mm mapping where the
-first one unmaps).  ``exit`` only ends a thread.  None of this looks at a bug
-switch: the distribution is the same for every ``--bug``.
+first one unmaps).  ``exit`` only ends a thread.  Half of the programs are
+built around a motif (:data:`MOTIFS`), one VMA's life drawn from the same
+relations: recycle (a fault, the VMA's munmap, another process mapping the
+range), fork (against stores to neighbouring pages), grow (a stack growth
+against a fault that looks its address up under mmap_lock).  None of this
+looks at a bug switch: the distribution is the same for every ``--bug``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pervma.check.fuzz.program import (
 from pervma.check.fuzz.registry import CallDef, all_calls
 from pervma.config import Config
 from pervma.kernel.mm_types import PAGE_SIZE
+from pervma.kernel.system import STACK_TOP
 
 PAGE = PAGE_SIZE
 FUZZ_BASE = 0x10000000
@@ -187,13 +192,27 @@ class Gen:
         return self.uffd
 
 
-def _setup(r: random.Random) -> tuple[list[ProcessSpec], tuple[str, int] | None]:
+def _setup(r: random.Random, motif: str | None = None
+           ) -> tuple[list[ProcessSpec], tuple[str, int] | None]:
+    """The processes and their VMAs; a motif's program has its VMA first
+    (recycle: an anon VMA not yet faulted in; fork: a populated writable
+    one of two pages or more) and, for recycle, another process."""
     nvmas = r.choice((1, 1, 2, 2, 2, 3, 3, 4, 5, 6))
     vmas: list[VmaSpec] = []
     addr = FUZZ_BASE
     used: set[str] = set()
     kinds = [k for k, _ in _KINDS]
     weights = [w for _, w in _KINDS]
+    if motif == "recycle":
+        pages = r.choice((1, 1, 2, 3))
+        vmas.append(VmaSpec("anon", addr, pages, r.choice(("rw", "rw", "rw", "r")), False))
+        addr += pages * PAGE
+        nvmas -= 1
+    elif motif == "fork":
+        pages = r.choice((2, 2, 3, 4))
+        vmas.append(VmaSpec("anon", addr, pages, "rw", True))
+        addr += pages * PAGE
+        nvmas -= 1
     for _ in range(nvmas):
         kind = r.choices(kinds, weights)[0]
         if kind in ("binder", "tcp") and kind in used:
@@ -211,10 +230,12 @@ def _setup(r: random.Random) -> tuple[list[ProcessSpec], tuple[str, int] | None]
         addr += pages * PAGE
     procs = [ProcessSpec("p", vmas)]
     x = r.random()
+    if motif == "recycle":  # another process, with nothing mapped yet (a fork's
+        x = P_FORKED        # exit would tear down the copies of all the VMAs too)
     if x < P_FORKED:
         procs.append(ProcessSpec("q", [], fork_of="p"))
     elif x < P_FORKED + P_OTHER:
-        procs.append(ProcessSpec("q", [] if r.random() < 0.5 else
+        procs.append(ProcessSpec("q", [] if r.random() < 0.5 or motif else
                                  [VmaSpec("anon", FUZZ_BASE, r.choice((1, 2)), "rw",
                                           r.random() < 0.5)]))
     uffd = None
@@ -247,7 +268,8 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
     machine and under every preset and bug switch: ``cfg`` only builds the
     layout, which the switches do not change)."""
     r = random.Random(f"pervma-fuzz:{seed}:{index}")
-    procs, uffd = _setup(r)
+    motif = r.choices(list(MOTIFS), [w for _, w in MOTIFS.values()])[0] if r.random() < P_MOTIF else None
+    procs, uffd = _setup(r, motif)
     prog, layouts = _layout(Program(procs, [], uffd), cfg or Config.preset("universal"))
     entries = all_calls()
     have = {"binder": any(v.kind == "binder" for p in procs for v in p.vmas),
@@ -256,25 +278,43 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
     if uffd is not None:
         v = prog.process(uffd[0]).vmas[uffd[1]]
         urange = (v.addr, v.addr + v.pages * PAGE)
-    # Two processes: a thread in the second and (mostly) two in the first.
-    nthreads = r.choice((2, 2, 2, 3, 3, 3, 4) if len(procs) < 2 else (2, 3, 3, 3, 4))
-    total = min(MAX_TOTAL_CALLS, nthreads + r.randint(0, nthreads + 1))
-    per = [1] * nthreads
-    for _ in range(total - nthreads):
-        i = r.randrange(nthreads)
-        if per[i] < MAX_CALLS:
-            per[i] += 1
     ours = [v for v in layouts[procs[0].name] if FUZZ_BASE <= v[0] < FUZZ_BASE + 0x1000000]
     focus = r.choice(ours) if ours and r.random() < P_HAS_FOCUS else None
+    if motif is None:
+        # Two processes: a thread in the second and (mostly) two in the first.
+        nthreads = r.choice((2, 2, 2, 3, 3, 3, 4) if len(procs) < 2 else (2, 3, 3, 3, 4))
+        total = min(MAX_TOTAL_CALLS, nthreads + r.randint(0, nthreads + 1))
+        per = [1] * nthreads
+        for _ in range(total - nthreads):
+            i = r.randrange(nthreads)
+            if per[i] < MAX_CALLS:
+                per[i] += 1
+        # Both processes get a thread: the second process's come last, so that
+        # they are drawn as partners of what the first one's threads do.
+        owner = [procs[0].name] * nthreads
+        if len(procs) > 1:
+            owner[-1] = procs[1].name
+            if nthreads == 4 and r.random() < 0.5:
+                owner[-2] = procs[1].name
+        prefix: list[list[Call]] = [[] for _ in owner]
+    else:
+        focus = ours[0] if ours else None  # the motif's VMA (recycle, fork) comes first
+        owner, prefix = MOTIFS[motif][0](r, prog, layouts, focus or (0, 0))
+        per = [len(c) for c in prefix]
+        for _ in range(r.choice(MOTIF_EXTRA)):  # calls drawn around the motif's
+            if len(owner) < MAX_THREADS and r.random() < 0.3:
+                owner.append(procs[0].name)
+                prefix.append([])
+                per.append(1)
+                continue
+            i = r.randrange(len(owner))
+            if per[i] < MAX_CALLS and not (prefix[i] and prefix[i][-1].call == "exit"):
+                per[i] += 1
     threads: list[ThreadSpec] = []
-    drawn: list[tuple[int, str, tuple[int, int] | None, str]] = []  # thread, call, range, process
-    # Both processes get a thread: the second process's come last, so that
-    # they are drawn as partners of what the first one's threads do.
-    owner = [procs[0].name] * nthreads
-    if len(procs) > 1:
-        owner[-1] = procs[1].name
-        if nthreads == 4 and r.random() < 0.5:
-            owner[-2] = procs[1].name
+    # thread, call, range, process: what later calls may partner
+    drawn: list[tuple[int, str, tuple[int, int] | None, str]] = [
+        (i, c.call, _range(c.call, c.args, layouts[owner[i]]), owner[i])
+        for i, cs in enumerate(prefix) for c in cs]
     for i, pname in enumerate(owner):
         layout = layouts[pname]
         if pname != procs[0].name:  # another mm maps where the first one unmaps
@@ -283,17 +323,20 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
         usable = [e for e in entries if e.needs is None
                   or (have[e.needs] and (e.needs != "uffd" or pname == "p") and e.name != "uffd_close")
                   and (e.needs not in ("binder", "tcp") or _owns(procs, pname, e.needs))]
-        calls: list[Call] = []
+        calls: list[Call] = list(prefix[i])
         prev: tuple[str, tuple[int, int]] | None = None
-        for k in range(per[i]):
+        for c in calls:
+            rng = _range(c.call, c.args, layout) or (prev[1] if prev is not None else None)
+            prev = (c.call, rng) if rng is not None else None
+        for k in range(len(calls), per[i]):
             e, args = draw_call(r, g, usable, [(d[1], d[2], d[3] != pname) for d in drawn
                                                if d[0] != i], prev, k == per[i] - 1)
             calls.append(Call(e.name, args))
             rng = _range(e.name, args, layout) or (prev[1] if prev is not None else None)
             prev = (e.name, rng) if rng is not None else None
             drawn.append((i, e.name, rng, pname))
-        if (pname != procs[0].name and calls[-1].call != "exit" and len(calls) < MAX_CALLS
-                and r.random() < P_EXIT):
+        if (pname != procs[0].name and not prefix[i] and calls[-1].call != "exit"
+                and len(calls) < MAX_CALLS and r.random() < P_EXIT):
             calls.append(Call("exit", {}))
         threads.append(ThreadSpec(pname, calls))
     if uffd is not None:  # a thread of its own closes it: a fault waiting in the range is woken
@@ -303,6 +346,82 @@ def generate(seed: int, index: int, cfg: Config | None = None) -> Program:
         else:
             threads[-1] = closer
     return prog if not threads else Program(prog.processes, threads, prog.uffd)
+
+
+# -- motifs -----------------------------------------------------------------------
+# A share of programs is built around one VMA's life as syzkaller's programs
+# often are (a resource made, used by one thread, changed by another): the
+# motif's calls first, drawn from the relations above, then a few calls drawn
+# around them as usual.  The share and the choice are the same for every
+# --bug.
+
+Threads = tuple[list[str], list[list[Call]]]
+
+
+def _access(r: random.Random, addr: int) -> Call:
+    """A load or a store at ``addr`` (at a small offset in its page)."""
+    a = addr + r.choice((0, 0, 1, 0x7FF))
+    if r.random() < 0.5:
+        return Call("load", {"addr": a})
+    return Call("store", {"addr": a, "value": r.randrange(1, 256)})
+
+
+def _motif_recycle(r: random.Random, prog: Program, layouts: dict[str, list[tuple[int, int]]],
+                   v: tuple[int, int]) -> Threads:
+    """A fault in the VMA, its munmap by a sibling thread, and another mm
+    mapping the same range (SLAB_TYPESAFE_BY_RCU hands it the freed VMA
+    object) and going on with it: using or changing it, then often exiting."""
+    lo, hi = v
+    spec = prog.processes[0].vmas[0]  # not faulted in (it may have merged with a neighbour)
+    page = spec.addr + r.randrange(spec.pages) * PAGE
+    unmap = (lo, hi - lo)  # all of it: part of it would free the split-off piece instead
+    other = prog.processes[1].name
+    mapper = [Call("mmap", {"addr": unmap[0], "len": unmap[1], "prot": r.choice((3, 3, 3, 1)),
+                            "kind": r.choice((0, 0, 0, 1)), "fixed": 1})]
+    then = r.choice(("", "", "mprotect", "munmap"))
+    if then:
+        args = {"addr": unmap[0], "len": unmap[1]}
+        mapper.append(Call(then, {**args, "prot": r.choice((1, 0, 3))} if then == "mprotect"
+                           else args))
+    if r.random() < P_EXIT:
+        mapper.append(Call("exit", {}))
+    return (["p", "p", other],
+            [[_access(r, page)], [Call("munmap", {"addr": unmap[0], "len": unmap[1]})], mapper])
+
+
+def _motif_fork(r: random.Random, prog: Program, layouts: dict[str, list[tuple[int, int]]],
+                v: tuple[int, int]) -> Threads:
+    """fork while a sibling thread stores to two neighbouring pages of a
+    populated VMA (the copy write-protects them one by one)."""
+    lo, hi = v
+    page = lo + r.randrange((hi - lo) // PAGE - 1) * PAGE
+    stores = [Call("store", {"addr": a + r.choice((0, 0, 1)), "value": r.randrange(1, 256)})
+              for a in (page, page + PAGE)]
+    return ["p", "p"], [[Call("fork", {})], stores]
+
+
+def _motif_grow(r: random.Random, prog: Program, layouts: dict[str, list[tuple[int, int]]],
+                v: tuple[int, int]) -> Threads:
+    """A fault just below a VM_GROWSDOWN VMA (the stack, or a growsdown
+    mapping) grows it, while another fault that the per-VMA lock cannot
+    serve looks the address up under mmap_lock: below the same VMA, below
+    another VMA, or where nothing is mapped."""
+    layout = layouts["p"]
+    stack = next(s for s in layout if s[1] == STACK_TOP)
+    grows = [stack[0]] + [x.addr for x in prog.processes[0].vmas if x.kind == "growsdown"]
+    base = r.choice(grows)
+    below = [s[0] - PAGE for s in layout
+             if s[0] != base and not any(t[0] <= s[0] - PAGE < t[1] for t in layout)]
+    walker = r.choice([base - 2 * PAGE, base - PAGE, FUZZ_BASE + 64 * PAGE]
+                      + below[:1] * 2 if below else [base - 2 * PAGE, FUZZ_BASE + 64 * PAGE])
+    return ["p", "p"], [[_access(r, base - PAGE)], [_access(r, walker)]]
+
+
+#: The motifs and their weights; P_MOTIF of the programs have one.
+MOTIFS = {"recycle": (_motif_recycle, 4), "fork": (_motif_fork, 3), "grow": (_motif_grow, 3)}
+P_MOTIF = 0.5
+#: How many calls are drawn around a motif's.
+MOTIF_EXTRA = (0, 0, 0, 1)
 
 
 def draw_call(r: random.Random, g: Gen, usable: list[CallDef],
