@@ -185,3 +185,58 @@ def test_cli_memory_model_flag(capsys) -> None:
     assert "dpor lkmm: complete, clean" in capsys.readouterr().out
     assert main(["check", "toy-locked", "--memory-model", "lkmm", "--stateless"]) == 2
     assert "memory-model lkmm runs the stateful dpor search" in capsys.readouterr().err
+
+
+def _weaken_vma_start_read_inc_not_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vma_start_read()'s __refcount_inc_not_zero_limited_acquire() made relaxed."""
+    from pervma.kernel.atomic import Atomic
+    from pervma.sched.order import Order
+
+    rmw = Atomic._rmw
+
+    def relaxed(self: Atomic, label: str, order: Order):  # type: ignore[no-untyped-def]
+        if label.startswith("vma_start_read: refcount_inc_not_zero") and order is Order.ACQUIRE:
+            order = Order.RELAXED
+        return rmw(self, label, order)
+
+    monkeypatch.setattr(Atomic, "_rmw", relaxed)
+
+
+def test_a_relaxed_inc_not_zero_lets_a_fault_take_a_recycled_vma_for_its_previous_life(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The acquire pairs with vma_mark_attached()'s refcount_set_release(): without
+    # it a fault that found the VMA before munmap freed it, and takes a reference
+    # once another mm has reused the object, may read vm_mm (and the range) of
+    # the object's previous life, pass the vm_mm check and fault on a VMA of
+    # another mm.
+    _weaken_vma_start_read_inc_not_zero(monkeypatch)
+    r = run_check("vma-reuse-by-another-mm", "universal", memory_model="lkmm",
+                  max_executions=20000)
+    assert r.violation is not None
+    assert r.violation[0] == "BUG: fault on a VMA of another mm"
+    assert any("check_graph: allowed" in n for n in r.notes)
+    assert len(r.reads_from) == 1
+    line = r.reads_from[0]
+    assert "'vma_start_read: vma->vm_mm check' (PLAIN) read ('vma', 2)" in line
+    assert "from its previous life" in line
+    # the previous life's vm_mm is mm 0 (the faulting process), the latest mm 1
+    assert line.split(" = ")[1].startswith("(0x10000000, 0x10001000, ") and ", 0) from" in line
+    # under SC the orderings change nothing
+    assert run_check("vma-reuse-by-another-mm", "universal", max_executions=20000).violation is None
+
+
+def test_with_the_acquire_a_recycled_vmas_previous_life_is_never_read() -> None:
+    # B17's schedule (no vm_mm check) reaches the point where the fault takes a
+    # reference on the object another mm reused; with the check and its acquire
+    # (7.0) the fault's vm_mm check has one value to read, the new life's, and
+    # backs off; weakened, it has the previous life's too.
+    schedule = run_check("vma-reuse-by-another-mm", "universal", bugs=["B17"]).schedule
+    runner = Runner(get_scenario("vma-reuse-by-another-mm"), Config.preset("universal"))
+    seen: set[tuple[int, int, int]] = set()
+    lkmm.use_plan(runner, {}, seen)
+    rep = replay(runner.instance(), runner.cfg, schedule, strict=False)
+    assert rep.violation is None and not seen
+    assert isinstance(rep.ex.memory, Memory)
+    checks = [r for r in rep.ex.memory.reads if r.label == "vma_start_read: vma->vm_mm check"]
+    assert len(checks) == 1 and checks[0].msg is checks[0].latest
+    assert checks[0].latest.value[3] == 1  # mm 1's VMA: the fault (mm 0) backs off

@@ -41,7 +41,7 @@ from typing import Any
 from pervma.check import stateful
 from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.sched.locations import MM_LOCK_SEQ, VM_LOCK_SEQ, VM_REFCNT, VMA
-from pervma.sched.memory import Memory, ReadRecord
+from pervma.sched.memory import PREVIOUS_LIFE, Memory, ReadRecord
 
 MEMORY_MODELS = ("sc", "lkmm")
 
@@ -269,7 +269,9 @@ def _who(tid: int, names: list[str]) -> str:
 
 def _line(r: ReadRecord, names: list[str]) -> str:
     m, latest = r.msg, r.latest
-    src = ("the value it had when first met" if m.step < 0
+    src = ("its previous life (the recycled object's fields before vm_area_alloc() handed it "
+           "out again)" if m.step < 0 and m.label == PREVIOUS_LIFE
+           else "the value it had when first met" if m.step < 0
            else f"{_who(m.tid, names)}'s step {m.step} '{m.label}' ({m.order.name})")
     return (f"step {r.step}: {_who(r.tid, names)} '{r.label}' ({r.order.name}) read {r.loc!r} = "
             f"{_fmt(m.value)} from {src}, not the latest write, {_who(latest.tid, names)}'s "

@@ -266,11 +266,11 @@ class VmAreaStruct(SlabObject):
         return (VM_LOCK_SEQ, self.slot)
 
 
-def vma_fault_fields(vma: VmAreaStruct) -> tuple[int, int, VmFlags]:
-    """What a fault reads of its VMA once read-locked (the range check, the
-    flags), as one value: the weak location ``(VMA, slot)`` under LKMM
-    (``sched.memory``)."""
-    return (vma.vm_start, vma.vm_end, vma.vm_flags)
+def vma_fault_fields(vma: VmAreaStruct) -> tuple[int, int, VmFlags, int]:
+    """What a fault reads of its VMA once it holds a reference (the vm_mm
+    check, the range check, the flags), as one value: the weak location
+    ``(VMA, slot)`` under LKMM (``sched.memory``); vm_mm as its mm's id."""
+    return (vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_mm.id)
 
 
 def vma_lock_seq(vma: VmAreaStruct) -> int:

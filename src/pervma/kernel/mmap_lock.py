@@ -35,7 +35,7 @@ from pervma.kernel.task import current_task
 from pervma.kernel.vmstat import count_vm_vma_lock_event
 from pervma.sched import Op, OpKind
 from pervma.sched.locations import VM_LOCK_SEQ, VMA
-from pervma.sched.memory import load, store
+from pervma.sched.memory import init_store, load, store
 from pervma.sched.order import Order
 
 if TYPE_CHECKING:
@@ -292,10 +292,11 @@ async def vma_start_read(mm: MmStruct, vma: VmAreaStruct) -> VmAreaStruct | _EAg
     debug.lockdep_acquire("vm_lock", vma, "read")
     # 3. reuse check (historical B17: none)
     if not mm.config.bug("B17"):
-        await vma.read_step(VMA, "vma_start_read: vma->vm_mm check", None, Order.PLAIN)
+        vm_mm_id = (await load(vma.read_step(VMA, "vma_start_read: vma->vm_mm check", None,
+                                             Order.PLAIN), vma_fault_fields, vma))[3]
         if vma.freed:
             debug.kasan_check(vma, "vma_start_read: vma->vm_mm", "vm_area_struct")
-        if vma.vm_mm is not mm:
+        if vm_mm_id != mm.id:
             other = vma.vm_mm
             rcu_read_unlock()
             if mm.config.bug("B16"):
@@ -522,6 +523,9 @@ async def vma_mark_attached(vma: VmAreaStruct) -> None:
     if not vma.vm_mm.config.bug("B05"):  # historical 6.4 (B05): no attach-time assertion
         vma_assert_write_locked(vma)
     vma_assert_detached(vma)
+    # the fields set since vm_area_alloc() (its range, flags, vm_mm), which
+    # the release below publishes together with the reference
+    init_store((VMA, vma.slot), vma_fault_fields, vma)
     await vma.vm_refcnt.set_release(1, "vma_mark_attached")
 
 
@@ -594,7 +598,7 @@ async def lock_vma_under_rcu(mm: MmStruct, address: int) -> VmAreaStruct | None:
             count_vm_vma_lock_event(mm, "vma_lock_abort")
             return None
         rcu_read_unlock()
-        start, end, _ = await load(
+        start, end, _, _ = await load(
             vma.read_step(VMA, "lock_vma_under_rcu: range check", None, Order.PLAIN),
             vma_fault_fields, vma)
         if not (start <= address < end):

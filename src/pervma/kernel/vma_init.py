@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
 from pervma.kernel.mm import vm_flags_init
-from pervma.kernel.mm_types import VmAreaStruct, VmFlags
+from pervma.kernel.mm_types import VmAreaStruct, VmFlags, vma_fault_fields
 from pervma.kernel.mmap_lock import vma_assert_detached, vma_lock_init
+from pervma.sched.locations import VMA
+from pervma.sched.memory import previous_life
 
 if TYPE_CHECKING:
     from pervma.kernel.mm_types import MmStruct
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 def vm_area_alloc(mm: MmStruct, site: str = "vm_area_alloc") -> VmAreaStruct:
     """vm_area_alloc() + vma_init(): a zeroed, detached VMA of mm."""
     vma = mm.system.vm_area_cachep.alloc(site)
+    if vma.generation > 1:  # its previous life stays readable until published
+        previous_life((VMA, vma.slot), vma_fault_fields, vma)
     vma.vm_mm = mm
     vma.vm_start = vma.vm_end = vma.vm_pgoff = 0
     vma.vm_flags = VmFlags.VM_NONE

@@ -37,10 +37,18 @@ SMC for RC11):
   writer's whole view after a releasing write, its view at its last
   wmb/mb otherwise); ``synchronize_rcu()`` joins every thread's view
   (stronger than RCU's grace period);
-* read-modify-writes and waits read the latest write; a plain step on a
-  weak location made without :class:`load` reads the latest write and
-  leaves the view alone (the VMA's location stands for all its fields, of
-  which only ``load`` sites read the ones its value holds);
+* read-modify-writes and waits read the latest write; an RMW acquires by
+  its order like a read (a relaxed one, as ``refcount_inc_not_zero()`` with
+  its acquire taken away, keeps the view pending); a plain step on a weak
+  location made without :class:`load` reads the latest write and leaves the
+  view alone (the VMA's location stands for all its fields, of which only
+  ``load`` sites read the ones its value holds);
+* an object's fields initialised before it is published
+  (:func:`init_store`, a reused SLAB_TYPESAFE_BY_RCU VMA given its range,
+  flags and mm) are plain writes of the publishing thread's transition,
+  appended after the previous life's, so a reader whose view of them is
+  older still reads the previous life unless a release and an acquire order
+  them;
 * a read's choices are the distinct values it may read, each from the
   newest write that left it (the newest value: the latest write).
 
@@ -154,6 +162,8 @@ class Memory:
         self.wmb: dict[int, View] = {}
         self.sync: dict[Hashable, View] = {}
         self.pending: dict[int, list[Any]] = {}
+        # Initialising writes a thread made since its last step (init_store).
+        self.inits: dict[int, list[tuple[Hashable, Getter, Any]]] = {}
         self.nchoice: dict[int, int] = {}
         self.reads: list[ReadRecord] = []
         self.steps = 0
@@ -229,7 +239,7 @@ class Memory:
                 self.reads.append(ReadRecord(self.steps, tid, op.label, loc, order, msg, latest,
                                              len(allowed)))
             cur[loc] = max(cur.get(loc, -1), msg.ts)
-            if order in _ACQUIRING or kind is not OpKind.READ:
+            if order in _ACQUIRING or kind is not OpKind.READ and kind is not OpKind.RMW:
                 _join(cur, msg.view)
             else:
                 _join(self.acq.setdefault(cpu, {}), msg.view)
@@ -242,6 +252,8 @@ class Memory:
         """Thread ``tid`` took ``op`` and ran on to its next step: record its writes."""
         step = self.steps
         self.steps += 1
+        if tid in self.inits:
+            self._init_writes(tid, step)
         kind = op.kind
         if kind not in _WRITES:
             return
@@ -277,7 +289,28 @@ class Memory:
         if order in _FENCE_AFTER_W:
             self.wmb[cpu] = dict(cur)
 
-    def _history(self, loc: Hashable) -> list[Message]:
+    def _init_writes(self, tid: int, step: int) -> None:
+        """The initialising writes ``tid`` made while running on from its
+        step ``step`` (:func:`init_store`): plain writes, each a new message
+        after the location's older ones (which stay readable to a CPU whose
+        view is older), carrying the thread's view at its last wmb/mb."""
+        cpu = 0 if self.one_cpu else tid
+        cur = self.cur.setdefault(cpu, {})
+        for loc, get, obj in self.inits.pop(tid):
+            self.getters[loc] = (get, obj)
+            if loc not in self.hist:  # first met: nothing older to read
+                self._history(loc)
+                cur[loc] = self.hist[loc][-1].ts
+                continue
+            self._ts += 1
+            view = dict(self.wmb.get(cpu, {}))
+            msg = Message(self._ts, get(obj), tid, "initialised before publication", step,
+                          Order.PLAIN, view)
+            view[loc] = msg.ts
+            cur[loc] = msg.ts
+            self.hist[loc].append(msg)
+
+    def _history(self, loc: Hashable, label: str = "initial") -> list[Message]:
         """The history of ``loc``; it starts (again) with the object's value
         when first met, or when the object changed without a tracked write
         (a slab object recycled, a field set before the object was visible)."""
@@ -286,7 +319,7 @@ class Memory:
         now = got[0](got[1]) if got is not None else None
         if hist is None or (got is not None and hist[-1].value != now):
             self._ts += 1
-            hist = self.hist[loc] = [Message(self._ts, now, -1, "initial", -1, Order.PLAIN,
+            hist = self.hist[loc] = [Message(self._ts, now, -1, label, -1, Order.PLAIN,
                                              {loc: self._ts})]
         return hist
 
@@ -339,6 +372,38 @@ def _memory() -> Memory | None:
         return None
     mem = _current[-1].extra.get("memory")
     return mem if isinstance(mem, Memory) else None
+
+
+def init_store(loc: Hashable, get: Getter, obj: Any) -> None:
+    """The fields of ``obj`` that the weak location ``loc`` stands for were
+    (re)initialised by the running thread with plain stores before it
+    publishes the object (a SLAB_TYPESAFE_BY_RCU object handed to a new
+    owner): not a step of its own; under LKMM the memory layer records them
+    as plain writes of that thread's current transition, so that a reader
+    whose view is older may still read the object's previous life unless a
+    release the writer makes next, and an acquire of the reader, order them.
+    Without a memory layer nothing happens."""
+    mem = _memory()
+    if mem is not None and mem.is_weak(loc):
+        mem.inits.setdefault(_current[-1].tid, []).append((loc, get, obj))
+
+
+#: The label of a history's first message when it is an object's previous life.
+PREVIOUS_LIFE = "previous life"
+
+
+def previous_life(loc: Hashable, get: Getter, obj: Any) -> None:
+    """``obj``, a SLAB_TYPESAFE_BY_RCU object the weak location ``loc``
+    stands for, comes back from its cache to be reinitialised: under LKMM,
+    if no step has met ``loc`` yet, its history starts with the value the
+    object still holds (its previous life, written before the execution
+    began), so that a reader with an older view may read it after the
+    reinitialising writes (:func:`init_store`).  Call it before those
+    writes.  Without a memory layer nothing happens."""
+    mem = _memory()
+    if mem is not None and mem.is_weak(loc) and loc not in mem.hist:
+        mem.getters[loc] = (get, obj)
+        mem._history(loc, PREVIOUS_LIFE)
 
 
 class load:  # noqa: N801 - used as ``await load(...)``, a primitive like ``read``
