@@ -92,9 +92,10 @@ def _run(src: Path, scenario: str, budget: int) -> tuple[str, str]:
     runs = re.search(r"(\d+) executions, (\d+) pruned", first)
     n = int(runs.group(1)) + int(runs.group(2)) if runs else 0
     if proc.returncode == 1:
-        bug = next((ln.split("BUG: ", 1)[1] for ln in proc.stdout.splitlines()
-                    if ln.startswith("BUG: ")), "?")
-        return "FOUND", f"{bug.split(':')[0]}; {n} runs, {cpu:.1f} s"
+        # the report's headline: "BUG: <kind>: <detail>"
+        head = next((ln[len("BUG: "):] for ln in proc.stdout.splitlines()
+                     if ln.startswith("BUG: ")), "?")
+        return "FOUND", f"{': '.join(head.split(': ')[:2])}; {n} runs, {cpu:.1f} s"
     if proc.returncode == 0:
         return "clean", f"complete, {n} runs, {cpu:.1f} s"
     if proc.returncode == 3:

@@ -4,7 +4,7 @@ count, the program minimised to the calls that matter, a replay file that
 gives with the switches off is not counted) and deterministic output.
 
 The bug is B13 (vma_start_read succeeds on a VMA detached while it was
-locking): munmap detaches the VMA that mlock's populate is faulting on."""
+locking): munmap detaches the VMA that a user load is faulting on."""
 
 from __future__ import annotations
 
@@ -39,12 +39,12 @@ def _prog(threads: list[list[dict[str, Any]]], vmas: list[dict[str, Any]]) -> Pr
 
 TARGET = {"kind": "anon", "addr": hex(A + 0x5000), "pages": 2, "prot": "rwx"}
 MUNMAP = _call("munmap", addr=A + 0x5000, len=0x2000)
-MLOCK = _call("mlock", addr=A + 0x5000, len=0x1000)
-#: munmap against mlock of one page of the same VMA, nothing else.
-SMALL = _prog([[MUNMAP], [MLOCK]], [TARGET])
+LOAD = _call("load", addr=A + 0x5000)
+#: munmap against a user load (a fault) of one page of the same VMA, nothing else.
+SMALL = _prog([[MUNMAP], [LOAD]], [TARGET])
 #: the same race padded: another populated VMA, an mbind of it, two loads from it.
 PADDED = _prog([[_call("mbind", addr=A, len=0x1000, mode=1, nodemask=1), MUNMAP],
-                [_call("load", addr=A + 0x1000), MLOCK],
+                [_call("load", addr=A + 0x1000), LOAD],
                 [_call("load", addr=A + 0x2000)]],
                [{"kind": "anon", "addr": hex(A), "pages": 3, "populate": True}, TARGET])
 B13 = Config.preset("universal").with_bugs("B13")
@@ -79,7 +79,7 @@ def test_minimisation_keeps_the_calls_that_matter(found) -> None:
     [f] = fs.findings
     assert f.original == {"processes": 1, "vmas": 2, "threads": 3, "calls": 5}
     assert sizes(f.program) == {"processes": 1, "vmas": 1, "threads": 2, "calls": 2}
-    assert [[c.call for c in t.calls] for t in f.program.threads] == [["munmap"], ["mlock"]]
+    assert [[c.call for c in t.calls] for t in f.program.threads] == [["munmap"], ["load"]]
     assert f.program.processes[0].vmas[0].addr == A + 0x5000
     assert not f.cut and 0 < f.candidates <= 40
     entry = fs.summary()[0]["minimised"]
@@ -107,7 +107,7 @@ def test_replay_file_reproduces_the_finding(found, tmp_path: Path, capsys) -> No
     assert txt.startswith(f"finding-0001: {KASAN} at kernel/memory.py:check_fault_vma "
                           "holding vm_lock:read\n2 hit(s), first by program 0; minimised "
                           "from 3 threads, 5 calls, 2 VMAs to 2 threads, 2 calls, 1 VMAs\n")
-    assert "T0 (p): munmap(addr=0x10005000, len=0x2000)\nT1 (p): mlock(" in txt
+    assert "T0 (p): munmap(addr=0x10005000, len=0x2000)\nT1 (p): load(" in txt
     # the program file runs under check --program too
     assert main(["check", "--program", str(tmp_path / "finding-0001.program.json"),
                  "--bug", "B13"]) == 1

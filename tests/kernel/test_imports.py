@@ -58,7 +58,6 @@ ALLOWED_DEFERRED: dict[tuple[str, str, str], str] = {
         "migration allocates pages and sets PTEs; the fault path reads the VMA policy",
     # No cycle: these may move to module scope; left as they are while their
     # files take concurrent edits (issue #13), to keep the merge small.
-    ("madvise", "madvise_populate", "fault"): "no cycle: may move to module scope",
     ("task_mmu", "do_procmap_query", "mmap"): "no cycle: may move to module scope",
     ("task_mmu", "do_procmap_query", "userfaultfd_mm"): "no cycle: may move to module scope",
     ("userfaultfd_mm", "copy_from_user", "fault"): "no cycle: may move to module scope",

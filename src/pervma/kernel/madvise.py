@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from pervma.kernel.gup import Budget, Locked, faultin_page_range
 from pervma.kernel.memory import zap_page_range
 from pervma.kernel.mm import vm_flags_reset
 from pervma.kernel.mm_types import PAGE_SIZE, VmFlags
@@ -184,39 +185,28 @@ async def do_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:
 
 
 async def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> int:
-    """Models madvise_populate() (6.18): fault the range in, VMA by VMA, as
-    GUP with FOLL_MADV_POPULATE does: no VMA at the cursor is -ENOMEM, a VMA
-    that cannot be read (or, for MADV_POPULATE_WRITE, written) or is
-    VM_IO/VM_PFNMAP is -EINVAL, a fault that fails is -EFAULT; what came
-    before stays populated.  As in mm_populate(), the faults are taken
-    outside mmap_lock (the kernel holds it for read), and memory bounds the
-    work: running out of free pages is -ENOMEM."""
-    from pervma.kernel.fault import OOM_FAULT, handle_user_fault
-
-    system = mm.system
-    budget = system.mem_pages - system.page_cachep.active
-    addr = start
-    while addr < end:
-        await mmap_read_lock(mm)
-        vma = mm.mm_mt.find_covering(addr)
-        flags = vma.vm_flags if vma is not None else VmFlags.VM_NONE
-        nend = min(end, vma.vm_end) if vma is not None else addr
-        await mmap_read_unlock(mm)
-        if vma is None:
-            return -errno.ENOMEM
-        if flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP):
-            return -errno.EINVAL
-        if not flags & (VmFlags.VM_WRITE if write else VmFlags.VM_READ):
-            return -errno.EINVAL
-        while addr < nend:
-            if budget <= 0:
-                return -errno.ENOMEM
-            budget -= 1
-            code = await handle_user_fault(mm, addr, write)
-            if code:
-                return -errno.ENOMEM if code == OOM_FAULT else -errno.EFAULT
-            addr += PAGE_SIZE
-    return 0
+    """Models madvise_populate() (7.0): under mmap_read_lock (madvise's lock
+    mode for MADV_POPULATE_*), fault the range in with faultin_page_range()
+    (``kernel/gup.py``): no VMA at the cursor is -ENOMEM, a VMA that cannot
+    be read (or, for MADV_POPULATE_WRITE, written) or is VM_IO/VM_PFNMAP is
+    -EINVAL, a fault that fails is -EFAULT; what came before stays populated.
+    The lock is held from each check through its faults; a fault that drops
+    it (a userfaultfd wait) has it taken again before the range goes on."""
+    budget = Budget(mm)
+    locked = Locked(True)
+    await mmap_read_lock(mm)
+    ret = 0
+    while start < end:
+        pages = await faultin_page_range(mm, start, end, write, locked, budget)
+        if not locked.held:
+            await mmap_read_lock(mm)
+            locked.held = True
+        if pages < 0:
+            ret = pages
+            break
+        start += pages * PAGE_SIZE
+    await mmap_read_unlock(mm)
+    return ret
 
 
 async def sys_madvise(mm: MmStruct, start: int, len_in: int, advice: int) -> int:

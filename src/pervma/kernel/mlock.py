@@ -14,10 +14,11 @@ through ``mlock_vma_pages_range``: write-lock, set the flags (with VM_IO for
 the duration of the walk, as the kernel does so that rmap walkers see a
 VM_LOCKED VMA is still being set up), walk the present pages with
 PGWALK_WRLOCK_VERIFY, clear VM_IO.  A hole is -ENOMEM.  After mmap_lock is
-dropped, mlock populates the range (``__mm_populate``): each page is faulted
-in as a user fault would, VMA by VMA, skipping VM_IO/VM_PFNMAP and
-VM_LOCKONFAULT VMAs; a fault that fails is -ENOMEM (-EFAULT turned into
-the POSIX error), running out of memory -EAGAIN.
+dropped, mlock populates the range (``__mm_populate``, ``kernel/gup.py``):
+under mmap_read_lock, VMA by VMA, each page faulted in by GUP under that lock,
+skipping VM_IO/VM_PFNMAP and VM_LOCKONFAULT VMAs; a fault that fails is
+-ENOMEM (-EFAULT turned into the POSIX error), running out of memory
+-EAGAIN.
 
 Not modelled: the LRU side (PG_mlocked, mlock_count, the unevictable list):
 the walk visits each present page under its PTE lock and changes nothing;
@@ -31,13 +32,11 @@ import errno
 from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
-from pervma.kernel.fault import OOM_FAULT, handle_user_fault
+from pervma.kernel.gup import __mm_populate
 from pervma.kernel.mm import vm_flags_reset, vm_flags_reset_once
 from pervma.kernel.mm_types import PAGE_SHIFT, PAGE_SIZE, VM_LOCKED_MASK, VM_SPECIAL, VmFlags
 from pervma.kernel.mmap import RLIMIT_MEMLOCK
 from pervma.kernel.mmap_lock import (
-    mmap_read_lock,
-    mmap_read_unlock,
     mmap_write_lock_killable,
     mmap_write_unlock,
     vma_start_write,
@@ -153,55 +152,6 @@ def count_mm_mlocked_page_nr(mm: MmStruct, start: int, length: int) -> int:
 def locked_vm(mm: MmStruct) -> int:
     """mm->locked_vm, computed from the VMAs (as mmap.py's mlock_future_ok())."""
     return sum(v.pages() for v in mm.mm_mt.snapshot() if v.vm_flags & VM_LOCKED)
-
-
-async def __mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bool) -> int:
-    """Models __mm_populate() (mm/gup.c): fault in [start, end) VMA by VMA;
-    VM_IO/VM_PFNMAP VMAs are skipped, VM_LOCKONFAULT ones left to fault
-    later, a VMA without access (PROT_NONE) is -EFAULT; a write fault where
-    the VMA is private and writable.  As the model's other populates, the
-    faults are taken without mmap_lock held (the kernel holds it for read
-    and GUP faults under it); memory bounds the work (-ENOMEM)."""
-    system = mm.system
-    budget = system.mem_pages - system.page_cachep.active
-    end = start + length
-    nstart = start
-    while nstart < end:
-        await mmap_read_lock(mm)
-        vma = mm.mm_mt.find(nstart)
-        if vma is not None and vma.vm_start >= end:
-            vma = None
-        flags = vma.vm_flags if vma is not None else VmFlags.VM_NONE
-        vstart, vend = (vma.vm_start, vma.vm_end) if vma is not None else (0, 0)
-        await mmap_read_unlock(mm)
-        if vma is None:
-            break
-        nend = min(end, vend)
-        nstart = max(nstart, vstart)
-        if flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP) or flags & VM_LOCKONFAULT:
-            nstart = nend
-            continue
-        ret = 0
-        if not flags & (VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC):
-            ret = -errno.EFAULT
-        write = (flags & (VmFlags.VM_WRITE | VmFlags.VM_SHARED)) == VmFlags.VM_WRITE
-        while not ret and nstart < nend:
-            if budget <= 0:
-                ret = -errno.ENOMEM
-                break
-            budget -= 1
-            code = await handle_user_fault(mm, nstart, write)
-            if code:
-                ret = -errno.ENOMEM if code == OOM_FAULT else -errno.EFAULT
-                break
-            nstart += PAGE_SIZE
-        if ret:
-            if ignore_errors:
-                nstart = nend
-                continue
-            return ret
-        nstart = nend
-    return 0
 
 
 def __mlock_posix_error_return(retval: int) -> int:

@@ -11,8 +11,8 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from pervma.kernel import debug
-from pervma.kernel.fault import handle_user_fault
 from pervma.kernel.filemap import i_mmap_lock_write, i_mmap_unlock_write
+from pervma.kernel.gup import __mm_populate
 from pervma.kernel.interval_tree import vma_interval_tree_insert_after
 from pervma.kernel.memory import copy_page_range, zap_page_range
 from pervma.kernel.mempolicy import mpol_put, vma_dup_policy
@@ -443,35 +443,11 @@ async def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot:
 
 
 async def mm_populate(mm: MmStruct, start: int, length: int) -> None:
-    """Models mm_populate() (__mm_populate with errors ignored): fault the
-    range in VMA by VMA, a write fault where the VMA is private and writable,
-    skipping a VMA whose fault fails (PROT_NONE).  Bounded by memory: it
-    stops once it has touched as many pages as were free when it began, so a
-    populate that runs out of pages ends early and the mmap still succeeds
-    (each populated page is counted as used, zero-page mappings included:
-    the model has no page-table pages to run out of instead)."""
-    system = mm.system
-    budget = system.mem_pages - system.page_cachep.active
-    end = start + length
-    addr = start
-    while addr < end and budget > 0:
-        vma = mm.mm_mt.find(addr)
-        if vma is None or vma.vm_start >= end:
-            break
-        addr = max(addr, vma.vm_start)
-        nend = min(end, vma.vm_end)
-        if vma.vm_flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP):
-            addr = nend
-            continue
-        write = (vma.vm_flags & (VmFlags.VM_WRITE | VmFlags.VM_SHARED)) == VmFlags.VM_WRITE
-        while addr < nend and budget > 0:
-            budget -= 1
-            if await handle_user_fault(mm, addr, write):
-                break  # this VMA cannot be populated: go on with the next one
-            if system.page_cachep.active >= system.mem_pages:
-                budget = 0
-            addr += PAGE_SIZE
-        addr = nend
+    """Models mm_populate(): __mm_populate() with errors ignored
+    (``kernel/gup.py``), after do_mmap() dropped the write lock: a VMA whose
+    faults fail (PROT_NONE) or a populate out of memory leaves the rest as
+    it is, and the mmap still succeeds."""
+    await __mm_populate(mm, start, length, True)
 
 
 async def vm_mmap_pgoff(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int,

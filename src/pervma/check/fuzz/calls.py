@@ -116,18 +116,14 @@ def _gen_madvise(g: Gen, r: random.Random) -> Args:
 
 
 @fuzz_call("madvise", params=("addr", "len", "advice"), gen=_gen_madvise,
-           walks=lambda a: [(a["addr"], a["len"])], weight=2,
-           atomic_if=lambda a: a["advice"] not in (MADV_POPULATE_READ, MADV_POPULATE_WRITE))
+           walks=lambda a: [(a["addr"], a["len"])], weight=2)
 async def _madvise(cx: Ctx, t: Thread, a: Args) -> Any:
-    """madvise(2); MADV_POPULATE_READ/WRITE are not one step *in the model*:
-    its madvise_populate() checks a VMA under mmap_read_lock and faults the
-    pages in after dropping it, so an mprotect in between turns EINVAL (the
-    check) into EFAULT (the fault's SIGSEGV), which no serial order gives.
-    Linux 7.0 checks and faults under one mmap_read_lock hold (mm/madvise.c
-    madvise_populate() -> faultin_page_range(); mm/gup.c __get_user_pages(),
-    FOLL_MADV_POPULATE: no VMA -ENOMEM, check_vma_flags() -EINVAL, checked
-    again after a fault that dropped the lock); -EFAULT there is a failed
-    fault (SIGBUS/SIGSEGV) only.  The oracle's skip follows the model."""
+    """madvise(2).  MADV_POPULATE_READ/WRITE check each VMA and fault its
+    pages under one mmap_read_lock hold (7.0 mm/madvise.c madvise_populate()
+    -> faultin_page_range(), ``kernel/gup.py``; checked again after a fault
+    that dropped the lock), so an mprotect cannot come between a check and
+    its faults: -EFAULT is a failed fault only, and the call is atomic with
+    respect to the address space's writers as the other advice is."""
     return await t.madvise(a["addr"], a["len"], a["advice"])
 
 
