@@ -373,8 +373,10 @@ class Thread:
         except OutsideDriver:
             if has_current():
                 raise
-            # A thread a driver dropped unfinished, closed by the garbage
-            # collector: its unwinding cannot run model code.  Nothing ran.
+            # A thread a driver dropped unfinished, closed with no driver
+            # running: by the garbage collector, or by a driver's explicit
+            # close (check.engine.close_executor, which would ignore the
+            # error anyway).  Its unwinding cannot run model code.
             return None
 
     async def _syscall_exit(self, where: str) -> None:

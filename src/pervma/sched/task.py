@@ -120,9 +120,10 @@ _tracking = [False]
 
 class OutsideDriver(RuntimeError):
     """Model code ran with no driver running it: a bug in a driver or a
-    test, or a dropped thread's coroutine being closed by the garbage
-    collector (its ``finally`` blocks, which unlock and leave RCU, have no
-    task to run as)."""
+    test, or a dropped thread's coroutine being closed with no driver
+    running, by the garbage collector or a driver's explicit close (its
+    ``finally`` blocks, which unlock and leave RCU, have no task to run
+    as)."""
 
 
 def current() -> Task:
