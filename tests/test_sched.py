@@ -104,3 +104,48 @@ def test_an_unawaited_coroutine_fails_the_tests() -> None:
         run_direct(forgetful())
         gc.collect()
     assert any("was never awaited" in str(w.message) for w in caught)
+
+
+def test_a_python_error_in_a_thread_closes_the_other_threads() -> None:
+    """An exception that is not a Violation leaves Executor.step (a bug, or a
+    NotModelled): the other threads are closed there and then, their
+    ``finally`` blocks run, rather than by the garbage collector later,
+    under whatever driver happens to run then."""
+    unwound: list[str] = []
+
+    async def holder() -> None:
+        try:
+            await rmw(("a",), "take")
+            await rmw(("a",), "never")
+        finally:
+            unwound.append("holder")
+
+    async def crasher() -> None:
+        await rmw(("b",), "first")
+        raise KeyError("model bug")
+
+    ex = Executor([holder(), crasher()])
+    ex.step(0)
+    with pytest.raises(KeyError):
+        ex.step(1)
+    assert unwound == ["holder"]
+    assert all(t.done for t in ex.tasks)
+    assert ex.tasks[0].coro.cr_frame is None  # closed, nothing left for the collector
+
+
+def test_a_python_error_while_threads_start_closes_those_started() -> None:
+    unwound: list[str] = []
+
+    async def holder() -> None:
+        try:
+            await rmw(("a",), "take")
+        finally:
+            unwound.append("holder")
+
+    async def crasher() -> None:
+        raise KeyError("setup bug")
+        await rmw(("b",), "never")  # pragma: no cover - makes it a coroutine with a step
+
+    with pytest.raises(KeyError):
+        Executor([holder(), crasher()])
+    assert unwound == ["holder"]

@@ -53,9 +53,13 @@ class Executor:
             if memory is not None:
                 task.extra["memory"] = memory
             self.tasks.append(task)
-        for task in self.tasks:
-            if self.violation is None:
-                self._advance(task)
+        try:
+            for task in self.tasks:
+                if self.violation is None:
+                    self._advance(task)
+        except BaseException:
+            self.close()  # a Python error in a thread: the others do not outlive it
+            raise
 
     def _advance(self, task: Task) -> None:
         _current.append(task)
@@ -103,12 +107,19 @@ class Executor:
         if _touched:
             _touched.clear()  # sched.touch() records only this step's hidden writes
         mem = self.memory
-        if mem is None:
-            self._advance(task)
-        else:
-            mem.before(tid, op)
-            self._advance(task)
-            mem.after(tid, op)
+        try:
+            if mem is None:
+                self._advance(task)
+            else:
+                mem.before(tid, op)
+                self._advance(task)
+                mem.after(tid, op)
+        except BaseException:
+            # A Python error (not a Violation) left the thread: close the
+            # others now, not when the garbage collector gets to them
+            # (their unwinding would then run under whatever driver runs).
+            self.close()
+            raise
         return op
 
     def close(self) -> None:
