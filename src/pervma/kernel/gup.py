@@ -45,7 +45,7 @@ VM_LOCKONFAULT = VmFlags.VM_LOCKONFAULT
 _ACCESS = VmFlags.VM_READ | VmFlags.VM_WRITE | VmFlags.VM_EXEC
 
 
-class Budget:
+class PageBudget:
     """The free pages a populate may still use (the model's bound on its work)."""
 
     __slots__ = ("pages",)
@@ -72,8 +72,8 @@ def vm_fault_to_errno(fault: int) -> int:
     return 0
 
 
-async def faultin_pages(mm: MmStruct, vma: VmAreaStruct, start: int, end: int, write: bool,
-                        locked: Locked, budget: Budget, tried: bool = False) -> int:
+async def faultin_pages(vma: VmAreaStruct, start: int, end: int, write: bool, locked: Locked,
+                        budget: PageBudget, tried: bool = False) -> int:
     """__get_user_pages() over [start, end) of ``vma``, checked by the caller,
     with ``locked.held`` on entry: fault each page in under mmap_read_lock
     (the first with FAULT_FLAG_TRIED when ``tried``: a retry after a fault
@@ -103,7 +103,7 @@ async def faultin_pages(mm: MmStruct, vma: VmAreaStruct, start: int, end: int, w
 
 
 async def populate_vma_page_range(vma: VmAreaStruct, start: int, end: int, locked: Locked,
-                                  budget: Budget) -> int:
+                                  budget: PageBudget) -> int:
     """populate_vma_page_range(): the range lies in ``vma`` and mmap_lock is
     held for read.  VM_LOCKONFAULT VMAs are left to fault later (all pages
     counted done); a write fault where the VMA is private and writable, else
@@ -115,7 +115,7 @@ async def populate_vma_page_range(vma: VmAreaStruct, start: int, end: int, locke
     if not flags & _ACCESS:
         return -errno.EFAULT
     write = (flags & (VmFlags.VM_WRITE | VmFlags.VM_SHARED)) == VmFlags.VM_WRITE
-    return await faultin_pages(vma.vm_mm, vma, start, end, write, locked, budget)
+    return await faultin_pages(vma, start, end, write, locked, budget)
 
 
 async def __mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bool) -> int:
@@ -123,7 +123,7 @@ async def __mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bo
     fault dropped it), fault [start, start + length) in VMA by VMA: VM_IO and
     VM_PFNMAP VMAs are skipped, an error ends the populate (or, with
     ``ignore_errors``, the VMA).  Returns 0 or a negative errno."""
-    budget = Budget(mm)
+    budget = PageBudget(mm)
     end = start + length
     locked = Locked(False)
     vma: VmAreaStruct | None = None
@@ -164,7 +164,7 @@ def _find_vma_intersection(mm: MmStruct, start: int, end: int) -> VmAreaStruct |
 
 
 async def faultin_page_range(mm: MmStruct, start: int, end: int, write: bool, locked: Locked,
-                             budget: Budget) -> int:
+                             budget: PageBudget) -> int:
     """faultin_page_range() with FOLL_MADV_POPULATE, mmap_lock held for read
     (``locked.held``): the VMA at each address must exist (-ENOMEM) and allow
     the access without FOLL_FORCE, and not be VM_IO/VM_PFNMAP (-EINVAL); a
@@ -186,8 +186,7 @@ async def faultin_page_range(mm: MmStruct, start: int, end: int, write: bool, lo
         if flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP) or not flags & (
                 VmFlags.VM_WRITE if write else VmFlags.VM_READ):
             return done or -errno.EINVAL
-        n = await faultin_pages(mm, vma, addr, min(end, vma.vm_end), write, locked, budget,
-                                tried)
+        n = await faultin_pages(vma, addr, min(end, vma.vm_end), write, locked, budget, tried)
         tried = False
         if n < 0:
             return done or n

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from pervma.kernel.gup import Budget, Locked, faultin_page_range
+from pervma.kernel.gup import Locked, PageBudget, faultin_page_range
 from pervma.kernel.memory import zap_page_range
 from pervma.kernel.mm import vm_flags_reset
 from pervma.kernel.mm_types import PAGE_SIZE, VmFlags
@@ -192,7 +192,7 @@ async def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> i
     -EINVAL, a fault that fails is -EFAULT; what came before stays populated.
     The lock is held from each check through its faults; a fault that drops
     it (a userfaultfd wait) has it taken again before the range goes on."""
-    budget = Budget(mm)
+    budget = PageBudget(mm)
     locked = Locked(True)
     await mmap_read_lock(mm)
     ret = 0
