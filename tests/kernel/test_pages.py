@@ -161,3 +161,40 @@ def test_exit_frees_the_mm_and_its_vmas(preset: str) -> None:
     p.exit()
     assert p.mm.freed
     assert kern.vm_area_cachep.active == active - 2  # the mapping and the stack
+
+
+def test_a_cow_copy_that_raced_with_a_reuse_of_the_page_backs_off() -> None:
+    """Two threads write one COW page that a fork child shares.  The first
+    fault finds the page shared, drops the PTE lock and copies it; meanwhile
+    the child unmaps its copy and the second thread's fault, finding the page
+    exclusive now, reuses it (the entry made writable) and writes through it.
+    The copy must then back off (wp_page_copy()'s pte_same() against the entry
+    it read, not just the same page), or it installs a copy without the
+    second thread's byte: a lost store (the fuzzer's finding on the correct
+    model, universal, seed 2026 program 173)."""
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    a = p.mmap(0, PAGE, RW, ANON)
+    p.store(a, 1)
+    c = p.fork()
+    w1, w0, cu = p.thread(), p.thread(), c.thread()
+
+    async def store(t, addr, byte):  # type: ignore[no-untyped-def]
+        await t.store(addr, byte)
+
+    async def unmap(t):  # type: ignore[no-untyped-def]
+        await t.munmap(a, PAGE)
+
+    ex = Executor([w1.start(lambda t: store(t, a, 148)), cu.start(unmap),
+                   w0.start(lambda t: store(t, a + 1, 81))],
+                  models=[w1.task, cu.task, w0.task])
+    labels = []
+    while "copy_page" not in labels:  # the first fault has copied the shared page
+        labels.append(ex.step(0).label)
+    assert "alloc_pages" in labels and "wp_page_reuse" not in labels
+    for tid in (1, 2, 0):  # the child's munmap, the reusing store, the copy's end
+        while not ex.tasks[tid].done:
+            ex.step(tid)
+    assert ex.violation is None
+    assert (p.load(a), p.load(a + 1)) == (148, 81)
+    assert p.mm.pgtable[a >> 12].page.data == {0: 148, 1: 81}

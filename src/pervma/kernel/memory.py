@@ -502,8 +502,10 @@ async def do_wp_page(vmf: VmFault) -> int:
     rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, vmf.vpn << PAGE_SHIFT, (vmf.vpn + 1) << PAGE_SHIFT)
     await mmu_notifier_invalidate_range_start(rng)
     await ptl.lock()
-    cur = mm.pgtable.get(vmf.vpn)
-    if cur is None or cur.page is not old:
+    # pte_same() against the entry the fault read: another fault may have
+    # reused the page (made this very entry writable and written through it)
+    # since the lock was dropped, and the copy would lose that store
+    if mm.pgtable.get(vmf.vpn) is not pte:
         await ptl.unlock()
         put_page(mm, new, "wp_page_copy: raced")
         await mmu_notifier_invalidate_range_end(rng)
