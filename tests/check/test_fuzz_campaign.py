@@ -309,3 +309,29 @@ def test_a_scheduler_without_workers_is_exit_2(tmp_path: Path,
     assert capsys.readouterr().err == (f"pervma: the Dask scheduler at {addr} has no workers "
                                        "(waited 1 s)\n")
     assert not out.exists()
+
+
+def test_a_ctrl_c_a_library_swallowed_still_stops_the_campaign() -> None:
+    """^C raises KeyboardInterrupt wherever the main thread waits; a library
+    waiting for a worker's result (Dask's client, under load) may swallow it
+    and go on, and the campaign then ran on to its --time (the Dask ^C test
+    once took its whole 600 s).  The campaign notes the signal and stops at the
+    next result it takes."""
+    from pervma.check.fuzz.explore import ProgramResult
+
+    class Swallowing(InProcess):
+        def map(self, fn, tasks, lost):  # type: ignore[no-untyped-def]
+            for i, t in enumerate(tasks):
+                if i == 1:
+                    try:
+                        signal.raise_signal(signal.SIGINT)
+                    except KeyboardInterrupt:
+                        pass  # as a library waiting there may
+                yield ProgramResult(executions=1, coverage={("pte", True, True)}), None
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    camp = Campaign(1, "universal", [], None, 40, round_size=4)  # type: ignore[arg-type]
+    camp.run(Swallowing())
+    assert camp.stopped == "interrupted"
+    assert len(camp.rows) == 1  # the result taken before the signal, none after
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -284,6 +284,37 @@ class DaskExecutor:
             self._cluster.close()
 
 
+class _InterruptLatch:
+    """A ^C that also leaves a mark: Python's SIGINT handler raises
+    KeyboardInterrupt wherever the main thread is, and a library waiting there
+    (Dask's client, waiting for a result) may swallow it; the campaign then
+    still stops at the next result it takes (:meth:`check`).  Installed only
+    where SIGINT has Python's default handler (not in a background job that
+    ignores it, nor outside the main thread)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.old: Any = None
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self.old = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            self.old = None
+
+
 def _ignore_sigint() -> Any:
     """Ignore SIGINT; the handler it had (None: not the main thread, unchanged)."""
     try:
@@ -378,8 +409,10 @@ class Campaign:
         self.started = clock()
         done = 0
         self.stopped = "programs"
+        sigint = _InterruptLatch()
         try:
             while done < self.programs:
+                sigint.check()
                 if self.rounds and self.time_limit is not None \
                         and clock() - self.started >= self.time_limit:
                     self.stopped = "time"
@@ -392,6 +425,7 @@ class Campaign:
                               self.pct_executions, self.seed) for s, (p, _) in enumerate(drawn)]
                 self.rounds += 1
                 for s, out in enumerate(executor.map(explore_one, tasks, _lost)):
+                    sigint.check()
                     prog, origin = drawn[s]
                     row = self._account(done + s, k, prog, origin, out, clock)
                     if on_program is not None and on_program(done + s, prog, origin, out, row):
@@ -405,6 +439,8 @@ class Campaign:
             self.stopped = "interrupted"
             executor.close(abort=True)
             return
+        finally:
+            sigint.restore()
         executor.close()
 
     def _account(self, index: int, k: int, prog: Program, origin: Origin, out: Outcome,
