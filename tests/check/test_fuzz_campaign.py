@@ -252,7 +252,7 @@ def test_ctrl_c_with_worker_processes_saves_and_exits_130(where: list[str], show
     code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             f"import sys; sys.path.insert(0, {str(tests)!r}); import conftest\n"
             "from pervma.cli import main\n"
-            f"sys.exit(main(['fuzz', *{SMALL!r}, '--round-size', '2', '--time', '600',"
+            f"sys.exit(main(['fuzz', *{SMALL!r}, '--round-size', '2', '--programs', '2000',"
             f" '--workers', '2', *{where!r}, '--out', {str(out)!r}]))\n")
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as p:
