@@ -259,7 +259,7 @@ def test_ctrl_c_with_worker_processes_saves_and_exits_130(where: list[str], show
         try:
             assert p.stderr is not None
             first = p.stderr.readline()  # the first round's line (stderr is not a terminal)
-            assert first.startswith(f"fuzz: round 0 ({shown}): 2 programs, "), first
+            assert first.startswith(f"fuzz: round 0 ({shown}): 2/2000 programs, "), first
             os.killpg(p.pid, signal.SIGINT)
             rest = p.stderr.read()
             assert p.wait() == 130
