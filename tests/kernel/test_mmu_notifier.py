@@ -361,3 +361,26 @@ def test_wp_page_copy_notifying_an_empty_range_keeps_the_old_page_in_the_mirror(
     assert msg == ("stale secondary PTE after invalidate_range_end: mirror#0 maps 0x10000000 to pfn 1 "
                    "read-only, but the primary PTE maps pfn 2 in mm#0 (a PTE changed without "
                    "mmu_notifier_invalidate_range_start)")
+
+
+def test_clear_refs_soft_dirty_invalidates_the_mirror_before_write_protecting() -> None:
+    """clear_refs 4 write-protects every PTE (soft-dirty tracking) inside an
+    MMU_NOTIFY_SOFT_DIRTY invalidation of the whole space, as 7.0
+    clear_refs_write() does: a device that mapped a page writable loses that
+    entry, and the next device write faults (the fuzzer's finding on the
+    correct model: universal-up-nopreempt, seed 2026 program 5434, a writable
+    mirror entry over a read-only PTE)."""
+    kern = System(Config.preset("universal-up-nopreempt"))
+    p = kern.spawn()
+    a = p.mmap(0, 2 * PAGE, RW, ANON)
+    p.store(a, 5)
+    m = p.mmu_notifier_register()
+    assert m.load(a) == 5
+    pfn = p.mm.pgtable[a // PAGE].page.pfn
+    assert m.entries() == {a: (pfn, True)}
+    assert p.clear_refs(4) == 1
+    assert not p.mm.pgtable[a // PAGE].writable
+    assert m.entries() == {}
+    debug.validate_mm(p.mm)  # no stale secondary PTE
+    m.store(a, 6)  # GUP for write: do_wp_page reuses the page, the mirror maps it again
+    assert p.load(a) == 6 and m.entries() == {a: (pfn, True)}

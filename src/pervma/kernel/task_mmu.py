@@ -27,6 +27,12 @@ from pervma.kernel.mmap_lock import (
     mmap_write_unlock,
     vma_end_read,
 )
+from pervma.kernel.mmu_notifier import (
+    MMU_NOTIFY_SOFT_DIRTY,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+    mmu_notifier_range_init,
+)
 from pervma.kernel.pagewalk import PGWALK_WRLOCK, MmWalk, MmWalkOps, walk_page_range
 from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from pervma.kernel.sites import call_site
@@ -354,7 +360,8 @@ async def clear_refs_write(mm: MmStruct, buf: str) -> int:
     as kstrtoint() does (surrounding blanks stripped), 1-5 or -EINVAL; then
     under mmap_write_lock_killable: type 5 resets the RSS high-water mark
     (not modelled: nothing to do), type 4 clears VM_SOFTDIRTY of each VMA
-    (vm_flags_clear write-locks it), and the walk (PGWALK_WRLOCK: every VMA
+    (vm_flags_clear write-locks it) and brackets the walk with an
+    MMU_NOTIFY_SOFT_DIRTY invalidation of the whole space, and the walk (PGWALK_WRLOCK: every VMA
     write-locked as the walk enters it) runs over the whole address space.
     Returns the bytes written."""
     await work("syscall")
@@ -368,12 +375,17 @@ async def clear_refs_write(mm: MmStruct, buf: str) -> int:
     if await mmap_write_lock_killable(mm):
         return -errno.EINTR
     if itype != CLEAR_REFS_MM_HIWATER_RSS:
+        rng = None
         if itype == CLEAR_REFS_SOFT_DIRTY:
             for vma in mm.mm_mt.snapshot():
                 if vma.vm_flags & VmFlags.VM_SOFTDIRTY:
                     await vm_flags_clear(vma, VmFlags.VM_SOFTDIRTY)
+            # the secondary MMUs drop their copies before the PTEs lose write
+            rng = mmu_notifier_range_init(MMU_NOTIFY_SOFT_DIRTY, 0, mm, 0, TASK_SIZE)
+            await mmu_notifier_invalidate_range_start(rng)
         await walk_page_range(mm, 0, TASK_SIZE, clear_refs_walk_ops, itype)
-        if itype == CLEAR_REFS_SOFT_DIRTY:
+        if rng is not None:
+            await mmu_notifier_invalidate_range_end(rng)
             await flush_tlb(mm, "clear_refs: flush_tlb_mm")
     await mmap_write_unlock(mm)
     return count
