@@ -321,7 +321,7 @@ def test_a_ctrl_c_a_library_swallowed_still_stops_the_campaign() -> None:
 
     class Swallowing(InProcess):
         def map(self, fn, tasks, lost):  # type: ignore[no-untyped-def]
-            for i, t in enumerate(tasks):
+            for i, _task in enumerate(tasks):
                 if i == 1:
                     try:
                         signal.raise_signal(signal.SIGINT)

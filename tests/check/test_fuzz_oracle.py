@@ -121,22 +121,23 @@ def test_overlap_rules_decide_what_is_judged() -> None:
     prog = from_json(_prog([[_call("munmap", addr=A, len=2 * PAGE)],
                             [_call("load", addr=A + PAGE)], [_call("read_maps")]], pages=2))
     o = SerialOracle(prog, Config.preset("universal"))
-    # (outcome, finished counts of every thread at start, started counts at end)
-    overlap = [[(0, (0, 0, 0), (1, 1, 1))], [("SIGSEGV(MAPERR)", (0, 0, 0), (1, 1, 1))],
-               [("text", (0, 0, 0), (1, 1, 1))]]
+    # (outcome, finished counts of every thread at start, started counts at end,
+    # whether an access found a VMA that appeared while it ran)
+    overlap = [[(0, (0, 0, 0), (1, 1, 1), False)], [("SIGSEGV(MAPERR)", (0, 0, 0), (1, 1, 1), False)],
+               [("text", (0, 0, 0), (1, 1, 1), False)]]
     assert not o.judgeable(overlap)
-    serial = [[(0, (0, 0, 0), (1, 0, 0))], [("SIGSEGV(MAPERR)", (1, 0, 0), (1, 1, 0))],
-              [("text", (1, 1, 0), (1, 1, 1))]]
+    serial = [[(0, (0, 0, 0), (1, 0, 0), False)], [("SIGSEGV(MAPERR)", (1, 0, 0), (1, 1, 0), False)],
+              [("text", (1, 1, 0), (1, 1, 1), False)]]
     assert o.judgeable(serial)
     prog1 = from_json(_prog([[_call("munmap", addr=A, len=PAGE)], [_call("load", addr=A)]]))
     o1 = SerialOracle(prog1, Config.preset("universal"))
-    both = [[(0, (0, 0), (1, 1))], [("SIGSEGV(MAPERR)", (0, 0), (1, 1))]]
+    both = [[(0, (0, 0), (1, 1), False)], [("SIGSEGV(MAPERR)", (0, 0), (1, 1), False)]]
     assert o1.judgeable(both)  # a one-page munmap is atomic for a load
     assert o1.search(both) is True
-    assert o1.search([[(0, (0, 0), (1, 1))], [(7, (0, 0), (1, 1))]]) is False
+    assert o1.search([[(0, (0, 0), (1, 1), False)], [(7, (0, 0), (1, 1), False)]]) is False
     # Real time: the load began after munmap ended, so 1 (the old byte) is impossible.
-    assert o1.search([[(0, (0, 0), (1, 0))], [(1, (1, 0), (1, 1))]]) is False
-    assert o1.search([[(0, (0, 0), (1, 1))], [(1, (0, 0), (1, 1))]]) is True
+    assert o1.search([[(0, (0, 0), (1, 0), False)], [(1, (1, 0), (1, 1), False)]]) is False
+    assert o1.search([[(0, (0, 0), (1, 1), False)], [(1, (0, 0), (1, 1), False)]]) is True
 
 
 def test_madvise_populate_against_a_concurrent_mprotect_is_judged_and_serial() -> None:
@@ -171,11 +172,53 @@ def test_two_accesses_into_a_page_being_unmapped_are_not_judged() -> None:
     doc["setup"]["processes"][0]["vmas"][0]["prot"] = "r"
     oracle = SerialOracle(from_json(doc), Config.preset("universal"))
     # munmap spans both accesses: (outcome, finished counts at the start,
-    # started counts at the end) per call
-    log = [[(0, (0, 0), (1, 2))],
-           [("SIGSEGV(MAPERR)", (0, 0), (1, 1)), (0, (0, 1), (1, 2))]]
+    # started counts at the end, a VMA that appeared during an access) per call
+    log = [[(0, (0, 0), (1, 2), False)],
+           [("SIGSEGV(MAPERR)", (0, 0), (1, 1), False), (0, (0, 1), (1, 2), False)]]
     assert not oracle.judgeable(log)
     assert oracle.search(log) is False  # judged anyway, it would be reported
     # one access only, or none faulting: judged as before
-    assert oracle.judgeable([[(0, (0, 0), (1, 1))], [("SIGSEGV(MAPERR)", (0, 0), (1, 1))]])
-    assert oracle.judgeable([[(0, (0, 0), (1, 2))], [(0, (0, 0), (1, 1)), (0, (0, 1), (1, 2))]])
+    assert oracle.judgeable([[(0, (0, 0), (1, 1), False)], [("SIGSEGV(MAPERR)", (0, 0), (1, 1), False)]])
+    assert oracle.judgeable([[(0, (0, 0), (1, 2), False)], [(0, (0, 0), (1, 1), False), (0, (0, 1), (1, 2), False)]])
+
+
+#: The page just below the setup's stack (setup_arg_pages: [0x7ffffffde000, 0x7ffffffff000)).
+BELOW_STACK = 0x7FFFFFFDD000
+
+
+@pytest.mark.parametrize("preset", ["universal", "universal-up-nopreempt"])
+def test_a_store_that_grows_the_stack_is_two_steps_for_the_oracle(preset: str) -> None:
+    """A store into the page below the stack: its fault grows the stack
+    (``lock_mm_and_find_vma()`` expands the VM_GROWSDOWN VMA under the write
+    lock and handles the fault), then the store is retried.  An mprotect of
+    that page in between succeeds (the page is now mapped) and the retried
+    store gets SIGSEGV(ACCERR): no serial order gives both (the store first
+    succeeds, the mprotect first fails with ENOMEM).  The 30-minute
+    universal-up-nopreempt campaign of seed 2026 reported it on the correct
+    model (program 12528).  Such an access is not judged against a call it
+    overlapped; the same calls in one thread are judged, and serial."""
+    doc = _prog([[_call("store", addr=BELOW_STACK + 1, value=7)],
+                 [_call("mprotect", addr=BELOW_STACK, len=PAGE, prot=1)]])
+    res = explore_program(from_json(doc), Config.preset(preset), dpor_executions=2000,
+                          pct_executions=0)
+    assert res.complete and res.violation is None, res.violation
+    assert res.oracle.skipped > 0 and res.oracle.judged == 0  # every execution overlapped them
+    one = _prog([[_call("store", addr=BELOW_STACK + 1, value=7),
+                  _call("mprotect", addr=BELOW_STACK, len=PAGE, prot=1),
+                  _call("store", addr=BELOW_STACK + 2, value=8)]])
+    res = explore_program(from_json(one), Config.preset(preset), dpor_executions=50,
+                          pct_executions=0)
+    assert res.complete and res.violation is None and res.oracle.judged >= 1
+
+
+def test_the_grown_flag_decides_alone() -> None:
+    """The log entry's flag alone makes an overlapping pair unjudgeable: the
+    same outcomes unflagged are judged, and no serial order gives them."""
+    doc = _prog([[_call("store", addr=BELOW_STACK + 1, value=7)],
+                 [_call("mprotect", addr=BELOW_STACK, len=PAGE, prot=1)]])
+    oracle = SerialOracle(from_json(doc), Config.preset("universal"))
+    grown = [[("SIGSEGV(ACCERR)", (0, 0), (1, 1), True)], [(0, (0, 0), (1, 1), False)]]
+    assert not oracle.judgeable(grown)
+    flat = [[("SIGSEGV(ACCERR)", (0, 0), (1, 1), False)], [(0, (0, 0), (1, 1), False)]]
+    assert oracle.judgeable(flat)
+    assert oracle.search(flat) is False

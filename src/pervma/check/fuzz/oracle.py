@@ -7,7 +7,9 @@ judges the execution only where the kernel promises atomicity (README, "The
 serial-order oracle"): if a call the registry marks non-atomic overlapped a
 call of another thread, or a call that walks more than one page after
 changing the VMAs (munmap, mprotect, madvise, mremap, MAP_FIXED mmap, brk)
-overlapped a user access of another thread into that range, or such a call
+overlapped a user access of another thread into that range, or a user access
+that found a VMA which appeared while it ran (a stack its fault grew)
+overlapped any call of another thread, or such a call
 of any size overlapped two or more accesses into its range one of which got a
 SIGSEGV (the old PTEs stay usable until the zap), the execution is skipped.
 Otherwise it searches the serial orders that keep each thread's program order
@@ -36,7 +38,7 @@ from pervma.sched import RunScope, drain_touched, run_scope_active, violation
 MAX_NODES = 400
 _CACHE_MAX = 50_000
 
-Entry = tuple[Outcome, tuple[int, ...], tuple[int, ...]]
+Entry = tuple[Outcome, tuple[int, ...], tuple[int, ...], bool]
 
 
 @dataclass(slots=True)
@@ -61,7 +63,7 @@ class SerialOracle:
 
     # -- when to judge ------------------------------------------------------------
     def _overlap(self, log: list[list[Entry]], i: int, a: int, j: int, b: int) -> bool:
-        _, fin, started = log[i][a]
+        fin, started = log[i][a][1], log[i][a][2]
         return not (fin[j] > b or started[j] <= b)
 
     def _unsafe(self, x: CallDef, xa: dict[str, int], y: CallDef, ya: dict[str, int]) -> bool:
@@ -79,6 +81,8 @@ class SerialOracle:
                     for b in range(len(tj)):
                         if not self._overlap(log, i, a, j, b):
                             continue
+                        if log[i][a][3] or log[j][b][3]:
+                            return False  # an access that grew the stack: two steps
                         x, y = self._defs[i][a], self._defs[j][b]
                         xa, ya = calls[i].calls[a].args, calls[j].calls[b].args
                         if self._unsafe(x, xa, y, ya) or self._unsafe(y, ya, x, xa):
@@ -180,7 +184,7 @@ class SerialOracle:
     def explain(self, log: list[list[Entry]]) -> str:
         parts = []
         for i, t in enumerate(log):
-            for k, (o, _, _) in enumerate(t):
+            for k, (o, *_) in enumerate(t):
                 c = self.prog.threads[i].calls[k]
                 args = ",".join(f"{v:#x}" if v >= 4096 else str(v) for v in c.args.values())
                 shown = f"{o:#x}" if isinstance(o, int) and o >= 4096 else str(o)

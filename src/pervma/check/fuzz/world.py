@@ -103,12 +103,28 @@ class Ctx:
 
 @dataclass(slots=True)
 class CallLog:
-    """Per thread, per call: outcome, finished counts at start, started counts at end.
-    Lives with the model threads (it is part of a state)."""
+    """Per thread, per call: outcome, finished counts at start, started counts
+    at end, and whether the VMA a user access found appeared while it ran
+    (:func:`_unmapped`).  Lives with the model threads (it is part of a state)."""
 
     started: list[int]
     finished: list[int]
-    log: list[list[tuple[Outcome, tuple[int, ...], tuple[int, ...]]]]
+    log: list[list[tuple[Outcome, tuple[int, ...], tuple[int, ...], bool]]]
+
+
+#: The outcome of an access that found no VMA.
+MAPERR = "SIGSEGV(MAPERR)"
+
+
+def _unmapped(t: Thread, addr: int) -> bool:
+    """No VMA of the thread's mm covers ``addr`` (bookkeeping read between two
+    steps, as the call counts are).  An access that starts so and does not end
+    with SIGSEGV(MAPERR) found a VMA that appeared while it ran: most often the
+    stack its own fault grew (``lock_mm_and_find_vma()`` expands a
+    VM_GROWSDOWN VMA under the write lock, then the fault runs and the
+    instruction is retried), a change other threads see before the access
+    itself lands, so the oracle does not take it as one step."""
+    return not any(v.vm_start <= addr < v.vm_end for v in t.mm.mm_mt.snapshot())
 
 
 def _vma_flags(v: VmaSpec) -> int:
@@ -211,11 +227,12 @@ class FuzzWorld:
             for c, e in zip(spec.calls, entries, strict=True):
                 cl.started[i] += 1
                 fin = tuple(cl.finished)
+                outside = e.access and not t.exited and _unmapped(t, c.args["addr"])
                 try:
                     r = EXITED if t.exited else outcome(await e.run(cx, t, c.args))
                 except (Segfault, OSError, Killed) as exc:
                     r = outcome(exc)
-                cl.log[i].append((r, fin, tuple(cl.started)))
+                cl.log[i].append((r, fin, tuple(cl.started), outside and r != MAPERR))
                 cl.finished[i] += 1
 
         return body
