@@ -29,8 +29,9 @@ now enabled resume after a wake-up latency: ``wakeup_ns`` if they slept, a line
 transfer for a spinlock, ``rwsem_handoff_ns`` for a contended rwsem taken over
 by a spinning waiter.  Who spins (on an otherwise idle CPU) follows the rwsem's
 optimistic spinning (performance.md 5.7): spinlock waiters and rwsem writers
-(owners in the model run while they hold mmap_lock); rwsem readers only for
-``rwsem_spin_ns`` (readers have not spun since Linux 5.12), then they sleep.  Waits on
+(owners in the model run while they hold mmap_lock); rwsem readers only for the
+machine's ``rwsem_spin_ns``, then they sleep.  Readers have not spun since Linux
+5.12 (617f3ef95177), and every bundled profile sets it to 0.  Waits on
 locations nobody writes through a step (``("rcu",)`` grace periods) are swept
 every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
