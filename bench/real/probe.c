@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,7 +69,8 @@ static struct spec {
 
 struct slot {                    /* one cache line per task */
 	volatile unsigned long ops, cycles, churn, done;
-	char pad[64 - 4 * sizeof(unsigned long)];
+	volatile unsigned long sleeps;  /* voluntary context switches, at its last cycle's end */
+	char pad[64 - 5 * sizeof(unsigned long)];
 } __attribute__((aligned(64)));
 
 struct shared {
@@ -257,6 +259,9 @@ static void measured(struct arg *a)
 		if (W.pairs)
 			me->ops++;
 		me->cycles++;
+		struct rusage ru;
+		if (!getrusage(RUSAGE_THREAD, &ru))
+			me->sleeps = ru.ru_nvcsw;
 		if (max_cycles && (long)me->cycles >= max_cycles)
 			break;
 	}
@@ -411,6 +416,17 @@ static void totals(unsigned long *ops, unsigned long *churn, unsigned long *cyc)
 	}
 }
 
+/* Voluntary context switches of the measured tasks (each records its own at
+ * the end of every cycle): how often they slept, e.g. on mmap_lock. */
+static unsigned long sleeps_total(void)
+{
+	unsigned long sum = 0;
+
+	for (int i = 0; i < ntasks; i++)
+		sum += S->t[i].sleeps;
+	return sum;
+}
+
 int main(int argc, char **argv)
 {
 	double duration = 1000, warmup = 200;
@@ -495,7 +511,7 @@ int main(int argc, char **argv)
 	while (S->ready < total)
 		sleep_ms(1);
 
-	unsigned long ops0 = 0, ops1 = 0, churn0, churn1, ipi0, ipi1;
+	unsigned long ops0 = 0, ops1 = 0, churn0, churn1, ipi0, ipi1, sl0 = 0, sl1;
 	static unsigned long cyc0[MAX_TASKS], cyc1[MAX_TASKS];
 	double t0, t1, c0 = 0, c1, q0 = 0, q1;
 
@@ -514,16 +530,19 @@ int main(int argc, char **argv)
 		c1 = cpu_s(pids, total);
 		q1 = runq_s(pids, total);
 		totals(&ops1, &churn1, cyc1);
+		sl1 = sleeps_total();
 		churn0 = 0;
 	} else {
 		sleep_ms(warmup);
 		totals(&ops0, &churn0, cyc0);
+		sl0 = sleeps_total();
 		ipi0 = tlb_ipis();
 		c0 = cpu_s(pids, total);
 		q0 = runq_s(pids, total);
 		t0 = now_s();
 		sleep_ms(duration);
 		totals(&ops1, &churn1, cyc1);
+		sl1 = sleeps_total();
 		t1 = now_s();
 		c1 = cpu_s(pids, total);
 		q1 = runq_s(pids, total);
@@ -553,10 +572,11 @@ int main(int argc, char **argv)
 		       "lat_p50_us,lat_p90_us,lat_p99_us,lat_max_us,mmap_lock_read_wait_ms,"
 		       "mmap_lock_write_wait_ms,vma_lock_wait_ms,other_wait_ms,io_ms,"
 		       "line_transfer_ms,line_wait_ms,tlb_shootdowns,tlb_ms,ipis,mem_bw_wait_ms,"
-		       "zone_wait_ms,fallbacks,seed,simulated_tasks,steps,wall_s,cycles,capped,cpu_s,runq_s\n");
-	printf("%s,real,%s,%s,%d,%.6g,%.6g,%.6g,,,,,,,,,,,,,,%lu,,,,,%d,,%.6g,%lu,%s,%.6g,%.6g\n",
+		       "zone_wait_ms,fallbacks,seed,simulated_tasks,steps,wall_s,cycles,capped,cpu_s,runq_s,"
+		       "sleeps\n");
+	printf("%s,real,%s,%s,%d,%.6g,%.6g,%.6g,,,,,,,,,,,,,,%lu,,,,,%d,,%.6g,%lu,%s,%.6g,%.6g,%lu\n",
 	       W.name, machine, threads_mode ? "threads" : "processes", ntasks,
 	       (ops1 - ops0) / win, (churn1 - churn0) / win, win * 1e3, ipi1 - ipi0, ntasks,
-	       win, whole, capped ? "True" : "False", c1 - c0, q1 - q0);
+	       win, whole, capped ? "True" : "False", c1 - c0, q1 - q0, sl1 - sl0);
 	return 0;
 }

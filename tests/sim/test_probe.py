@@ -35,7 +35,7 @@ def test_header_is_the_long_form_plus_cpu_and_run_queue(probe: Path) -> None:
     w = with_task(WORKLOADS["private"], region=16 * PAGE)
     out = subprocess.run([str(probe), "--cycles", "1", *w.probe_args().split()], check=True,
                          capture_output=True, text=True, timeout=60).stdout
-    assert out.splitlines()[0].split(",") == [*SCALAR_FIELDS, "cpu_s", "runq_s"]
+    assert out.splitlines()[0].split(",") == [*SCALAR_FIELDS, "cpu_s", "runq_s", "sleeps"]
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
