@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,25 @@ def test_the_generator_never_imports_the_scenario_library() -> None:
             " pct_executions=0)\n"
             "assert 'pervma.check.scenarios' not in sys.modules, 'scenario library imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_two_campaigns_of_one_seed_started_together_get_two_folders(tmp_path, monkeypatch) -> None:
+    """The results folder is made when the campaign starts, not when it ends:
+    four campaigns of seed 2026 started side by side (the eleventh session
+    started four so) all picked pervma-fuzz-seed2026-2, and each one's results
+    would have replaced the one before.  A campaign that fails before writing
+    anything leaves no empty folder behind."""
+    from pervma.check.fuzz.cmd import _new_dir, _unreserve
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pervma-fuzz-seed7").mkdir()
+    (tmp_path / "pervma-fuzz-seed7" / "mine.txt").write_text("kept")
+    first, second = _new_dir(None, 7), _new_dir(None, 7)
+    assert (first, second) == (Path("pervma-fuzz-seed7-2"), Path("pervma-fuzz-seed7-3"))
+    assert first.is_dir() and second.is_dir() and list(first.iterdir()) == []
+    _unreserve(second)
+    assert not second.exists() and first.is_dir()
+    assert (tmp_path / "pervma-fuzz-seed7" / "mine.txt").read_text() == "kept"
+    (first / "result").write_text("x")
+    _unreserve(first)  # not empty: kept
+    assert (first / "result").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -90,19 +91,42 @@ def add_budget_args(p: Any, dpor_default: int | None = None) -> None:
                    f"(default {PCT_EXECUTIONS})")
 
 
+def _reserve(d: Path) -> bool:
+    """Make ``d`` now, empty, so that no other campaign started meanwhile
+    picks it too (the results are swapped into it at the end).  False: it
+    exists.  Any other failure is left to ``prepare_dir``'s one-line error."""
+    try:
+        d.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    except (OSError, ValueError):
+        pass
+    return True
+
+
 def _new_dir(out: str | None, seed: int) -> Path:
+    """The campaign's new results folder, reserved at once: ``--out`` (which
+    must not exist) or the first free ``pervma-fuzz-seed<S>[-N]``.  Two
+    campaigns of one seed started side by side get two folders."""
     if out is not None:
         d = Path(out)
-        if d.exists() or d.is_symlink():
+        if d.is_symlink() or not _reserve(d):
             raise UsageError(f"{d} exists; pervma fuzz writes only into a new folder "
                              "(choose another --out)")
         return d
     base = Path(f"pervma-fuzz-seed{seed}")
     d, n = base, 1
-    while d.exists() or d.is_symlink():
+    while d.is_symlink() or not _reserve(d):
         n += 1
         d = Path(f"{base}-{n}")
     return d
+
+
+def _unreserve(d: Path) -> None:
+    """Remove the reserved folder if the campaign left it empty (it failed
+    before writing anything)."""
+    with contextlib.suppress(OSError):
+        d.rmdir()
 
 
 def _config(preset: str, bugs: list[str]) -> Any:
@@ -183,13 +207,18 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
         check_address(args.scheduler)  # a malformed address before anything is made
     out = _new_dir(args.out, args.seed)
-    outfiles.prepare_dir(out, "fuzz results").abort()  # refuse an unwritable place up front
-    workers = args.workers if args.workers is not None else cores()
-    executor = make_executor(workers, dask=args.dask, scheduler=args.scheduler)
+    try:
+        outfiles.prepare_dir(out, "fuzz results").abort()  # refuse an unwritable place up front
+        workers = args.workers if args.workers is not None else cores()
+        executor = make_executor(workers, dask=args.dask, scheduler=args.scheduler)
+    except BaseException:
+        _unreserve(out)
+        raise
     try:
         return _campaign(args, cfg, bugs, programs, out, executor)
     except BaseException:  # the run closes it; this is for what goes wrong around it
         executor.close(abort=True)
+        _unreserve(out)
         raise
 
 
