@@ -329,9 +329,14 @@ def test_a_ctrl_c_a_library_swallowed_still_stops_the_campaign() -> None:
                         pass  # as a library waiting there may
                 yield ProgramResult(executions=1, coverage={("pte", True, True)}), None
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    camp = Campaign(1, "universal", [], None, 40, round_size=4)  # type: ignore[arg-type]
-    camp.run(Swallowing())
-    assert camp.stopped == "interrupted"
-    assert len(camp.rows) == 1  # the result taken before the signal, none after
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # SIGINT as a terminal's foreground command has it (a background job's
+    # shell starts its children with SIGINT ignored, and Python keeps that)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        camp = Campaign(1, "universal", [], None, 40, round_size=4)  # type: ignore[arg-type]
+        camp.run(Swallowing())
+        assert camp.stopped == "interrupted"
+        assert len(camp.rows) == 1  # the result taken before the signal, none after
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)
