@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pervma.sched import Violation, acquire, block, work
+from pervma.sched import Violation, WaitKind, acquire, block, release, work
 from pervma.sim.costs import CostModel
+from pervma.sim.driver import rwsem_rspin_threshold
 
 from .toy import Lock, driver, io_op, machine, toy_fault
 
@@ -69,6 +70,98 @@ def test_blocked_task_waits_for_the_holder_and_pays_wakeup() -> None:
     assert got["acquired"] - got["released"] >= 7_000.0
     assert got["acquired"] >= 50_000.0
     assert d.stats.waits["mmap_lock_read"] > 50_000.0  # label has no "write": read side
+
+
+def test_rwsem_rspin_threshold_is_the_kernels() -> None:
+    # (20 + readers) / 2 us, readers counted up to 30 (kernel/locking/rwsem.c)
+    assert rwsem_rspin_threshold(1) == 10_500.0
+    assert rwsem_rspin_threshold(4) == 12_000.0
+    assert rwsem_rspin_threshold(30) == 25_000.0
+    assert rwsem_rspin_threshold(500) == 25_000.0
+
+
+def _writer_behind(holds_ns: float, owner_writes: bool) -> tuple[float, int]:
+    """A writer blocks on an rwsem that another task holds (as reader or
+    writer) for ``holds_ns`` of work: how long after the release it gets the
+    lock, and how often a CPU switched tasks."""
+    m = machine(trap_ns=holds_ns, syscall_ns=500.0, wakeup_ns=40_000.0,
+                rwsem_handoff_ns=700.0, rwsem_spin_ns=0.0)
+    loc = ("mmap_lock", 0)
+    state = {"readers": 0, "writer": False}
+    got: dict[str, float] = {}
+    d = None
+
+    async def holder() -> None:
+        await acquire(loc, "down", sleeps=False)
+        state["writer" if owner_writes else "readers"] = True if owner_writes else 1
+        await work("trap", "hold")
+        await release(loc, "up")
+        state["writer"], state["readers"] = False, 0
+        got["released"] = d.now  # type: ignore[union-attr]
+
+    async def writer() -> None:
+        await work("syscall", "start later")
+        await acquire(loc, "down_write", sleeps=False)
+        await block(loc, "down_write wait", lambda: not state["writer"] and not state["readers"],
+                    wait=WaitKind.RWSEM_WRITE, readers=lambda: state["readers"])
+        got["acquired"] = d.now  # type: ignore[union-attr]
+
+    d = driver([holder(), writer()], m)
+    d.run(1e9)
+    return got["acquired"] - got["released"], d.stats.switches
+
+
+def test_writer_spinning_on_readers_sleeps_after_the_threshold() -> None:
+    # readers hold for 100 us, past rwsem_rspin_threshold(1): the writer
+    # sleeps (its CPU switches away) and pays the wake-up
+    late, switches = _writer_behind(100_000.0, owner_writes=False)
+    assert late >= 40_000.0
+    assert switches == 1
+
+
+def test_writer_spinning_on_readers_takes_a_lock_freed_within_the_threshold() -> None:
+    late, switches = _writer_behind(3_000.0, owner_writes=False)
+    assert late < 2_000.0  # a handoff, not a wake-up
+    assert switches == 0
+
+
+def test_writer_spins_on_a_writer_owner_without_a_bound() -> None:
+    late, _ = _writer_behind(100_000.0, owner_writes=True)
+    assert late < 2_000.0
+
+
+def test_a_writer_that_gave_up_spinning_marks_the_lock_nonspinnable() -> None:
+    # W1 blocks at once and gives up at rwsem_rspin_threshold(1), marking
+    # the lock; W2 blocks later (20 us), while readers still own it (until
+    # 25 us): it sleeps at once and pays the wake-up, though its own spin
+    # would have outlasted the readers
+    m = machine(trap_ns=25_000.0, syscall_ns=500.0, wakeup_ns=40_000.0,
+                rwsem_handoff_ns=700.0, rwsem_spin_ns=0.0)
+    loc = ("mmap_lock", 0)
+    readers = [0]
+    got: dict[str, float] = {}
+    d = None
+
+    async def reader() -> None:
+        await acquire(loc, "down_read", sleeps=False)
+        readers[0] = 1
+        await work("trap", "hold")
+        await release(loc, "up_read")
+        readers[0] = 0
+        got["released"] = d.now  # type: ignore[union-attr]
+
+    async def writer(name: str, delay_steps: int) -> None:
+        for _ in range(delay_steps):
+            await work("syscall", "start later")
+        await acquire(loc, "down_write", sleeps=False)
+        await block(loc, "down_write wait", lambda: not readers[0],
+                    wait=WaitKind.RWSEM_WRITE, readers=lambda: readers[0])
+        got[name] = d.now  # type: ignore[union-attr]
+
+    d = driver([reader(), writer("w1", 1), writer("w2", 40)], m)
+    d.run(1e9)
+    assert got["w2"] - got["released"] >= 40_000.0
+    assert got["w1"] - got["released"] >= 40_000.0
 
 
 def test_one_cpu_time_slices_between_tasks() -> None:

@@ -119,6 +119,11 @@ class RwSemaphore:
     def has_waiters(self) -> bool:
         return bool(self.wait_list)
 
+    def _nr_readers(self) -> int:
+        """The readers owning the lock, as the count's reader field has them
+        (what rwsem_rspin_threshold() reads; 0 when a writer owns it)."""
+        return len(self.readers)
+
     def _add_reader(self, tsk: TaskStruct) -> None:
         """A reader joins (kept in pid order: the lock's count has no order)."""
         readers = self.readers
@@ -170,7 +175,8 @@ class RwSemaphore:
                 return w.granted
         await block(self.loc, f"down_{kind}({self.name}) wait", cond,
                     also=signal_loc(me) if killable else None, order=Order.LOCK_ACQUIRE,
-                    wait=WaitKind.RWSEM_WRITE if write else WaitKind.RWSEM_READ, observe=True)
+                    wait=WaitKind.RWSEM_WRITE if write else WaitKind.RWSEM_READ, observe=True,
+                    readers=self._nr_readers if write else None)
         if not w.granted:
             self.wait_list.remove(w)
             self._wake()

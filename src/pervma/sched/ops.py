@@ -88,6 +88,9 @@ class Op:
     may switch (a real sleep: I/O, a blocked lock).  ``order`` is the memory
     ordering the kernel gives the access (ignored under sequential consistency);
     ``wait`` says how the step waits when it blocks or sleeps (:class:`WaitKind`).
+    ``readers`` (a blocked ``RWSEM_WRITE`` step): how many readers own the
+    rw_semaphore now, 0 when a writer owns it, as a spinning writer sees the
+    owner field; a timed driver bounds the spin on a reader-owned lock by it.
     """
 
     kind: OpKind
@@ -100,6 +103,7 @@ class Op:
     user: bool = False  # taken in user mode (an access, or the entry of a trap/syscall)
     order: Order = Order.UNSPECIFIED  # the kernel's memory ordering of the step (sched/order.py)
     wait: WaitKind = WaitKind.NONE  # how the step waits when it blocks
+    readers: Callable[[], int] | None = None  # an rwsem writer's wait: the readers owning it
 
 
     def is_enabled(self) -> bool:
@@ -168,11 +172,11 @@ def release_shared(loc: Location, label: str, order: Order = Order.UNSPECIFIED) 
 def block(loc: Location | None, label: str, enabled: Callable[[], bool],
           work: str | None = None, also: Location | None = None,
           order: Order = Order.UNSPECIFIED, wait: WaitKind = WaitKind.EVENT,
-          observe: bool = False) -> Op:
+          observe: bool = False, readers: Callable[[], int] | None = None) -> Op:
     """Wait until ``enabled()`` holds; ``observe``: a waiter on a lock whose
-    step depends on every holder (``OpKind.OBSERVE``)."""
+    step depends on every holder (``OpKind.OBSERVE``); ``readers``: see :class:`Op`."""
     return Op(OpKind.OBSERVE if observe else _BLOCK, loc, label, enabled, work, True, also, False,
-              order, wait)
+              order, wait, readers)
 
 
 def work(name: str, label: str | None = None) -> Op:

@@ -28,10 +28,15 @@ After any writing step on a location, tasks parked there are re-checked; those
 now enabled resume after a wake-up latency: ``wakeup_ns`` if they slept, a line
 transfer for a spinlock, ``rwsem_handoff_ns`` for a contended rwsem taken over
 by a spinning waiter.  Who spins (on an otherwise idle CPU) follows the rwsem's
-optimistic spinning (performance.md 5.7): spinlock waiters and rwsem writers
-(owners in the model run while they hold mmap_lock); rwsem readers only for the
-machine's ``rwsem_spin_ns``, then they sleep.  Readers have not spun since Linux
-5.12 (617f3ef95177), and every bundled profile sets it to 0.  Waits on
+optimistic spinning (performance.md 5.7; kernel/locking/rwsem.c, 6.18):
+spinlock waiters, and rwsem writers while a writer owns the lock (owners in the
+model run while they hold mmap_lock).  A writer that finds readers owning it
+(``Op.readers``) spins for ``rwsem_rspin_threshold()`` at most,
+(10 + readers/2) us capped at 25 us, then marks the lock non-spinnable and
+sleeps; while that mark stands (until a writer is granted the lock) later
+writers sleep at once on a reader-owned lock.  rwsem readers spin only for the
+machine's ``rwsem_spin_ns``, then they sleep.  Readers have not spun since
+Linux 5.12 (617f3ef95177), and every bundled profile sets it to 0.  Waits on
 locations nobody writes through a step (``("rcu",)`` grace periods) are swept
 every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
@@ -106,6 +111,13 @@ _VMA_LOCK_KINDS = frozenset(n for n, k in KINDS.items() if k.vma)
 _RWSEM = (WaitKind.RWSEM_READ, WaitKind.RWSEM_WRITE)
 
 
+def rwsem_rspin_threshold(readers: int) -> float:
+    """How long (ns) a writer spins on an rwsem that ``readers`` readers own
+    before it sleeps: (20 + readers) / 2 us, readers counted up to 30
+    (kernel/locking/rwsem.c since 5.3)."""
+    return (20 + min(readers, 30)) * 500.0
+
+
 def wait_category(op: Op) -> str:
     """A short name for what a blocked step waits on: ``io``, the mmap_lock
     as reader or writer, the VMA lock, else the location's kind (its
@@ -150,6 +162,11 @@ class TimedDriver:
         self.sweep: set[Hashable] = set()
         self._run_steps = 0  # steps taken in this run() (waits are swept every few)
         self.block_start = [0.0] * len(self.tasks)
+        # a writer spinning on a reader-owned rwsem: the time its spin ends
+        # (heap events ncpu + ntasks + tid), and the locks marked non-spinnable
+        self.spin_until: dict[int, float] = {}
+        self.nonspinnable: set[Hashable] = set()
+        self._spin_base = n + len(self.tasks)
         self.stats = DriverStats()
         self._cat: dict[Hashable, str] = {}
         self.trace_window = trace_window
@@ -207,9 +224,12 @@ class TimedDriver:
                 if t >= until:
                     self.now = until
                     return until
-                if c >= ncpu:  # an I/O completion timer
+                if c >= ncpu:  # an I/O completion timer, or a writer's spin ends
                     heapq.heappop(heap)
-                    self._timer(c - ncpu, t)
+                    if c >= self._spin_base:
+                        self._spin_ends(c - self._spin_base, t)
+                    else:
+                        self._timer(c - ncpu, t)
                     continue
                 tid = cpu_task[c]
                 task = tasks[tid]
@@ -526,6 +546,44 @@ class TimedDriver:
         else:
             # spinning (a spinlock), or an rwsem waiter spinning on an idle CPU
             self.parked[c] = True
+            if op.readers is not None and not self._writer_spins(tid, op, t):
+                self.parked[c] = False
+                self.stats.switches += 1
+                self._next_on_cpu(c, t)
+
+    def _writer_spins(self, tid: int, op: Op, t: float) -> bool:
+        """A writer waits on an rwsem (``op.readers``): False if it sleeps now
+        (readers own a lock marked non-spinnable); else it spins, until
+        ``rwsem_rspin_threshold()`` from now if readers own the lock."""
+        readers = op.readers()  # type: ignore[misc]
+        if not readers:
+            # a writer owns it: its owner field no longer carries the mark
+            self.nonspinnable.discard(op.loc)
+            return True
+        if op.loc in self.nonspinnable:
+            return False
+        if tid not in self.spin_until:
+            end = t + rwsem_rspin_threshold(readers)
+            self.spin_until[tid] = end
+            heapq.heappush(self.heap, (end, self._spin_base + tid))
+        return True
+
+    def _spin_ends(self, tid: int, t: float) -> None:
+        """A writer's spin on a reader-owned rwsem timed out: if it still
+        spins, it marks the lock non-spinnable and sleeps."""
+        if self.spin_until.get(tid) != t:
+            return  # granted meanwhile (or a later spin)
+        del self.spin_until[tid]
+        c = self.task_cpu[tid]
+        if self.cpu_task[c] != tid or not self.parked[c]:
+            return
+        op = self.tasks[tid].pending
+        if op is None or op.readers is None or op.is_enabled():
+            return
+        self.nonspinnable.add(op.loc)
+        self.parked[c] = False
+        self.stats.switches += 1
+        self._next_on_cpu(c, t)
 
     def _sleep(self, tid: int, c: int, t: float, op: Op) -> None:
         """A sleeping local step (I/O): off the CPU for its duration."""
@@ -576,6 +634,14 @@ class TimedDriver:
             op = task.pending
             if op is not None and not op.is_enabled():
                 keep.append(tid)
+                if op.readers is not None and tid not in self.spin_until:
+                    c = self.task_cpu[tid]
+                    if (self.cpu_task[c] == tid and self.parked[c]
+                            and not self._writer_spins(tid, op, t)):
+                        # readers took the lock over while it spun on a writer
+                        self.parked[c] = False
+                        self.stats.switches += 1
+                        self._next_on_cpu(c, t)
                 continue
             self._resume(tid, t, op, by)
         if keep:
@@ -587,6 +653,10 @@ class TimedDriver:
     def _resume(self, tid: int, t: float, op: Op | None, by: str = "") -> None:
         c = self.task_cpu[tid]
         waited = t - self.block_start[tid]
+        if op is not None and op.readers is not None:
+            # a writer is granted the lock: its owner field clears the mark
+            self.spin_until.pop(tid, None)
+            self.nonspinnable.discard(op.loc)
         if self.cpu_task[c] == tid and self.parked[c]:
             self.parked[c] = False
             writer = op is not None and op.wait is WaitKind.RWSEM_WRITE
