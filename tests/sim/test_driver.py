@@ -164,6 +164,37 @@ def test_a_writer_that_gave_up_spinning_marks_the_lock_nonspinnable() -> None:
     assert got["w1"] - got["released"] >= 40_000.0
 
 
+def test_a_woken_task_waits_for_the_running_tasks_slice() -> None:
+    # RUN_TO_PARITY: on one CPU the holder releases the lock a sleeping waiter
+    # wants and goes on with ten 10 us steps of work, all within its slice:
+    # the woken waiter runs only after them (it used to preempt the holder
+    # at its first preemptible step after wakeup_ns)
+    m = machine(io_ns=500_000.0, trap_ns=10_000.0, wakeup_ns=20_000.0,
+                timeslice_ns=3_000_000.0)
+    lock = Lock(("mmap_lock", 0))
+    got: dict[str, float] = {}
+    d = None
+
+    async def holder() -> None:
+        await lock.lock(0)
+        await io_op()  # the waiter runs meanwhile and blocks on the lock
+        await lock.unlock()
+        got["released"] = d.now  # type: ignore[union-attr]
+        for _ in range(10):
+            await work("trap", "busy")
+        got["busy_done"] = d.now  # type: ignore[union-attr]
+
+    async def waiter() -> None:
+        await lock.lock(1)
+        got["acquired"] = d.now  # type: ignore[union-attr]
+        await lock.unlock()
+
+    d = driver([holder(), waiter()], m, smp=False)
+    d.run(1e9)
+    assert got["busy_done"] - got["released"] >= 100_000.0
+    assert got["acquired"] >= got["busy_done"]
+
+
 def test_one_cpu_time_slices_between_tasks() -> None:
     m = machine(timeslice_ns=10_000.0)
     counts = [0, 0]

@@ -42,7 +42,9 @@ every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
 
 One CPU (``SMP=n``) or more tasks than CPUs: each CPU time-slices its queue.
-A woken task preempts the running one (wake-up preemption).  A task is
+A woken task waits for the running one's slice to end (EEVDF with its default
+RUN_TO_PARITY: pick_eevdf() keeps a current task whose slice is protected, so
+a wake-up does not preempt it; kernel/sched/fair.c, 6.18).  A task is
 preempted at the end of its slice only where it may be:
 ``preempt_count == 0`` with PREEMPT, or (PREEMPT=n) at a user-mode boundary
 (``user``/``trap`` work) or when it sleeps.
@@ -619,11 +621,9 @@ class TimedDriver:
             self.slice_end[c] = t + self.m.timeslice_ns
             heapq.heappush(self.heap, (t, c))
         else:
-            # wake-up preemption (CFS/EEVDF): a task that slept is owed CPU
-            # time, so the running task is preempted at its next preemptible step
+            # EEVDF with RUN_TO_PARITY: the running task keeps the CPU to
+            # the end of its slice; the woken task waits in the queue
             self.rq[c].append(tid)
-            if t < self.slice_end[c]:
-                self.slice_end[c] = t
 
     def _wake(self, loc: Hashable, t: float, by: str = "") -> None:
         lst = self.waiters[loc]
