@@ -130,6 +130,55 @@ def test_writer_spins_on_a_writer_owner_without_a_bound() -> None:
     assert late < 2_000.0
 
 
+def test_a_writer_spin_on_readers_restarts_after_a_writer_owned_phase() -> None:
+    # readers own the lock for 8 us, then writer W1 for 20 us: writer W2,
+    # queued behind both from the start, spins on readers for 8 us and on a
+    # writer after that, so it never reaches rwsem_rspin_threshold(1) on
+    # readers and takes the lock at a handoff, not after a wake-up
+    m = machine(trap_ns=8_000.0, syscall_ns=500.0, wakeup_ns=40_000.0,
+                rwsem_handoff_ns=700.0, rwsem_spin_ns=0.0, context_switch_ns=1_000.0)
+    loc = ("mmap_lock", 0)
+    st = {"readers": 0, "writer": "", "w1_done": False}
+    got: dict[str, float] = {}
+    d = None
+
+    async def reader() -> None:
+        await acquire(loc, "down_read", sleeps=False)
+        st["readers"] = 1
+        await work("trap", "hold")
+        await release(loc, "up_read")
+        st["readers"] = 0
+
+    async def w1() -> None:
+        await work("syscall", "start later")
+        await acquire(loc, "down_write", sleeps=False)
+        await block(loc, "down_write wait", lambda: not st["readers"] and not st["writer"],
+                    wait=WaitKind.RWSEM_WRITE, readers=lambda: st["readers"])
+        st["writer"] = "w1"
+        for _ in range(5):
+            await work("syscall", "holding")
+        await work("trap", "holding")
+        await work("trap", "holding")  # 18.5 us in all: with the readers' 8 us,
+        # past the threshold, had W2's spin on readers not ended when W1 took it
+        await release(loc, "up_write")
+        st["writer"], st["w1_done"] = "", True
+        got["released"] = d.now  # type: ignore[union-attr]
+
+    async def w2() -> None:
+        await work("syscall", "start later")
+        await work("syscall", "start later")
+        await acquire(loc, "down_write", sleeps=False)
+        await block(loc, "down_write wait",
+                    lambda: st["w1_done"] and not st["readers"] and not st["writer"],
+                    wait=WaitKind.RWSEM_WRITE,
+                    readers=lambda: st["readers"])
+        got["acquired"] = d.now  # type: ignore[union-attr]
+
+    d = driver([reader(), w1(), w2()], m)
+    d.run(1e9)
+    assert got["acquired"] - got["released"] < 2_000.0
+
+
 def test_a_writer_that_gave_up_spinning_marks_the_lock_nonspinnable() -> None:
     # W1 blocks at once and gives up at rwsem_rspin_threshold(1), marking
     # the lock; W2 blocks later (20 us), while readers still own it (until

@@ -559,8 +559,10 @@ class TimedDriver:
         ``rwsem_rspin_threshold()`` from now if readers own the lock."""
         readers = op.readers()  # type: ignore[misc]
         if not readers:
-            # a writer owns it: its owner field no longer carries the mark
+            # a writer owns it: its owner field no longer carries the mark,
+            # and a spin on readers starts afresh when readers own it again
             self.nonspinnable.discard(op.loc)
+            self.spin_until.pop(tid, None)
             return True
         if op.loc in self.nonspinnable:
             return False
@@ -580,7 +582,7 @@ class TimedDriver:
         if self.cpu_task[c] != tid or not self.parked[c]:
             return
         op = self.tasks[tid].pending
-        if op is None or op.readers is None or op.is_enabled():
+        if op is None or op.readers is None or op.is_enabled() or not op.readers():
             return
         self.nonspinnable.add(op.loc)
         self.parked[c] = False
@@ -634,7 +636,7 @@ class TimedDriver:
             op = task.pending
             if op is not None and not op.is_enabled():
                 keep.append(tid)
-                if op.readers is not None and tid not in self.spin_until:
+                if op.readers is not None:
                     c = self.task_cpu[tid]
                     if (self.cpu_task[c] == tid and self.parked[c]
                             and not self._writer_spins(tid, op, t)):
