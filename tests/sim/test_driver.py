@@ -244,6 +244,49 @@ def test_a_woken_task_waits_for_the_running_tasks_slice() -> None:
     assert got["acquired"] >= got["busy_done"]
 
 
+def _waker_after_release(ipi_ns: float, smp: bool = True) -> tuple[float, float]:
+    """A holder releases a lock a task asleep on another CPU waits for, then
+    takes a 500 ns step: when that step ends, and when the waiter acquires."""
+    m = machine(trap_ns=50_000.0, syscall_ns=500.0, wakeup_ns=20_000.0,
+                wakeup_ipi_ns=ipi_ns, rwsem_spin_ns=0.0)
+    lock = Lock(("mmap_lock", 0))
+    got: dict[str, float] = {}
+    d = None
+
+    async def holder() -> None:
+        await lock.lock(0)
+        await work("trap", "hold")
+        await lock.unlock()
+        got["released"] = d.now  # type: ignore[union-attr]
+        await work("syscall", "next")
+        got["next_done"] = d.now  # type: ignore[union-attr]
+
+    async def waiter() -> None:
+        await work("syscall", "start later")
+        await lock.lock(1)
+        got["acquired"] = d.now  # type: ignore[union-attr]
+        await lock.unlock()
+
+    d = driver([holder(), waiter()], m, smp=smp)
+    d.run(1e9)
+    return got["next_done"] - got["released"], got["acquired"] - got["released"]
+
+
+def test_the_waker_pays_the_wake_up_ipi_to_an_idle_cpu() -> None:
+    # the waiter sleeps on its own, otherwise idle CPU: the holder's release
+    # wakes it with an IPI, which the holder pays on its next step; the
+    # waiter's own wake-up latency does not change
+    free_next, free_acq = _waker_after_release(0.0)
+    next_, acq = _waker_after_release(8_000.0)
+    assert next_ == pytest.approx(free_next + 8_000.0)
+    assert acq == pytest.approx(free_acq)
+    assert acq >= 20_000.0
+    # on one CPU the waiter is woken on the waker's own CPU: no IPI
+    up_free, _ = _waker_after_release(0.0, smp=False)
+    up, _ = _waker_after_release(8_000.0, smp=False)
+    assert up == pytest.approx(up_free)
+
+
 def test_one_cpu_time_slices_between_tasks() -> None:
     m = machine(timeslice_ns=10_000.0)
     counts = [0, 0]

@@ -25,8 +25,10 @@ with queued tasks, so time slices end at the right step.
 
 Blocking: a step whose ``enabled()`` is false parks the task on its location.
 After any writing step on a location, tasks parked there are re-checked; those
-now enabled resume after a wake-up latency: ``wakeup_ns`` if they slept, a line
-transfer for a spinlock, ``rwsem_handoff_ns`` for a contended rwsem taken over
+now enabled resume after a wake-up latency: ``wakeup_ns`` if they slept (and
+the waker, when it runs on another CPU and the sleeper's CPU is idle, pays the
+wake-up IPI, ``wakeup_ipi_ns``: 8 us in a guest, whose idle vCPU has halted),
+a line transfer for a spinlock, ``rwsem_handoff_ns`` for a contended rwsem taken over
 by a spinning waiter.  Who spins (on an otherwise idle CPU) follows the rwsem's
 optimistic spinning (performance.md 5.7; kernel/locking/rwsem.c, 6.18):
 spinlock waiters, and rwsem writers while a writer owns the lock (owners in the
@@ -167,6 +169,7 @@ class TimedDriver:
         # a writer spinning on a reader-owned rwsem: the time its spin ends
         # (heap events ncpu + ntasks + tid), and the locks marked non-spinnable
         self.spin_until: dict[int, float] = {}
+        self._ipi_owed = 0.0  # wake-up IPIs the stepping task's CPU sent (wakeup_ipi_ns)
         self.nonspinnable: set[Hashable] = set()
         self._spin_base = n + len(self.tasks)
         self.stats = DriverStats()
@@ -288,7 +291,12 @@ class TimedDriver:
             if _WRITES_BY_KIND[op.kind]:
                 loc = op.loc
                 if loc in self.waiters:
-                    self._wake(loc, t, op.label)
+                    self._wake(loc, t, op.label, c)
+                    if self._ipi_owed:
+                        # the wake-up IPIs it sent: its CPU is busy with them
+                        t += self._ipi_owed
+                        self.now = t
+                        self._ipi_owed = 0.0
             if self.sweep and self._run_steps % _SWEEP_EVERY == 0:
                 self._sweep(t)
             if not self.rq[c]:
@@ -627,7 +635,9 @@ class TimedDriver:
             # the end of its slice; the woken task waits in the queue
             self.rq[c].append(tid)
 
-    def _wake(self, loc: Hashable, t: float, by: str = "") -> None:
+    def _wake(self, loc: Hashable, t: float, by: str = "", waker: int = -1) -> None:
+        """Re-check the tasks parked on ``loc`` after a write to it at ``t`` by
+        a step on CPU ``waker`` (-1: a sweep) and resume those now enabled."""
         lst = self.waiters[loc]
         keep: list[int] = []
         tasks = self.tasks
@@ -645,14 +655,18 @@ class TimedDriver:
                         self.stats.switches += 1
                         self._next_on_cpu(c, t)
                 continue
-            self._resume(tid, t, op, by)
+            self._resume(tid, t, op, by, waker)
         if keep:
             self.waiters[loc] = keep
         else:
             self.waiters.pop(loc, None)
             self.sweep.discard(loc)
 
-    def _resume(self, tid: int, t: float, op: Op | None, by: str = "") -> None:
+    def _resume(self, tid: int, t: float, op: Op | None, by: str = "", waker: int = -1) -> None:
+        """Task ``tid``'s wait ends at ``t``: a task spinning on its CPU goes
+        on after a hand-over; a sleeping one is queued after ``wakeup_ns``, and
+        if its CPU is idle and another CPU's step woke it, that step's CPU pays
+        the wake-up IPI (``wakeup_ipi_ns``, added to the step that woke it)."""
         c = self.task_cpu[tid]
         waited = t - self.block_start[tid]
         if op is not None and op.readers is not None:
@@ -664,7 +678,10 @@ class TimedDriver:
             writer = op is not None and op.wait is WaitKind.RWSEM_WRITE
             spinning = op is None or not op.sleeps or writer or waited <= self.m.rwsem_spin_ns
             if not spinning:
+                # it slept on a CPU with nothing else to run: that CPU is idle
                 lat = self.m.wakeup_ns
+                if 0 <= waker != c:
+                    self._ipi_owed += self.m.wakeup_ipi_ns
             elif op is not None and op.wait in _RWSEM:
                 lat = self.m.rwsem_handoff_ns  # a contended rwsem changes hands
             else:
@@ -672,6 +689,8 @@ class TimedDriver:
             heapq.heappush(self.heap, (t + lat, c))
         else:
             lat = self.m.wakeup_ns
+            if 0 <= waker != c and self.cpu_task[c] < 0:
+                self._ipi_owed += self.m.wakeup_ipi_ns
             self._enqueue(tid, c, t + lat)
         if op is not None:
             cat = self._category(op)

@@ -59,6 +59,7 @@ class Machine:
     ipi_receive_ns: float
     # scheduling
     wakeup_ns: float
+    wakeup_ipi_ns: float  # the waker's cost of waking a task asleep on another, idle CPU
     context_switch_ns: float
     timeslice_ns: float
     rwsem_spin_ns: float
