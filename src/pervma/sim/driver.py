@@ -35,8 +35,8 @@ spinlock waiters, and rwsem writers while a writer owns the lock (owners in the
 model run while they hold mmap_lock).  A writer that finds readers owning it
 (``Op.readers``) spins for ``rwsem_rspin_threshold()`` at most,
 (10 + readers/2) us capped at 25 us, then marks the lock non-spinnable and
-sleeps; while that mark stands (until a writer is granted the lock) later
-writers sleep at once on a reader-owned lock.  rwsem readers spin only for the
+sleeps; while that mark stands (until the driver sees a writer own the lock)
+later writers sleep at once on a reader-owned lock.  rwsem readers spin only for the
 machine's ``rwsem_spin_ns``, then they sleep.  Readers have not spun since
 Linux 5.12 (617f3ef95177), and every bundled profile sets it to 0.  Waits on
 locations nobody writes through a step (``("rcu",)`` grace periods) are swept
@@ -169,9 +169,9 @@ class TimedDriver:
         # a writer spinning on a reader-owned rwsem: the time its spin ends
         # (heap events ncpu + ntasks + tid), and the locks marked non-spinnable
         self.spin_until: dict[int, float] = {}
-        self._ipi_owed = 0.0  # wake-up IPIs the stepping task's CPU sent (wakeup_ipi_ns)
         self.nonspinnable: set[Hashable] = set()
         self._spin_base = n + len(self.tasks)
+        self._ipi_owed = 0.0  # wake-up IPIs the stepping task's CPU sent (wakeup_ipi_ns)
         self.stats = DriverStats()
         self._cat: dict[Hashable, str] = {}
         self.trace_window = trace_window
@@ -557,9 +557,14 @@ class TimedDriver:
             # spinning (a spinlock), or an rwsem waiter spinning on an idle CPU
             self.parked[c] = True
             if op.readers is not None and not self._writer_spins(tid, op, t):
-                self.parked[c] = False
-                self.stats.switches += 1
-                self._next_on_cpu(c, t)
+                self._stop_spinning(c, t)
+
+    def _stop_spinning(self, c: int, t: float) -> None:
+        """CPU ``c``'s task, parked spinning on a lock, goes to sleep: the
+        CPU runs the next task, or idles."""
+        self.parked[c] = False
+        self.stats.switches += 1
+        self._next_on_cpu(c, t)
 
     def _writer_spins(self, tid: int, op: Op, t: float) -> bool:
         """A writer waits on an rwsem (``op.readers``): False if it sleeps now
@@ -593,9 +598,7 @@ class TimedDriver:
         if op is None or op.readers is None or op.is_enabled() or not op.readers():
             return
         self.nonspinnable.add(op.loc)
-        self.parked[c] = False
-        self.stats.switches += 1
-        self._next_on_cpu(c, t)
+        self._stop_spinning(c, t)
 
     def _sleep(self, tid: int, c: int, t: float, op: Op) -> None:
         """A sleeping local step (I/O): off the CPU for its duration."""
@@ -651,9 +654,7 @@ class TimedDriver:
                     if (self.cpu_task[c] == tid and self.parked[c]
                             and not self._writer_spins(tid, op, t)):
                         # readers took the lock over while it spun on a writer
-                        self.parked[c] = False
-                        self.stats.switches += 1
-                        self._next_on_cpu(c, t)
+                        self._stop_spinning(c, t)
                 continue
             self._resume(tid, t, op, by, waker)
         if keep:
