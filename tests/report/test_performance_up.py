@@ -31,8 +31,12 @@ def test_up_csv_equals_writer_sleep_latency(small_report: Report) -> None:
             assert row[col] == f"{v:.6g}", col
         assert int(row["vmstat_vma_lock_success"]) == r.vmstat.get("vma_lock_success", 0)
     legacy, universal = rows
-    assert float(legacy["lat_p50_us"]) > 20 * float(universal["lat_p50_us"])
-    assert float(universal["faults_per_s"]) > 5 * float(legacy["faults_per_s"])
+    # the tail: a legacy fault that finds the writer in its session waits out its I/O
+    io_us = float(legacy["writer_io_us"])
+    assert float(legacy["lat_max_us"]) > io_us > 2 * float(universal["lat_max_us"])
+    assert float(legacy["lat_p99_us"]) > 2 * float(universal["lat_p99_us"])
+    assert float(legacy["lat_mean_us"]) > float(universal["lat_mean_us"])
+    assert float(universal["faults_per_s"]) > 1.1 * float(legacy["faults_per_s"])
 
 
 def test_up_part_is_on_the_page_and_in_the_summary(small_report: Report) -> None:
@@ -46,7 +50,7 @@ def test_up_part_is_on_the_page_and_in_the_summary(small_report: Report) -> None
         # the table shows the CSV's faults/s, rounded
         assert f"<td class=\"num\">{fmt(round(float(row['faults_per_s'])))}</td>" in html
     assert 'href="performance-up.csv"' in html
-    assert "SMP=n, writer sleeping on mmap_lock: fault median" in small_report.stdout
+    assert "SMP=n, writer sleeping on mmap_lock: fault p99" in small_report.stdout
 
 
 def test_progress_lines_name_each_section(small_report: Report) -> None:

@@ -452,3 +452,67 @@ def test_a_write_session_pays_no_transfer_for_mm_lock_seq() -> None:
     seq = c.touch(("mm_lock_seq", 0), True, 1, 2e3)
     assert take >= c.xfer_same
     assert seq == c.atomic
+
+
+def _release_then_read(smp: bool) -> tuple[list[str], int]:
+    """Task H write-locks a real mmap_lock, works 5 us, unlocks and at once
+    takes it for read; task W queues for write meanwhile.  Who gets the lock
+    after H's release, and how many times a task had to wait for it again."""
+    from pervma import Config, System
+    from pervma.kernel.mmap_lock import (
+        mmap_read_lock,
+        mmap_read_unlock,
+        mmap_write_lock,
+        mmap_write_unlock,
+    )
+    from pervma.sim.driver import make_driver
+    from pervma.sim.machine import load_machine
+
+    kern = System(Config.preset("universal" if smp else "universal-up"))
+    p = kern.spawn()
+    h, w = p.thread(), p.thread()
+    order: list[str] = []
+
+    async def holder(t) -> None:
+        await mmap_write_lock(t.mm)
+        await work("io_free", "hold")
+        await mmap_write_unlock(t.mm)
+        await mmap_read_lock(t.mm)
+        order.append("H reads")
+        await mmap_read_unlock(t.mm)
+
+    async def writer(t) -> None:
+        await work("syscall", "arrive later")
+        await mmap_write_lock(t.mm)
+        order.append("W writes")
+        await mmap_write_unlock(t.mm)
+
+    d = make_driver([h.start(holder), w.start(writer)], ["H", "W"], [h.task, w.task],
+                    load_machine("xeon16"), smp, True)
+    d.costs.work["io_free"] = 5_000.0
+    try:
+        d.run(1e9)
+    finally:
+        d.close()
+    return order, d.stats.wait_counts.get("mmap_lock_write", 0)
+
+
+def test_a_spinning_writer_takes_the_lock_at_the_release_before_a_reader_can_steal_it() -> None:
+    # two CPUs: W spins on the writer owner and takes the lock as H releases it
+    order, waits = _release_then_read(smp=True)
+    assert order == ["W writes", "H reads"]
+    assert waits == 1
+    # one CPU: nobody spins; the release only wakes W, and H, still running,
+    # steals the free lock for read before W gets the CPU
+    order, _ = _release_then_read(smp=False)
+    assert order == ["H reads", "W writes"]
+
+
+def test_smp_n_slices_at_the_unscaled_base_slice() -> None:
+    from pervma.sim.machine import load_machine
+
+    m = load_machine("xeon16")
+    assert m.timeslice_ns == 3_000_000.0  # the 16-CPU machine's scaled slice
+    up = driver([toy_fault(("refcnt",), 0)], machine(timeslice_ns=m.timeslice_ns), smp=False)
+    smp = driver([toy_fault(("refcnt",), 0)], machine(timeslice_ns=m.timeslice_ns), smp=True)
+    assert (up.timeslice, smp.timeslice) == (750_000.0, 3_000_000.0)

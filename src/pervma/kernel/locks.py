@@ -7,20 +7,32 @@ waiter handed the lock acquires it).  rcuwait (include/linux/rcuwait.h,
 kernel/exit.c): the waiter's condition check follows set_current_state()'s
 full barrier, the waker's smp_mb() precedes its load of the waiting task.
 
-The rw_semaphore is writer-preferring with handoff: a new reader queues
-behind any waiter, and a release grants the lock to the head of the wait list
-(all queued readers at once when the head is a reader), so a woken waiter
-owns the lock and nobody can steal it.  Optimistic spinning is not modelled.
+The rw_semaphore follows kernel/locking/rwsem.c (Linux 6.18).  A new reader
+queues behind any waiter.  A release hands the lock to readers at the head of
+the wait list (all queued readers at once: rwsem_mark_wake() is phase-fair),
+but only *wakes* a writer there: until the woken writer runs and takes the
+free lock, a writer (the slow path's first rwsem_try_write_lock(), or an
+optimistic spinner) or a reader (rwsem_down_read_slowpath()'s optimistic
+steal, when no other reader owns the lock) may steal it, and the woken writer
+sleeps again.  A writer at the head that has waited RWSEM_WAIT_TIMEOUT (4 ms
+of the driver's clock, :func:`pervma.sched.clock_ns`; drivers without a clock
+never time out) sets the handoff bit, which stops stealing, and the next
+release lets it in.  The optimistic spinning itself is the timed driver's
+(pervma.sim.driver).
 
-The read side commutes: the kernel keeps a count of readers, not who came
-first, so the model keeps its readers in pid order, and readers queued one
-after another in pid order too (they are granted together, whatever their
-order).  Two read-side steps then reach the same state in either order, and
-their steps are of the shared kinds (``OpKind.ACQUIRE_SHARED``,
-``RELEASE_SHARED``) that the checker does not count as racing each other.
-A waiter's step is not of them: granted, it goes on; killed first, it leaves
-the queue and may hand the lock on, so what it does depends on every
-holder's release (``OpKind.OBSERVE``: it races them all).
+The read side commutes where it can: the kernel keeps a count of readers,
+not who came first, so the model keeps its readers in pid order, and readers
+queued one after another in pid order too (they are granted together,
+whatever their order).  The fast paths (no writer, no waiter) and ``up_read``
+are of the shared kinds (``OpKind.ACQUIRE_SHARED``, ``RELEASE_SHARED``) that
+the checker does not count as racing each other: what they do depends on the
+write side only (no reader is ever left at the head of the queue of a lock no
+writer owns, so a release by a reader never changes the queue).  The read
+slow path is a step of its own, an RMW that races every step on the lock:
+whether a reader steals or queues depends on the other readers.  A waiter's
+step is not shared either: granted or woken, it goes on; killed first, it
+leaves the queue and may wake the next (``OpKind.OBSERVE``: it races them
+all).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from pervma.sched import (
     acquire,
     acquire_shared,
     block,
+    clock_ns,
     preempt_disable,
     preempt_enable,
     read,
@@ -86,18 +99,25 @@ class SpinLock:
         preempt_enable()
 
 
+# RWSEM_WAIT_TIMEOUT: DIV_ROUND_UP(HZ, 250) jiffies, 4 ms at HZ=250 or 1000.
+RWSEM_WAIT_TIMEOUT_NS = 4_000_000.0
+
+
 @dataclass(eq=False, slots=True)
 class _Waiter:
     task: TaskStruct
     write: bool
-    granted: bool = False
+    timeout: float = 0.0  # clock_ns() after which a writer at the head may ask for the handoff
+    granted: bool = False  # a reader: rwsem_mark_wake() gave it the lock (waiter.task = NULL)
+    woken: bool = False  # a writer: rwsem_mark_wake() woke it to try the lock again
+    handoff_set: bool = False  # a writer at the head set RWSEM_FLAG_HANDOFF
 
 
 class RwSemaphore:
-    """struct rw_semaphore with writer preference, handoff, killable waits,
-    read trylock and downgrade."""
+    """struct rw_semaphore: lock stealing, the handoff bit, killable waits,
+    read trylock and downgrade (kernel/locking/rwsem.c, Linux 6.18)."""
 
-    __slots__ = ("loc", "name", "readers", "wait_list", "writer")
+    __slots__ = ("handoff", "loc", "name", "readers", "wait_list", "writer")
 
     def __init__(self, loc: Hashable, name: str = "rwsem") -> None:
         self.loc = loc
@@ -105,6 +125,7 @@ class RwSemaphore:
         self.writer: TaskStruct | None = None
         self.readers: list[TaskStruct] = []
         self.wait_list: list[_Waiter] = []
+        self.handoff = False  # RWSEM_FLAG_HANDOFF
 
     # -- state queries (plain: used by enabled-conditions and assertions) --
     def is_locked(self) -> bool:
@@ -142,16 +163,33 @@ class RwSemaphore:
                 i -= 1
         wl.insert(i, w)
 
+    def _handoff_blocks(self, w: _Waiter | None) -> bool:
+        """rwsem_try_write_lock(): the first waiter asked for the handoff and
+        ``w`` is not it (``None``: a writer not queued yet)."""
+        return self.handoff and self.wait_list[0].handoff_set and self.wait_list[0] is not w
+
+    def _dequeue(self, w: _Waiter) -> None:
+        """rwsem_del_wake_waiter(): a killed waiter leaves the queue; the last
+        one out clears the handoff bit, and the new head is woken."""
+        first = self.wait_list[0] is w
+        self.wait_list.remove(w)
+        if not self.wait_list:
+            self.handoff = False
+        elif first:
+            self._wake()
+
     def _wake(self) -> None:
-        """Hand the lock to the head of the wait list (rwsem_mark_wake)."""
+        """rwsem_mark_wake() of a lock no writer owns.  A reader at the head:
+        every queued reader is granted the lock at once (phase-fair), and the
+        handoff bit clears.  A writer at the head is only woken, and only
+        when the lock is free: until it runs and takes it, any writer or a
+        reader can steal the lock."""
         if self.writer is not None or not self.wait_list:
             return
         head = self.wait_list[0]
         if head.write:
             if not self.readers:
-                head.granted = True
-                self.writer = head.task
-                self.wait_list.pop(0)
+                head.woken = True
             return
         keep = []
         for w in self.wait_list:
@@ -161,11 +199,28 @@ class RwSemaphore:
                 w.granted = True
                 self._add_reader(w.task)
         self.wait_list = keep
+        self.handoff = False
 
-    async def _slowpath(self, me: TaskStruct, write: bool, killable: bool) -> int:
-        w = _Waiter(me, write)
+    async def _read_slowpath(self, me: TaskStruct, killable: bool) -> int:
+        """rwsem_down_read_slowpath().  Behind a writer that owns the lock the
+        reader queues in the step that found it (which depends on the write
+        side alone); with the lock not write-owned but waiters queued, what it
+        does depends on the other readers, so that is a step of its own (an
+        RMW: it races every step on the lock)."""
+        if self.writer is None:
+            await rmw(self.loc, f"rwsem_down_read_slowpath({self.name})", Order.LOCK_ACQUIRE)
+        if self.writer is None and (not self.wait_list or (not self.readers and not self.handoff)):
+            # the queue emptied meanwhile, or the optimistic steal of a free
+            # lock whose woken writer has not run yet; the first reader in
+            # brings the readers queued at the head along
+            self._add_reader(me)
+            self._wake()
+            return 0
+        w = _Waiter(me, False, clock_ns() + RWSEM_WAIT_TIMEOUT_NS)
         self._queue(w)
-        kind = "write" if write else "read"
+        self._wake()  # rwsem_cond_wake_waiter()
+        if w.granted:
+            return 0
         cond: Callable[[], bool]
         if killable:
             def cond() -> bool:
@@ -173,19 +228,51 @@ class RwSemaphore:
         else:
             def cond() -> bool:
                 return w.granted
-        await block(self.loc, f"down_{kind}({self.name}) wait", cond,
+        await block(self.loc, f"down_read({self.name}) wait", cond,
                     also=signal_loc(me) if killable else None, order=Order.LOCK_ACQUIRE,
-                    wait=WaitKind.RWSEM_WRITE if write else WaitKind.RWSEM_READ, observe=True,
-                    readers=self._nr_readers if write else None)
-        if not w.granted:
-            self.wait_list.remove(w)
-            self._wake()
-            return -errno.EINTR
-        return 0
+                    wait=WaitKind.RWSEM_READ, observe=True)
+        if w.granted:
+            return 0
+        self._dequeue(w)
+        return -errno.EINTR
+
+    async def _write_slowpath(self, me: TaskStruct, killable: bool) -> int:
+        """rwsem_down_write_slowpath() after its first rwsem_try_write_lock()
+        failed: wait to be woken, try again; a writer at the head that has
+        waited RWSEM_WAIT_TIMEOUT sets the handoff bit, which stops stealing."""
+        w = _Waiter(me, True, clock_ns() + RWSEM_WAIT_TIMEOUT_NS)
+        self._queue(w)
+        self._wake()  # rwsem_cond_wake_waiter()
+        cond: Callable[[], bool]
+        if killable:
+            def cond() -> bool:
+                return w.woken or me.fatal_signal
+        else:
+            def cond() -> bool:
+                return w.woken
+        label = f"down_write({self.name}) wait"
+        also = signal_loc(me) if killable else None
+        while True:
+            await block(self.loc, label, cond, also=also, order=Order.LOCK_ACQUIRE,
+                        wait=WaitKind.RWSEM_WRITE, observe=True, readers=self._nr_readers)
+            w.woken = False
+            if self.writer is None and not self.readers and not self._handoff_blocks(w):
+                self.wait_list.remove(w)
+                self.writer = me
+                self.handoff = False
+                return 0
+            if (self.wait_list[0] is w and not self.handoff
+                    and clock_ns() > w.timeout):
+                self.handoff = w.handoff_set = True
+            if killable and me.fatal_signal:
+                self._dequeue(w)
+                return -errno.EINTR
 
     async def down_read(self, killable: bool = False) -> int:
         """down_read[_killable](): might_sleep(), then lockdep records the
-        acquisition before the wait (a killed wait releases it again)."""
+        acquisition before the wait (a killed wait releases it again).  The
+        fast path (no writer, no waiter) is a read-side step: read-side
+        steps commute (module docstring)."""
         me = current_task()
         debug.might_sleep("kernel/locking/rwsem.c", "down_read", self.name)
         debug.lockdep_acquire(self.name, self, "read")
@@ -194,7 +281,7 @@ class RwSemaphore:
             self._add_reader(me)
             ret = 0
         else:
-            ret = await self._slowpath(me, False, killable)
+            ret = await self._read_slowpath(me, killable)
         if ret:
             debug.lockdep_release(self.name, self)
         return ret
@@ -209,16 +296,22 @@ class RwSemaphore:
         return False
 
     async def down_write(self, killable: bool = False) -> int:
-        """down_write[_killable](): as down_read()."""
+        """down_write[_killable](): as down_read().  One step takes a free lock
+        (the fast path, or the slow path's first rwsem_try_write_lock(),
+        which steals it from a woken writer that has not run yet unless that
+        writer asked for the handoff); else the writer queues."""
         me = current_task()
         debug.might_sleep("kernel/locking/rwsem.c", "down_write", self.name)
         debug.lockdep_acquire(self.name, self, "write")
         await acquire(self.loc, f"down_write({self.name})", sleeps=False, order=Order.LOCK_ACQUIRE)
-        if self.writer is None and not self.readers and not self.wait_list:
+        if self.writer is None and not self.readers and not (
+                self.wait_list and self._handoff_blocks(None)):
             self.writer = me
+            if self.wait_list:
+                self.handoff = False
             ret = 0
         else:
-            ret = await self._slowpath(me, True, killable)
+            ret = await self._write_slowpath(me, killable)
         if ret:
             debug.lockdep_release(self.name, self)
         return ret
@@ -230,7 +323,8 @@ class RwSemaphore:
         await release_shared(self.loc, f"up_read({self.name})", Order.LOCK_RELEASE)
         self.readers.remove(me)
         debug.lockdep_release(self.name, self)
-        self._wake()
+        if not self.readers:
+            self._wake()
 
     async def up_write(self) -> None:
         me = current_task()
@@ -249,9 +343,8 @@ class RwSemaphore:
         self.writer = None
         self._add_reader(me)
         debug.lockdep_downgrade(self.name, self)
-        # Only readers may join a downgraded lock.
-        if self.wait_list and not self.wait_list[0].write:
-            self._wake()
+        # rwsem_downgrade_wake(): only readers may join a downgraded lock
+        self._wake()
 
 
 class RcuWait:

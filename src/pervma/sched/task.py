@@ -233,3 +233,23 @@ def drain_touched() -> list[Hashable]:
     out = list(_touched)
     _touched.clear()
     return out
+
+
+_clock: list[Callable[[], float]] = []
+
+
+def clock_ns() -> float:
+    """The driver's time in ns (what the kernel reads as jiffies or
+    sched_clock()), 0 where the driver keeps no time (the checker, the direct
+    runner): there no timeout the model computes from it ever expires."""
+    return _clock[-1]() if _clock else 0.0
+
+
+@contextmanager
+def clock_source(now: Callable[[], float]) -> Iterator[None]:
+    """A timed driver gives the model its clock while it runs model code."""
+    _clock.append(now)
+    try:
+        yield
+    finally:
+        _clock.pop()

@@ -67,6 +67,7 @@ from pervma.sched import (
     Task,
     Violation,
     WaitKind,
+    clock_source,
     running_slot,
     touches_recorded,
     track_touches,
@@ -77,6 +78,7 @@ from pervma.sim.machine import Machine
 
 _LOCAL = OpKind.LOCAL
 _SWEEP_EVERY = 8
+BASE_SLICE_NS = 750_000.0  # sysctl_sched_base_slice, unscaled (kernel/sched/fair.c)
 _USER_WORK = ("user", "trap", "syscall")
 _WRITES_BY_KIND = [OpKind(v).writes for v in range(max(OpKind) + 1)]
 _INF = float("inf")
@@ -160,6 +162,10 @@ class TimedDriver:
         self.parked = [False] * n  # the CPU's task is blocked but keeps the CPU
         self.ncpu = n
         self.spin_ok = costs.smp and n > 1
+        # EEVDF's slice: sysctl_sched_base_slice (0.75 ms) scaled by 1 + ilog2(CPUs)
+        # up to 8 CPUs; the profile's value is its own machine's, and SMP=n has one CPU
+        self.timeslice = machine.timeslice_ns if costs.smp else min(machine.timeslice_ns,
+                                                                     BASE_SLICE_NS)
         self.heap: list[tuple[float, int]] = []
         self.now = 0.0
         self.waiters: dict[Hashable, list[int]] = {}
@@ -189,7 +195,7 @@ class TimedDriver:
             task.cpu = c
             if self.cpu_task[c] < 0:
                 self.cpu_task[c] = tid
-                self.slice_end[c] = machine.timeslice_ns
+                self.slice_end[c] = self.timeslice
                 self.heap.append((0.0, c))
             else:
                 self.rq[c].append(tid)
@@ -218,6 +224,8 @@ class TimedDriver:
         if recording:
             track_touches(False)
         self._run_steps = 0
+        clock = clock_source(self._clock)
+        clock.__enter__()
         try:
             while True:
                 if not heap:
@@ -267,10 +275,16 @@ class TimedDriver:
                 else:
                     heapq.heapreplace(heap, (t, c))
         finally:
+            clock.__exit__(None, None, None)
             slot.pop()
             self.stats.steps += self._run_steps
             if recording:
                 track_touches(True)
+
+    def _clock(self) -> float:
+        """The model's clock (``pervma.sched.clock_ns``): the time at which the
+        model code running now executes."""
+        return self.now
 
     def _step(self, task: Task, op: Op, c: int, t: float, until: float) -> float:
         """Task ``task`` on CPU ``c`` takes its pending step ``op`` at ``t``
@@ -530,7 +544,7 @@ class TimedDriver:
                 continue
             self.cpu_task[c] = tid
             t += self.m.context_switch_ns
-            self.slice_end[c] = t + self.m.timeslice_ns
+            self.slice_end[c] = t + self.timeslice
             heapq.heappush(self.heap, (t, c))
             return
         self.cpu_task[c] = -1
@@ -631,7 +645,7 @@ class TimedDriver:
                 cur = -1
         if cur < 0:
             self.cpu_task[c] = tid
-            self.slice_end[c] = t + self.m.timeslice_ns
+            self.slice_end[c] = t + self.timeslice
             heapq.heappush(self.heap, (t, c))
         else:
             # EEVDF with RUN_TO_PARITY: the running task keeps the CPU to
@@ -687,7 +701,8 @@ class TimedDriver:
                 lat = self.m.rwsem_handoff_ns  # a contended rwsem changes hands
             else:
                 lat = self.costs.transfer_ns()
-            heapq.heappush(self.heap, (t + lat, c))
+            if not (writer and self._take_over(tid, c, t)):
+                heapq.heappush(self.heap, (t + lat, c))
         else:
             lat = self.m.wakeup_ns
             if 0 <= waker != c and self.cpu_task[c] < 0:
@@ -697,6 +712,32 @@ class TimedDriver:
             cat = self._category(op)
             self.stats.waits[cat] = self.stats.waits.get(cat, 0.0) + waited + lat
             self.stats.wait_counts[cat] = self.stats.wait_counts.get(cat, 0) + 1
+
+    def _take_over(self, tid: int, c: int, t: float) -> bool:
+        """A writer spinning on an rwsem takes it the moment the release
+        wakes it (its spin loop's rwsem_try_write_lock_unqueued(), before a
+        stealer could): its step runs now, its next one after
+        ``rwsem_handoff_ns``.  True if that step ended the task."""
+        task = self.tasks[tid]
+        slot = self._slot
+        prev = slot[-1]
+        slot[-1] = task
+        try:
+            task.pending = task.coro.send(None)
+            self._run_steps += 1
+        except StopIteration as stop:
+            task.done, task.pending, task.result = True, None, stop.value
+        except Violation as v:
+            task.done, task.pending = True, None
+            if self.ex.violation is None:
+                self.ex.violation = v
+        finally:
+            slot[-1] = prev
+        if task.done:
+            self.finished_at[tid] = t
+            self._next_on_cpu(c, t)
+            return True
+        return False
 
     def _sweep(self, t: float) -> None:
         for loc in list(self.sweep):
