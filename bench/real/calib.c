@@ -481,6 +481,35 @@ static double read_fault(void)
 	return low_percentile(batch, 64);
 }
 
+/* write faults on a shared mapping of a tmpfs file whose pages are already in
+ * the page cache (will-it-scale page_fault3): trap + walk + PTE of a page-cache
+ * page + fault_dirty_shared_page(), no allocation */
+static double shared_write_fault(void)
+{
+	const unsigned long len = 64UL << 20, piece = len / 64;
+	int fd = (int)syscall(SYS_memfd_create, "calib", 0);
+	char *p;
+
+	if (fd < 0 || ftruncate(fd, (off_t)len))
+		return -1;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	for (unsigned long o = 0; o < len; o += PAGE)  /* the pages join the page cache */
+		p[o] = 1;
+	munmap(p, len);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	for (int b = 0; b < 64; b++) {
+		double t0 = now_ns();
+
+		for (unsigned long o = b * piece; o < (b + 1) * piece; o += PAGE)
+			p[o] = 2;
+		batch[b] = (now_ns() - t0) / (piece / PAGE);
+	}
+	munmap(p, len);
+	close(fd);
+	return low_percentile(batch, 64);
+}
+
 static double syscall_ns(void)
 {
 	const int n = 2000;
@@ -628,6 +657,10 @@ int main(int argc, char **argv)
 	for (int r = 0; r < repeats; r++) v[r] = read_fault();
 	report("read_fault_ns", v, repeats, "ns",
 	       "64 MiB anon, 64 batches of 1 MiB: one read fault per page (zero page)");
+	for (int r = 0; r < repeats; r++) v[r] = shared_write_fault();
+	report("shared_write_fault_ns", v, repeats, "ns",
+	       "64 MiB tmpfs file in the page cache, mapped MAP_SHARED, 64 batches of 1 MiB: one "
+	       "write fault per page (page_fault3's fault)");
 	for (int r = 0; r < repeats; r++) v[r] = mmap_pair();
 	report("mmap_pair_ns", v, repeats, "ns", "mmap+munmap of 128 MiB anon, untouched, 400 batches of 100");
 	for (int r = 0; r < repeats; r++) v[r] = bandwidth();

@@ -5,14 +5,15 @@
     python bench/real/validate.py --workloads shared,churn --tasks 1,2,4 --repeats 5
     python bench/real/validate.py --csv real.csv       # the probe's rows (long form)
     python bench/real/validate.py --real-csv real.csv  # simulate again against saved rows
-    python bench/real/validate.py --calib              # rerun calib (the epyc2vm profile)
+    python bench/real/validate.py --calib              # rerun calib (this machine's profile)
 
 For every workload, task count and kind (threads, processes) the real kernel
 runs ``bench/real/probe`` ``--repeats`` times for ``--duration-ms`` each (after
 a 200 ms warm-up), threads and processes alternating so that both meet the
-same load; the simulator runs the same workload on ``--machine`` (default
-``epyc2vm``, this machine's profile) with its window stretched to whole cycles
-(``min_cycles=1``).
+same load; the simulator runs the same workload on ``--machine`` (default: the
+profile of the machine this runs on, ``epyc2vm`` on the AMD 2-vCPU VM and
+``xeon2vm`` on the Intel one; the sessions and CI have run on both) with its
+window stretched to whole cycles (``min_cycles=1``).
 
 The machine is shared with other jobs.  A real point's rate is corrected for
 the time its tasks were runnable but not running (the probe's ``runq_s``:
@@ -60,6 +61,24 @@ def per_cpu_second(row: dict[str, str], total_tasks: int, ncpu: int) -> float:
     return ops / max(float(row["cpu_s"]), 1e-9) * min(total_tasks, ncpu)
 
 
+# The bundled profiles of the 2-vCPU VMs this project runs on, by CPU vendor.
+HOST_PROFILES = {"AuthenticAMD": "epyc2vm", "GenuineIntel": "xeon2vm"}
+
+
+def host_machine() -> str | None:
+    """The bundled profile of the machine this runs on: a 2-CPU KVM guest,
+    told apart by its CPU vendor (/proc/cpuinfo); None for any other."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    vendor = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                   if ln.startswith("vendor_id")), "")
+    if os.cpu_count() != 2 or " hypervisor" not in info:
+        return None
+    return HOST_PROFILES.get(vendor)
+
+
 def main() -> int:
     from pervma.sim.api import run_point
     from pervma.sim.machine import load_machine
@@ -70,7 +89,8 @@ def main() -> int:
     ap.add_argument("--tasks", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration-ms", type=int, default=1000)
-    ap.add_argument("--machine", default="epyc2vm")
+    ap.add_argument("--machine", help="the profile to simulate (default: this machine's, "
+                    "epyc2vm on the AMD VM, xeon2vm on the Intel one)")
     ap.add_argument("--sim-ms", type=float, default=20.0)
     ap.add_argument("--sim-seeds", type=int, default=1)
     ap.add_argument("--csv", help="write the probe's rows here")
@@ -92,13 +112,20 @@ def main() -> int:
         return 2
     if a.calib:
         return subprocess.run([str(HERE / "calib")]).returncode
-    mach = load_machine(a.machine)
+    name = a.machine or host_machine()
+    if name is None:
+        print("validate: no bundled profile of this machine; name one with --machine",
+              file=sys.stderr)
+        return 2
+    mach = load_machine(name)
     ncpu = os.cpu_count() or 1
+    within = points = 0
     rows: list[dict[str, str]] = []
     if a.real_csv:
         print(f"real rows from {a.real_csv}", flush=True)
     else:
         print(f"load average before: {os.getloadavg()[0]:.1f} on {ncpu} CPUs", flush=True)
+    print(f"machine profile: {mach.name}", flush=True)
     print("| workload | tasks | kind | simulated | real, run-queue corrected: median (best) | "
           "real, per CPU-second | real raw: median, min-max | sim/real | note |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -131,10 +158,13 @@ def main() -> int:
                 if any(p.capped for p in sims):
                     note.append(f"sim window capped ({sims[0].cycles} cycles)")
                 pcs = statistics.median(per_cpu_second(r, total, ncpu) for r in got[k])
+                points += 1
+                within += abs(sim / real - 1) <= 0.15
                 print(f"| {w.name} | {n} | {k} | {sim:,.0f} | {real:,.0f} ({max(cor):,.0f}) | "
                       f"{pcs:,.0f} | {statistics.median(raw):,.0f}, "
                       f"{raw[0]:,.0f}-{raw[-1]:,.0f} | {sim / real:.2f} | "
                       f"{'; '.join(note)} |", flush=True)
+    print(f"within 15%: {within} of {points} points")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if a.csv:
         with open(a.csv, "w", newline="") as f:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pervma.sim.machine import machine_names
 from pervma.sim.results import SCALAR_FIELDS
 from pervma.sim.workloads import PAGE, WORKLOADS, Workload, with_task
 
@@ -95,19 +96,44 @@ def _saved_row(tmp_path: Path, kinds: tuple[str, ...]) -> Path:
 
 def test_validate_simulates_against_saved_real_rows(tmp_path: Path) -> None:
     r = _validate("--real-csv", str(_saved_row(tmp_path, ("threads", "processes"))),
-                  "--workloads", "mmap1", "--tasks", "1", "--sim-ms", "1")
+                  "--workloads", "mmap1", "--tasks", "1", "--sim-ms", "1", "--machine", "epyc2vm")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"real rows from {tmp_path / 'real.csv'}"
+    assert lines[1] == "machine profile: epyc2vm"
     rows = [ln for ln in lines if ln.startswith("| mmap1 | 1 |")]
     assert [ln.split(" | ")[2] for ln in rows] == ["threads", "processes"]
     # the saved rate is the real column: 200,000 raw, no run-queue delay
     assert all("| 200,000 (200,000) | 200,000 | 200,000, 200,000-200,000 |" in ln for ln in rows)
+    ratios = [float(ln.split(" | ")[7]) for ln in rows]
+    inside = sum(abs(x - 1) <= 0.15 for x in ratios)
+    assert lines[-2] == f"within 15%: {inside} of 2 points"
+
+
+def test_validate_picks_this_machines_profile_by_cpu_vendor(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("validate", REAL / "validate.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.HOST_PROFILES == {"AuthenticAMD": "epyc2vm", "GenuineIntel": "xeon2vm"}
+    assert set(mod.HOST_PROFILES.values()) <= set(machine_names())
+    r = _validate("--real-csv", str(_saved_row(tmp_path, ("threads", "processes"))),
+                  "--workloads", "mmap1", "--tasks", "1", "--sim-ms", "1")
+    host = mod.host_machine()
+    if host is None:  # not one of the project's VMs: a one-line error, exit 2
+        assert r.returncode == 2
+        assert r.stderr.strip() == ("validate: no bundled profile of this machine; "
+                                    "name one with --machine")
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[1] == f"machine profile: {host}"
 
 
 def test_validate_without_saved_rows_for_a_point_is_one_line_exit_2(tmp_path: Path) -> None:
     path = _saved_row(tmp_path, ("threads",))
     r = _validate("--real-csv", str(path), "--workloads", "mmap1", "--tasks", "1",
-                  "--sim-ms", "1")
+                  "--sim-ms", "1", "--machine", "epyc2vm")
     assert r.returncode == 2
     assert r.stderr.strip() == f"validate: {path} has no rows for mmap1 at 1 tasks"
