@@ -718,22 +718,10 @@ class TimedDriver:
         wakes it (its spin loop's rwsem_try_write_lock_unqueued(), before a
         stealer could): its step runs now, its next one after
         ``rwsem_handoff_ns``.  True if that step ended the task."""
-        task = self.tasks[tid]
-        slot = self._slot
-        prev = slot[-1]
-        slot[-1] = task
-        try:
-            task.pending = task.coro.send(None)
-            self._run_steps += 1
-        except StopIteration as stop:
-            task.done, task.pending, task.result = True, None, stop.value
-        except Violation as v:
-            task.done, task.pending = True, None
-            if self.ex.violation is None:
-                self.ex.violation = v
-        finally:
-            slot[-1] = prev
-        if task.done:
+        self.ex.step(tid)
+        self._run_steps += 1
+        self._check_violation()
+        if self.tasks[tid].done:
             self.finished_at[tid] = t
             self._next_on_cpu(c, t)
             return True
