@@ -168,7 +168,7 @@ class RwSemaphore:
         ``w`` is not it (``None``: a writer not queued yet)."""
         return self.handoff and self.wait_list[0].handoff_set and self.wait_list[0] is not w
 
-    def _dequeue(self, w: _Waiter) -> None:
+    def _del_wake_waiter(self, w: _Waiter) -> None:
         """rwsem_del_wake_waiter(): a killed waiter leaves the queue; the last
         one out clears the handoff bit, and the new head is woken."""
         first = self.wait_list[0] is w
@@ -176,9 +176,9 @@ class RwSemaphore:
         if not self.wait_list:
             self.handoff = False
         elif first:
-            self._wake()
+            self._mark_wake()
 
-    def _wake(self) -> None:
+    def _mark_wake(self) -> None:
         """rwsem_mark_wake() of a lock no writer owns.  A reader at the head:
         every queued reader is granted the lock at once (phase-fair), and the
         handoff bit clears.  A writer at the head is only woken, and only
@@ -214,11 +214,11 @@ class RwSemaphore:
             # lock whose woken writer has not run yet; the first reader in
             # brings the readers queued at the head along
             self._add_reader(me)
-            self._wake()
+            self._mark_wake()
             return 0
         w = _Waiter(me, False, clock_ns() + RWSEM_WAIT_TIMEOUT_NS)
         self._queue(w)
-        self._wake()  # rwsem_cond_wake_waiter()
+        self._mark_wake()  # rwsem_cond_wake_waiter()
         if w.granted:
             return 0
         cond: Callable[[], bool]
@@ -233,7 +233,7 @@ class RwSemaphore:
                     wait=WaitKind.RWSEM_READ, observe=True)
         if w.granted:
             return 0
-        self._dequeue(w)
+        self._del_wake_waiter(w)
         return -errno.EINTR
 
     async def _write_slowpath(self, me: TaskStruct, killable: bool) -> int:
@@ -242,7 +242,7 @@ class RwSemaphore:
         waited RWSEM_WAIT_TIMEOUT sets the handoff bit, which stops stealing."""
         w = _Waiter(me, True, clock_ns() + RWSEM_WAIT_TIMEOUT_NS)
         self._queue(w)
-        self._wake()  # rwsem_cond_wake_waiter()
+        self._mark_wake()  # rwsem_cond_wake_waiter()
         cond: Callable[[], bool]
         if killable:
             def cond() -> bool:
@@ -265,7 +265,7 @@ class RwSemaphore:
                     and clock_ns() > w.timeout):
                 self.handoff = w.handoff_set = True
             if killable and me.fatal_signal:
-                self._dequeue(w)
+                self._del_wake_waiter(w)
                 return -errno.EINTR
 
     async def down_read(self, killable: bool = False) -> int:
@@ -324,7 +324,7 @@ class RwSemaphore:
         self.readers.remove(me)
         debug.lockdep_release(self.name, self)
         if not self.readers:
-            self._wake()
+            self._mark_wake()
 
     async def up_write(self) -> None:
         me = current_task()
@@ -333,7 +333,7 @@ class RwSemaphore:
         await release(self.loc, f"up_write({self.name})", Order.LOCK_RELEASE)
         self.writer = None
         debug.lockdep_release(self.name, self)
-        self._wake()
+        self._mark_wake()
 
     async def downgrade_write(self) -> None:
         me = current_task()
@@ -344,7 +344,7 @@ class RwSemaphore:
         self._add_reader(me)
         debug.lockdep_downgrade(self.name, self)
         # rwsem_downgrade_wake(): only readers may join a downgraded lock
-        self._wake()
+        self._mark_wake()
 
 
 class RcuWait:
