@@ -26,9 +26,10 @@ def run_to_block(ex: Executor, tid: int) -> None:
         ex.step(tid)
 
 
-def four(p, sem, third: str = "read", killable_writer: bool = False) -> Executor:
+def four(p, sem, third: str = "read", killable_writer: bool = False) -> tuple[Executor, dict]:
     """R1 takes the lock for read and releases it when told; W queues for
-    write; thread 2 is a second reader (or writer)."""
+    write; thread 2 is a second reader (or writer).  Returns the executor
+    and R1's gate (see release_r1)."""
     gate = {"r1": False}
     t = [p.thread() for _ in range(3)]
 
@@ -54,13 +55,11 @@ def four(p, sem, third: str = "read", killable_writer: bool = False) -> Executor
 
     ex = Executor([t[0].start(r1), t[1].start(w), t[2].start(other)],
                   models=[t[0].task, t[1].task, t[2].task])
-    ex.gate = gate  # type: ignore[attr-defined]
-    ex.threads = t  # type: ignore[attr-defined]
-    return ex
+    return ex, gate
 
 
-def release_r1(ex: Executor, sem) -> None:
-    ex.gate["r1"] = True  # type: ignore[attr-defined]
+def release_r1(ex: Executor, gate: dict, sem) -> None:
+    gate["r1"] = True
     while sem.is_read_locked_by(ex.tasks[R1].model):
         ex.step(R1)
 
@@ -68,12 +67,12 @@ def release_r1(ex: Executor, sem) -> None:
 @pytest.mark.parametrize("preset", ["universal", "universal-up"])
 def test_a_release_only_wakes_the_writer_and_a_reader_steals_the_free_lock(preset: str) -> None:
     p, sem = world(preset)
-    ex = four(p, sem)
+    ex, gate = four(p, sem)
     ex.step(R1)  # R1 owns the lock for read
     run_to_block(ex, W)  # W queues behind it
     w = ex.tasks[W].model
     assert [x.task for x in sem.wait_list] == [w] and not sem.wait_list[0].woken
-    release_r1(ex, sem)
+    release_r1(ex, gate, sem)
     # up_read() woke W but did not give it the lock: the lock is free
     assert sem.wait_list[0].woken and sem.writer is None and not sem.readers
     assert W in ex.runnable()
@@ -98,10 +97,10 @@ def test_a_release_only_wakes_the_writer_and_a_reader_steals_the_free_lock(prese
 
 def test_a_writer_steals_from_a_woken_writer() -> None:
     p, sem = world()
-    ex = four(p, sem, third="write")
+    ex, gate = four(p, sem, third="write")
     ex.step(R1)
     run_to_block(ex, W)
-    release_r1(ex, sem)
+    release_r1(ex, gate, sem)
     assert sem.wait_list[0].woken
     ex.step(R2)  # down_write(): the slow path's first try takes the free lock
     w2 = ex.tasks[R2].model
@@ -112,7 +111,7 @@ def test_a_writer_steals_from_a_woken_writer() -> None:
 
 def test_readers_owning_the_lock_make_a_new_reader_queue_behind_a_writer() -> None:
     p, sem = world()
-    ex = four(p, sem)
+    ex, gate = four(p, sem)
     ex.step(R1)
     run_to_block(ex, W)
     ex.step(R2)  # the fast path fails (a waiter)
@@ -120,7 +119,7 @@ def test_readers_owning_the_lock_make_a_new_reader_queue_behind_a_writer() -> No
     r2, w = ex.tasks[R2].model, ex.tasks[W].model
     assert [x.task for x in sem.wait_list] == [w, r2] and sem.readers == [ex.tasks[R1].model]
     assert R2 not in ex.runnable()
-    release_r1(ex, sem)
+    release_r1(ex, gate, sem)
     ex.step(W)  # W was woken and nobody stole: it takes the lock
     assert sem.writer is w
     ex.step(W)  # up_write(): the readers at the head are granted the lock at once
@@ -131,12 +130,12 @@ def test_a_writer_that_waited_the_timeout_sets_the_handoff_bit_and_stops_stealin
     p, sem = world()
     now = [0.0]
     with clock_source(lambda: now[0]):
-        ex = four(p, sem)
+        ex, gate = four(p, sem)
         ex.step(R1)
         run_to_block(ex, W)
         assert sem.wait_list[0].timeout == RWSEM_WAIT_TIMEOUT_NS
         now[0] = RWSEM_WAIT_TIMEOUT_NS + 1
-        release_r1(ex, sem)
+        release_r1(ex, gate, sem)
         ex.step(R2)
         ex.step(R2)  # R2 steals: the bit is not set yet
         assert sem.readers == [ex.tasks[R2].model]
@@ -146,7 +145,7 @@ def test_a_writer_that_waited_the_timeout_sets_the_handoff_bit_and_stops_stealin
         assert sem.wait_list[0].woken
         # a new reader now queues even though the lock is free
         t4 = p.thread()
-        ex2_tasks_before = len(sem.wait_list)
+        queued = len(sem.wait_list)
         async def late(th):
             await sem.down_read()
             await sem.up_read()
@@ -154,7 +153,7 @@ def test_a_writer_that_waited_the_timeout_sets_the_handoff_bit_and_stops_stealin
         ex2 = Executor([t4.start(late)], models=[t4.task])
         ex2.step(0)  # fast path fails
         ex2.step(0)  # slow path: the handoff bit stops the steal
-        assert len(sem.wait_list) == ex2_tasks_before + 1 and not sem.readers
+        assert len(sem.wait_list) == queued + 1 and not sem.readers
         ex.step(W)  # W takes the lock; the bit clears
         assert sem.writer is ex.tasks[W].model and not sem.handoff
         ex.step(W)  # up_write() grants the late reader
@@ -165,10 +164,10 @@ def test_a_writer_that_waited_the_timeout_sets_the_handoff_bit_and_stops_stealin
 
 def test_without_a_clock_no_wait_times_out() -> None:
     p, sem = world()
-    ex = four(p, sem)
+    ex, gate = four(p, sem)
     ex.step(R1)
     run_to_block(ex, W)
-    release_r1(ex, sem)
+    release_r1(ex, gate, sem)
     ex.step(R2)
     ex.step(R2)
     ex.step(W)
@@ -179,11 +178,11 @@ def test_a_killed_writer_at_the_head_clears_the_handoff_bit_as_the_last_waiter_o
     p, sem = world()
     now = [0.0]
     with clock_source(lambda: now[0]):
-        ex = four(p, sem, killable_writer=True)
+        ex, gate = four(p, sem, killable_writer=True)
         ex.step(R1)
         run_to_block(ex, W)
         now[0] = 2 * RWSEM_WAIT_TIMEOUT_NS
-        release_r1(ex, sem)
+        release_r1(ex, gate, sem)
         ex.step(R2)
         ex.step(R2)  # steals
         ex.step(W)  # sets the bit
