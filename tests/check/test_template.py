@@ -4,6 +4,7 @@ preset, and searches give the same figures with and without it."""
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
@@ -20,7 +21,7 @@ from pervma.check.scenario import (
 )
 from pervma.check.scenarios.kernel import ANON, RW, A, World
 from pervma.check.search import Budget, Runner, Stats
-from pervma.check.template import Sharing, WorldTemplate
+from pervma.check.template import Frozen, Sharing, WorldTemplate
 from pervma.sched.statekey import state_key
 
 PRESETS = ["legacy", "universal", "universal-up", "universal-up-nopreempt"]
@@ -60,7 +61,7 @@ def test_a_copy_is_its_own_world() -> None:
     copy; a copy's thread bodies act on the copy's objects."""
     sc = get_scenario("fault-vs-munmap")
     r = Runner(sc, Config.preset("universal"))
-    r.execution()
+    close_executor(r.execution().ex)
     assert r.template is not None
     w1, w2 = r.template.copy(), r.template.copy()
     assert w1 is not w2 and w1.kern is not w2.kern and w1.p.mm is not w2.p.mm
@@ -69,12 +70,16 @@ def test_a_copy_is_its_own_world() -> None:
     inst = w1.instance()
     assert inst.world is w1
     run = Execution(inst, r.cfg)
-    start = state_key(Execution(w2.instance(), r.cfg).ex.tasks)
+    other = Execution(w2.instance(), r.cfg)
+    start = state_key(other.ex.tasks)
+    close_executor(other.ex)
     while run.runnable():
         run.take(run.runnable()[0])
     assert run.end() == "done"
     assert "munmap" in w1.results and "munmap" not in w2.results
-    assert state_key(r.execution().ex.tasks) == start
+    again = r.execution()
+    assert state_key(again.ex.tasks) == start
+    close_executor(again.ex)
 
 
 def test_a_world_that_cannot_be_copied_is_built_every_time() -> None:
@@ -95,8 +100,8 @@ def test_a_world_that_cannot_be_copied_is_built_every_time() -> None:
         return w.instance()
 
     r = Runner(Scenario("uncopyable", "test", build), Config.preset("universal"))
-    r.execution()
-    r.execution()
+    for _ in range(2):
+        close_executor(r.execution().ex)
     assert r.template is None
     assert len(builds) == 2
     assert WorldTemplate.make(builds[0], Sharing()) is None
@@ -118,3 +123,42 @@ def test_searches_agree_with_and_without_templates(monkeypatch: pytest.MonkeyPat
         assert (r.template is None) == (off == "1")
         figures.append((st.executions, st.pruned, st.states, st.revisits, st.steps))
     assert figures[0] == figures[1]
+
+
+_UNWOUND: list[str] = []
+
+
+class _Pause:
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield "paused"
+
+
+async def _holds_a_lock() -> None:
+    try:
+        await _Pause()
+    finally:
+        _UNWOUND.append("finally")  # an unlock, in model code
+
+
+def test_a_frozen_copy_never_runs_its_finally_blocks_when_collected() -> None:
+    """A checkpoint's or template's coroutines are never run: dropped in a
+    reference cycle, the garbage collector finalizes them in its own order
+    (it used to close them, and their finally blocks ran under whatever
+    thread a driver was stepping); a live copy of them still unwinds."""
+    _UNWOUND.clear()
+    coro = _holds_a_lock()
+    assert coro.send(None) == "paused"
+    sharing = Sharing()
+    snap, coros = sharing.copy({"coro": coro})
+    assert len(coros) == 2  # the coroutine and the awaitable's generator
+    frozen = Frozen(snap, coros)
+    live = frozen.copy(sharing)[0]["coro"]
+    cycle: list[object] = [frozen]
+    cycle.append(cycle)
+    del frozen, snap, coros, cycle
+    gc.collect()
+    assert _UNWOUND == []
+    live.close()
+    assert _UNWOUND == ["finally"]
+    coro.close()
+    assert _UNWOUND == ["finally", "finally"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pervma.check import template
 from pervma.check.engine import Event, Execution
@@ -56,12 +56,11 @@ class Checkpoint:
     """One execution's state: a copy of it that never runs, copied again for
     every restore."""
 
-    __slots__ = ("_snap", "_coros", "_sharing", "_events")
+    __slots__ = ("_snap", "_sharing", "_events")
 
-    def __init__(self, snap: Execution, coros: list[Any], sharing: template.Sharing,
+    def __init__(self, snap: template.Frozen, sharing: template.Sharing,
                  events: list[Event]) -> None:
         self._snap = snap
-        self._coros = coros
         self._sharing = sharing
         self._events = events  # recorded events are never mutated: shared by the copies
 
@@ -76,7 +75,7 @@ class Checkpoint:
             return None
         finally:
             run.events = events
-        return cls(snap, coros, sharing, list(events))
+        return cls(template.Frozen(snap, coros), sharing, list(events))
 
     @property
     def depth(self) -> int:
@@ -85,13 +84,10 @@ class Checkpoint:
 
     def restore(self) -> Execution:
         """A live execution in the saved state (each call a new copy)."""
-        run = self._sharing.copy(self._snap)[0]
+        run = self._snap.copy(self._sharing)[0]
         assert isinstance(run, Execution)
         run.events = list(self._events)
         return run
-
-    def __del__(self) -> None:
-        template.kill(self._coros)
 
 
 class CkptNode(Protocol):

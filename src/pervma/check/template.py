@@ -162,21 +162,40 @@ class Sharing:
         return self._copier.copy(obj)
 
 
-def kill(coros: list[Any]) -> None:
-    """Mark a dropped copy's coroutines finished without running them (a
-    snapshot is never run: closing it would run its ``finally`` blocks)."""
-    if _frames is not None and coros:
-        _frames.kill(coros)
+class Frozen:
+    """An object graph kept only to be copied (a world template, a
+    checkpoint), with the coroutines its copy made.  Those are never run, so
+    they are marked finished from the start: whenever they are dropped --
+    also by the garbage collector, in whatever order it finalizes a cycle
+    and under whatever thread a driver is stepping then -- none of their
+    ``finally`` blocks runs.  :meth:`copy` gives them back their suspended
+    states for the length of a copy."""
+
+    __slots__ = ("obj", "_coros", "_states")
+
+    def __init__(self, obj: Any, coros: list[Any]) -> None:
+        self.obj = obj
+        self._coros = coros
+        self._states = _frames.kill(coros) if _frames is not None and coros else b""
+
+    def copy(self, sharing: Sharing) -> tuple[Any, list[Any]]:
+        """A live copy of the object (and the coroutines it made)."""
+        if not self._coros:
+            return sharing.copy(self.obj)
+        _frames.revive(self._coros, self._states)
+        try:
+            return sharing.copy(self.obj)
+        finally:
+            _frames.kill(self._coros)
 
 
 class WorldTemplate:
     """A built world, kept pristine, copied for every execution."""
 
-    __slots__ = ("_world", "_coros", "sharing", "copies")
+    __slots__ = ("_world", "sharing", "copies")
 
-    def __init__(self, world: Any, coros: list[Any], sharing: Sharing) -> None:
+    def __init__(self, world: Frozen, sharing: Sharing) -> None:
         self._world = world
-        self._coros = coros
         self.sharing = sharing
         self.copies = 0
 
@@ -188,12 +207,9 @@ class WorldTemplate:
             w, coros = sharing.copy(world)
         except UNCOPYABLE:
             return None
-        return cls(w, coros, sharing)
+        return cls(Frozen(w, coros), sharing)
 
     def copy(self) -> Any:
         """A fresh copy of the world."""
         self.copies += 1
-        return self.sharing.copy(self._world)[0]
-
-    def __del__(self) -> None:
-        kill(self._coros)
+        return self._world.copy(self.sharing)[0]

@@ -12,9 +12,13 @@
  *       a fresh coroutine (or generator) of ``func``, made by calling it
  *       with None for every parameter: no code of it runs (the copier then
  *       fills its frame);
- *   kill(gens)
- *       marks coroutines finished without running them: a snapshot that is
- *       dropped must not run its ``finally`` blocks.
+ *   kill(gens) -> states
+ *       marks coroutines finished without running them (a snapshot must
+ *       never run its ``finally`` blocks, not even when the garbage
+ *       collector finalizes it) and returns the states they had;
+ *   revive(gens, states)
+ *       gives killed coroutines back those states, for as long as a copy of
+ *       them is made.
  *
  * Built only for CPython 3.11 (the layout changes between versions); without
  * it templates and checkpoints are off and the checker rebuilds worlds and
@@ -695,25 +699,67 @@ static PyTypeObject CopierType = {
 
 static PyObject *frames_kill(PyObject *self, PyObject *gens)
 {
-    PyObject *it = PyObject_GetIter(gens), *g;
-    if (it == NULL)
+    /* returns the states the coroutines had, one byte each, for revive() */
+    PyObject *seq = PySequence_Fast(gens, "_frames.kill: not a sequence");
+    if (seq == NULL)
         return NULL;
-    while ((g = PyIter_Next(it)) != NULL) {
-        int8_t *st;
-        if (frame_of(g, &st) && *st < FRAME_COMPLETED)
-            *st = FRAME_COMPLETED;
-        PyErr_Clear();
-        Py_DECREF(g);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
+    char *was = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int8_t *st;
+        was[i] = (char)FRAME_COMPLETED;
+        if (frame_of(PySequence_Fast_GET_ITEM(seq, i), &st) == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        was[i] = (char)*st;  /* FRAME_CREATED or _SUSPENDED: negative */
+        if (*st < FRAME_COMPLETED)
+            *st = FRAME_COMPLETED;
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyObject *frames_revive(PyObject *self, PyObject *args)
+{
+    /* revive(gens, states): give killed coroutines back the states kill()
+     * returned (only to copy them: a revived snapshot is killed again before
+     * anything could run or finalize it) */
+    PyObject *gens, *states;
+    if (!PyArg_ParseTuple(args, "OS", &gens, &states))
         return NULL;
+    PyObject *seq = PySequence_Fast(gens, "_frames.revive: not a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (PyBytes_GET_SIZE(states) != n) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "_frames.revive: one state per coroutine");
+        return NULL;
+    }
+    const char *was = PyBytes_AS_STRING(states);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int8_t *st;
+        if (frame_of(PySequence_Fast_GET_ITEM(seq, i), &st) == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (*st == FRAME_COMPLETED && (int8_t)was[i] < FRAME_COMPLETED)
+            *st = (int8_t)was[i];
+    }
+    Py_DECREF(seq);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function (none of it runs)."},
-    {"kill", frames_kill, METH_O, "Mark coroutines finished without running them (a dropped copy's)."},
+    {"kill", frames_kill, METH_O, "Mark coroutines finished without running them; returns their states."},
+    {"revive", frames_revive, METH_VARARGS, "Give killed coroutines back the states kill() returned."},
     {NULL, NULL, 0, NULL},
 };
 #else
