@@ -40,25 +40,15 @@ def VM_WARN_ON_ONCE(cond: bool, what: str) -> None:  # noqa: N802 - the kernel's
 
 
 # -- KASAN -------------------------------------------------------------------
-def kasan_rcu_readers() -> tuple[tuple[int, int], ...] | None:
-    """The RCU readers at this moment, as (pid, rcu_section): those a grace
-    period started now waits for (slab.py records them when a
-    SLAB_TYPESAFE_BY_RCU object is freed).  None outside a model thread."""
-    tsk: TaskStruct | None = _running[-1].model if _running else None
-    if tsk is None or tsk.system is None:
-        return None
-    return tuple((t.pid, t.rcu_section) for t in tsk.system.rcu.readers.values() if t.rcu_depth > 0)
-
-
 def _kasan_rcu_protected(obj: SlabObject) -> bool:
     """A freed SLAB_TYPESAFE_BY_RCU object is still accessible to a reader
     whose RCU read-side section began before the free (CONFIG_SLUB_RCU_DEBUG
     poisons it only after the grace period)."""
-    readers = obj.kasan_free_gp
-    if readers is None:
+    gp = obj.kasan_free_gp
+    if gp is None:
         return False
     tsk: TaskStruct | None = _running[-1].model if _running else None
-    return tsk is not None and tsk.rcu_depth > 0 and (tsk.pid, tsk.rcu_section) in readers
+    return tsk is not None and tsk.rcu_depth > 0 and tsk in gp.waits_for
 
 
 def kasan_check(obj: SlabObject | None, where: str, what: str = "object") -> None:

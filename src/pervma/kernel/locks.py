@@ -374,10 +374,12 @@ class RcuWait:
             await read(cond_loc, f"{label}: check", Order.MB_ONCE)  # after set_current_state()
             self.task = me
             if cond():
-                self.task = None
+                self.task = None  # finish_rcuwait(): also back to TASK_RUNNING,
+                self.woken = False  # so no wake-up is left over for the next wait
                 return 0
             if killable and fatal_signal_pending(me):
                 self.task = None
+                self.woken = False
                 return -errno.EINTR
             self.woken = False
             await block(self.loc, f"{label}: sleep",

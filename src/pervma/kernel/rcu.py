@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from pervma.kernel import debug
 from pervma.kernel.task import TaskStruct, current_task
-from pervma.sched import block, preempt_disable, preempt_enable, touch, touch_read
+from pervma.sched import block, current_model, preempt_disable, preempt_enable, touch, touch_read
 from pervma.sched.locations import RCU, RCU_GP
 from pervma.sched.order import Order
 
@@ -31,31 +31,47 @@ RCU_GP_LOC = (RCU_GP,)
 
 
 @dataclass(eq=False, slots=True)
-class _GracePeriod:
-    waits_for: list[tuple[TaskStruct, int]]
+class GracePeriod:
+    """A grace period: the tasks that were inside a read-side section when
+    it started and have not left that section yet (each leaves the list at
+    its outermost ``rcu_read_unlock``).  It is over once the list is empty.
+    No counter names a section: two states that differ only in how many
+    sections a task has been through are the same state."""
+
+    waits_for: list[TaskStruct]
     callback: Callable[[], None] | None = None
 
     def done(self) -> bool:
-        return all(t.rcu_depth == 0 or t.rcu_section != s for t, s in self.waits_for)
+        return not self.waits_for
 
 
 @dataclass(eq=False, slots=True)
 class RcuState:
     preempt: bool = True
     readers: dict[int, TaskStruct] = field(default_factory=dict)  # in pid order (see rcu_read_lock)
-    pending: list[_GracePeriod] = field(default_factory=list)
-    grace_periods: int = 0
+    pending: list[GracePeriod] = field(default_factory=list)  # started, not over
 
-    def _snapshot(self) -> list[tuple[TaskStruct, int]]:
-        return [(t, t.rcu_section) for t in self.readers.values() if t.rcu_depth > 0]
+    def start(self, callback: Callable[[], None] | None = None) -> GracePeriod:
+        """A grace period starting now (queued until it is over)."""
+        gp = GracePeriod([t for t in self.readers.values() if t.rcu_depth > 0], callback)
+        self.pending.append(gp)
+        self.run_callbacks()
+        return gp
+
+    def reader_left(self, tsk: TaskStruct) -> None:
+        """``tsk`` left its outermost read-side section: no grace period
+        waits for it any more."""
+        for gp in self.pending:
+            if tsk in gp.waits_for:
+                gp.waits_for.remove(tsk)
+        self.run_callbacks()
 
     def run_callbacks(self) -> None:
-        ready = [gp for gp in self.pending if gp.done()]
-        if not ready:
+        if all(gp.waits_for for gp in self.pending):
             return
-        self.pending = [gp for gp in self.pending if not gp.done()]
+        ready = [gp for gp in self.pending if not gp.waits_for]
+        self.pending = [gp for gp in self.pending if gp.waits_for]
         for gp in ready:
-            self.grace_periods += 1
             if gp.callback is not None:
                 gp.callback()
 
@@ -70,7 +86,6 @@ def rcu_read_lock() -> None:
     tsk = current_task()
     if tsk.rcu_depth == 0:
         touch_read(RCU_GP_LOC)
-        tsk.rcu_section += 1
         rcu: RcuState = tsk.system.rcu
         if tsk.pid not in rcu.readers:  # kept in pid order: the state must not remember
             # which task read first (the checker's state key walks dicts in order)
@@ -92,7 +107,17 @@ def rcu_read_unlock() -> None:
         if not rcu.preempt:
             preempt_enable()
         if rcu.pending:
-            rcu.run_callbacks()
+            rcu.reader_left(tsk)
+
+
+def kasan_grace_period() -> GracePeriod:
+    """The grace period a free of a SLAB_TYPESAFE_BY_RCU object starts (an
+    object nobody may touch any more outside a model thread)."""
+    tsk: TaskStruct | None = current_model()
+    if tsk is None or tsk.system is None:
+        return GracePeriod([])
+    touch(RCU_GP_LOC)
+    return _rcu(tsk).start()
 
 
 def rcu_read_lock_held() -> bool:
@@ -103,8 +128,7 @@ def call_rcu(callback: Callable[[], None]) -> None:
     """Queue ``callback`` to run after a grace period."""
     rcu = _rcu(current_task())
     touch(RCU_GP_LOC)
-    rcu.pending.append(_GracePeriod(rcu._snapshot(), callback))
-    rcu.run_callbacks()
+    rcu.start(callback)
 
 
 async def synchronize_rcu() -> None:
@@ -115,6 +139,5 @@ async def synchronize_rcu() -> None:
     debug.might_sleep("kernel/rcu/tree.c", "synchronize_rcu")
     rcu = _rcu(tsk)
     touch(RCU_GP_LOC)
-    gp = _GracePeriod(rcu._snapshot())
+    gp = rcu.start()
     await block((RCU,), "synchronize_rcu", gp.done, order=Order.SYNC_RCU)
-    rcu.grace_periods += 1

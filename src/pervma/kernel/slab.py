@@ -11,9 +11,9 @@ KASAN and SLAB_TYPESAFE_BY_RCU (mm/slub.c slab_free_hook() and
 slab_free_after_rcu_debug(), mm/kasan/common.c __kasan_slab_free(), 6.12+
 with CONFIG_SLUB_RCU_DEBUG, on by default under generic KASAN): such an
 object stays accessible when freed and is poisoned only once an RCU grace
-period has passed.  A free therefore records the RCU readers of that moment
-(``kasan_free_gp``): until the object is reused, an access by one of them,
-still in that read-side section, is legal; any other access is a
+period has passed.  A free therefore starts a grace period (``kasan_free_gp``): until the
+object is reused, an access by a reader it waits for, one still in the
+read-side section it was in at the free, is legal; any other access is a
 use-after-free.  ``kasan_free_gp`` is None for an object of a plain cache.
 A cache of pages (``mem_map``) also keeps its live objects, so that a leaked
 page can be found (``debug.validate_mm``).
@@ -21,13 +21,12 @@ page can be found (``debug.validate_mm``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from pervma.kernel import debug
-from pervma.kernel.rcu import call_rcu
+from pervma.kernel.rcu import GracePeriod, kasan_grace_period
 from pervma.sched import touch
 from pervma.sched.locations import KMEM_CACHE
 
@@ -41,9 +40,10 @@ class SlabObject:
     freed: bool = False
     alloc_site: str = ""
     free_site: str = ""
-    # SLAB_TYPESAFE_BY_RCU: the (pid, rcu_section) of each RCU reader at the
-    # free, whose grace period still covers the object (None: a plain cache)
-    kasan_free_gp: tuple[tuple[int, int], ...] | None = None
+    # SLAB_TYPESAFE_BY_RCU: the grace period the free started, whose readers
+    # (those still in the section they were in at the free) may still touch
+    # the object (None: a plain cache, or not freed)
+    kasan_free_gp: GracePeriod | None = None
 
     def locations(self) -> tuple[Hashable, ...]:
         """The shared locations steps name for this object: freeing or
@@ -52,13 +52,6 @@ class SlabObject:
 
 
 T = TypeVar("T", bound=SlabObject)
-
-
-def _kasan_gp_over(obj: SlabObject, generation: int) -> None:
-    """The grace period of a SLAB_TYPESAFE_BY_RCU free has ended: no reader
-    may touch the object any more unless it is reused meanwhile."""
-    if obj.freed and obj.generation == generation:
-        obj.kasan_free_gp = ()
 
 
 @dataclass(eq=False)
@@ -117,10 +110,7 @@ class KmemCache(Generic[T]):
         if self.mem_map:
             self.live.pop(obj.slot, None)
         if self.typesafe_by_rcu:
-            readers = debug.kasan_rcu_readers()
-            obj.kasan_free_gp = readers or ()
-            if readers is not None:  # when the grace period ends, it covers nobody
-                call_rcu(functools.partial(_kasan_gp_over, obj, obj.generation))
+            obj.kasan_free_gp = kasan_grace_period()
         touch(self.loc())
         for loc in obj.locations():
             touch(loc)

@@ -39,7 +39,6 @@ class TaskStruct:
     mm: MmStruct | None
     system: Any = None
     rcu_depth: int = 0
-    rcu_section: int = 0  # bumped at every outermost rcu_read_lock
     fatal_signal: bool = False  # a SIGKILL is pending
     held: list[HeldLock] = field(default_factory=list)
 
