@@ -81,7 +81,7 @@ from pervma.kernel.util import (
 )
 from pervma.kernel.vma import vma_iter_store_new
 from pervma.kernel.vma_init import vm_area_alloc
-from pervma.kernel.vmstat import VMA_LOCK_EVENTS
+from pervma.kernel.vmstat import VMA_LOCK_EVENTS, VmEvents
 from pervma.sched import Op, OpKind, current, has_current, run_direct, work
 from pervma.sched.locations import (
     ANON_VMA,
@@ -195,7 +195,7 @@ class System:
         self.policy_cachep: KmemCache[Mempolicy] = KmemCache("numa_policy", lambda s: Mempolicy())
         self.userfaultfd_ctx_cachep: KmemCache[UserfaultfdCtx] = KmemCache("userfaultfd_ctx_cache", lambda s: UserfaultfdCtx())
         self.rcu = RcuState(preempt=self.config.PREEMPT)
-        self.vm_events: dict[str, int] = {}
+        self.vm_events = VmEvents()
         self.vm_ops_closed: list[str] = []
         self.fail_prealloc = False
         self.fail_avc_alloc = 0  # anon_vma_chain allocations to fail (rmap.py)

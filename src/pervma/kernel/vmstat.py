@@ -10,6 +10,21 @@ if TYPE_CHECKING:
 VMA_LOCK_EVENTS = ("vma_lock_success", "vma_lock_abort", "vma_lock_retry", "vma_lock_miss")
 
 
+class VmEvents(dict[str, int]):
+    """The event counters of /proc/vmstat (``vm_event_states``): per-CPU sums
+    the kernel only ever adds to and reports; no kernel code decides anything
+    by them, and neither does the model or any checker oracle (only the
+    report and the simulator read them, through ``System.vmstat()``).
+
+    Hidden from the checker's state key, as a Promela ``hidden`` variable is
+    kept out of SPIN's state vector: two states that differ only in how many
+    faults were counted (a fault that retried against one that did not) have
+    the same future, and the stateful search explores it once.  A check that
+    read these counters would make that unsound: keep them out of checks."""
+
+    __statekey_hidden__ = True
+
+
 def count_vm_vma_lock_event(mm: MmStruct, event: str) -> None:
     """count_vm_vma_lock_event(): a per-CPU counter, not a shared step."""
     if mm.config.PER_VMA_LOCK_STATS:

@@ -146,6 +146,9 @@ plan(TypeInfo *ti)
     ti->wkind = W_SPECIAL;
     if (PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException))
         return 0;
+    if (PyType_IsSubtype(t, &PyDict_Type) || PyType_IsSubtype(t, &PyList_Type) ||
+        PyType_IsSubtype(t, &PySet_Type) || PyType_IsSubtype(t, &PyFrozenSet_Type))
+        return 0; /* a container's subclass: _special refuses it (its items are not fields) */
     int r = PyObject_IsSubclass((PyObject *)t, task_type);
     if (r < 0)
         return -1;

@@ -23,8 +23,10 @@ never soundness (two different states never share a key unless the final
 hash collides).
 
 What is left out, on purpose: a thread's step count (the livelock bound's
-counter, not state), the driver's own bookkeeping (``Task.extra``) and the
-run-level scope (``Task.run``: what the model learns across executions, such
+counter, not state), the contents of instances of a class that sets
+``__statekey_hidden__ = True`` (Promela's ``hidden``: counters the model only
+reports and nothing reads, ``kernel.vmstat.VmEvents``), the driver's own
+bookkeeping (``Task.extra``) and the run-level scope (``Task.run``: what the model learns across executions, such
 as lockdep's dependency graph, which would otherwise make every state new).  The
 key is a Python ``hash`` of the walk (64 bits): in one process two different
 states collide with probability about n²/2⁶⁵ for n stored states (under
@@ -56,6 +58,7 @@ _NAMED: frozenset[type] = frozenset({types.FunctionType, types.BuiltinFunctionTy
                                      types.CodeType, types.ModuleType,
                                      types.BuiltinMethodType, types.WrapperDescriptorType,
                                      types.MethodDescriptorType})
+_CONTAINERS = (dict, list, set, frozenset)
 _CORO = types.CoroutineType
 _GEN = types.GeneratorType
 _slots_cache: dict[type, tuple[str, ...] | None] = {}
@@ -121,8 +124,9 @@ _kind: dict[type, int] = {}
 
 def _classify(t: type) -> int:
     """How :func:`state_key` names a value of type ``t``: 1 a tuple (by its
-    items), 2 a function, class or code object (by name), 3 a bound method,
-    4 an enum member (by value), 0 an object (by its place in the walk)."""
+    items), 2 a function, class or code object (by name) or an instance of a
+    hidden class (by its class's name), 3 a bound method, 4 an enum member
+    (by value), 0 an object (by its place in the walk)."""
     if t is tuple:
         k = 1
     elif t in _NAMED or issubclass(t, type):  # classes, enum classes included
@@ -131,6 +135,8 @@ def _classify(t: type) -> int:
         k = 3
     elif issubclass(t, enum.Enum):
         k = 4
+    elif getattr(t, "__statekey_hidden__", False):  # by its class name only: not state
+        k = 2
     else:
         k = 0
     _kind[t] = k
@@ -141,6 +147,9 @@ def _special(o: Any, ref: Callable[[Any], Hashable]) -> list[Hashable]:
     """The rows of an object the walk has no fast path for (shared by both
     walks: the C one calls it with its own ``ref``)."""
     t = type(o)
+    if isinstance(o, _CONTAINERS):  # not one of them exactly: a subclass
+        raise TypeError(f"state_key: a {t.__qualname__} (a subclass of a built-in container: "
+                        "its items are not fields; use a plain one, or set __statekey_hidden__)")
     if isinstance(o, BaseException):
         return [(t, *map(ref, o.args), *[(k, ref(v)) for k, v in vars(o).items()])]
     if isinstance(o, Task):  # the driver's view of a thread: step counts are not state
