@@ -65,8 +65,11 @@ def describe(ra: Any, rb: Any) -> str:
     if head in ("l", "s"):
         return {"l": "list", "s": "set"}[head]
     code = getattr(head, "co_name", None)
-    if code is not None:
-        return f"frame of {code} (locals)"
+    if code is not None:  # a frame: (code, offset, awaited, (local, value)...)
+        la, lb = dict(ra[3:]), dict(rb[3:])
+        diff = sorted(k for k in la.keys() | lb.keys() if la.get(k, "-") != lb.get(k, "-"))
+        where = "" if ra[1] == rb[1] else " (offset)"
+        return f"frame of {code}{where}: {', '.join(diff) or 'awaited'}"
     return f"row {str(ra)[:40]}"
 
 

@@ -37,7 +37,8 @@ def cwalk() -> ModuleType:
     it fails here: the fallback is not what these tests check)."""
     from pervma.sched import _statekey
 
-    _statekey._setup(statekey._special, statekey._classify, statekey._slots_of, Task)
+    _statekey._setup(statekey._special, statekey._classify, statekey._slots_of, Task,
+                     statekey._live_locals)
     return _statekey
 
 
@@ -462,3 +463,41 @@ def test_a_container_subclass_that_is_not_hidden_is_refused_by_both_walks(cwalk:
         cwalk.state_key(tasks)
     with pytest.raises(TypeError, match="Counts"):
         statekey._py_state_key(tasks)
+
+
+async def _reads_once(seen: int, keep: int) -> int:
+    if seen < 0:
+        raise ValueError(seen)
+    await _Pause()  # ``seen`` is dead from here on, ``keep`` is not
+    return keep
+
+
+async def _reads_on_error(x: int) -> int:
+    try:
+        await _Pause()
+    except ValueError:
+        return x  # live at the await through the exception edge only
+    return 0
+
+
+def _parked_one(coro: Any) -> list[Task]:
+    coro.send(None)
+    return [Task(0, "T0", coro)]
+
+
+def test_a_dead_local_is_not_state_and_a_live_one_is(cwalk: ModuleType) -> None:
+    """SPIN's dead variable reduction (statekey._live_locals): a local no
+    path from the suspension point reads before storing it is left out, in
+    both walks; a local read only by an exception handler still counts."""
+    a, b = _parked_one(_reads_once(1, 5)), _parked_one(_reads_once(2, 5))
+    c = _parked_one(_reads_once(1, 6))
+    d, e = _parked_one(_reads_on_error(1)), _parked_one(_reads_on_error(2))
+    try:
+        assert _same(cwalk, a) == _same(cwalk, b)
+        assert _same(cwalk, a) != _same(cwalk, c)
+        assert _same(cwalk, d) != _same(cwalk, e)
+        frame = a[0].coro.cr_frame
+        assert statekey._live_locals(frame.f_code, frame.f_lasti) == {"keep"}
+    finally:
+        for t in [*a, *b, *c, *d, *e]:
+            t.coro.close()

@@ -49,6 +49,8 @@ static Py_ssize_t tcache_cap, tcache_len;
 
 /* Set by _setup(). */
 static PyObject *cb_special;  /* special(o, ref) -> sequence of rows */
+static PyObject *cb_live;     /* live(code, lasti) -> frozenset of live locals or None */
+static PyObject *live_cache;  /* {code: {lasti: names}}: cb_live's answers */
 static PyObject *cb_classify; /* _classify(t) -> int */
 static PyObject *cb_slots_of; /* _slots_of(t) -> tuple[str, ...] | None */
 static PyObject *task_type;   /* pervma.sched.task.Task */
@@ -916,6 +918,52 @@ fail:
     return -1;
 }
 
+/* The locals of a frame of `code` suspended at `lasti` that are live
+ * (statekey._live_locals, cached per code and offset): a new dict, or a new
+ * reference to `loc` itself when every local is kept. */
+static PyObject *
+live_locals(PyObject *loc, PyObject *code, PyObject *lasti)
+{
+    PyObject *per = PyDict_GetItemWithError(live_cache, code);
+    if (per == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        per = PyDict_New();
+        if (per == NULL || PyDict_SetItem(live_cache, code, per) < 0) {
+            Py_XDECREF(per);
+            return NULL;
+        }
+        Py_DECREF(per); /* live_cache holds it */
+    }
+    PyObject *names = PyDict_GetItemWithError(per, lasti);
+    if (names == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        names = PyObject_CallFunctionObjArgs(cb_live, code, lasti, NULL);
+        if (names == NULL)
+            return NULL;
+        int err = PyDict_SetItem(per, lasti, names);
+        Py_DECREF(names); /* per holds it */
+        if (err < 0)
+            return NULL;
+    }
+    if (names == Py_None)
+        return Py_NewRef(loc);
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(loc, &pos, &k, &v)) {
+        int in = PySet_Contains(names, k);
+        if (in < 0 || (in && PyDict_SetItem(out, k, v) < 0)) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 static int
 walk_frame(Walk *w, PyObject *o, int coro)
 {
@@ -951,6 +999,18 @@ walk_frame(Walk *w, PyObject *o, int coro)
     PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(fr));
     Val rsub = {NULL, 0};
     int r = -1;
+    PyObject *kept = loc;  /* the live locals only (statekey._live_locals) */
+    if (lasti != NULL && cb_live != NULL) {
+        kept = live_locals(loc, code, lasti);
+        if (kept == NULL) {
+            Py_DECREF(f);
+            Py_DECREF(sub);
+            Py_DECREF(code);
+            Py_DECREF(lasti);
+            return -1;
+        }
+        loc = kept;
+    }
     if (lasti != NULL && ref(w, sub, w->hash, &rsub) == 0) {
         PyObject *head[3] = {code, lasti, rsub.o};
         if (w->hash) {
@@ -964,6 +1024,8 @@ walk_frame(Walk *w, PyObject *o, int coro)
             r = emit_pairs(w, head, NULL, 3, loc, 0);
         }
     }
+    if (cb_live != NULL && lasti != NULL)
+        Py_DECREF(kept);
     Py_DECREF(f);
     Py_DECREF(sub);
     Py_DECREF(code);
@@ -1186,8 +1248,8 @@ sk_state_key(PyObject *mod, PyObject *tasks)
 static PyObject *
 sk_setup(PyObject *mod, PyObject *args)
 {
-    PyObject *special, *classify_, *slots_of, *task;
-    if (!PyArg_ParseTuple(args, "OOOO:_setup", &special, &classify_, &slots_of, &task))
+    PyObject *special, *classify_, *slots_of, *task, *live = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOO|O:_setup", &special, &classify_, &slots_of, &task, &live))
         return NULL;
     if (!PyType_Check(task)) {
         PyErr_SetString(PyExc_TypeError, "_setup: the task type must be a class");
@@ -1197,6 +1259,16 @@ sk_setup(PyObject *mod, PyObject *args)
     Py_XSETREF(cb_classify, Py_NewRef(classify_));
     Py_XSETREF(cb_slots_of, Py_NewRef(slots_of));
     Py_XSETREF(task_type, Py_NewRef(task));
+    if (live == Py_None) {
+        Py_CLEAR(cb_live);
+    }
+    else {
+        Py_XSETREF(cb_live, Py_NewRef(live));
+    }
+    PyObject *cache = PyDict_New();
+    if (cache == NULL)
+        return NULL;
+    Py_XSETREF(live_cache, cache);
     Py_RETURN_NONE;
 }
 
@@ -1230,7 +1302,7 @@ static PyMethodDef sk_methods[] = {
     {"_set_hashing", sk_set_hashing, METH_O,
      "_set_hashing(flag): tests choose how state_key hashes (see hashes_rows)."},
     {"_setup", sk_setup, METH_VARARGS,
-     "_setup(special, classify, slots_of, task_type): the Python side's callbacks."},
+     "_setup(special, classify, slots_of, task_type[, live]): the Python side's callbacks."},
     {NULL, NULL, 0, NULL},
 };
 

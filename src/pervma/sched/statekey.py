@@ -43,9 +43,11 @@ same rows in the same order and returns the same ``hash(tuple(rows))``,
 
 from __future__ import annotations
 
+import dis
 import enum
 import operator
 import os
+import sys
 import types
 from collections.abc import Callable, Hashable, Iterable
 from types import ModuleType
@@ -83,6 +85,60 @@ def _slots_of(t: type) -> tuple[str, ...] | None:
     out = tuple(names) if found else None
     _slots_cache[t] = out
     return out
+
+
+#: Instructions after which control never falls through to the next one.
+_NO_FALLTHROUGH = frozenset({"RETURN_VALUE", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD",
+                             "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT"})
+_liveness: dict[types.CodeType, dict[int, frozenset[str]]] = {}
+
+
+def _analyse(code: types.CodeType) -> dict[int, frozenset[str]]:
+    """The local variables live at each suspension point (``YIELD_VALUE``) of
+    ``code``: read on some path from there, through normal and exception
+    edges, before being stored or deleted.  Cell and free variables are
+    always live.  CPython 3.11's bytecode only (another version: no table,
+    every local is kept)."""
+    if sys.version_info[:2] != (3, 11):
+        return {}
+    ins = list(dis.get_instructions(code))
+    at = {i.offset: n for n, i in enumerate(ins)}
+    succ: list[list[int]] = [[] for _ in ins]
+    for n, i in enumerate(ins):
+        if i.opname not in _NO_FALLTHROUGH and n + 1 < len(ins):
+            succ[n].append(n + 1)
+        if i.opcode in dis.hasjrel or i.opcode in dis.hasjabs:
+            succ[n].append(at[i.argval])
+    for e in dis._parse_exception_table(code):  # type: ignore[attr-defined]
+        for n, i in enumerate(ins):
+            if e.start <= i.offset < e.end:
+                succ[n].append(at[e.target])
+    use = [frozenset({i.argval}) if i.opname == "LOAD_FAST" else frozenset() for i in ins]
+    kill = [frozenset({i.argval}) if i.opname in ("STORE_FAST", "DELETE_FAST") else frozenset()
+            for i in ins]
+    live_in: list[frozenset[str]] = [frozenset()] * len(ins)
+    changed = True
+    while changed:
+        changed = False
+        for n in range(len(ins) - 1, -1, -1):
+            out = frozenset().union(*(live_in[m] for m in succ[n]))
+            new = use[n] | (out - kill[n])
+            if new != live_in[n]:
+                live_in[n], changed = new, True
+    always = frozenset(code.co_cellvars) | frozenset(code.co_freevars)
+    return {i.offset: always.union(*(live_in[m] for m in succ[n]))
+            for n, i in enumerate(ins) if i.opname == "YIELD_VALUE"}
+
+
+def _live_locals(code: types.CodeType, lasti: int) -> frozenset[str] | None:
+    """The locals a frame of ``code`` suspended at ``lasti`` can still read
+    (None: keep them all -- not suspended at a yield, or no analysis here).
+    A dead local cannot change what the thread does next, so two states that
+    differ only in one are the same state (SPIN's dead variable reduction)."""
+    table = _liveness.get(code)
+    if table is None:
+        table = _liveness[code] = _analyse(code)
+    return table.get(lasti)
 
 
 def _reduced(o: Any, ref: Any) -> Hashable:
@@ -233,8 +289,10 @@ def _rows(tasks: Iterable[Task]) -> list[Hashable]:
                 loc = f.f_locals
                 keep.append(loc)
                 sub = o.cr_await if t is _CORO else o.gi_yieldfrom
+                live = _live_locals(f.f_code, f.f_lasti)
                 app((f.f_code, f.f_lasti, ref(sub),
-                     *[(k, v if type(v) in atoms else ref(v)) for k, v in loc.items()]))
+                     *[(k, v if type(v) in atoms else ref(v)) for k, v in loc.items()
+                       if live is None or k in live]))
         elif t is types.CellType:
             try:
                 app(("c", ref(o.cell_contents)))
@@ -259,7 +317,7 @@ def _load_c() -> ModuleType | None:
         from pervma.sched import _statekey
     except ImportError:
         return None
-    _statekey._setup(_special, _classify, _slots_of, Task)
+    _statekey._setup(_special, _classify, _slots_of, Task, _live_locals)
     return _statekey
 
 
