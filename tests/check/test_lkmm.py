@@ -117,7 +117,9 @@ def test_one_search_reaches_what_the_plans_one_by_one_reach(scenario: str, prese
     assert one.complete and ref.complete
     assert one.variants > 0  # it did branch
     assert (v1, f1) == (v2, f2)
-    assert len(f1) > 1 and bool(v1) == bool(bugs)
+    # Every schedule ends in the same final state (the three keys seen before
+    # the fourteenth session differed only in the model's step caches).
+    assert len(f1) == 1 and bool(v1) == bool(bugs)
     assert one.executions + one.pruned < (ref.executions + ref.pruned) / 4
 
 

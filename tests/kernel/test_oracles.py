@@ -35,7 +35,7 @@ from pervma.check.scenario import Scenario, all_scenarios, get_scenario
 from pervma.check.scenarios.kernel import ANON, RW, A, World
 from pervma.check.search import Budget, Runner
 from pervma.kernel import debug
-from pervma.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from pervma.kernel.rcu import call_rcu, rcu_read_lock, rcu_read_unlock
 from pervma.kernel.slab import KmemCache, SlabObject
 from pervma.sched import Violation, run_direct
 
@@ -228,6 +228,43 @@ def test_kasan_lets_a_typesafe_by_rcu_reader_in_until_its_grace_period_ends() ->
     assert exc.value.kind == "KASAN: use-after-free"
     assert exc.value.message.startswith("access to freed vm_area_struct #0 in a later section "
                                         "(SLAB_TYPESAFE_BY_RCU: no RCU read-side section")
+
+
+def test_a_grace_period_waits_for_the_readers_of_its_start_and_forgets_them() -> None:
+    """A grace period lists the tasks inside a read-side section when it
+    starts; each leaves the list at its outermost rcu_read_unlock, the
+    callback runs when the last one leaves, and RCU keeps no trace of a
+    reader after its section (no section counter, no registry of past
+    readers: two states that differ only in past sections are one state)."""
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    t1, t2 = p.main.task, p.thread().task
+    ran: list[str] = []
+
+    async def enter() -> None:
+        rcu_read_lock()
+        rcu_read_lock()  # nested: only the outermost unlock counts
+
+    async def leave() -> None:
+        rcu_read_unlock()
+
+    run_direct(enter(), model=t1)
+    run_direct(enter(), model=t2)
+
+    async def queue() -> None:
+        call_rcu(lambda: ran.append("callback"))
+
+    run_direct(queue(), model=t1)
+    (gp,) = kern.rcu.pending
+    assert gp.waits_for == [t1, t2] and ran == []
+    run_direct(leave(), model=t2)
+    run_direct(leave(), model=t2)
+    assert gp.waits_for == [t1] and ran == []
+    run_direct(leave(), model=t1)
+    assert gp.waits_for == [t1]  # still inside its outer section
+    run_direct(leave(), model=t1)
+    assert (gp.waits_for, ran, kern.rcu.pending, kern.rcu.readers) == ([], ["callback"], [], {})
+    assert not hasattr(t1, "rcu_section")
 
 
 def test_kasan_does_not_report_a_reused_typesafe_object() -> None:

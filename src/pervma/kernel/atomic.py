@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from pervma.sched import Op, read, rmw, violation, write
+from pervma.sched import Op, StepCache, read, rmw, violation, write
 from pervma.sched.memory import store
 from pervma.sched.order import Order
 
@@ -32,7 +32,7 @@ class Atomic:
     def __init__(self, loc: Hashable, value: int = 0) -> None:
         self.loc = loc
         self.counter = value
-        self._rmw_steps: dict[str, Op] = {}
+        self._rmw_steps = StepCache()
 
     def _rmw(self, label: str, order: Order) -> Op:
         """``rmw(self.loc, label, order)``, made once per label: a

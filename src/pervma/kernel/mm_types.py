@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pervma.kernel.atomic import UINT_MAX, Atomic, Refcount, SeqCount
 from pervma.kernel.locks import RcuWait, RwSemaphore, SpinLock
 from pervma.kernel.slab import SlabObject
-from pervma.sched import Op, OpKind
+from pervma.sched import Op, OpKind, StepCache
 from pervma.sched.locations import (
     ANON_VMA,
     ANON_VMA_REFCOUNT,
@@ -231,7 +231,7 @@ class VmAreaStruct(SlabObject):
     vm_refcnt: Refcount = field(default_factory=lambda: Refcount((VM_REFCNT, -1)))
     vm_lock_seq: int = UINT_MAX
     debug_readers: int = 0  # successful read locks now held (for the exclusion check)
-    read_steps: dict[str, Op] = field(default_factory=dict, repr=False)  # read_step()'s
+    read_steps: StepCache = field(default_factory=StepCache, repr=False)  # read_step()'s
 
     def __str__(self) -> str:
         return f"vma#{self.slot}[{self.vm_start:#x}-{self.vm_end:#x}]"

@@ -48,12 +48,13 @@ class GracePeriod:
 @dataclass(eq=False, slots=True)
 class RcuState:
     preempt: bool = True
-    readers: dict[int, TaskStruct] = field(default_factory=dict)  # in pid order (see rcu_read_lock)
+    # The tasks inside a read-side section now, in pid order (see rcu_read_lock)
+    readers: dict[int, TaskStruct] = field(default_factory=dict)
     pending: list[GracePeriod] = field(default_factory=list)  # started, not over
 
     def start(self, callback: Callable[[], None] | None = None) -> GracePeriod:
         """A grace period starting now (queued until it is over)."""
-        gp = GracePeriod([t for t in self.readers.values() if t.rcu_depth > 0], callback)
+        gp = GracePeriod(list(self.readers.values()), callback)
         self.pending.append(gp)
         self.run_callbacks()
         return gp
@@ -87,9 +88,9 @@ def rcu_read_lock() -> None:
     if tsk.rcu_depth == 0:
         touch_read(RCU_GP_LOC)
         rcu: RcuState = tsk.system.rcu
-        if tsk.pid not in rcu.readers:  # kept in pid order: the state must not remember
-            # which task read first (the checker's state key walks dicts in order)
-            rcu.readers = dict(sorted({**rcu.readers, tsk.pid: tsk}.items()))
+        # in pid order: the state must not remember which task began reading
+        # first (the checker's state key walks dicts in order)
+        rcu.readers = dict(sorted({**rcu.readers, tsk.pid: tsk}.items()))
         if not rcu.preempt:
             preempt_disable()
     tsk.rcu_depth += 1
@@ -104,6 +105,7 @@ def rcu_read_unlock() -> None:
     if tsk.rcu_depth == 0:
         touch_read(RCU_GP_LOC)
         rcu: RcuState = tsk.system.rcu
+        del rcu.readers[tsk.pid]
         if not rcu.preempt:
             preempt_enable()
         if rcu.pending:

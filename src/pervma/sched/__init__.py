@@ -9,6 +9,7 @@ takes its next step.  This package imports nothing else of pervma.
 from pervma.sched.ops import (
     Op,
     OpKind,
+    StepCache,
     WaitKind,
     acquire,
     acquire_shared,
@@ -47,6 +48,7 @@ from pervma.sched.task import (
 __all__ = [
     "Executor",
     "Op",
+    "StepCache",
     "OpKind",
     "RunScope",
     "ScheduleError",

@@ -76,6 +76,17 @@ class WaitKind(enum.IntEnum):
 Location = Hashable
 
 
+class StepCache(dict[str, "Op"]):
+    """Steps a model object makes once per call site and awaits at every use
+    (a speed-up of the hot paths, ``VmAreaStruct.read_step``,
+    ``Atomic._rmw``).  What it holds is a function of the sites used so far,
+    not of anything a thread will do, so it is hidden from the state key:
+    otherwise a state where one site has already run and one where it has
+    not yet would never meet."""
+
+    __statekey_hidden__ = True
+
+
 @dataclass(slots=True)
 class Op:
     """One primitive step.

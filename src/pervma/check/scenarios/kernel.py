@@ -108,13 +108,21 @@ class World:
 
         async def wrapped(th: Thread) -> None:
             try:
-                self.results[name] = await body(th)
+                result = await body(th)
             except Segfault as sf:
-                self.results[name] = sf
+                result = sf
             except OSError as err:
-                self.results[name] = err
+                result = err
+            self._record(name, result)
 
         self.threads.append((name, t, wrapped))
+
+    def _record(self, name: str, result: Any) -> None:
+        """A thread's result, the dict kept in name order: which thread
+        finished first is not state (the state key walks dicts in order)."""
+        self.results[name] = result
+        if list(self.results) != sorted(self.results):
+            self.results = dict(sorted(self.results.items()))
 
     def instance(self) -> Instance:
         procs = self.procs
