@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pervma.check.engine import Execution, dependent
+from pervma.check.engine import Execution, close_executor, dependent
 from pervma.check.scenario import get_scenario
 from pervma.check.search import Runner
 from pervma.config import PRESET_NAMES, Config
@@ -115,6 +115,7 @@ def _first_independent_pair(name: str) -> tuple[list[int], int, int]:
         for t in prefix:
             run.take(t)
         enabled = run.runnable()
+        close_executor(run.ex)
         for i, a in enumerate(enabled):
             for b in enabled[i + 1:]:
                 r1 = runner.execution()
@@ -122,8 +123,10 @@ def _first_independent_pair(name: str) -> tuple[list[int], int, int]:
                     r1.take(t)
                 ea = r1.take(a)
                 if b not in r1.runnable():
+                    close_executor(r1.ex)
                     continue
                 eb = r1.take(b)
+                close_executor(r1.ex)
                 if not dependent(ea.acc, eb.acc):
                     return prefix, a, b
         prefix.append(enabled[0])
@@ -141,11 +144,13 @@ def test_commuting_steps_in_either_order_reach_the_same_key(cwalk: ModuleType,
         for t in [*prefix, *order]:
             run.take(t)
         keys.append(_same(cwalk, run.ex.tasks))
+        close_executor(run.ex)
     before = runner.execution()
     for t in [*prefix, a]:
         before.take(t)
     assert keys[0] == keys[1]
     assert _same(cwalk, before.ex.tasks) != keys[0]  # a step is a change
+    close_executor(before.ex)
 
 
 def _reachable(root: Any, cls: type) -> list[Any]:
@@ -438,8 +443,6 @@ def test_a_fault_that_retried_meets_one_that_did_not() -> None:
     """Two executions of spin-2f-m whose faults count differently (one
     aborted onto mmap_lock and retried) end in the same stored state once
     the counters are hidden: the system's counters differ, the keys agree."""
-    from pervma.check.engine import close_executor
-
     finals: dict[int, set[tuple[tuple[str, int], ...]]] = {}
     for seed in range(60):
         *_, run = _random_run("spin-2f-m", "universal", seed)
