@@ -38,9 +38,10 @@ class Atomic:
         """``rmw(self.loc, label, order)``, made once per label: a
         read-modify-write of this variable at one call site is the same step
         (with the same ordering) every time."""
-        op = self._rmw_steps.get(label)
+        ops = self._rmw_steps.ops
+        op = ops.get(label)
         if op is None:
-            op = self._rmw_steps[label] = rmw(self.loc, label, order)
+            op = ops[label] = rmw(self.loc, label, order)
         return op
 
     async def read(self, label: str = "atomic_read", order: Order = Order.ONCE) -> int:

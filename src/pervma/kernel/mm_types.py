@@ -243,9 +243,10 @@ class VmAreaStruct(SlabObject):
         and awaited at every use: the slot is the object's for good, and
         ``also`` (a reader's mm_lock_seq) is re-checked, as a recycled VMA may
         meet another mm.  One label is one site, hence one ordering."""
-        op = self.read_steps.get(label)
+        ops = self.read_steps.ops
+        op = ops.get(label)
         if op is None or op.also is not also:
-            op = self.read_steps[label] = Op(_READ, (what, self.slot), label, None, None, False,
+            op = ops[label] = Op(_READ, (what, self.slot), label, None, None, False,
                                              also, order=order)
         return op
 

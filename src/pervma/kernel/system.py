@@ -307,7 +307,7 @@ class System:
     def vmstat(self) -> dict[str, int]:
         """Counters with /proc/vmstat names; the VMA_LOCK_* ones exist only with
         CONFIG_PER_VMA_LOCK_STATS, as in the kernel."""
-        out = dict(self.vm_events)
+        out = dict(self.vm_events.counts)
         if self.config.PER_VMA_LOCK_STATS:
             for e in VMA_LOCK_EVENTS:
                 out.setdefault(e, 0)

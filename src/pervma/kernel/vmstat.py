@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 VMA_LOCK_EVENTS = ("vma_lock_success", "vma_lock_abort", "vma_lock_retry", "vma_lock_miss")
 
 
-class VmEvents(dict[str, int]):
+class VmEvents:
     """The event counters of /proc/vmstat (``vm_event_states``): per-CPU sums
     the kernel only ever adds to and reports; no kernel code decides anything
     by them, and neither does the model or any checker oracle (only the
@@ -20,18 +20,24 @@ class VmEvents(dict[str, int]):
     kept out of SPIN's state vector: two states that differ only in how many
     faults were counted (a fault that retried against one that did not) have
     the same future, and the stateful search explores it once.  A check that
-    read these counters would make that unsound: keep them out of checks."""
+    read these counters would make that unsound: keep them out of checks.
+    The counts are in ``counts`` (a plain class, not a dict subclass: the
+    checker's copier copies it field by field in C)."""
 
+    __slots__ = ("counts",)
     __statekey_hidden__ = True
+
+    def __init__(self, **counts: int) -> None:
+        self.counts: dict[str, int] = dict(counts)
 
 
 def count_vm_vma_lock_event(mm: MmStruct, event: str) -> None:
     """count_vm_vma_lock_event(): a per-CPU counter, not a shared step."""
     if mm.config.PER_VMA_LOCK_STATS:
-        counters = mm.system.vm_events
+        counters = mm.system.vm_events.counts
         counters[event] = counters.get(event, 0) + 1
 
 
 def count_vm_event(mm: MmStruct, event: str) -> None:
-    counters = mm.system.vm_events
+    counters = mm.system.vm_events.counts
     counters[event] = counters.get(event, 0) + 1

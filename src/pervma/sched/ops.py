@@ -76,15 +76,20 @@ class WaitKind(enum.IntEnum):
 Location = Hashable
 
 
-class StepCache(dict[str, "Op"]):
+class StepCache:
     """Steps a model object makes once per call site and awaits at every use
     (a speed-up of the hot paths, ``VmAreaStruct.read_step``,
-    ``Atomic._rmw``).  What it holds is a function of the sites used so far,
-    not of anything a thread will do, so it is hidden from the state key:
-    otherwise a state where one site has already run and one where it has
-    not yet would never meet."""
+    ``Atomic._rmw``), by label in ``ops``.  What it holds is a function of
+    the sites used so far, not of anything a thread will do, so it is hidden
+    from the state key: otherwise a state where one site has already run and
+    one where it has not yet would never meet.  (A plain class, not a dict
+    subclass: the checker's copier copies it field by field in C.)"""
 
+    __slots__ = ("ops",)
     __statekey_hidden__ = True
+
+    def __init__(self) -> None:
+        self.ops: dict[str, Op] = {}
 
 
 @dataclass(slots=True)
