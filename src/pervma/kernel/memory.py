@@ -557,15 +557,35 @@ async def flush_tlb(mm: MmStruct, label: str) -> None:
     await Op(OpKind.LOCAL, (TLB, mm.id), label, work="tlb_flush")
 
 
+#: How many pages an mmu_gather holds before it must be flushed: the on-stack
+#: bundle and MAX_GATHER_BATCH_COUNT batch pages of MAX_GATHER_BATCH entries
+#: each, one entry of every batch kept free (include/asm-generic/tlb.h and
+#: __tlb_remove_folio_pages_size() in mm/mmu_gather.c, 6.18, x86-64, 4 KiB
+#: pages: 7 + 19 * 509).
+MMU_GATHER_PAGES = (8 - 1) + (10000 // 510) * (510 - 1)
+
+
 async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NOTIFY_UNMAP) -> int:
     """unmap_page_range(): clear the PTEs of [start, end), one PTE page at a
-    time under its page-table lock, drop the page references, flush TLBs
-    once.  Inside mmu_notifier_invalidate_range_start/end with ``event``:
-    MMU_NOTIFY_UNMAP as unmap_vmas() (munmap, exit), MMU_NOTIFY_CLEAR as
-    zap_page_range_single() (madvise, drivers)."""
+    time under its page-table lock, drop the page references into an
+    mmu_gather, and flush TLBs as zap_pte_range() must (6.18):
+
+    * a dirty page of a file or shmem mapping (not anonymous) has its rmap
+      removal delayed until the TLB is flushed (tlb_delay_rmap()), so the
+      PTE page it was in is flushed before its lock is dropped;
+    * a full gather (MMU_GATHER_PAGES) is flushed where it filled, the
+      lock dropped and taken again for the rest of the PTE page;
+    * whatever is left is flushed once at the end (tlb_finish_mmu()).
+
+    Each flush is a shootdown of every other CPU running mm; a munmap of a
+    written shared mapping by one thread thus interrupts its siblings once
+    per 2 MiB.  Inside mmu_notifier_invalidate_range_start/end with
+    ``event``: MMU_NOTIFY_UNMAP as unmap_vmas() (munmap, exit),
+    MMU_NOTIFY_CLEAR as zap_page_range_single() (madvise, drivers)."""
     rng = mmu_notifier_range_init(event, 0, mm, start, end)
     await mmu_notifier_invalidate_range_start(rng)
     zapped = 0
+    gathered = 0  # pages in the mmu_gather since its last flush
     pgtable = mm.pgtable
     # One group per PTE page; built before the walk so that no iterator of
     # itertools is live across a step (the checker keys states by frames'
@@ -574,6 +594,7 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
     for vpns in groups:
         ptl = mm.ptl(vpns[0] << PAGE_SHIFT)
         await ptl.lock()
+        delayed_rmap = False
         for vpn in vpns:
             pte = pgtable.get(vpn)
             if pte is None:
@@ -583,11 +604,22 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
                      (PAGE_FRAME, page.pfn), False, _ONCE)
             del pgtable[vpn]
+            if pte.dirty and page.anon_vma is None and not page.zero_page:
+                delayed_rmap = True
             zap_present_page(mm, page)
             zapped += 1
+            gathered += 1
+            if gathered >= MMU_GATHER_PAGES:  # the gather is full: flush, go on
+                await flush_tlb(mm, "zap_pte_range: tlb_flush_mmu (gather full)")
+                gathered, delayed_rmap = 0, False
+                await ptl.unlock()
+                await ptl.lock()
+        if delayed_rmap:
+            await flush_tlb(mm, "zap_pte_range: tlb_flush_mmu_tlbonly (delayed rmap)")
+            gathered = 0
         await ptl.unlock()
     await mmu_notifier_invalidate_range_end(rng)
-    if zapped:
+    if gathered:
         await flush_tlb(mm, "tlb_finish_mmu")
     return zapped
 
