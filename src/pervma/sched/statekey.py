@@ -101,6 +101,14 @@ def _analyse(code: types.CodeType) -> dict[int, frozenset[str]]:
     every local is kept)."""
     if sys.version_info[:2] != (3, 11):
         return {}
+    try:
+        return _liveness_at_yields(code)
+    except KeyError:  # a jump this pass does not understand: keep every local
+        return {}
+
+
+def _liveness_at_yields(code: types.CodeType) -> dict[int, frozenset[str]]:
+    """:func:`_analyse`'s pass (raises KeyError on a jump to no instruction)."""
     ins = list(dis.get_instructions(code))
     at = {i.offset: n for n, i in enumerate(ins)}
     succ: list[list[int]] = [[] for _ in ins]
