@@ -25,9 +25,12 @@ hash collides).
 What is left out, on purpose: a thread's step count (the livelock bound's
 counter, not state), the contents of instances of a class that sets
 ``__statekey_hidden__ = True`` (Promela's ``hidden``: counters the model only
-reports and nothing reads, ``kernel.vmstat.VmEvents``), the driver's own
-bookkeeping (``Task.extra``) and the run-level scope (``Task.run``: what the model learns across executions, such
-as lockdep's dependency graph, which would otherwise make every state new).  The
+reports and nothing reads, ``kernel.vmstat.VmEvents``; per-site step caches,
+``sched.StepCache``), the locals of a suspended frame that no path from its
+suspension point reads again (:func:`_live_locals`, SPIN's dead variable
+reduction), the driver's own bookkeeping (``Task.extra``) and the run-level
+scope (``Task.run``: what the model learns across executions, such as
+lockdep's dependency graph, which would otherwise make every state new).  The
 key is a Python ``hash`` of the walk (64 bits): in one process two different
 states collide with probability about n²/2⁶⁵ for n stored states (under
 10⁻⁷ for a million).
