@@ -3,7 +3,7 @@
  * the simulator's long form (the columns of pervma.sim.results.to_csv).
  *
  *   probe [--mode threads|processes] [--tasks N] [--duration-ms D]
- *         [--warmup-ms W] [--cycles N] [--machine NAME] [--no-header]
+ *         [--warmup-ms W] [--cycles N] [--machine NAME] [--no-header] [--pin]
  *         $(pervma simulate WORKLOAD --emit-probe-args)
  *
  * The workload arrives as the flattened key=value words pervma writes
@@ -13,7 +13,9 @@
  * over its cycle ((mmap,) touch, munmap / MADV_DONTNEED / nothing); extra
  * tasks loop over mmap+munmap, mprotect RO/RW of the shared region's range,
  * or a read of /proc/self/maps.  Threads mode: pthreads of one process;
- * processes mode: fork()ed children.  Counters live in a shared mapping, one
+ * processes mode: fork()ed children.  --pin binds task i (measured tasks
+ * first, then the extra ones) to CPU i modulo the online CPUs, as
+ * will-it-scale binds its tasks; without it the scheduler places them.  Counters live in a shared mapping, one
  * cache line per task.
  *
  * Timing: the tasks start together, run --warmup-ms, then the counters are
@@ -32,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,6 +84,7 @@ struct shared {
 
 static struct shared *S;
 static int ntasks = 1, threads_mode = 1;
+static int pin;                  /* --pin: task i runs on CPU i % (online CPUs) */
 static long max_cycles;          /* --cycles: stop each measured task after this many */
 static char *region_of_mm;       /* threads mode: the one shared region */
 
@@ -305,6 +309,15 @@ static void *task(void *p)
 {
 	struct arg *a = p;
 
+	if (pin) {  /* as will-it-scale binds its tasks: one CPU each, round robin */
+		cpu_set_t set;
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		CPU_ZERO(&set);
+		CPU_SET((int)(a->i % (n > 0 ? n : 1)), &set);
+		if (sched_setaffinity(0, sizeof set, &set))
+			die("sched_setaffinity");
+	}
 	if (a->i < ntasks)
 		measured(a);
 	else
@@ -455,6 +468,8 @@ int main(int argc, char **argv)
 			machine = argv[++k];
 		else if (!strcmp(a, "--no-header"))
 			header = 0;
+		else if (!strcmp(a, "--pin"))
+			pin = 1;
 		else if (a[0] == '-')
 			usage("unknown option", a);
 		else

@@ -51,6 +51,19 @@ def test_every_builtin_runs_two_cycles_per_task(probe: Path, name: str, kind: st
     assert (float(row["churn_ops_per_s"]) > 0) == bool(w.extras)
 
 
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_pinned_tasks_run_their_cycles(probe: Path, kind: str) -> None:
+    """--pin binds task i to CPU i modulo the online CPUs (will-it-scale's
+    placement); the run is the same otherwise."""
+    w = with_task(WORKLOADS["churn"], region=16 * PAGE)  # a measured task and an extra one
+    out = subprocess.run([str(probe), "--mode", kind, "--tasks", "3", "--cycles", "2", "--pin",
+                          "--machine", "test", *w.probe_args().split()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert (row["kind"], row["tasks"], row["cycles"]) == (kind, "3", "6")
+    assert float(row["churn_ops_per_s"]) > 0
+
+
 def test_read_touch_and_memfd_and_shmem(probe: Path) -> None:
     for backing, sharing in (("memfd", "shared"), ("shmem", "shared"), ("file", "private")):
         w = with_task(WORKLOADS["page_fault1"], region=16 * PAGE, backing=backing,
