@@ -604,7 +604,7 @@ async def zap_page_range(mm: MmStruct, start: int, end: int, event: int = MMU_NO
             await Op(_WRITE, pte_loc(mm, vpn), "zap_pte_range", None, "zap_page", False,
                      (PAGE_FRAME, page.pfn), False, _ONCE)
             del pgtable[vpn]
-            if pte.dirty and page.anon_vma is None and not page.zero_page:
+            if pte.dirty and page.mapping is not None and page.anon_vma is None:  # !folio_test_anon
                 delayed_rmap = True
             zap_present_page(mm, page)
             zapped += 1

@@ -89,8 +89,13 @@ def rcu_read_lock() -> None:
         touch_read(RCU_GP_LOC)
         rcu: RcuState = tsk.system.rcu
         # in pid order: the state must not remember which task began reading
-        # first (the checker's state key walks dicts in order)
-        rcu.readers = dict(sorted({**rcu.readers, tsk.pid: tsk}.items()))
+        # first (the checker's state key walks dicts in order); sorted again
+        # only when a lower pid joins a higher one (a fault's lookup is the
+        # hot path, and usually the only reader)
+        readers = rcu.readers
+        readers[tsk.pid] = tsk
+        if len(readers) > 1 and next(reversed(readers)) != max(readers):
+            rcu.readers = dict(sorted(readers.items()))
         if not rcu.preempt:
             preempt_disable()
     tsk.rcu_depth += 1
