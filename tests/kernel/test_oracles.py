@@ -263,7 +263,7 @@ def test_a_grace_period_waits_for_the_readers_of_its_start_and_forgets_them() ->
     run_direct(leave(), model=t1)
     assert gp.waits_for == [t1]  # still inside its outer section
     run_direct(leave(), model=t1)
-    assert (gp.waits_for, ran, kern.rcu.pending, kern.rcu.readers) == ([], ["callback"], [], {})
+    assert (gp.waits_for, ran, kern.rcu.pending, kern.rcu.readers) == ([], ["callback"], [], [])
     assert not hasattr(t1, "rcu_section")
 
 

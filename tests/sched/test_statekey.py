@@ -205,8 +205,8 @@ def test_one_field_one_page_byte_one_list_order_change_the_key(cwalk: ModuleType
         del page.data[5]  # back to the state it was in (sparse bytes)
     assert _same(cwalk, tasks) == key
 
-    lists = [lst for lst in _reachable(tasks[0].model, list)
-             if len(lst) >= 2 and lst[0] is not lst[1] and lst[0] != lst[1]]
+    lists = [lst for lst in _reachable(tasks[0].model, list)  # plain lists: a sequence
+             if type(lst) is list and len(lst) >= 2 and lst[0] is not lst[1] and lst[0] != lst[1]]
     assert lists
     lst = lists[0]
     lst[0], lst[1] = lst[1], lst[0]

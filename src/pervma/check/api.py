@@ -175,7 +175,8 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
               dpor_root: tuple[int, dict[Any, bool]] | None = None,
               trace_stem: str | None = None, force: bool = False,
               jobs: int = 1, trace_stats: bool = False, stateless: bool = False,
-              optimal: bool = False, memory_model: str = "sc") -> CheckResult:
+              optimal: bool = False, memory_model: str = "sc",
+              symmetric: bool = True) -> CheckResult:
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if memory_model not in lkmm.MEMORY_MODELS:
@@ -189,6 +190,8 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
     bug_list = sorted({b.upper() for b in bugs})
     cfg = _config(preset, config, bug_list)
     runner = Runner(sc, cfg)
+    # under LKMM the memory layer keeps per-thread state by thread id: no permuting
+    runner.symmetric = symmetric and memory_model != "lkmm"
     budget = Budget(max_executions=max_executions, time_limit=time_limit, progress=progress)
     stats = Stats(strategy, trace_stats=trace_stats)
     t0 = time.perf_counter()
@@ -200,6 +203,10 @@ def run_check(scenario: str, preset: str = "universal", *, strategy: str = "dpor
         stats.notes.append("stateless Optimal-DPOR with wakeup trees (--optimal)")
     elif strategy == "dpor" and not stateless:
         pstateful.explore(runner, budget, stats, jobs)
+        names = runner.thread_names
+        for g in runner.symmetry:
+            stats.notes.append("symmetry reduction: " + ", ".join(names[t] for t in g)
+                               + " are interchangeable (one state per permutation of them)")
     elif jobs > 1 and strategy != "bounded" and dpor_root is None:
         stats = parallel.explore(runner, budget, strategy, jobs, seed=seed, depth=pct_depth,
                                  trace_stats=trace_stats)

@@ -69,6 +69,9 @@ def register(sub: Any) -> None:
     p.add_argument("--stateless", action="store_true",
                    help="dpor without the table of explored states (one execution per "
                    "Mazurkiewicz trace, as before issue #12)")
+    p.add_argument("--no-symmetry", action="store_true",
+                   help="the stateful search keeps apart states that differ only in which of "
+                   "a scenario's interchangeable threads is which")
     p.add_argument("--optimal", action="store_true",
                    help="with --stateless: Optimal-DPOR with wakeup trees (fewer sleep-set-blocked "
                    "executions; one process)")
@@ -206,7 +209,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         seed=args.seed, trace_out=args.trace_out, minimise=not args.no_minimise,
         pct_depth=args.depth, max_bound=args.max_bound, config=config, config_text=config_text,
         force=args.force, trace_stats=args.trace_stats, stateless=args.stateless,
-        optimal=args.optimal)
+        optimal=args.optimal, symmetric=not args.no_symmetry)
     kws: list[dict[str, Any]] = []
     for n, p in pairs:
         own_bugs = bugs if names else [b for b in bugs if get_bug(b).scenario == n]

@@ -20,12 +20,14 @@ told about (``tests/check/test_exhaustive.py``; ``bench/stateful_bench.py
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pervma.check import dpor, stateful
 from pervma.check.engine import Execution, close_executor
 from pervma.check.scenario import Scenario
 from pervma.check.search import Budget, Runner, Stats
+from pervma.check.symmetry import orbit_key
 from pervma.config import Config
 from pervma.sched.statekey import state_key
 
@@ -44,11 +46,18 @@ class FinalStates(Runner):
 
         def recording_end() -> str:
             if run.violation is None and run.livelock is None and not run.runnable():
-                finals.add(state_key(run.ex.tasks))
+                finals.add(self.final_key(run))
             return end()
 
         run.end = recording_end  # type: ignore[method-assign]
         return run
+
+    def final_key(self, run: Execution) -> int:
+        """A final state's key; with groups of interchangeable threads, the
+        same for every permutation of it (the stateful search reaches one
+        state of each such orbit)."""
+        groups = self._symmetry or ()
+        return orbit_key(run.ex.tasks, groups) if groups else state_key(run.ex.tasks)
 
 
 @dataclass
@@ -61,18 +70,52 @@ class Reached:
     finals: set[int]
 
 
-def reached(scenario: Scenario, cfg: Config, stateless: bool) -> Reached:
-    """Run one search over everything (no stop at a violation)."""
+def reached(scenario: Scenario, cfg: Config, stateless: bool, symmetric: bool = True) -> Reached:
+    """Run one search over everything (no stop at a violation).  Final
+    states are keyed up to permutations of interchangeable threads, and
+    violations name each such thread by its group's first
+    (:func:`violation_names`), whichever search runs: the stateless one
+    and, with ``symmetric`` off, the stateful one reach every permutation,
+    the stateful one with it on one of each."""
     runner = FinalStates(scenario, cfg)
+    runner.symmetric = symmetric
     got: list[Execution] = []
     if stateless:
         st = dpor.explore(runner, Budget(), want=lambda run: True, collect=got,
                           collect_max=1 << 40)
     else:
         st = stateful.explore_roots(runner, Budget(), collect=got)
-    violations = {(run.violation.kind, run.violation.message)
+    names = violation_names(runner)
+    violations = {(run.violation.kind, _renamed(run.violation.message, names))
                   for run in got if run.violation is not None}
     return Reached(st, violations, runner.finals)
+
+
+def violation_names(runner: Runner) -> dict[str, str]:
+    """Each interchangeable thread's name and pid, as a violation message
+    names it (``comm`` and ``comm/pid``), to its group's first thread's."""
+    run = runner.execution()
+    models = [t.model for t in run.ex.tasks]
+    close_executor(run.ex)
+    out: dict[str, str] = {}
+    for g in runner._symmetry or ():
+        first = models[g[0]]
+        for t in g:
+            m = models[t]
+            if m is None or first is None:
+                continue
+            out[f"{m.comm}/{m.pid}"] = f"{first.comm}/{first.pid}"
+            out[m.comm] = first.comm
+    return out
+
+
+def _renamed(message: str, names: dict[str, str]) -> str:
+    """``message`` with every interchangeable thread named as its group's
+    first (longest names first: ``fault1/3`` before ``fault1``)."""
+    if not names:
+        return message
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(names, key=len, reverse=True)))
+    return pattern.sub(lambda m: names[m.group(0)], message)
 
 
 @dataclass

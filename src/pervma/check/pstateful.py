@@ -39,6 +39,7 @@ from pervma.check import stateful
 from pervma.check.dpor import conservative_note
 from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.check.stateful import Entry, Table, Unit
+from pervma.check.symmetry import Perm, mapping
 from pervma.sched import RunScope
 
 #: Units wanted per worker when the depth is chosen (grown until reached).
@@ -49,7 +50,7 @@ UNITS_PER_WORKER = 12
 MAX_DEPTH = 6
 
 # One finished state as it travels: key, sleep set, summary.
-Shared = tuple[int, frozenset[int], set[stateful.Access]]
+Shared = tuple[int, frozenset[int], set[stateful.Access], Perm]
 
 
 def choose_units(runner: Runner, jobs: int, depth: int | None = None) -> tuple[int, list[Unit]]:
@@ -112,10 +113,18 @@ def _clash(scopes: list[RunScope | None]) -> bool:
 def _merge(table: Table, batch: list[Shared]) -> None:
     """Take other workers' finished states into this worker's table."""
     states = table.states
-    for key, sleep, summary in batch:
+    for key, sleep, summary, order in batch:
         mine = states.get(key)
-        if mine is None or (mine.depth is None and (mine.partial or sleep < mine.sleep)):
-            states[key] = Entry(sleep, summary)
+        if mine is not None:
+            theirs: frozenset[int] | set[int] = sleep
+            if mine.order != order:  # the same state, its threads walked in another order
+                n = len(order if order is not None else mine.order or ())
+                perm = mapping(order, mine.order, n)  # its threads -> mine's
+                assert perm is not None
+                theirs = {perm[t] for t in sleep}
+            if not (mine.depth is None and (mine.partial or theirs < mine.sleep)):
+                continue
+        states[key] = Entry(sleep, summary, order=order)
 
 
 def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
@@ -145,7 +154,7 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
                 for key in finished:
                     ent = table.states.get(key)
                     if ent is not None and ent.depth is None and not ent.partial:
-                        batch.append((key, ent.sleep, ent.summary))
+                        batch.append((key, ent.sleep, ent.summary, ent.order))
                 finished.clear()
                 if batch:  # pickled here: the coordinator passes the bytes on as they are
                     outbox.put(("entries", wid, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)))

@@ -40,6 +40,10 @@ class Instance:
     # The memory layer of an execution under LKMM (pervma.sched.memory; set
     # by the Runner); None under sequential consistency.
     memory: Any = None
+    # Groups of interchangeable threads (indices into ``bodies``): the same
+    # code in the same process, told apart by nothing but their names
+    # (pervma.check.symmetry).
+    symmetry: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

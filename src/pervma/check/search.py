@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from pervma.check import checkpoint, template
 from pervma.check.checkpoint import Checkpoint
-from pervma.check.engine import DEFAULT_MAX_STEPS, Execution
+from pervma.check.engine import DEFAULT_MAX_STEPS, Execution, close_executor
 from pervma.check.scenario import Instance, Scenario
 from pervma.check.template import Sharing, WorldTemplate
 from pervma.config import Config
@@ -129,6 +129,12 @@ class Runner:
         self.plan: dict[tuple[int, int], int] = {}  # the plan of the memory layer's choices
         # Whether the stateful search branches on the choices (else the plan is fixed).
         self.branch_weak = True
+        # The scenario's groups of interchangeable threads (pervma.check.symmetry),
+        # known once an instance is built; the stateful search keys states by
+        # them unless ``symmetric`` is off.
+        self.symmetric = True
+        self._symmetry: tuple[tuple[int, ...], ...] | None = None
+        self.thread_names: list[str] = []
 
     def instance(self) -> Instance:
         """A fresh instance: the scenario's world built once, then copied
@@ -147,9 +153,23 @@ class Runner:
                         sharing = Sharing((self.scope, self.cfg))
                         self.template = WorldTemplate.make(inst.world, sharing)
         inst.run = self.scope
+        if self._symmetry is None:
+            self._symmetry = inst.symmetry
+            self.thread_names = list(inst.names)
         if self.memory is not None:
             inst.memory = self.memory()
         return inst
+
+    @property
+    def symmetry(self) -> tuple[tuple[int, ...], ...]:
+        """The groups of interchangeable threads the stateful search may
+        permute (none when ``symmetric`` is off)."""
+        if not self.symmetric:
+            return ()
+        if self._symmetry is None:
+            close_executor(self.execution().ex)  # built once: the groups are the scenario's
+        assert self._symmetry is not None
+        return self._symmetry
 
     @property
     def checkpoints(self) -> bool:

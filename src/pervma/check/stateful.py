@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 from pervma.check import checkpoint
 from pervma.check.checkpoint import Checkpoint
@@ -70,7 +71,15 @@ from pervma.check.dpor import (
 )
 from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
-from pervma.sched.statekey import state_key
+from pervma.check.symmetry import (
+    Perm,
+    canonical,
+    compose,
+    inverse,
+    map_accesses,
+    mapping,
+    task_idents,
+)
 
 # A unit of a split search: the choices that lead from the initial state to
 # it, and the sleep set at the node where the last choice is taken.
@@ -85,6 +94,9 @@ class Entry:
     summary: set[Access] = field(default_factory=set)
     depth: int | None = None  # index of its node on the DFS stack while being explored
     partial: bool = False  # its summary lacks a cycle's future: never stop here
+    # The order its threads were walked in when it was stored (symmetry.canonical):
+    # its sleep set and summary name the threads of that execution.
+    order: Perm = None
 
 
 @dataclass(slots=True)
@@ -97,6 +109,8 @@ class _Node:
     chosen: int
     entry: Entry
     key: int = 0
+    # This execution's threads to its entry's (symmetry.mapping; None: the same)
+    to_ent: Perm = None
     event: Event | None = None
     low: int = 1 << 30  # the shallowest stack index a cycle below this node went back to
     ckpt: Checkpoint | None = None  # the execution at this node (pervma.check.checkpoint)
@@ -160,8 +174,13 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     # stack, which the memory layer of every execution follows.
     plan = runner.plan if runner.memory is not None and runner.branch_weak else None
     variants = 0
+    groups: tuple[tuple[int, ...], ...] | None = None
+    pids: tuple[int | None, ...] = ()
     while True:
         run = resume_at(runner, stack, ckpts)
+        if groups is None:  # known once the runner built an instance
+            groups = runner.symmetry
+            pids = task_idents(run.ex.tasks) if groups else ()
         if plan is not None and stack:
             stack[-1].choice = _choice(run, stack[-1].event)
         blocked_seen: set[tuple[int, int]] = set()
@@ -180,19 +199,22 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 sleep = {q: a for q, a in parent.sleep.items() if not dependent(a, pacc)}
             else:
                 sleep = dict(root[1]) if root is not None else {}
-            key = state_key(run.ex.tasks)
+            key, order = canonical(run.ex.tasks, groups)
             if run.ex.memory is not None:  # under LKMM the memory layer is state too
                 key = hash((key, run.ex.memory.key()))
             ent = fixed.get(key)
             if ent is None or ent.depth is None:
                 ent = states.get(key)
+            to_ent: Perm = None
+            if ent is not None:
+                to_ent = mapping(order, ent.order, len(run.ex.tasks))
             if not stack and root is not None:  # the split point: each subtree starts here
                 if ent is None:
-                    ent = states[key] = Entry(frozenset())
+                    ent = states[key] = Entry(frozenset(), order=order)
             elif ent is None and len(stack) < nfixed:  # a node of the unit's prefix
-                ent = fixed[key] = Entry(frozenset(sleep))
+                ent = fixed[key] = Entry(frozenset(sleep), order=order)
             elif ent is None:
-                ent = Entry(frozenset(sleep))
+                ent = Entry(frozenset(sleep), order=order)
                 states[key] = ent
             elif ent.depth is not None:  # back on the stack: a cycle
                 table.cycles += 1
@@ -205,19 +227,23 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                     stack[-1].low = min(stack[-1].low, ent.depth)
                 cut = "cycle"
                 break
-            elif not ent.partial and ent.sleep <= sleep.keys():
+            elif not ent.partial and ent.sleep <= _perm_keys(sleep, to_ent):
                 table.revisits += 1
-                conservative += summary_races(run, stack, ent.summary)
+                future = ent.summary
+                if to_ent is not None:  # a permutation of it: its future, permuted
+                    future = map_accesses(future, inverse(to_ent), pids)
+                conservative += summary_races(run, stack, future)
                 if stack:
-                    stack[-1].entry.summary |= ent.summary
+                    _add_summary(stack[-1], future, pids)
                 cut = "stored"
                 break
             elif len(stack) < nfixed:  # a prefix node: its stored entry is left as it is
-                ent = fixed[key] = Entry(frozenset(sleep))
+                ent = fixed[key] = Entry(frozenset(sleep), order=order)
+                to_ent = None
             else:
-                ent.sleep = ent.sleep & sleep.keys()
+                ent.sleep = ent.sleep & _perm_keys(sleep, to_ent)
             ent.depth = len(stack)
-            _note_blocked(run, ent)
+            _note_blocked(run, ent, to_ent, pids)
             if not enabled:
                 ent.depth = None
                 break
@@ -233,7 +259,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             elif len(stack) < nfixed:
                 choice = fixed_choices[len(stack)]
                 assert choice in cands, "a unit's choice must be runnable and awake"
-            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key)
+            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key, to_ent)
             if ckpts and len(stack) and len(stack) % checkpoint.EVERY == 0:
                 node.ckpt = runner.save(run)
             stack.append(node)
@@ -247,7 +273,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             more, future = run_on_races(run, stack)
             conservative += more
             if stack:
-                stack[-1].entry.summary |= future
+                _add_summary(stack[-1], future, pids)
         if cut is not None:
             close_executor(run.ex)
             stats.pruned += 1
@@ -271,8 +297,11 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             assert node.event is not None
             ev = node.event
             ent = node.entry
-            for loc, w in ev.acc.items():
-                ent.summary.add((ev.tid, loc, w))
+            if node.to_ent is None:
+                for loc, w in ev.acc.items():
+                    ent.summary.add((ev.tid, loc, w))
+            else:
+                _add_summary(node, [(ev.tid, loc, w) for loc, w in ev.acc.items()], pids)
             acc = ev.acc
             if plan is not None and node.choice is not None:
                 acc = _union(node.vacc, acc)
@@ -288,7 +317,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
                 plan.pop((tid, n), None)
                 node.choice, node.variant, node.vacc = None, 0, None
             if root is not None and len(stack) == 1:
-                _pop(stack, table)
+                _pop(stack, table, pids)
                 break
             if len(stack) <= nfixed:  # back in the prefix: the unit is done
                 for fixed_node in stack:
@@ -300,7 +329,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             if todo:
                 nxt = node.prev if node.prev in todo else pick(todo)
                 break
-            _pop(stack, table)
+            _pop(stack, table, pids)
         if nxt is None:
             break
         stack[-1].chosen = nxt
@@ -354,7 +383,7 @@ def _livelock(stats: Stats, run: Execution, tid: int) -> None:
         stats.incomplete.append("livelock")
 
 
-def _pop(stack: list[_Node], table: Table) -> None:
+def _pop(stack: list[_Node], table: Table, pids: tuple[int | None, ...] = ()) -> None:
     """Pop the top node: its state is explored (partially if a cycle below it
     went back above it); its summary goes to its parent's state."""
     node = stack.pop()
@@ -366,18 +395,42 @@ def _pop(stack: list[_Node], table: Table) -> None:
         table.finished.append(node.key)
     if stack:
         parent = stack[-1]
-        parent.entry.summary |= ent.summary
+        perm = compose(inverse(node.to_ent), parent.to_ent)  # node's entry -> parent's entry
+        if perm is None:
+            parent.entry.summary |= ent.summary
+        else:
+            parent.entry.summary |= map_accesses(ent.summary, perm, pids)
         if node.low < parent.low:
             parent.low = node.low
 
 
-def _note_blocked(run: Execution, ent: Entry) -> None:
+def _perm_keys(sleep: dict[int, Acc], perm: Perm) -> set[int] | Any:
+    """The threads of a sleep set, renamed by ``perm``."""
+    if perm is None:
+        return sleep.keys()
+    return {perm[t] for t in sleep}
+
+
+def _add_summary(node: _Node, accesses: Any, pids: tuple[int | None, ...]) -> None:
+    """Accesses of this execution's threads into ``node``'s entry (named as
+    its threads are)."""
+    if node.to_ent is None:
+        node.entry.summary |= accesses if isinstance(accesses, set) else set(accesses)
+    else:
+        node.entry.summary |= map_accesses(accesses, node.to_ent, pids)
+
+
+def _note_blocked(run: Execution, ent: Entry, to_ent: Perm = None,
+                  pids: tuple[int | None, ...] = ()) -> None:
     """Blocked threads' pending accesses belong to the state's future too."""
+    found = []
     for task in run.ex.tasks:
         if task.done or task.pending is None or task.pending.is_enabled():
             continue
         for loc, w in run.pending_access(task.tid):
-            ent.summary.add((task.tid, loc, w))
+            found.append((task.tid, loc, w))
+    if found:
+        ent.summary |= map_accesses(found, to_ent, pids)
 
 
 def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
@@ -412,7 +465,7 @@ def split_units(runner: Runner, depth: int) -> list[Unit]:
     def expand(run: Execution, path: tuple[int, ...], sleep: dict[int, Acc],
                seen: tuple[int, ...]) -> None:
         enabled = run.runnable()
-        key = state_key(run.ex.tasks)
+        key, _ = canonical(run.ex.tasks, runner.symmetry)
         close_executor(run.ex)
         cands = [t for t in enabled if t not in sleep]
         if len(path) >= depth or run.violation is not None or run.livelock is not None \

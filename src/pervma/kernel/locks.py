@@ -42,7 +42,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from pervma.kernel import debug
-from pervma.kernel.task import TaskStruct, current_task, fatal_signal_pending, signal_loc
+from pervma.kernel.task import TaskSet, TaskStruct, current_task, fatal_signal_pending, signal_loc
 from pervma.sched import (
     WaitKind,
     acquire,
@@ -123,7 +123,7 @@ class RwSemaphore:
         self.loc = loc
         self.name = name
         self.writer: TaskStruct | None = None
-        self.readers: list[TaskStruct] = []
+        self.readers = TaskSet()
         self.wait_list: list[_Waiter] = []
         self.handoff = False  # RWSEM_FLAG_HANDOFF
 
@@ -146,12 +146,8 @@ class RwSemaphore:
         return len(self.readers)
 
     def _add_reader(self, tsk: TaskStruct) -> None:
-        """A reader joins (kept in pid order: the lock's count has no order)."""
-        readers = self.readers
-        i = len(readers)
-        while i and readers[i - 1].pid > tsk.pid:
-            i -= 1
-        readers.insert(i, tsk)
+        """A reader joins (the lock's count has no order: a set of tasks)."""
+        self.readers.add(tsk)
 
     def _queue(self, w: _Waiter) -> None:
         """Queue a waiter at the tail; readers queued one after another stay

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pervma.kernel import debug
-from pervma.kernel.task import TaskStruct, current_task
+from pervma.kernel.task import TaskSet, TaskStruct, current_task
 from pervma.sched import block, current_model, preempt_disable, preempt_enable, touch, touch_read
 from pervma.sched.locations import RCU, RCU_GP
 from pervma.sched.order import Order
@@ -38,7 +38,7 @@ class GracePeriod:
     No counter names a section: two states that differ only in how many
     sections a task has been through are the same state."""
 
-    waits_for: list[TaskStruct]
+    waits_for: TaskSet
     callback: Callable[[], None] | None = None
 
     def done(self) -> bool:
@@ -48,13 +48,13 @@ class GracePeriod:
 @dataclass(eq=False, slots=True)
 class RcuState:
     preempt: bool = True
-    # The tasks inside a read-side section now, in pid order (see rcu_read_lock)
-    readers: dict[int, TaskStruct] = field(default_factory=dict)
+    # The tasks inside a read-side section now (a set: see rcu_read_lock)
+    readers: TaskSet = field(default_factory=TaskSet)
     pending: list[GracePeriod] = field(default_factory=list)  # started, not over
 
     def start(self, callback: Callable[[], None] | None = None) -> GracePeriod:
         """A grace period starting now (queued until it is over)."""
-        gp = GracePeriod(list(self.readers.values()), callback)
+        gp = GracePeriod(TaskSet(self.readers), callback)
         self.pending.append(gp)
         self.run_callbacks()
         return gp
@@ -88,14 +88,8 @@ def rcu_read_lock() -> None:
     if tsk.rcu_depth == 0:
         touch_read(RCU_GP_LOC)
         rcu: RcuState = tsk.system.rcu
-        # in pid order: the state must not remember which task began reading
-        # first (the checker's state key walks dicts in order); sorted again
-        # only when a lower pid joins a higher one (a fault's lookup is the
-        # hot path, and usually the only reader)
-        readers = rcu.readers
-        readers[tsk.pid] = tsk
-        if len(readers) > 1 and next(reversed(readers)) != max(readers):
-            rcu.readers = dict(sorted(readers.items()))
+        # a set: the state must not remember which task began reading first
+        rcu.readers.add(tsk)
         if not rcu.preempt:
             preempt_disable()
     tsk.rcu_depth += 1
@@ -110,7 +104,7 @@ def rcu_read_unlock() -> None:
     if tsk.rcu_depth == 0:
         touch_read(RCU_GP_LOC)
         rcu: RcuState = tsk.system.rcu
-        del rcu.readers[tsk.pid]
+        rcu.readers.remove(tsk)
         if not rcu.preempt:
             preempt_enable()
         if rcu.pending:
@@ -122,7 +116,7 @@ def kasan_grace_period() -> GracePeriod:
     object nobody may touch any more outside a model thread)."""
     tsk: TaskStruct | None = current_model()
     if tsk is None or tsk.system is None:
-        return GracePeriod([])
+        return GracePeriod(TaskSet())
     touch(RCU_GP_LOC)
     return _rcu(tsk).start()
 

@@ -45,7 +45,7 @@ from pervma.kernel.rcu import RcuState
 from pervma.kernel.slab import KmemCache
 from pervma.kernel.stackmap import stack_map_get_build_id_offset_sleepable
 from pervma.kernel.syscalls import ULONG_MAX, c_int, c_ulong
-from pervma.kernel.task import TaskStruct, fatal_signal_pending
+from pervma.kernel.task import TaskIdent, TaskStruct, fatal_signal_pending, signal_loc
 from pervma.kernel.task_mmu import (
     PATH_MAX,
     PROCMAP_QUERY_SIZE,
@@ -96,7 +96,6 @@ from pervma.sched.locations import (
     PAGE_FRAME,
     PAGE_TABLE_LOCK,
     PTE,
-    SIGNAL,
     VM_REFCNT,
     VMA_WRITER_WAIT,
 )
@@ -281,7 +280,7 @@ class System:
     def new_task(self, mm: MmStruct | None, comm: str, tgid: int | None = None) -> TaskStruct:
         pid = self._next_pid
         self._next_pid += 1
-        return TaskStruct(pid=pid, tgid=tgid or pid, comm=comm, mm=mm, system=self)
+        return TaskStruct(TaskIdent(pid, tgid or pid, comm), mm=mm, system=self)
 
     # -- the user API ------------------------------------------------------
     def spawn(self, name: str = "proc") -> Process:
@@ -353,7 +352,12 @@ class Thread:
     def __init__(self, process: Process, task: TaskStruct) -> None:
         self.process = process
         self.task = task
-        self.exited = False
+
+    @property
+    def exited(self) -> bool:
+        """Whether this thread went through exit() (kept in its task_struct:
+        a Thread holds no state of its own)."""
+        return self.task.exited
 
     @property
     def mm(self) -> MmStruct:
@@ -456,15 +460,15 @@ class Thread:
 
     async def exit(self) -> None:
         """exit_mm(): drop this thread's reference to the mm."""
-        if self.exited:
+        if self.task.exited:
             return
-        self.exited = True
+        self.task.exited = True
         await mmput(self.mm)
         debug.check_no_locks_held(self.task, "exit")
 
     async def kill(self) -> None:
         """Send this thread a fatal signal (a shared write: killable waits see it)."""
-        await Op(OpKind.WRITE, (SIGNAL, self.task.pid), f"SIGKILL {self.task.comm}", order=Order.RELEASE)
+        await Op(OpKind.WRITE, signal_loc(self.task), f"SIGKILL {self.task.comm}", order=Order.RELEASE)
         self.task.fatal_signal = True
 
     async def binder_mmap(self, npages: int) -> BinderAlloc:
@@ -591,6 +595,18 @@ class Thread:
         return byte
 
 
+class ThreadList(list["Thread"]):
+    """A process's threads, in the order they were made: the direct API's
+    bookkeeping (``Process.exit``), not state.  It only grows while a
+    scenario is built, and a :class:`Thread` holds no state of its own (its
+    task_struct does), so the state key leaves it out
+    (``__statekey_hidden__``): threads that run the same code are then
+    interchangeable (:mod:`pervma.check.symmetry`)."""
+
+    __slots__ = ()
+    __statekey_hidden__ = True
+
+
 class Process:
     """A process: the synchronous form of the API (direct runner)."""
 
@@ -601,7 +617,7 @@ class Process:
         task = system.new_task(mm, name)
         self.pid = task.pid
         self.main = Thread(self, task)
-        self.threads = [self.main]
+        self.threads = ThreadList([self.main])
         if register:
             system.processes.append(self)
 

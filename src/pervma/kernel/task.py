@@ -32,15 +32,77 @@ class HeldLock:
 
 
 @dataclass(eq=False, slots=True)
-class TaskStruct:
+class TaskIdent:
+    """A task's names: its pid, thread-group id and ``comm``.  Labels, not
+    state: nothing the model does depends on their values but the order it
+    keeps sets of tasks in (:class:`TaskSet`), and a task's identity is its
+    task_struct, which the state key numbers in the order of the threads.
+    Hidden from the state key, so that threads that run the same code are
+    interchangeable (the checker's symmetry reduction,
+    :mod:`pervma.check.symmetry`)."""
+
+    __statekey_hidden__ = True
     pid: int
     tgid: int
     comm: str
+
+    # Equal by pid: a task's signal location names it by this (signal_loc),
+    # and locations are compared across executions (each has its own copy).
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskIdent) and other.pid == self.pid
+
+    def __hash__(self) -> int:
+        return hash(("pid", self.pid))
+
+    def __repr__(self) -> str:
+        return f"{self.comm}/{self.pid}"
+
+
+@dataclass(eq=False, slots=True)
+class TaskStruct:
+    ident: TaskIdent
     mm: MmStruct | None
     system: Any = None
     rcu_depth: int = 0
     fatal_signal: bool = False  # a SIGKILL is pending
+    exited: bool = False  # went through do_exit() (the thread ran exit(2))
     held: list[HeldLock] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.ident.pid
+
+    @property
+    def tgid(self) -> int:
+        return self.ident.tgid
+
+    @property
+    def comm(self) -> str:
+        return self.ident.comm
+
+    @comm.setter
+    def comm(self, name: str) -> None:
+        self.ident.comm = name
+
+
+class TaskSet(list[TaskStruct]):
+    """A set of tasks (an rwsem's readers, RCU's readers, the readers a grace
+    period waits for), kept in pid order so that the model walks it in the
+    same order however it was built.  The kernel keeps a count or per-CPU
+    state here, not an order: the state key walks it as a set
+    (``__statekey_unordered__``), which is what lets two states that differ
+    only in which of two interchangeable threads is which be one state."""
+
+    __slots__ = ()
+    __statekey_unordered__ = True
+
+    def add(self, tsk: TaskStruct) -> None:
+        """Insert ``tsk`` at its place in pid order."""
+        i = len(self)
+        pid = tsk.pid
+        while i and self[i - 1].pid > pid:
+            i -= 1
+        self.insert(i, tsk)
 
 
 def current_task() -> TaskStruct:
@@ -53,9 +115,11 @@ def current_task() -> TaskStruct:
     return model
 
 
-def signal_loc(tsk: TaskStruct) -> tuple[str, int]:
-    """Where a fatal signal is delivered: the kill is a step on it."""
-    return (SIGNAL, tsk.pid)
+def signal_loc(tsk: TaskStruct) -> tuple[str, TaskIdent]:
+    """Where a fatal signal is delivered: the kill is a step on it.  The task
+    is named by its :class:`TaskIdent` (equal by pid, hidden from the state
+    key: a wait's location is not what tells two states apart)."""
+    return (SIGNAL, tsk.ident)
 
 
 def fatal_signal_pending(tsk: TaskStruct) -> bool:

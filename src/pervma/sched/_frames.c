@@ -559,6 +559,45 @@ static PyObject *cp(Copier *c, PyObject *o)
     }
     if (PyType_Check(o) || PyModule_Check(o) || PyCode_Check(o))
         return Py_NewRef(o);
+    /* A list or dict subclass that adds nothing to the layout (__slots__ = ()):
+     * made by calling the class, then filled as a plain one is. */
+    if ((t->tp_base == &PyList_Type || t->tp_base == &PyDict_Type) &&
+        t->tp_basicsize == t->tp_base->tp_basicsize && t->tp_dictoffset == 0 &&
+        t->tp_init == t->tp_base->tp_init && t->tp_new == t->tp_base->tp_new) {
+        PyObject *res = PyObject_CallNoArgs((PyObject *)t);
+        if (res == NULL || memo_put(c, o, res) < 0) {
+            Py_XDECREF(res);
+            return NULL;
+        }
+        if (t->tp_base == &PyList_Type) {
+            Py_ssize_t n = PyList_GET_SIZE(o);
+            for (Py_ssize_t i = 0; i < n && i < PyList_GET_SIZE(o); i++) {
+                PyObject *v = cp(c, PyList_GET_ITEM(o, i));
+                if (v == NULL || PyList_Append(res, v) < 0) {
+                    Py_XDECREF(v);
+                    Py_DECREF(res);
+                    return NULL;
+                }
+                Py_DECREF(v);
+            }
+            return res;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            PyObject *nk = cp(c, k);
+            PyObject *nv = nk ? cp(c, v) : NULL;
+            if (nv == NULL || PyDict_SetItem(res, nk, nv) < 0) {
+                Py_XDECREF(nk);
+                Py_XDECREF(nv);
+                Py_DECREF(res);
+                return NULL;
+            }
+            Py_DECREF(nk);
+            Py_DECREF(nv);
+        }
+        return res;
+    }
     int kind = kind_of(c, t);
     if (kind < 0)
         return NULL;

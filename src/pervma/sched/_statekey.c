@@ -29,7 +29,7 @@
 enum { R_OBJECT = 0, R_TUPLE = 1, R_NAMED = 2, R_METHOD = 3, R_ENUM = 4 };
 /* How the walk writes the rows of an object of a type. */
 enum { W_UNKNOWN = 0, W_LIST, W_DICT, W_SET, W_CORO, W_GEN, W_CELL, W_SLOTS, W_DICTOBJ,
-       W_SPECIAL };
+       W_SPECIAL, W_ULIST, W_UDICT };
 
 typedef struct {
     PyTypeObject *type; /* strong reference; NULL: empty slot */
@@ -55,7 +55,8 @@ static PyObject *cb_classify; /* _classify(t) -> int */
 static PyObject *cb_slots_of; /* _slots_of(t) -> tuple[str, ...] | None */
 static PyObject *task_type;   /* pervma.sched.task.Task */
 
-static PyObject *s_eq, *s_at, *s_atm, *s_hash, *s_l, *s_d, *s_s, *s_c, *s_finished;
+static PyObject *s_eq, *s_at, *s_atm, *s_hash, *s_l, *s_d, *s_s, *s_c, *s_finished, *s_u,
+    *s_unordered;
 static PyObject *s_qualname, *s_name, *s_dict, *s_cr_frame, *s_cr_await, *s_gi_frame,
     *s_gi_yieldfrom, *s_done, *s_preempt_count, *s_model, *s_coro, *s_result, *s_sort,
     *s_key, *s_repr;
@@ -148,8 +149,24 @@ plan(TypeInfo *ti)
     ti->wkind = W_SPECIAL;
     if (PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException))
         return 0;
-    if (PyType_IsSubtype(t, &PyDict_Type) || PyType_IsSubtype(t, &PyList_Type) ||
-        PyType_IsSubtype(t, &PySet_Type) || PyType_IsSubtype(t, &PyFrozenSet_Type))
+    if (PyType_IsSubtype(t, &PyDict_Type) || PyType_IsSubtype(t, &PyList_Type)) {
+        /* a set kept as a list or dict (statekey._special's first case) */
+        PyObject *u = PyObject_GetAttr((PyObject *)t, s_unordered);
+        if (u == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        int truth = PyObject_IsTrue(u);
+        Py_DECREF(u);
+        if (truth < 0)
+            return -1;
+        if (truth)
+            ti->wkind = PyType_IsSubtype(t, &PyDict_Type) ? W_UDICT : W_ULIST;
+        return 0; /* otherwise a container's subclass: _special refuses it */
+    }
+    if (PyType_IsSubtype(t, &PySet_Type) || PyType_IsSubtype(t, &PyFrozenSet_Type))
         return 0; /* a container's subclass: _special refuses it (its items are not fields) */
     int r = PyObject_IsSubclass((PyObject *)t, task_type);
     if (r < 0)
@@ -226,7 +243,7 @@ slow:
 #endif
 
 static int hash_ok;
-static Py_uhash_t h_eq, h_at, h_atm, h_hash, h_l, h_d, h_s, h_c, h_finished_row;
+static Py_uhash_t h_eq, h_at, h_atm, h_hash, h_l, h_d, h_s, h_c, h_finished_row, h_u;
 
 static inline Py_uhash_t
 xx_lane(Py_uhash_t acc, Py_uhash_t lane)
@@ -858,29 +875,54 @@ fail:
     return -1;
 }
 
-/* A set's row: its values named (built, to be sorted as statekey sorts them). */
+/* A set's row: its values named (built, to be sorted as statekey sorts
+ * them); with `pairs`, a dict's (key, value) pairs, each named; under `tag`. */
 static int
-walk_set(Walk *w, PyObject *o)
+walk_set(Walk *w, PyObject *o, PyObject *tag, Py_uhash_t htag, int pairs)
 {
     PyObject *vals = PyList_New(0);
     if (vals == NULL)
         return -1;
-    PyObject *it = PyObject_GetIter(o);
-    if (it == NULL)
-        goto fail;
-    PyObject *x;
-    while ((x = PyIter_Next(it)) != NULL) {
-        Val v = {NULL, 0};
-        int err = ref(w, x, 0, &v);
-        Py_DECREF(x);
-        if (err < 0 || PyList_Append(vals, v.o) < 0) {
-            Py_XDECREF(v.o);
-            Py_DECREF(it);
-            goto fail;
+    if (pairs) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            Val a = {NULL, 0}, b = {NULL, 0};
+            Py_INCREF(k);
+            Py_INCREF(v);
+            int err = ref(w, k, 0, &a);
+            if (err == 0)
+                err = ref(w, v, 0, &b);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            PyObject *pair = err == 0 ? PyTuple_Pack(2, a.o, b.o) : NULL;
+            Py_XDECREF(a.o);
+            Py_XDECREF(b.o);
+            if (pair == NULL || PyList_Append(vals, pair) < 0) {
+                Py_XDECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(pair);
         }
-        Py_DECREF(v.o);
     }
-    Py_DECREF(it);
+    else {
+        PyObject *it = PyObject_GetIter(o);
+        if (it == NULL)
+            goto fail;
+        PyObject *x;
+        while ((x = PyIter_Next(it)) != NULL) {
+            Val v = {NULL, 0};
+            int err = ref(w, x, 0, &v);
+            Py_DECREF(x);
+            if (err < 0 || PyList_Append(vals, v.o) < 0) {
+                Py_XDECREF(v.o);
+                Py_DECREF(it);
+                goto fail;
+            }
+            Py_DECREF(v.o);
+        }
+        Py_DECREF(it);
+    }
     if (PyErr_Occurred())
         goto fail;
     if (PyList_Sort(vals) < 0) {
@@ -904,7 +946,7 @@ walk_set(Walk *w, PyObject *o)
     Row row;
     if (row_init(&row, w->hash, n + 1) < 0)
         goto fail;
-    row_const(&row, s_s, h_s);
+    row_const(&row, tag, htag);
     for (Py_ssize_t i = 0; i < n; i++) {
         if (row_obj(&row, PyList_GET_ITEM(vals, i)) < 0) {
             row_abort(&row);
@@ -1072,7 +1114,11 @@ walk_one(Walk *w, PyObject *o, PyObject **refobj)
     case W_DICT:
         return emit_pairs(w, &s_d, &h_d, 1, o, 1);
     case W_SET:
-        return walk_set(w, o);
+        return walk_set(w, o, s_s, h_s, 0);
+    case W_ULIST:
+        return walk_set(w, o, s_u, h_u, 0);
+    case W_UDICT:
+        return walk_set(w, o, s_u, h_u, 1);
     case W_CORO:
         return walk_frame(w, o, 1);
     case W_GEN:
@@ -1272,6 +1318,61 @@ sk_setup(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* signature(task) -> tuple: (done, preempt_count, then the qualified name and
+ * offset of each suspended frame from the body down): check.symmetry's order
+ * of interchangeable threads. */
+static PyObject *
+sk_signature(PyObject *mod, PyObject *task)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    PyObject *done = PyObject_GetAttr(task, s_done);
+    PyObject *pc = done ? PyObject_GetAttr(task, s_preempt_count) : NULL;
+    PyObject *c = pc ? PyObject_GetAttr(task, s_coro) : NULL;
+    if (c == NULL || PyList_Append(out, done) < 0 || PyList_Append(out, pc) < 0)
+        goto fail;
+    Py_CLEAR(done);
+    Py_CLEAR(pc);
+    while (c != NULL && c != Py_None) {
+        int coro = PyCoro_CheckExact(c);
+        if (!coro && !PyGen_CheckExact(c))
+            break; /* an awaitable that is no coroutine (an Op): the chain ends */
+        PyObject *f = PyObject_GetAttr(c, coro ? s_cr_frame : s_gi_frame);
+        if (f == NULL)
+            goto fail;
+        if (f == Py_None) {
+            Py_DECREF(f);
+            break;
+        }
+        PyFrameObject *fr = (PyFrameObject *)f;
+        PyCodeObject *code = PyFrame_GetCode(fr);
+        PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(fr));
+        int err = lasti == NULL || PyList_Append(out, code->co_qualname) < 0 ||
+                  PyList_Append(out, lasti) < 0;
+        Py_DECREF(code);
+        Py_XDECREF(lasti);
+        Py_DECREF(f);
+        if (err)
+            goto fail;
+        PyObject *sub = PyObject_GetAttr(c, coro ? s_cr_await : s_gi_yieldfrom);
+        Py_DECREF(c);
+        c = sub;
+        if (c == NULL)
+            goto fail;
+    }
+    Py_XDECREF(c);
+    PyObject *t = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return t;
+fail:
+    Py_XDECREF(done);
+    Py_XDECREF(pc);
+    Py_XDECREF(c);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyObject *
 sk_hashes_rows(PyObject *mod, PyObject *noargs)
 {
@@ -1296,6 +1397,8 @@ static PyMethodDef sk_methods[] = {
     {"state_key", sk_state_key, METH_O,
      "state_key(tasks) -> int: statekey.state_key computed in C (same value)."},
     {"rows", sk_rows, METH_O, "rows(tasks) -> list: the rows state_key hashes."},
+    {"signature", sk_signature, METH_O,
+     "signature(task) -> tuple: check.symmetry._signature computed in C (same value)."},
     {"hashes_rows", sk_hashes_rows, METH_NOARGS,
      "hashes_rows() -> bool: state_key hashes rows without making them (the interpreter's "
      "tuple hash is the one this module reproduces)."},
@@ -1380,6 +1483,8 @@ PyInit__statekey(void)
     INTERN(s_s, "s");
     INTERN(s_c, "c");
     INTERN(s_finished, "finished");
+    INTERN(s_u, "u");
+    INTERN(s_unordered, "__statekey_unordered__");
     INTERN(s_qualname, "__qualname__");
     INTERN(s_name, "__name__");
     INTERN(s_dict, "__dict__");
@@ -1405,6 +1510,7 @@ PyInit__statekey(void)
     HASH(h_d, s_d);
     HASH(h_s, s_s);
     HASH(h_c, s_c);
+    HASH(h_u, s_u);
     HASH(h_finished_row, t_finished);
     repr_func = PyDict_GetItemWithError(PyEval_GetBuiltins(), s_repr);
     if (repr_func == NULL) {

@@ -214,6 +214,16 @@ def _special(o: Any, ref: Callable[[Any], Hashable]) -> list[Hashable]:
     """The rows of an object the walk has no fast path for (shared by both
     walks: the C one calls it with its own ``ref``)."""
     t = type(o)
+    if getattr(t, "__statekey_unordered__", False):  # a set kept as a list or dict
+        if isinstance(o, dict):
+            vals: list[Any] = [(ref(k), ref(v)) for k, v in o.items()]
+        else:
+            vals = [ref(x) for x in o]
+        try:
+            vals.sort()
+        except TypeError:
+            vals.sort(key=repr)
+        return [("u", *vals)]
     if isinstance(o, _CONTAINERS):  # not one of them exactly: a subclass
         raise TypeError(f"state_key: a {t.__qualname__} (a subclass of a built-in container: "
                         "its items are not fields; use a plain one, or set __statekey_hidden__)")

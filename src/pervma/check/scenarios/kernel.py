@@ -30,10 +30,12 @@ from pervma import (
     System,
 )
 from pervma.check.scenario import Expect, Instance, Scenario, register
+from pervma.errors import ScenarioError
 from pervma.kernel import debug
 from pervma.kernel.mm_types import MmStruct
 from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_MAYMOVE
 from pervma.kernel.system import STACK_SIZE, STACK_TOP, Process, Thread
+from pervma.kernel.task import TaskStruct
 from pervma.sched import drain_touched, track_touches, violation
 
 A = 0x10000000  # where scenarios map their test range
@@ -86,6 +88,32 @@ def validate(procs: list[Process]) -> None:
             debug.validate_mm(p.mm)
 
 
+class _Threads(list[tuple[str, Thread, "Body"]]):
+    """A world's threads as its scenario declared them: fixed once the world
+    is built, and not state (``__statekey_hidden__``): each thread's state is
+    in its frames and task_struct."""
+
+    __slots__ = ()
+    __statekey_hidden__ = True
+
+
+class _Bodies(list["Body"]):
+    """The coroutine functions that run each thread's body and record its
+    result (not state, as :class:`_Threads`)."""
+
+    __slots__ = ()
+    __statekey_hidden__ = True
+
+
+class _Results(dict[TaskStruct, Any]):
+    """What each finished thread returned, by task_struct: a set of pairs to
+    the state key (``__statekey_unordered__``), since which thread finished
+    first is not state."""
+
+    __slots__ = ()
+    __statekey_unordered__ = True
+
+
 class World:
     """A system plus the bookkeeping a scenario needs."""
 
@@ -94,16 +122,28 @@ class World:
         track_touches(True)  # the model declares its hidden writes (slab frees, recycling)
         self.p = self.kern.spawn("p")
         self.procs: list[tuple[str, Process]] = [("p", self.p)]
-        self.threads: list[tuple[str, Thread, Body]] = []
-        self.results: dict[str, Any] = {}
+        self.threads = _Threads()
+        self._wrapped = _Bodies()
+        self.groups: dict[str, list[int]] = {}
+        self._results = _Results()
         self.checks: list[Callable[[], None]] = []
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """What each finished thread returned, by thread name."""
+        return {t.comm: r for t, r in sorted(self._results.items(), key=lambda kv: kv[0].comm)}
 
     def process(self, tag: str) -> Process:
         q = self.kern.spawn(tag)
         self.procs.append((tag, q))
         return q
 
-    def thread(self, name: str, t: Thread, body: Body) -> None:
+    def thread(self, name: str, t: Thread, body: Body, group: str | None = None) -> None:
+        """Add a thread running ``body``.  Threads given the same ``group``
+        are interchangeable: the same ``body`` (one function object) in the
+        same process, with nothing else telling them apart; the checker's
+        stateful search then takes states that differ only in which of them
+        is which for one state (:mod:`pervma.check.symmetry`)."""
         t.task.comm = name
 
         async def wrapped(th: Thread) -> None:
@@ -113,16 +153,18 @@ class World:
                 result = sf
             except OSError as err:
                 result = err
-            self._record(name, result)
+            self._results[th.task] = result
 
-        self.threads.append((name, t, wrapped))
-
-    def _record(self, name: str, result: Any) -> None:
-        """A thread's result, the dict kept in name order: which thread
-        finished first is not state (the state key walks dicts in order)."""
-        self.results[name] = result
-        if list(self.results) != sorted(self.results):
-            self.results = dict(sorted(self.results.items()))
+        if group is not None:
+            members = self.groups.setdefault(group, [])
+            if members:
+                _, first, first_body = self.threads[members[0]]
+                if first.process is not t.process or first_body is not body:
+                    raise ScenarioError(f"thread {name} in group {group!r}: a group's threads "
+                                        "must run the same body in the same process")
+            members.append(len(self.threads))
+        self.threads.append((name, t, body))
+        self._wrapped.append(wrapped)
 
     def instance(self) -> Instance:
         procs = self.procs
@@ -134,13 +176,14 @@ class World:
                 check()
 
         return Instance(
-            [t.start(b) for _, t, b in self.threads],
+            [t.start(b) for (_, t, _), b in zip(self.threads, self._wrapped, strict=True)],
             [n for n, _, _ in self.threads],
             [t.task for _, t, _ in self.threads],
             snapshot=lambda: lock_state(procs),
             finish=finish,
             effects=drain_touched,
             world=self,
+            symmetry=tuple(tuple(m) for m in self.groups.values() if len(m) > 1),
         )
 
 

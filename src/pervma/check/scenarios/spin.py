@@ -67,7 +67,7 @@ def _fill(w: World, faults: int, reuse: bool) -> None:
         return addr
 
     for i in range(faults):
-        w.thread("fault" if faults == 1 else f"fault{i + 1}", p.thread(), fault)
+        w.thread("fault" if faults == 1 else f"fault{i + 1}", p.thread(), fault, group="fault")
     w.thread("munmap", p.thread(), unmap)
     if q is not None:
         w.thread("q-mmap", q.main, other)
