@@ -21,15 +21,16 @@ import argparse
 import collections
 import itertools
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from pervma.check import stateful
 from pervma.check.scenario import get_scenario
 from pervma.check.search import Budget, Runner, Stats
+from pervma.check.symmetry import Perm, canonical
 from pervma.config import Config
 from pervma.errors import UsageError
-from pervma.sched.statekey import _slots_of, state_key, state_rows
+from pervma.sched.statekey import _slots_of, state_rows
 from pervma.sched.task import Task
 
 
@@ -88,15 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[Hashable, list[list[Hashable]]] = collections.defaultdict(list)
     seen: set[int] = set()
 
-    def key(tasks: Iterable[Task]) -> int:
-        tasks = list(tasks)
-        k = state_key(tasks)
+    def key(tasks: Sequence[Task], sym: Iterable[tuple[int, ...]]) -> tuple[int, Perm]:
+        k, order = canonical(tasks, sym)
+        walked = list(tasks) if order is None else [tasks[t] for t in order]
         if k not in seen and len(seen) < args.sample:
             seen.add(k)
-            groups[positions(tasks)].append(state_rows(tasks))
-        return k
+            groups[positions(walked)].append(state_rows(walked))
+        return k, order
 
-    stateful.state_key = key  # type: ignore[assignment]
+    stateful.canonical = key  # type: ignore[assignment]
     st = stateful.explore_roots(Runner(sc, cfg), Budget(max_executions=10**7), Stats("dpor"))
     print(f"{args.scenario} ({args.preset}): {st.states:,} states stored, complete: "
           f"{'yes' if st.complete else 'no'}; {len(seen):,} sampled at {len(groups):,} positions")

@@ -158,3 +158,20 @@ def test_a_group_of_threads_running_different_code_is_refused() -> None:
     with pytest.raises(ScenarioError, match="same body"):
         Runner(Scenario("mixed", "two bodies in one group", build),
                Config.preset("universal")).execution()
+
+
+def test_the_c_signature_is_the_python_one() -> None:
+    from pervma.check.symmetry import _py_signature
+
+    runner = Runner(get_scenario("spin-2f-m-r"), Config.preset("universal"))
+    rnd = random.Random(7)
+    seen = 0
+    for _ in range(5):
+        run = runner.execution()
+        while run.runnable() and run.violation is None:
+            run.take(rnd.choice(run.runnable()))
+            for t in run.ex.tasks:
+                sig = _py_signature(t)
+                assert _signature(t) == sig
+                seen += len(sig) > 2  # at least one suspended frame
+    assert seen > 50

@@ -503,13 +503,12 @@ static int ref(Walk *w, PyObject *o, int hash, Val *out);
 static int
 named(PyObject *o, int hash, Val *out)
 {
-    PyObject *q = PyObject_GetAttr(o, s_qualname);
-    if (q == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            return -1;
-        PyErr_Clear();
-    }
-    else {
+    /* _PyObject_LookupAttr: a missing attribute (an instance of a hidden
+     * class has no __qualname__) costs no AttributeError. */
+    PyObject *q = NULL;
+    if (_PyObject_LookupAttr(o, s_qualname, &q) < 0)
+        return -1;
+    if (q != NULL) {
         int truth = PyObject_IsTrue(q);
         if (truth < 0) {
             Py_DECREF(q);
@@ -519,11 +518,9 @@ named(PyObject *o, int hash, Val *out)
             Py_CLEAR(q);
     }
     if (q == NULL) {
-        q = PyObject_GetAttr(o, s_name);
+        if (_PyObject_LookupAttr(o, s_name, &q) < 0)
+            return -1;
         if (q == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
             q = PyObject_GetAttr((PyObject *)Py_TYPE(o), s_name);
             if (q == NULL)
                 return -1;
@@ -855,13 +852,11 @@ walk_slots(Walk *w, PyObject *o, TypeInfo *ti)
         return -1;
     if (!ti->has_dict)
         return 0;
-    PyObject *d = PyObject_GetAttr(o, s_dict);
-    if (d == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            return -1;
-        PyErr_Clear();
+    PyObject *d = NULL;
+    if (_PyObject_LookupAttr(o, s_dict, &d) < 0)
+        return -1;
+    if (d == NULL)
         return 0;
-    }
     int truth = PyObject_IsTrue(d);
     int r = 0;
     if (truth < 0)
