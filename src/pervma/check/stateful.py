@@ -54,6 +54,9 @@ only when no other thread could ever break it.
 from __future__ import annotations
 
 import functools
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +158,29 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     first): any order is sound, and two workers of a split search that walk
     a shared region from opposite ends meet in the middle instead of
     exploring it twice side by side."""
+    with _fewer_collections():
+        return _explore(runner, budget, stats, root, restart, table, collect, prefix,
+                        descending)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """The cyclic garbage collector's youngest generation collected every
+    50,000 allocations instead of 700 for the length of a search: a restore
+    copies an execution (hundreds of containers) and drops the one before,
+    so the default threshold ran a collection at almost every execution
+    (measured on spin-2f-m-r: 4% of the search's time)."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 50_000), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
+def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[int, dict[int, Acc]] | None,
+             restart: bool, table: Table | None, collect: list[Execution] | None,
+             prefix: Unit | None, descending: bool) -> Stats:
     pick = max if descending else min
     stats = stats or Stats("dpor")
     table = table if table is not None else Table()
