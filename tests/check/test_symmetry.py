@@ -175,3 +175,31 @@ def test_the_c_signature_is_the_python_one() -> None:
                 assert _signature(t) == sig
                 seen += len(sig) > 2  # at least one suspended frame
     assert seen > 50
+
+
+def test_the_command_line_reports_the_reduction_and_can_turn_it_off(capsys: pytest.CaptureFixture[str]) -> None:
+    from pervma.cli import main
+
+    assert main(["check", "spin-2f-m"]) == 0
+    on = capsys.readouterr().out
+    assert main(["check", "spin-2f-m", "--no-symmetry"]) == 0
+    off = capsys.readouterr().out
+    assert "symmetry reduction: fault1, fault2 are interchangeable" in on
+    assert "symmetry" not in off
+
+    def states(out: str) -> int:
+        return int(out.split(" states,")[0].rsplit(" ", 1)[1])
+
+    assert states(on) == 2549 and states(off) == 4783
+
+
+def test_two_workers_find_what_one_finds_with_the_reduction() -> None:
+    from pervma.check.api import run_check
+
+    one = run_check("spin-2f-m", "universal", bugs=["B13"], minimise=False)
+    two = run_check("spin-2f-m", "universal", bugs=["B13"], minimise=False, jobs=2)
+    assert one.violation is not None and two.violation is not None
+    assert one.violation[0] == two.violation[0] == "KASAN: use-after-free"
+    clean = run_check("spin-2f-m", "universal", jobs=2)
+    assert clean.complete and clean.violation is None and clean.states is not None
+    assert clean.states < 4783  # the plain search's count
