@@ -20,7 +20,10 @@ else by its fields (``__dict__`` or ``__slots__``).  Dictionaries are walked
 in insertion order and sets in a sorted order of their plain values, so a
 state built in a different order may get a different key: that costs a merge,
 never soundness (two different states never share a key unless the final
-hash collides).
+hash collides).  A list or dict subclass that sets
+``__statekey_unordered__ = True`` is a set the model keeps in some order only
+to walk it deterministically (``kernel.task.TaskSet``): it is walked as a set
+too, its items (or pairs) sorted by how the walk names them.
 
 What is left out, on purpose: a thread's step count (the livelock bound's
 counter, not state), the contents of instances of a class that sets
