@@ -390,13 +390,21 @@ def interrupted(results: list[CheckResult], total: int) -> Interrupted:
 
 
 def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers and let its manager thread finish.  Left
+    running, that thread closes its wake-up pipe while the interpreter's exit
+    hook (concurrent.futures' ``_python_exit``) may be writing to it: a race
+    that printed "Exception ignored in: <module 'threading'> ... Bad file
+    descriptor" after SIGINT on a loaded machine (CPython 3.11)."""
     procs = getattr(pool, "_processes", None) or {}
     for p in list(procs.values()):
         try:
             p.terminate()
         except (OSError, AttributeError):
             pass
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
+    if manager is not None:
+        manager.join(timeout=10)  # its workers are gone: it sees the broken pool and ends
 
 
 def _run_in_pool(jobs_list: list[dict[str, Any]], idx: list[int], jobs: int,
