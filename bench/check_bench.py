@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from pervma.check.api import find_bug, run_check, run_many
@@ -145,10 +147,11 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
     for label, name in SPIN_SHAPES:
         if label not in wanted:
             continue
-        t0, c0 = time.perf_counter(), time.process_time()
-        r = run_check(name, preset, max_executions=cap_executions, time_limit=cap_seconds,
-                      minimise=False, stateless=stateless, trace_stats=True)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        # each shape in a process of its own (forked from this one, which has
+        # run nothing): one shape's leftover heap does not slow the next
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            r, wall, cpu = pool.submit(_one_shape, name, preset, cap_executions, cap_seconds,
+                                       stateless).result()
         if r.violation:
             complete = f"no: {r.violation[0]}"
         elif r.complete:
@@ -167,6 +170,15 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
                          cap_executions=cap_executions, cap_seconds=cap_seconds,
                          violation=r.violation, incomplete=r.incomplete))
     return rows
+
+
+def _one_shape(name: str, preset: str, cap_executions: int, cap_seconds: float | None,
+               stateless: bool) -> tuple[Any, float, float]:
+    """One shape's run, its wall and CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = run_check(name, preset, max_executions=cap_executions, time_limit=cap_seconds,
+                  minimise=False, stateless=stateless, trace_stats=True)
+    return r, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _signature(inst: Any) -> Any:
