@@ -27,7 +27,6 @@ import multiprocessing
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from pervma.check.api import find_bug, run_check, run_many
@@ -149,9 +148,14 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
             continue
         # each shape in a process of its own (forked from this one, which has
         # run nothing): one shape's leftover heap does not slow the next
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-            r, wall, cpu = pool.submit(_one_shape, name, preset, cap_executions, cap_seconds,
-                                       stateless).result()
+        ctx = multiprocessing.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_one_shape, args=(send, name, preset, cap_executions,
+                                                     cap_seconds, stateless))
+        child.start()
+        send.close()
+        r, wall, cpu = recv.recv()
+        child.join()
         if r.violation:
             complete = f"no: {r.violation[0]}"
         elif r.complete:
@@ -172,13 +176,14 @@ def bench_spin_shapes(cap_executions: int = SPIN_CAP_EXECUTIONS, cap_seconds: fl
     return rows
 
 
-def _one_shape(name: str, preset: str, cap_executions: int, cap_seconds: float | None,
-               stateless: bool) -> tuple[Any, float, float]:
-    """One shape's run, its wall and CPU seconds."""
+def _one_shape(out: Any, name: str, preset: str, cap_executions: int, cap_seconds: float | None,
+               stateless: bool) -> None:
+    """One shape's run, its wall and CPU seconds, sent to ``out``."""
     t0, c0 = time.perf_counter(), time.process_time()
     r = run_check(name, preset, max_executions=cap_executions, time_limit=cap_seconds,
                   minimise=False, stateless=stateless, trace_stats=True)
-    return r, time.perf_counter() - t0, time.process_time() - c0
+    out.send((r, time.perf_counter() - t0, time.process_time() - c0))
+    out.close()
 
 
 def _signature(inst: Any) -> Any:
