@@ -302,6 +302,25 @@ static PyObject *cp_instance(Copier *c, PyObject *o, PyTypeObject *t)
     return n;
 }
 
+/* Copy the items of dict `o` into the new (empty) dict `res`. */
+static int fill_dict(Copier *c, PyObject *o, PyObject *res)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        PyObject *nk = cp(c, k);
+        PyObject *nv = nk ? cp(c, v) : NULL;
+        if (nv == NULL || PyDict_SetItem(res, nk, nv) < 0) {
+            Py_XDECREF(nk);
+            Py_XDECREF(nv);
+            return -1;
+        }
+        Py_DECREF(nk);
+        Py_DECREF(nv);
+    }
+    return 0;
+}
+
 static PyObject *cp_gen(Copier *c, PyObject *o)
 {
     int8_t *state;
@@ -424,19 +443,9 @@ static PyObject *cp(Copier *c, PyObject *o)
         PyObject *res = PyDict_New();
         if (res == NULL || memo_put(c, o, res) < 0)
             return NULL;
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(o, &pos, &k, &v)) {
-            PyObject *nk = cp(c, k);
-            PyObject *nv = nk ? cp(c, v) : NULL;
-            if (nv == NULL || PyDict_SetItem(res, nk, nv) < 0) {
-                Py_XDECREF(nk);
-                Py_XDECREF(nv);
-                Py_DECREF(res);
-                return NULL;
-            }
-            Py_DECREF(nk);
-            Py_DECREF(nv);
+        if (fill_dict(c, o, res) < 0) {
+            Py_DECREF(res);
+            return NULL;
         }
         return res;
     }
@@ -582,19 +591,9 @@ static PyObject *cp(Copier *c, PyObject *o)
             }
             return res;
         }
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(o, &pos, &k, &v)) {
-            PyObject *nk = cp(c, k);
-            PyObject *nv = nk ? cp(c, v) : NULL;
-            if (nv == NULL || PyDict_SetItem(res, nk, nv) < 0) {
-                Py_XDECREF(nk);
-                Py_XDECREF(nv);
-                Py_DECREF(res);
-                return NULL;
-            }
-            Py_DECREF(nk);
-            Py_DECREF(nv);
+        if (fill_dict(c, o, res) < 0) {
+            Py_DECREF(res);
+            return NULL;
         }
         return res;
     }
