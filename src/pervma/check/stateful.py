@@ -43,6 +43,13 @@ sleep sets and stored states (his thesis, LNCS 1032, 1996, ch. 5):
   stateless search hits the livelock bound.  A spin-wait on another thread
   that could run is not: the search goes on with that thread.
 
+* **Symmetry** (:mod:`pervma.check.symmetry`).  With groups of
+  interchangeable threads, a state is keyed with each group's threads in a
+  canonical order, and a stored state may be a permutation of the one
+  reached: its sleep set and summary are renamed into the current
+  execution's threads before they are compared or raced (each entry keeps
+  the order it was stored with; each node the renaming of its entry).
+
 The guarantee is that of the stateless search: every reachable violation
 (assertion, lockdep, KASAN, deadlock, ``validate_mm`` at the end) and every
 reachable final state is reached by some explored execution.  Livelock is
@@ -201,12 +208,12 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
     plan = runner.plan if runner.memory is not None and runner.branch_weak else None
     variants = 0
     groups: tuple[tuple[int, ...], ...] | None = None
-    pids: tuple[int | None, ...] = ()
+    idents: tuple[int | None, ...] = ()
     while True:
         run = resume_at(runner, stack, ckpts)
         if groups is None:  # known once the runner built an instance
             groups = runner.symmetry
-            pids = task_idents(run.ex.tasks) if groups else ()
+            idents = task_idents(run.ex.tasks) if groups else ()
         if plan is not None and stack:
             stack[-1].choice = _choice(run, stack[-1].event)
         blocked_seen: set[tuple[int, int]] = set()
@@ -257,10 +264,10 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 table.revisits += 1
                 future = ent.summary
                 if to_ent is not None:  # a permutation of it: its future, permuted
-                    future = map_accesses(future, inverse(to_ent), pids)
+                    future = map_accesses(future, inverse(to_ent), idents)
                 conservative += summary_races(run, stack, future)
                 if stack:
-                    _add_summary(stack[-1], future, pids)
+                    _add_summary(stack[-1], future, idents)
                 cut = "stored"
                 break
             elif len(stack) < nfixed:  # a prefix node: its stored entry is left as it is
@@ -269,7 +276,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             else:
                 ent.sleep = ent.sleep & _perm_keys(sleep, to_ent)
             ent.depth = len(stack)
-            _note_blocked(run, ent, to_ent, pids)
+            _note_blocked(run, ent, to_ent, idents)
             if not enabled:
                 ent.depth = None
                 break
@@ -299,7 +306,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             more, future = run_on_races(run, stack)
             conservative += more
             if stack:
-                _add_summary(stack[-1], future, pids)
+                _add_summary(stack[-1], future, idents)
         if cut is not None:
             close_executor(run.ex)
             stats.pruned += 1
@@ -327,7 +334,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 for loc, w in ev.acc.items():
                     ent.summary.add((ev.tid, loc, w))
             else:
-                _add_summary(node, [(ev.tid, loc, w) for loc, w in ev.acc.items()], pids)
+                _add_summary(node, [(ev.tid, loc, w) for loc, w in ev.acc.items()], idents)
             acc = ev.acc
             if plan is not None and node.choice is not None:
                 acc = _union(node.vacc, acc)
@@ -343,7 +350,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 plan.pop((tid, n), None)
                 node.choice, node.variant, node.vacc = None, 0, None
             if root is not None and len(stack) == 1:
-                _pop(stack, table, pids)
+                _pop(stack, table, idents)
                 break
             if len(stack) <= nfixed:  # back in the prefix: the unit is done
                 for fixed_node in stack:
@@ -355,7 +362,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             if todo:
                 nxt = node.prev if node.prev in todo else pick(todo)
                 break
-            _pop(stack, table, pids)
+            _pop(stack, table, idents)
         if nxt is None:
             break
         stack[-1].chosen = nxt
@@ -409,7 +416,7 @@ def _livelock(stats: Stats, run: Execution, tid: int) -> None:
         stats.incomplete.append("livelock")
 
 
-def _pop(stack: list[_Node], table: Table, pids: tuple[int | None, ...] = ()) -> None:
+def _pop(stack: list[_Node], table: Table, idents: tuple[int | None, ...] = ()) -> None:
     """Pop the top node: its state is explored (partially if a cycle below it
     went back above it); its summary goes to its parent's state."""
     node = stack.pop()
@@ -425,7 +432,7 @@ def _pop(stack: list[_Node], table: Table, pids: tuple[int | None, ...] = ()) ->
         if perm is None:
             parent.entry.summary |= ent.summary
         else:
-            parent.entry.summary |= map_accesses(ent.summary, perm, pids)
+            parent.entry.summary |= map_accesses(ent.summary, perm, idents)
         if node.low < parent.low:
             parent.low = node.low
 
@@ -437,17 +444,17 @@ def _perm_keys(sleep: dict[int, Acc], perm: Perm) -> set[int] | Any:
     return {perm[t] for t in sleep}
 
 
-def _add_summary(node: _Node, accesses: Any, pids: tuple[int | None, ...]) -> None:
+def _add_summary(node: _Node, accesses: Any, idents: tuple[int | None, ...]) -> None:
     """Accesses of this execution's threads into ``node``'s entry (named as
     its threads are)."""
     if node.to_ent is None:
         node.entry.summary |= accesses if isinstance(accesses, set) else set(accesses)
     else:
-        node.entry.summary |= map_accesses(accesses, node.to_ent, pids)
+        node.entry.summary |= map_accesses(accesses, node.to_ent, idents)
 
 
 def _note_blocked(run: Execution, ent: Entry, to_ent: Perm = None,
-                  pids: tuple[int | None, ...] = ()) -> None:
+                  idents: tuple[int | None, ...] = ()) -> None:
     """Blocked threads' pending accesses belong to the state's future too."""
     found = []
     for task in run.ex.tasks:
@@ -456,7 +463,7 @@ def _note_blocked(run: Execution, ent: Entry, to_ent: Perm = None,
         for loc, w in run.pending_access(task.tid):
             found.append((task.tid, loc, w))
     if found:
-        ent.summary |= map_accesses(found, to_ent, pids)
+        ent.summary |= map_accesses(found, to_ent, idents)
 
 
 def explore_roots(runner: Runner, budget: Budget, stats: Stats | None = None,
