@@ -50,7 +50,6 @@ static Py_ssize_t tcache_cap, tcache_len;
 /* Set by _setup(). */
 static PyObject *cb_special;  /* special(o, ref) -> sequence of rows */
 static PyObject *cb_live;     /* live(code, lasti) -> frozenset of live locals or None */
-static PyObject *live_cache;  /* {code: {lasti: names}}: cb_live's answers */
 static PyObject *cb_classify; /* _classify(t) -> int */
 static PyObject *cb_slots_of; /* _slots_of(t) -> tuple[str, ...] | None */
 static PyObject *task_type;   /* pervma.sched.task.Task */
@@ -735,15 +734,28 @@ row_pair(Walk *w, Row *row, PyObject *k, PyObject *v, int ref_key)
     return 0;
 }
 
-/* Emit the row (*head, *pairs) of a mapping. */
+/* Emit the row (*head, *pairs) of a mapping; with `keep` (a set; m an exact
+ * dict), only the pairs whose key is in it, in m's order. */
 static int
 emit_pairs(Walk *w, PyObject *const *head, const Py_uhash_t *hh, Py_ssize_t nhead,
-           PyObject *m, int ref_keys)
+           PyObject *m, int ref_keys, PyObject *keep)
 {
     PyObject *items = NULL;
     Py_ssize_t n;
+    Py_ssize_t kept = -1; /* with keep: how many pairs are kept */
     if (PyDict_CheckExact(m)) {
         n = PyDict_GET_SIZE(m);
+        if (keep != NULL) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            kept = 0;
+            while (PyDict_Next(m, &pos, &k, &v)) {
+                int in = PySet_Contains(keep, k);
+                if (in < 0)
+                    return -1;
+                kept += in;
+            }
+        }
     }
     else {
         items = PyMapping_Items(m);
@@ -752,7 +764,7 @@ emit_pairs(Walk *w, PyObject *const *head, const Py_uhash_t *hh, Py_ssize_t nhea
         n = PyList_GET_SIZE(items);
     }
     Row row;
-    if (row_init(&row, w->hash, nhead + n) < 0)
+    if (row_init(&row, w->hash, nhead + (kept >= 0 ? kept : n)) < 0)
         goto fail0;
     for (Py_ssize_t h = 0; h < nhead; h++) {
         if (hh != NULL)
@@ -780,9 +792,16 @@ emit_pairs(Walk *w, PyObject *const *head, const Py_uhash_t *hh, Py_ssize_t nhea
         }
         if (j >= n)
             break;
+        j++;
+        if (kept >= 0) {
+            int in = PySet_Contains(keep, k);
+            if (in < 0)
+                goto fail;
+            if (!in)
+                continue;
+        }
         if (row_pair(w, &row, k, v, ref_keys) < 0)
             goto fail;
-        j++;
     }
     if (j != n || (items == NULL && n != PyDict_GET_SIZE(m))) {
         PyErr_SetString(PyExc_RuntimeError, "state_key: a dict changed size during the walk");
@@ -862,7 +881,7 @@ walk_slots(Walk *w, PyObject *o, TypeInfo *ti)
     if (truth < 0)
         r = -1;
     else if (truth)
-        r = emit_pairs(w, &s_d, &h_d, 1, d, 0);
+        r = emit_pairs(w, &s_d, &h_d, 1, d, 0, NULL);
     Py_DECREF(d);
     return r;
 fail:
@@ -955,50 +974,79 @@ fail:
     return -1;
 }
 
-/* The locals of a frame of `code` suspended at `lasti` that are live
- * (statekey._live_locals, cached per code and offset): a new dict, or a new
- * reference to `loc` itself when every local is kept. */
-static PyObject *
-live_locals(PyObject *loc, PyObject *code, PyObject *lasti)
+/* The names of the locals of a frame of `code` suspended at `lasti` that are
+ * live (statekey._live_locals, cached per code and offset): a borrowed
+ * reference to a frozenset, or to None when every local is kept.  The cache
+ * is keyed by the code object's address and the offset (hashing a code object
+ * rehashes its constants every time); it holds the code objects it names, so
+ * no address is reused while it is there, and is emptied by _setup(). */
+typedef struct {
+    PyObject *code; /* strong reference; NULL: empty slot */
+    int lasti;
+    PyObject *names; /* strong reference */
+} LiveSlot;
+
+static LiveSlot *lv_slots;
+static Py_ssize_t lv_cap, lv_len;
+
+static void
+live_cache_clear(void)
 {
-    PyObject *per = PyDict_GetItemWithError(live_cache, code);
-    if (per == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        per = PyDict_New();
-        if (per == NULL || PyDict_SetItem(live_cache, code, per) < 0) {
-            Py_XDECREF(per);
-            return NULL;
-        }
-        Py_DECREF(per); /* live_cache holds it */
+    for (Py_ssize_t i = 0; i < lv_cap; i++) {
+        Py_XDECREF(lv_slots[i].code);
+        Py_XDECREF(lv_slots[i].names);
     }
-    PyObject *names = PyDict_GetItemWithError(per, lasti);
-    if (names == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        names = PyObject_CallFunctionObjArgs(cb_live, code, lasti, NULL);
-        if (names == NULL)
-            return NULL;
-        int err = PyDict_SetItem(per, lasti, names);
-        Py_DECREF(names); /* per holds it */
-        if (err < 0)
-            return NULL;
+    PyMem_Free(lv_slots);
+    lv_slots = NULL;
+    lv_cap = lv_len = 0;
+}
+
+static LiveSlot *
+live_slot(LiveSlot *slots, Py_ssize_t cap, PyObject *code, int lasti)
+{
+    size_t mask = (size_t)cap - 1;
+    size_t i = (ptr_hash(code) ^ ((size_t)lasti * (size_t)0x9e3779b97f4a7c15ULL)) & mask;
+    while (slots[i].code != NULL && (slots[i].code != code || slots[i].lasti != lasti))
+        i = (i + 1) & mask;
+    return &slots[i];
+}
+
+static PyObject *
+live_names(PyObject *code, int lasti)
+{
+    if (lv_cap > 0) {
+        LiveSlot *sl = live_slot(lv_slots, lv_cap, code, lasti);
+        if (sl->code != NULL)
+            return sl->names;
     }
-    if (names == Py_None)
-        return Py_NewRef(loc);
-    PyObject *out = PyDict_New();
-    if (out == NULL)
+    PyObject *py_lasti = PyLong_FromLong(lasti);
+    if (py_lasti == NULL)
         return NULL;
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(loc, &pos, &k, &v)) {
-        int in = PySet_Contains(names, k);
-        if (in < 0 || (in && PyDict_SetItem(out, k, v) < 0)) {
-            Py_DECREF(out);
+    PyObject *names = PyObject_CallFunctionObjArgs(cb_live, code, py_lasti, NULL);
+    Py_DECREF(py_lasti);
+    if (names == NULL)
+        return NULL;
+    if (2 * (lv_len + 1) > lv_cap) {
+        Py_ssize_t ncap = lv_cap ? 2 * lv_cap : 1024;
+        LiveSlot *nt = PyMem_Calloc((size_t)ncap, sizeof(LiveSlot));
+        if (nt == NULL) {
+            Py_DECREF(names);
+            PyErr_NoMemory();
             return NULL;
         }
+        for (Py_ssize_t i = 0; i < lv_cap; i++)
+            if (lv_slots[i].code != NULL)
+                *live_slot(nt, ncap, lv_slots[i].code, lv_slots[i].lasti) = lv_slots[i];
+        PyMem_Free(lv_slots);
+        lv_slots = nt;
+        lv_cap = ncap;
     }
-    return out;
+    LiveSlot *sl = live_slot(lv_slots, lv_cap, code, lasti);
+    sl->code = Py_NewRef(code);
+    sl->lasti = lasti;
+    sl->names = names; /* the cache holds it */
+    lv_len++;
+    return names;
 }
 
 static int
@@ -1036,17 +1084,18 @@ walk_frame(Walk *w, PyObject *o, int coro)
     PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(fr));
     Val rsub = {NULL, 0};
     int r = -1;
-    PyObject *kept = loc;  /* the live locals only (statekey._live_locals) */
+    PyObject *keep = NULL; /* the names of the live locals (statekey._live_locals) */
     if (lasti != NULL && cb_live != NULL) {
-        kept = live_locals(loc, code, lasti);
-        if (kept == NULL) {
+        keep = live_names(code, PyFrame_GetLasti(fr));
+        if (keep == NULL) {
             Py_DECREF(f);
             Py_DECREF(sub);
             Py_DECREF(code);
             Py_DECREF(lasti);
             return -1;
         }
-        loc = kept;
+        if (keep == Py_None)
+            keep = NULL; /* every local */
     }
     if (lasti != NULL && ref(w, sub, w->hash, &rsub) == 0) {
         PyObject *head[3] = {code, lasti, rsub.o};
@@ -1054,15 +1103,13 @@ walk_frame(Walk *w, PyObject *o, int coro)
             Py_hash_t hc = cached_hash(code);
             if (hc != -1) {
                 Py_uhash_t hh[3] = {(Py_uhash_t)hc, int_hash(PyFrame_GetLasti(fr)), rsub.h};
-                r = emit_pairs(w, head, hh, 3, loc, 0);
+                r = emit_pairs(w, head, hh, 3, loc, 0, keep);
             }
         }
         else {
-            r = emit_pairs(w, head, NULL, 3, loc, 0);
+            r = emit_pairs(w, head, NULL, 3, loc, 0, keep);
         }
     }
-    if (cb_live != NULL && lasti != NULL)
-        Py_DECREF(kept);
     Py_DECREF(f);
     Py_DECREF(sub);
     Py_DECREF(code);
@@ -1107,7 +1154,7 @@ walk_one(Walk *w, PyObject *o, PyObject **refobj)
         return emit_row(w, &row);
     }
     case W_DICT:
-        return emit_pairs(w, &s_d, &h_d, 1, o, 1);
+        return emit_pairs(w, &s_d, &h_d, 1, o, 1, NULL);
     case W_SET:
         return walk_set(w, o, s_s, h_s, 0);
     case W_ULIST:
@@ -1146,7 +1193,7 @@ walk_one(Walk *w, PyObject *o, PyObject **refobj)
         }
         else if (PyDict_CheckExact(d)) {
             PyObject *head = (PyObject *)ti->type;
-            int r = emit_pairs(w, &head, NULL, 1, d, 0);
+            int r = emit_pairs(w, &head, NULL, 1, d, 0, NULL);
             Py_DECREF(d);
             return r;
         }
@@ -1306,10 +1353,7 @@ sk_setup(PyObject *mod, PyObject *args)
     else {
         Py_XSETREF(cb_live, Py_NewRef(live));
     }
-    PyObject *cache = PyDict_New();
-    if (cache == NULL)
-        return NULL;
-    Py_XSETREF(live_cache, cache);
+    live_cache_clear();
     Py_RETURN_NONE;
 }
 
