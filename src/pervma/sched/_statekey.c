@@ -21,6 +21,17 @@
 #include <frameobject.h>
 #include <structmember.h>
 
+/* On CPython 3.11 a suspended frame's locals are read where the interpreter
+ * keeps them (localsplus), as pervma.sched._frames does, instead of through
+ * f_locals, which builds a dict at every call. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define SK_FAST_LOCALS 1
+#define Py_BUILD_CORE 1
+#include "internal/pycore_code.h"
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+#endif
+
 #ifndef Py_T_OBJECT_EX
 #define Py_T_OBJECT_EX T_OBJECT_EX
 #endif
@@ -1049,9 +1060,123 @@ live_names(PyObject *code, int lasti)
     return names;
 }
 
+#ifdef SK_FAST_LOCALS
+/* walk_frame() for 3.11: the same row, the live locals in localsplus order
+ * (statekey._rows sorts f_locals the same way). */
+static int
+walk_frame_fast(Walk *w, PyObject *o, int coro)
+{
+    int8_t state;
+    _PyInterpreterFrame *f;
+    if (coro) {
+        state = ((PyCoroObject *)o)->cr_frame_state;
+        f = (_PyInterpreterFrame *)((PyCoroObject *)o)->cr_iframe;
+    }
+    else {
+        state = ((PyGenObject *)o)->gi_frame_state;
+        f = (_PyInterpreterFrame *)((PyGenObject *)o)->gi_iframe;
+    }
+    if (state >= FRAME_COMPLETED) {
+        Val v = {NULL, h_finished_row};
+        if (!w->hash)
+            v.o = Py_NewRef(t_finished);
+        return emit(w, v);
+    }
+    PyCodeObject *co = f->f_code;
+    int lasti = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+    PyObject *keep = NULL;
+    if (cb_live != NULL) {
+        keep = live_names((PyObject *)co, lasti);
+        if (keep == NULL)
+            return -1;
+        if (keep == Py_None)
+            keep = NULL;
+    }
+    /* the locals f_locals would show, in localsplus order, the live ones only */
+    int n = co->co_nlocalsplus;
+    PyObject *vals[256];
+    PyObject *names[256];
+    if (n > 256) {
+        PyErr_SetString(PyExc_TypeError, "state_key: a frame with more than 256 locals");
+        return -1;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        _PyLocals_Kind kind = _PyLocals_GetKind(co->co_localspluskinds, i);
+        if ((kind & CO_FAST_FREE) && !(co->co_flags & CO_OPTIMIZED))
+            continue;
+        PyObject *v = f->localsplus[i];
+        if (v == NULL)
+            continue;
+        if ((kind & (CO_FAST_FREE | CO_FAST_CELL)) && PyCell_Check(v)) {
+            v = PyCell_GET(v);
+            if (v == NULL)
+                continue;
+        }
+        PyObject *name = PyTuple_GET_ITEM(co->co_localsplusnames, i);
+        if (keep != NULL) {
+            int in = PySet_Contains(keep, name);
+            if (in < 0)
+                return -1;
+            if (!in)
+                continue;
+        }
+        names[m] = name;
+        vals[m] = v;
+        m++;
+    }
+    for (int j = 0; j < m; j++) {  /* ref() may run Python code: hold them */
+        Py_INCREF(names[j]);
+        Py_INCREF(vals[j]);
+    }
+    int r = -1;
+    PyObject *sub = PyObject_GetAttr(o, coro ? s_cr_await : s_gi_yieldfrom);
+    PyObject *py_lasti = sub ? PyLong_FromLong(lasti) : NULL;
+    Val rsub = {NULL, 0};
+    Row row;
+    if (py_lasti == NULL || ref(w, sub, w->hash, &rsub) < 0 || row_init(&row, w->hash, 3 + m) < 0)
+        goto done;
+    if (w->hash) {
+        Py_hash_t hc = cached_hash((PyObject *)co);
+        if (hc == -1) {
+            row_abort(&row);
+            goto done;
+        }
+        row_const(&row, (PyObject *)co, (Py_uhash_t)hc);
+        row_const(&row, py_lasti, int_hash(lasti));
+        row_val(&row, rsub);
+    }
+    else {
+        row_const(&row, (PyObject *)co, 0);
+        row_const(&row, py_lasti, 0);
+        row_val(&row, rsub);
+    }
+    rsub.o = NULL; /* the row holds it */
+    for (int j = 0; j < m; j++) {
+        if (row_pair(w, &row, names[j], vals[j], 0) < 0) {
+            row_abort(&row);
+            goto done;
+        }
+    }
+    r = emit_row(w, &row);
+done:
+    Py_XDECREF(rsub.o);
+    Py_XDECREF(sub);
+    Py_XDECREF(py_lasti);
+    for (int j = 0; j < m; j++) {
+        Py_DECREF(names[j]);
+        Py_DECREF(vals[j]);
+    }
+    return r;
+}
+#endif
+
 static int
 walk_frame(Walk *w, PyObject *o, int coro)
 {
+#ifdef SK_FAST_LOCALS
+    return walk_frame_fast(w, o, coro);
+#endif
     PyObject *f = PyObject_GetAttr(o, coro ? s_cr_frame : s_gi_frame);
     if (f == NULL)
         return -1;

@@ -155,6 +155,24 @@ def _live_locals(code: types.CodeType, lasti: int) -> frozenset[str] | None:
     return table.get(lasti)
 
 
+_order_cache: dict[types.CodeType, dict[str, int]] = {}
+
+
+def _in_order(code: types.CodeType, loc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A frame's locals in the order CPython 3.11 keeps them (arguments and
+    locals, then cell variables that are not arguments, then free
+    variables): the C walk reads them there.  On another Python, f_locals'
+    own order (the C walk reads f_locals there too)."""
+    if sys.version_info[:2] != (3, 11):
+        return list(loc.items())
+    order = _order_cache.get(code)
+    if order is None:
+        names = code.co_varnames + tuple(c for c in code.co_cellvars
+                                         if c not in code.co_varnames) + code.co_freevars
+        order = _order_cache[code] = {n: i for i, n in enumerate(names)}
+    return sorted(loc.items(), key=lambda kv: order.get(kv[0], len(order)))
+
+
 def _reduced(o: Any, ref: Any) -> Hashable:
     """A built-in object without fields (a list or dict iterator held by a
     suspended frame): its pickle reduction names its contents and position."""
@@ -315,7 +333,7 @@ def _rows(tasks: Iterable[Task]) -> list[Hashable]:
                 sub = o.cr_await if t is _CORO else o.gi_yieldfrom
                 live = _live_locals(f.f_code, f.f_lasti)
                 app((f.f_code, f.f_lasti, ref(sub),
-                     *[(k, v if type(v) in atoms else ref(v)) for k, v in loc.items()
+                     *[(k, v if type(v) in atoms else ref(v)) for k, v in _in_order(f.f_code, loc)
                        if live is None or k in live]))
         elif t is types.CellType:
             try:
