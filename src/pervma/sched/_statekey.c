@@ -1083,7 +1083,8 @@ walk_frame_fast(Walk *w, PyObject *o, int coro)
         return emit(w, v);
     }
     PyCodeObject *co = f->f_code;
-    int lasti = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+    int lasti = _PyInterpreterFrame_LASTI(f);
+    lasti = lasti < 0 ? -1 : lasti * (int)sizeof(_Py_CODEUNIT); /* as PyFrame_GetLasti */
     PyObject *keep = NULL;
     if (cb_live != NULL) {
         keep = live_names((PyObject *)co, lasti);
