@@ -1172,12 +1172,13 @@ done:
 }
 #endif
 
+#ifdef SK_FAST_LOCALS
+#define walk_frame walk_frame_fast
+#else
+/* A suspended frame's row through f_locals (Pythons other than 3.11). */
 static int
 walk_frame(Walk *w, PyObject *o, int coro)
 {
-#ifdef SK_FAST_LOCALS
-    return walk_frame_fast(w, o, coro);
-#endif
     PyObject *f = PyObject_GetAttr(o, coro ? s_cr_frame : s_gi_frame);
     if (f == NULL)
         return -1;
@@ -1243,6 +1244,8 @@ walk_frame(Walk *w, PyObject *o, int coro)
     Py_XDECREF(rsub.o);
     return r;
 }
+
+#endif
 
 static int
 walk_one(Walk *w, PyObject *o, PyObject **refobj)
