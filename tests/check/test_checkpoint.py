@@ -6,13 +6,14 @@ checkpoints explores exactly what one without explores."""
 from __future__ import annotations
 
 import functools
+import gc
 import random
 from collections.abc import Callable
 
 import pytest
 
 from pervma import Config
-from pervma.check import stateful
+from pervma.check import dpor, stateful
 from pervma.check.catalogue import get_bug
 from pervma.check.engine import close_executor
 from pervma.check.scenario import all_scenarios, get_scenario
@@ -85,6 +86,82 @@ def test_a_checkpoint_restores_again_and_again() -> None:
     assert len(second.events) == 6 and second.events[0] is run.events[0]
     close_executor(second.ex)
     close_executor(run.ex)
+
+
+def _live(cls: type) -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is cls)
+
+
+def test_a_dropped_execution_is_freed_without_the_collector() -> None:
+    """Execution.drop and Checkpoint.drop break up the copies they were made
+    from: with the cyclic collector off, the mm_structs of a restored and
+    dropped execution and of a dropped checkpoint are gone at once.  What the
+    search keeps -- the recorded events, the checkpoint, the execution it was
+    taken from, a task's identity in a location -- is untouched, also after
+    an execution that ran to its end is dropped (the objects its own steps
+    made are left to the collector)."""
+    from pervma.kernel.mm_types import MmStruct
+    from pervma.kernel.task import TaskIdent
+
+    r = Runner(get_scenario("spin-2f-m-r"), Config.preset("universal"))
+    run = r.execution()
+    for _ in range(8):
+        run.take(run.runnable()[0])
+    key = state_key(run.ex.tasks)
+    ck = r.save(run)
+    assert ck is not None
+    gc.collect()
+    gc.disable()
+    try:
+        before = _live(MmStruct)
+        first = r.resume(ck)
+        assert first.owned and _live(MmStruct) == before + 2
+        first.drop()
+        assert _live(MmStruct) == before  # no collection ran
+        second = r.resume(ck)
+        ident = second.ex.tasks[0].model.ident
+        assert type(ident) is TaskIdent and ident not in second.owned
+        world = second.inst.world
+        assert world in second.owned
+        while second.runnable():
+            ev = second.take(second.runnable()[-1])
+        assert second.end() == "done"
+        acc = dict(ev.acc)
+        second.drop()
+        assert not vars(world) and not vars(second)  # the execution itself was a copy
+        assert ev.acc == acc and ident.pid == run.ex.tasks[0].model.pid
+        third = r.resume(ck)  # the checkpoint is whole
+        assert state_key(third.ex.tasks) == key
+        third.drop()
+        gc.collect()
+        before = _live(MmStruct)
+        ck.drop()
+        assert _live(MmStruct) == before - 2  # the snapshot's two mm_structs went too
+    finally:
+        gc.enable()
+    assert state_key(run.ex.tasks) == key  # the execution it was taken from
+    close_executor(run.ex)
+
+
+def test_searches_agree_with_and_without_dropping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breaking up dropped executions changes nothing a search finds."""
+    from pervma.check.engine import Execution
+
+    cfg = Config.preset("universal").with_bugs(get_bug("B16").id)
+    figures = []
+    for drop in (False, True):
+        if not drop:
+            monkeypatch.setattr(Execution, "drop", lambda self: close_executor(self.ex))
+        else:
+            monkeypatch.undo()
+        for stateless in (False, True):
+            r = Runner(get_scenario("vma-reuse-by-another-mm"), cfg)
+            explore = dpor.explore if stateless else stateful.explore_roots
+            st = explore(r, Budget(max_executions=10**6), Stats("search"))
+            figures.append((stateless, st.executions, st.pruned, st.states, st.steps,
+                            st.complete, st.found and (st.found.kind, st.found.schedule)))
+    assert figures[:2] == figures[2:]
+    assert figures[0][-1] and figures[1][-1]
 
 
 @pytest.mark.parametrize("name,preset,bug", [

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pervma.check import template
 from pervma.check.engine import Event, Execution
@@ -56,26 +56,36 @@ class Checkpoint:
     """One execution's state: a copy of it that never runs, copied again for
     every restore."""
 
-    __slots__ = ("_snap", "_sharing", "_events")
+    __slots__ = ("_snap", "_sharing", "_events", "_owned")
 
     def __init__(self, snap: template.Frozen, sharing: template.Sharing,
-                 events: list[Event]) -> None:
-        self._snap = snap
+                 events: list[Event], owned: list[object] | None = None) -> None:
+        self._snap: template.Frozen | None = snap
         self._sharing = sharing
         self._events = events  # recorded events are never mutated: shared by the copies
+        self._owned = owned  # the instances of the snapshot, for drop()
 
     @classmethod
     def save(cls, run: Execution, sharing: template.Sharing) -> Checkpoint | None:
         """A checkpoint of ``run`` between two steps (None: it cannot be copied)."""
-        events = run.events
-        run.events = []
+        events, owned = run.events, run.owned
+        run.events, run.owned = [], None
+        mine: list[object] = []
         try:
-            snap, coros = sharing.copy(run)
+            snap, coros = sharing.copy(run, mine)
         except template.UNCOPYABLE:
             return None
         finally:
-            run.events = events
-        return cls(template.Frozen(snap, coros), sharing, list(events))
+            run.events, run.owned = events, owned
+        return cls(template.Frozen(snap, coros), sharing, list(events), mine)
+
+    def drop(self) -> None:
+        """The search will restore this checkpoint no more: break its
+        snapshot up (:func:`pervma.check.template.drop`) and let it go."""
+        owned = self._owned
+        self._snap = self._owned = None
+        if owned:
+            template.drop(owned)
 
     @property
     def depth(self) -> int:
@@ -83,10 +93,14 @@ class Checkpoint:
         return len(self._events)
 
     def restore(self) -> Execution:
-        """A live execution in the saved state (each call a new copy)."""
-        run = self._snap.copy(self._sharing)[0]
+        """A live execution in the saved state (each call a new copy; the
+        instances it made are in its ``owned``, for :meth:`Execution.drop`)."""
+        assert self._snap is not None, "a dropped checkpoint"
+        owned: list[object] = []
+        run = self._snap.copy(self._sharing, owned)[0]
         assert isinstance(run, Execution)
         run.events = list(self._events)
+        run.owned = owned
         return run
 
 
@@ -101,6 +115,19 @@ class Node(CkptNode, Protocol):
 
     chosen: int
     event: Event | None
+
+
+CN = TypeVar("CN", bound=CkptNode)
+
+
+def pop(stack: list[CN]) -> CN:
+    """Pop the top node of a search's DFS stack, done with for good: its
+    checkpoint, if any, is broken up (:meth:`Checkpoint.drop`)."""
+    node = stack.pop()
+    if node.ckpt is not None:
+        node.ckpt.drop()
+        node.ckpt = None
+    return node
 
 
 def deepest(runner: Runner, stack: Sequence[CkptNode], ckpts: bool) -> tuple[Execution, int]:

@@ -148,13 +148,15 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if stats.found is not None:
             stats.incomplete.append("stopped at the first violation")
             break
+        if run.violation is None:  # else kept (collect) or reported
+            run.drop()
         # Next backtrack point: the deepest node with an unexplored, awake choice.
         nxt = None
         while stack:
             node = stack[-1]
             assert node.event is not None
             if root is not None and len(stack) == 1:
-                stack.pop()  # the root's other choices belong to other workers
+                checkpoint.pop(stack)  # the root's other choices belong to other workers
                 break
             node.explored.add(node.chosen)
             node.sleep[node.chosen] = node.event.acc
@@ -164,7 +166,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             if todo:
                 nxt = node.prev if node.prev in todo else min(todo)
                 break
-            stack.pop()
+            checkpoint.pop(stack)
         if nxt is None:
             break
         stack[-1].chosen = nxt

@@ -29,6 +29,7 @@ import operator
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from pervma.check import template
 from pervma.check.scenario import Instance
 from pervma.config import Config
 from pervma.sched import Executor, Op, OpKind, Violation
@@ -130,6 +131,10 @@ class Execution:
         self.n = len(self.ex.tasks)
         self.schedule: list[int] = []  # tid of every primitive step
         self.events: list[Event] = []
+        # The instances a copy made this execution from (a checkpoint's
+        # restore fills it): emptied by drop() once the search is done with it.
+        self.owned: list[object] | None = inst.owned
+        inst.owned = None
         self.cur: int | None = None
         self.preemptions = 0
         self.violation: Violation | None = self.ex.violation
@@ -425,6 +430,17 @@ class Execution:
         if self.livelock is not None:
             return "livelock"
         return "done"
+
+    def drop(self) -> None:
+        """The search is done with this execution and keeps nothing of it
+        but its events: close its threads and break up the copy it was made
+        from (:func:`pervma.check.template.drop`), so that it is freed now,
+        not by the cyclic garbage collector.  Nothing may use it afterwards."""
+        close_executor(self.ex)
+        owned = self.owned
+        if owned:
+            self.owned = None
+            template.drop(owned)
 
     def trace_key(self) -> tuple[int, ...]:
         """Canonical representative of this execution's Mazurkiewicz trace:

@@ -44,6 +44,10 @@ class Instance:
     # code in the same process, told apart by nothing but their names
     # (pervma.check.symmetry).
     symmetry: tuple[tuple[int, ...], ...] = ()
+    # The instances of a copy the instance was made from (its world, copied
+    # from a template): handed to the execution that drives it, which breaks
+    # them up when the search drops it (pervma.check.template.drop).
+    owned: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

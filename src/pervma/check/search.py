@@ -143,7 +143,9 @@ class Runner:
         self.scope.executions += 1
         with run_scope_active(self.scope):
             if self.template is not None:
-                inst = self.template.copy().instance()
+                owned: list[object] = []
+                inst = self.template.copy(owned).instance()
+                inst.owned = owned
             else:
                 inst = self.scenario.build(self.cfg)
                 if not self._templated:

@@ -324,6 +324,8 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
         if stats.found is not None:
             stats.incomplete.append("stopped at the first violation")
             break
+        if run.violation is None:  # else kept (collect) or reported
+            run.drop()
         nxt = None
         while stack:
             node = stack[-1]
@@ -419,7 +421,7 @@ def _livelock(stats: Stats, run: Execution, tid: int) -> None:
 def _pop(stack: list[_Node], table: Table, idents: tuple[int | None, ...] = ()) -> None:
     """Pop the top node: its state is explored (partially if a cycle below it
     went back above it); its summary goes to its parent's state."""
-    node = stack.pop()
+    node = checkpoint.pop(stack)
     ent = node.entry
     depth = len(stack)
     ent.depth = None

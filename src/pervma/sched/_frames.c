@@ -177,7 +177,12 @@ static void pm_free(PtrMap *m, int decref)
     m->s = NULL;
 }
 
-enum { K_SHARE = 1, K_INSTANCE = 2, K_FALLBACK = 3 };
+/* K_OWNED: an instance of a plain class hashed by identity, as the model's
+   objects are (an mm, a VMA, a lock): what Copier.copy(obj, owned) lists and
+   clear_owned() clears.  A class with a hash of its own (a frozen dataclass,
+   a task's identity in a location) or none (eq without hash) is K_INSTANCE:
+   such values may be keys in what a search keeps. */
+enum { K_SHARE = 1, K_INSTANCE = 2, K_FALLBACK = 3, K_OWNED = 4 };
 
 typedef struct {
     PyObject_HEAD
@@ -245,8 +250,9 @@ static int kind_of(Copier *c, PyTypeObject *t)
         }
     }
     if (kind != K_SHARE && (t->tp_flags & Py_TPFLAGS_HEAPTYPE) && solid_object(t)
-        && !PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException))
-        kind = K_INSTANCE;
+        && !PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException)) {
+        kind = t->tp_hash == PyBaseObject_Type.tp_hash ? K_OWNED : K_INSTANCE;
+    }
     Py_INCREF(t);  /* the map keeps the type alive as a key */
     if (pm_put(&c->kinds, t, PyLong_FromLong(kind)) < 0)
         return -1;
@@ -602,7 +608,7 @@ static PyObject *cp(Copier *c, PyObject *o)
         return NULL;
     if (kind == K_SHARE)
         return Py_NewRef(o);
-    if (kind == K_INSTANCE)
+    if (kind == K_INSTANCE || kind == K_OWNED)
         return cp_instance(c, o, t);
     PyObject *res = PyObject_CallFunctionObjArgs(c->fallback, o, (PyObject *)c, NULL);
     if (res && pm_get(&c->memo, o) == NULL && memo_put(c, o, res) < 0)
@@ -659,9 +665,32 @@ static PyObject *Copier_share(Copier *c, PyObject *o)
     Py_RETURN_NONE;
 }
 
-/* copy(obj) -> (copy, coroutines made) */
-static PyObject *Copier_copy(Copier *c, PyObject *o)
+/* The K_OWNED instances the current copy made, appended to `owned`. */
+static int list_owned(Copier *c, PyObject *owned)
 {
+    for (Py_ssize_t i = 0; i < c->memo.cap; i++) {
+        PmSlot *e = &c->memo.s[i];
+        if (e->key == NULL || (PyObject *)e->key == e->val)
+            continue;
+        PyObject *k = pm_get(&c->kinds, Py_TYPE(e->val));
+        if (k && PyLong_AsLong(k) == K_OWNED && PyList_Append(owned, e->val) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* copy(obj[, owned]) -> (copy, coroutines made); with a list `owned`, the
+   K_OWNED instances the copy made are appended to it (for clear_owned()
+   once the copy is dropped) */
+static PyObject *Copier_copy(Copier *c, PyObject *args)
+{
+    PyObject *o, *owned = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O", &o, &owned))
+        return NULL;
+    if (owned != Py_None && !PyList_Check(owned)) {
+        PyErr_SetString(PyExc_TypeError, "Copier.copy: owned must be a list");
+        return NULL;
+    }
     if (c->copying) {
         PyErr_SetString(PyExc_RuntimeError, "Copier.copy: already copying (use sub)");
         return NULL;
@@ -675,6 +704,8 @@ static PyObject *Copier_copy(Copier *c, PyObject *o)
     c->copying = 1;
     PyObject *res = cp(c, o);
     c->copying = 0;
+    if (res != NULL && owned != Py_None && list_owned(c, owned) < 0)
+        Py_CLEAR(res);
     memo_free(c);
     made = c->made;
     c->made = Py_NewRef(Py_None);
@@ -719,7 +750,7 @@ static PyObject *Copier_remember(Copier *c, PyObject *args)
 
 static PyMethodDef Copier_methods[] = {
     {"share", (PyCFunction)Copier_share, METH_O, "Share an object (never copy it)."},
-    {"copy", (PyCFunction)Copier_copy, METH_O, "(copy, coroutines made) of an object graph."},
+    {"copy", (PyCFunction)Copier_copy, METH_VARARGS, "(copy, coroutines made) of an object graph."},
     {"sub", (PyCFunction)Copier_sub, METH_O, "Copy a part within the current copy."},
     {"remember", (PyCFunction)Copier_remember, METH_VARARGS, "Record orig -> copy."},
     {NULL, NULL, 0, NULL},
@@ -794,7 +825,30 @@ static PyObject *frames_revive(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* clear_owned(objs): clear the fields (__slots__ and __dict__) of each
+   object, instances a copy made (listed by Copier.copy(obj, owned)), once
+   the copy they belong to is dropped for good: the cycles of a model's
+   object graph (an mm and its VMAs, a world and its threads' closures) are
+   broken, so reference counting frees the graph at once instead of the
+   cyclic garbage collector finding it later.  It is the type's tp_clear, the
+   one the collector would call on them. */
+static PyObject *frames_clear_owned(PyObject *self, PyObject *objs)
+{
+    if (!PyList_Check(objs)) {
+        PyErr_SetString(PyExc_TypeError, "_frames.clear_owned: a list");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); i++) {
+        PyObject *o = PyList_GET_ITEM(objs, i);
+        inquiry clear = Py_TYPE(o)->tp_clear;
+        if (clear != NULL)
+            (void)clear(o);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"clear_owned", frames_clear_owned, METH_O, "Clear the fields of the instances a dropped copy made."},
     {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function (none of it runs)."},
     {"kill", frames_kill, METH_O, "Mark coroutines finished without running them; returns their states."},
     {"revive", frames_revive, METH_VARARGS, "Give killed coroutines back the states kill() returned."},
