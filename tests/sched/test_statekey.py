@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
 import os
 import random
 import subprocess
@@ -255,6 +256,7 @@ def test_keying_changes_nothing_and_leaks_nothing(cwalk: ModuleType) -> None:
     page = _reachable(tasks[0].model, Page)
     watched = [tasks, tasks[0], tasks[0].model, tasks[1].coro, vma, vma.vm_mm, *page[:1]]
     fields = [getattr(vma, f.name) for f in dataclasses.fields(vma)]
+    gc.collect()  # garbage that still refers to them (a dropped copy) would go mid-loop
     counts = [sys.getrefcount(o) for o in watched]
     for _ in range(1000):
         assert cwalk.state_key(tasks) == key

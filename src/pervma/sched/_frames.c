@@ -184,6 +184,12 @@ static void pm_free(PtrMap *m, int decref)
    such values may be keys in what a search keeps. */
 enum { K_SHARE = 1, K_INSTANCE = 2, K_FALLBACK = 3, K_OWNED = 4 };
 
+/* Bits of the filter in front of the map of shared objects: most objects a
+   copy meets are not shared, and one bit read costs less than a probe of a
+   map of thousands of objects. */
+#define SHARED_BLOOM (1 << 17)
+static inline size_t bloom_bit(void *k) { return (((size_t)k >> 4) * 0x9E3779B97F4A7C15ULL) >> 47; }
+
 typedef struct {
     PyObject_HEAD
     PtrMap shared;      /* object -> itself (strong) */
@@ -193,6 +199,9 @@ typedef struct {
     PyObject *finished;
     PyObject *made;     /* list of coroutines made by the current copy */
     PtrMap memo;        /* the current copy's: original -> copy (strong) */
+    Py_ssize_t *used;   /* the memo's occupied slots, in the order they were filled */
+    Py_ssize_t nused, used_cap;
+    uint64_t bloom[SHARED_BLOOM / 64];  /* a bit per hash of every shared object */
     int copying;
 } Copier;
 
@@ -200,23 +209,65 @@ static PyObject *cp(Copier *c, PyObject *o);
 
 /* The memo keeps the original alive too: a temporary the fallback copies
    (a __reduce_ex__ tuple) must not be freed and its address reused within
-   the copy. */
+   the copy.  The memo's table lives as long as the copier (a copy starts
+   with it empty and at the size the largest copy needed); the slots a copy
+   filled are listed in c->used, so that emptying it costs what the copy
+   stored, not the table's size. */
+static int memo_grow(Copier *c)
+{
+    if (pm_grow(&c->memo) < 0)
+        return -1;
+    c->nused = 0;
+    for (Py_ssize_t i = 0; i < c->memo.cap; i++)
+        if (c->memo.s[i].key)
+            c->used[c->nused++] = i;
+    return 0;
+}
+
 static int memo_put(Copier *c, PyObject *o, PyObject *n)
 {
+    PtrMap *m = &c->memo;
+    if ((m->len + 1) * 2 > m->cap) {
+        if (memo_grow(c) < 0)
+            return -1;
+    }
+    if (c->nused == c->used_cap) {
+        Py_ssize_t *u = PyMem_Realloc(c->used, 2 * c->used_cap * sizeof(Py_ssize_t));
+        if (u == NULL)
+            return -1;
+        c->used = u;
+        c->used_cap *= 2;
+    }
+    size_t mask = m->cap - 1, i = pm_hash(o) & mask;
+    while (m->s[i].key != NULL && m->s[i].key != o)
+        i = (i + 1) & mask;
     Py_INCREF(n);
-    if (pm_get(&c->memo, o) == NULL)
+    if (m->s[i].key == NULL) {
         Py_INCREF(o);  /* a new key */
-    return pm_put(&c->memo, o, n);
+        m->s[i].key = o;
+        m->s[i].val = n;
+        m->len++;
+        c->used[c->nused++] = (Py_ssize_t)i;
+    } else {
+        Py_XSETREF(m->s[i].val, n);
+    }
+    return 0;
 }
 
 static void memo_free(Copier *c)
 {
     if (c->memo.s == NULL)
         return;
-    for (Py_ssize_t i = 0; i < c->memo.cap; i++)
-        if (c->memo.s[i].key)
-            Py_DECREF((PyObject *)c->memo.s[i].key);
-    pm_free(&c->memo, 1);
+    for (Py_ssize_t j = 0; j < c->nused; j++) {
+        PmSlot *e = &c->memo.s[c->used[j]];
+        PyObject *k = (PyObject *)e->key, *v = e->val;
+        e->key = NULL;
+        e->val = NULL;
+        Py_DECREF(k);
+        Py_XDECREF(v);
+    }
+    c->nused = 0;
+    c->memo.len = 0;
 }
 
 static destructor subtype_dealloc = NULL;  /* that of classes made by a class statement */
@@ -327,6 +378,53 @@ static int fill_dict(Copier *c, PyObject *o, PyObject *res)
     return 0;
 }
 
+/* A plain dict.  When every key copies to itself (strings, numbers, tuples
+   of them: the fields of an instance, most of the model's tables), the copy
+   starts as PyDict_Copy() of it (its key table cloned, a split table of an
+   instance's __dict__ kept split) and only the values that copy to another
+   object are replaced; else it is filled item by item. */
+static PyObject *cp_dict(Copier *c, PyObject *o)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    int same = 1;
+    while (same && PyDict_Next(o, &pos, &k, &v)) {
+        PyObject *nk = cp(c, k);
+        if (nk == NULL)
+            return NULL;
+        same = nk == k;
+        Py_DECREF(nk);
+    }
+    PyObject *res = pm_get(&c->memo, o);  /* a cycle through a key made it already */
+    if (res != NULL)
+        return Py_NewRef(res);
+    if (!same) {
+        res = PyDict_New();
+        if (res == NULL || memo_put(c, o, res) < 0 || fill_dict(c, o, res) < 0) {
+            Py_XDECREF(res);
+            return NULL;
+        }
+        return res;
+    }
+    res = PyDict_Copy(o);
+    if (res == NULL || memo_put(c, o, res) < 0) {
+        Py_XDECREF(res);
+        return NULL;
+    }
+    pos = 0;
+    while (PyDict_Next(res, &pos, &k, &v)) {
+        /* replacing the value of a key already there is allowed while iterating */
+        PyObject *nv = cp(c, v);
+        if (nv == NULL || (nv != v && PyDict_SetItem(res, k, nv) < 0)) {
+            Py_XDECREF(nv);
+            Py_DECREF(res);
+            return NULL;
+        }
+        Py_DECREF(nv);
+    }
+    return res;
+}
+
 static PyObject *cp_gen(Copier *c, PyObject *o)
 {
     int8_t *state;
@@ -389,12 +487,24 @@ static PyObject *cp(Copier *c, PyObject *o)
         || t == &PyFloat_Type || t == &PyBytes_Type || t == &PyComplex_Type
         || t == &PyRange_Type || o == Py_Ellipsis)
         return Py_NewRef(o);
-    PyObject *r = pm_get(&c->shared, o);
+    PyObject *r = pm_get(&c->memo, o);
     if (r)
         return Py_NewRef(r);
-    r = pm_get(&c->memo, o);
-    if (r)
+    size_t b = bloom_bit(o);
+    if ((c->bloom[b >> 6] >> (b & 63)) & 1 && (r = pm_get(&c->shared, o)) != NULL)
         return Py_NewRef(r);
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        /* an instance of a class already met: straight to its rule (a list
+           or dict subclass, never classified, takes the path below) */
+        PyObject *k = pm_get(&c->kinds, t);
+        if (k != NULL) {
+            long kind = PyLong_AsLong(k);
+            if (kind == K_INSTANCE || kind == K_OWNED)
+                return cp_instance(c, o, t);
+            if (kind == K_SHARE)
+                return Py_NewRef(o);
+        }
+    }
     if (t == &PyTuple_Type) {
         Py_ssize_t n = PyTuple_GET_SIZE(o);
         PyObject *items[64];
@@ -445,16 +555,8 @@ static PyObject *cp(Copier *c, PyObject *o)
         }
         return res;
     }
-    if (t == &PyDict_Type) {
-        PyObject *res = PyDict_New();
-        if (res == NULL || memo_put(c, o, res) < 0)
-            return NULL;
-        if (fill_dict(c, o, res) < 0) {
-            Py_DECREF(res);
-            return NULL;
-        }
-        return res;
-    }
+    if (t == &PyDict_Type)
+        return cp_dict(c, o);
     if (t == &PySet_Type || t == &PyFrozenSet_Type) {
         PyObject *res = t == &PySet_Type ? PySet_New(NULL) : NULL;
         PyObject *tmp = PyList_New(0);
@@ -630,7 +732,10 @@ static PyObject *Copier_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     Copier *c = (Copier *)type->tp_alloc(type, 0);
     if (c == NULL)
         return NULL;
-    if (pm_init(&c->shared, 1024) < 0 || pm_init(&c->kinds, 256) < 0) {
+    c->used_cap = 512;
+    c->used = PyMem_Malloc(c->used_cap * sizeof(Py_ssize_t));
+    if (c->used == NULL || pm_init(&c->shared, 1024) < 0 || pm_init(&c->kinds, 256) < 0
+        || pm_init(&c->memo, 1024) < 0) {
         Py_DECREF(c);
         return PyErr_NoMemory();
     }
@@ -651,6 +756,8 @@ static void Copier_dealloc(Copier *c)
     pm_free(&c->kinds, 1);
     pm_free(&c->shared, 1);
     memo_free(c);
+    pm_free(&c->memo, 0);
+    PyMem_Free(c->used);
     Py_XDECREF(c->shared_types);
     Py_XDECREF(c->fallback);
     Py_XDECREF(c->finished);
@@ -662,15 +769,17 @@ static PyObject *Copier_share(Copier *c, PyObject *o)
 {
     if (pm_get(&c->shared, o) == NULL && pm_put(&c->shared, o, Py_NewRef(o)) < 0)
         return NULL;
+    size_t b = bloom_bit(o);
+    c->bloom[b >> 6] |= (uint64_t)1 << (b & 63);
     Py_RETURN_NONE;
 }
 
 /* The K_OWNED instances the current copy made, appended to `owned`. */
 static int list_owned(Copier *c, PyObject *owned)
 {
-    for (Py_ssize_t i = 0; i < c->memo.cap; i++) {
-        PmSlot *e = &c->memo.s[i];
-        if (e->key == NULL || (PyObject *)e->key == e->val)
+    for (Py_ssize_t j = 0; j < c->nused; j++) {
+        PmSlot *e = &c->memo.s[c->used[j]];
+        if ((PyObject *)e->key == e->val)
             continue;
         PyObject *k = pm_get(&c->kinds, Py_TYPE(e->val));
         if (k && PyLong_AsLong(k) == K_OWNED && PyList_Append(owned, e->val) < 0)
@@ -695,8 +804,6 @@ static PyObject *Copier_copy(Copier *c, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "Copier.copy: already copying (use sub)");
         return NULL;
     }
-    if (pm_init(&c->memo, 256) < 0)
-        return PyErr_NoMemory();
     PyObject *made = PyList_New(0);
     if (made == NULL)
         return NULL;

@@ -47,6 +47,7 @@ typedef struct {
     int rkind;          /* -1: not classified yet */
     int wkind;          /* W_UNKNOWN: not planned yet */
     int has_dict;       /* W_SLOTS: instances may carry a __dict__ too */
+    int plain_dict;     /* ... which type.__dict__['__dict__'] of a class statement gives */
     Py_ssize_t nslots;
     Py_ssize_t *offsets; /* W_SLOTS: offset of each slot, in statekey._slots_of order */
     PyObject *names;     /* W_SLOTS: the slot names (for AttributeError messages) */
@@ -67,6 +68,7 @@ static PyObject *task_type;   /* pervma.sched.task.Task */
 
 static PyObject *s_eq, *s_at, *s_atm, *s_hash, *s_l, *s_d, *s_s, *s_c, *s_finished, *s_u,
     *s_unordered;
+static getter std_dict_get;  /* the __dict__ getter of a class made by a class statement */
 static PyObject *s_qualname, *s_name, *s_dict, *s_cr_frame, *s_cr_await, *s_gi_frame,
     *s_gi_yieldfrom, *s_done, *s_preempt_count, *s_model, *s_coro, *s_result, *s_sort,
     *s_key, *s_repr;
@@ -227,6 +229,14 @@ plan(TypeInfo *ti)
 #ifdef Py_TPFLAGS_MANAGED_DICT
     ti->has_dict = ti->has_dict || PyType_HasFeature(t, Py_TPFLAGS_MANAGED_DICT);
 #endif
+    if (ti->has_dict) {
+        /* the standard descriptor: the getter of a class statement's
+           __dict__ (the one object's subclasses made by a class statement get) */
+        PyObject *dd = _PyType_Lookup(t, s_dict);
+        ti->plain_dict = dd != NULL && Py_IS_TYPE(dd, &PyGetSetDescr_Type) &&
+                         std_dict_get != NULL &&
+                         ((PyGetSetDescrObject *)dd)->d_getset->get == std_dict_get;
+    }
     ti->wkind = W_SLOTS;
     return 0;
 slow:
@@ -507,7 +517,48 @@ number(Py_ssize_t n, int hash, Val *out)
     return out->o ? 0 : -1;
 }
 
+/* What a suspended coroutine (generator) awaits (yields from): the getter
+ * of its type's cr_await (gi_yieldfrom) descriptor, called directly
+ * (getattr would look the descriptor up at every frame). */
+static getter coro_await_get, gen_yf_get;
+
+static PyObject *
+awaited(PyObject *o, int coro)
+{
+    getter g = coro ? coro_await_get : gen_yf_get;
+    if (g != NULL && Py_IS_TYPE(o, coro ? &PyCoro_Type : &PyGen_Type))
+        return g(o, NULL);
+    return PyObject_GetAttr(o, coro ? s_cr_await : s_gi_yieldfrom);
+}
+
+static getter
+getset_of(PyTypeObject *t, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(t->tp_dict, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyGetSetDescr_Type))
+        return NULL;
+    return ((PyGetSetDescrObject *)d)->d_getset->get;
+}
+
 static int ref(Walk *w, PyObject *o, int hash, Val *out);
+
+/* The __qualname__ of a function, a class made by a class statement or a
+ * code object, read from the object (what getattr gives for them, without
+ * the attribute lookup), or NULL: not one of those, or an empty name. */
+static PyObject *
+direct_qualname(PyObject *o)
+{
+    PyObject *q = NULL;
+    if (PyFunction_Check(o))
+        q = ((PyFunctionObject *)o)->func_qualname;
+    else if (PyType_Check(o) && (((PyTypeObject *)o)->tp_flags & Py_TPFLAGS_HEAPTYPE))
+        q = ((PyHeapTypeObject *)o)->ht_qualname;
+    else if (PyCode_Check(o))
+        q = ((PyCodeObject *)o)->co_qualname;
+    if (q == NULL || !PyUnicode_CheckExact(q) || PyUnicode_GET_LENGTH(q) == 0)
+        return NULL;
+    return Py_NewRef(q);
+}
 
 /* ("@", name): a function, class, code object or module, by name. */
 static int
@@ -515,7 +566,9 @@ named(PyObject *o, int hash, Val *out)
 {
     /* _PyObject_LookupAttr: a missing attribute (an instance of a hidden
      * class has no __qualname__) costs no AttributeError. */
-    PyObject *q = NULL;
+    PyObject *q = direct_qualname(o);
+    if (q != NULL)
+        goto have;
     if (_PyObject_LookupAttr(o, s_qualname, &q) < 0)
         return -1;
     if (q != NULL) {
@@ -536,6 +589,7 @@ named(PyObject *o, int hash, Val *out)
                 return -1;
         }
     }
+have:;
     Row r;
     if (row_init(&r, hash, 2) < 0) {
         Py_DECREF(q);
@@ -609,7 +663,9 @@ ref(Walk *w, PyObject *o, int hash, Val *out)
     case R_NAMED:
         return named(o, hash, out);
     case R_METHOD: {
-        PyObject *q = PyObject_GetAttr(PyMethod_GET_FUNCTION(o), s_qualname);
+        PyObject *fn = PyMethod_GET_FUNCTION(o);
+        PyObject *q = PyFunction_Check(fn) ? Py_NewRef(((PyFunctionObject *)fn)->func_qualname)
+                                           : PyObject_GetAttr(fn, s_qualname);
         if (q == NULL)
             return -1;
         Row r;
@@ -883,7 +939,12 @@ walk_slots(Walk *w, PyObject *o, TypeInfo *ti)
     if (!ti->has_dict)
         return 0;
     PyObject *d = NULL;
-    if (_PyObject_LookupAttr(o, s_dict, &d) < 0)
+    if (ti->plain_dict) {  /* the __dict__ descriptor of object's subclasses */
+        d = PyObject_GenericGetDict(o, NULL);
+        if (d == NULL)
+            return -1;
+    }
+    else if (_PyObject_LookupAttr(o, s_dict, &d) < 0)
         return -1;
     if (d == NULL)
         return 0;
@@ -1131,7 +1192,7 @@ walk_frame_fast(Walk *w, PyObject *o, int coro)
         Py_INCREF(vals[j]);
     }
     int r = -1;
-    PyObject *sub = PyObject_GetAttr(o, coro ? s_cr_await : s_gi_yieldfrom);
+    PyObject *sub = awaited(o, coro);
     PyObject *py_lasti = sub ? PyLong_FromLong(lasti) : NULL;
     Val rsub = {NULL, 0};
     Row row;
@@ -1668,6 +1729,20 @@ PyInit__statekey(void)
     INTERN(s_sort, "sort");
     INTERN(s_key, "key");
     INTERN(s_repr, "repr");
+    coro_await_get = getset_of(&PyCoro_Type, "cr_await");
+    gen_yf_get = getset_of(&PyGen_Type, "gi_yieldfrom");
+    {
+        PyObject *ns = PyDict_New();
+        PyObject *probe = ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s()O",
+                                                     "_SkProbe", ns) : NULL;
+        Py_XDECREF(ns);
+        if (probe == NULL)
+            return NULL;
+        PyObject *dd = _PyType_Lookup((PyTypeObject *)probe, s_dict);
+        if (dd != NULL && Py_IS_TYPE(dd, &PyGetSetDescr_Type))
+            std_dict_get = ((PyGetSetDescrObject *)dd)->d_getset->get;
+        Py_DECREF(probe);
+    }
     if ((t_finished = PyTuple_Pack(1, s_finished)) == NULL)
         return NULL;
     HASH(h_eq, s_eq);
