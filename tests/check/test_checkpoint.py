@@ -116,7 +116,12 @@ def test_a_dropped_execution_is_freed_without_the_collector() -> None:
         before = _live(MmStruct)
         first = r.resume(ck)
         assert first.owned and _live(MmStruct) == before + 2
+        coros = [t.coro for t in first.ex.tasks if not t.done]
+        assert coros and all(c.cr_suspended for c in coros)
         first.drop()
+        # marked finished, not resumed (close() would have run and cleared the frame)
+        assert all(not c.cr_suspended and c.cr_frame is not None for c in coros)
+        del coros  # (a finished coroutine frees its frame's locals with itself)
         assert _live(MmStruct) == before  # no collection ran
         second = r.resume(ck)
         ident = second.ex.tasks[0].model.ident

@@ -128,7 +128,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if want is not None and run.violation is not None:  # the search goes on after it
             conservative += run_on_races(run, stack)[0]
         if sleep_blocked:
-            close_executor(run.ex)
+            # its threads are abandoned when it is dropped (Execution.drop)
             stats.pruned += 1
             stats.steps += len(run.schedule)
         elif want is not None:

@@ -71,6 +71,29 @@ def close_executor(ex: Executor) -> None:
                 pass
 
 
+def abandon_executor(ex: Executor) -> None:
+    """Mark the unfinished threads of an execution the search drops as
+    finished, with every coroutine they are suspended in, without running
+    any of them (:func:`close_executor` throws into each chain and runs the
+    model's ``finally`` blocks frame by frame, which nothing reads for an
+    execution that is dropped).  Where coroutines cannot be marked (no
+    ``_frames``), they are closed."""
+    if not template.FRAMES:
+        close_executor(ex)
+        return
+    chain: list[object] = []
+    for t in ex.tasks:
+        if not t.done:
+            t.done = True
+            c: object = t.coro
+            while c is not None:
+                chain.append(c)
+                c = getattr(c, "cr_await", None) if hasattr(c, "cr_await") else \
+                    getattr(c, "gi_yieldfrom", None)
+    if chain:
+        template.kill(chain)
+
+
 def _executor(inst: Instance, record: bool) -> Executor:
     """An executor for ``inst``; a Python error while the threads run up to
     their first step becomes an ``exception`` violation."""
@@ -433,10 +456,11 @@ class Execution:
 
     def drop(self) -> None:
         """The search is done with this execution and keeps nothing of it
-        but its events: close its threads and break up the copy it was made
-        from (:func:`pervma.check.template.drop`), so that it is freed now,
-        not by the cyclic garbage collector.  Nothing may use it afterwards."""
-        close_executor(self.ex)
+        but its events: abandon its threads (:func:`abandon_executor`) and
+        break up the copy it was made from (:func:`pervma.check.template.drop`),
+        so that it is freed now, not by the cyclic garbage collector.  Nothing
+        may use it afterwards."""
+        abandon_executor(self.ex)
         owned = self.owned
         if owned:
             self.owned = None

@@ -308,7 +308,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             if stack:
                 _add_summary(stack[-1], future, idents)
         if cut is not None:
-            close_executor(run.ex)
+            # its threads are abandoned when it is dropped (Execution.drop)
             stats.pruned += 1
             stats.steps += len(run.schedule)
         else:

@@ -178,6 +178,13 @@ class Sharing:
         return self._copier.copy(obj, owned)
 
 
+def kill(coros: list[Any]) -> None:
+    """Mark suspended coroutines (generators) finished without running them:
+    when they are freed, none of their ``finally`` blocks runs (as a
+    :class:`Frozen` snapshot's)."""
+    _frames.kill(coros)
+
+
 def drop(owned: list[Any]) -> None:
     """Break up a copy that will never be used again: empty the ``__dict__``
     of every instance it made (``owned``, from :meth:`Sharing.copy`).  A
