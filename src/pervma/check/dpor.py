@@ -277,21 +277,21 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
     races the stateless search would find."""
     if not summary or not stack:
         return 0
-    events = run.events if upto is None else run.events[:upto]
-    by_loc: dict[Hashable, list[int]] = {}
-    for i, e in enumerate(events):
-        for loc in e.acc:
-            by_loc.setdefault(loc, []).append(i)
+    events = run.events
+    end = len(events) if upto is None else upto
     conservative = 0
     done: set[tuple[int, int]] = set()
     for t, loc, w in summary:
-        idx = by_loc.get(loc)
-        if not idx:
+        j = run.last_touch(loc)
+        while j >= end:  # after the first ``upto`` events
+            j = events[j].before[loc]
+        if j < 0:
             continue
         clock = run.thread_clock(t) if clocks is None else clocks[t]
         kept: list[Event] = []  # the candidates no later candidate happens after
-        for j in reversed(idx):
+        while j >= 0:  # the events on ``loc``, newest first
             e = events[j]
+            i, j = j, e.before[loc]
             if e.tid == t or not (w or e.acc[loc]):
                 continue
             s0 = e.seq
@@ -301,9 +301,9 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
             if any(k.clock[t0] >= s0 for k in kept):
                 continue  # before a later dependent event: that one races the access
             kept.append(e)
-            if (j, t) not in done:
-                done.add((j, t))
-                conservative += _add(stack[j], [t], t)
+            if (i, t) not in done:
+                done.add((i, t))
+                conservative += _add(stack[i], [t], t)
     return conservative
 
 

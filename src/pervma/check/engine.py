@@ -139,6 +139,11 @@ class Event:
     preemption: bool
     deps: list[int]
     pclock: list[int]
+    # For each location in ``acc``, the index of the latest earlier event
+    # that touched it (-1: none): the events on one location, newest first,
+    # without a table built per question (dpor.summary_races).  Valid in
+    # every execution that reuses the event: they share its prefix.
+    before: dict[Hashable, int]
 
 
 class Execution:
@@ -167,6 +172,7 @@ class Execution:
         self._clock: list[list[int]] = [zero] * self.n
         self._last_write: dict[Hashable, int] = {}
         self._reads: dict[Hashable, list[int]] = {}
+        self._last_touch: dict[Hashable, int] = {}  # the latest event on each location
         self._finished = False
         self._effects = inst.effects
         if self._effects is not None:
@@ -300,7 +306,9 @@ class Execution:
         idx = len(self.events)
         lw = self._last_write
         reads = self._reads
+        lt = self._last_touch
         for loc, w in ev.acc.items():
+            lt[loc] = idx
             if w:
                 lw[loc] = idx
                 reads[loc] = []
@@ -332,8 +340,12 @@ class Execution:
         idx = len(events)
         lw = self._last_write
         reads = self._reads
+        lt = self._last_touch
         deps: list[int] = []
+        before: dict[Hashable, int] = {}
         for loc, w in acc.items():
+            before[loc] = lt.get(loc, -1)
+            lt[loc] = idx
             j = lw.get(loc)
             if j is not None:
                 deps.append(j)
@@ -358,7 +370,7 @@ class Execution:
             if clock[ej.tid] < ej.seq:  # else ej's whole past is in the clock already
                 clock = list(map(max, clock, ej.clock))
         self._clock[tid] = clock
-        ev = Event(tid, seq, acc, nsteps, clock, pre, deps, prev)
+        ev = Event(tid, seq, acc, nsteps, clock, pre, deps, prev, before)
         events.append(ev)
         return ev
 
@@ -411,9 +423,23 @@ class Execution:
         return first
 
     def drop_run_on(self, first: int) -> None:
-        """Forget the events :meth:`run_on` added (the per-location tables are
-        left as they are: the execution is over)."""
+        """Forget the events :meth:`run_on` added (the per-location tables of
+        dependencies are left as they are: the execution is over; the latest
+        event on each location goes back to what it was, for
+        :func:`pervma.check.dpor.summary_races`)."""
+        lt = self._last_touch
+        for ev in reversed(self.events[first:]):
+            for loc, b in ev.before.items():
+                if b < 0:
+                    lt.pop(loc, None)
+                else:
+                    lt[loc] = b
         del self.events[first:]
+
+    def last_touch(self, loc: Hashable) -> int:
+        """Index of the latest event that touched ``loc``, or -1 (the ones
+        before it: :attr:`Event.before`)."""
+        return self._last_touch.get(loc, -1)
 
     def last_dependent(self, loc: Hashable, writes: bool) -> int:
         """Index of the latest event dependent with an access, or -1."""
