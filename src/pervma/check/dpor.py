@@ -281,29 +281,36 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
     end = len(events) if upto is None else upto
     conservative = 0
     done: set[tuple[int, int]] = set()
+    by_loc: dict[Hashable, list[tuple[int, bool]]] = {}
     for t, loc, w in summary:
-        j = run.last_touch(loc)
+        by_loc.setdefault(loc, []).append((t, w))
+    last = run.last_touches
+    for loc, accesses in by_loc.items():
+        j = last.get(loc, -1)
         while j >= end:  # after the first ``upto`` events
             j = events[j].before[loc]
         if j < 0:
             continue
-        clock = run.thread_clock(t) if clocks is None else clocks[t]
-        kept: list[Event] = []  # the candidates no later candidate happens after
+        # per access: its thread, whether it writes, the thread's clock and
+        # the candidates no later candidate happens after
+        each = [(t, w, run.thread_clock(t) if clocks is None else clocks[t], [])
+                for t, w in accesses]
+        kept: list[Event]
         while j >= 0:  # the events on ``loc``, newest first
             e = events[j]
             i, j = j, e.before[loc]
-            if e.tid == t or not (w or e.acc[loc]):
-                continue
-            s0 = e.seq
-            if clock[e.tid] >= s0:
-                continue
             t0 = e.tid
-            if any(k.clock[t0] >= s0 for k in kept):
-                continue  # before a later dependent event: that one races the access
-            kept.append(e)
-            if (i, t) not in done:
-                done.add((i, t))
-                conservative += _add(stack[i], [t], t)
+            s0 = e.seq
+            ew = e.acc[loc]
+            for t, w, clock, kept in each:
+                if t0 == t or not (w or ew) or clock[t0] >= s0:
+                    continue
+                if any(k.clock[t0] >= s0 for k in kept):
+                    continue  # before a later dependent event: that one races the access
+                kept.append(e)
+                if (i, t) not in done:
+                    done.add((i, t))
+                    conservative += _add(stack[i], [t], t)
     return conservative
 
 

@@ -436,10 +436,11 @@ class Execution:
                     lt[loc] = b
         del self.events[first:]
 
-    def last_touch(self, loc: Hashable) -> int:
-        """Index of the latest event that touched ``loc``, or -1 (the ones
-        before it: :attr:`Event.before`)."""
-        return self._last_touch.get(loc, -1)
+    @property
+    def last_touches(self) -> dict[Hashable, int]:
+        """The index of the latest event that touched each location (the
+        ones before it: :attr:`Event.before`).  Read only."""
+        return self._last_touch
 
     def last_dependent(self, loc: Hashable, writes: bool) -> int:
         """Index of the latest event dependent with an access, or -1."""
