@@ -31,28 +31,35 @@ class HeldLock:
     caller: str = ""
 
 
-@dataclass(eq=False, slots=True)
-class TaskIdent:
-    """A task's names: its pid, thread-group id and ``comm``.  Labels, not
-    state: nothing the model does depends on their values but the order it
-    keeps sets of tasks in (:class:`TaskSet`), and a task's identity is its
-    task_struct, which the state key numbers in the order of the threads.
-    Hidden from the state key, so that threads that run the same code are
-    interchangeable (the checker's symmetry reduction,
-    :mod:`pervma.check.symmetry`)."""
+class TaskIdent(int):
+    """A task's names: its pid (the int it is), thread-group id and
+    ``comm``.  Labels, not state: nothing the model does depends on their
+    values but the order it keeps sets of tasks in (:class:`TaskSet`), and a
+    task's identity is its task_struct, which the state key numbers in the
+    order of the threads.  Hidden from the state key, so that threads that
+    run the same code are interchangeable (the checker's symmetry reduction,
+    :mod:`pervma.check.symmetry`).
+
+    Equal and hashed by pid, as an int is: a task's signal location names it
+    by this (:func:`signal_loc`), and locations are compared across
+    executions (each has its own copy) and are hashed at every step the
+    checker records (an int's hash is C's; a method's was a Python call at
+    each of them)."""
 
     __statekey_hidden__ = True
     pid: int
     tgid: int
     comm: str
 
-    # Equal by pid: a task's signal location names it by this (signal_loc),
-    # and locations are compared across executions (each has its own copy).
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TaskIdent) and other.pid == self.pid
+    def __new__(cls, pid: int, tgid: int, comm: str) -> TaskIdent:
+        self = super().__new__(cls, pid)
+        self.pid = pid
+        self.tgid = tgid
+        self.comm = comm
+        return self
 
-    def __hash__(self) -> int:
-        return hash(("pid", self.pid))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskIdent, (self.pid, self.tgid, self.comm))
 
     def __repr__(self) -> str:
         return f"{self.comm}/{self.pid}"

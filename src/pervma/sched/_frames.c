@@ -705,6 +705,31 @@ static PyObject *cp(Copier *c, PyObject *o)
         }
         return res;
     }
+    /* An int subclass with a __dict__ (a value with labels, as the model's
+     * TaskIdent): the same int made by int's own constructor for the class
+     * (no __new__ or __init__ of the class runs), then its __dict__ copied. */
+    if (t->tp_base == &PyLong_Type && (t->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+        (t->tp_dictoffset != 0 || (t->tp_flags & Py_TPFLAGS_MANAGED_DICT))) {
+        PyObject *v = PyNumber_Long(o);
+        PyObject *args = v ? PyTuple_Pack(1, v) : NULL;
+        Py_XDECREF(v);
+        PyObject *res = args ? PyLong_Type.tp_new(t, args, NULL) : NULL;
+        Py_XDECREF(args);
+        if (res == NULL || memo_put(c, o, res) < 0) {
+            Py_XDECREF(res);
+            return NULL;
+        }
+        PyObject *d = PyObject_GenericGetDict(o, NULL);
+        PyObject *nd = d ? cp(c, d) : NULL;
+        Py_XDECREF(d);
+        if (nd == NULL || PyObject_GenericSetDict(res, nd, NULL) < 0) {
+            Py_XDECREF(nd);
+            Py_DECREF(res);
+            return NULL;
+        }
+        Py_DECREF(nd);
+        return res;
+    }
     int kind = kind_of(c, t);
     if (kind < 0)
         return NULL;
