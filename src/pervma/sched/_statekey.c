@@ -531,6 +531,37 @@ awaited(PyObject *o, int coro)
     return PyObject_GetAttr(o, coro ? s_cr_await : s_gi_yieldfrom);
 }
 
+/* The fields of a driver's Task the walk reads, by their slot offsets in
+ * pervma.sched.task.Task (found at _setup; -1: read by getattr). */
+enum { TF_DONE, TF_PREEMPT, TF_MODEL, TF_CORO, TF_RESULT, TF_N };
+static Py_ssize_t task_off[TF_N] = {-1, -1, -1, -1, -1};
+static PyObject **task_names[TF_N] = {&s_done, &s_preempt_count, &s_model, &s_coro, &s_result};
+
+static PyObject *
+task_field(PyObject *task, int f)
+{
+    if (task_off[f] >= 0 && (PyObject *)Py_TYPE(task) == task_type) {
+        PyObject *v = *(PyObject **)((char *)task + task_off[f]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(task, *task_names[f]);
+}
+
+static void
+find_task_offsets(void)
+{
+    for (int f = 0; f < TF_N; f++) {
+        task_off[f] = -1;
+        if (task_type == NULL || !PyType_Check(task_type))
+            continue;
+        PyObject *d = _PyType_Lookup((PyTypeObject *)task_type, *task_names[f]);
+        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+            ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX)
+            task_off[f] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+}
+
 static getter
 getset_of(PyTypeObject *t, const char *name)
 {
@@ -1407,12 +1438,11 @@ walk_tasks(Walk *w, PyObject *tasks)
     Py_ssize_t nt = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < nt; i++) {
         PyObject *task = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *names[5] = {s_done, s_preempt_count, s_model, s_coro, s_result};
         Row row;
         if (row_init(&row, w->hash, 5) < 0)
             goto fail;
-        for (int j = 0; j < 5; j++) {
-            PyObject *v = PyObject_GetAttr(task, names[j]);
+        for (int j = 0; j < TF_N; j++) {
+            PyObject *v = task_field(task, j);
             int err = v == NULL ? -1 : 0;
             if (v != NULL && j < 2) {
                 err = row_obj(&row, v);
@@ -1537,6 +1567,7 @@ sk_setup(PyObject *mod, PyObject *args)
     Py_XSETREF(cb_classify, Py_NewRef(classify_));
     Py_XSETREF(cb_slots_of, Py_NewRef(slots_of));
     Py_XSETREF(task_type, Py_NewRef(task));
+    find_task_offsets();
     if (live == Py_None) {
         Py_CLEAR(cb_live);
     }
@@ -1556,9 +1587,9 @@ sk_signature(PyObject *mod, PyObject *task)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    PyObject *done = PyObject_GetAttr(task, s_done);
-    PyObject *pc = done ? PyObject_GetAttr(task, s_preempt_count) : NULL;
-    PyObject *c = pc ? PyObject_GetAttr(task, s_coro) : NULL;
+    PyObject *done = task_field(task, TF_DONE);
+    PyObject *pc = done ? task_field(task, TF_PREEMPT) : NULL;
+    PyObject *c = pc ? task_field(task, TF_CORO) : NULL;
     if (c == NULL || PyList_Append(out, done) < 0 || PyList_Append(out, pc) < 0)
         goto fail;
     Py_CLEAR(done);
@@ -1584,7 +1615,7 @@ sk_signature(PyObject *mod, PyObject *task)
         Py_DECREF(f);
         if (err)
             goto fail;
-        PyObject *sub = PyObject_GetAttr(c, coro ? s_cr_await : s_gi_yieldfrom);
+        PyObject *sub = awaited(c, coro);
         Py_DECREF(c);
         c = sub;
         if (c == NULL)
