@@ -116,8 +116,13 @@ def test_a_dropped_execution_is_freed_without_the_collector() -> None:
         before = _live(MmStruct)
         first = r.resume(ck)
         assert first.owned and _live(MmStruct) == before + 2
-        coros = [t.coro for t in first.ex.tasks if not t.done]
-        assert coros and all(c.cr_suspended for c in coros)
+        coros = []  # every coroutine the threads are suspended in
+        for t in first.ex.tasks:
+            c = None if t.done else t.coro
+            while c is not None and hasattr(c, "cr_await"):
+                coros.append(c)
+                c = c.cr_await
+        assert len(coros) > len(first.ex.tasks) and all(c.cr_suspended for c in coros)
         first.drop()
         # marked finished, not resumed (close() would have run and cleared the frame)
         assert all(not c.cr_suspended and c.cr_frame is not None for c in coros)

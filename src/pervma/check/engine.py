@@ -81,17 +81,13 @@ def abandon_executor(ex: Executor) -> None:
     if not template.FRAMES:
         close_executor(ex)
         return
-    chain: list[object] = []
+    tops = []
     for t in ex.tasks:
         if not t.done:
             t.done = True
-            c: object = t.coro
-            while c is not None:
-                chain.append(c)
-                c = getattr(c, "cr_await", None) if hasattr(c, "cr_await") else \
-                    getattr(c, "gi_yieldfrom", None)
-    if chain:
-        template.kill(chain)
+            tops.append(t.coro)
+    if tops:
+        template.kill_chains(tops)
 
 
 def _executor(inst: Instance, record: bool) -> Executor:

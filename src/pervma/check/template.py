@@ -178,11 +178,11 @@ class Sharing:
         return self._copier.copy(obj, owned)
 
 
-def kill(coros: list[Any]) -> None:
-    """Mark suspended coroutines (generators) finished without running them:
-    when they are freed, none of their ``finally`` blocks runs (as a
-    :class:`Frozen` snapshot's)."""
-    _frames.kill(coros)
+def kill_chains(coros: list[Any]) -> None:
+    """Mark suspended coroutines (generators), and every coroutine each is
+    suspended in, finished without running them: when they are freed, none
+    of their ``finally`` blocks runs (as a :class:`Frozen` snapshot's)."""
+    _frames.kill_chains(coros)
 
 
 def drop(owned: list[Any]) -> None:

@@ -926,6 +926,48 @@ static PyObject *frames_kill(PyObject *self, PyObject *gens)
     return out;
 }
 
+/* kill_chains(coros): kill() each coroutine (generator) and every one it is
+   suspended in (its cr_await / gi_yieldfrom chain, to the first awaitable
+   that is neither). */
+static getter coro_await_get, gen_yf_get;
+
+static PyObject *frames_kill_chains(PyObject *self, PyObject *tops)
+{
+    PyObject *seq = PySequence_Fast(tops, "_frames.kill_chains: not a sequence");
+    if (seq == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *c = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        while (c != NULL && (PyCoro_CheckExact(c) || PyGen_CheckExact(c))) {
+            int8_t *st;
+            (void)frame_of(c, &st);
+            getter g = PyCoro_CheckExact(c) ? coro_await_get : gen_yf_get;
+            PyObject *sub = g != NULL ? g(c, NULL)
+                                      : PyObject_GetAttrString(c, PyCoro_CheckExact(c)
+                                                                   ? "cr_await" : "gi_yieldfrom");
+            if (*st < FRAME_COMPLETED)
+                *st = FRAME_COMPLETED;  /* after the awaited one was read: it reads the state */
+            Py_DECREF(c);
+            c = sub;
+        }
+        if (c == NULL) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        Py_DECREF(c);
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+}
+
+static getter getset_of(PyTypeObject *t, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(t->tp_dict, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyGetSetDescr_Type))
+        return NULL;
+    return ((PyGetSetDescrObject *)d)->d_getset->get;
+}
+
 static PyObject *frames_revive(PyObject *self, PyObject *args)
 {
     /* revive(gens, states): give killed coroutines back the states kill()
@@ -983,6 +1025,7 @@ static PyMethodDef methods[] = {
     {"clear_owned", frames_clear_owned, METH_O, "Clear the fields of the instances a dropped copy made."},
     {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function (none of it runs)."},
     {"kill", frames_kill, METH_O, "Mark coroutines finished without running them; returns their states."},
+    {"kill_chains", frames_kill_chains, METH_O, "kill() coroutines and every one each is suspended in."},
     {"revive", frames_revive, METH_VARARGS, "Give killed coroutines back the states kill() returned."},
     {NULL, NULL, 0, NULL},
 };
@@ -1000,6 +1043,8 @@ PyMODINIT_FUNC PyInit__frames(void)
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
     if (PyType_Ready(&CopierType) < 0)
         return NULL;
+    coro_await_get = getset_of(&PyCoro_Type, "cr_await");
+    gen_yf_get = getset_of(&PyGen_Type, "gi_yieldfrom");
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
