@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pervma.check import checkpoint
 from pervma.check.checkpoint import Checkpoint
 from pervma.check.dpor import conservative_note, run_on_future, run_roots
-from pervma.check.engine import Acc, Event, Execution, close_executor, dependent
+from pervma.check.engine import Acc, Event, Execution, dependent
 from pervma.check.search import Budget, Runner, Stats, settle
 
 __all__ = ["explore", "explore_roots"]
@@ -164,7 +164,7 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if want is not None and run.violation is not None:  # the search goes on after it
             _run_on_rule(run, stack, counts)
         if sleep_blocked:
-            close_executor(run.ex)
+            # its threads are abandoned when it is dropped (Execution.drop)
             stats.pruned += 1
             stats.steps += len(run.schedule)
             counts.diverged += diverged
@@ -185,6 +185,8 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
         if stats.found is not None:
             stats.incomplete.append("stopped at the first violation")
             break
+        if run.violation is None:  # else kept (collect) or reported
+            run.drop()
         if not _next_branch(stack, root, max_preemptions, counts):
             break
         start = len(stack) - 1
@@ -234,7 +236,7 @@ def _next_branch(stack: list[_Node], root: tuple[int, dict[int, Acc]] | None,
         node = stack[-1]
         assert node.event is not None
         if root is not None and len(stack) == 1:
-            stack.pop()  # the root's other choices belong to other workers
+            checkpoint.pop(stack)  # the root's other choices belong to other workers
             return False
         for k, b in enumerate(node.wut):
             if b is node.cur:
@@ -250,7 +252,7 @@ def _next_branch(stack: list[_Node], root: tuple[int, dict[int, Acc]] | None,
                 continue
             node.cur = b
             return True
-        stack.pop()
+        checkpoint.pop(stack)
     return False
 
 
