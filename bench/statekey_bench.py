@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-STATES = [("spin-2f-m-r", 0), ("spin-2f-m-r", 25), ("spin-2f-m-r", 200),
+STATES = [("spin-2f-m-r", 0), ("spin-2f-m-r", 25), ("spin-2f-m-r", 200), ("spin-3f-m-r", 20),
           ("vma-reuse-by-another-mm", 20), ("fault-vs-munmap", 10)]
 
 
