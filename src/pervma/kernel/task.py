@@ -47,19 +47,21 @@ class TaskIdent(int):
     each of them)."""
 
     __statekey_hidden__ = True
-    pid: int
     tgid: int
     comm: str
 
     def __new__(cls, pid: int, tgid: int, comm: str) -> TaskIdent:
         self = super().__new__(cls, pid)
-        self.pid = pid
         self.tgid = tgid
         self.comm = comm
         return self
 
+    @property
+    def pid(self) -> int:
+        return int(self)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskIdent, (self.pid, self.tgid, self.comm))
+        return (TaskIdent, (int(self), self.tgid, self.comm))
 
     def __repr__(self) -> str:
         return f"{self.comm}/{self.pid}"
