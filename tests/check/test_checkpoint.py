@@ -15,7 +15,8 @@ import pytest
 from pervma import Config
 from pervma.check import dpor, stateful
 from pervma.check.catalogue import get_bug
-from pervma.check.engine import close_executor
+from pervma.check.checkpoint import Checkpoint
+from pervma.check.engine import Execution, close_executor
 from pervma.check.scenario import all_scenarios, get_scenario
 from pervma.check.search import Budget, Runner, Stats
 from pervma.check.template import Sharing
@@ -64,17 +65,23 @@ def test_a_restored_execution_goes_on_as_a_replayed_one(preset: str) -> None:
         assert a.schedule == b.schedule
 
 
+def _checkpoint_after(name: str, steps: int) -> tuple[Runner, Execution, int, Checkpoint]:
+    """A run of ``name`` on universal after ``steps`` transitions of the
+    lowest runnable thread, its state key and a checkpoint of it."""
+    r = Runner(get_scenario(name), Config.preset("universal"))
+    run = r.execution()
+    for _ in range(steps):
+        run.take(run.runnable()[0])
+    ck = r.save(run)
+    assert ck is not None
+    return r, run, state_key(run.ex.tasks), ck
+
+
 def test_a_checkpoint_restores_again_and_again() -> None:
     """A checkpoint is never run: each restore is a fresh copy, and running
     one to the end changes neither the checkpoint nor the execution it was
     taken from."""
-    r = Runner(get_scenario("fault-vs-munmap"), Config.preset("universal"))
-    run = r.execution()
-    for _ in range(6):
-        run.take(run.runnable()[0])
-    key = state_key(run.ex.tasks)
-    ck = r.save(run)
-    assert ck is not None
+    r, run, key, ck = _checkpoint_after("fault-vs-munmap", 6)
     first = r.resume(ck)
     assert first.inst.world is not run.inst.world
     assert first.inst.world.kern is not run.inst.world.kern
@@ -103,13 +110,7 @@ def test_a_dropped_execution_is_freed_without_the_collector() -> None:
     from pervma.kernel.mm_types import MmStruct
     from pervma.kernel.task import TaskIdent
 
-    r = Runner(get_scenario("spin-2f-m-r"), Config.preset("universal"))
-    run = r.execution()
-    for _ in range(8):
-        run.take(run.runnable()[0])
-    key = state_key(run.ex.tasks)
-    ck = r.save(run)
-    assert ck is not None
+    r, run, key, ck = _checkpoint_after("spin-2f-m-r", 8)
     gc.collect()
     gc.disable()
     try:
@@ -155,8 +156,6 @@ def test_a_dropped_execution_is_freed_without_the_collector() -> None:
 
 def test_searches_agree_with_and_without_dropping(monkeypatch: pytest.MonkeyPatch) -> None:
     """Breaking up dropped executions changes nothing a search finds."""
-    from pervma.check.engine import Execution
-
     cfg = Config.preset("universal").with_bugs(get_bug("B16").id)
     figures = []
     for drop in (False, True):

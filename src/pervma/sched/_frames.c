@@ -310,6 +310,17 @@ static int kind_of(Copier *c, PyTypeObject *t)
     return kind;
 }
 
+/* Give `n` a copy of the __dict__ of `o` (instances of the same class). */
+static int copy_dict_into(Copier *c, PyObject *o, PyObject *n)
+{
+    PyObject *d = PyObject_GenericGetDict(o, NULL);
+    PyObject *nd = d ? cp(c, d) : NULL;
+    Py_XDECREF(d);
+    int r = nd == NULL ? -1 : PyObject_GenericSetDict(n, nd, NULL);
+    Py_XDECREF(nd);
+    return r;
+}
+
 static PyObject *cp_instance(Copier *c, PyObject *o, PyTypeObject *t)
 {
     PyObject *empty = PyTuple_New(0);
@@ -342,19 +353,10 @@ static PyObject *cp_instance(Copier *c, PyObject *o, PyTypeObject *t)
         }
     }
     if (t->tp_dictoffset != 0 || (t->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
-        PyObject *d = PyObject_GenericGetDict(o, NULL);
-        if (d == NULL) {
+        if (copy_dict_into(c, o, n) < 0) {
             Py_DECREF(n);
             return NULL;
         }
-        PyObject *nd = cp(c, d);
-        Py_DECREF(d);
-        if (nd == NULL || PyObject_GenericSetDict(n, nd, NULL) < 0) {
-            Py_XDECREF(nd);
-            Py_DECREF(n);
-            return NULL;
-        }
-        Py_DECREF(nd);
     }
     return n;
 }
@@ -719,15 +721,10 @@ static PyObject *cp(Copier *c, PyObject *o)
             Py_XDECREF(res);
             return NULL;
         }
-        PyObject *d = PyObject_GenericGetDict(o, NULL);
-        PyObject *nd = d ? cp(c, d) : NULL;
-        Py_XDECREF(d);
-        if (nd == NULL || PyObject_GenericSetDict(res, nd, NULL) < 0) {
-            Py_XDECREF(nd);
+        if (copy_dict_into(c, o, res) < 0) {
             Py_DECREF(res);
             return NULL;
         }
-        Py_DECREF(nd);
         return res;
     }
     int kind = kind_of(c, t);
