@@ -172,8 +172,9 @@ class Sharing:
     def copy(self, obj: Any, owned: list[Any] | None = None) -> tuple[Any, list[Any]]:
         """A copy of ``obj`` and the coroutines the copy made; raises one
         of :data:`UNCOPYABLE` when it cannot be copied.  With ``owned``, the
-        instances the copy made that keep their fields in a ``__dict__`` are
-        appended to it, for :func:`drop` once the copy is of no more use."""
+        instances of plain classes hashed by identity that the copy made (the
+        model's objects) are appended to it, for :func:`drop` once the copy
+        is of no more use."""
         self._globals()
         return self._copier.copy(obj, owned)
 
@@ -186,17 +187,18 @@ def kill_chains(coros: list[Any]) -> None:
 
 
 def drop(owned: list[Any]) -> None:
-    """Break up a copy that will never be used again: empty the ``__dict__``
-    of every instance it made (``owned``, from :meth:`Sharing.copy`).  A
-    copied execution is one cyclic graph (an mm and its VMAs, a world and the
-    closures of its threads' bodies), which reference counting alone never
-    frees: left to the cyclic garbage collector, a search's dropped copies
-    were a fifth of its time (spin-2f-m-r).  Emptied, the graph is freed at
-    once.  Only for a copy nothing outside it refers to any more by its
-    instances: an execution the search is done with, after its coroutines
-    were closed.  What it made itself (the objects of its steps) and its
-    containers and ``__slots__`` objects are left alone (a recorded event
-    keeps a clock list and locations that came from the copy)."""
+    """Break up a copy that will never be used again: clear the fields
+    (``__slots__`` and ``__dict__``) of every instance it made (``owned``,
+    from :meth:`Sharing.copy`).  A copied execution is one cyclic graph (an
+    mm and its VMAs, a world and the closures of its threads' bodies), which
+    reference counting alone never frees: left to the cyclic garbage
+    collector, a search's dropped copies were a fifth of its time
+    (spin-2f-m-r).  Cleared, the graph is freed at once.  Only for a copy
+    nothing outside it uses any more: an execution the search is done with,
+    after its threads were abandoned (``engine.abandon_executor``).  Left
+    alone: what its own steps made, containers, and values hashed by content
+    (a recorded event keeps clock lists and locations that came from the
+    copy)."""
     _frames.clear_owned(owned)
     owned.clear()
 

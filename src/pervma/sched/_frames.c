@@ -7,7 +7,7 @@
  * object), within a deep copier of the whole object graph:
  *
  *   Copier(shared_types, fallback, finished, probe)
- *       copier.copy(obj) -> (copy, coroutines made); see below;
+ *       copier.copy(obj[, owned]) -> (copy, coroutines made); see below;
  *   new(func) -> gen
  *       a fresh coroutine (or generator) of ``func``, made by calling it
  *       with None for every parameter: no code of it runs (the copier then
@@ -19,6 +19,12 @@
  *   revive(gens, states)
  *       gives killed coroutines back those states, for as long as a copy of
  *       them is made.
+ *   kill_chains(gens)
+ *       kill() without the states, for each coroutine and every one it is
+ *       suspended in (an execution the checker drops);
+ *   clear_owned(objs)
+ *       clears the fields of the instances a dropped copy made (the list
+ *       copier.copy(obj, owned) filled), so reference counting frees it.
  *
  * Built only for CPython 3.11 (the layout changes between versions); without
  * it templates and checkpoints are off and the checker rebuilds worlds and
