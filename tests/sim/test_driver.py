@@ -244,11 +244,12 @@ def test_a_woken_task_waits_for_the_running_tasks_slice() -> None:
     assert got["acquired"] >= got["busy_done"]
 
 
-def _waker_after_release(ipi_ns: float, smp: bool = True) -> tuple[float, float]:
+def _waker_after_release(ipi_ns: float, smp: bool = True, spread: float = 0.0,
+                         seed: int = 0) -> tuple[float, float]:
     """A holder releases a lock a task asleep on another CPU waits for, then
     takes a 500 ns step: when that step ends, and when the waiter acquires."""
     m = machine(trap_ns=50_000.0, syscall_ns=500.0, wakeup_ns=20_000.0,
-                wakeup_ipi_ns=ipi_ns, rwsem_spin_ns=0.0)
+                wakeup_ipi_ns=ipi_ns, rwsem_spin_ns=0.0, wakeup_spread=spread)
     lock = Lock(("mmap_lock", 0))
     got: dict[str, float] = {}
     d = None
@@ -268,6 +269,7 @@ def _waker_after_release(ipi_ns: float, smp: bool = True) -> tuple[float, float]
         await lock.unlock()
 
     d = driver([holder(), waiter()], m, smp=smp)
+    d.costs.seed_jitter(seed)
     d.run(1e9)
     return got["next_done"] - got["released"], got["acquired"] - got["released"]
 
@@ -285,6 +287,22 @@ def test_the_waker_pays_the_wake_up_ipi_to_an_idle_cpu() -> None:
     up_free, _ = _waker_after_release(0.0, smp=False)
     up, _ = _waker_after_release(8_000.0, smp=False)
     assert up == pytest.approx(up_free)
+
+
+def test_wake_ups_vary_by_the_machines_seeded_spread() -> None:
+    # wakeup_spread s: the waiter's wake-up latency and the waker's IPI each
+    # vary within +-s around the profile's figures, the same for the same
+    # seed; at 0 they are the figures exactly (every other test)
+    free_next, free_acq = _waker_after_release(0.0)
+    fixed_next, fixed_acq = _waker_after_release(8_000.0)
+    runs = [_waker_after_release(8_000.0, spread=0.25, seed=s) for s in range(12)]
+    assert runs[3] == _waker_after_release(8_000.0, spread=0.25, seed=3)
+    ipis = [nxt - free_next for nxt, _ in runs]
+    lats = [acq - (fixed_acq - 20_000.0) for _, acq in runs]
+    assert all(6_000.0 - 1e-6 <= x <= 10_000.0 + 1e-6 for x in ipis)
+    assert all(15_000.0 - 1e-6 <= x <= 25_000.0 + 1e-6 for x in lats)
+    assert max(ipis) - min(ipis) > 1_000.0 and max(lats) - min(lats) > 2_500.0
+    assert fixed_next - free_next == pytest.approx(8_000.0)
 
 
 def test_one_cpu_time_slices_between_tasks() -> None:

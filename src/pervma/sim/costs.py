@@ -197,6 +197,8 @@ class CostModel:
         self.xfer_hop = m.line_transfer_hop_ns
         self._jit: list[float] = []
         self._jit_i = 0
+        self._wjit: list[float] = []
+        self._wjit_i = 0
         self.seed_jitter(0)
         self.lines: dict[Hashable, Line | None] = {}
         self._lock_lines: dict[Hashable, Line | None] = {}
@@ -391,10 +393,21 @@ class CostModel:
         return wait + x
 
     def seed_jitter(self, seed: int, spread: float = TRANSFER_SPREAD) -> None:
-        """Draw the transfer-variation table (see TRANSFER_SPREAD) from ``seed``."""
+        """Draw the transfer-variation table (see TRANSFER_SPREAD) from ``seed``,
+        and the wake-up table (the machine's ``wakeup_spread``) after it."""
         rng = random.Random(seed)
         self._jit = [1.0 + spread * (2.0 * rng.random() - 1.0) for _ in range(_JITTER_N)]
         self._jit_i = 0
+        ws = self.m.wakeup_spread
+        self._wjit = [1.0 + ws * (2.0 * rng.random() - 1.0) for _ in range(_JITTER_N)]
+        self._wjit_i = 0
+
+    def wakeup_factor(self) -> float:
+        """The next wake-up's variation: a factor on ``wakeup_ns`` or
+        ``wakeup_ipi_ns`` (uniform within the machine's ``wakeup_spread``;
+        1.0 when it is 0)."""
+        j = self._wjit_i = (self._wjit_i + 1) & (_JITTER_N - 1)
+        return self._wjit[j]
 
     # -- whole steps ----------------------------------------------------
     def charge(self, op: Op, cpu: int, t: float) -> float:

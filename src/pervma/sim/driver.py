@@ -632,7 +632,7 @@ class TimedDriver:
 
     def _timer(self, tid: int, t: float) -> None:
         """A task's I/O completed: make it runnable on its CPU."""
-        self._enqueue(tid, self.task_cpu[tid], t + self.m.wakeup_ns)
+        self._enqueue(tid, self.task_cpu[tid], t + self.m.wakeup_ns * self.costs.wakeup_factor())
 
     def _enqueue(self, tid: int, c: int, t: float) -> None:
         """Task ``tid`` becomes runnable at ``t`` on CPU ``c``."""
@@ -694,9 +694,9 @@ class TimedDriver:
             spinning = op is None or not op.sleeps or writer or waited <= self.m.rwsem_spin_ns
             if not spinning:
                 # it slept on a CPU with nothing else to run: that CPU is idle
-                lat = self.m.wakeup_ns
+                lat = self.m.wakeup_ns * self.costs.wakeup_factor()
                 if 0 <= waker != c:
-                    self._ipi_owed += self.m.wakeup_ipi_ns
+                    self._ipi_owed += self.m.wakeup_ipi_ns * self.costs.wakeup_factor()
             elif op is not None and op.wait in _RWSEM:
                 lat = self.m.rwsem_handoff_ns  # a contended rwsem changes hands
             else:
@@ -704,9 +704,9 @@ class TimedDriver:
             if not (writer and self._take_over(tid, c, t)):
                 heapq.heappush(self.heap, (t + lat, c))
         else:
-            lat = self.m.wakeup_ns
+            lat = self.m.wakeup_ns * self.costs.wakeup_factor()
             if 0 <= waker != c and self.cpu_task[c] < 0:
-                self._ipi_owed += self.m.wakeup_ipi_ns
+                self._ipi_owed += self.m.wakeup_ipi_ns * self.costs.wakeup_factor()
             self._enqueue(tid, c, t + lat)
         if op is not None:
             cat = self._category(op)

@@ -60,6 +60,7 @@ class Machine:
     # scheduling
     wakeup_ns: float
     wakeup_ipi_ns: float  # the waker's cost of waking a task asleep on another, idle CPU
+    wakeup_spread: float  # each wake-up's latency and IPI vary uniformly by +-this fraction
     context_switch_ns: float
     timeslice_ns: float
     rwsem_spin_ns: float
