@@ -123,6 +123,10 @@ class _Node:
     to_ent: Perm = None
     event: Event | None = None
     low: int = 1 << 30  # the shallowest stack index a cycle below this node went back to
+    # A stored state visited again with a smaller sleep set: the threads an
+    # earlier visit explored from it (Godefroid's rule), never chosen here and
+    # never put to sleep below it.
+    done: frozenset[int] = frozenset()
     ckpt: Checkpoint | None = None  # the execution at this node (pervma.check.checkpoint)
     # Under LKMM: the weak read the chosen thread's transition made here, as
     # (thread, n, number of writes it may read), the one being explored, and
@@ -249,6 +253,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 sleep = {q: a for q, a in parent.sleep.items() if not dependent(a, pacc)}
             else:
                 sleep = dict(root[1]) if root is not None else {}
+            done: frozenset[int] = frozenset()
             key, order = canonical(run.ex.tasks, groups)
             if run.ex.memory is not None:  # under LKMM the memory layer is state too
                 key = hash((key, run.ex.memory.key()))
@@ -290,6 +295,21 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             elif len(stack) < nfixed:  # a prefix node: its stored entry is left as it is
                 ent = fixed[key] = Entry(frozenset(sleep), order=order)
                 to_ent = None
+            elif not ent.partial:
+                # Visited again with a smaller sleep set: only the threads asleep at
+                # every earlier visit are new here; the others' futures are the
+                # stored summary, raced against this execution as at a stop.
+                asleep = _perm_keys(sleep, to_ent)
+                fresh = ent.sleep - asleep  # the entry's names
+                if to_ent is not None:
+                    back = inverse(to_ent)
+                    fresh = frozenset(back[t] for t in fresh)  # type: ignore[index]
+                done = frozenset(t for t in enabled if t not in sleep and t not in fresh)
+                ent.sleep = ent.sleep & asleep
+                future = ent.summary
+                if to_ent is not None:
+                    future = map_accesses(future, inverse(to_ent), idents)
+                conservative += summary_races(run, stack, future)
             else:
                 ent.sleep = ent.sleep & _perm_keys(sleep, to_ent)
             ent.depth = len(stack)
@@ -297,10 +317,12 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             if not enabled:
                 ent.depth = None
                 break
-            cands = [t for t in enabled if t not in sleep]
+            cands = [t for t in enabled if t not in sleep and t not in done]
             if not cands:
                 ent.depth = None
-                cut = "sleep"
+                cut = "sleep" if not done else "stored"
+                if done and stack:
+                    _add_summary(stack[-1], future, idents)
                 break
             cur = run.cur
             choice = cur if cur in cands else pick(cands)
@@ -309,7 +331,8 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
             elif len(stack) < nfixed:
                 choice = fixed_choices[len(stack)]
                 assert choice in cands, "a unit's choice must be runnable and awake"
-            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key, to_ent)
+            node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key, to_ent,
+                         done=done)
             if ckpts and len(stack) and len(stack) % checkpoint.EVERY == 0:
                 node.ckpt = runner.save(run)
             stack.append(node)
@@ -377,7 +400,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 stack.clear()
                 break
             node.sleep[node.chosen] = acc  # every choice of its weak read was explored
-            todo = [t for t in node.backtrack if t not in node.sleep]
+            todo = [t for t in node.backtrack if t not in node.sleep and t not in node.done]
             if todo:
                 nxt = node.prev if node.prev in todo else pick(todo)
                 break
