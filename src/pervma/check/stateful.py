@@ -30,8 +30,13 @@ sleep sets and stored states (his thesis, LNCS 1032, 1996, ch. 5):
   was reached; they were analysed when ``s`` was explored.
 * **Sleep sets.**  A stored state remembers the sleep set it was explored
   with (intersected over re-explorations).  A later visit stops only if that
-  set is contained in its own sleep set; otherwise the state is explored
-  again with the smaller one.
+  set is contained in its own sleep set; otherwise only the threads asleep at
+  every earlier visit are explored from it (Godefroid's rule): the other
+  threads' transitions were explored, or left out by the reduction, at an
+  earlier visit, and their futures are in the stored summary, raced against
+  the execution as at a stop.  They are not chosen there again (``_Node.done``)
+  but not put to sleep below it: what they do after a newly awake thread was
+  asleep at the earlier visits too.
 * **Cycles** (a state met again while it is still on the DFS stack: a
   retry loop that came back where it started).  The execution stops, every
   node of the cycle is fully expanded (the stack proviso: no transition is

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import copy as _copy
 import enum
-import functools
 import os
 import sys
 import types
@@ -94,8 +93,6 @@ class _Probe:
     instances of such classes (and hands C types to :func:`_fallback`)."""
 
 
-_LIST_ITERATOR: type[Any] = type(iter([]))
-
 
 def _fallback(o: Any, copier: Any) -> Any:
     """Copy an object the copier has no rule for: an exception (made
@@ -111,16 +108,7 @@ def _fallback(o: Any, copier: Any) -> Any:
         if d:
             e.__dict__.update(copier.sub(d))
         return e
-    t = type(o)
-    if t is _LIST_ITERATOR:  # a for loop over a list, suspended in a model frame
-        rv = o.__reduce__()
-        it = iter(copier.sub(rv[1][0]))
-        if len(rv) > 2 and rv[2]:
-            it.__setstate__(rv[2])
-        return it
-    if t is functools.partial and not o.__dict__:  # an RCU callback with its arguments
-        return functools.partial(copier.sub(o.func), *copier.sub(o.args),
-                                 **copier.sub(o.keywords))
+    # (list iterators and plain functools.partial objects have rules in C)
     rv = o.__reduce_ex__(4)
     if isinstance(rv, str):  # a global
         return o

@@ -104,7 +104,8 @@ static PyObject *frames_new(PyObject *self, PyObject *func)
  * Copier(shared_types, fallback, finished, probe): copier.copy(obj) copies the
  * object graph of obj the way pervma.check.template describes (closures with
  * their cells, suspended coroutines with their frames, plain instances field
- * by field) in C, with the objects registered by copier.share(o) and
+ * by field, list iterators at their index, functools.partial objects without
+ * attributes of their own) in C, with the objects registered by copier.share(o) and
  * instances of shared_types (classes, code, enum members...) shared.
  * Objects of other kinds go to fallback(obj, copier), which may call
  * copier.sub(x) to copy a part within the same copy and copier.remember(obj,
@@ -277,6 +278,8 @@ static void memo_free(Copier *c)
 }
 
 static destructor subtype_dealloc = NULL;  /* that of classes made by a class statement */
+static PyTypeObject *list_iter_type = NULL;  /* type(iter([])) */
+static PyTypeObject *partial_type = NULL;    /* functools.partial */
 
 static int solid_object(PyTypeObject *t)
 {
@@ -314,6 +317,82 @@ static int kind_of(Copier *c, PyTypeObject *t)
     if (pm_put(&c->kinds, t, PyLong_FromLong(kind)) < 0)
         return -1;
     return kind;
+}
+
+/* CPython's list iterator (Objects/listobject.c, 3.11): an index and the
+ * list, NULL once exhausted. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t it_index;
+    PyListObject *it_seq;
+} ListIter;
+
+/* A for loop over a list, suspended in a model frame: an iterator over the
+ * copy of the list, at the same index (an exhausted one over an empty list). */
+static PyObject *cp_list_iter(Copier *c, PyObject *o)
+{
+    ListIter *li = (ListIter *)o;
+    PyObject *seq = li->it_seq ? cp(c, (PyObject *)li->it_seq) : PyList_New(0);
+    if (seq == NULL)
+        return NULL;
+    if (!PyList_CheckExact(seq)) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_TypeError, "a list iterator over something else than a list");
+        return NULL;
+    }
+    PyObject *res = PyObject_GetIter(seq);
+    Py_DECREF(seq);
+    if (res == NULL)
+        return NULL;
+    if (li->it_seq)
+        ((ListIter *)res)->it_index = li->it_index;
+    else
+        Py_CLEAR(((ListIter *)res)->it_seq);
+    if (memo_put(c, o, res) < 0)
+        Py_CLEAR(res);
+    return res;
+}
+
+/* functools.partial (an RCU callback with its arguments): a partial of the
+ * copies of its function, arguments and keywords; one with attributes of its
+ * own goes to the fallback. */
+static PyObject *cp_partial(Copier *c, PyObject *o)
+{
+    PyObject *d = PyObject_GenericGetDict(o, NULL);
+    if (d == NULL)
+        return NULL;
+    Py_ssize_t nd = PyDict_GET_SIZE(d);
+    Py_DECREF(d);
+    if (nd)
+        return PyObject_CallFunctionObjArgs(c->fallback, o, (PyObject *)c, NULL);
+    PyObject *fn = PyObject_GetAttrString(o, "func");
+    PyObject *args = PyObject_GetAttrString(o, "args");
+    PyObject *kw = PyObject_GetAttrString(o, "keywords");
+    PyObject *nfn = fn ? cp(c, fn) : NULL;
+    PyObject *nargs = nfn && args ? cp(c, args) : NULL;
+    PyObject *nkw = nargs && kw ? cp(c, kw) : NULL;
+    PyObject *res = NULL;
+    if (nkw && PyTuple_Check(nargs) && PyDict_Check(nkw)) {
+        PyObject *all = PyTuple_New(PyTuple_GET_SIZE(nargs) + 1);
+        if (all) {
+            PyTuple_SET_ITEM(all, 0, Py_NewRef(nfn));
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(nargs); i++)
+                PyTuple_SET_ITEM(all, i + 1, Py_NewRef(PyTuple_GET_ITEM(nargs, i)));
+            res = PyObject_Call((PyObject *)partial_type, all, nkw);
+            Py_DECREF(all);
+        }
+    } else if (nkw) {
+        PyErr_SetString(PyExc_TypeError, "a partial whose args or keywords copied to other types");
+    }
+    Py_XDECREF(fn);
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    Py_XDECREF(nfn);
+    Py_XDECREF(nargs);
+    Py_XDECREF(nkw);
+    if (res && memo_put(c, o, res) < 0)
+        Py_CLEAR(res);
+    return res;
 }
 
 /* Give `n` a copy of the __dict__ of `o` (instances of the same class). */
@@ -684,6 +763,10 @@ static PyObject *cp(Copier *c, PyObject *o)
     }
     if (PyType_Check(o) || PyModule_Check(o) || PyCode_Check(o))
         return Py_NewRef(o);
+    if (t == list_iter_type)
+        return cp_list_iter(c, o);
+    if (t == partial_type)
+        return cp_partial(c, o);
     /* A list or dict subclass that adds nothing to the layout (__slots__ = ()):
      * made by calling the class, then filled as a plain one is. */
     if ((t->tp_base == &PyList_Type || t->tp_base == &PyDict_Type) &&
@@ -1048,6 +1131,23 @@ PyMODINIT_FUNC PyInit__frames(void)
         return NULL;
     coro_await_get = getset_of(&PyCoro_Type, "cr_await");
     gen_yf_get = getset_of(&PyGen_Type, "gi_yieldfrom");
+    PyObject *empty = PyList_New(0);
+    PyObject *it = empty ? PyObject_GetIter(empty) : NULL;
+    if (it == NULL) {
+        Py_XDECREF(empty);
+        return NULL;
+    }
+    list_iter_type = Py_TYPE(it);
+    Py_DECREF(it);
+    Py_DECREF(empty);
+    PyObject *ft = PyImport_ImportModule("functools");
+    PyObject *pt = ft ? PyObject_GetAttrString(ft, "partial") : NULL;
+    Py_XDECREF(ft);
+    if (pt == NULL || !PyType_Check(pt)) {
+        Py_XDECREF(pt);
+        return NULL;
+    }
+    partial_type = (PyTypeObject *)pt;  /* kept for the module's life */
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
