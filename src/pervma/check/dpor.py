@@ -279,7 +279,6 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
         return 0
     events = run.events
     end = len(events) if upto is None else upto
-    nthreads = len(run.ex.tasks)
     conservative = 0
     done: set[tuple[int, int]] = set()
     by_loc: dict[Hashable, list[tuple[int, bool]]] = {}
@@ -292,39 +291,26 @@ def summary_races(run: Execution, stack: Sequence[BacktrackNode], summary: set[A
             j = events[j].before[loc]
         if j < 0:
             continue
-        # per access: its thread, whether it writes, the thread's clock, the
-        # candidates no later candidate happens after, and the threads settled:
-        # a thread's newest dependent event on ``loc`` decides for all its
-        # older ones (they come before it in program order, so before the
-        # access's clock or a candidate exactly when it is, or it is one)
-        each: list[tuple[int, bool, list[int], list[Event], set[int]]] = [
-            (t, w, run.thread_clock(t) if clocks is None else clocks[t], [], {t})
-            for t, w in accesses]
-        open_ = len(each)  # accesses with an unsettled thread left
+        # per access: its thread, whether it writes, the thread's clock and
+        # the candidates no later candidate happens after
+        each = [(t, w, run.thread_clock(t) if clocks is None else clocks[t], [])
+                for t, w in accesses]
         kept: list[Event]
-        settled: set[int]
-        while j >= 0 and open_:  # the events on ``loc``, newest first
+        while j >= 0:  # the events on ``loc``, newest first
             e = events[j]
             i, j = j, e.before[loc]
             t0 = e.tid
             s0 = e.seq
             ew = e.acc[loc]
-            for t, w, clock, kept, settled in each:
-                if t0 in settled or not (w or ew):
+            for t, w, clock, kept in each:
+                if t0 == t or not (w or ew) or clock[t0] >= s0:
                     continue
-                settled.add(t0)
-                if len(settled) == nthreads:
-                    open_ -= 1
-                if clock[t0] >= s0:
-                    continue
-                for k in kept:
-                    if k.clock[t0] >= s0:
-                        break  # before a later dependent event: that one races the access
-                else:
-                    kept.append(e)
-                    if (i, t) not in done:
-                        done.add((i, t))
-                        conservative += _add(stack[i], [t], t)
+                if any(k.clock[t0] >= s0 for k in kept):
+                    continue  # before a later dependent event: that one races the access
+                kept.append(e)
+                if (i, t) not in done:
+                    done.add((i, t))
+                    conservative += _add(stack[i], [t], t)
     return conservative
 
 
