@@ -156,7 +156,7 @@ class Table:
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
             root: tuple[int, dict[int, Acc]] | None = None, restart: bool = True,
             table: Table | None = None, collect: list[Execution] | None = None,
-            prefix: Unit | None = None, descending: bool = False) -> Stats:
+            prefix: Unit | None = None, descending: bool = True) -> Stats:
     """Explore statefully; ``root`` and ``restart`` as in
     :func:`pervma.check.dpor.explore`, ``table`` shared between subtrees.
     With ``collect``, every violating execution goes there and the search
@@ -169,11 +169,15 @@ def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
     below them is explored here), and the search stops when it is back at
     the unit's last node.
 
-    ``descending`` takes a new node's first thread and the next backtrack
-    choice from the highest thread id down (the running thread still goes
-    first): any order is sound, and two workers of a split search that walk
-    a shared region from opposite ends meet in the middle instead of
-    exploring it twice side by side."""
+    ``descending`` (the default) takes a new node's first thread and the
+    next backtrack choice from the highest thread id down (the running
+    thread still goes first); False, from the lowest up.  Any order is
+    sound.  The order decides how much sleep sets and stored states prune:
+    descending stores 10-21% fewer states on the SPIN shapes (3F+M+R
+    441,102 → 346,547) and is within 2% of ascending on the scenario
+    library (README, "Stateful search").  Two workers of a split search
+    walk a shared region from opposite ends, so that they meet in the
+    middle instead of exploring it twice side by side."""
     with _fewer_collections():
         return _explore(runner, budget, stats, root, restart, table, collect, prefix,
                         descending)
