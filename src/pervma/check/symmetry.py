@@ -88,18 +88,13 @@ def canonical(tasks: Sequence[Task], groups: Iterable[tuple[int, ...]]) -> tuple
     order of their signatures (ties by thread id), and that order: ``order[k]``
     is the thread walked in place ``k`` (None when it is the identity)."""
     order: list[int] | None = None
-    sig = _signature
     for g in groups:
-        keys = [(sig(tasks[t]), t) for t in g]
-        if all(keys[k] < keys[k + 1] for k in range(len(keys) - 1)):
-            continue  # already in order (the common case): no sort
-        members = [t for _, t in sorted(keys)]
-        if members == list(g):
-            continue
-        if order is None:
-            order = list(range(len(tasks)))
-        for slot, tid in zip(g, members, strict=True):
-            order[slot] = tid
+        members = sorted(g, key=lambda t: (_signature(tasks[t]), t))
+        if list(members) != list(g):
+            if order is None:
+                order = list(range(len(tasks)))
+            for slot, tid in zip(g, members, strict=True):
+                order[slot] = tid
     if order is None:
         return state_key(tasks), None
     return state_key([tasks[t] for t in order]), tuple(order)

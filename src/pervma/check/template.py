@@ -93,7 +93,6 @@ class _Probe:
     instances of such classes (and hands C types to :func:`_fallback`)."""
 
 
-
 def _fallback(o: Any, copier: Any) -> Any:
     """Copy an object the copier has no rule for: an exception (made
     without its ``__init__``, whatever that takes), or through its
