@@ -6,8 +6,10 @@ the first levels of the tree are expanded fully, so each unit -- a prefix
 of choices and the sleep set where the last one is taken -- is a search of
 its own that never needs a backtrack point above it.  Worker processes are
 forked (so every worker computes the same Python hash, hence the same state
-key, for the same state) and handed the units one at a time, in depth-first
-order, as they fall idle.  A worker keeps one table of states over all its
+key, for the same state) and handed the units one at a time as they fall
+idle: even workers from the front of the depth-first list, odd ones from its
+back, so that two workers start far apart and meet late (each explores
+what the other has not finished yet twice).  A worker keeps one table of states over all its
 units; every state whose exploration it finished (popped, not partial:
 its summary is complete) goes to the coordinator, which passes it on to
 the other workers, and they merge it into their tables between two
@@ -27,6 +29,7 @@ worker finds stops every worker; its schedule runs from the initial state
 from __future__ import annotations
 
 import itertools
+from collections import deque
 import multiprocessing as mp
 import pickle
 import queue
@@ -44,10 +47,12 @@ from pervma.sched import RunScope
 
 #: Units wanted per worker when the depth is chosen (grown until reached).
 #: 4 left one unit with most of the work on spin-2f-m (depth 3: one worker
-#: 5.5 s CPU, the other 1.3 s); 12 gives depth 6 there, both near 3.5 s.
-UNITS_PER_WORKER = 12
+#: 5.5 s CPU, the other 1.3 s); 12 gave depth 6 there, both near 3.5 s.
+#: With the units taken from both ends, 24 balances spin-3f-m (1.51 and
+#: 1.48 s of CPU; 1.77 and 1.45 s with 12).
+UNITS_PER_WORKER = 24
 #: The deepest split tried by default.
-MAX_DEPTH = 6
+MAX_DEPTH = 8
 
 # One finished state as it travels: key, sleep set, summary.
 Shared = tuple[int, frozenset[int], set[stateful.Access], Perm]
@@ -236,13 +241,15 @@ class _Coordinator:
 
     def _serve(self, procs: list[Any], inboxes: list[Any], outbox: Any) -> None:
         st = self.stats
-        todo = iter(self.units)
+        todo = deque(self.units)
         running = 0
         alive = set(range(self.workers))
         stop = False
 
         def hand(w: int) -> bool:
-            unit = None if stop else next(todo, None)
+            unit = None
+            if todo and not stop:
+                unit = todo.popleft() if w % 2 == 0 else todo.pop()
             if unit is None:
                 inboxes[w].put(("stop",))
                 return False
