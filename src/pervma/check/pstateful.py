@@ -29,13 +29,13 @@ worker finds stops every worker; its schedule runs from the initial state
 from __future__ import annotations
 
 import itertools
-from collections import deque
 import multiprocessing as mp
 import pickle
 import queue
 import signal
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 from pervma.check import stateful
