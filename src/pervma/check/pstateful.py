@@ -176,7 +176,7 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
             unit: Unit = msg[1]
             st = Stats("dpor")
             stateful.explore(runner, budget, st, prefix=unit, restart=False, table=table,
-                             descending=wid % 2 == 0)
+                             descending=True)
             share()
             keys = list(itertools.islice(table.states, known, None))
             known = len(table.states)
