@@ -229,6 +229,7 @@ def test_the_copier_copies_list_iterators_and_plain_partials_itself() -> None:
     plain = functools.partial(print, 1)
     tagged = functools.partial(print, 2)
     tagged.tag = 1  # type: ignore[attr-defined]
-    out = copier.copy([it, plain, tagged])[0]
+    out = copier.copy([it, plain, tagged, tagged])[0]
     assert list(out[0]) == [2] and out[1].args == (1,) and out[2].tag == 1
-    assert met == ["partial"]  # the tagged one only
+    assert met == ["partial"]  # the tagged one only, once
+    assert out[3] is out[2]  # both references to it get the one copy

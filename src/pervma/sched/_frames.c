@@ -353,6 +353,16 @@ static PyObject *cp_list_iter(Copier *c, PyObject *o)
     return res;
 }
 
+/* The Python fallback's copy of `o`, remembered (unless the fallback did) so
+ * that every other reference to `o` in this copy gets the same object. */
+static PyObject *via_fallback(Copier *c, PyObject *o)
+{
+    PyObject *res = PyObject_CallFunctionObjArgs(c->fallback, o, (PyObject *)c, NULL);
+    if (res && pm_get(&c->memo, o) == NULL && memo_put(c, o, res) < 0)
+        Py_CLEAR(res);
+    return res;
+}
+
 /* functools.partial (an RCU callback with its arguments): a partial of the
  * copies of its function, arguments and keywords; one with attributes of its
  * own goes to the fallback. */
@@ -364,7 +374,7 @@ static PyObject *cp_partial(Copier *c, PyObject *o)
     Py_ssize_t nd = PyDict_GET_SIZE(d);
     Py_DECREF(d);
     if (nd)
-        return PyObject_CallFunctionObjArgs(c->fallback, o, (PyObject *)c, NULL);
+        return via_fallback(c, o);
     PyObject *fn = PyObject_GetAttrString(o, "func");
     PyObject *args = PyObject_GetAttrString(o, "args");
     PyObject *kw = PyObject_GetAttrString(o, "keywords");
@@ -823,10 +833,7 @@ static PyObject *cp(Copier *c, PyObject *o)
         return Py_NewRef(o);
     if (kind == K_INSTANCE || kind == K_OWNED)
         return cp_instance(c, o, t);
-    PyObject *res = PyObject_CallFunctionObjArgs(c->fallback, o, (PyObject *)c, NULL);
-    if (res && pm_get(&c->memo, o) == NULL && memo_put(c, o, res) < 0)
-        Py_CLEAR(res);
-    return res;
+    return via_fallback(c, o);
 }
 
 static PyObject *Copier_new(PyTypeObject *type, PyObject *args, PyObject *kw)
