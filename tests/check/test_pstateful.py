@@ -49,6 +49,41 @@ def _by_units(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, s
     return len(units), _violations(got), runner.finals
 
 
+class _Greedy(Budget):
+    """An idle worker wants work at every execution's end."""
+
+    def __init__(self, table: stateful.Table) -> None:
+        super().__init__()
+        self.table = table
+
+    def tick(self, stats: Stats) -> None:
+        self.table.wanted = True
+
+
+def _by_stealing(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, str]],
+                                                                set[int]]:
+    """Every unit in turn, each giving away what is left at its shallowest
+    open node whenever an execution ends (the given units searched later, and
+    giving away in turn), one shared table."""
+    runner = FinalStates(get_scenario(name), cfg)
+    todo = stateful.split_units(runner, depth)
+    table = stateful.Table()
+    given: list[stateful.Unit] = []
+    table.give = given.append
+    got: list[Execution] = []
+    budget = _Greedy(table)
+    n = 0
+    while todo:
+        unit = todo.pop()
+        st = stateful.explore(runner, budget, Stats("dpor"), prefix=unit, restart=False,
+                              table=table, collect=got)
+        assert st.complete or st.incomplete == ["livelock"], st.incomplete
+        n += len(given)
+        todo.extend(given)
+        given.clear()
+    return n, _violations(got), runner.finals
+
+
 def _sequential(name: str, cfg: Config) -> tuple[set[tuple[str, str]], set[int]]:
     runner = FinalStates(get_scenario(name), cfg)
     got: list[Execution] = []
@@ -81,6 +116,22 @@ def test_units_cover_exactly_the_sequential_search(name: str, preset: str,
         assert n >= 1
         assert v == viol, f"{name} depth {depth}: violations differ"
         assert f == finals, f"{name} depth {depth}: final states differ"
+    for depth in (1, 3):  # units given away by the worker searching them
+        n, v, f = _by_stealing(name, cfg, depth)
+        assert n >= 1 or name.startswith("toy-"), "nothing was given away: nothing tested"
+        assert v == viol, f"{name} depth {depth} given away: violations differ"
+        assert f == finals, f"{name} depth {depth} given away: final states differ"
+
+
+def test_units_given_away_cover_the_sequential_search_of_symmetric_threads() -> None:
+    """spin-2f-m: two interchangeable faults, so a given unit's states meet
+    the giver's under a permutation of their threads."""
+    cfg = Config.preset("universal")
+    viol, finals = _sequential("spin-2f-m", cfg)
+    assert finals
+    n, v, f = _by_stealing("spin-2f-m", cfg, 2)
+    assert n >= 100
+    assert (v, f) == (viol, finals)
 
 
 def test_the_root_split_is_the_depth_one_split() -> None:
@@ -88,7 +139,7 @@ def test_the_root_split_is_the_depth_one_split() -> None:
         runner = Runner(get_scenario(name), Config.preset("universal"))
         roots = dpor.root_split(runner)
         assert len(roots) > 1
-        assert stateful.split_units(runner, 1) == [((t, ), s) for t, s in roots]
+        assert stateful.split_units(runner, 1) == [((t, ), s, ()) for t, s in roots]
 
 
 def test_deeper_splits_have_more_units_that_extend_the_shallower_ones() -> None:
@@ -96,8 +147,8 @@ def test_deeper_splits_have_more_units_that_extend_the_shallower_ones() -> None:
     shallow = stateful.split_units(runner, 2)
     deep = stateful.split_units(runner, 5)
     assert len(deep) > len(shallow) > 1
-    for choices, _ in deep:  # every deep unit lies below exactly one shallow unit
-        assert sum(choices[:len(c)] == c for c, _ in shallow) == 1
+    for choices, _, _ in deep:  # every deep unit lies below exactly one shallow unit
+        assert sum(choices[:len(c)] == c for c, _, _ in shallow) == 1
     depth, units = pstateful.choose_units(runner, 2)
     assert len(units) >= pstateful.UNITS_PER_WORKER * 2 and depth <= pstateful.MAX_DEPTH
     assert units == stateful.split_units(runner, depth)

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import functools
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +98,11 @@ from pervma.check.symmetry import (
 
 # A unit of a split search: the choices that lead from the initial state to
 # it, and the sleep set at the node where the last choice is taken.
-Unit = tuple[tuple[int, ...], dict[int, Acc]]
+# A unit of a split search: the choices from the initial state (the last one
+# taken at the unit's own node), the sleep set at that node, and the further
+# choices to take there, one after the other, once the first one's subtree is
+# explored (a unit one worker gave another: see _donate).
+Unit = tuple[tuple[int, ...], dict[int, Acc], tuple[int, ...]]
 
 
 @dataclass(slots=True)
@@ -139,6 +143,7 @@ class _Node:
     choice: tuple[int, int, int] | None = None
     variant: int = 0
     vacc: Acc | None = None
+    born: int = 0  # the table's ``runs`` when it was pushed
 
 
 @dataclass(slots=True)
@@ -151,6 +156,13 @@ class Table:
     # When a list: the key of every state whose exploration finished (not
     # partial), in the order it finished; what a split search shares.
     finished: list[int] | None = None
+    runs: int = 0  # executions ended (run to their end or cut) so far
+    share_min: int = 0  # a state goes to ``finished`` if this many executions ended below it
+    # Another worker is idle (set by the split search's worker): the next
+    # time an execution ends, what is left at the unit's shallowest open node
+    # goes to ``give`` as a unit of its own (_donate).
+    wanted: bool = False
+    give: Callable[[Unit], None] | None = None
 
 
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None,
@@ -226,6 +238,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
     assert root is None or prefix is None, "a root subtree or a unit, not both"
     fixed_choices = prefix[0] if prefix is not None else ()
     nfixed = len(fixed_choices)
+    further = list(prefix[2]) if prefix is not None else []  # the unit's node's further choices
     fixed: dict[int, Entry] = {}  # the prefix's states while on the stack
     if restart:
         budget.start()
@@ -343,6 +356,7 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 assert choice in cands, "a unit's choice must be runnable and awake"
             node = _Node(enabled, cur, run.preemptions, sleep, {choice}, choice, ent, key, to_ent,
                          done=done)
+            node.born = table.runs
             if ckpts and len(stack) and len(stack) % checkpoint.EVERY == 0:
                 node.ckpt = runner.save(run)
             stack.append(node)
@@ -370,7 +384,13 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 settle(stats, run, outcome)
             if outcome == "livelock" and "livelock" not in stats.incomplete:
                 stats.incomplete.append("livelock")
+        table.runs += 1
         budget.tick(stats)
+        if table.wanted and nfixed and plan is None and table.give is not None:
+            unit = _donate(stack, nfixed, further)
+            if unit is not None:
+                table.wanted = False
+                table.give(unit)
         if stats.found is not None:
             stats.incomplete.append("stopped at the first violation")
             break
@@ -403,6 +423,10 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 node.choice, node.variant, node.vacc = None, 0, None
             if root is not None and len(stack) == 1:
                 _pop(stack, table, idents)
+                break
+            if len(stack) == nfixed and further:  # the unit's node: its next choice
+                node.sleep[node.chosen] = acc
+                nxt = further.pop(0)
                 break
             if len(stack) <= nfixed:  # back in the prefix: the unit is done
                 for fixed_node in stack:
@@ -476,7 +500,8 @@ def _pop(stack: list[_Node], table: Table, idents: tuple[int | None, ...] = ()) 
     depth = len(stack)
     ent.depth = None
     ent.partial = node.low < depth
-    if table.finished is not None and not ent.partial:
+    if table.finished is not None and not ent.partial \
+            and table.runs - node.born >= table.share_min:
         table.finished.append(node.key)
     if stack:
         parent = stack[-1]
@@ -487,6 +512,48 @@ def _pop(stack: list[_Node], table: Table, idents: tuple[int | None, ...] = ()) 
             parent.entry.summary |= map_accesses(ent.summary, perm, idents)
         if node.low < parent.low:
             parent.low = node.low
+
+
+def _donate(stack: list[_Node], nfixed: int, further: list[int]) -> Unit | None:
+    """Give away what is left at the shallowest node of a unit's search that
+    has something left, as a unit for an idle worker (work stealing), or
+    None if nothing is left.
+
+    The unit's own node first (``further``: its choices not taken yet), then
+    the search's nodes from the top of the prefix down: at a node, every
+    runnable thread that is not asleep, not ``done`` and not the one being
+    explored, whether DPOR asked for it yet or not.  The node then gives
+    nothing more: those threads join its ``done`` set, and a race found
+    later adds nothing to do there.  The nodes above it had nothing left,
+    so they are fully expanded too, as a unit's prefix must be
+    (:func:`split_units`): a race the receiver finds with them needs no
+    backtrack point there.  The sleep set the unit starts with is the node's
+    own plus the thread being explored (its subtree is this worker's), so
+    the node's branches are explored in the order [earlier ones, this one,
+    the given ones], as one search would.  The node's state and those above
+    it are marked partial (their summaries now lack the given branches):
+    never a stopping point, never shared."""
+    for i in range(nfixed - 1, len(stack)):
+        node = stack[i]
+        if node.event is None:
+            continue
+        if i == nfixed - 1:
+            rest = list(further)
+            further.clear()
+        else:
+            rest = [t for t in node.enabled if t != node.chosen and t not in node.sleep
+                    and t not in node.done]
+            rest.sort(reverse=True)
+        if not rest:
+            continue
+        if i >= nfixed:
+            node.done = node.done | frozenset(rest)
+            node.low = -1  # partial, and every node above it in the unit
+        sleep = dict(node.sleep)
+        sleep[node.chosen] = node.event.acc
+        path = tuple(n.chosen for n in stack[:i]) + (rest[0],)
+        return path, sleep, tuple(rest[1:])
+    return None
 
 
 def _perm_keys(sleep: dict[int, Acc], perm: Perm) -> set[int] | Any:
@@ -562,7 +629,7 @@ def split_units(runner: Runner, depth: int) -> list[Unit]:
             for c in path:
                 child.take(c)
             acc = child.take(t).acc
-            units.append((path + (t,), dict(asleep)))
+            units.append((path + (t,), dict(asleep), ()))
             at = len(units)
             inner = {q: a for q, a in asleep.items() if not dependent(a, acc)}
             expand(child, path + (t,), inner, seen + (key,))
