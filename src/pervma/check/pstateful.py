@@ -213,7 +213,11 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
 
         def receive(block: bool) -> Any:
             """The next unit or stop (None if ``block`` is false and none
-            is there), merging states and noting requests on the way."""
+            is there), merging states and noting requests on the way.  An
+            idle worker merges the states that came while it waited only
+            once it has a unit to search: at the end of the search they
+            would be of no use."""
+            waited: list[Any] = []
             while True:
                 try:
                     msg = inbox.get(block)
@@ -221,11 +225,19 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
                     return None
                 if msg[0] == "steal":  # an idle worker: give work at the next execution's end
                     table.wanted = not block  # idle here itself: nothing to give
+                elif msg[0] == "entries" and block:
+                    waited.append(msg)
                 elif msg[0] == "entries":
-                    decoder = decoders.setdefault(msg[1], _Decoder())
-                    _merge(table, decoder.decode(msg[2]), decoder.summaries)
+                    merge(msg)
                 else:
+                    if msg[0] == "unit":
+                        for m in waited:
+                            merge(m)
                     return msg
+
+        def merge(msg: Any) -> None:
+            decoder = decoders.setdefault(msg[1], _Decoder())
+            _merge(table, decoder.decode(msg[2]), decoder.summaries)
 
         def share(_: Stats | None = None) -> None:
             if finished:
