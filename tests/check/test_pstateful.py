@@ -193,6 +193,28 @@ def test_two_workers_give_the_verdict_of_one(name: str, bug: str | None) -> None
         assert any("worker processes sharing finished states" in n for n in two.notes)
 
 
+@pytest.mark.parametrize("bug", [None, "B18"])
+def test_a_split_with_fewer_units_than_work_goes_on_by_giving_work_away(bug: str | None) -> None:
+    """Split one transition deep, detach-vs-transient-reader has 3 units for
+    2 workers: the one left idle asks the other for work, which gives away
+    what is left at its shallowest open node (in practice 4 times a run
+    here; how many depends on timing, so the verdict is what is checked)."""
+    cfg = Config.preset("universal")
+    if bug is not None:
+        cfg = cfg.with_bugs(bug)
+    runner = Runner(get_scenario("detach-vs-transient-reader"), cfg)
+    assert len(stateful.split_units(runner, 1)) == 3
+    st = pstateful.explore(runner, Budget(), Stats("dpor"), jobs=2, depth=1)
+    if bug is None:
+        assert st.complete and st.found is None and st.states
+        assert any("more given by a busy worker to an idle one" in n for n in st.notes)
+    else:
+        assert st.found is not None
+        rep = replay(runner.instance(), cfg, st.found.schedule, strict=True,
+                     max_steps=runner.max_steps)
+        assert rep.violation is not None and rep.violation.kind == st.found.kind
+
+
 def test_b13_leaves_a_refcount_at_zero_that_only_the_descending_order_reaches() -> None:
     # Found by the split search (its odd workers walk the tree from the
     # highest thread down); neither the ascending stateful search nor the

@@ -268,8 +268,8 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
             st = Stats("dpor")
             stateful.explore(runner, budget, st, prefix=unit, restart=False, table=table,
                              descending=True)
-            table.wanted = False  # the coordinator takes "done" as the answer
             share()
+            table.wanted = False  # the coordinator takes "done" as the answer
             keys = list(itertools.islice(table.states, known, None))
             known = len(table.states)
             outbox.put(("done", wid, _figures(st), keys, table.revisits, table.cycles,

@@ -96,8 +96,6 @@ from pervma.check.symmetry import (
     task_idents,
 )
 
-# A unit of a split search: the choices that lead from the initial state to
-# it, and the sleep set at the node where the last choice is taken.
 # A unit of a split search: the choices from the initial state (the last one
 # taken at the unit's own node), the sleep set at that node, and the further
 # choices to take there, one after the other, once the first one's subtree is
