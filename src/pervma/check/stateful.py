@@ -533,8 +533,7 @@ def _donate(stack: list[_Node], nfixed: int, further: list[int]) -> Unit | None:
     never a stopping point, never shared."""
     for i in range(nfixed - 1, len(stack)):
         node = stack[i]
-        if node.event is None:
-            continue
+        assert node.event is not None, "an execution just ended: every node on its path took a step"
         if i == nfixed - 1:
             rest = list(further)
             further.clear()
