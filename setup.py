@@ -1,7 +1,8 @@
 """Build configuration that pyproject.toml cannot state: the optional C
-extensions pervma.sched._statekey (state keys ~10x faster) and
-pervma.sched._frames (copies of suspended coroutines: the checker's checkpoints).  Without a C
-compiler the install still succeeds and pervma uses the pure-Python keys."""
+extensions pervma.sched._statekey (state keys ~10x faster),
+pervma.sched._frames (copies of suspended coroutines: the checker's checkpoints) and
+pervma.check._races (the walk of the stateful search's summary races).  Without a C
+compiler the install still succeeds and pervma uses the pure-Python keys and walk."""
 
 from setuptools import Extension, setup
 
@@ -15,6 +16,11 @@ setup(
         Extension(  # checkpoints of executions (CPython 3.11 only; else prefixes are replayed)
             "pervma.sched._frames",
             sources=["src/pervma/sched/_frames.c"],
+            optional=True,
+        ),
+        Extension(
+            "pervma.check._races",
+            sources=["src/pervma/check/_races.c"],
             optional=True,
         ),
     ]
