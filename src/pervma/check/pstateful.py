@@ -19,11 +19,12 @@ worker like any unit.  A worker keeps one table of states over all its
 units; every state whose exploration it finished (popped, not partial:
 its summary is complete) and below which at least :data:`SHARE_MIN`
 executions ended goes to the coordinator, which passes it on to the other
-workers, and they merge it into their tables between two executions.  An entry already in a worker's table is kept, unless it is
-partial or the incoming one was explored with a smaller sleep set (it then
-covers more).  Either way each entry alone is a sound stopping point, so a
-merge never loses an execution that matters; what timing changes is only
-how much two workers explore twice.
+workers, and they merge it into their tables between two executions.  An
+entry already in a worker's table is kept, unless it is partial or the
+incoming one was explored with a smaller sleep set (it then covers more).
+Either way each entry alone is a sound stopping point, so a merge never
+loses an execution that matters; what timing changes is only how much two
+workers explore twice.
 
 A run with ``--max-executions`` is not split: it is exactly
 :func:`pervma.check.stateful.explore_roots` in this process, so a budget
