@@ -1,7 +1,7 @@
 """One stateful check run on one core and on two (issue #12, item 5).
 
-    python bench/parallel_bench.py                 # spin-2f-m, vma-reuse-by-another-mm
-    python bench/parallel_bench.py --slow          # and spin-2f-m-r (about 100 s a run)
+    python bench/parallel_bench.py                 # spin-3f-m, spin-2f-m, vma-reuse-by-another-mm
+    python bench/parallel_bench.py --slow          # and spin-2f-m-r, spin-3f-m-r (about 3 min)
     python bench/parallel_bench.py --repeat 3 --scenarios spin-2f-m
 
 For each scenario: the wall time of ``run_check(name, jobs=1)`` and of
@@ -27,8 +27,8 @@ import time
 
 from pervma.check.api import run_check
 
-FAST = ["spin-2f-m", "vma-reuse-by-another-mm"]
-SLOW = ["spin-2f-m-r"]
+FAST = ["spin-3f-m", "spin-2f-m", "vma-reuse-by-another-mm"]
+SLOW = ["spin-2f-m-r", "spin-3f-m-r"]
 
 
 def _timed(name: str, jobs: int) -> tuple[float, float, object]:
@@ -82,7 +82,7 @@ def bench(name: str, repeat: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", help="comma-separated scenario names")
-    ap.add_argument("--slow", action="store_true", help="add spin-2f-m-r (slow)")
+    ap.add_argument("--slow", action="store_true", help="add spin-2f-m-r and spin-3f-m-r (slow)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
     a = ap.parse_args(argv)
     names = a.scenarios.split(",") if a.scenarios else FAST + (SLOW if a.slow else [])
