@@ -18,11 +18,16 @@
 
 static PyObject *s_tid, *s_seq, *s_acc, *s_before, *s_clock;
 
-/* An int read from o (a Python int), or -1 with an exception set. */
-static inline long
-as_long(PyObject *o)
+/* The int attribute ``name`` of ``o`` into *out; -1 with an exception set on error. */
+static int
+long_attr(PyObject *o, PyObject *name, long *out)
 {
-    return PyLong_AsLong(o);
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* clock[t] as a C long; -1 with an exception set on error. */
@@ -33,7 +38,7 @@ clock_at(PyObject *clock, long t)
         PyErr_SetString(PyExc_IndexError, "a thread outside a clock");
         return -1;
     }
-    return as_long(PyList_GET_ITEM(clock, t));
+    return PyLong_AsLong(PyList_GET_ITEM(clock, t));
 }
 
 /* The index of the event on ``loc`` before event ``e`` (its ``before``). */
@@ -160,7 +165,7 @@ summary_pairs(PyObject *self, PyObject *args)
                 PyErr_SetString(PyExc_TypeError, "an access must be a (thread, writes) tuple");
                 goto fail;
             }
-            acc[a].t = as_long(PyTuple_GET_ITEM(tw, 0));
+            acc[a].t = PyLong_AsLong(PyTuple_GET_ITEM(tw, 0));
             if (acc[a].t == -1 && PyErr_Occurred())
                 goto fail;
             acc[a].w = PyObject_IsTrue(PyTuple_GET_ITEM(tw, 1));
@@ -182,19 +187,8 @@ summary_pairs(PyObject *self, PyObject *args)
             Py_ssize_t i = j;
             if (before_of(e, loc, &j) < 0)
                 goto fail;
-            PyObject *o = PyObject_GetAttr(e, s_tid);
-            if (o == NULL)
-                goto fail;
-            long t0 = as_long(o);
-            Py_DECREF(o);
-            if (t0 == -1 && PyErr_Occurred())
-                goto fail;
-            o = PyObject_GetAttr(e, s_seq);
-            if (o == NULL)
-                goto fail;
-            long s0 = as_long(o);
-            Py_DECREF(o);
-            if (s0 == -1 && PyErr_Occurred())
+            long t0, s0;
+            if (long_attr(e, s_tid, &t0) < 0 || long_attr(e, s_seq, &s0) < 0)
                 goto fail;
             int ew = -1; /* read only when an access does not write */
             PyObject *eclock = NULL; /* its clock, once kept */
