@@ -271,3 +271,35 @@ def test_the_counterexample_a_worker_finds_replays(name: str, bug: str | None) -
                  max_steps=runner.max_steps)
     assert rep.violation is not None
     assert (rep.violation.kind, rep.violation.message) == (st.found.kind, st.found.message)
+
+
+def test_finished_states_travel_with_their_summaries_by_number() -> None:
+    """Two batches from one worker: the second names a summary and accesses
+    the first defined; each merged entry has the sender's sleep set, summary
+    and order, in a set of its own (a later revisit adds to it)."""
+    a1, a2, a3 = (0, ("maple", 0), False), (1, ("mmap_lock", 0), True), (2, ("signal", 7), True)
+    sent = stateful.Table()
+    sent.states[11] = stateful.Entry(frozenset({1}), {a1, a2})
+    sent.states[12] = stateful.Entry(frozenset(), {a2, a3}, order=(1, 0, 2))
+    sent.states[13] = stateful.Entry(frozenset({0, 2}), {a1, a2})  # 11's summary again
+    enc = pstateful._Encoder()
+    first = enc.encode([(11, sent.states[11]), (12, sent.states[12])])
+    second = enc.encode([(13, sent.states[13])])
+    dec = pstateful._Decoder()
+    got = stateful.Table()
+    rows = dec.decode(first)
+    pstateful._merge(got, rows, dec.summaries)
+    rows = dec.decode(second)
+    assert rows == [(13, frozenset({0, 2}), 0, None)]  # summary 0: defined by the first batch
+    pstateful._merge(got, rows, dec.summaries)
+    for key in (11, 12, 13):
+        mine, theirs = got.states[key], sent.states[key]
+        assert (mine.sleep, mine.summary, mine.order) == (theirs.sleep, theirs.summary, theirs.order)
+        assert mine.depth is None and not mine.partial
+    assert got.states[11].summary is not got.states[13].summary
+    # an entry already there is kept unless the incoming one covers more
+    got.states[11].summary.add(a3)
+    pstateful._merge(got, [(11, frozenset({1}), 1, None)], dec.summaries)
+    assert a3 in got.states[11].summary
+    pstateful._merge(got, [(11, frozenset(), 1, None)], dec.summaries)  # a smaller sleep set
+    assert got.states[11].sleep == frozenset() and got.states[11].summary == {a2, a3}
