@@ -160,11 +160,7 @@ summary_pairs(PyObject *self, PyObject *args)
             acc_cap = n;
         }
         for (Py_ssize_t a = 0; a < n; a++) {
-            PyObject *tw = PyList_GET_ITEM(accesses, a);
-            if (!PyTuple_Check(tw) || PyTuple_GET_SIZE(tw) != 2) {
-                PyErr_SetString(PyExc_TypeError, "an access must be a (thread, writes) tuple");
-                goto fail;
-            }
+            PyObject *tw = PyList_GET_ITEM(accesses, a); /* (thread, writes), made above */
             acc[a].t = PyLong_AsLong(PyTuple_GET_ITEM(tw, 0));
             if (acc[a].t == -1 && PyErr_Occurred())
                 goto fail;
