@@ -17,11 +17,15 @@ window stretched to whole cycles (``min_cycles=1``).
 
 The machine is shared with other jobs.  A real point's rate is corrected for
 the time its tasks were runnable but not running (the probe's ``runq_s``:
-schedstat run delay): ``rate * window / (window - runq_s / tasks)``; the raw
-rate is printed too, and the rate per CPU-second the tasks got, times
-min(tasks, CPUs).  Where the tasks (measured + extra) outnumber the CPUs,
-part of that delay is the workload's own and the correction overstates the
-rate: those rows say ``oversubscribed``.
+schedstat run delay) because of other jobs: ``rate * window / (window -
+excess / tasks)``, where ``excess`` is the run delay less the workload's own
+where its tasks (measured + extra) outnumber the CPUs (``(tasks - CPUs) *
+window``, as for CPU-bound tasks: the simulator schedules those tasks itself,
+sim/balance.py); the raw rate is printed too, and the rate per CPU-second
+the tasks got, times min(tasks, CPUs).  Oversubscribed points (those rows
+say so) are simulated over ``--sim-ms-oversubscribed``: their tasks move
+between CPUs every few tens of milliseconds, and a short window sees one
+placement only.
 """
 
 from __future__ import annotations
@@ -47,9 +51,15 @@ def real_point(args_line: str, kind: str, tasks: int, duration_ms: int,
     return next(csv.DictReader(io.StringIO(out)))
 
 
-def corrected(row: dict[str, str], total_tasks: int) -> float:
+def corrected(row: dict[str, str], total_tasks: int, ncpu: int) -> float:
+    """The rate less the run delay other jobs caused: the tasks' schedstat
+    run delay beyond what ``total_tasks`` CPU-bound tasks on ``ncpu`` CPUs
+    cause themselves (``(total_tasks - ncpu) * window`` when they outnumber
+    the CPUs, which the simulator's own scheduling reproduces), spread over
+    the tasks."""
     win = float(row["wall_s"])
-    eff = win - float(row["runq_s"]) / total_tasks
+    excess = max(0.0, float(row["runq_s"]) - win * max(0, total_tasks - ncpu))
+    eff = win - excess / total_tasks
     return float(row["faults_per_s"]) * win / max(eff, win * 0.05)
 
 
@@ -93,6 +103,8 @@ def main() -> int:
                     "epyc2vm on the AMD VM, xeon2vm on the Intel one)")
     ap.add_argument("--sim-ms", type=float, default=20.0)
     ap.add_argument("--sim-seeds", type=int, default=1)
+    ap.add_argument("--sim-ms-oversubscribed", type=float, default=300.0,
+                    help="simulated window where the tasks outnumber the CPUs")
     ap.add_argument("--csv", help="write the probe's rows here")
     ap.add_argument("--real-csv", help="take the real rows from this file (an earlier --csv) "
                     "instead of running the probe: the simulator again against the same data")
@@ -146,10 +158,11 @@ def main() -> int:
                     got[k].append(real_point(line, k, n, a.duration_ms, mach.name))
             for k in w.modes:
                 rows += got[k]
-                cor = [corrected(r, total) for r in got[k]]
+                cor = [corrected(r, total, ncpu) for r in got[k]]
                 real = statistics.median(cor)
                 raw = sorted(float(r["faults_per_s"]) for r in got[k])
-                sims = [run_point(w, "universal", mach, k, n, a.sim_ms, seed=s,
+                dur = a.sim_ms_oversubscribed if total > ncpu else a.sim_ms
+                sims = [run_point(w, "universal", mach, k, n, dur, seed=s,
                                   min_cycles=1) for s in range(a.sim_seeds)]
                 sim = statistics.median(p.faults_per_s for p in sims)
                 note = []

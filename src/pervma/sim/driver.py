@@ -73,6 +73,7 @@ from pervma.sched import (
     track_touches,
 )
 from pervma.sched.locations import KINDS, MMAP_LOCK, PAGE_FRAME, RCU
+from pervma.sim.balance import Balancer
 from pervma.sim.costs import MISSING, CostModel
 from pervma.sim.machine import Machine
 
@@ -148,7 +149,8 @@ class TimedDriver:
     """
 
     def __init__(self, ex: Executor, machine: Machine, costs: CostModel, placement: list[int],
-                 *, preempt: bool = True, trace_window: tuple[float, float] | None = None) -> None:
+                 *, preempt: bool = True, trace_window: tuple[float, float] | None = None,
+                 pinned: bool = False, seed: int = 0) -> None:
         self.ex = ex
         self.m = machine
         self.costs = costs
@@ -177,6 +179,7 @@ class TimedDriver:
         self.spin_until: dict[int, float] = {}
         self.nonspinnable: set[Hashable] = set()
         self._spin_base = n + len(self.tasks)
+        self.timers: list[float] = []  # the times of those heap events (c >= n), a heap
         self._ipi_owed = 0.0  # wake-up IPIs the stepping task's CPU sent (wakeup_ipi_ns)
         self.stats = DriverStats()
         self._cat: dict[Hashable, str] = {}
@@ -188,6 +191,8 @@ class TimedDriver:
         self._tables = (costs.lines, costs.hit, costs.atomic, costs.debt, costs.fresh_vma,
                         costs.work, costs.default_work, costs.scale)
         self._slot = running_slot()
+        # where tasks run: wake-up placement and load balancing (sim/balance.py)
+        self.balance = Balancer(self, self.spin_ok and not pinned, seed)
         for tid, task in enumerate(self.tasks):
             if task.done:
                 continue
@@ -216,6 +221,7 @@ class TimedDriver:
         cpu_task = self.cpu_task
         rq = self.rq
         ncpu = self.ncpu
+        balance = self.balance
         slot = running_slot()
         slot.append(None)  # type: ignore[arg-type]  # the top: the task being resumed
         # Touch recording is the checker's (dependencies); this driver does not
@@ -235,10 +241,17 @@ class TimedDriver:
                     continue
                 t, c = heap[0]
                 if t >= until:
+                    if balance.due < until:
+                        balance.tick(balance.due)
+                        continue
                     self.now = until
                     return until
+                if balance.due <= t:  # a periodic load balance is due first
+                    balance.tick(balance.due)
+                    continue
                 if c >= ncpu:  # an I/O completion timer, or a writer's spin ends
                     heapq.heappop(heap)
+                    heapq.heappop(self.timers)
                     if c >= self._spin_base:
                         self._spin_ends(c - self._spin_base, t)
                     else:
@@ -246,6 +259,11 @@ class TimedDriver:
                     continue
                 tid = cpu_task[c]
                 task = tasks[tid]
+                if task.done:  # its last step ended at t: the CPU is free
+                    heapq.heappop(heap)
+                    self.finished_at[tid] = t
+                    self._next_on_cpu(c, t)
+                    continue
                 op: Op = task.pending  # type: ignore[assignment]  # a running task has one
                 if rq[c] and t >= self.slice_end[c] and self._may_preempt(task, op):
                     heapq.heappop(heap)
@@ -263,11 +281,6 @@ class TimedDriver:
                     self._sleep(tid, c, t, op)
                     continue
                 t = self._step(task, op, c, t, until)
-                if task.done:
-                    heapq.heappop(heap)
-                    self.finished_at[tid] = t
-                    self._next_on_cpu(c, t)
-                    continue
                 # still the earliest CPU? then update the heap top in place
                 n = len(heap)
                 if n == 1 or (t <= heap[1][0] and (n == 2 or t <= heap[2][0])):
@@ -314,9 +327,17 @@ class TimedDriver:
             if self.sweep and self._run_steps % _SWEEP_EVERY == 0:
                 self._sweep(t)
             if not self.rq[c]:
-                t = self._merge(task, nxt, c, t, until)
+                # merged steps stop where the scheduler may act on this CPU:
+                # a timer (an I/O completion, a spin's end) or a load balance
+                bound = until
+                if self.balance.due < bound:
+                    bound = self.balance.due
+                if self.timers and self.timers[0] < bound:
+                    bound = self.timers[0]
+                t = self._merge(task, nxt, c, t, bound)
         except StopIteration as stop:
             task.done, task.pending, task.result = True, None, stop.value
+            t = self.now  # the end of its last step, merged or not
         except Violation as v:
             task.done, task.pending = True, None
             if self.ex.violation is None:
@@ -533,10 +554,28 @@ class TimedDriver:
             return True
         return op.kind is _LOCAL and op.work in _USER_WORK
 
+    def cpu_idle(self, c: int, t: float) -> bool:
+        """CPU ``c`` runs nothing at ``t``: no task, or its task sleeps
+        parked on it (a sleeping wait on a CPU with nothing else to run,
+        past ``rwsem_spin_ns``: the driver leaves it there until it wakes,
+        and :meth:`_enqueue` takes the CPU back from it).  A spinning waiter
+        (a spinlock, an rwsem writer's optimistic spin) keeps it busy."""
+        tid = self.cpu_task[c]
+        if tid < 0:
+            return True
+        if not self.parked[c]:
+            return False
+        op = self.tasks[tid].pending
+        return (op is not None and op.sleeps and op.wait is not WaitKind.RWSEM_WRITE
+                and t - self.block_start[tid] >= self.m.rwsem_spin_ns)
+
     def _next_on_cpu(self, c: int, t: float) -> None:
         """CPU ``c`` gave up its task (done, asleep, preempted): run the next."""
         q = self.rq[c]
         self.parked[c] = False
+        prev = self.cpu_task[c]
+        if prev >= 0:
+            self.balance.stopped(prev, t)
         while q:
             tid = q.popleft()
             task = self.tasks[tid]
@@ -548,6 +587,7 @@ class TimedDriver:
             heapq.heappush(self.heap, (t, c))
             return
         self.cpu_task[c] = -1
+        self.balance.went_idle(c, t)
 
     def _category(self, op: Op) -> str:
         key = (op.loc[0] if isinstance(op.loc, tuple) and op.loc else op.loc, op.wait)
@@ -572,6 +612,8 @@ class TimedDriver:
             self.parked[c] = True
             if op.readers is not None and not self._writer_spins(tid, op, t):
                 self._stop_spinning(c, t)
+            elif self.cpu_idle(c, t):
+                self.balance.went_idle(c, t)  # asleep: the CPU idles (newidle balance)
 
     def _stop_spinning(self, c: int, t: float) -> None:
         """CPU ``c``'s task, parked spinning on a lock, goes to sleep: the
@@ -597,6 +639,7 @@ class TimedDriver:
             end = t + rwsem_rspin_threshold(readers)
             self.spin_until[tid] = end
             heapq.heappush(self.heap, (end, self._spin_base + tid))
+            heapq.heappush(self.timers, end)
         return True
 
     def _spin_ends(self, tid: int, t: float) -> None:
@@ -628,11 +671,14 @@ class TimedDriver:
             self.finished_at[tid] = t + dur
         else:
             heapq.heappush(self.heap, (t + dur, self.ncpu + tid))
+            heapq.heappush(self.timers, t + dur)
         self._next_on_cpu(c, t)
 
     def _timer(self, tid: int, t: float) -> None:
-        """A task's I/O completed: make it runnable on its CPU."""
-        self._enqueue(tid, self.task_cpu[tid], t + self.m.wakeup_ns * self.costs.wakeup_factor())
+        """A task's I/O completed: make it runnable where the wake-up puts it."""
+        c = self.balance.select(tid, self.task_cpu[tid], t)
+        self._enqueue(tid, c, t + self.m.wakeup_ns * self.costs.wakeup_factor())
+
 
     def _enqueue(self, tid: int, c: int, t: float) -> None:
         """Task ``tid`` becomes runnable at ``t`` on CPU ``c``."""
@@ -644,6 +690,7 @@ class TimedDriver:
                 self.parked[c] = False
                 cur = -1
         if cur < 0:
+            self.balance.busy_again(c, t)
             self.cpu_task[c] = tid
             self.slice_end[c] = t + self.timeslice
             heapq.heappush(self.heap, (t, c))
@@ -694,6 +741,7 @@ class TimedDriver:
             spinning = op is None or not op.sleeps or writer or waited <= self.m.rwsem_spin_ns
             if not spinning:
                 # it slept on a CPU with nothing else to run: that CPU is idle
+                self.balance.busy_again(c, t)
                 lat = self.m.wakeup_ns * self.costs.wakeup_factor()
                 if 0 <= waker != c:
                     self._ipi_owed += self.m.wakeup_ipi_ns * self.costs.wakeup_factor()
@@ -704,6 +752,7 @@ class TimedDriver:
             if not (writer and self._take_over(tid, c, t)):
                 heapq.heappush(self.heap, (t + lat, c))
         else:
+            c = self.balance.select(tid, c, t)
             lat = self.m.wakeup_ns * self.costs.wakeup_factor()
             if 0 <= waker != c and self.cpu_task[c] < 0:
                 self._ipi_owed += self.m.wakeup_ipi_ns * self.costs.wakeup_factor()
@@ -769,12 +818,13 @@ def make_driver(bodies: list, names: list[str], models: list, machine: Machine, 
                 trace_window: tuple[float, float] | None = None,
                 costs_factory: Callable[..., CostModel] = CostModel,
                 busy: list[int] | None = None, weight: float = 1.0,
-                seed: int = 0) -> TimedDriver:
+                seed: int = 0, pinned: bool = False) -> TimedDriver:
     """Build an Executor and a driver; ``placement`` defaults to the machine's
     (one CPU under SMP=n).  ``busy`` are the CPUs to count as running a task
     for SMT slow-down (default: ``placement``); ``weight`` is the mean-field
     multiplier of machine-wide demand (see :class:`CostModel`); ``seed`` draws
-    the variation of line transfers (``costs.TRANSFER_SPREAD``)."""
+    the variation of line transfers (``costs.TRANSFER_SPREAD``) and the
+    ticks of the load balancer; ``pinned`` tasks never leave their CPU."""
     n = len(bodies)
     if placement is None:
         placement = machine.placement(n) if smp else [0] * n
@@ -789,4 +839,5 @@ def make_driver(bodies: list, names: list[str], models: list, machine: Machine, 
     costs.weight = weight
     costs.seed_jitter(seed)
     ex = Executor(bodies, names=names, models=models, record=False)
-    return TimedDriver(ex, machine, costs, placement, preempt=preempt, trace_window=trace_window)
+    return TimedDriver(ex, machine, costs, placement, preempt=preempt, trace_window=trace_window,
+                       seed=seed, pinned=pinned)
