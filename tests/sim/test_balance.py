@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pervma.sched import work
-from pervma.sim.balance import MIGRATION_COST_NS, Balancer
+from pervma.sim.balance import MIGRATION_COST_NS, NEWIDLE_LB_COST_NS, Balancer
 from pervma.sim.driver import TimedDriver, make_driver
 
 from .toy import io_op, machine
@@ -118,22 +118,25 @@ def test_a_woken_task_whose_cpu_is_busy_runs_on_an_idle_one() -> None:
 def test_avg_idle_follows_update_avg_and_gates_newidle_balance() -> None:
     # rq->avg_idle starts at twice sysctl_sched_migration_cost (1 ms); each
     # idle period's length enters with weight 1/8; a CPU whose avg_idle is
-    # below the migration cost does not pull when it goes idle
+    # below the cost of a newidle balance does not pull when it goes idle
     d = _drv(_hogs(3, [0, 0, 0]), _two_cpus())
     b: Balancer = d.balance
     want = 2 * MIGRATION_COST_NS
     t = 0.0
-    for _ in range(6):
+    periods = 0
+    while b.avg_idle[1] >= NEWIDLE_LB_COST_NS:
         b.idle_stamp[1] = t
-        b.busy_again(1, t + 10_000.0)
-        want += (10_000.0 - want) / 8
+        b.busy_again(1, t + 1_000.0)  # 1 us idle gaps
+        want += (1_000.0 - want) / 8
         t += 20_000.0
+        periods += 1
         assert b.avg_idle[1] == pytest.approx(want)
-    assert b.avg_idle[1] < MIGRATION_COST_NS  # 1 ms * (7/8)^6 + ...: 0.454 ms
+    # 1 us + 999 us * (7/8)^n < 5 us from n = 42 on
+    assert periods == 42
     d.cpu_task[1] = -1  # CPU 1 goes idle while CPU 0 queues task 2 (cold)
     b.went_idle(1, 5e6)
     assert d.task_cpu[2] == 0 and b.idle_stamp[1] == 5e6
-    b.avg_idle[1] = MIGRATION_COST_NS
+    b.avg_idle[1] = NEWIDLE_LB_COST_NS
     b.idle_stamp[1] = -1.0
     b.went_idle(1, 6e6)
     assert d.task_cpu[2] == 1 and d.cpu_task[1] == 2 and not d.rq[0]

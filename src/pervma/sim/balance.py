@@ -9,11 +9,12 @@ not pinned:
   from it (select_idle_cpu()), else its previous CPU, where it waits for the
   running task's slice;
 * **a CPU going idle** (sched_balance_newidle()): it pulls a queued task from
-  the busiest CPU of its LLC, but only while its average idle time
-  (``rq->avg_idle``, updated as each idle period ends, 1/8 weight, at most
-  twice ``sysctl_sched_migration_cost``) is at least
-  ``sysctl_sched_migration_cost`` (0.5 ms): a CPU that idles in short gaps
-  does not balance;
+  the busiest CPU of its LLC, unless its average idle time (``rq->avg_idle``,
+  updated as each idle period ends, 1/8 weight, at most twice
+  ``sysctl_sched_migration_cost``) is below what a newidle balance of the
+  LLC costs (``sd->max_newidle_lb_cost``; since 5.16 this replaced the
+  0.5 ms ``sysctl_sched_migration_cost`` bar, 9a7e0a90a454): only a CPU that
+  idles in gaps of a few microseconds skips it;
 * **periodically** (sched_balance_domains() from the tick): every
   ``sd->balance_interval`` (the LLC's CPU count in ms), times
   ``busy_factor`` (16) on a busy CPU, sched_balance_rq() pulls one queued
@@ -52,8 +53,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pervma.sim.driver import TimedDriver
 
-#: sysctl_sched_migration_cost: the cache-hot window and newidle's avg_idle bar.
+#: sysctl_sched_migration_cost: the cache-hot window (task_hot()) and half avg_idle's cap.
 MIGRATION_COST_NS = 500_000.0
+#: sd->max_newidle_lb_cost of an LLC, newidle's avg_idle bar: [estimate] a few
+#: microseconds for a walk of one LLC's run queues (not measured: this VM's
+#: kernel exposes neither schedstat nor the sched domains' debugfs files).
+NEWIDLE_LB_COST_NS = 5_000.0
 #: sd->busy_factor: a busy CPU balances this many times less often.
 BUSY_FACTOR = 16
 #: sd->cache_nice_tries at the LLC (MC) level.
@@ -111,7 +116,7 @@ class Balancer:
 
     def went_idle(self, c: int, t: float) -> None:
         """CPU ``c`` has nothing to run at ``t``: newidle balance, else idle."""
-        if self.on and self.avg_idle[c] >= MIGRATION_COST_NS and self._pull(c, t, True):
+        if self.on and self.avg_idle[c] >= NEWIDLE_LB_COST_NS and self._pull(c, t, True):
             return
         self.idle_stamp[c] = t
 
