@@ -28,6 +28,9 @@
  * the window, and runq_s, the seconds they spent runnable but waiting for a
  * CPU (schedstat's run delay, summed over tasks): on a machine shared with
  * other jobs, bench/real/validate.py takes runq_s / tasks off the window.
+ * Then sleeps (the measured tasks' voluntary context switches) and
+ * extra_cpu_s, the CPU seconds the extra tasks got (their own CPU clocks):
+ * where the tasks outnumber the CPUs, how the CPUs were shared.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -375,6 +378,24 @@ static double cpu_s(pid_t *pids, int n)
 	return sum;
 }
 
+/* CPU time of the extra tasks (those from ``ntasks`` on) so far: each
+ * thread's or child's own CPU clock. */
+static double extra_cpu_s(pthread_t *tids, pid_t *pids, int total)
+{
+	struct timespec ts;
+	double sum = 0;
+
+	for (int i = ntasks; i < total; i++) {
+		clockid_t c;
+		int err = threads_mode ? pthread_getcpuclockid(tids[i], &c)
+				       : clock_getcpuclockid(pids[i], &c);
+
+		if (!err && !clock_gettime(c, &ts))
+			sum += ts.tv_sec + ts.tv_nsec / 1e9;
+	}
+	return sum;
+}
+
 /* Run-queue delay (ns) of the tasks so far: field 2 of schedstat, the time
  * they were runnable but another task (here: mostly other jobs) ran. */
 static double runq_s(pid_t *pids, int n)
@@ -528,7 +549,7 @@ int main(int argc, char **argv)
 
 	unsigned long ops0 = 0, ops1 = 0, churn0, churn1, ipi0, ipi1, sl0 = 0, sl1;
 	static unsigned long cyc0[MAX_TASKS], cyc1[MAX_TASKS];
-	double t0, t1, c0 = 0, c1, q0 = 0, q1;
+	double t0, t1, c0 = 0, c1, q0 = 0, q1, x0 = 0, x1;
 
 	S->go = 1;
 	if (max_cycles) {
@@ -544,6 +565,7 @@ int main(int argc, char **argv)
 		ipi1 = tlb_ipis();
 		c1 = cpu_s(pids, total);
 		q1 = runq_s(pids, total);
+		x1 = extra_cpu_s(tids, pids, total);
 		totals(&ops1, &churn1, cyc1);
 		sl1 = sleeps_total();
 		churn0 = 0;
@@ -554,6 +576,7 @@ int main(int argc, char **argv)
 		ipi0 = tlb_ipis();
 		c0 = cpu_s(pids, total);
 		q0 = runq_s(pids, total);
+		x0 = extra_cpu_s(tids, pids, total);
 		t0 = now_s();
 		sleep_ms(duration);
 		totals(&ops1, &churn1, cyc1);
@@ -561,6 +584,7 @@ int main(int argc, char **argv)
 		t1 = now_s();
 		c1 = cpu_s(pids, total);
 		q1 = runq_s(pids, total);
+		x1 = extra_cpu_s(tids, pids, total);
 		ipi1 = tlb_ipis();
 	}
 	S->stop = 1;
@@ -588,10 +612,11 @@ int main(int argc, char **argv)
 		       "mmap_lock_write_wait_ms,vma_lock_wait_ms,other_wait_ms,io_ms,"
 		       "line_transfer_ms,line_wait_ms,tlb_shootdowns,tlb_ms,ipis,mem_bw_wait_ms,"
 		       "zone_wait_ms,fallbacks,seed,simulated_tasks,steps,wall_s,cycles,capped,cpu_s,runq_s,"
-		       "sleeps\n");
-	printf("%s,real,%s,%s,%d,%.6g,%.6g,%.6g,,,,,,,,,,,,,,%lu,,,,,%d,,%.6g,%lu,%s,%.6g,%.6g,%lu\n",
+		       "sleeps,extra_cpu_s\n");
+	printf("%s,real,%s,%s,%d,%.6g,%.6g,%.6g,,,,,,,,,,,,,,%lu,,,,,%d,,%.6g,%lu,%s,%.6g,%.6g,%lu,"
+	       "%.6g\n",
 	       W.name, machine, threads_mode ? "threads" : "processes", ntasks,
 	       (ops1 - ops0) / win, (churn1 - churn0) / win, win * 1e3, ipi1 - ipi0, ntasks,
-	       win, whole, capped ? "True" : "False", c1 - c0, q1 - q0, sl1 - sl0);
+	       win, whole, capped ? "True" : "False", c1 - c0, q1 - q0, sl1 - sl0, x1 - x0);
 	return 0;
 }

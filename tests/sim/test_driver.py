@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pervma.sched import Violation, WaitKind, acquire, block, release, work
@@ -306,7 +308,7 @@ def test_wake_ups_vary_by_the_machines_seeded_spread() -> None:
 
 
 def test_one_cpu_time_slices_between_tasks() -> None:
-    m = machine(timeslice_ns=10_000.0)
+    m = machine(timeslice_ns=10_000.0, tick_ns=0.0)  # slices end exactly (HRTICK)
     counts = [0, 0]
 
     async def spin(i: int) -> None:
@@ -319,6 +321,37 @@ def test_one_cpu_time_slices_between_tasks() -> None:
     d.run(1e6)
     assert min(counts) > 0.4 * max(counts)
     assert d.stats.switches > 50
+
+
+def test_an_expired_slice_ends_at_the_next_tick() -> None:
+    # EEVDF notices an expired slice at the scheduler tick (HRTICK off): with
+    # a 0.75 ms slice (one CPU) and a 4 ms tick, two CPU-bound tasks take
+    # turns of 4 ms; with no tick rounding, of 0.75 ms
+    def turns(tick: float) -> tuple[int, list[float]]:
+        m = machine(timeslice_ns=1_500_000.0, tick_ns=tick, trap_ns=10_000.0,
+                    context_switch_ns=0.0)
+        starts: list[float] = []
+        last = [-1]
+        ref: list[Any] = [None]  # the driver, once built (building it starts both tasks:
+        # the first two turns are that; the model code runs at its step's end)
+
+        async def spin(i: int) -> None:
+            while True:
+                if last[0] != i:
+                    starts.append(ref[0].now if ref[0] is not None else 0.0)
+                    last[0] = i
+                await work("trap")
+
+        d = ref[0] = driver([spin(0), spin(1)], m, smp=False)
+        d.run(40e6)
+        return d.stats.switches, starts
+
+    n, starts = turns(4_000_000.0)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert n == 9 and all(g == pytest.approx(4_000_000.0, abs=10_000.0) for g in gaps[2:])
+    n0, starts0 = turns(0.0)  # one CPU: EEVDF's unscaled 0.75 ms slice, exactly
+    gaps0 = [b - a for a, b in zip(starts0, starts0[1:], strict=False)]
+    assert n0 >= 50 and all(g == pytest.approx(750_000.0, abs=10_000.0) for g in gaps0[2:])
 
 
 def test_nopreempt_switches_only_at_user_boundaries() -> None:

@@ -56,7 +56,7 @@ def test_legacy_up_faults_wait_out_the_writers_io_once_per_session() -> None:
     # the fastest legacy fault is a plain fault; the slow ones wait out the I/O,
     # at most one per writer session; universal-up has none
     assert legacy.latencies_us[0] < 5.0
-    assert 1 <= len(slow(legacy)) <= legacy.writer_sessions and legacy.p99_us > IO_US
+    assert 1 <= len(slow(legacy)) <= legacy.writer_sessions and legacy.max_us > IO_US
     assert not slow(universal)
     assert legacy.mmap_lock_wait_ms > 0.0 and universal.mmap_lock_wait_ms == 0.0
     # throughput is the fault count over the faulter's simulated time
@@ -64,7 +64,9 @@ def test_legacy_up_faults_wait_out_the_writers_io_once_per_session() -> None:
         assert r.faults_per_s == pytest.approx(r.faults / (r.sim_ms / 1e3))
         assert len(r.latencies_us) == r.faults and list(r.latencies_us) == sorted(r.latencies_us)
         assert r.p50_us == r.latencies_us[r.faults // 2]
-    assert universal.faults_per_s > 1.1 * legacy.faults_per_s
+    # one slow legacy fault per writer session, and a session per 4 ms turn
+    # (the slice ends at the tick): universal-up is a few per cent faster
+    assert universal.faults_per_s > 1.03 * legacy.faults_per_s
     # legacy-up is universal-up with PER_VMA_LOCK off, nothing else: identical runs
     forced = writer_sleep_latency("universal-up", per_vma_lock=False, faults=120)
     assert forced.latencies_us == legacy.latencies_us

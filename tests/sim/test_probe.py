@@ -36,7 +36,18 @@ def test_header_is_the_long_form_plus_cpu_and_run_queue(probe: Path) -> None:
     w = with_task(WORKLOADS["private"], region=16 * PAGE)
     out = subprocess.run([str(probe), "--cycles", "1", *w.probe_args().split()], check=True,
                          capture_output=True, text=True, timeout=60).stdout
-    assert out.splitlines()[0].split(",") == [*SCALAR_FIELDS, "cpu_s", "runq_s", "sleeps"]
+    assert out.splitlines()[0].split(",") == [*SCALAR_FIELDS, "cpu_s", "runq_s", "sleeps",
+                                              "extra_cpu_s"]
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_extra_cpu_s_is_the_extra_tasks_share(probe: Path, kind: str) -> None:
+    """extra_cpu_s: the CPU time of the extra tasks alone (0 without any),
+    part of cpu_s, the time of all tasks."""
+    churn = _run(probe, with_task(WORKLOADS["churn"], region=64 * PAGE), kind, 1, cycles=200)
+    alone = _run(probe, with_task(WORKLOADS["shared"], region=64 * PAGE), kind, 1, cycles=200)
+    assert float(alone["extra_cpu_s"]) == 0.0
+    assert 0.0 < float(churn["extra_cpu_s"]) < float(churn["cpu_s"])
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))

@@ -55,6 +55,7 @@ preempted at the end of its slice only where it may be:
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -200,7 +201,7 @@ class TimedDriver:
             task.cpu = c
             if self.cpu_task[c] < 0:
                 self.cpu_task[c] = tid
-                self.slice_end[c] = self.timeslice
+                self.slice_end[c] = self.slice_end_at(0.0)
                 self.heap.append((0.0, c))
             else:
                 self.rq[c].append(tid)
@@ -554,6 +555,16 @@ class TimedDriver:
             return True
         return op.kind is _LOCAL and op.work in _USER_WORK
 
+    def slice_end_at(self, t: float) -> float:
+        """When a task picked at ``t`` is preempted if another waits: EEVDF
+        notices an expired slice at the scheduler tick (update_deadline() from
+        sched_tick(); the HRTICK feature, which would end it exactly, is off
+        by default), so at the first tick at or after ``t + timeslice``.
+        ``tick_ns`` 0: exactly at ``t + timeslice``."""
+        end = t + self.timeslice
+        tick = self.m.tick_ns
+        return math.ceil(end / tick) * tick if tick > 0 else end
+
     def cpu_idle(self, c: int, t: float) -> bool:
         """CPU ``c`` runs nothing at ``t``: no task, or its task sleeps
         parked on it (a sleeping wait on a CPU with nothing else to run,
@@ -583,7 +594,7 @@ class TimedDriver:
                 continue
             self.cpu_task[c] = tid
             t += self.m.context_switch_ns
-            self.slice_end[c] = t + self.timeslice
+            self.slice_end[c] = self.slice_end_at(t)
             heapq.heappush(self.heap, (t, c))
             return
         self.cpu_task[c] = -1
@@ -692,7 +703,7 @@ class TimedDriver:
         if cur < 0:
             self.balance.busy_again(c, t)
             self.cpu_task[c] = tid
-            self.slice_end[c] = t + self.timeslice
+            self.slice_end[c] = self.slice_end_at(t)
             heapq.heappush(self.heap, (t, c))
         else:
             # EEVDF with RUN_TO_PARITY: the running task keeps the CPU to

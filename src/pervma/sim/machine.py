@@ -63,6 +63,7 @@ class Machine:
     wakeup_spread: float  # each wake-up's latency and IPI vary uniformly by +-this fraction
     context_switch_ns: float
     timeslice_ns: float
+    tick_ns: float  # the scheduler tick (1 / CONFIG_HZ), where an expired slice is noticed
     rwsem_spin_ns: float
     rwsem_handoff_ns: float
     # machine-wide ceilings
