@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -573,6 +574,125 @@ static double bandwidth(void)
 	return 4.0 * BIG / (now_ns() - t0);  /* bytes per ns = GB/s */
 }
 
+/* ---- what sharing a CPU costs a faulting task beyond the time it does not run ----
+ * A child faults a 32 MiB anonymous region page by page and zaps it
+ * (MADV_DONTNEED), as pfbench's shared task does, pinned to CPU A: alone for
+ * 1 s, then for 1 s beside a second child pinned to the same CPU that loops
+ * mmap+munmap of 4 KiB (churn's extra task), the two taking turns at the
+ * scheduler tick.  Each run gives the faulting child's faults, its own CPU
+ * time and its involuntary context switches; the CPU time it spent beside
+ * the other child beyond what its faults cost alone (per CPU-second), over
+ * its involuntary switches, is what each turn costs it on coming back. */
+struct share_counters {
+	volatile unsigned long faults;
+	volatile int stop;
+};
+
+static void share_fault_loop(struct share_counters *sc)
+{
+	const unsigned long len = 32UL << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	madvise(p, len, MADV_NOHUGEPAGE);
+	while (!sc->stop) {
+		for (unsigned long o = 0; o < len; o += PAGE) {
+			p[o] = 1;
+			sc->faults++;
+		}
+		madvise(p, len, MADV_DONTNEED);
+	}
+	_exit(0);
+}
+
+static void share_churn_loop(struct share_counters *sc)
+{
+	while (!sc->stop) {
+		void *q = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		munmap(q, PAGE);
+	}
+	_exit(0);
+}
+
+static unsigned long nonvoluntary(pid_t pid)
+{
+	char path[64], line[128];
+	unsigned long n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "nonvoluntary_ctxt_switches: %lu", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static double child_cpu_s(pid_t pid)
+{
+	clockid_t c;
+	struct timespec ts;
+
+	if (clock_getcpuclockid(pid, &c) || clock_gettime(c, &ts))
+		return 0;
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* One run: the faulting child (with the churn child if ``shared``), 200 ms
+ * of warm-up then 1 s measured: its faults, CPU seconds, involuntary switches. */
+static void share_run(int shared, double *faults, double *cpu, double *switches)
+{
+	struct share_counters *sc = mmap(NULL, sizeof *sc, PROT_READ | PROT_WRITE,
+					 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t kids[2];
+	int n = shared ? 2 : 1;
+	unsigned long f0, s0;
+	double c0;
+
+	for (int i = 0; i < n; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			pin(cpu_a);
+			if (i == 0)
+				share_fault_loop(sc);
+			share_churn_loop(sc);
+		}
+	}
+	usleep(200000);
+	f0 = sc->faults;
+	c0 = child_cpu_s(kids[0]);
+	s0 = nonvoluntary(kids[0]);
+	usleep(1000000);
+	*faults = sc->faults - f0;
+	*cpu = child_cpu_s(kids[0]) - c0;
+	*switches = nonvoluntary(kids[0]) - s0;
+	sc->stop = 1;
+	for (int i = 0; i < n; i++)
+		waitpid(kids[i], NULL, 0);
+	munmap(sc, sizeof *sc);
+}
+
+static double share_slowdown_pct, share_turn_ms;
+
+static double switch_refill(void)
+{
+	double fa, ca, sa, fs, cs, ss;
+
+	share_run(0, &fa, &ca, &sa);
+	share_run(1, &fs, &cs, &ss);
+	share_slowdown_pct = share_turn_ms = 0;
+	if (fa <= 0 || ca <= 0 || cs <= 0 || ss < 1)
+		return 0;
+	/* the CPU time beyond what its faults cost at the rate alone */
+	double extra = cs - fs / (fa / ca);
+
+	share_slowdown_pct = 100.0 * (1.0 - (fs / cs) / (fa / ca));
+	share_turn_ms = cs * 1e3 / ss;
+	return extra > 0 ? extra * 1e9 / ss : 0;
+}
+
 int main(int argc, char **argv)
 {
 	double v[MAXREP], v2[MAXREP], sc;
@@ -688,6 +808,23 @@ int main(int argc, char **argv)
 	       "write fault per page (page_fault3's fault)");
 	for (int r = 0; r < repeats; r++) v[r] = mmap_pair();
 	report("mmap_pair_ns", v, repeats, "ns", "mmap+munmap of 128 MiB anon, untouched, 400 batches of 100");
+	{
+		double turn[MAXREP];
+
+		for (int r = 0; r < repeats; r++) {
+			v[r] = switch_refill();
+			v2[r] = share_slowdown_pct;
+			turn[r] = share_turn_ms;
+		}
+		report("switch_refill_ns", v, repeats, "ns",
+		       "a faulting loop (32 MiB, write + MADV_DONTNEED) beside an mmap+munmap loop "
+		       "on its pinned CPU, 1 s each way: its CPU time beyond its faults' cost "
+		       "alone, per involuntary switch");
+		report("share_slowdown_pct", v2, repeats, "%",
+		       "that loop's faults per own CPU-second beside the other, below alone");
+		report("share_turn_ms", turn, repeats, "ms",
+		       "its CPU time per involuntary switch: one turn (the slice, ended at a tick)");
+	}
 	for (int r = 0; r < repeats; r++) v[r] = bandwidth();
 	report("mem_bandwidth_gbps", v, repeats, "GB/s",
 	       "two pinned threads memset their own 128 MiB four times");
