@@ -43,7 +43,14 @@ locations nobody writes through a step (``("rcu",)`` grace periods) are swept
 every few steps.  A sleeping step with work ``"io"`` takes the task off its CPU
 for ``io_ns``.
 
-One CPU (``SMP=n``) or more tasks than CPUs: each CPU time-slices its queue.
+Where tasks run: a task starts on the CPU ``placement`` gives it and moves
+as Linux moves it (a wake-up onto an idle CPU of its LLC, a newidle pull, a
+periodic load balance: :mod:`pervma.sim.balance`), unless the tasks are
+pinned.
+
+One CPU (``SMP=n``) or more tasks than CPUs: each CPU time-slices its queue;
+a slice ends at the first scheduler tick after it runs out (``tick_ns``:
+EEVDF notices it in the tick, HRTICK being off by default).
 A woken task waits for the running one's slice to end (EEVDF with its default
 RUN_TO_PARITY: pick_eevdf() keeps a current task whose slice is protected, so
 a wake-up does not preempt it; kernel/sched/fair.c, 6.18).  A task is
@@ -690,7 +697,6 @@ class TimedDriver:
         c = self.balance.select(tid, self.task_cpu[tid], t)
         self._enqueue(tid, c, t + self.m.wakeup_ns * self.costs.wakeup_factor())
 
-
     def _enqueue(self, tid: int, c: int, t: float) -> None:
         """Task ``tid`` becomes runnable at ``t`` on CPU ``c``."""
         cur = self.cpu_task[c]
@@ -765,7 +771,7 @@ class TimedDriver:
         else:
             c = self.balance.select(tid, c, t)
             lat = self.m.wakeup_ns * self.costs.wakeup_factor()
-            if 0 <= waker != c and self.cpu_task[c] < 0:
+            if 0 <= waker != c and self.cpu_idle(c, t):
                 self._ipi_owed += self.m.wakeup_ipi_ns * self.costs.wakeup_factor()
             self._enqueue(tid, c, t + lat)
         if op is not None:
