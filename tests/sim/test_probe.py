@@ -161,3 +161,19 @@ def test_validate_without_saved_rows_for_a_point_is_one_line_exit_2(tmp_path: Pa
                   "--sim-ms", "1", "--machine", "epyc2vm")
     assert r.returncode == 2
     assert r.stderr.strip() == f"validate: {path} has no rows for mmap1 at 1 tasks"
+
+
+def test_treefill_reports_a_rate_per_count_of_small_mappings() -> None:
+    """bench/real/treefill: one n:pairs_per_s field per n from 0 to --max, a
+    positive rate each (--pairs bounds the work); bad arguments exit 2 with
+    a one-line message."""
+    subprocess.run(["make", "-s", "-C", str(REAL), "treefill"], check=True, capture_output=True)
+    tool = str(REAL / "treefill")
+    out = subprocess.run([tool, "--max", "3", "--pairs", "200"], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.split()
+    assert [f.split(":")[0] for f in out] == ["0", "1", "2", "3"]
+    assert all(float(f.split(":")[1]) > 0 for f in out)
+    for bad in (["--max", "x"], ["--pairs", "-1"], ["--bogus"]):
+        r = subprocess.run([tool, *bad], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stdout == ""
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("treefill: ")
