@@ -26,7 +26,7 @@ not pinned:
   CPU-bound tasks on two CPUs thus move every second attempt (every 64 ms
   on a 2-CPU LLC), and each gets about 2/3 of a CPU.
 
-Each balance lands at a tick (HZ=250 on the profiled kernels: every 4 ms),
+Each balance lands at a tick (the machine's ``tick_ns``, 4 ms at HZ=250),
 and where a tick falls within the tasks' slices varies on a real machine with
 everything else that runs; the driver's slices have exact lengths, so each
 periodic balance is drawn uniformly within one tick after its interval
@@ -63,8 +63,6 @@ NEWIDLE_LB_COST_NS = 5_000.0
 BUSY_FACTOR = 16
 #: sd->cache_nice_tries at the LLC (MC) level.
 CACHE_NICE_TRIES = 1
-#: The scheduler tick, HZ=250 (CONFIG_HZ_250, the x86 default, on both profiled VMs).
-TICK_NS = 4_000_000.0
 _INF = float("inf")
 
 
@@ -87,8 +85,9 @@ class Balancer:
         self.idle_stamp = [-1.0] * n  # when the CPU went idle (-1: it is not)
         self.ran_at = [-_INF] * len(drv.tasks)  # when each task last stopped running
         self.rng = random.Random(seed)
+        self.tick_ns = m.tick_ns
         # each CPU's first periodic balance, within one tick after one interval
-        self.next = [self.interval[c] + self.rng.random() * TICK_NS for c in range(n)]
+        self.next = [self.interval[c] + self.rng.random() * self.tick_ns for c in range(n)]
         self.due = min(self.next) if self.on else _INF
         self.migrations = 0
 
@@ -141,7 +140,7 @@ class Balancer:
                 self._pull(c, t, False)
                 busy = not d.cpu_idle(c, t)
                 self.next[c] = (t + self.interval[c] * (BUSY_FACTOR if busy else 1)
-                                + self.rng.random() * TICK_NS)
+                                + self.rng.random() * self.tick_ns)
         self.due = min(self.next)
 
     def _pull(self, c: int, t: float, newidle: bool) -> bool:
