@@ -18,9 +18,10 @@ import pytest
 from pervma.check import dpor, pstateful, stateful
 from pervma.check.api import run_check
 from pervma.check.differential import FinalStates
-from pervma.check.engine import Execution, replay
+from pervma.check.engine import Execution, dependent, replay
 from pervma.check.scenario import get_scenario
 from pervma.check.search import Budget, Runner, Stats
+from pervma.check.symmetry import canonical
 from pervma.config import Config
 
 TOYS = ["toy-writers", "toy-readers", "toy-racy", "toy-locked", "toy-abba", "toy-preempt",
@@ -153,6 +154,63 @@ def test_deeper_splits_have_more_units_that_extend_the_shallower_ones() -> None:
     assert len(units) >= pstateful.UNITS_PER_WORKER * 2 and depth <= pstateful.MAX_DEPTH
     assert units == stateful.split_units(runner, depth)
     assert depth == 1 or len(stateful.split_units(runner, depth - 1)) < len(units)
+
+
+def _split_by_recursion(runner: Runner, depth: int) -> list[stateful.Unit]:
+    """The split as first written: a depth-first recursion that replays
+    every child from a fresh instance.  :func:`stateful.split_levels` must
+    give exactly these units, level by level."""
+    units: list[stateful.Unit] = []
+
+    def expand(run: Execution, path: tuple[int, ...], sleep: dict[int, Any],
+               seen: tuple[int, ...]) -> None:
+        enabled = run.runnable()
+        key, _ = canonical(run.ex.tasks, runner.symmetry)
+        ended = run.violation is not None or run.livelock is not None
+        run.drop()
+        cands = [t for t in enabled if t not in sleep]
+        if len(path) >= depth or ended or not cands or key in seen:
+            return
+        asleep = dict(sleep)
+        for t in cands:
+            child = runner.execution()
+            for c in path:
+                child.take(c)
+            acc = child.take(t).acc
+            units.append((path + (t,), dict(asleep), ()))
+            at = len(units)
+            inner = {q: a for q, a in asleep.items() if not dependent(a, acc)}
+            expand(child, path + (t,), inner, seen + (key,))
+            if len(units) > at:  # expanded further: its children are the units
+                del units[at - 1]
+            asleep[t] = dict(acc)
+
+    expand(runner.execution(), (), {}, ())
+    return units
+
+
+@pytest.mark.parametrize("name,preset", [
+    ("spin-2f-m-r", "universal"), ("spin-3f-m", "universal"), ("toy-spin", "universal"),
+    ("toy-abba", "universal"), ("fault-vs-munmap", "universal-up"),
+    ("detach-vs-transient-reader", "legacy"),
+])
+def test_the_split_grown_level_by_level_is_the_recursive_split(name: str, preset: str) -> None:
+    runner = Runner(get_scenario(name), Config.preset(preset))
+    levels = list(stateful.split_levels(runner, 7))
+    assert len(levels[-1]) > 1
+    for d, units in enumerate(levels, 1):
+        assert units == _split_by_recursion(runner, d), d
+        assert units == stateful.split_units(runner, d)
+
+
+@pytest.mark.parametrize("name,levels", [("toy-spin", 3), ("toy-writers", 6), ("toy-racy", 4)])
+def test_a_tree_that_ends_early_gives_its_last_level_for_any_deeper_split(
+        name: str, levels: int) -> None:
+    runner = Runner(get_scenario(name), Config.preset("universal"))
+    grown = list(stateful.split_levels(runner, 12))
+    assert len(grown) == levels
+    assert grown[-1] == _split_by_recursion(runner, 12) == stateful.split_units(runner, 12)
+    assert grown[-2] != grown[-1]  # the last level still grew
 
 
 VERDICTS = [

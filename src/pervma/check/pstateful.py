@@ -78,12 +78,11 @@ def choose_units(runner: Runner, jobs: int, depth: int | None = None) -> tuple[i
     worker."""
     if depth is not None:
         return depth, stateful.split_units(runner, depth)
-    units: list[Unit] = []
-    for d in range(1, MAX_DEPTH + 1):
-        units = stateful.split_units(runner, d)
+    d, units = 0, list[Unit]()
+    for d, units in enumerate(stateful.split_levels(runner, MAX_DEPTH), 1):  # noqa: B007
         if len(units) >= UNITS_PER_WORKER * jobs:
-            return d, units
-    return MAX_DEPTH, units
+            break
+    return d, units
 
 
 def explore(runner: Runner, budget: Budget, stats: Stats | None = None, jobs: int = 2,
