@@ -85,6 +85,37 @@ def _by_stealing(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str
     return n, _violations(got), runner.finals
 
 
+def _by_merged(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, str]],
+                                                             set[int]]:
+    """Another worker searches every other unit first; what it finished goes
+    through the encoder, the decoder and the merge into this worker's table
+    (summaries shared, frozen), and this worker searches every unit on
+    that table.  Returns how many merged summaries this worker then grew
+    (a revisit with a smaller sleep set), the violations and the final
+    states of both."""
+    runner = FinalStates(get_scenario(name), cfg)
+    units = stateful.split_units(runner, depth)
+    budget = Budget()
+    got: list[Execution] = []
+    other = stateful.Table(finished=[], share_min=1)
+    for unit in units[1::2]:
+        stateful.explore(runner, budget, Stats("dpor"), prefix=unit, restart=False, table=other,
+                         collect=got)
+    assert other.finished
+    done = [(k, other.states[k]) for k in other.finished
+            if other.states[k].depth is None and not other.states[k].partial]
+    dec = pstateful._Decoder()
+    mine = stateful.Table()
+    pstateful._merge(mine, dec.decode(pstateful._Encoder().encode(done)), dec.summaries)
+    frozen = {k for k, e in mine.states.items() if isinstance(e.summary, frozenset)}
+    assert len(frozen) == len({k for k, _ in done})
+    for unit in units:
+        stateful.explore(runner, budget, Stats("dpor"), prefix=unit, restart=False, table=mine,
+                         collect=got)
+    grown = sum(1 for k in frozen if isinstance(mine.states[k].summary, set))
+    return grown, _violations(got), runner.finals
+
+
 def _sequential(name: str, cfg: Config) -> tuple[set[tuple[str, str]], set[int]]:
     runner = FinalStates(get_scenario(name), cfg)
     got: list[Execution] = []
@@ -122,6 +153,21 @@ def test_units_cover_exactly_the_sequential_search(name: str, preset: str,
         assert n >= 1 or name.startswith("toy-"), "nothing was given away: nothing tested"
         assert v == viol, f"{name} depth {depth} given away: violations differ"
         assert f == finals, f"{name} depth {depth} given away: final states differ"
+
+
+@pytest.mark.parametrize(("name", "preset", "bug"), [
+    ("fault-vs-munmap", "universal", None), ("detach-vs-transient-reader", "universal", "B18"),
+    ("spin-2f-m", "universal", None), ("toy-writers", "universal", None)])
+def test_a_table_with_another_workers_states_covers_the_sequential_search(
+        name: str, preset: str, bug: str | None) -> None:
+    cfg = Config.preset(preset)
+    if bug is not None:
+        cfg = cfg.with_bugs(bug)
+    viol, finals = _sequential(name, cfg)
+    grown, v, f = _by_merged(name, cfg, 3)
+    assert (v, f) == (viol, finals)
+    if not name.startswith("toy-"):
+        assert grown > 0, "no merged state was explored further: the shared summary untested"
 
 
 def test_units_given_away_cover_the_sequential_search_of_symmetric_threads() -> None:
@@ -334,7 +380,7 @@ def test_the_counterexample_a_worker_finds_replays(name: str, bug: str | None) -
 def test_finished_states_travel_with_their_summaries_by_number() -> None:
     """Two batches from one worker: the second names a summary and accesses
     the first defined; each merged entry has the sender's sleep set, summary
-    and order, in a set of its own (a later revisit adds to it)."""
+    and order."""
     a1, a2, a3 = (0, ("maple", 0), False), (1, ("mmap_lock", 0), True), (2, ("signal", 7), True)
     sent = stateful.Table()
     sent.states[11] = stateful.Entry(frozenset({1}), {a1, a2})
@@ -354,9 +400,12 @@ def test_finished_states_travel_with_their_summaries_by_number() -> None:
         mine, theirs = got.states[key], sent.states[key]
         assert (mine.sleep, mine.summary, mine.order) == (theirs.sleep, theirs.summary, theirs.order)
         assert mine.depth is None and not mine.partial
-    assert got.states[11].summary is not got.states[13].summary
+    # one summary, one frozen set, shared: stateful._explore makes a set of its
+    # own of it for a state it explores further
+    assert got.states[11].summary is got.states[13].summary
+    assert isinstance(got.states[11].summary, frozenset)
     # an entry already there is kept unless the incoming one covers more
-    got.states[11].summary.add(a3)
+    got.states[11].summary = set(got.states[11].summary) | {a3}
     pstateful._merge(got, [(11, frozenset({1}), 1, None)], dec.summaries)
     assert a3 in got.states[11].summary
     pstateful._merge(got, [(11, frozenset(), 1, None)], dec.summaries)  # a smaller sleep set

@@ -10,16 +10,18 @@ key, for the same state) and handed the units one at a time as they fall
 idle: even workers from the front of the depth-first list, odd ones from its
 back, so that two workers start far apart and meet late (each explores
 what the other has not finished yet twice).  When no unit is left and a
-worker falls idle, the coordinator asks the busy ones for work: at the end
-of its next execution a busy worker gives away what is left at the
-shallowest node of its unit's search that has something left
-(:func:`pervma.check.stateful._donate`: the node's remaining threads, as a
-unit that takes them one after the other), which is handed to the idle
-worker like any unit.  A worker keeps one table of states over all its
-units; every state whose exploration it finished (popped, not partial:
-its summary is complete) and below which at least :data:`SHARE_MIN`
-executions ended goes to the coordinator, which passes it on to the other
-workers, and they merge it into their tables between two executions.  An
+worker falls idle, the coordinator asks the busy ones for work (a flag per
+worker in shared memory): at the end of its next execution a busy worker
+gives away what is left at the shallowest node of its unit's search that
+has something left (:func:`pervma.check.stateful._donate`: the node's
+remaining threads, as a unit that takes them one after the other), which
+is handed to the idle worker like any unit.  A worker keeps one table of
+states over all its units; every state whose exploration it finished
+(popped, not partial: its summary is complete) and below which at least
+:data:`SHARE_MIN` executions ended goes straight to every other worker
+through shared memory (:mod:`pervma.check.ring`, every
+:data:`SHARE_EVERY` executions), and each merges what came into its table
+between two executions.  An
 entry already in a worker's table is kept, unless it is partial or the
 incoming one was explored with a smaller sleep set (it then covers more).
 Either way each entry alone is a sound stopping point, so a merge never
@@ -47,6 +49,7 @@ from typing import Any
 
 from pervma.check import stateful
 from pervma.check.dpor import conservative_note
+from pervma.check.ring import Ring
 from pervma.check.search import Budget, Found, Runner, Stats
 from pervma.check.stateful import Entry, Table, Unit
 from pervma.check.symmetry import Perm, mapping
@@ -66,6 +69,16 @@ MAX_DEPTH = 8
 #: workers spend sharing (0.19 → 0.07 s of CPU each) for 2% more steps, and
 #: its split run went 3.34 → 3.26 s; 3 was the same, 5 slower (3.50 s).
 SHARE_MIN = 2
+
+#: Executions between two exchanges of finished states (sent, and the other
+#: workers' merged).  Through shared memory (:mod:`pervma.check.ring`) an
+#: exchange costs little; through queues 64 was best.
+SHARE_EVERY = 8
+#: Finished states per message at most, so that a message stays far below
+#: a ring's size (a state's summary is tens of accesses, its row ~40 bytes).
+CHUNK = 256
+#: Each ring's size (one per ordered pair of workers).
+RING_BYTES = 1 << 21
 
 # One finished state as it travels: key, sleep set, its summary's number
 # (:class:`_Encoder`), the order of its threads.
@@ -194,14 +207,18 @@ def _merge(table: Table, batch: list[Shared], summaries: list[frozenset[stateful
                 theirs = {perm[t] for t in sleep}
             if not (mine.depth is None and (mine.partial or theirs < mine.sleep)):
                 continue
-        # a set of its own: a revisit with a smaller sleep set adds to it
-        states[key] = Entry(sleep, set(summaries[sid]), order=order)
+        # shared with every entry of that summary: a revisit with a smaller
+        # sleep set makes it a set of its own (stateful._explore)
+        states[key] = Entry(sleep, summaries[sid], order=order)
 
 
 def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
-            outbox: Any) -> None:
-    """A worker: units from ``inbox`` until told to stop; finished states and
-    each unit's figures to ``outbox``."""
+            outbox: Any, outs: list[Ring], ins: list[tuple[int, Ring]], steal: Any) -> None:
+    """A worker: units from ``inbox`` until told to stop; each unit's
+    figures to ``outbox``; finished states to the other workers through
+    ``outs`` and theirs from ``ins`` (by sender); ``steal[wid]`` set by the
+    coordinator when another worker is idle (a flag, so that looking costs
+    no system call)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIGINT is the coordinator's
     try:
         table = Table(finished=[], share_min=SHARE_MIN)
@@ -209,35 +226,17 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
         assert finished is not None
         known = 0  # how many of the table's keys the coordinator was told
         encoder = _Encoder()
-        decoders: dict[int, _Decoder] = {}  # by sender
+        decoders = {sender: _Decoder() for sender, _ in ins}
 
-        def receive(block: bool) -> Any:
-            """The next unit or stop (None if ``block`` is false and none
-            is there), merging states and noting requests on the way.  An
-            idle worker merges the states that came while it waited only
-            once it has a unit to search: at the end of the search they
-            would be of no use."""
-            waited: list[Any] = []
-            while True:
-                try:
-                    msg = inbox.get(block)
-                except queue.Empty:
-                    return None
-                if msg[0] == "steal":  # an idle worker: give work at the next execution's end
-                    table.wanted = not block  # idle here itself: nothing to give
-                elif msg[0] == "entries" and block:
-                    waited.append(msg)
-                elif msg[0] == "entries":
-                    merge(msg)
-                else:
-                    if msg[0] == "unit":
-                        for m in waited:
-                            merge(m)
-                    return msg
 
-        def merge(msg: Any) -> None:
-            decoder = decoders.setdefault(msg[1], _Decoder())
-            _merge(table, decoder.decode(msg[2]), decoder.summaries)
+        def merge() -> None:
+            """The other workers' finished states sent since the last call.
+            An idle worker calls it only once it has a unit to search: at
+            the end of the search they would be of no use."""
+            for sender, ring in ins:
+                decoder = decoders[sender]
+                for data in ring.get_all():
+                    _merge(table, decoder.decode(data), decoder.summaries)
 
         def share(_: Stats | None = None) -> None:
             if finished:
@@ -247,28 +246,36 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
                     if ent is not None and ent.depth is None and not ent.partial:
                         batch.append((key, ent))
                 finished.clear()
-                if batch:  # encoded here: the coordinator passes the bytes on as they are
-                    outbox.put(("entries", wid, encoder.encode(batch)))
-            pending = receive(False)
-            assert pending is None, "a unit is handed only to an idle worker"
+                for i in range(0, len(batch), CHUNK):  # each message well within a ring
+                    data = encoder.encode(batch[i:i + CHUNK])
+                    for ring in outs:
+                        ring.put(data)
+            for ring in outs:
+                ring.flush()
+            merge()
+            if steal[wid]:  # a worker is idle: give work at the next execution's end
+                steal[wid] = 0
+                table.wanted = True
 
         def give(unit: Unit) -> None:
             outbox.put(("units", wid, [unit]))
 
         table.give = give
 
-        budget = Budget(None, time_limit, progress=share)
+        budget = Budget(None, time_limit, progress=share, every=SHARE_EVERY)
         budget.start()
         cpu0 = time.process_time()
         while True:
-            msg = receive(True)
+            msg = inbox.get()
             if msg[0] == "stop":
                 break
+            merge()
             unit: Unit = msg[1]
             st = Stats("dpor")
             stateful.explore(runner, budget, st, prefix=unit, restart=False, table=table,
                              descending=True)
             share()
+            steal[wid] = 0
             table.wanted = False  # the coordinator takes "done" as the answer
             keys = list(itertools.islice(table.states, known, None))
             known = len(table.states)
@@ -288,7 +295,7 @@ def _figures(st: Stats) -> dict[str, Any]:
 
 
 class _Coordinator:
-    """Hands units to idle workers, passes finished states on, adds up."""
+    """Hands units to idle workers, asks busy ones for work, adds up."""
 
     def __init__(self, runner: Runner, budget: Budget, stats: Stats, units: list[Unit],
                  workers: int) -> None:
@@ -308,13 +315,19 @@ class _Coordinator:
         ctx = mp.get_context("fork")
         outbox = ctx.Queue()
         inboxes = [ctx.Queue() for _ in range(self.workers)]
-        procs = [ctx.Process(target=_worker, args=(w, self.runner, self.budget.time_limit,
-                                                   inboxes[w], outbox), daemon=True)
-                 for w in range(self.workers)]
+        n = self.workers
+        rings = {(a, b): Ring(RING_BYTES, ctx) for a in range(n) for b in range(n) if a != b}
+        steal = ctx.RawArray("b", n)  # per worker: give work away (written here, cleared there)
+        procs = [ctx.Process(target=_worker,
+                             args=(w, self.runner, self.budget.time_limit, inboxes[w], outbox,
+                                   [rings[w, v] for v in range(n) if v != w],
+                                   [(v, rings[v, w]) for v in range(n) if v != w], steal),
+                             daemon=True)
+                 for w in range(n)]
         for p in procs:
             p.start()
         try:
-            self._serve(procs, inboxes, outbox)
+            self._serve(procs, inboxes, outbox, steal)
         finally:
             for q in inboxes:
                 q.cancel_join_thread()
@@ -332,7 +345,7 @@ class _Coordinator:
             st.notes.append(f"{cycles} cycle(s) closed (a retry loop back to a state "
                             "still being explored)")
 
-    def _serve(self, procs: list[Any], inboxes: list[Any], outbox: Any) -> None:
+    def _serve(self, procs: list[Any], inboxes: list[Any], outbox: Any, steal: Any) -> None:
         st = self.stats
         todo = deque(self.units)
         idle: list[int] = list(range(self.workers))
@@ -353,7 +366,7 @@ class _Coordinator:
                 idle.clear()
             elif idle:
                 for v in busy - asked:
-                    inboxes[v].put(("steal",))
+                    steal[v] = 1
                     asked.add(v)
 
         balance()
@@ -368,11 +381,7 @@ class _Coordinator:
                                            f"(exit code {code})") from None
                 continue
             kind, w = msg[0], msg[1]
-            if kind == "entries":
-                for v in alive:
-                    if v != w:
-                        inboxes[v].put(msg)
-            elif kind == "units":
+            if kind == "units":
                 asked.discard(w)
                 todo.extend(msg[2])
                 self.given += len(msg[2])

@@ -91,6 +91,7 @@ class Budget:
     max_executions: int | None = None
     time_limit: float | None = None
     progress: Callable[[Stats], None] | None = None
+    every: int = 64  # executions (pruned ones included) between two calls of ``progress``
     _deadline: float | None = None
 
     def start(self) -> None:
@@ -105,7 +106,7 @@ class Budget:
         return None
 
     def tick(self, stats: Stats) -> None:
-        if self.progress is not None and (stats.executions + stats.pruned) % 64 == 0:
+        if self.progress is not None and (stats.executions + stats.pruned) % self.every == 0:
             self.progress(stats)
 
 

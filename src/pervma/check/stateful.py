@@ -108,7 +108,10 @@ class Entry:
     """What the table keeps of an explored state."""
 
     sleep: frozenset[int]
-    summary: set[Access] = field(default_factory=set)
+    # Grows while the state is explored; a frozenset shared by entries when
+    # another worker of a split search explored it (pstateful._merge), made a
+    # set of its own if this worker explores the state further.
+    summary: set[Access] | frozenset[Access] = field(default_factory=set)
     depth: int | None = None  # index of its node on the DFS stack while being explored
     partial: bool = False  # its summary lacks a cycle's future: never stop here
     # The order its threads were walked in when it was stored (symmetry.canonical):
@@ -320,6 +323,8 @@ def _explore(runner: Runner, budget: Budget, stats: Stats | None, root: tuple[in
                 # Visited again with a smaller sleep set: only the threads asleep at
                 # every earlier visit are new here; the others' futures are the
                 # stored summary, raced against this execution as at a stop.
+                if type(ent.summary) is frozenset:  # another worker's (pstateful._merge)
+                    ent.summary = set(ent.summary)  # grows from here on
                 asleep = _perm_keys(sleep, to_ent)
                 fresh = ent.sleep - asleep  # the entry's names
                 if to_ent is not None:
@@ -564,7 +569,8 @@ def _add_summary(node: _Node, accesses: Any, idents: tuple[int | None, ...]) -> 
     """Accesses of this execution's threads into ``node``'s entry (named as
     its threads are)."""
     if node.to_ent is None:
-        node.entry.summary |= accesses if isinstance(accesses, set) else set(accesses)
+        node.entry.summary |= accesses if isinstance(accesses, (set, frozenset)) \
+            else set(accesses)
     else:
         node.entry.summary |= map_accesses(accesses, node.to_ent, idents)
 
