@@ -74,11 +74,13 @@ SHARE_MIN = 2
 #: workers' merged).  Through shared memory (:mod:`pervma.check.ring`) an
 #: exchange costs little; through queues 64 was best.
 SHARE_EVERY = 8
-#: Finished states per message at most, so that a message stays far below
-#: a ring's size (a state's summary is tens of accesses, its row ~40 bytes).
+#: Finished states per message at most, so that a message stays well within
+#: a ring (a row is ~40 bytes, a new summary tens of access numbers; a longer
+#: message would go in frames).
 CHUNK = 256
-#: Each ring's size (one per ordered pair of workers).
-RING_BYTES = 1 << 21
+#: Each ring's size (one per ordered pair of workers).  Messages every 8
+#: executions were at most 4 KiB on the SPIN shapes.
+RING_BYTES = 1 << 18
 
 # One finished state as it travels: key, sleep set, its summary's number
 # (:class:`_Encoder`), the order of its threads.

@@ -17,7 +17,8 @@ A message that does not fit in the free space waits in the sender's own
 memory (:attr:`Ring.pending`) and goes, in order, at a later
 :meth:`Ring.flush`: a receiver that is busy or idle never blocks the
 sender, and messages are never lost or reordered (the receiver's decoder
-numbers what earlier messages defined)."""
+numbers what earlier messages defined).  A message longer than half the
+ring travels as several frames, put together again on receipt."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from collections import deque
 from typing import Any
 
 _HEAD = struct.Struct("=QQ")  # bytes written, bytes read (each only ever grows)
-_LEN = struct.Struct("=I")
+_LEN = struct.Struct("=I")  # a frame's length; _MORE: more frames of its message follow
+_MORE = 1 << 31
 
 
 class Ring:
@@ -39,7 +41,9 @@ class Ring:
         self.cap = capacity
         self._buf = mmap.mmap(-1, _HEAD.size + capacity)  # MAP_SHARED | MAP_ANONYMOUS
         self._lock = ctx.Lock()
-        self.pending: deque[bytes] = deque()  # the sender's, not yet in the ring
+        self.pending: deque[tuple[int, bytes]] = deque()  # the sender's frames, not yet in
+        self._frame = capacity // 2 - _LEN.size
+        self._part: list[bytes] = []  # the receiver's frames of a message not yet whole
 
     def _counters(self) -> tuple[int, int]:
         with self._lock:
@@ -49,10 +53,11 @@ class Ring:
     def put(self, data: bytes) -> None:
         """Send ``data`` (sender only): into the ring now if it fits behind
         what is waiting, else at a later :meth:`flush`."""
-        if _LEN.size + len(data) > self.cap:
-            raise ValueError(f"a message of {len(data)} bytes does not fit a ring of "
-                             f"{self.cap}")
-        self.pending.append(data)
+        size = self._frame
+        last = max(0, len(data) - 1) // size * size
+        for i in range(0, last + 1, size):
+            self.pending.append((len(data[i:i + size]) | (_MORE if i < last else 0),
+                                 data[i:i + size]))
         self.flush()
 
     def flush(self) -> None:
@@ -63,12 +68,12 @@ class Ring:
         start = head
         free = self.cap - (head - tail)
         pending = self.pending
-        while pending and _LEN.size + len(pending[0]) <= free:
-            msg = pending.popleft()
-            self._write(head, _LEN.pack(len(msg)))
-            self._write(head + _LEN.size, msg)
-            head += _LEN.size + len(msg)
-            free -= _LEN.size + len(msg)
+        while pending and _LEN.size + len(pending[0][1]) <= free:
+            word, frame = pending.popleft()
+            self._write(head, _LEN.pack(word))
+            self._write(head + _LEN.size, frame)
+            head += _LEN.size + len(frame)
+            free -= _LEN.size + len(frame)
         if head != start:
             with self._lock:
                 struct.pack_into("=Q", self._buf, 0, head)
@@ -79,9 +84,14 @@ class Ring:
         if head == tail:
             return []
         out = []
+        part = self._part
         while tail < head:
-            (n,) = _LEN.unpack(self._read(tail, _LEN.size))
-            out.append(self._read(tail + _LEN.size, n))
+            (word,) = _LEN.unpack(self._read(tail, _LEN.size))
+            n = word & ~_MORE
+            part.append(self._read(tail + _LEN.size, n))
+            if not word & _MORE:
+                out.append(part[0] if len(part) == 1 else b"".join(part))
+                part.clear()
             tail += _LEN.size + n
         with self._lock:
             struct.pack_into("=Q", self._buf, 8, tail)
