@@ -68,6 +68,8 @@ MAX_DEPTH = 8
 #: explore again as to send, merge and keep.  spin-2f-m-r: 2 halves what the
 #: workers spend sharing (0.19 → 0.07 s of CPU each) for 2% more steps, and
 #: its split run went 3.34 → 3.26 s; 3 was the same, 5 slower (3.50 s).
+#: Through the rings, 1 explores a third as many states twice (1,220 against
+#: 3,160) but doubles the encoding: the same wall time, so 2 stays.
 SHARE_MIN = 2
 
 #: Executions between two exchanges of finished states (sent, and the other
@@ -229,7 +231,6 @@ def _worker(wid: int, runner: Runner, time_limit: float | None, inbox: Any,
         known = 0  # how many of the table's keys the coordinator was told
         encoder = _Encoder()
         decoders = {sender: _Decoder() for sender, _ in ins}
-
 
         def merge() -> None:
             """The other workers' finished states sent since the last call.
