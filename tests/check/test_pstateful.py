@@ -116,6 +116,11 @@ def _by_merged(name: str, cfg: Config, depth: int) -> tuple[int, set[tuple[str, 
     return grown, _violations(got), runner.finals
 
 
+def _config(preset: str, bug: str | None) -> Config:
+    cfg = Config.preset(preset)
+    return cfg if bug is None else cfg.with_bugs(bug)
+
+
 def _sequential(name: str, cfg: Config) -> tuple[set[tuple[str, str]], set[int]]:
     runner = FinalStates(get_scenario(name), cfg)
     got: list[Execution] = []
@@ -136,9 +141,7 @@ CASES = [(n, "universal", None) for n in TOYS] + [
 @pytest.mark.parametrize(("name", "preset", "bug"), CASES)
 def test_units_cover_exactly_the_sequential_search(name: str, preset: str,
                                                    bug: str | None) -> None:
-    cfg = Config.preset(preset)
-    if bug is not None:
-        cfg = cfg.with_bugs(bug)
+    cfg = _config(preset, bug)
     viol, finals = _sequential(name, cfg)
     assert viol or finals, "a search that reaches nothing tests nothing"
     if bug is not None:
@@ -160,9 +163,7 @@ def test_units_cover_exactly_the_sequential_search(name: str, preset: str,
     ("spin-2f-m", "universal", None), ("toy-writers", "universal", None)])
 def test_a_table_with_another_workers_states_covers_the_sequential_search(
         name: str, preset: str, bug: str | None) -> None:
-    cfg = Config.preset(preset)
-    if bug is not None:
-        cfg = cfg.with_bugs(bug)
+    cfg = _config(preset, bug)
     viol, finals = _sequential(name, cfg)
     grown, v, f = _by_merged(name, cfg, 3)
     assert (v, f) == (viol, finals)

@@ -56,8 +56,8 @@ class Ring:
         size = self._frame
         last = max(0, len(data) - 1) // size * size
         for i in range(0, last + 1, size):
-            self.pending.append((len(data[i:i + size]) | (_MORE if i < last else 0),
-                                 data[i:i + size]))
+            frame = data[i:i + size]
+            self.pending.append((len(frame) | (_MORE if i < last else 0), frame))
         self.flush()
 
     def flush(self) -> None:
