@@ -18,7 +18,10 @@ exits 1 if any.
 
 Statuses: killed (an oracle fired: lockdep, KASAN, an assertion,
 validate_mm, a deadlock ...), crashed (the change broke the Python, not the
-protocol), livelock, survived (reached, every search complete and clean:
+protocol), livelock, spins (clean, but the mutant makes a thread busy-wait
+for another: the stateless search ran into its livelock bound where the
+stateful one closed a cycle another thread breaks), survived (reached,
+every search complete and clean:
 an equivalent mutant or something no oracle or scenario looks at),
 incomplete (reached, clean, but a search hit its execution cap), unreached
 (no scenario runs the changed code), timeout (the interpreter ran past
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(mod, *(str(c[s]) for s in M.STATUSES),
                       f"{found}/{reached} ({100 * found / max(reached, 1):.0f}%)")
     console.print(table)
-    for status in ("diverged", "survived", "incomplete", "timeout", "failed"):
+    for status in ("diverged", "spins", "survived", "incomplete", "unreached", "timeout", "failed"):
         picked = [r for r in results if r["status"] == status]
         if picked:
             console.print(f"[bold]{status}[/bold] ({len(picked)}):")

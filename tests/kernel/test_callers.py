@@ -68,8 +68,9 @@ def test_binder_shrinker_under_an_mmap_writer(series: bool) -> None:
 
     ex = Executor([w.start(writer), shrinker.start(
         lambda th: binder.binder_alloc_free_page(alloc, alloc.buffer))], models=[w.task, shrinker.task])
-    while 0 in ex.runnable():
-        ex.step(0)  # mmap_lock write-held (and never released here)
+    while p.mm.mmap_lock.writer is None:
+        ex.step(0)  # mmap_lock write-held; the writer is not run to its end (it would
+        # end holding the lock: do_exit()'s check)
     while 1 in ex.runnable():
         ex.step(1)
     assert ex.tasks[1].result is series

@@ -342,6 +342,55 @@ def test_the_fault_vs_head_split_race_is_clean(preset: str) -> None:
     assert _explore(FAULT_VS_HEAD_SPLIT, preset) == (None, "", True)
 
 
+# -- a thread's end and the mm_structs' lifetimes -------------------------------------
+def test_a_thread_ending_with_mmap_lock_read_held_still_has_locks_held(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # lock_vma_under_rcu_wait() forgetting the unlock of its fallback: the
+    # scenario's lookup calls it directly, so no syscall exit checks it, but
+    # do_exit()'s debug_check_no_locks_held() does.
+    import pervma.kernel.binder as binder
+
+    bad = _edited(mmap_lock.lock_vma_under_rcu_wait, "    await mmap_read_unlock(mm)\n", "\n")
+    _patch(monkeypatch, mmap_lock.lock_vma_under_rcu_wait, bad, mmap_lock, binder)
+    kind, message, _ = _explore(get_scenario("lock-vma-under-rcu-wait"))
+    assert kind == "WARNING: still has locks held"
+    assert message.splitlines()[0] == "lookup/2 still has locks held!"
+    assert "(&mm->mmap_lock){read}" in message
+
+
+def test_a_thread_ending_inside_rcu_read_lock_is_reported_at_its_exit() -> None:
+    def fill(w: World) -> None:
+        async def reader(t: Any) -> None:
+            rcu_read_lock()
+
+        w.thread("reader", w.p.thread(), reader)
+
+    kind, message, _ = _explore(Scenario("test-rcu-at-exit", "a thread ends in an RCU read "
+                                         "section", lambda cfg: _build(cfg, fill)))
+    assert kind == "WARNING: rcu_read_lock held at task exit"
+    assert message == "reader/2 exits with rcu_read_lock nesting 1"
+
+
+def test_vma_start_read_without_its_mmdrop_leaks_the_other_mm(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the reuse check pins the VMA's new mm around its refcount put; without
+    # the mmdrop() the exited mm is never freed
+    bad = _edited(mmap_lock.vma_start_read, "            await mmdrop(other)\n", "\n")
+    _patch(monkeypatch, mmap_lock.vma_start_read, bad, mmap_lock)
+    kind, message, _ = _explore(get_scenario("vma-reuse-by-another-mm"))
+    assert kind == "BUG: mm_count leak"
+    assert message.startswith("2 mm_count references on the machine's mm_structs, 1 expected")
+    assert message.endswith("mm#0 mm_count 1 mm_users 3, mm#1 mm_count 1 mm_users 0")
+
+
+def test_an_mmdrop_that_never_frees_leaks_the_mm_struct(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _edited(mmap_lock.mmdrop, '        mm.system.free_mm(mm, "__mmdrop")', "        pass")
+    _patch(monkeypatch, mmap_lock.mmdrop, bad, mmap_lock, mmap_mod)
+    kind, message, _ = _explore(get_scenario("exit-vs-fault"))
+    assert kind == "BUG: mm_struct leak"
+    assert message == "mm#1 has mm_count 0 but was not freed (__mmdrop() must free it)"
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 def _maps_vs_middle_split(w: World) -> None:
     p = w.p

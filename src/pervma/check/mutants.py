@@ -396,7 +396,9 @@ class Plan:
     run kills is then searched again, statelessly, with at most
     ``stateless_executions`` executions, on every scenario whose stateful run
     reached the change, completed and found nothing: a violation there is a
-    state the stateful search pruned wrongly (``diverged``)."""
+    state the stateful search pruned wrongly (``diverged``); a thread past
+    the livelock bound there (``spins``) is a busy-wait the mutant made,
+    which the stateful search closes as a cycle another thread breaks."""
 
     presets: tuple[str, ...] = ("universal",)
     scenarios: tuple[str, ...] | None = None
@@ -407,7 +409,7 @@ class Plan:
 
 
 # What a mutant's outcome is, from the runs (worst first where several apply).
-STATUSES = ("diverged", "killed", "crashed", "livelock", "survived", "incomplete",
+STATUSES = ("diverged", "killed", "crashed", "livelock", "spins", "survived", "incomplete",
             "unreached", "timeout", "failed")
 
 
@@ -470,8 +472,13 @@ def judge(m: Mutant, plan: Plan) -> dict[str, Any]:
                                "max_executions": plan.stateless_executions})
             cross.append(_row(res, HITS[0] > before))
     if verdict is None:
-        if any(c["verdict"] is not None for c in cross):
+        if any(c["violation"] is not None for c in cross):
             verdict = "diverged"
+        elif any(c["livelock"] for c in cross):
+            # a thread spins until another runs: the stateless search's
+            # livelock bound, a cycle the stateful search closes because
+            # another thread breaks it (stateful.py, "Cycles")
+            verdict = "spins"
         elif not reached:
             verdict = "unreached"
         elif any(r["reached"] and not r["complete"] for r in rows):

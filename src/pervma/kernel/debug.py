@@ -150,6 +150,20 @@ def check_no_locks_held(tsk: TaskStruct, where: str) -> None:
         report("WARNING: rcu_read_lock held when returning to user space", f"{tsk.comm} after {where}")
 
 
+def debug_check_no_locks_held(tsk: TaskStruct) -> None:
+    """A task ends holding nothing: lockdep's debug_check_no_locks_held()
+    from do_exit() (7.0), and, as exit_rcu() warns for a task that dies
+    inside an RCU read-side section, no rcu_read_lock() left open.  A model
+    thread that calls kernel functions directly (no syscall, so no
+    check_no_locks_held() on the way out) is checked here when it ends."""
+    if tsk.system is not None and tsk.system.config.DEBUG_LOCK_ALLOC and tsk.held:
+        lines = [f"{tsk.comm}/{tsk.pid} still has locks held!", *lockdep.held_locks_text(tsk)]
+        report("WARNING: still has locks held", "\n".join(lines))
+    if tsk.rcu_depth:
+        report("WARNING: rcu_read_lock held at task exit",
+               f"{tsk.comm}/{tsk.pid} exits with rcu_read_lock nesting {tsk.rcu_depth}")
+
+
 # -- validate_mm ---------------------------------------------------------------
 def validate_mm(mm: MmStruct) -> None:
     """mm/vma.c's validate_mm plus pervma's page-table checks, for a quiescent
@@ -195,8 +209,43 @@ def validate_mm(mm: MmStruct) -> None:
             continue
         _validate_pte(cover, pte, addr, mapped)
     _validate_page_counts(mm, mapped)
+    if mm.system is not None:
+        _validate_mm_counts(mm.system)
     if mm.notifier_subscriptions is not None:
         validate_mmu_mirrors(mm)
+
+
+def _validate_mm_counts(system: Any) -> None:
+    """Every mm_count reference of the machine has a holder once it is
+    quiescent: the one the users share while mm_users is above zero (dropped
+    by mmput()), one per mmu_notifier subscription (mmgrab() in
+    __mmu_notifier_register(); the model never unregisters) and one per live
+    userfaultfd context (new_userfaultfd(); dropped by userfaultfd_ctx_put()).
+    More is an mmgrab() without its mmdrop() -- the mm_struct is never
+    freed -- fewer an mmdrop() without its mmgrab(); an mm_struct at
+    mm_count 0 must be freed.  Counted over the whole
+    machine, since a context does not say which mm it pins without walking
+    the model's objects."""
+    mms: dict[int, MmStruct] = {}
+    for p in system.processes:
+        if not p.mm.freed:
+            mms[id(p.mm)] = p.mm
+    for m in mms.values():
+        if m.mm_count.counter == 0:
+            report("BUG: mm_struct leak", f"{m} has mm_count 0 but was not freed (__mmdrop() "
+                   "must free it)")
+    have = sum(m.mm_count.counter for m in mms.values())
+    want = system.userfaultfd_ctx_cachep.active
+    for m in mms.values():
+        want += m.mm_users.counter > 0
+        if m.notifier_subscriptions is not None:
+            want += len(m.notifier_subscriptions.list)
+    if have != want:
+        counts = ", ".join(f"{m} mm_count {m.mm_count.counter} mm_users {m.mm_users.counter}"
+                           for m in mms.values())
+        report("BUG: mm_count " + ("leak" if have > want else "underflow"),
+               f"{have} mm_count references on the machine's mm_structs, {want} expected "
+               f"(users, mmu_notifier subscriptions, userfaultfd contexts): {counts}")
 
 
 def validate_mmu_mirrors(mm: MmStruct) -> None:

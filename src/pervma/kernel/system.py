@@ -371,9 +371,9 @@ class Thread:
     async def _guard(self, aw: Awaitable[Any]) -> Any:
         current().model = self.task
         try:
-            return await aw
+            ret = await aw
         except Killed as k:
-            return k
+            ret = k
         except OutsideDriver:
             if has_current():
                 raise
@@ -382,6 +382,8 @@ class Thread:
             # close (check.engine.close_executor, which would ignore the
             # error anyway).  Its unwinding cannot run model code.
             return None
+        debug.debug_check_no_locks_held(self.task)  # do_exit()
+        return ret
 
     async def _syscall_exit(self, where: str) -> None:
         debug.check_no_locks_held(self.task, where)
