@@ -14,7 +14,10 @@ preset is searched statefully until one finds a violation.  A mutant none
 kills is searched again statelessly on every scenario whose stateful run
 reached the change and completed clean: a violation there is ``diverged``,
 a state the stateful search pruned wrongly -- the soundness alarm; the script
-exits 1 if any.
+exits 1 if any.  Before the mutants, the same searches run on the unmutated
+model (the baseline): every run must be clean (else exit 2), and the
+scenarios whose stateless search already spins past its livelock bound are
+not held against a mutant.
 
 Statuses: killed (an oracle fired: lockdep, KASAN, an assertion,
 validate_mm, a deadlock ...), crashed (the change broke the Python, not the
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import sys
 import time
@@ -102,6 +106,21 @@ def main(argv: list[str] | None = None) -> int:
                   scenarios=tuple(a.scenarios.split(",")) if a.scenarios else None,
                   max_executions=a.max_executions, stateless_executions=a.stateless_executions,
                   cross_check=not a.no_cross_check, stop_at_kill=not a.all_runs)
+    t0 = time.perf_counter()
+    with console.status("the unmutated model: every scenario, stateful and stateless"):
+        base, spinning = M.baseline(plan)
+    dirty = [r for r in base if r["verdict"] not in (None, "livelock") or
+             (r["verdict"] == "livelock" and not r["stateless"])]
+    if dirty:
+        for r in dirty:
+            print(f"mutation_bench: the unmutated model is not clean: {r['scenario']} "
+                  f"[{r['preset']}]: {r['violation'] or r['livelock'] or r['error']}",
+                  file=sys.stderr)
+        return 2
+    console.print(f"baseline: {len(base)} runs clean in {time.perf_counter() - t0:.0f} s; "
+                  f"the stateless search spins past its livelock bound on its own in "
+                  f"{', '.join(spinning) or 'none'}")
+    plan = dataclasses.replace(plan, spinning=spinning)
     executor = make_executor(a.workers, dask=a.dask)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -149,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"executions={row['executions']} verdict={row['verdict']} "
                               f"{row['violation'] or ''}", markup=False, highlight=False)
     if a.json is not None:
-        a.json.write_text(json.dumps({"plan": vars(a) | {"json": str(a.json)},
+        a.json.write_text(json.dumps({"args": vars(a) | {"json": str(a.json)},
+                                      "plan": dataclasses.asdict(plan), "baseline": base,
                                       "wall_seconds": wall, "results": results}, indent=1))
     return 1 if any(r["status"] == "diverged" for r in results) else 0
 
