@@ -391,6 +391,35 @@ def test_an_mmdrop_that_never_frees_leaks_the_mm_struct(monkeypatch: pytest.Monk
     assert message == "mm#1 has mm_count 0 but was not freed (__mmdrop() must free it)"
 
 
+def test_remove_vma_without_its_free_leaks_the_vm_area_struct(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _edited(vma_mod.remove_vma, '    vm_area_free(vma, "remove_vma")', "    pass")
+    _patch(monkeypatch, vma_mod.remove_vma, bad, vma_mod, mmap_mod)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "kmemleak: unreferenced object"
+    assert message == ("1 vm_area_struct(s) allocated but in no live mm's tree "
+                       "(2 allocated, 1 in trees)")
+
+
+def test_munmap_without_unlink_anon_vmas_leaks_the_anon_vma(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _edited(vma_mod.unlink_vmas_rmap, "        await unlink_anon_vmas(v)\n", "\n")
+    _patch(monkeypatch, vma_mod.unlink_vmas_rmap, bad, vma_mod, mmap_mod)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "kmemleak: unreferenced object"
+    assert message == "1 anon_vma(s) allocated but reached from no live VMA (1 allocated, 0 reached)"
+
+
+def test_a_merge_without_unlink_anon_vmas_leaves_a_freed_vma_in_the_anon_vma_tree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the VMA a merge absorbs is freed but still listed by the anon_vma the
+    # merged VMA keeps: the next rmap walk reads freed memory
+    bad = _edited(vma_mod._vma_complete_remove, "    await unlink_anon_vmas(vma)\n", "\n")
+    _patch(monkeypatch, vma_mod._vma_complete_remove, bad, vma_mod)
+    kind, message, _ = _explore(get_scenario("uffd-close-vs-fault"))
+    assert kind == "rmap: anon_vma tree holds a VMA no mm maps"
+    assert message == (f"anon_vma #0 still lists vma#1[{A:#x}-{A + PAGE:#x}] (freed: True): the "
+                       "next rmap walk reads it (unlink_anon_vmas() missed)")
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 def _maps_vs_middle_split(w: World) -> None:
     p = w.p

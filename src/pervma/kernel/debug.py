@@ -211,8 +211,71 @@ def validate_mm(mm: MmStruct) -> None:
     _validate_page_counts(mm, mapped)
     if mm.system is not None:
         _validate_mm_counts(mm.system)
+        _validate_vma_objects(mm.system)
+        _validate_anon_vmas(mm.system)
     if mm.notifier_subscriptions is not None:
         validate_mmu_mirrors(mm)
+
+
+def _live_mms(system: Any) -> list[MmStruct]:
+    """The machine's mm_structs not freed, each once (a forked child's mm is
+    its own; an exited process's mm may outlive its users)."""
+    mms: dict[int, MmStruct] = {}
+    for p in system.processes:
+        if not p.mm.freed:
+            mms[id(p.mm)] = p.mm
+    return list(mms.values())
+
+
+def _validate_vma_objects(system: Any) -> None:
+    """kmemleak's view of the VMA cache once the machine is quiescent: every
+    vm_area_struct allocated and not freed is in the tree of a live mm.  One
+    more is an object no tree holds and nobody will free (a remove_vma() or
+    vm_area_free() forgotten on some path, a copy made and dropped); one
+    fewer, a VMA still in a tree after its free."""
+    cache = system.vm_area_cachep
+    in_trees = sum(len(m.mm_mt.snapshot()) for m in _live_mms(system))
+    if cache.active > in_trees:
+        report("kmemleak: unreferenced object",
+               f"{cache.active - in_trees} vm_area_struct(s) allocated but in no live mm's tree "
+               f"({cache.active} allocated, {in_trees} in trees)")
+    elif cache.active < in_trees:
+        report("BUG: vm_area_struct freed while in a tree",
+               f"{in_trees} VMAs in the trees of live mms but {cache.active} allocated")
+
+
+def _validate_anon_vmas(system: Any) -> None:
+    """The rmap's side of the VMAs once the machine is quiescent.  Every
+    anon_vma that a live VMA's chain reaches (directly, or as a root or a
+    parent) lists only VMAs that some live mm maps: a VMA removed without
+    unlink_anon_vmas() stays in the interval tree, freed, for the next rmap
+    walk to read.  And the anon_vma cache holds no object beyond those: one
+    more is an anon_vma whose last chain went without freeing it."""
+    live: set[int] = set()
+    todo: list[Any] = []
+    for m in _live_mms(system):
+        for v in m.mm_mt.snapshot():
+            live.add(id(v))
+            todo.extend(v.anon_vma_chain)
+    reached: dict[int, Any] = {}
+    while todo:
+        av = todo.pop()
+        if av is None or id(av) in reached:
+            continue
+        reached[id(av)] = av
+        todo.append(av.root)
+        todo.append(av.parent)
+    for av in reached.values():
+        for v in av.rb_root:
+            if id(v) not in live:
+                report("rmap: anon_vma tree holds a VMA no mm maps",
+                       f"anon_vma #{av.slot} still lists {v} (freed: {v.freed}): the next rmap "
+                       "walk reads it (unlink_anon_vmas() missed)")
+    cache = system.anon_vma_cachep
+    if cache.active > len(reached):
+        report("kmemleak: unreferenced object",
+               f"{cache.active - len(reached)} anon_vma(s) allocated but reached from no live "
+               f"VMA ({cache.active} allocated, {len(reached)} reached)")
 
 
 def _validate_mm_counts(system: Any) -> None:
@@ -226,23 +289,20 @@ def _validate_mm_counts(system: Any) -> None:
     mm_count 0 must be freed.  Counted over the whole
     machine, since a context does not say which mm it pins without walking
     the model's objects."""
-    mms: dict[int, MmStruct] = {}
-    for p in system.processes:
-        if not p.mm.freed:
-            mms[id(p.mm)] = p.mm
-    for m in mms.values():
+    mms = _live_mms(system)
+    for m in mms:
         if m.mm_count.counter == 0:
             report("BUG: mm_struct leak", f"{m} has mm_count 0 but was not freed (__mmdrop() "
                    "must free it)")
-    have = sum(m.mm_count.counter for m in mms.values())
+    have = sum(m.mm_count.counter for m in mms)
     want = system.userfaultfd_ctx_cachep.active
-    for m in mms.values():
+    for m in mms:
         want += m.mm_users.counter > 0
         if m.notifier_subscriptions is not None:
             want += len(m.notifier_subscriptions.list)
     if have != want:
         counts = ", ".join(f"{m} mm_count {m.mm_count.counter} mm_users {m.mm_users.counter}"
-                           for m in mms.values())
+                           for m in mms)
         report("BUG: mm_count " + ("leak" if have > want else "underflow"),
                f"{have} mm_count references on the machine's mm_structs, {want} expected "
                f"(users, mmu_notifier subscriptions, userfaultfd contexts): {counts}")
