@@ -105,7 +105,7 @@ def _fault_flags(write: bool, exec_: bool, user: bool) -> int:
                       "fault-vs-merge", "mmap-vs-fault", "two-faults-vs-writer",
                       "vma-reuse-by-another-mm", "vma-reuse-same-address",
                       "detach-vs-transient-reader", "killable-write-lock-abort",
-                      "mmap-write-downgrade", "exit-vs-fault"))
+                      "mmap-write-downgrade", "exit-vs-fault", "brk-vs-fault"))
 async def _arch_fault(mm: MmStruct, address: int, write: bool, exec_: bool, user: bool,
                       arm64: bool) -> int:
     """The shape x86 and arm64 share: trap, per-VMA fast path for user-mode

@@ -331,6 +331,50 @@ def _fault_vs_mremap(w: World) -> None:
     w.checks.append(check)
 
 
+@_scenario("brk-vs-fault", "the heap shrinks by a page and grows back by two (brk) while one "
+           "fault reads the page the shrink unmaps and another writes the page that stays: the "
+           "shrink ends its munmap under a downgraded mmap_lock, the growth extends the heap VMA "
+           "in place under its VMA write lock")
+def _brk_vs_fault(w: World) -> None:
+    p = w.p
+    b = p.mm.start_brk
+    if p.brk(b + 2 * PAGE) != b + 2 * PAGE:
+        raise ScenarioError("brk-vs-fault: the heap did not grow")
+    p.store(b, 7)
+    p.store(b + PAGE, 7)
+
+    async def read(t: Thread) -> int:
+        return await t.load(b + PAGE)
+
+    async def write(t: Thread) -> None:
+        await t.store(b, 9)
+
+    async def heap(t: Thread) -> tuple[int, int]:
+        return await t.brk(b + PAGE), await t.brk(b + 3 * PAGE)
+
+    w.thread("read", p.thread(), read)
+    w.thread("write", p.thread(), write)
+    w.thread("brk", p.thread(), heap)
+
+    def check() -> None:
+        got = w.results.get("read")
+        # before the shrink, after the regrowth (a fresh zero page), or in between
+        if not (got in (7, 0) or isinstance(got, Segfault)):
+            violation("user-visible memory", f"read of the heap's second page returned {got!r}, "
+                      "expected 7, 0 or SIGSEGV")
+        if w.results.get("brk") != (b + PAGE, b + 3 * PAGE):
+            violation("user-visible memory", f"brk returned {w.results.get('brk')!r}, expected "
+                      f"({b + PAGE:#x}, {b + 3 * PAGE:#x})")
+        heap_vmas = [(v.vm_start, v.vm_end) for v in p.mm.mm_mt.snapshot()
+                     if v.vm_start < b + 3 * PAGE and v.vm_end > b]
+        if heap_vmas != [(b, b + 3 * PAGE)] or p.mm.brk != b + 3 * PAGE:
+            violation("user-visible memory", f"the heap is {heap_vmas} with brk {p.mm.brk:#x}, "
+                      f"expected one VMA [{b:#x}-{b + 3 * PAGE:#x}) and brk at its end")
+    w.checks.append(check)
+    w.checks.append(_expect_byte(w, p, b, {9}, "the write to the page the heap keeps"))
+    w.checks.append(_expect_byte(w, p, b + PAGE, {0}, "the page unmapped and mapped again"))
+
+
 @_scenario("stack-growth-vs-fault", "a fault grows the stack while another fault below the "
            "stack limit walks the VMA tree under mmap_read_lock and fails", bug="B02")
 def _stack_growth(w: World) -> None:
