@@ -420,6 +420,15 @@ def test_a_merge_without_unlink_anon_vmas_leaves_a_freed_vma_in_the_anon_vma_tre
                        "next rmap walk reads it (unlink_anon_vmas() missed)")
 
 
+def test_a_put_page_that_never_frees_leaks_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _edited(memory.put_page, "        mm.system.page_cachep.free(page, site)", "        pass")
+    _patch(monkeypatch, memory.put_page, bad, memory)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "BUG: Bad page state"
+    assert message == ("page 1 (allocated at alloc_pages): _refcount 0 but not freed (the last "
+                       "put_page() must free it): leaked")
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 def _maps_vs_middle_split(w: World) -> None:
     p = w.p

@@ -408,7 +408,8 @@ def _validate_page_counts(mm: MmStruct, mapped: dict[int, int]) -> None:
     """Every allocated page's _mapcount equals the PTEs mapping it, and its
     _refcount equals those mappings plus the page cache's reference: a page
     with more references is leaked, one with fewer will be freed while still
-    mapped.  Pages in flight do not exist here: the mm is quiescent."""
+    mapped; a page at _refcount 0 is freed.  Pages in flight do not exist
+    here: the mm is quiescent."""
     system = mm.system
     cache = system.page_cachep if system is not None else None
     if cache is None or not cache.mem_map:
@@ -424,7 +425,11 @@ def _validate_page_counts(mm: MmStruct, mapped: dict[int, int]) -> None:
         file = page.mapping
         cached = int(file is not None and file.pages.get(page.index) is page)
         want = n + cached
-        if page.refcount != want:
+        if page.refcount == 0:
+            report("BUG: Bad page state",
+                   f"page {pfn} (allocated at {page.alloc_site}): _refcount 0 but not freed "
+                   "(the last put_page() must free it): leaked")
+        elif page.refcount != want:
             what = "leaked" if page.refcount > want else "will be freed while still in use"
             report("BUG: Bad page state",
                    f"page {pfn} (allocated at {page.alloc_site}): _refcount {page.refcount}, "
