@@ -17,9 +17,10 @@ where it applies:
 
 Left alone, because changing them says nothing about the protocol: the
 oracles (calls into ``debug``: lockdep, KASAN, ``validate_mm`` and the
-model's assertions), the bodies of historical-bug branches (``if
-...bug("Bxx")``: dead code on the mainline) and their ``_*_bNN`` functions,
-docstrings.
+model's assertions), the model's declarations to its drivers (a step's
+``Op``, ``store()``, ``touch()``, ``work()``: :data:`_ANNOTATION`), the
+bodies of historical-bug branches (``if ...bug("Bxx")``: dead code on the
+mainline) and their ``_*_bNN`` functions, docstrings.
 
 A mutant runs in an interpreter of its own: :func:`install` puts an import
 hook in front of the others that compiles the mutated tree of the one
@@ -80,7 +81,18 @@ _BUG_FUNC = re.compile(r"_b\d\d$")
 # vma_assert_attached(), lockdep_acquire(), kasan_check(), validate_mm() ...
 # The functions that are such checks are left alone too.
 _ORACLE = re.compile(r"assert|^lockdep_|kasan|^validate_mm|^check_no_locks_held$"
-                     r"|^check_attached_vma_store$|^_call_trace$|_report_|^report$")
+                     r"|^check_attached_vma_store$|^check_fault_vma$|^_call_trace$|_report_"
+                     r"|^report$")
+# The model's declarations to its drivers, not kernel code: a step and the
+# locations it touches (``await Op(...)``, ``await store(...)`` before the
+# Python assignment it stands for, ``vma_write_fields()``), the hidden
+# writes (``touch()``), LKMM's initialising stores (``init_store()``) and the
+# simulator's price of some work (``work()``).  Dropping or moving one makes
+# the model's bookkeeping wrong, not the kernel: what checks that is
+# pervma.check.differential.exhaustive, which enumerates the states with no
+# reduction and so needs no declared dependency.
+_ANNOTATION = frozenset({"Op", "store", "vma_write_fields", "touch", "touch_read", "init_store",
+                         "work"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +139,18 @@ def _is_oracle(call: ast.expr) -> bool:
         return True
     name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
     return _ORACLE.search(name) is not None
+
+
+def _is_annotation(stmt: ast.stmt) -> bool:
+    """A statement that only declares something to the drivers (_ANNOTATION)."""
+    if not isinstance(stmt, ast.Expr):
+        return False
+    call = stmt.value.value if isinstance(stmt.value, ast.Await) else stmt.value
+    if not isinstance(call, ast.Call):
+        return False
+    f = call.func
+    name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+    return name in _ANNOTATION
 
 
 def _is_bug_call(e: ast.expr) -> bool:
@@ -220,14 +244,15 @@ class _Sites:
     def _body_sites(self, body: list[ast.stmt]) -> None:
         for i, stmt in enumerate(body):
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Await | ast.Call) \
-                    and not _is_oracle(stmt.value):
+                    and not _is_oracle(stmt.value) and not _is_annotation(stmt):
                 self.sites["drop"].append((self._func(), stmt.lineno, ast.unparse(stmt),
                                            _drop(body, i)))
         for i in range(len(body) - 1):
             a, b = body[i], body[i + 1]
             if not (_simple(a) and _simple(b)) or not (_has_await(a) or _has_await(b)):
                 continue
-            if any(isinstance(s, ast.Expr) and _is_oracle(s.value) for s in (a, b)):
+            if any(isinstance(s, ast.Expr) and _is_oracle(s.value) or _is_annotation(s)
+                   for s in (a, b)):
                 continue
             text = f"{ast.unparse(a)}  <->  {ast.unparse(b)}"
             self.sites["swap"].append((self._func(), a.lineno, text, _swap(body, i)))
@@ -239,7 +264,8 @@ class _Sites:
                 text = f"{ast.unparse(n)}  ->  " + ast.unparse(
                     ast.Compare(left=n.left, ops=[new], comparators=n.comparators))
                 self.sites["cmp"].append((self._func(), n.lineno, text, _set_op(n, new)))
-            elif isinstance(n, ast.Call) and not _is_oracle(n):
+            elif isinstance(n, ast.Call) and not _is_oracle(n) \
+                    and not _is_annotation(ast.Expr(value=n)):
                 for arg in list(n.args) + [k.value for k in n.keywords]:
                     if isinstance(arg, ast.Constant) and type(arg.value) is bool:
                         text = f"{ast.unparse(n)}: {arg.value} -> {not arg.value}"
