@@ -562,11 +562,14 @@ def run_mutant(m: Mutant, plan: Plan, timeout: float | None = None) -> dict[str,
     except subprocess.TimeoutExpired:
         return {**base, "status": "timeout"}
     lines = p.stdout.strip().splitlines()
-    if p.returncode != 0 or not lines:
-        tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
-        return {**base, "status": "failed", "error": tail}
-    out: dict[str, Any] = json.loads(lines[-1])
-    return out
+    try:
+        if p.returncode == 0 and lines:
+            out: dict[str, Any] = json.loads(lines[-1])
+            return out
+    except ValueError:
+        pass
+    tail = (p.stderr.strip().splitlines() or ["no result on its output"])[-1]
+    return {**base, "status": "failed", "error": tail}
 
 
 def _main(argv: Sequence[str]) -> int:
