@@ -333,8 +333,8 @@ def _fault_vs_mremap(w: World) -> None:
 
 @_scenario("brk-vs-fault", "the heap shrinks by a page and grows back by two (brk) while one "
            "fault reads the page the shrink unmaps and another writes the page that stays: the "
-           "shrink ends its munmap under a downgraded mmap_lock, the growth extends the heap VMA "
-           "in place under its VMA write lock")
+           "shrink ends its munmap under a downgraded mmap_lock, the growth (do_brk_flags) "
+           "leaves one heap VMA")
 def _brk_vs_fault(w: World) -> None:
     p = w.p
     b = p.mm.start_brk
