@@ -656,7 +656,8 @@ async def lock_vma_under_rcu_wait(mm: MmStruct, address: int) -> VmAreaStruct | 
            "/proc readers walk under mmap_read_lock",
            series="built in every config: RCU walk, vma_start_read(), mm_wr_seq recheck of a "
            "gap; mmap_read_lock_killable + vma_start_read_locked while a writer is active",
-           scenarios=("maps-reader-vs-munmap", "procmap-query-vs-munmap",
+           scenarios=("maps-reader-vs-munmap", "maps-reader-vs-mprotect-split",
+                      "procmap-query-vs-munmap",
                       "procmap-query-vs-mprotect-split"))
 async def lock_next_vma(mm: MmStruct, from_addr: int) -> VmAreaStruct | None | int:
     """Models lock_next_vma() (7.0) for /proc/pid/maps: called and returns

@@ -475,6 +475,23 @@ def _maps_reader(w: World) -> None:
     w.checks.append(check)
 
 
+@_scenario("maps-reader-vs-mprotect-split", "/proc/pid/maps (lock_next_vma) races mprotect "
+           "splitting its one VMA in three: the VMA object keeps the middle, so the reader may "
+           "find a VMA above its position and must recheck the gap below it")
+def _maps_vs_split(w: World) -> None:
+    p = w.p
+    p.mmap(A, 3 * PAGE, RW, ANON)
+
+    async def reader(t: Thread) -> str:
+        return await t.read_maps()
+
+    async def split(t: Thread) -> int:
+        return await t.mprotect(A + PAGE, PAGE, PROT_READ)
+
+    w.thread("maps", p.thread(), reader)
+    w.thread("mprotect", p.thread(), split)
+
+
 @_scenario("madvise-dontneed-vs-munmap", "MADV_DONTNEED zaps pages while munmap removes part "
            "of the range")
 def _madvise_vs_munmap(w: World) -> None:
