@@ -430,23 +430,8 @@ def test_a_put_page_that_never_frees_leaks_the_page(monkeypatch: pytest.MonkeyPa
 
 
 # -- /proc/pid/maps ---------------------------------------------------------------
-def _maps_vs_middle_split(w: World) -> None:
-    p = w.p
-    p.mmap(A, 3 * PAGE, RW, ANON)
-
-    async def reader(t: Any) -> str:
-        return str(await t.read_maps())
-
-    async def split(t: Any) -> int:
-        return int(await t.mprotect(A + PAGE, PAGE, PROT_READ))  # the VMA object keeps the middle
-
-    w.thread("maps", p.thread(), reader)
-    w.thread("mprotect", p.thread(), split)
-
-
-MAPS_VS_MIDDLE_SPLIT = Scenario(
-    "test-maps-vs-middle-split", "/proc/pid/maps races mprotect splitting its first VMA in three",
-    lambda cfg: _build(cfg, _maps_vs_middle_split))
+# the library's maps-vs-split race: the VMA object keeps the middle of the three
+MAPS_VS_MIDDLE_SPLIT = get_scenario("maps-reader-vs-mprotect-split")
 
 
 def test_lock_next_vma_without_the_gap_recheck_misses_a_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
