@@ -397,10 +397,15 @@ def parse_ident(ident: str, modules: Sequence[str] = DEFAULT_MODULES) -> Mutant:
         raise UsageError(f"a mutant is named module:operator:index, not {ident!r}") from None
     mod = next((m for m in modules if m.rsplit(".", 1)[-1] == short),
                short if "." in short else f"pervma.kernel.{short}")
-    for mu in mutants(mod, (op,)):
-        if mu.index == index:
-            return mu
-    raise UsageError(f"{mod} has no {op} mutant {index}")
+    return mutant(mod, op, index)
+
+
+def mutant(module: str, op: str, index: int) -> Mutant:
+    """The ``index``-th mutant of ``module`` by operator ``op``."""
+    ms = mutants(module, (op,))
+    if not 0 <= index < len(ms):
+        raise UsageError(f"{module} has no {op} mutant {index}")
+    return ms[index]
 
 
 def all_mutants(modules: Sequence[str] = DEFAULT_MODULES,
@@ -578,9 +583,10 @@ def _main(argv: Sequence[str]) -> int:
     module, op, index, plan_json = argv
     raw = json.loads(plan_json)
     plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    m = next((x for x in mutants(module, (op,)) if x.index == int(index)), None)
-    if m is None:
-        print(f"pervma.check.mutants: {module} has no {op} mutant {index}", file=sys.stderr)
+    try:
+        m = mutant(module, op, int(index))
+    except (UsageError, ValueError) as exc:
+        print(f"pervma.check.mutants: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(judge(m, plan)))
     return 0
