@@ -48,7 +48,8 @@ PRESETS = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 SCENARIOS = ("mirror-fault-vs-munmap", "mirror-fault-vs-mprotect", "mirror-vs-cow-after-fork",
-             "mmu-register-vs-fault", "mmu-register-vs-munmap")
+             "mmu-register-vs-fault", "mmu-register-vs-munmap", "mirror-fault-vs-truncate",
+             "mirror-fault-vs-mremap")
 
 
 def _edited(fn: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
@@ -361,6 +362,34 @@ def test_wp_page_copy_notifying_an_empty_range_keeps_the_old_page_in_the_mirror(
     assert msg == ("stale secondary PTE after invalidate_range_end: mirror#0 maps 0x10000000 to pfn 1 "
                    "read-only, but the primary PTE maps pfn 2 in mm#0 (a PTE changed without "
                    "mmu_notifier_invalidate_range_start)")
+
+
+def test_truncate_zapping_without_invalidate_range_start_leaves_a_stale_mirror_entry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # zap_page_range_single() (truncate's unmap_mapping_range) skipping the
+    # start: the mirror keeps the page the file no longer has
+    import pervma.kernel.memory as memory
+
+    bad = _edited(memory.zap_page_range_single, "    await mmu_notifier_invalidate_range_start(rng)\n",
+                  "\n")
+    monkeypatch.setattr(memory, "zap_page_range_single", bad)
+    kind, msg, _ = _explore("mirror-fault-vs-truncate", "universal")
+    assert kind == "WARNING: mmu_notifier"
+    assert msg == ("mirror#0: invalidate_range_end for MMU_NOTIFY_CLEAR [0x10001000-0x10002000) "
+                   "without invalidate_range_start")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_mremap_moving_ptes_without_invalidate_range_end_leaves_the_mirror_blocked(
+        monkeypatch: pytest.MonkeyPatch, preset: str) -> None:
+    import pervma.kernel.memory as memory
+    import pervma.kernel.mremap as mremap_mod
+
+    bad = _edited(memory.move_page_tables, "    await mmu_notifier_invalidate_range_end(rng)\n", "\n")
+    monkeypatch.setattr(mremap_mod, "move_page_tables", bad)
+    kind, msg, _ = _explore("mirror-fault-vs-mremap", preset)
+    assert kind == "BUG: mmu_notifier"
+    assert msg == "mirror#0: 1 invalidate_range_start without invalidate_range_end"
 
 
 def test_clear_refs_soft_dirty_invalidates_the_mirror_before_write_protecting() -> None:

@@ -429,6 +429,37 @@ def test_a_put_page_that_never_frees_leaks_the_page(monkeypatch: pytest.MonkeyPa
                        "put_page() must free it): leaked")
 
 
+def test_an_anonymous_page_allocated_under_the_pte_lock_sleeps_in_atomic_context(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the page allocated after the page-table lock is taken instead of before:
+    # a GFP_HIGHUSER_MOVABLE allocation may sleep, under a spinlock
+    bad = _edited(memory.do_anonymous_page,
+                  "    page = await vma_alloc_folio(vma, vmf.address)\n    await ptl.lock()\n",
+                  "    await ptl.lock()\n    page = await vma_alloc_folio(vma, vmf.address)\n")
+    _patch(monkeypatch, memory.do_anonymous_page, bad, memory)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "BUG: sleeping function called from invalid context"
+    assert message.startswith("at mm/page_alloc.c, in prepare_alloc_pages(might_alloc)\n"
+                              "in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 2, name: fault\n"
+                              "preempt_count: 1, expected: 0\n")
+    assert "#1: (ptlock_ptr(ptdesc)){write}, at: do_anonymous_page()" in message
+
+
+def test_a_pte_installed_after_its_lock_is_dropped_is_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # finish_fault() unlocking before set_pte_at(): another fault that found
+    # the PTE empty under the lock may install its own page over this one
+    bad = _edited(memory.finish_fault,
+                  '    await set_pte_at(mm, vmf.vpn, Pte(page, writable=writable, dirty=writable), '
+                  '"finish_fault: set_pte_at")\n    await ptl.unlock()\n',
+                  '    await ptl.unlock()\n    await set_pte_at(mm, vmf.vpn, Pte(page, writable=writable, '
+                  'dirty=writable), "finish_fault: set_pte_at")\n')
+    _patch(monkeypatch, memory.finish_fault, bad, memory)
+    kind, message, _ = _explore(get_scenario("truncate-vs-fault"))
+    assert kind == "BUG: PTE changed without its page-table lock"
+    assert message == f"finish_fault: set_pte_at: mm#0 address {A + PAGE:#x}"
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 # the library's maps-vs-split race: the VMA object keeps the middle of the three
 MAPS_VS_MIDDLE_SPLIT = get_scenario("maps-reader-vs-mprotect-split")

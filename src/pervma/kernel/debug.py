@@ -19,6 +19,7 @@ from pervma.kernel.task import HeldLock, TaskStruct, current_task
 from pervma.sched import current_model, running_slot, violation
 
 if TYPE_CHECKING:
+    from pervma.kernel.locks import SpinLock
     from pervma.kernel.mm_types import MmStruct, Pte, VmAreaStruct
     from pervma.kernel.slab import SlabObject
 
@@ -162,6 +163,18 @@ def debug_check_no_locks_held(tsk: TaskStruct) -> None:
     if tsk.rcu_depth:
         report("WARNING: rcu_read_lock held at task exit",
                f"{tsk.comm}/{tsk.pid} exits with rcu_read_lock nesting {tsk.rcu_depth}")
+
+
+def assert_pte_locked(ptl: SpinLock | None, mm: MmStruct, address: int, where: str) -> None:
+    """A PTE changes only under the split page-table lock of its PTE page
+    (``ptl``, None if that lock was never made): every kernel path that sets
+    or clears one maps it with pte_offset_map_lock() or takes the lock itself
+    (copy_pte_range() and move_ptes() take both tables' locks).  The kernel
+    keeps the rule by construction, not by an assertion in set_pte_at(); the
+    model checks it where a PTE is written, as assert_spin_locked() would."""
+    if ptl is None or ptl.owner is not current_task():
+        report("BUG: PTE changed without its page-table lock",
+               f"{where}: mm#{mm.id} address {address:#x}")
 
 
 # -- validate_mm ---------------------------------------------------------------

@@ -95,7 +95,12 @@ _CLEAR_PAGE = work("clear_page")
 
 
 async def alloc_page(mm: MmStruct, zero: bool = True) -> Page:
-    """Page allocation: the allocator/LRU is machine-wide (one location)."""
+    """Page allocation: the allocator/LRU is machine-wide (one location).
+    Every caller in the model asks with a gfp that may block (GFP_KERNEL,
+    GFP_HIGHUSER_MOVABLE), so might_alloc() in prepare_alloc_pages()
+    (mm/page_alloc.c, 7.0) is a might_sleep(): allocating under a spinlock
+    or inside an RCU read-side section is a bug."""
+    debug.might_sleep("mm/page_alloc.c", "prepare_alloc_pages", "might_alloc")
     await _ALLOC_PAGES
     page = mm.system.page_cachep.alloc("alloc_pages")
     page.data = {}
@@ -161,10 +166,15 @@ _READ, _WRITE = OpKind.READ, OpKind.WRITE  # enum members looked up once (fault 
 _ONCE = Order.ONCE
 
 
+_PTE_PAGE_SHIFT = PMD_SHIFT - PAGE_SHIFT  # a vpn to its PTE page (MmStruct.ptl's key)
+
+
 async def set_pte_at(mm: MmStruct, vpn: int, pte: Pte | None, label: str,
                      work: str | None = None) -> None:
     """``work`` names the simulator's cost of the step (default: a PTE
-    install when ``pte`` is set, nothing when it is cleared)."""
+    install when ``pte`` is set, nothing when it is cleared).  The caller
+    holds the PTE page's lock (debug.assert_pte_locked)."""
+    debug.assert_pte_locked(mm.ptls.get(vpn >> _PTE_PAGE_SHIFT), mm, vpn << PAGE_SHIFT, label)
     await Op(_WRITE, pte_loc(mm, vpn), label, None, work or ("pte_install" if pte else None), False,
              None, False, _ONCE)
     if pte is None:

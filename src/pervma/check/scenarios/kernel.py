@@ -13,6 +13,7 @@ VMA's range, vm_refcnt and write-lock state.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -578,6 +579,137 @@ def _killable(w: World) -> None:
     w.thread("fault", p.thread(), fault)
     w.thread("fork", forker, fork)
     w.thread("kill", p.thread(), kill)
+
+
+def _victim_exits(body: Body) -> Body:
+    """``body``, then the thread's exit (exit_mm(): its mm_users reference
+    goes), killed or not: what a stuck lock holder below waits for."""
+    async def run(t: Thread) -> Any:
+        try:
+            ret = await body(t)
+        except (Killed, OSError) as e:  # killed, or EINTR: it exits all the same
+            ret = e
+        await t.exit()
+        return ret
+    return run
+
+
+def _stuck_until_exit(victim: Thread, hold: str) -> Body:
+    """A thread that takes a lock and holds it until ``victim`` has exited:
+    a holder stuck on something only the victim's death ends, as the OOM
+    killer's victims meet.  ``hold``: ``"mmap-read"``; ``"mmap-write"``, and
+    the VMA at A write-locked, as an mmap writer about to change it; or
+    ``"vma-read"``, the VMA at A read-locked by a lookup
+    (lock_vma_under_rcu(), as a fault does).  Only a killable wait lets the
+    victim go; an uninterruptible one is a deadlock."""
+    from pervma.kernel.mmap_lock import (
+        lock_vma_under_rcu,
+        mmap_read_lock,
+        mmap_read_unlock,
+        mmap_write_lock,
+        mmap_write_unlock,
+        vma_end_read,
+        vma_start_write,
+    )
+    from pervma.sched.ops import block
+
+    async def run(t: Thread) -> bool:
+        mm = t.mm
+        vma = None
+        if hold == "mmap-write":
+            await mmap_write_lock(mm)
+            await vma_start_write(mm.mm_mt.snapshot()[0])
+        elif hold == "mmap-read":
+            await mmap_read_lock(mm)
+        else:
+            vma = await lock_vma_under_rcu(mm, A)
+            if vma is None:  # a writer got there first (or no per-VMA locks): nothing held
+                return False
+        await block(mm.mm_users.loc, "stuck holder: until the victim exits",
+                    lambda: victim.task.exited)
+        if hold == "mmap-write":
+            await mmap_write_unlock(mm)
+        elif hold == "mmap-read":
+            await mmap_read_unlock(mm)
+        elif vma is not None:
+            await vma_end_read(vma)
+        return True
+    return run
+
+
+def _killed_or(w: World, name: str, allowed: set[Any]) -> Callable[[], None]:
+    """``name`` was killed, got EINTR, or returned one of ``allowed``."""
+    def check() -> None:
+        r = w.results.get(name)
+        if isinstance(r, Killed) or (isinstance(r, OSError) and r.errno == errno.EINTR):
+            return
+        if r not in allowed:
+            violation("user-visible memory", f"{name} returned {r!r}: expected one of "
+                      f"{sorted(allowed, key=repr)}, EINTR or death by SIGKILL")
+    return check
+
+
+@_scenario("killed-munmap-vs-stuck-mmap-reader", "munmap waits for mmap_lock (killable) behind "
+           "a reader that holds it until munmap's thread exits, and is killed: the kill must end "
+           "the wait")
+def _killed_munmap(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    victim = p.thread()
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, PAGE)
+
+    async def kill(t: Thread) -> None:
+        await victim.kill()
+
+    w.thread("munmap", victim, _victim_exits(unmap))
+    w.thread("reader", p.thread(), _stuck_until_exit(victim, "mmap-read"))
+    w.thread("kill", p.thread(), kill)
+    w.checks.append(_killed_or(w, "munmap", {0}))
+
+
+@_scenario("killed-fault-vs-stuck-mmap-writer", "a fault falls back to mmap_lock (killable "
+           "read) behind a writer that write-locked its VMA and holds mmap_lock until the "
+           "faulting thread exits, and is killed: the kill must end the wait")
+def _killed_fault(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 3)  # the VMA has its anon_vma: the fault needs only the VMA lock when free
+    victim = p.thread()
+
+    async def fault(t: Thread) -> int:
+        return await t.load(A + PAGE)  # not faulted in yet: the zero page
+
+    async def kill(t: Thread) -> None:
+        await victim.kill()
+
+    w.thread("fault", victim, _victim_exits(fault))
+    w.thread("writer", p.thread(), _stuck_until_exit(victim, "mmap-write"))
+    w.thread("kill", p.thread(), kill)
+    w.checks.append(_killed_or(w, "fault", {0}))
+
+
+@_scenario("killed-fork-vs-stuck-vma-reader", "fork write-locks each VMA (killable) while a "
+           "lookup holds the VMA lock of A until fork's thread exits, and is killed: the kill "
+           "must end the wait")
+def _killed_fork(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 3)
+    victim = p.thread()
+
+    async def fork(t: Thread) -> Any:
+        child = await t.fork()
+        return child.mm is not t.mm  # never the parent's mm
+
+    async def kill(t: Thread) -> None:
+        await victim.kill()
+
+    w.thread("fork", victim, _victim_exits(fork))
+    w.thread("reader", p.thread(), _stuck_until_exit(victim, "vma-read"))
+    w.thread("kill", p.thread(), kill)
+    w.checks.append(_killed_or(w, "fork", {True}))
 
 
 @_scenario("mmap-write-downgrade", "munmap downgrades mmap_lock while faults run on the "

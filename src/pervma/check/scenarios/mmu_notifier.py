@@ -1,7 +1,7 @@
 """MMU notifier scenarios (issue #13, item 5): a secondary MMU that mirrors
 the process's page table (kernel/mmu_mirror.py, KVM's invalidate counter)
 races the core mm's PTE changes — munmap, mprotect, fork's write-protection
-and the COW that follows — and registration (mm_take_all_locks()) races a
+and the COW that follows, truncate's zap and mremap's move — and registration (mm_take_all_locks()) races a
 fault that holds only the VMA lock, and munmap.
 
 Beside validate_mm, whose validate_mmu_mirrors() requires that no mirror
@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from pervma import PAGE, PROT_READ
+from pervma import MAP_SHARED, PAGE, PROT_READ
 from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
+from pervma.check.scenarios.truncate import B, _mapped_file, file_rmap_check
+from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.system import Thread
 from pervma.sched import violation
 
@@ -131,3 +133,46 @@ def _register_vs_munmap(w: World) -> None:
     w.thread("register", p.thread(), register)
     w.thread("munmap", p.thread(), unmap)
     _expect(w, "register", {5, errno.EFAULT}, "mirror load racing munmap")
+
+
+@_scenario("mirror-fault-vs-truncate", "a secondary MMU faults the second page of a shared "
+           "file mapping while ftruncate zaps it (unmap_mapping_range: no mm lock, only "
+           "i_mmap_rwsem): the mirror reads the byte or gets EFAULT, and keeps no entry "
+           "beyond the new end")
+def _mirror_vs_truncate(w: World) -> None:
+    p, f = _mapped_file(w, 2, MAP_SHARED)
+    p.load(A + PAGE)  # the primary PTE is there: the mirror copies it
+    m = p.mmu_notifier_register()
+
+    async def mirror(t: Thread) -> int:
+        return await m.on(t).load(A + PAGE)
+
+    async def truncate(t: Thread) -> int:
+        return await t.truncate(f, PAGE)
+
+    w.thread("mirror", p.thread(), mirror)
+    w.thread("truncate", p.thread(), truncate)
+    _expect(w, "mirror", {2, errno.EFAULT}, "mirror load of a page truncate removes")
+    w.checks.append(file_rmap_check(w, f))
+
+
+@_scenario("mirror-fault-vs-mremap", "a secondary MMU faults a page while mremap moves it "
+           "(move_page_tables): the mirror reads the byte or gets EFAULT, keeps no entry "
+           "for the old address, and the page moves with its contents")
+def _mirror_vs_mremap(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 5)
+    m = p.mmu_notifier_register()
+
+    async def mirror(t: Thread) -> int:
+        return await m.on(t).load(A)
+
+    async def move(t: Thread) -> int:
+        return await t.mremap(A, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, B)
+
+    w.thread("mirror", p.thread(), mirror)
+    w.thread("mremap", p.thread(), move)
+    _expect(w, "mirror", {5, errno.EFAULT}, "mirror load of a page mremap moves")
+    _expect(w, "mremap", {B}, "mremap to a fixed address")
+    w.checks.append(_expect_byte(w, p, B, {5}, "the moved page"))
