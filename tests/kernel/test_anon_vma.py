@@ -94,9 +94,11 @@ def test_failed_chain_allocations_undo_the_split_and_the_fork_and_leak_nothing()
     assert (vma.vm_start, vma.vm_end) == (a, a + 2 * PAGE) and p.mm.map_count == 2  # + stack
     assert _tree(av) == [(p.mm.id, a)] and av.num_active_vmas == 1
     kern.fail_avc_alloc = 2  # anon_vma_fork -> anon_vma_clone fails both attempts
+    committed = kern.vm_committed_as
     with pytest.raises(OSError) as exc:
         p.fork()
     assert exc.value.errno == errno.ENOMEM
+    assert kern.vm_committed_as == committed  # dup_mmap's fail_nomem uncharged the failed VMA
     assert _tree(av) == [(p.mm.id, a)]
     assert (av.refcount.counter, av.num_children, av.num_active_vmas) == (1, 1, 1)
     assert kern.anon_vma_cachep.active == 1

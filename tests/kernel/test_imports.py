@@ -39,6 +39,8 @@ ALLOWED_DEFERRED: dict[tuple[str, str, str], str] = {
         "VM_REFCNT_EXCLUDE_READERS_FLAG",
     ("debug", "_validate_pte", "mm_types"):
         "the same: the PTE check reads VmFlags",
+    ("debug", "_validate_committed", "mm_types"):
+        "the same: the overcommit check reads VmFlags.VM_ACCOUNT",
     ("mmu_notifier", "__mmu_notifier_register", "vma"):
         "registration takes mm_take_all_locks() (mm/vma.c), whose zap reaches the notifier "
         "hooks (vma -> memory -> mmu_notifier)",

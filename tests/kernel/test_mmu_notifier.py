@@ -49,7 +49,7 @@ RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 SCENARIOS = ("mirror-fault-vs-munmap", "mirror-fault-vs-mprotect", "mirror-vs-cow-after-fork",
              "mmu-register-vs-fault", "mmu-register-vs-munmap", "mirror-fault-vs-truncate",
-             "mirror-fault-vs-mremap")
+             "mirror-fault-vs-mremap", "mirror-fault-vs-mbind-migrate")
 
 
 def _edited(fn: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
@@ -390,6 +390,22 @@ def test_mremap_moving_ptes_without_invalidate_range_end_leaves_the_mirror_block
     kind, msg, _ = _explore("mirror-fault-vs-mremap", preset)
     assert kind == "BUG: mmu_notifier"
     assert msg == "mirror#0: 1 invalidate_range_start without invalidate_range_end"
+
+
+@pytest.mark.parametrize("preset", ["universal", "legacy"])
+def test_migration_without_invalidate_range_start_leaves_the_old_page_in_the_mirror(
+        monkeypatch: pytest.MonkeyPatch, preset: str) -> None:
+    # migrate_pages() as the model had it before the twenty-second session:
+    # the PTE moves to the new page and the mirror is never told
+    import pervma.kernel.mempolicy as mempolicy
+
+    bad = _edited(mempolicy.migrate_pages, "        await mmu_notifier_invalidate_range_start(rng)\n",
+                  "\n")
+    monkeypatch.setattr(mempolicy, "migrate_pages", bad)
+    kind, msg, _ = _explore("mirror-fault-vs-mbind-migrate", preset)
+    assert kind == "WARNING: mmu_notifier"
+    assert msg == ("mirror#0: invalidate_range_end for MMU_NOTIFY_CLEAR [0x10000000-0x10001000) "
+                   "without invalidate_range_start")
 
 
 def test_clear_refs_soft_dirty_invalidates_the_mirror_before_write_protecting() -> None:

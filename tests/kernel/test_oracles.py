@@ -460,6 +460,19 @@ def test_a_pte_installed_after_its_lock_is_dropped_is_reported(
     assert message == f"finish_fault: set_pte_at: mm#0 address {A + PAGE:#x}"
 
 
+def test_munmap_forgetting_to_uncharge_is_an_overcommit_accounting_bug(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # vms_complete_munmap_vmas() without its vm_unacct_memory(): the two pages
+    # munmap removes stay charged to vm_committed_as for good
+    bad = _edited(vma_mod.vms_complete_munmap_vmas,
+                  "        vm_unacct_memory(mm.system, vms.nr_accounted)\n", "        pass\n")
+    _patch(monkeypatch, vma_mod.vms_complete_munmap_vmas, bad, vma_mod)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "BUG: overcommit accounting"
+    assert message == ("vm_committed_as 35 pages but the live mms' VM_ACCOUNT mappings hold 33 "
+                       "(a charge without its uncharge, or the reverse)")
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 # the library's maps-vs-split race: the VMA object keeps the middle of the three
 MAPS_VS_MIDDLE_SPLIT = get_scenario("maps-reader-vs-mprotect-split")

@@ -226,6 +226,7 @@ def validate_mm(mm: MmStruct) -> None:
         _validate_mm_counts(mm.system)
         _validate_vma_objects(mm.system)
         _validate_anon_vmas(mm.system)
+        _validate_committed(mm.system)
     if mm.notifier_subscriptions is not None:
         validate_mmu_mirrors(mm)
 
@@ -289,6 +290,25 @@ def _validate_anon_vmas(system: Any) -> None:
         report("kmemleak: unreferenced object",
                f"{cache.active - len(reached)} anon_vma(s) allocated but reached from no live "
                f"VMA ({cache.active} allocated, {len(reached)} reached)")
+
+
+def _validate_committed(system: Any) -> None:
+    """Overcommit accounting once the machine is quiescent: vm_committed_as
+    holds exactly the pages of the VM_ACCOUNT mappings of the live mms (each
+    charged before its VMA exists and uncharged when it goes, by munmap, exit,
+    an mprotect that drops VM_ACCOUNT, or a failed fork or mmap undoing its
+    charge: mm/util.c, 7.0).  The kernel's counter is per-CPU and never
+    compared with the VMAs; the model's is exact, so a charge without its
+    uncharge (or the reverse) on any path shows here."""
+    from pervma.kernel.mm_types import VmFlags
+
+    account = VmFlags.VM_ACCOUNT
+    want = sum(v.pages() for m in _live_mms(system) for v in m.mm_mt.snapshot()
+               if v.vm_flags & account)
+    if system.vm_committed_as != want:
+        report("BUG: overcommit accounting",
+               f"vm_committed_as {system.vm_committed_as} pages but the live mms' VM_ACCOUNT "
+               f"mappings hold {want} (a charge without its uncharge, or the reverse)")
 
 
 def _validate_mm_counts(system: Any) -> None:

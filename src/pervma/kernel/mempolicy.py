@@ -48,6 +48,12 @@ from pervma.kernel.mmap_lock import (
     mmap_write_unlock,
     vma_assert_write_locked,
 )
+from pervma.kernel.mmu_notifier import (
+    MMU_NOTIFY_CLEAR,
+    mmu_notifier_invalidate_range_end,
+    mmu_notifier_invalidate_range_start,
+    mmu_notifier_range_init,
+)
 from pervma.kernel.pagewalk import PGWALK_RDLOCK, PGWALK_WRLOCK, MmWalk, MmWalkOps, walk_page_range
 from pervma.kernel.slab import SlabObject
 from pervma.kernel.syscalls import ULONG_MAX, c_ulong
@@ -403,8 +409,10 @@ async def migrate_pages(mm: MmStruct, pagelist: list[tuple[Page, int, int | None
     bytes go to a page on the target node, the PTE points at it.  A PTE that
     changed meanwhile (unmapped, COWed) leaves its page alone.  The
     isolation reference is dropped either way (putback_movable_pages(), also
-    all that happens to a page whose target is None).  Returns the pages not
-    moved."""
+    all that happens to a page whose target is None).  Secondary MMUs are
+    told before the PTE changes, as try_to_migrate_one() does (an
+    MMU_NOTIFY_CLEAR range around its walk; mm/rmap.c, 7.0).  Returns the
+    pages not moved."""
     from pervma.kernel.memory import alloc_page, flush_tlb, put_page, set_pte_at
 
     failed = 0
@@ -414,11 +422,15 @@ async def migrate_pages(mm: MmStruct, pagelist: list[tuple[Page, int, int | None
             continue
         new = await alloc_page(mm, zero=False)
         new.nid = nid
+        rng = mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, vpn << PAGE_SHIFT,
+                                      (vpn + 1) << PAGE_SHIFT)
+        await mmu_notifier_invalidate_range_start(rng)
         ptl = mm.ptl(vpn << PAGE_SHIFT)
         await ptl.lock()
         pte = mm.pgtable.get(vpn)
         if pte is None or pte.page is not page:
             await ptl.unlock()
+            await mmu_notifier_invalidate_range_end(rng)
             put_page(mm, new, "migrate_pages: raced")
             failed += 1
         else:
@@ -432,6 +444,7 @@ async def migrate_pages(mm: MmStruct, pagelist: list[tuple[Page, int, int | None
             touch((PAGE_FRAME, page.pfn))
             put_page(mm, page, "migrate_pages: unmapped")
             await ptl.unlock()
+            await mmu_notifier_invalidate_range_end(rng)
             await flush_tlb(mm, "try_to_migrate: flush")
         put_page(mm, page, "putback_movable_pages")
     return failed

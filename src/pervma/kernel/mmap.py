@@ -696,7 +696,8 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
                 break
         if mpnt.vm_flags & VmFlags.VM_DONTCOPY:
             continue
-        if mpnt.vm_flags & VmFlags.VM_ACCOUNT and security_vm_enough_memory_mm(oldmm, mpnt.pages()):
+        charge = mpnt.pages() if mpnt.vm_flags & VmFlags.VM_ACCOUNT else 0
+        if charge and security_vm_enough_memory_mm(oldmm, charge):
             ret = -errno.ENOMEM
             break
         tmp = vm_area_dup(mpnt, mm)
@@ -711,6 +712,7 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
             if ret:
                 mpol_put(mm, tmp.vm_policy, "dup_mmap: anon_vma_fork failed")  # fail_nomem_anon_vma_fork
                 vm_area_free(tmp, "dup_mmap: anon_vma_fork failed")
+                vm_unacct_memory(mm.system, charge)  # fail_nomem: this VMA's charge
                 break
         # vm_flags_clear() write-locks tmp, which only stamps its vm_lock_seq
         # (tmp is detached), as vma_mark_attached() requires.

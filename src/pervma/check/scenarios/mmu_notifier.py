@@ -1,7 +1,7 @@
 """MMU notifier scenarios (issue #13, item 5): a secondary MMU that mirrors
 the process's page table (kernel/mmu_mirror.py, KVM's invalidate counter)
 races the core mm's PTE changes — munmap, mprotect, fork's write-protection
-and the COW that follows, truncate's zap and mremap's move — and registration (mm_take_all_locks()) races a
+and the COW that follows, truncate's zap, mremap's move and migration — and registration (mm_take_all_locks()) races a
 fault that holds only the VMA lock, and munmap.
 
 Beside validate_mm, whose validate_mmu_mirrors() requires that no mirror
@@ -16,7 +16,9 @@ from typing import Any
 
 from pervma import MAP_SHARED, PAGE, PROT_READ
 from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
+from pervma.check.scenarios.mempolicy import NODE1, _expect_node, _two_nodes
 from pervma.check.scenarios.truncate import B, _mapped_file, file_rmap_check
+from pervma.kernel.mempolicy import MPOL_BIND, MPOL_MF_MOVE
 from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.system import Thread
 from pervma.sched import violation
@@ -176,3 +178,25 @@ def _mirror_vs_mremap(w: World) -> None:
     _expect(w, "mirror", {5, errno.EFAULT}, "mirror load of a page mremap moves")
     _expect(w, "mremap", {B}, "mremap to a fixed address")
     w.checks.append(_expect_byte(w, p, B, {5}, "the moved page"))
+
+
+@_scenario("mirror-fault-vs-mbind-migrate", "a secondary MMU faults a page while mbind "
+           "(MPOL_MF_MOVE) migrates it to node 1: the mirror reads the byte and keeps no "
+           "entry for the page migration freed")
+def _mirror_vs_migrate(w: World) -> None:
+    p = _two_nodes(w)
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 5)
+    m = p.mmu_notifier_register()
+
+    async def mirror(t: Thread) -> int:
+        return await m.on(t).load(A)
+
+    async def mbind(t: Thread) -> int:
+        return await t.mbind(A, PAGE, MPOL_BIND, NODE1, MPOL_MF_MOVE)
+
+    w.thread("mirror", p.thread(), mirror)
+    w.thread("mbind", p.thread(), mbind)
+    _expect(w, "mirror", {5}, "mirror load of a page being migrated")
+    w.checks += [_expect_byte(w, p, A, {5}, "the migrated page"),
+                 _expect_node(w, A, 1, "the page mbind moved")]
