@@ -408,6 +408,22 @@ def test_migration_without_invalidate_range_start_leaves_the_old_page_in_the_mir
                    "without invalidate_range_start")
 
 
+def test_wp_page_copy_ending_its_range_under_the_pte_lock_sleeps_in_atomic_context(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # mmu_notifier_invalidate_range_end() may sleep once the start made the
+    # range blockable (include/linux/mmu_notifier.h, 7.0): not under the PTL
+    import pervma.kernel.memory as memory
+
+    bad = _edited(memory.do_wp_page,
+                  '"wp_page_copy")\n    await ptl.unlock()\n    await mmu_notifier_invalidate_range_end(rng)\n',
+                  '"wp_page_copy")\n    await mmu_notifier_invalidate_range_end(rng)\n    await ptl.unlock()\n')
+    monkeypatch.setattr(memory, "do_wp_page", bad)
+    kind, msg, _ = _explore("mirror-vs-cow-after-fork", "universal")
+    assert kind == "BUG: sleeping function called from invalid context"
+    assert msg.startswith("at include/linux/mmu_notifier.h, in mmu_notifier_invalidate_range_end()\n"
+                          "in_atomic(): 1,")
+
+
 def test_clear_refs_soft_dirty_invalidates_the_mirror_before_write_protecting() -> None:
     """clear_refs 4 write-protects every PTE (soft-dirty tracking) inside an
     MMU_NOTIFY_SOFT_DIRTY invalidation of the whole space, as 7.0

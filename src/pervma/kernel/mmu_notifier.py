@@ -148,13 +148,14 @@ def mmu_notifier_range_init(event: int, flags: int, mm: MmStruct, start: int, en
 # Invalidation
 # ---------------------------------------------------------------------------
 async def mmu_notifier_invalidate_range_start(rng: MmuNotifierRange) -> None:
-    """Models mmu_notifier_invalidate_range_start(): may sleep; with
-    notifiers, mark the range blockable and call every subscriber's
+    """Models mmu_notifier_invalidate_range_start() (7.0): may sleep, with
+    notifiers or without (its might_sleep() comes first); with notifiers,
+    mark the range blockable and call every subscriber's
     invalidate_range_start under the lockdep map."""
+    debug.might_sleep("include/linux/mmu_notifier.h", "mmu_notifier_invalidate_range_start")
     mm = rng.mm
     if mm.notifier_subscriptions is None:
         return
-    debug.might_sleep("include/linux/mmu_notifier.h", "mmu_notifier_invalidate_range_start")
     debug.lockdep_acquire(RANGE_START_MAP, range_start_map, "write")
     rng.flags |= MMU_NOTIFIER_RANGE_BLOCKABLE
     await __mmu_notifier_invalidate_range_start(rng)
@@ -178,8 +179,11 @@ async def __mmu_notifier_invalidate_range_start(rng: MmuNotifierRange) -> int:
 
 
 async def mmu_notifier_invalidate_range_end(rng: MmuNotifierRange) -> None:
-    """Models mmu_notifier_invalidate_range_end(): every subscriber's
-    invalidate_range_end, under the same lockdep map."""
+    """Models mmu_notifier_invalidate_range_end() (7.0): may sleep if its
+    start made the range blockable (it does when the mm has notifiers);
+    every subscriber's invalidate_range_end, under the same lockdep map."""
+    if rng.flags & MMU_NOTIFIER_RANGE_BLOCKABLE:
+        debug.might_sleep("include/linux/mmu_notifier.h", "mmu_notifier_invalidate_range_end")
     mm = rng.mm
     if mm.notifier_subscriptions is None:
         return

@@ -757,6 +757,54 @@ def _exit_vs_fault(w: World) -> None:
     w.checks.append(_expect_byte(w, p, A + PAGE, {1}, "the untouched shared page"))
 
 
+@_scenario("cow-store-vs-cow-store", "after fork, two threads of the parent store to two bytes "
+           "of the same write-protected page: one copies it, the other reuses the copy or copies "
+           "again; neither store is lost and the child keeps the original bytes")
+def _cow_vs_cow(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 5)
+    child = p.fork()
+    w.procs.append(("child", child))
+
+    async def first(t: Thread) -> None:
+        await t.store(A, 1)
+
+    async def second(t: Thread) -> None:
+        await t.store(A + 1, 2)
+
+    w.thread("store-a", p.thread(), first)
+    w.thread("store-b", p.thread(), second)
+    w.checks += [_expect_byte(w, p, A, {1}, "the parent's first store"),
+                 _expect_byte(w, p, A + 1, {2}, "the parent's second store"),
+                 _expect_byte(w, child, A, {5}, "the child's copy"),
+                 _expect_byte(w, child, A + 1, {0}, "the child's copy")]
+
+
+@_scenario("cow-parent-vs-child-store", "after fork, the parent and the child store to the page "
+           "they share write-protected: one copies it, the other may reuse it once it is "
+           "alone; each sees only its own store")
+def _cow_parent_vs_child(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)
+    p.store(A, 5)
+    child = p.fork()
+    w.procs.append(("child", child))
+
+    async def parent(t: Thread) -> None:
+        await t.store(A, 1)
+
+    async def in_child(t: Thread) -> None:
+        await t.store(A + 1, 2)
+
+    w.thread("parent", p.thread(), parent)
+    w.thread("child", child.thread(), in_child)
+    w.checks += [_expect_byte(w, p, A, {1}, "the parent's store"),
+                 _expect_byte(w, p, A + 1, {0}, "the parent's page (the child's store is not in it)"),
+                 _expect_byte(w, child, A, {5}, "the child's page (the parent's store is not in it)"),
+                 _expect_byte(w, child, A + 1, {2}, "the child's store")]
+
+
 def _pre_series(cfg: Config) -> Config:
     """7.0 without the series' caller changes (the mmap_lock fallbacks)."""
     return cfg.with_(SERIES_CALLERS=False)
