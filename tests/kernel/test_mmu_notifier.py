@@ -49,7 +49,7 @@ RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 SCENARIOS = ("mirror-fault-vs-munmap", "mirror-fault-vs-mprotect", "mirror-vs-cow-after-fork",
              "mmu-register-vs-fault", "mmu-register-vs-munmap", "mirror-fault-vs-truncate",
-             "mirror-fault-vs-mremap", "mirror-fault-vs-mbind-migrate")
+             "mirror-fault-vs-mremap", "mirror-fault-vs-mbind-migrate", "mmu-register-vs-truncate")
 
 
 def _edited(fn: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
@@ -422,6 +422,19 @@ def test_wp_page_copy_ending_its_range_under_the_pte_lock_sleeps_in_atomic_conte
     assert kind == "BUG: sleeping function called from invalid context"
     assert msg.startswith("at include/linux/mmu_notifier.h, in mmu_notifier_invalidate_range_end()\n"
                           "in_atomic(): 1,")
+
+
+@pytest.mark.parametrize("preset", ["universal", "legacy"])
+def test_registration_not_locking_file_mappings_lets_truncate_end_an_unstarted_range(
+        monkeypatch: pytest.MonkeyPatch, preset: str) -> None:
+    # mm_take_all_locks() without i_mmap_rwsem of the mm's files: a truncate
+    # that began its zap before the mirror existed ends it after
+    bad = _edited(vma_mod.mm_take_all_locks, "await vm_lock_mapping(mm, f)", "pass")
+    monkeypatch.setattr(vma_mod, "mm_take_all_locks", bad)  # imported at each registration
+    kind, msg, _ = _explore("mmu-register-vs-truncate", preset)
+    assert kind == "WARNING: mmu_notifier"
+    assert msg == ("mirror#0: invalidate_range_end for MMU_NOTIFY_CLEAR [0x10001000-0x10002000) "
+                   "without invalidate_range_start")
 
 
 def test_clear_refs_soft_dirty_invalidates_the_mirror_before_write_protecting() -> None:

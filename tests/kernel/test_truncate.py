@@ -272,7 +272,8 @@ def test_the_correct_order_gives_no_lockdep_report(preset: str) -> None:
 
 # -- the scenarios catch regressions -----------------------------------------------
 def test_truncate_scenarios_are_clean_on_every_preset() -> None:
-    for name in ("truncate-vs-fault", "truncate-vs-cow-fault", "truncate-vs-munmap", "truncate-vs-mremap"):
+    for name in ("truncate-vs-fault", "truncate-vs-cow-fault", "truncate-vs-munmap", "truncate-vs-mremap",
+                 "major-fault-vs-truncate", "major-fault-vs-munmap"):
         for preset in PRESETS:
             res = run_check(name, preset)
             assert res.violation is None and res.complete, (name, preset, res.violation)

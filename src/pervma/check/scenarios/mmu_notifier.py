@@ -200,3 +200,24 @@ def _mirror_vs_migrate(w: World) -> None:
     _expect(w, "mirror", {5}, "mirror load of a page being migrated")
     w.checks += [_expect_byte(w, p, A, {5}, "the migrated page"),
                  _expect_node(w, A, 1, "the page mbind moved")]
+
+
+@_scenario("mmu-register-vs-truncate", "mmu_notifier_register (mm_take_all_locks: every file "
+           "mapping's i_mmap_rwsem too) races ftruncate zapping a page of a mapped file: a "
+           "truncate that started its invalidation before the mirror existed has ended it "
+           "before registration completes, so the mirror never sees an end without its start")
+def _register_vs_truncate(w: World) -> None:
+    p, f = _mapped_file(w, 2, MAP_SHARED)
+    p.load(A + PAGE)  # mapped: truncate's zap has a PTE to clear
+
+    async def register(t: Thread) -> int:
+        m = await t.mmu_notifier_register()
+        return await m.load(A)
+
+    async def truncate(t: Thread) -> int:
+        return await t.truncate(f, PAGE)
+
+    w.thread("register", p.thread(), register)
+    w.thread("truncate", p.thread(), truncate)
+    _expect(w, "register", {1}, "mirror load of the page truncate keeps")
+    w.checks.append(file_rmap_check(w, f))

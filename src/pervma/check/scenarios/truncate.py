@@ -173,3 +173,60 @@ def _truncate_vs_mremap_merge(w: World) -> None:
     w.thread("mremap", p.thread(), move)
     w.thread("truncate", p.thread(), truncate)
     w.checks.append(file_rmap_check(w, f))
+
+
+def _uncached_file(w: World, pages: int, flags: int) -> tuple[Process, File]:
+    """p maps a file of ``pages`` pages at A that is not in the page cache:
+    the first fault on each page reads it in (a major fault)."""
+    f = w.kern.create_file("/tmp/cold", pages)
+    for i in range(pages):
+        f.contents[i] = {0: i + 1}
+    w.p.mmap(A, pages * PAGE, RW, flags | MAP_FIXED, f, 0)
+    return w.p, f
+
+
+@_scenario("major-fault-vs-truncate", "a read fault on the second page of a shared mapping of "
+           "a file not in the page cache drops its VMA lock for the read and retries, while "
+           "ftruncate to one page removes that page")
+def _major_fault_vs_truncate(w: World) -> None:
+    p, f = _uncached_file(w, 2, MAP_SHARED)
+
+    async def fault(t: Thread) -> int:
+        return await t.load(A + PAGE)
+
+    async def truncate(t: Thread) -> int:
+        return await t.truncate(f, PAGE)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("truncate", p.thread(), truncate)
+    w.checks.append(file_rmap_check(w, f))
+    w.checks.append(_sigbus_or(w, "fault", {2}))
+
+
+@_scenario("major-fault-vs-munmap", "a read fault on a private mapping of a file not in the "
+           "page cache drops its VMA lock for the read and retries, while munmap removes the "
+           "VMA: the retry finds no VMA (SIGSEGV) or maps the page read in")
+def _major_fault_vs_munmap(w: World) -> None:
+    p, f = _uncached_file(w, 2, MAP_PRIVATE)
+
+    async def fault(t: Thread) -> int:
+        return await t.load(A)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, 2 * PAGE)
+
+    w.thread("fault", p.thread(), fault)
+    w.thread("munmap", p.thread(), unmap)
+    w.checks.append(file_rmap_check(w, f))
+
+    def check() -> None:
+        r = w.results.get("fault")
+        if isinstance(r, Segfault):
+            if r.code == SIGBUS_FAULT:
+                violation("user-visible memory", f"fault: {r}, expected the byte or SIGSEGV")
+        elif r != 1:
+            violation("user-visible memory", f"fault: returned {r!r}, expected 1 or SIGSEGV")
+        if f.npages != 2 or any(f.pages[i].data.get(0) != i + 1 for i in f.pages):
+            violation("file contents", f"{f.path}: the page cache holds {sorted(f.pages)} "
+                      "with contents other than the file's")
+    w.checks.append(check)
