@@ -473,6 +473,20 @@ def test_munmap_forgetting_to_uncharge_is_an_overcommit_accounting_bug(
                        "(a charge without its uncharge, or the reverse)")
 
 
+def test_a_failed_munmap_that_does_not_reattach_leaves_a_detached_vma_in_the_tree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # vms_gather_munmap_vmas() failing its second split without reattach_vmas():
+    # the part it had detached stays in the tree (a fault that locks it is
+    # "BUG: fault on a detached VMA"; the first execution the search ends
+    # meets validate_mm's check of every VMA in the tree)
+    bad = _edited(vma_mod.vms_gather_munmap_vmas, "                await reattach_vmas(vms)\n",
+                  "                pass\n")
+    _patch(monkeypatch, vma_mod.vms_gather_munmap_vmas, bad, vma_mod)
+    kind, message, _ = _explore(get_scenario("munmap-enomem-vs-fault"))
+    assert kind == "validate_mm"
+    assert message == f"attached vma#1[{A + PAGE:#x}-{A + 2 * PAGE:#x}] has vm_refcnt 0x0, expected 1"
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 # the library's maps-vs-split race: the VMA object keeps the middle of the three
 MAPS_VS_MIDDLE_SPLIT = get_scenario("maps-reader-vs-mprotect-split")

@@ -805,6 +805,40 @@ def _cow_parent_vs_child(w: World) -> None:
                  _expect_byte(w, child, A + 1, {2}, "the child's store")]
 
 
+@_scenario("munmap-enomem-vs-fault", "munmap of a range over two VMAs detaches the first part "
+           "and then fails to split the second (no memory for its anon_vma_chain): the first "
+           "part is reattached, while a fault on it runs under the VMA lock")
+def _munmap_enomem(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, PROT_READ, ANON)  # never written: no anon_vma, its split allocates nothing
+    p.mmap(A + 2 * PAGE, 2 * PAGE, RW, ANON)
+    p.store(A + 2 * PAGE, 7)  # an anon_vma: splitting this VMA clones its chain
+    w.kern.fail_avc_alloc = 2  # anon_vma_clone()'s GFP_NOWAIT attempt, then GFP_KERNEL
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A + PAGE, 2 * PAGE)
+
+    async def fault(t: Thread) -> int:
+        return await t.load(A + PAGE)
+
+    w.thread("munmap", p.thread(), unmap)
+    w.thread("fault", p.thread(), fault)
+
+    def check() -> None:
+        r = w.results.get("munmap")
+        if not (isinstance(r, OSError) and r.errno == errno.ENOMEM):
+            violation("user-visible memory", f"munmap returned {r!r}, expected ENOMEM")
+        if w.results.get("fault") != 0:
+            violation("user-visible memory", f"the load of the page munmap kept returned "
+                      f"{w.results.get('fault')!r}, expected 0")
+        layout = [(v.vm_start, v.vm_end) for v in p.mm.mm_mt.snapshot() if A <= v.vm_start < A + 4 * PAGE]
+        if layout != [(A, A + PAGE), (A + PAGE, A + 2 * PAGE), (A + 2 * PAGE, A + 4 * PAGE)]:
+            violation("VMA layout", f"after the failed munmap: {[(hex(a), hex(b)) for a, b in layout]}, "
+                      "expected the first VMA split at the start of the range and the rest as it was")
+    w.checks.append(check)
+    w.checks.append(_expect_byte(w, p, A + 2 * PAGE, {7}, "the page of the VMA munmap failed to split"))
+
+
 def _pre_series(cfg: Config) -> Config:
     """7.0 without the series' caller changes (the mmap_lock fallbacks)."""
     return cfg.with_(SERIES_CALLERS=False)
