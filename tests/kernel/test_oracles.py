@@ -487,6 +487,21 @@ def test_a_failed_munmap_that_does_not_reattach_leaves_a_detached_vma_in_the_tre
     assert message == f"attached vma#1[{A + PAGE:#x}-{A + 2 * PAGE:#x}] has vm_refcnt 0x0, expected 1"
 
 
+def test_munmap_unlinking_the_rmap_before_zapping_hides_a_mapping_from_a_walk(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # vms_complete_munmap_vmas() with free_pgtables()'s unlink before the zap:
+    # a reclaim walk under the anon_vma lock meets the page still mapped by a
+    # VMA that is no longer in the tree
+    bad = _edited(vma_mod.vms_complete_munmap_vmas,
+                  "    await zap_page_range(mm, vms.start, vms.end)\n    await unlink_vmas_rmap(vms.vmas)\n",
+                  "    await unlink_vmas_rmap(vms.vmas)\n    await zap_page_range(mm, vms.start, vms.end)\n")
+    _patch(monkeypatch, vma_mod.vms_complete_munmap_vmas, bad, vma_mod)
+    kind, message, _ = _explore(get_scenario("rmap-walk-vs-munmap"))
+    assert kind == "rmap: walk misses a mapping"
+    assert message.startswith(f"rmap_walk_anon: mm#0 maps page 1 at {A:#x} but no VMA in "
+                              "anon_vma #0's tree covers it")
+
+
 # -- /proc/pid/maps ---------------------------------------------------------------
 # the library's maps-vs-split race: the VMA object keeps the middle of the three
 MAPS_VS_MIDDLE_SPLIT = get_scenario("maps-reader-vs-mprotect-split")

@@ -177,6 +177,34 @@ def assert_pte_locked(ptl: SpinLock | None, mm: MmStruct, address: int, where: s
                f"{where}: mm#{mm.id} address {address:#x}")
 
 
+def check_rmap_walk(av: Any, page: Any, where: str) -> None:
+    """An rmap walk of an anon page, under its anon_vma's lock, finds every
+    mapping of it: each PTE of a live mm that maps the page lies in a VMA of
+    the anon_vma's interval tree at the page's index.  The kernel keeps this
+    by ordering, not by a check: a VMA is linked before a PTE of it can map
+    the page (the fault's anon_vma_prepare(), fork's anon_vma_fork() before
+    copy_page_range(), mremap's copy_vma() before move_page_tables()) and
+    unlinked only after its PTEs are gone (munmap and exit zap before
+    free_pgtables()); range changes happen under this lock.  A walk that
+    misses a mapping leaves it behind: reclaim frees a page still mapped,
+    migration leaves the old page in place."""
+    tsk = current_task()
+    if tsk.system is None:
+        return
+    for m in _live_mms(tsk.system):
+        for vpn, pte in m.pgtable.items():
+            if pte.page is not page:
+                continue
+            addr = vpn << 12
+            if not any(v.vm_mm is m and v.vm_start <= addr < v.vm_end
+                       and v.vm_pgoff + ((addr - v.vm_start) >> 12) == page.index
+                       for v in av.rb_root):
+                report("rmap: walk misses a mapping",
+                       f"{where}: mm#{m.id} maps page {page.pfn} at {addr:#x} but no VMA in "
+                       f"anon_vma #{av.slot}'s tree covers it (a VMA unlinked before its PTEs "
+                       "were zapped, or a PTE copied before its VMA was linked)")
+
+
 # -- validate_mm ---------------------------------------------------------------
 def validate_mm(mm: MmStruct) -> None:
     """mm/vma.c's validate_mm plus pervma's page-table checks, for a quiescent

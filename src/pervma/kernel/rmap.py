@@ -360,6 +360,7 @@ async def rmap_walk_anon(system: object, page: Page) -> list[tuple[VmAreaStruct,
     av = await folio_lock_anon_vma_read(page)
     if av is None:
         return []
+    debug.check_rmap_walk(av, page, "rmap_walk_anon")
     found = []
     for vma in list(av.rb_root):
         debug.kasan_check(vma, "rmap_walk_anon", "vm_area_struct")
