@@ -24,6 +24,7 @@ import pervma.kernel.memory as memory
 import pervma.kernel.mmap as mmap_mod
 import pervma.kernel.mmap_lock as mmap_lock
 import pervma.kernel.mprotect as mprotect_mod
+import pervma.kernel.rcu as rcu_mod
 import pervma.kernel.rmap as rmap
 import pervma.kernel.system as system_mod
 import pervma.kernel.task_mmu as task_mmu
@@ -500,6 +501,43 @@ def test_munmap_unlinking_the_rmap_before_zapping_hides_a_mapping_from_a_walk(
     assert kind == "rmap: walk misses a mapping"
     assert message.startswith(f"rmap_walk_anon: mm#0 maps page 1 at {A:#x} but no VMA in "
                               "anon_vma #0's tree covers it")
+
+
+def test_a_reader_leaving_without_reporting_its_quiescent_state_stalls_rcu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # rcu_read_unlock() no longer crosses the reader off the grace periods
+    # that wait for it: the grace period of the VMA munmap freed under the
+    # fault's lookup never ends
+    bad = _edited(rcu_mod.RcuState.reader_left, "gp.waits_for.remove(tsk)", "pass")
+    monkeypatch.setattr(rcu_mod.RcuState, "reader_left", bad)
+    kind, message, _ = _explore(get_scenario("fault-vs-munmap"))
+    assert kind == "INFO: rcu detected stall"
+    assert message == ("a grace period still waits for fault/2, which left its read-side section "
+                       "(rcu_read_unlock() did not report the quiescent state)")
+
+
+def test_rcu_callbacks_that_never_run_leak_the_replaced_maple_nodes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _edited(rcu_mod.RcuState.run_callbacks, "gp.callback()", "pass")
+    monkeypatch.setattr(rcu_mod.RcuState, "run_callbacks", bad)
+    kern = System(Config.preset("universal"))
+    p = kern.spawn()
+    with pytest.raises(Violation) as exc:
+        p.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert exc.value.kind == "kmemleak: unreferenced object"
+    assert str(exc.value).endswith("2 maple_node(s) allocated but in no live tree and in no "
+                                   "pending RCU callback (3 allocated, 1 accounted for)")
+
+
+def test_the_maple_nodes_of_an_exited_mm_are_all_freed() -> None:
+    kern, p, a = _anon_process(2)
+    nodes = kern.maple_node_cachep.active
+    q = kern.spawn()
+    q.mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert kern.maple_node_cachep.active > nodes
+    q.exit()
+    assert q.mm.freed and kern.maple_node_cachep.active == nodes
+    assert p.load(a) == 0x5A
 
 
 # -- /proc/pid/maps ---------------------------------------------------------------

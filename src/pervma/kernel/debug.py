@@ -255,6 +255,8 @@ def validate_mm(mm: MmStruct) -> None:
         _validate_vma_objects(mm.system)
         _validate_anon_vmas(mm.system)
         _validate_committed(mm.system)
+        _validate_rcu(mm.system)
+        _validate_maple_nodes(mm.system)
     if mm.notifier_subscriptions is not None:
         validate_mmu_mirrors(mm)
 
@@ -337,6 +339,57 @@ def _validate_committed(system: Any) -> None:
         report("BUG: overcommit accounting",
                f"vm_committed_as {system.vm_committed_as} pages but the live mms' VM_ACCOUNT "
                f"mappings hold {want} (a charge without its uncharge, or the reverse)")
+
+
+def _validate_rcu(system: Any) -> None:
+    """RCU's bookkeeping (kernel/rcu.py): a grace period waits only for
+    tasks still inside the read-side section they were in when it began --
+    one that left it without being crossed off would hold the grace period
+    open forever (an RCU stall: its callbacks never run, and KASAN never
+    poisons the SLAB_TYPESAFE_BY_RCU objects freed before it) -- and a grace
+    period with nobody left to wait for has run its callback and is no
+    longer pending.  Checked on the pending grace periods and on those the
+    VMA and anon_vma caches' freed objects carry (KASAN's)."""
+    rcu = system.rcu
+    for gp in rcu.pending:
+        if not gp.waits_for:
+            report("BUG: RCU callback not invoked",
+                   "a grace period with no reader left to wait for is still pending")
+    gps = list(rcu.pending)
+    for cache in (system.vm_area_cachep, system.anon_vma_cachep):
+        gps.extend(o.kasan_free_gp for o in cache.freelist if o.kasan_free_gp is not None)
+    for gp in gps:
+        for t in gp.waits_for:
+            if t.rcu_depth == 0:
+                report("INFO: rcu detected stall",
+                       f"a grace period still waits for {t.comm}/{t.pid}, which left its "
+                       "read-side section (rcu_read_unlock() did not report the quiescent state)")
+    for t in rcu.readers:
+        if t.rcu_depth == 0:
+            report("INFO: rcu detected stall",
+                   f"{t.comm}/{t.pid} is counted as an RCU reader outside any read-side section")
+
+
+def _validate_maple_nodes(system: Any) -> None:
+    """kmemleak's view of the maple node cache: every node allocated and not
+    freed is in the tree of a live mm, or replaced and waiting in an RCU
+    callback for its grace period (mt_free_rcu()).  One more is a node no
+    tree holds and no callback will free (a call_rcu() never queued, or its
+    callback never run); one fewer, a node freed while a tree still holds
+    it (a lockless walker would read freed memory: the StackRot class)."""
+    want = sum(m.mm_mt.nodes() for m in _live_mms(system))
+    for gp in system.rcu.pending:
+        cb = gp.callback
+        if getattr(getattr(cb, "func", None), "__name__", "") == "_mt_free_rcu":
+            want += len(cb.args[1])  # type: ignore[union-attr]  # partial(_mt_free_rcu, cache, nodes)
+    have = system.maple_node_cachep.active
+    if have > want:
+        report("kmemleak: unreferenced object",
+               f"{have - want} maple_node(s) allocated but in no live tree and in no pending "
+               f"RCU callback ({have} allocated, {want} accounted for)")
+    elif have < want:
+        report("BUG: maple_node freed while in a tree",
+               f"{want} maple nodes in live trees or pending callbacks but {have} allocated")
 
 
 def _validate_mm_counts(system: Any) -> None:

@@ -125,6 +125,17 @@ class MapleTree:
         self._set_flat([])
 
     # -- nodes -----------------------------------------------------------------
+    def _destroyed_root(self) -> MapleNode:
+        """What a destroyed tree's root points at: the kernel's ma_root is
+        NULL (every node freed); the model keeps an empty leaf so that a
+        lookup on an exited mm still finds nothing, made outside the node
+        cache (slot -1: no object of it, so no leak when the mm goes)."""
+        node = MapleNode()
+        node.slot = -1
+        node.mm_id, node.min, node.max, node.leaf = self.mm_id, 0, MAPLE_MAX, True
+        node.walk_step = read((MAPLE_NODE, self.mm_id, -1), "mas_walk: node", Order.RCU_DEREFERENCE)
+        return node
+
     def _alloc(self, lo: int, hi: int, leaf: bool) -> MapleNode:
         node = self.cache.alloc("mas_store")
         node.mm_id = self.mm_id
@@ -301,12 +312,17 @@ class MapleTree:
     def destroy(self) -> None:
         """__mt_destroy: the tree is gone (exit_mmap)."""
         old = self.root
-        self.root = self._leaf([], 0, MAPLE_MAX)
+        self.root = self._destroyed_root()
         for n in self._subtree_nodes(old):
             self.cache.free(n, "__mt_destroy")
         self._set_flat([])
         if self.maps_log is not None:
             debug.maps_record(self.maps_log, ())
+
+    def nodes(self) -> int:
+        """How many nodes of the node cache the tree holds now (debug's
+        kmemleak view; a destroyed tree holds none)."""
+        return sum(1 for n in self._subtree_nodes(self.root) if n.slot >= 0)
 
     # plain lookups for the lock holder
     def find_covering(self, addr: int) -> VmAreaStruct | None:
