@@ -7,42 +7,17 @@ held it is left mapped by nothing)."""
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-from collections.abc import Callable
-from typing import Any
-
 import pytest
+from tests.kernel.test_oracles import PRESETS, _edited, _explore
 
 import pervma.kernel.memory as memory
-from pervma import Config
-from pervma.check import stateful
 from pervma.check.scenario import get_scenario
-from pervma.check.search import Budget, Runner
-
-PRESETS = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
-
-
-def _edited(fn: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
-    src = textwrap.dedent(inspect.getsource(fn))
-    assert src.count(old) == 1, f"{fn.__qualname__} no longer has the line {old!r}"
-    namespace = dict(fn.__globals__)
-    exec(compile(src.replace(old, new), inspect.getsourcefile(fn) or "<model>", "exec"), namespace)
-    edited: Callable[..., Any] = namespace[fn.__name__]
-    return edited
-
-
-def _explore(name: str, preset: str = "universal") -> tuple[str | None, str, bool]:
-    st = stateful.explore(Runner(get_scenario(name), Config.preset(preset)), Budget())
-    if st.found is None:
-        return None, "", st.complete
-    return st.found.kind, st.found.message, st.complete
 
 
 @pytest.mark.parametrize("name", ["cow-store-vs-cow-store", "cow-parent-vs-child-store"])
 @pytest.mark.parametrize("preset", PRESETS)
 def test_each_process_keeps_exactly_its_own_stores(name: str, preset: str) -> None:
-    assert _explore(name, preset) == (None, "", True)
+    assert _explore(get_scenario(name), preset) == (None, "", True)
 
 
 @pytest.mark.parametrize("preset", ["universal", "legacy"])
@@ -54,5 +29,5 @@ def test_a_copy_installed_without_the_pte_same_recheck_loses_the_other_store(
     # page counts see it before the scenario's byte checks do
     bad = _edited(memory.do_wp_page, "    if mm.pgtable.get(vmf.vpn) is not pte:", "    if False:")
     monkeypatch.setattr(memory, "do_wp_page", bad)
-    assert _explore("cow-store-vs-cow-store", preset) == (
+    assert _explore(get_scenario("cow-store-vs-cow-store"), preset) == (
         "BUG: Bad page map", "page 3 (allocated at alloc_pages): _mapcount 1, but 0 PTEs map it", False)

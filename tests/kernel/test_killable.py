@@ -8,45 +8,21 @@ TASK_KILLABLE test in ``__vma_start_exclude_readers()`` survived it.)"""
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-from collections.abc import Callable
-from typing import Any
-
 import pytest
+from tests.kernel.test_oracles import PRESETS, _edited, _explore, _patch
 
+import pervma.kernel.mmap as mmap_mod
 import pervma.kernel.mmap_lock as mmap_lock
-from pervma import Config
-from pervma.check import stateful
 from pervma.check.scenario import get_scenario
-from pervma.check.search import Budget, Runner
 
-PRESETS = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
 SCENARIOS = ("killed-munmap-vs-stuck-mmap-reader", "killed-fault-vs-stuck-mmap-writer",
              "killed-fork-vs-stuck-vma-reader")
-
-
-def _edited(fn: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
-    src = textwrap.dedent(inspect.getsource(fn))
-    assert src.count(old) == 1, f"{fn.__qualname__} no longer has the line {old!r}"
-    namespace = dict(fn.__globals__)
-    exec(compile(src.replace(old, new), inspect.getsourcefile(fn) or "<model>", "exec"), namespace)
-    edited: Callable[..., Any] = namespace[fn.__name__]
-    return edited
-
-
-def _explore(name: str, preset: str = "universal") -> tuple[str | None, str, bool]:
-    """The stateful search to its end or the first violation: (kind, message, complete)."""
-    st = stateful.explore(Runner(get_scenario(name), Config.preset(preset)), Budget())
-    if st.found is None:
-        return None, "", st.complete
-    return st.found.kind, st.found.message, st.complete
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_the_killed_waiter_always_gets_out(name: str, preset: str) -> None:
-    kind, message, complete = _explore(name, preset)
+    kind, message, complete = _explore(get_scenario(name), preset)
     assert (kind, message, complete) == (None, "", True)
 
 
@@ -54,9 +30,8 @@ def test_an_uninterruptible_mmap_write_lock_deadlocks_with_its_stuck_reader(
         monkeypatch: pytest.MonkeyPatch) -> None:
     bad = _edited(mmap_lock.mmap_write_lock_killable, "down_write(killable=True)",
                   "down_write(killable=False)")
-    for mod in _importers("mmap_write_lock_killable"):
-        monkeypatch.setattr(mod, "mmap_write_lock_killable", bad)
-    kind, message, _ = _explore("killed-munmap-vs-stuck-mmap-reader")
+    _patch(monkeypatch, mmap_lock.mmap_write_lock_killable, bad, mmap_lock, mmap_mod)  # munmap's
+    kind, message, _ = _explore(get_scenario("killed-munmap-vs-stuck-mmap-reader"))
     assert kind == "deadlock"
     assert message == ("every thread is blocked: munmap waits in down_write(mmap_lock) wait, "
                        "reader waits in stuck holder: until the victim exits")
@@ -67,7 +42,7 @@ def test_an_uninterruptible_fault_fallback_deadlocks_with_its_stuck_writer(
     bad = _edited(mmap_lock.mmap_read_lock_killable, "down_read(killable=True)",
                   "down_read(killable=False)")
     monkeypatch.setattr(mmap_lock, "mmap_read_lock_killable", bad)
-    kind, message, _ = _explore("killed-fault-vs-stuck-mmap-writer")
+    kind, message, _ = _explore(get_scenario("killed-fault-vs-stuck-mmap-writer"))
     assert kind == "deadlock"
     assert message == ("every thread is blocked: fault waits in down_read(mmap_lock) wait, "
                        "writer waits in stuck holder: until the victim exits")
@@ -78,17 +53,7 @@ def test_a_vma_write_lock_ignoring_the_signal_deadlocks_with_its_stuck_reader(
     bad = _edited(mmap_lock.__vma_start_exclude_readers, "ves.state == TASK_KILLABLE",
                   "False")
     monkeypatch.setattr(mmap_lock, "__vma_start_exclude_readers", bad)
-    kind, message, _ = _explore("killed-fork-vs-stuck-vma-reader")
+    kind, message, _ = _explore(get_scenario("killed-fork-vs-stuck-vma-reader"))
     assert kind == "deadlock"
     assert message == ("every thread is blocked: fork waits in __vma_start_exclude_readers: wait "
                        "for readers: sleep, reader waits in stuck holder: until the victim exits")
-
-
-def _importers(name: str) -> list[Any]:
-    """Every model module that imported ``name`` from mmap_lock."""
-    import sys
-
-    fn = getattr(mmap_lock, name)
-    return [m for m in list(sys.modules.values())
-            if m is not None and getattr(m, "__name__", "").startswith("pervma.kernel")
-            and getattr(m, name, None) is fn]

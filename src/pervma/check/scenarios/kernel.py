@@ -649,67 +649,60 @@ def _killed_or(w: World, name: str, allowed: set[Any]) -> Callable[[], None]:
     return check
 
 
-@_scenario("killed-munmap-vs-stuck-mmap-reader", "munmap waits for mmap_lock (killable) behind "
-           "a reader that holds it until munmap's thread exits, and is killed: the kill must end "
-           "the wait")
-def _killed_munmap(w: World) -> None:
+def _killed_waiter(w: World, names: tuple[str, str], body: Body, hold: str,
+                   allowed: set[Any]) -> None:
+    """Thread ``names[0]`` runs ``body`` and exits; thread ``names[1]`` holds
+    a lock (``hold``, as _stuck_until_exit) until then; a third kills the
+    first.  The first must end: killed, EINTR, or one of ``allowed``."""
     p = w.p
-    p.mmap(A, 2 * PAGE, RW, ANON)
     victim = p.thread()
-
-    async def unmap(t: Thread) -> int:
-        return await t.munmap(A, PAGE)
 
     async def kill(t: Thread) -> None:
         await victim.kill()
 
-    w.thread("munmap", victim, _victim_exits(unmap))
-    w.thread("reader", p.thread(), _stuck_until_exit(victim, "mmap-read"))
+    w.thread(names[0], victim, _victim_exits(body))
+    w.thread(names[1], p.thread(), _stuck_until_exit(victim, hold))
     w.thread("kill", p.thread(), kill)
-    w.checks.append(_killed_or(w, "munmap", {0}))
+    w.checks.append(_killed_or(w, names[0], allowed))
+
+
+@_scenario("killed-munmap-vs-stuck-mmap-reader", "munmap waits for mmap_lock (killable) behind "
+           "a reader that holds it until munmap's thread exits, and is killed: the kill must end "
+           "the wait")
+def _killed_munmap(w: World) -> None:
+    w.p.mmap(A, 2 * PAGE, RW, ANON)
+
+    async def unmap(t: Thread) -> int:
+        return await t.munmap(A, PAGE)
+
+    _killed_waiter(w, ("munmap", "reader"), unmap, "mmap-read", {0})
 
 
 @_scenario("killed-fault-vs-stuck-mmap-writer", "a fault falls back to mmap_lock (killable "
            "read) behind a writer that write-locked its VMA and holds mmap_lock until the "
            "faulting thread exits, and is killed: the kill must end the wait")
 def _killed_fault(w: World) -> None:
-    p = w.p
-    p.mmap(A, 2 * PAGE, RW, ANON)
-    p.store(A, 3)  # the VMA has its anon_vma: the fault needs only the VMA lock when free
-    victim = p.thread()
+    w.p.mmap(A, 2 * PAGE, RW, ANON)
+    w.p.store(A, 3)  # the VMA has its anon_vma: the fault needs only the VMA lock when free
 
     async def fault(t: Thread) -> int:
         return await t.load(A + PAGE)  # not faulted in yet: the zero page
 
-    async def kill(t: Thread) -> None:
-        await victim.kill()
-
-    w.thread("fault", victim, _victim_exits(fault))
-    w.thread("writer", p.thread(), _stuck_until_exit(victim, "mmap-write"))
-    w.thread("kill", p.thread(), kill)
-    w.checks.append(_killed_or(w, "fault", {0}))
+    _killed_waiter(w, ("fault", "writer"), fault, "mmap-write", {0})
 
 
 @_scenario("killed-fork-vs-stuck-vma-reader", "fork write-locks each VMA (killable) while a "
            "lookup holds the VMA lock of A until fork's thread exits, and is killed: the kill "
            "must end the wait")
 def _killed_fork(w: World) -> None:
-    p = w.p
-    p.mmap(A, PAGE, RW, ANON)
-    p.store(A, 3)
-    victim = p.thread()
+    w.p.mmap(A, PAGE, RW, ANON)
+    w.p.store(A, 3)
 
     async def fork(t: Thread) -> Any:
         child = await t.fork()
         return child.mm is not t.mm  # never the parent's mm
 
-    async def kill(t: Thread) -> None:
-        await victim.kill()
-
-    w.thread("fork", victim, _victim_exits(fork))
-    w.thread("reader", p.thread(), _stuck_until_exit(victim, "vma-read"))
-    w.thread("kill", p.thread(), kill)
-    w.checks.append(_killed_or(w, "fork", {True}))
+    _killed_waiter(w, ("fork", "reader"), fork, "vma-read", {True})
 
 
 @_scenario("mmap-write-downgrade", "munmap downgrades mmap_lock while faults run on the "
@@ -757,10 +750,11 @@ def _exit_vs_fault(w: World) -> None:
     w.checks.append(_expect_byte(w, p, A + PAGE, {1}, "the untouched shared page"))
 
 
-@_scenario("cow-store-vs-cow-store", "after fork, two threads of the parent store to two bytes "
-           "of the same write-protected page: one copies it, the other reuses the copy or copies "
-           "again; neither store is lost and the child keeps the original bytes")
-def _cow_vs_cow(w: World) -> None:
+def _cow_stores(w: World, names: tuple[str, str], second_in_child: bool) -> None:
+    """After fork the parent stores 1 at A and, in the parent again or in the
+    child (``second_in_child``), a second thread stores 2 at A + 1, racing on
+    the page fork left shared and write-protected (byte 5 at A).  Each
+    process ends with exactly its own stores over the original bytes."""
     p = w.p
     p.mmap(A, PAGE, RW, ANON)
     p.store(A, 5)
@@ -773,36 +767,26 @@ def _cow_vs_cow(w: World) -> None:
     async def second(t: Thread) -> None:
         await t.store(A + 1, 2)
 
-    w.thread("store-a", p.thread(), first)
-    w.thread("store-b", p.thread(), second)
+    w.thread(names[0], p.thread(), first)
+    w.thread(names[1], (child if second_in_child else p).thread(), second)
     w.checks += [_expect_byte(w, p, A, {1}, "the parent's first store"),
-                 _expect_byte(w, p, A + 1, {2}, "the parent's second store"),
-                 _expect_byte(w, child, A, {5}, "the child's copy"),
-                 _expect_byte(w, child, A + 1, {0}, "the child's copy")]
+                 _expect_byte(w, p, A + 1, {0 if second_in_child else 2}, "the parent's second byte"),
+                 _expect_byte(w, child, A, {5}, "the child's first byte"),
+                 _expect_byte(w, child, A + 1, {2 if second_in_child else 0}, "the child's second byte")]
+
+
+@_scenario("cow-store-vs-cow-store", "after fork, two threads of the parent store to two bytes "
+           "of the same write-protected page: one copies it, the other reuses the copy or copies "
+           "again; neither store is lost and the child keeps the original bytes")
+def _cow_vs_cow(w: World) -> None:
+    _cow_stores(w, ("store-a", "store-b"), second_in_child=False)
 
 
 @_scenario("cow-parent-vs-child-store", "after fork, the parent and the child store to the page "
            "they share write-protected: one copies it, the other may reuse it once it is "
            "alone; each sees only its own store")
 def _cow_parent_vs_child(w: World) -> None:
-    p = w.p
-    p.mmap(A, PAGE, RW, ANON)
-    p.store(A, 5)
-    child = p.fork()
-    w.procs.append(("child", child))
-
-    async def parent(t: Thread) -> None:
-        await t.store(A, 1)
-
-    async def in_child(t: Thread) -> None:
-        await t.store(A + 1, 2)
-
-    w.thread("parent", p.thread(), parent)
-    w.thread("child", child.thread(), in_child)
-    w.checks += [_expect_byte(w, p, A, {1}, "the parent's store"),
-                 _expect_byte(w, p, A + 1, {0}, "the parent's page (the child's store is not in it)"),
-                 _expect_byte(w, child, A, {5}, "the child's page (the parent's store is not in it)"),
-                 _expect_byte(w, child, A + 1, {2}, "the child's store")]
+    _cow_stores(w, ("parent", "child"), second_in_child=True)
 
 
 @_scenario("munmap-enomem-vs-fault", "munmap of a range over two VMAs detaches the first part "

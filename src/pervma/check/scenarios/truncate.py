@@ -67,9 +67,11 @@ def _sigbus_or(w: World, name: str, allowed: set[int]) -> Callable[[], None]:
     return check
 
 
-def _mapped_file(w: World, pages: int, flags: int) -> tuple[Process, File]:
-    """p maps a resident file of ``pages`` pages at A; page i holds i + 1."""
-    f = w.kern.create_file("/tmp/trunc", pages, resident=True)
+def _mapped_file(w: World, pages: int, flags: int, resident: bool = True) -> tuple[Process, File]:
+    """p maps a file of ``pages`` pages at A; page i holds i + 1.  The file is
+    in the page cache (``resident``), or not: the first fault on each page
+    then reads it in (a major fault)."""
+    f = w.kern.create_file("/tmp/trunc", pages, resident=resident)
     for i in range(pages):
         f.contents[i] = {0: i + 1}
     w.p.mmap(A, pages * PAGE, RW, flags | MAP_FIXED, f, 0)
@@ -79,8 +81,12 @@ def _mapped_file(w: World, pages: int, flags: int) -> tuple[Process, File]:
 @_scenario("truncate-vs-fault", "ftruncate to one page races a read fault on the second page "
            "of a shared file mapping")
 def _truncate_vs_fault(w: World) -> None:
-    p, f = _mapped_file(w, 2, MAP_SHARED)
+    _fault_vs_truncate(w, *_mapped_file(w, 2, MAP_SHARED))
 
+
+def _fault_vs_truncate(w: World, p: Process, f: File) -> None:
+    """A load of the second page of ``f`` (mapped shared at A, two pages)
+    races ftruncate to one page: the byte, or SIGBUS."""
     async def fault(t: Thread) -> int:
         return await t.load(A + PAGE)
 
@@ -175,39 +181,18 @@ def _truncate_vs_mremap_merge(w: World) -> None:
     w.checks.append(file_rmap_check(w, f))
 
 
-def _uncached_file(w: World, pages: int, flags: int) -> tuple[Process, File]:
-    """p maps a file of ``pages`` pages at A that is not in the page cache:
-    the first fault on each page reads it in (a major fault)."""
-    f = w.kern.create_file("/tmp/cold", pages)
-    for i in range(pages):
-        f.contents[i] = {0: i + 1}
-    w.p.mmap(A, pages * PAGE, RW, flags | MAP_FIXED, f, 0)
-    return w.p, f
-
-
 @_scenario("major-fault-vs-truncate", "a read fault on the second page of a shared mapping of "
            "a file not in the page cache drops its VMA lock for the read and retries, while "
            "ftruncate to one page removes that page")
 def _major_fault_vs_truncate(w: World) -> None:
-    p, f = _uncached_file(w, 2, MAP_SHARED)
-
-    async def fault(t: Thread) -> int:
-        return await t.load(A + PAGE)
-
-    async def truncate(t: Thread) -> int:
-        return await t.truncate(f, PAGE)
-
-    w.thread("fault", p.thread(), fault)
-    w.thread("truncate", p.thread(), truncate)
-    w.checks.append(file_rmap_check(w, f))
-    w.checks.append(_sigbus_or(w, "fault", {2}))
+    _fault_vs_truncate(w, *_mapped_file(w, 2, MAP_SHARED, resident=False))
 
 
 @_scenario("major-fault-vs-munmap", "a read fault on a private mapping of a file not in the "
            "page cache drops its VMA lock for the read and retries, while munmap removes the "
            "VMA: the retry finds no VMA (SIGSEGV) or maps the page read in")
 def _major_fault_vs_munmap(w: World) -> None:
-    p, f = _uncached_file(w, 2, MAP_PRIVATE)
+    p, f = _mapped_file(w, 2, MAP_PRIVATE, resident=False)
 
     async def fault(t: Thread) -> int:
         return await t.load(A)
