@@ -26,34 +26,29 @@ def test_the_killed_waiter_always_gets_out(name: str, preset: str) -> None:
     assert (kind, message, complete) == (None, "", True)
 
 
-def test_an_uninterruptible_mmap_write_lock_deadlocks_with_its_stuck_reader(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = _edited(mmap_lock.mmap_write_lock_killable, "down_write(killable=True)",
-                  "down_write(killable=False)")
-    _patch(monkeypatch, mmap_lock.mmap_write_lock_killable, bad, mmap_lock, mmap_mod)  # munmap's
-    kind, message, _ = _explore(get_scenario("killed-munmap-vs-stuck-mmap-reader"))
+# (the function, its line, the line made uninterruptible, the scenario, the wait
+# the victim is left in, the holder's thread)
+REGRESSIONS = [
+    ("mmap_write_lock_killable", "down_write(killable=True)", "down_write(killable=False)",
+     "killed-munmap-vs-stuck-mmap-reader", "munmap waits in down_write(mmap_lock) wait", "reader"),
+    ("mmap_read_lock_killable", "down_read(killable=True)", "down_read(killable=False)",
+     "killed-fault-vs-stuck-mmap-writer", "fault waits in down_read(mmap_lock) wait", "writer"),
+    ("__vma_start_exclude_readers", "ves.state == TASK_KILLABLE", "False",
+     "killed-fork-vs-stuck-vma-reader",
+     "fork waits in __vma_start_exclude_readers: wait for readers: sleep", "reader"),
+]
+
+
+@pytest.mark.parametrize(("func", "old", "new", "scenario", "victim", "holder"), REGRESSIONS,
+                         ids=[r[0] for r in REGRESSIONS])
+def test_an_uninterruptible_wait_deadlocks_with_its_stuck_holder(
+        monkeypatch: pytest.MonkeyPatch, func: str, old: str, new: str, scenario: str,
+        victim: str, holder: str) -> None:
+    fn = getattr(mmap_lock, func)
+    bad = _edited(fn, old, new)
+    # munmap reaches mmap_write_lock_killable() through mmap.py's import of it
+    _patch(monkeypatch, fn, bad, mmap_lock, *([mmap_mod] if func == "mmap_write_lock_killable" else []))
+    kind, message, _ = _explore(get_scenario(scenario))
     assert kind == "deadlock"
-    assert message == ("every thread is blocked: munmap waits in down_write(mmap_lock) wait, "
-                       "reader waits in stuck holder: until the victim exits")
-
-
-def test_an_uninterruptible_fault_fallback_deadlocks_with_its_stuck_writer(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = _edited(mmap_lock.mmap_read_lock_killable, "down_read(killable=True)",
-                  "down_read(killable=False)")
-    monkeypatch.setattr(mmap_lock, "mmap_read_lock_killable", bad)
-    kind, message, _ = _explore(get_scenario("killed-fault-vs-stuck-mmap-writer"))
-    assert kind == "deadlock"
-    assert message == ("every thread is blocked: fault waits in down_read(mmap_lock) wait, "
-                       "writer waits in stuck holder: until the victim exits")
-
-
-def test_a_vma_write_lock_ignoring_the_signal_deadlocks_with_its_stuck_reader(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = _edited(mmap_lock.__vma_start_exclude_readers, "ves.state == TASK_KILLABLE",
-                  "False")
-    monkeypatch.setattr(mmap_lock, "__vma_start_exclude_readers", bad)
-    kind, message, _ = _explore(get_scenario("killed-fork-vs-stuck-vma-reader"))
-    assert kind == "deadlock"
-    assert message == ("every thread is blocked: fork waits in __vma_start_exclude_readers: wait "
-                       "for readers: sleep, reader waits in stuck holder: until the victim exits")
+    assert message == (f"every thread is blocked: {victim}, {holder} waits in stuck holder: "
+                       "until the victim exits")
