@@ -64,6 +64,7 @@ from pervma.kernel.pagewalk import (
     MmWalk,
     MmWalkOps,
     walk_page_range,
+    walk_page_vma,
 )
 from pervma.kernel.pagewalk import PageWalkLock as WalkLock
 from pervma.sched import Violation
@@ -269,9 +270,14 @@ def _walk(p: Any, lock: WalkLock, how: str) -> None:
             await walk_page_range(mm, A, A + PAGE, ops)
             await mmap_write_unlock(mm)
         else:
+            # a walker holding only the VMA lock walks that VMA (walk_page_vma()):
+            # walk_page_range() looks the VMAs up with find_vma()
             vma = await lock_vma_under_rcu(mm, A)
             assert vma is not None
-            await walk_page_range(mm, A, A + PAGE, ops)
+            if how == "vma-read":
+                await walk_page_vma(vma, ops)
+            else:
+                await walk_page_range(mm, A, A + PAGE, ops)
             await vma_end_read(vma)
     p._run(body(), validate=False)
 
@@ -283,6 +289,7 @@ def _walk(p: Any, lock: WalkLock, how: str) -> None:
     (PGWALK_WRLOCK, "mmap-read", "WARNING: mmap_assert_write_locked"),
     (PGWALK_WRLOCK_VERIFY, "mmap-write", "WARNING: vma_assert_write_locked"),
     (PGWALK_RDLOCK, "vma-read", "WARNING: mmap_assert_locked"),
+    (PGWALK_VMA_RDLOCK_VERIFY, "vma-read-range", "WARNING: suspicious RCU usage"),
 ])
 def test_walk_page_range_asserts_the_lock_mode_as_the_kernel_does(lock: WalkLock, how: str,
                                                                  kind: str | None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -628,3 +628,65 @@ def test_maps_lines_may_overlap_a_replaced_vma_but_never_end_below_the_position(
         debug.maps_read_end(p.mm, log, [(a, a + 3 * PAGE), (a, a + PAGE), *rest], complete=True)
     assert exc.value.kind == "/proc/pid/maps: lines go backwards"
     assert exc.value.message == f"{a:#x}-{a + PAGE:#x} listed after a line ending at {a + 3 * PAGE:#x}"
+
+
+def test_a_madvise_walk_before_its_mmap_lock_is_suspicious_rcu_usage(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # do_madvise() walking the VMAs of an mmap_read_lock advice (MADV_COLD)
+    # before it takes the lock: find_vma()'s assertion (lockdep's view: the
+    # walker, not any task, must hold mmap_lock or be in an RCU section)
+    import pervma.kernel.madvise as madvise_mod
+
+    bad = _edited(madvise_mod.do_madvise,
+                  "        await mmap_read_lock(mm)\n        try:\n"
+                  "            ret = await _walk(mm, start, end, advice)\n",
+                  "        ret = await _walk(mm, start, end, advice)\n"
+                  "        await mmap_read_lock(mm)\n        try:\n            pass\n")
+    _patch(monkeypatch, madvise_mod.do_madvise, bad, madvise_mod)
+    kind, message, _ = _explore(get_scenario("madvise-populate-vs-munmap"))
+    assert kind == "WARNING: suspicious RCU usage"
+    assert message == ("find_vma: populate/2 walks mm 0's VMA tree holding neither mmap_lock "
+                       "nor rcu_read_lock")
+
+
+def test_the_vma_tree_may_be_walked_under_mmap_lock_or_rcu_only() -> None:
+    """The plain walks (find_vma(), the VMA iterator) of a model thread need
+    mmap_lock held by that thread, for read or write, or an RCU read-side
+    section; the harness reading the tree from outside any thread (setup,
+    final checks) is not the kernel and is not checked."""
+    kern, p, a = _anon_process(2)
+    mm, t1, t2 = p.mm, p.main.task, p.thread().task
+    tree = mm.mm_mt
+    assert tree.find(a) is tree.find_covering(a)  # outside a thread: no check
+
+    async def walk() -> None:
+        tree.find(a)
+        tree.prev_next(a, a + PAGE)
+        tree.overlapping(a, a + 2 * PAGE)
+
+    async def under(lock: Callable[[Any], Awaitable[None]], unlock: Callable[[Any], Awaitable[None]]
+                    ) -> None:
+        await lock(mm)
+        await walk()
+        await unlock(mm)
+
+    async def under_rcu() -> None:
+        rcu_read_lock()
+        await walk()
+        rcu_read_unlock()
+
+    run_direct(under(mmap_lock.mmap_read_lock, mmap_lock.mmap_read_unlock), model=t1)
+    run_direct(under(mmap_lock.mmap_write_lock, mmap_lock.mmap_write_unlock), model=t1)
+    run_direct(under_rcu(), model=t1)
+
+    async def held_by_another() -> None:
+        await walk()
+
+    run_direct(mmap_lock.mmap_read_lock(mm), model=t1)
+    with pytest.raises(Violation) as exc:
+        run_direct(held_by_another(), model=t2)
+    assert exc.value.kind == "WARNING: suspicious RCU usage"
+    assert exc.value.message == ("find_vma: proc-t1/2 walks mm 0's VMA tree holding neither "
+                                 "mmap_lock nor rcu_read_lock")
+    run_direct(mmap_lock.mmap_read_unlock(mm), model=t1)
+    assert not mm.mmap_lock.is_locked()

@@ -193,9 +193,10 @@ def test_vm_flags_init_is_for_detached_vmas_only() -> None:
 def test_without_per_vma_locks_the_assertion_is_mmap_assert_write_locked() -> None:
     _, p = process("legacy")
     t = p.thread()
+    vma = p.mm.mm_mt.find(A)
 
     async def run(_t):
-        vm_flags_reset(p.mm.mm_mt.find(A), RW_FLAGS)
+        vm_flags_reset(vma, RW_FLAGS)
 
     with pytest.raises(Violation) as e:
         run_schedule([t.start(run)], [], models=[t.task])

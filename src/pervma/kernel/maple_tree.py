@@ -37,14 +37,19 @@ import bisect
 import functools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pervma.kernel import debug
 from pervma.kernel.mm_types import VmAreaStruct
 from pervma.kernel.rcu import call_rcu
 from pervma.kernel.slab import KmemCache, SlabObject
+from pervma.kernel.task import _running
 from pervma.sched import Op, read, write
 from pervma.sched.locations import MAPLE, MAPLE_NODE
 from pervma.sched.order import Order
+
+if TYPE_CHECKING:
+    from pervma.kernel.locks import RwSemaphore
 
 #: maple_range_64 nodes: slots per node, leaves and internal nodes alike.
 MAPLE_RANGE64_SLOTS = 16
@@ -107,11 +112,23 @@ def _halves(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
+class ExternalLock:
+    """mt_set_external_lock(): the lock that serialises the tree's writers and
+    guards its plain readers (mm->mmap_lock for mm->mm_mt).  Set once when the
+    mm is made and never changed: not state."""
+
+    __slots__ = ("lock",)
+    __statekey_hidden__ = True
+
+    def __init__(self, lock: RwSemaphore) -> None:
+        self.lock = lock
+
+
 class MapleTree:
     """mm->mm_mt: range -> VMA."""
 
-    __slots__ = ("_ends", "_flat", "_starts", "cache", "loc", "maps_log", "mm_id", "root",
-                 "stores", "walk_step")
+    __slots__ = ("_ends", "_flat", "_starts", "cache", "loc", "ma_external_lock", "maps_log",
+                 "mm_id", "root", "stores", "walk_step")
 
     def __init__(self, mm_id: int, cache: KmemCache[MapleNode]) -> None:
         self.mm_id = mm_id
@@ -122,7 +139,33 @@ class MapleTree:
         self.root: MapleNode = self._leaf([], 0, MAPLE_MAX)
         self.stores = 0
         self.maps_log: list[debug.MapsReadLog] | None = None  # /proc/pid/maps reads being checked
+        self.ma_external_lock: ExternalLock | None = None
         self._set_flat([])
+
+    def set_external_lock(self, lock: RwSemaphore) -> None:
+        """mt_set_external_lock() (mm_init() passes &mm->mmap_lock)."""
+        self.ma_external_lock = ExternalLock(lock)
+
+    def assert_locked(self, what: str) -> None:
+        """A walk of the tree by a model thread outside the tree's own
+        read-side (the stepped walks below take it): the walker holds the
+        external lock or is in an RCU read-side section.  The kernel's
+        checks, with lockdep: find_vma()'s mmap_assert_locked() and, for the
+        VMA iterator (vma_next(), vma_prev(), for_each_vma_range()), the
+        rcu_dereference_check() of every node it reads.  A lookup from outside
+        the model's threads (a scenario's setup, the final checks) is the
+        test harness reading, not the kernel."""
+        ext = self.ma_external_lock
+        if ext is None or not _running:
+            return
+        tsk = _running[-1].model
+        if tsk is None or tsk.rcu_depth:
+            return
+        lock = ext.lock
+        if lock.writer is not tsk and tsk not in lock.readers:
+            debug.report("WARNING: suspicious RCU usage",
+                         f"{what}: {tsk.comm}/{tsk.pid} walks mm {self.mm_id}'s VMA tree holding neither "
+                         "mmap_lock nor rcu_read_lock")
 
     # -- nodes -----------------------------------------------------------------
     def _destroyed_root(self) -> MapleNode:
@@ -332,7 +375,8 @@ class MapleTree:
         return None
 
     def find(self, addr: int) -> VmAreaStruct | None:
-        """find_vma(): the first VMA ending above addr."""
+        """find_vma(): the first VMA ending above addr (mmap_assert_locked())."""
+        self.assert_locked("find_vma")
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0 and self._ends[i] > addr:
             return self._flat[i]
@@ -340,6 +384,7 @@ class MapleTree:
 
     def prev_next(self, start: int, end: int) -> tuple[VmAreaStruct | None, VmAreaStruct | None]:
         """The VMAs immediately below start and at/above end."""
+        self.assert_locked("vma_prev/vma_next")
         flat, starts, ends = self._flat, self._starts, self._ends
         i = bisect.bisect_right(starts, start - 1) - 1
         prev = flat[i] if i >= 0 and ends[i] <= start else None
@@ -350,6 +395,8 @@ class MapleTree:
         return prev, nxt
 
     def overlapping(self, start: int, end: int) -> list[VmAreaStruct]:
+        """for_each_vma_range(): the VMAs meeting [start, end)."""
+        self.assert_locked("for_each_vma_range")
         return [v for v in self._flat if v.vm_start < end and v.vm_end > start]
 
     # -- reader side: steps, possibly stale ---------------------------------

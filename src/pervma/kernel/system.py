@@ -219,6 +219,7 @@ class System:
             vma_writer_wait=RcuWait((VMA_WRITER_WAIT, slot)),
             page_table_lock=SpinLock((PAGE_TABLE_LOCK, slot), "page_table_lock"))
         mm.mm_mt = MapleTree(slot, self.maple_node_cachep)
+        mm.mm_mt.set_external_lock(mm.mmap_lock)
         return mm
 
     def mm_alloc(self) -> MmStruct:
