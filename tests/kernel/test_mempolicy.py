@@ -56,6 +56,7 @@ from pervma.kernel.mmap_lock import (
     mmap_write_unlock,
     vma_end_read,
 )
+from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.pagewalk import (
     PGWALK_RDLOCK,
     PGWALK_VMA_RDLOCK_VERIFY,
@@ -182,7 +183,16 @@ def test_each_vma_owns_its_policy_through_split_fork_mremap_and_munmap() -> None
     assert kern.policy_cachep.active == 3
     p.mprotect(A + PAGE, PAGE, RW)  # merges back: two policies put
     assert _ranges(p) == [(0, 4)] and kern.policy_cachep.active == 1
-    p.munmap(A, 4 * PAGE)
+    old = p.mm.mm_mt.find_covering(A).vm_policy
+    # a move: copy_vma()'s vma_dup_policy() gives the new VMA its own copy,
+    # the unmap of the source puts the old one
+    p.mremap(A, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + 8 * PAGE)
+    moved = p.mm.mm_mt.find_covering(A + 8 * PAGE).vm_policy
+    assert isinstance(moved, Mempolicy) and moved is not old and not moved.freed
+    assert (moved.mode, moved.nodes, moved.refcnt, kern.policy_cachep.active) == (MPOL_BIND, 0b10, 1, 1)
+    p.store(A + 8 * PAGE, 1)
+    assert _node(p, 8) == 1
+    p.munmap(A + 8 * PAGE, 4 * PAGE)
     assert kern.policy_cachep.active == 0
 
 

@@ -33,6 +33,7 @@ from pervma.check.scenario import get_scenario
 from pervma.check.scenarios.kernel import ANON, RW, A
 from pervma.kernel.mm_types import VmFlags
 from pervma.kernel.mmap import RLIMIT_MEMLOCK
+from pervma.kernel.mremap import MREMAP_DONTUNMAP, MREMAP_MAYMOVE
 from pervma.sched import Violation
 
 PRESETS = ("legacy", "universal", "universal-up", "universal-up-nopreempt")
@@ -70,6 +71,20 @@ def test_mlock_splits_locks_and_populates_and_munlock_merges_back(preset: str) -
     assert p.munlock(A, 8 * PAGE) == 0
     assert _layout(p) == [(0, 8, False)]
     assert _present(p, 2, 6) == [True] * 4  # munlock leaves the pages mapped
+
+
+def test_mremap_dontunmap_leaves_the_old_range_unlocked_and_the_new_one_locked() -> None:
+    # dontunmap_complete() (7.0): the pages moved, so the VMA left behind
+    # cannot stay mlocked; the new VMA inherits VM_LOCKED with the pages
+    kern, p = _proc(pages=2)
+    p.store(A, 0x11)
+    assert p.mlock(A, 2 * PAGE) == 0
+    new = p.mremap(A, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
+    assert new != A
+    old_vma, new_vma = p.mm.mm_mt.find_covering(A), p.mm.mm_mt.find_covering(new)
+    assert (old_vma.vm_start, old_vma.vm_end) == (A, A + 2 * PAGE)
+    assert not old_vma.vm_flags & LOCKED and new_vma.vm_flags & LOCKED
+    assert _present(p, 0, 2) == [False, False] and p.load(new) == 0x11
 
 
 def test_mlock_rounds_an_unaligned_start_and_length_to_pages() -> None:

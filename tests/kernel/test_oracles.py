@@ -690,3 +690,23 @@ def test_the_vma_tree_may_be_walked_under_mmap_lock_or_rcu_only() -> None:
                                  "mmap_lock nor rcu_read_lock")
     run_direct(mmap_lock.mmap_read_unlock(mm), model=t1)
     assert not mm.mmap_lock.is_locked()
+
+
+def test_mmap_assert_locked_wants_the_caller_to_hold_mmap_lock() -> None:
+    # lockdep's rwsem_assert_held(): a lock another task holds does not count
+    kern, p, a = _anon_process(1)
+    mm, t1, t2 = p.mm, p.main.task, p.thread().task
+
+    async def check() -> None:
+        mmap_lock.mmap_assert_locked(mm)
+
+    run_direct(mmap_lock.mmap_read_lock(mm), model=t1)
+    run_direct(check(), model=t1)
+    with pytest.raises(Violation) as exc:
+        run_direct(check(), model=t2)
+    assert (exc.value.kind, exc.value.message) == (
+        "WARNING: mmap_assert_locked", f"{mm} mmap_lock not held by proc-t1/2 (another task holds it)")
+    run_direct(mmap_lock.mmap_read_unlock(mm), model=t1)
+    with pytest.raises(Violation) as exc:
+        run_direct(check(), model=t1)
+    assert exc.value.message == f"{mm} mmap_lock not held"

@@ -189,8 +189,14 @@ async def mmap_read_unlock(mm: MmStruct) -> None:
 
 
 def mmap_assert_locked(mm: MmStruct) -> None:
-    if not mm.mmap_lock.is_locked():
-        debug.report("WARNING: mmap_assert_locked", f"{mm} mmap_lock not held")
+    """rwsem_assert_held() with lockdep (the model's debug config): the
+    caller itself holds mmap_lock, for read or write; another task holding
+    it does not count."""
+    lock = mm.mmap_lock
+    tsk = current_task()
+    if lock.writer is not tsk and tsk not in lock.readers:
+        held = "" if not lock.is_locked() else f" by {tsk.comm}/{tsk.pid} (another task holds it)"
+        debug.report("WARNING: mmap_assert_locked", f"{mm} mmap_lock not held{held}")
 
 
 def mmap_assert_write_locked(mm: MmStruct) -> None:

@@ -202,6 +202,12 @@ def _expect_byte(w: World, addr_owner: Process, addr: int, allowed: set[int], wh
     return check
 
 
+def _byte_at(mm: MmStruct, addr: int) -> int:
+    """The byte at ``addr`` as a load would see it now (0 if no PTE maps it)."""
+    pte = mm.pgtable.get(addr // PAGE)
+    return 0 if pte is None else pte.page.data.get(addr % PAGE, 0)
+
+
 def _scenario(name: str, doc: str, tweak: Callable[[Config], Config] | None = None,
               **kw: Any) -> Callable[[Callable[[World], None]], Scenario]:
     """Register ``fill`` as a scenario; ``tweak`` adjusts the preset's config
@@ -305,6 +311,23 @@ def _mremap_dontunmap(w: World) -> None:
 
     w.thread("fault", p.thread(), fault)
     w.thread("mremap", p.thread(), move)
+
+    def check() -> None:
+        # the pages move and the old range stays mapped, empty; the store
+        # lands in the old range (after the move) or travels with it (before)
+        new = w.results.get("mremap")
+        mm = w.p.mm
+        if not isinstance(new, int) or new == A or mm.mm_mt.find_covering(new) is None:
+            violation("mremap", f"mremap(MREMAP_DONTUNMAP) returned {new!r}, expected a new address")
+            return
+        if mm.mm_mt.find_covering(A) is None or A // PAGE in mm.pgtable:
+            violation("mremap", "the old range is unmapped or still holds its first page")
+        _expect_byte(w, p, new, {1}, "the moved page")()
+        stored = [_byte_at(mm, A + PAGE), _byte_at(mm, new + PAGE)]
+        if sorted(stored) != [0, 2]:
+            violation("user-visible memory", f"the store of 2 is at A+PAGE / new+PAGE as {stored}, "
+                      "expected in exactly one of them")
+    w.checks.append(check)
 
 
 @_scenario("fault-vs-mremap", "a load races mremap moving its VMA (the neighbour blocks "
