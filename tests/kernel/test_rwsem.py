@@ -194,3 +194,46 @@ def test_a_killed_writer_at_the_head_clears_the_handoff_bit_as_the_last_waiter_o
         assert ex.tasks[W].done and ex.tasks[W].result == -errno.EINTR
         assert not sem.wait_list and not sem.handoff and sem.writer is None
         ex.close()
+
+
+def test_a_downgrade_grants_the_readers_queued_behind_the_writer() -> None:
+    # rwsem_downgrade_wake(): the readers at the head join the downgraded lock
+    # at once; a writer queued behind them stays queued
+    p, sem = world()
+    t = [p.thread() for _ in range(4)]
+    gate = {"down": False, "up": False}
+
+    async def downgrader(th):
+        await sem.down_write()
+        while not gate["down"]:
+            await work("user")
+        await sem.downgrade_write()
+        while not gate["up"]:
+            await work("user")
+        await sem.up_read()
+
+    async def reader(th):
+        await sem.down_read()
+        await sem.up_read()
+
+    async def writer(th):
+        await sem.down_write()
+        await sem.up_write()
+
+    ex = Executor([t[0].start(downgrader), t[1].start(reader), t[2].start(reader),
+                   t[3].start(writer)], models=[x.task for x in t])
+    ex.step(0)
+    assert sem.writer is ex.tasks[0].model
+    for tid in (1, 2, 3):
+        run_to_block(ex, tid)
+    r1, r2, w = (ex.tasks[i].model for i in (1, 2, 3))
+    assert [x.task for x in sem.wait_list] == [r1, r2, w]
+    gate["down"] = True
+    while sem.writer is not None:
+        ex.step(0)
+    assert set(sem.readers) == {ex.tasks[0].model, r1, r2}
+    assert [x.task for x in sem.wait_list] == [w] and 1 in ex.runnable() and 2 in ex.runnable()
+    gate["up"] = True
+    while ex.runnable():
+        ex.step(ex.runnable()[0])
+    assert ex.violation is None and all(x.done for x in ex.tasks)
