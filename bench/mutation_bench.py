@@ -6,6 +6,14 @@ find, and whether the stateful search ever prunes what the stateless one finds.
     python bench/mutation_bench.py --ops drop,swap --presets universal,universal-up
     python bench/mutation_bench.py --only mmap_lock:drop:12      # one mutant, every run shown
     python bench/mutation_bench.py --workers 2 --json out.json   # (or --dask)
+    python bench/mutation_bench.py --modules mremap --tests tests/kernel/test_mlock.py
+
+``--tests`` runs the given pytest files (``-x``) against every mutant the
+checker did not find (survived, incomplete, spins, unreached), each in a
+fresh interpreter, and adds ``tests`` to its row: ``killed`` when a unit
+test fails on it.  Sequential behaviour (a policy copied on a move, a flag
+cleared) is the unit tests' to catch, not a scenario's; the table's last
+column counts what either found.
 
 Each mutant (:mod:`pervma.check.mutants`: a statement dropped, two steps
 swapped, a comparison or a boolean argument changed, in one model file) runs
@@ -59,6 +67,17 @@ def _lost(m: M.Mutant, why: str) -> dict[str, Any]:
             "runs": [], "stateless": []}
 
 
+class _TestsJob:
+    """A picklable call of run_tests."""
+
+    def __init__(self, paths: list[str], timeout: float) -> None:
+        self.paths = paths
+        self.timeout = timeout
+
+    def __call__(self, m: M.Mutant) -> str:
+        return M.run_tests(m, self.paths, self.timeout)
+
+
 class _Job:
     """A picklable call of run_mutant (for the process pool and Dask)."""
 
@@ -87,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dask", action="store_true")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--tests", help="comma-separated pytest paths to run against every mutant "
+                    "the checker did not find")
     a = ap.parse_args(argv)
     console = Console()
 
@@ -134,6 +155,19 @@ def main(argv: list[str] | None = None) -> int:
                 counts = collections.Counter(x["status"] for x in results)
                 progress.update(task, advance=1,
                                 description=" ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        unfound = [r for r in results if r["status"] in ("survived", "incomplete", "spins",
+                                                         "unreached")]
+        if a.tests and unfound:
+            paths = [x.strip() for x in a.tests.split(",") if x.strip()]
+            by_name = {m.ident: m for m in todo}
+            with Progress(*cols, console=console) as progress:
+                task = progress.add_task("unit tests", total=len(unfound))
+                verdicts = executor.map(_TestsJob(paths, a.timeout),
+                                        [by_name[r["mutant"]] for r in unfound],
+                                        lambda m, why: "failed")
+                for r, v in zip(unfound, verdicts, strict=True):
+                    r["tests"] = v
+                    progress.update(task, advance=1)
     finally:
         executor.close()
     wall = time.perf_counter() - t0
@@ -146,11 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     for s in M.STATUSES:
         table.add_column(s, justify="right")
     table.add_column("killed+crashed+livelock of reached", justify="right")
+    if a.tests:
+        table.add_column("of those left, killed by --tests", justify="right")
+        table.add_column("found by either, of all", justify="right")
     for mod, c in sorted(by_module.items()):
         reached = sum(c.values()) - c["unreached"] - c["timeout"] - c["failed"]
         found = c["killed"] + c["crashed"] + c["livelock"]
-        table.add_row(mod, *(str(c[s]) for s in M.STATUSES),
-                      f"{found}/{reached} ({100 * found / max(reached, 1):.0f}%)")
+        row = [mod, *(str(c[s]) for s in M.STATUSES),
+               f"{found}/{reached} ({100 * found / max(reached, 1):.0f}%)"]
+        if a.tests:
+            mine = [r for r in results if r["mutant"].split(":")[0] == mod]
+            left = [r for r in mine if "tests" in r]
+            by_tests = sum(r["tests"] == "killed" for r in left)
+            either = found + by_tests
+            row += [f"{by_tests}/{len(left)}", f"{either}/{len(mine)} ({100 * either / max(len(mine), 1):.0f}%)"]
+        table.add_row(*row)
     console.print(table)
     for status in ("diverged", "spins", "survived", "incomplete", "unreached", "timeout", "failed"):
         picked = [r for r in results if r["status"] == status]
@@ -158,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[bold]{status}[/bold] ({len(picked)}):")
             for r in picked:
                 extra = f"  [{r['error']}]" if r.get("error") else ""
+                extra += f"  (unit tests: {r['tests']})" if "tests" in r else ""
                 console.print(f"  {r['mutant']:<22} {r['where']}{extra}", markup=False,
                               highlight=False)
     if a.only:

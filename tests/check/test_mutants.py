@@ -147,3 +147,15 @@ def test_a_survivor_is_searched_again_statelessly_where_it_was_reached() -> None
     (cross,) = out["stateless"]
     assert cross["scenario"] == "fault-vs-mprotect-split" and cross["reached"]
     assert cross["complete"] and cross["verdict"] is None
+
+
+def test_the_unit_tests_catch_what_no_scenario_looks_at(tmp_path: Path) -> None:
+    # copy_vma() without vma_dup_policy(): no scenario moves a VMA with a
+    # policy, a unit test does (bench/mutation_bench.py --tests)
+    m = _real("mremap", "drop", "vma_dup_policy(vma, new)")
+    test = Path(__file__).parents[1] / "kernel" / "test_mempolicy.py"
+    which = f"{test}::test_each_vma_owns_its_policy_through_split_fork_mremap_and_munmap"
+    assert M.run_tests(m, [which]) == "killed"
+    other = _real("mremap", "drop", "await unlink_anon_vmas(vma)")
+    assert M.run_tests(other, [which]) == "passed"
+    assert M.run_tests(m, [str(tmp_path / "no_such_test.py")]) == "failed"

@@ -577,6 +577,31 @@ def run_mutant(m: Mutant, plan: Plan, timeout: float | None = None) -> dict[str,
     return {**base, "status": "failed", "error": tail}
 
 
+_TESTS_CODE = """
+import sys
+from pervma.check.mutants import install, mutant
+install(mutant({module!r}, {op!r}, {index}))
+import pytest
+sys.exit(pytest.main(['-q', '-x', '-p', 'no:cacheprovider', '-o', 'addopts=', *{paths!r}]))
+"""
+
+
+def run_tests(m: Mutant, paths: Sequence[str], timeout: float | None = None) -> str:
+    """The unit tests ``paths`` (pytest, stopping at the first failure) in a
+    fresh interpreter whose import of the mutant's module loads the mutated
+    code: ``killed`` (a test failed), ``passed``, ``timeout`` or ``failed``
+    (pytest could not run: exit code 2-5 other than a failure)."""
+    import subprocess
+
+    code = _TESTS_CODE.format(module=m.module, op=m.op, index=m.index, paths=list(paths))
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return {0: "passed", 1: "killed"}.get(p.returncode, "failed")
+
+
 def _main(argv: Sequence[str]) -> int:
     import json
 
