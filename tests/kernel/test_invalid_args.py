@@ -507,6 +507,9 @@ def test_invalid_arguments_match_running_kernel(chunk: int) -> None:
     pytest.param(Case("madvise", (Rel(0), 2 * PAGE, (1 << 32) | 4)), id="madvise-int-truncation"),
     pytest.param(Case("mremap", (Rel(0), 2 * PAGE, 2 * PAGE, MREMAP_FIXED | MREMAP_MAYMOVE, 0)),
                  id="mremap-fixed-to-zero"),
+    # new_len == TASK_SIZE passes check_mremap_params() (only above it is
+    # EINVAL) and fails the growth in place: ENOMEM
+    pytest.param(Case("mremap", (Rel(0), PAGE, TASK_SIZE, 0, 0)), id="mremap-to-task-size"),
     pytest.param(Case("mmap", (Rel(0), PAGE, RW, MAP_FIXED | MAP_ANONYMOUS | MAP_SHARED_VALIDATE, 0)),
                  id="mmap-anon-shared-validate"),
 ])

@@ -452,3 +452,23 @@ def test_huge_sparse_mappings_cost_their_ptes_not_their_length() -> None:
     p.fork().exit()
     p.munmap(b, 1 << 40)
     assert _CountingTable.lookups < LOOKUP_BOUND  # 2**28 pages: a per-page walk is far above
+
+
+@pytest.mark.parametrize("change", ["mprotect", "madvise", "mlock"])
+def test_a_change_undone_merges_back_into_the_lowest_vma(change: str) -> None:
+    # the VMA before the changed range is the first of the tree: vma_prev()
+    # must find it, or the pieces never merge back (vma_modify()'s prev)
+    p = System().spawn()
+    p.mmap(A, 2 * PAGE, RW, ANON | MAP_FIXED)
+    assert p.mm.mm_mt.snapshot()[0].vm_start == A  # nothing below the range
+    do, undo = {"mprotect": (lambda: p.mprotect(A + PAGE, PAGE, PROT_READ),
+                             lambda: p.mprotect(A + PAGE, PAGE, RW)),
+                "madvise": (lambda: p.madvise(A + PAGE, PAGE, 10),  # MADV_DONTFORK
+                            lambda: p.madvise(A + PAGE, PAGE, 11)),  # MADV_DOFORK
+                "mlock": (lambda: p.mlock(A + PAGE, PAGE), lambda: p.munlock(A + PAGE, PAGE))}[change]
+    assert do() == 0
+    assert [(v.vm_start, v.vm_end) for v in p.mm.mm_mt.overlapping(A, A + 2 * PAGE)] == [
+        (A, A + PAGE), (A + PAGE, A + 2 * PAGE)]
+    assert undo() == 0
+    assert [(v.vm_start, v.vm_end) for v in p.mm.mm_mt.overlapping(A, A + 2 * PAGE)] == [
+        (A, A + 2 * PAGE)]
