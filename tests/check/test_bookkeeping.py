@@ -174,7 +174,8 @@ def test_exploration_is_exactly_the_one_recorded_before_the_rewrite(
 # executions, pruned, minimisation executions, found steps and preemptions,
 # and the minimised schedule's length and hash.
 BUGS: dict[str, tuple[int, int, int, int, int, int, str]] = {
-    'B02': (3, 0, 38, 31, 2, 31, 'ab90bc4251baafaf'),
+    # re-recorded when expand_downwards() took the anon_vma lock (7.0; two steps more)
+    'B02': (3, 0, 40, 33, 2, 33, 'c0c4f113cdf16d0e'),
     'B04': (18, 1, 7, 45, 1, 45, 'a8541729e847b411'),
     'B05': (16, 0, 32, 17, 2, 17, 'fd0d4c5ab830f739'),
     'B09': (8, 0, 18, 59, 3, 36, '97272b673bf5bcc5'),

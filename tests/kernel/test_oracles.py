@@ -710,3 +710,19 @@ def test_mmap_assert_locked_wants_the_caller_to_hold_mmap_lock() -> None:
     with pytest.raises(Violation) as exc:
         run_direct(check(), model=t1)
     assert exc.value.message == f"{mm} mmap_lock not held"
+
+
+def test_a_merging_mremap_without_the_rmap_locks_lets_a_walk_miss_the_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # move_vma() ignoring copy_vma()'s need_rmap_locks: the walk visits the
+    # VMA the copy merged into before the PTE arrives there, then the source
+    # after it left (the race "mm: fix rmap_walk race with mremap" closed)
+    import pervma.kernel.mremap as mremap_mod
+
+    bad = _edited(mremap_mod.move_vma,
+                  "vrm.old_len, need_rmap_locks)", "vrm.old_len, False)")
+    _patch(monkeypatch, mremap_mod.move_vma, bad, mremap_mod)
+    kind, message, _ = _explore(get_scenario("rmap-walk-vs-mremap-merge"))
+    assert kind == "rmap walk"
+    assert message == (f"the walk found [] of a page mapped throughout at one of "
+                       f"['{A + 5 * PAGE:#x}', '{A + PAGE:#x}']")

@@ -54,6 +54,10 @@ async def _stub_anon_vma_clone(dst: VmAreaStruct, src: VmAreaStruct) -> int:
     return 0
 
 
+def _no_tree(vma: VmAreaStruct) -> None:
+    """vma_internal.h's anon_vma_interval_tree_pre/post_update_vma(): no tree."""
+
+
 async def _stub_unlink_anon_vmas(vma: VmAreaStruct) -> None:
     """vma_internal.h's unlink_anon_vmas(): only the observation."""
     if vma.anon_vma is not None:
@@ -79,8 +83,13 @@ class VmaTestEnv:
         self.close_ops = VmOperations("dummy_close_vm_ops", has_close=True)
         # The suite links mm/vma.c against stubs of mm/rmap.c (vma_internal.h):
         # chains and the anon_vma tree are not what it tests.
-        self._rmap = (vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas)
-        vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas = _stub_anon_vma_clone, _stub_unlink_anon_vmas
+        self._rmap = (vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas,
+                      vma_mod.anon_vma_interval_tree_pre_update_vma,
+                      vma_mod.anon_vma_interval_tree_post_update_vma)
+        (vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas,
+         vma_mod.anon_vma_interval_tree_pre_update_vma,
+         vma_mod.anon_vma_interval_tree_post_update_vma) = (
+            _stub_anon_vma_clone, _stub_unlink_anon_vmas, _no_tree, _no_tree)
         self.run(mmap_write_lock(self.mm))
 
     # -- running model code ------------------------------------------------
@@ -90,7 +99,9 @@ class VmaTestEnv:
 
     def teardown(self) -> None:
         self.run(mmap_write_unlock(self.mm))
-        vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas = self._rmap
+        (vma_mod.anon_vma_clone, vma_mod.unlink_anon_vmas,
+         vma_mod.anon_vma_interval_tree_pre_update_vma,
+         vma_mod.anon_vma_interval_tree_post_update_vma) = self._rmap
 
     # -- shared.c --------------------------------------------------------
     def alloc_vma(self, start: int, end: int, pgoff: int,

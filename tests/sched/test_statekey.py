@@ -506,3 +506,38 @@ def test_a_dead_local_is_not_state_and_a_live_one_is(cwalk: ModuleType) -> None:
     finally:
         for t in [*a, *b, *c, *d, *e]:
             t.coro.close()
+
+
+async def _loops(items: list[int]) -> None:
+    for _ in items:  # the loop variable is dead at the await: the position is on the stack
+        await _Pause()
+
+
+async def _plus(x: int) -> int:
+    return x + await _Pause()  # ``x`` waits on the value stack
+
+
+def _parked_at(coro: Any, sends: int) -> list[Task]:
+    for _ in range(sends):
+        coro.send(None)
+    return [Task(0, "T0", coro)]
+
+
+def test_the_value_stack_of_a_suspended_frame_is_state(cwalk: ModuleType) -> None:
+    """A for loop's iterator and an operand waiting for the await's value sit
+    on the frame's value stack, not in its locals: the second pass of a loop
+    is another state than the first (the position differs), and both walks
+    say so alike."""
+    items = [1, 2, 3]
+    first, second = _parked_at(_loops(items), 1), _parked_at(_loops(items), 2)
+    again = _parked_at(_loops(items), 1)
+    p1, p2 = _parked_one(_plus(1)), _parked_one(_plus(2))
+    try:
+        assert _same(cwalk, first) != _same(cwalk, second)
+        assert _same(cwalk, first) == _same(cwalk, again)
+        assert _same(cwalk, p1) != _same(cwalk, p2)
+        assert any(isinstance(r, tuple) and ("<stack>", ) == r[-1][:1] for r in statekey._rows(first)
+                   if r and isinstance(r[-1], tuple))
+    finally:
+        for t in [*first, *second, *again, *p1, *p2]:
+            t.coro.close()

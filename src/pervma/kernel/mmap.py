@@ -31,7 +31,14 @@ from pervma.kernel.mmap_lock import (
     vma_start_write_killable,
 )
 from pervma.kernel.mmu_notifier import mmu_notifier_release
-from pervma.kernel.rmap import __anon_vma_prepare, anon_vma_fork
+from pervma.kernel.rmap import (
+    __anon_vma_prepare,
+    anon_vma_fork,
+    anon_vma_interval_tree_post_update_vma,
+    anon_vma_interval_tree_pre_update_vma,
+    anon_vma_lock_write,
+    anon_vma_unlock_write,
+)
 from pervma.kernel.syscalls import (
     IS_ERR_VALUE,
     ULONG_MAX,
@@ -626,9 +633,11 @@ async def sys_brk(mm: MmStruct, brk: int) -> int:
 # Stack growth
 # ---------------------------------------------------------------------------
 async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool = True) -> int:
-    """Models expand_downwards(): only the growing VMA is write-locked (the
-    neighbour is read for the guard-gap check under the mmap write lock);
-    the range changes under anon_vma and page_table_lock."""
+    """Models expand_downwards() (7.0): only the growing VMA is write-locked
+    (the neighbour is read for the guard-gap check under the mmap write
+    lock); the range changes under the anon_vma write lock (the VMA leaves
+    and re-enters the anon_vma's tree, whose key is vm_pgoff) and
+    page_table_lock."""
     mm = vma.vm_mm
     address &= ~(PAGE_SIZE - 1)
     if address < MMAP_MIN_ADDR:
@@ -642,20 +651,28 @@ async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool =
         await __anon_vma_prepare(vma)
     if write_locked:
         await vma_start_write(vma)
+    av = vma.anon_vma
+    assert av is not None
+    await anon_vma_lock_write(av)  # the VMA's place in the anon_vma tree changes
+    ret = 0
     if address < vma.vm_start:
         grow = (vma.vm_start - address) >> PAGE_SHIFT
         if vma.vm_flags & VmFlags.VM_ACCOUNT and security_vm_enough_memory_mm(mm, grow):
-            return -errno.ENOMEM  # acct_stack_growth()
-        await mm.page_table_lock.lock()
-        await vma_write_fields(vma, "vma_set_range")
-        if write_locked:
-            vma_set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
+            ret = -errno.ENOMEM  # acct_stack_growth()
         else:
-            _expand_downwards_store_b02(vma, address, grow)
-        await mm.page_table_lock.unlock()
-        mm.total_vm += grow
-        await vma_iter_update(mm, label="expand_downwards: store")
-    return 0
+            await mm.page_table_lock.lock()
+            anon_vma_interval_tree_pre_update_vma(vma)
+            await vma_write_fields(vma, "vma_set_range")
+            if write_locked:
+                vma_set_range(vma, address, vma.vm_end, vma.vm_pgoff - grow)
+            else:
+                _expand_downwards_store_b02(vma, address, grow)
+            anon_vma_interval_tree_post_update_vma(vma)
+            await mm.page_table_lock.unlock()
+            mm.total_vm += grow
+            await vma_iter_update(mm, label="expand_downwards: store")
+    await anon_vma_unlock_write(av)
+    return ret
 
 
 def _expand_downwards_store_b02(vma: VmAreaStruct, address: int, grow: int) -> None:

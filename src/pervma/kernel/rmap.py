@@ -117,7 +117,34 @@ def anon_vma_chain_link(vma: VmAreaStruct, av: AnonVma) -> None:
     root's rwsem held for writing."""
     _assert_tree_locked(av, "anon_vma_chain_link")
     vma.anon_vma_chain.append(av)
-    av.rb_root.append(vma)
+    _anon_vma_interval_tree_insert(vma, av)
+
+
+def _anon_vma_interval_tree_insert(vma: VmAreaStruct, av: AnonVma) -> None:
+    """anon_vma_interval_tree_insert(): the tree is keyed by each VMA's first
+    page offset; an insert goes after the VMAs with an equal key, as the
+    rbtree insert walks right on equal keys (a fork's child after its
+    parent).  A walk meets the VMAs in that order, which is what
+    copy_vma()'s need_rmap_locks reasons about."""
+    tree = av.rb_root
+    i = len(tree)
+    while i > 0 and tree[i - 1].vm_pgoff > vma.vm_pgoff:
+        i -= 1
+    tree.insert(i, vma)
+
+
+def anon_vma_interval_tree_pre_update_vma(vma: VmAreaStruct) -> None:
+    """Out of each of its anon_vmas' trees while its range or vm_pgoff
+    changes (vma_prepare(), under the anon_vma write lock)."""
+    for av in vma.anon_vma_chain:
+        _assert_tree_locked(av, "anon_vma_interval_tree_pre_update_vma")
+        av.rb_root.remove(vma)
+
+
+def anon_vma_interval_tree_post_update_vma(vma: VmAreaStruct) -> None:
+    """Back in, at the place of its new key (vma_complete())."""
+    for av in vma.anon_vma_chain:
+        _anon_vma_interval_tree_insert(vma, av)
 
 
 def _assert_tree_locked(av: AnonVma, where: str) -> None:

@@ -41,6 +41,8 @@ from pervma.kernel.mmap_lock import (
 )
 from pervma.kernel.rmap import (
     anon_vma_clone,
+    anon_vma_interval_tree_post_update_vma,
+    anon_vma_interval_tree_pre_update_vma,
     anon_vma_lock_write,
     anon_vma_unlock_write,
     unlink_anon_vmas,
@@ -389,11 +391,17 @@ async def commit_merge(vmg: VmaMergeStruct) -> int:
     av = vma.anon_vma or (adjust.anon_vma if adjust is not None else None)
     if av is not None:  # vma_prepare(): rmap walkers read the range under this lock
         await anon_vma_lock_write(av)
+        anon_vma_interval_tree_pre_update_vma(vma)
+        if adjust is not None:
+            anon_vma_interval_tree_pre_update_vma(adjust)
     await vma_write_fields(vma, "vma_set_range")
     vma_set_range(vma, vmg.start, vmg.end, vmg.pgoff)
     await vmg_adjust_set_range(vmg)
     await vma_iter_update(mm, remove=removed, label="commit_merge: store")
     if av is not None:  # vma_complete()
+        anon_vma_interval_tree_post_update_vma(vma)
+        if adjust is not None:
+            anon_vma_interval_tree_post_update_vma(adjust)
         await anon_vma_unlock_write(av)
     if file is not None:  # vma_complete()
         if adjust is not None:
@@ -583,6 +591,7 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     av = vma.anon_vma
     if av is not None:  # vma_prepare(): rmap walkers read the range under this lock
         await anon_vma_lock_write(av)
+        anon_vma_interval_tree_pre_update_vma(vma)
     await vma_write_fields(vma, "vma_set_range")
     if new_below:
         vma_set_range(vma, addr, vma.vm_end, vma.vm_pgoff + PHYS_PFN(addr - new.vm_start))
@@ -594,6 +603,7 @@ async def __split_vma(vma: VmAreaStruct, addr: int, new_below: bool) -> int:
     await vma_iter_update(mm, add=[new], label="__split_vma: store")
     mm.map_count += 1
     if av is not None:  # vma_complete()
+        anon_vma_interval_tree_post_update_vma(vma)
         await anon_vma_unlock_write(av)
     if file is not None:
         await i_mmap_unlock_write(file)
@@ -617,10 +627,12 @@ async def vma_shrink(vma: VmAreaStruct, start: int, end: int, pgoff: int) -> int
     av = vma.anon_vma
     if av is not None:
         await anon_vma_lock_write(av)
+        anon_vma_interval_tree_pre_update_vma(vma)
     await vma_write_fields(vma, "vma_set_range")
     vma_set_range(vma, start, end, pgoff)
     await vma_iter_update(vma.vm_mm, label="vma_shrink: clear")
     if av is not None:
+        anon_vma_interval_tree_post_update_vma(vma)
         await anon_vma_unlock_write(av)
     if file is not None:  # vma_complete()
         vma_interval_tree_insert(vma, file)

@@ -1114,7 +1114,35 @@ static PyObject *frames_clear_owned(PyObject *self, PyObject *objs)
     Py_RETURN_NONE;
 }
 
+/* stack(gen): the items on the value stack of a suspended coroutine or
+   generator (a for loop's iterator, a partial expression, the awaited object
+   on top), NULLs left out; () when it is not suspended. */
+static PyObject *frames_stack(PyObject *self, PyObject *gen)
+{
+    int8_t *st;
+    _PyInterpreterFrame *f = frame_of(gen, &st);
+    if (f == NULL)
+        return NULL;
+    if (*st >= FRAME_COMPLETED)
+        return PyTuple_New(0);
+    int n = f->f_code->co_nlocalsplus;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (int i = n; i < f->stacktop; i++) {
+        PyObject *v = f->localsplus[i];
+        if (v != NULL && PyList_Append(out, v) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    PyObject *t = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return t;
+}
+
 static PyMethodDef methods[] = {
+    {"stack", frames_stack, METH_O, "The value stack of a suspended coroutine or generator."},
     {"clear_owned", frames_clear_owned, METH_O, "Clear the fields of the instances a dropped copy made."},
     {"new", frames_new, METH_O, "A fresh coroutine (or generator) of a function (none of it runs)."},
     {"kill", frames_kill, METH_O, "Mark coroutines finished without running them; returns their states."},

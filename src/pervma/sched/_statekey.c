@@ -71,7 +71,7 @@ static PyObject *s_eq, *s_at, *s_atm, *s_hash, *s_l, *s_d, *s_s, *s_c, *s_finish
 static getter std_dict_get;  /* the __dict__ getter of a class made by a class statement */
 static PyObject *s_qualname, *s_name, *s_dict, *s_cr_frame, *s_cr_await, *s_gi_frame,
     *s_gi_yieldfrom, *s_done, *s_preempt_count, *s_model, *s_coro, *s_result, *s_sort,
-    *s_key, *s_repr;
+    *s_key, *s_repr, *s_stack;
 static PyObject *t_finished; /* ("finished",) */
 static PyObject *repr_func;
 
@@ -1225,9 +1225,31 @@ walk_frame_fast(Walk *w, PyObject *o, int coro)
     int r = -1;
     PyObject *sub = awaited(o, coro);
     PyObject *py_lasti = sub ? PyLong_FromLong(lasti) : NULL;
+    /* the value stack below the awaited object: a for loop's iterator, a
+     * partial expression (statekey._stack_items) */
+    PyObject *stk = NULL;
     Val rsub = {NULL, 0};
+    if (sub != NULL) {
+        int k = 0;
+        for (int i = n; i < f->stacktop; i++) {
+            PyObject *v = f->localsplus[i];
+            if (v != NULL && v != sub)
+                k++;
+        }
+        if (k > 0 && (stk = PyTuple_New(k)) != NULL) {
+            k = 0;
+            for (int i = n; i < f->stacktop; i++) {
+                PyObject *v = f->localsplus[i];
+                if (v != NULL && v != sub)
+                    PyTuple_SET_ITEM(stk, k++, Py_NewRef(v));
+            }
+        }
+        else if (k > 0)
+            goto done;
+    }
     Row row;
-    if (py_lasti == NULL || ref(w, sub, w->hash, &rsub) < 0 || row_init(&row, w->hash, 3 + m) < 0)
+    if (py_lasti == NULL || ref(w, sub, w->hash, &rsub) < 0 ||
+            row_init(&row, w->hash, 3 + m + (stk != NULL)) < 0)
         goto done;
     if (w->hash) {
         Py_hash_t hc = cached_hash((PyObject *)co);
@@ -1251,8 +1273,13 @@ walk_frame_fast(Walk *w, PyObject *o, int coro)
             goto done;
         }
     }
+    if (stk != NULL && row_pair(w, &row, s_stack, stk, 0) < 0) {
+        row_abort(&row);
+        goto done;
+    }
     r = emit_row(w, &row);
 done:
+    Py_XDECREF(stk);
     Py_XDECREF(rsub.o);
     Py_XDECREF(sub);
     Py_XDECREF(py_lasti);
@@ -1752,6 +1779,7 @@ PyInit__statekey(void)
     INTERN(s_cr_await, "cr_await");
     INTERN(s_gi_frame, "gi_frame");
     INTERN(s_gi_yieldfrom, "gi_yieldfrom");
+    INTERN(s_stack, "<stack>");
     INTERN(s_done, "done");
     INTERN(s_preempt_count, "preempt_count");
     INTERN(s_model, "model");

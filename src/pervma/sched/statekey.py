@@ -61,6 +61,11 @@ from typing import Any
 
 from pervma.sched.task import Task
 
+try:
+    from pervma.sched import _frames
+except ImportError:  # not built, or not CPython 3.11
+    _frames = None  # type: ignore[assignment]
+
 _ATOMS: frozenset[type] = frozenset({int, str, bytes, float, bool, type(None), complex, range})
 _NAMED: frozenset[type] = frozenset({types.FunctionType, types.BuiltinFunctionType, type,
                                      types.CodeType, types.ModuleType,
@@ -171,6 +176,18 @@ def _in_order(code: types.CodeType, loc: dict[str, Any]) -> list[tuple[str, Any]
                                          if c not in code.co_varnames) + code.co_freevars
         order = _order_cache[code] = {n: i for i, n in enumerate(names)}
     return sorted(loc.items(), key=lambda kv: order.get(kv[0], len(order)))
+
+
+def _stack_items(o: Any, sub: Any) -> tuple[Any, ...]:
+    """What a suspended frame keeps on its value stack besides the object it
+    awaits: a ``for`` loop's iterator (its position is state: two passes of
+    a loop whose variable is dead at the await would otherwise be one state),
+    the left operand of an expression the await is inside.  Python has no
+    API for it; :mod:`pervma.sched._frames` reads it (CPython 3.11).  Without
+    that module (not built, or another Python) the walk cannot see it."""
+    if _frames is None:
+        return ()
+    return tuple(v for v in _frames.stack(o) if v is not sub)
 
 
 def _reduced(o: Any, ref: Any) -> Hashable:
@@ -332,9 +349,11 @@ def _rows(tasks: Iterable[Task]) -> list[Hashable]:
                 keep.append(loc)
                 sub = o.cr_await if t is _CORO else o.gi_yieldfrom
                 live = _live_locals(f.f_code, f.f_lasti)
-                app((f.f_code, f.f_lasti, ref(sub),
-                     *[(k, v if type(v) in atoms else ref(v)) for k, v in _in_order(f.f_code, loc)
-                       if live is None or k in live]))
+                row = (f.f_code, f.f_lasti, ref(sub),
+                       *[(k, v if type(v) in atoms else ref(v)) for k, v in _in_order(f.f_code, loc)
+                         if live is None or k in live])
+                stk = _stack_items(o, sub)
+                app((*row, ("<stack>", ref(stk))) if stk else row)
         elif t is types.CellType:
             try:
                 app(("c", ref(o.cell_contents)))

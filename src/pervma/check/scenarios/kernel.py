@@ -896,23 +896,35 @@ _scenario("tcp-zerocopy-vs-munmap-pre-series", "the same with the pre-series loo
           "(lock_vma_under_rcu, then mmap_read_lock)", tweak=_pre_series)(_tcp_body)
 
 
-def _rmap_walker(w: World, expect_parent: bool) -> None:
-    """A reclaim-like rmap walk of the page at A: the walker isolated the page
-    (holds a reference) before the race, walks under the anon_vma's lock and
-    drops its reference at the end."""
+def _rmap_walker(w: World, expect_parent: bool, at: int = A,
+                 mapped_at: tuple[int, ...] = ()) -> None:
+    """A reclaim-like rmap walk of the page at ``at``: the walker isolated the
+    page (holds a reference) before the race, walks under the anon_vma's lock
+    and drops its reference at the end.  ``mapped_at``: the page stays mapped
+    in this mm throughout, at one of these addresses, so the walk must find
+    it there."""
     from pervma.kernel.memory import put_page
     from pervma.kernel.rmap import rmap_walk_anon
 
     p = w.p
-    page = p.mm.pgtable[A // PAGE].page
+    page = p.mm.pgtable[at // PAGE].page
     page.refcount += 1  # folio_isolate_lru(): the walker's reference
-    found: list[tuple[int, int]] = []
 
-    async def walk(t: Thread) -> None:
-        found.extend((vma.vm_mm.id, addr) for vma, addr in await rmap_walk_anon(w.kern, page))
+    async def walk(t: Thread) -> list[tuple[int, int]]:
+        # what the walk found is its result: state the stateful search keys
+        # (a list kept beside the threads would not be, and two ends that
+        # differ only in it would be one state, its check run on one)
+        found = [(vma.vm_mm.id, addr) for vma, addr in await rmap_walk_anon(w.kern, page)]
         put_page(t.mm, page, "walker: folio_put")
+        return found
 
     def check() -> None:
+        found = w.results.get("rmap-walk") or []
+        if mapped_at:
+            if not found or not set(found) <= {(p.mm.id, a) for a in mapped_at}:
+                violation("rmap walk", f"the walk found {found} of a page mapped throughout at "
+                          f"one of {[hex(a) for a in mapped_at]}")
+            return
         if not set(found) <= {(q.mm.id, A) for q in w.kern.processes}:
             violation("rmap walk", f"the walk found {found}, not only mappings of A")
         if expect_parent and (p.mm.id, A) not in found:

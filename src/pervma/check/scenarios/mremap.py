@@ -13,12 +13,16 @@ VM_ACCOUNT on the pieces either side) while a load reads the target: the
 old byte or the moved one, never SIGSEGV (a fault that finds the target
 gone under RCU retries under mmap_lock).  ``mremap-fixed-shrink-vs-fault``
 moves and shrinks at once (mremap_to() with shrink_vma() keeping the lock).
+``rmap-walk-vs-mremap-merge`` moves a page back beside the VMA it came from:
+copy_vma() merges the destination into that VMA, which an rmap walk of the
+anon_vma visits before the source, so the PTEs move under the anon_vma lock
+(need_rmap_locks) or the walk can miss the page.
 """
 
 from __future__ import annotations
 
 from pervma import PAGE, Segfault
-from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
+from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _rmap_walker, _scenario
 from pervma.kernel.mm_types import VmFlags
 from pervma.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pervma.kernel.system import Thread
@@ -149,3 +153,25 @@ def _fixed_shrink(w: World) -> None:
     _moved_onto_target(w, A, 2 * PAGE, PAGE, A + 4 * PAGE, 1)
     _expect_vmas(w, A, A + 4 * PAGE, [], "the source range")
     _expect_vmas(w, A + 4 * PAGE, A + 5 * PAGE, [(A + 4 * PAGE, A + 5 * PAGE)], "the target")
+
+
+@_scenario("rmap-walk-vs-mremap-merge", "an rmap walker walks the anon_vma of a page while "
+           "mremap moves it back beside the VMA it came from: the copy merges into that VMA, "
+           "which the walk visits first, so the PTE moves under the anon_vma lock and the walk "
+           "finds the page at one address or the other")
+def _rmap_vs_mremap_merge(w: World) -> None:
+    p = w.p
+    p.mmap(A, 2 * PAGE, RW, ANON)
+    p.store(A, 1)
+    p.store(A + PAGE, 2)
+    away = A + 5 * PAGE
+    p.mremap(A + PAGE, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, away)  # pgoff kept
+    _rmap_walker(w, expect_parent=False, at=away, mapped_at=(away, A + PAGE))
+
+    async def back(t: Thread) -> int:
+        return await t.mremap(away, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, A + PAGE)
+
+    w.thread("mremap", p.thread(), back)
+    _expect_result(w, "mremap", A + PAGE)
+    _expect_vmas(w, A, A + 8 * PAGE, [(A, A + 2 * PAGE)], "after the move back (merged)")
+    w.checks.append(_expect_byte(w, p, A + PAGE, {2}, "the page moved back"))
