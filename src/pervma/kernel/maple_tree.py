@@ -43,7 +43,7 @@ from pervma.kernel import debug
 from pervma.kernel.mm_types import VmAreaStruct
 from pervma.kernel.rcu import call_rcu
 from pervma.kernel.slab import KmemCache, SlabObject
-from pervma.kernel.task import _running
+from pervma.kernel.task import current_task_or_none
 from pervma.sched import Op, read, write
 from pervma.sched.locations import MAPLE, MAPLE_NODE
 from pervma.sched.order import Order
@@ -156,9 +156,9 @@ class MapleTree:
         the model's threads (a scenario's setup, the final checks) is the
         test harness reading, not the kernel."""
         ext = self.ma_external_lock
-        if ext is None or not _running:
+        if ext is None:
             return
-        tsk = _running[-1].model
+        tsk = current_task_or_none()
         if tsk is None or tsk.rcu_depth:
             return
         lock = ext.lock

@@ -114,6 +114,12 @@ class TaskSet(list[TaskStruct]):
         self.insert(i, tsk)
 
 
+def current_task_or_none() -> TaskStruct | None:
+    """``current`` when a model thread runs, None when the harness itself
+    calls into the model (a scenario's setup, its final checks)."""
+    return _running[-1].model if _running else None
+
+
 def current_task() -> TaskStruct:
     """The model's ``current``.  The model's most frequent call, so it reads
     the running task itself (what sched.current_model() returns), in one call."""

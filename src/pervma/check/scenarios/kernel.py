@@ -194,8 +194,7 @@ def _expect_byte(w: World, addr_owner: Process, addr: int, allowed: set[int], wh
         mm = addr_owner.mm
         if mm.freed:
             return
-        pte = mm.pgtable.get(addr // PAGE)
-        val = 0 if pte is None else pte.page.data.get(addr % PAGE, 0)
+        val = _byte_at(mm, addr)
         if val not in allowed:
             violation("user-visible memory", f"{what}: byte at {addr:#x} is {val}, "
                       f"allowed {sorted(allowed)}")

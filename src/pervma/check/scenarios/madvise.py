@@ -5,12 +5,14 @@ the advice that changes VMA flags and the advice that populates.
 advice (madvise_update_vma(): vma_modify_flags(), then the VMA write lock
 and vm_flags_reset()), then changes the middle VMA's flags whole (no split,
 so nothing but madvise_update_vma() write-locks it), while a fault on the
-middle page runs under the VMA read lock, then forks: the child must not get the MADV_DONTFORK page, must
-get the MADV_WIPEONFORK page empty, and must get the faulted page as the
-parent had it at fork time.  ``madvise-populate-vs-munmap`` races
-MADV_POPULATE_WRITE (mmap_read_lock, faultin_page_range()) against munmap of
-the middle page: populate succeeds and every page still mapped is present
-and writable, or it stops at the hole with -ENOMEM after the first page.
+middle page runs under the VMA read lock; then it forks: the child must not
+get the MADV_DONTFORK page, must get the MADV_WIPEONFORK page empty, and
+the faulted page as the parent had it at fork time.
+``madvise-populate-vs-munmap`` races MADV_POPULATE_WRITE (mmap_read_lock,
+faultin_page_range()) and then MADV_COLD (an mmap_read_lock walk of the
+VMAs) against munmap of the middle page: populate succeeds and every page
+still mapped is present and writable, or it stops at the hole with -ENOMEM
+after the first page.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from pervma import PAGE
-from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
+from pervma.check.scenarios.kernel import ANON, RW, A, World, _byte_at, _expect_byte, _scenario
 from pervma.kernel.madvise import (
     MADV_COLD,
     MADV_DONTDUMP,
@@ -29,7 +31,7 @@ from pervma.kernel.madvise import (
     MADV_WIPEONFORK,
 )
 from pervma.kernel.mm_types import VmFlags
-from pervma.kernel.system import Process, Thread
+from pervma.kernel.system import Thread
 from pervma.sched import violation
 
 
@@ -43,13 +45,6 @@ async def _errno(call: Awaitable[int]) -> int | OSError:
 
 def _enomem(r: Any) -> bool:
     return isinstance(r, OSError) and r.errno == errno.ENOMEM
-
-
-def _byte(p: Process, addr: int) -> int | None:
-    """The byte a load at ``addr`` would return without faulting: None if no
-    PTE maps it."""
-    pte = p.mm.pgtable.get(addr // PAGE)
-    return None if pte is None else pte.page.data.get(addr % PAGE, 0)
 
 
 @_scenario("madvise-fork-flags-vs-fault", "MADV_DONTFORK and MADV_WIPEONFORK split a VMA "
@@ -97,11 +92,11 @@ def _madvise_fork_flags(w: World) -> None:
         for addr in (A + PAGE, A + 2 * PAGE):
             if cmm.mm_mt.find_covering(addr) is None:
                 violation("madvise", f"the child lacks the page at {addr:#x}")
-        if _byte(child, A + 2 * PAGE) not in (None, 0):
+        if _byte_at(cmm, A + 2 * PAGE) != 0:
             violation("madvise", "the child's MADV_WIPEONFORK page kept the parent's byte "
-                      f"{_byte(child, A + 2 * PAGE)}")
-        if _byte(child, A + PAGE) not in (None, 0, 9):
-            violation("madvise", f"the child's middle page holds {_byte(child, A + PAGE)}")
+                      f"{_byte_at(cmm, A + 2 * PAGE)}")
+        if _byte_at(cmm, A + PAGE) not in (0, 9):
+            violation("madvise", f"the child's middle page holds {_byte_at(cmm, A + PAGE)}")
     w.checks += [check, _expect_byte(w, p, A, {1}, "the parent's DONTFORK page"),
                  _expect_byte(w, p, A + PAGE, {9}, "the faulted page"),
                  _expect_byte(w, p, A + 2 * PAGE, {3}, "the parent's WIPEONFORK page")]
