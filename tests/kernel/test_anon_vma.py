@@ -147,3 +147,25 @@ def test_a_pin_that_is_not_inc_not_zero_revives_a_dying_anon_vma(monkeypatch: py
     assert message == ("anon_vma object 0 freed at anon_vma_free, already freed at anon_vma_free "
                        "(allocated at anon_vma_alloc)")
 
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_fault_whose_anon_vma_cannot_be_allocated_is_an_oom_fault_with_no_lock_left(
+        preset: str) -> None:
+    # __vmf_anon_prepare(): __anon_vma_prepare() failing is VM_FAULT_OOM, and
+    # the mmap_read_trylock() taken for it under the VMA lock is dropped (the
+    # model returned -ENOMEM as a vm_fault_t, whose bits read as RETRY: the
+    # fault left with the VMA lock and mmap_lock held)
+    from pervma import Config, Segfault, System
+    from pervma.kernel.fault import OOM_FAULT
+
+    kern = System(Config.preset(preset))
+    p = kern.spawn()
+    a = p.mmap(0, PAGE, PROT_READ | 2, 0x22)  # PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS
+    kern.fail_avc_alloc = 1
+    with pytest.raises(Segfault) as exc:
+        p.store(a, 1)
+    assert exc.value.code == OOM_FAULT
+    assert p.mm.mm_mt.find_covering(a).anon_vma is None and not p.mm.mmap_lock.is_locked()
+    p.store(a, 1)  # the allocation works again
+    assert p.load(a) == 1

@@ -226,7 +226,7 @@ async def vmf_anon_prepare(vmf: VmFault) -> int:
             await vma_end_read(vma)
             return VM_FAULT_RETRY
         locked = True
-    ret = await __anon_vma_prepare(vma)
+    ret = VM_FAULT_OOM if await __anon_vma_prepare(vma) else 0  # -ENOMEM is not a vm_fault_t
     if locked:
         await mmap_read_unlock(mm)
     return ret

@@ -647,8 +647,8 @@ async def expand_downwards(vma: VmAreaStruct, address: int, write_locked: bool =
     prev, _ = mm.mm_mt.prev_next(vma.vm_start, vma.vm_end)
     if prev is not None and prev.vm_end > address - STACK_GUARD_GAP and prev.vm_flags & VM_ACCESS_ANY:
         return -errno.ENOMEM
-    if vma.anon_vma is None:
-        await __anon_vma_prepare(vma)
+    if vma.anon_vma is None and await __anon_vma_prepare(vma):
+        return -errno.ENOMEM  # anon_vma_prepare() failed
     if write_locked:
         await vma_start_write(vma)
     av = vma.anon_vma

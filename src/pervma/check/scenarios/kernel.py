@@ -813,6 +813,40 @@ def _cow_parent_vs_child(w: World) -> None:
     _cow_stores(w, ("parent", "child"), second_in_child=True)
 
 
+@_scenario("fork-enomem-vs-fault", "fork copies a VMA and then fails anon_vma_fork() on the "
+           "next (no memory for its anon_vma_chain): dup_mmap() unwinds and the child is torn "
+           "down, while a load faults on the parent's first VMA")
+def _fork_enomem(w: World) -> None:
+    p = w.p
+    p.mmap(A, PAGE, RW, ANON)  # not faulted: no anon_vma, copied without allocating
+    p.mmap(A + 2 * PAGE, PAGE, RW, ANON)
+    p.store(A + 2 * PAGE, 7)  # an anon_vma: its fork clones the chain
+    w.kern.fail_avc_alloc = 2  # anon_vma_clone()'s GFP_NOWAIT attempt, then GFP_KERNEL
+
+    async def fork(t: Thread) -> Any:
+        return await t.fork()
+
+    async def load(t: Thread) -> int:  # a read fault maps the zero page: no anon_vma needed
+        return await t.load(A)
+
+    w.thread("fork", p.thread(), fork)
+    w.thread("load", p.thread(), load)
+
+    def check() -> None:
+        r = w.results.get("fork")
+        if not (isinstance(r, OSError) and r.errno == errno.ENOMEM):
+            violation("fork", f"fork returned {r!r}, expected ENOMEM")
+        if w.results.get("load") != 0:
+            violation("user-visible memory", f"the load returned {w.results.get('load')!r}, expected 0")
+        live = [q for q in w.kern.processes if q is not p and not q.mm.freed]
+        if live:
+            violation("fork", f"the failed fork left {len(live)} process(es) with a live mm")
+        layout = [(v.vm_start, v.vm_end) for v in p.mm.mm_mt.snapshot() if A <= v.vm_start < A + 4 * PAGE]
+        if layout != [(A, A + PAGE), (A + 2 * PAGE, A + 3 * PAGE)]:
+            violation("VMA layout", f"the parent after the failed fork: {layout}")
+    w.checks += [check, _expect_byte(w, p, A + 2 * PAGE, {7}, "the parent's second VMA")]
+
+
 @_scenario("munmap-enomem-vs-fault", "munmap of a range over two VMAs detaches the first part "
            "and then fails to split the second (no memory for its anon_vma_chain): the first "
            "part is reattached, while a fault on it runs under the VMA lock")
