@@ -201,6 +201,11 @@ def _expect_byte(w: World, addr_owner: Process, addr: int, allowed: set[int], wh
     return check
 
 
+def _failed_with(r: Any, code: int) -> bool:
+    """Did the system call whose result (or raised error) is ``r`` fail with ``code``?"""
+    return isinstance(r, OSError) and r.errno == code
+
+
 def _byte_at(mm: MmStruct, addr: int) -> int:
     """The byte at ``addr`` as a load would see it now (0 if no PTE maps it)."""
     pte = mm.pgtable.get(addr // PAGE)
@@ -665,7 +670,7 @@ def _killed_or(w: World, name: str, allowed: set[Any]) -> Callable[[], None]:
     """``name`` was killed, got EINTR, or returned one of ``allowed``."""
     def check() -> None:
         r = w.results.get(name)
-        if isinstance(r, Killed) or (isinstance(r, OSError) and r.errno == errno.EINTR):
+        if isinstance(r, Killed) or _failed_with(r, errno.EINTR):
             return
         if r not in allowed:
             violation("user-visible memory", f"{name} returned {r!r}: expected one of "
@@ -834,7 +839,7 @@ def _fork_enomem(w: World) -> None:
 
     def check() -> None:
         r = w.results.get("fork")
-        if not (isinstance(r, OSError) and r.errno == errno.ENOMEM):
+        if not _failed_with(r, errno.ENOMEM):
             violation("fork", f"fork returned {r!r}, expected ENOMEM")
         if w.results.get("load") != 0:
             violation("user-visible memory", f"the load returned {w.results.get('load')!r}, expected 0")
@@ -868,7 +873,7 @@ def _munmap_enomem(w: World) -> None:
 
     def check() -> None:
         r = w.results.get("munmap")
-        if not (isinstance(r, OSError) and r.errno == errno.ENOMEM):
+        if not _failed_with(r, errno.ENOMEM):
             violation("user-visible memory", f"munmap returned {r!r}, expected ENOMEM")
         if w.results.get("fault") != 0:
             violation("user-visible memory", f"the load of the page munmap kept returned "

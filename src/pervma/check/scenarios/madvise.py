@@ -22,7 +22,16 @@ from collections.abc import Awaitable
 from typing import Any
 
 from pervma import PAGE
-from pervma.check.scenarios.kernel import ANON, RW, A, World, _byte_at, _expect_byte, _scenario
+from pervma.check.scenarios.kernel import (
+    ANON,
+    RW,
+    A,
+    World,
+    _byte_at,
+    _expect_byte,
+    _failed_with,
+    _scenario,
+)
 from pervma.kernel.madvise import (
     MADV_COLD,
     MADV_DONTDUMP,
@@ -41,10 +50,6 @@ async def _errno(call: Awaitable[int]) -> int | OSError:
         return await call
     except OSError as e:
         return e
-
-
-def _enomem(r: Any) -> bool:
-    return isinstance(r, OSError) and r.errno == errno.ENOMEM
 
 
 @_scenario("madvise-fork-flags-vs-fault", "MADV_DONTFORK and MADV_WIPEONFORK split a VMA "
@@ -126,10 +131,10 @@ def _populate_vs_munmap(w: World) -> None:
             violation("madvise", f"the madvise thread ended with {got!r}")
             return
         r, cold = got
-        if r != 0 and not _enomem(r):
+        if r != 0 and not _failed_with(r, errno.ENOMEM):
             violation("madvise", f"MADV_POPULATE_WRITE returned {r!r}, expected 0 or ENOMEM")
             return
-        if cold != 0 and not _enomem(cold):
+        if cold != 0 and not _failed_with(cold, errno.ENOMEM):
             violation("madvise", f"MADV_COLD returned {cold!r}, expected 0 or ENOMEM (the hole)")
         if mm.mm_mt.find_covering(A + PAGE) is not None or A // PAGE + 1 in mm.pgtable:
             violation("madvise", "the middle page is still mapped after munmap")

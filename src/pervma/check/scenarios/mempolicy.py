@@ -24,7 +24,7 @@ import errno
 from collections.abc import Callable
 
 from pervma import PAGE
-from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _scenario
+from pervma.check.scenarios.kernel import ANON, RW, A, World, _expect_byte, _failed_with, _scenario
 from pervma.kernel.mempolicy import MPOL_BIND, MPOL_MF_MOVE, MPOL_PREFERRED, Mempolicy
 from pervma.kernel.mm_types import VmFlags
 from pervma.kernel.system import Process, Thread
@@ -132,7 +132,7 @@ def _mlock_vs_munmap(w: World) -> None:
         r = w.results.get("mlock")
         if w.results.get("munmap") != 0 or mm.mm_mt.find_covering(A + PAGE) is not None:
             violation("mlock", f"munmap returned {w.results.get('munmap')!r}; A+PAGE still mapped")
-        if isinstance(r, OSError) and r.errno == errno.ENOMEM:
+        if _failed_with(r, errno.ENOMEM):
             return
         if r != 0:
             violation("mlock", f"mlock returned {r!r}, expected 0 or ENOMEM")
